@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// Programs, validation and execution engines.
+#pragma once
+
+#include <bpftime/result.hpp>
+#include <bpftime/vm/helpers.hpp>
+#include <bpftime/vm/isa.hpp>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace bpftime::vm {
+
+/// A range of host memory a program may access.
+struct memory_region {
+    uint64_t start = 0;
+    uint64_t size = 0;
+    bool writable = false;
+
+    bool contains(uint64_t addr, uint64_t len) const {
+        return addr >= start && len <= size && addr - start <= size - len;
+    }
+};
+
+/// What an lddw pseudo instruction (src 1..6) resolves to.
+struct resolved_lddw {
+    uint64_t value = 0; ///< the 64-bit value the destination register receives
+    /// Memory the program may access through that value (a map's value area, global data).
+    std::optional<memory_region> region;
+};
+
+/// Resolves an lddw pseudo instruction: kind is its src field (pseudo_map_fd, ...), imm
+/// its first immediate and next_imm the second. Loaders of ELF objects provide one.
+using lddw_resolver =
+    std::function<result<resolved_lddw>(uint8_t kind, int32_t imm, int32_t next_imm)>;
+
+/// Options of program loading.
+struct load_options {
+    /// Largest accepted program, in instruction slots (the kernel's limit by default).
+    size_t max_instructions = 1'000'000;
+    /// Helpers that calls may name; the global registry when null.
+    const helper_registry *helpers = nullptr;
+    /// Resolves lddw pseudo forms; without it they are refused.
+    lddw_resolver resolver;
+};
+
+/// Error codes of a run that stopped before its exit instruction (error::code):
+/// EFAULT a load or store outside every memory region; ETIMEDOUT more instructions than the
+/// run's budget; EOVERFLOW more than max_call_depth nested frames; ENOSYS callx named an
+/// unknown helper; ECANCELED a helper stopped the program (run_context::fail).
+inline constexpr int fault_out_of_bounds = EFAULT;
+inline constexpr int fault_budget = ETIMEDOUT;
+inline constexpr int fault_call_depth = EOVERFLOW;
+inline constexpr int fault_bad_helper = ENOSYS;
+inline constexpr int fault_helper = ECANCELED;
+
+/// The memory and state of one run that helpers may use.
+class run_context {
+public:
+    /// Lets the program access [ptr, ptr + len) until the run ends (for example a map value
+    /// returned by map_lookup_elem). Fails the run when too many regions were added.
+    void add_region(const void *ptr, uint64_t len, bool writable);
+    /// True when [addr, addr + len) lies inside one region the program may access.
+    bool check_access(uint64_t addr, uint64_t len, bool write) const;
+    /// Stops the program after the current helper returns; the run fails with the message.
+    void fail(std::string message);
+    /// Host data the caller passed in run_options::user_data.
+    void *user_data() const { return user_data_; }
+
+    // Used by the engines.
+    run_context(memory_region stack_region, memory_region input,
+                std::span<const memory_region> program_regions,
+                std::span<const memory_region> extra_regions, void *user_data);
+    bool failed() const { return failed_; }
+    const std::string &failure() const { return failure_; }
+    /// The slow path of an access check: every region but the stack.
+    bool check_slow(uint64_t addr, uint64_t len, bool write) const;
+
+    /// Regions add_region() accepts in one run before it fails the run.
+    static constexpr size_t max_dynamic_regions = 4096;
+
+    /// The stack the program may access now: the current frame and its callers'.
+    memory_region stack;
+
+private:
+    memory_region input_;
+    std::span<const memory_region> program_regions_;
+    std::span<const memory_region> extra_regions_;
+    std::vector<memory_region> dynamic_;
+    void *user_data_ = nullptr;
+    std::string failure_;
+    bool failed_ = false;
+};
+
+/// Options of one run.
+struct run_options {
+    /// Instructions a run may execute before it is stopped (a runaway loop guard).
+    uint64_t instruction_budget = 100'000'000;
+    /// The input memory (r1, r2) may be written.
+    bool mem_writable = true;
+    /// More memory the program may access (global data, maps, a context's pointees).
+    std::span<const memory_region> regions;
+    /// Passed to helpers through run_context::user_data().
+    void *user_data = nullptr;
+    /// When set, receives the number of instructions the run executed.
+    uint64_t *executed = nullptr;
+};
+
+/// A validated program with its helper calls bound. Engines compile and run it.
+class program {
+public:
+    /// Validates the instructions, resolves lddw pseudo forms and binds helper calls.
+    /// Every refusal names the instruction index and the reason.
+    static result<program> load(std::vector<ebpf_inst> insns, const load_options &opts = {});
+
+    std::span<const ebpf_inst> insns() const { return insns_; }
+    /// Memory the resolved lddw pseudo forms refer to.
+    std::span<const memory_region> regions() const { return regions_; }
+    /// The helper function a call instruction at pc binds to (null for other instructions).
+    helper_fn helper_at(size_t pc) const { return pc < bound_.size() ? bound_[pc] : nullptr; }
+    /// The registry callx resolves its register against at run time.
+    const helper_registry &helpers() const { return *helpers_; }
+
+private:
+    std::vector<ebpf_inst> insns_;
+    std::vector<helper_fn> bound_;
+    std::vector<memory_region> regions_;
+    const helper_registry *helpers_ = nullptr;
+};
+
+/// Checks a program against the opcode table and the control-flow rules without loading
+/// it: unknown opcodes, bad registers, writes to r10, jumps out of range or into an lddw,
+/// falling off the end, unknown helpers, bad local-call targets, too many instructions.
+result<void> validate(std::span<const ebpf_inst> insns, const load_options &opts = {});
+
+/// The execution engines.
+enum class engine_kind { interpreter, jit };
+
+/// "interp" or "jit".
+const char *engine_name(engine_kind kind);
+/// Parses "interp"/"interpreter" or "jit".
+std::optional<engine_kind> parse_engine_name(std::string_view name);
+/// The engines this build has, fastest first.
+std::vector<engine_kind> available_engines();
+
+/// An engine bound to one program: compiled once, run many times, from one thread at a time.
+class engine {
+public:
+    virtual ~engine() = default;
+    /// Runs the program with r1 = mem and r2 = mem_len. Returns r0, or the error that stopped
+    /// the program (a fault names the instruction and the reason).
+    virtual result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts = {}) = 0;
+    virtual engine_kind kind() const = 0;
+};
+
+/// Makes an engine of this kind for a loaded program (which must outlive it).
+result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &prog);
+
+} // namespace bpftime::vm

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, builds with g++ and runs CTest (unit tests and
+# the shared conformance cases on every engine), checks formatting, then builds the libFuzzer
+# harness with clang + ASan/UBSan and fuzzes for a bounded time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+echo "== build (g++)"
+scripts/build.sh
+
+echo "== ctest"
+ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 300
+
+echo "== clang-format"
+if ! git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs clang-format --dry-run --Werror; then
+  echo "clang-format: the files above need formatting (clang-format -i)" >&2
+  exit 1
+fi
+
+echo "== fuzz (clang, ASan + UBSan, ${BPFTIME_FUZZ_SECONDS:-30} s)"
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DBPFTIME_ENABLE_FUZZER=ON -DBPFTIME_ENABLE_ASAN=ON -DBPFTIME_ENABLE_UBSAN=ON \
+  -DBPFTIME_ENABLE_BENCHMARKS=OFF >/dev/null
+cmake --build build-fuzz -j "$(nproc)" --target bpftime_vm_fuzzer
+mkdir -p build-fuzz/corpus
+build-fuzz/fuzz/bpftime_vm_fuzzer -max_total_time="${BPFTIME_FUZZ_SECONDS:-30}" \
+  -print_final_stats=1 -seed=1 build-fuzz/corpus fuzz/seeds 2>&1 | tail -n 15
+echo "fuzz: no crash and no sanitizer report"

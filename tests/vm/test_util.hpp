@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MIT
+// Small helpers shared by the VM tests.
+#pragma once
+
+#include <bpftime/vm/vm.hpp>
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace bpftime::vm::test {
+
+inline ebpf_inst insn(uint8_t opcode, uint8_t dst = 0, uint8_t src = 0, int16_t offset = 0,
+                      int32_t imm = 0) {
+    ebpf_inst i;
+    i.opcode = opcode;
+    i.dst = dst & 0xf;
+    i.src = src & 0xf;
+    i.offset = offset;
+    i.imm = imm;
+    return i;
+}
+
+inline ebpf_inst exit_insn() {
+    return insn(op_exit);
+}
+inline ebpf_inst mov64_imm(uint8_t dst, int32_t imm) {
+    return insn(cls_alu64 | src_k | alu_mov, dst, 0, 0, imm);
+}
+
+/// Loads and runs instructions on the interpreter with optional memory.
+inline result<uint64_t> run_insns(std::vector<ebpf_inst> insns, std::vector<uint8_t> *mem = nullptr,
+                                  const run_options &ro = {}, const load_options &lo = {}) {
+    auto prog = program::load(std::move(insns), lo);
+    if (!prog) {
+        return prog.err();
+    }
+    auto eng = make_engine(engine_kind::interpreter, *prog);
+    if (!eng) {
+        return eng.err();
+    }
+    void *p = mem != nullptr && !mem->empty() ? mem->data() : nullptr;
+    return (*eng)->run(p, mem != nullptr ? mem->size() : 0, ro);
+}
+
+} // namespace bpftime::vm::test

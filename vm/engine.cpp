@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+#include "interpreter.hpp"
+
+namespace bpftime::vm {
+
+const char *engine_name(engine_kind kind) {
+    switch (kind) {
+    case engine_kind::interpreter:
+        return "interp";
+    case engine_kind::jit:
+        return "jit";
+    }
+    return "unknown";
+}
+
+std::optional<engine_kind> parse_engine_name(std::string_view name) {
+    if (name == "interp" || name == "interpreter") {
+        return engine_kind::interpreter;
+    }
+    if (name == "jit") {
+        return engine_kind::jit;
+    }
+    return std::nullopt;
+}
+
+std::vector<engine_kind> available_engines() {
+    return {engine_kind::interpreter};
+}
+
+result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &prog) {
+    switch (kind) {
+    case engine_kind::interpreter:
+        return std::unique_ptr<engine>(std::make_unique<interpreter>(prog));
+    case engine_kind::jit:
+        break;
+    }
+    return make_error(ENOTSUP, "the jit engine is not built yet; use --engine interp");
+}
+
+} // namespace bpftime::vm

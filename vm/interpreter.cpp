@@ -1,0 +1,467 @@
+// SPDX-License-Identifier: MIT
+// The interpreter: every memory access is checked against the regions of the run.
+#include "interpreter.hpp"
+
+#include <bpftime/vm/assembler.hpp>
+
+#include <array>
+#include <cstring>
+
+namespace bpftime::vm {
+namespace {
+
+struct frame {
+    size_t return_pc;
+    uint64_t saved[4]; // r6..r9
+    uint64_t fp;
+};
+
+uint64_t sx32(int32_t imm) {
+    return static_cast<uint64_t>(static_cast<int64_t>(imm));
+}
+
+uint64_t bswap(uint64_t v, int32_t width) {
+    switch (width) {
+    case 16:
+        return __builtin_bswap16(static_cast<uint16_t>(v));
+    case 32:
+        return __builtin_bswap32(static_cast<uint32_t>(v));
+    default:
+        return __builtin_bswap64(v);
+    }
+}
+
+uint64_t truncate(uint64_t v, int32_t width) {
+    switch (width) {
+    case 16:
+        return static_cast<uint16_t>(v);
+    case 32:
+        return static_cast<uint32_t>(v);
+    default:
+        return v;
+    }
+}
+
+uint64_t sign_extend(uint64_t v, int bits) {
+    switch (bits) {
+    case 8:
+        return static_cast<uint64_t>(static_cast<int64_t>(static_cast<int8_t>(v)));
+    case 16:
+        return static_cast<uint64_t>(static_cast<int64_t>(static_cast<int16_t>(v)));
+    case 32:
+        return static_cast<uint64_t>(static_cast<int64_t>(static_cast<int32_t>(v)));
+    default:
+        return v;
+    }
+}
+
+// Division and modulo never trap: x / 0 = 0, x % 0 = x, INT_MIN / -1 = INT_MIN, INT_MIN % -1 = 0.
+template <class U, class S>
+U divide(U a, U b, bool is_signed) {
+    if (b == 0) {
+        return 0;
+    }
+    if (!is_signed) {
+        return a / b;
+    }
+    if (static_cast<S>(b) == -1) {
+        return static_cast<U>(U{0} - a);
+    }
+    return static_cast<U>(static_cast<S>(a) / static_cast<S>(b));
+}
+
+template <class U, class S>
+U modulo(U a, U b, bool is_signed) {
+    if (b == 0) {
+        return a;
+    }
+    if (!is_signed) {
+        return a % b;
+    }
+    if (static_cast<S>(b) == -1) {
+        return 0;
+    }
+    return static_cast<U>(static_cast<S>(a) % static_cast<S>(b));
+}
+
+template <class T>
+T atomic_apply(T *p, int32_t op, T val, T expected, T &old) {
+    switch (op & ~atomic_fetch) {
+    case atomic_add:
+        old = __atomic_fetch_add(p, val, __ATOMIC_SEQ_CST);
+        break;
+    case atomic_or:
+        old = __atomic_fetch_or(p, val, __ATOMIC_SEQ_CST);
+        break;
+    case atomic_and:
+        old = __atomic_fetch_and(p, val, __ATOMIC_SEQ_CST);
+        break;
+    case atomic_xor:
+        old = __atomic_fetch_xor(p, val, __ATOMIC_SEQ_CST);
+        break;
+    case atomic_xchg & ~atomic_fetch:
+        old = __atomic_exchange_n(p, val, __ATOMIC_SEQ_CST);
+        break;
+    default: // cmpxchg
+        old = expected;
+        __atomic_compare_exchange_n(p, &old, val, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+        break;
+    }
+    return old;
+}
+
+template <class T>
+T load(uint64_t addr) {
+    T v;
+    std::memcpy(&v, reinterpret_cast<const void *>(addr), sizeof v);
+    return v;
+}
+
+template <class T>
+void store(uint64_t addr, T v) {
+    std::memcpy(reinterpret_cast<void *>(addr), &v, sizeof v);
+}
+
+std::string hex(uint64_t v) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+} // namespace
+
+interpreter::interpreter(const program &prog) : prog_(prog) {}
+
+result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options &opts) {
+    alignas(16) std::array<uint8_t, stack_size> stack;
+    const uint64_t stack_top = reinterpret_cast<uint64_t>(stack.data()) + stack_size;
+    // Each frame is zeroed when it is entered, so no run sees what another left behind.
+    std::memset(stack.data() + stack_size - stack_frame_size, 0, stack_frame_size);
+
+    run_context rc(
+        {stack_top - stack_frame_size, stack_frame_size, true},
+        {reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len, opts.mem_writable},
+        prog_.regions(), opts.regions, opts.user_data);
+
+    std::array<frame, max_call_depth - 1> frames;
+    size_t depth = 0;
+    uint64_t reg[register_count] = {};
+    reg[1] = reinterpret_cast<uint64_t>(mem);
+    reg[2] = mem_len;
+    reg[frame_pointer] = stack_top;
+
+    const ebpf_inst *code = prog_.insns().data();
+    uint64_t budget = opts.instruction_budget;
+    size_t pc = 0;
+
+    auto fault = [&](size_t at, int code_, const std::string &why) -> error {
+        return make_error(code_, "instruction " + std::to_string(at) + " (" +
+                                     disassemble_one(prog_.insns(), at) + "): " + why);
+    };
+    auto access_fault = [&](size_t at, uint64_t addr, size_t n, bool write) -> error {
+        return fault(at, fault_out_of_bounds,
+                     std::string(write ? "write" : "read") + " of " + std::to_string(n) +
+                         " bytes at " + hex(addr) +
+                         " is outside the memory the program may access");
+    };
+    auto allowed = [&](uint64_t addr, uint64_t n, bool write) {
+        // The stack is the common case and is always writable.
+        return (addr >= rc.stack.start && addr <= stack_top - n) || rc.check_slow(addr, n, write);
+    };
+
+#define BPFTIME_CHECK(addr, n, write)                                                              \
+    do {                                                                                           \
+        if (!allowed((addr), (n), (write))) [[unlikely]] {                                         \
+            return access_fault(pc - 1, (addr), (n), (write));                                     \
+        }                                                                                          \
+    } while (0)
+
+#define BPFTIME_LDX(type, ext)                                                                     \
+    {                                                                                              \
+        uint64_t addr = reg[inst.src] + static_cast<uint64_t>(static_cast<int64_t>(inst.offset));  \
+        BPFTIME_CHECK(addr, sizeof(type), false);                                                  \
+        reg[inst.dst] = ext(load<type>(addr));                                                     \
+        break;                                                                                     \
+    }
+
+#define BPFTIME_ST(type, value)                                                                    \
+    {                                                                                              \
+        uint64_t addr = reg[inst.dst] + static_cast<uint64_t>(static_cast<int64_t>(inst.offset));  \
+        BPFTIME_CHECK(addr, sizeof(type), true);                                                   \
+        store<type>(addr, static_cast<type>(value));                                               \
+        break;                                                                                     \
+    }
+
+#define BPFTIME_ALU32(op, expr)                                                                    \
+    case cls_alu | src_k | op: {                                                                   \
+        uint32_t a = static_cast<uint32_t>(reg[inst.dst]);                                         \
+        uint32_t b = static_cast<uint32_t>(inst.imm);                                              \
+        reg[inst.dst] = static_cast<uint32_t>(expr);                                               \
+        break;                                                                                     \
+    }                                                                                              \
+    case cls_alu | src_x | op: {                                                                   \
+        uint32_t a = static_cast<uint32_t>(reg[inst.dst]);                                         \
+        uint32_t b = static_cast<uint32_t>(reg[inst.src]);                                         \
+        reg[inst.dst] = static_cast<uint32_t>(expr);                                               \
+        break;                                                                                     \
+    }
+
+#define BPFTIME_ALU64(op, expr)                                                                    \
+    case cls_alu64 | src_k | op: {                                                                 \
+        uint64_t a = reg[inst.dst];                                                                \
+        uint64_t b = sx32(inst.imm);                                                               \
+        reg[inst.dst] = (expr);                                                                    \
+        break;                                                                                     \
+    }                                                                                              \
+    case cls_alu64 | src_x | op: {                                                                 \
+        uint64_t a = reg[inst.dst];                                                                \
+        uint64_t b = reg[inst.src];                                                                \
+        reg[inst.dst] = (expr);                                                                    \
+        break;                                                                                     \
+    }
+
+#define BPFTIME_ALU(op, expr) BPFTIME_ALU32(op, expr) BPFTIME_ALU64(op, expr)
+
+#define BPFTIME_JMP(op, expr64, expr32)                                                            \
+    case cls_jmp | src_k | op: {                                                                   \
+        uint64_t a = reg[inst.dst];                                                                \
+        uint64_t b = sx32(inst.imm);                                                               \
+        if (expr64) {                                                                              \
+            pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.offset));                        \
+        }                                                                                          \
+        break;                                                                                     \
+    }                                                                                              \
+    case cls_jmp | src_x | op: {                                                                   \
+        uint64_t a = reg[inst.dst];                                                                \
+        uint64_t b = reg[inst.src];                                                                \
+        if (expr64) {                                                                              \
+            pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.offset));                        \
+        }                                                                                          \
+        break;                                                                                     \
+    }                                                                                              \
+    case cls_jmp32 | src_k | op: {                                                                 \
+        uint32_t a = static_cast<uint32_t>(reg[inst.dst]);                                         \
+        uint32_t b = static_cast<uint32_t>(inst.imm);                                              \
+        if (expr32) {                                                                              \
+            pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.offset));                        \
+        }                                                                                          \
+        break;                                                                                     \
+    }                                                                                              \
+    case cls_jmp32 | src_x | op: {                                                                 \
+        uint32_t a = static_cast<uint32_t>(reg[inst.dst]);                                         \
+        uint32_t b = static_cast<uint32_t>(reg[inst.src]);                                         \
+        if (expr32) {                                                                              \
+            pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.offset));                        \
+        }                                                                                          \
+        break;                                                                                     \
+    }
+
+    for (;;) {
+        if (budget == 0) [[unlikely]] {
+            return fault(pc, fault_budget,
+                         "the instruction budget of " + std::to_string(opts.instruction_budget) +
+                             " is exhausted");
+        }
+        budget--;
+        const ebpf_inst inst = code[pc++];
+        switch (inst.opcode) {
+            BPFTIME_ALU(alu_add, a + b)
+            BPFTIME_ALU(alu_sub, a - b)
+            BPFTIME_ALU(alu_mul, a * b)
+            BPFTIME_ALU32(alu_div, (divide<uint32_t, int32_t>(a, b, inst.offset == 1)))
+            BPFTIME_ALU64(alu_div, (divide<uint64_t, int64_t>(a, b, inst.offset == 1)))
+            BPFTIME_ALU(alu_or, a | b)
+            BPFTIME_ALU(alu_and, a & b)
+            BPFTIME_ALU32(alu_lsh, a << (b & 31))
+            BPFTIME_ALU64(alu_lsh, a << (b & 63))
+            BPFTIME_ALU32(alu_rsh, a >> (b & 31))
+            BPFTIME_ALU64(alu_rsh, a >> (b & 63))
+            BPFTIME_ALU32(alu_mod, (modulo<uint32_t, int32_t>(a, b, inst.offset == 1)))
+            BPFTIME_ALU64(alu_mod, (modulo<uint64_t, int64_t>(a, b, inst.offset == 1)))
+            BPFTIME_ALU(alu_xor, a ^ b)
+            BPFTIME_ALU32(alu_arsh, static_cast<uint32_t>(static_cast<int32_t>(a) >> (b & 31)))
+            BPFTIME_ALU64(alu_arsh, static_cast<uint64_t>(static_cast<int64_t>(a) >> (b & 63)))
+
+        case cls_alu | alu_neg:
+            reg[inst.dst] = static_cast<uint32_t>(0u - static_cast<uint32_t>(reg[inst.dst]));
+            break;
+        case cls_alu64 | alu_neg:
+            reg[inst.dst] = 0 - reg[inst.dst];
+            break;
+        case cls_alu | src_k | alu_mov:
+            reg[inst.dst] = static_cast<uint32_t>(inst.imm);
+            break;
+        case cls_alu | src_x | alu_mov:
+            reg[inst.dst] = static_cast<uint32_t>(sign_extend(reg[inst.src], inst.offset));
+            break;
+        case cls_alu64 | src_k | alu_mov:
+            reg[inst.dst] = sx32(inst.imm);
+            break;
+        case cls_alu64 | src_x | alu_mov:
+            reg[inst.dst] = sign_extend(reg[inst.src], inst.offset);
+            break;
+        case cls_alu | src_k | alu_end: // le: the host is little-endian
+            reg[inst.dst] = truncate(reg[inst.dst], inst.imm);
+            break;
+        case cls_alu | src_x | alu_end:   // be
+        case cls_alu64 | src_k | alu_end: // bswap
+            reg[inst.dst] = bswap(reg[inst.dst], inst.imm);
+            break;
+
+        case op_lddw:
+            reg[inst.dst] = static_cast<uint32_t>(inst.imm) |
+                            (static_cast<uint64_t>(static_cast<uint32_t>(code[pc].imm)) << 32);
+            pc++;
+            break;
+
+        case cls_ldx | mode_mem | size_b:
+            BPFTIME_LDX(uint8_t, uint64_t)
+        case cls_ldx | mode_mem | size_h:
+            BPFTIME_LDX(uint16_t, uint64_t)
+        case cls_ldx | mode_mem | size_w:
+            BPFTIME_LDX(uint32_t, uint64_t)
+        case cls_ldx | mode_mem | size_dw:
+            BPFTIME_LDX(uint64_t, uint64_t)
+        case cls_ldx | mode_memsx | size_b:
+            BPFTIME_LDX(int8_t, static_cast<uint64_t>)
+        case cls_ldx | mode_memsx | size_h:
+            BPFTIME_LDX(int16_t, static_cast<uint64_t>)
+        case cls_ldx | mode_memsx | size_w:
+            BPFTIME_LDX(int32_t, static_cast<uint64_t>)
+        case cls_st | mode_mem | size_b:
+            BPFTIME_ST(uint8_t, inst.imm)
+        case cls_st | mode_mem | size_h:
+            BPFTIME_ST(uint16_t, inst.imm)
+        case cls_st | mode_mem | size_w:
+            BPFTIME_ST(uint32_t, inst.imm)
+        case cls_st | mode_mem | size_dw:
+            BPFTIME_ST(uint64_t, sx32(inst.imm))
+        case cls_stx | mode_mem | size_b:
+            BPFTIME_ST(uint8_t, reg[inst.src])
+        case cls_stx | mode_mem | size_h:
+            BPFTIME_ST(uint16_t, reg[inst.src])
+        case cls_stx | mode_mem | size_w:
+            BPFTIME_ST(uint32_t, reg[inst.src])
+        case cls_stx | mode_mem | size_dw:
+            BPFTIME_ST(uint64_t, reg[inst.src])
+
+        case cls_stx | mode_atomic | size_w:
+        case cls_stx | mode_atomic | size_dw: {
+            const bool wide = inst.opcode == (cls_stx | mode_atomic | size_dw);
+            const uint64_t n = wide ? 8 : 4;
+            uint64_t addr = reg[inst.dst] + sx32(inst.offset);
+            BPFTIME_CHECK(addr, n, true);
+            if ((addr & (n - 1)) != 0) [[unlikely]] {
+                return fault(pc - 1, fault_out_of_bounds,
+                             "atomic access at " + hex(addr) + " is not " + std::to_string(n) +
+                                 "-byte aligned");
+            }
+            uint64_t old;
+            if (wide) {
+                uint64_t o;
+                atomic_apply<uint64_t>(reinterpret_cast<uint64_t *>(addr), inst.imm, reg[inst.src],
+                                       reg[0], o);
+                old = o;
+            } else {
+                uint32_t o;
+                atomic_apply<uint32_t>(reinterpret_cast<uint32_t *>(addr), inst.imm,
+                                       static_cast<uint32_t>(reg[inst.src]),
+                                       static_cast<uint32_t>(reg[0]), o);
+                old = o;
+            }
+            if (inst.imm == atomic_cmpxchg) {
+                reg[0] = old;
+            } else if ((inst.imm & atomic_fetch) != 0) {
+                reg[inst.src] = old;
+            }
+            break;
+        }
+
+        case op_ja:
+            pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.offset));
+            break;
+        case op_ja32:
+            pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.imm));
+            break;
+            BPFTIME_JMP(jmp_jeq, a == b, a == b)
+            BPFTIME_JMP(jmp_jgt, a > b, a > b)
+            BPFTIME_JMP(jmp_jge, a >= b, a >= b)
+            BPFTIME_JMP(jmp_jset, (a & b) != 0, (a & b) != 0)
+            BPFTIME_JMP(jmp_jne, a != b, a != b)
+            BPFTIME_JMP(jmp_jsgt, static_cast<int64_t>(a) > static_cast<int64_t>(b),
+                        static_cast<int32_t>(a) > static_cast<int32_t>(b))
+            BPFTIME_JMP(jmp_jsge, static_cast<int64_t>(a) >= static_cast<int64_t>(b),
+                        static_cast<int32_t>(a) >= static_cast<int32_t>(b))
+            BPFTIME_JMP(jmp_jlt, a < b, a < b)
+            BPFTIME_JMP(jmp_jle, a <= b, a <= b)
+            BPFTIME_JMP(jmp_jslt, static_cast<int64_t>(a) < static_cast<int64_t>(b),
+                        static_cast<int32_t>(a) < static_cast<int32_t>(b))
+            BPFTIME_JMP(jmp_jsle, static_cast<int64_t>(a) <= static_cast<int64_t>(b),
+                        static_cast<int32_t>(a) <= static_cast<int32_t>(b))
+
+        case op_call:
+            if (inst.src == call_local) {
+                if (depth + 1 >= max_call_depth) [[unlikely]] {
+                    return fault(pc - 1, fault_call_depth,
+                                 "call depth exceeds " + std::to_string(max_call_depth) +
+                                     " frames");
+                }
+                frame &f = frames[depth++];
+                f.return_pc = pc;
+                std::memcpy(f.saved, &reg[6], sizeof f.saved);
+                f.fp = reg[frame_pointer];
+                reg[frame_pointer] -= stack_frame_size;
+                rc.stack.start = reg[frame_pointer] - stack_frame_size;
+                rc.stack.size = stack_top - rc.stack.start;
+                std::memset(reinterpret_cast<void *>(rc.stack.start), 0, stack_frame_size);
+                pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.imm));
+                break;
+            }
+            reg[0] = prog_.helper_at(pc - 1)(reg[1], reg[2], reg[3], reg[4], reg[5], &rc);
+            if (rc.failed()) [[unlikely]] {
+                return fault(pc - 1, fault_helper, rc.failure());
+            }
+            break;
+        case op_callx: {
+            const helper_info *h = prog_.helpers().find(static_cast<uint32_t>(reg[inst.dst]));
+            if (h == nullptr) [[unlikely]] {
+                return fault(pc - 1, fault_bad_helper,
+                             "callx names unknown helper id " + std::to_string(reg[inst.dst]));
+            }
+            reg[0] = h->fn(reg[1], reg[2], reg[3], reg[4], reg[5], &rc);
+            if (rc.failed()) [[unlikely]] {
+                return fault(pc - 1, fault_helper, rc.failure());
+            }
+            break;
+        }
+        case op_exit:
+            if (depth == 0) {
+                if (opts.executed != nullptr) {
+                    *opts.executed = opts.instruction_budget - budget;
+                }
+                return reg[0];
+            }
+            {
+                const frame &f = frames[--depth];
+                pc = f.return_pc;
+                std::memcpy(&reg[6], f.saved, sizeof f.saved);
+                reg[frame_pointer] = f.fp;
+                rc.stack.start = f.fp - stack_frame_size;
+                rc.stack.size = stack_top - rc.stack.start;
+            }
+            break;
+        default:
+            // validate() admits only the opcodes above.
+            return fault(pc - 1, EINVAL, "opcode the interpreter does not know");
+        }
+    }
+#undef BPFTIME_CHECK
+#undef BPFTIME_LDX
+#undef BPFTIME_ST
+#undef BPFTIME_ALU32
+#undef BPFTIME_ALU64
+#undef BPFTIME_ALU
+#undef BPFTIME_JMP
+}
+
+} // namespace bpftime::vm

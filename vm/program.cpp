@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: MIT
+#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/vm.hpp>
+
+namespace bpftime::vm {
+
+result<program> program::load(std::vector<ebpf_inst> insns, const load_options &opts) {
+    if (auto r = validate(insns, opts); !r) {
+        return std::move(r).err();
+    }
+    program p;
+    p.helpers_ = opts.helpers != nullptr ? opts.helpers : &helper_registry::global();
+    p.bound_.assign(insns.size(), nullptr);
+    for (size_t pc = 0; pc < insns.size(); pc++) {
+        ebpf_inst &inst = insns[pc];
+        if (inst.opcode == op_call && inst.src == call_helper) {
+            // validate() checked that the helper exists.
+            p.bound_[pc] = p.helpers_->find(static_cast<uint32_t>(inst.imm))->fn;
+        } else if (inst.opcode == op_lddw) {
+            ebpf_inst &next = insns[pc + 1];
+            if (inst.src != pseudo_imm64) {
+                auto resolved = opts.resolver(inst.src, inst.imm, next.imm);
+                if (!resolved) {
+                    return make_error(resolved.err().code, "instruction " + std::to_string(pc) +
+                                                               " (" + disassemble_one(insns, pc) +
+                                                               "): " + resolved.err().message);
+                }
+                // The engines see a plain 64-bit immediate.
+                inst.src = pseudo_imm64;
+                inst.imm = static_cast<int32_t>(static_cast<uint32_t>(resolved->value));
+                next.imm = static_cast<int32_t>(static_cast<uint32_t>(resolved->value >> 32));
+                if (resolved->region) {
+                    p.regions_.push_back(*resolved->region);
+                }
+            }
+            pc++;
+        }
+    }
+    p.insns_ = std::move(insns);
+    return p;
+}
+
+} // namespace bpftime::vm
