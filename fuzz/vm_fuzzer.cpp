@@ -19,7 +19,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t code_len = (size - 1 - mem_len) / sizeof(ebpf_inst);
 
     std::vector<ebpf_inst> insns(code_len);
-    std::memcpy(static_cast<void *>(insns.data()), code, code_len * sizeof(ebpf_inst));
+    if (code_len > 0) {
+        std::memcpy(static_cast<void *>(insns.data()), code, code_len * sizeof(ebpf_inst));
+    }
 
     // The disassembler must cope with anything, valid or not.
     (void)disassemble(insns, true);

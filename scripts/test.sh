@@ -24,7 +24,14 @@ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DBPFTIME_ENABLE_FUZZER=ON -DBPFTIME_ENABLE_ASAN=ON -DBPFTIME_ENABLE_UBSAN=ON \
   -DBPFTIME_ENABLE_BENCHMARKS=OFF >/dev/null
 cmake --build build-fuzz -j "$(nproc)" --target bpftime_vm_fuzzer
-mkdir -p build-fuzz/corpus
+# Seeds: every conformance program (input byte 0 is the memory length, here 0).
+mkdir -p build-fuzz/corpus build-fuzz/seeds
+for f in ../shared/conformance/tests/*.data; do
+  [[ -e $f ]] || break
+  seed=build-fuzz/seeds/$(basename "$f" .data)
+  build/tools/bpftime asm "$f" -o "$seed.prog" && { printf '\x00'; cat "$seed.prog"; } >"$seed"
+  rm -f "$seed.prog"
+done
 build-fuzz/fuzz/bpftime_vm_fuzzer -max_total_time="${BPFTIME_FUZZ_SECONDS:-30}" \
-  -print_final_stats=1 -seed=1 build-fuzz/corpus fuzz/seeds 2>&1 | tail -n 15
+  -print_final_stats=1 -seed=1 -artifact_prefix=build-fuzz/ build-fuzz/corpus build-fuzz/seeds 2>&1 | tail -n 15
 echo "fuzz: no crash and no sanitizer report"

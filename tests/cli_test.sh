@@ -61,6 +61,8 @@ printf '\xb7\x00\x00\x00\x07\x00\x00\x00\x95\x00\x00\x00\x00\x00\x00\x00' >"$tmp
 expect run-raw 0 '^r0 = 0x7$' -- "$bpftime" run "$tmp/seven.bin"
 printf '\xb7\x00\x00' >"$tmp/short.bin"
 expect run-partial 1 'not a whole number of 8-byte instructions' -- "$bpftime" run "$tmp/short.bin"
+expect asm-roundtrip 0 '^ldxw %r0, \[%r1\]$' -- \
+  bash -c "'$bpftime' asm '$tmp/add.s' -o '$tmp/add.bin' && '$bpftime' disasm '$tmp/add.bin'"
 expect disasm-raw 0 '^mov %r0, 7$' -- "$bpftime" disasm "$tmp/seven.bin"
 expect disasm-asm 0 'ldxw %r2, \[%r1\+4\]' -- "$bpftime" disasm "$tmp/add.s"
 expect disasm-numbered 0 '^ +3: exit$' -- "$bpftime" disasm --numbered "$tmp/add.s"

@@ -133,6 +133,20 @@ int cmd_disasm(const std::string &path, bool numbered) {
     return 0;
 }
 
+int cmd_asm(const std::string &path, const std::string &out) {
+    auto pf = load_program_file(path);
+    if (!pf) {
+        return report(pf.err());
+    }
+    std::ofstream f(out, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char *>(pf->insns.data()),
+            static_cast<std::streamsize>(pf->insns.size() * sizeof(ebpf_inst)));
+    if (!f) {
+        return report(make_error(EIO, out + ": cannot write"));
+    }
+    return 0;
+}
+
 struct run_args {
     std::string engine;
     std::string mem_hex;
@@ -222,6 +236,12 @@ int main(int argc, char **argv) {
     dis->add_flag("-n,--numbered", numbered, "prefix each line with its slot index");
     dis->add_option("FILE", dis_file, "assembler text, conformance data or raw bytes")->required();
     dis->callback([&] { status = cmd_disasm(dis_file, numbered); });
+
+    auto *as = app.add_subcommand("asm", "assemble a program into raw instruction bytes");
+    std::string as_file, as_out;
+    as->add_option("FILE", as_file, "assembler text or conformance data")->required();
+    as->add_option("-o,--output", as_out, "output file")->required();
+    as->callback([&] { status = cmd_asm(as_file, as_out); });
 
     auto *run = app.add_subcommand("run", "run a program and print r0");
     run_args ra;

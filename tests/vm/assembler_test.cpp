@@ -5,11 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <bit>
-#include <climits>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
