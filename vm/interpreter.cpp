@@ -138,10 +138,10 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
     // Each frame is zeroed when it is entered, so no run sees what another left behind.
     std::memset(stack.data() + stack_size - stack_frame_size, 0, stack_frame_size);
 
-    run_context rc(
-        {stack_top - stack_frame_size, stack_frame_size, true},
-        {reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len, opts.mem_writable},
-        prog_.regions(), opts.regions, opts.user_data);
+    const memory_region input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len,
+                              opts.mem_writable};
+    run_context rc({stack_top - stack_frame_size, stack_frame_size, true}, input, prog_.regions(),
+                   opts.regions, opts.user_data);
 
     std::array<frame, max_call_depth - 1> frames;
     size_t depth = 0;
@@ -165,8 +165,10 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
                          " is outside the memory the program may access");
     };
     auto allowed = [&](uint64_t addr, uint64_t n, bool write) {
-        // The stack is the common case and is always writable.
-        return (addr >= rc.stack.start && addr <= stack_top - n) || rc.check_slow(addr, n, write);
+        // The stack (always writable) and the input memory are the common cases.
+        return (addr >= rc.stack.start && addr <= stack_top - n) ||
+               ((!write || input.writable) && input.contains(addr, n)) ||
+               rc.check_slow(addr, n, write);
     };
 
 #define BPFTIME_CHECK(addr, n, write)                                                              \
