@@ -152,6 +152,8 @@ void bm_interp(benchmark::State &state, const workload *w) {
 // Keeps each run's time so the summary can print ratios to native.
 class summary_reporter : public benchmark::ConsoleReporter {
 public:
+    summary_reporter() : ConsoleReporter(OO_Tabular) {}
+
     void ReportRuns(const std::vector<Run> &runs) override {
         for (const Run &r : runs) {
             times_[r.benchmark_name()] = r.GetAdjustedRealTime();
