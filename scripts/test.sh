@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds with g++ and runs CTest (unit tests and
-# the shared conformance cases on every engine), checks formatting, then builds the libFuzzer
-# harness with clang + ASan/UBSan and fuzzes for a bounded time.
+# the shared conformance cases on every engine), checks formatting, then builds everything
+# again with clang + ASan/UBSan, runs CTest there too and fuzzes for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -18,12 +18,15 @@ if ! git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs clang-format --dry-run --W
   exit 1
 fi
 
-echo "== fuzz (clang, ASan + UBSan, ${BPFTIME_FUZZ_SECONDS:-30} s)"
+echo "== build (clang, ASan + UBSan, libFuzzer)"
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DBPFTIME_ENABLE_FUZZER=ON -DBPFTIME_ENABLE_ASAN=ON -DBPFTIME_ENABLE_UBSAN=ON \
   -DBPFTIME_ENABLE_BENCHMARKS=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target bpftime_vm_fuzzer
+cmake --build build-fuzz -j "$(nproc)"
+echo "== ctest under ASan + UBSan"
+ctest --test-dir build-fuzz --output-on-failure -j "$(nproc)" --timeout 300
+echo "== fuzz (${BPFTIME_FUZZ_SECONDS:-30} s)"
 # Seeds: every conformance program (input byte 0 is the memory length, here 0).
 mkdir -p build-fuzz/corpus build-fuzz/seeds
 for f in ../shared/conformance/tests/*.data; do
