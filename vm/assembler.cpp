@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Assembler for the bpf_conformance text syntax, driven by the opcode table.
+#include "text.hpp"
+
 #include <bpftime/vm/assembler.hpp>
 
 #include <algorithm>
@@ -71,20 +73,6 @@ constexpr size_t operand_count(op_kind kind) {
     default:
         return 2;
     }
-}
-
-bool is_space(char c) {
-    return std::isspace(static_cast<unsigned char>(c)) != 0;
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && is_space(s.front())) {
-        s.remove_prefix(1);
-    }
-    while (!s.empty() && is_space(s.back())) {
-        s.remove_suffix(1);
-    }
-    return s;
 }
 
 // Splits at spaces and commas, except inside [] and (): there spaces are dropped and commas

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The bpf_conformance data format: `-- asm`, `-- raw`, `-- mem`, `-- result`, `-- error`.
+#include "text.hpp"
+
 #include <bpftime/vm/assembler.hpp>
 #include <bpftime/vm/conformance.hpp>
 
@@ -12,16 +14,6 @@
 
 namespace bpftime::vm {
 namespace {
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) {
-        s.remove_prefix(1);
-    }
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) {
-        s.remove_suffix(1);
-    }
-    return s;
-}
 
 int hex_digit(char c) {
     if (c >= '0' && c <= '9') {

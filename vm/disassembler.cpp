@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Disassembler to the bpf_conformance text syntax, driven by the opcode table.
+#include "text.hpp"
+
 #include <bpftime/vm/assembler.hpp>
 
 #include <algorithm>
@@ -42,12 +44,6 @@ std::string cat(const Parts &...parts) {
 
 std::string reg(unsigned r) {
     return cat("%r", std::to_string(r));
-}
-
-std::string hex(uint64_t value) {
-    char buf[16];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, 16);
-    return cat("0x", std::string_view(buf, end));
 }
 
 // Small values in signed decimal, others as the hex of their bit pattern.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The interpreter: every memory access is checked against the regions of the run.
 #include "interpreter.hpp"
+#include "text.hpp"
 
 #include <bpftime/vm/assembler.hpp>
 
@@ -120,12 +121,6 @@ T load(uint64_t addr) {
 template <class T>
 void store(uint64_t addr, T v) {
     std::memcpy(reinterpret_cast<void *>(addr), &v, sizeof v);
-}
-
-std::string hex(uint64_t v) {
-    char buf[24];
-    snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-    return buf;
 }
 
 } // namespace

@@ -14,27 +14,17 @@ constexpr opcode_info row(uint8_t opcode, const char *mnemonic, op_kind kind, ds
     return opcode_info{opcode, mnemonic, kind, dst, src, off, imm, unsupported};
 }
 
-// Binary arithmetic in both widths and both source forms.
-#define BPFTIME_ALU(op, name)                                                                      \
-    row(cls_alu | src_k | op, name "32", op_kind::alu, dst_rule::write, src_rule::zero,            \
-        off_rule::zero, imm_rule::any),                                                            \
-        row(cls_alu | src_x | op, name "32", op_kind::alu, dst_rule::write, src_rule::read,        \
-            off_rule::zero, imm_rule::zero),                                                       \
-        row(cls_alu64 | src_k | op, name, op_kind::alu, dst_rule::write, src_rule::zero,           \
-            off_rule::zero, imm_rule::any),                                                        \
-        row(cls_alu64 | src_x | op, name, op_kind::alu, dst_rule::write, src_rule::read,           \
-            off_rule::zero, imm_rule::zero)
-
-// div and mod: offset 1 selects the signed form (sdiv, smod).
-#define BPFTIME_DIVMOD(op, name)                                                                   \
-    row(cls_alu | src_k | op, name "32", op_kind::alu, dst_rule::write, src_rule::zero,            \
-        off_rule::divmod, imm_rule::any),                                                          \
-        row(cls_alu | src_x | op, name "32", op_kind::alu, dst_rule::write, src_rule::read,        \
-            off_rule::divmod, imm_rule::zero),                                                     \
-        row(cls_alu64 | src_k | op, name, op_kind::alu, dst_rule::write, src_rule::zero,           \
-            off_rule::divmod, imm_rule::any),                                                      \
-        row(cls_alu64 | src_x | op, name, op_kind::alu, dst_rule::write, src_rule::read,           \
-            off_rule::divmod, imm_rule::zero)
+// Binary arithmetic in both widths and both source forms. div and mod take offset 1 for
+// their signed forms (sdiv, smod); the others take offset 0.
+#define BPFTIME_ALU(op, name, off)                                                                 \
+    row(cls_alu | src_k | op, name "32", op_kind::alu, dst_rule::write, src_rule::zero, off,       \
+        imm_rule::any),                                                                            \
+        row(cls_alu | src_x | op, name "32", op_kind::alu, dst_rule::write, src_rule::read, off,   \
+            imm_rule::zero),                                                                       \
+        row(cls_alu64 | src_k | op, name, op_kind::alu, dst_rule::write, src_rule::zero, off,      \
+            imm_rule::any),                                                                        \
+        row(cls_alu64 | src_x | op, name, op_kind::alu, dst_rule::write, src_rule::read, off,      \
+            imm_rule::zero)
 
 // Conditional jumps in both widths and both source forms.
 #define BPFTIME_JCOND(op, name)                                                                    \
@@ -64,20 +54,20 @@ constexpr const char *legacy_packet =
     "legacy packet access (ld abs/ind) is not supported; load through the context pointer";
 
 constexpr opcode_info rows[] = {
-    BPFTIME_ALU(alu_add, "add"),
-    BPFTIME_ALU(alu_sub, "sub"),
-    BPFTIME_ALU(alu_mul, "mul"),
-    BPFTIME_DIVMOD(alu_div, "div"),
-    BPFTIME_ALU(alu_or, "or"),
-    BPFTIME_ALU(alu_and, "and"),
-    BPFTIME_ALU(alu_lsh, "lsh"),
-    BPFTIME_ALU(alu_rsh, "rsh"),
+    BPFTIME_ALU(alu_add, "add", off_rule::zero),
+    BPFTIME_ALU(alu_sub, "sub", off_rule::zero),
+    BPFTIME_ALU(alu_mul, "mul", off_rule::zero),
+    BPFTIME_ALU(alu_div, "div", off_rule::divmod),
+    BPFTIME_ALU(alu_or, "or", off_rule::zero),
+    BPFTIME_ALU(alu_and, "and", off_rule::zero),
+    BPFTIME_ALU(alu_lsh, "lsh", off_rule::zero),
+    BPFTIME_ALU(alu_rsh, "rsh", off_rule::zero),
     row(cls_alu | alu_neg, "neg32", op_kind::neg, dst_rule::write, src_rule::zero, off_rule::zero,
         imm_rule::zero),
     row(cls_alu64 | alu_neg, "neg", op_kind::neg, dst_rule::write, src_rule::zero, off_rule::zero,
         imm_rule::zero),
-    BPFTIME_DIVMOD(alu_mod, "mod"),
-    BPFTIME_ALU(alu_xor, "xor"),
+    BPFTIME_ALU(alu_mod, "mod", off_rule::divmod),
+    BPFTIME_ALU(alu_xor, "xor", off_rule::zero),
     row(cls_alu | src_k | alu_mov, "mov32", op_kind::alu, dst_rule::write, src_rule::zero,
         off_rule::zero, imm_rule::any),
     row(cls_alu | src_x | alu_mov, "mov32", op_kind::alu, dst_rule::write, src_rule::read,
@@ -86,7 +76,7 @@ constexpr opcode_info rows[] = {
         off_rule::zero, imm_rule::any),
     row(cls_alu64 | src_x | alu_mov, "mov", op_kind::alu, dst_rule::write, src_rule::read,
         off_rule::movsx64, imm_rule::zero),
-    BPFTIME_ALU(alu_arsh, "arsh"),
+    BPFTIME_ALU(alu_arsh, "arsh", off_rule::zero),
     row(cls_alu | src_k | alu_end, "le", op_kind::endian, dst_rule::write, src_rule::zero,
         off_rule::zero, imm_rule::endian),
     row(cls_alu | src_x | alu_end, "be", op_kind::endian, dst_rule::write, src_rule::zero,
@@ -152,7 +142,6 @@ constexpr opcode_info rows[] = {
 };
 
 #undef BPFTIME_ALU
-#undef BPFTIME_DIVMOD
 #undef BPFTIME_JCOND
 #undef BPFTIME_LDX
 #undef BPFTIME_LDSX

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Load-time validation, driven by the opcode table.
+#include "text.hpp"
+
 #include <bpftime/vm/assembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
@@ -90,7 +92,7 @@ private:
         const ebpf_inst &inst = insns_[pc];
         const opcode_info *info = find_opcode(inst.opcode);
         if (info == nullptr) {
-            return refuse(pc, "unknown opcode 0x" + hex(inst.opcode));
+            return refuse(pc, "unknown opcode " + hex(inst.opcode));
         }
         if (info->unsupported != nullptr) {
             return refuse(pc, info->unsupported);
@@ -231,7 +233,7 @@ private:
             case atomic_cmpxchg:
                 break;
             default:
-                return refuse(pc, "unknown atomic operation 0x" + hex(static_cast<uint32_t>(imm)));
+                return refuse(pc, "unknown atomic operation " + hex(static_cast<uint32_t>(imm)));
             }
             break;
         case imm_rule::jump:
@@ -246,12 +248,6 @@ private:
             break;
         }
         return {};
-    }
-
-    static std::string hex(uint32_t v) {
-        char buf[16];
-        snprintf(buf, sizeof buf, "%02x", v);
-        return buf;
     }
 
     std::span<const ebpf_inst> insns_;
