@@ -8,6 +8,7 @@ packages=(
   clang libclang-rt-14-dev llvm clang-format
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev
+  libbpf-dev libelf-dev zlib1g-dev linux-libc-dev nlohmann-json3-dev
 )
 
 missing=()

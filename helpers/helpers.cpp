@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: MIT
+// Helpers with Linux ids and semantics. Every pointer a program passes is checked against the
+// memory the run may access; a bad one stops the program with an error naming the helper.
+#include <bpftime/helpers/helpers.hpp>
+#include <bpftime/vm/vm.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <sched.h>
+#include <string>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <vector>
+
+namespace bpftime::helpers {
+namespace {
+
+using vm::run_context;
+
+// --- map handles: a tag in the high bits (a non-canonical address) and a table index ---
+
+constexpr uint64_t handle_tag = 0xb9f0'0000'0000'0000ull;
+constexpr uint64_t handle_tag_mask = 0xffff'0000'0000'0000ull;
+constexpr size_t max_handles = 1 << 16;
+
+struct handle_slot {
+    maps::map_view view;
+    std::atomic<bool> live{false};
+};
+
+std::array<handle_slot, max_handles> &handle_table() {
+    static auto *table = new std::array<handle_slot, max_handles>();
+    return *table;
+}
+std::atomic<size_t> handles_used{0};
+
+const maps::map_view *decode(uint64_t handle, run_context *ctx, const char *helper) {
+    uint64_t index = handle & ~handle_tag_mask;
+    if ((handle & handle_tag_mask) != handle_tag || index >= handles_used.load() ||
+        !handle_table()[index].live.load(std::memory_order_acquire)) {
+        ctx->fail(std::string(helper) + ": r1 is not a map");
+        return nullptr;
+    }
+    return &handle_table()[index].view;
+}
+
+bool readable(run_context *ctx, uint64_t addr, uint64_t len, const char *helper, const char *what) {
+    if (len == 0 || ctx->check_access(addr, len, false)) {
+        return true;
+    }
+    ctx->fail(std::string(helper) + ": " + what + " is outside the program's memory");
+    return false;
+}
+
+bool writable(run_context *ctx, uint64_t addr, uint64_t len, const char *helper, const char *what) {
+    if (len == 0 || ctx->check_access(addr, len, true)) {
+        return true;
+    }
+    ctx->fail(std::string(helper) + ": " + what + " is not writable program memory");
+    return false;
+}
+
+void *ptr(uint64_t v) {
+    return reinterpret_cast<void *>(v);
+}
+uint64_t u64(long v) {
+    return static_cast<uint64_t>(v);
+}
+
+// --- maps ---
+
+uint64_t map_lookup_elem(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_t,
+                         run_context *ctx) {
+    const maps::map_view *m = decode(map, ctx, "map_lookup_elem");
+    if (m == nullptr || !readable(ctx, key, m->spec().key_size, "map_lookup_elem", "the key")) {
+        return 0;
+    }
+    // Values lie in the map's value area, which the program's regions already cover.
+    return reinterpret_cast<uint64_t>(m->lookup(ptr(key)));
+}
+
+uint64_t map_update_elem(uint64_t map, uint64_t key, uint64_t value, uint64_t flags, uint64_t,
+                         run_context *ctx) {
+    const maps::map_view *m = decode(map, ctx, "map_update_elem");
+    if (m == nullptr || !readable(ctx, key, m->spec().key_size, "map_update_elem", "the key") ||
+        !readable(ctx, value, m->spec().value_size, "map_update_elem", "the value")) {
+        return 0;
+    }
+    return u64(m->update(ptr(key), ptr(value), flags));
+}
+
+uint64_t map_delete_elem(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_t,
+                         run_context *ctx) {
+    const maps::map_view *m = decode(map, ctx, "map_delete_elem");
+    if (m == nullptr || !readable(ctx, key, m->spec().key_size, "map_delete_elem", "the key")) {
+        return 0;
+    }
+    return u64(m->remove(ptr(key)));
+}
+
+// --- ring buffers ---
+
+struct reservation {
+    void *record;
+    const maps::map_view *ring;
+};
+thread_local std::vector<reservation> reservations;
+
+uint64_t ringbuf_output(uint64_t map, uint64_t data, uint64_t size, uint64_t flags, uint64_t,
+                        run_context *ctx) {
+    const maps::map_view *m = decode(map, ctx, "ringbuf_output");
+    if (m == nullptr || !readable(ctx, data, size, "ringbuf_output", "the data")) {
+        return 0;
+    }
+    return u64(m->ringbuf_output(ptr(data), size, flags));
+}
+
+uint64_t ringbuf_reserve(uint64_t map, uint64_t size, uint64_t flags, uint64_t, uint64_t,
+                         run_context *ctx) {
+    const maps::map_view *m = decode(map, ctx, "ringbuf_reserve");
+    if (m == nullptr || flags != 0) {
+        return 0;
+    }
+    void *rec = m->ringbuf_reserve(size);
+    if (rec != nullptr) {
+        ctx->add_region(rec, size, true);
+        reservations.push_back({rec, m});
+    }
+    return reinterpret_cast<uint64_t>(rec);
+}
+
+// Submit and discard take the record pointer back; it must be one this thread reserved.
+template <bool submit>
+uint64_t ringbuf_finish(uint64_t record, uint64_t flags, uint64_t, uint64_t, uint64_t,
+                        run_context *ctx) {
+    auto it = std::find_if(reservations.begin(), reservations.end(),
+                           [&](const reservation &r) { return r.record == ptr(record); });
+    if (it == reservations.end()) {
+        ctx->fail(std::string(submit ? "ringbuf_submit" : "ringbuf_discard") +
+                  ": the pointer is not a record ringbuf_reserve returned");
+        return 0;
+    }
+    if (submit) {
+        it->ring->ringbuf_submit(it->record, flags);
+    } else {
+        it->ring->ringbuf_discard(it->record, flags);
+    }
+    reservations.erase(it);
+    return 0;
+}
+
+// --- time, ids, randomness ---
+
+uint64_t get_prandom_u32(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    thread_local uint64_t state = [] {
+        uint64_t seed = 0;
+        if (getrandom(&seed, sizeof seed, 0) != sizeof seed) {
+            seed = static_cast<uint64_t>(time(nullptr)) ^ static_cast<uint64_t>(gettid());
+        }
+        return seed | 1;
+    }();
+    // xorshift64*
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return static_cast<uint32_t>((state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+uint64_t get_smp_processor_id(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    int cpu = sched_getcpu();
+    return cpu < 0 ? 0 : static_cast<uint64_t>(cpu);
+}
+
+uint64_t get_current_pid_tgid(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    return static_cast<uint64_t>(getpid()) << 32 | static_cast<uint32_t>(gettid());
+}
+
+uint64_t get_current_uid_gid(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    return static_cast<uint64_t>(getgid()) << 32 | getuid();
+}
+
+uint64_t get_current_comm(uint64_t buf, uint64_t size, uint64_t, uint64_t, uint64_t,
+                          run_context *ctx) {
+    if (size == 0 || !writable(ctx, buf, size, "get_current_comm", "the buffer")) {
+        return u64(-EINVAL);
+    }
+    char comm[17] = {};
+    prctl(PR_GET_NAME, comm);
+    size_t n = std::min<size_t>(size - 1, strnlen(comm, 16));
+    std::memcpy(ptr(buf), comm, n);
+    std::memset(static_cast<char *>(ptr(buf)) + n, 0, size - n);
+    return 0;
+}
+
+// --- probe_read: reads any address of this process without faulting ---
+
+long read_self(void *dst, uint64_t src, uint64_t size) {
+    iovec local{dst, size}, remote{ptr(src), size};
+    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    return n == static_cast<ssize_t>(size) ? 0 : -EFAULT;
+}
+
+uint64_t probe_read(uint64_t dst, uint64_t size, uint64_t src, uint64_t, uint64_t,
+                    run_context *ctx) {
+    if (!writable(ctx, dst, size, "probe_read", "the destination")) {
+        return 0;
+    }
+    long rc = size == 0 ? 0 : read_self(ptr(dst), src, size);
+    if (rc != 0) {
+        std::memset(ptr(dst), 0, size);
+    }
+    return u64(rc);
+}
+
+// Copies a NUL-terminated string; returns its length with the NUL, like Linux.
+uint64_t probe_read_str(uint64_t dst, uint64_t size, uint64_t src, uint64_t, uint64_t,
+                        run_context *ctx) {
+    if (size == 0) {
+        return 0;
+    }
+    if (!writable(ctx, dst, size, "probe_read_str", "the destination")) {
+        return 0;
+    }
+    auto *out = static_cast<char *>(ptr(dst));
+    // Page-sized chunks: a string may end just before unmapped memory.
+    uint64_t copied = 0;
+    while (copied < size - 1) {
+        uint64_t page_left = 4096 - ((src + copied) & 4095);
+        uint64_t chunk = std::min(page_left, size - 1 - copied);
+        if (read_self(out + copied, src + copied, chunk) != 0) {
+            if (copied == 0) {
+                std::memset(out, 0, size);
+                return u64(-EFAULT);
+            }
+            break;
+        }
+        if (const void *nul = std::memchr(out + copied, 0, chunk)) {
+            return static_cast<uint64_t>(static_cast<const char *>(nul) - out) + 1;
+        }
+        copied += chunk;
+    }
+    out[copied] = '\0';
+    return copied + 1;
+}
+
+// --- strings and tracing ---
+
+// long bpf_strncmp(const char *s1, u32 s1_sz, const char *s2)
+uint64_t strncmp_helper(uint64_t s1, uint64_t s1_sz, uint64_t s2, uint64_t, uint64_t,
+                        run_context *ctx) {
+    if (!readable(ctx, s1, s1_sz, "strncmp", "s1")) {
+        return 0;
+    }
+    auto *a = static_cast<const unsigned char *>(ptr(s1));
+    for (uint64_t i = 0; i < s1_sz; i++) {
+        if (!readable(ctx, s2 + i, 1, "strncmp", "s2")) {
+            return 0;
+        }
+        unsigned char b = *static_cast<const unsigned char *>(ptr(s2 + i));
+        if (a[i] != b || a[i] == 0) {
+            return u64(static_cast<long>(a[i]) - static_cast<long>(b));
+        }
+    }
+    return 0;
+}
+
+// long bpf_trace_printk(const char *fmt, u32 fmt_size, ...): up to three arguments, the
+// conversions Linux accepts (%d %i %u %x %X %ld %lu %lx %lld %llu %llx %p %s %c %%).
+uint64_t trace_printk(uint64_t fmt, uint64_t fmt_size, uint64_t a1, uint64_t a2, uint64_t a3,
+                      run_context *ctx) {
+    if (fmt_size == 0 || !readable(ctx, fmt, fmt_size, "trace_printk", "the format")) {
+        return u64(-EINVAL);
+    }
+    std::string_view f(static_cast<const char *>(ptr(fmt)),
+                       strnlen(static_cast<const char *>(ptr(fmt)), fmt_size));
+    const uint64_t args[3] = {a1, a2, a3};
+    size_t next = 0;
+    std::string out;
+    for (size_t i = 0; i < f.size(); i++) {
+        if (f[i] != '%') {
+            out += f[i];
+            continue;
+        }
+        size_t j = i + 1;
+        int longs = 0;
+        while (j < f.size() && f[j] == 'l' && longs < 2) {
+            longs++, j++;
+        }
+        if (j >= f.size()) {
+            return u64(-EINVAL);
+        }
+        char conv = f[j];
+        if (conv == '%') {
+            out += '%';
+            i = j;
+            continue;
+        }
+        if (next == 3) {
+            return u64(-EINVAL);
+        }
+        uint64_t v = args[next++];
+        char buf[32];
+        switch (conv) {
+        case 'd':
+        case 'i':
+            snprintf(buf, sizeof buf, "%lld",
+                     longs ? static_cast<long long>(v)
+                           : static_cast<long long>(static_cast<int>(v)));
+            break;
+        case 'u':
+            snprintf(buf, sizeof buf, "%llu",
+                     longs ? static_cast<unsigned long long>(v) : static_cast<unsigned>(v));
+            break;
+        case 'x':
+        case 'X':
+            snprintf(buf, sizeof buf, conv == 'x' ? "%llx" : "%llX",
+                     longs ? static_cast<unsigned long long>(v) : static_cast<unsigned>(v));
+            break;
+        case 'p':
+            snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+            break;
+        case 'c':
+            snprintf(buf, sizeof buf, "%c", static_cast<char>(v));
+            break;
+        case 's': {
+            char s[64] = {};
+            if (probe_read_str(reinterpret_cast<uint64_t>(s), sizeof s, v, 0, 0, ctx) >
+                (1ull << 63)) {
+                std::strcpy(s, "(fault)");
+            }
+            out += s;
+            i = j;
+            continue;
+        }
+        default:
+            return u64(-EINVAL);
+        }
+        out += buf;
+        i = j;
+    }
+    std::fprintf(stderr, "bpftime: trace: %s%s", out.c_str(),
+                 out.empty() || out.back() != '\n' ? "\n" : "");
+    return out.size();
+}
+
+struct helper_row {
+    uint32_t id;
+    const char *name;
+    vm::helper_fn fn;
+};
+
+// Linux ids (include/uapi/linux/bpf.h, __BPF_FUNC_MAPPER).
+constexpr helper_row rows[] = {
+    {1, "map_lookup_elem", map_lookup_elem},
+    {2, "map_update_elem", map_update_elem},
+    {3, "map_delete_elem", map_delete_elem},
+    {4, "probe_read", probe_read},
+    {6, "trace_printk", trace_printk},
+    {7, "get_prandom_u32", get_prandom_u32},
+    {8, "get_smp_processor_id", get_smp_processor_id},
+    {14, "get_current_pid_tgid", get_current_pid_tgid},
+    {15, "get_current_uid_gid", get_current_uid_gid},
+    {16, "get_current_comm", get_current_comm},
+    {45, "probe_read_str", probe_read_str},
+    {112, "probe_read_user", probe_read},
+    {114, "probe_read_user_str", probe_read_str},
+    {130, "ringbuf_output", ringbuf_output},
+    {131, "ringbuf_reserve", ringbuf_reserve},
+    {132, "ringbuf_submit", ringbuf_finish<true>},
+    {133, "ringbuf_discard", ringbuf_finish<false>},
+    {182, "strncmp", strncmp_helper},
+};
+
+} // namespace
+
+void register_all(vm::helper_registry &registry) {
+    vm::register_builtin_helpers(registry);
+    for (const helper_row &r : rows) {
+        registry.replace_helper(r.id, r.name, r.fn);
+    }
+}
+
+uint64_t make_map_handle(const maps::map_view &view) {
+    static std::mutex mu;
+    std::lock_guard lock(mu);
+    size_t index = handles_used.load();
+    if (index >= max_handles) {
+        return 0; // a null map: helpers given it fail the program
+    }
+    handle_table()[index].view = view;
+    handle_table()[index].live.store(true, std::memory_order_release);
+    handles_used.store(index + 1);
+    return handle_tag | index;
+}
+
+void retire_map_handle(uint64_t handle) {
+    uint64_t index = handle & ~handle_tag_mask;
+    if ((handle & handle_tag_mask) == handle_tag && index < handles_used.load()) {
+        handle_table()[index].live.store(false, std::memory_order_release);
+    }
+}
+
+void discard_unsubmitted() {
+    for (const reservation &r : reservations) {
+        r.ring->ringbuf_discard(r.record, maps::ringbuf_no_wakeup);
+    }
+    reservations.clear();
+}
+
+} // namespace bpftime::helpers

@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// Attach types, compiled programs as hooks see them, and base_attach_impl.
+#pragma once
+
+#include <bpftime/result.hpp>
+#include <bpftime/store/store.hpp>
+#include <bpftime/vm/vm.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bpftime {
+
+/// Attach types known to this build (the integer type of an attach target).
+inline constexpr int32_t attach_type_test = 1;      ///< callable hooks for tests
+inline constexpr int32_t attach_type_nginx_url = 2; ///< the nginx URL filter
+inline constexpr int32_t attach_type_uprobe = 3;
+inline constexpr int32_t attach_type_uretprobe = 4;
+
+/// One row of the attach type table.
+struct attach_type_info {
+    int32_t type;
+    std::string name;      ///< as the command line spells it ("test", "nginx-url", ...)
+    std::string args_help; ///< what its arguments are
+};
+
+/// Every attach type, built-in and registered.
+std::vector<attach_type_info> attach_types();
+/// Adds an attach type (for plugins). Fails when the number or the name is taken.
+result<void> register_attach_type(attach_type_info info);
+/// The type with this name.
+std::optional<int32_t> parse_attach_type(std::string_view name);
+/// The name of a type, or its number as text.
+std::string attach_type_name(int32_t type);
+
+/// A validated, compiled program of the store, ready to run in this process.
+class compiled_program {
+public:
+    /// Compiles a validated program for an engine.
+    static result<std::shared_ptr<compiled_program>> create(uint32_t id, uint64_t revision,
+                                                            std::string name, vm::program prog,
+                                                            vm::engine_kind engine);
+
+    uint32_t id() const { return id_; }
+    uint64_t revision() const { return revision_; }
+    const std::string &name() const { return name_; }
+    const vm::program &program() const { return prog_; }
+    /// Runs the program on a context; safe from several threads at once.
+    result<uint64_t> run(void *ctx, uint64_t ctx_len, const vm::run_options &opts = {}) const;
+
+private:
+    compiled_program(uint32_t id, uint64_t revision, std::string name, vm::program prog)
+        : id_(id), revision_(revision), name_(std::move(name)), prog_(std::move(prog)) {}
+
+    uint32_t id_;
+    uint64_t revision_;
+    std::string name_;
+    vm::program prog_;
+    std::unique_ptr<vm::engine> engine_; // refers to prog_
+};
+
+/// What an attach implementation hooks in: a link's compiled program and its run counters.
+class attached_program {
+public:
+    attached_program(uint32_t link_id, std::shared_ptr<const compiled_program> prog,
+                     store::link_counters counters)
+        : link_id_(link_id), prog_(std::move(prog)), counters_(counters) {}
+
+    uint32_t link_id() const { return link_id_; }
+    const compiled_program &program() const { return *prog_; }
+    /// Runs the program and counts the run (and a fault) in the link's counters.
+    result<uint64_t> run(void *ctx, uint64_t ctx_len, const vm::run_options &opts = {}) const;
+
+private:
+    uint32_t link_id_;
+    std::shared_ptr<const compiled_program> prog_;
+    store::link_counters counters_;
+};
+
+/// An attach implementation: turns a compiled program plus target arguments into a live
+/// hook. Detaching happens by id, and every attach is detached when the object dies.
+class base_attach_impl {
+public:
+    virtual ~base_attach_impl() = default;
+    /// Hooks prog at the target args describe; returns the attach id.
+    virtual result<int> create_attach(std::shared_ptr<const attached_program> prog,
+                                      const std::string &args) = 0;
+    /// Removes one attach.
+    virtual result<void> detach(int attach_id) = 0;
+
+protected:
+    /// A new attach id, unique in this implementation.
+    int allocate_attach_id() { return next_attach_id_.fetch_add(1); }
+
+private:
+    std::atomic<int> next_attach_id_{1};
+};
+
+/// The test attach type: named hooks that tests (or any host) trigger by hand. Arguments are
+/// the hook name. Programs on one hook run in link order.
+class callable_attach_impl final : public base_attach_impl {
+public:
+    result<int> create_attach(std::shared_ptr<const attached_program> prog,
+                              const std::string &args) override;
+    result<void> detach(int attach_id) override;
+
+    /// Runs every program attached at hook on ctx; returns their results in link order.
+    std::vector<result<uint64_t>> trigger(std::string_view hook, void *ctx, uint64_t ctx_len);
+    /// Programs attached at hook now.
+    size_t attached(std::string_view hook) const;
+
+private:
+    struct entry {
+        int attach_id;
+        std::string hook;
+        std::shared_ptr<const attached_program> prog;
+    };
+    mutable std::shared_mutex mu_;
+    std::vector<entry> entries_; // sorted by link id
+};
+
+} // namespace bpftime

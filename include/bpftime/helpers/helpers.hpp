@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// bpftime's helper functions (Linux ids and semantics) and the map handles they take.
+#pragma once
+
+#include <bpftime/maps/maps.hpp>
+#include <bpftime/vm/helpers.hpp>
+
+#include <cstdint>
+
+namespace bpftime::helpers {
+
+/// Registers every helper in a registry (the global one by default). Idempotent.
+void register_all(vm::helper_registry &registry = vm::helper_registry::global());
+
+/// Makes a map usable from programs in this process: the returned value is what an lddw map
+/// reference loads into a register, an opaque handle that map and ring-buffer helpers
+/// check and decode (it is never a dereferenceable address).
+uint64_t make_map_handle(const maps::map_view &view);
+/// Stops a handle from working (helpers given it fail the program). Handles are not reused.
+void retire_map_handle(uint64_t handle);
+
+/// Discards ring-buffer records this thread reserved and did not submit or discard, so an
+/// ill-behaved program cannot stall a ring's consumer. Engines' callers run it after a run.
+void discard_unsubmitted();
+
+} // namespace bpftime::helpers

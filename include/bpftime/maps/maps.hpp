@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// Maps that live in shared memory: their storage format and a process-local view.
+///
+/// A map's storage is one contiguous block (inside the store's segment, or any memory
+/// several processes map). init_storage() formats it; map_view::attach() gives a process a
+/// view whose bounds come from the process's own copy of the map_spec, so nothing read from
+/// shared memory can send an access outside the block, whatever another process or a faulty
+/// program wrote there.
+#pragma once
+
+#include <bpftime/result.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace bpftime::maps {
+
+/// Map types, numbered as Linux's enum bpf_map_type.
+enum class map_type : uint32_t {
+    hash = 1,
+    array = 2,
+    percpu_hash = 5,
+    percpu_array = 6,
+    lru_hash = 9,
+    ringbuf = 27,
+};
+
+/// "hash", "array", "percpu_hash", "percpu_array", "lru_hash", "ringbuf" (or "unknown").
+const char *map_type_name(map_type type);
+/// Parses the names above.
+std::optional<map_type> parse_map_type(std::string_view name);
+
+/// Update flags, as in Linux.
+inline constexpr uint64_t update_any = 0;     ///< BPF_ANY
+inline constexpr uint64_t update_noexist = 1; ///< BPF_NOEXIST
+inline constexpr uint64_t update_exist = 2;   ///< BPF_EXIST
+
+/// Ring-buffer flags, as in Linux.
+inline constexpr uint64_t ringbuf_no_wakeup = 1;    ///< BPF_RB_NO_WAKEUP
+inline constexpr uint64_t ringbuf_force_wakeup = 2; ///< BPF_RB_FORCE_WAKEUP
+
+/// What a map is. For ringbuf, max_entries is the data size in bytes (a power of two and a
+/// multiple of 4096), key_size and value_size are 0.
+struct map_spec {
+    map_type type = map_type::array;
+    uint32_t key_size = 0;
+    uint32_t value_size = 0;
+    uint32_t max_entries = 0;
+    uint32_t flags = 0;
+};
+
+/// Checks a spec: known type, sizes the type accepts (array keys are 4 bytes, ...), limits.
+/// The error says which field is wrong and why.
+result<void> validate_spec(const map_spec &spec);
+
+/// Bytes of storage a map needs; ncpus is the number of per-CPU slots for per-CPU maps.
+result<uint64_t> storage_size(const map_spec &spec, uint32_t ncpus);
+
+/// Formats storage of storage_size() bytes (zeroed or not) for a map. The storage must be
+/// 64-byte aligned (as every mapping is); attach() requires the same.
+result<void> init_storage(void *base, uint64_t size, const map_spec &spec, uint32_t ncpus);
+
+/// The number of per-CPU slots this machine uses for new per-CPU maps.
+uint32_t possible_cpus();
+
+namespace detail {
+/// Where each part of a map's storage starts, in bytes from the base. Computed from the spec
+/// and the CPU count (never read back from storage), so it bounds every access.
+struct map_layout {
+    uint64_t buckets = 0;      ///< hash: bucket heads (uint32 entry index or none)
+    uint64_t next = 0;         ///< hash: the next entry in a bucket's chain (uint32)
+    uint64_t free_stack = 0;   ///< hash: indices of free entries (uint32)
+    uint64_t in_use = 0;       ///< hash: 1 while an entry holds a key (uint8)
+    uint64_t stamps = 0;       ///< lru_hash: last-use stamps (uint64)
+    uint64_t keys = 0;         ///< hash: key bytes, key_size per entry
+    uint64_t values = 0;       ///< the value area, or a ring buffer's data
+    uint64_t values_size = 0;  ///< its length in bytes
+    uint64_t total = 0;        ///< bytes of storage the map needs
+    uint64_t seed = 0;         ///< hash: the key hash seed (a copy of the header's)
+    uint32_t nbuckets = 0;     ///< hash: a power of two
+    uint32_t value_stride = 0; ///< bytes per value slot: value_size rounded up to 8
+};
+struct map_ref;
+} // namespace detail
+
+/// A process-local view of a map's storage. Copyable; it does not own the storage.
+/// Every operation is safe against concurrent use from other threads and processes.
+class map_view {
+public:
+    /// Checks that storage holds a map formatted for this spec and returns a view.
+    static result<map_view> attach(void *base, uint64_t size, const map_spec &spec);
+
+    const map_spec &spec() const { return spec_; }
+    uint32_t ncpus() const { return ncpus_; }
+
+    // --- as programs see the map (helpers call these) ---
+
+    /// The value for key, or nullptr. Per-CPU maps give the current CPU's value.
+    void *lookup(const void *key) const;
+    /// 0 or a negative errno (-ENOENT, -EEXIST, -E2BIG when full, -EINVAL bad flags or key).
+    /// Per-CPU maps update the current CPU's value.
+    long update(const void *key, const void *value, uint64_t flags) const;
+    /// 0 or a negative errno (-ENOENT; -EINVAL for arrays).
+    long remove(const void *key) const;
+
+    /// The memory where values live: programs may access this range (the VM region of the
+    /// map). Keys and bookkeeping are outside it. Empty for ring buffers.
+    std::span<uint8_t> value_area() const;
+
+    // --- as the controller sees the map ---
+
+    /// The value bytes of key: value_size bytes, or ncpus * value_size for per-CPU maps
+    /// (one slot per CPU, in CPU order). ENOENT when absent.
+    result<std::vector<uint8_t>> read(std::span<const uint8_t> key) const;
+    /// Sets a value; for per-CPU maps value holds either one value (every CPU gets it) or
+    /// ncpus values.
+    result<void> write(std::span<const uint8_t> key, std::span<const uint8_t> value,
+                       uint64_t flags = update_any) const;
+    /// Removes key.
+    result<void> erase(std::span<const uint8_t> key) const;
+    /// Key iteration as BPF_MAP_GET_NEXT_KEY: the first key when key is empty, then the
+    /// key after key; nullopt at the end.
+    result<std::optional<std::vector<uint8_t>>> next_key(std::span<const uint8_t> key) const;
+    /// Number of entries in use (hash maps) or max_entries (arrays).
+    uint64_t count() const;
+
+    // --- ring buffers ---
+
+    /// Space for a record of size bytes, or nullptr when the ring is full. Many producers in
+    /// many processes may reserve at once.
+    void *ringbuf_reserve(uint64_t size) const;
+    /// Publishes (or drops) a record from ringbuf_reserve.
+    void ringbuf_submit(void *record, uint64_t flags) const;
+    void ringbuf_discard(void *record, uint64_t flags) const;
+    /// Reserve + copy + submit. 0 or -EAGAIN when full.
+    long ringbuf_output(const void *data, uint64_t size, uint64_t flags) const;
+    /// Consumer side (one consumer): calls fn for each published record in order and returns
+    /// how many it delivered. Discarded records are skipped.
+    result<uint64_t> ringbuf_consume(const std::function<void(std::span<const uint8_t>)> &fn) const;
+    /// Waits until a record may be ready or timeout_ms passes; true when data is available.
+    bool ringbuf_wait(int timeout_ms) const;
+    /// Records a producer could not place because the ring was full.
+    uint64_t ringbuf_dropped() const;
+
+private:
+    detail::map_ref ref() const;
+
+    uint8_t *base_ = nullptr;
+    uint64_t size_ = 0;
+    map_spec spec_;
+    uint32_t ncpus_ = 1;
+    detail::map_layout layout_;
+};
+
+} // namespace bpftime::maps

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// The shared-memory object store: one named POSIX segment holding programs, maps, attach
+/// targets and attach links, written by controllers and read by any number of hosts.
+#pragma once
+
+#include <bpftime/maps/maps.hpp>
+#include <bpftime/result.hpp>
+#include <bpftime/vm/isa.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bpftime::store {
+
+/// The layout version this build reads and writes. A segment of another version is refused.
+inline constexpr uint32_t layout_version = 1;
+/// The segment name when neither --shm nor BPFTIME_SHM names one.
+inline constexpr const char *default_segment_name = "bpftime";
+/// Longest object name, in bytes.
+inline constexpr size_t max_name = 63;
+/// Most maps one program may use.
+inline constexpr size_t max_program_maps = 64;
+
+/// The segment name to use: explicit if not empty, else $BPFTIME_SHM, else the default.
+std::string segment_name(const std::string &explicit_name = {});
+
+enum class object_kind : uint32_t { program = 1, map = 2, target = 3, link = 4 };
+/// "program", "map", "target", "link".
+const char *kind_name(object_kind kind);
+
+struct program_info {
+    uint32_t id = 0;
+    std::string name;
+    uint32_t type = 0;   ///< program type (Linux enum bpf_prog_type numbering)
+    std::string section; ///< ELF section it came from
+    std::vector<vm::ebpf_inst> insns;
+    std::vector<uint32_t> map_ids; ///< maps its lddw pseudo forms name
+    uint64_t revision = 0;         ///< bumped when the program is replaced
+};
+
+struct map_info {
+    uint32_t id = 0;
+    std::string name;
+    maps::map_spec spec;
+    uint32_t ncpus = 1;
+    bool read_only = false; ///< programs may not write its values (.rodata)
+};
+
+struct target_info {
+    uint32_t id = 0;
+    std::string name;
+    int32_t attach_type = 0;
+    std::string args;
+};
+
+struct link_info {
+    uint32_t id = 0;
+    std::string name;
+    uint32_t prog_id = 0;
+    uint32_t target_id = 0;
+    bool enabled = false;
+    uint64_t runs = 0;   ///< program runs through this link, over all host processes
+    uint64_t faults = 0; ///< runs that stopped with an error
+};
+
+/// Every live object, read at one generation.
+struct snapshot {
+    uint64_t generation = 0;
+    std::vector<program_info> programs;
+    std::vector<map_info> maps;
+    std::vector<target_info> targets;
+    std::vector<link_info> links; ///< in creation order
+};
+
+/// How to open or create a segment.
+struct open_options {
+    bool create = true;       ///< create the segment when it does not exist
+    uint64_t size = 64 << 20; ///< bytes, for a new segment
+    uint32_t max_objects = 1024;
+    unsigned mode = 0600; ///< permissions of a new segment
+};
+
+/// Run counters of one link, in the segment; hosts add to them lock-free.
+class link_counters {
+public:
+    link_counters() = default;
+    explicit link_counters(void *slot) : slot_(slot) {}
+    void count(bool fault) const;
+    explicit operator bool() const { return slot_ != nullptr; }
+
+private:
+    void *slot_ = nullptr;
+};
+
+/// A process's mapping of a segment. Writers serialise on a robust process-shared mutex in
+/// the segment; a writer killed mid-update leaves no half-created object behind.
+class segment : public std::enable_shared_from_this<segment> {
+public:
+    ~segment();
+    segment(const segment &) = delete;
+    segment &operator=(const segment &) = delete;
+
+    /// Opens (and, with opts.create, creates) the segment called name.
+    static result<std::shared_ptr<segment>> open(const std::string &name,
+                                                 const open_options &opts = {});
+    /// Removes the segment's name; processes that mapped it keep their mapping.
+    static result<void> remove(const std::string &name);
+
+    const std::string &name() const { return name_; }
+    /// Bumped by every change; one relaxed load.
+    uint64_t generation() const;
+    /// Total and free bytes of the object heap.
+    std::pair<uint64_t, uint64_t> usage() const;
+
+    // --- writers ---
+    result<uint32_t> create_program(const std::string &name, uint32_t type,
+                                    const std::string &section,
+                                    const std::vector<vm::ebpf_inst> &insns,
+                                    const std::vector<uint32_t> &map_ids);
+    /// Replaces a program's instructions; hosts recompile it when they next synchronise.
+    result<void> replace_program(uint32_t id, const std::vector<vm::ebpf_inst> &insns,
+                                 const std::vector<uint32_t> &map_ids);
+    /// Creates a map; initial_value (if any) becomes the value at index 0 of an array.
+    result<uint32_t> create_map(const std::string &name, const maps::map_spec &spec,
+                                const std::vector<uint8_t> &initial_value = {},
+                                bool read_only = false);
+    result<uint32_t> create_target(const std::string &name, int32_t attach_type,
+                                   const std::string &args);
+    result<uint32_t> create_link(const std::string &name, uint32_t prog_id, uint32_t target_id,
+                                 bool enabled);
+    result<void> set_link_enabled(uint32_t id, bool enabled);
+    /// Destroys any object; refused while another object depends on it.
+    result<void> destroy(uint32_t id);
+
+    // --- readers ---
+    result<snapshot> read_all() const;
+    result<object_kind> kind_of(uint32_t id) const;
+    result<program_info> program(uint32_t id) const;
+    result<map_info> map(uint32_t id) const;
+    result<link_info> link(uint32_t id) const;
+    /// A view of a map's storage in this process's mapping.
+    result<maps::map_view> map_view(uint32_t id) const;
+    /// The counters of a link (valid while the segment stays mapped).
+    result<link_counters> counters(uint32_t link_id) const;
+
+    /// For tests: the lock, to simulate a writer that dies holding it.
+    void lock_for_test();
+
+private:
+    segment() = default;
+    struct impl;
+    std::unique_ptr<impl> impl_;
+    std::string name_;
+};
+
+} // namespace bpftime::store

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: MIT
+// Opening eBPF ELF objects: libbpf gives the object model (maps, programs, program types),
+// the loader's own ELF reading gives what libbpf applies only when it loads into a kernel.
+#include "loader.hpp"
+
+#include <bpftime/loader/elf.hpp>
+
+#include <bpf/libbpf.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+
+namespace bpftime::loader {
+namespace {
+
+using detail::elf_image;
+
+// Closes a file descriptor on every return path.
+struct file_descriptor {
+    int fd;
+    explicit file_descriptor(int f) : fd(f) {}
+    file_descriptor(const file_descriptor &) = delete;
+    file_descriptor &operator=(const file_descriptor &) = delete;
+    ~file_descriptor() {
+        if (fd >= 0) {
+            ::close(fd);
+        }
+    }
+};
+
+struct object_closer {
+    void operator()(bpf_object *obj) const { bpf_object__close(obj); }
+};
+using object_ptr = std::unique_ptr<bpf_object, object_closer>;
+
+// libbpf says why it refused an object only through its print callback.
+std::mutex capture_mutex;
+std::string *capture_target = nullptr;
+
+int capture_warning(enum libbpf_print_level level, const char *format, va_list args) {
+    if (level == LIBBPF_WARN && capture_target != nullptr) {
+        char line[512];
+        std::vsnprintf(line, sizeof line, format, args);
+        *capture_target = line;
+        while (!capture_target->empty() && capture_target->back() == '\n') {
+            capture_target->pop_back();
+        }
+    }
+    return 0;
+}
+
+// libbpf names an object after its file name up to the first dot, and its global data
+// maps after the object ("counter.rodata"): give it the name open_file would.
+std::string object_name(const std::string &name) {
+    std::string base = name.substr(name.find_last_of('/') + 1);
+    return base.substr(0, base.find('.'));
+}
+
+result<object_ptr> open_with_libbpf(std::span<const uint8_t> data, const std::string &name) {
+    std::string obj_name = object_name(name);
+    LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = obj_name.c_str());
+    detail::libbpf_capture capture;
+    object_ptr obj(bpf_object__open_mem(data.data(), data.size(), &opts));
+    // libbpf 1.1 passes some failures on as whatever negative number it computed (a size
+    // from damaged BTF), which its error-pointer check misses: such a "pointer" lies in the
+    // kernel half of the address space, where user-space objects never are.
+    if (reinterpret_cast<intptr_t>(obj.get()) < 0) {
+        obj.release(); // libbpf freed the object already
+        errno = EINVAL;
+    }
+    if (obj == nullptr) {
+        int code = errno != 0 ? errno : EINVAL;
+        return make_error(code, "libbpf cannot open it: " + (capture.last_warning().empty()
+                                                                 ? std::strerror(code)
+                                                                 : capture.last_warning()));
+    }
+    return obj;
+}
+
+bool supported_map_type(uint32_t type) {
+    switch (static_cast<maps::map_type>(type)) {
+    case maps::map_type::hash:
+    case maps::map_type::array:
+    case maps::map_type::percpu_hash:
+    case maps::map_type::percpu_array:
+    case maps::map_type::lru_hash:
+    case maps::map_type::ringbuf:
+        return true;
+    }
+    return false;
+}
+
+// libbpf makes a global data map for each non-empty .data*, .rodata* and .bss* section,
+// in section order, after the BTF-defined maps. The same walk pairs maps with sections.
+std::vector<uint32_t> global_data_sections(const elf_image &image) {
+    std::vector<uint32_t> out;
+    for (uint32_t i = 1; i < image.sections.size(); i++) {
+        const detail::elf_section &s = image.sections[i];
+        auto named = [&](std::string_view prefix) {
+            return s.name == prefix || s.name.starts_with(std::string(prefix) + ".");
+        };
+        bool data = s.type == SHT_PROGBITS && !s.executable() && (named(".data") || named(".rodata"));
+        bool bss = s.type == SHT_NOBITS && named(".bss");
+        if ((data || bss) && s.size > 0) {
+            out.push_back(i);
+        }
+    }
+    return out;
+}
+
+result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &out,
+                          detail::map_index &index) {
+    std::vector<uint32_t> data_sections = global_data_sections(image);
+    size_t next_data = 0;
+    index.maps_section = image.find_section(".maps");
+    bpf_map *map = nullptr;
+    bpf_object__for_each_map(map, obj) {
+        elf_map m;
+        m.name = bpf_map__name(map);
+        uint32_t type = bpf_map__type(map);
+        if (!supported_map_type(type)) {
+            const char *type_name = libbpf_bpf_map_type_str(static_cast<bpf_map_type>(type));
+            return make_error(ENOTSUP,
+                              "map '" + m.name + "' has type " + std::to_string(type) + " (" +
+                                  (type_name ? type_name : "unknown") +
+                                  "), which bpftime does not support (supported: hash, array, "
+                                  "percpu_hash, percpu_array, lru_hash, ringbuf)");
+        }
+        m.spec = {static_cast<maps::map_type>(type), bpf_map__key_size(map),
+                  bpf_map__value_size(map), bpf_map__max_entries(map), bpf_map__map_flags(map)};
+        uint32_t map_index = static_cast<uint32_t>(out.maps.size());
+        if (!bpf_map__is_internal(map)) {
+            index.by_name.emplace(m.name, map_index);
+        } else {
+            if (next_data == data_sections.size()) {
+                return make_error(EINVAL, "global data map '" + m.name + "' has no section");
+            }
+            uint32_t section = data_sections[next_data++];
+            size_t size = 0;
+            const void *initial = bpf_map__initial_value(map, &size);
+            if (image.sections[section].size != m.spec.value_size || initial == nullptr ||
+                size != m.spec.value_size) {
+                return make_error(EINVAL, "global data map '" + m.name +
+                                              "' does not match section '" +
+                                              image.sections[section].name + "'");
+            }
+            m.global_data = true;
+            m.read_only = (m.spec.flags & BPF_F_RDONLY_PROG) != 0;
+            // The other flags (BPF_F_MMAPABLE, ...) are how libbpf asks a kernel for the
+            // map; read_only says what bpftime needs to know.
+            m.spec.flags = 0;
+            const auto *bytes = static_cast<const uint8_t *>(initial);
+            m.initial_value.assign(bytes, bytes + size);
+            index.by_section.emplace(section, map_index);
+        }
+        out.maps.push_back(std::move(m));
+    }
+    return {};
+}
+
+result<void> collect_programs(bpf_object *obj, const elf_image &image,
+                              const detail::core_relos &core, const detail::map_index &index,
+                              elf_object &out) {
+    bpf_program *prog = nullptr;
+    bpf_object__for_each_program(prog, obj) {
+        elf_program p;
+        p.name = bpf_program__name(prog);
+        p.section = bpf_program__section_name(prog);
+        p.type = bpf_program__type(prog);
+        const detail::elf_function *entry = nullptr;
+        for (const detail::elf_function &fn : image.functions) {
+            if (fn.name == p.name && image.sections[fn.section].name == p.section) {
+                entry = &fn;
+            }
+        }
+        // libbpf found the program by the same symbol: both must see the same code.
+        if (entry == nullptr || entry->count != bpf_program__insn_cnt(prog)) {
+            return make_error(EINVAL, "program '" + p.name + "' in section '" + p.section +
+                                          "' has no matching function symbol");
+        }
+        auto insns = detail::link_program(image, core, index, *entry);
+        if (!insns) {
+            return std::move(insns).err();
+        }
+        p.insns = std::move(*insns);
+        out.programs.push_back(std::move(p));
+    }
+    return {};
+}
+
+result<elf_object> open_checked(std::span<const uint8_t> data, const std::string &name) {
+    auto image = detail::read_elf(data);
+    if (!image) {
+        return std::move(image).err();
+    }
+    if (auto r = detail::check_externs(*image); !r) {
+        return std::move(r).err();
+    }
+    // libbpf trusts parts of .BTF it should not: check them before it reads them.
+    auto core = detail::check_btf(*image);
+    if (!core) {
+        return std::move(core).err();
+    }
+    // libbpf allocates each global data map at its section's size, and .bss has no bytes
+    // in the file to bound it: refuse what Linux refuses (values above KMALLOC_MAX_SIZE).
+    constexpr uint64_t max_global_data = 4 << 20;
+    for (uint32_t section : global_data_sections(*image)) {
+        if (image->sections[section].size > max_global_data) {
+            return make_error(E2BIG, "global data section '" + image->sections[section].name +
+                                         "' has " + std::to_string(image->sections[section].size) +
+                                         " bytes, more than the 4 MiB Linux allows");
+        }
+    }
+    auto obj = open_with_libbpf(data, name);
+    if (!obj) {
+        return std::move(obj).err();
+    }
+    elf_object out;
+    out.path = name;
+    detail::map_index index;
+    if (auto r = collect_maps(obj->get(), *image, out, index); !r) {
+        return std::move(r).err();
+    }
+    if (auto r = collect_programs(obj->get(), *image, *core, index, out); !r) {
+        return std::move(r).err();
+    }
+    return out;
+}
+
+} // namespace
+
+detail::libbpf_capture::libbpf_capture()
+    : lock_(capture_mutex), previous_(libbpf_set_print(capture_warning)) {
+    capture_target = &warning_;
+}
+
+detail::libbpf_capture::~libbpf_capture() {
+    capture_target = nullptr;
+    libbpf_set_print(previous_);
+}
+
+bool looks_like_elf(std::span<const uint8_t> data) {
+    return data.size() >= 4 && std::memcmp(data.data(), "\x7f" "ELF", 4) == 0;
+}
+
+result<elf_object> open_elf_memory(std::span<const uint8_t> data, const std::string &name) {
+    if (!looks_like_elf(data)) {
+        return make_error(ENOEXEC, name + ": not an ELF file");
+    }
+    auto obj = open_checked(data, name);
+    if (!obj) {
+        return make_error(obj.err().code, name + ": " + obj.err().message);
+    }
+    return obj;
+}
+
+result<elf_object> open_elf(const std::string &path) {
+    auto fail = [&](const char *what) {
+        int code = errno;
+        return make_error(code, path + ": " + what + ": " + std::strerror(code));
+    };
+    file_descriptor file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st {};
+    if (file.fd < 0 || ::fstat(file.fd, &st) != 0) {
+        return fail("cannot open");
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return make_error(EINVAL, path + ": not a regular file");
+    }
+    std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+    for (size_t done = 0; done < bytes.size();) {
+        ssize_t n = ::read(file.fd, bytes.data() + done, bytes.size() - done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return n == 0 ? make_error(EIO, path + ": the file shrank while it was read")
+                          : fail("cannot read");
+        }
+        done += static_cast<size_t>(n);
+    }
+    return open_elf_memory(bytes, path);
+}
+
+} // namespace bpftime::loader

@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: MIT
+// hash, percpu_hash and lru_hash: one implementation.
+//
+// Entries live in parallel arrays indexed by entry number; a bucket holds the first entry of
+// its chain and next[] links the rest. Writers serialise on the header's robust mutex.
+// Readers take no lock: a writer fills an entry completely and then publishes it with a
+// release store of the link that points at it, so a reader sees whole entries. A deleted
+// entry keeps its next[] link, so a reader standing on it still reaches the rest of its
+// chain; a reader racing a delete or a reuse may miss an entry, never leave the storage.
+#include "layout.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <vector>
+
+namespace bpftime::maps::detail {
+
+void (*hash_insert_hook)() = nullptr;
+
+namespace {
+
+// Eviction looks at this many entries, so its cost does not grow with the map.
+constexpr uint32_t lru_sample = 256;
+
+struct tables {
+    explicit tables(const map_ref &m)
+        : buckets(m.section<uint32_t>(m.lay.buckets)), next(m.section<uint32_t>(m.lay.next)),
+          free_stack(m.section<uint32_t>(m.lay.free_stack)),
+          in_use(m.section<uint8_t>(m.lay.in_use)), stamps(m.section<uint64_t>(m.lay.stamps)) {}
+
+    uint32_t *buckets;
+    uint32_t *next;
+    uint32_t *free_stack;
+    uint8_t *in_use;
+    uint64_t *stamps;
+};
+
+template <class T>
+T load(const uint8_t *p) {
+    T v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// The last 1 to 7 key bytes as one word, with whole loads (a byte-wise copy into a word
+// stalls store forwarding): equal bytes give equal words, which is all hashing needs.
+uint64_t tail_word(const uint8_t *p, uint32_t n) {
+    if (n >= 4) {
+        return load<uint32_t>(p) | uint64_t{load<uint32_t>(p + n - 4)} << 32;
+    }
+    return uint64_t{p[0]} << 16 | uint64_t{p[n / 2]} << 8 | p[n - 1];
+}
+
+uint32_t bucket_of(const map_ref &m, const void *key) {
+    constexpr uint64_t mul = 0x9e3779b97f4a7c15ull;
+    const auto *p = static_cast<const uint8_t *>(key);
+    uint64_t h = m.lay.seed ^ m.spec.key_size;
+    uint32_t n = m.spec.key_size;
+    for (; n >= 8; n -= 8, p += 8) {
+        h = std::rotl((h ^ load<uint64_t>(p)) * mul, 31);
+    }
+    if (n > 0) {
+        h = std::rotl((h ^ tail_word(p, n)) * mul, 31);
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return static_cast<uint32_t>(h) & (m.lay.nbuckets - 1);
+}
+
+bool keys_equal(const uint8_t *a, const void *b, uint32_t n) {
+    // The common sizes without a call to memcmp.
+    auto *bb = static_cast<const uint8_t *>(b);
+    switch (n) {
+    case 4:
+        return load<uint32_t>(a) == load<uint32_t>(bb);
+    case 8:
+        return load<uint64_t>(a) == load<uint64_t>(bb);
+    default:
+        return std::memcmp(a, b, n) == 0;
+    }
+}
+
+// Walks key's chain; link_out gets the word that points at the entry found. Bounded: a
+// chain rewired under a reader (or corrupted) could otherwise loop.
+uint32_t chain_find(const map_ref &m, const tables &t, const void *key,
+                    uint32_t **link_out = nullptr) {
+    uint32_t *link = &t.buckets[bucket_of(m, key)];
+    for (uint32_t steps = 0; steps < m.spec.max_entries; steps++) {
+        uint32_t idx = atomic(*link).load(std::memory_order_acquire);
+        if (idx >= m.spec.max_entries) {
+            return none;
+        }
+        if (atomic(t.in_use[idx]).load(std::memory_order_relaxed) &&
+            keys_equal(m.key(idx), key, m.spec.key_size)) {
+            if (link_out) {
+                *link_out = link;
+            }
+            return idx;
+        }
+        link = &t.next[idx];
+    }
+    return none;
+}
+
+void set_count(const map_ref &m, uint32_t count) {
+    atomic(m.header().count).store(count, std::memory_order_relaxed);
+}
+
+// Rebuilds the bookkeeping from the chains: what a bucket reaches stays (a chain is cut at
+// its first impossible link), everything else is free. Runs at init and after a writer died
+// holding the lock, which can leave an entry taken but not linked, or unlinked but not freed.
+void rebuild(const map_ref &m, const tables &t) {
+    uint32_t n = m.spec.max_entries, count = 0;
+    std::vector<bool> reachable(n);
+    for (uint32_t b = 0; b < m.lay.nbuckets; b++) {
+        for (uint32_t *link = &t.buckets[b];;) {
+            uint32_t idx = atomic(*link).load(std::memory_order_relaxed);
+            if (idx == none) {
+                break;
+            }
+            if (idx >= n || reachable[idx] || !t.in_use[idx] || bucket_of(m, m.key(idx)) != b) {
+                atomic(*link).store(none, std::memory_order_release);
+                break;
+            }
+            reachable[idx] = true;
+            count++;
+            link = &t.next[idx];
+        }
+    }
+    uint32_t top = 0;
+    for (uint32_t idx = n; idx-- > 0;) {
+        if (!reachable[idx]) {
+            atomic(t.in_use[idx]).store(0, std::memory_order_relaxed);
+            t.free_stack[top++] = idx; // lowest index on top: new entries fill from the start
+        }
+    }
+    m.header().free_top = top;
+    set_count(m, count);
+}
+
+// Whether the writers' lock is held, after repairing what a writer that died holding it left.
+bool lock_writers(const robust_lock &lock, const map_ref &m, const tables &t) {
+    if (!lock.locked()) {
+        return false;
+    }
+    if (lock.owner_died()) {
+        rebuild(m, t);
+    }
+    return true;
+}
+
+void unlink(const map_ref &m, const tables &t, uint32_t idx, uint32_t *link) {
+    atomic(*link).store(atomic(t.next[idx]).load(std::memory_order_relaxed),
+                        std::memory_order_release);
+    atomic(t.in_use[idx]).store(0, std::memory_order_relaxed);
+    set_count(m, m.header().count - 1);
+}
+
+uint32_t take_free(const map_ref &m, const tables &t) {
+    map_header &h = m.header();
+    uint32_t top = std::min(h.free_top, m.spec.max_entries);
+    while (top > 0) {
+        uint32_t idx = t.free_stack[--top];
+        if (idx < m.spec.max_entries && !t.in_use[idx]) {
+            h.free_top = top;
+            return idx;
+        }
+    }
+    h.free_top = 0;
+    return none;
+}
+
+// lru_hash when full: evicts the least recently used entry of a window that moves along the
+// table (sampled LRU, as Redis does); exact for maps of up to lru_sample entries.
+uint32_t evict(const map_ref &m, const tables &t) {
+    uint32_t n = m.spec.max_entries, start = m.header().lru_cursor % n;
+    uint32_t window = std::min(n, lru_sample), victim = none;
+    uint64_t oldest = UINT64_MAX;
+    for (uint32_t i = 0; i < window; i++) {
+        uint32_t idx = static_cast<uint32_t>((uint64_t{start} + i) % n);
+        uint64_t stamp = atomic(t.stamps[idx]).load(std::memory_order_relaxed);
+        if (victim == none || stamp < oldest) {
+            victim = idx;
+            oldest = stamp;
+        }
+    }
+    m.header().lru_cursor = static_cast<uint32_t>((uint64_t{start} + window) % n);
+    uint32_t *link = nullptr;
+    if (chain_find(m, t, m.key(victim), &link) == victim) {
+        unlink(m, t, victim, link);
+    }
+    return victim;
+}
+
+void touch(const map_ref &m, const tables &t, uint32_t idx) {
+    uint64_t now = atomic(m.header().lru_clock).load(std::memory_order_relaxed);
+    // Stores only on change: a hot entry's cache line is not dirtied by every lookup.
+    if (auto stamp = atomic(t.stamps[idx]); stamp.load(std::memory_order_relaxed) != now) {
+        stamp.store(now, std::memory_order_relaxed);
+    }
+}
+
+} // namespace
+
+void hash_init(const map_ref &m) {
+    tables t(m);
+    std::memset(t.buckets, 0xff, uint64_t{m.lay.nbuckets} * sizeof(uint32_t));
+    rebuild(m, t);
+}
+
+std::optional<uint32_t> hash_find(const map_ref &m, const void *key, bool touch_entry) {
+    tables t(m);
+    uint32_t idx = chain_find(m, t, key);
+    if (idx == none) {
+        return std::nullopt;
+    }
+    if (touch_entry && m.spec.type == map_type::lru_hash) {
+        touch(m, t, idx);
+    }
+    return idx;
+}
+
+long hash_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags) {
+    if (flags > update_exist) {
+        return -EINVAL;
+    }
+    tables t(m);
+    map_header &h = m.header();
+    robust_lock lock(h.lock);
+    if (!lock_writers(lock, m, t)) {
+        return -ENOTRECOVERABLE;
+    }
+    bool lru = m.spec.type == map_type::lru_hash;
+    uint32_t idx = chain_find(m, t, key);
+    if (idx != none) {
+        if (flags == update_noexist) {
+            return -EEXIST;
+        }
+        // In place, as Linux does for arrays: a concurrent reader may see a mix of old and new
+        // bytes, but pointers programs hold stay valid.
+        store_value(m, idx, src, false);
+    } else {
+        if (flags == update_exist) {
+            return -ENOENT;
+        }
+        idx = take_free(m, t);
+        if (idx == none && lru) {
+            idx = evict(m, t);
+        }
+        if (idx == none) {
+            return -E2BIG;
+        }
+        if (hash_insert_hook) {
+            hash_insert_hook();
+        }
+        std::memcpy(m.key(idx), key, m.spec.key_size);
+        store_value(m, idx, src, true);
+        uint32_t *head = &t.buckets[bucket_of(m, key)];
+        atomic(t.next[idx])
+            .store(atomic(*head).load(std::memory_order_relaxed), std::memory_order_relaxed);
+        atomic(t.in_use[idx]).store(1, std::memory_order_relaxed);
+        atomic(*head).store(idx, std::memory_order_release);
+        set_count(m, h.count + 1);
+    }
+    if (lru) {
+        uint64_t now = atomic(h.lru_clock).fetch_add(1, std::memory_order_relaxed) + 1;
+        atomic(t.stamps[idx]).store(now, std::memory_order_relaxed);
+    }
+    return 0;
+}
+
+long hash_remove(const map_ref &m, const void *key) {
+    tables t(m);
+    map_header &h = m.header();
+    robust_lock lock(h.lock);
+    if (!lock_writers(lock, m, t)) {
+        return -ENOTRECOVERABLE;
+    }
+    uint32_t *link = nullptr;
+    uint32_t idx = chain_find(m, t, key, &link);
+    if (idx == none) {
+        return -ENOENT;
+    }
+    unlink(m, t, idx, link);
+    if (h.free_top < m.spec.max_entries) {
+        t.free_stack[h.free_top++] = idx;
+    }
+    return 0;
+}
+
+std::optional<uint32_t> hash_next(const map_ref &m, const void *key) {
+    tables t(m);
+    uint32_t b = 0;
+    if (key != nullptr) {
+        if (uint32_t idx = chain_find(m, t, key); idx != none) {
+            uint32_t next = atomic(t.next[idx]).load(std::memory_order_acquire);
+            if (next < m.spec.max_entries) {
+                return next;
+            }
+            b = bucket_of(m, key) + 1;
+        }
+    }
+    for (; b < m.lay.nbuckets; b++) {
+        uint32_t head = atomic(t.buckets[b]).load(std::memory_order_acquire);
+        if (head < m.spec.max_entries) {
+            return head;
+        }
+    }
+    return std::nullopt;
+}
+
+} // namespace bpftime::maps::detail

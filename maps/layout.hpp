@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: MIT
+// Private to maps/: the storage format and what the map implementations share.
+//
+// Storage of every map:
+//   map_header (below)
+//   hash family: buckets u32[nbuckets] | next u32[n] | free_stack u32[n] | in_use u8[n]
+//                | stamps u64[n] (lru_hash only) | keys u8[n * key_size]
+//   values: n * ncpus slots of value_stride bytes, slot (entry * ncpus + cpu)  (arrays, hashes)
+//   ring buffer: data u8[max_entries] in place of the values
+// Sections start on 64-byte boundaries. Indices are uint32 with `none` for "no entry".
+#pragma once
+
+#include <bpftime/maps/maps.hpp>
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstring>
+#include <type_traits>
+
+namespace bpftime::maps::detail {
+
+inline constexpr uint64_t storage_magic = 0x3150414d54465042; // "BPFTMAP1"
+inline constexpr uint32_t storage_version = 1;
+inline constexpr uint32_t none = UINT32_MAX;
+inline constexpr uint32_t max_ncpus = 4096;
+inline constexpr uint64_t storage_align = 64;
+
+/// The start of every map's storage. Identity fields are written once by init_storage();
+/// the rest is shared state, each group on its own cache line.
+struct map_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t type;
+    uint32_t key_size;
+    uint32_t value_size;
+    uint32_t max_entries;
+    uint32_t flags;
+    uint32_t ncpus;
+    uint32_t reserved;
+    uint64_t seed;
+    uint64_t size; ///< storage bytes the layout needs
+    /// Hash writers and ring-buffer producers (process-shared, robust).
+    alignas(64) pthread_mutex_t lock;
+    uint32_t count;      ///< hash: entries in use
+    uint32_t free_top;   ///< hash: entries on the free stack
+    uint32_t lru_cursor; ///< lru_hash: where the next eviction sample starts
+    uint32_t reserved2;
+    uint64_t lru_clock; ///< lru_hash: bumped by every insert or update
+    alignas(64) uint64_t producer_pos;
+    uint64_t dropped;
+    alignas(64) uint64_t consumer_pos;
+    alignas(64) uint32_t wake_seq; ///< futex word: bumped by every waking submit
+    uint32_t waiters;              ///< consumers inside ringbuf_wait
+};
+static_assert(std::is_standard_layout_v<map_header> && std::is_trivially_copyable_v<map_header>);
+
+/// Atomic access to a plain integer in storage.
+template <class T>
+std::atomic_ref<T> atomic(T &v) {
+    return std::atomic_ref<T>(v);
+}
+
+/// A view's storage with its layout: what the per-type code works on.
+struct map_ref {
+    uint8_t *base;
+    const map_spec &spec;
+    uint32_t ncpus;
+    const map_layout &lay;
+
+    map_header &header() const { return *reinterpret_cast<map_header *>(base); }
+    template <class T>
+    T *section(uint64_t offset) const {
+        return reinterpret_cast<T *>(base + offset);
+    }
+    uint8_t *key(uint32_t idx) const { return base + lay.keys + uint64_t{idx} * spec.key_size; }
+    uint8_t *value(uint32_t idx, uint32_t cpu) const {
+        return base + lay.values + (uint64_t{idx} * ncpus + cpu) * lay.value_stride;
+    }
+};
+
+/// The CPU slot programs on this thread use.
+uint32_t current_cpu(uint32_t ncpus);
+
+/// Where an update's value bytes come from.
+struct value_source {
+    enum class spread {
+        this_cpu,  ///< one value for the current CPU (programs)
+        every_cpu, ///< one value copied to every CPU
+        per_cpu,   ///< ncpus values in CPU order
+    };
+    const uint8_t *data;
+    spread how;
+};
+
+/// Writes an entry's value slots; fresh entries get zeros in the slots the source skips.
+void store_value(const map_ref &m, uint32_t idx, const value_source &src, bool fresh);
+
+/// Holds a robust process-shared mutex. When the previous owner died holding it, the lock is
+/// made consistent and owner_died() tells the caller to repair what it guards.
+class robust_lock {
+public:
+    explicit robust_lock(pthread_mutex_t &mu);
+    ~robust_lock();
+    robust_lock(const robust_lock &) = delete;
+    robust_lock &operator=(const robust_lock &) = delete;
+
+    bool locked() const { return locked_; }
+    bool owner_died() const { return owner_died_; }
+
+private:
+    pthread_mutex_t &mu_;
+    bool locked_ = false;
+    bool owner_died_ = false;
+};
+
+// Arrays (array.cpp).
+std::optional<uint32_t> array_find(const map_ref &m, const void *key);
+long array_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags);
+std::optional<uint32_t> array_next(const map_ref &m, const void *key);
+
+// Hash maps: hash, percpu_hash and lru_hash (hash.cpp).
+void hash_init(const map_ref &m);
+/// touch marks the entry used (lru_hash lookups from programs).
+std::optional<uint32_t> hash_find(const map_ref &m, const void *key, bool touch);
+long hash_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags);
+long hash_remove(const map_ref &m, const void *key);
+/// The entry after key's in iteration order; the first one when key is null or absent.
+std::optional<uint32_t> hash_next(const map_ref &m, const void *key);
+
+/// Tests only: called by an insert that holds the lock and has taken a free entry but not
+/// linked it yet, so a test can kill the process at the worst moment.
+extern void (*hash_insert_hook)();
+
+} // namespace bpftime::maps::detail

@@ -1,0 +1,573 @@
+// SPDX-License-Identifier: MIT
+// Map specs, the storage layout, attach, and the operations every keyed map shares.
+#include "layout.hpp"
+
+#include <sched.h>
+#include <sys/random.h>
+#include <sys/sysinfo.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstdio>
+#include <new>
+#include <string>
+
+namespace bpftime::maps {
+
+namespace detail {
+
+uint32_t current_cpu(uint32_t ncpus) {
+    if (ncpus <= 1) {
+        return 0;
+    }
+    int cpu = sched_getcpu();
+    return cpu < 0 ? 0 : static_cast<uint32_t>(cpu) % ncpus;
+}
+
+void store_value(const map_ref &m, uint32_t idx, const value_source &src, bool fresh) {
+    using spread = value_source::spread;
+    uint32_t size = m.spec.value_size, me = current_cpu(m.ncpus);
+    for (uint32_t cpu = 0; cpu < m.ncpus; cpu++) {
+        uint8_t *dst = m.value(idx, cpu);
+        if (src.how == spread::per_cpu) {
+            std::memcpy(dst, src.data + uint64_t{cpu} * size, size);
+        } else if (src.how == spread::every_cpu || cpu == me) {
+            std::memcpy(dst, src.data, size);
+        } else if (fresh) {
+            std::memset(dst, 0, size);
+        }
+    }
+}
+
+robust_lock::robust_lock(pthread_mutex_t &mu) : mu_(mu) {
+    int rc = pthread_mutex_lock(&mu_);
+    if (rc == EOWNERDEAD) {
+        owner_died_ = true;
+        rc = pthread_mutex_consistent(&mu_);
+        if (rc != 0) {
+            pthread_mutex_unlock(&mu_); // leaves it unrecoverable, but not held forever
+        }
+    }
+    locked_ = rc == 0;
+}
+
+robust_lock::~robust_lock() {
+    if (locked_) {
+        pthread_mutex_unlock(&mu_);
+    }
+}
+
+} // namespace detail
+
+namespace {
+
+using namespace detail;
+
+enum class family { array, hash, ringbuf };
+
+// Flags Linux programs commonly set that change nothing here: maps are always preallocated,
+// there is one LRU list, and storage is always shared memory.
+constexpr uint32_t f_no_prealloc = 1, f_no_common_lru = 2, f_mmapable = 1024;
+constexpr uint32_t max_key_size = 512;            // Linux: MAX_BPF_STACK
+constexpr uint32_t max_value_size = 1u << 20;     //
+constexpr uint32_t max_percpu_value_size = 32768; // Linux: PCPU_MIN_UNIT_SIZE
+constexpr uint32_t max_hash_entries = 1u << 31;   // leaves `none` free and nbuckets in 32 bits
+constexpr uint32_t ringbuf_page = 4096;
+
+// The one table of map types.
+struct type_info {
+    map_type type;
+    const char *name;
+    family fam;
+    bool percpu;
+    uint32_t allowed_flags;
+    const char *flag_names;
+};
+
+constexpr type_info type_table[] = {
+    {map_type::hash, "hash", family::hash, false, f_no_prealloc, "BPF_F_NO_PREALLOC (0x1)"},
+    {map_type::array, "array", family::array, false, f_mmapable, "BPF_F_MMAPABLE (0x400)"},
+    {map_type::percpu_hash, "percpu_hash", family::hash, true, f_no_prealloc,
+     "BPF_F_NO_PREALLOC (0x1)"},
+    {map_type::percpu_array, "percpu_array", family::array, true, 0, "none"},
+    {map_type::lru_hash, "lru_hash", family::hash, false, f_no_common_lru,
+     "BPF_F_NO_COMMON_LRU (0x2)"},
+    {map_type::ringbuf, "ringbuf", family::ringbuf, false, 0, "none"},
+};
+
+const type_info *find_type(map_type type) {
+    auto it = std::find_if(std::begin(type_table), std::end(type_table),
+                           [&](const type_info &t) { return t.type == type; });
+    return it == std::end(type_table) ? nullptr : it;
+}
+
+// Only called on validated specs.
+const type_info &info_of(map_type type) {
+    return *find_type(type);
+}
+
+std::string field(const char *name, uint64_t value) {
+    return std::string(name) + " " + std::to_string(value) + ": ";
+}
+
+std::string hex(uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+// Lays sections out one after another, failing on overflow instead of wrapping.
+class section_builder {
+public:
+    explicit section_builder(uint64_t start) : at_(start) {}
+
+    uint64_t add(uint64_t count, uint64_t unit) {
+        uint64_t bytes = 0, start = (at_ + storage_align - 1) / storage_align * storage_align;
+        if (start < at_ || __builtin_mul_overflow(count, unit, &bytes) ||
+            __builtin_add_overflow(start, bytes, &at_)) {
+            overflow_ = true;
+        }
+        return start;
+    }
+    bool overflow() const { return overflow_; }
+    uint64_t end() const { return at_; }
+
+private:
+    uint64_t at_;
+    bool overflow_ = false;
+};
+
+uint32_t slots_for(const map_spec &spec, uint32_t ncpus) {
+    return info_of(spec.type).percpu ? ncpus : 1;
+}
+
+// Storage beyond this is a mistake, not a map.
+constexpr uint64_t max_storage = 1ull << 46;
+
+result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
+    map_layout lay;
+    section_builder b(sizeof(map_header));
+    uint64_t n = spec.max_entries;
+    if (info_of(spec.type).fam == family::ringbuf) {
+        lay.values = b.add(n, 1);
+    } else {
+        if (info_of(spec.type).fam == family::hash) {
+            lay.nbuckets = static_cast<uint32_t>(std::bit_ceil(n));
+            lay.buckets = b.add(lay.nbuckets, sizeof(uint32_t));
+            lay.next = b.add(n, sizeof(uint32_t));
+            lay.free_stack = b.add(n, sizeof(uint32_t));
+            lay.in_use = b.add(n, 1);
+            lay.stamps = b.add(spec.type == map_type::lru_hash ? n : 0, sizeof(uint64_t));
+            lay.keys = b.add(n, spec.key_size);
+        }
+        lay.value_stride = (spec.value_size + 7) / 8 * 8;
+        uint64_t slots = 0;
+        if (__builtin_mul_overflow(n, uint64_t{slots_for(spec, ncpus)}, &slots)) {
+            slots = UINT64_MAX;
+        }
+        lay.values = b.add(slots, lay.value_stride);
+    }
+    lay.values_size = b.end() - lay.values;
+    lay.total = b.end();
+    if (b.overflow() || lay.total > max_storage) {
+        return make_error(E2BIG, "the map needs more than " + std::to_string(max_storage) +
+                                     " bytes of storage");
+    }
+    return lay;
+}
+
+result<void> check_ncpus(const map_spec &spec, uint32_t ncpus) {
+    if (info_of(spec.type).percpu && (ncpus == 0 || ncpus > max_ncpus)) {
+        return make_error(EINVAL, field("ncpus", ncpus) + "per-CPU maps take 1 to " +
+                                      std::to_string(max_ncpus) + " CPU slots");
+    }
+    return {};
+}
+
+result<void> check_base(const void *base) {
+    if (base == nullptr || reinterpret_cast<uintptr_t>(base) % storage_align != 0) {
+        return make_error(EINVAL, "map storage must be " + std::to_string(storage_align) +
+                                      "-byte aligned and not null");
+    }
+    return {};
+}
+
+error too_small(uint64_t size, uint64_t need) {
+    return make_error(EINVAL, "storage of " + std::to_string(size) + " bytes is smaller than the " +
+                                  std::to_string(need) + " bytes the map needs");
+}
+
+error update_error(long rc, const map_spec &spec, uint64_t flags) {
+    switch (rc) {
+    case -EEXIST:
+        return make_error(EEXIST, "the key exists (BPF_NOEXIST)");
+    case -ENOENT:
+        return make_error(ENOENT, "no such key (BPF_EXIST)");
+    case -E2BIG:
+        return make_error(
+            E2BIG, info_of(spec.type).fam == family::array
+                       ? "index out of range (max_entries " + std::to_string(spec.max_entries) + ")"
+                       : "the map is full (" + std::to_string(spec.max_entries) + " entries)");
+    case -EINVAL:
+        return make_error(EINVAL, "update flags " + hex(flags) +
+                                      ": use BPF_ANY (0), BPF_NOEXIST (1) or BPF_EXIST (2)");
+    default:
+        return make_error(static_cast<int>(-rc), "the map's lock cannot be recovered");
+    }
+}
+
+std::optional<uint32_t> find_entry(const map_ref &m, const void *key, bool touch) {
+    switch (info_of(m.spec.type).fam) {
+    case family::array:
+        return array_find(m, key);
+    case family::hash:
+        return hash_find(m, key, touch);
+    case family::ringbuf:
+        break;
+    }
+    return std::nullopt;
+}
+
+long update_entry(const map_ref &m, const void *key, const value_source &src, uint64_t flags) {
+    switch (info_of(m.spec.type).fam) {
+    case family::array:
+        return array_update(m, key, src, flags);
+    case family::hash:
+        return hash_update(m, key, src, flags);
+    case family::ringbuf:
+        break;
+    }
+    return -EINVAL;
+}
+
+} // namespace
+
+const char *map_type_name(map_type type) {
+    const type_info *t = find_type(type);
+    return t ? t->name : "unknown";
+}
+
+std::optional<map_type> parse_map_type(std::string_view name) {
+    for (const type_info &t : type_table) {
+        if (name == t.name) {
+            return t.type;
+        }
+    }
+    return std::nullopt;
+}
+
+result<void> validate_spec(const map_spec &spec) {
+    const type_info *t = find_type(spec.type);
+    if (t == nullptr) {
+        return make_error(EINVAL, field("type", static_cast<uint32_t>(spec.type)) +
+                                      "unknown map type (hash, array, percpu_hash, "
+                                      "percpu_array, lru_hash, ringbuf)");
+    }
+    std::string kind = std::string(t->name) + " maps ";
+    if (t->fam == family::ringbuf) {
+        if (spec.key_size != 0) {
+            return make_error(EINVAL, field("key_size", spec.key_size) + "ring buffers have no "
+                                                                         "keys (use 0)");
+        }
+        if (spec.value_size != 0) {
+            return make_error(EINVAL, field("value_size", spec.value_size) +
+                                          "ring buffers have no values (use 0)");
+        }
+        if (spec.max_entries < ringbuf_page || !std::has_single_bit(spec.max_entries)) {
+            return make_error(EINVAL, field("max_entries", spec.max_entries) +
+                                          "a ring buffer's size must be a power of two and a "
+                                          "multiple of 4096");
+        }
+    } else {
+        if (t->fam == family::array && spec.key_size != 4) {
+            return make_error(EINVAL, field("key_size", spec.key_size) + kind + "have 4-byte keys");
+        }
+        if (spec.key_size == 0 || spec.key_size > max_key_size) {
+            return make_error(EINVAL, field("key_size", spec.key_size) + kind + "take 1 to " +
+                                          std::to_string(max_key_size) + "-byte keys");
+        }
+        uint32_t max_value = t->percpu ? max_percpu_value_size : max_value_size;
+        if (spec.value_size == 0 || spec.value_size > max_value) {
+            return make_error(EINVAL, field("value_size", spec.value_size) + kind + "take 1 to " +
+                                          std::to_string(max_value) + "-byte values");
+        }
+        if (spec.max_entries == 0) {
+            return make_error(EINVAL, field("max_entries", 0) + "a map holds at least 1 entry");
+        }
+        if (t->fam == family::hash && spec.max_entries > max_hash_entries) {
+            return make_error(EINVAL, field("max_entries", spec.max_entries) + kind +
+                                          "hold at most " + std::to_string(max_hash_entries) +
+                                          " entries");
+        }
+    }
+    if ((spec.flags & ~t->allowed_flags) != 0) {
+        return make_error(EINVAL, "flags " + hex(spec.flags) + ": " + kind +
+                                      "accept only these flags: " + t->flag_names);
+    }
+    return {};
+}
+
+result<uint64_t> storage_size(const map_spec &spec, uint32_t ncpus) {
+    if (auto ok = validate_spec(spec); !ok) {
+        return std::move(ok).err();
+    }
+    if (auto ok = check_ncpus(spec, ncpus); !ok) {
+        return std::move(ok).err();
+    }
+    auto lay = compute_layout(spec, slots_for(spec, ncpus));
+    if (!lay) {
+        return std::move(lay).err();
+    }
+    return lay->total;
+}
+
+result<void> init_storage(void *base, uint64_t size, const map_spec &spec, uint32_t ncpus) {
+    if (auto ok = validate_spec(spec); !ok) {
+        return ok;
+    }
+    if (auto ok = check_ncpus(spec, ncpus); !ok) {
+        return ok;
+    }
+    if (auto ok = check_base(base); !ok) {
+        return ok;
+    }
+    ncpus = slots_for(spec, ncpus);
+    auto lay = compute_layout(spec, ncpus);
+    if (!lay) {
+        return std::move(lay).err();
+    }
+    if (size < lay->total) {
+        return too_small(size, lay->total);
+    }
+    // Zero everything first (array values start at zero) and publish the magic last, so a
+    // process attaching meanwhile refuses the storage instead of using half of it.
+    std::memset(base, 0, lay->total);
+    auto *h = new (base) map_header{};
+    h->version = storage_version;
+    h->type = static_cast<uint32_t>(spec.type);
+    h->key_size = spec.key_size;
+    h->value_size = spec.value_size;
+    h->max_entries = spec.max_entries;
+    h->flags = spec.flags;
+    h->ncpus = ncpus;
+    h->size = lay->total;
+    if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != sizeof h->seed) {
+        h->seed = reinterpret_cast<uintptr_t>(base) ^ 0x9e3779b97f4a7c15ull;
+    }
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    int rc = pthread_mutex_init(&h->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (rc != 0) {
+        return make_error(rc, std::string("cannot initialise the map's lock: ") + strerror(rc));
+    }
+    lay->seed = h->seed;
+    if (info_of(spec.type).fam == family::hash) {
+        hash_init(map_ref{static_cast<uint8_t *>(base), spec, ncpus, *lay});
+    }
+    atomic(h->magic).store(storage_magic, std::memory_order_release);
+    return {};
+}
+
+uint32_t possible_cpus() {
+    static const uint32_t n =
+        std::clamp<uint32_t>(static_cast<uint32_t>(get_nprocs_conf()), 1, max_ncpus);
+    return n;
+}
+
+result<map_view> map_view::attach(void *base, uint64_t size, const map_spec &spec) {
+    if (auto ok = validate_spec(spec); !ok) {
+        return std::move(ok).err();
+    }
+    if (auto ok = check_base(base); !ok) {
+        return std::move(ok).err();
+    }
+    auto minimum = compute_layout(spec, 1);
+    if (!minimum) {
+        return std::move(minimum).err();
+    }
+    if (size < minimum->total) {
+        return too_small(size, minimum->total);
+    }
+    auto &h = *static_cast<map_header *>(base);
+    if (atomic(h.magic).load(std::memory_order_acquire) != storage_magic) {
+        return make_error(EINVAL, "storage is not a bpftime map (bad magic)");
+    }
+    if (h.version != storage_version) {
+        return make_error(EINVAL, "storage has layout version " + std::to_string(h.version) +
+                                      ", this build reads version " +
+                                      std::to_string(storage_version));
+    }
+    if (h.type != static_cast<uint32_t>(spec.type)) {
+        return make_error(EINVAL, std::string("storage holds a ") +
+                                      map_type_name(static_cast<map_type>(h.type)) +
+                                      " map, expected " + map_type_name(spec.type));
+    }
+    const struct {
+        const char *name;
+        uint32_t stored, wanted;
+    } fields[] = {
+        {"key_size", h.key_size, spec.key_size},
+        {"value_size", h.value_size, spec.value_size},
+        {"max_entries", h.max_entries, spec.max_entries},
+        {"flags", h.flags, spec.flags},
+    };
+    for (const auto &f : fields) {
+        if (f.stored != f.wanted) {
+            return make_error(EINVAL, std::string("storage holds ") + f.name + " " +
+                                          std::to_string(f.stored) + ", expected " +
+                                          std::to_string(f.wanted));
+        }
+    }
+    uint32_t ncpus = h.ncpus;
+    bool percpu = info_of(spec.type).percpu;
+    if (percpu ? ncpus == 0 || ncpus > max_ncpus : ncpus != 1) {
+        return make_error(EINVAL, "storage holds an invalid CPU count " + std::to_string(ncpus));
+    }
+    auto lay = compute_layout(spec, ncpus);
+    if (!lay) {
+        return std::move(lay).err();
+    }
+    if (size < lay->total) {
+        return too_small(size, lay->total);
+    }
+    map_view v;
+    v.base_ = static_cast<uint8_t *>(base);
+    v.size_ = size;
+    v.spec_ = spec;
+    v.ncpus_ = ncpus;
+    v.layout_ = *lay;
+    v.layout_.seed = h.seed;
+    return v;
+}
+
+map_ref map_view::ref() const {
+    return map_ref{base_, spec_, ncpus_, layout_};
+}
+
+void *map_view::lookup(const void *key) const {
+    auto m = ref();
+    auto idx = find_entry(m, key, true);
+    return idx ? m.value(*idx, current_cpu(ncpus_)) : nullptr;
+}
+
+long map_view::update(const void *key, const void *value, uint64_t flags) const {
+    value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
+    return update_entry(ref(), key, src, flags);
+}
+
+long map_view::remove(const void *key) const {
+    auto fam = info_of(spec_.type).fam;
+    return fam == family::hash ? hash_remove(ref(), key) : -EINVAL;
+}
+
+std::span<uint8_t> map_view::value_area() const {
+    if (base_ == nullptr || info_of(spec_.type).fam == family::ringbuf) {
+        return {};
+    }
+    return {base_ + layout_.values, layout_.values_size};
+}
+
+namespace {
+
+result<void> check_key(const map_spec &spec, std::span<const uint8_t> key, bool may_be_empty) {
+    if (info_of(spec.type).fam == family::ringbuf) {
+        return make_error(EINVAL, "ring buffers have no keys");
+    }
+    if (key.size() != spec.key_size && !(may_be_empty && key.empty())) {
+        return make_error(EINVAL, "the key has " + std::to_string(key.size()) +
+                                      " bytes, the map's keys have " +
+                                      std::to_string(spec.key_size));
+    }
+    return {};
+}
+
+} // namespace
+
+result<std::vector<uint8_t>> map_view::read(std::span<const uint8_t> key) const {
+    if (auto ok = check_key(spec_, key, false); !ok) {
+        return std::move(ok).err();
+    }
+    auto m = ref();
+    auto idx = find_entry(m, key.data(), false);
+    if (!idx) {
+        return make_error(ENOENT, "no such key");
+    }
+    std::vector<uint8_t> out(uint64_t{ncpus_} * spec_.value_size);
+    for (uint32_t cpu = 0; cpu < ncpus_; cpu++) {
+        std::memcpy(out.data() + uint64_t{cpu} * spec_.value_size, m.value(*idx, cpu),
+                    spec_.value_size);
+    }
+    return out;
+}
+
+result<void> map_view::write(std::span<const uint8_t> key, std::span<const uint8_t> value,
+                             uint64_t flags) const {
+    if (auto ok = check_key(spec_, key, false); !ok) {
+        return ok;
+    }
+    value_source src{value.data(), value_source::spread::every_cpu};
+    if (ncpus_ > 1 && value.size() == uint64_t{ncpus_} * spec_.value_size) {
+        src.how = value_source::spread::per_cpu;
+    } else if (value.size() != spec_.value_size) {
+        std::string want = std::to_string(spec_.value_size);
+        if (ncpus_ > 1) {
+            want += " or " + std::to_string(uint64_t{ncpus_} * spec_.value_size);
+        }
+        return make_error(EINVAL, "the value has " + std::to_string(value.size()) +
+                                      " bytes, the map takes " + want);
+    }
+    if (long rc = update_entry(ref(), key.data(), src, flags); rc < 0) {
+        return update_error(rc, spec_, flags);
+    }
+    return {};
+}
+
+result<void> map_view::erase(std::span<const uint8_t> key) const {
+    if (auto ok = check_key(spec_, key, false); !ok) {
+        return ok;
+    }
+    long rc = remove(key.data());
+    if (rc == -ENOENT) {
+        return make_error(ENOENT, "no such key");
+    }
+    if (rc < 0) {
+        return make_error(static_cast<int>(-rc), info_of(spec_.type).fam == family::array
+                                                     ? "array elements cannot be deleted"
+                                                     : "the map's lock cannot be recovered");
+    }
+    return {};
+}
+
+result<std::optional<std::vector<uint8_t>>> map_view::next_key(std::span<const uint8_t> key) const {
+    if (auto ok = check_key(spec_, key, true); !ok) {
+        return std::move(ok).err();
+    }
+    auto m = ref();
+    const void *after = key.empty() ? nullptr : key.data();
+    bool array = info_of(spec_.type).fam == family::array;
+    auto idx = array ? array_next(m, after) : hash_next(m, after);
+    if (!idx) {
+        return std::optional<std::vector<uint8_t>>();
+    }
+    std::vector<uint8_t> out(spec_.key_size);
+    std::memcpy(out.data(), array ? static_cast<const void *>(&*idx) : m.key(*idx), out.size());
+    return std::optional(std::move(out));
+}
+
+uint64_t map_view::count() const {
+    switch (info_of(spec_.type).fam) {
+    case family::array:
+        return spec_.max_entries;
+    case family::hash:
+        return std::min(atomic(ref().header().count).load(std::memory_order_relaxed),
+                        spec_.max_entries);
+    case family::ringbuf:
+        break;
+    }
+    return 0;
+}
+
+} // namespace bpftime::maps

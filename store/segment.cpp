@@ -1,0 +1,883 @@
+// SPDX-License-Identifier: MIT
+// The shared-memory segment: header, object table and object heap.
+//
+// Layout (plain data and offsets only, no pointers):
+//   header | object table (max_objects slots) | heap of extents
+// Each object owns at most one extent (program instructions, target arguments, map storage),
+// referenced from its slot by offset. A slot becomes visible by one release store of its
+// state (creating -> live), so a writer that dies mid-update leaves at most a `creating` slot,
+// which the next writer frees. Heap allocation keeps no state of its own: the free space is
+// whatever no slot references, so recovery cannot leak or double-allocate.
+#include <bpftime/store/store.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+
+namespace bpftime::store {
+namespace {
+
+constexpr char segment_magic[8] = {'B', 'P', 'F', 'T', 'I', 'M', 'E', '1'};
+constexpr uint64_t align = 64;
+constexpr uint32_t slot_free = 0, slot_creating = 1, slot_live = 2;
+constexpr size_t counter_stripes = 8;
+
+struct header {
+    // Magic and version first, at offsets no future layout moves.
+    char magic[8];
+    uint32_t layout_version;
+    uint32_t header_size;
+    uint64_t size;
+    uint32_t ready;
+    uint32_t max_objects;
+    uint64_t table_offset;
+    uint64_t heap_offset;
+    uint64_t heap_size;
+    uint64_t generation;
+    uint32_t next_id;
+    uint32_t slot_size;
+    alignas(64) pthread_mutex_t lock;
+};
+
+struct alignas(64) counter_stripe {
+    uint64_t runs;
+    uint64_t faults;
+};
+
+struct alignas(64) slot {
+    uint32_t state;
+    uint32_t id;
+    uint32_t kind;
+    uint32_t enabled; // links
+    char name[max_name + 1];
+    uint64_t extent;  // offset of the owned extent, 0 for none
+    uint64_t pending; // an extent being written by replace_program, 0 for none
+    // programs
+    uint32_t prog_type;
+    uint32_t pad0;
+    uint64_t revision;
+    char section[64];
+    // maps
+    uint32_t map_type, key_size, value_size, max_entries, map_flags, ncpus, read_only, pad1;
+    // targets
+    int32_t attach_type;
+    // links
+    uint32_t prog_id, target_id;
+    counter_stripe counters[counter_stripes];
+};
+
+// Every extent starts with its size so the allocator can rebuild the free space.
+struct alignas(64) extent_header {
+    uint64_t size; // bytes including this header
+    uint32_t owner;
+};
+
+struct program_payload {
+    uint32_t insn_count;
+    uint32_t map_count;
+    // then insn_count instructions, then map_count map ids
+};
+
+uint64_t round_up(uint64_t v, uint64_t a) {
+    return (v + a - 1) / a * a;
+}
+
+std::string shm_path(const std::string &name) {
+    return "/" + name;
+}
+
+result<void> check_name(const std::string &name) {
+    if (name.empty() || name.size() > 200 || name.find('/') != std::string::npos) {
+        return make_error(EINVAL,
+                          "bad segment name '" + name + "': 1 to 200 characters without '/'");
+    }
+    return {};
+}
+
+void copy_name(char (&dst)[max_name + 1], const std::string &src) {
+    std::memset(dst, 0, sizeof dst);
+    std::memcpy(dst, src.data(), std::min(src.size(), max_name));
+}
+
+std::string read_name(const char *src, size_t cap) {
+    return std::string(src, strnlen(src, cap));
+}
+
+template <class T>
+T load_acquire(const T &v) {
+    return __atomic_load_n(&v, __ATOMIC_ACQUIRE);
+}
+template <class T>
+void store_release(T &v, T x) {
+    __atomic_store_n(&v, x, __ATOMIC_RELEASE);
+}
+
+} // namespace
+
+std::string segment_name(const std::string &explicit_name) {
+    if (!explicit_name.empty()) {
+        return explicit_name;
+    }
+    if (const char *env = std::getenv("BPFTIME_SHM"); env != nullptr && *env != '\0') {
+        return env;
+    }
+    return default_segment_name;
+}
+
+const char *kind_name(object_kind kind) {
+    switch (kind) {
+    case object_kind::program:
+        return "program";
+    case object_kind::map:
+        return "map";
+    case object_kind::target:
+        return "target";
+    case object_kind::link:
+        return "link";
+    }
+    return "unknown";
+}
+
+void link_counters::count(bool fault) const {
+    auto *s = static_cast<slot *>(slot_);
+    int cpu = sched_getcpu();
+    counter_stripe &c = s->counters[static_cast<size_t>(cpu < 0 ? 0 : cpu) % counter_stripes];
+    __atomic_fetch_add(&c.runs, 1, __ATOMIC_RELAXED);
+    if (fault) {
+        __atomic_fetch_add(&c.faults, 1, __ATOMIC_RELAXED);
+    }
+}
+
+struct segment::impl {
+    uint8_t *base = nullptr;
+    uint64_t size = 0;
+    std::string name;
+
+    header *hdr() const { return reinterpret_cast<header *>(base); }
+    slot *slots() const { return reinterpret_cast<slot *>(base + hdr()->table_offset); }
+    uint32_t max_objects() const { return hdr()->max_objects; }
+
+    ~impl() {
+        if (base != nullptr) {
+            munmap(base, size);
+        }
+    }
+
+    // --- locking ---
+
+    class guard {
+    public:
+        explicit guard(pthread_mutex_t *m) : m_(m) {}
+        guard(guard &&o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
+        ~guard() {
+            if (m_ != nullptr) {
+                pthread_mutex_unlock(m_);
+            }
+        }
+
+    private:
+        pthread_mutex_t *m_;
+    };
+
+    result<guard> lock() const {
+        int rc = pthread_mutex_lock(&hdr()->lock);
+        if (rc == EOWNERDEAD) {
+            // A writer died holding the lock: drop what it half-created, then carry on.
+            recover();
+            pthread_mutex_consistent(&hdr()->lock);
+        } else if (rc != 0) {
+            return make_error(rc, "segment " + name + ": cannot take the writer lock: " +
+                                      std::strerror(rc) + " (run `bpftime reset`)");
+        }
+        return guard(&hdr()->lock);
+    }
+
+    void recover() const {
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            slot &s = slots()[i];
+            if (s.state == slot_creating) {
+                store_release(s.state, slot_free);
+            }
+            // An unfinished replace either published its extent (pending == extent) or not
+            // (the old instructions stay); both ways the pending reference goes.
+            s.pending = 0;
+        }
+        bump();
+    }
+
+    void bump() const { __atomic_fetch_add(&hdr()->generation, 1, __ATOMIC_RELEASE); }
+
+    // --- objects ---
+
+    slot *find(uint32_t id) const {
+        if (id == 0) {
+            return nullptr;
+        }
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            slot &s = slots()[i];
+            if (load_acquire(s.state) == slot_live && s.id == id) {
+                return &s;
+            }
+        }
+        return nullptr;
+    }
+
+    result<slot *> find_kind(uint32_t id, object_kind kind) const {
+        slot *s = find(id);
+        if (s == nullptr) {
+            return make_error(ENOENT, "no object with id " + std::to_string(id));
+        }
+        if (s->kind != static_cast<uint32_t>(kind)) {
+            return make_error(EINVAL, "object " + std::to_string(id) + " is a " +
+                                          kind_name(static_cast<object_kind>(s->kind)) +
+                                          ", not a " + kind_name(kind));
+        }
+        return s;
+    }
+
+    // Starts a new object in a free slot; it stays invisible until publish().
+    result<slot *> begin(object_kind kind, const std::string &object_name) const {
+        if (object_name.size() > max_name) {
+            return make_error(ENAMETOOLONG, "name '" + object_name + "' is longer than " +
+                                                std::to_string(max_name) + " bytes");
+        }
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            slot &s = slots()[i];
+            if (s.state == slot_free) {
+                std::memset(static_cast<void *>(&s), 0, sizeof s);
+                s.id = hdr()->next_id++;
+                s.kind = static_cast<uint32_t>(kind);
+                copy_name(s.name, object_name);
+                store_release(s.state, slot_creating);
+                return &s;
+            }
+        }
+        return make_error(ENOSPC, "segment " + name + " is full: all " +
+                                      std::to_string(max_objects()) + " object slots are used");
+    }
+
+    uint32_t publish(slot *s) const {
+        store_release(s->state, slot_live);
+        bump();
+        return s->id;
+    }
+
+    void abandon(slot *s) const { store_release(s->state, slot_free); }
+
+    // --- heap ---
+
+    extent_header *extent_at(uint64_t off) const {
+        return reinterpret_cast<extent_header *>(base + off);
+    }
+
+    // First fit among the gaps between the extents slots reference.
+    result<uint64_t> allocate(uint64_t payload, uint32_t owner) const {
+        uint64_t need = round_up(sizeof(extent_header) + payload, align);
+        std::vector<std::pair<uint64_t, uint64_t>> used;
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            const slot &s = slots()[i];
+            if (s.state == slot_free) {
+                continue;
+            }
+            for (uint64_t off : {s.extent, s.pending}) {
+                if (off != 0) {
+                    used.emplace_back(off, extent_at(off)->size);
+                }
+            }
+        }
+        std::sort(used.begin(), used.end());
+        uint64_t at = hdr()->heap_offset, end = hdr()->heap_offset + hdr()->heap_size;
+        uint64_t largest = 0;
+        for (auto [off, len] : used) {
+            if (off >= at && off - at >= need) {
+                break;
+            }
+            largest = std::max(largest, off > at ? off - at : 0);
+            at = std::max(at, off + len);
+        }
+        if (at > end || end - at < need) {
+            largest = std::max(largest, at < end ? end - at : 0);
+            return make_error(
+                ENOSPC, "no space left in segment " + name + ": need " + std::to_string(need) +
+                            " bytes, the largest free gap is " + std::to_string(largest) +
+                            " (create a larger segment with BPFTIME_SHM_SIZE)");
+        }
+        extent_header *e = extent_at(at);
+        e->size = need;
+        e->owner = owner;
+        return at;
+    }
+
+    void *payload(uint64_t off) const { return base + off + sizeof(extent_header); }
+    uint64_t payload_size(uint64_t off) const {
+        return extent_at(off)->size - sizeof(extent_header);
+    }
+
+    // Writes a program payload into a new extent owned by s.
+    result<uint64_t> write_program(slot *s, const std::vector<vm::ebpf_inst> &insns,
+                                   const std::vector<uint32_t> &map_ids) const {
+        if (insns.empty()) {
+            return make_error(EINVAL, "a program needs at least one instruction");
+        }
+        if (map_ids.size() > max_program_maps) {
+            return make_error(E2BIG, "a program may use at most " +
+                                         std::to_string(max_program_maps) + " maps");
+        }
+        for (uint32_t map_id : map_ids) {
+            if (auto m = find_kind(map_id, object_kind::map); !m) {
+                return make_error(m.err().code, "the program refers to map " +
+                                                    std::to_string(map_id) + ": " +
+                                                    m.err().message);
+            }
+        }
+        uint64_t bytes = sizeof(program_payload) + insns.size() * sizeof(vm::ebpf_inst) +
+                         map_ids.size() * sizeof(uint32_t);
+        auto off = allocate(bytes, s->id);
+        if (!off) {
+            return off;
+        }
+        auto *p = static_cast<program_payload *>(payload(*off));
+        p->insn_count = static_cast<uint32_t>(insns.size());
+        p->map_count = static_cast<uint32_t>(map_ids.size());
+        auto *code = reinterpret_cast<uint8_t *>(p + 1);
+        std::memcpy(code, insns.data(), insns.size() * sizeof(vm::ebpf_inst));
+        std::memcpy(code + insns.size() * sizeof(vm::ebpf_inst), map_ids.data(),
+                    map_ids.size() * sizeof(uint32_t));
+        return off;
+    }
+
+    // The objects that depend on id: programs on maps, links on programs and targets.
+    std::vector<uint32_t> dependents(uint32_t id) const {
+        std::vector<uint32_t> out;
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            const slot &s = slots()[i];
+            if (s.state != slot_live) {
+                continue;
+            }
+            if (s.kind == static_cast<uint32_t>(object_kind::link) &&
+                (s.prog_id == id || s.target_id == id)) {
+                out.push_back(s.id);
+            } else if (s.kind == static_cast<uint32_t>(object_kind::program) && s.extent != 0) {
+                auto ids = program_maps(s);
+                if (std::find(ids.begin(), ids.end(), id) != ids.end()) {
+                    out.push_back(s.id);
+                }
+            }
+        }
+        return out;
+    }
+
+    std::vector<uint32_t> program_maps(const slot &s) const {
+        const auto *p = static_cast<const program_payload *>(payload(s.extent));
+        const auto *ids = reinterpret_cast<const uint32_t *>(
+            reinterpret_cast<const uint8_t *>(p + 1) + p->insn_count * sizeof(vm::ebpf_inst));
+        return {ids, ids + p->map_count};
+    }
+
+    program_info to_program(const slot &s) const {
+        program_info info{s.id,        read_name(s.name, sizeof s.name),
+                          s.prog_type, read_name(s.section, sizeof s.section),
+                          {},          program_maps(s),
+                          s.revision};
+        const auto *p = static_cast<const program_payload *>(payload(s.extent));
+        info.insns.resize(p->insn_count);
+        std::memcpy(static_cast<void *>(info.insns.data()), p + 1,
+                    p->insn_count * sizeof(vm::ebpf_inst));
+        return info;
+    }
+
+    map_info to_map(const slot &s) const {
+        return {s.id,
+                read_name(s.name, sizeof s.name),
+                {static_cast<maps::map_type>(s.map_type), s.key_size, s.value_size, s.max_entries,
+                 s.map_flags},
+                s.ncpus,
+                s.read_only != 0};
+    }
+
+    target_info to_target(const slot &s) const {
+        auto *args = static_cast<const char *>(payload(s.extent));
+        return {s.id, read_name(s.name, sizeof s.name), s.attach_type,
+                std::string(args, strnlen(args, payload_size(s.extent)))};
+    }
+
+    link_info to_link(const slot &s) const {
+        link_info info{s.id,
+                       read_name(s.name, sizeof s.name),
+                       s.prog_id,
+                       s.target_id,
+                       load_acquire(s.enabled) != 0,
+                       0,
+                       0};
+        for (const counter_stripe &c : s.counters) {
+            info.runs += __atomic_load_n(&c.runs, __ATOMIC_RELAXED);
+            info.faults += __atomic_load_n(&c.faults, __ATOMIC_RELAXED);
+        }
+        return info;
+    }
+};
+
+segment::~segment() = default;
+
+result<std::shared_ptr<segment>> segment::open(const std::string &name, const open_options &opts) {
+    if (auto r = check_name(name); !r) {
+        return r.err();
+    }
+    std::string path = shm_path(name);
+    uint64_t min_size = round_up(sizeof(header), align) +
+                        static_cast<uint64_t>(opts.max_objects) * sizeof(slot) + 4 * align;
+    bool created = false;
+    int fd = -1;
+    if (opts.create) {
+        fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, opts.mode);
+        created = fd >= 0;
+        if (created) {
+            // shm_open's mode is filtered by the umask; say exactly what was asked.
+            fchmod(fd, opts.mode);
+            if (opts.size < min_size || ftruncate(fd, static_cast<off_t>(opts.size)) != 0) {
+                int e = opts.size < min_size ? EINVAL : errno;
+                close(fd);
+                shm_unlink(path.c_str());
+                return make_error(e, "segment " + name + ": cannot size it to " +
+                                         std::to_string(opts.size) + " bytes (at least " +
+                                         std::to_string(min_size) + " needed)");
+            }
+        } else if (errno != EEXIST) {
+            return make_error(errno, "segment " + name + ": " + std::strerror(errno));
+        }
+    }
+    if (fd < 0) {
+        fd = shm_open(path.c_str(), O_RDWR, 0);
+        if (fd < 0) {
+            int e = errno;
+            if (e == ENOENT) {
+                return make_error(ENOENT, "no segment named " + name +
+                                              " (bpftime load creates one; --shm or "
+                                              "BPFTIME_SHM picks another name)");
+            }
+            return make_error(e, "segment " + name + ": " + std::strerror(e));
+        }
+    }
+
+    auto seg = std::shared_ptr<segment>(new segment());
+    seg->name_ = name;
+    seg->impl_ = std::make_unique<impl>();
+    impl &im = *seg->impl_;
+    im.name = name;
+
+    // A segment another process is creating right now may not be sized yet.
+    struct stat st {};
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) < sizeof(header) && !created &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (static_cast<uint64_t>(st.st_size) < sizeof(header)) {
+        close(fd);
+        return make_error(EBADF, "segment " + name + " is too small (" +
+                                     std::to_string(st.st_size) +
+                                     " bytes) to be a bpftime segment");
+    }
+    im.size = static_cast<uint64_t>(st.st_size);
+    void *p = mmap(nullptr, im.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        return make_error(errno, "segment " + name + ": mmap: " + std::strerror(errno));
+    }
+    im.base = static_cast<uint8_t *>(p);
+    header *h = im.hdr();
+
+    if (created) {
+        std::memcpy(h->magic, segment_magic, sizeof segment_magic);
+        h->layout_version = layout_version;
+        h->header_size = sizeof(header);
+        h->size = im.size;
+        h->max_objects = opts.max_objects;
+        h->slot_size = sizeof(slot);
+        h->table_offset = round_up(sizeof(header), align);
+        h->heap_offset = round_up(h->table_offset + opts.max_objects * sizeof(slot), align);
+        h->heap_size = im.size - h->heap_offset;
+        h->next_id = 1;
+        pthread_mutexattr_t attr;
+        pthread_mutexattr_init(&attr);
+        pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+        pthread_mutex_init(&h->lock, &attr);
+        pthread_mutexattr_destroy(&attr);
+        store_release(h->ready, 1u);
+        return seg;
+    }
+
+    if (std::memcmp(h->magic, segment_magic, sizeof segment_magic) != 0) {
+        // Maybe still being initialised by its creator.
+        while (load_acquire(h->ready) == 0 && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        if (std::memcmp(h->magic, segment_magic, sizeof segment_magic) != 0) {
+            return make_error(EPROTO, "segment " + name +
+                                          " is not a bpftime segment (bad magic); remove it "
+                                          "with `bpftime reset` if it is stale");
+        }
+    }
+    if (h->layout_version != layout_version) {
+        return make_error(EPROTO, "segment " + name + " has layout version " +
+                                      std::to_string(h->layout_version) + "; this bpftime uses " +
+                                      std::to_string(layout_version) +
+                                      ": use the matching bpftime, or `bpftime reset` to start "
+                                      "over (removes every object)");
+    }
+    if (load_acquire(h->ready) != 1 || h->size != im.size || h->slot_size != sizeof(slot) ||
+        h->header_size != sizeof(header) || h->heap_offset + h->heap_size > im.size ||
+        h->table_offset + uint64_t{h->max_objects} * sizeof(slot) > h->heap_offset) {
+        return make_error(EPROTO, "segment " + name +
+                                      " is corrupt (its header does not describe its size); "
+                                      "run `bpftime reset`");
+    }
+    return seg;
+}
+
+result<void> segment::remove(const std::string &name) {
+    if (auto r = check_name(name); !r) {
+        return r;
+    }
+    if (shm_unlink(shm_path(name).c_str()) != 0) {
+        if (errno == ENOENT) {
+            return make_error(ENOENT, "no segment named " + name);
+        }
+        return make_error(errno, "segment " + name + ": " + std::strerror(errno));
+    }
+    return {};
+}
+
+uint64_t segment::generation() const {
+    return __atomic_load_n(&impl_->hdr()->generation, __ATOMIC_ACQUIRE);
+}
+
+std::pair<uint64_t, uint64_t> segment::usage() const {
+    auto g = impl_->lock();
+    uint64_t used = 0;
+    for (uint32_t i = 0; i < impl_->max_objects(); i++) {
+        const slot &s = impl_->slots()[i];
+        if (s.state != slot_free && s.extent != 0) {
+            used += impl_->extent_at(s.extent)->size;
+        }
+    }
+    uint64_t total = impl_->hdr()->heap_size;
+    return {total, total - std::min(total, used)};
+}
+
+result<uint32_t> segment::create_program(const std::string &name, uint32_t type,
+                                         const std::string &section,
+                                         const std::vector<vm::ebpf_inst> &insns,
+                                         const std::vector<uint32_t> &map_ids) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->begin(object_kind::program, name);
+    if (!s) {
+        return s.err();
+    }
+    auto off = impl_->write_program(*s, insns, map_ids);
+    if (!off) {
+        impl_->abandon(*s);
+        return off.err();
+    }
+    (*s)->extent = *off;
+    (*s)->prog_type = type;
+    std::strncpy((*s)->section, section.c_str(), sizeof((*s)->section) - 1);
+    return impl_->publish(*s);
+}
+
+result<void> segment::replace_program(uint32_t id, const std::vector<vm::ebpf_inst> &insns,
+                                      const std::vector<uint32_t> &map_ids) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->find_kind(id, object_kind::program);
+    if (!s) {
+        return s.err();
+    }
+    auto off = impl_->write_program(*s, insns, map_ids);
+    if (!off) {
+        return off.err();
+    }
+    // pending keeps the new extent allocated while it is written; one store publishes it.
+    // The revision moves first: a writer dying before the switch only costs hosts a
+    // needless recompile.
+    (*s)->pending = *off;
+    (*s)->revision++;
+    store_release((*s)->extent, *off);
+    (*s)->pending = 0;
+    impl_->bump();
+    return {};
+}
+
+result<uint32_t> segment::create_map(const std::string &name, const maps::map_spec &spec,
+                                     const std::vector<uint8_t> &initial_value, bool read_only) {
+    if (auto r = maps::validate_spec(spec); !r) {
+        return make_error(r.err().code, "map " + name + ": " + r.err().message);
+    }
+    uint32_t ncpus = maps::possible_cpus();
+    auto bytes = maps::storage_size(spec, ncpus);
+    if (!bytes) {
+        return bytes.err();
+    }
+    if (!initial_value.empty() &&
+        (spec.type != maps::map_type::array || initial_value.size() != spec.value_size)) {
+        return make_error(EINVAL, "map " + name +
+                                      ": an initial value needs an array map whose "
+                                      "value size is the value's size");
+    }
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->begin(object_kind::map, name);
+    if (!s) {
+        return s.err();
+    }
+    auto off = impl_->allocate(*bytes, (*s)->id);
+    if (!off) {
+        impl_->abandon(*s);
+        return off.err();
+    }
+    slot &sl = **s;
+    sl.extent = *off;
+    sl.map_type = static_cast<uint32_t>(spec.type);
+    sl.key_size = spec.key_size;
+    sl.value_size = spec.value_size;
+    sl.max_entries = spec.max_entries;
+    sl.map_flags = spec.flags;
+    sl.ncpus = ncpus;
+    sl.read_only = read_only ? 1 : 0;
+    void *storage = impl_->payload(*off);
+    if (auto r = maps::init_storage(storage, *bytes, spec, ncpus); !r) {
+        impl_->abandon(*s);
+        return r.err();
+    }
+    if (!initial_value.empty()) {
+        auto view = maps::map_view::attach(storage, *bytes, spec);
+        uint32_t key = 0;
+        auto w = view ? view->write({reinterpret_cast<uint8_t *>(&key), sizeof key}, initial_value)
+                      : result<void>(view.err());
+        if (!w) {
+            impl_->abandon(*s);
+            return w.err();
+        }
+    }
+    return impl_->publish(*s);
+}
+
+result<uint32_t> segment::create_target(const std::string &name, int32_t attach_type,
+                                        const std::string &args) {
+    if (args.size() > 4096) {
+        return make_error(E2BIG, "attach target arguments are longer than 4096 bytes");
+    }
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->begin(object_kind::target, name);
+    if (!s) {
+        return s.err();
+    }
+    auto off = impl_->allocate(args.size() + 1, (*s)->id);
+    if (!off) {
+        impl_->abandon(*s);
+        return off.err();
+    }
+    std::memcpy(impl_->payload(*off), args.c_str(), args.size() + 1);
+    (*s)->extent = *off;
+    (*s)->attach_type = attach_type;
+    return impl_->publish(*s);
+}
+
+result<uint32_t> segment::create_link(const std::string &name, uint32_t prog_id, uint32_t target_id,
+                                      bool enabled) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    if (auto p = impl_->find_kind(prog_id, object_kind::program); !p) {
+        return p.err();
+    }
+    if (auto t = impl_->find_kind(target_id, object_kind::target); !t) {
+        return t.err();
+    }
+    auto s = impl_->begin(object_kind::link, name);
+    if (!s) {
+        return s.err();
+    }
+    (*s)->prog_id = prog_id;
+    (*s)->target_id = target_id;
+    (*s)->enabled = enabled ? 1 : 0;
+    return impl_->publish(*s);
+}
+
+result<void> segment::set_link_enabled(uint32_t id, bool enabled) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->find_kind(id, object_kind::link);
+    if (!s) {
+        return s.err();
+    }
+    store_release((*s)->enabled, enabled ? 1u : 0u);
+    impl_->bump();
+    return {};
+}
+
+result<void> segment::destroy(uint32_t id) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    slot *s = impl_->find(id);
+    if (s == nullptr) {
+        return make_error(ENOENT, "no object with id " + std::to_string(id));
+    }
+    if (auto users = impl_->dependents(id); !users.empty()) {
+        std::string list;
+        for (uint32_t u : users) {
+            list += (list.empty() ? "" : ", ") + std::to_string(u);
+        }
+        return make_error(EBUSY, std::string(kind_name(static_cast<object_kind>(s->kind))) + " " +
+                                     std::to_string(id) + " is used by object" +
+                                     (users.size() > 1 ? "s " : " ") + list +
+                                     "; destroy those first");
+    }
+    // One store frees the slot and, with it, its extent.
+    store_release(s->state, slot_free);
+    impl_->bump();
+    return {};
+}
+
+result<snapshot> segment::read_all() const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    snapshot snap;
+    snap.generation = generation();
+    std::vector<const slot *> live;
+    for (uint32_t i = 0; i < impl_->max_objects(); i++) {
+        const slot &s = impl_->slots()[i];
+        if (s.state == slot_live) {
+            live.push_back(&s);
+        }
+    }
+    // Ids grow with creation, so id order is creation order (link order for hooks).
+    std::sort(live.begin(), live.end(), [](const slot *a, const slot *b) { return a->id < b->id; });
+    for (const slot *s : live) {
+        switch (static_cast<object_kind>(s->kind)) {
+        case object_kind::program:
+            snap.programs.push_back(impl_->to_program(*s));
+            break;
+        case object_kind::map:
+            snap.maps.push_back(impl_->to_map(*s));
+            break;
+        case object_kind::target:
+            snap.targets.push_back(impl_->to_target(*s));
+            break;
+        case object_kind::link:
+            snap.links.push_back(impl_->to_link(*s));
+            break;
+        }
+    }
+    return snap;
+}
+
+result<object_kind> segment::kind_of(uint32_t id) const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    const slot *s = impl_->find(id);
+    if (s == nullptr) {
+        return make_error(ENOENT, "no object with id " + std::to_string(id));
+    }
+    return static_cast<object_kind>(s->kind);
+}
+
+result<program_info> segment::program(uint32_t id) const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->find_kind(id, object_kind::program);
+    if (!s) {
+        return s.err();
+    }
+    return impl_->to_program(**s);
+}
+
+result<map_info> segment::map(uint32_t id) const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->find_kind(id, object_kind::map);
+    if (!s) {
+        return s.err();
+    }
+    return impl_->to_map(**s);
+}
+
+result<link_info> segment::link(uint32_t id) const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->find_kind(id, object_kind::link);
+    if (!s) {
+        return s.err();
+    }
+    return impl_->to_link(**s);
+}
+
+result<maps::map_view> segment::map_view(uint32_t id) const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->find_kind(id, object_kind::map);
+    if (!s) {
+        return s.err();
+    }
+    const slot &sl = **s;
+    auto view = maps::map_view::attach(impl_->payload(sl.extent), impl_->payload_size(sl.extent),
+                                       impl_->to_map(sl).spec);
+    if (!view) {
+        return make_error(view.err().code, "map " + std::to_string(id) + ": " + view.err().message);
+    }
+    return view;
+}
+
+result<link_counters> segment::counters(uint32_t link_id) const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto s = impl_->find_kind(link_id, object_kind::link);
+    if (!s) {
+        return s.err();
+    }
+    return link_counters(*s);
+}
+
+void segment::lock_for_test() {
+    pthread_mutex_lock(&impl_->hdr()->lock);
+}
+
+} // namespace bpftime::store

@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: MIT
+// A map type bpftime does not implement: the loader must refuse it by name.
+#include <linux/bpf.h>
+
+#include <bpf/bpf_helpers.h>
+
+struct {
+    __uint(type, BPF_MAP_TYPE_STACK);
+    __uint(max_entries, 8);
+    __type(value, __u32);
+} pending SEC(".maps");
+
+SEC("test")
+int push(void *ctx __attribute__((unused))) {
+    __u32 v = 1;
+    return bpf_map_push_elem(&pending, &v, 0);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: MIT
+// ringbuf in one process: records, padding at the end, full ring, waiting.
+#include "test_util.hpp"
+
+#include "layout.hpp" // the header, to scribble over the positions
+
+#include <random>
+
+namespace bpftime::maps::test {
+namespace {
+
+using std::chrono::milliseconds;
+using steady = std::chrono::steady_clock;
+
+constexpr map_spec ring_spec{map_type::ringbuf, 0, 0, 4096, 0};
+
+std::vector<std::string> drain(const shm_map &m) {
+    std::vector<std::string> out;
+    auto n = m->ringbuf_consume(
+        [&](std::span<const uint8_t> r) { out.emplace_back(r.begin(), r.end()); });
+    EXPECT_TRUE(n);
+    EXPECT_EQ(n ? *n : 0, out.size());
+    return out;
+}
+
+long output(const shm_map &m, const std::string &s, uint64_t flags = 0) {
+    return m->ringbuf_output(s.data(), s.size(), flags);
+}
+
+TEST(RingBuffer, RecordsComeOutInOrderDiscardedOnesSkipped) {
+    shm_map m(ring_spec);
+    EXPECT_TRUE(m->value_area().empty());
+    EXPECT_EQ(output(m, "first"), 0);
+    auto *a = static_cast<char *>(m->ringbuf_reserve(3));
+    auto *b = static_cast<char *>(m->ringbuf_reserve(0));
+    auto *c = static_cast<char *>(m->ringbuf_reserve(6));
+    ASSERT_TRUE(a && b && c);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % 8, 0u);
+    std::memcpy(a, "abc", 3);
+    std::memcpy(c, "second", 6);
+    m->ringbuf_submit(c, 0);
+    EXPECT_EQ(drain(m), (std::vector<std::string>{"first"})) << "stops at a busy record";
+    m->ringbuf_discard(a, 0);
+    m->ringbuf_submit(b, 0);
+    m->ringbuf_submit(b, 0); // twice: ignored
+    EXPECT_EQ(drain(m), (std::vector<std::string>{"", "second"}));
+    EXPECT_TRUE(drain(m).empty());
+    EXPECT_EQ(m->ringbuf_dropped(), 0u);
+}
+
+TEST(RingBuffer, RecordsNeverWrapAndTheRingIsReused) {
+    shm_map m(ring_spec);
+    // 1000-byte records: four fit, the fifth needs a filler up to the end.
+    for (int i = 0; i < 200; i++) {
+        std::string rec(1000 + i % 5, static_cast<char>('a' + i % 26));
+        ASSERT_EQ(output(m, rec), 0) << i;
+        auto got = drain(m);
+        ASSERT_EQ(got, std::vector<std::string>{rec}) << i;
+    }
+}
+
+TEST(RingBuffer, FullRingDropsAndCounts) {
+    shm_map m(ring_spec);
+    int placed = 0;
+    while (m->ringbuf_reserve(100) != nullptr && placed < 1000) {
+        placed++;
+    }
+    EXPECT_EQ(placed, 4096 / 112);
+    EXPECT_EQ(m->ringbuf_dropped(), 1u);
+    EXPECT_EQ(output(m, std::string(100, 'x')), -EAGAIN);
+    EXPECT_EQ(output(m, "x"), 0) << "a small record still fits before the end";
+    EXPECT_EQ(m->ringbuf_dropped(), 2u);
+    EXPECT_EQ(m->ringbuf_reserve(4096), nullptr) << "larger than the ring";
+    EXPECT_EQ(m->ringbuf_reserve(1ull << 40), nullptr);
+    EXPECT_EQ(output(m, "x", 4), -EINVAL) << "unknown flag";
+}
+
+TEST(RingBuffer, ConsumingMakesRoom) {
+    shm_map m(ring_spec);
+    void *all = m->ringbuf_reserve(4096 - 8);
+    ASSERT_NE(all, nullptr) << "one record may fill the ring";
+    EXPECT_EQ(m->ringbuf_reserve(0), nullptr);
+    EXPECT_TRUE(drain(m).empty()) << "still busy";
+    m->ringbuf_submit(all, 0);
+    EXPECT_EQ(drain(m).size(), 1u);
+    EXPECT_NE(m->ringbuf_reserve(4096 - 8), nullptr);
+}
+
+TEST(RingBuffer, SubmitIgnoresPointersThatAreNotRecords) {
+    shm_map m(ring_spec);
+    auto *rec = static_cast<uint8_t *>(m->ringbuf_reserve(16));
+    ASSERT_NE(rec, nullptr);
+    m->ringbuf_submit(nullptr, 0);
+    m->ringbuf_submit(rec + 1, 0);
+    m->ringbuf_discard(rec + 4096, 0);
+    uint64_t outside = 0;
+    m->ringbuf_submit(&outside, 0);
+    EXPECT_TRUE(drain(m).empty());
+    m->ringbuf_submit(rec, 0);
+    EXPECT_EQ(drain(m).size(), 1u);
+}
+
+TEST(RingBuffer, WaitTimesOutWhenEmpty) {
+    shm_map m(ring_spec);
+    auto start = steady::now();
+    EXPECT_FALSE(m->ringbuf_wait(50));
+    auto took = steady::now() - start;
+    EXPECT_GE(took, milliseconds(45));
+    EXPECT_LT(took, milliseconds(2000));
+    EXPECT_FALSE(m->ringbuf_wait(0));
+}
+
+TEST(RingBuffer, WaitReturnsAtOnceWhenDataIsThere) {
+    shm_map m(ring_spec);
+    ASSERT_EQ(output(m, "ready", ringbuf_no_wakeup), 0);
+    auto start = steady::now();
+    EXPECT_TRUE(m->ringbuf_wait(5000));
+    EXPECT_LT(steady::now() - start, milliseconds(1000));
+}
+
+TEST(RingBuffer, SubmitWakesAWaiter) {
+    shm_map m(ring_spec);
+    std::thread producer([&] {
+        std::this_thread::sleep_for(milliseconds(50));
+        output(m, "wake");
+    });
+    auto start = steady::now();
+    EXPECT_TRUE(m->ringbuf_wait(5000));
+    EXPECT_LT(steady::now() - start, milliseconds(2500));
+    producer.join();
+    EXPECT_EQ(drain(m), std::vector<std::string>{"wake"});
+}
+
+TEST(RingBuffer, NoWakeupLeavesTheWaiterToItsTimeout) {
+    shm_map m(ring_spec);
+    std::thread producer([&] {
+        std::this_thread::sleep_for(milliseconds(20));
+        output(m, "quiet", ringbuf_no_wakeup);
+    });
+    auto start = steady::now();
+    EXPECT_TRUE(m->ringbuf_wait(300)) << "the data is there when the timeout ends";
+    EXPECT_GE(steady::now() - start, milliseconds(250));
+    producer.join();
+}
+
+TEST(RingBuffer, KeyedCallsOnARingBufferAreRefused) {
+    shm_map m(ring_spec);
+    uint32_t key = 0;
+    EXPECT_EQ(m->lookup(&key), nullptr);
+    EXPECT_EQ(m->update(&key, &key, 0), -EINVAL);
+    EXPECT_EQ(m->remove(&key), -EINVAL);
+    EXPECT_FALSE(m->read({}));
+    EXPECT_FALSE(m->write({}, {}));
+    EXPECT_FALSE(m->erase({}));
+    EXPECT_FALSE(m->next_key({}));
+    EXPECT_EQ(m->count(), 0u);
+}
+
+TEST(RingBuffer, GarbageNeverLeadsOutside) {
+    shm_map m(map_spec{map_type::ringbuf, 0, 0, 8192, 0});
+    std::mt19937_64 rng(7);
+    auto &h = *reinterpret_cast<detail::map_header *>(m.region().data());
+    uint8_t *data = m.region().data() + m.region().size() - 8192;
+    for (int round = 0; round < 300; round++) {
+        for (int i = 0; i < 64; i++) {
+            data[rng() % 8192] = static_cast<uint8_t>(rng());
+        }
+        if (round % 3 == 0) {
+            uint64_t cons = rng() % 20000;
+            h.consumer_pos = round % 2 ? cons : cons & ~7ull;
+            h.producer_pos = cons + (round % 6 == 0 ? rng() : rng() % 9000);
+        }
+        uint64_t bytes_seen = 0;
+        (void)m->ringbuf_consume([&](std::span<const uint8_t> r) { bytes_seen += r.size(); });
+        EXPECT_LE(bytes_seen, 2 * 8192u);
+        if (void *rec = m->ringbuf_reserve(rng() % 3000)) {
+            m->ringbuf_submit(rec, ringbuf_no_wakeup);
+        }
+        (void)m->ringbuf_wait(0);
+    }
+}
+
+} // namespace
+} // namespace bpftime::maps::test

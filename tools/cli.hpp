@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: MIT
+// Shared pieces of the bpftime command line.
+#pragma once
+
+#include <bpftime/result.hpp>
+#include <bpftime/store/store.hpp>
+#include <bpftime/vm/isa.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bpftime::cli {
+
+/// Options every command sees.
+struct global_options {
+    std::string shm; ///< segment name (--shm), empty for $BPFTIME_SHM or the default
+    bool json = false;
+};
+
+/// Prints "bpftime: message" to stderr and returns exit status 1.
+int report(const error &e);
+/// The whole content of a file.
+result<std::string> read_file(const std::string &path);
+
+/// Opens the store segment (creating it when create is set).
+result<std::shared_ptr<store::segment>> open_store(const global_options &g, bool create);
+
+/// Parses a key or value: "01 00 00 00" or "hex:01000000" are bytes, anything else is an
+/// integer (decimal or 0x hex, may be negative) stored little-endian in size bytes.
+result<std::vector<uint8_t>> parse_bytes(const std::string &text, size_t size);
+/// Bytes as "01 00 00 00".
+std::string hex_bytes(const uint8_t *data, size_t len);
+
+void add_vm_commands(CLI::App &app, const global_options &g, int &status);
+void add_store_commands(CLI::App &app, const global_options &g, int &status);
+
+} // namespace bpftime::cli

@@ -1,0 +1,554 @@
+// SPDX-License-Identifier: MIT
+// bpftime load | list | map | attach | enable | disable | destroy | reset: the controller.
+#include "cli.hpp"
+
+#include <bpftime/attach/attach.hpp>
+#include <bpftime/loader/elf.hpp>
+#include <bpftime/provider/event_provider.hpp>
+#include <bpftime/vm/conformance.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cinttypes>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace bpftime::cli {
+
+using json = nlohmann::ordered_json;
+
+int report(const error &e) {
+    std::fprintf(stderr, "bpftime: %s\n", e.message.c_str());
+    return 1;
+}
+
+result<std::string> read_file(const std::string &path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) {
+        return make_error(ENOENT, path + ": " + std::strerror(errno));
+    }
+    std::stringstream buf;
+    buf << f.rdbuf();
+    return buf.str();
+}
+
+result<std::shared_ptr<store::segment>> open_store(const global_options &g, bool create) {
+    store::open_options opts;
+    opts.create = create;
+    if (const char *size = std::getenv("BPFTIME_SHM_SIZE"); size != nullptr && *size != '\0') {
+        opts.size = std::strtoull(size, nullptr, 0);
+    }
+    return store::segment::open(store::segment_name(g.shm), opts);
+}
+
+std::string hex_bytes(const uint8_t *data, size_t len) {
+    std::string out;
+    char buf[4];
+    for (size_t i = 0; i < len; i++) {
+        std::snprintf(buf, sizeof buf, i == 0 ? "%02x" : " %02x", data[i]);
+        out += buf;
+    }
+    return out;
+}
+
+result<std::vector<uint8_t>> parse_bytes(const std::string &text, size_t size) {
+    auto bytes_of = [&](std::string_view hex) -> result<std::vector<uint8_t>> {
+        auto b = vm::parse_hex_bytes(hex);
+        if (!b) {
+            return make_error(EINVAL, "'" + text + "': " + b.err().message);
+        }
+        if (b->size() != size) {
+            return make_error(EINVAL, "'" + text + "' is " + std::to_string(b->size()) +
+                                          " bytes; " + std::to_string(size) + " are needed");
+        }
+        return b;
+    };
+    if (text.rfind("hex:", 0) == 0) {
+        return bytes_of(std::string_view(text).substr(4));
+    }
+    if (text.find(' ') != std::string::npos) {
+        return bytes_of(text);
+    }
+    errno = 0;
+    char *end = nullptr;
+    bool negative = !text.empty() && text[0] == '-';
+    uint64_t v = negative ? static_cast<uint64_t>(std::strtoll(text.c_str(), &end, 0))
+                          : std::strtoull(text.c_str(), &end, 0);
+    if (text.empty() || *end != '\0' || errno != 0) {
+        return make_error(EINVAL, "'" + text +
+                                      "' is neither an integer nor hex bytes (\"01 02\" or "
+                                      "\"hex:0102\")");
+    }
+    if (size < 8 && !negative && (v >> (size * 8)) != 0) {
+        return make_error(ERANGE,
+                          "'" + text + "' does not fit in " + std::to_string(size) + " bytes");
+    }
+    std::vector<uint8_t> out(size);
+    std::memcpy(out.data(), &v, std::min<size_t>(size, 8));
+    return out;
+}
+
+namespace {
+
+std::string map_details(const store::map_info &m, uint64_t entries) {
+    const maps::map_spec &s = m.spec;
+    if (s.type == maps::map_type::ringbuf) {
+        return std::string("ringbuf ") + std::to_string(s.max_entries) + " bytes";
+    }
+    return std::string(maps::map_type_name(s.type)) + " key " + std::to_string(s.key_size) +
+           " value " + std::to_string(s.value_size) + " max_entries " +
+           std::to_string(s.max_entries) + " entries " + std::to_string(entries) +
+           (m.read_only ? " read-only" : "");
+}
+
+int cmd_load(const global_options &g, const std::string &path) {
+    auto obj = loader::open_elf(path);
+    if (!obj) {
+        return report(obj.err());
+    }
+    auto seg = open_store(g, true);
+    if (!seg) {
+        return report(seg.err());
+    }
+    event_provider_impl provider(*seg);
+    auto loaded = load_object(provider, *obj);
+    if (!loaded) {
+        return report(loaded.err());
+    }
+    if (g.json) {
+        json out{{"maps", json::array()}, {"programs", json::array()}};
+        for (auto &[id, name] : loaded->maps) {
+            out["maps"].push_back({{"id", id}, {"name", name}});
+        }
+        for (auto &[id, name] : loaded->programs) {
+            out["programs"].push_back({{"id", id}, {"name", name}});
+        }
+        std::puts(out.dump().c_str());
+        return 0;
+    }
+    for (auto &[id, name] : loaded->maps) {
+        std::printf("map %u %s\n", id, name.c_str());
+    }
+    for (auto &[id, name] : loaded->programs) {
+        std::printf("program %u %s\n", id, name.c_str());
+    }
+    return 0;
+}
+
+int cmd_list(const global_options &g) {
+    auto seg = open_store(g, false);
+    if (!seg) {
+        return report(seg.err());
+    }
+    auto snap = (*seg)->read_all();
+    if (!snap) {
+        return report(snap.err());
+    }
+    struct row {
+        uint32_t id;
+        const char *kind;
+        std::string name, details;
+        json j;
+    };
+    std::vector<row> rows;
+    for (const auto &m : snap->maps) {
+        auto view = (*seg)->map_view(m.id);
+        uint64_t entries = view ? view->count() : 0;
+        rows.push_back({m.id,
+                        "map",
+                        m.name,
+                        map_details(m, entries),
+                        {{"type", maps::map_type_name(m.spec.type)},
+                         {"key_size", m.spec.key_size},
+                         {"value_size", m.spec.value_size},
+                         {"max_entries", m.spec.max_entries},
+                         {"entries", entries},
+                         {"read_only", m.read_only}}});
+    }
+    for (const auto &p : snap->programs) {
+        std::string maps_list;
+        for (uint32_t id : p.map_ids) {
+            maps_list += (maps_list.empty() ? "" : ",") + std::to_string(id);
+        }
+        rows.push_back({p.id,
+                        "program",
+                        p.name,
+                        "section " + (p.section.empty() ? "-" : p.section) + ", " +
+                            std::to_string(p.insns.size()) + " insns" +
+                            (maps_list.empty() ? "" : ", maps " + maps_list) + ", revision " +
+                            std::to_string(p.revision),
+                        {{"type", p.type},
+                         {"section", p.section},
+                         {"insns", p.insns.size()},
+                         {"maps", p.map_ids},
+                         {"revision", p.revision}}});
+    }
+    for (const auto &t : snap->targets) {
+        rows.push_back({t.id,
+                        "target",
+                        t.name,
+                        attach_type_name(t.attach_type) + " " + t.args,
+                        {{"attach_type", attach_type_name(t.attach_type)}, {"args", t.args}}});
+    }
+    for (const auto &l : snap->links) {
+        rows.push_back({l.id,
+                        "link",
+                        l.name,
+                        "program " + std::to_string(l.prog_id) + " -> target " +
+                            std::to_string(l.target_id) + ", " +
+                            (l.enabled ? "enabled" : "disabled") + ", runs " +
+                            std::to_string(l.runs) + ", faults " + std::to_string(l.faults),
+                        {{"prog_id", l.prog_id},
+                         {"target_id", l.target_id},
+                         {"enabled", l.enabled},
+                         {"runs", l.runs},
+                         {"faults", l.faults}}});
+    }
+    std::sort(rows.begin(), rows.end(), [](const row &a, const row &b) { return a.id < b.id; });
+    if (g.json) {
+        json out = json::array();
+        for (const row &r : rows) {
+            json o{{"id", r.id}, {"kind", r.kind}, {"name", r.name}};
+            o.update(r.j);
+            out.push_back(std::move(o));
+        }
+        std::puts(
+            json{{"segment", (*seg)->name()}, {"generation", snap->generation}, {"objects", out}}
+                .dump()
+                .c_str());
+        return 0;
+    }
+    std::printf("%-4s %-8s %-20s %s\n", "ID", "KIND", "NAME", "DETAILS");
+    for (const row &r : rows) {
+        std::printf("%-4u %-8s %-20s %s\n", r.id, r.kind, r.name.c_str(), r.details.c_str());
+    }
+    return 0;
+}
+
+struct map_args {
+    std::string op;
+    uint32_t id = 0;
+    std::string key, value, flags = "any";
+    uint64_t count = 0;
+    double timeout = 0;
+};
+
+std::atomic<bool> interrupted{false};
+
+void print_entry(const global_options &g, const store::map_info &m, const std::vector<uint8_t> &key,
+                 const std::vector<uint8_t> &value) {
+    if (g.json) {
+        std::puts(json{{"key", hex_bytes(key.data(), key.size())},
+                       {"value", hex_bytes(value.data(), value.size())}}
+                      .dump()
+                      .c_str());
+        return;
+    }
+    std::printf("key: %s  value: %s\n", hex_bytes(key.data(), key.size()).c_str(),
+                hex_bytes(value.data(), value.size()).c_str());
+    (void)m;
+}
+
+int cmd_map(const global_options &g, const map_args &a) {
+    auto seg = open_store(g, false);
+    if (!seg) {
+        return report(seg.err());
+    }
+    auto info = (*seg)->map(a.id);
+    if (!info) {
+        return report(info.err());
+    }
+    auto view = (*seg)->map_view(a.id);
+    if (!view) {
+        return report(view.err());
+    }
+    bool ring = info->spec.type == maps::map_type::ringbuf;
+    if (ring != (a.op == "events")) {
+        return report(make_error(
+            EINVAL,
+            "map " + std::to_string(a.id) + " is a " + maps::map_type_name(info->spec.type) +
+                (ring ? "; use `bpftime map events`" : "; `map events` is for ring buffers")));
+    }
+    if (a.op == "events") {
+        std::signal(SIGINT, [](int) { interrupted = true; });
+        std::signal(SIGTERM, [](int) { interrupted = true; });
+        uint64_t seen = 0;
+        auto idle_since = std::chrono::steady_clock::now();
+        while (!interrupted && (a.count == 0 || seen < a.count)) {
+            auto n = view->ringbuf_consume([&](std::span<const uint8_t> rec) {
+                if (a.count != 0 && seen >= a.count) {
+                    return;
+                }
+                seen++;
+                if (g.json) {
+                    std::puts(
+                        json{{"size", rec.size()}, {"data", hex_bytes(rec.data(), rec.size())}}
+                            .dump()
+                            .c_str());
+                } else {
+                    std::printf("%s\n", hex_bytes(rec.data(), rec.size()).c_str());
+                }
+            });
+            std::fflush(stdout);
+            if (!n) {
+                return report(n.err());
+            }
+            if (*n > 0) {
+                idle_since = std::chrono::steady_clock::now();
+                continue;
+            }
+            if (a.timeout > 0 &&
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - idle_since)
+                        .count() >= a.timeout) {
+                break;
+            }
+            view->ringbuf_wait(100);
+        }
+        return 0;
+    }
+    uint32_t ks = info->spec.key_size;
+    uint32_t vs = info->spec.value_size;
+    if (a.op == "dump") {
+        std::vector<uint8_t> key;
+        uint64_t n = 0;
+        for (;;) {
+            auto next = view->next_key(key);
+            if (!next) {
+                return report(next.err());
+            }
+            if (!*next) {
+                break;
+            }
+            key = std::move(**next);
+            auto value = view->read(key);
+            if (value) {
+                print_entry(g, *info, key, *value);
+                n++;
+            }
+        }
+        if (!g.json) {
+            std::printf("%" PRIu64 " entries\n", n);
+        }
+        return 0;
+    }
+    if (a.key.empty()) {
+        return report(make_error(EINVAL, "map " + a.op + " needs a KEY"));
+    }
+    auto key = parse_bytes(a.key, ks);
+    if (!key) {
+        return report(make_error(key.err().code, "key " + key.err().message));
+    }
+    if (a.op == "lookup") {
+        auto value = view->read(*key);
+        if (!value) {
+            return report(make_error(value.err().code, "map " + std::to_string(a.id) + ": key " +
+                                                           hex_bytes(key->data(), key->size()) +
+                                                           ": " + value.err().message));
+        }
+        print_entry(g, *info, *key, *value);
+        return 0;
+    }
+    if (a.op == "delete") {
+        if (auto r = view->erase(*key); !r) {
+            return report(r.err());
+        }
+        return 0;
+    }
+    // update
+    if (a.value.empty()) {
+        return report(make_error(EINVAL, "map update needs a KEY and a VALUE"));
+    }
+    auto value = parse_bytes(a.value, vs);
+    if (!value) {
+        return report(make_error(value.err().code, "value " + value.err().message));
+    }
+    uint64_t flags = a.flags == "noexist" ? maps::update_noexist
+                     : a.flags == "exist" ? maps::update_exist
+                                          : maps::update_any;
+    if (auto r = view->write(*key, *value, flags); !r) {
+        return report(r.err());
+    }
+    return 0;
+}
+
+int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_id,
+               const std::vector<std::string> &args) {
+    auto t = parse_attach_type(type);
+    if (!t) {
+        std::string names;
+        for (const auto &info : attach_types()) {
+            names += (names.empty() ? "" : ", ") + info.name;
+        }
+        return report(make_error(EINVAL, "unknown attach type '" + type + "' (" + names + ")"));
+    }
+    auto seg = open_store(g, false);
+    if (!seg) {
+        return report(seg.err());
+    }
+    event_provider_impl provider(*seg);
+    std::string joined;
+    for (const std::string &a : args) {
+        joined += (joined.empty() ? "" : " ") + a;
+    }
+    auto target = provider.create_attach_target(*t, joined);
+    if (!target) {
+        return report(target.err());
+    }
+    auto link = provider.attach_program(prog_id, *target);
+    if (!link) {
+        (void)provider.destroy_object(*target);
+        return report(link.err());
+    }
+    if (g.json) {
+        std::puts(json{{"link", *link}, {"target", *target}}.dump().c_str());
+    } else {
+        std::printf("link %u (target %u)\n", *link, *target);
+    }
+    return 0;
+}
+
+// A host for the test attach type: instantiates, then triggers the hook.
+int cmd_trigger(const global_options &g, const std::string &hook, const std::string &mem_hex,
+                uint64_t repeat) {
+    auto seg = open_store(g, false);
+    if (!seg) {
+        return report(seg.err());
+    }
+    auto mem = vm::parse_hex_bytes(mem_hex);
+    if (!mem) {
+        return report(make_error(EINVAL, "--mem: " + mem.err().message));
+    }
+    attach_manager mgr(*seg);
+    auto impl = std::make_unique<callable_attach_impl>();
+    callable_attach_impl &hooks = *impl;
+    (void)mgr.register_attach_impl(attach_type_test, std::move(impl));
+    if (auto r = mgr.instantiate(); !r) {
+        report(r.err()); // the links that did attach still run
+    }
+    if (hooks.attached(hook) == 0) {
+        return report(
+            make_error(ENOENT, "no enabled link attaches a program at test hook '" + hook + "'"));
+    }
+    std::vector<result<uint64_t>> last;
+    uint64_t faults = 0;
+    for (uint64_t i = 0; i < std::max<uint64_t>(repeat, 1); i++) {
+        last = hooks.trigger(hook, mem->empty() ? nullptr : mem->data(), mem->size());
+        faults += static_cast<uint64_t>(
+            std::count_if(last.begin(), last.end(), [](const auto &r) { return !r.ok(); }));
+    }
+    for (const auto &r : last) {
+        if (r) {
+            std::printf("r0 = 0x%llx\n", static_cast<unsigned long long>(*r));
+        } else {
+            std::printf("error: %s\n", r.err().message.c_str());
+        }
+    }
+    if (faults > 0) {
+        std::printf("%" PRIu64 " faulted runs\n", faults);
+    }
+    return 0;
+}
+
+template <class F>
+int with_store(const global_options &g, F &&f) {
+    auto seg = open_store(g, false);
+    if (!seg) {
+        return report(seg.err());
+    }
+    if (auto r = f(**seg); !r) {
+        return report(r.err());
+    }
+    return 0;
+}
+
+} // namespace
+
+void add_store_commands(CLI::App &app, const global_options &g, int &status) {
+    auto *load = app.add_subcommand("load", "create an ELF object's maps and programs");
+    static std::string load_path;
+    load->add_option("FILE", load_path, "an object built with clang -O2 -target bpf")->required();
+    load->callback([&] { status = cmd_load(g, load_path); });
+
+    auto *list = app.add_subcommand("list", "list every object of the store");
+    list->callback([&] { status = cmd_list(g); });
+
+    auto *map = app.add_subcommand("map", "read and change maps");
+    map->require_subcommand(1);
+    static map_args ma;
+    auto add_map_op = [&](const char *op, const char *help, int operands) {
+        auto *c = map->add_subcommand(op, help);
+        c->add_option("ID", ma.id, "map id")->required();
+        if (operands >= 1) {
+            c->add_option("KEY", ma.key,
+                          "an integer (5, 0x10, -1) or bytes (\"01 00 00 00\", hex:01000000)")
+                ->required();
+        }
+        if (operands >= 2) {
+            c->add_option("VALUE", ma.value, "an integer or bytes, like KEY")->required();
+            c->add_option("--flags", ma.flags, "any, noexist or exist")
+                ->check(CLI::IsMember({"any", "noexist", "exist"}));
+        }
+        c->callback([&, op] {
+            ma.op = op;
+            status = cmd_map(g, ma);
+        });
+        return c;
+    };
+    add_map_op("dump", "print every entry", 0);
+    add_map_op("lookup", "print the value of a key", 1);
+    add_map_op("update", "set the value of a key", 2);
+    add_map_op("delete", "remove a key", 1);
+    auto *events = add_map_op("events", "print ring-buffer records as they arrive", 0);
+    events->add_option("--count", ma.count, "stop after N records");
+    events->add_option("--timeout", ma.timeout, "stop after this many seconds without records");
+
+    auto *attach = app.add_subcommand("attach", "attach a program: a target and an enabled link");
+    static std::string attach_type;
+    static uint32_t attach_prog = 0;
+    static std::vector<std::string> attach_args;
+    attach->add_option("TYPE", attach_type, "attach type (test, nginx-url, uprobe, uretprobe)")
+        ->required();
+    attach->add_option("PROG_ID", attach_prog, "program id")->required();
+    attach->add_option("ARGS", attach_args, "the target's arguments");
+    attach->callback([&] { status = cmd_attach(g, attach_type, attach_prog, attach_args); });
+
+    auto *trigger = app.add_subcommand(
+        "trigger", "act as a host of the test attach type: run the programs at a hook");
+    static std::string trigger_hook, trigger_mem;
+    static uint64_t trigger_repeat = 1;
+    trigger->add_option("HOOK", trigger_hook, "the hook name given to `bpftime attach test`")
+        ->required();
+    trigger->add_option("--mem", trigger_mem, "the context memory as hex bytes");
+    trigger->add_option("--repeat", trigger_repeat, "how many times to trigger");
+    trigger->callback([&] { status = cmd_trigger(g, trigger_hook, trigger_mem, trigger_repeat); });
+
+    static uint32_t object_id = 0;
+    auto *enable = app.add_subcommand("enable", "enable a link");
+    enable->add_option("LINK_ID", object_id)->required();
+    enable->callback([&] {
+        status =
+            with_store(g, [](store::segment &s) { return s.set_link_enabled(object_id, true); });
+    });
+    auto *disable = app.add_subcommand("disable", "disable a link");
+    disable->add_option("LINK_ID", object_id)->required();
+    disable->callback([&] {
+        status =
+            with_store(g, [](store::segment &s) { return s.set_link_enabled(object_id, false); });
+    });
+    auto *destroy = app.add_subcommand("destroy", "destroy an object");
+    destroy->add_option("ID", object_id)->required();
+    destroy->callback(
+        [&] { status = with_store(g, [](store::segment &s) { return s.destroy(object_id); }); });
+
+    auto *reset = app.add_subcommand("reset", "remove the segment and every object in it");
+    reset->callback([&] {
+        auto r = store::segment::remove(store::segment_name(g.shm));
+        status = r ? 0 : report(r.err());
+    });
+}
+
+} // namespace bpftime::cli
