@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: MIT
+// Helpers as programs call them: results, and bad arguments stopping the program.
+#include <bpftime/helpers/helpers.hpp>
+#include <bpftime/provider/event_provider.hpp>
+#include <bpftime/vm/assembler.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+namespace bpftime {
+namespace {
+
+struct HelpersTest : ::testing::Test {
+    std::string name = "bpftime-helpers-test-" + std::to_string(getpid());
+    std::shared_ptr<store::segment> seg;
+    std::unique_ptr<event_provider_impl> provider;
+
+    void SetUp() override {
+        (void)store::segment::remove(name);
+        auto s = store::segment::open(name);
+        ASSERT_TRUE(s.ok()) << s.err().message;
+        seg = *s;
+        provider = std::make_unique<event_provider_impl>(seg);
+    }
+    void TearDown() override {
+        provider.reset();
+        (void)store::segment::remove(name);
+    }
+
+    uint32_t map(maps::map_spec spec) {
+        auto id = provider->create_map({"m", spec});
+        EXPECT_TRUE(id.ok()) << id.err().message;
+        return id.ok() ? *id : 0;
+    }
+
+    // Assembles, stores, compiles and runs a program on ctx.
+    result<uint64_t> run(const std::string &text, std::vector<uint32_t> maps_used = {},
+                         void *ctx = nullptr, uint64_t len = 0) {
+        auto insns = vm::assemble(text);
+        if (!insns) {
+            return insns.err();
+        }
+        auto id = provider->create_program({"p", 0, "", *insns, maps_used});
+        if (!id) {
+            return id.err();
+        }
+        auto compiled = provider->manager().compile(*id);
+        if (!compiled) {
+            return compiled.err();
+        }
+        return (*compiled)->run(ctx, len);
+    }
+};
+
+std::string ref(uint32_t map) {
+    return "lddw %r1, map_fd(" + std::to_string(map) + ")\n";
+}
+
+void expect_fault(const result<uint64_t> &r, const std::string &text) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.err().code, vm::fault_helper) << r.err().message;
+    EXPECT_NE(r.err().message.find(text), std::string::npos) << r.err().message;
+}
+
+TEST_F(HelpersTest, MapLookupUpdateDelete) {
+    uint32_t h = map({maps::map_type::hash, 4, 8, 16, 0});
+    // key 3 = 40, then read it back through lookup.
+    auto r = run("stw [%r10-4], 3\nstdw [%r10-16], 40\n" + ref(h) +
+                     "mov %r2, %r10\nadd %r2, -4\nmov %r3, %r10\nadd %r3, -16\nmov %r4, 0\n"
+                     "call 2\njne %r0, 0, out\n" +
+                     ref(h) +
+                     "mov %r2, %r10\nadd %r2, -4\ncall 1\njeq %r0, 0, out\nldxdw %r0, [%r0]\n"
+                     "out:\nexit\n",
+                 {h});
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, 40u);
+    // Delete, then a second delete says ENOENT.
+    r = run("stw [%r10-4], 3\n" + ref(h) + "mov %r2, %r10\nadd %r2, -4\ncall 3\n" + ref(h) +
+                "mov %r2, %r10\nadd %r2, -4\ncall 3\nexit\n",
+            {h});
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(static_cast<int64_t>(*r), -ENOENT);
+}
+
+TEST_F(HelpersTest, MapValuesAreTheOnlyMemoryBesideThem) {
+    uint32_t a = map({maps::map_type::array, 4, 8, 4, 0});
+    // Writing one past the last value of the array is outside the map's value area.
+    auto r = run("stw [%r10-4], 3\n" + ref(a) +
+                     "mov %r2, %r10\nadd %r2, -4\ncall 1\njeq %r0, 0, out\nstdw [%r0+8], 1\n"
+                     "out:\nmov %r0, 0\nexit\n",
+                 {a});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.err().code, vm::fault_out_of_bounds) << r.err().message;
+}
+
+TEST_F(HelpersTest, BadArgumentsStopTheProgram) {
+    uint32_t a = map({maps::map_type::array, 4, 8, 4, 0});
+    // r1 is not a map.
+    expect_fault(run("mov %r1, 12345\nmov %r2, %r10\nadd %r2, -4\ncall 1\nexit\n"),
+                 "map_lookup_elem: r1 is not a map");
+    // The key pointer is outside the program's memory.
+    expect_fault(run(ref(a) + "mov %r2, 64\ncall 1\nexit\n", {a}),
+                 "map_lookup_elem: the key is outside");
+    // A record pointer ringbuf_reserve never returned.
+    expect_fault(run("mov %r1, %r10\nadd %r1, -8\nmov %r2, 0\ncall 132\nexit\n"),
+                 "ringbuf_submit: the pointer is not a record");
+    // get_current_comm into memory the program may not write.
+    expect_fault(run("mov %r1, 4096\nmov %r2, 16\ncall 16\nexit\n"),
+                 "get_current_comm: the buffer is not writable");
+}
+
+TEST_F(HelpersTest, RingBufferReserveSubmitDiscard) {
+    uint32_t rb = map({maps::map_type::ringbuf, 0, 0, 4096, 0});
+    auto r = run(ref(rb) +
+                     "mov %r2, 16\nmov %r3, 0\ncall 131\njeq %r0, 0, out\nstdw [%r0], 7\n"
+                     "stdw [%r0+8], 8\nmov %r1, %r0\nmov %r2, 0\ncall 132\n" +
+                     ref(rb) +
+                     "mov %r2, 8\nmov %r3, 0\ncall 131\njeq %r0, 0, out\nmov %r1, %r0\nmov %r2, 0\n"
+                     "call 133\nmov %r0, 1\nout:\nexit\n",
+                 {rb});
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, 1u);
+    auto view = seg->map_view(rb);
+    std::vector<std::vector<uint8_t>> got;
+    ASSERT_TRUE(view->ringbuf_consume([&](std::span<const uint8_t> rec) {
+                        got.emplace_back(rec.begin(), rec.end());
+                    })
+                    .ok());
+    ASSERT_EQ(got.size(), 1u) << "the discarded record is not delivered";
+    ASSERT_EQ(got[0].size(), 16u);
+    EXPECT_EQ(got[0][0], 7);
+    EXPECT_EQ(got[0][8], 8);
+}
+
+TEST_F(HelpersTest, UnsubmittedReservationsAreDiscardedAfterTheRun) {
+    uint32_t rb = map({maps::map_type::ringbuf, 0, 0, 4096, 0});
+    // Reserves and exits without submitting.
+    auto r = run(ref(rb) + "mov %r2, 16\nmov %r3, 0\ncall 131\nmov %r0, 0\nexit\n", {rb});
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    r = run(ref(rb) + "mov %r2, %r10\nadd %r2, -8\nstdw [%r10-8], 5\nmov %r3, 8\nmov %r4, 0\n"
+                      "call 130\nexit\n",
+            {rb});
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, 0u);
+    auto view = seg->map_view(rb);
+    uint64_t n = 0;
+    ASSERT_TRUE(view->ringbuf_consume([&](std::span<const uint8_t> rec) {
+                        n++;
+                        EXPECT_EQ(rec[0], 5);
+                    })
+                    .ok());
+    EXPECT_EQ(n, 1u) << "the consumer is not stalled by the abandoned reservation";
+}
+
+TEST_F(HelpersTest, IdentityAndTime) {
+    prctl(PR_SET_NAME, "helpertest");
+    auto pid = run("call 14\nexit\n");
+    ASSERT_TRUE(pid.ok());
+    EXPECT_EQ(*pid >> 32, static_cast<uint64_t>(getpid()));
+    EXPECT_EQ(*pid & 0xffffffff, static_cast<uint64_t>(gettid()));
+    auto ids = run("call 15\nexit\n");
+    EXPECT_EQ(*ids, static_cast<uint64_t>(getgid()) << 32 | getuid());
+    // get_current_comm into the stack, then return the first 8 bytes.
+    auto comm = run("mov %r1, %r10\nadd %r1, -16\nmov %r2, 16\ncall 16\nldxdw %r0, [%r10-16]\n"
+                    "exit\n");
+    ASSERT_TRUE(comm.ok()) << comm.err().message;
+    char text[9] = {};
+    std::memcpy(text, &*comm, 8);
+    EXPECT_STREQ(text, "helperte");
+    auto t1 = run("call 5\nexit\n");
+    auto t2 = run("call 5\nexit\n");
+    EXPECT_GT(*t2, *t1);
+    auto cpu = run("call 8\nexit\n");
+    EXPECT_LT(*cpu, 4096u);
+    // Two random numbers in a row differ (a 1 in 2^32 chance of a false failure).
+    auto rnd = run("call 7\nmov %r6, %r0\ncall 7\nsub %r0, %r6\nexit\n");
+    EXPECT_NE(*rnd, 0u);
+}
+
+TEST_F(HelpersTest, ProbeReadCopiesAndFaultsSafely) {
+    static const uint64_t secret = 0x1122334455667788;
+    std::string addr = std::to_string(reinterpret_cast<uint64_t>(&secret));
+    auto r = run("lddw %r3, " + addr +
+                 "\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\ncall 4\nldxdw %r0, [%r10-8]\nexit\n");
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, secret);
+    // An unmapped address gives -EFAULT, not a crash.
+    r = run("mov %r3, 16\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\ncall 112\nexit\n");
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(static_cast<int64_t>(*r), -EFAULT);
+    // probe_read_str returns the length with the NUL.
+    static const char text[] = "hello";
+    r = run("lddw %r3, " + std::to_string(reinterpret_cast<uint64_t>(text)) +
+            "\nmov %r1, %r10\nadd %r1, -16\nmov %r2, 16\ncall 45\nexit\n");
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, 6u);
+}
+
+TEST_F(HelpersTest, StrncmpAndTracePrintk) {
+    // "abc\0" on the stack against itself and against "abd\0".
+    std::string setup = "stw [%r10-8], 0x00636261\nstw [%r10-16], 0x00646261\n";
+    auto same = run(setup + "mov %r1, %r10\nadd %r1, -8\nmov %r2, 4\nmov %r3, %r10\n"
+                            "add %r3, -8\ncall 182\nexit\n");
+    ASSERT_TRUE(same.ok()) << same.err().message;
+    EXPECT_EQ(*same, 0u);
+    auto less = run(setup + "mov %r1, %r10\nadd %r1, -8\nmov %r2, 4\nmov %r3, %r10\n"
+                            "add %r3, -16\ncall 182\nexit\n");
+    EXPECT_LT(static_cast<int64_t>(*less), 0);
+    // trace_printk("%d\n", 42) writes "42\n" (3 characters) to stderr.
+    testing::internal::CaptureStderr();
+    auto printed = run("stw [%r10-4], 0x000a6425\nmov %r1, %r10\nadd %r1, -4\nmov %r2, 4\n"
+                       "mov %r3, 42\ncall 6\nexit\n");
+    std::string err = testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(printed.ok()) << printed.err().message;
+    EXPECT_EQ(*printed, 3u);
+    EXPECT_NE(err.find("trace: 42"), std::string::npos) << err;
+}
+
+} // namespace
+} // namespace bpftime
