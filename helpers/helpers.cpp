@@ -29,7 +29,7 @@ using vm::run_context;
 
 constexpr uint64_t handle_tag = 0xb9f0'0000'0000'0000ull;
 constexpr uint64_t handle_tag_mask = 0xffff'0000'0000'0000ull;
-constexpr size_t max_handles = 1 << 16;
+constexpr size_t max_handles = 4096; // maps one process uses at once, over its lifetime
 
 struct handle_slot {
     maps::map_view view;

@@ -166,11 +166,11 @@ result<core_relos> read_core_relos(const elf_image &image, const btf *b) {
             uint32_t insn_off = 0;
             uint32_t kind = 0;
             if (!read_at(bytes, pos, insn_off) || !read_at(bytes, pos + 12, kind) ||
-                insn_off % sizeof(vm::ebpf_inst) != 0) {
+                insn_off % insn_size != 0) {
                 return corrupt();
             }
             if (section != 0) {
-                out[{section, insn_off / sizeof(vm::ebpf_inst)}] = kind;
+                out[{section, insn_off / insn_size}] = kind;
             }
         }
     }

@@ -76,10 +76,13 @@ result<object_ptr> open_with_libbpf(std::span<const uint8_t> data, const std::st
         errno = EINVAL;
     }
     if (obj == nullptr) {
-        int code = errno != 0 ? errno : EINVAL;
-        return make_error(code, "libbpf cannot open it: " + (capture.last_warning().empty()
-                                                                 ? std::strerror(code)
-                                                                 : capture.last_warning()));
+        int code = errno;
+        char text[128];
+        libbpf_strerror(code, text, sizeof text); // also knows libbpf's own codes
+        std::string why = capture.last_warning().empty() ? text : capture.last_warning();
+        // libbpf's own codes (LIBBPF_ERRNO__*) are not errno values.
+        code = code > 0 && code < __LIBBPF_ERRNO__START ? code : EINVAL;
+        return make_error(code, "libbpf cannot open it: " + why);
     }
     return obj;
 }
@@ -106,7 +109,8 @@ std::vector<uint32_t> global_data_sections(const elf_image &image) {
         auto named = [&](std::string_view prefix) {
             return s.name == prefix || s.name.starts_with(std::string(prefix) + ".");
         };
-        bool data = s.type == SHT_PROGBITS && !s.executable() && (named(".data") || named(".rodata"));
+        bool data =
+            s.type == SHT_PROGBITS && !s.executable() && (named(".data") || named(".rodata"));
         bool bss = s.type == SHT_NOBITS && named(".bss");
         if ((data || bss) && s.size > 0) {
             out.push_back(i);
@@ -247,7 +251,7 @@ detail::libbpf_capture::~libbpf_capture() {
 }
 
 bool looks_like_elf(std::span<const uint8_t> data) {
-    return data.size() >= 4 && std::memcmp(data.data(), "\x7f" "ELF", 4) == 0;
+    return data.size() >= SELFMAG && std::memcmp(data.data(), ELFMAG, SELFMAG) == 0;
 }
 
 result<elf_object> open_elf_memory(std::span<const uint8_t> data, const std::string &name) {

@@ -19,8 +19,6 @@ struct elf_closer {
 };
 using elf_ptr = std::unique_ptr<Elf, elf_closer>;
 
-constexpr uint64_t insn_size = sizeof(vm::ebpf_inst);
-
 error corrupt(const std::string &what) {
     std::string message = "corrupt ELF file: " + what;
     if (int code = elf_errno(); code != 0) {
@@ -64,8 +62,7 @@ result<void> check_header(const GElf_Ehdr &eh) {
                                        ", not eBPF (EM_BPF); build it with clang -target bpf");
     }
     if (eh.e_type != ET_REL) {
-        return make_error(ENOEXEC, "not a relocatable object (e_type " +
-                                       std::to_string(eh.e_type) +
+        return make_error(ENOEXEC, "not a relocatable object (e_type " + std::to_string(eh.e_type) +
                                        "); give the .o file clang built");
     }
     return {};
@@ -210,9 +207,8 @@ result<void> read_relocations(Elf *elf, elf_image &image, size_t symtab) {
     for (elf_section &s : image.sections) {
         std::sort(s.relocs.begin(), s.relocs.end(),
                   [](const auto &a, const auto &b) { return a.offset < b.offset; });
-        auto twice = std::adjacent_find(s.relocs.begin(), s.relocs.end(), [](auto &a, auto &b) {
-            return a.offset == b.offset;
-        });
+        auto twice = std::adjacent_find(s.relocs.begin(), s.relocs.end(),
+                                        [](auto &a, auto &b) { return a.offset == b.offset; });
         if (twice != s.relocs.end()) {
             return corrupt("two relocations for one instruction in '" + s.name + "'");
         }

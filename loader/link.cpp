@@ -53,8 +53,8 @@ private:
         }
         size_t at = out_.size();
         out_.resize(at + fn.count);
-        std::memcpy(&out_[at], image_.sections[fn.section].bytes.data() + fn.first * 8,
-                    fn.count * sizeof(vm::ebpf_inst));
+        std::memcpy(&out_[at], image_.sections[fn.section].bytes.data() + fn.first * insn_size,
+                    fn.count * insn_size);
         placed_.push_back({&fn, at});
         return at;
     }
@@ -62,10 +62,14 @@ private:
     error refuse(size_t i, size_t j, const std::string &why, int code = EINVAL) const {
         const placed &p = placed_[i];
         size_t pc = p.at + j;
-        return make_error(code, "program '" + entry_.name + "', instruction " +
-                                    std::to_string(pc) + " (" + vm::disassemble_one(out_, pc) +
-                                    ", in function '" + p.fn->name + "' of section '" +
+        return make_error(code, "program '" + entry_.name + "', instruction " + std::to_string(pc) +
+                                    " (" + vm::disassemble_one(out_, pc) + ", in function '" +
+                                    p.fn->name + "' of section '" +
                                     image_.sections[p.fn->section].name + "'): " + why);
+    }
+
+    error unsupported_type(size_t i, size_t j, uint32_t type) const {
+        return refuse(i, j, "unsupported relocation type " + std::to_string(type), ENOTSUP);
     }
 
     result<void> relocate(size_t i, size_t j) {
@@ -77,15 +81,20 @@ private:
             // Without a kernel there is no target BTF: the memory a program sees is laid out
             // by the types it was compiled with, so clang's values stand, except a type id
             // in a target BTF, which nothing can answer.
-            if (it->second == core_type_id_target || it->second > core_last_kind) {
+            if (it->second == core_type_id_target) {
                 return refuse(i, j,
-                              "has a CO-RE relocation of kind " + std::to_string(it->second) +
-                                  " that needs the kernel's BTF, which bpftime does not have",
+                              "has a CO-RE relocation of kind 7 (a type id in the kernel's "
+                              "BTF), which bpftime cannot answer: it has no kernel BTF",
                               ENOTSUP);
+            }
+            if (it->second > core_last_kind) {
+                return refuse(
+                    i, j, "has a CO-RE relocation of unknown kind " + std::to_string(it->second),
+                    ENOTSUP);
             }
         }
         // check_externs() refused relocations against externs before libbpf saw them.
-        const elf_reloc *rel = image_.sections[fn.section].reloc_at(insn * 8);
+        const elf_reloc *rel = image_.sections[fn.section].reloc_at(insn * insn_size);
         const elf_symbol *sym = rel != nullptr ? &image_.symbols[rel->symbol] : nullptr;
         bool lddw = ins.opcode == vm::op_lddw;
         if (lddw && j + 1 >= fn.count) {
@@ -97,11 +106,11 @@ private:
                 return set_target(i, j, fn.section, static_cast<int64_t>(insn) + ins.imm + 1);
             }
             if (rel->type != R_BPF_64_32) {
-                return refuse(i, j, "unsupported relocation type " + std::to_string(rel->type));
+                return unsupported_type(i, j, rel->type);
             }
             // Through a function symbol imm is -1; through a section symbol it is the
             // target's index in the section minus one.
-            return set_code(i, j, *sym, static_cast<int64_t>(sym->value / 8) + ins.imm + 1);
+            return set_code(i, j, *sym, static_cast<int64_t>(sym->value / insn_size) + ins.imm + 1);
         }
         if (rel == nullptr) {
             return {};
@@ -113,18 +122,17 @@ private:
                           ENOTSUP);
         }
         if (rel->type != R_BPF_64_64) {
-            return refuse(i, j, "unsupported relocation type " + std::to_string(rel->type),
-                          ENOTSUP);
+            return unsupported_type(i, j, rel->type);
         }
         // Section symbols (static variables, string literals) carry the offset in imm.
         int64_t offset = static_cast<int64_t>(sym->value) + ins.imm;
         if (sym->section < image_.sections.size() && image_.sections[sym->section].executable()) {
-            if (offset % 8 != 0) {
+            if (offset % static_cast<int64_t>(insn_size) != 0) {
                 return refuse(i, j, "takes the address of a misaligned instruction");
             }
             out_[pc].src = vm::pseudo_code_addr; // a callback for helpers such as bpf_loop
             out_[pc + 1].imm = 0;
-            return set_code(i, j, *sym, offset / 8);
+            return set_code(i, j, *sym, offset / static_cast<int64_t>(insn_size));
         }
         if (sym->section == maps_.maps_section && maps_.maps_section != 0) {
             return set_map(i, j, offset);
@@ -153,7 +161,7 @@ private:
     // A call or code address through a symbol: it must name code.
     result<void> set_code(size_t i, size_t j, const elf_symbol &sym, int64_t target) {
         if (sym.section >= image_.sections.size() || !image_.sections[sym.section].executable() ||
-            sym.value % 8 != 0) {
+            sym.value % insn_size != 0) {
             return refuse(i, j, "refers to '" + sym.name + "', which is not code");
         }
         return set_target(i, j, sym.section, target);
@@ -192,8 +200,9 @@ private:
             out_[pc + 1].imm = 0;
             return {};
         }
-        return refuse(i, j, "refers to offset " + std::to_string(offset) +
-                                " of .maps, where no map is defined");
+        return refuse(i, j,
+                      "refers to offset " + std::to_string(offset) +
+                          " of .maps, where no map is defined");
     }
 
     const elf_image &image_;
@@ -219,14 +228,14 @@ result<void> check_externs(const elf_image &image) {
             if (sym.section != SHN_UNDEF) {
                 continue;
             }
-            size_t insn = rel.offset / sizeof(vm::ebpf_inst);
+            size_t insn = rel.offset / insn_size;
             const elf_function *fn = image.function_at(s, insn);
             std::span<const vm::ebpf_inst> code(
                 reinterpret_cast<const vm::ebpf_inst *>(section.bytes.data()),
-                section.bytes.size() / sizeof(vm::ebpf_inst));
-            std::string where = fn == nullptr ? "section '" + section.name + "'"
-                                              : "function '" + fn->name + "' of section '" +
-                                                    section.name + "'";
+                section.bytes.size() / insn_size);
+            std::string where =
+                fn == nullptr ? "section '" + section.name + "'"
+                              : "function '" + fn->name + "' of section '" + section.name + "'";
             return make_error(ENOTSUP, where + ", instruction " +
                                            std::to_string(insn - (fn ? fn->first : 0)) + " (" +
                                            vm::disassemble_one(code, insn) +

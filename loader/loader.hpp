@@ -22,6 +22,9 @@
 
 namespace bpftime::loader::detail {
 
+/// Bytes of one instruction slot: code offsets in ELF files are in bytes.
+inline constexpr size_t insn_size = sizeof(vm::ebpf_inst);
+
 /// A relocation (SHT_REL entry) against an executable section.
 struct elf_reloc {
     uint64_t offset = 0; ///< byte offset of the instruction in the section

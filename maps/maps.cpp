@@ -69,7 +69,7 @@ enum class family { array, hash, ringbuf };
 // there is one LRU list, and storage is always shared memory.
 constexpr uint32_t f_no_prealloc = 1, f_no_common_lru = 2, f_mmapable = 1024;
 constexpr uint32_t max_key_size = 512;            // Linux: MAX_BPF_STACK
-constexpr uint32_t max_value_size = 1u << 20;     //
+constexpr uint32_t max_value_size = 1u << 20;     // a sane bound (Linux: KMALLOC_MAX_SIZE)
 constexpr uint32_t max_percpu_value_size = 32768; // Linux: PCPU_MIN_UNIT_SIZE
 constexpr uint32_t max_hash_entries = 1u << 31;   // leaves `none` free and nbuckets in 32 bits
 constexpr uint32_t ringbuf_page = 4096;
@@ -85,14 +85,14 @@ struct type_info {
 };
 
 constexpr type_info type_table[] = {
-    {map_type::hash, "hash", family::hash, false, f_no_prealloc, "BPF_F_NO_PREALLOC (0x1)"},
-    {map_type::array, "array", family::array, false, f_mmapable, "BPF_F_MMAPABLE (0x400)"},
+    {map_type::hash, "hash", family::hash, false, f_no_prealloc, "only BPF_F_NO_PREALLOC (0x1)"},
+    {map_type::array, "array", family::array, false, f_mmapable, "only BPF_F_MMAPABLE (0x400)"},
     {map_type::percpu_hash, "percpu_hash", family::hash, true, f_no_prealloc,
-     "BPF_F_NO_PREALLOC (0x1)"},
-    {map_type::percpu_array, "percpu_array", family::array, true, 0, "none"},
+     "only BPF_F_NO_PREALLOC (0x1)"},
+    {map_type::percpu_array, "percpu_array", family::array, true, 0, "no flags"},
     {map_type::lru_hash, "lru_hash", family::hash, false, f_no_common_lru,
-     "BPF_F_NO_COMMON_LRU (0x2)"},
-    {map_type::ringbuf, "ringbuf", family::ringbuf, false, 0, "none"},
+     "only BPF_F_NO_COMMON_LRU (0x2)"},
+    {map_type::ringbuf, "ringbuf", family::ringbuf, false, 0, "no flags"},
 };
 
 const type_info *find_type(map_type type) {
@@ -144,6 +144,7 @@ uint32_t slots_for(const map_spec &spec, uint32_t ncpus) {
 // Storage beyond this is a mistake, not a map.
 constexpr uint64_t max_storage = 1ull << 46;
 
+// ncpus: value slots per entry (1 unless the map is per-CPU).
 result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
     map_layout lay;
     section_builder b(sizeof(map_header));
@@ -162,7 +163,7 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
         }
         lay.value_stride = (spec.value_size + 7) / 8 * 8;
         uint64_t slots = 0;
-        if (__builtin_mul_overflow(n, uint64_t{slots_for(spec, ncpus)}, &slots)) {
+        if (__builtin_mul_overflow(n, uint64_t{ncpus}, &slots)) {
             slots = UINT64_MAX;
         }
         lay.values = b.add(slots, lay.value_stride);
@@ -301,20 +302,29 @@ result<void> validate_spec(const map_spec &spec) {
         }
     }
     if ((spec.flags & ~t->allowed_flags) != 0) {
-        return make_error(EINVAL, "flags " + hex(spec.flags) + ": " + kind +
-                                      "accept only these flags: " + t->flag_names);
+        return make_error(EINVAL,
+                          "flags " + hex(spec.flags) + ": " + kind + "accept " + t->flag_names);
     }
     return {};
 }
 
-result<uint64_t> storage_size(const map_spec &spec, uint32_t ncpus) {
+namespace {
+
+// The layout of a valid spec with ncpus CPUs.
+result<map_layout> layout_for(const map_spec &spec, uint32_t ncpus) {
     if (auto ok = validate_spec(spec); !ok) {
         return std::move(ok).err();
     }
     if (auto ok = check_ncpus(spec, ncpus); !ok) {
         return std::move(ok).err();
     }
-    auto lay = compute_layout(spec, slots_for(spec, ncpus));
+    return compute_layout(spec, slots_for(spec, ncpus));
+}
+
+} // namespace
+
+result<uint64_t> storage_size(const map_spec &spec, uint32_t ncpus) {
+    auto lay = layout_for(spec, ncpus);
     if (!lay) {
         return std::move(lay).err();
     }
@@ -322,20 +332,14 @@ result<uint64_t> storage_size(const map_spec &spec, uint32_t ncpus) {
 }
 
 result<void> init_storage(void *base, uint64_t size, const map_spec &spec, uint32_t ncpus) {
-    if (auto ok = validate_spec(spec); !ok) {
-        return ok;
-    }
-    if (auto ok = check_ncpus(spec, ncpus); !ok) {
-        return ok;
+    auto lay = layout_for(spec, ncpus);
+    if (!lay) {
+        return std::move(lay).err();
     }
     if (auto ok = check_base(base); !ok) {
         return ok;
     }
     ncpus = slots_for(spec, ncpus);
-    auto lay = compute_layout(spec, ncpus);
-    if (!lay) {
-        return std::move(lay).err();
-    }
     if (size < lay->total) {
         return too_small(size, lay->total);
     }

@@ -27,6 +27,12 @@ std::string test_object(const std::string &name) {
     return std::string(BPFTIME_LOADER_TEST_OBJECTS_DIR) + "/" + name + ".bpf.o";
 }
 
+std::vector<uint8_t> read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    EXPECT_TRUE(in) << path;
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 elf_object load(const std::string &path) {
     auto obj = open_elf(path);
     if (!obj) {
@@ -110,7 +116,8 @@ struct global_data {
     vm::load_options options() {
         vm::load_options opts;
         opts.helpers = &stand_in_helpers();
-        opts.resolver = [this](uint8_t kind, int32_t imm, int32_t next) -> result<vm::resolved_lddw> {
+        opts.resolver = [this](uint8_t kind, int32_t imm,
+                               int32_t next) -> result<vm::resolved_lddw> {
             if (kind == vm::pseudo_code_addr) {
                 return vm::resolved_lddw{0xc0de, std::nullopt}; // engines resolve code addresses
             }
@@ -126,8 +133,9 @@ struct global_data {
                 return make_error(EINVAL, "unexpected lddw kind " + std::to_string(kind));
             }
             auto base = reinterpret_cast<uint64_t>(buf.data());
-            return vm::resolved_lddw{base + static_cast<uint64_t>(next),
-                                     vm::memory_region{base, buf.size(), !obj_.maps[imm].read_only}};
+            return vm::resolved_lddw{
+                base + static_cast<uint64_t>(next),
+                vm::memory_region{base, buf.size(), !obj_.maps[imm].read_only}};
         };
         return opts;
     }
@@ -232,7 +240,8 @@ TEST(ElfLoader, SubprogAppendsCalleeAndRelocatesRodata) {
     std::vector<int64_t> targets = local_targets(prog, vm::op_call, vm::call_local);
     ASSERT_EQ(targets.size(), 3u);
     int64_t callee = targets[0];
-    EXPECT_TRUE(std::all_of(targets.begin(), targets.end(), [&](int64_t t) { return t == callee; }));
+    EXPECT_TRUE(
+        std::all_of(targets.begin(), targets.end(), [&](int64_t t) { return t == callee; }));
     ASSERT_GT(callee, 0);
     ASSERT_LT(callee, static_cast<int64_t>(prog.insns.size()));
     EXPECT_EQ(prog.insns[static_cast<size_t>(callee) - 1].opcode, vm::op_exit);
@@ -262,8 +271,8 @@ TEST(ElfLoader, SubprogRunsOnInterpreter) {
     ASSERT_EQ(obj.programs.size(), 1u);
     global_data globals(obj);
     const std::pair<const char *, uint64_t> cases[] = {
-        {"/api/users", 0},   {"/static/app.js", 0}, {"/health", 0}, {"/healthz", 403},
-        {"/admin", 403},     {"/ap", 403},          {"", 403},
+        {"/api/users", 0}, {"/static/app.js", 0}, {"/health", 0}, {"/healthz", 403},
+        {"/admin", 403},   {"/ap", 403},          {"", 403},
     };
     for (const auto &[path, expected] : cases) {
         auto r = globals.run(obj.programs[0], path_context(path));
@@ -323,9 +332,8 @@ TEST(ElfLoader, CoreRelocationsOfLocalTypesStand) {
 }
 
 TEST(ElfLoader, EveryProgramValidates) {
-    for (const std::string &path :
-         {example("counter"), example("ringbuf_log"), example("subprog"), test_object("calls"),
-          test_object("core_local")}) {
+    for (const std::string &path : {example("counter"), example("ringbuf_log"), example("subprog"),
+                                    test_object("calls"), test_object("core_local")}) {
         elf_object obj = load(path);
         EXPECT_FALSE(obj.programs.empty()) << path;
         global_data globals(obj);
@@ -340,10 +348,7 @@ TEST(ElfLoader, EveryProgramValidates) {
 }
 
 TEST(ElfLoader, OpenMemoryMatchesOpenFile) {
-    std::ifstream in(example("counter"), std::ios::binary);
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                               std::istreambuf_iterator<char>());
-    auto from_memory = open_elf_memory(bytes, "somewhere/counter.bpf.o");
+    auto from_memory = open_elf_memory(read_file(example("counter")), "somewhere/counter.bpf.o");
     ASSERT_TRUE(from_memory) << from_memory.err().message;
     elf_object from_file = load(example("counter"));
     EXPECT_EQ(from_memory->path, "somewhere/counter.bpf.o");
@@ -358,10 +363,7 @@ TEST(ElfLoader, OpenMemoryMatchesOpenFile) {
 }
 
 TEST(ElfLoader, GlobalDataMapsAreNamedAfterTheObject) {
-    std::ifstream in(example("subprog"), std::ios::binary);
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                               std::istreambuf_iterator<char>());
-    auto obj = open_elf_memory(bytes, "/srv/filter.v2.o");
+    auto obj = open_elf_memory(read_file(example("subprog")), "/srv/filter.v2.o");
     ASSERT_TRUE(obj) << obj.err().message;
     EXPECT_NE(find_map(*obj, "filter.rodata"), nullptr);
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Objects the loader must refuse with a clear error, and damaged objects it must survive.
 #include <bpftime/loader/elf.hpp>
+#include <bpftime/vm/vm.hpp>
 
 #include <gtest/gtest.h>
 
@@ -137,8 +138,7 @@ TEST(ElfLoaderErrors, UnknownRelocationType) {
     entry.r_info = ELF64_R_INFO(ELF64_R_SYM(entry.r_info), 3); // R_BPF_64_ABS32
     std::memcpy(bytes.data() + rel, &entry, sizeof entry);
     std::string message = open_error(open_elf_memory(bytes, "counter.bpf.o"));
-    EXPECT_NE(message.find("program 'count_calls', instruction 4"), std::string::npos)
-        << message;
+    EXPECT_NE(message.find("program 'count_calls', instruction 4"), std::string::npos) << message;
     EXPECT_NE(message.find("relocation type 3"), std::string::npos) << message;
 }
 
@@ -151,8 +151,14 @@ protected:
             EXPECT_FALSE(r.err().message.empty()) << what;
             return;
         }
+        // What opens goes on to validation, which must refuse or accept it just as calmly.
+        vm::load_options opts;
+        opts.resolver = [](uint8_t, int32_t, int32_t) -> result<vm::resolved_lddw> {
+            return vm::resolved_lddw{};
+        };
         for (const elf_program &prog : r->programs) {
             EXPECT_FALSE(prog.insns.empty()) << what;
+            (void)vm::validate(prog.insns, opts);
         }
     }
 };
@@ -191,7 +197,8 @@ INSTANTIATE_TEST_SUITE_P(Objects, ElfLoaderDamage,
                          ::testing::Values(example("counter"), example("ringbuf_log"),
                                            example("subprog"), test_object("calls")),
                          [](const auto &param_info) {
-                             std::string name = param_info.param.substr(param_info.param.rfind('/') + 1);
+                             std::string name =
+                                 param_info.param.substr(param_info.param.rfind('/') + 1);
                              return name.substr(0, name.find('.'));
                          });
 
