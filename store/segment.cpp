@@ -349,8 +349,9 @@ struct segment::impl {
         p->map_count = static_cast<uint32_t>(map_ids.size());
         auto *code = reinterpret_cast<uint8_t *>(p + 1);
         std::memcpy(code, insns.data(), insns.size() * sizeof(vm::ebpf_inst));
-        std::memcpy(code + insns.size() * sizeof(vm::ebpf_inst), map_ids.data(),
-                    map_ids.size() * sizeof(uint32_t));
+        // std::copy, not memcpy: an empty vector's data() may be null.
+        std::copy(map_ids.begin(), map_ids.end(),
+                  reinterpret_cast<uint32_t *>(code + insns.size() * sizeof(vm::ebpf_inst)));
         return off;
     }
 
