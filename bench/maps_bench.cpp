@@ -4,6 +4,8 @@
 // same run. Prints Google Benchmark's table, then a summary with ratios (bpftime / std).
 #include <bpftime/maps/maps.hpp>
 
+#include "bench_util.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <fcntl.h>
@@ -147,38 +149,21 @@ void bm_std(benchmark::State &state, std::string op) {
     }
 }
 
-// Keeps each run's time so the summary can print ratios.
-class summary_reporter : public benchmark::ConsoleReporter {
-public:
-    summary_reporter() : ConsoleReporter(OO_Tabular) {}
-
-    void ReportRuns(const std::vector<Run> &runs) override {
-        for (const Run &r : runs) {
-            times_[r.benchmark_name()] = r.GetAdjustedRealTime();
-        }
-        ConsoleReporter::ReportRuns(runs);
-    }
-
-    void print_summary() const {
-        std::printf("\n%-18s %8s %10s %12s %8s\n", "operation", "entries", "std ns", "bpftime ns",
-                    "ratio");
-        for (const char *op : operations) {
-            for (int64_t n : sizes) {
-                std::string suffix = "/" + std::to_string(n);
-                auto s = times_.find("BM_" + std::string(op) + "/std" + suffix);
-                auto b = times_.find("BM_" + std::string(op) + "/bpftime" + suffix);
-                if (s == times_.end() || b == times_.end()) {
-                    continue;
-                }
-                std::printf("%-18s %8lld %10.1f %12.1f %7.1fx\n", op, static_cast<long long>(n),
-                            s->second, b->second, b->second / s->second);
+void print_summary(const bpftime::bench::recording_reporter &r) {
+    std::printf("\n%-18s %8s %10s %12s %8s\n", "operation", "entries", "std ns", "bpftime ns",
+                "ratio");
+    for (const char *op : operations) {
+        for (int64_t n : sizes) {
+            std::string suffix = "/" + std::to_string(n);
+            auto s = r.time("BM_" + std::string(op) + "/std" + suffix);
+            auto b = r.time("BM_" + std::string(op) + "/bpftime" + suffix);
+            if (s && b) {
+                std::printf("%-18s %8lld %10.1f %12.1f %7.1fx\n", op, static_cast<long long>(n), *s,
+                            *b, *b / *s);
             }
         }
     }
-
-private:
-    std::map<std::string, double> times_;
-};
+}
 
 } // namespace
 
@@ -195,9 +180,9 @@ int main(int argc, char **argv) {
         }
     }
     benchmark::Initialize(&argc, argv);
-    summary_reporter reporter;
+    bpftime::bench::recording_reporter reporter;
     benchmark::RunSpecifiedBenchmarks(&reporter);
-    reporter.print_summary();
+    print_summary(reporter);
     benchmark::Shutdown();
     return 0;
 }

@@ -4,6 +4,8 @@
 #include <bpftime/vm/assembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
+#include "bench_util.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -149,39 +151,20 @@ void bm_interp(benchmark::State &state, const workload *w) {
                            benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
-// Keeps each run's time so the summary can print ratios to native.
-class summary_reporter : public benchmark::ConsoleReporter {
-public:
-    summary_reporter() : ConsoleReporter(OO_Tabular) {}
-
-    void ReportRuns(const std::vector<Run> &runs) override {
-        for (const Run &r : runs) {
-            times_[r.benchmark_name()] = r.GetAdjustedRealTime();
-            if (auto it = r.counters.find("ns_per_insn"); it != r.counters.end()) {
-                per_insn_[r.benchmark_name()] = it->second.value;
-            }
+void print_summary(const bpftime::bench::recording_reporter &r) {
+    std::printf("\n%-12s %12s %12s %9s %12s\n", "program", "native ns", "interp ns", "ratio",
+                "ns/insn");
+    for (const workload &w : workloads) {
+        auto native = r.time(std::string("native/") + w.name);
+        auto interp = r.time(std::string("interp/") + w.name);
+        if (!native || !interp) {
+            continue;
         }
-        ConsoleReporter::ReportRuns(runs);
+        double per_insn = r.counter(std::string("interp/") + w.name, "ns_per_insn").value_or(0);
+        std::printf("%-12s %12.1f %12.1f %8.1fx %12.2f\n", w.name, *native, *interp,
+                    *interp / *native, per_insn * 1e9);
     }
-
-    void print_summary() const {
-        std::printf("\n%-12s %12s %12s %9s %12s\n", "program", "native ns", "interp ns", "ratio",
-                    "ns/insn");
-        for (const workload &w : workloads) {
-            std::string n = std::string("native/") + w.name, i = std::string("interp/") + w.name;
-            if (!times_.count(n) || !times_.count(i)) {
-                continue;
-            }
-            double per_insn = per_insn_.count(i) ? per_insn_.at(i) * 1e9 : 0;
-            std::printf("%-12s %12.1f %12.1f %8.1fx %12.2f\n", w.name, times_.at(n), times_.at(i),
-                        times_.at(i) / times_.at(n), per_insn);
-        }
-    }
-
-private:
-    std::map<std::string, double> times_;
-    std::map<std::string, double> per_insn_;
-};
+}
 
 } // namespace
 
@@ -191,9 +174,9 @@ int main(int argc, char **argv) {
         benchmark::RegisterBenchmark((std::string("interp/") + w.name).c_str(), bm_interp, &w);
     }
     benchmark::Initialize(&argc, argv);
-    summary_reporter reporter;
+    bpftime::bench::recording_reporter reporter;
     benchmark::RunSpecifiedBenchmarks(&reporter);
-    reporter.print_summary();
+    print_summary(reporter);
     benchmark::Shutdown();
     return 0;
 }

@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <thread>
+#include <type_traits>
 #include <unistd.h>
 
 namespace bpftime::store {
@@ -241,6 +242,21 @@ struct segment::impl {
                                           ", not a " + kind_name(kind));
         }
         return s;
+    }
+
+    // Reads one object of a kind under the lock.
+    template <class F>
+    auto read_object(uint32_t id, object_kind kind, F &&read) const
+        -> result<std::invoke_result_t<F, const slot &>> {
+        auto g = lock();
+        if (!g) {
+            return g.err();
+        }
+        auto s = find_kind(id, kind);
+        if (!s) {
+            return s.err();
+        }
+        return read(**s);
     }
 
     // Starts a new object in a free slot; it stays invisible until publish().
@@ -812,53 +828,34 @@ result<object_kind> segment::kind_of(uint32_t id) const {
 }
 
 result<program_info> segment::program(uint32_t id) const {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
-    }
-    auto s = impl_->find_kind(id, object_kind::program);
-    if (!s) {
-        return s.err();
-    }
-    return impl_->to_program(**s);
+    return impl_->read_object(id, object_kind::program,
+                              [&](const slot &s) { return impl_->to_program(s); });
 }
 
 result<map_info> segment::map(uint32_t id) const {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
-    }
-    auto s = impl_->find_kind(id, object_kind::map);
-    if (!s) {
-        return s.err();
-    }
-    return impl_->to_map(**s);
+    return impl_->read_object(id, object_kind::map,
+                              [&](const slot &s) { return impl_->to_map(s); });
 }
 
 result<link_info> segment::link(uint32_t id) const {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
-    }
-    auto s = impl_->find_kind(id, object_kind::link);
-    if (!s) {
-        return s.err();
-    }
-    return impl_->to_link(**s);
+    return impl_->read_object(id, object_kind::link,
+                              [&](const slot &s) { return impl_->to_link(s); });
 }
 
 result<maps::map_view> segment::map_view(uint32_t id) const {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
+    struct where {
+        void *storage;
+        uint64_t size;
+        maps::map_spec spec;
+    };
+    auto w = impl_->read_object(id, object_kind::map, [&](const slot &s) {
+        return where{impl_->payload(s.extent), impl_->payload_size(s.extent),
+                     impl_->to_map(s).spec};
+    });
+    if (!w) {
+        return w.err();
     }
-    auto s = impl_->find_kind(id, object_kind::map);
-    if (!s) {
-        return s.err();
-    }
-    const slot &sl = **s;
-    auto view = maps::map_view::attach(impl_->payload(sl.extent), impl_->payload_size(sl.extent),
-                                       impl_->to_map(sl).spec);
+    auto view = maps::map_view::attach(w->storage, w->size, w->spec);
     if (!view) {
         return make_error(view.err().code, "map " + std::to_string(id) + ": " + view.err().message);
     }
@@ -866,15 +863,8 @@ result<maps::map_view> segment::map_view(uint32_t id) const {
 }
 
 result<link_counters> segment::counters(uint32_t link_id) const {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
-    }
-    auto s = impl_->find_kind(link_id, object_kind::link);
-    if (!s) {
-        return s.err();
-    }
-    return link_counters(*s);
+    return impl_->read_object(link_id, object_kind::link,
+                              [](const slot &s) { return link_counters(const_cast<slot *>(&s)); });
 }
 
 void segment::lock_for_test() {

@@ -5,24 +5,7 @@ set -uo pipefail
 bpftime=$1 examples=$2
 export BPFTIME_SHM=bpftime-cli-test-$$
 trap '"$bpftime" reset >/dev/null 2>&1' EXIT
-failures=0
-
-# expect NAME WANT_STATUS WANT_REGEX -- CMD...
-expect() {
-  local name=$1 want_status=$2 want=$3
-  shift 4
-  local out status
-  out=$("$@" 2>&1)
-  status=$?
-  if [[ $status -ne $want_status ]] || ! grep -Eq -- "$want" <<<"$out"; then
-    echo "FAIL $name: status $status (want $want_status), output:"
-    sed 's/^/  | /' <<<"$out"
-    echo "  wanted /$want/"
-    failures=$((failures + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+. "$(dirname "$0")/lib.sh"
 # id_of KIND NAME: the id `bpftime list` shows for an object.
 id_of() { "$bpftime" list | awk -v k="$1" -v n="$2" '$2 == k && $3 == n { print $1; exit }'; }
 
@@ -76,9 +59,6 @@ expect attach-log 0 '^link' -- "$bpftime" attach test "$log_prog" hook2
 "$bpftime" trigger hook2 --repeat 500 >/dev/null &
 "$bpftime" trigger hook2 --repeat 500 >/dev/null &
 wait
-check() { # check NAME CONDITION...
-  if "${@:2}"; then echo "ok   $1"; else echo "FAIL $1"; failures=$((failures + 1)); fi
-}
 count=$("$bpftime" map events "$events" --count 1000 --timeout 5 | wc -l)
 check "events: $count of 1000 records" test "$count" -eq 1000
 count=$("$bpftime" map events "$events" --timeout 1 | wc -l)
@@ -96,5 +76,4 @@ expect destroy-unknown 1 'no object with id 4242' -- "$bpftime" destroy 4242
 expect reset 0 '' -- "$bpftime" reset
 expect list-after-reset 1 'no segment named' -- "$bpftime" list
 
-echo "$failures failed"
-[[ $failures -eq 0 ]]
+finish

@@ -5,24 +5,7 @@ set -uo pipefail
 bpftime=$1 src=$2 conf=$3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-failures=0
-
-# expect NAME WANT_STATUS WANT_REGEX -- CMD...
-expect() {
-  local name=$1 want_status=$2 want=$3
-  shift 4
-  local out status
-  out=$("$@" 2>&1)
-  status=$?
-  if [[ $status -ne $want_status ]] || ! grep -Eq -- "$want" <<<"$out"; then
-    echo "FAIL $name: status $status (want $want_status), output:"
-    sed 's/^/  | /' <<<"$out"
-    echo "  wanted /$want/"
-    failures=$((failures + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+. "$(dirname "$0")/lib.sh"
 
 cat >"$tmp/add.s" <<'ASM'
 # r0 = the two input words added
@@ -96,5 +79,4 @@ expect conformance-malformed 1 "^FAIL .*no '-- result' or '-- error' section" --
   "$bpftime" conformance "$tmp/noresult.data"
 expect no-subcommand 106 'A subcommand is required' -- "$bpftime"
 
-echo "$failures failed"
-[[ $failures -eq 0 ]]
+finish

@@ -82,6 +82,28 @@ int wait_status(pid_t pid) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+// A host process's view: the segment, an attach manager offering the test hooks, instantiated.
+struct test_host {
+    std::shared_ptr<segment> seg;
+    std::unique_ptr<attach_manager> mgr;
+    callable_attach_impl *hooks = nullptr;
+
+    static std::optional<test_host> open(const std::string &name) {
+        auto s = segment::open(name, {.create = false});
+        if (!s) {
+            return std::nullopt;
+        }
+        test_host h{*s, std::make_unique<attach_manager>(*s)};
+        auto impl = std::make_unique<callable_attach_impl>();
+        h.hooks = impl.get();
+        if (!h.mgr->register_attach_impl(attach_type_test, std::move(impl)) ||
+            !h.mgr->instantiate()) {
+            return std::nullopt;
+        }
+        return h;
+    }
+};
+
 const maps::map_spec counter_array{maps::map_type::array, 4, 8, 1, 0};
 
 TEST_F(StoreTest, ControllerProcessCreatesHostProcessRuns) {
@@ -142,18 +164,12 @@ TEST_F(StoreTest, TwoHostProcessesCountExactly) {
 
     constexpr int runs = 50000;
     auto host = [&] {
-        auto s = segment::open(name, {.create = false});
-        if (!s) {
-            return false;
-        }
-        attach_manager mgr(*s);
-        auto impl = std::make_unique<callable_attach_impl>();
-        auto &hooks = *impl;
-        if (!mgr.register_attach_impl(attach_type_test, std::move(impl)) || !mgr.instantiate()) {
+        auto h = test_host::open(name);
+        if (!h) {
             return false;
         }
         for (int i = 0; i < runs; i++) {
-            auto r = hooks.trigger("hook", nullptr, 0);
+            auto r = h->hooks->trigger("hook", nullptr, 0);
             if (r.size() != 1 || !r[0]) {
                 return false;
             }
@@ -196,22 +212,15 @@ TEST_F(StoreTest, RingBufferFedByTwoProcessesDeliversEveryRecordOnce) {
     constexpr uint32_t per_producer = 20000;
     auto producer = [&](uint32_t who) {
         return [&, who] {
-            auto s = segment::open(name, {.create = false});
-            if (!s) {
-                return false;
-            }
-            attach_manager mgr(*s);
-            auto impl = std::make_unique<callable_attach_impl>();
-            auto &hooks = *impl;
-            if (!mgr.register_attach_impl(attach_type_test, std::move(impl)) ||
-                !mgr.instantiate()) {
+            auto h = test_host::open(name);
+            if (!h) {
                 return false;
             }
             for (uint32_t seq = 0; seq < per_producer; seq++) {
                 uint32_t rec[2] = {who, seq};
                 // A full ring answers -EAGAIN: wait for the consumer and retry.
                 for (int tries = 0;; tries++) {
-                    auto r = hooks.trigger("hook", rec, sizeof rec);
+                    auto r = h->hooks->trigger("hook", rec, sizeof rec);
                     if (r.size() != 1 || !r[0] || tries > 100000) {
                         return false;
                     }
