@@ -70,6 +70,18 @@ result<std::vector<uint8_t>> parse_bytes(const std::string &text, size_t size) {
     if (text.rfind("hex:", 0) == 0) {
         return bytes_of(std::string_view(text).substr(4));
     }
+    if (text.rfind("str:", 0) == 0) {
+        // A string, zero-padded to the size (path prefixes, names).
+        std::string_view str = std::string_view(text).substr(4);
+        if (str.size() > size) {
+            return make_error(EINVAL, "'" + std::string(str) + "' is " +
+                                          std::to_string(str.size()) + " bytes; at most " +
+                                          std::to_string(size) + " fit");
+        }
+        std::vector<uint8_t> out(size);
+        std::copy(str.begin(), str.end(), out.begin());
+        return out;
+    }
     if (text.find(' ') != std::string::npos) {
         return bytes_of(text);
     }
@@ -484,7 +496,8 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
         c->add_option("ID", ma.id, "map id")->required();
         if (operands >= 1) {
             c->add_option("KEY", ma.key,
-                          "an integer (5, 0x10, -1) or bytes (\"01 00 00 00\", hex:01000000)")
+                          "an integer (5, 0x10, -1), bytes (\"01 00 00 00\", hex:01000000) or a "
+                          "zero-padded string (str:/api/)")
                 ->required();
         }
         if (operands >= 2) {

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT
+#include <bpftime/attach/nginx.hpp>
+
+#include <algorithm>
+#include <array>
+
+namespace bpftime {
+
+result<int> nginx_module_attach_impl::create_attach(std::shared_ptr<const attached_program> prog,
+                                                    const std::string &args) {
+    if (!args.empty()) {
+        return make_error(EINVAL, "the nginx URL filter takes no arguments (got '" + args + "')");
+    }
+    int id = allocate_attach_id();
+    auto at =
+        std::upper_bound(entries_.begin(), entries_.end(), prog->link_id(),
+                         [](uint32_t link, const entry &e) { return link < e.prog->link_id(); });
+    entries_.insert(at, entry{id, std::move(prog)});
+    return id;
+}
+
+result<void> nginx_module_attach_impl::detach(int attach_id) {
+    auto it = std::find_if(entries_.begin(), entries_.end(),
+                           [&](const entry &e) { return e.attach_id == attach_id; });
+    if (it == entries_.end()) {
+        return make_error(ENOENT,
+                          "no nginx URL filter attach with id " + std::to_string(attach_id));
+    }
+    entries_.erase(it);
+    return {};
+}
+
+bool nginx_module_attach_impl::filter(const bpftime_nginx_request &req, nginx_verdict &verdict,
+                                      nginx_failure &failure) const {
+    // The request's strings are memory the programs may read, nothing more.
+    auto region = [](const char *p, uint32_t n) {
+        return vm::memory_region{reinterpret_cast<uint64_t>(p), p == nullptr ? 0 : n, false};
+    };
+    const std::array<vm::memory_region, 5> regions{
+        region(req.path, req.path_len), region(req.uri, req.uri_len),
+        region(req.method, req.method_len), region(req.host, req.host_len),
+        region(req.client, req.client_len)};
+    vm::run_options opts;
+    opts.instruction_budget = instruction_budget;
+    opts.mem_writable = false;
+    opts.regions = regions;
+    void *ctx = const_cast<bpftime_nginx_request *>(&req);
+
+    verdict = {};
+    for (const entry &e : entries_) {
+        auto r0 = e.prog->run(ctx, sizeof req, opts);
+        if (!r0) {
+            failure = {e.prog->link_id(), std::move(r0).err()};
+            return false;
+        }
+        if (*r0 != 0) {
+            verdict.status = *r0 >= 400 && *r0 <= 599 ? static_cast<int>(*r0) : 403;
+            verdict.link_id = e.prog->link_id();
+            return true;
+        }
+    }
+    return true;
+}
+
+} // namespace bpftime
