@@ -137,15 +137,15 @@ long map_view::ringbuf_output(const void *data, uint64_t size, uint64_t flags) c
     return 0;
 }
 
-result<uint64_t>
-map_view::ringbuf_consume(const std::function<void(std::span<const uint8_t>)> &fn) const {
+result<uint64_t> map_view::ringbuf_consume(const std::function<void(std::span<const uint8_t>)> &fn,
+                                           uint64_t max) const {
     if (spec_.type != map_type::ringbuf) {
         return make_error(EINVAL, std::string("a ") + map_type_name(spec_.type) +
                                       " map is not a ring buffer");
     }
     ring r(ref());
     uint64_t cons = atomic(r.h.consumer_pos).load(std::memory_order_relaxed), delivered = 0;
-    for (;;) {
+    while (delivered < max) {
         uint64_t prod = atomic(r.h.producer_pos).load(std::memory_order_acquire);
         if (cons >= prod) {
             break;

@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev
   libbpf-dev libelf-dev zlib1g-dev linux-libc-dev nlohmann-json3-dev
+  nginx nginx-dev libnginx-mod-http-lua wrk curl
 )
 
 missing=()

@@ -291,20 +291,19 @@ int cmd_map(const global_options &g, const map_args &a) {
         uint64_t seen = 0;
         auto idle_since = std::chrono::steady_clock::now();
         while (!interrupted && (a.count == 0 || seen < a.count)) {
-            auto n = view->ringbuf_consume([&](std::span<const uint8_t> rec) {
-                if (a.count != 0 && seen >= a.count) {
-                    return;
-                }
-                seen++;
-                if (g.json) {
-                    std::puts(
-                        json{{"size", rec.size()}, {"data", hex_bytes(rec.data(), rec.size())}}
-                            .dump()
-                            .c_str());
-                } else {
-                    std::printf("%s\n", hex_bytes(rec.data(), rec.size()).c_str());
-                }
-            });
+            auto n = view->ringbuf_consume(
+                [&](std::span<const uint8_t> rec) {
+                    seen++;
+                    if (g.json) {
+                        std::puts(
+                            json{{"size", rec.size()}, {"data", hex_bytes(rec.data(), rec.size())}}
+                                .dump()
+                                .c_str());
+                    } else {
+                        std::printf("%s\n", hex_bytes(rec.data(), rec.size()).c_str());
+                    }
+                },
+                a.count == 0 ? UINT64_MAX : a.count - seen);
             std::fflush(stdout);
             if (!n) {
                 return report(n.err());

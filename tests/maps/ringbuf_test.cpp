@@ -48,6 +48,20 @@ TEST(RingBuffer, RecordsComeOutInOrderDiscardedOnesSkipped) {
     EXPECT_EQ(m->ringbuf_dropped(), 0u);
 }
 
+TEST(RingBuffer, ConsumeStopsAtItsLimitAndKeepsTheRest) {
+    shm_map m(ring_spec);
+    for (const char *rec : {"a", "b", "c"}) {
+        ASSERT_EQ(output(m, rec), 0);
+    }
+    std::vector<std::string> got;
+    auto n = m->ringbuf_consume(
+        [&](std::span<const uint8_t> r) { got.emplace_back(r.begin(), r.end()); }, 2);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(*n, 2u);
+    EXPECT_EQ(got, (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(drain(m), (std::vector<std::string>{"c"}));
+}
+
 TEST(RingBuffer, RecordsNeverWrapAndTheRingIsReused) {
     shm_map m(ring_spec);
     // 1000-byte records: four fit, the fifth needs a filler up to the end.

@@ -139,9 +139,11 @@ public:
     void ringbuf_discard(void *record, uint64_t flags) const;
     /// Reserve + copy + submit. 0 or -EAGAIN when full.
     long ringbuf_output(const void *data, uint64_t size, uint64_t flags) const;
-    /// Consumer side (one consumer): calls fn for each published record in order and returns
-    /// how many it delivered. Discarded records are skipped.
-    result<uint64_t> ringbuf_consume(const std::function<void(std::span<const uint8_t>)> &fn) const;
+    /// Consumer side (one consumer): calls fn for each published record in order, at most
+    /// max of them, and returns how many it delivered. Discarded records are skipped; records
+    /// past max stay in the ring for the next call.
+    result<uint64_t> ringbuf_consume(const std::function<void(std::span<const uint8_t>)> &fn,
+                                     uint64_t max = UINT64_MAX) const;
     /// Waits until a record may be ready or timeout_ms passes; true when data is available.
     bool ringbuf_wait(int timeout_ms) const;
     /// Records a producer could not place because the ring was full.
