@@ -5,6 +5,8 @@
 #include "url_prefix.h"
 
 SEC("nginx")
-int url_allowlist(struct bpftime_nginx_request *req) { return allowlist_verdict(req); }
+int url_allowlist(struct bpftime_nginx_request *req) {
+    return allowlist_verdict(req);
+}
 
 char LICENSE[] SEC("license") = "GPL";

@@ -27,7 +27,7 @@ struct bpftime_nginx_request {
     __u32 method_len;
     __u32 host_len;
     __u32 client_len;
-    __u32 client_ipv4; /**< the client's IPv4 address in network byte order, 0 otherwise */
+    __u32 client_ipv4;    /**< the client's IPv4 address in network byte order, 0 otherwise */
     __u8 client_ipv6[16]; /**< the client's IPv6 address, zeros otherwise */
 };
 
