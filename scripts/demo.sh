@@ -14,9 +14,14 @@ port=${BPFTIME_DEMO_PORT:-8089}
 export BPFTIME_SHM=bpftime-demo
 
 work=$(mktemp -d)
+stop_nginx() {
+  local pid
+  pid=$(cat "$work/nginx.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+}
 cleanup() {
-  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  sleep 0.3
+  stop_nginx
   "$bpftime" reset >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -75,9 +80,9 @@ step "change the policy live: allow /admin/, stop allowing /api/ (bpftime map up
 "$bpftime" map delete "$map" str:/api/
 show /api/users /admin/panel /old/page
 
-step "the program ran in every worker: the link's counters (bpftime list)"
+step "runs of the program, counted over both workers (bpftime list)"
 "$bpftime" list | grep -E '^ID|link'
 
 step "stop nginx"
-kill "$(cat "$work/nginx.pid")"
+stop_nginx
 echo "  done"
