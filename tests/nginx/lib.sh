@@ -90,6 +90,14 @@ attach_prog() {
   LINK=$(awk '$1 == "link" { print $2 }' "$WORK/attach.out")
 }
 
+# attach_policy OBJECT PROGRAM: loads an object whose program filters by the allow_prefixes
+# map, allows /api/ and attaches the program; sets MAP, PROG and LINK.
+attach_policy() {
+  load_object "$1"
+  bt map update "${MAP[allow_prefixes]}" str:/api/ 0 >/dev/null
+  attach_prog "${PROG[$2]}"
+}
+
 # ngx_run ARGS...: runs nginx. $NGINX_LD_PRELOAD (set by CTest in sanitizer builds) preloads
 # the sanitizer runtime the module's server library needs; leak reports of nginx's own exit
 # paths are not ours to fix.

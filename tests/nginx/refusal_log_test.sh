@@ -5,9 +5,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-load_object "$EXAMPLES/refusal_log.bpf.o"
-bt map update "${MAP[allow_prefixes]}" str:/api/ 0 >/dev/null
-attach_prog "${PROG[refusal_log]}"
+attach_policy "$EXAMPLES/refusal_log.bpf.o" refusal_log
 link=$LINK
 
 ngx_start 2 '

@@ -5,14 +5,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-# setup_policy: the allowlist with /api/ allowed, attached.
-setup_policy() {
-  load_object "$EXAMPLES/url_allowlist.bpf.o"
-  bt map update "${MAP[allow_prefixes]}" str:/api/ 0 >/dev/null
-  attach_prog "${PROG[url_allowlist]}"
-}
-
-setup_policy
+attach_policy "$EXAMPLES/url_allowlist.bpf.o" url_allowlist
 ngx_start 2 '
     server {
         listen 127.0.0.1:__PORT__;
@@ -34,7 +27,7 @@ expect_tally "no segment: the fail policy" "$WORK/gone" "13 /admin/b 503
 14 /api/b 503
 13 /open/b 200"
 
-setup_policy
+attach_policy "$EXAMPLES/url_allowlist.bpf.o" url_allowlist
 wait_code 200 /api/a 5
 sleep 1.2
 expect_code 403 /admin

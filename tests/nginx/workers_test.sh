@@ -6,12 +6,10 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-load_object "$EXAMPLES/url_allowlist.bpf.o"
-load_object "$TEST_BPF/status_codes.bpf.o"
-map=${MAP[allow_prefixes]}
-bt map update "$map" str:/api/ 0 >/dev/null
-attach_prog "${PROG[url_allowlist]}"
+attach_policy "$EXAMPLES/url_allowlist.bpf.o" url_allowlist
 allow_link=$LINK
+map=${MAP[allow_prefixes]}
+load_object "$TEST_BPF/status_codes.bpf.o"
 
 ngx_start 4 '
     log_format workers "$pid $uri $status";
