@@ -14,7 +14,8 @@
 #
 # Each server is its own nginx (same settings, one worker by default), all started at once on
 # their own ports, so the cases are interleaved without restarts: for each of ROUNDS rounds
-# every case runs once, in an order rotated by one each round. Per run: wrk's requests/s and
+# every case runs once, in an order rotated by one each round and reversed every other round
+# (so that no case always follows the same one). Per run: wrk's requests/s and
 # the CPU time (utime+stime from /proc/PID/stat) the nginx worker(s) used during the run,
 # divided by the requests wrk counted. Reported per case: medians over the rounds and their
 # ratios to the baseline's medians, then every raw run.
@@ -182,6 +183,8 @@ start_nginx() {
   mkdir -p "$dir/logs" "$dir/tmp"
   for _ in $(seq 8); do # random ports until one is free
     port[$s]=$((20000 + (RANDOM * 32768 + RANDOM) % 30000))
+    # A port taken by someone else leaves [emerg] lines; only the last attempt's log counts.
+    : >"$dir/logs/error.log"
     cat >"$dir/nginx.conf" <<EOF
 $head
 $user_line
@@ -319,13 +322,20 @@ $out"
 }
 
 ncases=${#cases[@]}
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "nginx_bench: ${ncases} cases x $rounds rounds x ${duration}s (+ ${warmup}s warm-up each)" >&2
 if ((warmup > 0)); then
   for c in "${cases[@]}"; do run_case "$c" "$warmup"; done
 fi
 for ((r = 1; r <= rounds; r++)); do
   order=()
-  for ((i = 0; i < ncases; i++)); do order+=("${cases[(i + r - 1) % ncases]}"); done
+  for ((i = 0; i < ncases; i++)); do
+    if ((r % 2)); then
+      order+=("${cases[(i + r - 1) % ncases]}")
+    else
+      order+=("${cases[(ncases - 1 - i + r - 1) % ncases]}")
+    fi
+  done
   echo "nginx_bench: round $r/$rounds: ${order[*]}" >&2
   for c in "${order[@]}"; do run_case "$c" "$duration" "$r"; done
 done
@@ -354,7 +364,7 @@ range() {
 echo "nginx $("$nginx" -v 2>&1 | sed 's|.*/||'), $workers worker(s) per server, access_log off," \
   "keepalive, empty_gif; wrk -t$threads -c$connections -d${duration}s, $rounds interleaved rounds;" \
   "$pin_note; $ncpu CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1))," \
-  "Linux $(uname -r), load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
+  "Linux $(uname -r), load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo
 echo "| case | path | status | median req/s | req/s range | vs baseline | median worker CPU µs/req | vs baseline |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
