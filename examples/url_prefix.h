@@ -32,15 +32,16 @@ struct {
 static __always_inline void prefix_of(const struct bpftime_nginx_request *req,
                                       struct prefix_key *key) {
     const char *path = req->path;
-    __u32 len = req->path_len;
-    int slashes = 0;
-    for (int i = 0; i < PREFIX_LEN - 1; i++) {
-        if (i >= len)
-            break;
+    __u64 len = req->path_len;
+    __u64 seen_slash = 0;
+    for (__u64 i = 0; i < PREFIX_LEN - 1 && i < len; i++) {
         char c = path[i];
         key->bytes[i] = c;
-        if (c == '/' && ++slashes == 2)
-            break;
+        if (c == '/') {
+            if (seen_slash)
+                break;
+            seen_slash = 1;
+        }
     }
 }
 

@@ -159,11 +159,19 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
                          " bytes at " + hex(addr) +
                          " is outside the memory the program may access");
     };
+    // The region that allowed the last access outside the stack: loops walk one region.
+    memory_region last = input;
     auto allowed = [&](uint64_t addr, uint64_t n, bool write) {
-        // The stack (always writable) and the input memory are the common cases.
-        return (addr >= rc.stack.start && addr <= stack_top - n) ||
-               ((!write || input.writable) && input.contains(addr, n)) ||
-               rc.check_slow(addr, n, write);
+        if ((addr >= rc.stack.start && addr <= stack_top - n) ||
+            ((!write || last.writable) && last.contains(addr, n))) {
+            return true;
+        }
+        const memory_region *r = rc.find_region(addr, n, write);
+        if (r == nullptr) {
+            return false;
+        }
+        last = *r;
+        return true;
     };
 
 #define BPFTIME_CHECK(addr, n, write)                                                              \

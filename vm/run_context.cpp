@@ -39,14 +39,21 @@ void run_context::add_region(const void *ptr, uint64_t len, bool writable) {
 }
 
 bool run_context::check_access(uint64_t addr, uint64_t len, bool write) const {
-    return allows(stack, addr, len, write) || check_slow(addr, len, write);
+    return allows(stack, addr, len, write) || find_region(addr, len, write) != nullptr;
 }
 
-bool run_context::check_slow(uint64_t addr, uint64_t len, bool write) const {
+const memory_region *run_context::find_region(uint64_t addr, uint64_t len, bool write) const {
     auto hit = [&](const memory_region &r) { return allows(r, addr, len, write); };
-    return hit(input_) || std::any_of(program_regions_.begin(), program_regions_.end(), hit) ||
-           std::any_of(extra_regions_.begin(), extra_regions_.end(), hit) ||
-           std::any_of(dynamic_.rbegin(), dynamic_.rend(), hit);
+    if (hit(input_)) {
+        return &input_;
+    }
+    for (std::span<const memory_region> regions : {program_regions_, extra_regions_}) {
+        if (auto it = std::find_if(regions.begin(), regions.end(), hit); it != regions.end()) {
+            return &*it;
+        }
+    }
+    auto it = std::find_if(dynamic_.rbegin(), dynamic_.rend(), hit);
+    return it == dynamic_.rend() ? nullptr : &*it;
 }
 
 void run_context::fail(std::string message) {

@@ -80,8 +80,9 @@ public:
                 std::span<const memory_region> extra_regions, void *user_data);
     bool failed() const { return failed_; }
     const std::string &failure() const { return failure_; }
-    /// The slow path of an access check: every region but the stack.
-    bool check_slow(uint64_t addr, uint64_t len, bool write) const;
+    /// The slow path of an access check: the region other than the stack that allows the
+    /// access, or null.
+    const memory_region *find_region(uint64_t addr, uint64_t len, bool write) const;
 
     /// Regions add_region() accepts in one run before it fails the run.
     static constexpr size_t max_dynamic_regions = 4096;
