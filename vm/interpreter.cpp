@@ -159,10 +159,12 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
                          " bytes at " + hex(addr) +
                          " is outside the memory the program may access");
     };
-    // The region that allowed the last access outside the stack: loops walk one region.
-    memory_region last = input;
+    // The stack (always writable) and the input memory are the common cases; after them, the
+    // region that allowed the last other access, since loops walk one region.
+    memory_region last{};
     auto allowed = [&](uint64_t addr, uint64_t n, bool write) {
         if ((addr >= rc.stack.start && addr <= stack_top - n) ||
+            ((!write || input.writable) && input.contains(addr, n)) ||
             ((!write || last.writable) && last.contains(addr, n))) {
             return true;
         }
