@@ -578,19 +578,6 @@ uint64_t segment::generation() const {
     return __atomic_load_n(&impl_->hdr()->generation, __ATOMIC_ACQUIRE);
 }
 
-std::pair<uint64_t, uint64_t> segment::usage() const {
-    auto g = impl_->lock();
-    uint64_t used = 0;
-    for (uint32_t i = 0; i < impl_->max_objects(); i++) {
-        const slot &s = impl_->slots()[i];
-        if (s.state != slot_free && s.extent != 0) {
-            used += impl_->extent_at(s.extent)->size;
-        }
-    }
-    uint64_t total = impl_->hdr()->heap_size;
-    return {total, total - std::min(total, used)};
-}
-
 result<uint32_t> segment::create_program(const std::string &name, uint32_t type,
                                          const std::string &section,
                                          const std::vector<vm::ebpf_inst> &insns,
@@ -813,18 +800,6 @@ result<snapshot> segment::read_all() const {
         }
     }
     return snap;
-}
-
-result<object_kind> segment::kind_of(uint32_t id) const {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
-    }
-    const slot *s = impl_->find(id);
-    if (s == nullptr) {
-        return make_error(ENOENT, "no object with id " + std::to_string(id));
-    }
-    return static_cast<object_kind>(s->kind);
 }
 
 result<program_info> segment::program(uint32_t id) const {

@@ -251,7 +251,7 @@ struct map_args {
 
 std::atomic<bool> interrupted{false};
 
-void print_entry(const global_options &g, const store::map_info &m, const std::vector<uint8_t> &key,
+void print_entry(const global_options &g, const std::vector<uint8_t> &key,
                  const std::vector<uint8_t> &value) {
     if (g.json) {
         std::puts(json{{"key", hex_bytes(key.data(), key.size())},
@@ -262,7 +262,6 @@ void print_entry(const global_options &g, const store::map_info &m, const std::v
     }
     std::printf("key: %s  value: %s\n", hex_bytes(key.data(), key.size()).c_str(),
                 hex_bytes(value.data(), value.size()).c_str());
-    (void)m;
 }
 
 int cmd_map(const global_options &g, const map_args &a) {
@@ -337,7 +336,7 @@ int cmd_map(const global_options &g, const map_args &a) {
             key = std::move(**next);
             auto value = view->read(key);
             if (value) {
-                print_entry(g, *info, key, *value);
+                print_entry(g, key, *value);
                 n++;
             }
         }
@@ -360,7 +359,7 @@ int cmd_map(const global_options &g, const map_args &a) {
                                                            hex_bytes(key->data(), key->size()) +
                                                            ": " + value.err().message));
         }
-        print_entry(g, *info, *key, *value);
+        print_entry(g, *key, *value);
         return 0;
     }
     if (a.op == "delete") {

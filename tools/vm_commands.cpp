@@ -216,7 +216,8 @@ struct run_args {
 // The program of a source compiled with real maps: from the store, or for an ELF object from
 // a private segment that disappears with this process.
 result<std::shared_ptr<const compiled_program>>
-compile_source(const global_options &g, program_source &src, engine_kind kind) {
+compile_source(const global_options &g, program_source &src, engine_kind kind,
+               std::unique_ptr<event_provider_impl> &provider) {
     std::shared_ptr<store::segment> seg;
     if (src.store_id) {
         auto s = open_store(g, false);
@@ -233,21 +234,19 @@ compile_source(const global_options &g, program_source &src, engine_kind kind) {
         (void)store::segment::remove(name); // the mapping stays; the name goes
         seg = *s;
     }
-    // The manager (and so the program's map handles) lives as long as the process.
-    static std::vector<std::unique_ptr<event_provider_impl>> providers;
-    providers.push_back(std::make_unique<event_provider_impl>(seg, manager_options{kind}));
-    event_provider_impl &provider = *providers.back();
+    // The caller keeps the provider: its manager owns the program's map handles.
+    provider = std::make_unique<event_provider_impl>(seg, manager_options{kind});
     uint32_t id = 0;
     if (src.store_id) {
         id = *src.store_id;
     } else {
-        auto loaded = load_object(provider, *src.elf);
+        auto loaded = load_object(*provider, *src.elf);
         if (!loaded) {
             return loaded.err();
         }
         id = loaded->programs[src.elf_program].first;
     }
-    return provider.manager().compile(id);
+    return provider->manager().compile(id);
 }
 
 int cmd_run(const global_options &g, const run_args &a) {
@@ -276,11 +275,12 @@ int cmd_run(const global_options &g, const run_args &a) {
     }
 
     std::function<result<uint64_t>(void *, uint64_t, const run_options &)> run_once;
+    std::unique_ptr<event_provider_impl> provider;
     std::shared_ptr<const compiled_program> compiled;
     std::optional<program> plain;
     std::unique_ptr<engine> eng;
     if (src->elf || src->store_id) {
-        auto c = compile_source(g, *src, *kind);
+        auto c = compile_source(g, *src, *kind, provider);
         if (!c) {
             return report(c.err());
         }

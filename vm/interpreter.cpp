@@ -86,29 +86,22 @@ U modulo(U a, U b, bool is_signed) {
 }
 
 template <class T>
-T atomic_apply(T *p, int32_t op, T val, T expected, T &old) {
+T atomic_apply(T *p, int32_t op, T val, T expected) {
     switch (op & ~atomic_fetch) {
     case atomic_add:
-        old = __atomic_fetch_add(p, val, __ATOMIC_SEQ_CST);
-        break;
+        return __atomic_fetch_add(p, val, __ATOMIC_SEQ_CST);
     case atomic_or:
-        old = __atomic_fetch_or(p, val, __ATOMIC_SEQ_CST);
-        break;
+        return __atomic_fetch_or(p, val, __ATOMIC_SEQ_CST);
     case atomic_and:
-        old = __atomic_fetch_and(p, val, __ATOMIC_SEQ_CST);
-        break;
+        return __atomic_fetch_and(p, val, __ATOMIC_SEQ_CST);
     case atomic_xor:
-        old = __atomic_fetch_xor(p, val, __ATOMIC_SEQ_CST);
-        break;
+        return __atomic_fetch_xor(p, val, __ATOMIC_SEQ_CST);
     case atomic_xchg & ~atomic_fetch:
-        old = __atomic_exchange_n(p, val, __ATOMIC_SEQ_CST);
-        break;
-    default: // cmpxchg
-        old = expected;
-        __atomic_compare_exchange_n(p, &old, val, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-        break;
+        return __atomic_exchange_n(p, val, __ATOMIC_SEQ_CST);
+    default: // cmpxchg: the old value whether or not it matched
+        __atomic_compare_exchange_n(p, &expected, val, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+        return expected;
     }
-    return old;
 }
 
 template <class T>
@@ -363,19 +356,12 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
                              "atomic access at " + hex(addr) + " is not " + std::to_string(n) +
                                  "-byte aligned");
             }
-            uint64_t old;
-            if (wide) {
-                uint64_t o;
-                atomic_apply<uint64_t>(reinterpret_cast<uint64_t *>(addr), inst.imm, reg[inst.src],
-                                       reg[0], o);
-                old = o;
-            } else {
-                uint32_t o;
-                atomic_apply<uint32_t>(reinterpret_cast<uint32_t *>(addr), inst.imm,
-                                       static_cast<uint32_t>(reg[inst.src]),
-                                       static_cast<uint32_t>(reg[0]), o);
-                old = o;
-            }
+            uint64_t old =
+                wide ? atomic_apply<uint64_t>(reinterpret_cast<uint64_t *>(addr), inst.imm,
+                                              reg[inst.src], reg[0])
+                     : atomic_apply<uint32_t>(reinterpret_cast<uint32_t *>(addr), inst.imm,
+                                              static_cast<uint32_t>(reg[inst.src]),
+                                              static_cast<uint32_t>(reg[0]));
             if (inst.imm == atomic_cmpxchg) {
                 reg[0] = old;
             } else if ((inst.imm & atomic_fetch) != 0) {

@@ -113,8 +113,6 @@ public:
     const std::string &name() const { return name_; }
     /// Bumped by every change; one relaxed load.
     uint64_t generation() const;
-    /// Total and free bytes of the object heap.
-    std::pair<uint64_t, uint64_t> usage() const;
 
     // --- writers ---
     result<uint32_t> create_program(const std::string &name, uint32_t type,
@@ -138,7 +136,6 @@ public:
 
     // --- readers ---
     result<snapshot> read_all() const;
-    result<object_kind> kind_of(uint32_t id) const;
     result<program_info> program(uint32_t id) const;
     result<map_info> map(uint32_t id) const;
     result<link_info> link(uint32_t id) const;
