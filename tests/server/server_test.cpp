@@ -6,6 +6,8 @@
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/vm/assembler.hpp>
 
+#include "../provider_fixture.hpp"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -35,10 +37,8 @@ struct request {
     }
 };
 
-struct ServerTest : ::testing::Test {
-    std::string name = "bpftime-server-test-" + std::to_string(getpid());
-    std::shared_ptr<store::segment> seg;
-    std::unique_ptr<event_provider_impl> provider;
+struct ServerTest : test::provider_fixture {
+    ServerTest() : provider_fixture("bpftime-server-test") {}
     bpftime_server *server = nullptr;
     std::vector<std::string> logged;
 
@@ -47,17 +47,12 @@ struct ServerTest : ::testing::Test {
     }
 
     void SetUp() override {
-        (void)store::segment::remove(name);
-        auto s = store::segment::open(name);
-        ASSERT_TRUE(s.ok()) << s.err().message;
-        seg = *s;
-        provider = std::make_unique<event_provider_impl>(seg);
+        provider_fixture::SetUp();
         ASSERT_EQ(bpftime_server__create(name.c_str(), log, this, &server), 0);
     }
     void TearDown() override {
         bpftime_server__destroy(server);
-        provider.reset();
-        (void)store::segment::remove(name);
+        provider_fixture::TearDown();
     }
 
     // Loads an example object and attaches its program to the URL filter; returns the link.

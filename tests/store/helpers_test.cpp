@@ -4,6 +4,8 @@
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/vm/assembler.hpp>
 
+#include "../provider_fixture.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -13,22 +15,8 @@
 namespace bpftime {
 namespace {
 
-struct HelpersTest : ::testing::Test {
-    std::string name = "bpftime-helpers-test-" + std::to_string(getpid());
-    std::shared_ptr<store::segment> seg;
-    std::unique_ptr<event_provider_impl> provider;
-
-    void SetUp() override {
-        (void)store::segment::remove(name);
-        auto s = store::segment::open(name);
-        ASSERT_TRUE(s.ok()) << s.err().message;
-        seg = *s;
-        provider = std::make_unique<event_provider_impl>(seg);
-    }
-    void TearDown() override {
-        provider.reset();
-        (void)store::segment::remove(name);
-    }
+struct HelpersTest : test::provider_fixture {
+    HelpersTest() : provider_fixture("bpftime-helpers-test") {}
 
     uint32_t map(maps::map_spec spec) {
         auto id = provider->create_map({"m", spec});
