@@ -27,11 +27,13 @@ std::vector<engine_kind> available_engines() {
     return {engine_kind::interpreter};
 }
 
-result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &prog) {
+result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &prog,
+                                            const engine_options &opts) {
     switch (kind) {
     case engine_kind::interpreter:
         return std::unique_ptr<engine>(std::make_unique<interpreter>(prog));
     case engine_kind::jit:
+        (void)opts;
         break;
     }
     return make_error(ENOTSUP, "the jit engine is not built yet; use --engine interp");

@@ -161,7 +161,16 @@ public:
     virtual engine_kind kind() const = 0;
 };
 
+/// How an engine compiles a program.
+struct engine_options {
+    /// Trusted programs only: the JIT leaves out the memory checks and the instruction budget,
+    /// so a bad access crashes the host instead of failing the run. The interpreter always
+    /// checks.
+    bool unchecked = false;
+};
+
 /// Makes an engine of this kind for a loaded program (which must outlive it).
-result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &prog);
+result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &prog,
+                                            const engine_options &opts = {});
 
 } // namespace bpftime::vm
