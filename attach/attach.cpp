@@ -61,13 +61,12 @@ std::string attach_type_name(int32_t type) {
     return std::to_string(type);
 }
 
-result<std::shared_ptr<compiled_program>> compiled_program::create(uint32_t id, uint64_t revision,
-                                                                   std::string name,
-                                                                   vm::program prog,
-                                                                   vm::engine_kind engine) {
+result<std::shared_ptr<compiled_program>>
+compiled_program::create(uint32_t id, uint64_t revision, std::string name, vm::program prog,
+                         vm::engine_kind engine, const vm::engine_options &opts) {
     std::shared_ptr<compiled_program> c(
         new compiled_program(id, revision, std::move(name), std::move(prog)));
-    auto eng = vm::make_engine(engine, c->prog_);
+    auto eng = vm::make_engine(engine, c->prog_, opts);
     if (!eng) {
         return eng.err();
     }

@@ -16,7 +16,8 @@ const T *by_id(const std::vector<T> &objects, uint32_t id) {
 } // namespace
 
 attach_manager::attach_manager(std::shared_ptr<store::segment> seg, manager_options opts)
-    : seg_(std::move(seg)), engine_(opts.engine.value_or(vm::available_engines().front())) {
+    : seg_(std::move(seg)), engine_(opts.engine.value_or(vm::available_engines().front())),
+      engine_options_(opts.engine_options) {
     helpers::register_all();
 }
 
@@ -101,7 +102,8 @@ attach_manager::compile_locked(const store::program_info &p) {
         return make_error(prog.err().code, "program " + std::to_string(p.id) + " (" + p.name +
                                                "): " + prog.err().message);
     }
-    auto compiled = compiled_program::create(p.id, p.revision, p.name, std::move(*prog), engine_);
+    auto compiled = compiled_program::create(p.id, p.revision, p.name, std::move(*prog), engine_,
+                                             engine_options_);
     if (!compiled) {
         return compiled.err();
     }

@@ -25,11 +25,17 @@ expect run-out-of-bounds 1 'instruction 1 \(ldxw %r2, \[%r1\+4\]\): read of 4 by
 expect run-bad-hex 1 '--mem: .*not a hex digit' -- "$bpftime" run --mem "zz" "$tmp/add.s"
 expect run-missing-file 1 'nonexistent.s: No such file' -- "$bpftime" run "$tmp/nonexistent.s"
 expect run-unknown-engine 1 "unknown engine 'fast'" -- "$bpftime" run --engine fast "$tmp/add.s"
-expect run-jit-not-built 1 'jit engine is not built' -- "$bpftime" run --engine jit "$tmp/add.s"
+expect run-jit 0 '^r0 = 0xc$' -- "$bpftime" run --engine jit --mem 0100000002000000 "$tmp/add.s"
+expect run-jit-unchecked 0 '^r0 = 0xc$' -- \
+  "$bpftime" run --engine jit --unchecked --mem 0100000002000000 "$tmp/add.s"
+expect run-jit-out-of-bounds 1 'instruction 1 \(ldxw %r2, \[%r1\+4\]\): read of 4 bytes .* outside' -- \
+  "$bpftime" run --engine jit --mem "01 00 00 00" "$tmp/add.s"
 
 printf 'mov %%r0, 0\nloop:\nja loop\n' >"$tmp/loop.s"
 expect run-budget 1 'instruction budget of 5000 is exhausted' -- \
   "$bpftime" run --budget 5000 "$tmp/loop.s"
+expect run-budget-interp 1 'instruction budget of 5000 is exhausted' -- \
+  "$bpftime" run --engine interp --budget 5000 "$tmp/loop.s"
 
 printf 'mov %%r10, 1\nexit\n' >"$tmp/r10.s"
 expect run-refused 1 'instruction 0 \(mov %r10, 1\): r10 is the read-only frame pointer' -- \
@@ -56,7 +62,7 @@ if [[ -d $conf ]]; then
   expect conformance-summary 0 '^2 passed, 0 failed, 0 skipped$' -- \
     "$bpftime" conformance --engine interp "$conf/ldxb.data" "$conf/lddw.data"
   expect run-conformance-file 0 '^r0 = 0x11$' -- "$bpftime" run "$conf/ldxb.data"
-  expect conformance-jit-skips 0 '^SKIP ldxb: .*not built' -- \
+  expect conformance-jit 0 '^1 passed, 0 failed, 0 skipped$' -- \
     "$bpftime" conformance --engine jit "$conf/ldxb.data"
 else
   echo "skip conformance CLI checks: $conf is absent"

@@ -210,6 +210,7 @@ struct run_args {
     std::string prog;
     uint64_t repeat = 0;
     uint64_t budget = run_options{}.instruction_budget;
+    bool unchecked = false;
     std::string file;
 };
 
@@ -217,7 +218,7 @@ struct run_args {
 // a private segment that disappears with this process.
 result<std::shared_ptr<const compiled_program>>
 compile_source(const global_options &g, program_source &src, engine_kind kind,
-               std::unique_ptr<event_provider_impl> &provider) {
+               const engine_options &eopts, std::unique_ptr<event_provider_impl> &provider) {
     std::shared_ptr<store::segment> seg;
     if (src.store_id) {
         auto s = open_store(g, false);
@@ -235,7 +236,7 @@ compile_source(const global_options &g, program_source &src, engine_kind kind,
         seg = *s;
     }
     // The caller keeps the provider: its manager owns the program's map handles.
-    provider = std::make_unique<event_provider_impl>(seg, manager_options{kind});
+    provider = std::make_unique<event_provider_impl>(seg, manager_options{kind, eopts});
     uint32_t id = 0;
     if (src.store_id) {
         id = *src.store_id;
@@ -279,8 +280,9 @@ int cmd_run(const global_options &g, const run_args &a) {
     std::shared_ptr<const compiled_program> compiled;
     std::optional<program> plain;
     std::unique_ptr<engine> eng;
+    const engine_options eopts{.unchecked = a.unchecked};
     if (src->elf || src->store_id) {
-        auto c = compile_source(g, *src, *kind, provider);
+        auto c = compile_source(g, *src, *kind, eopts, provider);
         if (!c) {
             return report(c.err());
         }
@@ -294,7 +296,7 @@ int cmd_run(const global_options &g, const run_args &a) {
             return report(make_error(prog.err().code, src->label + ": " + prog.err().message));
         }
         plain = std::move(*prog);
-        auto e = make_engine(*kind, *plain);
+        auto e = make_engine(*kind, *plain, eopts);
         if (!e) {
             return report(e.err());
         }
@@ -362,6 +364,9 @@ void add_vm_commands(CLI::App &app, const global_options &g, int &status) {
     run->add_option("--mem-file", ra.mem_file, "input memory from a file")->excludes(mem_opt);
     run->add_option("--repeat", ra.repeat, "run N more times and print the mean time per run");
     run->add_option("--budget", ra.budget, "instruction budget of one run");
+    run->add_flag("--unchecked", ra.unchecked,
+                  "jit: no memory checks and no budget (trusted programs only: a bad access "
+                  "crashes the process)");
     run->add_option("--prog", ra.prog, "the program of an ELF object");
     run->add_option("FILE", ra.file,
                     "assembler text, conformance data, raw bytes, an ELF object or a program id "

@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "interpreter.hpp"
+#ifdef BPFTIME_HAVE_JIT
+#include "jit.hpp"
+#endif
 
 namespace bpftime::vm {
 
@@ -24,7 +27,11 @@ std::optional<engine_kind> parse_engine_name(std::string_view name) {
 }
 
 std::vector<engine_kind> available_engines() {
+#ifdef BPFTIME_HAVE_JIT
+    return {engine_kind::jit, engine_kind::interpreter};
+#else
     return {engine_kind::interpreter};
+#endif
 }
 
 result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &prog,
@@ -33,10 +40,15 @@ result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &pro
     case engine_kind::interpreter:
         return std::unique_ptr<engine>(std::make_unique<interpreter>(prog));
     case engine_kind::jit:
+#ifdef BPFTIME_HAVE_JIT
+        return make_jit(prog, opts);
+#else
         (void)opts;
         break;
+#endif
     }
-    return make_error(ENOTSUP, "the jit engine is not built yet; use --engine interp");
+    return make_error(ENOTSUP, "this build has no jit engine (BPFTIME_ENABLE_JIT=OFF); use "
+                               "--engine interp");
 }
 
 } // namespace bpftime::vm

@@ -29,14 +29,29 @@ inline ebpf_inst mov64_imm(uint8_t dst, int32_t imm) {
     return insn(cls_alu64 | src_k | alu_mov, dst, 0, 0, imm);
 }
 
-/// Loads and runs instructions on the interpreter with optional memory.
+/// The engine run_insns() uses; engine tests set it for each engine this build has.
+inline engine_kind &engine_under_test() {
+    static engine_kind kind = engine_kind::interpreter;
+    return kind;
+}
+
+/// Engine tests: each runs once per engine in available_engines().
+struct Engine : ::testing::TestWithParam<engine_kind> {
+    void SetUp() override { engine_under_test() = GetParam(); }
+};
+
+inline std::string engine_test_name(const ::testing::TestParamInfo<engine_kind> &info) {
+    return engine_name(info.param);
+}
+
+/// Loads and runs instructions on the engine under test with optional memory.
 inline result<uint64_t> run_insns(std::vector<ebpf_inst> insns, std::vector<uint8_t> *mem = nullptr,
                                   const run_options &ro = {}, const load_options &lo = {}) {
     auto prog = program::load(std::move(insns), lo);
     if (!prog) {
         return prog.err();
     }
-    auto eng = make_engine(engine_kind::interpreter, *prog);
+    auto eng = make_engine(engine_under_test(), *prog);
     if (!eng) {
         return eng.err();
     }

@@ -47,7 +47,8 @@ public:
     /// Compiles a validated program for an engine.
     static result<std::shared_ptr<compiled_program>> create(uint32_t id, uint64_t revision,
                                                             std::string name, vm::program prog,
-                                                            vm::engine_kind engine);
+                                                            vm::engine_kind engine,
+                                                            const vm::engine_options &opts = {});
 
     uint32_t id() const { return id_; }
     uint64_t revision() const { return revision_; }

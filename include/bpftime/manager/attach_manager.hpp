@@ -19,6 +19,8 @@ namespace bpftime {
 struct manager_options {
     /// The engine programs are compiled for (the fastest built one by default).
     std::optional<vm::engine_kind> engine;
+    /// How programs are compiled (unchecked: trusted programs only).
+    vm::engine_options engine_options;
 };
 
 /// Holds the compiled programs, the attach implementations registered by attach type, the
@@ -69,6 +71,7 @@ private:
 
     std::shared_ptr<store::segment> seg_;
     vm::engine_kind engine_;
+    vm::engine_options engine_options_;
     mutable std::recursive_mutex mu_;
     std::map<int32_t, std::unique_ptr<base_attach_impl>> impls_;
     std::map<uint32_t, std::shared_ptr<const compiled_program>> programs_;

@@ -79,6 +79,8 @@ public:
                 std::span<const memory_region> program_regions,
                 std::span<const memory_region> extra_regions, void *user_data);
     bool failed() const { return failed_; }
+    /// Where failed() is kept, for compiled code that tests it after each helper call.
+    const bool *failed_flag() const { return &failed_; }
     const std::string &failure() const { return failure_; }
     /// The slow path of an access check: the region other than the stack that allows the
     /// access, or null.

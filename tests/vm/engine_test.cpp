@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Interpreter semantics and its memory safety: faults are errors, never crashes.
+// Semantics and memory safety of every engine: faults are errors, never crashes.
 #include "test_util.hpp"
 
 #include <bpftime/vm/isa.hpp>
@@ -28,14 +28,14 @@ uint64_t binop(uint8_t op, uint64_t a, uint64_t b, int16_t off = 0) {
         {lddw_lo(0, a), lddw_hi(a), lddw_lo(1, b), lddw_hi(b), insn(op, 0, 1, off), exit_insn()});
 }
 
-TEST(Interpreter, ThirtyTwoBitResultsZeroExtend) {
+TEST_P(Engine, ThirtyTwoBitResultsZeroExtend) {
     EXPECT_EQ(binop(cls_alu | src_x | alu_add, 0xffffffffffffffffull, 1), 0u);
     EXPECT_EQ(binop(cls_alu | src_x | alu_sub, 0, 1), 0xffffffffu);
     EXPECT_EQ(binop(cls_alu | src_x | alu_mov, 0, 0xffffffffffffffffull), 0xffffffffu);
     EXPECT_EQ(r0_of({lddw_lo(0, ~0ull), lddw_hi(~0ull), insn(cls_alu | alu_neg), exit_insn()}), 1u);
 }
 
-TEST(Interpreter, DivisionByZeroGivesZeroAndModuloKeepsDst) {
+TEST_P(Engine, DivisionByZeroGivesZeroAndModuloKeepsDst) {
     EXPECT_EQ(binop(cls_alu64 | src_x | alu_div, 7, 0), 0u);
     EXPECT_EQ(binop(cls_alu | src_x | alu_div, 7, 0), 0u);
     EXPECT_EQ(binop(cls_alu64 | src_x | alu_div, 7, 0, 1), 0u);
@@ -46,7 +46,7 @@ TEST(Interpreter, DivisionByZeroGivesZeroAndModuloKeepsDst) {
     EXPECT_EQ(binop(cls_alu | src_x | alu_mod, 0xffffffff00000007ull, 0), 7u);
 }
 
-TEST(Interpreter, SignedDivisionOverflowDoesNotTrap) {
+TEST_P(Engine, SignedDivisionOverflowDoesNotTrap) {
     const uint64_t int64_min = 0x8000000000000000ull;
     EXPECT_EQ(binop(cls_alu64 | src_x | alu_div, int64_min, ~0ull, 1), int64_min);
     EXPECT_EQ(binop(cls_alu64 | src_x | alu_mod, int64_min, ~0ull, 1), 0u);
@@ -58,14 +58,14 @@ TEST(Interpreter, SignedDivisionOverflowDoesNotTrap) {
               static_cast<uint64_t>(-1));
 }
 
-TEST(Interpreter, ShiftCountsAreMasked) {
+TEST_P(Engine, ShiftCountsAreMasked) {
     EXPECT_EQ(binop(cls_alu | src_x | alu_lsh, 1, 33), 2u);
     EXPECT_EQ(binop(cls_alu64 | src_x | alu_lsh, 1, 65), 2u);
     EXPECT_EQ(binop(cls_alu64 | src_x | alu_rsh, 4, 66), 1u);
     EXPECT_EQ(binop(cls_alu | src_x | alu_arsh, 0x80000000u, 63), 0xffffffffu);
 }
 
-TEST(Interpreter, ByteSwapsTruncate) {
+TEST_P(Engine, ByteSwapsTruncate) {
     const uint64_t v = 0x1122334455667788ull;
     auto swap = [&](uint8_t op, int32_t width) {
         return r0_of({lddw_lo(0, v), lddw_hi(v), insn(op, 0, 0, 0, width), exit_insn()});
@@ -78,7 +78,7 @@ TEST(Interpreter, ByteSwapsTruncate) {
     EXPECT_EQ(swap(cls_alu64 | src_k | alu_end, 64), 0x8877665544332211ull);
 }
 
-TEST(Interpreter, Jmp32ComparesLowHalves) {
+TEST_P(Engine, Jmp32ComparesLowHalves) {
     // r1 = 0x1_00000000: as 64 bits it is not 0, its low half is.
     auto taken = [](uint8_t op) {
         return r0_of({mov64_imm(0, 0), lddw_lo(1, 0x100000000ull), lddw_hi(0x100000000ull),
@@ -88,7 +88,7 @@ TEST(Interpreter, Jmp32ComparesLowHalves) {
     EXPECT_EQ(taken(cls_jmp | src_k | jmp_jeq), 0u);
 }
 
-TEST(Interpreter, MovsxAndLdsxSignExtend) {
+TEST_P(Engine, MovsxAndLdsxSignExtend) {
     EXPECT_EQ(binop(cls_alu64 | src_x | alu_mov, 0, 0x80, 8), 0xffffffffffffff80ull);
     EXPECT_EQ(binop(cls_alu | src_x | alu_mov, 0, 0x8000, 16), 0xffff8000u);
     std::vector<uint8_t> mem{0xfe, 0xff, 0xff, 0x7f};
@@ -98,7 +98,7 @@ TEST(Interpreter, MovsxAndLdsxSignExtend) {
               0x7ffffffeu);
 }
 
-TEST(Interpreter, InputMemoryIsPassedInR1AndR2) {
+TEST_P(Engine, InputMemoryIsPassedInR1AndR2) {
     std::vector<uint8_t> mem(24);
     EXPECT_EQ(r0_of({insn(cls_alu64 | src_x | alu_mov, 0, 2), exit_insn()}, &mem), 24u);
     EXPECT_EQ(r0_of({insn(cls_st | mode_mem | size_w, 1, 0, 4, 0x01020304),
@@ -108,7 +108,7 @@ TEST(Interpreter, InputMemoryIsPassedInR1AndR2) {
     EXPECT_EQ(mem[4], 0x04);
 }
 
-TEST(Interpreter, ReadOutsideMemoryIsAnErrorNotACrash) {
+TEST_P(Engine, ReadOutsideMemoryIsAnErrorNotACrash) {
     std::vector<uint8_t> mem(8);
     auto r = run_insns({insn(cls_ldx | mode_mem | size_dw, 0, 1, 4), exit_insn()}, &mem);
     ASSERT_FALSE(r.ok());
@@ -118,7 +118,7 @@ TEST(Interpreter, ReadOutsideMemoryIsAnErrorNotACrash) {
     EXPECT_NE(r.err().message.find("read of 8 bytes"), std::string::npos);
 }
 
-TEST(Interpreter, WildPointersFault) {
+TEST_P(Engine, WildPointersFault) {
     // Null, a host address and the top of the address space.
     for (uint64_t addr : {0ull, 0x400000ull, 0xfffffffffffffff8ull}) {
         auto r = run_insns({lddw_lo(1, addr), lddw_hi(addr),
@@ -136,7 +136,7 @@ TEST(Interpreter, WildPointersFault) {
     ASSERT_FALSE(r.ok());
 }
 
-TEST(Interpreter, ReadOnlyMemoryRefusesWrites) {
+TEST_P(Engine, ReadOnlyMemoryRefusesWrites) {
     std::vector<uint8_t> mem(8);
     run_options ro;
     ro.mem_writable = false;
@@ -148,7 +148,7 @@ TEST(Interpreter, ReadOnlyMemoryRefusesWrites) {
         run_insns({insn(cls_ldx | mode_mem | size_b, 0, 1, 0), exit_insn()}, &mem, ro).ok());
 }
 
-TEST(Interpreter, StackBelowTheFrameFaults) {
+TEST_P(Engine, StackBelowTheFrameFaults) {
     auto ok = run_insns(
         {insn(cls_st | mode_mem | size_dw, 10, 0, -512, 1), mov64_imm(0, 0), exit_insn()});
     EXPECT_TRUE(ok.ok()) << ok.err().message;
@@ -159,11 +159,11 @@ TEST(Interpreter, StackBelowTheFrameFaults) {
     ASSERT_FALSE(above.ok());
 }
 
-TEST(Interpreter, StackStartsZeroed) {
+TEST_P(Engine, StackStartsZeroed) {
     EXPECT_EQ(r0_of({insn(cls_ldx | mode_mem | size_dw, 0, 10, -8), exit_insn()}), 0u);
 }
 
-TEST(Interpreter, InstructionBudgetStopsRunawayLoops) {
+TEST_P(Engine, InstructionBudgetStopsRunawayLoops) {
     run_options ro;
     ro.instruction_budget = 1000;
     auto r = run_insns({mov64_imm(0, 0), insn(op_ja, 0, 0, -1)}, nullptr, ro);
@@ -188,7 +188,7 @@ std::vector<ebpf_inst> recursion(int32_t n) {
             exit_insn()};
 }
 
-TEST(Interpreter, LocalCallsHaveTheirOwnFramesUpToEight) {
+TEST_P(Engine, LocalCallsHaveTheirOwnFramesUpToEight) {
     // Main + 7 nested frames: sum of 0..6 after the deepest call returns 0.
     EXPECT_EQ(r0_of(recursion(6)), 21u);
     auto r = run_insns(recursion(7));
@@ -197,7 +197,7 @@ TEST(Interpreter, LocalCallsHaveTheirOwnFramesUpToEight) {
     EXPECT_NE(r.err().message.find("call depth exceeds 8 frames"), std::string::npos);
 }
 
-TEST(Interpreter, LocalCallsPreserveCalleeSavedRegisters) {
+TEST_P(Engine, LocalCallsPreserveCalleeSavedRegisters) {
     EXPECT_EQ(r0_of({mov64_imm(6, 6), insn(op_call, 0, call_local, 0, 2),
                      insn(cls_alu64 | src_x | alu_mov, 0, 6), exit_insn(), mov64_imm(6, 99),
                      exit_insn()}),
@@ -217,10 +217,11 @@ uint64_t helper_give(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_conte
     return reinterpret_cast<uint64_t>(shared_value);
 }
 
-struct HelperTest : ::testing::Test {
+struct HelperTest : Engine {
     helper_registry reg;
     load_options lo;
     void SetUp() override {
+        Engine::SetUp();
         ASSERT_TRUE(reg.register_helper(100, "add", helper_add).ok());
         ASSERT_TRUE(reg.register_helper(101, "fail", helper_fail).ok());
         ASSERT_TRUE(reg.register_helper(102, "give", helper_give).ok());
@@ -228,7 +229,7 @@ struct HelperTest : ::testing::Test {
     }
 };
 
-TEST_F(HelperTest, CallsByIdAndByRegister) {
+TEST_P(HelperTest, CallsByIdAndByRegister) {
     auto r = run_insns({mov64_imm(1, 2), mov64_imm(2, 3), insn(op_call, 0, 0, 0, 100), exit_insn()},
                        nullptr, {}, lo);
     ASSERT_TRUE(r.ok()) << r.err().message;
@@ -244,7 +245,7 @@ TEST_F(HelperTest, CallsByIdAndByRegister) {
     EXPECT_NE(r.err().message.find("unknown helper id 77"), std::string::npos);
 }
 
-TEST_F(HelperTest, HelperFailureStopsTheProgram) {
+TEST_P(HelperTest, HelperFailureStopsTheProgram) {
     auto r =
         run_insns({insn(op_call, 0, 0, 0, 101), mov64_imm(0, 1), exit_insn()}, nullptr, {}, lo);
     ASSERT_FALSE(r.ok());
@@ -252,7 +253,7 @@ TEST_F(HelperTest, HelperFailureStopsTheProgram) {
     EXPECT_NE(r.err().message.find("the helper said no"), std::string::npos);
 }
 
-TEST_F(HelperTest, RegionsFromHelpersAreAccessible) {
+TEST_P(HelperTest, RegionsFromHelpersAreAccessible) {
     auto r = run_insns({insn(op_call, 0, 0, 0, 102), insn(cls_st | mode_mem | size_dw, 0, 0, 8, 42),
                         insn(cls_ldx | mode_mem | size_dw, 0, 0, 8), exit_insn()},
                        nullptr, {}, lo);
@@ -264,7 +265,7 @@ TEST_F(HelperTest, RegionsFromHelpersAreAccessible) {
     EXPECT_FALSE(r.ok()) << "one byte past the region";
 }
 
-TEST(Interpreter, AtomicsNeedAlignment) {
+TEST_P(Engine, AtomicsNeedAlignment) {
     auto r =
         run_insns({insn(cls_st | mode_mem | size_dw, 10, 0, -16, 0), mov64_imm(1, 1),
                    insn(cls_stx | mode_atomic | size_dw, 10, 1, -12, atomic_add), exit_insn()});
@@ -272,7 +273,7 @@ TEST(Interpreter, AtomicsNeedAlignment) {
     EXPECT_NE(r.err().message.find("not 8-byte aligned"), std::string::npos);
 }
 
-TEST(Interpreter, LddwPseudoFormsUseTheResolver) {
+TEST_P(Engine, LddwPseudoFormsUseTheResolver) {
     static uint64_t global = 0x1234;
     load_options lo;
     int calls = 0;
@@ -302,13 +303,9 @@ TEST(Interpreter, LddwPseudoFormsUseTheResolver) {
     EXPECT_EQ(calls, 3);
 }
 
-TEST(Interpreter, JitSaysItIsNotBuiltYet) {
-    auto prog = program::load({mov64_imm(0, 0), exit_insn()});
-    ASSERT_TRUE(prog.ok());
-    auto eng = make_engine(engine_kind::jit, *prog);
-    ASSERT_FALSE(eng.ok());
-    EXPECT_NE(eng.err().message.find("not built"), std::string::npos);
-}
+INSTANTIATE_TEST_SUITE_P(All, Engine, ::testing::ValuesIn(available_engines()), engine_test_name);
+INSTANTIATE_TEST_SUITE_P(All, HelperTest, ::testing::ValuesIn(available_engines()),
+                         engine_test_name);
 
 } // namespace
 } // namespace bpftime::vm::test

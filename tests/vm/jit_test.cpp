@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+// What is particular to the JIT: it is the default, its code pages are never writable and
+// executable at once, its unchecked mode, its instruction counts, and compiling on threads.
+#include "test_util.hpp"
+
+#include <bpftime/vm/assembler.hpp>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace bpftime::vm::test {
+namespace {
+
+bool have_jit() {
+    auto engines = available_engines();
+    return std::find(engines.begin(), engines.end(), engine_kind::jit) != engines.end();
+}
+
+#define REQUIRE_JIT()                                                                              \
+    if (!have_jit()) {                                                                             \
+        GTEST_SKIP() << "this build has no jit (BPFTIME_ENABLE_JIT=OFF)";                          \
+    }
+
+program assembled(const std::string &text) {
+    auto insns = assemble(text);
+    EXPECT_TRUE(insns.ok()) << insns.err().message;
+    auto prog = program::load(insns.ok() ? *insns : std::vector<ebpf_inst>{});
+    EXPECT_TRUE(prog.ok()) << prog.err().message;
+    return std::move(*prog);
+}
+
+// Sums the bytes of the input memory, one local call per byte.
+const char *sum_bytes = R"(
+    mov %r6, %r1
+    mov %r7, %r2
+    mov %r8, 0
+loop:
+    jeq %r7, 0, done
+    ldxb %r1, [%r6]
+    call local byte_of
+    add %r8, %r0
+    add %r6, 1
+    sub %r7, 1
+    ja loop
+done:
+    mov %r0, %r8
+    exit
+byte_of:
+    mov %r0, %r1
+    exit
+)";
+
+TEST(Jit, IsTheDefaultEngine) {
+    REQUIRE_JIT();
+    EXPECT_EQ(available_engines().front(), engine_kind::jit);
+}
+
+TEST(Jit, CodePagesAreNeverWritableAndExecutable) {
+    REQUIRE_JIT();
+    program prog = assembled(sum_bytes);
+    std::vector<std::unique_ptr<engine>> engines;
+    for (int i = 0; i < 20; i++) {
+        auto eng = make_engine(engine_kind::jit, prog);
+        ASSERT_TRUE(eng.ok()) << eng.err().message;
+        engines.push_back(std::move(*eng));
+    }
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    int lines = 0;
+    while (std::getline(maps, line)) {
+        lines++;
+        std::istringstream fields(line);
+        std::string range, perms;
+        fields >> range >> perms;
+        EXPECT_FALSE(perms.find('w') != std::string::npos && perms.find('x') != std::string::npos)
+            << "writable and executable mapping: " << line;
+    }
+    EXPECT_GT(lines, 0);
+}
+
+TEST(Jit, UncheckedModeComputesTheSame) {
+    REQUIRE_JIT();
+    program prog = assembled(sum_bytes);
+    std::vector<uint8_t> mem(1000);
+    uint64_t want = 0;
+    for (size_t i = 0; i < mem.size(); i++) {
+        mem[i] = static_cast<uint8_t>(i * 7);
+        want += mem[i];
+    }
+    for (bool unchecked : {false, true}) {
+        auto eng = make_engine(engine_kind::jit, prog, {.unchecked = unchecked});
+        ASSERT_TRUE(eng.ok()) << eng.err().message;
+        auto r = (*eng)->run(mem.data(), mem.size());
+        ASSERT_TRUE(r.ok()) << r.err().message;
+        EXPECT_EQ(*r, want) << (unchecked ? "unchecked" : "checked");
+    }
+}
+
+TEST(Jit, CountsExecutedInstructionsLikeTheInterpreter) {
+    REQUIRE_JIT();
+    program prog = assembled(sum_bytes);
+    std::vector<uint8_t> mem(37, 1);
+    uint64_t counts[2] = {};
+    int i = 0;
+    for (engine_kind kind : {engine_kind::interpreter, engine_kind::jit}) {
+        auto eng = make_engine(kind, prog);
+        ASSERT_TRUE(eng.ok()) << eng.err().message;
+        run_options ro;
+        ro.executed = &counts[i++];
+        auto r = (*eng)->run(mem.data(), mem.size(), ro);
+        ASSERT_TRUE(r.ok()) << r.err().message;
+        EXPECT_EQ(*r, 37u);
+    }
+    EXPECT_EQ(counts[0], counts[1]);
+    EXPECT_EQ(counts[0], 3 + 37 * 9 + 3u);
+}
+
+TEST(Jit, WriteLoopPastTheEndFaultsAndKeepsWhatItWrote) {
+    REQUIRE_JIT();
+    // Writes 0xaa to mem[0..len], one byte too many.
+    program prog = assembled(R"(
+        mov %r3, 0
+    loop:
+        stb [%r1], 0xaa
+        add %r1, 1
+        add %r3, 1
+        jle %r3, %r2, loop
+        exit
+    )");
+    auto eng = make_engine(engine_kind::jit, prog);
+    ASSERT_TRUE(eng.ok()) << eng.err().message;
+    std::vector<uint8_t> mem(64, 0);
+    auto r = (*eng)->run(mem.data(), 63);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.err().code, fault_out_of_bounds);
+    EXPECT_NE(r.err().message.find("instruction 1 (stb [%r1], 170): write of 1 bytes"),
+              std::string::npos)
+        << r.err().message;
+    EXPECT_EQ(std::count(mem.begin(), mem.begin() + 63, 0xaa), 63);
+    EXPECT_EQ(mem[63], 0) << "the byte past the input was written";
+}
+
+TEST(Jit, ProgramsCompileAndRunOnSeveralThreads) {
+    REQUIRE_JIT();
+    program prog = assembled(sum_bytes);
+    std::vector<std::thread> threads;
+    std::atomic<int> good{0};
+    for (int t = 0; t < 4; t++) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 10; i++) {
+                auto eng = make_engine(engine_kind::jit, prog);
+                if (!eng) {
+                    return;
+                }
+                std::vector<uint8_t> mem(static_cast<size_t>(t + i), 2);
+                auto r = (*eng)->run(mem.data(), mem.size());
+                if (r && *r == 2u * mem.size()) {
+                    good++;
+                }
+            }
+        });
+    }
+    for (auto &th : threads) {
+        th.join();
+    }
+    EXPECT_EQ(good.load(), 40);
+}
+
+TEST(Jit, LargeProgramsCompile) {
+    REQUIRE_JIT();
+    // 20,000 dependent additions with branches every 100 instructions.
+    std::string text = "mov %r0, 0\n";
+    for (int i = 0; i < 20000; i++) {
+        text += i % 100 == 99 ? "jgt %r0, 0x7fffffff, out\n" : "add %r0, 3\n";
+    }
+    text += "out:\nexit\n";
+    program prog = assembled(text);
+    auto eng = make_engine(engine_kind::jit, prog);
+    ASSERT_TRUE(eng.ok()) << eng.err().message;
+    auto r = (*eng)->run(nullptr, 0);
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, 3u * (20000 - 200));
+}
+
+} // namespace
+} // namespace bpftime::vm::test

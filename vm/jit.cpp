@@ -1,0 +1,1012 @@
+// SPDX-License-Identifier: MIT
+// The JIT: every eBPF function (the entry and each local-call target) becomes an LLVM function
+// whose registers are SSA values; LLVM's O2 pipeline optimises the module and ORC compiles it.
+//
+// Semantics are the interpreter's, instruction for instruction:
+// - Loads and stores are checked (unless the engine is unchecked) against, in order, a cache
+//   of the region that allowed the last access (read and write caches, kept in registers),
+//   the current frame and its callers' frames, then the run's regions through a call into
+//   the runtime that refills the cache. r10-relative accesses inside the current frame need
+//   no check at all.
+// - The instruction budget is a counter that each basic block decrements by its length; it is
+//   tested at backward jumps, local calls and exits, so a runaway loop stops within one
+//   iteration of the interpreter's stop. A run that completes reports the exact count.
+// - Division and modulo never trap; shifts mask their amount; local calls zero their frame.
+// - A fault records its cause in the run's state and every function returns at once.
+// Code pages are written before they are made executable and never both (ORC's memory
+// managers map them read-write, then read-execute).
+#include "jit.hpp"
+#include "text.hpp"
+
+#include <bpftime/vm/assembler.hpp>
+
+#include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
+#include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
+#include <llvm/ExecutionEngine/Orc/LLJIT.h>
+#include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
+#include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/MDBuilder.h>
+#include <llvm/IR/Module.h>
+#include <llvm/IR/Verifier.h>
+#include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/TargetSelect.h>
+#include <llvm/Support/raw_ostream.h>
+#include <llvm/Target/TargetMachine.h>
+
+#include <array>
+#include <atomic>
+#include <climits>
+#include <cstddef>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+namespace bpftime::vm {
+namespace {
+
+// What the generated code shares with the runtime, by byte offset (see field_offset below).
+struct jit_state {
+    uint64_t read_lo = 0;   // the read cache: a region the program may read
+    uint64_t read_len = 0;  //
+    uint64_t write_lo = 0;  // the write cache: a region the program may write
+    uint64_t write_len = 0; //
+    int64_t budget = 0;     // instructions left; below zero means exhausted
+    uint64_t stack_top = 0; // one past the entry frame
+    run_context *rc = nullptr;
+    const bool *helper_failed = nullptr;
+    const program *prog = nullptr;
+    uint64_t fault = 0; // a fault_kind, 0 while the run is going
+    uint64_t fault_pc = 0;
+    uint64_t fault_addr = 0;
+    uint64_t fault_len = 0;
+    uint64_t fault_write = 0;
+};
+
+enum fault_kind : uint64_t {
+    no_fault,
+    fault_access,
+    fault_misaligned,
+    fault_exhausted,
+    fault_depth,
+    fault_unknown_helper,
+    fault_helper_failed,
+};
+
+// The runtime functions generated code calls (by absolute address).
+
+// The slow path of an access check: 1 when a region allows it (the caches are refilled), else
+// 0 with the fault recorded.
+uint64_t rt_check(jit_state *s, uint64_t addr, uint64_t len, uint64_t write, uint64_t pc) {
+    if (const memory_region *r = s->rc->find_region(addr, len, write != 0)) {
+        s->read_lo = r->start;
+        s->read_len = r->size;
+        if (r->writable) {
+            s->write_lo = r->start;
+            s->write_len = r->size;
+        }
+        return 1;
+    }
+    s->fault = fault_access;
+    s->fault_pc = pc;
+    s->fault_addr = addr;
+    s->fault_len = len;
+    s->fault_write = write;
+    return 0;
+}
+
+void rt_fault(jit_state *s, uint64_t kind, uint64_t pc, uint64_t addr, uint64_t len) {
+    s->fault = kind;
+    s->fault_pc = pc;
+    s->fault_addr = addr;
+    s->fault_len = len;
+}
+
+uint64_t rt_callx(jit_state *s, uint64_t id, uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                  uint64_t r5, uint64_t pc) {
+    const helper_info *h = s->prog->helpers().find(static_cast<uint32_t>(id));
+    if (h == nullptr) {
+        rt_fault(s, fault_unknown_helper, pc, id, 0);
+        return 0;
+    }
+    uint64_t r0 = h->fn(r1, r2, r3, r4, r5, s->rc);
+    if (*s->helper_failed) {
+        rt_fault(s, fault_helper_failed, pc, 0, 0);
+    }
+    return r0;
+}
+
+template <class F>
+uint64_t address_of(F *fn) {
+    return reinterpret_cast<uint64_t>(fn);
+}
+
+std::string llvm_message(llvm::Error err) {
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    os << err;
+    return os.str();
+}
+
+// One LLJIT per process: setting LLVM up costs milliseconds, compiling one program much less.
+class jit_host {
+public:
+    static result<jit_host *> get() {
+        static std::once_flag once;
+        static jit_host *host = nullptr;
+        static std::string failure;
+        std::call_once(once, [] {
+            auto h = std::unique_ptr<jit_host>(new jit_host());
+            if (auto e = h->init(); !e.empty()) {
+                failure = std::move(e);
+                return;
+            }
+            host = h.release(); // lives as long as the process, like the code it owns
+        });
+        if (host == nullptr) {
+            return make_error(ENOTSUP, "the jit cannot start: " + failure);
+        }
+        return host;
+    }
+
+    llvm::orc::LLJIT &jit() { return *jit_; }
+    llvm::TargetMachine &target() { return *tm_; }
+    std::mutex &mu() { return mu_; }
+
+private:
+    jit_host() = default;
+
+    std::string init() {
+        llvm::InitializeNativeTarget();
+        llvm::InitializeNativeTargetAsmPrinter();
+        auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
+        if (!jtmb) {
+            return llvm_message(jtmb.takeError());
+        }
+        jtmb->setCodeGenOptLevel(llvm::CodeGenOpt::Aggressive);
+        auto tm = jtmb->createTargetMachine();
+        if (!tm) {
+            return llvm_message(tm.takeError());
+        }
+        tm_ = std::move(*tm);
+        auto jit = llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(*jtmb).create();
+        if (!jit) {
+            return llvm_message(jit.takeError());
+        }
+        jit_ = std::move(*jit);
+        // Code may call memset/memcpy that LLVM emits for large zeroing.
+        auto gen = llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(
+            jit_->getDataLayout().getGlobalPrefix());
+        if (!gen) {
+            return llvm_message(gen.takeError());
+        }
+        jit_->getMainJITDylib().addGenerator(std::move(*gen));
+        return {};
+    }
+
+    std::unique_ptr<llvm::orc::LLJIT> jit_;
+    std::unique_ptr<llvm::TargetMachine> tm_;
+    std::mutex mu_;
+};
+
+// Control flow of one eBPF function: the instructions reachable from its entry without
+// entering a callee, and where basic blocks start.
+struct function_plan {
+    size_t entry = 0;
+    std::vector<bool> reachable;
+    std::vector<bool> leader;
+};
+
+size_t jump_target(const ebpf_inst &inst, size_t pc) {
+    int64_t rel = inst.opcode == op_ja32 ? inst.imm : inst.offset;
+    return static_cast<size_t>(static_cast<int64_t>(pc) + 1 + rel);
+}
+
+bool is_local_call(const ebpf_inst &inst) {
+    return inst.opcode == op_call && inst.src == call_local;
+}
+
+function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
+                            std::vector<size_t> &callees) {
+    function_plan f;
+    f.entry = entry;
+    f.reachable.assign(insns.size(), false);
+    f.leader.assign(insns.size(), false);
+    f.leader[entry] = true;
+    std::vector<size_t> work{entry};
+    auto visit = [&](size_t pc) {
+        if (!f.reachable[pc]) {
+            work.push_back(pc);
+        }
+    };
+    while (!work.empty()) {
+        size_t pc = work.back();
+        work.pop_back();
+        if (f.reachable[pc]) {
+            continue;
+        }
+        f.reachable[pc] = true;
+        const ebpf_inst &inst = insns[pc];
+        const opcode_info *info = find_opcode(inst.opcode);
+        switch (info->kind) {
+        case op_kind::exit:
+            break;
+        case op_kind::ja:
+            f.leader[jump_target(inst, pc)] = true;
+            visit(jump_target(inst, pc));
+            break;
+        case op_kind::jcond:
+            f.leader[jump_target(inst, pc)] = true;
+            f.leader[pc + 1] = true;
+            visit(jump_target(inst, pc));
+            visit(pc + 1);
+            break;
+        case op_kind::lddw:
+            visit(pc + 2);
+            break;
+        default:
+            if (is_local_call(inst)) {
+                callees.push_back(static_cast<size_t>(static_cast<int64_t>(pc) + 1 + inst.imm));
+            }
+            visit(pc + 1);
+            break;
+        }
+    }
+    return f;
+}
+
+// Builds the LLVM module of one program.
+class translator {
+public:
+    translator(const program &prog, bool checked, llvm::LLVMContext &ctx, llvm::Module &mod)
+        : prog_(prog), insns_(prog.insns()), checked_(checked), ctx_(ctx), mod_(mod), b_(ctx) {
+        i8_ = b_.getInt8Ty();
+        i16_ = b_.getInt16Ty();
+        i32_ = b_.getInt32Ty();
+        i64_ = b_.getInt64Ty();
+        ptr_ = b_.getPtrTy();
+        std::vector<llvm::Type *> six(6, i64_);
+        ret_ty_ = llvm::StructType::get(ctx_, six);
+        // (state, r0..r9, fp, depth)
+        std::vector<llvm::Type *> params{ptr_};
+        params.insert(params.end(), 12, i64_);
+        fn_ty_ = llvm::FunctionType::get(ret_ty_, params, false);
+        unlikely_ = llvm::MDBuilder(ctx_).createBranchWeights(1, 1 << 20);
+    }
+
+    // Emits every function and the exported entry `name`. Returns an error message or "".
+    std::string translate(const std::string &name) {
+        std::vector<size_t> pending{0};
+        std::map<size_t, function_plan> plans;
+        while (!pending.empty()) {
+            size_t entry = pending.back();
+            pending.pop_back();
+            if (plans.count(entry) != 0) {
+                continue;
+            }
+            std::vector<size_t> callees;
+            plans.emplace(entry, plan_function(insns_, entry, callees));
+            pending.insert(pending.end(), callees.begin(), callees.end());
+        }
+        for (auto &[entry, plan] : plans) {
+            auto *fn = llvm::Function::Create(fn_ty_, llvm::Function::InternalLinkage,
+                                              "f" + std::to_string(entry), mod_);
+            fn->setCallingConv(llvm::CallingConv::Fast);
+            fn->addFnAttr(llvm::Attribute::NoUnwind);
+            functions_[entry] = fn;
+        }
+        for (auto &[entry, plan] : plans) {
+            emit_function(plan);
+        }
+        emit_entry(name);
+        std::string err;
+        llvm::raw_string_ostream os(err);
+        if (llvm::verifyModule(mod_, &os)) {
+            return "generated code does not verify: " + os.str();
+        }
+        return {};
+    }
+
+private:
+    // Offsets of jit_state fields.
+    template <class T>
+    llvm::Value *state_field(size_t offset) {
+        return b_.CreateConstInBoundsGEP1_64(i8_, state_, offset);
+    }
+    llvm::Value *load_state(size_t offset) {
+        return b_.CreateLoad(i64_, state_field<uint64_t>(offset));
+    }
+    void store_state(size_t offset, llvm::Value *v) {
+        b_.CreateStore(v, state_field<uint64_t>(offset));
+    }
+
+    llvm::Value *reg(int r) {
+        if (r == frame_pointer) {
+            return fp_;
+        }
+        return b_.CreateLoad(i64_, regs_[static_cast<size_t>(r)]);
+    }
+    void set_reg(int r, llvm::Value *v) {
+        if (v->getType() != i64_) {
+            v = b_.CreateZExt(v, i64_);
+        }
+        b_.CreateStore(v, regs_[static_cast<size_t>(r)]);
+    }
+    llvm::Value *imm64(int32_t imm) {
+        return b_.getInt64(static_cast<uint64_t>(static_cast<int64_t>(imm)));
+    }
+    llvm::Value *const_ptr(uint64_t addr) {
+        return llvm::ConstantExpr::getIntToPtr(b_.getInt64(addr), ptr_);
+    }
+    llvm::BasicBlock *new_block(const char *name) {
+        return llvm::BasicBlock::Create(ctx_, name, fn_);
+    }
+    void branch_unlikely(llvm::Value *cond, llvm::BasicBlock *unlikely, llvm::BasicBlock *likely) {
+        b_.CreateCondBr(cond, unlikely, likely, unlikely_);
+    }
+
+    // Records a fault and returns from the function.
+    void fault_here(uint64_t kind, size_t pc, llvm::Value *addr, llvm::Value *len) {
+        auto *ty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, i64_, i64_, i64_, i64_}, false);
+        b_.CreateCall(ty, const_ptr(address_of(&rt_fault)),
+                      {state_, b_.getInt64(kind), b_.getInt64(pc), addr, len});
+        b_.CreateBr(fault_ret_);
+    }
+
+    void reload_caches() {
+        b_.CreateStore(load_state(offsetof(jit_state, read_lo)), read_lo_);
+        b_.CreateStore(load_state(offsetof(jit_state, read_len)), read_len_);
+        b_.CreateStore(load_state(offsetof(jit_state, write_lo)), write_lo_);
+        b_.CreateStore(load_state(offsetof(jit_state, write_len)), write_len_);
+    }
+
+    // Checks [addr, addr + n) before an access; continues in a new block when allowed.
+    void check_access(size_t pc, int base, int16_t offset, llvm::Value *addr, uint64_t n,
+                      bool write) {
+        if (!checked_) {
+            return;
+        }
+        if (base == frame_pointer && offset >= -static_cast<int>(stack_frame_size) &&
+            offset + static_cast<int64_t>(n) <= 0) {
+            return; // inside the current frame: nothing to check at run time
+        }
+        llvm::Value *nv = b_.getInt64(n);
+        auto *ok = new_block("ok");
+        auto *not_cached = new_block("not_cached");
+        auto *slow = new_block("slow");
+        // The region cache: addr - lo < len && len - (addr - lo) >= n.
+        llvm::Value *lo = b_.CreateLoad(i64_, write ? write_lo_ : read_lo_);
+        llvm::Value *len = b_.CreateLoad(i64_, write ? write_len_ : read_len_);
+        llvm::Value *d = b_.CreateSub(addr, lo);
+        llvm::Value *in_cache =
+            b_.CreateAnd(b_.CreateICmpULT(d, len), b_.CreateICmpUGE(b_.CreateSub(len, d), nv));
+        b_.CreateCondBr(in_cache, ok, not_cached);
+        // The stack: the current frame and its callers' (stack_span >= 512 >= n).
+        b_.SetInsertPoint(not_cached);
+        llvm::Value *ds = b_.CreateSub(addr, stack_lo_);
+        b_.CreateCondBr(b_.CreateICmpULE(ds, b_.CreateSub(stack_span_, nv)), ok, slow);
+        // Every other region of the run, through the runtime.
+        b_.SetInsertPoint(slow);
+        auto *ty = llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_, i64_}, false);
+        llvm::Value *allowed =
+            b_.CreateCall(ty, const_ptr(address_of(&rt_check)),
+                          {state_, addr, nv, b_.getInt64(write ? 1 : 0), b_.getInt64(pc)});
+        auto *refill = new_block("refill");
+        branch_unlikely(b_.CreateICmpEQ(allowed, b_.getInt64(0)), fault_ret_, refill);
+        b_.SetInsertPoint(refill);
+        reload_caches();
+        b_.CreateBr(ok);
+        b_.SetInsertPoint(ok);
+    }
+
+    llvm::Value *address(int base, int16_t offset) {
+        return b_.CreateAdd(reg(base), imm64(offset));
+    }
+
+    llvm::Type *int_type(uint64_t bytes) {
+        switch (bytes) {
+        case 1:
+            return i8_;
+        case 2:
+            return i16_;
+        case 4:
+            return i32_;
+        default:
+            return i64_;
+        }
+    }
+
+    void emit_load(size_t pc, const ebpf_inst &inst, bool sign) {
+        uint64_t n = access_size(inst.opcode);
+        llvm::Value *addr = address(inst.src, inst.offset);
+        check_access(pc, inst.src, inst.offset, addr, n, false);
+        llvm::Value *v =
+            b_.CreateAlignedLoad(int_type(n), b_.CreateIntToPtr(addr, ptr_), llvm::MaybeAlign(1));
+        set_reg(inst.dst, sign ? b_.CreateSExt(v, i64_) : b_.CreateZExt(v, i64_));
+    }
+
+    void emit_store(size_t pc, const ebpf_inst &inst, llvm::Value *value) {
+        uint64_t n = access_size(inst.opcode);
+        llvm::Value *addr = address(inst.dst, inst.offset);
+        check_access(pc, inst.dst, inst.offset, addr, n, true);
+        b_.CreateAlignedStore(b_.CreateTrunc(value, int_type(n)), b_.CreateIntToPtr(addr, ptr_),
+                              llvm::MaybeAlign(1));
+    }
+
+    void emit_atomic(size_t pc, const ebpf_inst &inst) {
+        uint64_t n = access_size(inst.opcode);
+        llvm::Type *ty = int_type(n);
+        llvm::Value *addr = address(inst.dst, inst.offset);
+        check_access(pc, inst.dst, inst.offset, addr, n, true);
+        auto *misaligned = new_block("misaligned");
+        auto *aligned = new_block("aligned");
+        branch_unlikely(b_.CreateICmpNE(b_.CreateAnd(addr, b_.getInt64(n - 1)), b_.getInt64(0)),
+                        misaligned, aligned);
+        b_.SetInsertPoint(misaligned);
+        fault_here(fault_misaligned, pc, addr, b_.getInt64(n));
+        b_.SetInsertPoint(aligned);
+        llvm::Value *p = b_.CreateIntToPtr(addr, ptr_);
+        llvm::Value *src = b_.CreateTrunc(reg(inst.src), ty);
+        const auto order = llvm::AtomicOrdering::SequentiallyConsistent;
+        if (inst.imm == atomic_cmpxchg) {
+            llvm::Value *expected = b_.CreateTrunc(reg(0), ty);
+            auto *x = b_.CreateAtomicCmpXchg(p, expected, src, llvm::MaybeAlign(n), order, order);
+            set_reg(0, b_.CreateExtractValue(x, 0));
+            return;
+        }
+        llvm::AtomicRMWInst::BinOp op = llvm::AtomicRMWInst::Xchg;
+        switch (inst.imm & ~atomic_fetch) {
+        case atomic_add:
+            op = llvm::AtomicRMWInst::Add;
+            break;
+        case atomic_or:
+            op = llvm::AtomicRMWInst::Or;
+            break;
+        case atomic_and:
+            op = llvm::AtomicRMWInst::And;
+            break;
+        case atomic_xor:
+            op = llvm::AtomicRMWInst::Xor;
+            break;
+        default:
+            break; // xchg
+        }
+        llvm::Value *old = b_.CreateAtomicRMW(op, p, src, llvm::MaybeAlign(n), order);
+        if ((inst.imm & atomic_fetch) != 0) {
+            set_reg(inst.src, old);
+        }
+    }
+
+    // dst op src in the width of the instruction class; division never traps.
+    llvm::Value *emit_binary(uint8_t op, llvm::Value *a, llvm::Value *b, bool is_signed,
+                             unsigned bits) {
+        llvm::Type *ty = a->getType();
+        auto c = [&](uint64_t v) { return llvm::ConstantInt::get(ty, v); };
+        llvm::Value *mask = c(bits - 1);
+        switch (op) {
+        case alu_add:
+            return b_.CreateAdd(a, b);
+        case alu_sub:
+            return b_.CreateSub(a, b);
+        case alu_mul:
+            return b_.CreateMul(a, b);
+        case alu_or:
+            return b_.CreateOr(a, b);
+        case alu_and:
+            return b_.CreateAnd(a, b);
+        case alu_xor:
+            return b_.CreateXor(a, b);
+        case alu_lsh:
+            return b_.CreateShl(a, b_.CreateAnd(b, mask));
+        case alu_rsh:
+            return b_.CreateLShr(a, b_.CreateAnd(b, mask));
+        case alu_arsh:
+            return b_.CreateAShr(a, b_.CreateAnd(b, mask));
+        case alu_mov:
+            return b;
+        case alu_div:
+        case alu_mod: {
+            // x / 0 = 0, x % 0 = x; signed: x / -1 = -x, x % -1 = 0 (no INT_MIN / -1 trap).
+            llvm::Value *zero = b_.CreateICmpEQ(b, c(0));
+            llvm::Value *minus1 = is_signed
+                                      ? b_.CreateICmpEQ(b, llvm::ConstantInt::getAllOnesValue(ty))
+                                      : b_.getFalse();
+            llvm::Value *safe = b_.CreateSelect(b_.CreateOr(zero, minus1), c(1), b);
+            if (op == alu_div) {
+                llvm::Value *q = is_signed ? b_.CreateSDiv(a, safe) : b_.CreateUDiv(a, safe);
+                q = b_.CreateSelect(minus1, b_.CreateNeg(a), q);
+                return b_.CreateSelect(zero, c(0), q);
+            }
+            llvm::Value *r = is_signed ? b_.CreateSRem(a, safe) : b_.CreateURem(a, safe);
+            r = b_.CreateSelect(minus1, c(0), r);
+            return b_.CreateSelect(zero, a, r);
+        }
+        default:
+            return nullptr;
+        }
+    }
+
+    void emit_alu(const ebpf_inst &inst) {
+        const bool wide = op_class(inst.opcode) == cls_alu64;
+        const uint8_t op = inst.opcode & 0xf0;
+        llvm::Type *ty = wide ? i64_ : i32_;
+        unsigned bits = wide ? 64 : 32;
+        llvm::Value *a = b_.CreateTrunc(reg(inst.dst), ty);
+        if (op == alu_neg) {
+            set_reg(inst.dst, b_.CreateNeg(a));
+            return;
+        }
+        if (op == alu_end) {
+            unsigned width = static_cast<unsigned>(inst.imm);
+            llvm::Type *wty = int_type(width / 8);
+            llvm::Value *v = b_.CreateTrunc(reg(inst.dst), wty);
+            const bool swap = wide || (inst.opcode & src_x) != 0; // bswap, be (the host is le)
+            if (swap && width > 8) {
+                v = b_.CreateUnaryIntrinsic(llvm::Intrinsic::bswap, v);
+            }
+            set_reg(inst.dst, v);
+            return;
+        }
+        llvm::Value *b = (inst.opcode & src_x) != 0 ? b_.CreateTrunc(reg(inst.src), ty)
+                                                    : b_.CreateTrunc(imm64(inst.imm), ty);
+        if (op == alu_mov && (inst.opcode & src_x) != 0 && inst.offset != 0) {
+            // movsx: sign-extend the low offset bits of src.
+            llvm::Value *low =
+                b_.CreateTrunc(reg(inst.src), int_type(static_cast<uint64_t>(inst.offset) / 8));
+            b = b_.CreateSExt(low, ty);
+        }
+        set_reg(inst.dst, emit_binary(op, a, b, inst.offset == 1, bits));
+    }
+
+    llvm::Value *emit_condition(const ebpf_inst &inst) {
+        const bool wide = op_class(inst.opcode) == cls_jmp;
+        llvm::Type *ty = wide ? i64_ : i32_;
+        llvm::Value *a = b_.CreateTrunc(reg(inst.dst), ty);
+        llvm::Value *b = (inst.opcode & src_x) != 0 ? b_.CreateTrunc(reg(inst.src), ty)
+                                                    : b_.CreateTrunc(imm64(inst.imm), ty);
+        switch (inst.opcode & 0xf0) {
+        case jmp_jeq:
+            return b_.CreateICmpEQ(a, b);
+        case jmp_jgt:
+            return b_.CreateICmpUGT(a, b);
+        case jmp_jge:
+            return b_.CreateICmpUGE(a, b);
+        case jmp_jset:
+            return b_.CreateICmpNE(b_.CreateAnd(a, b), llvm::ConstantInt::get(ty, 0));
+        case jmp_jne:
+            return b_.CreateICmpNE(a, b);
+        case jmp_jsgt:
+            return b_.CreateICmpSGT(a, b);
+        case jmp_jsge:
+            return b_.CreateICmpSGE(a, b);
+        case jmp_jlt:
+            return b_.CreateICmpULT(a, b);
+        case jmp_jle:
+            return b_.CreateICmpULE(a, b);
+        case jmp_jslt:
+            return b_.CreateICmpSLT(a, b);
+        default: // jsle
+            return b_.CreateICmpSLE(a, b);
+        }
+    }
+
+    // Stops the run when the budget is exhausted (before a backward jump, a call, an exit).
+    void check_budget(size_t pc) {
+        if (!checked_) {
+            return;
+        }
+        auto *out = new_block("budget_out");
+        auto *go = new_block("budget_ok");
+        llvm::Value *left = b_.CreateLoad(i64_, budget_);
+        branch_unlikely(b_.CreateICmpSLT(left, b_.getInt64(0)), out, go);
+        b_.SetInsertPoint(out);
+        fault_here(fault_exhausted, pc, b_.getInt64(0), b_.getInt64(0));
+        b_.SetInsertPoint(go);
+    }
+
+    // The block a jump from pc to target enters: backward jumps pass the budget check.
+    llvm::BasicBlock *edge(size_t pc, size_t target) {
+        if (target > pc || !checked_) {
+            return blocks_.at(target);
+        }
+        llvm::BasicBlock *saved = b_.GetInsertBlock();
+        auto *check = new_block("backedge");
+        b_.SetInsertPoint(check);
+        check_budget(pc);
+        b_.CreateBr(blocks_.at(target));
+        b_.SetInsertPoint(saved);
+        return check;
+    }
+
+    // The number of instructions the block starting at pc executes (lddw counts once).
+    uint64_t block_length(const function_plan &plan, size_t pc) {
+        uint64_t n = 0;
+        for (size_t i = pc; i < insns_.size(); i++) {
+            if (i != pc && plan.leader[i]) {
+                break;
+            }
+            n++;
+            const opcode_info *info = find_opcode(insns_[i].opcode);
+            if (info->kind == op_kind::jcond || info->kind == op_kind::ja ||
+                info->kind == op_kind::exit) {
+                break;
+            }
+            if (info->kind == op_kind::lddw) {
+                i++;
+            }
+        }
+        return n;
+    }
+
+    void emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args) {
+        llvm::Value *ret = llvm::UndefValue::get(ret_ty_);
+        ret = b_.CreateInsertValue(ret, r0, 0);
+        for (unsigned i = 0; i < 5; i++) {
+            ret = b_.CreateInsertValue(ret, args[i], i + 1);
+        }
+        b_.CreateRet(ret);
+    }
+
+    void emit_helper_call(size_t pc, const ebpf_inst &inst) {
+        std::array<llvm::Value *, 5> args{reg(1), reg(2), reg(3), reg(4), reg(5)};
+        llvm::Value *r0 = nullptr;
+        if (inst.opcode == op_callx) {
+            auto *ty = llvm::FunctionType::get(
+                i64_, {ptr_, i64_, i64_, i64_, i64_, i64_, i64_, i64_}, false);
+            r0 = b_.CreateCall(ty, const_ptr(address_of(&rt_callx)),
+                               {state_, reg(inst.dst), args[0], args[1], args[2], args[3], args[4],
+                                b_.getInt64(pc)});
+            set_reg(0, r0);
+            auto *go = new_block("callx_ok");
+            branch_unlikely(b_.CreateICmpNE(load_state(offsetof(jit_state, fault)), b_.getInt64(0)),
+                            fault_ret_, go);
+            b_.SetInsertPoint(go);
+            return;
+        }
+        auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
+        r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
+                           {args[0], args[1], args[2], args[3], args[4], rc_});
+        set_reg(0, r0);
+        auto *failed = new_block("helper_failed");
+        auto *go = new_block("helper_ok");
+        llvm::Value *flag = b_.CreateLoad(i8_, helper_failed_);
+        branch_unlikely(b_.CreateICmpNE(flag, b_.getInt8(0)), failed, go);
+        b_.SetInsertPoint(failed);
+        fault_here(fault_helper_failed, pc, b_.getInt64(0), b_.getInt64(0));
+        b_.SetInsertPoint(go);
+    }
+
+    void emit_local_call(size_t pc, const ebpf_inst &inst) {
+        size_t target = static_cast<size_t>(static_cast<int64_t>(pc) + 1 + inst.imm);
+        check_budget(pc);
+        auto *deep = new_block("too_deep");
+        auto *go = new_block("call");
+        branch_unlikely(
+            b_.CreateICmpUGE(b_.CreateAdd(depth_, b_.getInt64(1)), b_.getInt64(max_call_depth)),
+            deep, go);
+        b_.SetInsertPoint(deep);
+        fault_here(fault_depth, pc, b_.getInt64(0), b_.getInt64(0));
+        b_.SetInsertPoint(go);
+        // The callee's frame is [fp - 1024, fp - 512), zeroed as the interpreter does.
+        llvm::Value *callee_fp = b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
+        b_.CreateMemSet(
+            b_.CreateIntToPtr(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)), ptr_),
+            b_.getInt8(0), stack_frame_size, llvm::MaybeAlign(1));
+        if (checked_) {
+            store_state(offsetof(jit_state, budget), b_.CreateLoad(i64_, budget_));
+        }
+        std::vector<llvm::Value *> args{state_};
+        for (int r = 0; r < 10; r++) {
+            args.push_back(reg(r));
+        }
+        args.push_back(callee_fp);
+        args.push_back(b_.CreateAdd(depth_, b_.getInt64(1)));
+        auto *call = b_.CreateCall(fn_ty_, functions_.at(target), args);
+        call->setCallingConv(llvm::CallingConv::Fast);
+        auto *back = new_block("returned");
+        branch_unlikely(b_.CreateICmpNE(load_state(offsetof(jit_state, fault)), b_.getInt64(0)),
+                        fault_ret_, back);
+        b_.SetInsertPoint(back);
+        for (unsigned r = 0; r <= 5; r++) {
+            set_reg(static_cast<int>(r), b_.CreateExtractValue(call, r));
+        }
+        if (checked_) {
+            b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
+            reload_caches();
+        }
+    }
+
+    void emit_function(const function_plan &plan) {
+        fn_ = functions_.at(plan.entry);
+        auto arg = fn_->arg_begin();
+        state_ = &*arg++;
+        auto *entry = new_block("entry");
+        b_.SetInsertPoint(entry);
+        for (size_t r = 0; r < 10; r++) {
+            regs_[r] = b_.CreateAlloca(i64_, nullptr, "r" + std::to_string(r));
+        }
+        budget_ = b_.CreateAlloca(i64_, nullptr, "budget");
+        read_lo_ = b_.CreateAlloca(i64_, nullptr, "read_lo");
+        read_len_ = b_.CreateAlloca(i64_, nullptr, "read_len");
+        write_lo_ = b_.CreateAlloca(i64_, nullptr, "write_lo");
+        write_len_ = b_.CreateAlloca(i64_, nullptr, "write_len");
+        for (size_t r = 0; r < 10; r++) {
+            b_.CreateStore(&*arg++, regs_[r]);
+        }
+        fp_ = &*arg++;
+        depth_ = &*arg++;
+        rc_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc)), ptr_);
+        helper_failed_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, helper_failed)), ptr_);
+        if (checked_) {
+            b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
+            reload_caches();
+            stack_lo_ = b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
+            stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
+        }
+        fault_ret_ = new_block("fault");
+        blocks_.clear();
+        for (size_t pc = 0; pc < insns_.size(); pc++) {
+            if (plan.reachable[pc] && plan.leader[pc]) {
+                blocks_[pc] = new_block(("pc" + std::to_string(pc)).c_str());
+            }
+        }
+        b_.CreateBr(blocks_.at(plan.entry));
+
+        bool open = false; // the current block has no terminator yet
+        for (size_t pc = 0; pc < insns_.size(); pc++) {
+            if (!plan.reachable[pc]) {
+                continue;
+            }
+            if (plan.leader[pc]) {
+                if (open) {
+                    b_.CreateBr(blocks_.at(pc));
+                }
+                b_.SetInsertPoint(blocks_.at(pc));
+                open = true;
+                if (checked_) {
+                    b_.CreateStore(b_.CreateSub(b_.CreateLoad(i64_, budget_),
+                                                b_.getInt64(block_length(plan, pc))),
+                                   budget_);
+                }
+            }
+            const ebpf_inst &inst = insns_[pc];
+            const opcode_info *info = find_opcode(inst.opcode);
+            switch (info->kind) {
+            case op_kind::alu:
+            case op_kind::neg:
+            case op_kind::endian:
+                emit_alu(inst);
+                break;
+            case op_kind::lddw:
+                set_reg(
+                    inst.dst,
+                    b_.getInt64(
+                        static_cast<uint32_t>(inst.imm) |
+                        (static_cast<uint64_t>(static_cast<uint32_t>(insns_[pc + 1].imm)) << 32)));
+                pc++;
+                break;
+            case op_kind::ldx:
+                emit_load(pc, inst, false);
+                break;
+            case op_kind::ldsx:
+                emit_load(pc, inst, true);
+                break;
+            case op_kind::st:
+                emit_store(pc, inst, imm64(inst.imm));
+                break;
+            case op_kind::stx:
+                emit_store(pc, inst, reg(inst.src));
+                break;
+            case op_kind::atomic:
+                emit_atomic(pc, inst);
+                break;
+            case op_kind::ja:
+                b_.CreateBr(edge(pc, jump_target(inst, pc)));
+                open = false;
+                break;
+            case op_kind::jcond:
+                b_.CreateCondBr(emit_condition(inst), edge(pc, jump_target(inst, pc)),
+                                blocks_.at(pc + 1));
+                open = false;
+                break;
+            case op_kind::call:
+            case op_kind::callx:
+                if (is_local_call(inst)) {
+                    emit_local_call(pc, inst);
+                } else {
+                    emit_helper_call(pc, inst);
+                }
+                break;
+            case op_kind::exit:
+                check_budget(pc);
+                if (checked_) {
+                    store_state(offsetof(jit_state, budget), b_.CreateLoad(i64_, budget_));
+                }
+                emit_return(reg(0), {reg(1), reg(2), reg(3), reg(4), reg(5)});
+                open = false;
+                break;
+            }
+        }
+        b_.SetInsertPoint(fault_ret_);
+        llvm::Value *z = b_.getInt64(0);
+        emit_return(z, {z, z, z, z, z});
+    }
+
+    // uint64_t name(jit_state *, uint64_t r1, uint64_t r2, uint64_t fp): runs function 0.
+    void emit_entry(const std::string &name) {
+        auto *ty = llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_}, false);
+        auto *fn = llvm::Function::Create(ty, llvm::Function::ExternalLinkage, name, mod_);
+        fn->addFnAttr(llvm::Attribute::NoUnwind);
+        auto arg = fn->arg_begin();
+        llvm::Value *state = &*arg++;
+        llvm::Value *r1 = &*arg++;
+        llvm::Value *r2 = &*arg++;
+        llvm::Value *fp = &*arg++;
+        b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
+        llvm::Value *z = b_.getInt64(0);
+        auto *call =
+            b_.CreateCall(fn_ty_, functions_.at(0), {state, z, r1, r2, z, z, z, z, z, z, z, fp, z});
+        call->setCallingConv(llvm::CallingConv::Fast);
+        b_.CreateRet(b_.CreateExtractValue(call, 0));
+    }
+
+    const program &prog_;
+    std::span<const ebpf_inst> insns_;
+    bool checked_;
+    llvm::LLVMContext &ctx_;
+    llvm::Module &mod_;
+    llvm::IRBuilder<> b_;
+    llvm::Type *i8_, *i16_, *i32_, *i64_;
+    llvm::PointerType *ptr_;
+    llvm::StructType *ret_ty_;
+    llvm::FunctionType *fn_ty_;
+    llvm::MDNode *unlikely_;
+    std::map<size_t, llvm::Function *> functions_;
+
+    // The function being emitted.
+    llvm::Function *fn_ = nullptr;
+    llvm::Value *state_ = nullptr, *fp_ = nullptr, *depth_ = nullptr, *rc_ = nullptr,
+                *helper_failed_ = nullptr, *stack_lo_ = nullptr, *stack_span_ = nullptr;
+    std::array<llvm::Value *, 10> regs_{};
+    llvm::Value *budget_ = nullptr, *read_lo_ = nullptr, *read_len_ = nullptr, *write_lo_ = nullptr,
+                *write_len_ = nullptr;
+    llvm::BasicBlock *fault_ret_ = nullptr;
+    std::map<size_t, llvm::BasicBlock *> blocks_;
+};
+
+void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
+    llvm::LoopAnalysisManager lam;
+    llvm::FunctionAnalysisManager fam;
+    llvm::CGSCCAnalysisManager cgam;
+    llvm::ModuleAnalysisManager mam;
+    llvm::PassBuilder pb(&tm);
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2).run(mod, mam);
+}
+
+using entry_fn = uint64_t (*)(jit_state *, uint64_t, uint64_t, uint64_t);
+
+class jit_engine final : public engine {
+public:
+    jit_engine(const program &prog, bool checked, jit_host &host,
+               llvm::orc::ResourceTrackerSP tracker, entry_fn fn)
+        : prog_(prog), checked_(checked), host_(host), tracker_(std::move(tracker)), fn_(fn) {}
+
+    ~jit_engine() override {
+        std::lock_guard lock(host_.mu());
+        llvm::consumeError(tracker_->remove());
+    }
+
+    engine_kind kind() const override { return engine_kind::jit; }
+
+    result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts) override {
+        alignas(16) std::array<uint8_t, stack_size> stack;
+        const uint64_t stack_top = reinterpret_cast<uint64_t>(stack.data()) + stack_size;
+        std::memset(stack.data() + stack_size - stack_frame_size, 0, stack_frame_size);
+        const memory_region input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len,
+                                  opts.mem_writable};
+        run_context rc({stack_top - stack_frame_size, stack_frame_size, true}, input,
+                       prog_.regions(), opts.regions, opts.user_data);
+        jit_state s;
+        s.read_lo = input.start;
+        s.read_len = input.size;
+        if (input.writable) {
+            s.write_lo = input.start;
+            s.write_len = input.size;
+        }
+        const uint64_t budget =
+            std::min<uint64_t>(opts.instruction_budget, static_cast<uint64_t>(INT64_MAX));
+        s.budget = static_cast<int64_t>(budget);
+        s.stack_top = stack_top;
+        s.rc = &rc;
+        s.helper_failed = rc.failed_flag();
+        s.prog = &prog_;
+        uint64_t r0 = fn_(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);
+        if (s.fault != no_fault) {
+            return fault(s, rc, opts);
+        }
+        if (opts.executed != nullptr) {
+            *opts.executed = checked_ ? budget - static_cast<uint64_t>(s.budget) : 0;
+        }
+        return r0;
+    }
+
+private:
+    error fault(const jit_state &s, const run_context &rc, const run_options &opts) const {
+        auto at = [&](int code, const std::string &why) {
+            return make_error(code, "instruction " + std::to_string(s.fault_pc) + " (" +
+                                        disassemble_one(prog_.insns(), s.fault_pc) + "): " + why);
+        };
+        switch (s.fault) {
+        case fault_access:
+            return at(fault_out_of_bounds, std::string(s.fault_write != 0 ? "write" : "read") +
+                                               " of " + std::to_string(s.fault_len) + " bytes at " +
+                                               hex(s.fault_addr) +
+                                               " is outside the memory the program may access");
+        case fault_misaligned:
+            return at(fault_out_of_bounds, "atomic access at " + hex(s.fault_addr) + " is not " +
+                                               std::to_string(s.fault_len) + "-byte aligned");
+        case fault_exhausted:
+            return at(fault_budget, "the instruction budget of " +
+                                        std::to_string(opts.instruction_budget) + " is exhausted");
+        case fault_depth:
+            return at(fault_call_depth,
+                      "call depth exceeds " + std::to_string(max_call_depth) + " frames");
+        case fault_unknown_helper:
+            return at(fault_bad_helper,
+                      "callx names unknown helper id " + std::to_string(s.fault_addr));
+        default:
+            return at(fault_helper, rc.failure());
+        }
+    }
+
+    const program &prog_;
+    bool checked_;
+    jit_host &host_;
+    llvm::orc::ResourceTrackerSP tracker_;
+    entry_fn fn_;
+};
+
+} // namespace
+
+result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_options &opts) {
+    auto host = jit_host::get();
+    if (!host) {
+        return std::move(host).err();
+    }
+    jit_host &h = **host;
+    static std::atomic<uint64_t> next_id{0};
+    const std::string name = "bpftime_program_" + std::to_string(next_id++);
+
+    auto ctx = std::make_unique<llvm::LLVMContext>();
+    auto mod = std::make_unique<llvm::Module>(name, *ctx);
+    mod->setDataLayout(h.jit().getDataLayout());
+    mod->setTargetTriple(h.jit().getTargetTriple().str());
+    translator t(prog, !opts.unchecked, *ctx, *mod);
+    if (auto err = t.translate(name); !err.empty()) {
+        return make_error(EINVAL, err);
+    }
+
+    std::lock_guard lock(h.mu());
+    optimise(*mod, h.target());
+    auto tracker = h.jit().getMainJITDylib().createResourceTracker();
+    if (auto e = h.jit().addIRModule(tracker,
+                                     llvm::orc::ThreadSafeModule(std::move(mod), std::move(ctx)))) {
+        return make_error(EINVAL, "the jit cannot add the program: " + llvm_message(std::move(e)));
+    }
+    auto sym = h.jit().lookup(name);
+    if (!sym) {
+        std::string why = llvm_message(sym.takeError());
+        llvm::consumeError(tracker->remove());
+        return make_error(EINVAL, "the jit cannot compile the program: " + why);
+    }
+    auto fn = sym->toPtr<entry_fn>();
+    return std::unique_ptr<engine>(
+        std::make_unique<jit_engine>(prog, !opts.unchecked, h, std::move(tracker), fn));
+}
+
+} // namespace bpftime::vm
