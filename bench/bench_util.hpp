@@ -19,6 +19,7 @@ public:
     void ReportRuns(const std::vector<Run> &runs) override {
         for (const Run &r : runs) {
             times_[r.benchmark_name()] = r.GetAdjustedRealTime();
+            cpu_times_[r.benchmark_name()] = r.GetAdjustedCPUTime();
             for (const auto &[name, counter] : r.counters) {
                 counters_[r.benchmark_name() + ":" + name] = counter.value;
             }
@@ -31,6 +32,12 @@ public:
         auto it = times_.find(name);
         return it == times_.end() ? std::nullopt : std::optional<double>(it->second);
     }
+    /// The CPU time of the benchmark's thread per iteration, in its time unit: unlike the real
+    /// time, it leaves out the time other processes of a busy machine held the CPU.
+    std::optional<double> cpu_time(const std::string &name) const {
+        auto it = cpu_times_.find(name);
+        return it == cpu_times_.end() ? std::nullopt : std::optional<double>(it->second);
+    }
     /// A counter of a benchmark.
     std::optional<double> counter(const std::string &name, const std::string &counter) const {
         auto it = counters_.find(name + ":" + counter);
@@ -39,6 +46,7 @@ public:
 
 private:
     std::map<std::string, double> times_;
+    std::map<std::string, double> cpu_times_;
     std::map<std::string, double> counters_;
 };
 

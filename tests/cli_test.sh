@@ -25,8 +25,8 @@ expect run-out-of-bounds 1 'instruction 1 \(ldxw %r2, \[%r1\+4\]\): read of 4 by
 expect run-bad-hex 1 '--mem: .*not a hex digit' -- "$bpftime" run --mem "zz" "$tmp/add.s"
 expect run-missing-file 1 'nonexistent.s: No such file' -- "$bpftime" run "$tmp/nonexistent.s"
 expect run-unknown-engine 1 "unknown engine 'fast'" -- "$bpftime" run --engine fast "$tmp/add.s"
-expect run-jit 0 '^r0 = 0xc$' -- "$bpftime" run --engine jit --mem 0100000002000000 "$tmp/add.s"
-expect run-jit-unchecked 0 '^r0 = 0xc$' -- \
+expect run-jit 0 '^r0 = 0x3$' -- "$bpftime" run --engine jit --mem 0100000002000000 "$tmp/add.s"
+expect run-jit-unchecked 0 '^r0 = 0x3$' -- \
   "$bpftime" run --engine jit --unchecked --mem 0100000002000000 "$tmp/add.s"
 expect run-jit-out-of-bounds 1 'instruction 1 \(ldxw %r2, \[%r1\+4\]\): read of 4 bytes .* outside' -- \
   "$bpftime" run --engine jit --mem "01 00 00 00" "$tmp/add.s"
