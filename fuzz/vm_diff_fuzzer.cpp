@@ -198,6 +198,9 @@ struct setup {
     int64_t mem_len = 0;
     bool mem_writable = true;
     bool extra_writable = true;
+    // Off to fuzz past a known difference (BPFTIME_DIFF_AVOID=helper-stack-in-call): stack
+    // pointers handed to helpers from subprograms.
+    bool helper_stack_in_call = true;
 };
 
 struct jump_fixup {
@@ -465,12 +468,12 @@ private:
     }
 
     // Any pointer register, r10 included; for a store mostly one to writable memory.
-    int ptr_reg(bool for_write) {
+    int ptr_reg(bool for_write, bool stack = true) {
+        auto ok = [&](int x) { return is_ptr(st_[x].k) && (stack || st_[x].k != kind::stack); };
         if (for_write && !faulty()) {
-            return pick([&](int x) { return is_ptr(st_[x].k) && region_writable(st_[x]); },
-                        frame_pointer);
+            return pick([&](int x) { return ok(x) && region_writable(st_[x]); }, frame_pointer);
         }
-        return pick([&](int x) { return is_ptr(st_[x].k); }, frame_pointer);
+        return pick(ok, frame_pointer);
     }
 
     // The memory a pointer's kind may reach, in its coordinates.
@@ -585,7 +588,9 @@ private:
             const int s = pick([&](int x) { return st_[x].k == kind::scalar; });
             emit((in_.bit() ? cls_alu64 : cls_alu) | src_x | alu_mov, 0, s, 0, 0);
         }
-        if (in_.chance(40)) { // r0 into the frame, and a hash of the frame into r0
+        if (in_.chance(40) &&
+            (cur_ == 0 ||
+             s_.helper_stack_in_call)) { // r0 into the frame, and a hash of the frame into r0
             emit(cls_stx | mode_mem | size_dw, frame_pointer, 0, -8, 0);
             emit(cls_alu64 | src_x | alu_mov, 1, frame_pointer, 0, 0);
             emit(cls_alu64 | src_k | alu_add, 1, 0, 0, -static_cast<int32_t>(stack_frame_size));
@@ -1140,7 +1145,7 @@ private:
             }
             break;
         default: { // sum, fill: a pointer and a length
-            const int p = ptr_reg(id == id_fill);
+            const int p = ptr_reg(id == id_fill, cur_ == 0 || s_.helper_stack_in_call);
             if (p < 0) {
                 return;
             }
@@ -1350,6 +1355,8 @@ bool no_jit = false; // BPFTIME_DIFF_NO_JIT: the interpreter against itself, to 
 // BPFTIME_DIFF_ASM: a program (assembler text) that replaces the generated one, to cut a
 // difference down by hand; memory, buffers and flags still come from the input.
 std::vector<ebpf_inst> replay;
+// BPFTIME_DIFF_AVOID: known differences the generator leaves out (see setup).
+bool avoid_helper_stack_in_call = false;
 
 void print_stats() {
     if (stats.programs == 0) {
@@ -1415,6 +1422,9 @@ extern "C" int LLVMFuzzerInitialize(int *, char ***) {
     verbose = v != nullptr && *v != '\0' && *v != '0';
     const char *n = std::getenv("BPFTIME_DIFF_NO_JIT");
     no_jit = n != nullptr && *n != '\0' && *n != '0';
+    if (const char *a = std::getenv("BPFTIME_DIFF_AVOID")) {
+        avoid_helper_stack_in_call = std::strstr(a, "helper-stack-in-call") != nullptr;
+    }
     if (const char *path = std::getenv("BPFTIME_DIFF_ASM")) {
         std::string text;
         if (FILE *f = std::fopen(path, "r")) {
@@ -1457,6 +1467,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     s.mem_len = static_cast<int64_t>(in.mem.size());
     s.mem_writable = in.mem_writable;
     s.extra_writable = in.extra_writable;
+    s.helper_stack_in_call = !avoid_helper_stack_in_call;
     std::vector<ebpf_inst> insns = generator(src, s).generate();
     if (!replay.empty()) {
         insns = replay;
