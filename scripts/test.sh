@@ -37,4 +37,10 @@ for f in ../shared/conformance/tests/*.data; do
 done
 build-fuzz/fuzz/bpftime_vm_fuzzer -max_total_time="${BPFTIME_FUZZ_SECONDS:-30}" \
   -print_final_stats=1 -seed=1 -artifact_prefix=build-fuzz/ build-fuzz/corpus build-fuzz/seeds 2>&1 | tail -n 15
+echo "== differential fuzz, interpreter against jit (${BPFTIME_FUZZ_SECONDS:-30} s)"
+# A difference leaves build-fuzz/crash-*; BPFTIME_DIFF_VERBOSE=1 and that file as the only
+# argument print the program and both results again.
+mkdir -p build-fuzz/corpus-diff
+build-fuzz/fuzz/bpftime_vm_diff_fuzzer -max_total_time="${BPFTIME_FUZZ_SECONDS:-30}" \
+  -print_final_stats=1 -seed=1 -artifact_prefix=build-fuzz/ build-fuzz/corpus-diff 2>&1 | tail -n 15
 echo "fuzz: no crash and no sanitizer report"
