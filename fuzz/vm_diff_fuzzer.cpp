@@ -1221,9 +1221,8 @@ struct inputs {
     std::array<uint8_t, extra_size> extra;
     bool mem_writable = true;
     bool extra_writable = true;
+    uint64_t budget = 20000;
 };
-
-constexpr uint64_t budget = 20000;
 
 __attribute__((noinline)) outcome run_once(engine &e, const inputs &in, uint8_t *mem) {
     if (!in.mem.empty()) {
@@ -1235,7 +1234,7 @@ __attribute__((noinline)) outcome run_once(engine &e, const inputs &in, uint8_t 
         {reinterpret_cast<uint64_t>(extra_buf), extra_size, in.extra_writable}};
     outcome o;
     run_options ro;
-    ro.instruction_budget = budget;
+    ro.instruction_budget = in.budget;
     ro.mem_writable = in.mem_writable;
     ro.regions = regions;
     ro.executed = &o.executed;
@@ -1407,6 +1406,7 @@ void fill(C &bytes, uint32_t seed) {
         std::snprintf(h, sizeof h, "%02x", b);
         hexmem += h;
     }
+    std::fprintf(stderr, "budget %llu\n", static_cast<unsigned long long>(in.budget));
     std::fprintf(stderr, "input memory (%zu bytes%s): %s\ncaller region %s at %p\n", in.mem.size(),
                  in.mem_writable ? "" : ", read-only", hexmem.c_str(),
                  in.extra_writable ? "writable" : "read-only", static_cast<void *>(extra_buf));
@@ -1514,10 +1514,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         std::fprintf(stderr, "program:\n%s\n", disassemble(insns, true).c_str());
     }
     // Compiling costs the JIT far more than running, so each program runs on a few memory
-    // contents: the input's, zeros, ones, and bytes from the seed.
-    for (int variant = 0; variant < 4; variant++) {
+    // contents: the input's, zeros, ones, and bytes from the seed; then, when the first run
+    // completed after n instructions, on the input's again with budgets of exactly n (must
+    // complete), n - 1 and less (must fail).
+    uint64_t n = 0;
+    for (int variant = 0; variant < 7; variant++) {
         inputs v = in;
-        if (variant > 0) {
+        if (variant >= 4) {
+            if (n == 0) {
+                break;
+            }
+            v.budget = variant == 4 ? n : variant == 5 ? n - 1 : seed % n;
+        } else if (variant > 0) {
             fill(v.mem, seed + static_cast<uint32_t>(variant) * 7919);
             fill(v.buf, seed + static_cast<uint32_t>(variant) * 104729);
             if (variant < 3) {
@@ -1528,6 +1536,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         std::vector<uint8_t> mem(v.mem.size());
         const outcome a = run_padded(**interp, v, mem.data(), 16);
         const outcome b = run_padded(**jit, v, mem.data(), 16 + 64 * (1 + (flags >> 6)));
+        if (variant == 0 && a.ok) {
+            n = a.executed;
+        }
         stats.runs++;
         if (a.ok) {
             stats.ok++;
