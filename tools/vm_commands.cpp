@@ -139,10 +139,27 @@ result<engine_kind> pick_engine(const std::string &name) {
     return *kind;
 }
 
-int cmd_conformance(const std::string &engine_opt, const std::vector<std::string> &files) {
+result<jit_tier> pick_tier(const std::string &name) {
+    if (name.empty()) {
+        return jit_tier::tiered;
+    }
+    auto tier = parse_jit_tier(name);
+    if (!tier) {
+        return make_error(EINVAL,
+                          "unknown jit tier '" + name + "' (tiered, baseline or optimised)");
+    }
+    return *tier;
+}
+
+int cmd_conformance(const std::string &engine_opt, const std::string &tier_opt,
+                    const std::vector<std::string> &files) {
     auto kind = pick_engine(engine_opt);
     if (!kind) {
         return report(kind.err());
+    }
+    auto tier = pick_tier(tier_opt);
+    if (!tier) {
+        return report(tier.err());
     }
     size_t passed = 0, failed = 0, skipped = 0;
     for (const std::string &path : files) {
@@ -152,7 +169,7 @@ int cmd_conformance(const std::string &engine_opt, const std::vector<std::string
             failed++;
             continue;
         }
-        auto outcome = run_conformance(*c, *kind);
+        auto outcome = run_conformance(*c, *kind, engine_options{.tier = *tier});
         switch (outcome.status) {
         case conformance_outcome::verdict::pass:
             std::printf("PASS %s\n", c->name.c_str());
@@ -211,6 +228,7 @@ struct run_args {
     uint64_t repeat = 0;
     uint64_t budget = run_options{}.instruction_budget;
     bool unchecked = false;
+    std::string tier;
     std::string file;
 };
 
@@ -255,6 +273,10 @@ int cmd_run(const global_options &g, const run_args &a) {
     if (!kind) {
         return report(kind.err());
     }
+    auto tier = pick_tier(a.tier);
+    if (!tier) {
+        return report(tier.err());
+    }
     helpers::register_all();
     auto src = load_source(g, a.file, a.prog, true);
     if (!src) {
@@ -280,7 +302,7 @@ int cmd_run(const global_options &g, const run_args &a) {
     std::shared_ptr<const compiled_program> compiled;
     std::optional<program> plain;
     std::unique_ptr<engine> eng;
-    const engine_options eopts{.unchecked = a.unchecked};
+    const engine_options eopts{.unchecked = a.unchecked, .tier = *tier};
     if (src->elf || src->store_id) {
         auto c = compile_source(g, *src, *kind, eopts, provider);
         if (!c) {
@@ -335,11 +357,16 @@ void add_vm_commands(CLI::App &app, const global_options &g, int &status) {
                                       engine_name(available_engines().front()) + ")";
 
     auto *conf = app.add_subcommand("conformance", "run bpf_conformance data files");
+    static const char *tier_help =
+        "jit: tiered (baseline code at once, optimised code when ready; default), baseline or "
+        "optimised (compiled before the first run)";
     static std::string conf_engine;
     static std::vector<std::string> conf_files;
+    static std::string conf_tier;
     conf->add_option("--engine", conf_engine, engines_help);
+    conf->add_option("--jit-tier", conf_tier, tier_help);
     conf->add_option("FILE", conf_files, "conformance data files")->required();
-    conf->callback([&status] { status = cmd_conformance(conf_engine, conf_files); });
+    conf->callback([&status] { status = cmd_conformance(conf_engine, conf_tier, conf_files); });
 
     auto *dis = app.add_subcommand("disasm", "print a program as assembler text");
     static std::string dis_what, dis_prog;
@@ -364,6 +391,7 @@ void add_vm_commands(CLI::App &app, const global_options &g, int &status) {
     run->add_option("--mem-file", ra.mem_file, "input memory from a file")->excludes(mem_opt);
     run->add_option("--repeat", ra.repeat, "run N more times and print the mean time per run");
     run->add_option("--budget", ra.budget, "instruction budget of one run");
+    run->add_option("--jit-tier", ra.tier, tier_help);
     run->add_flag("--unchecked", ra.unchecked,
                   "jit: no memory checks and no budget (trusted programs only: a bad access "
                   "crashes the process)");

@@ -187,7 +187,8 @@ result<conformance_case> load_conformance_file(const std::string &path) {
     return c;
 }
 
-conformance_outcome run_conformance(const conformance_case &c, engine_kind kind) {
+conformance_outcome run_conformance(const conformance_case &c, engine_kind kind,
+                                    const engine_options &opts) {
     using status = conformance_outcome::verdict;
     auto outcome_of_error = [&](const error &e) -> conformance_outcome {
         if (!c.error) {
@@ -203,7 +204,7 @@ conformance_outcome run_conformance(const conformance_case &c, engine_kind kind)
     if (!prog) {
         return outcome_of_error(prog.err());
     }
-    auto eng = make_engine(kind, *prog);
+    auto eng = make_engine(kind, *prog, opts);
     if (!eng) {
         return {status::skip, eng.err().message};
     }

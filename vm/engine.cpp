@@ -26,6 +26,27 @@ std::optional<engine_kind> parse_engine_name(std::string_view name) {
     return std::nullopt;
 }
 
+const char *jit_tier_name(jit_tier tier) {
+    switch (tier) {
+    case jit_tier::tiered:
+        return "tiered";
+    case jit_tier::baseline:
+        return "baseline";
+    case jit_tier::optimised:
+        return "optimised";
+    }
+    return "unknown";
+}
+
+std::optional<jit_tier> parse_jit_tier(std::string_view name) {
+    for (jit_tier t : {jit_tier::tiered, jit_tier::baseline, jit_tier::optimised}) {
+        if (name == jit_tier_name(t)) {
+            return t;
+        }
+    }
+    return std::nullopt;
+}
+
 std::vector<engine_kind> available_engines() {
 #ifdef BPFTIME_HAVE_JIT
     return {engine_kind::jit, engine_kind::interpreter};

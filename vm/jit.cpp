@@ -33,6 +33,16 @@
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
+#include <llvm/Transforms/IPO/AlwaysInliner.h>
+#include <llvm/Transforms/InstCombine/InstCombine.h>
+#include <llvm/Transforms/Scalar/EarlyCSE.h>
+#include <llvm/Transforms/Scalar/GVN.h>
+#include <llvm/Transforms/Scalar/IndVarSimplify.h>
+#include <llvm/Transforms/Scalar/LICM.h>
+#include <llvm/Transforms/Scalar/LoopPassManager.h>
+#include <llvm/Transforms/Scalar/LoopRotation.h>
+#include <llvm/Transforms/Scalar/SROA.h>
+#include <llvm/Transforms/Scalar/SimplifyCFG.h>
 
 #include <array>
 #include <atomic>
@@ -41,16 +51,21 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <thread>
 
 namespace bpftime::vm {
 namespace {
 
 // What the generated code shares with the runtime, by byte offset (see field_offset below).
 struct jit_state {
-    uint64_t read_lo = 0;   // the read cache: a region the program may read
-    uint64_t read_len = 0;  //
-    uint64_t write_lo = 0;  // the write cache: a region the program may write
-    uint64_t write_len = 0; //
+    // The read cache [read_lo, read_lo + read_span) is a region the program may read, the write
+    // cache one it may write. Both always hold a region of at least max_access bytes (at worst
+    // the entry frame), so span - n never wraps and one compare decides.
+    uint64_t read_lo = 0;
+    uint64_t read_span = 0;
+    uint64_t write_lo = 0;
+    uint64_t write_span = 0;
     int64_t budget = 0;     // instructions left; below zero means exhausted
     uint64_t stack_top = 0; // one past the entry frame
     run_context *rc = nullptr;
@@ -62,6 +77,9 @@ struct jit_state {
     uint64_t fault_len = 0;
     uint64_t fault_write = 0;
 };
+
+// The widest single load or store.
+constexpr uint64_t max_access = 8;
 
 enum fault_kind : uint64_t {
     no_fault,
@@ -79,11 +97,13 @@ enum fault_kind : uint64_t {
 // 0 with the fault recorded.
 uint64_t rt_check(jit_state *s, uint64_t addr, uint64_t len, uint64_t write, uint64_t pc) {
     if (const memory_region *r = s->rc->find_region(addr, len, write != 0)) {
-        s->read_lo = r->start;
-        s->read_len = r->size;
-        if (r->writable) {
-            s->write_lo = r->start;
-            s->write_len = r->size;
+        if (r->size >= max_access) {
+            s->read_lo = r->start;
+            s->read_span = r->size;
+            if (r->writable) {
+                s->write_lo = r->start;
+                s->write_span = r->size;
+            }
         }
         return 1;
     }
@@ -128,6 +148,56 @@ std::string llvm_message(llvm::Error err) {
     return os.str();
 }
 
+// Runs passes over a module with the analyses they need.
+template <class F>
+void run_passes(llvm::Module &mod, llvm::TargetMachine &tm, F add_passes) {
+    llvm::LoopAnalysisManager lam;
+    llvm::FunctionAnalysisManager fam;
+    llvm::CGSCCAnalysisManager cgam;
+    llvm::ModuleAnalysisManager mam;
+    llvm::PassBuilder pb(&tm);
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    llvm::ModulePassManager mpm;
+    add_passes(mpm);
+    mpm.run(mod, mam);
+}
+
+// The baseline tier: registers become SSA values and nothing more, so code generation (with
+// the fast instruction selector) takes a few milliseconds.
+void promote_registers(llvm::Module &mod, llvm::TargetMachine &tm) {
+    run_passes(mod, tm, [](llvm::ModulePassManager &mpm) {
+        mpm.addPass(llvm::createModuleToFunctionPassAdaptor(llvm::SROAPass()));
+    });
+}
+
+// The optimised tier, a short pipeline for code that arrives already optimised by clang:
+// registers to SSA, subprograms inlined, redundant checks and loads merged, loop-invariant
+// parts of the access checks hoisted. The full O2 pipeline costs several times the compile
+// time for no measurable gain on this code.
+void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
+    run_passes(mod, tm, [](llvm::ModulePassManager &mpm) {
+        llvm::FunctionPassManager fpm;
+        fpm.addPass(llvm::SROAPass());
+        fpm.addPass(llvm::EarlyCSEPass(true));
+        fpm.addPass(llvm::InstCombinePass());
+        fpm.addPass(llvm::SimplifyCFGPass());
+        llvm::LoopPassManager lpm;
+        lpm.addPass(llvm::LoopRotatePass());
+        lpm.addPass(llvm::LICMPass(llvm::LICMOptions()));
+        lpm.addPass(llvm::IndVarSimplifyPass());
+        fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(lpm), true));
+        fpm.addPass(llvm::GVNPass());
+        fpm.addPass(llvm::InstCombinePass());
+        fpm.addPass(llvm::SimplifyCFGPass());
+        mpm.addPass(llvm::AlwaysInlinerPass());
+        mpm.addPass(llvm::createModuleToFunctionPassAdaptor(std::move(fpm)));
+    });
+}
+
 // One LLJIT per process: setting LLVM up costs milliseconds, compiling one program much less.
 class jit_host {
 public:
@@ -150,10 +220,25 @@ public:
     }
 
     llvm::orc::LLJIT &jit() { return *jit_; }
-    llvm::TargetMachine &target() { return *tm_; }
-    std::mutex &mu() { return mu_; }
+
+    /// Compiles a module to an object file with the fast or the optimising code generator.
+    llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> emit(llvm::Module &mod, bool optimised) {
+        code_generator &g = optimised ? optimising_ : fast_;
+        std::lock_guard lock(g.mu); // a TargetMachine compiles one module at a time
+        if (optimised) {
+            optimise(mod, *g.tm);
+        } else {
+            promote_registers(mod, *g.tm);
+        }
+        return llvm::orc::SimpleCompiler(*g.tm)(mod);
+    }
 
 private:
+    struct code_generator {
+        std::unique_ptr<llvm::TargetMachine> tm;
+        std::mutex mu;
+    };
+
     jit_host() = default;
 
     std::string init() {
@@ -163,18 +248,22 @@ private:
         if (!jtmb) {
             return llvm_message(jtmb.takeError());
         }
-        jtmb->setCodeGenOptLevel(llvm::CodeGenOpt::Aggressive);
-        auto tm = jtmb->createTargetMachine();
-        if (!tm) {
-            return llvm_message(tm.takeError());
+        for (auto [g, level] : {std::pair{&fast_, llvm::CodeGenOpt::None},
+                                std::pair{&optimising_, llvm::CodeGenOpt::Aggressive}}) {
+            jtmb->setCodeGenOptLevel(level);
+            auto tm = jtmb->createTargetMachine();
+            if (!tm) {
+                return llvm_message(tm.takeError());
+            }
+            g->tm = std::move(*tm);
         }
-        tm_ = std::move(*tm);
+        // The LLJIT links and loads the objects; code generation happens in emit().
         auto jit = llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(*jtmb).create();
         if (!jit) {
             return llvm_message(jit.takeError());
         }
         jit_ = std::move(*jit);
-        // Code may call memset/memcpy that LLVM emits for large zeroing.
+        // Code may call memset that LLVM emits for zeroing a frame.
         auto gen = llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(
             jit_->getDataLayout().getGlobalPrefix());
         if (!gen) {
@@ -185,8 +274,8 @@ private:
     }
 
     std::unique_ptr<llvm::orc::LLJIT> jit_;
-    std::unique_ptr<llvm::TargetMachine> tm_;
-    std::mutex mu_;
+    code_generator fast_;
+    code_generator optimising_;
 };
 
 // Control flow of one eBPF function: the instructions reachable from its entry without
@@ -293,6 +382,8 @@ public:
                                               "f" + std::to_string(entry), mod_);
             fn->setCallingConv(llvm::CallingConv::Fast);
             fn->addFnAttr(llvm::Attribute::NoUnwind);
+            // Into their callers (recursive ones stay calls).
+            fn->addFnAttr(llvm::Attribute::AlwaysInline);
             functions_[entry] = fn;
         }
         for (auto &[entry, plan] : plans) {
@@ -355,9 +446,9 @@ private:
 
     void reload_caches() {
         b_.CreateStore(load_state(offsetof(jit_state, read_lo)), read_lo_);
-        b_.CreateStore(load_state(offsetof(jit_state, read_len)), read_len_);
+        b_.CreateStore(load_state(offsetof(jit_state, read_span)), read_span_);
         b_.CreateStore(load_state(offsetof(jit_state, write_lo)), write_lo_);
-        b_.CreateStore(load_state(offsetof(jit_state, write_len)), write_len_);
+        b_.CreateStore(load_state(offsetof(jit_state, write_span)), write_span_);
     }
 
     // Checks [addr, addr + n) before an access; continues in a new block when allowed.
@@ -366,21 +457,22 @@ private:
         if (!checked_) {
             return;
         }
-        if (base == frame_pointer && offset >= -static_cast<int>(stack_frame_size) &&
-            offset + static_cast<int64_t>(n) <= 0) {
-            return; // inside the current frame: nothing to check at run time
+        if (auto known = fp_offset_[static_cast<size_t>(base)]) {
+            int64_t at = *known + offset;
+            if (at >= -static_cast<int64_t>(stack_frame_size) &&
+                at + static_cast<int64_t>(n) <= 0) {
+                return; // inside the current frame: nothing to check at run time
+            }
         }
         llvm::Value *nv = b_.getInt64(n);
         auto *ok = new_block("ok");
         auto *not_cached = new_block("not_cached");
         auto *slow = new_block("slow");
-        // The region cache: addr - lo < len && len - (addr - lo) >= n.
+        // The region cache: addr - lo <= span - n (span >= max_access >= n).
         llvm::Value *lo = b_.CreateLoad(i64_, write ? write_lo_ : read_lo_);
-        llvm::Value *len = b_.CreateLoad(i64_, write ? write_len_ : read_len_);
-        llvm::Value *d = b_.CreateSub(addr, lo);
-        llvm::Value *in_cache =
-            b_.CreateAnd(b_.CreateICmpULT(d, len), b_.CreateICmpUGE(b_.CreateSub(len, d), nv));
-        b_.CreateCondBr(in_cache, ok, not_cached);
+        llvm::Value *span = b_.CreateLoad(i64_, write ? write_span_ : read_span_);
+        b_.CreateCondBr(b_.CreateICmpULE(b_.CreateSub(addr, lo), b_.CreateSub(span, nv)), ok,
+                        not_cached);
         // The stack: the current frame and its callers' (stack_span >= 512 >= n).
         b_.SetInsertPoint(not_cached);
         llvm::Value *ds = b_.CreateSub(addr, stack_lo_);
@@ -397,6 +489,55 @@ private:
         reload_caches();
         b_.CreateBr(ok);
         b_.SetInsertPoint(ok);
+    }
+
+    // Follows which registers hold r10 + a constant through one instruction.
+    void track_frame_offsets(const ebpf_inst &inst) {
+        auto &known = fp_offset_;
+        const opcode_info *info = find_opcode(inst.opcode);
+        auto forget = [&](int r) { known[static_cast<size_t>(r)].reset(); };
+        switch (info->kind) {
+        case op_kind::alu: {
+            auto &d = known[inst.dst];
+            const uint8_t op = inst.opcode & 0xf0;
+            if (inst.opcode == (cls_alu64 | src_x | alu_mov) && inst.offset == 0) {
+                d = known[inst.src];
+            } else if (d && op_class(inst.opcode) == cls_alu64 && (inst.opcode & src_x) == 0 &&
+                       (op == alu_add || op == alu_sub)) {
+                *d += op == alu_add ? inst.imm : -static_cast<int64_t>(inst.imm);
+                if (*d < -(int64_t{1} << 40) || *d > (int64_t{1} << 40)) {
+                    d.reset();
+                }
+            } else {
+                d.reset();
+            }
+            break;
+        }
+        case op_kind::neg:
+        case op_kind::endian:
+        case op_kind::lddw:
+        case op_kind::ldx:
+        case op_kind::ldsx:
+            forget(inst.dst);
+            break;
+        case op_kind::atomic:
+            if (inst.imm == atomic_cmpxchg) {
+                forget(0);
+            } else if ((inst.imm & atomic_fetch) != 0) {
+                forget(inst.src);
+            }
+            break;
+        case op_kind::call:
+        case op_kind::callx:
+            for (int r = 0; r <= 5; r++) {
+                if (r == 0 || is_local_call(inst)) {
+                    forget(r);
+                }
+            }
+            break;
+        default:
+            break;
+        }
     }
 
     llvm::Value *address(int base, int16_t offset) {
@@ -727,9 +868,9 @@ private:
         }
         budget_ = b_.CreateAlloca(i64_, nullptr, "budget");
         read_lo_ = b_.CreateAlloca(i64_, nullptr, "read_lo");
-        read_len_ = b_.CreateAlloca(i64_, nullptr, "read_len");
+        read_span_ = b_.CreateAlloca(i64_, nullptr, "read_span");
         write_lo_ = b_.CreateAlloca(i64_, nullptr, "write_lo");
-        write_len_ = b_.CreateAlloca(i64_, nullptr, "write_len");
+        write_span_ = b_.CreateAlloca(i64_, nullptr, "write_span");
         for (size_t r = 0; r < 10; r++) {
             b_.CreateStore(&*arg++, regs_[r]);
         }
@@ -763,6 +904,8 @@ private:
                 }
                 b_.SetInsertPoint(blocks_.at(pc));
                 open = true;
+                fp_offset_.fill(std::nullopt);
+                fp_offset_[frame_pointer] = 0;
                 if (checked_) {
                     b_.CreateStore(b_.CreateSub(b_.CreateLoad(i64_, budget_),
                                                 b_.getInt64(block_length(plan, pc))),
@@ -771,6 +914,12 @@ private:
             }
             const ebpf_inst &inst = insns_[pc];
             const opcode_info *info = find_opcode(inst.opcode);
+            // Loads and stores see the offsets before their own instruction.
+            struct tracker {
+                translator &t;
+                const ebpf_inst &inst;
+                ~tracker() { t.track_frame_offsets(inst); }
+            } after{*this, inst};
             switch (info->kind) {
             case op_kind::alu:
             case op_kind::neg:
@@ -868,37 +1017,80 @@ private:
     llvm::Value *state_ = nullptr, *fp_ = nullptr, *depth_ = nullptr, *rc_ = nullptr,
                 *helper_failed_ = nullptr, *stack_lo_ = nullptr, *stack_span_ = nullptr;
     std::array<llvm::Value *, 10> regs_{};
-    llvm::Value *budget_ = nullptr, *read_lo_ = nullptr, *read_len_ = nullptr, *write_lo_ = nullptr,
-                *write_len_ = nullptr;
+    llvm::Value *budget_ = nullptr, *read_lo_ = nullptr, *read_span_ = nullptr,
+                *write_lo_ = nullptr, *write_span_ = nullptr;
+    // Registers known to hold r10 + offset in the current basic block.
+    std::array<std::optional<int64_t>, register_count> fp_offset_{};
     llvm::BasicBlock *fault_ret_ = nullptr;
     std::map<size_t, llvm::BasicBlock *> blocks_;
 };
 
-void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
-    llvm::LoopAnalysisManager lam;
-    llvm::FunctionAnalysisManager fam;
-    llvm::CGSCCAnalysisManager cgam;
-    llvm::ModuleAnalysisManager mam;
-    llvm::PassBuilder pb(&tm);
-    pb.registerModuleAnalyses(mam);
-    pb.registerCGSCCAnalyses(cgam);
-    pb.registerFunctionAnalyses(fam);
-    pb.registerLoopAnalyses(lam);
-    pb.crossRegisterProxies(lam, fam, cgam, mam);
-    pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2).run(mod, mam);
-}
-
 using entry_fn = uint64_t (*)(jit_state *, uint64_t, uint64_t, uint64_t);
+
+// Loaded code of one tier; freed with the engine.
+struct loaded_code {
+    llvm::orc::ResourceTrackerSP tracker;
+    entry_fn fn = nullptr;
+};
+
+result<loaded_code> compile(jit_host &host, const program &prog, bool checked, bool optimised) {
+    static std::atomic<uint64_t> next_id{0};
+    const std::string name = "bpftime_program_" + std::to_string(next_id++);
+    llvm::orc::LLJIT &jit = host.jit();
+    auto ctx = std::make_unique<llvm::LLVMContext>();
+    auto mod = std::make_unique<llvm::Module>(name, *ctx);
+    mod->setDataLayout(jit.getDataLayout());
+    mod->setTargetTriple(jit.getTargetTriple().str());
+    translator t(prog, checked, *ctx, *mod);
+    if (auto err = t.translate(name); !err.empty()) {
+        return make_error(EINVAL, err);
+    }
+    auto object = host.emit(*mod, optimised);
+    if (!object) {
+        return make_error(EINVAL, "the jit cannot compile the program: " +
+                                      llvm_message(object.takeError()));
+    }
+    loaded_code code;
+    code.tracker = jit.getMainJITDylib().createResourceTracker();
+    if (auto e = jit.addObjectFile(code.tracker, std::move(*object))) {
+        return make_error(EINVAL, "the jit cannot load the program: " + llvm_message(std::move(e)));
+    }
+    auto sym = jit.lookup(name);
+    if (!sym) {
+        std::string why = llvm_message(sym.takeError());
+        llvm::consumeError(code.tracker->remove());
+        return make_error(EINVAL, "the jit cannot link the program: " + why);
+    }
+    code.fn = sym->toPtr<entry_fn>();
+    return code;
+}
 
 class jit_engine final : public engine {
 public:
-    jit_engine(const program &prog, bool checked, jit_host &host,
-               llvm::orc::ResourceTrackerSP tracker, entry_fn fn)
-        : prog_(prog), checked_(checked), host_(host), tracker_(std::move(tracker)), fn_(fn) {}
+    jit_engine(const program &prog, bool checked, jit_host &host, loaded_code first)
+        : prog_(prog), checked_(checked), host_(host), first_(std::move(first)), fn_(first_.fn) {}
 
     ~jit_engine() override {
-        std::lock_guard lock(host_.mu());
-        llvm::consumeError(tracker_->remove());
+        if (worker_.joinable()) {
+            worker_.join();
+        }
+        for (loaded_code *c : {&first_, &second_}) {
+            if (c->tracker) {
+                llvm::consumeError(c->tracker->remove());
+            }
+        }
+    }
+
+    // Compiles the optimised tier on a thread of its own and switches to it when it is ready;
+    // runs keep using the baseline code until then.
+    void optimise_in_background() {
+        worker_ = std::thread([this] {
+            auto code = compile(host_, prog_, checked_, true);
+            if (code) {
+                second_ = std::move(*code);
+                fn_.store(second_.fn, std::memory_order_release);
+            }
+        });
     }
 
     engine_kind kind() const override { return engine_kind::jit; }
@@ -912,11 +1104,16 @@ public:
         run_context rc({stack_top - stack_frame_size, stack_frame_size, true}, input,
                        prog_.regions(), opts.regions, opts.user_data);
         jit_state s;
-        s.read_lo = input.start;
-        s.read_len = input.size;
-        if (input.writable) {
-            s.write_lo = input.start;
-            s.write_len = input.size;
+        // The caches start on the input memory, or the entry frame when it is too small.
+        s.read_lo = s.write_lo = stack_top - stack_frame_size;
+        s.read_span = s.write_span = stack_frame_size;
+        if (input.size >= max_access) {
+            s.read_lo = input.start;
+            s.read_span = input.size;
+            if (input.writable) {
+                s.write_lo = input.start;
+                s.write_span = input.size;
+            }
         }
         const uint64_t budget =
             std::min<uint64_t>(opts.instruction_budget, static_cast<uint64_t>(INT64_MAX));
@@ -925,7 +1122,8 @@ public:
         s.rc = &rc;
         s.helper_failed = rc.failed_flag();
         s.prog = &prog_;
-        uint64_t r0 = fn_(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);
+        entry_fn fn = fn_.load(std::memory_order_acquire);
+        uint64_t r0 = fn(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);
         if (s.fault != no_fault) {
             return fault(s, rc, opts);
         }
@@ -967,8 +1165,10 @@ private:
     const program &prog_;
     bool checked_;
     jit_host &host_;
-    llvm::orc::ResourceTrackerSP tracker_;
-    entry_fn fn_;
+    loaded_code first_;
+    loaded_code second_; // the optimised tier, when it came later
+    std::atomic<entry_fn> fn_;
+    std::thread worker_;
 };
 
 } // namespace
@@ -978,35 +1178,17 @@ result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_optio
     if (!host) {
         return std::move(host).err();
     }
-    jit_host &h = **host;
-    static std::atomic<uint64_t> next_id{0};
-    const std::string name = "bpftime_program_" + std::to_string(next_id++);
-
-    auto ctx = std::make_unique<llvm::LLVMContext>();
-    auto mod = std::make_unique<llvm::Module>(name, *ctx);
-    mod->setDataLayout(h.jit().getDataLayout());
-    mod->setTargetTriple(h.jit().getTargetTriple().str());
-    translator t(prog, !opts.unchecked, *ctx, *mod);
-    if (auto err = t.translate(name); !err.empty()) {
-        return make_error(EINVAL, err);
+    const bool checked = !opts.unchecked;
+    const bool optimised_first = opts.tier == jit_tier::optimised;
+    auto code = compile(**host, prog, checked, optimised_first);
+    if (!code) {
+        return std::move(code).err();
     }
-
-    std::lock_guard lock(h.mu());
-    optimise(*mod, h.target());
-    auto tracker = h.jit().getMainJITDylib().createResourceTracker();
-    if (auto e = h.jit().addIRModule(tracker,
-                                     llvm::orc::ThreadSafeModule(std::move(mod), std::move(ctx)))) {
-        return make_error(EINVAL, "the jit cannot add the program: " + llvm_message(std::move(e)));
+    auto eng = std::make_unique<jit_engine>(prog, checked, **host, std::move(*code));
+    if (opts.tier == jit_tier::tiered) {
+        eng->optimise_in_background();
     }
-    auto sym = h.jit().lookup(name);
-    if (!sym) {
-        std::string why = llvm_message(sym.takeError());
-        llvm::consumeError(tracker->remove());
-        return make_error(EINVAL, "the jit cannot compile the program: " + why);
-    }
-    auto fn = sym->toPtr<entry_fn>();
-    return std::unique_ptr<engine>(
-        std::make_unique<jit_engine>(prog, !opts.unchecked, h, std::move(tracker), fn));
+    return std::unique_ptr<engine>(std::move(eng));
 }
 
 } // namespace bpftime::vm

@@ -303,9 +303,8 @@ TEST_P(Engine, LddwPseudoFormsUseTheResolver) {
     EXPECT_EQ(calls, 3);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, Engine, ::testing::ValuesIn(available_engines()), engine_test_name);
-INSTANTIATE_TEST_SUITE_P(All, HelperTest, ::testing::ValuesIn(available_engines()),
-                         engine_test_name);
+INSTANTIATE_TEST_SUITE_P(All, Engine, ::testing::ValuesIn(engine_variants()), engine_test_name);
+INSTANTIATE_TEST_SUITE_P(All, HelperTest, ::testing::ValuesIn(engine_variants()), engine_test_name);
 
 } // namespace
 } // namespace bpftime::vm::test

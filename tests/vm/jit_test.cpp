@@ -167,6 +167,30 @@ TEST(Jit, ProgramsCompileAndRunOnSeveralThreads) {
     EXPECT_EQ(good.load(), 40);
 }
 
+TEST(Jit, TieredCodeGivesTheSameResultsWhileItSwitchesTiers) {
+    REQUIRE_JIT();
+    program prog = assembled(sum_bytes);
+    std::vector<uint8_t> mem(300, 3);
+    for (int round = 0; round < 3; round++) {
+        auto eng = make_engine(engine_kind::jit, prog, {.tier = jit_tier::tiered});
+        ASSERT_TRUE(eng.ok()) << eng.err().message;
+        // Runs before, during and after the optimised code replaces the baseline code. The
+        // last round destroys the engine while its background compile may still be running.
+        for (int i = 0; i < (round == 2 ? 1 : 3000); i++) {
+            auto r = (*eng)->run(mem.data(), mem.size());
+            ASSERT_TRUE(r.ok()) << r.err().message;
+            ASSERT_EQ(*r, 900u);
+        }
+    }
+}
+
+TEST(Jit, TierNames) {
+    for (jit_tier t : {jit_tier::tiered, jit_tier::baseline, jit_tier::optimised}) {
+        EXPECT_EQ(parse_jit_tier(jit_tier_name(t)), t);
+    }
+    EXPECT_FALSE(parse_jit_tier("fast").has_value());
+}
+
 TEST(Jit, LargeProgramsCompile) {
     REQUIRE_JIT();
     // 20,000 dependent additions with branches every 100 instructions.

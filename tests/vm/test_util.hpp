@@ -29,19 +29,43 @@ inline ebpf_inst mov64_imm(uint8_t dst, int32_t imm) {
     return insn(cls_alu64 | src_k | alu_mov, dst, 0, 0, imm);
 }
 
-/// The engine run_insns() uses; engine tests set it for each engine this build has.
-inline engine_kind &engine_under_test() {
-    static engine_kind kind = engine_kind::interpreter;
-    return kind;
+/// An engine and how it compiles.
+struct engine_variant {
+    engine_kind kind = engine_kind::interpreter;
+    engine_options opts;
+};
+
+/// Every engine of this build; the JIT once per tier that compiles before the first run.
+inline std::vector<engine_variant> engine_variants() {
+    std::vector<engine_variant> out;
+    for (engine_kind kind : available_engines()) {
+        if (kind == engine_kind::jit) {
+            out.push_back({kind, {.tier = jit_tier::baseline}});
+            out.push_back({kind, {.tier = jit_tier::optimised}});
+        } else {
+            out.push_back({kind, {}});
+        }
+    }
+    return out;
 }
 
-/// Engine tests: each runs once per engine in available_engines().
-struct Engine : ::testing::TestWithParam<engine_kind> {
+/// The engine run_insns() uses; engine tests set it for each variant.
+inline engine_variant &engine_under_test() {
+    static engine_variant v;
+    return v;
+}
+
+/// Engine tests: each runs once per engine variant.
+struct Engine : ::testing::TestWithParam<engine_variant> {
     void SetUp() override { engine_under_test() = GetParam(); }
 };
 
-inline std::string engine_test_name(const ::testing::TestParamInfo<engine_kind> &info) {
-    return engine_name(info.param);
+inline std::string engine_test_name(const ::testing::TestParamInfo<engine_variant> &info) {
+    std::string name = engine_name(info.param.kind);
+    if (info.param.kind == engine_kind::jit) {
+        name += std::string("_") + jit_tier_name(info.param.opts.tier);
+    }
+    return name;
 }
 
 /// Loads and runs instructions on the engine under test with optional memory.
@@ -51,7 +75,7 @@ inline result<uint64_t> run_insns(std::vector<ebpf_inst> insns, std::vector<uint
     if (!prog) {
         return prog.err();
     }
-    auto eng = make_engine(engine_under_test(), *prog);
+    auto eng = make_engine(engine_under_test().kind, *prog, engine_under_test().opts);
     if (!eng) {
         return eng.err();
     }

@@ -38,7 +38,8 @@ struct conformance_outcome {
 };
 
 /// Loads and runs a case on an engine and compares with its expectation.
-conformance_outcome run_conformance(const conformance_case &c, engine_kind kind);
+conformance_outcome run_conformance(const conformance_case &c, engine_kind kind,
+                                    const engine_options &opts = {});
 
 /// Parses hex bytes as written in `-- mem` sections and `--mem` options ("aa bb 11", "aabb11",
 /// "0xaa 0xbb"). An error says which character is wrong.

@@ -163,12 +163,30 @@ public:
     virtual engine_kind kind() const = 0;
 };
 
+/// How the JIT trades compile time for code speed.
+enum class jit_tier {
+    /// Quickly compiled code runs at once; optimised code replaces it when a background
+    /// thread has compiled it (milliseconds later). The default.
+    tiered,
+    /// Only the quickly compiled code.
+    baseline,
+    /// Optimised code, compiled before make_engine() returns.
+    optimised,
+};
+
+/// "tiered", "baseline" or "optimised".
+const char *jit_tier_name(jit_tier tier);
+/// Parses a tier name.
+std::optional<jit_tier> parse_jit_tier(std::string_view name);
+
 /// How an engine compiles a program.
 struct engine_options {
     /// Trusted programs only: the JIT leaves out the memory checks and the instruction budget,
     /// so a bad access crashes the host instead of failing the run. The interpreter always
     /// checks.
     bool unchecked = false;
+    /// The JIT's tiers (the interpreter has none).
+    jit_tier tier = jit_tier::tiered;
 };
 
 /// Makes an engine of this kind for a loaded program (which must outlive it).
