@@ -94,7 +94,9 @@ uint64_t helper_fill(uint64_t p, uint64_t len, uint64_t v, uint64_t, uint64_t, r
     if (len > 4096 || !ctx->check_access(p, len, true)) {
         return 1;
     }
-    std::memset(reinterpret_cast<void *>(p), static_cast<int>(v & 0xff), len);
+    if (len > 0) { // p may be null when len is 0 (an empty input memory)
+        std::memset(reinterpret_cast<void *>(p), static_cast<int>(v & 0xff), len);
+    }
     return 0;
 }
 
@@ -622,8 +624,10 @@ private:
                 gen_store();
             } else if (sel < 64) {
                 gen_atomic();
-            } else if (sel < 71) {
+            } else if (sel < 70) {
                 gen_pointer();
+            } else if (sel < 71) {
+                gen_address_arith();
             } else if (sel < 79) {
                 if (depth < 3) {
                     gen_if(depth);
@@ -779,9 +783,16 @@ private:
         if (in_.bit()) {
             emit(cls_st | mode_mem | size_code(n), base, 0, off, imm32());
         } else {
-            const int src = src_scalar(base);
+            const int src = in_.chance(8) ? absolute_ptr(base) : src_scalar(base);
             emit(cls_stx | mode_mem | size_code(n), base, src, off, 0);
         }
+    }
+
+    // A register pointing into the input memory, the helper buffer or the caller region (whose
+    // addresses both engines share, so their values may be used as numbers), else a number.
+    int absolute_ptr(int avoid) {
+        const int p = pick([&](int x) { return is_ptr(st_[x].k) && st_[x].k != kind::stack; });
+        return p >= 0 ? p : src_scalar(avoid);
     }
 
     void gen_atomic() {
@@ -796,7 +807,10 @@ private:
             op = atomic_add | atomic_fetch; // cmpxchg would need r0 for the comparand
         }
         const bool fetch = (op & atomic_fetch) != 0 && op != atomic_cmpxchg;
-        const int src = fetch ? dst_scalar(base) : src_scalar(base);
+        int src = fetch ? dst_scalar(base) : src_scalar(base);
+        if (st_[base].k != kind::stack && writable(base) && in_.chance(8)) {
+            src = base; // the address itself as the operand (and the old value into it)
+        }
         if (op == atomic_cmpxchg && st_[0].k != kind::scalar) {
             mov_imm(0, imm32());
         }
@@ -807,6 +821,18 @@ private:
         } else if (fetch) {
             st_[src] = scalar();
         }
+    }
+
+    // An address outside the stack as a number: copied, then arithmetic on the copy.
+    void gen_address_arith() {
+        const int p = pick([&](int x) { return is_ptr(st_[x].k) && st_[x].k != kind::stack; });
+        if (p < 0) {
+            return;
+        }
+        const int q = dst_any(p);
+        emit(cls_alu64 | src_x | alu_mov, q, p, 0, 0);
+        st_[q] = scalar();
+        gen_alu_on(q, in_.bit() ? cls_alu64 : cls_alu);
     }
 
     void gen_pointer() {
@@ -938,6 +964,25 @@ private:
             st_[counter] = scalar();
             reserved_ |= 1u << counter;
         }
+        // Often a pointer walks memory, one step per iteration, perhaps out of it: checks that
+        // the JIT hoists out of loops must still catch the iteration that leaves.
+        int walker = -1;
+        int32_t step = 0;
+        const int base = ptr_reg(false);
+        if (!unbounded && base >= 0 && in_.chance(40)) {
+            static constexpr int32_t steps[] = {1, 2, 3, 4, 8, 16, -1, -2, -4, -8};
+            step = steps[in_.below(std::size(steps))];
+            // In r6-r9, which calls in the body keep.
+            walker = pick([&](int x) {
+                return x >= 6 && writable(x) &&
+                       !(is_ptr(st_[x].k) && st_[x].k != kind::stack && last(x));
+            });
+        }
+        if (walker >= 0) {
+            emit(cls_alu64 | src_x | alu_mov, walker, base, 0, 0);
+            st_[walker] = st_[base];
+            reserved_ |= 1u << walker;
+        }
         state entry = st_;
         const function saved = f_;
         const size_t pos = in_.pos();
@@ -945,6 +990,9 @@ private:
         for (;;) {
             head = new_label();
             bind(head);
+            if (walker >= 0) {
+                gen_access(walker);
+            }
             gen_block(depth + 1, 10);
             uint32_t bad = 0;
             for (int r = 0; r < 10; r++) {
@@ -986,10 +1034,16 @@ private:
         const uint8_t alu = wide ? cls_alu64 : cls_alu;
         const uint8_t jmp = in_.bit() ? cls_jmp : cls_jmp32;
         if (count_up) {
+            if (walker >= 0) {
+                emit(cls_alu64 | src_k | alu_add, walker, 0, 0, step);
+            }
             emit(alu | src_k | alu_add, counter, 0, 0, 1);
             static constexpr uint8_t ops[] = {jmp_jlt, jmp_jne, jmp_jslt};
             emit_jump(jmp | src_k | ops[in_.below(3)], counter, 0, count, head);
         } else {
+            if (walker >= 0) {
+                emit(cls_alu64 | src_k | alu_add, walker, 0, 0, step);
+            }
             if (in_.bit()) {
                 emit(alu | src_k | alu_sub, counter, 0, 0, 1);
             } else {
@@ -999,6 +1053,34 @@ private:
             emit_jump(jmp | src_k | ops[in_.below(3)], counter, 0, 0, head);
         }
         reserved_ &= ~(1u << counter);
+        if (walker >= 0) {
+            reserved_ &= ~(1u << walker);
+            st_[walker].off += count * step;
+        }
+    }
+
+    // A load or store through base.
+    void gen_access(int base) {
+        static constexpr int64_t sizes[] = {1, 2, 4, 8};
+        const int64_t n = sizes[in_.below(4)];
+        const int16_t off = access_offset(st_[base], n, false);
+        switch (in_.below(3)) {
+        case 0: {
+            const int dst = dst_any();
+            emit(cls_ldx | (in_.bit() ? mode_memsx : mode_mem) | size_code(n), dst, base, off, 0);
+            if (n == 8) { // there is no ldxsdw
+                f_.code.back().opcode = cls_ldx | mode_mem | size_dw;
+            }
+            st_[dst] = scalar();
+            break;
+        }
+        case 1:
+            emit(cls_st | mode_mem | size_code(n), base, 0, off, imm32());
+            break;
+        default:
+            emit(cls_stx | mode_mem | size_code(n), base, src_scalar(base), off, 0);
+            break;
+        }
     }
 
     // Sets r1-r5 for a subprogram's signature and calls it; skipped when an argument needs
