@@ -77,7 +77,8 @@ struct compile_times {
     double first = 0, first_cpu = 0;   // the program's first compile (the process's first, for
                                        // the first program: with LLVM's one-time set-up)
     double median = 0, median_cpu = 0; // of five later compiles
-    std::string error;                 // set when the JIT could not compile it
+    double optimised = 0, optimised_cpu = 0; // median of five compiles of the optimised tier
+    std::string error;                       // set when the JIT could not compile it
 };
 
 /// A program loaded into the kernel (through libbpf) for BPF_PROG_TEST_RUN.
@@ -263,27 +264,32 @@ double median(std::vector<double> xs) {
     return xs[xs.size() / 2];
 }
 
-/// The first compile of the program (for the first program of the process it includes LLVM's
-/// one-time set-up), then the median of five more.
+/// The first compile of the program's baseline tier, the code a tiered engine runs at once (for
+/// the first program of the process it includes LLVM's one-time set-up), the median of five
+/// more, and the median of five compiles of the optimised tier.
 compile_times time_compiles(const vm::program &prog) {
+    const vm::engine_options baseline{.tier = vm::jit_tier::baseline};
     compile_times t;
     stamp start;
-    auto first = vm::make_engine(vm::engine_kind::jit, prog);
+    auto first = vm::make_engine(vm::engine_kind::jit, prog, baseline);
     std::tie(t.first, t.first_cpu) = start.ms();
     if (!first) {
         t.error = first.err().message;
         return t;
     }
-    std::vector<double> wall, cpu;
-    for (int i = 0; i < 5; i++) {
-        stamp s;
-        auto e = vm::make_engine(vm::engine_kind::jit, prog);
-        auto [w, c] = s.ms();
-        wall.push_back(w);
-        cpu.push_back(c);
-    }
-    t.median = median(wall);
-    t.median_cpu = median(cpu);
+    auto medians = [&](const vm::engine_options &opts) {
+        std::vector<double> wall, cpu;
+        for (int i = 0; i < 5; i++) {
+            stamp s;
+            auto e = vm::make_engine(vm::engine_kind::jit, prog, opts);
+            auto [w, c] = s.ms();
+            wall.push_back(w);
+            cpu.push_back(c);
+        }
+        return std::pair{median(wall), median(cpu)};
+    };
+    std::tie(t.median, t.median_cpu) = medians(baseline);
+    std::tie(t.optimised, t.optimised_cpu) = medians({.tier = vm::jit_tier::optimised});
     return t;
 }
 
@@ -499,8 +505,8 @@ double geomean(const std::vector<double> &xs) {
 
 void print_compile(const std::string &name, const compile_times &t) {
     if (t.error.empty()) {
-        std::printf("  %-28s %8.2f %8.2f %14.2f %8.2f\n", name.c_str(), t.first, t.first_cpu,
-                    t.median, t.median_cpu);
+        std::printf("  %-28s %8.2f %8.2f %14.2f %8.2f %14.2f %8.2f\n", name.c_str(), t.first,
+                    t.first_cpu, t.median, t.median_cpu, t.optimised, t.optimised_cpu);
     } else {
         std::printf("  %-28s jit: not available: %s\n", name.c_str(), t.error.c_str());
     }
@@ -579,9 +585,12 @@ void print_summary(const bench::recording_reporter &r, std::span<const program_s
                       [v](const program_state &st) { return st.mismatch[v]; });
     }
 
-    std::printf("\nJIT compile time in ms, wall-clock and process CPU time (the first compile "
-                "of the process includes LLVM's set-up)\n");
-    std::printf("  %-28s %8s %8s %14s %8s\n", "program", "first", "cpu", "median of 5", "cpu");
+    std::printf("\nJIT compile time in ms, wall-clock and process CPU time: the baseline tier "
+                "(what a tiered engine runs at once; the first compile of the process includes "
+                "LLVM's set-up) and the optimised tier (compiled in the background, measured "
+                "above)\n");
+    std::printf("  %-28s %8s %8s %14s %8s %14s %8s\n", "program", "first", "cpu", "median of 5",
+                "cpu", "optimised", "cpu");
     print_reasons("  jit: not available: ", states,
                   [](const program_state &st) { return st.compile.error; });
     for (const program_state &st : states) {
@@ -635,8 +644,8 @@ void print_summary(const bench::recording_reporter &r, std::span<const program_s
         for (const std::string &n : slow_examples) {
             names += " " + n;
         }
-        std::printf("  nginx example programs compiled in < 20 ms (CPU, median) each (%zu "
-                    "compiled): %s%s\n",
+        std::printf("  nginx example programs ready to run in < 20 ms (baseline tier, CPU, "
+                    "median) each (%zu compiled): %s%s\n",
                     examples_compiled, slow_examples.empty() ? "holds" : "MISSED:", names.c_str());
     }
 }
@@ -700,8 +709,10 @@ int main(int argc, char **argv) {
                 st.unavailable[v] = e.err().message;
             }
         };
-        make(jit, vm::engine_kind::jit, {});
-        make(jit_unchecked, vm::engine_kind::jit, {.unchecked = true});
+        // The optimised tier: what a tiered engine runs once its background compile is done.
+        make(jit, vm::engine_kind::jit, {.tier = vm::jit_tier::optimised});
+        make(jit_unchecked, vm::engine_kind::jit,
+             {.unchecked = true, .tier = vm::jit_tier::optimised});
         make(interp, vm::engine_kind::interpreter, {});
         load_kernel(st);
         all_agree = check_results(st) && all_agree;

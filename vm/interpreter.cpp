@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The interpreter: every memory access is checked against the regions of the run.
 #include "interpreter.hpp"
+#include "frame.hpp"
 #include "text.hpp"
 
 #include <bpftime/vm/assembler.hpp>
@@ -124,7 +125,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
     alignas(16) std::array<uint8_t, stack_size> stack;
     const uint64_t stack_top = reinterpret_cast<uint64_t>(stack.data()) + stack_size;
     // Each frame is zeroed when it is entered, so no run sees what another left behind.
-    std::memset(stack.data() + stack_size - stack_frame_size, 0, stack_frame_size);
+    zero_frame(stack.data() + stack_size - stack_frame_size);
 
     const memory_region input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len,
                               opts.mem_writable};

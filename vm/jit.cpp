@@ -16,6 +16,7 @@
 // Code pages are written before they are made executable and never both (ORC's memory
 // managers map them read-write, then read-execute).
 #include "jit.hpp"
+#include "frame.hpp"
 #include "text.hpp"
 
 #include <bpftime/vm/assembler.hpp>
@@ -1098,7 +1099,7 @@ public:
     result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts) override {
         alignas(16) std::array<uint8_t, stack_size> stack;
         const uint64_t stack_top = reinterpret_cast<uint64_t>(stack.data()) + stack_size;
-        std::memset(stack.data() + stack_size - stack_frame_size, 0, stack_frame_size);
+        zero_frame(stack.data() + stack_size - stack_frame_size);
         const memory_region input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len,
                                   opts.mem_writable};
         run_context rc({stack_top - stack_frame_size, stack_frame_size, true}, input,
