@@ -1416,6 +1416,12 @@ std::string compare(const outcome &in, const outcome &jit) {
     return "";
 }
 
+// The unchecked JIT counts no instructions; the rest must agree.
+std::string compare_unchecked(const outcome &in, outcome jit) {
+    jit.executed = in.executed;
+    return compare(in, jit);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Statistics, printed at exit: how many programs loaded and how runs ended.
 
@@ -1424,6 +1430,7 @@ struct statistics {
     uint64_t loaded = 0;
     uint64_t slots = 0;
     uint64_t runs = 0;
+    uint64_t unchecked_runs = 0;
     uint64_t ok = 0;
     std::map<int, uint64_t> errors;
     std::string first_refusal;
@@ -1449,12 +1456,13 @@ void print_stats() {
     }
     std::fprintf(stderr,
                  "vm_diff_fuzzer: %llu programs, %llu loaded (%.1f%%), %.1f slots on average; "
-                 "%llu interpreter runs: %s%s\n",
+                 "%llu interpreter runs: %s; %llu unchecked jit runs%s\n",
                  static_cast<unsigned long long>(stats.programs),
                  static_cast<unsigned long long>(stats.loaded),
                  100.0 * static_cast<double>(stats.loaded) / static_cast<double>(stats.programs),
                  static_cast<double>(stats.slots) / static_cast<double>(stats.programs),
                  static_cast<unsigned long long>(stats.runs), ends.c_str(),
+                 static_cast<unsigned long long>(stats.unchecked_runs),
                  stats.jit_absent ? "; jit absent, interpreter against itself" : "");
     if (!stats.first_refusal.empty()) {
         std::fprintf(stderr, "vm_diff_fuzzer: first refusal: %s\n", stats.first_refusal.c_str());
@@ -1633,6 +1641,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         if (std::string d = compare(a, b); !d.empty()) {
             report(insns, v, d, &a, &b);
+        }
+    }
+
+    // A quarter of the programs that completed also run on the unchecked JIT (no access checks,
+    // no budget), which must give the same result and memory: the interpreter saw every access
+    // succeed, so none may crash.
+    if (n > 0 && (*jit)->kind() == engine_kind::jit && seed % 4 == 0) {
+        engine_options eo;
+        eo.unchecked = true;
+        auto unchecked = make_engine(engine_kind::jit, *prog, eo);
+        if (!unchecked) {
+            report(insns, in,
+                   "the unchecked jit refused a valid program: " + unchecked.err().message, nullptr,
+                   nullptr);
+        }
+        std::vector<uint8_t> mem(in.mem.size());
+        const outcome a = run_padded(**interp, in, mem.data(), 16);
+        const outcome b = run_padded(**unchecked, in, mem.data(), 128);
+        stats.unchecked_runs++;
+        if (verbose) {
+            std::fprintf(stderr, "unchecked jit: %s\n", describe(b).c_str());
+        }
+        if (std::string d = compare_unchecked(a, b); !d.empty()) {
+            report(insns, in, "unchecked jit: " + d, &a, &b);
         }
     }
     return 0;
