@@ -83,8 +83,13 @@ uint64_t map_lookup_elem(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_
     if (m == nullptr || !readable(ctx, key, m->spec().key_size, "map_lookup_elem", "the key")) {
         return 0;
     }
-    // Values lie in the map's value area, which the program's regions already cover.
-    return reinterpret_cast<uint64_t>(m->lookup(ptr(key)));
+    // Values lie in the map's value area, which the program's regions already cover; the
+    // hint lets the JIT check the accesses that follow against that area first.
+    const void *value = m->lookup(ptr(key));
+    if (value != nullptr) {
+        ctx->hint_region(value, m->spec().value_size);
+    }
+    return reinterpret_cast<uint64_t>(value);
 }
 
 uint64_t map_update_elem(uint64_t map, uint64_t key, uint64_t value, uint64_t flags, uint64_t,

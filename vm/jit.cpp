@@ -39,6 +39,7 @@
 #include <llvm/Transforms/Scalar/EarlyCSE.h>
 #include <llvm/Transforms/Scalar/GVN.h>
 #include <llvm/Transforms/Scalar/IndVarSimplify.h>
+#include <llvm/Transforms/Scalar/InductiveRangeCheckElimination.h>
 #include <llvm/Transforms/Scalar/LICM.h>
 #include <llvm/Transforms/Scalar/LoopPassManager.h>
 #include <llvm/Transforms/Scalar/LoopRotation.h>
@@ -49,6 +50,7 @@
 #include <atomic>
 #include <climits>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -72,7 +74,8 @@ struct jit_state {
     run_context *rc = nullptr;
     const bool *helper_failed = nullptr;
     const program *prog = nullptr;
-    uint64_t fault = 0; // a fault_kind, 0 while the run is going
+    memory_region handed{}; // the last region a helper handed out (run_context's sink)
+    uint64_t fault = 0;     // a fault_kind, 0 while the run is going
     uint64_t fault_pc = 0;
     uint64_t fault_addr = 0;
     uint64_t fault_len = 0;
@@ -191,6 +194,7 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         lpm.addPass(llvm::LICMPass(llvm::LICMOptions()));
         lpm.addPass(llvm::IndVarSimplifyPass());
         fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(lpm), true));
+        fpm.addPass(llvm::IRCEPass());
         fpm.addPass(llvm::GVNPass());
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
@@ -362,6 +366,7 @@ public:
         params.insert(params.end(), 12, i64_);
         fn_ty_ = llvm::FunctionType::get(ret_ty_, params, false);
         unlikely_ = llvm::MDBuilder(ctx_).createBranchWeights(1, 1 << 20);
+        likely_ = llvm::MDBuilder(ctx_).createBranchWeights(1 << 20, 1);
     }
 
     // Emits every function and the exported entry `name`. Returns an error message or "".
@@ -467,13 +472,21 @@ private:
         }
         llvm::Value *nv = b_.getInt64(n);
         auto *ok = new_block("ok");
+        auto *not_near = new_block("not_near");
         auto *not_cached = new_block("not_cached");
         auto *slow = new_block("slow");
-        // The region cache: addr - lo <= span - n (span >= max_access >= n).
-        llvm::Value *lo = b_.CreateLoad(i64_, write ? write_lo_ : read_lo_);
-        llvm::Value *span = b_.CreateLoad(i64_, write ? write_span_ : read_span_);
-        b_.CreateCondBr(b_.CreateICmpULE(b_.CreateSub(addr, lo), b_.CreateSub(span, nv)), ok,
-                        not_cached);
+        // A cache holds [lo, lo + span): addr - lo < span - n + 1 (span >= max_access >= n).
+        auto in_cache = [&](llvm::Value *lo_slot, llvm::Value *span_slot) {
+            llvm::Value *lo = b_.CreateLoad(i64_, lo_slot);
+            llvm::Value *span = b_.CreateLoad(i64_, span_slot);
+            return b_.CreateICmpULT(b_.CreateSub(addr, lo),
+                                    b_.CreateAdd(b_.CreateSub(span, nv), b_.getInt64(1)));
+        };
+        b_.CreateCondBr(in_cache(near_[write ? 2 : 0], near_[write ? 3 : 1]), ok, not_near,
+                        likely_);
+        b_.SetInsertPoint(not_near);
+        b_.CreateCondBr(in_cache(write ? write_lo_ : read_lo_, write ? write_span_ : read_span_),
+                        ok, not_cached);
         // The stack: the current frame and its callers' (stack_span >= 512 >= n).
         b_.SetInsertPoint(not_cached);
         llvm::Value *ds = b_.CreateSub(addr, stack_lo_);
@@ -803,6 +816,7 @@ private:
             branch_unlikely(b_.CreateICmpNE(load_state(offsetof(jit_state, fault)), b_.getInt64(0)),
                             fault_ret_, go);
             b_.SetInsertPoint(go);
+            take_handed_region();
             return;
         }
         auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
@@ -816,6 +830,31 @@ private:
         b_.SetInsertPoint(failed);
         fault_here(fault_helper_failed, pc, b_.getInt64(0), b_.getInt64(0));
         b_.SetInsertPoint(go);
+        take_handed_region();
+    }
+
+    // A helper that handed out a region (a map value) is usually followed by accesses to it:
+    // the region becomes the near cache.
+    void take_handed_region() {
+        if (!checked_) {
+            return;
+        }
+        const size_t at = offsetof(jit_state, handed);
+        llvm::Value *start = load_state(at + offsetof(memory_region, start));
+        llvm::Value *size = load_state(at + offsetof(memory_region, size));
+        llvm::Value *writable = b_.CreateICmpNE(
+            b_.CreateLoad(i8_, state_field<uint8_t>(at + offsetof(memory_region, writable))),
+            b_.getInt8(0));
+        llvm::Value *fresh = b_.CreateICmpUGE(size, b_.getInt64(max_access));
+        llvm::Value *fresh_writable = b_.CreateAnd(fresh, writable);
+        auto update = [&](llvm::Value *slot, llvm::Value *cond, llvm::Value *v) {
+            b_.CreateStore(b_.CreateSelect(cond, v, b_.CreateLoad(i64_, slot)), slot);
+        };
+        update(near_[0], fresh, start);
+        update(near_[1], fresh, size);
+        update(near_[2], fresh_writable, start);
+        update(near_[3], fresh_writable, size);
+        store_state(at + offsetof(memory_region, size), b_.getInt64(0));
     }
 
     void emit_local_call(size_t pc, const ebpf_inst &inst) {
@@ -868,6 +907,9 @@ private:
             regs_[r] = b_.CreateAlloca(i64_, nullptr, "r" + std::to_string(r));
         }
         budget_ = b_.CreateAlloca(i64_, nullptr, "budget");
+        for (auto &slot : near_) {
+            slot = b_.CreateAlloca(i64_, nullptr, "near");
+        }
         read_lo_ = b_.CreateAlloca(i64_, nullptr, "read_lo");
         read_span_ = b_.CreateAlloca(i64_, nullptr, "read_span");
         write_lo_ = b_.CreateAlloca(i64_, nullptr, "write_lo");
@@ -882,6 +924,10 @@ private:
         if (checked_) {
             b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
             reload_caches();
+            b_.CreateStore(b_.CreateLoad(i64_, read_lo_), near_[0]);
+            b_.CreateStore(b_.CreateLoad(i64_, read_span_), near_[1]);
+            b_.CreateStore(b_.CreateLoad(i64_, write_lo_), near_[2]);
+            b_.CreateStore(b_.CreateLoad(i64_, write_span_), near_[3]);
             stack_lo_ = b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
             stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
         }
@@ -1011,6 +1057,7 @@ private:
     llvm::StructType *ret_ty_;
     llvm::FunctionType *fn_ty_;
     llvm::MDNode *unlikely_;
+    llvm::MDNode *likely_;
     std::map<size_t, llvm::Function *> functions_;
 
     // The function being emitted.
@@ -1018,6 +1065,10 @@ private:
     llvm::Value *state_ = nullptr, *fp_ = nullptr, *depth_ = nullptr, *rc_ = nullptr,
                 *helper_failed_ = nullptr, *stack_lo_ = nullptr, *stack_span_ = nullptr;
     std::array<llvm::Value *, 10> regs_{};
+    // The near caches (read lo, read span, write lo, write span): set on entry and by helper
+    // calls only, so in a loop without calls they are invariant and LLVM can hoist or drop
+    // their checks. The far caches (read_lo_ ...) are refilled by every slow-path hit.
+    std::array<llvm::Value *, 4> near_{};
     llvm::Value *budget_ = nullptr, *read_lo_ = nullptr, *read_span_ = nullptr,
                 *write_lo_ = nullptr, *write_span_ = nullptr;
     // Registers known to hold r10 + offset in the current basic block.
@@ -1047,6 +1098,10 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
         return make_error(EINVAL, err);
     }
     auto object = host.emit(*mod, optimised);
+    if (std::getenv("BPFTIME_JIT_DUMP") != nullptr) {
+        // The IR as compiled (after the tier's passes), for looking at what the checks became.
+        mod->print(llvm::errs(), nullptr);
+    }
     if (!object) {
         return make_error(EINVAL, "the jit cannot compile the program: " +
                                       llvm_message(object.takeError()));
@@ -1122,6 +1177,7 @@ public:
         s.stack_top = stack_top;
         s.rc = &rc;
         s.helper_failed = rc.failed_flag();
+        rc.set_region_sink(&s.handed);
         s.prog = &prog_;
         entry_fn fn = fn_.load(std::memory_order_acquire);
         uint64_t r0 = fn(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);

@@ -23,6 +23,9 @@ void run_context::add_region(const void *ptr, uint64_t len, bool writable) {
     if (ptr == nullptr || len == 0) {
         return;
     }
+    if (sink_ != nullptr) {
+        *sink_ = r;
+    }
     // Programs that look up the same map value in a loop hand out the same region again.
     auto same = [&](const memory_region &o) {
         return o.start == r.start && o.size == r.size && o.writable == r.writable;
@@ -36,6 +39,21 @@ void run_context::add_region(const void *ptr, uint64_t len, bool writable) {
         return;
     }
     dynamic_.push_back(r);
+}
+
+void run_context::hint_region(const void *ptr, uint64_t len) {
+    if (sink_ == nullptr || len == 0) {
+        return;
+    }
+    // The region that holds it, writable if it is (reads are the common case).
+    const uint64_t addr = reinterpret_cast<uint64_t>(ptr);
+    const memory_region *r = find_region(addr, len, true);
+    if (r == nullptr) {
+        r = find_region(addr, len, false);
+    }
+    if (r != nullptr) {
+        *sink_ = *r;
+    }
 }
 
 bool run_context::check_access(uint64_t addr, uint64_t len, bool write) const {

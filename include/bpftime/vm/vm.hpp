@@ -69,6 +69,11 @@ public:
     void add_region(const void *ptr, uint64_t len, bool writable);
     /// True when [addr, addr + len) lies inside one region the program may access.
     bool check_access(uint64_t addr, uint64_t len, bool write) const;
+    /// Tells the engine that the program is about to use [ptr, ptr + len), memory it may
+    /// already access (for example a map value inside the map's value area): an engine that
+    /// keeps a cache of regions may put the region holding it there. No effect when no
+    /// region of the run holds it.
+    void hint_region(const void *ptr, uint64_t len);
     /// Stops the program after the current helper returns; the run fails with the message.
     void fail(std::string message);
     /// Host data the caller passed in run_options::user_data.
@@ -81,6 +86,9 @@ public:
     bool failed() const { return failed_; }
     /// Where failed() is kept, for compiled code that tests it after each helper call.
     const bool *failed_flag() const { return &failed_; }
+    /// From now on add_region() also writes each region it is given to *sink (the JIT puts
+    /// the region a helper handed out in its fastest check).
+    void set_region_sink(memory_region *sink) { sink_ = sink; }
     const std::string &failure() const { return failure_; }
     /// The slow path of an access check: the region other than the stack that allows the
     /// access, or null.
@@ -97,6 +105,7 @@ private:
     std::span<const memory_region> program_regions_;
     std::span<const memory_region> extra_regions_;
     std::vector<memory_region> dynamic_;
+    memory_region *sink_ = nullptr;
     void *user_data_ = nullptr;
     std::string failure_;
     bool failed_ = false;
