@@ -1488,7 +1488,7 @@ void fill(C &bytes, uint32_t seed) {
         std::fprintf(stderr, "interpreter: %s\n", describe(*interp).c_str());
     }
     if (jit != nullptr) {
-        std::fprintf(stderr, "jit:         %s\n", describe(*jit).c_str());
+        std::fprintf(stderr, "other:       %s\n", describe(*jit).c_str());
     }
     std::string hexmem;
     for (uint8_t b : in.mem) {
@@ -1584,20 +1584,45 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!interp) {
         report(insns, in, "the interpreter refused: " + interp.err().message, nullptr, nullptr);
     }
-    auto jit = make_engine(no_jit ? engine_kind::interpreter : engine_kind::jit, *prog);
-    if (!jit) {
-        if (jit.err().code != ENOTSUP) {
-            report(insns, in, "the jit refused a valid program: " + jit.err().message, nullptr,
-                   nullptr);
+    // The JIT's tiers explicitly: the default (tiered) runs baseline code until the optimised
+    // code is ready, which short runs would seldom reach. One program in eight also runs tiered.
+    struct other {
+        std::string name;
+        std::unique_ptr<engine> eng;
+    };
+    std::vector<other> others;
+    if (!no_jit) {
+        std::vector<std::pair<const char *, jit_tier>> tiers = {
+            {"jit (baseline)", jit_tier::baseline}, {"jit (optimised)", jit_tier::optimised}};
+        if (seed % 8 == 1) {
+            tiers.push_back({"jit (tiered)", jit_tier::tiered});
         }
-        if (!stats.jit_absent) {
-            std::fprintf(stderr,
-                         "vm_diff_fuzzer: the jit engine is absent (%s); comparing the "
-                         "interpreter with itself\n",
-                         jit.err().message.c_str());
-            stats.jit_absent = true;
+        for (auto [name, tier] : tiers) {
+            engine_options eo;
+            eo.tier = tier;
+            auto e = make_engine(engine_kind::jit, *prog, eo);
+            if (!e) {
+                if (e.err().code != ENOTSUP) {
+                    report(insns, in,
+                           std::string(name) + " refused a valid program: " + e.err().message,
+                           nullptr, nullptr);
+                }
+                if (!stats.jit_absent) {
+                    std::fprintf(stderr,
+                                 "vm_diff_fuzzer: the jit engine is absent (%s); comparing the "
+                                 "interpreter with itself\n",
+                                 e.err().message.c_str());
+                    stats.jit_absent = true;
+                }
+                others.clear();
+                break;
+            }
+            others.push_back({name, std::move(*e)});
         }
-        jit = make_engine(engine_kind::interpreter, *prog);
+    }
+    if (others.empty()) {
+        auto again = make_engine(engine_kind::interpreter, *prog);
+        others.push_back({"interpreter again", std::move(*again)});
     }
 
     if (verbose) {
@@ -1622,10 +1647,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 std::fill(v.mem.begin(), v.mem.end(), variant == 1 ? 0x00 : 0xff);
             }
         }
-        // One input memory for both runs: its address is part of what programs see.
+        // One input memory for all runs: its address is part of what programs see.
         std::vector<uint8_t> mem(v.mem.size());
         const outcome a = run_padded(**interp, v, mem.data(), 16);
-        const outcome b = run_padded(**jit, v, mem.data(), 16 + 64 * (1 + (flags >> 6)));
         if (variant == 0 && a.ok) {
             n = a.executed;
         }
@@ -1636,20 +1660,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             stats.errors[a.code]++;
         }
         if (verbose) {
-            std::fprintf(stderr, "interpreter: %s\njit:         %s\n", describe(a).c_str(),
-                         describe(b).c_str());
+            std::fprintf(stderr, "interpreter: %s\n", describe(a).c_str());
         }
-        if (std::string d = compare(a, b); !d.empty()) {
-            report(insns, v, d, &a, &b);
+        for (other &o : others) {
+            const outcome b = run_padded(*o.eng, v, mem.data(), 16 + 64 * (1 + (flags >> 6)));
+            if (verbose) {
+                std::fprintf(stderr, "%s: %s\n", o.name.c_str(), describe(b).c_str());
+            }
+            if (std::string d = compare(a, b); !d.empty()) {
+                report(insns, v, o.name + ": " + d, &a, &b);
+            }
         }
     }
 
     // A quarter of the programs that completed also run on the unchecked JIT (no access checks,
     // no budget), which must give the same result and memory: the interpreter saw every access
     // succeed, so none may crash.
-    if (n > 0 && (*jit)->kind() == engine_kind::jit && seed % 4 == 0) {
+    if (n > 0 && !stats.jit_absent && !no_jit && seed % 4 == 0) {
         engine_options eo;
         eo.unchecked = true;
+        eo.tier = (seed & 4) != 0 ? jit_tier::optimised : jit_tier::baseline;
         auto unchecked = make_engine(engine_kind::jit, *prog, eo);
         if (!unchecked) {
             report(insns, in,
@@ -1661,10 +1691,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const outcome b = run_padded(**unchecked, in, mem.data(), 128);
         stats.unchecked_runs++;
         if (verbose) {
-            std::fprintf(stderr, "unchecked jit: %s\n", describe(b).c_str());
+            std::fprintf(stderr, "unchecked jit (%s): %s\n", jit_tier_name(eo.tier),
+                         describe(b).c_str());
         }
         if (std::string d = compare_unchecked(a, b); !d.empty()) {
-            report(insns, in, "unchecked jit: " + d, &a, &b);
+            report(insns, in, std::string("unchecked jit (") + jit_tier_name(eo.tier) + "): " + d,
+                   &a, &b);
         }
     }
     return 0;
