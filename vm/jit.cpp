@@ -289,6 +289,7 @@ struct function_plan {
     size_t entry = 0;
     std::vector<bool> reachable;
     std::vector<bool> leader;
+    std::vector<bool> loop_head; // the target of a backward jump
 };
 
 size_t jump_target(const ebpf_inst &inst, size_t pc) {
@@ -306,6 +307,7 @@ function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
     f.entry = entry;
     f.reachable.assign(insns.size(), false);
     f.leader.assign(insns.size(), false);
+    f.loop_head.assign(insns.size(), false);
     f.leader[entry] = true;
     std::vector<size_t> work{entry};
     auto visit = [&](size_t pc) {
@@ -327,10 +329,14 @@ function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
             break;
         case op_kind::ja:
             f.leader[jump_target(inst, pc)] = true;
+            f.loop_head[jump_target(inst, pc)] =
+                f.loop_head[jump_target(inst, pc)] || jump_target(inst, pc) <= pc;
             visit(jump_target(inst, pc));
             break;
         case op_kind::jcond:
             f.leader[jump_target(inst, pc)] = true;
+            f.loop_head[jump_target(inst, pc)] =
+                f.loop_head[jump_target(inst, pc)] || jump_target(inst, pc) <= pc;
             f.leader[pc + 1] = true;
             visit(jump_target(inst, pc));
             visit(pc + 1);
@@ -759,20 +765,6 @@ private:
         b_.SetInsertPoint(go);
     }
 
-    // The block a jump from pc to target enters: backward jumps pass the budget check.
-    llvm::BasicBlock *edge(size_t pc, size_t target) {
-        if (target > pc || !checked_) {
-            return blocks_.at(target);
-        }
-        llvm::BasicBlock *saved = b_.GetInsertBlock();
-        auto *check = new_block("backedge");
-        b_.SetInsertPoint(check);
-        check_budget(pc);
-        b_.CreateBr(blocks_.at(target));
-        b_.SetInsertPoint(saved);
-        return check;
-    }
-
     // The number of instructions the block starting at pc executes (lddw counts once).
     uint64_t block_length(const function_plan &plan, size_t pc) {
         uint64_t n = 0;
@@ -953,6 +945,12 @@ private:
                 open = true;
                 fp_offset_.fill(std::nullopt);
                 fp_offset_[frame_pointer] = 0;
+                if (plan.loop_head[pc]) {
+                    // Loops stop here once the instructions before this entry exhausted the
+                    // budget. Testing at the head rather than at the backward jump leaves the
+                    // loop's latch to its own exit test, the shape LLVM's loop passes want.
+                    check_budget(pc);
+                }
                 if (checked_) {
                     b_.CreateStore(b_.CreateSub(b_.CreateLoad(i64_, budget_),
                                                 b_.getInt64(block_length(plan, pc))),
@@ -997,11 +995,11 @@ private:
                 emit_atomic(pc, inst);
                 break;
             case op_kind::ja:
-                b_.CreateBr(edge(pc, jump_target(inst, pc)));
+                b_.CreateBr(blocks_.at(jump_target(inst, pc)));
                 open = false;
                 break;
             case op_kind::jcond:
-                b_.CreateCondBr(emit_condition(inst), edge(pc, jump_target(inst, pc)),
+                b_.CreateCondBr(emit_condition(inst), blocks_.at(jump_target(inst, pc)),
                                 blocks_.at(pc + 1));
                 open = false;
                 break;
