@@ -12,12 +12,6 @@ bool allows(const memory_region &r, uint64_t addr, uint64_t len, bool write) {
 
 } // namespace
 
-run_context::run_context(memory_region stack_region, memory_region input,
-                         std::span<const memory_region> program_regions,
-                         std::span<const memory_region> extra_regions, void *user_data)
-    : stack(stack_region), input_(input), program_regions_(program_regions),
-      extra_regions_(extra_regions), user_data_(user_data) {}
-
 void run_context::add_region(const void *ptr, uint64_t len, bool writable) {
     memory_region r{reinterpret_cast<uint64_t>(ptr), len, writable};
     if (ptr == nullptr || len == 0) {

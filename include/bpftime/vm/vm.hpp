@@ -80,9 +80,13 @@ public:
     void *user_data() const { return user_data_; }
 
     // Used by the engines.
+    // Inline: engines build one per run, and an out-of-line call passed the two regions
+    // through memory that had just been written field by field (a store-forwarding stall).
     run_context(memory_region stack_region, memory_region input,
                 std::span<const memory_region> program_regions,
-                std::span<const memory_region> extra_regions, void *user_data);
+                std::span<const memory_region> extra_regions, void *user_data)
+        : stack(stack_region), input_(input), program_regions_(program_regions),
+          extra_regions_(extra_regions), user_data_(user_data) {}
     bool failed() const { return failed_; }
     /// Where failed() is kept, for compiled code that tests it after each helper call.
     const bool *failed_flag() const { return &failed_; }
