@@ -39,7 +39,6 @@
 #include <llvm/Transforms/Scalar/EarlyCSE.h>
 #include <llvm/Transforms/Scalar/GVN.h>
 #include <llvm/Transforms/Scalar/IndVarSimplify.h>
-#include <llvm/Transforms/Scalar/InductiveRangeCheckElimination.h>
 #include <llvm/Transforms/Scalar/LICM.h>
 #include <llvm/Transforms/Scalar/LoopPassManager.h>
 #include <llvm/Transforms/Scalar/LoopRotation.h>
@@ -194,7 +193,6 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         lpm.addPass(llvm::LICMPass(llvm::LICMOptions()));
         lpm.addPass(llvm::IndVarSimplifyPass());
         fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(lpm), true));
-        fpm.addPass(llvm::IRCEPass());
         fpm.addPass(llvm::GVNPass());
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
