@@ -72,6 +72,7 @@ struct jit_state {
     uint64_t stack_top = 0; // one past the entry frame
     run_context *rc = nullptr;
     const bool *helper_failed = nullptr;
+    memory_region *rc_stack = nullptr; // run_context::stack, which helpers check pointers against
     const program *prog = nullptr;
     memory_region handed{}; // the last region a helper handed out (run_context's sink)
     uint64_t fault = 0;     // a fault_kind, 0 while the run is going
@@ -847,6 +848,16 @@ private:
         store_state(at + offsetof(memory_region, size), b_.getInt64(0));
     }
 
+    // run_context::stack = [lo, stack_top).
+    void set_helper_stack(llvm::Value *lo) {
+        llvm::Value *region = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc_stack)), ptr_);
+        llvm::Value *top = load_state(offsetof(jit_state, stack_top));
+        b_.CreateStore(lo,
+                       b_.CreateConstInBoundsGEP1_64(i8_, region, offsetof(memory_region, start)));
+        b_.CreateStore(b_.CreateSub(top, lo),
+                       b_.CreateConstInBoundsGEP1_64(i8_, region, offsetof(memory_region, size)));
+    }
+
     void emit_local_call(size_t pc, const ebpf_inst &inst) {
         size_t target = static_cast<size_t>(static_cast<int64_t>(pc) + 1 + inst.imm);
         check_budget(pc);
@@ -872,12 +883,16 @@ private:
         }
         args.push_back(callee_fp);
         args.push_back(b_.CreateAdd(depth_, b_.getInt64(1)));
+        // Helpers the callee calls check its pointers against run_context::stack: the callee's
+        // frame and its callers', as the interpreter keeps it.
+        set_helper_stack(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)));
         auto *call = b_.CreateCall(fn_ty_, functions_.at(target), args);
         call->setCallingConv(llvm::CallingConv::Fast);
         auto *back = new_block("returned");
         branch_unlikely(b_.CreateICmpNE(load_state(offsetof(jit_state, fault)), b_.getInt64(0)),
                         fault_ret_, back);
         b_.SetInsertPoint(back);
+        set_helper_stack(stack_lo_);
         for (unsigned r = 0; r <= 5; r++) {
             set_reg(static_cast<int>(r), b_.CreateExtractValue(call, r));
         }
@@ -911,6 +926,8 @@ private:
         depth_ = &*arg++;
         rc_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc)), ptr_);
         helper_failed_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, helper_failed)), ptr_);
+        stack_lo_ = b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
+        stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
         if (checked_) {
             b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
             reload_caches();
@@ -918,8 +935,6 @@ private:
             b_.CreateStore(b_.CreateLoad(i64_, read_span_), near_[1]);
             b_.CreateStore(b_.CreateLoad(i64_, write_lo_), near_[2]);
             b_.CreateStore(b_.CreateLoad(i64_, write_span_), near_[3]);
-            stack_lo_ = b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
-            stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
         }
         fault_ret_ = new_block("fault");
         blocks_.clear();
@@ -1173,6 +1188,7 @@ public:
         s.stack_top = stack_top;
         s.rc = &rc;
         s.helper_failed = rc.failed_flag();
+        s.rc_stack = &rc.stack;
         rc.set_region_sink(&s.handed);
         s.prog = &prog_;
         entry_fn fn = fn_.load(std::memory_order_acquire);

@@ -217,6 +217,10 @@ uint64_t helper_give(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_conte
     return reinterpret_cast<uint64_t>(shared_value);
 }
 
+uint64_t helper_check(uint64_t p, uint64_t n, uint64_t, uint64_t, uint64_t, run_context *ctx) {
+    return ctx->check_access(p, n, true) ? 1 : 0;
+}
+
 struct HelperTest : Engine {
     helper_registry reg;
     load_options lo;
@@ -225,6 +229,7 @@ struct HelperTest : Engine {
         ASSERT_TRUE(reg.register_helper(100, "add", helper_add).ok());
         ASSERT_TRUE(reg.register_helper(101, "fail", helper_fail).ok());
         ASSERT_TRUE(reg.register_helper(102, "give", helper_give).ok());
+        ASSERT_TRUE(reg.register_helper(103, "check", helper_check).ok());
         lo.helpers = &reg;
     }
 };
@@ -251,6 +256,31 @@ TEST_P(HelperTest, HelperFailureStopsTheProgram) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.err().code, fault_helper);
     EXPECT_NE(r.err().message.find("the helper said no"), std::string::npos);
+}
+
+TEST_P(HelperTest, HelpersSeeTheFrameOfTheSubprogramThatCallsThem) {
+    // f passes a pointer into its own frame (r10 - 8), then into its caller's (r10 + 504).
+    auto frame_ok = [&](int32_t off) {
+        auto r = run_insns({insn(op_call, 0, call_local, 0, 1), exit_insn(),
+                            insn(cls_alu64 | src_x | alu_mov, 1, 10),
+                            insn(cls_alu64 | src_k | alu_add, 1, 0, 0, off), mov64_imm(2, 8),
+                            insn(op_call, 0, 0, 0, 103), exit_insn()},
+                           nullptr, {}, lo);
+        EXPECT_TRUE(r.ok()) << r.err().message;
+        return r.ok() ? *r : 2;
+    };
+    EXPECT_EQ(frame_ok(-8), 1u);
+    EXPECT_EQ(frame_ok(504), 1u);
+    // Below the callee's frame is nobody's.
+    EXPECT_EQ(frame_ok(-520), 0u);
+    // Back in main, the callee's frame is gone.
+    auto r =
+        run_insns({insn(op_call, 0, call_local, 0, 4), insn(cls_alu64 | src_x | alu_mov, 1, 10),
+                   insn(cls_alu64 | src_k | alu_add, 1, 0, 0, -520), mov64_imm(2, 8),
+                   insn(op_call, 0, 0, 0, 103), exit_insn(), exit_insn()},
+                  nullptr, {}, lo);
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, 0u);
 }
 
 TEST_P(HelperTest, RegionsFromHelpersAreAccessible) {
