@@ -76,7 +76,7 @@ aa bb 11 cc dd
 -- result
 0x11
 DATA
-expect conformance-fail 1 '^FAIL wrong: expected r0 = 0x12, got 0x11$' -- \
+expect conformance-fail 1 '^FAIL wrong: (baseline tier: )?expected r0 = 0x12, got 0x11$' -- \
   "$bpftime" conformance "$tmp/wrong.data"
 expect conformance-fail-summary 1 '^0 passed, 1 failed, 0 skipped$' -- \
   "$bpftime" conformance "$tmp/wrong.data"

@@ -157,9 +157,14 @@ int cmd_conformance(const std::string &engine_opt, const std::string &tier_opt,
     if (!kind) {
         return report(kind.err());
     }
-    auto tier = pick_tier(tier_opt);
-    if (!tier) {
-        return report(tier.err());
+    // Without --jit-tier every case must pass on both tiers a tiered engine runs.
+    std::vector<jit_tier> tiers{jit_tier::baseline, jit_tier::optimised};
+    if (!tier_opt.empty() || *kind != engine_kind::jit) {
+        auto tier = pick_tier(tier_opt);
+        if (!tier) {
+            return report(tier.err());
+        }
+        tiers = {*tier};
     }
     size_t passed = 0, failed = 0, skipped = 0;
     for (const std::string &path : files) {
@@ -169,7 +174,16 @@ int cmd_conformance(const std::string &engine_opt, const std::string &tier_opt,
             failed++;
             continue;
         }
-        auto outcome = run_conformance(*c, *kind, engine_options{.tier = *tier});
+        conformance_outcome outcome;
+        for (jit_tier t : tiers) {
+            outcome = run_conformance(*c, *kind, engine_options{.tier = t});
+            if (outcome.status != conformance_outcome::verdict::pass) {
+                if (tiers.size() > 1) {
+                    outcome.why = std::string(jit_tier_name(t)) + " tier: " + outcome.why;
+                }
+                break;
+            }
+        }
         switch (outcome.status) {
         case conformance_outcome::verdict::pass:
             std::printf("PASS %s\n", c->name.c_str());
@@ -273,7 +287,10 @@ int cmd_run(const global_options &g, const run_args &a) {
     if (!kind) {
         return report(kind.err());
     }
-    auto tier = pick_tier(a.tier);
+    // One run needs code at once; --repeat measures the code that runs in the long term.
+    auto tier = a.tier.empty()
+                    ? result<jit_tier>(a.repeat > 0 ? jit_tier::optimised : jit_tier::baseline)
+                    : pick_tier(a.tier);
     if (!tier) {
         return report(tier.err());
     }
@@ -358,8 +375,9 @@ void add_vm_commands(CLI::App &app, const global_options &g, int &status) {
 
     auto *conf = app.add_subcommand("conformance", "run bpf_conformance data files");
     static const char *tier_help =
-        "jit: tiered (baseline code at once, optimised code when ready; default), baseline or "
-        "optimised (compiled before the first run)";
+        "jit: tiered (baseline code at once, optimised code when ready), baseline or optimised "
+        "(compiled before the first run); default: conformance checks baseline and optimised, "
+        "run uses baseline, or optimised with --repeat";
     static std::string conf_engine;
     static std::vector<std::string> conf_files;
     static std::string conf_tier;
