@@ -14,31 +14,31 @@ uint32_t index_of(const void *key) {
 
 } // namespace
 
-std::optional<uint32_t> array_find(const map_ref &m, const void *key) {
+uint32_t array_find(const map_ref &m, const void *key) {
     uint32_t idx = index_of(key);
-    return idx < m.spec.max_entries ? std::optional(idx) : std::nullopt;
+    return idx < m.spec.max_entries ? idx : none;
 }
 
 long array_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags) {
     if (flags > update_exist) {
         return -EINVAL;
     }
-    auto idx = array_find(m, key);
-    if (!idx) {
+    uint32_t idx = array_find(m, key);
+    if (idx == none) {
         return -E2BIG; // as Linux
     }
     if (flags == update_noexist) {
         return -EEXIST;
     }
-    store_value(m, *idx, src, false);
+    store_value(m, idx, src, false);
     return 0;
 }
 
 std::optional<uint32_t> array_next(const map_ref &m, const void *key) {
     // As Linux: no key or an out-of-range one starts over.
     uint32_t next = 0;
-    if (auto idx = key ? array_find(m, key) : std::nullopt) {
-        next = *idx + 1;
+    if (uint32_t idx = key ? array_find(m, key) : none; idx != none) {
+        next = idx + 1;
     }
     return next < m.spec.max_entries ? std::optional(next) : std::nullopt;
 }

@@ -209,11 +209,11 @@ void hash_init(const map_ref &m) {
     rebuild(m, t);
 }
 
-std::optional<uint32_t> hash_find(const map_ref &m, const void *key, bool touch_entry) {
+uint32_t hash_find(const map_ref &m, const void *key, bool touch_entry) {
     tables t(m);
     uint32_t idx = chain_find(m, t, key);
     if (idx == none) {
-        return std::nullopt;
+        return none;
     }
     if (touch_entry && m.spec.type == map_type::lru_hash) {
         touch(m, t, idx);

@@ -114,15 +114,19 @@ private:
     bool owner_died_ = false;
 };
 
+// The find functions return `none` for a key with no entry rather than an empty
+// std::optional: GCC returns optional<uint32_t> through the stack in two stores and one load, a
+// store-forwarding stall that was most of a hash lookup.
+
 // Arrays (array.cpp).
-std::optional<uint32_t> array_find(const map_ref &m, const void *key);
+uint32_t array_find(const map_ref &m, const void *key);
 long array_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags);
 std::optional<uint32_t> array_next(const map_ref &m, const void *key);
 
 // Hash maps: hash, percpu_hash and lru_hash (hash.cpp).
 void hash_init(const map_ref &m);
 /// touch marks the entry used (lru_hash lookups from programs).
-std::optional<uint32_t> hash_find(const map_ref &m, const void *key, bool touch);
+uint32_t hash_find(const map_ref &m, const void *key, bool touch);
 long hash_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags);
 long hash_remove(const map_ref &m, const void *key);
 /// The entry after key's in iteration order; the first one when key is null or absent.

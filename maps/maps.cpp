@@ -217,7 +217,7 @@ error update_error(long rc, const map_spec &spec, uint64_t flags) {
     }
 }
 
-std::optional<uint32_t> find_entry(const map_ref &m, const void *key, bool touch) {
+uint32_t find_entry(const map_ref &m, const void *key, bool touch) {
     switch (info_of(m.spec.type).fam) {
     case family::array:
         return array_find(m, key);
@@ -226,7 +226,7 @@ std::optional<uint32_t> find_entry(const map_ref &m, const void *key, bool touch
     case family::ringbuf:
         break;
     }
-    return std::nullopt;
+    return none;
 }
 
 long update_entry(const map_ref &m, const void *key, const value_source &src, uint64_t flags) {
@@ -453,8 +453,8 @@ map_ref map_view::ref() const {
 
 void *map_view::lookup(const void *key) const {
     auto m = ref();
-    auto idx = find_entry(m, key, true);
-    return idx ? m.value(*idx, current_cpu(ncpus_)) : nullptr;
+    uint32_t idx = find_entry(m, key, true);
+    return idx != none ? m.value(idx, current_cpu(ncpus_)) : nullptr;
 }
 
 long map_view::update(const void *key, const void *value, uint64_t flags) const {
@@ -495,13 +495,13 @@ result<std::vector<uint8_t>> map_view::read(std::span<const uint8_t> key) const 
         return std::move(ok).err();
     }
     auto m = ref();
-    auto idx = find_entry(m, key.data(), false);
-    if (!idx) {
+    uint32_t idx = find_entry(m, key.data(), false);
+    if (idx == none) {
         return make_error(ENOENT, "no such key");
     }
     std::vector<uint8_t> out(uint64_t{ncpus_} * spec_.value_size);
     for (uint32_t cpu = 0; cpu < ncpus_; cpu++) {
-        std::memcpy(out.data() + uint64_t{cpu} * spec_.value_size, m.value(*idx, cpu),
+        std::memcpy(out.data() + uint64_t{cpu} * spec_.value_size, m.value(idx, cpu),
                     spec_.value_size);
     }
     return out;
