@@ -1,10 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The interpreter: every memory access is checked against the regions of the run.
 #include "interpreter.hpp"
-#include "frame.hpp"
-#include "text.hpp"
-
-#include <bpftime/vm/assembler.hpp>
+#include "run_setup.hpp"
 
 #include <array>
 #include <cstring>
@@ -122,15 +119,10 @@ void store(uint64_t addr, T v) {
 interpreter::interpreter(const program &prog) : prog_(prog) {}
 
 result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options &opts) {
-    alignas(16) std::array<uint8_t, stack_size> stack;
-    const uint64_t stack_top = reinterpret_cast<uint64_t>(stack.data()) + stack_size;
-    // Each frame is zeroed when it is entered, so no run sees what another left behind.
-    zero_frame(stack.data() + stack_size - stack_frame_size);
-
-    const memory_region input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len,
-                              opts.mem_writable};
-    run_context rc({stack_top - stack_frame_size, stack_frame_size, true}, input, prog_.regions(),
-                   opts.regions, opts.user_data);
+    run_setup run(prog_, mem, mem_len, opts);
+    const uint64_t stack_top = run.top;
+    const memory_region &input = run.input;
+    run_context &rc = run.rc;
 
     std::array<frame, max_call_depth - 1> frames;
     size_t depth = 0;
@@ -144,14 +136,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
     size_t pc = 0;
 
     auto fault = [&](size_t at, int code_, const std::string &why) -> error {
-        return make_error(code_, "instruction " + std::to_string(at) + " (" +
-                                     disassemble_one(prog_.insns(), at) + "): " + why);
-    };
-    auto access_fault = [&](size_t at, uint64_t addr, size_t n, bool write) -> error {
-        return fault(at, fault_out_of_bounds,
-                     std::string(write ? "write" : "read") + " of " + std::to_string(n) +
-                         " bytes at " + hex(addr) +
-                         " is outside the memory the program may access");
+        return fault_at(prog_.insns(), at, code_, why);
     };
     // The stack (always writable) and the input memory are the common cases; after them, the
     // region that allowed the last other access, since loops walk one region.
@@ -173,7 +158,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
 #define BPFTIME_CHECK(addr, n, write)                                                              \
     do {                                                                                           \
         if (!allowed((addr), (n), (write))) [[unlikely]] {                                         \
-            return access_fault(pc - 1, (addr), (n), (write));                                     \
+            return fault(pc - 1, fault_out_of_bounds, outside_message((write), (n), (addr)));      \
         }                                                                                          \
     } while (0)
 
@@ -259,9 +244,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
 
     for (;;) {
         if (budget == 0) [[unlikely]] {
-            return fault(pc, fault_budget,
-                         "the instruction budget of " + std::to_string(opts.instruction_budget) +
-                             " is exhausted");
+            return fault(pc, fault_budget, budget_message(opts.instruction_budget));
         }
         budget--;
         const ebpf_inst inst = code[pc++];
@@ -353,9 +336,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
             uint64_t addr = reg[inst.dst] + sx32(inst.offset);
             BPFTIME_CHECK(addr, n, true);
             if ((addr & (n - 1)) != 0) [[unlikely]] {
-                return fault(pc - 1, fault_out_of_bounds,
-                             "atomic access at " + hex(addr) + " is not " + std::to_string(n) +
-                                 "-byte aligned");
+                return fault(pc - 1, fault_out_of_bounds, misaligned_message(addr, n));
             }
             uint64_t old =
                 wide ? atomic_apply<uint64_t>(reinterpret_cast<uint64_t *>(addr), inst.imm,
@@ -396,9 +377,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
         case op_call:
             if (inst.src == call_local) {
                 if (depth + 1 >= max_call_depth) [[unlikely]] {
-                    return fault(pc - 1, fault_call_depth,
-                                 "call depth exceeds " + std::to_string(max_call_depth) +
-                                     " frames");
+                    return fault(pc - 1, fault_call_depth, call_depth_message());
                 }
                 frame &f = frames[depth++];
                 f.return_pc = pc;
@@ -407,7 +386,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
                 reg[frame_pointer] -= stack_frame_size;
                 rc.stack.start = reg[frame_pointer] - stack_frame_size;
                 rc.stack.size = stack_top - rc.stack.start;
-                std::memset(reinterpret_cast<void *>(rc.stack.start), 0, stack_frame_size);
+                zero_frame(reinterpret_cast<void *>(rc.stack.start));
                 pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.imm));
                 break;
             }
@@ -419,8 +398,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
         case op_callx: {
             const helper_info *h = prog_.helpers().find(static_cast<uint32_t>(reg[inst.dst]));
             if (h == nullptr) [[unlikely]] {
-                return fault(pc - 1, fault_bad_helper,
-                             "callx names unknown helper id " + std::to_string(reg[inst.dst]));
+                return fault(pc - 1, fault_bad_helper, unknown_helper_message(reg[inst.dst]));
             }
             reg[0] = h->fn(reg[1], reg[2], reg[3], reg[4], reg[5], &rc);
             if (rc.failed()) [[unlikely]] {

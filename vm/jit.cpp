@@ -1,25 +1,22 @@
 // SPDX-License-Identifier: MIT
 // The JIT: every eBPF function (the entry and each local-call target) becomes an LLVM function
-// whose registers are SSA values; LLVM's O2 pipeline optimises the module and ORC compiles it.
+// whose registers are SSA values; a tier's passes optimise the module and ORC loads the code.
 //
 // Semantics are the interpreter's, instruction for instruction:
-// - Loads and stores are checked (unless the engine is unchecked) against, in order, a cache
-//   of the region that allowed the last access (read and write caches, kept in registers),
-//   the current frame and its callers' frames, then the run's regions through a call into
-//   the runtime that refills the cache. r10-relative accesses inside the current frame need
-//   no check at all.
+// - Loads and stores are checked (unless the engine is unchecked) against, in order, the near
+//   cache (a region set on entry and by helpers, loop-invariant), the far cache (the region
+//   that allowed the last slow-path access), the current frame and its callers' frames, then
+//   the run's regions through a call into the runtime that refills the far cache. Accesses
+//   through r10 + a constant inside the current frame need no check at all.
 // - The instruction budget is a counter that each basic block decrements by its length; it is
-//   tested at backward jumps, local calls and exits, so a runaway loop stops within one
-//   iteration of the interpreter's stop. A run that completes reports the exact count.
+//   tested at loop heads, local calls and exits, so a runaway loop stops within one iteration
+//   of the interpreter's stop. A run that completes reports the exact count.
 // - Division and modulo never trap; shifts mask their amount; local calls zero their frame.
 // - A fault records its cause in the run's state and every function returns at once.
 // Code pages are written before they are made executable and never both (ORC's memory
 // managers map them read-write, then read-execute).
 #include "jit.hpp"
-#include "frame.hpp"
-#include "text.hpp"
-
-#include <bpftime/vm/assembler.hpp>
+#include "run_setup.hpp"
 
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
@@ -59,7 +56,7 @@
 namespace bpftime::vm {
 namespace {
 
-// What the generated code shares with the runtime, by byte offset (see field_offset below).
+// What the generated code shares with the runtime, by byte offset (offsetof).
 struct jit_state {
     // The read cache [read_lo, read_lo + read_span) is a region the program may read, the write
     // cache one it may write. Both always hold a region of at least max_access bytes (at worst
@@ -72,7 +69,9 @@ struct jit_state {
     uint64_t stack_top = 0; // one past the entry frame
     run_context *rc = nullptr;
     const bool *helper_failed = nullptr;
-    memory_region *rc_stack = nullptr; // run_context::stack, which helpers check pointers against
+    // run_context::stack, which helpers check pointers against (run_context is not standard
+    // layout, so generated code cannot find it through rc).
+    memory_region *rc_stack = nullptr;
     const program *prog = nullptr;
     memory_region handed{}; // the last region a helper handed out (run_context's sink)
     uint64_t fault = 0;     // a fault_kind, 0 while the run is going
@@ -97,8 +96,15 @@ enum fault_kind : uint64_t {
 
 // The runtime functions generated code calls (by absolute address).
 
-// The slow path of an access check: 1 when a region allows it (the caches are refilled), else
-// 0 with the fault recorded.
+void rt_fault(jit_state *s, uint64_t kind, uint64_t pc, uint64_t addr, uint64_t len) {
+    s->fault = kind;
+    s->fault_pc = pc;
+    s->fault_addr = addr;
+    s->fault_len = len;
+}
+
+// The slow path of an access check: 1 when a region allows it (the far cache is refilled),
+// else 0 with the fault recorded.
 uint64_t rt_check(jit_state *s, uint64_t addr, uint64_t len, uint64_t write, uint64_t pc) {
     if (const memory_region *r = s->rc->find_region(addr, len, write != 0)) {
         if (r->size >= max_access) {
@@ -111,19 +117,9 @@ uint64_t rt_check(jit_state *s, uint64_t addr, uint64_t len, uint64_t write, uin
         }
         return 1;
     }
-    s->fault = fault_access;
-    s->fault_pc = pc;
-    s->fault_addr = addr;
-    s->fault_len = len;
+    rt_fault(s, fault_access, pc, addr, len);
     s->fault_write = write;
     return 0;
-}
-
-void rt_fault(jit_state *s, uint64_t kind, uint64_t pc, uint64_t addr, uint64_t len) {
-    s->fault = kind;
-    s->fault_pc = pc;
-    s->fault_addr = addr;
-    s->fault_len = len;
 }
 
 uint64_t rt_callx(jit_state *s, uint64_t id, uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
@@ -300,6 +296,10 @@ bool is_local_call(const ebpf_inst &inst) {
     return inst.opcode == op_call && inst.src == call_local;
 }
 
+size_t call_target(const ebpf_inst &inst, size_t pc) {
+    return static_cast<size_t>(static_cast<int64_t>(pc) + 1 + inst.imm);
+}
+
 function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
                             std::vector<size_t> &callees) {
     function_plan f;
@@ -314,6 +314,13 @@ function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
             work.push_back(pc);
         }
     };
+    auto jump = [&](size_t from, size_t to) {
+        f.leader[to] = true;
+        if (to <= from) {
+            f.loop_head[to] = true;
+        }
+        visit(to);
+    };
     while (!work.empty()) {
         size_t pc = work.back();
         work.pop_back();
@@ -327,17 +334,11 @@ function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
         case op_kind::exit:
             break;
         case op_kind::ja:
-            f.leader[jump_target(inst, pc)] = true;
-            f.loop_head[jump_target(inst, pc)] =
-                f.loop_head[jump_target(inst, pc)] || jump_target(inst, pc) <= pc;
-            visit(jump_target(inst, pc));
+            jump(pc, jump_target(inst, pc));
             break;
         case op_kind::jcond:
-            f.leader[jump_target(inst, pc)] = true;
-            f.loop_head[jump_target(inst, pc)] =
-                f.loop_head[jump_target(inst, pc)] || jump_target(inst, pc) <= pc;
+            jump(pc, jump_target(inst, pc));
             f.leader[pc + 1] = true;
-            visit(jump_target(inst, pc));
             visit(pc + 1);
             break;
         case op_kind::lddw:
@@ -345,7 +346,7 @@ function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
             break;
         default:
             if (is_local_call(inst)) {
-                callees.push_back(static_cast<size_t>(static_cast<int64_t>(pc) + 1 + inst.imm));
+                callees.push_back(call_target(inst, pc));
             }
             visit(pc + 1);
             break;
@@ -410,17 +411,12 @@ public:
     }
 
 private:
-    // Offsets of jit_state fields.
-    template <class T>
+    // A jit_state field by its offset.
     llvm::Value *state_field(size_t offset) {
         return b_.CreateConstInBoundsGEP1_64(i8_, state_, offset);
     }
-    llvm::Value *load_state(size_t offset) {
-        return b_.CreateLoad(i64_, state_field<uint64_t>(offset));
-    }
-    void store_state(size_t offset, llvm::Value *v) {
-        b_.CreateStore(v, state_field<uint64_t>(offset));
-    }
+    llvm::Value *load_state(size_t offset) { return b_.CreateLoad(i64_, state_field(offset)); }
+    void store_state(size_t offset, llvm::Value *v) { b_.CreateStore(v, state_field(offset)); }
 
     llvm::Value *reg(int r) {
         if (r == frame_pointer) {
@@ -447,12 +443,28 @@ private:
         b_.CreateCondBr(cond, unlikely, likely, unlikely_);
     }
 
-    // Records a fault and returns from the function.
-    void fault_here(uint64_t kind, size_t pc, llvm::Value *addr, llvm::Value *len) {
+    // When cond holds, records a fault and returns from the function; else goes on in a new
+    // block.
+    void fault_if(llvm::Value *cond, uint64_t kind, size_t pc, llvm::Value *addr = nullptr,
+                  llvm::Value *len = nullptr) {
+        auto *fault = new_block("fault_here");
+        auto *go = new_block("go_on");
+        branch_unlikely(cond, fault, go);
+        b_.SetInsertPoint(fault);
         auto *ty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, i64_, i64_, i64_, i64_}, false);
         b_.CreateCall(ty, const_ptr(address_of(&rt_fault)),
-                      {state_, b_.getInt64(kind), b_.getInt64(pc), addr, len});
+                      {state_, b_.getInt64(kind), b_.getInt64(pc), addr ? addr : b_.getInt64(0),
+                       len ? len : b_.getInt64(0)});
         b_.CreateBr(fault_ret_);
+        b_.SetInsertPoint(go);
+    }
+
+    // Returns from the function when a callee or the runtime recorded a fault.
+    void return_if_faulted() {
+        auto *go = new_block("go_on");
+        branch_unlikely(b_.CreateICmpNE(load_state(offsetof(jit_state, fault)), b_.getInt64(0)),
+                        fault_ret_, go);
+        b_.SetInsertPoint(go);
     }
 
     void reload_caches() {
@@ -559,10 +571,6 @@ private:
         }
     }
 
-    llvm::Value *address(int base, int16_t offset) {
-        return b_.CreateAdd(reg(base), imm64(offset));
-    }
-
     llvm::Type *int_type(uint64_t bytes) {
         switch (bytes) {
         case 1:
@@ -576,10 +584,16 @@ private:
         }
     }
 
+    // base + offset, checked for an access of n bytes.
+    llvm::Value *checked_address(size_t pc, int base, int16_t offset, uint64_t n, bool write) {
+        llvm::Value *addr = b_.CreateAdd(reg(base), imm64(offset));
+        check_access(pc, base, offset, addr, n, write);
+        return addr;
+    }
+
     void emit_load(size_t pc, const ebpf_inst &inst, bool sign) {
         uint64_t n = access_size(inst.opcode);
-        llvm::Value *addr = address(inst.src, inst.offset);
-        check_access(pc, inst.src, inst.offset, addr, n, false);
+        llvm::Value *addr = checked_address(pc, inst.src, inst.offset, n, false);
         llvm::Value *v =
             b_.CreateAlignedLoad(int_type(n), b_.CreateIntToPtr(addr, ptr_), llvm::MaybeAlign(1));
         set_reg(inst.dst, sign ? b_.CreateSExt(v, i64_) : b_.CreateZExt(v, i64_));
@@ -587,8 +601,7 @@ private:
 
     void emit_store(size_t pc, const ebpf_inst &inst, llvm::Value *value) {
         uint64_t n = access_size(inst.opcode);
-        llvm::Value *addr = address(inst.dst, inst.offset);
-        check_access(pc, inst.dst, inst.offset, addr, n, true);
+        llvm::Value *addr = checked_address(pc, inst.dst, inst.offset, n, true);
         b_.CreateAlignedStore(b_.CreateTrunc(value, int_type(n)), b_.CreateIntToPtr(addr, ptr_),
                               llvm::MaybeAlign(1));
     }
@@ -596,15 +609,9 @@ private:
     void emit_atomic(size_t pc, const ebpf_inst &inst) {
         uint64_t n = access_size(inst.opcode);
         llvm::Type *ty = int_type(n);
-        llvm::Value *addr = address(inst.dst, inst.offset);
-        check_access(pc, inst.dst, inst.offset, addr, n, true);
-        auto *misaligned = new_block("misaligned");
-        auto *aligned = new_block("aligned");
-        branch_unlikely(b_.CreateICmpNE(b_.CreateAnd(addr, b_.getInt64(n - 1)), b_.getInt64(0)),
-                        misaligned, aligned);
-        b_.SetInsertPoint(misaligned);
-        fault_here(fault_misaligned, pc, addr, b_.getInt64(n));
-        b_.SetInsertPoint(aligned);
+        llvm::Value *addr = checked_address(pc, inst.dst, inst.offset, n, true);
+        fault_if(b_.CreateICmpNE(b_.CreateAnd(addr, b_.getInt64(n - 1)), b_.getInt64(0)),
+                 fault_misaligned, pc, addr, b_.getInt64(n));
         llvm::Value *p = b_.CreateIntToPtr(addr, ptr_);
         llvm::Value *src = b_.CreateTrunc(reg(inst.src), ty);
         const auto order = llvm::AtomicOrdering::SequentiallyConsistent;
@@ -638,11 +645,10 @@ private:
     }
 
     // dst op src in the width of the instruction class; division never traps.
-    llvm::Value *emit_binary(uint8_t op, llvm::Value *a, llvm::Value *b, bool is_signed,
-                             unsigned bits) {
+    llvm::Value *emit_binary(uint8_t op, llvm::Value *a, llvm::Value *b, bool is_signed) {
         llvm::Type *ty = a->getType();
         auto c = [&](uint64_t v) { return llvm::ConstantInt::get(ty, v); };
-        llvm::Value *mask = c(bits - 1);
+        llvm::Value *mask = c(ty->getIntegerBitWidth() - 1);
         switch (op) {
         case alu_add:
             return b_.CreateAdd(a, b);
@@ -690,7 +696,6 @@ private:
         const bool wide = op_class(inst.opcode) == cls_alu64;
         const uint8_t op = inst.opcode & 0xf0;
         llvm::Type *ty = wide ? i64_ : i32_;
-        unsigned bits = wide ? 64 : 32;
         llvm::Value *a = b_.CreateTrunc(reg(inst.dst), ty);
         if (op == alu_neg) {
             set_reg(inst.dst, b_.CreateNeg(a));
@@ -715,7 +720,7 @@ private:
                 b_.CreateTrunc(reg(inst.src), int_type(static_cast<uint64_t>(inst.offset) / 8));
             b = b_.CreateSExt(low, ty);
         }
-        set_reg(inst.dst, emit_binary(op, a, b, inst.offset == 1, bits));
+        set_reg(inst.dst, emit_binary(op, a, b, inst.offset == 1));
     }
 
     llvm::Value *emit_condition(const ebpf_inst &inst) {
@@ -750,18 +755,12 @@ private:
         }
     }
 
-    // Stops the run when the budget is exhausted (before a backward jump, a call, an exit).
+    // Stops the run when the budget is exhausted (at a loop head, a local call, an exit).
     void check_budget(size_t pc) {
-        if (!checked_) {
-            return;
+        if (checked_) {
+            fault_if(b_.CreateICmpSLT(b_.CreateLoad(i64_, budget_), b_.getInt64(0)),
+                     fault_exhausted, pc);
         }
-        auto *out = new_block("budget_out");
-        auto *go = new_block("budget_ok");
-        llvm::Value *left = b_.CreateLoad(i64_, budget_);
-        branch_unlikely(b_.CreateICmpSLT(left, b_.getInt64(0)), out, go);
-        b_.SetInsertPoint(out);
-        fault_here(fault_exhausted, pc, b_.getInt64(0), b_.getInt64(0));
-        b_.SetInsertPoint(go);
     }
 
     // The number of instructions the block starting at pc executes (lddw counts once).
@@ -803,10 +802,7 @@ private:
                                {state_, reg(inst.dst), args[0], args[1], args[2], args[3], args[4],
                                 b_.getInt64(pc)});
             set_reg(0, r0);
-            auto *go = new_block("callx_ok");
-            branch_unlikely(b_.CreateICmpNE(load_state(offsetof(jit_state, fault)), b_.getInt64(0)),
-                            fault_ret_, go);
-            b_.SetInsertPoint(go);
+            return_if_faulted();
             take_handed_region();
             return;
         }
@@ -814,13 +810,8 @@ private:
         r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
                            {args[0], args[1], args[2], args[3], args[4], rc_});
         set_reg(0, r0);
-        auto *failed = new_block("helper_failed");
-        auto *go = new_block("helper_ok");
-        llvm::Value *flag = b_.CreateLoad(i8_, helper_failed_);
-        branch_unlikely(b_.CreateICmpNE(flag, b_.getInt8(0)), failed, go);
-        b_.SetInsertPoint(failed);
-        fault_here(fault_helper_failed, pc, b_.getInt64(0), b_.getInt64(0));
-        b_.SetInsertPoint(go);
+        fault_if(b_.CreateICmpNE(b_.CreateLoad(i8_, helper_failed_), b_.getInt8(0)),
+                 fault_helper_failed, pc);
         take_handed_region();
     }
 
@@ -834,8 +825,7 @@ private:
         llvm::Value *start = load_state(at + offsetof(memory_region, start));
         llvm::Value *size = load_state(at + offsetof(memory_region, size));
         llvm::Value *writable = b_.CreateICmpNE(
-            b_.CreateLoad(i8_, state_field<uint8_t>(at + offsetof(memory_region, writable))),
-            b_.getInt8(0));
+            b_.CreateLoad(i8_, state_field(at + offsetof(memory_region, writable))), b_.getInt8(0));
         llvm::Value *fresh = b_.CreateICmpUGE(size, b_.getInt64(max_access));
         llvm::Value *fresh_writable = b_.CreateAnd(fresh, writable);
         auto update = [&](llvm::Value *slot, llvm::Value *cond, llvm::Value *v) {
@@ -859,16 +849,11 @@ private:
     }
 
     void emit_local_call(size_t pc, const ebpf_inst &inst) {
-        size_t target = static_cast<size_t>(static_cast<int64_t>(pc) + 1 + inst.imm);
+        const size_t target = call_target(inst, pc);
         check_budget(pc);
-        auto *deep = new_block("too_deep");
-        auto *go = new_block("call");
-        branch_unlikely(
+        fault_if(
             b_.CreateICmpUGE(b_.CreateAdd(depth_, b_.getInt64(1)), b_.getInt64(max_call_depth)),
-            deep, go);
-        b_.SetInsertPoint(deep);
-        fault_here(fault_depth, pc, b_.getInt64(0), b_.getInt64(0));
-        b_.SetInsertPoint(go);
+            fault_depth, pc);
         // The callee's frame is [fp - 1024, fp - 512), zeroed as the interpreter does.
         llvm::Value *callee_fp = b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
         b_.CreateMemSet(
@@ -888,10 +873,7 @@ private:
         set_helper_stack(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)));
         auto *call = b_.CreateCall(fn_ty_, functions_.at(target), args);
         call->setCallingConv(llvm::CallingConv::Fast);
-        auto *back = new_block("returned");
-        branch_unlikely(b_.CreateICmpNE(load_state(offsetof(jit_state, fault)), b_.getInt64(0)),
-                        fault_ret_, back);
-        b_.SetInsertPoint(back);
+        return_if_faulted();
         set_helper_stack(stack_lo_);
         for (unsigned r = 0; r <= 5; r++) {
             set_reg(static_cast<int>(r), b_.CreateExtractValue(call, r));
@@ -1163,13 +1145,10 @@ public:
     engine_kind kind() const override { return engine_kind::jit; }
 
     result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts) override {
-        alignas(16) std::array<uint8_t, stack_size> stack;
-        const uint64_t stack_top = reinterpret_cast<uint64_t>(stack.data()) + stack_size;
-        zero_frame(stack.data() + stack_size - stack_frame_size);
-        const memory_region input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len,
-                                  opts.mem_writable};
-        run_context rc({stack_top - stack_frame_size, stack_frame_size, true}, input,
-                       prog_.regions(), opts.regions, opts.user_data);
+        run_setup run(prog_, mem, mem_len, opts);
+        const uint64_t stack_top = run.top;
+        const memory_region &input = run.input;
+        run_context &rc = run.rc;
         jit_state s;
         // The caches start on the input memory, or the entry frame when it is too small.
         s.read_lo = s.write_lo = stack_top - stack_frame_size;
@@ -1205,27 +1184,20 @@ public:
 private:
     error fault(const jit_state &s, const run_context &rc, const run_options &opts) const {
         auto at = [&](int code, const std::string &why) {
-            return make_error(code, "instruction " + std::to_string(s.fault_pc) + " (" +
-                                        disassemble_one(prog_.insns(), s.fault_pc) + "): " + why);
+            return fault_at(prog_.insns(), s.fault_pc, code, why);
         };
         switch (s.fault) {
         case fault_access:
-            return at(fault_out_of_bounds, std::string(s.fault_write != 0 ? "write" : "read") +
-                                               " of " + std::to_string(s.fault_len) + " bytes at " +
-                                               hex(s.fault_addr) +
-                                               " is outside the memory the program may access");
+            return at(fault_out_of_bounds,
+                      outside_message(s.fault_write != 0, s.fault_len, s.fault_addr));
         case fault_misaligned:
-            return at(fault_out_of_bounds, "atomic access at " + hex(s.fault_addr) + " is not " +
-                                               std::to_string(s.fault_len) + "-byte aligned");
+            return at(fault_out_of_bounds, misaligned_message(s.fault_addr, s.fault_len));
         case fault_exhausted:
-            return at(fault_budget, "the instruction budget of " +
-                                        std::to_string(opts.instruction_budget) + " is exhausted");
+            return at(fault_budget, budget_message(opts.instruction_budget));
         case fault_depth:
-            return at(fault_call_depth,
-                      "call depth exceeds " + std::to_string(max_call_depth) + " frames");
+            return at(fault_call_depth, call_depth_message());
         case fault_unknown_helper:
-            return at(fault_bad_helper,
-                      "callx names unknown helper id " + std::to_string(s.fault_addr));
+            return at(fault_bad_helper, unknown_helper_message(s.fault_addr));
         default:
             return at(fault_helper, rc.failure());
         }

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: MIT
+// What both engines share for one run (private to the VM component): the stack and run
+// context they set up, and the text of the faults they report.
+#pragma once
+
+#include "text.hpp"
+
+#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/vm.hpp>
+
+#include <emmintrin.h>
+
+#include <cstdint>
+
+namespace bpftime::vm {
+
+/// Zeroes one 512-byte frame at a 16-byte aligned address. Plain 16-byte stores: a memset of
+/// this size becomes `rep stos`, whose start-up cost was most of a short program's run.
+inline void zero_frame(void *frame) {
+    auto *p = static_cast<__m128i *>(frame);
+    const __m128i zero = _mm_setzero_si128();
+#pragma GCC unroll 32
+    for (size_t i = 0; i < stack_frame_size / sizeof(__m128i); i++) {
+        _mm_store_si128(p + i, zero);
+    }
+}
+
+/// The memory of one run: a 4 KiB stack whose entry frame is zeroed (so no run sees what
+/// another left behind), the input memory as a region, and the run context over both, with
+/// the entry frame as its stack.
+struct run_setup {
+    run_setup(const program &prog, void *mem, uint64_t mem_len, const run_options &opts)
+        : top(reinterpret_cast<uint64_t>(&stack[0]) + stack_size),
+          input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len, opts.mem_writable},
+          rc({top - stack_frame_size, stack_frame_size, true}, input, prog.regions(), opts.regions,
+             opts.user_data) {
+        zero_frame(&stack[stack_size - stack_frame_size]);
+    }
+    run_setup(const run_setup &) = delete;
+    run_setup &operator=(const run_setup &) = delete;
+
+    alignas(16) uint8_t stack[stack_size];
+    uint64_t top; ///< one past the entry frame: r10 on entry
+    memory_region input;
+    run_context rc;
+};
+
+// The faults both engines report, word for word.
+
+/// "instruction N (text): why" with the error code.
+inline error fault_at(std::span<const ebpf_inst> insns, size_t pc, int code,
+                      const std::string &why) {
+    return make_error(code, "instruction " + std::to_string(pc) + " (" +
+                                disassemble_one(insns, pc) + "): " + why);
+}
+
+inline std::string outside_message(bool write, uint64_t n, uint64_t addr) {
+    return std::string(write ? "write" : "read") + " of " + std::to_string(n) + " bytes at " +
+           hex(addr) + " is outside the memory the program may access";
+}
+
+inline std::string misaligned_message(uint64_t addr, uint64_t n) {
+    return "atomic access at " + hex(addr) + " is not " + std::to_string(n) + "-byte aligned";
+}
+
+inline std::string budget_message(uint64_t budget) {
+    return "the instruction budget of " + std::to_string(budget) + " is exhausted";
+}
+
+inline std::string call_depth_message() {
+    return "call depth exceeds " + std::to_string(max_call_depth) + " frames";
+}
+
+inline std::string unknown_helper_message(uint64_t id) {
+    return "callx names unknown helper id " + std::to_string(id);
+}
+
+} // namespace bpftime::vm
