@@ -139,9 +139,10 @@ result<engine_kind> pick_engine(const std::string &name) {
     return *kind;
 }
 
-result<jit_tier> pick_tier(const std::string &name) {
+// The tier --jit-tier names, or fallback when it is not given.
+result<jit_tier> pick_tier(const std::string &name, jit_tier fallback) {
     if (name.empty()) {
-        return jit_tier::tiered;
+        return fallback;
     }
     auto tier = parse_jit_tier(name);
     if (!tier) {
@@ -157,14 +158,14 @@ int cmd_conformance(const std::string &engine_opt, const std::string &tier_opt,
     if (!kind) {
         return report(kind.err());
     }
-    // Without --jit-tier every case must pass on both tiers a tiered engine runs.
-    std::vector<jit_tier> tiers{jit_tier::baseline, jit_tier::optimised};
-    if (!tier_opt.empty() || *kind != engine_kind::jit) {
-        auto tier = pick_tier(tier_opt);
-        if (!tier) {
-            return report(tier.err());
-        }
-        tiers = {*tier};
+    auto tier = pick_tier(tier_opt, jit_tier::tiered);
+    if (!tier) {
+        return report(tier.err());
+    }
+    // Without --jit-tier the JIT must pass every case on both tiers a tiered engine runs.
+    std::vector<jit_tier> tiers{*tier};
+    if (tier_opt.empty() && *kind == engine_kind::jit) {
+        tiers = {jit_tier::baseline, jit_tier::optimised};
     }
     size_t passed = 0, failed = 0, skipped = 0;
     for (const std::string &path : files) {
@@ -288,9 +289,7 @@ int cmd_run(const global_options &g, const run_args &a) {
         return report(kind.err());
     }
     // One run needs code at once; --repeat measures the code that runs in the long term.
-    auto tier = a.tier.empty()
-                    ? result<jit_tier>(a.repeat > 0 ? jit_tier::optimised : jit_tier::baseline)
-                    : pick_tier(a.tier);
+    auto tier = pick_tier(a.tier, a.repeat > 0 ? jit_tier::optimised : jit_tier::baseline);
     if (!tier) {
         return report(tier.err());
     }
