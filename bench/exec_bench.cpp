@@ -45,7 +45,7 @@ using namespace bpftime;
 
 // Natively, map_lookups looks its keys up in the same bpftime hash map the engines use,
 // through map_view::lookup: the work the program's helper calls do, minus the engine (the
-// helper call, the handle check and the region the helper registers). A std::unordered_map
+// helper call, the handle check and the region hint). A std::unordered_map
 // would measure a different hash table rather than the cost of running the program.
 const maps::map_view *native_table = nullptr;
 

@@ -90,8 +90,9 @@ public:
     bool failed() const { return failed_; }
     /// Where failed() is kept, for compiled code that tests it after each helper call.
     const bool *failed_flag() const { return &failed_; }
-    /// From now on add_region() also writes each region it is given to *sink (the JIT puts
-    /// the region a helper handed out in its fastest check).
+    /// From now on add_region() writes each region it is given, and hint_region() the region
+    /// that holds the hinted memory, to *sink (the JIT puts the region a helper handed out in
+    /// its fastest check).
     void set_region_sink(memory_region *sink) { sink_ = sink; }
     const std::string &failure() const { return failure_; }
     /// The slow path of an access check: the region other than the stack that allows the
