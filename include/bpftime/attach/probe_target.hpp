@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// Probe targets as users write them: uprobes ("BINARY:SYMBOL[+OFFSET]", "BINARY:ADDRESS")
+/// resolved to a binary and an instruction in it, and kernel tracepoints ("CATEGORY:NAME")
+/// resolved to their tracefs id.
+#pragma once
+
+#include <bpftime/result.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace bpftime {
+
+/// Where a uprobe goes: a binary and the instruction's place in it.
+struct uprobe_location {
+    /// The binary: an absolute path, symbolic links resolved.
+    std::string binary;
+    /// The function named; empty when the place was given as an address.
+    std::string symbol;
+    /// Bytes past the symbol's start (SYMBOL+OFFSET).
+    uint64_t offset = 0;
+    /// The probed instruction's ELF virtual address (as nm and objdump show it).
+    uint64_t address = 0;
+    /// The same instruction's offset in the file (what the kernel's uprobe PMU takes).
+    uint64_t file_offset = 0;
+};
+
+/// Parses and resolves "BINARY:SYMBOL", "BINARY:SYMBOL+OFFSET" (decimal or 0x hex) or
+/// "BINARY:ADDRESS" (0x hex, an ELF virtual address as nm/objdump print it).
+///
+/// BINARY is found as find_binary() finds it. Text after the ':' that starts with a digit is an
+/// ADDRESS and must be written 0x hex (nm's bare hex is refused, not read as decimal). SYMBOL
+/// is a defined function (STT_FUNC) of `.symtab` or `.dynsym` with exactly that name, written
+/// without a version ("malloc", not "malloc@@GLIBC_2.2.5"); a global or weak symbol wins over
+/// a local one, then the default version over older ones. Indirect functions (ifunc) are
+/// refused. The binary must be an x86-64 executable or shared library, and the instruction must
+/// lie in an executable PT_LOAD segment. Every refusal's message starts with the text given,
+/// then names the binary (as resolved, once it is found) and the symbol.
+result<uprobe_location> resolve_uprobe_target(std::string_view args);
+
+/// A binary by name: a name containing '/' is a path (made absolute, symlinks resolved);
+/// otherwise searched in $PATH and then in the library folders (/lib/x86_64-linux-gnu,
+/// /usr/lib/x86_64-linux-gnu, /lib64, /usr/lib64, /lib, /usr/lib), so "libc.so.6" works.
+result<std::string> find_binary(std::string_view name);
+
+/// The id of a kernel tracepoint "CATEGORY:NAME" (e.g. "syscalls:sys_enter_getpid"), read
+/// from tracefs (/sys/kernel/tracing/events/CATEGORY/NAME/id; mounts tracefs at
+/// /sys/kernel/tracing when nothing is mounted there and the caller may; falls back to
+/// /sys/kernel/debug/tracing).
+result<uint64_t> tracepoint_id(std::string_view args);
+
+} // namespace bpftime
