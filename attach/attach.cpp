@@ -13,10 +13,14 @@ std::mutex types_mu;
 
 std::vector<attach_type_info> &types() {
     static std::vector<attach_type_info> table{
-        {attach_type_test, "test", "HOOK: a named hook that the host triggers by hand"},
-        {attach_type_nginx_url, "nginx-url", "none: every request of the nginx URL filter"},
-        {attach_type_uprobe, "uprobe", "BINARY:SYMBOL[+OFFSET] or BINARY:OFFSET"},
-        {attach_type_uretprobe, "uretprobe", "BINARY:SYMBOL[+OFFSET] or BINARY:OFFSET"},
+        {attach_type_test, "test", "HOOK: a named hook that the host triggers by hand", true,
+         false},
+        {attach_type_nginx_url, "nginx-url", "none: every request of the nginx URL filter", true,
+         false},
+        {attach_type_uprobe, "uprobe", "BINARY:SYMBOL[+OFFSET] or BINARY:ADDRESS", true, true},
+        {attach_type_uretprobe, "uretprobe", "BINARY:SYMBOL[+OFFSET] or BINARY:ADDRESS", true,
+         true},
+        {attach_type_tracepoint, "tracepoint", "CATEGORY:NAME, a kernel tracepoint", false, true},
     };
     return table;
 }

@@ -198,25 +198,6 @@ error too_small(uint64_t size, uint64_t need) {
                                   std::to_string(need) + " bytes the map needs");
 }
 
-error update_error(long rc, const map_spec &spec, uint64_t flags) {
-    switch (rc) {
-    case -EEXIST:
-        return make_error(EEXIST, "the key exists (BPF_NOEXIST)");
-    case -ENOENT:
-        return make_error(ENOENT, "no such key (BPF_EXIST)");
-    case -E2BIG:
-        return make_error(
-            E2BIG, info_of(spec.type).fam == family::array
-                       ? "index out of range (max_entries " + std::to_string(spec.max_entries) + ")"
-                       : "the map is full (" + std::to_string(spec.max_entries) + " entries)");
-    case -EINVAL:
-        return make_error(EINVAL, "update flags " + hex(flags) +
-                                      ": use BPF_ANY (0), BPF_NOEXIST (1) or BPF_EXIST (2)");
-    default:
-        return make_error(static_cast<int>(-rc), "the map's lock cannot be recovered");
-    }
-}
-
 uint32_t find_entry(const map_ref &m, const void *key, bool touch) {
     switch (info_of(m.spec.type).fam) {
     case family::array:
@@ -474,7 +455,24 @@ std::span<uint8_t> map_view::value_area() const {
     return {base_ + layout_.values, layout_.values_size};
 }
 
-namespace {
+error update_error(long rc, const map_spec &spec, uint64_t flags) {
+    switch (rc) {
+    case -EEXIST:
+        return make_error(EEXIST, "the key exists (BPF_NOEXIST)");
+    case -ENOENT:
+        return make_error(ENOENT, "no such key (BPF_EXIST)");
+    case -E2BIG:
+        return make_error(
+            E2BIG, info_of(spec.type).fam == family::array
+                       ? "index out of range (max_entries " + std::to_string(spec.max_entries) + ")"
+                       : "the map is full (" + std::to_string(spec.max_entries) + " entries)");
+    case -EINVAL:
+        return make_error(EINVAL, "update flags " + hex(flags) +
+                                      ": use BPF_ANY (0), BPF_NOEXIST (1) or BPF_EXIST (2)");
+    default:
+        return make_error(static_cast<int>(-rc), "the map's lock cannot be recovered");
+    }
+}
 
 result<void> check_key(const map_spec &spec, std::span<const uint8_t> key, bool may_be_empty) {
     if (info_of(spec.type).fam == family::ringbuf) {
@@ -487,8 +485,6 @@ result<void> check_key(const map_spec &spec, std::span<const uint8_t> key, bool 
     }
     return {};
 }
-
-} // namespace
 
 result<std::vector<uint8_t>> map_view::read(std::span<const uint8_t> key) const {
     if (auto ok = check_key(spec_, key, false); !ok) {

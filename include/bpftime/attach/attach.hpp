@@ -24,12 +24,15 @@ inline constexpr int32_t attach_type_test = 1;      ///< callable hooks for test
 inline constexpr int32_t attach_type_nginx_url = 2; ///< the nginx URL filter
 inline constexpr int32_t attach_type_uprobe = 3;
 inline constexpr int32_t attach_type_uretprobe = 4;
+inline constexpr int32_t attach_type_tracepoint = 5; ///< kernel tracepoints (kernel provider)
 
 /// One row of the attach type table.
 struct attach_type_info {
     int32_t type;
     std::string name;      ///< as the command line spells it ("test", "nginx-url", ...)
     std::string args_help; ///< what its arguments are
+    bool user = true;      ///< hosts in user space can attach it (event_provider_impl takes it)
+    bool kernel = false;   ///< the kernel attaches it (kernel_event_provider takes it)
 };
 
 /// Every attach type, built-in and registered.

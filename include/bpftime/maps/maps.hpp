@@ -65,6 +65,12 @@ result<uint64_t> storage_size(const map_spec &spec, uint32_t ncpus);
 /// 64-byte aligned (as every mapping is); attach() requires the same.
 result<void> init_storage(void *base, uint64_t size, const map_spec &spec, uint32_t ncpus);
 
+/// The error for an update's negative errno (-EEXIST, -ENOENT, -E2BIG, -EINVAL), worded the
+/// same for every map implementation.
+error update_error(long rc, const map_spec &spec, uint64_t flags);
+/// Checks a key's size for a map (may_be_empty: an empty key, as next_key's start, passes).
+result<void> check_key(const map_spec &spec, std::span<const uint8_t> key, bool may_be_empty);
+
 /// The number of per-CPU slots this machine uses for new per-CPU maps.
 uint32_t possible_cpus();
 
