@@ -28,9 +28,15 @@ result<uint32_t> event_provider_impl::create_map(const map_create_spec &spec) {
 result<uint32_t> event_provider_impl::create_attach_target(int32_t attach_type,
                                                            const std::string &args) {
     auto types = attach_types();
-    if (std::none_of(types.begin(), types.end(),
-                     [&](const attach_type_info &t) { return t.type == attach_type; })) {
+    auto type = std::find_if(types.begin(), types.end(),
+                             [&](const attach_type_info &t) { return t.type == attach_type; });
+    if (type == types.end()) {
         return make_error(EINVAL, "unknown attach type " + std::to_string(attach_type));
+    }
+    if (!type->user) {
+        return make_error(EOPNOTSUPP, "attach type " + type->name +
+                                          " is attached by the kernel, not in user space; use "
+                                          "the kernel provider (--provider kernel)");
     }
     return seg_->create_target(attach_type_name(attach_type), attach_type, args);
 }
@@ -49,6 +55,56 @@ result<void> event_provider_impl::disable_link(uint32_t link_id) {
 
 result<void> event_provider_impl::destroy_object(uint32_t id) {
     return seg_->destroy(id);
+}
+
+result<store::snapshot> event_provider_impl::list() const {
+    return seg_->read_all();
+}
+
+namespace {
+
+// A map of the store, through a view of its shared storage.
+class store_map_access final : public map_access {
+public:
+    store_map_access(store::map_info info, maps::map_view view)
+        : info_(std::move(info)), view_(view) {}
+    const store::map_info &info() const override { return info_; }
+    result<std::vector<uint8_t>> read(std::span<const uint8_t> key) const override {
+        return view_.read(key);
+    }
+    result<void> write(std::span<const uint8_t> key, std::span<const uint8_t> value,
+                       uint64_t flags) const override {
+        return view_.write(key, value, flags);
+    }
+    result<void> erase(std::span<const uint8_t> key) const override { return view_.erase(key); }
+    result<std::optional<std::vector<uint8_t>>>
+    next_key(std::span<const uint8_t> key) const override {
+        return view_.next_key(key);
+    }
+    uint64_t count() const override { return view_.count(); }
+    result<uint64_t> consume(const std::function<void(std::span<const uint8_t>)> &fn,
+                             uint64_t max) override {
+        return view_.ringbuf_consume(fn, max);
+    }
+    void wait(int timeout_ms) override { view_.ringbuf_wait(timeout_ms); }
+
+private:
+    store::map_info info_;
+    maps::map_view view_;
+};
+
+} // namespace
+
+result<std::unique_ptr<map_access>> event_provider_impl::open_map(uint32_t id) const {
+    auto info = seg_->map(id);
+    if (!info) {
+        return info.err();
+    }
+    auto view = seg_->map_view(id);
+    if (!view) {
+        return view.err();
+    }
+    return std::unique_ptr<map_access>(std::make_unique<store_map_access>(*info, *view));
 }
 
 result<void> event_provider_impl::instantiate() {

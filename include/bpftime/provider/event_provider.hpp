@@ -11,7 +11,10 @@
 #include <bpftime/vm/isa.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -35,10 +38,37 @@ struct map_create_spec {
     bool read_only = false;
 };
 
+/// A map as a controller reads and changes it, whichever provider holds it. Keys and values
+/// are raw bytes; per-CPU maps read as one value per CPU (value_size bytes each, CPU order)
+/// and take either one value (every CPU gets it) or one per CPU.
+class map_access {
+public:
+    virtual ~map_access() = default;
+    virtual const store::map_info &info() const = 0;
+    /// The value of a key; ENOENT ("no such key") when absent.
+    virtual result<std::vector<uint8_t>> read(std::span<const uint8_t> key) const = 0;
+    /// Sets a value (flags: maps::update_any, update_noexist, update_exist).
+    virtual result<void> write(std::span<const uint8_t> key, std::span<const uint8_t> value,
+                               uint64_t flags) const = 0;
+    virtual result<void> erase(std::span<const uint8_t> key) const = 0;
+    /// The key after key (the first key when key is empty); nothing after the last.
+    virtual result<std::optional<std::vector<uint8_t>>>
+    next_key(std::span<const uint8_t> key) const = 0;
+    /// Entries in use (hash maps) or max_entries (arrays).
+    virtual uint64_t count() const = 0;
+    /// Ring buffers: hands up to max waiting records to fn; returns how many.
+    virtual result<uint64_t> consume(const std::function<void(std::span<const uint8_t>)> &fn,
+                                     uint64_t max) = 0;
+    /// Ring buffers: waits up to timeout_ms for a record.
+    virtual void wait(int timeout_ms) = 0;
+};
+
 /// The controller's API. Every failure is an error value with a message.
 class base_event_provider {
 public:
     virtual ~base_event_provider() = default;
+    /// Where the objects live: the segment name (user space) or the bpffs folder (kernel).
+    virtual std::string location() const = 0;
     virtual result<uint32_t> create_program(const program_spec &spec) = 0;
     virtual result<uint32_t> create_map(const map_create_spec &spec) = 0;
     virtual result<uint32_t> create_attach_target(int32_t attach_type, const std::string &args) = 0;
@@ -47,6 +77,10 @@ public:
     virtual result<void> enable_link(uint32_t link_id) = 0;
     virtual result<void> disable_link(uint32_t link_id) = 0;
     virtual result<void> destroy_object(uint32_t id) = 0;
+    /// Every object, in id order within each kind.
+    virtual result<store::snapshot> list() const = 0;
+    /// Reads and changes one map.
+    virtual result<std::unique_ptr<map_access>> open_map(uint32_t id) const = 0;
     /// Brings the current process in line with the objects (see attach_manager).
     virtual result<void> instantiate() = 0;
     virtual void deinstantiate() = 0;
@@ -58,6 +92,7 @@ class event_provider_impl final : public base_event_provider {
 public:
     explicit event_provider_impl(std::shared_ptr<store::segment> seg, manager_options opts = {});
 
+    std::string location() const override { return seg_->name(); }
     result<uint32_t> create_program(const program_spec &spec) override;
     result<uint32_t> create_map(const map_create_spec &spec) override;
     result<uint32_t> create_attach_target(int32_t attach_type, const std::string &args) override;
@@ -65,6 +100,8 @@ public:
     result<void> enable_link(uint32_t link_id) override;
     result<void> disable_link(uint32_t link_id) override;
     result<void> destroy_object(uint32_t id) override;
+    result<store::snapshot> list() const override;
+    result<std::unique_ptr<map_access>> open_map(uint32_t id) const override;
     result<void> instantiate() override;
     void deinstantiate() override;
 

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// kernel_event_provider: base_event_provider on the kernel's own eBPF, through libbpf and the
+/// bpf() system call. Objects are kernel objects pinned in bpffs, so they outlive the process
+/// that created them.
+#pragma once
+
+#include <bpftime/provider/event_provider.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace bpftime {
+
+/// Where bpffs is mounted (and mounted when it is not).
+inline constexpr const char *bpffs_root = "/sys/fs/bpf";
+
+/// The kernel provider. The objects of a segment name live in the bpffs folder
+/// /sys/fs/bpf/NAME:
+///   meta       a pinned hash map: object id -> record (kind, name, types, link ends, target
+///              arguments, enabled flag), plus the next id; the folder's catalogue
+///   prog_ID    pinned programs
+///   map_ID     pinned maps
+///   link_ID    pinned kernel links of enabled links (removing the pin detaches the link)
+/// Writers take an exclusive flock() on the folder, readers a shared one, so several
+/// processes may use one folder at once. Ids are bpftime's own, never reused in a folder.
+///
+/// Semantics match event_provider_impl: a link attaches when it is created or enabled and
+/// detaches when disabled or destroyed; objects in use cannot be destroyed. The kernel is the
+/// host, so instantiate() attaches every enabled link that is not attached (system-wide) and
+/// deinstantiate() detaches them all, keeping the records. Targets the kernel has no notion of
+/// (the nginx URL filter, test hooks) are refused.
+class kernel_event_provider final : public base_event_provider {
+public:
+    ~kernel_event_provider() override;
+    kernel_event_provider(const kernel_event_provider &) = delete;
+    kernel_event_provider &operator=(const kernel_event_provider &) = delete;
+
+    /// Opens the folder of segment name (creating it when create is set), mounting bpffs at
+    /// /sys/fs/bpf when nothing is mounted there.
+    static result<std::unique_ptr<kernel_event_provider>> open(const std::string &name,
+                                                               bool create);
+    /// Detaches and releases every object of the folder and removes it.
+    static result<void> remove(const std::string &name);
+    /// Whether this process may load eBPF programs into the kernel; the reason when not.
+    static result<void> available();
+    /// The bpffs folder of a segment name.
+    static result<std::string> folder_of(const std::string &name);
+
+    std::string location() const override { return folder_; }
+
+    result<uint32_t> create_program(const program_spec &spec) override;
+    result<uint32_t> create_map(const map_create_spec &spec) override;
+    result<uint32_t> create_attach_target(int32_t attach_type, const std::string &args) override;
+    result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id) override;
+    result<void> enable_link(uint32_t link_id) override;
+    result<void> disable_link(uint32_t link_id) override;
+    result<void> destroy_object(uint32_t id) override;
+    result<store::snapshot> list() const override;
+    result<std::unique_ptr<map_access>> open_map(uint32_t id) const override;
+    result<void> instantiate() override;
+    void deinstantiate() override;
+
+    /// A new file descriptor of a program's kernel object (the caller closes it), for
+    /// BPF_PROG_TEST_RUN and the like.
+    result<int> program_fd(uint32_t id) const;
+
+private:
+    kernel_event_provider() = default;
+    struct impl;
+    std::unique_ptr<impl> impl_;
+    std::string folder_;
+};
+
+} // namespace bpftime

@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: MIT
+#include "kernel_objects.hpp"
+
+#include <bpftime/attach/attach.hpp>
+#include <bpftime/attach/probe_target.hpp>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/perf_event.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace bpftime::kernel {
+
+void unique_fd::reset(int fd) {
+    if (fd_ >= 0) {
+        ::close(fd_);
+    }
+    fd_ = fd < 0 ? -1 : fd;
+}
+
+result<void> probe_bpf() {
+    const vm::ebpf_inst insns[] = {
+        {0xb7, 0, 0, 0, 0}, // mov r0, 0
+        {0x95, 0, 0, 0, 0}, // exit
+    };
+    unique_fd fd(bpf_prog_load(BPF_PROG_TYPE_SOCKET_FILTER, "bpftime_probe", "GPL",
+                               reinterpret_cast<const bpf_insn *>(insns), 2, nullptr));
+    if (!fd) {
+        int e = errno;
+        return make_error(e, std::string("the kernel refuses eBPF programs from this process "
+                                         "(needs root with CAP_BPF): ") +
+                                 std::strerror(e));
+    }
+    return {};
+}
+
+namespace {
+
+// The last lines of a verifier log: where it gave up and why.
+std::string log_tail(const char *log, size_t max_lines) {
+    std::vector<std::string> lines;
+    std::istringstream in(log);
+    for (std::string line; std::getline(in, line);) {
+        if (!line.empty()) {
+            lines.push_back(line);
+        }
+    }
+    std::string out;
+    size_t from = lines.size() > max_lines ? lines.size() - max_lines : 0;
+    if (from > 0) {
+        out += "  ... (" + std::to_string(from) + " earlier lines)\n";
+    }
+    for (size_t i = from; i < lines.size(); i++) {
+        out += "  " + lines[i] + "\n";
+    }
+    if (!out.empty()) {
+        out.pop_back();
+    }
+    return out;
+}
+
+// A number from a sysfs file.
+result<uint64_t> read_number(const std::string &path) {
+    std::ifstream f(path);
+    uint64_t v = 0;
+    if (!(f >> v)) {
+        return make_error(ENOENT, "cannot read " + path);
+    }
+    return v;
+}
+
+} // namespace
+
+result<unique_fd> load_program(uint32_t prog_type, const std::string &name,
+                               const std::vector<vm::ebpf_inst> &insns) {
+    // With a log buffer and log level 0, libbpf loads once without a log and, when the kernel
+    // refuses, again with one.
+    std::vector<char> log(1u << 20);
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .log_size = static_cast<uint32_t>(log.size()),
+                .log_buf = log.data());
+    unique_fd fd(bpf_prog_load(static_cast<bpf_prog_type>(prog_type), name.c_str(), "GPL",
+                               reinterpret_cast<const bpf_insn *>(insns.data()), insns.size(),
+                               &opts));
+    if (fd) {
+        return fd;
+    }
+    int e = errno;
+    log.back() = '\0';
+    std::string tail = log_tail(log.data(), 20);
+    return make_error(e, "the kernel verifier refused it (" + std::string(std::strerror(e)) + ")" +
+                             (tail.empty() ? "" : ":\n" + tail));
+}
+
+result<unique_fd> open_perf_event(int32_t attach_type, const std::string &args) {
+    perf_event_attr attr{};
+    attr.size = sizeof attr;
+    std::string binary; // the kernel reads the path during the call
+    if (attach_type == attach_type_tracepoint) {
+        auto id = tracepoint_id(args);
+        if (!id) {
+            return id.err();
+        }
+        attr.type = PERF_TYPE_TRACEPOINT;
+        attr.config = *id;
+    } else if (attach_type == attach_type_uprobe || attach_type == attach_type_uretprobe) {
+        auto loc = resolve_uprobe_target(args);
+        if (!loc) {
+            return loc.err();
+        }
+        const std::string pmu = "/sys/bus/event_source/devices/uprobe/";
+        auto type = read_number(pmu + "type");
+        if (!type) {
+            return make_error(ENOSYS,
+                              "the kernel has no uprobe events (" + type.err().message + ")");
+        }
+        attr.type = static_cast<uint32_t>(*type);
+        if (attach_type == attach_type_uretprobe) {
+            // "config:N": the bit that makes the probe a return probe.
+            std::ifstream f(pmu + "format/retprobe");
+            std::string fmt;
+            unsigned bit = 0;
+            if (!(f >> fmt) || std::sscanf(fmt.c_str(), "config:%u", &bit) != 1 || bit > 63) {
+                return make_error(ENOSYS, "the kernel's uprobe events have no retprobe bit");
+            }
+            attr.config |= uint64_t{1} << bit;
+        }
+        binary = loc->binary;
+        attr.config1 = reinterpret_cast<uint64_t>(binary.c_str());
+        attr.config2 = loc->file_offset;
+    } else {
+        return make_error(EOPNOTSUPP,
+                          "attach type " + attach_type_name(attach_type) + " has no kernel event");
+    }
+    unique_fd fd(
+        static_cast<int>(::syscall(__NR_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)));
+    if (!fd) {
+        int e = errno;
+        return make_error(e, std::string("perf_event_open: ") + std::strerror(e));
+    }
+    return fd;
+}
+
+uint32_t object_id(int fd) {
+    // Program, map and link infos all start with the type and the id.
+    struct {
+        uint32_t type;
+        uint32_t id;
+    } head{};
+    uint32_t len = sizeof head;
+    return bpf_obj_get_info_by_fd(fd, &head, &len) == 0 ? head.id : 0;
+}
+
+program_dump program_of(int fd) {
+    program_dump out;
+    bpf_prog_info info{};
+    uint32_t len = sizeof info;
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+        return out;
+    }
+    out.id = info.id;
+    std::vector<vm::ebpf_inst> insns(info.xlated_prog_len / sizeof(vm::ebpf_inst));
+    bpf_prog_info again{};
+    again.xlated_prog_len = static_cast<uint32_t>(insns.size() * sizeof(vm::ebpf_inst));
+    again.xlated_prog_insns = reinterpret_cast<uint64_t>(insns.data());
+    len = sizeof again;
+    if (!insns.empty() && bpf_obj_get_info_by_fd(fd, &again, &len) == 0) {
+        out.insns = std::move(insns);
+    }
+    return out;
+}
+
+namespace {
+
+bool per_cpu(maps::map_type t) {
+    return t == maps::map_type::percpu_array || t == maps::map_type::percpu_hash;
+}
+
+bool is_array(maps::map_type t) {
+    return t == maps::map_type::array || t == maps::map_type::percpu_array;
+}
+
+// A kernel map. Per-CPU values go through the kernel in 8-byte-aligned slots; users see them
+// packed, as in user space.
+class kernel_map_access final : public map_access {
+public:
+    kernel_map_access(store::map_info info, unique_fd fd)
+        : info_(std::move(info)), fd_(std::move(fd)) {}
+    ~kernel_map_access() override { ring_buffer__free(ring_); }
+    kernel_map_access(const kernel_map_access &) = delete;
+    kernel_map_access &operator=(const kernel_map_access &) = delete;
+
+    const store::map_info &info() const override { return info_; }
+
+    result<std::vector<uint8_t>> read(std::span<const uint8_t> key) const override {
+        if (auto ok = maps::check_key(info_.spec, key, false); !ok) {
+            return std::move(ok).err();
+        }
+        std::vector<uint8_t> raw(slot() * cpus());
+        if (bpf_map_lookup_elem(fd_.get(), key.data(), raw.data()) != 0) {
+            return errno == ENOENT ? make_error(ENOENT, "no such key") : failure("lookup");
+        }
+        if (!per_cpu(info_.spec.type)) {
+            return raw;
+        }
+        std::vector<uint8_t> out(uint64_t{info_.spec.value_size} * cpus());
+        for (uint32_t cpu = 0; cpu < cpus(); cpu++) {
+            std::memcpy(out.data() + uint64_t{cpu} * info_.spec.value_size,
+                        raw.data() + uint64_t{cpu} * slot(), info_.spec.value_size);
+        }
+        return out;
+    }
+
+    result<void> write(std::span<const uint8_t> key, std::span<const uint8_t> value,
+                       uint64_t flags) const override {
+        if (auto ok = maps::check_key(info_.spec, key, false); !ok) {
+            return ok;
+        }
+        uint32_t vs = info_.spec.value_size;
+        bool every_cpu = value.size() == vs;
+        if (!every_cpu && !(per_cpu(info_.spec.type) && value.size() == uint64_t{vs} * cpus())) {
+            std::string want = std::to_string(vs);
+            if (per_cpu(info_.spec.type)) {
+                want += " or " + std::to_string(uint64_t{cpus()} * vs);
+            }
+            return make_error(EINVAL, "the value has " + std::to_string(value.size()) +
+                                          " bytes, the map takes " + want);
+        }
+        std::vector<uint8_t> raw(slot() * cpus());
+        for (uint32_t cpu = 0; cpu < (per_cpu(info_.spec.type) ? cpus() : 1); cpu++) {
+            std::memcpy(raw.data() + uint64_t{cpu} * slot(),
+                        value.data() + (every_cpu ? 0 : uint64_t{cpu} * vs), vs);
+        }
+        if (bpf_map_update_elem(fd_.get(), key.data(), raw.data(), flags) != 0) {
+            int e = errno;
+            if (e == EEXIST || e == ENOENT || e == E2BIG || e == EINVAL) {
+                return maps::update_error(-e, info_.spec, flags);
+            }
+            return failure("update");
+        }
+        return {};
+    }
+
+    result<void> erase(std::span<const uint8_t> key) const override {
+        if (auto ok = maps::check_key(info_.spec, key, false); !ok) {
+            return ok;
+        }
+        if (bpf_map_delete_elem(fd_.get(), key.data()) != 0) {
+            int e = errno;
+            if (e == ENOENT) {
+                return make_error(ENOENT, "no such key");
+            }
+            if (e == EINVAL && is_array(info_.spec.type)) {
+                return make_error(EINVAL, "array elements cannot be deleted");
+            }
+            return failure("delete");
+        }
+        return {};
+    }
+
+    result<std::optional<std::vector<uint8_t>>>
+    next_key(std::span<const uint8_t> key) const override {
+        if (auto ok = maps::check_key(info_.spec, key, true); !ok) {
+            return std::move(ok).err();
+        }
+        std::vector<uint8_t> next(info_.spec.key_size);
+        if (bpf_map_get_next_key(fd_.get(), key.empty() ? nullptr : key.data(), next.data()) != 0) {
+            if (errno == ENOENT) {
+                return std::optional<std::vector<uint8_t>>();
+            }
+            return failure("next key");
+        }
+        return std::optional<std::vector<uint8_t>>(std::move(next));
+    }
+
+    uint64_t count() const override {
+        if (is_array(info_.spec.type) || info_.spec.type == maps::map_type::ringbuf) {
+            return info_.spec.max_entries;
+        }
+        uint64_t n = 0;
+        std::vector<uint8_t> key(info_.spec.key_size), next(info_.spec.key_size);
+        bool first = true;
+        // Bounded: a map that changes under the walk may restart it, never loop forever.
+        while (n <= info_.spec.max_entries &&
+               bpf_map_get_next_key(fd_.get(), first ? nullptr : key.data(), next.data()) == 0) {
+            first = false;
+            key.swap(next);
+            n++;
+        }
+        return n;
+    }
+
+    result<uint64_t> consume(const std::function<void(std::span<const uint8_t>)> &fn,
+                             uint64_t max) override {
+        if (auto r = ring(); !r) {
+            return r.err();
+        }
+        consumer_ = &fn;
+        delivered_ = 0;
+        limit_ = max;
+        int rc = max == 0 ? 0 : ring_buffer__consume(ring_);
+        consumer_ = nullptr;
+        if (rc < 0 && rc != stop) {
+            return make_error(-rc, std::string("ring buffer: ") + std::strerror(-rc));
+        }
+        return delivered_;
+    }
+
+    void wait(int timeout_ms) override {
+        if (!ring()) {
+            return;
+        }
+        epoll_event ev{};
+        (void)::epoll_wait(ring_buffer__epoll_fd(ring_), &ev, 1, timeout_ms);
+    }
+
+private:
+    static constexpr int stop = -1000; // a callback's "enough records" (not an errno)
+
+    uint32_t cpus() const { return per_cpu(info_.spec.type) ? info_.ncpus : 1; }
+    uint64_t slot() const {
+        return per_cpu(info_.spec.type) ? (uint64_t{info_.spec.value_size} + 7) / 8 * 8
+                                        : info_.spec.value_size;
+    }
+    error failure(const char *op) const {
+        int e = errno;
+        return make_error(e,
+                          "map " + std::to_string(info_.id) + ": " + op + ": " + std::strerror(e));
+    }
+
+    result<void> ring() {
+        if (info_.spec.type != maps::map_type::ringbuf) {
+            return make_error(EINVAL, std::string("a ") + maps::map_type_name(info_.spec.type) +
+                                          " is not a ring buffer");
+        }
+        if (ring_ == nullptr) {
+            ring_ = ring_buffer__new(fd_.get(), &kernel_map_access::on_record, this, nullptr);
+            if (ring_ == nullptr) {
+                int e = errno;
+                return make_error(e, std::string("ring buffer: ") + std::strerror(e));
+            }
+        }
+        return {};
+    }
+
+    // libbpf consumes the record a callback stops at, so the limit is checked after delivery.
+    static int on_record(void *ctx, void *data, size_t size) {
+        auto *self = static_cast<kernel_map_access *>(ctx);
+        (*self->consumer_)(std::span<const uint8_t>(static_cast<const uint8_t *>(data), size));
+        return ++self->delivered_ >= self->limit_ ? stop : 0;
+    }
+
+    store::map_info info_;
+    unique_fd fd_;
+    ring_buffer *ring_ = nullptr;
+    const std::function<void(std::span<const uint8_t>)> *consumer_ = nullptr;
+    uint64_t delivered_ = 0;
+    uint64_t limit_ = 0;
+};
+
+} // namespace
+
+std::unique_ptr<map_access> make_map_access(store::map_info info, unique_fd fd) {
+    return std::make_unique<kernel_map_access>(std::move(info), std::move(fd));
+}
+
+} // namespace bpftime::kernel

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: MIT
+// Kernel objects through libbpf, for kernel_event_provider: descriptors, program loading with
+// the verifier's log, perf events for uprobes and tracepoints, and map access.
+#pragma once
+
+#include <bpftime/provider/event_provider.hpp>
+#include <bpftime/result.hpp>
+#include <bpftime/vm/isa.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace bpftime::kernel {
+
+/// An owned file descriptor.
+class unique_fd {
+public:
+    unique_fd() = default;
+    explicit unique_fd(int fd) : fd_(fd < 0 ? -1 : fd) {}
+    unique_fd(unique_fd &&o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    unique_fd &operator=(unique_fd &&o) noexcept {
+        reset(std::exchange(o.fd_, -1));
+        return *this;
+    }
+    unique_fd(const unique_fd &) = delete;
+    unique_fd &operator=(const unique_fd &) = delete;
+    ~unique_fd() { reset(); }
+    int get() const { return fd_; }
+    int release() { return std::exchange(fd_, -1); }
+    void reset(int fd = -1);
+    explicit operator bool() const { return fd_ >= 0; }
+
+private:
+    int fd_ = -1;
+};
+
+/// Whether the kernel takes an eBPF program from this process; the reason when not.
+result<void> probe_bpf();
+
+/// Loads a program; a refusal carries the end of the verifier's log.
+result<unique_fd> load_program(uint32_t prog_type, const std::string &name,
+                               const std::vector<vm::ebpf_inst> &insns);
+
+/// A perf event for a target of attach_type (uprobe, uretprobe, tracepoint), ready for
+/// bpf_link_create(BPF_PERF_EVENT).
+result<unique_fd> open_perf_event(int32_t attach_type, const std::string &args);
+
+/// The kernel's id of a program, map or link.
+uint32_t object_id(int fd);
+
+/// A loaded program as the kernel runs it.
+struct program_dump {
+    uint32_t id = 0;
+    std::vector<vm::ebpf_inst> insns; ///< after the verifier's rewriting
+};
+program_dump program_of(int fd);
+
+/// map_access over a kernel map.
+std::unique_ptr<map_access> make_map_access(store::map_info info, unique_fd fd);
+
+} // namespace bpftime::kernel
