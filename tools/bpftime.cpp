@@ -12,6 +12,12 @@ int main(int argc, char **argv) {
     app.add_option("--shm", g.shm,
                    "shared-memory segment name (default: $BPFTIME_SHM or \"bpftime\")");
     app.add_flag("--json", g.json, "machine-readable output");
+    app.add_option("--provider", g.provider,
+                   "where objects live: user (shared memory, run by bpftime hosts) or kernel "
+                   "(the kernel's eBPF, pinned in bpffs); default $BPFTIME_PROVIDER or user")
+        ->check(CLI::IsMember({"user", "kernel"}));
+    // Global options may also follow the command: `bpftime load --provider kernel x.o`.
+    app.fallthrough();
     int status = 0;
     bpftime::cli::add_vm_commands(app, g, status);
     bpftime::cli::add_store_commands(app, g, status);

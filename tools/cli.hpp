@@ -2,6 +2,7 @@
 // Shared pieces of the bpftime command line.
 #pragma once
 
+#include <bpftime/provider/event_provider.hpp>
 #include <bpftime/result.hpp>
 #include <bpftime/store/store.hpp>
 #include <bpftime/vm/isa.hpp>
@@ -20,6 +21,9 @@ namespace bpftime::cli {
 struct global_options {
     std::string shm; ///< segment name (--shm), empty for $BPFTIME_SHM or the default
     bool json = false;
+    std::string provider; ///< "user" or "kernel" (--provider), empty for $BPFTIME_PROVIDER or user
+    /// Whether the kernel provider is chosen.
+    bool kernel() const;
 };
 
 /// Prints "bpftime: message" to stderr and returns exit status 1.
@@ -29,6 +33,13 @@ result<std::string> read_file(const std::string &path);
 
 /// Opens the store segment (creating it when create is set).
 result<std::shared_ptr<store::segment>> open_store(const global_options &g, bool create);
+
+/// The chosen provider over the segment (user space) or its bpffs folder (kernel); create makes
+/// them when missing.
+result<std::unique_ptr<base_event_provider>> open_provider(const global_options &g, bool create);
+/// What works on user-space programs only (running them here) refuses the kernel provider
+/// with this error.
+error user_space_only(const std::string &what);
 
 /// Parses a key or value: "01 00 00 00" or "hex:01000000" are bytes, anything else is an
 /// integer (decimal or 0x hex, may be negative) stored little-endian in size bytes.

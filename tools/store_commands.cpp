@@ -5,6 +5,7 @@
 #include <bpftime/attach/attach.hpp>
 #include <bpftime/loader/elf.hpp>
 #include <bpftime/provider/event_provider.hpp>
+#include <bpftime/provider/kernel_provider.hpp>
 #include <bpftime/vm/conformance.hpp>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +44,41 @@ result<std::shared_ptr<store::segment>> open_store(const global_options &g, bool
         opts.size = std::strtoull(size, nullptr, 0);
     }
     return store::segment::open(store::segment_name(g.shm), opts);
+}
+
+bool global_options::kernel() const {
+    if (!provider.empty()) {
+        return provider == "kernel";
+    }
+    const char *env = std::getenv("BPFTIME_PROVIDER");
+    return env != nullptr && std::string_view(env) == "kernel";
+}
+
+result<std::unique_ptr<base_event_provider>> open_provider(const global_options &g, bool create) {
+    if (const char *env = std::getenv("BPFTIME_PROVIDER");
+        g.provider.empty() && env != nullptr && *env != '\0' && std::string_view(env) != "user" &&
+        std::string_view(env) != "kernel") {
+        return make_error(EINVAL, std::string("BPFTIME_PROVIDER is '") + env +
+                                      "'; it takes user or kernel");
+    }
+    if (g.kernel()) {
+        auto p = kernel_event_provider::open(store::segment_name(g.shm), create);
+        if (!p) {
+            return p.err();
+        }
+        return std::unique_ptr<base_event_provider>(std::move(*p));
+    }
+    auto seg = open_store(g, create);
+    if (!seg) {
+        return seg.err();
+    }
+    return std::unique_ptr<base_event_provider>(std::make_unique<event_provider_impl>(*seg));
+}
+
+error user_space_only(const std::string &what) {
+    return make_error(EOPNOTSUPP,
+                      what + " takes programs of the user-space provider; the kernel "
+                             "provider's programs run in the kernel (use --provider user)");
 }
 
 std::string hex_bytes(const uint8_t *data, size_t len) {
@@ -122,12 +158,11 @@ int cmd_load(const global_options &g, const std::string &path) {
     if (!obj) {
         return report(obj.err());
     }
-    auto seg = open_store(g, true);
-    if (!seg) {
-        return report(seg.err());
+    auto provider = open_provider(g, true);
+    if (!provider) {
+        return report(provider.err());
     }
-    event_provider_impl provider(*seg);
-    auto loaded = load_object(provider, *obj);
+    auto loaded = load_object(**provider, *obj);
     if (!loaded) {
         return report(loaded.err());
     }
@@ -152,11 +187,11 @@ int cmd_load(const global_options &g, const std::string &path) {
 }
 
 int cmd_list(const global_options &g) {
-    auto seg = open_store(g, false);
-    if (!seg) {
-        return report(seg.err());
+    auto provider = open_provider(g, false);
+    if (!provider) {
+        return report(provider.err());
     }
-    auto snap = (*seg)->read_all();
+    auto snap = (*provider)->list();
     if (!snap) {
         return report(snap.err());
     }
@@ -166,10 +201,17 @@ int cmd_list(const global_options &g) {
         std::string name, details;
         json j;
     };
+    // The kernel's own id, where the kernel holds the object.
+    auto kernel_id = [](row &r, uint32_t id, const char *what) {
+        if (id != 0) {
+            r.details += std::string(", kernel ") + what + " " + std::to_string(id);
+            r.j["kernel_id"] = id;
+        }
+    };
     std::vector<row> rows;
     for (const auto &m : snap->maps) {
-        auto view = (*seg)->map_view(m.id);
-        uint64_t entries = view ? view->count() : 0;
+        auto access = (*provider)->open_map(m.id);
+        uint64_t entries = access ? (*access)->count() : 0;
         rows.push_back({m.id,
                         "map",
                         m.name,
@@ -180,6 +222,7 @@ int cmd_list(const global_options &g) {
                          {"max_entries", m.spec.max_entries},
                          {"entries", entries},
                          {"read_only", m.read_only}}});
+        kernel_id(rows.back(), m.kernel_id, "map");
     }
     for (const auto &p : snap->programs) {
         std::string maps_list;
@@ -191,13 +234,15 @@ int cmd_list(const global_options &g) {
                         p.name,
                         "section " + (p.section.empty() ? "-" : p.section) + ", " +
                             std::to_string(p.insns.size()) + " insns" +
-                            (maps_list.empty() ? "" : ", maps " + maps_list) + ", revision " +
-                            std::to_string(p.revision),
+                            (maps_list.empty() ? "" : ", maps " + maps_list) +
+                            // Kernel programs are never replaced; they have no revisions.
+                            (g.kernel() ? "" : ", revision " + std::to_string(p.revision)),
                         {{"type", p.type},
                          {"section", p.section},
                          {"insns", p.insns.size()},
                          {"maps", p.map_ids},
                          {"revision", p.revision}}});
+        kernel_id(rows.back(), p.kernel_id, "program");
     }
     for (const auto &t : snap->targets) {
         rows.push_back({t.id,
@@ -207,18 +252,22 @@ int cmd_list(const global_options &g) {
                         {{"attach_type", attach_type_name(t.attach_type)}, {"args", t.args}}});
     }
     for (const auto &l : snap->links) {
-        rows.push_back({l.id,
-                        "link",
-                        l.name,
-                        "program " + std::to_string(l.prog_id) + " -> target " +
-                            std::to_string(l.target_id) + ", " +
-                            (l.enabled ? "enabled" : "disabled") + ", runs " +
-                            std::to_string(l.runs) + ", faults " + std::to_string(l.faults),
-                        {{"prog_id", l.prog_id},
-                         {"target_id", l.target_id},
-                         {"enabled", l.enabled},
-                         {"runs", l.runs},
-                         {"faults", l.faults}}});
+        row r{l.id,
+              "link",
+              l.name,
+              "program " + std::to_string(l.prog_id) + " -> target " + std::to_string(l.target_id) +
+                  ", " + (l.enabled ? "enabled" : "disabled"),
+              {{"prog_id", l.prog_id}, {"target_id", l.target_id}, {"enabled", l.enabled}}};
+        if (l.counted) {
+            r.details +=
+                ", runs " + std::to_string(l.runs) + ", faults " + std::to_string(l.faults);
+            r.j["runs"] = l.runs;
+            r.j["faults"] = l.faults;
+        } else if (l.enabled && l.kernel_id == 0) {
+            r.details += ", not attached";
+        }
+        kernel_id(r, l.kernel_id, "link");
+        rows.push_back(std::move(r));
     }
     std::sort(rows.begin(), rows.end(), [](const row &a, const row &b) { return a.id < b.id; });
     if (g.json) {
@@ -228,10 +277,11 @@ int cmd_list(const global_options &g) {
             o.update(r.j);
             out.push_back(std::move(o));
         }
-        std::puts(
-            json{{"segment", (*seg)->name()}, {"generation", snap->generation}, {"objects", out}}
-                .dump()
-                .c_str());
+        std::puts(json{{g.kernel() ? "folder" : "segment", (*provider)->location()},
+                       {"generation", snap->generation},
+                       {"objects", out}}
+                      .dump()
+                      .c_str());
         return 0;
     }
     std::printf("%-4s %-8s %-20s %s\n", "ID", "KIND", "NAME", "DETAILS");
@@ -265,18 +315,16 @@ void print_entry(const global_options &g, const std::vector<uint8_t> &key,
 }
 
 int cmd_map(const global_options &g, const map_args &a) {
-    auto seg = open_store(g, false);
-    if (!seg) {
-        return report(seg.err());
+    auto provider = open_provider(g, false);
+    if (!provider) {
+        return report(provider.err());
     }
-    auto info = (*seg)->map(a.id);
-    if (!info) {
-        return report(info.err());
+    auto opened = (*provider)->open_map(a.id);
+    if (!opened) {
+        return report(opened.err());
     }
-    auto view = (*seg)->map_view(a.id);
-    if (!view) {
-        return report(view.err());
-    }
+    map_access &view = **opened;
+    const store::map_info *info = &view.info();
     bool ring = info->spec.type == maps::map_type::ringbuf;
     if (ring != (a.op == "events")) {
         return report(make_error(
@@ -290,7 +338,7 @@ int cmd_map(const global_options &g, const map_args &a) {
         uint64_t seen = 0;
         auto idle_since = std::chrono::steady_clock::now();
         while (!interrupted && (a.count == 0 || seen < a.count)) {
-            auto n = view->ringbuf_consume(
+            auto n = view.consume(
                 [&](std::span<const uint8_t> rec) {
                     seen++;
                     if (g.json) {
@@ -316,7 +364,7 @@ int cmd_map(const global_options &g, const map_args &a) {
                         .count() >= a.timeout) {
                 break;
             }
-            view->ringbuf_wait(100);
+            view.wait(100);
         }
         return 0;
     }
@@ -326,7 +374,7 @@ int cmd_map(const global_options &g, const map_args &a) {
         std::vector<uint8_t> key;
         uint64_t n = 0;
         for (;;) {
-            auto next = view->next_key(key);
+            auto next = view.next_key(key);
             if (!next) {
                 return report(next.err());
             }
@@ -334,7 +382,7 @@ int cmd_map(const global_options &g, const map_args &a) {
                 break;
             }
             key = std::move(**next);
-            auto value = view->read(key);
+            auto value = view.read(key);
             if (value) {
                 print_entry(g, key, *value);
                 n++;
@@ -353,7 +401,7 @@ int cmd_map(const global_options &g, const map_args &a) {
         return report(make_error(key.err().code, "key " + key.err().message));
     }
     if (a.op == "lookup") {
-        auto value = view->read(*key);
+        auto value = view.read(*key);
         if (!value) {
             return report(make_error(value.err().code, "map " + std::to_string(a.id) + ": key " +
                                                            hex_bytes(key->data(), key->size()) +
@@ -363,7 +411,7 @@ int cmd_map(const global_options &g, const map_args &a) {
         return 0;
     }
     if (a.op == "delete") {
-        if (auto r = view->erase(*key); !r) {
+        if (auto r = view.erase(*key); !r) {
             return report(r.err());
         }
         return 0;
@@ -379,7 +427,7 @@ int cmd_map(const global_options &g, const map_args &a) {
     uint64_t flags = a.flags == "noexist" ? maps::update_noexist
                      : a.flags == "exist" ? maps::update_exist
                                           : maps::update_any;
-    if (auto r = view->write(*key, *value, flags); !r) {
+    if (auto r = view.write(*key, *value, flags); !r) {
         return report(r.err());
     }
     return 0;
@@ -395,11 +443,11 @@ int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_i
         }
         return report(make_error(EINVAL, "unknown attach type '" + type + "' (" + names + ")"));
     }
-    auto seg = open_store(g, false);
-    if (!seg) {
-        return report(seg.err());
+    auto opened = open_provider(g, false);
+    if (!opened) {
+        return report(opened.err());
     }
-    event_provider_impl provider(*seg);
+    base_event_provider &provider = **opened;
     std::string joined;
     for (const std::string &a : args) {
         joined += (joined.empty() ? "" : " ") + a;
@@ -424,6 +472,9 @@ int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_i
 // A host for the test attach type: instantiates, then triggers the hook.
 int cmd_trigger(const global_options &g, const std::string &hook, const std::string &mem_hex,
                 uint64_t repeat) {
+    if (g.kernel()) {
+        return report(user_space_only("bpftime trigger"));
+    }
     auto seg = open_store(g, false);
     if (!seg) {
         return report(seg.err());
@@ -464,12 +515,12 @@ int cmd_trigger(const global_options &g, const std::string &hook, const std::str
 }
 
 template <class F>
-int with_store(const global_options &g, F &&f) {
-    auto seg = open_store(g, false);
-    if (!seg) {
-        return report(seg.err());
+int with_provider(const global_options &g, F &&f) {
+    auto provider = open_provider(g, false);
+    if (!provider) {
+        return report(provider.err());
     }
-    if (auto r = f(**seg); !r) {
+    if (auto r = f(**provider); !r) {
         return report(r.err());
     }
     return 0;
@@ -483,7 +534,7 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     load->add_option("FILE", load_path, "an object built with clang -O2 -target bpf")->required();
     load->callback([&] { status = cmd_load(g, load_path); });
 
-    auto *list = app.add_subcommand("list", "list every object of the store");
+    auto *list = app.add_subcommand("list", "list every object of the segment (or bpffs folder)");
     list->callback([&] { status = cmd_list(g); });
 
     auto *map = app.add_subcommand("map", "read and change maps");
@@ -541,23 +592,25 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     auto *enable = app.add_subcommand("enable", "enable a link");
     enable->add_option("LINK_ID", object_id)->required();
     enable->callback([&] {
-        status =
-            with_store(g, [](store::segment &s) { return s.set_link_enabled(object_id, true); });
+        status = with_provider(g, [](base_event_provider &p) { return p.enable_link(object_id); });
     });
     auto *disable = app.add_subcommand("disable", "disable a link");
     disable->add_option("LINK_ID", object_id)->required();
     disable->callback([&] {
-        status =
-            with_store(g, [](store::segment &s) { return s.set_link_enabled(object_id, false); });
+        status = with_provider(g, [](base_event_provider &p) { return p.disable_link(object_id); });
     });
     auto *destroy = app.add_subcommand("destroy", "destroy an object");
     destroy->add_option("ID", object_id)->required();
-    destroy->callback(
-        [&] { status = with_store(g, [](store::segment &s) { return s.destroy(object_id); }); });
+    destroy->callback([&] {
+        status =
+            with_provider(g, [](base_event_provider &p) { return p.destroy_object(object_id); });
+    });
 
-    auto *reset = app.add_subcommand("reset", "remove the segment and every object in it");
+    auto *reset = app.add_subcommand(
+        "reset", "remove the segment (kernel: the bpffs folder) and every object in it");
     reset->callback([&] {
-        auto r = store::segment::remove(store::segment_name(g.shm));
+        std::string name = store::segment_name(g.shm);
+        auto r = g.kernel() ? kernel_event_provider::remove(name) : store::segment::remove(name);
         status = r ? 0 : report(r.err());
     });
 }

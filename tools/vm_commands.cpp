@@ -66,6 +66,9 @@ result<size_t> pick_program(const loader::elf_object &obj, const std::string &na
 result<program_source> load_source(const global_options &g, const std::string &what,
                                    const std::string &prog_name, bool need_one) {
     if (access(what.c_str(), F_OK) != 0 && is_id(what)) {
+        if (g.kernel()) {
+            return user_space_only("program " + what + ": run and disasm");
+        }
         auto seg = open_store(g, false);
         if (!seg) {
             return seg.err();
