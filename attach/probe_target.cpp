@@ -8,11 +8,13 @@
 #include <libelf.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <array>
 #include <charconv>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -543,6 +545,7 @@ result<uprobe_location> resolve_uprobe_target(std::string_view args) {
                               loc.binary + " leaves the address space");
         }
         loc.address = s.st_value + loc.offset;
+        loc.bytes_to_end = s.st_size > 0 ? s.st_size - loc.offset : 0;
     }
 
     const code_segment *seg = file.segment_of(loc.address);
@@ -612,6 +615,43 @@ result<uint64_t> tracepoint_id(std::string_view args) {
                       id_path + " does not hold a tracepoint id ('" + std::string(text) + "')");
     }
     return id;
+}
+
+result<uintptr_t> runtime_address(const uprobe_location &loc) {
+    struct stat st {};
+    if (::stat(loc.binary.c_str(), &st) != 0) {
+        int e = errno;
+        return make_error(e, loc.binary + ": " + std::strerror(e));
+    }
+    FILE *maps = std::fopen("/proc/self/maps", "re");
+    if (maps == nullptr) {
+        int e = errno;
+        return make_error(e, std::string("/proc/self/maps: ") + std::strerror(e));
+    }
+    // "start-end perms offset major:minor inode path": the same file (device and inode), an
+    // executable mapping, and the file offset inside it.
+    char line[4096];
+    std::optional<uintptr_t> found;
+    while (!found && std::fgets(line, sizeof line, maps) != nullptr) {
+        unsigned long long start = 0, end = 0, offset = 0, inode = 0;
+        unsigned major = 0, minor = 0;
+        char perms[8] = {};
+        if (std::sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms, &offset, &major,
+                        &minor, &inode) != 7) {
+            continue;
+        }
+        if (perms[2] == 'x' && inode == st.st_ino && major == major(st.st_dev) &&
+            minor == minor(st.st_dev) && loc.file_offset >= offset &&
+            loc.file_offset - offset < end - start) {
+            found = static_cast<uintptr_t>(start + (loc.file_offset - offset));
+        }
+    }
+    std::fclose(maps);
+    if (!found) {
+        return make_error(ENOENT, loc.binary + " is not mapped executable in this process (pid " +
+                                      std::to_string(::getpid()) + ")");
+    }
+    return *found;
 }
 
 } // namespace bpftime

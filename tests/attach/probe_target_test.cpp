@@ -203,6 +203,31 @@ TEST(ProbeTarget, LibcMallocByBareName) {
     EXPECT_EQ(r->binary, libc_path());
     EXPECT_EQ(r->symbol, "malloc");
     expect_lands_on(*r, reinterpret_cast<uintptr_t>(malloc_in_libc));
+    auto at = runtime_address(*r);
+    ASSERT_TRUE(at) << at.err().message;
+    EXPECT_EQ(*at, reinterpret_cast<uintptr_t>(malloc_in_libc));
+}
+
+TEST(ProbeTarget, RuntimeAddressInThisProcess) {
+    auto r = resolve_uprobe_target("/proc/self/exe:" + test_function + "+4");
+    ASSERT_TRUE(r) << r.err().message;
+    auto at = runtime_address(*r);
+    ASSERT_TRUE(at) << at.err().message;
+    EXPECT_EQ(*at, reinterpret_cast<uintptr_t>(&bpftime_probe_target_function) + 4);
+    EXPECT_GT(r->bytes_to_end, 0u) << "the symbol's size less the offset";
+}
+
+TEST(ProbeTargetErrors, BinaryNotMappedHere) {
+    // The start of true's code segment (Debian's coreutils: 0x2000).
+    auto r = resolve_uprobe_target("true:0x2000");
+    if (!r) {
+        GTEST_SKIP() << "no symbol or code address in true to resolve: " << r.err().message;
+    }
+    auto at = runtime_address(*r);
+    ASSERT_FALSE(at);
+    EXPECT_NE(at.err().message.find(r->binary + " is not mapped executable in this process"),
+              std::string::npos)
+        << at.err().message;
 }
 
 // --- refusals -----------------------------------------------------------------------------

@@ -25,7 +25,15 @@ struct uprobe_location {
     uint64_t address = 0;
     /// The same instruction's offset in the file (what the kernel's uprobe PMU takes).
     uint64_t file_offset = 0;
+    /// Bytes from the probed instruction to the end of the function (the symbol's size less
+    /// the offset); 0 when unknown (given as an address, or a symbol without a size).
+    uint64_t bytes_to_end = 0;
 };
+
+/// Where a resolved uprobe location is in this process: the run-time address of its
+/// instruction, found through /proc/self/maps (the binary's executable mapping that holds
+/// file_offset). ENOENT when the binary is not mapped here.
+result<uintptr_t> runtime_address(const uprobe_location &loc);
 
 /// Parses and resolves "BINARY:SYMBOL", "BINARY:SYMBOL+OFFSET" (decimal or 0x hex) or
 /// "BINARY:ADDRESS" (0x hex, an ELF virtual address as nm/objdump print it).
