@@ -356,6 +356,23 @@ uint64_t trace_printk(uint64_t fmt, uint64_t fmt_size, uint64_t a1, uint64_t a2,
     return out.size();
 }
 
+// The probe a program runs at, when its host is a probe host (0 otherwise, as for programs the
+// kernel runs elsewhere).
+const probe_run_info *probe_of(run_context *ctx) {
+    auto *info = static_cast<const probe_run_info *>(ctx->user_data());
+    return info != nullptr && info->magic == probe_run_info::magic_value ? info : nullptr;
+}
+
+uint64_t get_func_ip(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *ctx) {
+    const probe_run_info *info = probe_of(ctx);
+    return info != nullptr ? info->func_ip : 0;
+}
+
+uint64_t get_attach_cookie(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *ctx) {
+    const probe_run_info *info = probe_of(ctx);
+    return info != nullptr ? info->cookie : 0;
+}
+
 struct helper_row {
     uint32_t id;
     const char *name;
@@ -381,6 +398,8 @@ constexpr helper_row rows[] = {
     {131, "ringbuf_reserve", ringbuf_reserve},
     {132, "ringbuf_submit", ringbuf_finish<true>},
     {133, "ringbuf_discard", ringbuf_finish<false>},
+    {173, "get_func_ip", get_func_ip},
+    {174, "get_attach_cookie", get_attach_cookie},
     {182, "strncmp", strncmp_helper},
 };
 

@@ -26,7 +26,7 @@ struct HelpersTest : test::provider_fixture {
 
     // Assembles, stores, compiles and runs a program on ctx.
     result<uint64_t> run(const std::string &text, std::vector<uint32_t> maps_used = {},
-                         void *ctx = nullptr, uint64_t len = 0) {
+                         void *ctx = nullptr, uint64_t len = 0, const vm::run_options &opts = {}) {
         auto insns = vm::assemble(text);
         if (!insns) {
             return insns.err();
@@ -39,7 +39,7 @@ struct HelpersTest : test::provider_fixture {
         if (!compiled) {
             return compiled.err();
         }
-        return (*compiled)->run(ctx, len);
+        return (*compiled)->run(ctx, len, opts);
     }
 };
 
@@ -166,6 +166,26 @@ TEST_F(HelpersTest, IdentityAndTime) {
     // Two random numbers in a row differ (a 1 in 2^32 chance of a false failure).
     auto rnd = run("call 7\nmov %r6, %r0\ncall 7\nsub %r0, %r6\nexit\n");
     EXPECT_NE(*rnd, 0u);
+}
+
+// get_func_ip and get_attach_cookie report the probe a probe host runs the program at, and 0
+// under any other host.
+TEST_F(HelpersTest, FuncIpAndCookieComeFromTheProbeHost) {
+    helpers::probe_run_info probe;
+    probe.func_ip = 0x401234;
+    probe.cookie = 77;
+    vm::run_options opts;
+    opts.user_data = &probe;
+    auto ip = run("call 173\nexit\n", {}, nullptr, 0, opts);
+    ASSERT_TRUE(ip.ok()) << ip.err().message;
+    EXPECT_EQ(*ip, 0x401234u);
+    auto cookie = run("call 174\nexit\n", {}, nullptr, 0, opts);
+    ASSERT_TRUE(cookie.ok()) << cookie.err().message;
+    EXPECT_EQ(*cookie, 77u);
+    EXPECT_EQ(*run("call 173\nexit\n"), 0u);
+    uint64_t other = 5; // another host's data: no magic
+    opts.user_data = &other;
+    EXPECT_EQ(*run("call 174\nexit\n", {}, nullptr, 0, opts), 0u);
 }
 
 TEST_F(HelpersTest, ProbeReadCopiesAndFaultsSafely) {

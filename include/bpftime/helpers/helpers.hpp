@@ -10,6 +10,15 @@
 
 namespace bpftime::helpers {
 
+/// What a probe host passes in run_options::user_data, for get_func_ip (173) and
+/// get_attach_cookie (174). Other hosts pass something else or nothing; the magic tells.
+struct probe_run_info {
+    static constexpr uint64_t magic_value = 0x626f7270656d6974; // "timeprob"
+    uint64_t magic = magic_value;
+    uint64_t func_ip = 0; ///< the probed instruction's address
+    uint64_t cookie = 0;  ///< the attach cookie of the link
+};
+
 /// Registers every helper in a registry (the global one by default). Idempotent.
 void register_all(vm::helper_registry &registry = vm::helper_registry::global());
 
