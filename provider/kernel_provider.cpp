@@ -207,6 +207,14 @@ struct kernel_event_provider::impl {
         (void)::unlink(pin_path(prefix, id).c_str());
     }
 
+    // Detaches a kernel link before returning. Dropping the pin alone releases the link later,
+    // from a kernel work queue (probes fired for milliseconds after); closing the last file
+    // descriptor releases it on the way out of close().
+    void detach(uint32_t link_id) const {
+        unique_fd last(bpf_obj_get(pin_path("link", link_id).c_str()));
+        unpin("link", link_id);
+    }
+
     // Attaches a link's program at its target in the kernel and pins the kernel link.
     result<void> attach(uint32_t link_id, const record &link) const {
         auto target = get_kind(link.target_id, store::object_kind::target);
@@ -380,6 +388,9 @@ result<void> kernel_event_provider::remove(const std::string &name) {
     for (const char *prefix : {"link_", "prog_", "map_", "meta"}) {
         for (const std::string &n : entries) {
             if (n.rfind(prefix, 0) == 0) {
+                // A link's last descriptor, closed after its pin goes, detaches it at once.
+                unique_fd last(
+                    std::string(prefix) == "link_" ? bpf_obj_get((*folder + "/" + n).c_str()) : -1);
                 (void)::unlinkat(dir.get(), n.c_str(), 0);
             }
         }
@@ -621,7 +632,7 @@ result<void> kernel_event_provider::disable_link(uint32_t link_id) {
     if (!r) {
         return r.err();
     }
-    impl_->unpin("link", link_id);
+    impl_->detach(link_id);
     r->enabled = 0;
     return impl_->put(link_id, *r);
 }
@@ -644,7 +655,7 @@ result<void> kernel_event_provider::destroy_object(uint32_t id) {
     }
     switch (kind_of(*r)) {
     case store::object_kind::link:
-        impl_->unpin("link", id);
+        impl_->detach(id);
         break;
     case store::object_kind::program:
         impl_->unpin("prog", id);
@@ -768,7 +779,7 @@ void kernel_event_provider::deinstantiate() {
     auto lock = impl_->lock(true);
     for (const auto &[id, r] : impl_->all()) {
         if (kind_of(r) == store::object_kind::link) {
-            impl_->unpin("link", id);
+            impl_->detach(id);
         }
     }
 }

@@ -26,6 +26,12 @@
 namespace bpftime {
 namespace {
 
+/// A function of this test binary for probes, called in-process right after detaching.
+extern "C" __attribute__((noinline, used)) long bpftime_ktest_probed(long key, long value) {
+    __asm__ volatile("" ::: "memory");
+    return key + value;
+}
+
 const std::string examples = BPFTIME_EXAMPLES_DIR;
 const std::string target_binary = BPFTIME_PROBE_TARGET;
 const std::string probed = target_binary + ":bpftime_target_add";
@@ -176,6 +182,29 @@ TEST_F(KernelProvider, DisabledAndDestroyedLinksReallyDetach) {
     ASSERT_TRUE(provider_->destroy_object(link));
     run_target(100, 1);
     EXPECT_EQ(read_u64(totals, u32_bytes(0)), 200u) << "a destroyed link still counted";
+}
+
+// Disabling or destroying a link has detached it by the time the call returns: a call made at
+// once is not counted.
+TEST_F(KernelProvider, DetachingIsDoneWhenTheCallReturns) {
+    auto obj = load(examples + "/uprobe_count.bpf.o");
+    uint32_t totals = id_of(obj.maps, "totals");
+    uint32_t link = attach(id_of(obj.programs, "count_entry"), attach_type_uprobe,
+                           "/proc/self/exe:bpftime_ktest_probed");
+    for (int round = 0; round < 20; round++) {
+        uint64_t before = read_u64(totals, u32_bytes(0));
+        EXPECT_EQ(bpftime_ktest_probed(round, 1), round + 1);
+        ASSERT_EQ(read_u64(totals, u32_bytes(0)), before + 1) << "round " << round;
+        ASSERT_TRUE(provider_->disable_link(link));
+        bpftime_ktest_probed(round, 2);
+        ASSERT_EQ(read_u64(totals, u32_bytes(0)), before + 1)
+            << "a call right after disable_link was counted, round " << round;
+        ASSERT_TRUE(provider_->enable_link(link));
+    }
+    ASSERT_TRUE(provider_->destroy_object(link));
+    uint64_t before = read_u64(totals, u32_bytes(0));
+    bpftime_ktest_probed(1, 1);
+    EXPECT_EQ(read_u64(totals, u32_bytes(0)), before) << "a call right after destroy was counted";
 }
 
 TEST_F(KernelProvider, DeinstantiateDetachesAndInstantiateReattaches) {
