@@ -1,0 +1,486 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// The inline hook engine: stubs, dispatch to the handlers, the per-thread shadow stack of
+/// return addresses, installing and removing the patch.
+#include "bpftime/hook/inline_hook.hpp"
+
+#include "hook_internal.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <sys/mman.h>
+#include <thread>
+#include <unistd.h>
+
+namespace bpftime {
+
+namespace {
+
+using hook_detail::relocation;
+
+constexpr size_t shadow_capacity = 256;
+
+} // namespace
+
+struct inline_hook::record {
+    uintptr_t address = 0;
+    hook_entry_fn on_entry = nullptr;
+    hook_return_fn on_return = nullptr;
+    void *user = nullptr;
+    uintptr_t page = 0; // stub, trampoline and return stub; never unmapped
+    uintptr_t trampoline = 0;
+    uintptr_t return_stub = 0;
+    relocation reloc;
+    std::vector<uint8_t> original;
+    std::atomic<bool> active{false};
+    std::atomic<int> in_flight{0}; // handlers running or about to
+    bool patched = false;          // the jump is in place (guarded by g_hooks_mutex)
+};
+
+namespace {
+
+using record = inline_hook::record;
+
+struct shadow_entry {
+    uintptr_t slot; // where the return address was (rsp at entry)
+    uintptr_t ret;  // the original return address
+    record *rec;
+};
+
+// Per thread: the return addresses of calls whose return is hooked, innermost last.
+struct shadow_stack {
+    size_t depth;
+    bool in_handler; // a handler runs on this thread: hooked calls from it run unhooked
+    shadow_entry entries[shadow_capacity];
+};
+
+thread_local shadow_stack t_shadow;
+std::atomic<uint64_t> g_missed_returns{0};
+
+// Every hook ever installed; records are never freed (their stubs may still run).
+std::mutex g_hooks_mutex;
+std::vector<record *> &all_records() {
+    static auto *records = new std::vector<record *>;
+    return *records;
+}
+
+// Called by a hook's stub with the saved registers (frame) of a hooked call.
+__attribute__((no_sanitize("address"))) void entry_dispatch(record *rec, pt_regs *frame) {
+    shadow_stack &ss = t_shadow;
+    if (ss.in_handler)
+        return;
+    rec->in_flight.fetch_add(1);
+    if (rec->active.load()) {
+        ss.in_handler = true;
+        const pt_regs copy = *frame; // the handler's changes are ignored
+        const bool want_return = rec->on_entry(rec->user, &copy);
+        ss.in_handler = false;
+        if (want_return && rec->on_return) {
+            if (ss.depth < shadow_capacity) {
+                auto *slot = reinterpret_cast<uintptr_t *>(frame->rsp);
+                ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec};
+                *slot = rec->return_stub;
+            } else {
+                g_missed_returns.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+    }
+    rec->in_flight.fetch_sub(1);
+}
+
+[[noreturn]] void shadow_stack_lost(uintptr_t rsp) {
+    char msg[160];
+    const int n = std::snprintf(msg, sizeof msg,
+                                "bpftime: inline hook return stub reached with rsp=0x%lx and no "
+                                "matching return address on this thread's shadow stack\n",
+                                static_cast<unsigned long>(rsp));
+    if (write(STDERR_FILENO, msg, static_cast<size_t>(n)) < 0) {
+    }
+    std::abort();
+}
+
+// Called by the return stub: runs on_return and leaves the original return address at
+// [rsp - 8], from where the stub jumps to it.
+__attribute__((no_sanitize("address"))) void return_dispatch(pt_regs *frame) {
+    shadow_stack &ss = t_shadow;
+    const uintptr_t slot = frame->rsp - 8;
+    // The innermost entry of this frame; entries above it were left by longjmp (stale).
+    size_t k = ss.depth;
+    while (k > 0 && ss.entries[k - 1].slot != slot)
+        --k;
+    if (k == 0)
+        shadow_stack_lost(frame->rsp);
+    const shadow_entry e = ss.entries[k - 1];
+    ss.depth = k - 1;
+    *reinterpret_cast<uintptr_t *>(slot) = e.ret;
+    record *rec = e.rec;
+    if (ss.in_handler)
+        return;
+    rec->in_flight.fetch_add(1);
+    if (rec->active.load()) {
+        ss.in_handler = true;
+        pt_regs copy = *frame;
+        copy.rip = rec->address;
+        rec->on_return(rec->user, &copy);
+        ss.in_handler = false;
+    }
+    rec->in_flight.fetch_sub(1);
+}
+
+// --- Machine code of the stubs ---------------------------------------------------------------
+
+// The stub's frame: a pt_regs, 8 bytes of padding, xmm0-xmm15. It sits below the red zone.
+constexpr int32_t xmm_offset = 176;
+constexpr int32_t frame_size = xmm_offset + 16 * 16; // 432, a multiple of 16
+constexpr int32_t red_zone = 128;
+constexpr int32_t below = red_zone + frame_size;
+
+enum reg : uint8_t { rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15 };
+
+int32_t slot_of(reg r) {
+    switch (r) {
+    case r15:
+        return 0;
+    case r14:
+        return 8;
+    case r13:
+        return 16;
+    case r12:
+        return 24;
+    case rbp:
+        return 32;
+    case rbx:
+        return 40;
+    case r11:
+        return 48;
+    case r10:
+        return 56;
+    case r9:
+        return 64;
+    case r8:
+        return 72;
+    case rax:
+        return 80;
+    case rcx:
+        return 88;
+    case rdx:
+        return 96;
+    case rsi:
+        return 104;
+    case rdi:
+        return 112;
+    case rsp:
+        return 152;
+    }
+    return 0;
+}
+constexpr int32_t orig_rax_slot = 120, rip_slot = 128, cs_slot = 136, eflags_slot = 144,
+                  ss_slot = 160;
+static_assert(sizeof(pt_regs) == 168);
+
+constexpr reg saved_regs[] = {rax, rcx, rdx, rbx, rbp, rsi, rdi, r8,
+                              r9,  r10, r11, r12, r13, r14, r15};
+
+struct emitter {
+    std::vector<uint8_t> code;
+    void bytes(std::initializer_list<uint8_t> b) { code.insert(code.end(), b); }
+    void imm32(int32_t v) {
+        for (int i = 0; i < 4; ++i)
+            code.push_back(static_cast<uint8_t>(static_cast<uint32_t>(v) >> (8 * i)));
+    }
+    void imm64(uint64_t v) {
+        for (int i = 0; i < 8; ++i)
+            code.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    }
+    // lea rsp, [rsp + disp32]
+    void lea_rsp(int32_t disp) {
+        bytes({0x48, 0x8D, 0xA4, 0x24});
+        imm32(disp);
+    }
+    // mov [rsp + disp32], r  /  mov r, [rsp + disp32]
+    void store(reg r, int32_t disp) { rsp_op(0x89, r, disp); }
+    void load(reg r, int32_t disp) { rsp_op(0x8B, r, disp); }
+    void rsp_op(uint8_t opcode, reg r, int32_t disp) {
+        bytes({static_cast<uint8_t>(0x48 | (r >= 8 ? 4 : 0)), opcode,
+               static_cast<uint8_t>(0x84 | ((r & 7) << 3)), 0x24});
+        imm32(disp);
+    }
+    // movdqu [rsp + disp32], xmmN  /  movdqu xmmN, [rsp + disp32]
+    void xmm_op(uint8_t opcode, int n, int32_t disp) {
+        code.push_back(0xF3);
+        if (n >= 8)
+            code.push_back(0x44);
+        bytes({0x0F, opcode, static_cast<uint8_t>(0x84 | ((n & 7) << 3)), 0x24});
+        imm32(disp);
+    }
+    // mov r, imm64
+    void movabs(reg r, uint64_t v) {
+        bytes(
+            {static_cast<uint8_t>(0x48 | (r >= 8 ? 1 : 0)), static_cast<uint8_t>(0xB8 + (r & 7))});
+        imm64(v);
+    }
+
+    // Saves every register into the frame below the red zone; rbx then holds the frame.
+    void save_all(uintptr_t address) {
+        lea_rsp(-below);
+        for (reg r : saved_regs)
+            store(r, slot_of(r));
+        bytes({0x9C, 0x58}); // pushfq; pop rax
+        store(rax, eflags_slot);
+        bytes({0x48, 0x8D, 0x84, 0x24}); // lea rax, [rsp + below]: rsp as it was
+        imm32(below);
+        store(rax, slot_of(rsp));
+        movabs(rax, address);
+        store(rax, rip_slot);
+        bytes({0x48, 0xC7, 0xC0, 0xFF, 0xFF, 0xFF, 0xFF}); // mov rax, -1
+        store(rax, orig_rax_slot);
+        bytes({0x48, 0x8C, 0xC8}); // mov rax, cs
+        store(rax, cs_slot);
+        bytes({0x48, 0x8C, 0xD0}); // mov rax, ss
+        store(rax, ss_slot);
+        for (int n = 0; n < 16; ++n)
+            xmm_op(0x7F, n, xmm_offset + 16 * n);
+        bytes({0x48, 0x89, 0xE3});       // mov rbx, rsp
+        bytes({0x48, 0x83, 0xE4, 0xF0}); // and rsp, -16
+        code.push_back(0xFC);            // cld
+    }
+    // call fn(rdi = arg or the frame, rsi = the frame or nothing)
+    void call(uintptr_t fn) {
+        movabs(rax, fn);
+        bytes({0xFF, 0xD0}); // call rax
+    }
+    // Restores every register (rsp as at the start).
+    void restore_all() {
+        bytes({0x48, 0x89, 0xDC}); // mov rsp, rbx
+        for (int n = 0; n < 16; ++n)
+            xmm_op(0x6F, n, xmm_offset + 16 * n);
+        load(rax, eflags_slot);
+        bytes({0x50, 0x9D}); // push rax; popfq
+        for (reg r : saved_regs)
+            load(r, slot_of(r));
+        lea_rsp(below);
+    }
+};
+
+// The entry stub: registers saved, entry_dispatch(rec, frame), registers restored; the
+// trampoline follows it directly.
+std::vector<uint8_t> entry_stub(record *rec) {
+    emitter e;
+    e.save_all(rec->address);
+    e.movabs(rdi, reinterpret_cast<uintptr_t>(rec));
+    e.bytes({0x48, 0x89, 0xDE}); // mov rsi, rbx
+    e.call(reinterpret_cast<uintptr_t>(&entry_dispatch));
+    e.restore_all();
+    return e.code;
+}
+
+// The return stub: registers saved, return_dispatch(frame), registers restored, then a jump to
+// the original return address that return_dispatch left at [rsp - 8] (in the red zone, which
+// signal frames skip).
+std::vector<uint8_t> return_stub(record *rec) {
+    emitter e;
+    e.save_all(rec->address);
+    e.bytes({0x48, 0x89, 0xDF}); // mov rdi, rbx
+    e.call(reinterpret_cast<uintptr_t>(&return_dispatch));
+    e.restore_all();
+    e.bytes({0xFF, 0x64, 0x24, 0xF8}); // jmp [rsp - 8]
+    return e.code;
+}
+
+std::string hex(uintptr_t v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(v));
+    return buf;
+}
+
+size_t page_size() {
+    return static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+// Writes bytes over code at address: each page is made writable for the moment of the write,
+// then gets its protection back. Called with the other threads stopped.
+result<void> write_code(uintptr_t address, const uint8_t *bytes, size_t n) {
+    auto maps = hook_detail::read_maps();
+    if (!maps)
+        return std::move(maps).err();
+    const uintptr_t page = page_size();
+    const uintptr_t first = address & ~(page - 1);
+    const uintptr_t last = (address + n - 1) & ~(page - 1);
+    struct saved {
+        uintptr_t page;
+        int prot;
+    };
+    std::vector<saved> pages;
+    for (uintptr_t p = first; p <= last; p += page) {
+        const auto *m = hook_detail::find_mapping(*maps, p);
+        if (!m)
+            return make_error(EFAULT, "the code at " + hex(p) + " is not mapped");
+        pages.push_back({p, (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) |
+                                (m->exec ? PROT_EXEC : 0)});
+    }
+    for (size_t i = 0; i < pages.size(); ++i)
+        if (mprotect(reinterpret_cast<void *>(pages[i].page), page,
+                     PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
+            const int err = errno;
+            for (size_t j = 0; j < i; ++j)
+                mprotect(reinterpret_cast<void *>(pages[j].page), page, pages[j].prot);
+            return make_error(err, "cannot make the code at " + hex(address) +
+                                       " writable: " + std::strerror(err));
+        }
+    auto *dst = reinterpret_cast<volatile uint8_t *>(address);
+    for (size_t i = 0; i < n; ++i)
+        dst[i] = bytes[i];
+    for (const auto &p : pages)
+        mprotect(reinterpret_cast<void *>(p.page), page, p.prot);
+    return {};
+}
+
+} // namespace
+
+result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, size_t function_size,
+                                                          hook_entry_fn on_entry,
+                                                          hook_return_fn on_return, void *user) {
+    if (!on_entry)
+        return make_error(EINVAL, "an inline hook needs an entry handler");
+    std::lock_guard lock(g_hooks_mutex);
+    for (const record *r : all_records())
+        if (r->patched && address >= r->address && address < r->address + r->reloc.patched)
+            return make_error(EEXIST, "the address " + hex(address) +
+                                          " is already hooked (hook at " + hex(r->address) + ")");
+    auto maps = hook_detail::read_maps();
+    if (!maps)
+        return std::move(maps).err();
+    const auto *m = hook_detail::find_mapping(*maps, address);
+    if (!m || !m->exec)
+        return make_error(EFAULT, "refusing to hook " + hex(address) + ": " +
+                                      (m ? "the memory is not executable" : "it is not mapped"));
+    if (!m->read)
+        return make_error(EFAULT,
+                          "refusing to hook " + hex(address) + ": the code is not readable");
+    // Bytes that can be decoded: this mapping and following readable, adjacent ones.
+    uintptr_t readable_end = m->end;
+    for (const auto &next : *maps)
+        if (next.start == readable_end && next.read)
+            readable_end = next.end;
+    const size_t available = std::min<size_t>(readable_end - address, 64);
+
+    const size_t page = page_size();
+    auto mem = hook_detail::map_near(address, page);
+    if (!mem)
+        return std::move(mem).err();
+
+    auto *rec = new record;
+    rec->address = address;
+    rec->on_entry = on_entry;
+    rec->on_return = on_return;
+    rec->user = user;
+    rec->page = *mem;
+    auto fail = [&](error err) -> result<std::unique_ptr<inline_hook>> {
+        munmap(reinterpret_cast<void *>(rec->page), page);
+        delete rec;
+        return err;
+    };
+
+    const auto stub = entry_stub(rec);
+    rec->trampoline = rec->page + stub.size();
+    auto reloc = hook_detail::relocate(address, available, function_size, rec->trampoline);
+    if (!reloc)
+        return fail(std::move(reloc).err());
+    rec->reloc = std::move(*reloc);
+    const size_t patched = rec->reloc.patched;
+    for (const record *r : all_records())
+        if (r->patched && r->address < address + patched && address < r->address + r->reloc.patched)
+            return fail(make_error(EEXIST, "the " + std::to_string(patched) + " bytes at " +
+                                               hex(address) + " overlap the hook at " +
+                                               hex(r->address)));
+    rec->return_stub = (rec->trampoline + rec->reloc.code.size() + 15) & ~uintptr_t{15};
+    const auto ret_stub = return_stub(rec);
+    if (rec->return_stub - rec->page + ret_stub.size() > page)
+        return fail(make_error(E2BIG, "the stubs do not fit in a page"));
+
+    auto *base = reinterpret_cast<uint8_t *>(rec->page);
+    std::memcpy(base, stub.data(), stub.size());
+    std::memcpy(base + stub.size(), rec->reloc.code.data(), rec->reloc.code.size());
+    std::memcpy(reinterpret_cast<uint8_t *>(rec->return_stub), ret_stub.data(), ret_stub.size());
+    if (mprotect(base, page, PROT_READ | PROT_EXEC) != 0)
+        return fail(make_error(errno, std::string("cannot make the stub executable: ") +
+                                          std::strerror(errno)));
+
+    const auto *code = reinterpret_cast<const uint8_t *>(address);
+    rec->original.assign(code, code + patched);
+    std::vector<uint8_t> patch(patched, 0xCC); // int3 behind the jump: never executed
+    patch[0] = 0xE9;
+    const int64_t rel = static_cast<int64_t>(rec->page) - static_cast<int64_t>(address + 5);
+    const auto rel32 = static_cast<int32_t>(rel);
+    std::memcpy(&patch[1], &rel32, 4);
+
+    rec->active.store(true);
+    auto done = hook_detail::stop_threads_and(
+        [&]() -> result<void> {
+            if (std::memcmp(code, rec->original.data(), patched) != 0)
+                return make_error(EAGAIN, "the code at " + hex(address) +
+                                              " changed while the hook was prepared");
+            return write_code(address, patch.data(), patched);
+        },
+        [&](uintptr_t rip) {
+            // A thread between the replaced instructions continues in their copy.
+            const auto &r = rec->reloc;
+            for (size_t i = 1; i + 1 < r.from.size(); ++i)
+                if (rip == address + r.from[i])
+                    return rec->trampoline + r.to[i];
+            return rip;
+        });
+    if (!done) {
+        rec->active.store(false);
+        return fail(std::move(done).err());
+    }
+    rec->patched = true;
+    all_records().push_back(rec);
+    return std::unique_ptr<inline_hook>(new inline_hook(rec));
+}
+
+inline_hook::~inline_hook() {
+    std::lock_guard lock(g_hooks_mutex);
+    record *rec = rec_;
+    const uintptr_t address = rec->address;
+    auto done = hook_detail::stop_threads_and(
+        [&] { return write_code(address, rec->original.data(), rec->original.size()); },
+        [&](uintptr_t rip) {
+            // A thread at the start of a relocated instruction goes back to the original.
+            const auto &r = rec->reloc;
+            for (size_t i = 0; i < r.from.size(); ++i)
+                if (rip == rec->trampoline + r.to[i])
+                    return address + r.from[i];
+            return rip;
+        });
+    if (!done) {
+        std::fprintf(stderr,
+                     "bpftime: cannot remove the inline hook at %s (%s); its handlers are "
+                     "disabled and the jump stays\n",
+                     hex(address).c_str(), done.err().message.c_str());
+    } else {
+        rec->patched = false;
+    }
+    // No handler starts any more; wait for the ones running.
+    rec->active.store(false);
+    while (rec->in_flight.load() != 0)
+        std::this_thread::yield();
+}
+
+uintptr_t inline_hook::address() const {
+    return rec_->address;
+}
+size_t inline_hook::patched_bytes() const {
+    return rec_->reloc.patched;
+}
+uint64_t inline_hook::missed_returns() {
+    return g_missed_returns.load();
+}
+int inline_hook::hook_stop_signal() {
+    return hook_detail::stop_signal();
+}
+
+} // namespace bpftime

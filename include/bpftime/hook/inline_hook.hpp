@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// Inline hooks on x86-64: the base of user-space uprobes.
+///
+/// Installing a hook overwrites the first instructions at an address with a 5-byte `jmp rel32`
+/// to a per-hook stub placed within +-2 GiB of it. The stub saves the registers into a
+/// pt_regs, calls the entry handler, restores every register and runs the replaced
+/// instructions, relocated into a trampoline, which then jumps back behind the patch. No trap
+/// and no system call is on the path of a hooked call.
+///
+/// What is saved and restored around a handler: all 16 general-purpose registers, the flags
+/// and xmm0-xmm15. Not saved: the upper halves of ymm/zmm, the mask registers, the x87 state
+/// and MXCSR; handlers must leave those alone (plain C++ built without -mavx does).
+///
+/// Known limits:
+/// - A branch elsewhere in the function that jumps into the replaced instructions (other than
+///   to their first byte) cannot be detected in general; such a jump would land inside the
+///   patch. install() refuses what it can see (the range running past function_size, int3
+///   padding, a function ending with ret/jmp before 5 bytes, a branch inside the range to the
+///   middle of the range).
+/// - Return hooks swap the return address on the stack for the address of a return stub (as
+///   the kernel's uretprobes do: the function sees that address at [rsp]) and keep the
+///   original on a per-thread shadow stack of 256 entries (deeper calls are run
+///   without their return hook and counted by missed_returns()). A longjmp out of a hooked
+///   function leaves a stale entry, discarded when a frame further up returns. C++ exceptions
+///   cannot unwind through the return stub (it has no unwind information): an exception that
+///   leaves a hooked function whose return hook is pending terminates the process. Code that
+///   switches stacks (makecontext, coroutines) under a pending return hook is not supported,
+///   nor are CET shadow stacks.
+/// - Stubs and trampolines are never unmapped (a thread may still be executing them);
+///   each hook leaves one page behind when destroyed.
+/// - Threads are stopped while the code is patched with a real-time signal
+///   (hook_stop_signal()); a thread blocking that signal makes install and destruction fail
+///   after one second (destruction then keeps the hook, see ~inline_hook).
+/// - A handler that calls a hooked function (on its own thread) does not run handlers again:
+///   those nested calls run unhooked.
+#pragma once
+
+#include "bpftime/result.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace bpftime {
+
+/// The registers at a probe, in the layout of the Linux kernel's x86-64 struct pt_regs, so eBPF
+/// programs written with libbpf's bpf_tracing.h (PT_REGS_PARM1.., PT_REGS_RC) read them
+/// unchanged. orig_rax is always -1 (as the kernel has it outside system calls); cs and ss are
+/// the values of the segment registers.
+struct pt_regs {
+    uint64_t r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip,
+        cs, eflags, rsp, ss;
+};
+
+/// Called on entry with the registers as the function sees them (rip = the hooked address,
+/// rsp = the stack pointer at entry, pointing at the return address). Return true to have
+/// on_return called when this call returns. The handler may read regs; changes are ignored.
+using hook_entry_fn = bool (*)(void *user, const pt_regs *regs);
+/// Called when a call whose entry handler returned true returns: rax = the return value,
+/// rip = the hooked address (the function's), rsp = the stack pointer after the return.
+using hook_return_fn = void (*)(void *user, const pt_regs *regs);
+
+/// One inline hook at one address. At most one per address: a program multiplexer sits on
+/// top of it.
+class inline_hook {
+public:
+    /// Hooks the instruction at address (normally a function's first instruction, or
+    /// function+offset). function_size, when not 0, is the number of bytes from address to the
+    /// end of the function: the patch must fit inside. Refuses with a clear message what cannot
+    /// be relocated safely, an address that is not mapped executable and an address already
+    /// hooked. on_return may be null (then entry results are ignored).
+    static result<std::unique_ptr<inline_hook>> install(uintptr_t address, size_t function_size,
+                                                        hook_entry_fn on_entry,
+                                                        hook_return_fn on_return, void *user);
+    /// The same with no function size.
+    static result<std::unique_ptr<inline_hook>> install(uintptr_t address, hook_entry_fn on_entry,
+                                                        hook_return_fn on_return, void *user) {
+        return install(address, 0, on_entry, on_return, user);
+    }
+
+    /// Restores the original bytes exactly (safe while other threads run; calls in flight
+    /// finish). When it returns, no handler of this hook runs any more or will run again;
+    /// returns still pending then go back to their callers without on_return. Must not be
+    /// called from a handler of the same hook. If the other threads cannot be stopped (one
+    /// blocks the stop signal), the bytes stay patched and the handlers disabled, with a
+    /// message on stderr.
+    ~inline_hook();
+
+    inline_hook(const inline_hook &) = delete;
+    inline_hook &operator=(const inline_hook &) = delete;
+
+    /// The hooked address.
+    uintptr_t address() const;
+    /// How many bytes at address() were replaced (5 or more: whole instructions).
+    size_t patched_bytes() const;
+
+    /// Calls whose return hook was skipped because the calling thread's shadow stack was full,
+    /// over all hooks since the process started.
+    static uint64_t missed_returns();
+    /// The real-time signal used to stop the other threads while code is patched.
+    static int hook_stop_signal();
+
+    struct record;
+
+private:
+    explicit inline_hook(record *rec) : rec_(rec) {}
+    record *rec_; // never freed: the stubs of a destroyed hook may still be running
+};
+
+} // namespace bpftime

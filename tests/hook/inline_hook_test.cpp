@@ -1,0 +1,442 @@
+// SPDX-License-Identifier: MIT
+// The inline hook engine on real code: C++ functions of this binary, hook_targets.S and libc.
+#include "bpftime/hook/inline_hook.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <dlfcn.h>
+#include <mutex>
+#include <sys/mman.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using bpftime::inline_hook;
+using bpftime::pt_regs;
+
+namespace {
+struct two_words {
+    uint64_t a, b;
+};
+} // namespace
+
+extern "C" {
+long hk_riprel(long x);
+long hk_riprel_mov(long x);
+int hk_jcc(int x);
+long hk_jrcxz(long a, long b, long c, long d);
+long hk_call(long x);
+unsigned long hk_fact(unsigned long n);
+two_words hk_where();
+unsigned long hk_flags_after_stc();
+unsigned long hk_flags();
+long hk_tiny();
+long hk_triple(long x);
+long hk_short();
+extern long hk_data;
+
+__attribute__((noinline, used)) long hk_args6(long a, long b, long c, long d, long e, long f) {
+    asm volatile("");
+    return a + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f;
+}
+
+__attribute__((noinline, used)) double hk_fma(double a, double b, long k) {
+    asm volatile("");
+    return a * static_cast<double>(k) + b;
+}
+}
+
+namespace {
+
+template <class F>
+uintptr_t addr(F *f) {
+    return reinterpret_cast<uintptr_t>(f);
+}
+
+// Calls through a pointer the compiler cannot see through.
+template <class F>
+F *opaque(F *f) {
+    F *volatile p = f;
+    return p;
+}
+
+// What the handlers saw.
+struct recorder {
+    std::atomic<uint64_t> entries{0};
+    std::atomic<uint64_t> returns{0};
+    bool want_return = true;
+    std::mutex mutex;
+    std::vector<pt_regs> entry_regs;
+    std::vector<pt_regs> return_regs;
+    std::vector<uint64_t> entry_return_addresses; // [rsp] at entry
+    bool keep = true;
+};
+
+bool on_entry(void *user, const pt_regs *regs) {
+    auto *r = static_cast<recorder *>(user);
+    r->entries.fetch_add(1);
+    if (r->keep) {
+        std::lock_guard lock(r->mutex);
+        r->entry_regs.push_back(*regs);
+        r->entry_return_addresses.push_back(*reinterpret_cast<const uint64_t *>(regs->rsp));
+    }
+    return r->want_return;
+}
+
+void on_return(void *user, const pt_regs *regs) {
+    auto *r = static_cast<recorder *>(user);
+    r->returns.fetch_add(1);
+    if (r->keep) {
+        std::lock_guard lock(r->mutex);
+        r->return_regs.push_back(*regs);
+    }
+}
+
+std::unique_ptr<inline_hook> hook(uintptr_t address, recorder &r) {
+    auto h = inline_hook::install(address, on_entry, on_return, &r);
+    EXPECT_TRUE(h.ok()) << (h.ok() ? "" : h.err().message);
+    return h.ok() ? std::move(*h) : nullptr;
+}
+
+std::string refusal(uintptr_t address, size_t size = 0) {
+    recorder r;
+    auto h = inline_hook::install(address, size, on_entry, on_return, &r);
+    EXPECT_FALSE(h.ok()) << "hooking " << address << " should have been refused";
+    return h.ok() ? "" : h.err().message;
+}
+
+TEST(InlineHook, EntrySeesArgumentsAndResultIsUnchanged) {
+    recorder r;
+    r.want_return = false;
+    auto h = hook(addr(hk_args6), r);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->address(), addr(hk_args6));
+    EXPECT_GE(h->patched_bytes(), 5u);
+    EXPECT_EQ(opaque(hk_args6)(1, 2, 3, 4, 5, 6), 1 + 4 + 9 + 16 + 25 + 36);
+    ASSERT_EQ(r.entries.load(), 1u);
+    const pt_regs &regs = r.entry_regs.at(0);
+    EXPECT_EQ(regs.rdi, 1u);
+    EXPECT_EQ(regs.rsi, 2u);
+    EXPECT_EQ(regs.rdx, 3u);
+    EXPECT_EQ(regs.rcx, 4u);
+    EXPECT_EQ(regs.r8, 5u);
+    EXPECT_EQ(regs.r9, 6u);
+    EXPECT_EQ(regs.rip, addr(hk_args6));
+    EXPECT_EQ(regs.orig_rax, ~uint64_t{0});
+    EXPECT_EQ(r.returns.load(), 0u) << "the entry handler returned false";
+}
+
+TEST(InlineHook, StackPointerAndReturnAddressAsTheFunctionSeesThem) {
+    recorder r;
+    r.want_return = false;
+    auto h = hook(addr(hk_where), r);
+    ASSERT_TRUE(h);
+    const two_words seen = opaque(hk_where)();
+    ASSERT_EQ(r.entry_regs.size(), 1u);
+    EXPECT_EQ(r.entry_regs[0].rsp, seen.a) << "rsp at entry";
+    EXPECT_EQ(r.entry_regs[0].rip, addr(hk_where));
+    EXPECT_EQ(r.entry_return_addresses.at(0), seen.b) << "[rsp] is the return address";
+
+    // With a return hook, the function runs with the return stub's address at [rsp].
+    r.want_return = true;
+    const two_words again = opaque(hk_where)();
+    ASSERT_EQ(r.return_regs.size(), 1u);
+    const pt_regs &ret = r.return_regs[0];
+    EXPECT_EQ(ret.rip, addr(hk_where));
+    EXPECT_EQ(ret.rsp, again.a + 8) << "rsp after the return";
+    EXPECT_EQ(ret.rax, again.a) << "rax = the return value";
+    EXPECT_EQ(ret.rdx, again.b);
+    EXPECT_NE(again.b, r.entry_return_addresses.at(1));
+}
+
+TEST(InlineHook, FloatArgumentsAndResultSurvive) {
+    recorder r;
+    auto h = hook(addr(hk_fma), r);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(opaque(hk_fma)(1.5, 0.25, 3), 4.75);
+    EXPECT_EQ(opaque(hk_fma)(-2.0, 0.5, 7), -13.5);
+    EXPECT_EQ(r.entries.load(), 2u);
+    EXPECT_EQ(r.returns.load(), 2u);
+    EXPECT_EQ(r.entry_regs.at(0).rdi, 3u);
+}
+
+TEST(InlineHook, FlagsSurvive) {
+    const unsigned long before = opaque(hk_flags_after_stc)();
+    ASSERT_EQ(before & 1, 1u) << "the carry flag is set at entry";
+    recorder r;
+    auto h = hook(addr(hk_flags), r);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(opaque(hk_flags_after_stc)(), before);
+    ASSERT_EQ(r.entry_regs.size(), 1u);
+    EXPECT_EQ(r.entry_regs[0].eflags, before) << "the handler sees the flags";
+}
+
+TEST(InlineHook, ReturnHandlerSeesTheReturnValue) {
+    recorder r;
+    auto h = hook(addr(hk_riprel), r);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(opaque(hk_riprel)(5), 1005);
+    ASSERT_EQ(r.return_regs.size(), 1u);
+    EXPECT_EQ(r.return_regs[0].rax, 1005u);
+    EXPECT_EQ(r.return_regs[0].rip, addr(hk_riprel));
+}
+
+TEST(InlineHook, RelocatedRipRelativePrologues) {
+    recorder r;
+    auto a = hook(addr(hk_riprel), r);
+    auto b = hook(addr(hk_riprel_mov), r);
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(a->patched_bytes(), 7u);
+    hk_data = 2000;
+    EXPECT_EQ(opaque(hk_riprel)(1), 2001);
+    EXPECT_EQ(opaque(hk_riprel_mov)(3), 6000);
+    hk_data = 1000;
+    EXPECT_EQ(r.entries.load(), 2u);
+}
+
+TEST(InlineHook, RelocatedJccPrologues) {
+    recorder r;
+    auto a = hook(addr(hk_jcc), r);
+    auto b = hook(addr(hk_jrcxz), r);
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(a->patched_bytes(), 7u); // test, jle, lea: whole instructions
+    EXPECT_EQ(opaque(hk_jcc)(21), 42);
+    EXPECT_EQ(opaque(hk_jcc)(0), -1);
+    EXPECT_EQ(opaque(hk_jcc)(-5), -1);
+    EXPECT_EQ(opaque(hk_jrcxz)(7, 0, 0, 1), 8);
+    EXPECT_EQ(opaque(hk_jrcxz)(7, 0, 0, 0), -1);
+    EXPECT_EQ(r.entries.load(), 5u);
+    EXPECT_EQ(r.returns.load(), 5u);
+}
+
+TEST(InlineHook, RelocatedCallPrologue) {
+    recorder r;
+    auto h = hook(addr(hk_call), r);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->patched_bytes(), 5u);
+    EXPECT_EQ(opaque(hk_call)(10), 31);
+    ASSERT_EQ(r.return_regs.size(), 1u);
+    EXPECT_EQ(r.return_regs[0].rax, 31u);
+}
+
+TEST(InlineHook, RecursionSeesEveryReturnInOrder) {
+    recorder r;
+    auto h = hook(addr(hk_fact), r);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(opaque(hk_fact)(6), 720u);
+    ASSERT_EQ(r.entry_regs.size(), 6u);
+    for (size_t i = 0; i < 6; ++i)
+        EXPECT_EQ(r.entry_regs[i].rdi, 6 - i);
+    const uint64_t expected[] = {1, 2, 6, 24, 120, 720};
+    ASSERT_EQ(r.return_regs.size(), 6u);
+    for (size_t i = 0; i < 6; ++i) {
+        EXPECT_EQ(r.return_regs[i].rax, expected[i]) << "return " << i;
+        EXPECT_EQ(r.return_regs[i].rsp, r.entry_regs[5 - i].rsp + 8);
+    }
+}
+
+TEST(InlineHook, DeepRecursionBeyondTheShadowStackIsCounted) {
+    recorder r;
+    r.keep = false;
+    auto h = hook(addr(hk_fact), r);
+    ASSERT_TRUE(h);
+    const uint64_t missed = inline_hook::missed_returns();
+    unsigned long expect = 1;
+    for (unsigned long i = 2; i <= 300; ++i)
+        expect *= i;
+    EXPECT_EQ(opaque(hk_fact)(300), expect);
+    EXPECT_EQ(r.entries.load(), 300u);
+    EXPECT_EQ(r.returns.load(), 256u);
+    EXPECT_EQ(inline_hook::missed_returns() - missed, 44u);
+}
+
+TEST(InlineHook, ThreadsCountExactly) {
+    recorder r;
+    r.keep = false;
+    auto h = hook(addr(hk_riprel), r);
+    ASSERT_TRUE(h);
+    constexpr int threads = 4, calls = 100000;
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            auto *f = opaque(hk_riprel);
+            for (int i = 0; i < calls; ++i)
+                if (f(i + t) != 1000 + i + t)
+                    wrong.fetch_add(1);
+        });
+    for (auto &t : pool)
+        t.join();
+    EXPECT_EQ(wrong.load(), 0);
+    EXPECT_EQ(r.entries.load(), uint64_t{threads} * calls);
+    EXPECT_EQ(r.returns.load(), uint64_t{threads} * calls);
+}
+
+TEST(InlineHook, RefusesTooShortFunctions) {
+    auto tiny = refusal(addr(hk_tiny));
+    EXPECT_NE(tiny.find("jmp"), std::string::npos) << tiny;
+    EXPECT_NE(tiny.find("ends with"), std::string::npos) << tiny;
+    auto shorter = refusal(addr(hk_short));
+    EXPECT_NE(shorter.find("ret"), std::string::npos) << shorter;
+    // The patch would run past the end of a function whose size is given.
+    auto sized = refusal(addr(hk_riprel), 4);
+    EXPECT_NE(sized.find("4 bytes long"), std::string::npos) << sized;
+    // int3 padding itself.
+    auto padding = refusal(addr(hk_tiny) + 2);
+    EXPECT_NE(padding.find("int3"), std::string::npos) << padding;
+    EXPECT_EQ(opaque(hk_tiny)(), 0) << "nothing was patched";
+}
+
+TEST(InlineHook, RefusesUnmappedAndNonExecutableAddresses) {
+    const long page = sysconf(_SC_PAGESIZE);
+    void *p = mmap(nullptr, static_cast<size_t>(page), PROT_READ | PROT_EXEC,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(p, MAP_FAILED);
+    munmap(p, static_cast<size_t>(page));
+    auto unmapped = refusal(reinterpret_cast<uintptr_t>(p));
+    EXPECT_NE(unmapped.find("not mapped"), std::string::npos) << unmapped;
+    auto data = refusal(reinterpret_cast<uintptr_t>(&hk_data));
+    EXPECT_NE(data.find("not executable"), std::string::npos) << data;
+}
+
+TEST(InlineHook, RefusesASecondHookAtTheSameAddress) {
+    recorder r;
+    auto h = hook(addr(hk_riprel), r);
+    ASSERT_TRUE(h);
+    auto again = refusal(addr(hk_riprel));
+    EXPECT_NE(again.find("already hooked"), std::string::npos) << again;
+    auto inside = refusal(addr(hk_riprel) + 3);
+    EXPECT_NE(inside.find("already hooked"), std::string::npos) << inside;
+    EXPECT_EQ(opaque(hk_riprel)(1), 1001);
+    EXPECT_EQ(r.entries.load(), 1u);
+}
+
+TEST(InlineHook, DestroyRestoresTheBytesAndStopsCounting) {
+    const uintptr_t targets[] = {addr(hk_riprel), addr(hk_jcc), addr(hk_call), addr(hk_args6)};
+    for (uintptr_t target : targets) {
+        uint8_t before[32];
+        std::memcpy(before, reinterpret_cast<const void *>(target), sizeof before);
+        recorder r;
+        auto h = hook(target, r);
+        ASSERT_TRUE(h);
+        EXPECT_NE(std::memcmp(before, reinterpret_cast<const void *>(target), 5), 0);
+        h.reset();
+        EXPECT_EQ(std::memcmp(before, reinterpret_cast<const void *>(target), sizeof before), 0);
+    }
+    recorder r;
+    auto h = hook(addr(hk_jcc), r);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(opaque(hk_jcc)(4), 8);
+    h.reset();
+    EXPECT_EQ(opaque(hk_jcc)(4), 8);
+    EXPECT_EQ(r.entries.load(), 1u);
+    // It can be hooked again.
+    auto again = hook(addr(hk_jcc), r);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(opaque(hk_jcc)(4), 8);
+    EXPECT_EQ(r.entries.load(), 2u);
+}
+
+TEST(InlineHook, PendingReturnAfterDestroyGoesBackToTheCaller) {
+    // A return hook is pending while the hook is destroyed from inside the call.
+    static std::unique_ptr<inline_hook> pending;
+    static recorder r;
+    r.keep = false;
+    struct local {
+        static bool entry(void *, const pt_regs *) { return true; }
+        static void ret(void *, const pt_regs *) { r.returns.fetch_add(1); }
+    };
+    auto h = inline_hook::install(addr(hk_call), local::entry, local::ret, nullptr);
+    ASSERT_TRUE(h.ok()) << h.err().message;
+    pending = std::move(*h);
+    // hk_call calls hk_triple: destroy the hook from a hook on hk_triple, with hk_call's
+    // return still pending.
+    struct inner {
+        static bool entry(void *, const pt_regs *) {
+            pending.reset();
+            return false;
+        }
+    };
+    auto t = inline_hook::install(addr(hk_triple), inner::entry, nullptr, nullptr);
+    ASSERT_TRUE(t.ok()) << t.err().message;
+    EXPECT_EQ(opaque(hk_call)(10), 31);
+    EXPECT_FALSE(pending);
+    EXPECT_EQ(r.returns.load(), 0u);
+}
+
+TEST(InlineHook, InstallAndRemoveWhileThreadsCall) {
+    recorder r;
+    r.keep = false;
+    r.want_return = true;
+    std::atomic<bool> stop{false}, installed{false};
+    std::atomic<uint64_t> must_count{0};
+    std::atomic<int> wrong{0};
+    std::atomic<uint64_t> iterations[2] = {0, 0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 2; ++t)
+        pool.emplace_back([&, t] {
+            auto *f = opaque(hk_jcc);
+            for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+                const int x = (i & 1023) - 100;
+                // A call started after install() returned and before the hook is
+                // destroyed must be counted.
+                const bool counted = installed.load();
+                const int got = f(x);
+                if (counted)
+                    must_count.fetch_add(1);
+                if (got != (x <= 0 ? -1 : 2 * x))
+                    wrong.fetch_add(1);
+                iterations[t].fetch_add(1);
+            }
+        });
+    for (int round = 0; round < 200; ++round) {
+        auto h = hook(addr(hk_jcc), r);
+        ASSERT_TRUE(h);
+        installed.store(true);
+        const uint64_t start = must_count.load();
+        while (must_count.load() < start + 20)
+            std::this_thread::yield();
+        installed.store(false);
+        // Calls that saw installed == true are over once each thread ends one more iteration.
+        for (auto &it : iterations) {
+            const uint64_t seen = it.load();
+            while (it.load() <= seen)
+                std::this_thread::yield();
+        }
+        h.reset();
+        ASSERT_GE(r.entries.load(), must_count.load()) << "round " << round;
+        ASSERT_GE(r.returns.load(), must_count.load()) << "round " << round;
+        r.entries.store(0);
+        r.returns.store(0);
+        must_count.store(0);
+    }
+    stop.store(true);
+    for (auto &t : pool)
+        t.join();
+    EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(InlineHook, HooksALibcFunction) {
+    void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    ASSERT_NE(libc, nullptr);
+    auto *real_getpid = reinterpret_cast<pid_t (*)()>(dlsym(libc, "getpid"));
+    ASSERT_NE(real_getpid, nullptr);
+    const pid_t pid = getpid();
+    recorder r;
+    r.keep = false;
+    auto h = hook(reinterpret_cast<uintptr_t>(real_getpid), r);
+    ASSERT_TRUE(h);
+    for (int i = 0; i < 1000; ++i)
+        ASSERT_EQ(opaque(real_getpid)(), pid);
+    EXPECT_GE(r.entries.load(), 1000u);
+    EXPECT_GE(r.returns.load(), 1000u);
+    h.reset();
+    const uint64_t after = r.entries.load();
+    EXPECT_EQ(opaque(real_getpid)(), pid);
+    EXPECT_EQ(r.entries.load(), after);
+    dlclose(libc);
+}
+
+} // namespace
