@@ -133,7 +133,7 @@ hk_flags:
         .type hk_tiny, @function
         .p2align 4
 hk_tiny:
-        jmp hk_short
+        jmp .Lshort # a local label: a 2-byte jump with every assembler
         .size hk_tiny, . - hk_tiny
         .fill 14, 1, 0xcc
 
@@ -142,6 +142,7 @@ hk_tiny:
         .type hk_short, @function
         .p2align 4
 hk_short:
+.Lshort:
         xor eax, eax
         ret
         .size hk_short, . - hk_short
