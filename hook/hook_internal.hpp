@@ -45,11 +45,12 @@ result<relocation> relocate(uintptr_t address, size_t available, size_t function
 
 /// The rip-moving callback type: returns the new rip of a stopped thread.
 using move_rip_fn = std::function<uintptr_t(uintptr_t)>;
-/// Stops every other thread of the process (each waits in a signal handler), calls patch(),
-/// moves each stopped thread's instruction pointer through move_rip, then serialises and
-/// releases them. Waits at most about a second for the threads to report in.
-result<void> stop_threads_and(const std::function<result<void>()> &patch,
-                              const move_rip_fn &move_rip);
+/// Stops every other thread of the process (each waits in a signal handler), calls patch()
+/// (0, or an errno code on failure), moves each stopped thread's instruction pointer through
+/// move_rip, then serialises and releases them. Waits at most about a second for the threads
+/// to report in. patch and move_rip run while the other threads are stopped: they must not
+/// allocate memory (a stopped thread may hold the allocator's lock) nor take locks.
+result<void> stop_threads_and(const std::function<int()> &patch, const move_rip_fn &move_rip);
 
 /// The signal used to stop threads.
 int stop_signal();

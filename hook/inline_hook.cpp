@@ -300,42 +300,52 @@ size_t page_size() {
     return static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 
-// Writes bytes over code at address: each page is made writable for the moment of the write,
-// then gets its protection back. Called with the other threads stopped.
-result<void> write_code(uintptr_t address, const uint8_t *bytes, size_t n) {
+// The pages holding [address, address + n) with their protection, read before the other
+// threads are stopped.
+struct code_pages {
+    uintptr_t page[2] = {0, 0};
+    int prot[2] = {0, 0};
+    int count = 0;
+};
+
+result<code_pages> pages_of(uintptr_t address, size_t n) {
     auto maps = hook_detail::read_maps();
     if (!maps)
         return std::move(maps).err();
-    const uintptr_t page = page_size();
-    const uintptr_t first = address & ~(page - 1);
-    const uintptr_t last = (address + n - 1) & ~(page - 1);
-    struct saved {
-        uintptr_t page;
-        int prot;
-    };
-    std::vector<saved> pages;
-    for (uintptr_t p = first; p <= last; p += page) {
+    const uintptr_t size = page_size();
+    code_pages pages;
+    for (uintptr_t p = address & ~(size - 1); p < address + n; p += size) {
         const auto *m = hook_detail::find_mapping(*maps, p);
         if (!m)
             return make_error(EFAULT, "the code at " + hex(p) + " is not mapped");
-        pages.push_back({p, (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) |
-                                (m->exec ? PROT_EXEC : 0)});
+        if (pages.count == 2)
+            return make_error(EINVAL, "the patch at " + hex(address) + " spans too many pages");
+        pages.page[pages.count] = p;
+        pages.prot[pages.count++] =
+            (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) | (m->exec ? PROT_EXEC : 0);
     }
-    for (size_t i = 0; i < pages.size(); ++i)
-        if (mprotect(reinterpret_cast<void *>(pages[i].page), page,
+    return pages;
+}
+
+// Writes bytes over code at address: each page is made writable (and still executable) for
+// the moment of the write, then gets its protection back. Runs with the other threads stopped:
+// no allocation. Returns 0 or an errno code.
+int write_code(const code_pages &pages, uintptr_t address, const uint8_t *bytes, size_t n) {
+    const size_t size = page_size();
+    for (int i = 0; i < pages.count; ++i)
+        if (mprotect(reinterpret_cast<void *>(pages.page[i]), size,
                      PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
             const int err = errno;
-            for (size_t j = 0; j < i; ++j)
-                mprotect(reinterpret_cast<void *>(pages[j].page), page, pages[j].prot);
-            return make_error(err, "cannot make the code at " + hex(address) +
-                                       " writable: " + std::strerror(err));
+            for (int j = 0; j < i; ++j)
+                mprotect(reinterpret_cast<void *>(pages.page[j]), size, pages.prot[j]);
+            return err;
         }
     auto *dst = reinterpret_cast<volatile uint8_t *>(address);
     for (size_t i = 0; i < n; ++i)
         dst[i] = bytes[i];
-    for (const auto &p : pages)
-        mprotect(reinterpret_cast<void *>(p.page), page, p.prot);
-    return {};
+    for (int i = 0; i < pages.count; ++i)
+        mprotect(reinterpret_cast<void *>(pages.page[i]), size, pages.prot[i]);
+    return 0;
 }
 
 } // namespace
@@ -417,13 +427,18 @@ result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, siz
     const auto rel32 = static_cast<int32_t>(rel);
     std::memcpy(&patch[1], &rel32, 4);
 
+    auto pages = pages_of(address, patched);
+    if (!pages)
+        return fail(std::move(pages).err());
     rec->active.store(true);
+    bool changed = false;
     auto done = hook_detail::stop_threads_and(
-        [&]() -> result<void> {
-            if (std::memcmp(code, rec->original.data(), patched) != 0)
-                return make_error(EAGAIN, "the code at " + hex(address) +
-                                              " changed while the hook was prepared");
-            return write_code(address, patch.data(), patched);
+        [&] {
+            if (std::memcmp(code, rec->original.data(), patched) != 0) {
+                changed = true;
+                return EAGAIN;
+            }
+            return write_code(*pages, address, patch.data(), patched);
         },
         [&](uintptr_t rip) {
             // A thread between the replaced instructions continues in their copy.
@@ -435,6 +450,9 @@ result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, siz
         });
     if (!done) {
         rec->active.store(false);
+        if (changed)
+            return fail(make_error(EAGAIN, "the code at " + hex(address) +
+                                               " changed while the hook was prepared"));
         return fail(std::move(done).err());
     }
     rec->patched = true;
@@ -446,16 +464,22 @@ inline_hook::~inline_hook() {
     std::lock_guard lock(g_hooks_mutex);
     record *rec = rec_;
     const uintptr_t address = rec->address;
-    auto done = hook_detail::stop_threads_and(
-        [&] { return write_code(address, rec->original.data(), rec->original.size()); },
-        [&](uintptr_t rip) {
-            // A thread at the start of a relocated instruction goes back to the original.
-            const auto &r = rec->reloc;
-            for (size_t i = 0; i < r.from.size(); ++i)
-                if (rip == rec->trampoline + r.to[i])
-                    return address + r.from[i];
-            return rip;
-        });
+    auto pages = pages_of(address, rec->original.size());
+    auto done = !pages ? result<void>(std::move(pages).err())
+                       : hook_detail::stop_threads_and(
+                             [&] {
+                                 return write_code(*pages, address, rec->original.data(),
+                                                   rec->original.size());
+                             },
+                             [&](uintptr_t rip) {
+                                 // A thread at the start of a relocated instruction goes back to
+                                 // the original.
+                                 const auto &r = rec->reloc;
+                                 for (size_t i = 0; i < r.from.size(); ++i)
+                                     if (rip == rec->trampoline + r.to[i])
+                                         return address + r.from[i];
+                                 return rip;
+                             });
     if (!done) {
         std::fprintf(stderr,
                      "bpftime: cannot remove the inline hook at %s (%s); its handlers are "

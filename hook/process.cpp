@@ -11,10 +11,11 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
-#include <dirent.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <mutex>
 #include <signal.h>
+#include <span>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <thread>
@@ -54,7 +55,8 @@ result<uintptr_t> map_near(uintptr_t near, size_t size) {
     constexpr uint64_t reach = (2ull << 30) - (16ull << 20);
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
     const uintptr_t lo = near > reach + page ? (near - reach + page - 1) & ~(page - 1) : page;
-    const uintptr_t hi = near < (uintptr_t{1} << 47) - reach ? near + reach : (uintptr_t{1} << 47);
+    const uintptr_t hi =
+        (near < (uintptr_t{1} << 47) - reach ? near + reach : (uintptr_t{1} << 47)) & ~(page - 1);
     for (int attempt = 0; attempt < 8; ++attempt) {
         auto maps = read_maps();
         if (!maps)
@@ -159,15 +161,35 @@ void install_handler() {
         g_handler_error = errno;
 }
 
-std::vector<pid_t> list_threads() {
-    std::vector<pid_t> tids;
-    if (DIR *d = opendir("/proc/self/task")) {
-        while (dirent *e = readdir(d))
-            if (e->d_name[0] != '.')
-                tids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
-        closedir(d);
+// The threads of the process, through getdents64 into a fixed buffer: nothing here may
+// allocate, as a stopped thread may hold the allocator's lock. Returns how many were stored
+// (at most max), or -1.
+int list_threads(pid_t *out, int max) {
+    const int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    alignas(8) char buf[4096];
+    int n = 0;
+    for (;;) {
+        const long got = syscall(SYS_getdents64, fd, buf, sizeof buf);
+        if (got <= 0)
+            break;
+        for (long pos = 0; pos < got;) {
+            struct entry {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[1];
+            };
+            const auto *e = reinterpret_cast<const entry *>(buf + pos);
+            if (e->name[0] != '.' && n < max)
+                out[n++] = static_cast<pid_t>(std::atoi(e->name));
+            pos += e->reclen;
+        }
     }
-    return tids;
+    close(fd);
+    return n;
 }
 
 bool thread_alive(pid_t tid) {
@@ -190,8 +212,7 @@ int stop_signal() {
     return SIGRTMIN + 6;
 }
 
-result<void> stop_threads_and(const std::function<result<void>()> &patch,
-                              const move_rip_fn &move_rip) {
+result<void> stop_threads_and(const std::function<int()> &patch, const move_rip_fn &move_rip) {
     std::call_once(g_handler_once, install_handler);
     if (g_handler_error)
         return make_error(g_handler_error, std::string("cannot install the thread stop handler: ") +
@@ -222,16 +243,28 @@ result<void> stop_threads_and(const std::function<result<void>()> &patch,
 
     const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
     const pid_t pid = getpid();
-    std::vector<pid_t> targets;
+    // From here until release(), nothing allocates (a stopped thread may hold a lock of the
+    // allocator).
+    static pid_t targets_buf[max_threads];
+    static pid_t listed[max_threads + 1];
+    std::span<pid_t> targets(targets_buf, 0);
     // Signal every thread, then list again until no thread appears that was not signalled
     // (a stopped thread cannot create new ones).
     for (;;) {
         bool added = false;
-        for (pid_t tid : list_threads()) {
+        const int n = list_threads(listed, max_threads + 1);
+        if (n < 0 || n > max_threads) {
+            release();
+            return n < 0 ? make_error(errno, "cannot list the threads of the process")
+                         : make_error(EAGAIN, "too many threads to stop (more than " +
+                                                  std::to_string(max_threads) + ")");
+        }
+        for (pid_t tid : std::span<pid_t>(listed, static_cast<size_t>(n))) {
             if (tid == self || std::find(targets.begin(), targets.end(), tid) != targets.end())
                 continue;
             if (syscall(SYS_tgkill, pid, tid, stop_signal()) == 0) {
-                targets.push_back(tid);
+                targets_buf[targets.size()] = tid;
+                targets = std::span<pid_t>(targets_buf, targets.size() + 1);
                 added = true;
             }
         }
@@ -263,8 +296,8 @@ result<void> stop_threads_and(const std::function<result<void>()> &patch,
                                       std::to_string(max_threads) + ")");
     }
 
-    auto done = patch();
-    if (done) {
+    const int failed = patch();
+    if (!failed) {
         for (pid_t tid : targets)
             if (stop_slot *s = find_slot(tid)) {
                 auto &rip = s->context->uc_mcontext.gregs[REG_RIP];
@@ -273,7 +306,9 @@ result<void> stop_threads_and(const std::function<result<void>()> &patch,
         serialise();
     }
     release();
-    return done;
+    if (failed)
+        return make_error(failed, std::string("cannot patch the code: ") + std::strerror(failed));
+    return {};
 }
 
 } // namespace bpftime::hook_detail

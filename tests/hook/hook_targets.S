@@ -128,6 +128,18 @@ hk_flags:
         ret
         .size hk_flags, . - hk_flags
 
+# int hk_park(const volatile char *flag): spins while *flag != 0, then returns 7. The loop
+# lies inside the 5 replaced bytes, so a thread is always between them or at their start.
+        .globl hk_park
+        .type hk_park, @function
+        .p2align 4
+hk_park:
+1:      cmp byte ptr [rdi], 0
+        jne 1b
+        mov eax, 7
+        ret
+        .size hk_park, . - hk_park
+
 # long hk_tiny(void): 0; a 2-byte tail jump (to hk_short) followed by int3 padding.
         .globl hk_tiny
         .type hk_tiny, @function

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <dlfcn.h>
 #include <mutex>
@@ -40,6 +41,7 @@ unsigned long hk_fact(unsigned long n);
 two_words hk_where();
 unsigned long hk_flags_after_stc();
 unsigned long hk_flags();
+int hk_park(const volatile char *flag);
 long hk_tiny();
 long hk_triple(long x);
 long hk_short();
@@ -424,6 +426,31 @@ TEST(InlineHook, InstallAndRemoveWhileThreadsCall) {
     for (auto &t : pool)
         t.join();
     EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(InlineHook, ThreadsBetweenTheReplacedInstructionsAreMoved) {
+    // A thread spins inside the replaced bytes (at +0 or at +3) while the hook comes and
+    // goes: it is moved into the trampoline's copy and back, never onto the patch.
+    volatile char flag = 1;
+    std::atomic<int> result{0};
+    std::thread spinner([&] { result.store(opaque(hk_park)(&flag)); });
+    recorder r;
+    r.keep = false;
+    for (int round = 0; round < 100; ++round) {
+        auto h = hook(addr(hk_park), r);
+        ASSERT_TRUE(h);
+        EXPECT_EQ(h->patched_bytes(), 5u);
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    flag = 0;
+    spinner.join();
+    EXPECT_EQ(result.load(), 7);
+    // The hooked function still works when called normally.
+    flag = 0;
+    auto h = hook(addr(hk_park), r);
+    const uint64_t before = r.entries.load();
+    EXPECT_EQ(opaque(hk_park)(&flag), 7);
+    EXPECT_EQ(r.entries.load(), before + 1);
 }
 
 TEST(InlineHook, HooksALibcFunction) {
