@@ -42,9 +42,13 @@
 #include <llvm/Transforms/Scalar/SROA.h>
 #include <llvm/Transforms/Scalar/SimplifyCFG.h>
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -1114,6 +1118,49 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
     return code;
 }
 
+// Background compiles still running in this process. A process that exits while one runs
+// would destroy LLVM's static objects under it, so exit waits for them (boundedly) first, and
+// no new one starts. A forked child has none of its parent's threads.
+class background_compiles {
+public:
+    static background_compiles &get() {
+        static auto *bg = [] {
+            auto *b = new background_compiles(); // never destroyed: threads may outlive exit
+            std::atexit([] { get().wait_at_exit(); });
+            pthread_atfork(nullptr, nullptr, [] { get().running_ = 0; });
+            return b;
+        }();
+        return *bg;
+    }
+
+    bool begin() {
+        std::lock_guard lock(mu_);
+        if (exiting_) {
+            return false;
+        }
+        running_++;
+        return true;
+    }
+
+    void end() {
+        std::lock_guard lock(mu_);
+        running_--;
+        cv_.notify_all();
+    }
+
+private:
+    void wait_at_exit() {
+        std::unique_lock lock(mu_);
+        exiting_ = true;
+        cv_.wait_for(lock, std::chrono::seconds(5), [this] { return running_ == 0; });
+    }
+
+    std::mutex mu_;
+    std::condition_variable cv_;
+    int running_ = 0;
+    bool exiting_ = false;
+};
+
 class jit_engine final : public engine {
 public:
     jit_engine(const program &prog, bool checked, jit_host &host, loaded_code first)
@@ -1133,12 +1180,17 @@ public:
     // Compiles the optimised tier on a thread of its own and switches to it when it is ready;
     // runs keep using the baseline code until then.
     void optimise_in_background() {
-        worker_ = std::thread([this] {
+        background_compiles &bg = background_compiles::get(); // registers the exit wait now
+        worker_ = std::thread([this, &bg] {
+            if (!bg.begin()) {
+                return; // the process is exiting: the baseline code stays
+            }
             auto code = compile(host_, prog_, checked_, true);
             if (code) {
                 second_ = std::move(*code);
                 fn_.store(second_.fn, std::memory_order_release);
             }
+            bg.end();
         });
     }
 
