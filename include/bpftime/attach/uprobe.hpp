@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// User-space uprobes and uretprobes: programs run at a function of this process through an
+/// inline hook, with the kernel's x86-64 struct pt_regs as their context.
+#pragma once
+
+#include <bpftime/attach/attach.hpp>
+#include <bpftime/manager/attach_manager.hpp>
+
+#include <memory>
+
+namespace bpftime {
+
+class uprobe_host;
+
+/// The uprobe (or uretprobe) attach type in this process. Arguments are those of the kernel's
+/// uprobes (BINARY:SYMBOL[+OFFSET] or BINARY:0xADDRESS); the binary must be mapped here.
+/// Programs on one address run in link order; a uprobe and a uretprobe at one address share
+/// one hook. Programs see the registers read-only; get_func_ip gives the probed address.
+class uprobe_attach_impl final : public base_attach_impl {
+public:
+    uprobe_attach_impl(std::shared_ptr<uprobe_host> host, bool retprobe);
+    ~uprobe_attach_impl() override;
+
+    result<int> create_attach(std::shared_ptr<const attached_program> prog,
+                              const std::string &args) override;
+    result<void> detach(int attach_id) override;
+
+private:
+    std::shared_ptr<uprobe_host> host_;
+    bool retprobe_;
+};
+
+/// A new host: the hooks of this process's uprobes and uretprobes.
+std::shared_ptr<uprobe_host> make_uprobe_host();
+
+/// Registers uprobe and uretprobe (sharing one host) with a manager.
+result<void> register_uprobe_attach(attach_manager &manager);
+
+} // namespace bpftime

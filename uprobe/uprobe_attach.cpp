@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+#include <bpftime/attach/probe_target.hpp>
+#include <bpftime/attach/uprobe.hpp>
+#include <bpftime/helpers/helpers.hpp>
+#include <bpftime/hook/inline_hook.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <vector>
+
+namespace bpftime {
+
+namespace {
+
+struct probe_program {
+    int attach_id;
+    std::shared_ptr<const attached_program> prog;
+};
+
+// What runs at one address: replaced whole, never changed in place, so the hook's handlers
+// read it without a lock.
+struct probe_programs {
+    std::vector<probe_program> entry; // uprobes, in link order
+    std::vector<probe_program> exit;  // uretprobes, in link order
+};
+
+// One hooked address.
+struct probe_site {
+    uintptr_t address = 0;
+    std::atomic<const probe_programs *> programs{nullptr};
+    // Every set of programs this site has had: a handler may still be reading an old one, so
+    // they live as long as the site.
+    std::vector<std::unique_ptr<const probe_programs>> generations;
+    std::unique_ptr<inline_hook> hook;
+};
+
+void run_all(const std::vector<probe_program> &progs, uintptr_t address, const pt_regs *regs) {
+    helpers::probe_run_info info;
+    info.func_ip = address;
+    vm::run_options opts;
+    opts.mem_writable = false; // the registers are the program's to read, not to change
+    opts.user_data = &info;
+    for (const probe_program &p : progs) {
+        // A fault is counted in the link's counters; the probed function goes on regardless.
+        (void)p.prog->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
+    }
+}
+
+bool on_entry(void *user, const pt_regs *regs) {
+    auto *site = static_cast<probe_site *>(user);
+    const probe_programs *progs = site->programs.load(std::memory_order_acquire);
+    if (progs == nullptr) {
+        return false;
+    }
+    run_all(progs->entry, site->address, regs);
+    return !progs->exit.empty();
+}
+
+void on_return(void *user, const pt_regs *regs) {
+    auto *site = static_cast<probe_site *>(user);
+    const probe_programs *progs = site->programs.load(std::memory_order_acquire);
+    if (progs != nullptr) {
+        run_all(progs->exit, site->address, regs);
+    }
+}
+
+} // namespace
+
+class uprobe_host {
+public:
+    ~uprobe_host() {
+        // Unpatch every address; the sites stay until now because handlers may be running.
+        for (auto &[address, site] : sites_) {
+            site->hook.reset();
+        }
+    }
+
+    // Attach ids come from the host, shared by the uprobe and uretprobe implementations.
+    result<int> attach(std::shared_ptr<const attached_program> prog, const std::string &args,
+                       bool retprobe) {
+        auto loc = resolve_uprobe_target(args);
+        if (!loc) {
+            return loc.err();
+        }
+        auto address = runtime_address(*loc);
+        if (!address) {
+            return make_error(address.err().code, args + ": " + address.err().message);
+        }
+        std::lock_guard lock(mu_);
+        int attach_id = next_id_++;
+        auto &site = sites_[*address];
+        bool fresh = site == nullptr;
+        if (fresh) {
+            site = std::make_unique<probe_site>();
+            site->address = *address;
+        }
+        probe_programs next;
+        if (const probe_programs *now = site->programs.load()) {
+            next = *now;
+        }
+        auto &list = retprobe ? next.exit : next.entry;
+        list.push_back({attach_id, std::move(prog)});
+        std::stable_sort(list.begin(), list.end(), [](const auto &a, const auto &b) {
+            return a.prog->link_id() < b.prog->link_id();
+        });
+        publish(*site, std::move(next));
+        if (site->hook == nullptr) {
+            auto hook =
+                inline_hook::install(*address, loc->bytes_to_end, on_entry, on_return, site.get());
+            if (!hook) {
+                publish(*site, {});
+                return make_error(hook.err().code, args + ": " + hook.err().message);
+            }
+            site->hook = std::move(*hook);
+        }
+        where_[attach_id] = *address;
+        return attach_id;
+    }
+
+    result<void> detach(int attach_id) {
+        std::lock_guard lock(mu_);
+        auto at = where_.find(attach_id);
+        if (at == where_.end()) {
+            return make_error(ENOENT, "no uprobe attach " + std::to_string(attach_id));
+        }
+        probe_site &site = *sites_.at(at->second);
+        where_.erase(at);
+        probe_programs next = *site.programs.load();
+        auto drop = [&](std::vector<probe_program> &list) {
+            std::erase_if(list, [&](const probe_program &p) { return p.attach_id == attach_id; });
+        };
+        drop(next.entry);
+        drop(next.exit);
+        bool empty = next.entry.empty() && next.exit.empty();
+        publish(site, std::move(next));
+        if (empty) {
+            // Restores the original bytes; the site stays for handlers still running.
+            site.hook.reset();
+        }
+        return {};
+    }
+
+private:
+    static void publish(probe_site &site, probe_programs next) {
+        auto owned = std::make_unique<const probe_programs>(std::move(next));
+        site.programs.store(owned.get(), std::memory_order_release);
+        site.generations.push_back(std::move(owned));
+    }
+
+    std::mutex mu_;
+    std::map<uintptr_t, std::unique_ptr<probe_site>> sites_;
+    std::map<int, uintptr_t> where_; // attach id -> address
+    int next_id_ = 1;
+};
+
+std::shared_ptr<uprobe_host> make_uprobe_host() {
+    return std::make_shared<uprobe_host>();
+}
+
+uprobe_attach_impl::uprobe_attach_impl(std::shared_ptr<uprobe_host> host, bool retprobe)
+    : host_(std::move(host)), retprobe_(retprobe) {}
+
+uprobe_attach_impl::~uprobe_attach_impl() = default;
+
+result<int> uprobe_attach_impl::create_attach(std::shared_ptr<const attached_program> prog,
+                                              const std::string &args) {
+    return host_->attach(std::move(prog), args, retprobe_);
+}
+
+result<void> uprobe_attach_impl::detach(int attach_id) {
+    return host_->detach(attach_id);
+}
+
+result<void> register_uprobe_attach(attach_manager &manager) {
+    auto host = make_uprobe_host();
+    if (auto r = manager.register_attach_impl(attach_type_uprobe,
+                                              std::make_unique<uprobe_attach_impl>(host, false));
+        !r) {
+        return r;
+    }
+    return manager.register_attach_impl(attach_type_uretprobe,
+                                        std::make_unique<uprobe_attach_impl>(host, true));
+}
+
+} // namespace bpftime
