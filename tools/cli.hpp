@@ -49,5 +49,6 @@ std::string hex_bytes(const uint8_t *data, size_t len);
 
 void add_vm_commands(CLI::App &app, const global_options &g, int &status);
 void add_store_commands(CLI::App &app, const global_options &g, int &status);
+void add_start_command(CLI::App &app, const global_options &g, int &status);
 
 } // namespace bpftime::cli

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: MIT
+// libbpftime_agent.so: brings bpftime into a process through LD_PRELOAD (`bpftime start`).
+// At load it opens the segment ($BPFTIME_SHM or "bpftime"), hosts the uprobe and uretprobe
+// attach types and instantiates; a thread then follows the segment: new links attach,
+// disabled and destroyed ones detach, while the process runs. Messages go to standard error,
+// each distinct one once.
+#include <bpftime/attach/uprobe.hpp>
+#include <bpftime/manager/attach_manager.hpp>
+#include <bpftime/store/store.hpp>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+
+namespace bpftime {
+namespace {
+
+// How often the agent looks for changes (one atomic load of the segment's generation).
+constexpr auto poll_interval = std::chrono::milliseconds(5);
+// How often it looks for a segment that is missing.
+constexpr auto reopen_interval = std::chrono::milliseconds(500);
+
+class agent {
+public:
+    agent() : name_(store::segment_name()) {
+        quiet_ = std::getenv("BPFTIME_AGENT_QUIET") != nullptr;
+        connect();
+        follower_ = std::thread([this] { follow(); });
+    }
+
+    ~agent() {
+        stop_ = true;
+        if (follower_.joinable()) {
+            follower_.join();
+        }
+        // The hooks stay: other threads of an exiting process may still call probed
+        // functions, and the programs and hooks must outlive them.
+        (void)manager_.release();
+    }
+
+    agent(const agent &) = delete;
+    agent &operator=(const agent &) = delete;
+
+private:
+    void say(const std::string &message) {
+        if (message == last_message_ || quiet_) {
+            return;
+        }
+        last_message_ = message;
+        std::fprintf(stderr, "bpftime-agent[%d]: %s\n", static_cast<int>(::getpid()),
+                     message.c_str());
+    }
+
+    bool connect() {
+        store::open_options opts;
+        opts.create = false;
+        auto seg = store::segment::open(name_, opts);
+        if (!seg) {
+            say(seg.err().message + "; waiting for it");
+            return false;
+        }
+        auto mgr = std::make_unique<attach_manager>(*seg);
+        if (auto r = register_uprobe_attach(*mgr); !r) {
+            say(r.err().message);
+            return false;
+        }
+        manager_ = std::move(mgr);
+        sync();
+        return true;
+    }
+
+    void sync() {
+        if (auto r = manager_->instantiate(); !r) {
+            say(r.err().message);
+        } else {
+            say("following segment " + name_);
+        }
+    }
+
+    void follow() {
+        auto last_try = std::chrono::steady_clock::now();
+        while (!stop_) {
+            std::this_thread::sleep_for(poll_interval);
+            if (manager_ == nullptr) {
+                if (std::chrono::steady_clock::now() - last_try >= reopen_interval) {
+                    last_try = std::chrono::steady_clock::now();
+                    connect();
+                }
+                continue;
+            }
+            if (manager_->stale()) {
+                sync();
+            }
+        }
+    }
+
+    std::string name_;
+    bool quiet_ = false;
+    std::string last_message_;
+    std::unique_ptr<attach_manager> manager_;
+    std::atomic<bool> stop_{false};
+    std::thread follower_;
+};
+
+agent *the_agent = nullptr;
+
+__attribute__((constructor)) void start_agent() {
+    the_agent = new agent();
+}
+
+__attribute__((destructor)) void stop_agent() {
+    delete the_agent;
+    the_agent = nullptr;
+}
+
+} // namespace
+} // namespace bpftime
