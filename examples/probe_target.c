@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
-// A program to probe: THREADS threads each call bpftime_target_add(i % 8, i) CALLS times.
-// Prints the number of calls and the sum of what the calls returned, which probes must see.
-// Usage: probe_target CALLS [THREADS]
+// A program to probe: THREADS threads each call bpftime_target_add(i % 8, i) CALLS times,
+// sleeping PAUSE_US microseconds after each call (so probes can come and go while it runs).
+// Prints the number of calls and the sum of what the calls returned, which probes must see;
+// exits with status 3 when a call returned a wrong result.
+// Usage: probe_target CALLS [THREADS [PAUSE_US]]
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /// The probed function: returns key + value. noinline and used, so every call is a real call.
 __attribute__((noinline, used)) long bpftime_target_add(long key, long value) {
@@ -14,11 +17,20 @@ __attribute__((noinline, used)) long bpftime_target_add(long key, long value) {
 }
 
 static long calls_per_thread;
+static long pause_us;
+static volatile long wrong_results;
 
 static void *run(void *arg) {
     long sum = 0;
     for (long i = 0; i < calls_per_thread; i++) {
-        sum += bpftime_target_add(i % 8, i);
+        long r = bpftime_target_add(i % 8, i);
+        if (r != i % 8 + i) {
+            __sync_fetch_and_add(&wrong_results, 1);
+        }
+        sum += r;
+        if (pause_us > 0) {
+            usleep((useconds_t)pause_us);
+        }
     }
     *(long *)arg = sum;
     return NULL;
@@ -31,8 +43,9 @@ int main(int argc, char **argv) {
     }
     calls_per_thread = strtol(argv[1], NULL, 0);
     long nthreads = argc > 2 ? strtol(argv[2], NULL, 0) : 1;
-    if (calls_per_thread < 0 || nthreads < 1 || nthreads > 64) {
-        fprintf(stderr, "%s: CALLS must be >= 0 and THREADS 1..64\n", argv[0]);
+    pause_us = argc > 3 ? strtol(argv[3], NULL, 0) : 0;
+    if (calls_per_thread < 0 || nthreads < 1 || nthreads > 64 || pause_us < 0) {
+        fprintf(stderr, "%s: CALLS must be >= 0, THREADS 1..64 and PAUSE_US >= 0\n", argv[0]);
         return 2;
     }
     pthread_t threads[64];
@@ -49,5 +62,9 @@ int main(int argc, char **argv) {
         sum += sums[t];
     }
     printf("calls %ld sum %ld\n", calls_per_thread * nthreads, sum);
+    if (wrong_results != 0) {
+        fprintf(stderr, "%s: %ld calls returned a wrong result\n", argv[0], wrong_results);
+        return 3;
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+#include <bpftime/attach/probe_target.hpp>
 #include <bpftime/provider/event_provider.hpp>
 
 #include <algorithm>
@@ -37,6 +38,13 @@ result<uint32_t> event_provider_impl::create_attach_target(int32_t attach_type,
         return make_error(EOPNOTSUPP, "attach type " + type->name +
                                           " is attached by the kernel, not in user space; use "
                                           "the kernel provider (--provider kernel)");
+    }
+    // A uprobe target that cannot be resolved is refused here, where the controller sees why;
+    // whether the binary is mapped is for each host to find out.
+    if (attach_type == attach_type_uprobe || attach_type == attach_type_uretprobe) {
+        if (auto loc = resolve_uprobe_target(args); !loc) {
+            return loc.err();
+        }
     }
     return seg_->create_target(attach_type_name(attach_type), attach_type, args);
 }
