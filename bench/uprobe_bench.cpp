@@ -1,16 +1,21 @@
 // SPDX-License-Identifier: MIT
 // The cost of a uprobe: a trivial function of this binary, bpftime_bench_probed, called once
 // per iteration with nothing attached, then with the programs of examples/uprobe_count.bpf.o
-// attached to it through the kernel provider (entry, return, both), in one run. Each run of a
-// variant attaches its probes before its loop and destroys them after it, then checks that the
-// probes saw every call (the totals map grew by exactly the calls made, and the return probe
-// summed exactly what the calls returned). Prints Google Benchmark's table, then ns per call,
-// the overhead over the unprobed call and the ratio to it for each variant.
+// attached to it through the kernel provider and through user-space uprobes (inline hooks in
+// this process, the programs on the JIT's optimised tier), each as entry, return and both, in
+// one run. Each run of a variant attaches its probes before its loop and destroys them after
+// it, then checks that the probes saw every call (the totals map grew by exactly the calls
+// made, and the return probe summed exactly what the calls returned). Prints Google
+// Benchmark's table, then ns per call, the overhead over the unprobed call and the ratio to it
+// for each variant, and the user-space probes' cost beside the kernel's.
 #include "bench_util.hpp"
 
 #include <bpftime/attach/attach.hpp>
+#include <bpftime/attach/uprobe.hpp>
 #include <bpftime/loader/elf.hpp>
+#include <bpftime/provider/event_provider.hpp>
 #include <bpftime/provider/kernel_provider.hpp>
+#include <bpftime/store/store.hpp>
 
 #include <benchmark/benchmark.h>
 #include <pthread.h>
@@ -49,6 +54,10 @@ constexpr const char *probe_target = "/proc/self/exe:bpftime_bench_probed";
 const std::string segment_name = "bpftime-uprobe-bench-" + std::to_string(getpid());
 std::atomic<bool> folder_created = false;
 
+/// The shared-memory segment of the user-space probes this run owns.
+const std::string user_segment_name = "bpftime-uprobe-bench-user-" + std::to_string(getpid());
+std::atomic<bool> user_segment_created = false;
+
 /// Releases the kernel objects of this run: nothing stays pinned in bpffs.
 void remove_folder() {
     if (folder_created.exchange(false)) {
@@ -58,14 +67,29 @@ void remove_folder() {
     }
 }
 
+/// Removes the user-space segment's name (this process's mapping stays until it ends).
+void remove_user_segment() {
+    if (user_segment_created.exchange(false)) {
+        if (auto r = store::segment::remove(user_segment_name); !r) {
+            std::fprintf(stderr, "uprobe_bench: %s\n", r.err().message.c_str());
+        }
+    }
+}
+
+void remove_all() {
+    remove_folder();
+    remove_user_segment();
+}
+
 [[noreturn]] void die(const std::string &what) {
     std::fprintf(stderr, "uprobe_bench: %s\n", what.c_str());
-    remove_folder();
+    remove_all();
     std::exit(1);
 }
 
-/// SIGINT, SIGTERM and SIGHUP go to a thread of their own, which removes the folder before the
-/// process ends, so an interrupted run leaves nothing attached either.
+/// SIGINT, SIGTERM and SIGHUP go to a thread of their own, which removes the folder and the
+/// segment before the process ends, so an interrupted run leaves nothing attached or named
+/// either.
 void handle_signals() {
     sigset_t set;
     sigemptyset(&set);
@@ -77,9 +101,9 @@ void handle_signals() {
     std::thread([set] {
         int sig = 0;
         if (sigwait(&set, &sig) == 0) {
-            std::fprintf(stderr, "uprobe_bench: %s, removing %s\n", strsignal(sig),
-                         segment_name.c_str());
-            remove_folder();
+            std::fprintf(stderr, "uprobe_bench: %s, removing %s and %s\n", strsignal(sig),
+                         segment_name.c_str(), user_segment_name.c_str());
+            remove_all();
             std::_Exit(128 + sig);
         }
     }).detach();
@@ -260,6 +284,50 @@ result<void> attach(const variant &v, attached &out) {
     return b.provider->instantiate();
 }
 
+/// Attaches an entry and a return probe once and detaches them again, so that a hook that
+/// cannot be installed here skips the user-space variants with the reason instead of failing
+/// each of them.
+result<void> try_probes(backend &b) {
+    variant v{
+        "try", &b, {{"count_entry", attach_type_uprobe}, {"count_return", attach_type_uretprobe}}};
+    attached probes;
+    auto r = attach(v, probes);
+    auto released = probes.release();
+    if (!r) {
+        return r;
+    }
+    return released;
+}
+
+/// The user-space provider over a private segment, with the uprobe and uretprobe attach types
+/// of this process registered. Programs are compiled on the JIT's optimised tier when attached,
+/// so the measured calls run optimised code from the first one (the tiered default would run
+/// baseline code until a background compile finished). Any failure leaves the backend
+/// unavailable with the reason.
+void open_user(backend &b) {
+    // A segment left by an earlier process of the same pid goes first.
+    (void)store::segment::remove(user_segment_name);
+    auto seg = store::segment::open(user_segment_name, {.create = true});
+    if (!seg) {
+        b.unavailable = "segment " + user_segment_name + ": " + seg.err().message;
+        return;
+    }
+    user_segment_created = true;
+    manager_options opts;
+    opts.engine_options.tier = vm::jit_tier::optimised;
+    auto p = std::make_unique<event_provider_impl>(*seg, opts);
+    if (auto r = register_uprobe_attach(p->manager()); !r) {
+        b.unavailable = "cannot register the uprobe attach types: " + r.err().message;
+        return;
+    }
+    b.provider = std::move(p);
+    load_probes(b);
+    if (auto r = try_probes(b); !r) {
+        b.unavailable =
+            "cannot install the hook at " + std::string(probe_target) + ": " + r.err().message;
+    }
+}
+
 void fail(benchmark::State &state, variant &v, const std::string &why) {
     v.error = why;
     state.SkipWithError(v.error.c_str());
@@ -400,6 +468,53 @@ void print_summary(const bench::recording_reporter &r, const std::vector<variant
     } else {
         std::printf("\nkernel uprobe: not measured\n");
     }
+
+    // The user-space probes beside the kernel's: overheads over no_probe, and the fraction of
+    // the kernel's they cost.
+    auto fraction = [&](const char *user_row, const char *kernel_row) -> std::optional<double> {
+        auto u = overhead.find(user_row), kr = overhead.find(kernel_row);
+        if (u == overhead.end() || kr == overhead.end() || u->second <= 0 || kr->second <= 0) {
+            return std::nullopt;
+        }
+        return kr->second / u->second;
+    };
+    struct pair {
+        const char *what, *user_row, *kernel_row;
+    };
+    for (const pair &p :
+         {pair{"uprobe", "user_uprobe", "kernel_uprobe"},
+          pair{"uretprobe", "user_uretprobe", "kernel_uretprobe"},
+          pair{"uprobe + uretprobe", "user_uprobe_uretprobe", "kernel_uprobe_uretprobe"}}) {
+        auto u = overhead.find(p.user_row);
+        if (u == overhead.end()) {
+            std::printf("user-space %s: not measured\n", p.what);
+            continue;
+        }
+        if (auto n = fraction(p.user_row, p.kernel_row)) {
+            std::printf("user-space %s: %.1f ns per probed call, 1/%.0f of the kernel's (%s and "
+                        "%s over no_probe)\n",
+                        p.what, u->second, *n, p.user_row, p.kernel_row);
+        } else {
+            std::printf("user-space %s: %.1f ns per probed call, the kernel's not measured\n",
+                        p.what, u->second);
+        }
+    }
+
+    // The targets: a user-space uprobe at most 1/50 of the kernel's, and ideally under 20 ns.
+    auto u = overhead.find("user_uprobe");
+    std::printf("\ntarget: user-space uprobe <= 1/50 of the kernel uprobe's: ");
+    if (auto n = fraction("user_uprobe", "kernel_uprobe")) {
+        std::printf("%s (1/%.0f)\n", *n >= 50 ? "holds" : "MISSED", *n);
+    } else {
+        std::printf("not judged (%s not measured)\n",
+                    u == overhead.end() ? "user_uprobe" : "kernel_uprobe");
+    }
+    std::printf("target (ideal): user-space uprobe < 20 ns: ");
+    if (u != overhead.end()) {
+        std::printf("%s (%.1f ns)\n", u->second < 20 ? "holds" : "MISSED", u->second);
+    } else {
+        std::printf("not judged (user_uprobe not measured)\n");
+    }
 }
 
 } // namespace
@@ -428,6 +543,8 @@ int main(int argc, char **argv) {
         kernel.provider = std::move(*p);
         load_probes(kernel);
     }
+    backend user{.name = "user"};
+    open_user(user);
 
     // One row per variant; the first is the baseline of the summary. Further rows need a
     // backend (a provider with uprobe_count.bpf.o loaded; a user-space one attaches in this
@@ -439,6 +556,11 @@ int main(int argc, char **argv) {
         {"kernel_uprobe_uretprobe",
          &kernel,
          {{"count_entry", attach_type_uprobe}, {"count_return", attach_type_uretprobe}}},
+        {"user_uprobe", &user, {{"count_entry", attach_type_uprobe}}},
+        {"user_uretprobe", &user, {{"count_return", attach_type_uretprobe}}},
+        {"user_uprobe_uretprobe",
+         &user,
+         {{"count_entry", attach_type_uprobe}, {"count_return", attach_type_uretprobe}}},
     };
     for (variant &v : variants) {
         if (v.where != nullptr && !v.where->unavailable.empty()) {
@@ -446,8 +568,17 @@ int main(int argc, char **argv) {
         }
         benchmark::RegisterBenchmark(v.name, bm_call, &v);
     }
-    if (!kernel.unavailable.empty()) {
-        std::printf("kernel variants skipped: %s\n", kernel.unavailable.c_str());
+    for (const backend *b : {&kernel, &user}) {
+        if (!b->unavailable.empty()) {
+            std::printf("%s variants skipped: %s\n", b->name.c_str(), b->unavailable.c_str());
+        }
+    }
+    if (user.unavailable.empty()) {
+        vm::engine_kind engine = vm::available_engines().front();
+        std::printf("user variants: the %s engine%s, compiled when attached (before the first "
+                    "probed call)\n",
+                    vm::engine_name(engine),
+                    engine == vm::engine_kind::jit ? ", optimised tier" : "");
     }
 
     bench::recording_reporter reporter;
@@ -458,6 +589,9 @@ int main(int argc, char **argv) {
     kernel.totals_map.reset();
     kernel.provider.reset();
     remove_folder();
+    user.totals_map.reset();
+    user.provider.reset(); // removes the hooks
+    remove_user_segment();
     for (const variant &v : variants) {
         if (!v.error.empty()) {
             std::fprintf(stderr, "uprobe_bench: %s: %s\n", v.name, v.error.c_str());
