@@ -1,0 +1,25 @@
+# A function the inline hook must refuse (x86-64 SysV).
+        .intel_syntax noprefix
+        .text
+
+# long ut_tiny(void): 0; a 2-byte tail jump (to ut_short) followed by int3 padding.
+        .globl ut_tiny
+        .type ut_tiny, @function
+        .p2align 4
+ut_tiny:
+        jmp .Lut_short # a local label: a 2-byte jump with every assembler
+        .size ut_tiny, . - ut_tiny
+        .fill 14, 1, 0xcc
+
+# long ut_short(void): 0.
+        .globl ut_short
+        .type ut_short, @function
+        .p2align 4
+ut_short:
+.Lut_short:
+        xor eax, eax
+        ret
+        .size ut_short, . - ut_short
+        .fill 13, 1, 0xcc
+
+        .section .note.GNU-stack, "", @progbits
