@@ -16,10 +16,11 @@ struct {
     __type(value, __u64);
 } calls SEC(".maps");
 
-/// [0]: calls seen on entry; [1]: returns seen; [2]: the sum of the returned values.
+/// [0]: calls seen on entry; [1]: returns seen; [2]: the sum of the returned values;
+/// [3]: the attach cookie of the entry probe's link.
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 3);
+    __uint(max_entries, 4);
     __type(key, __u32);
     __type(value, __u64);
 } totals SEC(".maps");
@@ -36,6 +37,9 @@ int BPF_KPROBE(count_entry, long key) {
     __u64 k = (__u64)key;
     __u64 one = 1;
     add(0, 1);
+    __u32 cookie_index = 3;
+    __u64 cookie = bpf_get_attach_cookie(ctx);
+    bpf_map_update_elem(&totals, &cookie_index, &cookie, BPF_ANY);
     __u64 *n = bpf_map_lookup_elem(&calls, &k);
     if (n) {
         __sync_fetch_and_add(n, 1);

@@ -189,7 +189,7 @@ result<void> attach_manager::instantiate() {
         }
         auto counters = seg_->counters(l.id);
         auto attached = std::make_shared<const attached_program>(
-            l.id, *compiled, counters ? *counters : store::link_counters{});
+            l.id, *compiled, counters ? *counters : store::link_counters{}, l.cookie);
         auto id = impl->second->create_attach(attached, t->args);
         if (!id) {
             problem("link " + std::to_string(l.id) + ": " + id.err().message);

@@ -49,8 +49,9 @@ result<uint32_t> event_provider_impl::create_attach_target(int32_t attach_type,
     return seg_->create_target(attach_type_name(attach_type), attach_type, args);
 }
 
-result<uint32_t> event_provider_impl::attach_program(uint32_t prog_id, uint32_t target_id) {
-    return seg_->create_link("link", prog_id, target_id, true);
+result<uint32_t> event_provider_impl::attach_program(uint32_t prog_id, uint32_t target_id,
+                                                     uint64_t cookie) {
+    return seg_->create_link("link", prog_id, target_id, true, cookie);
 }
 
 result<void> event_provider_impl::enable_link(uint32_t link_id) {

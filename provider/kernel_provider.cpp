@@ -25,7 +25,7 @@ namespace {
 
 using kernel::unique_fd;
 
-constexpr uint32_t catalogue_version = 1;
+constexpr uint32_t catalogue_version = 2;
 constexpr uint32_t catalogue_entries = 4096;
 constexpr size_t max_args = 4095;
 
@@ -37,6 +37,7 @@ struct record {
     uint32_t prog_id = 0;                                                  // link
     uint32_t target_id = 0;                                                // link
     uint32_t enabled = 0;                                                  // link
+    uint64_t cookie = 0;                                                   // link
     uint32_t read_only = 0;                                                // map
     uint32_t key_size = 0, value_size = 0, max_entries = 0, map_flags = 0; // map
     uint32_t nmaps = 0;                                                    // program
@@ -232,7 +233,9 @@ struct kernel_event_provider::impl {
         if (!event) {
             return make_error(event.err().code, where + ": " + event.err().message);
         }
-        unique_fd kl(bpf_link_create(prog->get(), event->get(), BPF_PERF_EVENT, nullptr));
+        LIBBPF_OPTS(bpf_link_create_opts, opts);
+        opts.perf_event.bpf_cookie = link.cookie;
+        unique_fd kl(bpf_link_create(prog->get(), event->get(), BPF_PERF_EVENT, &opts));
         if (!kl) {
             int e = errno;
             return make_error(e, where + ": the kernel would not attach it: " + std::strerror(e));
@@ -574,7 +577,8 @@ result<uint32_t> kernel_event_provider::create_attach_target(int32_t attach_type
     return *id;
 }
 
-result<uint32_t> kernel_event_provider::attach_program(uint32_t prog_id, uint32_t target_id) {
+result<uint32_t> kernel_event_provider::attach_program(uint32_t prog_id, uint32_t target_id,
+                                                       uint64_t cookie) {
     auto lock = impl_->lock(true);
     auto prog = impl_->get_kind(prog_id, store::object_kind::program);
     if (!prog) {
@@ -601,6 +605,7 @@ result<uint32_t> kernel_event_provider::attach_program(uint32_t prog_id, uint32_
     r->prog_id = prog_id;
     r->target_id = target_id;
     r->enabled = 1;
+    r->cookie = cookie;
     if (auto a = impl_->attach(*id, *r); !a) {
         return a.err();
     }
@@ -726,6 +731,7 @@ result<store::snapshot> kernel_event_provider::list() const {
             l.target_id = r.target_id;
             l.enabled = r.enabled != 0;
             l.counted = false;
+            l.cookie = r.cookie;
             if (auto fd = impl_->pinned("link", id)) {
                 l.kernel_id = kernel::object_id(fd->get());
             }

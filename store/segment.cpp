@@ -72,6 +72,7 @@ struct alignas(64) slot {
     int32_t attach_type;
     // links
     uint32_t prog_id, target_id;
+    uint64_t cookie;
     counter_stripe counters[counter_stripes];
 };
 
@@ -434,6 +435,7 @@ struct segment::impl {
                        load_acquire(s.enabled) != 0,
                        0,
                        0};
+        info.cookie = s.cookie;
         for (const counter_stripe &c : s.counters) {
             info.runs += __atomic_load_n(&c.runs, __ATOMIC_RELAXED);
             info.faults += __atomic_load_n(&c.faults, __ATOMIC_RELAXED);
@@ -707,7 +709,7 @@ result<uint32_t> segment::create_target(const std::string &name, int32_t attach_
 }
 
 result<uint32_t> segment::create_link(const std::string &name, uint32_t prog_id, uint32_t target_id,
-                                      bool enabled) {
+                                      bool enabled, uint64_t cookie) {
     auto g = impl_->lock();
     if (!g) {
         return g.err();
@@ -725,6 +727,7 @@ result<uint32_t> segment::create_link(const std::string &name, uint32_t prog_id,
     (*s)->prog_id = prog_id;
     (*s)->target_id = target_id;
     (*s)->enabled = enabled ? 1 : 0;
+    (*s)->cookie = cookie;
     return impl_->publish(*s);
 }
 

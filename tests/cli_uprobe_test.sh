@@ -16,7 +16,7 @@ fn="$target:bpftime_target_add"
 
 # --- user space, through the agent ---
 expect load 0 'program 4 count_return' -- "$bpftime" load "$examples/uprobe_count.bpf.o"
-expect attach-uprobe 0 '^link 6 \(target 5\)$' -- "$bpftime" attach uprobe 3 "$fn"
+expect attach-uprobe 0 '^link 6 \(target 5\)$' -- "$bpftime" attach uprobe 3 "$fn" --cookie 4242
 expect attach-uretprobe 0 '^link 8 \(target 7\)$' -- "$bpftime" attach uretprobe 4 "$fn"
 expect attach-unresolvable 1 "no function 'nope'" -- "$bpftime" attach uprobe 3 "$target:nope"
 expect attach-ifunc 1 'is an indirect function \(ifunc\)' -- "$bpftime" attach uprobe 3 libc.so.6:strlen
@@ -25,7 +25,8 @@ expect agent-says 0 'bpftime-agent\[[0-9]+\]: following segment' -- "$bpftime" s
 expect entries 0 'key: 00 00 00 00  value: a0 0f 00 00 00 00 00 00' -- "$bpftime" map dump 2
 expect returns 0 'key: 01 00 00 00  value: a0 0f 00 00 00 00 00 00' -- "$bpftime" map dump 2
 expect sum 0 'key: 02 00 00 00  value: 60 b3 1e 00 00 00 00 00' -- "$bpftime" map dump 2
-expect link-runs 0 '^6 +link +link +program 3 -> target 5, enabled, runs 4000, faults 0$' -- \
+expect cookie 0 'key: 03 00 00 00  value: 92 10 00 00 00 00 00 00' -- "$bpftime" map dump 2
+expect link-runs 0 '^6 +link +link +program 3 -> target 5, enabled, cookie 4242, runs 4000, faults 0$' -- \
   "$bpftime" list
 user_calls=$("$bpftime" map dump 1 | sort) # hash order differs between providers
 user_totals=$("$bpftime" map dump 2)
@@ -70,7 +71,7 @@ if ! "$bpftime" --provider kernel load "$examples/uprobe_count.bpf.o" >/dev/null
   exit
 fi
 k() { "$bpftime" --provider kernel "$@"; }
-expect kernel-attach-uprobe 0 '^link 6 \(target 5\)$' -- k attach uprobe 3 "$fn"
+expect kernel-attach-uprobe 0 '^link 6 \(target 5\)$' -- k attach uprobe 3 "$fn" --cookie 4242
 expect kernel-attach-uretprobe 0 '^link 8 \(target 7\)$' -- k attach uretprobe 4 "$fn"
 expect kernel-start 0 '^calls 4000 sum 2012000$' -- k start "$target" 1000 4
 check "same counts per argument through both providers" test "$(k map dump 1 | sort)" = "$user_calls"

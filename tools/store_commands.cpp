@@ -258,6 +258,10 @@ int cmd_list(const global_options &g) {
               "program " + std::to_string(l.prog_id) + " -> target " + std::to_string(l.target_id) +
                   ", " + (l.enabled ? "enabled" : "disabled"),
               {{"prog_id", l.prog_id}, {"target_id", l.target_id}, {"enabled", l.enabled}}};
+        if (l.cookie != 0) {
+            r.details += ", cookie " + std::to_string(l.cookie);
+            r.j["cookie"] = l.cookie;
+        }
         if (l.counted) {
             r.details +=
                 ", runs " + std::to_string(l.runs) + ", faults " + std::to_string(l.faults);
@@ -434,7 +438,7 @@ int cmd_map(const global_options &g, const map_args &a) {
 }
 
 int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_id,
-               const std::vector<std::string> &args) {
+               const std::vector<std::string> &args, uint64_t cookie) {
     auto t = parse_attach_type(type);
     if (!t) {
         std::string names;
@@ -456,7 +460,7 @@ int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_i
     if (!target) {
         return report(target.err());
     }
-    auto link = provider.attach_program(prog_id, *target);
+    auto link = provider.attach_program(prog_id, *target, cookie);
     if (!link) {
         (void)provider.destroy_object(*target);
         return report(link.err());
@@ -575,8 +579,12 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     attach->add_option("TYPE", attach_type, "attach type (test, nginx-url, uprobe, uretprobe)")
         ->required();
     attach->add_option("PROG_ID", attach_prog, "program id")->required();
+    static uint64_t attach_cookie = 0;
     attach->add_option("ARGS", attach_args, "the target's arguments");
-    attach->callback([&] { status = cmd_attach(g, attach_type, attach_prog, attach_args); });
+    attach->add_option("--cookie", attach_cookie,
+                       "what bpf_get_attach_cookie() gives the program through this link");
+    attach->callback(
+        [&] { status = cmd_attach(g, attach_type, attach_prog, attach_args, attach_cookie); });
 
     auto *trigger = app.add_subcommand(
         "trigger", "act as a host of the test attach type: run the programs at a hook");

@@ -43,6 +43,7 @@ void run_all(const std::vector<probe_program> &progs, uintptr_t address, const p
     opts.mem_writable = false; // the registers are the program's to read, not to change
     opts.user_data = &info;
     for (const probe_program &p : progs) {
+        info.cookie = p.prog->cookie();
         // A fault is counted in the link's counters; the probed function goes on regardless.
         (void)p.prog->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
     }

@@ -75,10 +75,12 @@ private:
 class attached_program {
 public:
     attached_program(uint32_t link_id, std::shared_ptr<const compiled_program> prog,
-                     store::link_counters counters)
-        : link_id_(link_id), prog_(std::move(prog)), counters_(counters) {}
+                     store::link_counters counters, uint64_t cookie = 0)
+        : link_id_(link_id), prog_(std::move(prog)), counters_(counters), cookie_(cookie) {}
 
     uint32_t link_id() const { return link_id_; }
+    /// The link's attach cookie, for get_attach_cookie.
+    uint64_t cookie() const { return cookie_; }
     const compiled_program &program() const { return *prog_; }
     /// Runs the program and counts the run (and a fault) in the link's counters.
     result<uint64_t> run(void *ctx, uint64_t ctx_len, const vm::run_options &opts = {}) const;
@@ -87,6 +89,7 @@ private:
     uint32_t link_id_;
     std::shared_ptr<const compiled_program> prog_;
     store::link_counters counters_;
+    uint64_t cookie_ = 0;
 };
 
 /// An attach implementation: turns a compiled program plus target arguments into a live

@@ -72,8 +72,13 @@ public:
     virtual result<uint32_t> create_program(const program_spec &spec) = 0;
     virtual result<uint32_t> create_map(const map_create_spec &spec) = 0;
     virtual result<uint32_t> create_attach_target(int32_t attach_type, const std::string &args) = 0;
-    /// Attaches a program at a target with an enabled link; returns the link id.
-    virtual result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id) = 0;
+    /// Attaches a program at a target with an enabled link; returns the link id. The cookie is
+    /// what get_attach_cookie gives the program through this link.
+    virtual result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id,
+                                            uint64_t cookie) = 0;
+    result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id) {
+        return attach_program(prog_id, target_id, 0);
+    }
     virtual result<void> enable_link(uint32_t link_id) = 0;
     virtual result<void> disable_link(uint32_t link_id) = 0;
     virtual result<void> destroy_object(uint32_t id) = 0;
@@ -96,7 +101,8 @@ public:
     result<uint32_t> create_program(const program_spec &spec) override;
     result<uint32_t> create_map(const map_create_spec &spec) override;
     result<uint32_t> create_attach_target(int32_t attach_type, const std::string &args) override;
-    result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id) override;
+    using base_event_provider::attach_program;
+    result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id, uint64_t cookie) override;
     result<void> enable_link(uint32_t link_id) override;
     result<void> disable_link(uint32_t link_id) override;
     result<void> destroy_object(uint32_t id) override;

@@ -53,7 +53,8 @@ public:
     result<uint32_t> create_program(const program_spec &spec) override;
     result<uint32_t> create_map(const map_create_spec &spec) override;
     result<uint32_t> create_attach_target(int32_t attach_type, const std::string &args) override;
-    result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id) override;
+    using base_event_provider::attach_program;
+    result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id, uint64_t cookie) override;
     result<void> enable_link(uint32_t link_id) override;
     result<void> disable_link(uint32_t link_id) override;
     result<void> destroy_object(uint32_t id) override;

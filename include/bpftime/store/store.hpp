@@ -17,7 +17,7 @@
 namespace bpftime::store {
 
 /// The layout version this build reads and writes. A segment of another version is refused.
-inline constexpr uint32_t layout_version = 1;
+inline constexpr uint32_t layout_version = 2;
 /// The segment name when neither --shm nor BPFTIME_SHM names one.
 inline constexpr const char *default_segment_name = "bpftime";
 /// Longest object name, in bytes.
@@ -71,6 +71,7 @@ struct link_info {
     /// and faults are not counted there.
     uint32_t kernel_id = 0;
     bool counted = true; ///< runs and faults are counted (user space)
+    uint64_t cookie = 0; ///< the attach cookie (get_attach_cookie)
 };
 
 /// Every live object, read at one generation.
@@ -134,8 +135,9 @@ public:
                                 bool read_only = false);
     result<uint32_t> create_target(const std::string &name, int32_t attach_type,
                                    const std::string &args);
+    /// A link; cookie is what get_attach_cookie gives its program.
     result<uint32_t> create_link(const std::string &name, uint32_t prog_id, uint32_t target_id,
-                                 bool enabled);
+                                 bool enabled, uint64_t cookie = 0);
     result<void> set_link_enabled(uint32_t id, bool enabled);
     /// Destroys any object; refused while another object depends on it.
     result<void> destroy(uint32_t id);
