@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The cost of a uprobe: a trivial function of this binary, bpftime_bench_probed, called once
-// per iteration with nothing attached, then with the programs of examples/uprobe_count.bpf.o
+// per iteration with nothing attached, then with the programs of bench/probes/uprobe_counter.bpf.c
 // attached to it through the kernel provider and through user-space uprobes (inline hooks in
 // this process, the programs on the JIT's optimised tier), each as entry, return and both, in
 // one run. Each run of a variant attaches its probes before its loop and destroys them after
@@ -109,7 +109,7 @@ void handle_signals() {
     }).detach();
 }
 
-/// The counters of uprobe_count.bpf.o's totals map.
+/// The counters of uprobe_counter.bpf.o's totals map.
 struct totals {
     uint64_t entries = 0;    // [0]: calls seen on entry
     uint64_t returns = 0;    // [1]: returns seen
@@ -151,9 +151,10 @@ struct backend {
     }
 };
 
-/// Loads uprobe_count.bpf.o through a provider. The backend keeps the provider.
+/// Loads the counting programs (probes/uprobe_counter.bpf.c) through a provider. The backend
+/// keeps the provider.
 void load_probes(backend &b) {
-    std::string path = std::string(BPFTIME_EXAMPLES_DIR) + "/uprobe_count.bpf.o";
+    std::string path = std::string(BPFTIME_PROBE_BENCH_DIR) + "/uprobe_counter.bpf.o";
     auto obj = loader::open_elf(path);
     if (!obj) {
         die(path + ": " + obj.err().message);
@@ -547,7 +548,7 @@ int main(int argc, char **argv) {
     open_user(user);
 
     // One row per variant; the first is the baseline of the summary. Further rows need a
-    // backend (a provider with uprobe_count.bpf.o loaded; a user-space one attaches in this
+    // backend (a provider with uprobe_counter.bpf.o loaded; a user-space one attaches in this
     // process through instantiate()) and the probes to attach.
     std::vector<variant> variants = {
         {"no_probe", nullptr, {}},
