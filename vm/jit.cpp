@@ -61,28 +61,32 @@ namespace bpftime::vm {
 namespace {
 
 // What the generated code shares with the runtime, by byte offset (offsetof).
+// Every field is set by jit_engine::run before the code runs; none has a default, so a run does
+// not zero the whole struct first (GCC did that with rep stos, a measurable share of a short
+// run).
 struct jit_state {
     // The read cache [read_lo, read_lo + read_span) is a region the program may read, the write
     // cache one it may write. Both always hold a region of at least max_access bytes (at worst
     // the entry frame), so span - n never wraps and one compare decides.
-    uint64_t read_lo = 0;
-    uint64_t read_span = 0;
-    uint64_t write_lo = 0;
-    uint64_t write_span = 0;
-    int64_t budget = 0;     // instructions left; below zero means exhausted
-    uint64_t stack_top = 0; // one past the entry frame
-    run_context *rc = nullptr;
-    const bool *helper_failed = nullptr;
+    uint64_t read_lo;
+    uint64_t read_span;
+    uint64_t write_lo;
+    uint64_t write_span;
+    int64_t budget;     // instructions left; below zero means exhausted
+    uint64_t stack_top; // one past the entry frame
+    run_context *rc;
+    const bool *helper_failed;
     // run_context::stack, which helpers check pointers against (run_context is not standard
     // layout, so generated code cannot find it through rc).
-    memory_region *rc_stack = nullptr;
-    const program *prog = nullptr;
-    memory_region handed{}; // the last region a helper handed out (run_context's sink)
-    uint64_t fault = 0;     // a fault_kind, 0 while the run is going
-    uint64_t fault_pc = 0;
-    uint64_t fault_addr = 0;
-    uint64_t fault_len = 0;
-    uint64_t fault_write = 0;
+    memory_region *rc_stack;
+    const program *prog;
+    memory_region handed; // the last region a helper handed out (run_context's sink)
+    uint64_t fault;       // a fault_kind, 0 while the run is going
+    // Where and what the fault was; meaningful only once fault is set.
+    uint64_t fault_pc;
+    uint64_t fault_addr;
+    uint64_t fault_len;
+    uint64_t fault_write;
 };
 
 // The widest single load or store.
@@ -1201,7 +1205,9 @@ public:
         const uint64_t stack_top = run.top;
         const memory_region &input = run.input;
         run_context &rc = run.rc;
-        jit_state s;
+        jit_state s; // every field is set below
+        s.handed = {};
+        s.fault = no_fault;
         // The caches start on the input memory, or the entry frame when it is too small.
         s.read_lo = s.write_lo = stack_top - stack_frame_size;
         s.read_span = s.write_span = stack_frame_size;
