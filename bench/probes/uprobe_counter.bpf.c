@@ -32,7 +32,11 @@ int BPF_KRETPROBE(count_return, long ret) {
     __u64 *n = bpf_map_lookup_elem(&totals, &key);
     if (n) {
         __sync_fetch_and_add(n, 1);
-        __sync_fetch_and_add(n + 1, (__u64)ret); // totals[2] follows totals[1]
+    }
+    key = 2;
+    __u64 *sum = bpf_map_lookup_elem(&totals, &key);
+    if (sum) {
+        __sync_fetch_and_add(sum, (__u64)ret);
     }
     return 0;
 }
