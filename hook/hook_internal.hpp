@@ -55,4 +55,11 @@ result<void> stop_threads_and(const std::function<int()> &patch, const move_rip_
 /// The signal used to stop threads.
 int stop_signal();
 
+/// The hook whose handler this thread runs, or null (what a stopped thread reports).
+const void *running_hook();
+
+/// While threads are stopped (inside patch()): whether a stopped thread was running a handler
+/// of hook.
+bool stopped_thread_runs(const void *hook);
+
 } // namespace bpftime::hook_detail

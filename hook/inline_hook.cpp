@@ -7,6 +7,7 @@
 #include "hook_internal.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -35,9 +36,11 @@ struct inline_hook::record {
     uintptr_t return_stub = 0;
     relocation reloc;
     std::vector<uint8_t> original;
+    // Handlers run only while set. A thread marks the hook it dispatches for in its shadow
+    // stack before it reads this; removal clears it and then stops the threads until none is
+    // marked (a stopped thread reports its mark), so no shared counter is written per call.
     std::atomic<bool> active{false};
-    std::atomic<int> in_flight{0}; // handlers running or about to
-    bool patched = false;          // the jump is in place (guarded by g_hooks_mutex)
+    bool patched = false; // the jump is in place (guarded by g_hooks_mutex)
 };
 
 namespace {
@@ -54,6 +57,7 @@ struct shadow_entry {
 struct shadow_stack {
     size_t depth;
     bool in_handler; // a handler runs on this thread: hooked calls from it run unhooked
+    record *running; // the hook this thread dispatches for (see record::active)
     shadow_entry entries[shadow_capacity];
 };
 
@@ -67,13 +71,23 @@ std::vector<record *> &all_records() {
     return *records;
 }
 
+// Sets this thread's mark. Only this thread's stop handler reads it, so ordering against that
+// signal handler is all it needs: the compiler keeps the mark before the read of active, and
+// a stop signal interrupts the thread after both or before both (removal clears active before
+// it stops the threads, and the signal's delivery orders the rest).
+inline void mark_running(shadow_stack &ss, record *rec) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    ss.running = rec;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
 // Called by a hook's stub with the saved registers (frame) of a hooked call.
 __attribute__((no_sanitize("address"))) void entry_dispatch(record *rec, pt_regs *frame) {
     shadow_stack &ss = t_shadow;
     if (ss.in_handler)
         return;
-    rec->in_flight.fetch_add(1);
-    if (rec->active.load()) {
+    mark_running(ss, rec);
+    if (rec->active.load(std::memory_order_relaxed)) {
         ss.in_handler = true;
         const pt_regs copy = *frame; // the handler's changes are ignored
         const bool want_return = rec->on_entry(rec->user, &copy);
@@ -88,7 +102,7 @@ __attribute__((no_sanitize("address"))) void entry_dispatch(record *rec, pt_regs
             }
         }
     }
-    rec->in_flight.fetch_sub(1);
+    mark_running(ss, nullptr);
 }
 
 [[noreturn]] void shadow_stack_lost(uintptr_t rsp) {
@@ -119,15 +133,15 @@ __attribute__((no_sanitize("address"))) void return_dispatch(pt_regs *frame) {
     record *rec = e.rec;
     if (ss.in_handler)
         return;
-    rec->in_flight.fetch_add(1);
-    if (rec->active.load()) {
+    mark_running(ss, rec);
+    if (rec->active.load(std::memory_order_relaxed)) {
         ss.in_handler = true;
         pt_regs copy = *frame;
         copy.rip = rec->address;
         rec->on_return(rec->user, &copy);
         ss.in_handler = false;
     }
-    rec->in_flight.fetch_sub(1);
+    mark_running(ss, nullptr);
 }
 
 // --- Machine code of the stubs ---------------------------------------------------------------
@@ -463,6 +477,8 @@ result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, siz
 inline_hook::~inline_hook() {
     std::lock_guard lock(g_hooks_mutex);
     record *rec = rec_;
+    // Cleared before the threads are stopped: a thread that reads it after its stop sees it.
+    rec->active.store(false);
     const uintptr_t address = rec->address;
     auto pages = pages_of(address, rec->original.size());
     auto done = !pages ? result<void>(std::move(pages).err())
@@ -488,10 +504,23 @@ inline_hook::~inline_hook() {
     } else {
         rec->patched = false;
     }
-    // No handler starts any more; wait for the ones running.
-    rec->active.store(false);
-    while (rec->in_flight.load() != 0)
-        std::this_thread::yield();
+    // No handler starts any more; wait for the ones running: stop the threads again until none
+    // reports being inside one of this hook's handlers (bounded: a handler that never returns
+    // is reported and left).
+    for (int round = 0; round < 10000; round++) {
+        bool busy = false;
+        auto seen = hook_detail::stop_threads_and(
+            [&] {
+                busy = hook_detail::stopped_thread_runs(rec);
+                return 0;
+            },
+            [](uintptr_t rip) { return rip; });
+        if (seen && !busy)
+            return;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    std::fprintf(stderr, "bpftime: a handler of the inline hook at %s did not return within 1 s\n",
+                 hex(address).c_str());
 }
 
 uintptr_t inline_hook::address() const {
@@ -505,6 +534,10 @@ uint64_t inline_hook::missed_returns() {
 }
 int inline_hook::hook_stop_signal() {
     return hook_detail::stop_signal();
+}
+
+const void *hook_detail::running_hook() {
+    return t_shadow.running;
 }
 
 } // namespace bpftime

@@ -109,6 +109,7 @@ constexpr int max_threads = 4096;
 struct stop_slot {
     std::atomic<pid_t> tid{0};
     ucontext_t *context = nullptr;
+    const void *running = nullptr; // the hook whose handler the thread was in, if any
 };
 
 struct stop_state {
@@ -138,6 +139,7 @@ void stop_handler(int, siginfo_t *, void *context) {
         const int i = g_stop.count.fetch_add(1);
         if (i < max_threads) {
             g_stop.slots[i].context = static_cast<ucontext_t *>(context);
+            g_stop.slots[i].running = running_hook();
             g_stop.slots[i].tid.store(static_cast<pid_t>(syscall(SYS_gettid)),
                                       std::memory_order_release);
         }
@@ -210,6 +212,17 @@ stop_slot *find_slot(pid_t tid) {
 
 int stop_signal() {
     return SIGRTMIN + 6;
+}
+
+bool stopped_thread_runs(const void *hook) {
+    const int n = std::min(g_stop.count.load(), max_threads);
+    for (int i = 0; i < n; i++) {
+        if (g_stop.slots[i].tid.load(std::memory_order_acquire) != 0 &&
+            g_stop.slots[i].running == hook) {
+            return true;
+        }
+    }
+    return false;
 }
 
 result<void> stop_threads_and(const std::function<int()> &patch, const move_rip_fn &move_rip) {
