@@ -89,8 +89,8 @@ __attribute__((no_sanitize("address"))) void entry_dispatch(record *rec, pt_regs
     mark_running(ss, rec);
     if (rec->active.load(std::memory_order_relaxed)) {
         ss.in_handler = true;
-        const pt_regs copy = *frame; // the handler's changes are ignored
-        const bool want_return = rec->on_entry(rec->user, &copy);
+        // The saved registers themselves, read-only to the handler (no copy per call).
+        const bool want_return = rec->on_entry(rec->user, frame);
         ss.in_handler = false;
         if (want_return && rec->on_return) {
             if (ss.depth < shadow_capacity) {
@@ -136,9 +136,7 @@ __attribute__((no_sanitize("address"))) void return_dispatch(pt_regs *frame) {
     mark_running(ss, rec);
     if (rec->active.load(std::memory_order_relaxed)) {
         ss.in_handler = true;
-        pt_regs copy = *frame;
-        copy.rip = rec->address;
-        rec->on_return(rec->user, &copy);
+        rec->on_return(rec->user, frame); // its stub saved rip as the hooked address
         ss.in_handler = false;
     }
     mark_running(ss, nullptr);

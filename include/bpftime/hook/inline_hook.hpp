@@ -55,7 +55,8 @@ struct pt_regs {
 
 /// Called on entry with the registers as the function sees them (rip = the hooked address,
 /// rsp = the stack pointer at entry, pointing at the return address). Return true to have
-/// on_return called when this call returns. The handler may read regs; changes are ignored.
+/// on_return called when this call returns. regs are the saved registers the function goes on
+/// with: the handler reads them and must not change them.
 using hook_entry_fn = bool (*)(void *user, const pt_regs *regs);
 /// Called when a call whose entry handler returned true returns: rax = the return value,
 /// rip = the hooked address (the function's), rsp = the stack pointer after the return.
