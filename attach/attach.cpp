@@ -45,6 +45,16 @@ result<void> register_attach_type(attach_type_info info) {
     return {};
 }
 
+result<attach_type_info> find_attach_type(int32_t type) {
+    std::lock_guard lock(types_mu);
+    for (const attach_type_info &t : types()) {
+        if (t.type == type) {
+            return t;
+        }
+    }
+    return make_error(EINVAL, "unknown attach type " + std::to_string(type));
+}
+
 std::optional<int32_t> parse_attach_type(std::string_view name) {
     std::lock_guard lock(types_mu);
     for (const attach_type_info &t : types()) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Probe targets: uprobe texts resolved through the binary's symbols and program headers
 // (read with libelf), binaries found by name, and tracepoint ids read from tracefs.
+#include <bpftime/attach/attach.hpp>
 #include <bpftime/attach/probe_target.hpp>
 
 #include <fcntl.h>
@@ -652,6 +653,19 @@ result<uintptr_t> runtime_address(const uprobe_location &loc) {
                                       std::to_string(::getpid()) + ")");
     }
     return *found;
+}
+
+result<void> check_target_args(int32_t attach_type, std::string_view args) {
+    if (attach_type == attach_type_uprobe || attach_type == attach_type_uretprobe) {
+        if (auto loc = resolve_uprobe_target(args); !loc) {
+            return loc.err();
+        }
+    } else if (attach_type == attach_type_tracepoint) {
+        if (auto id = tracepoint_id(args); !id) {
+            return id.err();
+        }
+    }
+    return {};
 }
 
 } // namespace bpftime

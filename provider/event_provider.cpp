@@ -28,25 +28,20 @@ result<uint32_t> event_provider_impl::create_map(const map_create_spec &spec) {
 
 result<uint32_t> event_provider_impl::create_attach_target(int32_t attach_type,
                                                            const std::string &args) {
-    auto types = attach_types();
-    auto type = std::find_if(types.begin(), types.end(),
-                             [&](const attach_type_info &t) { return t.type == attach_type; });
-    if (type == types.end()) {
-        return make_error(EINVAL, "unknown attach type " + std::to_string(attach_type));
+    auto type = find_attach_type(attach_type);
+    if (!type) {
+        return type.err();
     }
     if (!type->user) {
         return make_error(EOPNOTSUPP, "attach type " + type->name +
                                           " is attached by the kernel, not in user space; use "
                                           "the kernel provider (--provider kernel)");
     }
-    // A uprobe target that cannot be resolved is refused here, where the controller sees why;
-    // whether the binary is mapped is for each host to find out.
-    if (attach_type == attach_type_uprobe || attach_type == attach_type_uretprobe) {
-        if (auto loc = resolve_uprobe_target(args); !loc) {
-            return loc.err();
-        }
+    // Whether a uprobe's binary is mapped is for each host to find out.
+    if (auto ok = check_target_args(attach_type, args); !ok) {
+        return ok.err();
     }
-    return seg_->create_target(attach_type_name(attach_type), attach_type, args);
+    return seg_->create_target(type->name, attach_type, args);
 }
 
 result<uint32_t> event_provider_impl::attach_program(uint32_t prog_id, uint32_t target_id,

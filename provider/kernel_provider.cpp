@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 namespace bpftime {
 
@@ -149,16 +150,36 @@ struct kernel_event_provider::impl {
         return {};
     }
 
-    // Reserves the next id (under the exclusive lock).
-    result<uint32_t> allocate_id() const {
+    // The catalogue's header (key 0), or null when it has none.
+    std::unique_ptr<record> header() const {
         auto head = std::make_unique<record>();
         uint32_t zero = 0;
-        if (bpf_map_lookup_elem(meta.get(), &zero, head.get()) != 0) {
+        return bpf_map_lookup_elem(meta.get(), &zero, head.get()) == 0 ? std::move(head) : nullptr;
+    }
+
+    // Records a new object under the next id (with the exclusive lock held). pin_it, when
+    // given, first pins its kernel object as PREFIX_ID; if the record cannot be written, that
+    // pin goes again.
+    result<uint32_t> add(const record &r, const char *prefix,
+                         const std::function<result<void>(uint32_t id)> &pin_it) const {
+        auto head = header();
+        if (head == nullptr) {
             return make_error(EPROTO, folder + ": the catalogue has no header");
         }
         uint32_t id = head->next_id++;
-        if (auto r = put(0, *head); !r) {
-            return r.err();
+        if (auto written = put(0, *head); !written) {
+            return written.err();
+        }
+        if (pin_it) {
+            if (auto pinned = pin_it(id); !pinned) {
+                return pinned.err();
+            }
+        }
+        if (auto written = put(id, r); !written) {
+            if (prefix != nullptr) {
+                unpin(prefix, id);
+            }
+            return written.err();
         }
         return id;
     }
@@ -339,12 +360,11 @@ result<std::unique_ptr<kernel_event_provider>> kernel_event_provider::open(const
     }
     bpf_map_info info{};
     uint32_t len = sizeof info;
-    auto head = std::make_unique<record>();
-    uint32_t zero = 0;
+    std::unique_ptr<record> head;
     if (bpf_obj_get_info_by_fd(m.meta.get(), &info, &len) != 0 || info.type != BPF_MAP_TYPE_HASH ||
         info.key_size != sizeof(uint32_t) || info.value_size != sizeof(record) ||
-        bpf_map_lookup_elem(m.meta.get(), &zero, head.get()) != 0 ||
-        head->type != catalogue_version || std::strcmp(head->name, "bpftime") != 0) {
+        (head = m.header()) == nullptr || head->type != catalogue_version ||
+        std::strcmp(head->name, "bpftime") != 0) {
         return make_error(EPROTO, *folder + " holds a catalogue of another layout or program; "
                                             "`bpftime reset --provider kernel` releases it");
     }
@@ -453,10 +473,6 @@ result<uint32_t> kernel_event_provider::create_program(const program_spec &spec)
     if (!fd) {
         return make_error(fd.err().code, what + ": " + fd.err().message);
     }
-    auto id = impl_->allocate_id();
-    if (!id) {
-        return id.err();
-    }
     auto r = std::make_unique<record>();
     r->kind = static_cast<uint32_t>(store::object_kind::program);
     r->type = spec.type;
@@ -464,14 +480,7 @@ result<uint32_t> kernel_event_provider::create_program(const program_spec &spec)
     copy_text(r->section, sizeof r->section, spec.section);
     r->nmaps = static_cast<uint32_t>(spec.map_ids.size());
     std::copy(spec.map_ids.begin(), spec.map_ids.end(), r->map_ids);
-    if (auto pinned = impl_->pin(fd->get(), "prog", *id); !pinned) {
-        return pinned.err();
-    }
-    if (auto put = impl_->put(*id, *r); !put) {
-        impl_->unpin("prog", *id);
-        return put.err();
-    }
-    return *id;
+    return impl_->add(*r, "prog", [&](uint32_t id) { return impl_->pin(fd->get(), "prog", id); });
 }
 
 result<uint32_t> kernel_event_provider::create_map(const map_create_spec &spec) {
@@ -506,10 +515,6 @@ result<uint32_t> kernel_event_provider::create_map(const map_create_spec &spec) 
         return make_error(e, what + ": cannot freeze it: " + std::strerror(e));
     }
     auto lock = impl_->lock(true);
-    auto id = impl_->allocate_id();
-    if (!id) {
-        return id.err();
-    }
     auto r = std::make_unique<record>();
     r->kind = static_cast<uint32_t>(store::object_kind::map);
     r->type = static_cast<uint32_t>(s.type);
@@ -519,27 +524,18 @@ result<uint32_t> kernel_event_provider::create_map(const map_create_spec &spec) 
     r->max_entries = s.max_entries;
     r->map_flags = static_cast<uint32_t>(s.flags);
     r->read_only = spec.read_only ? 1 : 0;
-    if (auto pinned = impl_->pin(fd.get(), "map", *id); !pinned) {
-        return pinned.err();
-    }
-    if (auto put = impl_->put(*id, *r); !put) {
-        impl_->unpin("map", *id);
-        return put.err();
-    }
-    return *id;
+    return impl_->add(*r, "map", [&](uint32_t id) { return impl_->pin(fd.get(), "map", id); });
 }
 
 result<uint32_t> kernel_event_provider::create_attach_target(int32_t attach_type,
                                                              const std::string &args) {
-    auto types = attach_types();
-    auto type = std::find_if(types.begin(), types.end(),
-                             [&](const attach_type_info &t) { return t.type == attach_type; });
-    if (type == types.end()) {
-        return make_error(EINVAL, "unknown attach type " + std::to_string(attach_type));
+    auto type = find_attach_type(attach_type);
+    if (!type) {
+        return type.err();
     }
     if (!type->kernel) {
         std::string kinds;
-        for (const attach_type_info &t : types) {
+        for (const attach_type_info &t : attach_types()) {
             if (t.kernel) {
                 kinds += (kinds.empty() ? "" : ", ") + t.name;
             }
@@ -553,28 +549,16 @@ result<uint32_t> kernel_event_provider::create_attach_target(int32_t attach_type
         return make_error(E2BIG, "attach target arguments are longer than " +
                                      std::to_string(max_args) + " bytes");
     }
-    // Refuse a target that cannot be resolved now, where the controller sees why.
-    if (attach_type == attach_type_tracepoint) {
-        if (auto id = tracepoint_id(args); !id) {
-            return id.err();
-        }
-    } else if (auto loc = resolve_uprobe_target(args); !loc) {
-        return loc.err();
-    }
-    auto lock = impl_->lock(true);
-    auto id = impl_->allocate_id();
-    if (!id) {
-        return id.err();
+    if (auto ok = check_target_args(attach_type, args); !ok) {
+        return ok.err();
     }
     auto r = std::make_unique<record>();
     r->kind = static_cast<uint32_t>(store::object_kind::target);
     r->type = static_cast<uint32_t>(attach_type);
     copy_text(r->name, sizeof r->name, type->name);
     copy_text(r->args, sizeof r->args, args);
-    if (auto put = impl_->put(*id, *r); !put) {
-        return put.err();
-    }
-    return *id;
+    auto lock = impl_->lock(true);
+    return impl_->add(*r, nullptr, {});
 }
 
 result<uint32_t> kernel_event_provider::attach_program(uint32_t prog_id, uint32_t target_id,
@@ -595,10 +579,6 @@ result<uint32_t> kernel_event_provider::attach_program(uint32_t prog_id, uint32_
                                       attach_type_name(attach_type) + " targets take " +
                                       prog_type_name(prog_type_for(attach_type)) + " programs");
     }
-    auto id = impl_->allocate_id();
-    if (!id) {
-        return id.err();
-    }
     auto r = std::make_unique<record>();
     r->kind = static_cast<uint32_t>(store::object_kind::link);
     copy_text(r->name, sizeof r->name, "link");
@@ -606,14 +586,7 @@ result<uint32_t> kernel_event_provider::attach_program(uint32_t prog_id, uint32_
     r->target_id = target_id;
     r->enabled = 1;
     r->cookie = cookie;
-    if (auto a = impl_->attach(*id, *r); !a) {
-        return a.err();
-    }
-    if (auto put = impl_->put(*id, *r); !put) {
-        impl_->unpin("link", *id);
-        return put.err();
-    }
-    return *id;
+    return impl_->add(*r, "link", [&](uint32_t id) { return impl_->attach(id, *r); });
 }
 
 result<void> kernel_event_provider::enable_link(uint32_t link_id) {
@@ -681,9 +654,7 @@ result<void> kernel_event_provider::destroy_object(uint32_t id) {
 result<store::snapshot> kernel_event_provider::list() const {
     auto lock = impl_->lock(false);
     store::snapshot snap;
-    uint32_t zero = 0;
-    auto head = std::make_unique<record>();
-    if (bpf_map_lookup_elem(impl_->meta.get(), &zero, head.get()) == 0) {
+    if (auto head = impl_->header()) {
         snap.generation = head->next_id;
     }
     for (const auto &[id, r] : impl_->all()) {

@@ -39,6 +39,8 @@ struct attach_type_info {
 std::vector<attach_type_info> attach_types();
 /// Adds an attach type (for plugins). Fails when the number or the name is taken.
 result<void> register_attach_type(attach_type_info info);
+/// The type with this number; EINVAL "unknown attach type N" when there is none.
+result<attach_type_info> find_attach_type(int32_t type);
 /// The type with this name.
 std::optional<int32_t> parse_attach_type(std::string_view name);
 /// The name of a type, or its number as text.

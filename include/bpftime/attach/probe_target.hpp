@@ -59,4 +59,9 @@ result<std::string> find_binary(std::string_view name);
 /// /sys/kernel/debug/tracing).
 result<uint64_t> tracepoint_id(std::string_view args);
 
+/// Checks a target's arguments where they can be checked before anything attaches: uprobe and
+/// uretprobe locations are resolved, tracepoints looked up; other types pass. Providers call
+/// it when a target is created, so the controller sees why a target is wrong.
+result<void> check_target_args(int32_t attach_type, std::string_view args);
+
 } // namespace bpftime
