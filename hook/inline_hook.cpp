@@ -479,9 +479,13 @@ inline_hook::~inline_hook() {
     rec->active.store(false);
     const uintptr_t address = rec->address;
     auto pages = pages_of(address, rec->original.size());
+    // Whether a stopped thread is inside one of this hook's handlers: read while the bytes go
+    // back, and again below until none is (until known, assume one is).
+    bool busy = true;
     auto done = !pages ? result<void>(std::move(pages).err())
                        : hook_detail::stop_threads_and(
                              [&] {
+                                 busy = hook_detail::stopped_thread_runs(rec);
                                  return write_code(*pages, address, rec->original.data(),
                                                    rec->original.size());
                              },
@@ -505,20 +509,20 @@ inline_hook::~inline_hook() {
     // No handler starts any more; wait for the ones running: stop the threads again until none
     // reports being inside one of this hook's handlers (bounded: a handler that never returns
     // is reported and left).
-    for (int round = 0; round < 10000; round++) {
-        bool busy = false;
+    for (int round = 0; busy && round < 10000; round++) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
         auto seen = hook_detail::stop_threads_and(
             [&] {
                 busy = hook_detail::stopped_thread_runs(rec);
                 return 0;
             },
             [](uintptr_t rip) { return rip; });
-        if (seen && !busy)
-            return;
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        busy = busy || !seen;
     }
-    std::fprintf(stderr, "bpftime: a handler of the inline hook at %s did not return within 1 s\n",
-                 hex(address).c_str());
+    if (busy)
+        std::fprintf(stderr,
+                     "bpftime: a handler of the inline hook at %s did not return within 1 s\n",
+                     hex(address).c_str());
 }
 
 uintptr_t inline_hook::address() const {
