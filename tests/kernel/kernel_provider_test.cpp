@@ -9,6 +9,8 @@
 #include <bpftime/provider/kernel_provider.hpp>
 #include <bpftime/store/store.hpp>
 
+#include "../provider_fixture.hpp"
+
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -25,6 +27,8 @@
 
 namespace bpftime {
 namespace {
+
+using test::id_of;
 
 /// A function of this test binary for probes, called in-process right after detaching.
 extern "C" __attribute__((noinline, used)) long bpftime_ktest_probed(long key, long value) {
@@ -97,35 +101,10 @@ protected:
         }
     }
 
-    loaded_object load(const std::string &path) {
-        auto obj = loader::open_elf(path);
-        EXPECT_TRUE(obj) << obj.err().message;
-        if (!obj) {
-            return {};
-        }
-        auto loaded = load_object(*provider_, *obj);
-        EXPECT_TRUE(loaded) << loaded.err().message;
-        return loaded ? *loaded : loaded_object{};
-    }
+    loaded_object load(const std::string &path) { return test::load_elf(*provider_, path); }
 
-    static uint32_t id_of(const std::vector<std::pair<uint32_t, std::string>> &objs,
-                          const std::string &name) {
-        for (const auto &[id, n] : objs) {
-            if (n == name) {
-                return id;
-            }
-        }
-        ADD_FAILURE() << "no object named " << name;
-        return 0;
-    }
-
-    /// Attaches prog at a new target; returns the link id.
     uint32_t attach(uint32_t prog, int32_t type, const std::string &args) {
-        auto target = provider_->create_attach_target(type, args);
-        EXPECT_TRUE(target) << target.err().message;
-        auto link = provider_->attach_program(prog, target ? *target : 0);
-        EXPECT_TRUE(link) << link.err().message;
-        return link ? *link : 0;
+        return test::attach(*provider_, prog, type, args);
     }
 
     uint64_t read_u64(uint32_t map, const std::vector<uint8_t> &key) {

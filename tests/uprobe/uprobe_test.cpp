@@ -87,6 +87,8 @@ UT_PROBED long ut_rec(long n) {
 namespace bpftime {
 namespace {
 
+using test::id_of;
+
 const std::string examples = BPFTIME_EXAMPLES_DIR;
 const std::string objects = BPFTIME_UPROBE_TEST_OBJECTS_DIR;
 
@@ -127,38 +129,10 @@ struct totals {
 struct Uprobe : test::provider_fixture {
     Uprobe() : provider_fixture("bpftime-uprobe-test") {}
 
-    loaded_object load(const std::string &path) {
-        auto obj = loader::open_elf(path);
-        EXPECT_TRUE(obj) << obj.err().message;
-        if (!obj) {
-            return {};
-        }
-        auto loaded = load_object(*provider, *obj);
-        EXPECT_TRUE(loaded) << loaded.err().message;
-        return loaded ? *loaded : loaded_object{};
-    }
+    loaded_object load(const std::string &path) { return test::load_elf(*provider, path); }
 
-    static uint32_t id_of(const std::vector<std::pair<uint32_t, std::string>> &objs,
-                          const std::string &name) {
-        for (const auto &[id, n] : objs) {
-            if (n == name) {
-                return id;
-            }
-        }
-        ADD_FAILURE() << "no object named " << name;
-        return 0;
-    }
-
-    // Attaches prog at a new target; returns the link id.
     uint32_t attach(uint32_t prog, int32_t type, const std::string &args) {
-        auto target = provider->create_attach_target(type, args);
-        EXPECT_TRUE(target) << target.err().message;
-        if (!target) {
-            return 0;
-        }
-        auto link = provider->attach_program(prog, *target);
-        EXPECT_TRUE(link) << link.err().message;
-        return link ? *link : 0;
+        return test::attach(*provider, prog, type, args);
     }
 
     // The host: a manager of this process over the same segment, offering uprobes.
