@@ -4,7 +4,9 @@
 #include <bpftime/attach/attach.hpp>
 #include <bpftime/attach/probe_target.hpp>
 
+#include <bpftime/loader/elf_util.hpp>
 #include <fcntl.h>
+
 #include <gelf.h>
 #include <libelf.h>
 #include <sys/mount.h>
@@ -93,11 +95,6 @@ bool is_regular_file(const std::string &path, bool executable) {
 
 // --- reading ELF files --------------------------------------------------------------------
 
-struct elf_closer {
-    void operator()(Elf *elf) const { elf_end(elf); }
-};
-using elf_ptr = std::unique_ptr<Elf, elf_closer>;
-
 struct fd_closer {
     int fd = -1;
     ~fd_closer() {
@@ -106,27 +103,6 @@ struct fd_closer {
         }
     }
 };
-
-std::string machine_name(unsigned machine) {
-    switch (machine) {
-    case EM_386:
-        return "i386";
-    case EM_AARCH64:
-        return "AArch64";
-    case EM_ARM:
-        return "ARM";
-    case EM_RISCV:
-        return "RISC-V";
-    case EM_PPC64:
-        return "PowerPC64";
-    case EM_S390:
-        return "s390";
-    case EM_BPF:
-        return "eBPF";
-    default:
-        return "machine " + std::to_string(machine);
-    }
-}
 
 std::string libelf_text() {
     int code = elf_errno();
@@ -175,7 +151,7 @@ public:
 
 private:
     fd_closer fd_;
-    elf_ptr elf_;
+    loader::elf_ptr elf_;
     std::string path_;
     std::vector<code_segment> code_;
 
@@ -207,8 +183,8 @@ result<std::unique_ptr<binary_file>> binary_file::open(const std::string &path) 
         return make_error(ENOEXEC, path + " is a 32-bit ELF file, not x86-64");
     }
     if (eh.e_machine != EM_X86_64) {
-        return make_error(ENOEXEC, path + " is an ELF file for " + machine_name(eh.e_machine) +
-                                       ", not x86-64");
+        return make_error(ENOEXEC, path + " is an ELF file for " +
+                                       loader::elf_machine_name(eh.e_machine) + ", not x86-64");
     }
     if (eh.e_type != ET_EXEC && eh.e_type != ET_DYN) {
         std::string kind = eh.e_type == ET_REL    ? "a relocatable object"

@@ -3,6 +3,8 @@
 // checked here, so the linker can trust the elf_image it gets.
 #include "loader.hpp"
 
+#include <bpftime/loader/elf_util.hpp>
+
 #include <gelf.h>
 #include <libelf.h>
 
@@ -14,38 +16,12 @@
 namespace bpftime::loader::detail {
 namespace {
 
-struct elf_closer {
-    void operator()(Elf *elf) const { elf_end(elf); }
-};
-using elf_ptr = std::unique_ptr<Elf, elf_closer>;
-
 error corrupt(const std::string &what) {
     std::string message = "corrupt ELF file: " + what;
     if (int code = elf_errno(); code != 0) {
         message += std::string(" (") + elf_errmsg(code) + ")";
     }
     return make_error(ENOEXEC, message);
-}
-
-std::string machine_name(unsigned machine) {
-    switch (machine) {
-    case EM_X86_64:
-        return "x86-64";
-    case EM_386:
-        return "i386";
-    case EM_AARCH64:
-        return "AArch64";
-    case EM_ARM:
-        return "ARM";
-    case EM_RISCV:
-        return "RISC-V";
-    case EM_PPC64:
-        return "PowerPC64";
-    case EM_S390:
-        return "s390";
-    default:
-        return "machine " + std::to_string(machine);
-    }
 }
 
 // The header checks; the byte order comes first, as libelf reads the other fields with it.
@@ -58,7 +34,7 @@ result<void> check_header(const GElf_Ehdr &eh) {
                                    "objects (clang -target bpf or bpfel, not bpfeb)");
     }
     if (eh.e_machine != EM_BPF) {
-        return make_error(ENOEXEC, "an ELF file for " + machine_name(eh.e_machine) +
+        return make_error(ENOEXEC, "an ELF file for " + elf_machine_name(eh.e_machine) +
                                        ", not eBPF (EM_BPF); build it with clang -target bpf");
     }
     if (eh.e_type != ET_REL) {
