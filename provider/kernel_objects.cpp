@@ -79,18 +79,23 @@ result<uint64_t> read_number(const std::string &path) {
 
 result<unique_fd> load_program(uint32_t prog_type, const std::string &name,
                                const std::vector<vm::ebpf_inst> &insns) {
-    // With a log buffer and log level 0, libbpf loads once without a log and, when the kernel
-    // refuses, again with one.
-    std::vector<char> log(1u << 20);
-    LIBBPF_OPTS(bpf_prog_load_opts, opts, .log_size = static_cast<uint32_t>(log.size()),
-                .log_buf = log.data());
-    unique_fd fd(bpf_prog_load(static_cast<bpf_prog_type>(prog_type), name.c_str(), "GPL",
-                               reinterpret_cast<const bpf_insn *>(insns.data()), insns.size(),
-                               &opts));
-    if (fd) {
+    auto load = [&](bpf_prog_load_opts *opts) {
+        return unique_fd(bpf_prog_load(static_cast<bpf_prog_type>(prog_type), name.c_str(), "GPL",
+                                       reinterpret_cast<const bpf_insn *>(insns.data()),
+                                       insns.size(), opts));
+    };
+    if (unique_fd fd = load(nullptr)) {
         return fd;
     }
+    // Refused: load again with the verifier's log (only now, so accepted programs neither
+    // allocate it nor make the verifier write it).
     int e = errno;
+    std::vector<char> log(1u << 20);
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .log_level = 1,
+                .log_size = static_cast<uint32_t>(log.size()), .log_buf = log.data());
+    if (unique_fd fd = load(&opts)) {
+        return fd; // accepted the second time (a transient refusal)
+    }
     log.back() = '\0';
     std::string tail = log_tail(log.data(), 20);
     return make_error(e, "the kernel verifier refused it (" + std::string(std::strerror(e)) + ")" +

@@ -761,16 +761,4 @@ void kernel_event_provider::deinstantiate() {
     }
 }
 
-result<int> kernel_event_provider::program_fd(uint32_t id) const {
-    auto lock = impl_->lock(false);
-    if (auto r = impl_->get_kind(id, store::object_kind::program); !r) {
-        return r.err();
-    }
-    auto fd = impl_->pinned("prog", id);
-    if (!fd) {
-        return fd.err();
-    }
-    return fd->release();
-}
-
 } // namespace bpftime

@@ -63,10 +63,6 @@ public:
     result<void> instantiate() override;
     void deinstantiate() override;
 
-    /// A new file descriptor of a program's kernel object (the caller closes it), for
-    /// BPF_PROG_TEST_RUN and the like.
-    result<int> program_fd(uint32_t id) const;
-
 private:
     kernel_event_provider() = default;
     struct impl;
