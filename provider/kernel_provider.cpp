@@ -48,6 +48,22 @@ struct record {
     char args[max_args + 1] = {}; // target
 };
 
+// A map's record as users see it; fd is its kernel object (-1 when it cannot be opened).
+store::map_info map_info_of(uint32_t id, const record &r, int fd) {
+    store::map_info m;
+    m.id = id;
+    m.name = r.name;
+    m.spec.type = static_cast<maps::map_type>(r.type);
+    m.spec.key_size = r.key_size;
+    m.spec.value_size = r.value_size;
+    m.spec.max_entries = r.max_entries;
+    m.spec.flags = r.map_flags;
+    m.read_only = r.read_only != 0;
+    m.ncpus = static_cast<uint32_t>(std::max(libbpf_num_possible_cpus(), 1));
+    m.kernel_id = fd >= 0 ? kernel::object_id(fd) : 0;
+    return m;
+}
+
 void copy_text(char *dst, size_t cap, const std::string &src) {
     size_t n = std::min(src.size(), cap - 1);
     std::memcpy(dst, src.data(), n);
@@ -675,20 +691,8 @@ result<store::snapshot> kernel_event_provider::list() const {
             break;
         }
         case store::object_kind::map: {
-            store::map_info m;
-            m.id = id;
-            m.name = r.name;
-            m.spec.type = static_cast<maps::map_type>(r.type);
-            m.spec.key_size = r.key_size;
-            m.spec.value_size = r.value_size;
-            m.spec.max_entries = r.max_entries;
-            m.spec.flags = r.map_flags;
-            m.read_only = r.read_only != 0;
-            m.ncpus = static_cast<uint32_t>(std::max(libbpf_num_possible_cpus(), 1));
-            if (auto fd = impl_->pinned("map", id)) {
-                m.kernel_id = kernel::object_id(fd->get());
-            }
-            snap.maps.push_back(std::move(m));
+            auto fd = impl_->pinned("map", id);
+            snap.maps.push_back(map_info_of(id, r, fd ? fd->get() : -1));
             break;
         }
         case store::object_kind::target:
@@ -724,18 +728,7 @@ result<std::unique_ptr<map_access>> kernel_event_provider::open_map(uint32_t id)
     if (!fd) {
         return fd.err();
     }
-    store::map_info info;
-    info.id = id;
-    info.name = snap_map->name;
-    info.spec.type = static_cast<maps::map_type>(snap_map->type);
-    info.spec.key_size = snap_map->key_size;
-    info.spec.value_size = snap_map->value_size;
-    info.spec.max_entries = snap_map->max_entries;
-    info.spec.flags = snap_map->map_flags;
-    info.read_only = snap_map->read_only != 0;
-    info.ncpus = static_cast<uint32_t>(std::max(libbpf_num_possible_cpus(), 1));
-    info.kernel_id = kernel::object_id(fd->get());
-    return kernel::make_map_access(std::move(info), std::move(*fd));
+    return kernel::make_map_access(map_info_of(id, *snap_map, fd->get()), std::move(*fd));
 }
 
 result<void> kernel_event_provider::instantiate() {
