@@ -490,9 +490,11 @@ private:
         }
         if (auto known = fp_offset_[static_cast<size_t>(base)]) {
             int64_t at = *known + offset;
-            if (at >= -static_cast<int64_t>(stack_frame_size) &&
+            if (at >= -static_cast<int64_t>(prog_.entry_frame_reach()) &&
                 at + static_cast<int64_t>(n) <= 0) {
-                return; // inside the current frame: nothing to check at run time
+                // Inside the current frame's reachable part (the whole frame in a program
+                // with local calls): nothing to check at run time.
+                return;
             }
         }
         llvm::Value *nv = b_.getInt64(n);
@@ -916,7 +918,7 @@ private:
         depth_ = &*arg++;
         rc_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc)), ptr_);
         helper_failed_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, helper_failed)), ptr_);
-        stack_lo_ = b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
+        stack_lo_ = b_.CreateSub(fp_, b_.getInt64(prog_.entry_frame_reach()));
         stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
         if (checked_) {
             b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
@@ -1209,8 +1211,8 @@ public:
         s.handed = {};
         s.fault = no_fault;
         // The caches start on the input memory, or the entry frame when it is too small.
-        s.read_lo = s.write_lo = stack_top - stack_frame_size;
-        s.read_span = s.write_span = stack_frame_size;
+        s.read_lo = s.write_lo = rc.stack.start;
+        s.read_span = s.write_span = rc.stack.size;
         if (input.size >= max_access) {
             s.read_lo = input.start;
             s.read_span = input.size;

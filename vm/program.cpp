@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MIT
+#include "frame_reach.hpp"
+
 #include <bpftime/vm/assembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
@@ -36,6 +38,7 @@ result<program> program::load(std::vector<ebpf_inst> insns, const load_options &
             pc++;
         }
     }
+    p.entry_frame_reach_ = frame_reach(insns);
     p.insns_ = std::move(insns);
     return p;
 }

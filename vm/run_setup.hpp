@@ -14,27 +14,31 @@
 
 namespace bpftime::vm {
 
-/// Zeroes one 512-byte frame at a 16-byte aligned address. Plain 16-byte stores: a memset of
-/// this size becomes `rep stos`, whose start-up cost was most of a short program's run.
-inline void zero_frame(void *frame) {
-    auto *p = static_cast<__m128i *>(frame);
+/// Zeroes bytes (a multiple of 16) at a 16-byte aligned address. Plain 16-byte stores: a
+/// memset of a frame becomes `rep stos`, whose start-up cost was most of a short program's run.
+inline void zero_lines(void *at, size_t bytes) {
+    auto *p = static_cast<__m128i *>(at);
     const __m128i zero = _mm_setzero_si128();
-#pragma GCC unroll 32
-    for (size_t i = 0; i < stack_frame_size / sizeof(__m128i); i++) {
+    for (size_t i = 0; i < bytes / sizeof(__m128i); i++) {
         _mm_store_si128(p + i, zero);
     }
 }
 
-/// The memory of one run: a 4 KiB stack whose entry frame is zeroed (so no run sees what
-/// another left behind), the input memory as a region, and the run context over both, with
-/// the entry frame as its stack.
+/// Zeroes one whole frame at a 16-byte aligned address.
+inline void zero_frame(void *frame) {
+    zero_lines(frame, stack_frame_size);
+}
+
+/// The memory of one run: a 4 KiB stack, the input memory as a region, and the run context
+/// over both. The stack region is the part of the entry frame the program can reach
+/// (program::entry_frame_reach), zeroed, so no run sees what another left behind.
 struct run_setup {
     run_setup(const program &prog, void *mem, uint64_t mem_len, const run_options &opts)
         : top(reinterpret_cast<uint64_t>(&stack[0]) + stack_size),
           input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len, opts.mem_writable},
-          rc({top - stack_frame_size, stack_frame_size, true}, input, prog.regions(), opts.regions,
-             opts.user_data) {
-        zero_frame(&stack[stack_size - stack_frame_size]);
+          rc({top - prog.entry_frame_reach(), prog.entry_frame_reach(), true}, input,
+             prog.regions(), opts.regions, opts.user_data) {
+        zero_lines(&stack[stack_size - prog.entry_frame_reach()], prog.entry_frame_reach());
     }
     run_setup(const run_setup &) = delete;
     run_setup &operator=(const run_setup &) = delete;

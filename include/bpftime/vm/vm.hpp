@@ -144,12 +144,17 @@ public:
     helper_fn helper_at(size_t pc) const { return pc < bound_.size() ? bound_[pc] : nullptr; }
     /// The registry callx resolves its register against at run time.
     const helper_registry &helpers() const { return *helpers_; }
+    /// The bytes at the top of the entry frame the program can reach, directly or through
+    /// helpers (16 to stack_frame_size): engines zero only these before a run and let the
+    /// program access only these.
+    size_t entry_frame_reach() const { return entry_frame_reach_; }
 
 private:
     std::vector<ebpf_inst> insns_;
     std::vector<helper_fn> bound_;
     std::vector<memory_region> regions_;
     const helper_registry *helpers_ = nullptr;
+    size_t entry_frame_reach_ = stack_frame_size;
 };
 
 /// Checks a program against the opcode table and the control-flow rules without loading

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: MIT
+// How much of the entry frame a program can reach: engines zero and allow only that part.
+#include "test_util.hpp"
+
+#include <bpftime/vm/assembler.hpp>
+
+namespace bpftime::vm::test {
+namespace {
+
+// A helper that reports the stack region helpers check pointers against.
+uint64_t helper_stack_size(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *ctx) {
+    return ctx->stack.size;
+}
+
+load_options with_stack_helper() {
+    static helper_registry reg = [] {
+        helper_registry r;
+        EXPECT_TRUE(r.register_helper(200, "stack_size", helper_stack_size).ok());
+        return r;
+    }();
+    load_options lo;
+    lo.helpers = &reg;
+    return lo;
+}
+
+size_t reach_of(std::string_view text) {
+    auto insns = assemble(text);
+    EXPECT_TRUE(insns.ok()) << text;
+    if (!insns) {
+        return 0;
+    }
+    auto prog = program::load(*insns, with_stack_helper());
+    EXPECT_TRUE(prog.ok()) << text << ": " << (prog.ok() ? "" : prog.err().message);
+    return prog.ok() ? prog->entry_frame_reach() : 0;
+}
+
+TEST(FrameReach, ConstantOffsetsFromR10SetTheReach) {
+    EXPECT_EQ(reach_of("mov %r0, 0\nexit"), 16u);
+    EXPECT_EQ(reach_of("stdw [%r10-8], 1\nldxdw %r0, [%r10-8]\nexit"), 16u);
+    EXPECT_EQ(reach_of("stw [%r10-36], 1\nmov %r0, 0\nexit"), 48u);
+    EXPECT_EQ(reach_of("stb [%r10-512], 1\nmov %r0, 0\nexit"), 512u);
+    // Followed through copies and constant adds, as clang passes a key to a helper.
+    EXPECT_EQ(reach_of("mov %r2, %r10\nadd %r2, -100\nmov %r1, %r2\ncall 200\nexit"), 112u);
+    EXPECT_EQ(reach_of("mov %r3, %r10\nsub %r3, 64\nstxdw [%r3+8], %r1\nmov %r0, 0\nexit"), 64u);
+}
+
+TEST(FrameReach, PointersThatCannotBeFollowedReachTheWholeFrame) {
+    // Spilled to memory.
+    EXPECT_EQ(reach_of("mov %r2, %r10\nstxdw [%r10-8], %r2\nmov %r0, 0\nexit"), 512u);
+    // A variable index (the conformance suite's stack lookup table).
+    EXPECT_EQ(reach_of("mov %r2, %r10\nadd %r2, %r1\nldxb %r0, [%r2-1]\nexit"), 512u);
+    // Masked, truncated or negated.
+    EXPECT_EQ(reach_of("mov %r2, %r10\nand %r2, -8\nmov %r0, 0\nexit"), 512u);
+    EXPECT_EQ(reach_of("mov32 %r2, %r10\nmov %r0, 0\nexit"), 512u);
+    EXPECT_EQ(reach_of("mov %r2, %r10\nneg %r2\nmov %r0, 0\nexit"), 512u);
+    // Mixed into another register.
+    EXPECT_EQ(reach_of("mov %r2, %r10\nadd %r1, %r2\nmov %r0, 0\nexit"), 512u);
+    // Still held when control flow joins.
+    EXPECT_EQ(reach_of("mov %r6, %r10\nadd %r6, -8\njeq %r1, 0, +1\nmov %r1, 1\n"
+                       "stxdw [%r6+0], %r1\nmov %r0, 0\nexit"),
+              512u);
+    // A program with local calls.
+    EXPECT_EQ(reach_of("call local f\nexit\nf:\nmov %r0, 0\nexit"), 512u);
+}
+
+TEST(FrameReach, ABlockBoundaryForgetsNothingWhenNoPointerIsHeld) {
+    // The pointer dies in the helper call before the branch.
+    EXPECT_EQ(reach_of("mov %r2, %r10\nadd %r2, -24\ncall 200\njeq %r0, 0, +1\n"
+                       "stdw [%r10-8], 7\nmov %r0, 0\nexit"),
+              32u);
+}
+
+TEST_P(Engine, HelpersSeeOnlyTheReachableFrame) {
+    auto run = [&](std::string_view text) -> uint64_t {
+        auto insns = assemble(text);
+        EXPECT_TRUE(insns.ok());
+        auto r = run_insns(insns.ok() ? *insns : std::vector<ebpf_inst>{}, nullptr, {},
+                           with_stack_helper());
+        EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.err().message);
+        return r.ok() ? *r : 0;
+    };
+    EXPECT_EQ(run("mov %r2, %r10\nadd %r2, -40\nmov %r1, %r2\ncall 200\nexit"), 48u);
+    EXPECT_EQ(run("mov %r2, %r10\nstxdw [%r10-8], %r2\ncall 200\nexit"), 512u);
+}
+
+TEST_P(Engine, TheReachableFrameStartsZeroedOnEveryRun) {
+    // Reads the bytes, then leaves them dirty for the next run.
+    auto insns = assemble("ldxdw %r0, [%r10-8]\nldxdw %r1, [%r10-40]\nor %r0, %r1\n"
+                          "stdw [%r10-8], -1\nstdw [%r10-40], -1\nexit");
+    ASSERT_TRUE(insns.ok());
+    auto prog = program::load(*insns);
+    ASSERT_TRUE(prog.ok());
+    EXPECT_EQ(prog->entry_frame_reach(), 48u);
+    auto eng = make_engine(engine_under_test().kind, *prog, engine_under_test().opts);
+    ASSERT_TRUE(eng.ok());
+    for (int i = 0; i < 3; i++) {
+        auto r = (*eng)->run(nullptr, 0);
+        ASSERT_TRUE(r.ok()) << r.err().message;
+        EXPECT_EQ(*r, 0u) << "run " << i;
+    }
+}
+
+} // namespace
+} // namespace bpftime::vm::test
