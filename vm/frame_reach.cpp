@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: MIT
 // How much of the entry frame a program can reach (program::entry_frame_reach).
 //
-// The question is answered by following r10 + a constant through each straight run of
-// instructions, as the JIT does to skip checks. The answer is the lowest offset any access or
-// helper argument uses, as long as no pointer into the frame can be used anywhere else: one
-// spilled to memory, changed by anything but add or sub of a constant, still held in a
-// register when control flow joins, or handed to a local function. Any of these, or a local
-// call at all, makes the answer the whole frame. Helpers read and write upwards from the
-// pointers they get (up to the length they are given, checked against the same stack region),
-// so a pointer handed to a helper counts at its own offset.
+// Safety does not rest on this answer: both engines check every stack access against the
+// reachable part (or prove it inside at compile time), so a wrong answer makes a program fault,
+// never read what another run left. The analysis only has to be generous enough that real
+// programs never meet the limit.
+//
+// It follows r10 + a constant through each straight run of instructions, as the JIT does to
+// skip checks. The answer is the lowest offset any access or helper argument uses, as long as
+// no pointer into the frame can be used anywhere else: one spilled to memory, changed by
+// anything but add or sub of a constant, still held in r0-r9 when control flow joins, or handed
+// to a local function. Any of these, or a local call at all, makes the answer the whole frame.
+// Helpers read and write upwards from the pointers they get (up to the length they are given,
+// checked against the same stack region), so a pointer handed to a helper counts at its own
+// offset; after a helper call r0-r5 count as dead, as in the kernel's verifier.
 #include "frame_reach.hpp"
 
 #include <algorithm>
