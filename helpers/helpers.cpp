@@ -425,6 +425,14 @@ uint64_t make_map_handle(const maps::map_view &view) {
     return handle_tag | index;
 }
 
+std::optional<vm::direct_array> direct_array_of(const maps::map_view &view) {
+    if (view.spec().type != maps::map_type::array || view.value_area().empty()) {
+        return std::nullopt;
+    }
+    return vm::direct_array{reinterpret_cast<uint64_t>(view.value_area().data()),
+                            view.value_stride(), view.spec().max_entries, &map_lookup_elem};
+}
+
 void retire_map_handle(uint64_t handle) {
     uint64_t index = handle & ~handle_tag_mask;
     if ((handle & handle_tag_mask) == handle_tag && index < handles_used.load()) {

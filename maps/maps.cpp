@@ -455,6 +455,10 @@ std::span<uint8_t> map_view::value_area() const {
     return {base_ + layout_.values, layout_.values_size};
 }
 
+uint64_t map_view::value_stride() const {
+    return layout_.value_stride;
+}
+
 error update_error(long rc, const map_spec &spec, uint64_t flags) {
     switch (rc) {
     case -EEXIST:

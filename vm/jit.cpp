@@ -532,11 +532,23 @@ private:
         b_.SetInsertPoint(ok);
     }
 
-    // Follows which registers hold r10 + a constant through one instruction.
-    void track_frame_offsets(const ebpf_inst &inst) {
+    // Follows which registers hold r10 + a constant, and which the value of an lddw, through
+    // one instruction.
+    void track_registers(const ebpf_inst &inst) {
         auto &known = fp_offset_;
         const opcode_info *info = find_opcode(inst.opcode);
         auto forget = [&](int r) { known[static_cast<size_t>(r)].reset(); };
+        switch (info->kind) {
+        case op_kind::alu:
+        case op_kind::neg:
+        case op_kind::endian:
+        case op_kind::ldx:
+        case op_kind::ldsx:
+            loaded_[inst.dst].reset();
+            break;
+        default:
+            break;
+        }
         switch (info->kind) {
         case op_kind::alu: {
             auto &d = known[inst.dst];
@@ -554,9 +566,15 @@ private:
             }
             break;
         }
+        case op_kind::lddw:
+            // The second slot follows the first in insns_.
+            loaded_[inst.dst] =
+                static_cast<uint32_t>(inst.imm) |
+                (static_cast<uint64_t>(static_cast<uint32_t>((&inst)[1].imm)) << 32);
+            forget(inst.dst);
+            break;
         case op_kind::neg:
         case op_kind::endian:
-        case op_kind::lddw:
         case op_kind::ldx:
         case op_kind::ldsx:
             forget(inst.dst);
@@ -564,8 +582,10 @@ private:
         case op_kind::atomic:
             if (inst.imm == atomic_cmpxchg) {
                 forget(0);
+                loaded_[0].reset();
             } else if ((inst.imm & atomic_fetch) != 0) {
                 forget(inst.src);
+                loaded_[inst.src].reset();
             }
             break;
         case op_kind::call:
@@ -573,6 +593,7 @@ private:
             for (int r = 0; r <= 5; r++) {
                 if (r == 0 || is_local_call(inst)) {
                     forget(r);
+                    loaded_[static_cast<size_t>(r)].reset();
                 }
             }
             break;
@@ -816,6 +837,9 @@ private:
             take_handed_region();
             return;
         }
+        if (emit_direct_lookup(pc)) {
+            return;
+        }
         auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
         r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
                            {args[0], args[1], args[2], args[3], args[4], rc_});
@@ -823,6 +847,51 @@ private:
         fault_if(b_.CreateICmpNE(b_.CreateLoad(i8_, helper_failed_), b_.getInt8(0)),
                  fault_helper_failed, pc);
         take_handed_region();
+    }
+
+    // map_lookup_elem on an array map with the key in the frame, done inline as Linux's JIT
+    // does: the same r0 as the helper, and the map's value area becomes the near cache when a
+    // value is found, as the helper's hint would make it. False (nothing emitted) when the
+    // call does not have that shape.
+    bool emit_direct_lookup(size_t pc) {
+        const direct_array *a = loaded_[1] ? prog_.direct_array_of(*loaded_[1]) : nullptr;
+        const std::optional<int64_t> key_at = fp_offset_[2];
+        if (a == nullptr || a->lookup != prog_.helper_at(pc) || !key_at ||
+            *key_at < -static_cast<int64_t>(prog_.entry_frame_reach()) || *key_at + 4 > 0) {
+            return false;
+        }
+        // The region the helper's hint would pick: the first of the program's regions that
+        // holds the values, a writable one first.
+        const memory_region *area = nullptr;
+        for (bool writable : {true, false}) {
+            for (const memory_region &r : prog_.regions()) {
+                if (area == nullptr && (!writable || r.writable) && r.contains(a->values, 1)) {
+                    area = &r;
+                }
+            }
+        }
+        if (area == nullptr) {
+            return false;
+        }
+        llvm::Value *key =
+            b_.CreateAlignedLoad(i32_, b_.CreateIntToPtr(reg(2), ptr_), llvm::MaybeAlign(1));
+        llvm::Value *found = b_.CreateICmpULT(key, b_.getInt32(a->max_entries));
+        llvm::Value *value = b_.CreateAdd(
+            b_.getInt64(a->values), b_.CreateMul(b_.CreateZExt(key, i64_), b_.getInt64(a->stride)));
+        set_reg(0, b_.CreateSelect(found, value, b_.getInt64(0)));
+        if (checked_ && area->size >= max_access) {
+            auto update = [&](llvm::Value *slot, uint64_t v) {
+                b_.CreateStore(b_.CreateSelect(found, b_.getInt64(v), b_.CreateLoad(i64_, slot)),
+                               slot);
+            };
+            update(near_[0], area->start);
+            update(near_[1], area->size);
+            if (area->writable) {
+                update(near_[2], area->start);
+                update(near_[3], area->size);
+            }
+        }
+        return true;
     }
 
     // A helper that handed out a region (a map value) is usually followed by accesses to it:
@@ -950,6 +1019,7 @@ private:
                 open = true;
                 fp_offset_.fill(std::nullopt);
                 fp_offset_[frame_pointer] = 0;
+                loaded_.fill(std::nullopt);
                 if (plan.loop_head[pc]) {
                     // Loops stop here once the instructions before this entry exhausted the
                     // budget. Testing at the head rather than at the backward jump leaves the
@@ -968,7 +1038,7 @@ private:
             struct tracker {
                 translator &t;
                 const ebpf_inst &inst;
-                ~tracker() { t.track_frame_offsets(inst); }
+                ~tracker() { t.track_registers(inst); }
             } after{*this, inst};
             switch (info->kind) {
             case op_kind::alu:
@@ -1076,6 +1146,8 @@ private:
                 *write_lo_ = nullptr, *write_span_ = nullptr;
     // Registers known to hold r10 + offset in the current basic block.
     std::array<std::optional<int64_t>, register_count> fp_offset_{};
+    // Registers that hold the value an lddw loaded, within the current block.
+    std::array<std::optional<uint64_t>, register_count> loaded_{};
     llvm::BasicBlock *fault_ret_ = nullptr;
     std::map<size_t, llvm::BasicBlock *> blocks_;
 };

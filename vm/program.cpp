@@ -34,6 +34,10 @@ result<program> program::load(std::vector<ebpf_inst> insns, const load_options &
                 if (resolved->region) {
                     p.regions_.push_back(*resolved->region);
                 }
+                if (resolved->array && resolved->region &&
+                    p.direct_array_of(resolved->value) == nullptr) {
+                    p.arrays_.emplace_back(resolved->value, *resolved->array);
+                }
             }
             pc++;
         }

@@ -5,8 +5,10 @@
 
 #include <bpftime/maps/maps.hpp>
 #include <bpftime/vm/helpers.hpp>
+#include <bpftime/vm/vm.hpp>
 
 #include <cstdint>
+#include <optional>
 
 namespace bpftime::helpers {
 
@@ -26,6 +28,9 @@ void register_all(vm::helper_registry &registry = vm::helper_registry::global())
 /// reference loads into a register, an opaque handle that map and ring-buffer helpers
 /// check and decode (it is never a dereferenceable address).
 uint64_t make_map_handle(const maps::map_view &view);
+/// For a plain array map: how compiled code may do its map_lookup_elem calls inline (a program
+/// refers to the map through a handle from make_map_handle). Nothing for other maps.
+std::optional<vm::direct_array> direct_array_of(const maps::map_view &view);
 /// Stops a handle from working (helpers given it fail the program). Handles are not reused.
 void retire_map_handle(uint64_t handle);
 

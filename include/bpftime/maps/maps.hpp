@@ -117,6 +117,9 @@ public:
     /// The memory where values live: programs may access this range (the VM region of the
     /// map). Keys and bookkeeping are outside it. Empty for ring buffers.
     std::span<uint8_t> value_area() const;
+    /// Bytes from one value slot to the next in value_area() (an array's element i is slot i;
+    /// per-CPU maps have ncpus slots per element).
+    uint64_t value_stride() const;
 
     // --- as the controller sees the map ---
 

@@ -29,11 +29,23 @@ struct memory_region {
     }
 };
 
+/// An array map whose lookups compiled code may do inline, as Linux's JIT does: a call to
+/// `lookup` with the map's handle in r1 and a key in the frame gives values + key * stride
+/// when key < max_entries, else 0, exactly as the helper would.
+struct direct_array {
+    uint64_t values = 0; ///< the first value; the map's value area is a region of the program
+    uint64_t stride = 0;
+    uint32_t max_entries = 0;
+    helper_fn lookup = nullptr; ///< the only helper whose calls may be replaced
+};
+
 /// What an lddw pseudo instruction (src 1..6) resolves to.
 struct resolved_lddw {
     uint64_t value = 0; ///< the 64-bit value the destination register receives
     /// Memory the program may access through that value (a map's value area, global data).
     std::optional<memory_region> region;
+    /// For a reference to an array map: how its lookups may be done inline.
+    std::optional<direct_array> array;
 };
 
 /// Resolves an lddw pseudo instruction: kind is its src field (pseudo_map_fd, ...), imm
@@ -148,6 +160,15 @@ public:
     /// helpers (16 to stack_frame_size): engines zero only these before a run and let the
     /// program access only these.
     size_t entry_frame_reach() const { return entry_frame_reach_; }
+    /// The array map an lddw resolved to this value refers to, or null.
+    const direct_array *direct_array_of(uint64_t value) const {
+        for (const auto &[v, a] : arrays_) {
+            if (v == value) {
+                return &a;
+            }
+        }
+        return nullptr;
+    }
 
 private:
     std::vector<ebpf_inst> insns_;
@@ -155,6 +176,7 @@ private:
     std::vector<memory_region> regions_;
     const helper_registry *helpers_ = nullptr;
     size_t entry_frame_reach_ = stack_frame_size;
+    std::vector<std::pair<uint64_t, direct_array>> arrays_;
 };
 
 /// Checks a program against the opcode table and the control-flow rules without loading
