@@ -115,6 +115,21 @@ hk_flags_after_stc:
         ret
         .size hk_flags_after_stc, . - hk_flags_after_stc
 
+# two_words hk_flags_around(unsigned long flags): calls hk_flags with these flags (set by
+# popfq), then returns the flags hk_flags saw at entry and the flags after it returned.
+        .globl hk_flags_around
+        .type hk_flags_around, @function
+        .p2align 4
+hk_flags_around:
+        push rdi
+        popfq
+        call hk_flags
+        pushfq
+        pop rdx
+        cld
+        ret
+        .size hk_flags_around, . - hk_flags_around
+
 # unsigned long hk_flags(void): the flags at entry.
         .globl hk_flags
         .type hk_flags, @function

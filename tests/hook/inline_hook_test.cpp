@@ -40,6 +40,7 @@ long hk_call(long x);
 unsigned long hk_fact(unsigned long n);
 two_words hk_where();
 unsigned long hk_flags_after_stc();
+two_words hk_flags_around(unsigned long flags);
 unsigned long hk_flags();
 int hk_park(const volatile char *flag);
 long hk_tiny();
@@ -181,6 +182,26 @@ TEST(InlineHook, FlagsSurvive) {
     EXPECT_EQ(opaque(hk_flags_after_stc)(), before);
     ASSERT_EQ(r.entry_regs.size(), 1u);
     EXPECT_EQ(r.entry_regs[0].eflags, before) << "the handler sees the flags";
+}
+
+TEST(InlineHook, EveryArithmeticFlagAndTheDirectionSurviveBothStubs) {
+    // CF 0x1, PF 0x4, AF 0x10, ZF 0x40, SF 0x80, DF 0x400, OF 0x800; 0x2 is always set.
+    const unsigned long sets[] = {0x2, 0x802, 0x402, 0x896, 0xC03, 0x2D7, 0xCD7, 0x842, 0x403};
+    std::vector<two_words> plain;
+    for (unsigned long f : sets) {
+        plain.push_back(opaque(hk_flags_around)(f));
+        ASSERT_EQ(plain.back().a & 0xCD7, f & 0xCD7) << "flags 0x" << std::hex << f;
+    }
+    recorder r;
+    auto h = hook(addr(hk_flags), r);
+    ASSERT_TRUE(h);
+    for (size_t i = 0; i < std::size(sets); i++) {
+        two_words w = opaque(hk_flags_around)(sets[i]);
+        EXPECT_EQ(w.a, plain[i].a) << "at entry, flags 0x" << std::hex << sets[i];
+        EXPECT_EQ(w.b, plain[i].b) << "after the return, flags 0x" << std::hex << sets[i];
+    }
+    EXPECT_EQ(r.entries.load(), std::size(sets));
+    EXPECT_EQ(r.returns.load(), std::size(sets));
 }
 
 TEST(InlineHook, ReturnHandlerSeesTheReturnValue) {
