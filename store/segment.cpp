@@ -23,6 +23,14 @@
 #include <type_traits>
 #include <unistd.h>
 
+// Restartable sequences: glibc (2.35 and later) registers every thread's struct rseq.
+#if defined(__x86_64__) && defined(__has_include)
+#if __has_include(<sys/rseq.h>)
+#include <sys/rseq.h>
+#define BPFTIME_COUNTERS_RSEQ 1
+#endif
+#endif
+
 namespace bpftime::store {
 namespace {
 
@@ -30,6 +38,12 @@ constexpr char segment_magic[8] = {'B', 'P', 'F', 'T', 'I', 'M', 'E', '1'};
 constexpr uint64_t align = 64;
 constexpr uint32_t slot_free = 0, slot_creating = 1, slot_live = 2;
 constexpr size_t counter_stripes = 8;
+// Link counters: stripe i < rseq_stripes belongs to CPU i and is added to without a lock
+// prefix (in a restartable sequence, so only by threads on CPU i); the other stripes take
+// every locked add (threads on higher CPUs, processes without rseq). Keeping the two apart
+// matters: an add without the lock prefix is not atomic against another CPU's add.
+constexpr uint32_t rseq_stripes = 6;
+static_assert(rseq_stripes < counter_stripes);
 
 struct header {
     // Magic and version first, at offsets no future layout moves.
@@ -148,13 +162,106 @@ const char *kind_name(object_kind kind) {
     return "unknown";
 }
 
+namespace {
+
+// The old way, and the fallback: a locked add on one of the stripes no CPU owns.
+void locked_add(slot *s, uint64_t counter_stripe::*field, uint32_t cpu) {
+    counter_stripe &c = s->counters[rseq_stripes + cpu % (counter_stripes - rseq_stripes)];
+    __atomic_fetch_add(&(c.*field), 1, __ATOMIC_RELAXED);
+}
+
+#ifdef BPFTIME_COUNTERS_RSEQ
+static_assert(sizeof(counter_stripe) == 64, "rseq_add_one shifts the cpu id by 6");
+
+// Adds 1 to the u64 at `first` + cpu * sizeof(counter_stripe), cpu being the CPU this thread
+// runs on, in a restartable sequence (see link_counters::count). Returns the cpu id it read:
+// when that is >= rseq_stripes (or the thread has no rseq: ~0u, ~1u), it added nothing.
+//
+// 3: the struct rseq_cs descriptor (version 0, flags 0, start_ip, post_commit_offset,
+//    abort_ip) in section __rseq_cs, also listed in __rseq_cs_ptr_array for debuggers.
+// 0: (re)start: point this thread's rseq->rseq_cs (offset 8) at the descriptor.
+// 1: the critical section: read rseq->cpu_id (offset 4), leave when it owns no stripe,
+//    compute the address from it, and commit with the one add.
+// 2: the end, just past the commit.
+// 4: the abort handler, preceded by RSEQ_SIG (as the operand of a ud1, like librseq, so
+//    disassemblers stay in step): the kernel sends the thread there when it preempts,
+//    migrates or signals it between 1 and 2; the sequence starts again.
+[[gnu::always_inline]] inline uint32_t rseq_add_one(uint64_t *first) {
+    uint32_t cpu;
+    uint64_t offset;
+    asm volatile(".pushsection __rseq_cs, \"aw\"\n\t"
+                 ".balign 32\n"
+                 "3:\n\t"
+                 ".long 0, 0\n\t"
+                 ".quad 1f, 2f - 1f, 4f\n\t"
+                 ".popsection\n\t"
+                 ".pushsection __rseq_cs_ptr_array, \"aw\"\n\t"
+                 ".quad 3b\n\t"
+                 ".popsection\n"
+                 "0:\n\t"
+                 "leaq 3b(%%rip), %[offset]\n\t"
+                 "movq %[offset], %%fs:8(%[rseq])\n"
+                 "1:\n\t"
+                 "movl %%fs:4(%[rseq]), %[cpu]\n\t"
+                 "cmpl %[stripes], %[cpu]\n\t"
+                 "jae 2f\n\t"
+                 "movl %[cpu], %k[offset]\n\t"
+                 "shlq $6, %[offset]\n\t"
+                 "addq $1, (%[first], %[offset])\n"
+                 "2:\n\t"
+                 ".pushsection __rseq_failure, \"ax\"\n\t"
+                 ".byte 0x0f, 0xb9, 0x3d\n\t"
+                 ".long %c[sig]\n"
+                 "4:\n\t"
+                 "jmp 0b\n\t"
+                 ".popsection\n"
+                 : [cpu] "=&r"(cpu), [offset] "=&r"(offset)
+                 : [rseq] "r"(__rseq_offset), [first] "r"(first), [stripes] "i"(rseq_stripes),
+                   [sig] "i"(RSEQ_SIG)
+                 : "memory", "cc");
+    return cpu;
+}
+#endif
+
+// Adds 1 to this CPU's copy of one counter.
+[[gnu::always_inline]] inline void add_one(slot *s, uint64_t counter_stripe::*field) {
+#ifdef BPFTIME_COUNTERS_RSEQ
+    if (__rseq_size != 0) {
+        uint32_t cpu = rseq_add_one(&(s->counters[0].*field));
+        if (cpu >= rseq_stripes) {
+            locked_add(s, field, cpu);
+        }
+        return;
+    }
+#endif
+    int cpu = sched_getcpu();
+    locked_add(s, field, static_cast<uint32_t>(cpu < 0 ? 0 : cpu));
+}
+
+} // namespace
+
+bool link_counters_use_rseq() {
+#ifdef BPFTIME_COUNTERS_RSEQ
+    return __rseq_size != 0;
+#else
+    return false;
+#endif
+}
+
+// Runs and faults are added to without a lock prefix: each add is the commit of a restartable
+// sequence (Linux rseq) that reads the CPU id and picks that CPU's stripe. The kernel restarts
+// the sequence when it preempts, migrates or signals the thread before the commit, so nothing
+// else runs on this CPU between reading the id and the add; that covers other processes'
+// threads on this CPU too, as they only run here after a preemption. A CPU's stripe is so
+// written by one add at a time, all on that CPU, and readers in other processes (relaxed
+// loads) see whole values: x86-64 writes an aligned u64 in one piece. Without rseq in this process
+// (GLIBC_TUNABLES=glibc.pthread.rseq=0, an old kernel) or on a CPU >= rseq_stripes, the add is a
+// locked one on a stripe no CPU owns.
 void link_counters::count(bool fault) const {
     auto *s = static_cast<slot *>(slot_);
-    int cpu = sched_getcpu();
-    counter_stripe &c = s->counters[static_cast<size_t>(cpu < 0 ? 0 : cpu) % counter_stripes];
-    __atomic_fetch_add(&c.runs, 1, __ATOMIC_RELAXED);
+    add_one(s, &counter_stripe::runs);
     if (fault) {
-        __atomic_fetch_add(&c.faults, 1, __ATOMIC_RELAXED);
+        add_one(s, &counter_stripe::faults);
     }
 }
 

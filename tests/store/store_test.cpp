@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <signal.h>
@@ -536,6 +538,151 @@ TEST_F(StoreTest, FaultingProgramIsCountedAndTheHostCarriesOn) {
     auto info = seg->link(*l);
     EXPECT_EQ(info->runs, 1u);
     EXPECT_EQ(info->faults, 1u);
+}
+
+// A link (of a program that is never run) whose counters a test adds to directly.
+uint32_t counted_link(segment &seg) {
+    auto prog = seg.create_program("p", 0, "", asm_or_die("mov %r0, 0\nexit\n"), {});
+    auto target = prog ? seg.create_target("t", attach_type_test, "h") : prog;
+    auto link = target ? seg.create_link("l", *prog, *target, true) : target;
+    EXPECT_TRUE(link.ok()) << link.err().message;
+    return link.ok() ? *link : 0;
+}
+
+// Runs link_counters::count per_thread times on each of `threads` threads at once (more
+// threads than CPUs: they are preempted and migrated) while one more thread keeps sending them
+// a signal (the kernel aborts a restartable sequence a signal interrupts, so the retry path
+// runs often); every third call of the odd threads counts a fault. Returns {runs, faults}.
+std::pair<uint64_t, uint64_t> count_on_threads(store::link_counters c, int threads,
+                                               int per_thread) {
+    struct sigaction nudge = {};
+    struct sigaction old = {};
+    nudge.sa_handler = [](int) {};
+    sigemptyset(&nudge.sa_mask);
+    sigaction(SIGUSR2, &nudge, &old);
+    std::atomic<int> finished{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; t++) {
+        ts.emplace_back([=, &finished] {
+            for (int i = 0; i < per_thread; i++) {
+                c.count(t % 2 == 1 && i % 3 == 0);
+            }
+            finished++;
+        });
+    }
+    std::thread nudger([&] {
+        for (size_t i = 0; finished < threads; i++) {
+            pthread_kill(ts[i % ts.size()].native_handle(), SIGUSR2);
+            std::this_thread::sleep_for(std::chrono::microseconds(10));
+        }
+    });
+    nudger.join();
+    for (auto &t : ts) {
+        t.join();
+    }
+    sigaction(SIGUSR2, &old, nullptr);
+    return {uint64_t(threads) * per_thread, uint64_t(threads / 2) * ((per_thread + 2) / 3)};
+}
+
+constexpr int counting_threads = 8, counts_per_thread = 1000000;
+
+bool rseq_disabled_by_tunable() {
+    const char *t = std::getenv("GLIBC_TUNABLES");
+    return t != nullptr && std::strstr(t, "glibc.pthread.rseq=0") != nullptr;
+}
+
+TEST_F(StoreTest, LinkCountersAreExactOnThreadsBeingMigrated) {
+    if (!rseq_disabled_by_tunable()) {
+        EXPECT_TRUE(store::link_counters_use_rseq()) << "glibc 2.35+ on Linux 4.18+ registers rseq";
+    }
+    auto seg = open();
+    ASSERT_TRUE(seg);
+    uint32_t link = counted_link(*seg);
+    auto c = seg->counters(link);
+    ASSERT_TRUE(c.ok()) << c.err().message;
+    auto [runs, faults] = count_on_threads(*c, counting_threads, counts_per_thread);
+    auto info = seg->link(link);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->runs, runs);
+    EXPECT_EQ(info->faults, faults);
+}
+
+TEST_F(StoreTest, LinkCountersAreExactAcrossProcesses) {
+    auto seg = open();
+    ASSERT_TRUE(seg);
+    uint32_t link = counted_link(*seg);
+    auto host = [&] {
+        auto s = segment::open(name, {.create = false});
+        auto c = s ? (*s)->counters(link) : result<store::link_counters>(s.err());
+        if (!c) {
+            return false;
+        }
+        count_on_threads(*c, counting_threads / 2, counts_per_thread);
+        return true;
+    };
+    pid_t a = spawn(host), b = spawn(host);
+    EXPECT_EQ(wait_status(a), 0);
+    EXPECT_EQ(wait_status(b), 0);
+    auto info = seg->link(link);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->runs, 2 * uint64_t(counting_threads / 2) * counts_per_thread);
+    EXPECT_EQ(info->faults, 2 * uint64_t(counting_threads / 4) * ((counts_per_thread + 2) / 3));
+}
+
+// Run by LinkCountersWithoutRseqAreExact in a process of its own, with rseq disabled: counts
+// on the link it names and checks that the locked add was the one taken.
+TEST_F(StoreTest, LinkCountersWithoutRseqHelper) {
+    const char *seg_name = std::getenv("BPFTIME_TEST_COUNTERS_SEGMENT");
+    const char *link_id = std::getenv("BPFTIME_TEST_COUNTERS_LINK");
+    if (seg_name == nullptr || link_id == nullptr) {
+        GTEST_SKIP() << "run by LinkCountersWithoutRseqAreExact";
+    }
+    EXPECT_FALSE(store::link_counters_use_rseq()) << "GLIBC_TUNABLES=glibc.pthread.rseq=0";
+    auto seg = segment::open(seg_name, {.create = false});
+    ASSERT_TRUE(seg.ok()) << seg.err().message;
+    auto c = (*seg)->counters(static_cast<uint32_t>(std::strtoul(link_id, nullptr, 10)));
+    ASSERT_TRUE(c.ok()) << c.err().message;
+    count_on_threads(*c, counting_threads, counts_per_thread);
+}
+
+TEST_F(StoreTest, LinkCountersWithoutRseqAreExact) {
+    auto seg = open();
+    ASSERT_TRUE(seg);
+    uint32_t link = counted_link(*seg);
+    auto c = seg->counters(link);
+    ASSERT_TRUE(c.ok());
+
+    // This test binary again, only the helper above, with glibc told not to register rseq.
+    std::vector<std::string> env_strings{"GLIBC_TUNABLES=glibc.pthread.rseq=0",
+                                         "BPFTIME_TEST_COUNTERS_SEGMENT=" + name,
+                                         "BPFTIME_TEST_COUNTERS_LINK=" + std::to_string(link)};
+    for (char **e = environ; *e != nullptr; e++) {
+        if (std::strncmp(*e, "GLIBC_TUNABLES=", 15) != 0 && std::strncmp(*e, "GTEST_", 6) != 0) {
+            env_strings.emplace_back(*e);
+        }
+    }
+    std::vector<char *> envp;
+    for (auto &e : env_strings) {
+        envp.push_back(e.data());
+    }
+    envp.push_back(nullptr);
+    std::string filter = "--gtest_filter=StoreTest.LinkCountersWithoutRseqHelper";
+    std::string self = "/proc/self/exe";
+    char *argv[] = {self.data(), filter.data(), nullptr};
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        execve("/proc/self/exe", argv, envp.data());
+        _exit(127);
+    }
+    // Meanwhile this process counts on the same link with rseq (where glibc registered it):
+    // the locked adds of the other process must not land on a stripe added to without a lock.
+    auto [runs, faults] = count_on_threads(*c, counting_threads, counts_per_thread);
+    EXPECT_EQ(wait_status(child), 0) << "the helper process failed (its output is above)";
+    auto info = seg->link(link);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->runs, 2 * runs) << "the helper process counted too";
+    EXPECT_EQ(info->faults, 2 * faults);
 }
 
 } // namespace

@@ -103,6 +103,12 @@ private:
     void *slot_ = nullptr;
 };
 
+/// For tests and diagnostics: whether link_counters::count adds without a lock prefix in this
+/// process, inside a restartable sequence. True on x86-64 when glibc registered rseq for its
+/// threads; false with GLIBC_TUNABLES=glibc.pthread.rseq=0 or a kernel without rseq, where
+/// every add is a locked one. (Threads on CPUs 6 and up take the locked add either way.)
+bool link_counters_use_rseq();
+
 /// A process's mapping of a segment. Writers serialise on a robust process-shared mutex in
 /// the segment; a writer killed mid-update leaves no half-created object behind.
 class segment : public std::enable_shared_from_this<segment> {
