@@ -425,12 +425,28 @@ uint64_t make_map_handle(const maps::map_view &view) {
     return handle_tag | index;
 }
 
-std::optional<vm::direct_array> direct_array_of(const maps::map_view &view) {
-    if (view.spec().type != maps::map_type::array || view.value_area().empty()) {
+std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle) {
+    const maps::map_view *view = nullptr;
+    if ((handle & handle_tag_mask) == handle_tag && (handle & ~handle_tag_mask) < handles_used) {
+        view = &handle_table()[handle & ~handle_tag_mask].view;
+    }
+    if (view == nullptr || view->value_area().empty()) {
         return std::nullopt;
     }
-    return vm::direct_array{reinterpret_cast<uint64_t>(view.value_area().data()),
-                            view.value_stride(), view.spec().max_entries, &map_lookup_elem};
+    vm::direct_lookup d;
+    d.replaces = &map_lookup_elem;
+    d.key_size = view->spec().key_size;
+    d.values = reinterpret_cast<uint64_t>(view->value_area().data());
+    if (view->spec().type == maps::map_type::array) {
+        d.stride = view->value_stride();
+        d.max_entries = view->spec().max_entries;
+    } else {
+        d.find = [](const void *map, const void *key) {
+            return static_cast<const maps::map_view *>(map)->lookup(key);
+        };
+        d.map = view;
+    }
+    return d;
 }
 
 void retire_map_handle(uint64_t handle) {

@@ -46,8 +46,7 @@ base_attach_impl *attach_manager::attach_impl(int32_t type) const {
 }
 
 result<uint64_t> attach_manager::map_handle(uint32_t map_id,
-                                            std::optional<vm::memory_region> &region,
-                                            std::optional<vm::direct_array> &array) {
+                                            std::optional<vm::memory_region> &region) {
     auto view = seg_->map_view(map_id);
     if (!view) {
         return view.err();
@@ -61,7 +60,6 @@ result<uint64_t> attach_manager::map_handle(uint32_t map_id,
         region = vm::memory_region{reinterpret_cast<uint64_t>(values.data()), values.size(),
                                    !info->read_only};
     }
-    array = helpers::direct_array_of(*view);
     auto [it, added] = map_handles_.try_emplace(map_id, 0);
     if (added) {
         it->second = helpers::make_map_handle(*view);
@@ -83,14 +81,13 @@ attach_manager::compile_locked(const store::program_info &p) {
                                           " cannot be resolved in the store");
         }
         std::optional<vm::memory_region> region;
-        std::optional<vm::direct_array> array;
-        auto handle = map_handle(map_id, region, array);
+        auto handle = map_handle(map_id, region);
         if (!handle) {
             return handle.err();
         }
         if (kind == vm::pseudo_map_fd) {
             // The handle is opaque: only the map's values are memory the program may touch.
-            return vm::resolved_lddw{*handle, region, array};
+            return vm::resolved_lddw{*handle, region, helpers::direct_lookup_of(*handle)};
         }
         uint64_t off = static_cast<uint32_t>(next);
         if (!region || off >= region->size) {

@@ -849,15 +849,18 @@ private:
         take_handed_region();
     }
 
-    // map_lookup_elem on an array map with the key in the frame, done inline as Linux's JIT
-    // does: the same r0 as the helper, and the map's value area becomes the near cache when a
-    // value is found, as the helper's hint would make it. False (nothing emitted) when the
-    // call does not have that shape.
+    // map_lookup_elem with a map's handle in r1 and the key in the frame, without the helper
+    // call (direct_lookup): arrays inline, other maps through a direct call of the map's find.
+    // The same r0 as the helper, and the map's value area becomes the near cache when a value
+    // is found, as the helper's hint would make it. False (nothing emitted) when the call does
+    // not have that shape.
     bool emit_direct_lookup(size_t pc) {
-        const direct_array *a = loaded_[1] ? prog_.direct_array_of(*loaded_[1]) : nullptr;
+        const direct_lookup *d = loaded_[1] ? prog_.direct_lookup_of(*loaded_[1]) : nullptr;
         const std::optional<int64_t> key_at = fp_offset_[2];
-        if (a == nullptr || a->lookup != prog_.helper_at(pc) || !key_at ||
-            *key_at < -static_cast<int64_t>(prog_.entry_frame_reach()) || *key_at + 4 > 0) {
+        if (d == nullptr || d->replaces != prog_.helper_at(pc) || !key_at ||
+            *key_at < -static_cast<int64_t>(prog_.entry_frame_reach()) ||
+            *key_at + static_cast<int64_t>(d->key_size) > 0 ||
+            (d->stride != 0 ? d->key_size != 4 : d->find == nullptr)) {
             return false;
         }
         // The region the helper's hint would pick: the first of the program's regions that
@@ -865,7 +868,7 @@ private:
         const memory_region *area = nullptr;
         for (bool writable : {true, false}) {
             for (const memory_region &r : prog_.regions()) {
-                if (area == nullptr && (!writable || r.writable) && r.contains(a->values, 1)) {
+                if (area == nullptr && (!writable || r.writable) && r.contains(d->values, 1)) {
                     area = &r;
                 }
             }
@@ -873,12 +876,23 @@ private:
         if (area == nullptr) {
             return false;
         }
-        llvm::Value *key =
-            b_.CreateAlignedLoad(i32_, b_.CreateIntToPtr(reg(2), ptr_), llvm::MaybeAlign(1));
-        llvm::Value *found = b_.CreateICmpULT(key, b_.getInt32(a->max_entries));
-        llvm::Value *value = b_.CreateAdd(
-            b_.getInt64(a->values), b_.CreateMul(b_.CreateZExt(key, i64_), b_.getInt64(a->stride)));
-        set_reg(0, b_.CreateSelect(found, value, b_.getInt64(0)));
+        llvm::Value *found = nullptr;
+        if (d->stride != 0) {
+            llvm::Value *key =
+                b_.CreateAlignedLoad(i32_, b_.CreateIntToPtr(reg(2), ptr_), llvm::MaybeAlign(1));
+            found = b_.CreateICmpULT(key, b_.getInt32(d->max_entries));
+            llvm::Value *value =
+                b_.CreateAdd(b_.getInt64(d->values),
+                             b_.CreateMul(b_.CreateZExt(key, i64_), b_.getInt64(d->stride)));
+            set_reg(0, b_.CreateSelect(found, value, b_.getInt64(0)));
+        } else {
+            auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_}, false);
+            llvm::Value *r0 =
+                b_.CreateCall(ty, const_ptr(address_of(d->find)),
+                              {b_.getInt64(reinterpret_cast<uint64_t>(d->map)), reg(2)});
+            found = b_.CreateICmpNE(r0, b_.getInt64(0));
+            set_reg(0, r0);
+        }
         if (checked_ && area->size >= max_access) {
             auto update = [&](llvm::Value *slot, uint64_t v) {
                 b_.CreateStore(b_.CreateSelect(found, b_.getInt64(v), b_.CreateLoad(i64_, slot)),

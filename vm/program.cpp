@@ -34,9 +34,9 @@ result<program> program::load(std::vector<ebpf_inst> insns, const load_options &
                 if (resolved->region) {
                     p.regions_.push_back(*resolved->region);
                 }
-                if (resolved->array && resolved->region &&
-                    p.direct_array_of(resolved->value) == nullptr) {
-                    p.arrays_.emplace_back(resolved->value, *resolved->array);
+                if (resolved->lookup && resolved->region &&
+                    p.direct_lookup_of(resolved->value) == nullptr) {
+                    p.lookups_.emplace_back(resolved->value, *resolved->lookup);
                 }
             }
             pc++;

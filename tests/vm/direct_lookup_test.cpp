@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Array map lookups that compiled code does inline (direct_array): the same results, faults and
-// memory as the helper call they replace, which the interpreter always makes.
+// Map lookups that compiled code does without the helper call (direct_lookup), inline for
+// arrays and through the map's own find for other maps: the same results, faults and memory as
+// the helper call they replace, which the interpreter always makes.
 #include "test_util.hpp"
 
 #include <bpftime/vm/isa.hpp>
@@ -14,6 +15,15 @@ namespace {
 constexpr uint64_t handle = 0xb9f0'0000'0000'0007ull;
 std::array<uint64_t, 4> values;
 int helper_calls = 0;
+int find_calls = 0;
+
+// The map's own lookup: the value of a key below 4, else null.
+void *find(const void *map, const void *key) {
+    find_calls++;
+    uint32_t idx;
+    std::memcpy(&idx, key, sizeof idx);
+    return map == &values && idx < values.size() ? &values[idx] : nullptr;
+}
 
 // What a map_lookup_elem helper does for this array: the value of a key below 4, else 0, after
 // checking that the key is readable and hinting the value area.
@@ -23,32 +33,44 @@ uint64_t lookup(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_t, run_co
         ctx->fail("lookup: bad map or key");
         return 0;
     }
-    uint32_t idx;
-    std::memcpy(&idx, reinterpret_cast<const void *>(key), sizeof idx);
-    if (idx >= values.size()) {
-        return 0;
+    void *value = find(&values, reinterpret_cast<const void *>(key));
+    find_calls--; // counts direct calls only
+    if (value != nullptr) {
+        ctx->hint_region(value, sizeof values[0]);
     }
-    ctx->hint_region(&values[idx], sizeof values[idx]);
-    return reinterpret_cast<uint64_t>(&values[idx]);
+    return reinterpret_cast<uint64_t>(value);
 }
 
-struct DirectArray : Engine {
+// Runs once as an array (inline) and once as a map with a find function.
+struct DirectLookup : Engine {
     helper_registry reg;
     load_options lo;
     void SetUp() override {
         Engine::SetUp();
         ASSERT_TRUE(reg.register_helper(1, "lookup", lookup).ok());
         lo.helpers = &reg;
-        lo.resolver = [](uint8_t kind, int32_t imm, int32_t) -> result<resolved_lddw> {
+        values = {10, 20, 30, 40};
+        helper_calls = 0;
+        find_calls = 0;
+    }
+    void resolve_as(bool array) {
+        lo.resolver = [array](uint8_t kind, int32_t imm, int32_t) -> result<resolved_lddw> {
             if (kind != pseudo_map_fd || imm != 7) {
                 return make_error(ENOENT, "no such map");
             }
-            const auto start = reinterpret_cast<uint64_t>(values.data());
-            return resolved_lddw{handle, memory_region{start, sizeof values, true},
-                                 direct_array{start, sizeof values[0], values.size(), lookup}};
+            direct_lookup d;
+            d.replaces = lookup;
+            d.key_size = 4;
+            d.values = reinterpret_cast<uint64_t>(values.data());
+            if (array) {
+                d.stride = sizeof values[0];
+                d.max_entries = values.size();
+            } else {
+                d.find = find;
+                d.map = &values;
+            }
+            return resolved_lddw{handle, memory_region{d.values, sizeof values, true}, d};
         };
-        values = {10, 20, 30, 40};
-        helper_calls = 0;
     }
     bool compiled() const { return engine_under_test().kind == engine_kind::jit; }
 
@@ -69,32 +91,45 @@ struct DirectArray : Engine {
     }
 };
 
-TEST_P(DirectArray, LookupsGiveTheHelpersResults) {
-    for (int32_t key : {0, 3}) {
-        auto r = bump(key);
-        ASSERT_TRUE(r.ok()) << r.err().message;
-        EXPECT_EQ(*r, values[static_cast<size_t>(key)]);
+TEST_P(DirectLookup, LookupsGiveTheHelpersResults) {
+    for (bool array : {true, false}) {
+        SCOPED_TRACE(array ? "array" : "find");
+        resolve_as(array);
+        values = {10, 20, 30, 40};
+        helper_calls = find_calls = 0;
+        for (int32_t key : {0, 3}) {
+            auto r = bump(key);
+            ASSERT_TRUE(r.ok()) << r.err().message;
+            EXPECT_EQ(*r, values[static_cast<size_t>(key)]);
+        }
+        EXPECT_EQ(values, (std::array<uint64_t, 4>{11, 20, 30, 41}));
+        for (int32_t key : {4, -1}) {
+            auto r = bump(key);
+            ASSERT_TRUE(r.ok()) << r.err().message;
+            EXPECT_EQ(*r, 99u) << "key " << key;
+        }
+        // Compiled code does these lookups inline or through find; the interpreter calls the
+        // helper.
+        EXPECT_EQ(helper_calls, compiled() ? 0 : 4);
+        EXPECT_EQ(find_calls, compiled() && !array ? 4 : 0);
     }
-    EXPECT_EQ(values, (std::array<uint64_t, 4>{11, 20, 30, 41}));
-    for (int32_t key : {4, -1}) {
-        auto r = bump(key);
-        ASSERT_TRUE(r.ok()) << r.err().message;
-        EXPECT_EQ(*r, 99u) << "key " << key;
-    }
-    // Compiled code does these lookups inline; the interpreter calls the helper.
-    EXPECT_EQ(helper_calls, compiled() ? 0 : 4);
 }
 
-TEST_P(DirectArray, TheValueAreaEndsWhereTheMapDoes) {
-    auto inside = bump(0, 24); // values[3], through the value found
-    ASSERT_TRUE(inside.ok()) << inside.err().message;
-    EXPECT_EQ(*inside, 40u);
-    auto past = bump(0, 32);
-    ASSERT_FALSE(past.ok());
-    EXPECT_EQ(past.err().code, fault_out_of_bounds);
+TEST_P(DirectLookup, TheValueAreaEndsWhereTheMapDoes) {
+    for (bool array : {true, false}) {
+        SCOPED_TRACE(array ? "array" : "find");
+        resolve_as(array);
+        auto inside = bump(0, 24); // values[3], through the value found
+        ASSERT_TRUE(inside.ok()) << inside.err().message;
+        EXPECT_EQ(*inside, 40u);
+        auto past = bump(0, 32);
+        ASSERT_FALSE(past.ok());
+        EXPECT_EQ(past.err().code, fault_out_of_bounds);
+    }
 }
 
-TEST_P(DirectArray, AKeyOutsideTheFrameGoesThroughTheHelper) {
+TEST_P(DirectLookup, AKeyOutsideTheFrameGoesThroughTheHelper) {
+    resolve_as(false);
     // The key is in the input memory: the helper checks and reads it.
     std::vector<uint8_t> mem(4, 0);
     mem[0] = 2;
@@ -107,7 +142,8 @@ TEST_P(DirectArray, AKeyOutsideTheFrameGoesThroughTheHelper) {
     EXPECT_EQ(helper_calls, 1);
 }
 
-TEST_P(DirectArray, AnotherHelperBoundToTheIdIsCalled) {
+TEST_P(DirectLookup, AnotherHelperBoundToTheIdIsCalled) {
+    resolve_as(true);
     // A registry whose helper 1 is not the one the map names: no inline lookup.
     helper_registry other;
     ASSERT_TRUE(other
@@ -123,7 +159,7 @@ TEST_P(DirectArray, AnotherHelperBoundToTheIdIsCalled) {
     EXPECT_EQ(values[0], 10u);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, DirectArray, ::testing::ValuesIn(engine_variants()),
+INSTANTIATE_TEST_SUITE_P(All, DirectLookup, ::testing::ValuesIn(engine_variants()),
                          engine_test_name);
 
 } // namespace

@@ -28,9 +28,9 @@ void register_all(vm::helper_registry &registry = vm::helper_registry::global())
 /// reference loads into a register, an opaque handle that map and ring-buffer helpers
 /// check and decode (it is never a dereferenceable address).
 uint64_t make_map_handle(const maps::map_view &view);
-/// For a plain array map: how compiled code may do its map_lookup_elem calls inline (a program
-/// refers to the map through a handle from make_map_handle). Nothing for other maps.
-std::optional<vm::direct_array> direct_array_of(const maps::map_view &view);
+/// How compiled code may do map_lookup_elem on the map of a handle from make_map_handle without
+/// the helper call (inline for plain arrays). Nothing for ring buffers and unknown handles.
+std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle);
 /// Stops a handle from working (helpers given it fail the program). Handles are not reused.
 void retire_map_handle(uint64_t handle);
 

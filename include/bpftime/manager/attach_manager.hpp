@@ -66,8 +66,7 @@ private:
     };
 
     result<std::shared_ptr<const compiled_program>> compile_locked(const store::program_info &p);
-    result<uint64_t> map_handle(uint32_t map_id, std::optional<vm::memory_region> &region,
-                                std::optional<vm::direct_array> &array);
+    result<uint64_t> map_handle(uint32_t map_id, std::optional<vm::memory_region> &region);
     void detach_locked(uint32_t link_id);
 
     std::shared_ptr<store::segment> seg_;

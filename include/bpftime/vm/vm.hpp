@@ -29,14 +29,21 @@ struct memory_region {
     }
 };
 
-/// An array map whose lookups compiled code may do inline, as Linux's JIT does: a call to
-/// `lookup` with the map's handle in r1 and a key in the frame gives values + key * stride
-/// when key < max_entries, else 0, exactly as the helper would.
-struct direct_array {
-    uint64_t values = 0; ///< the first value; the map's value area is a region of the program
+/// How compiled code may do map_lookup_elem on one map without calling the helper, as Linux's
+/// JIT does, when r1 holds the map's handle (from an lddw) and the key lies in the frame.
+/// Arrays (stride != 0) are looked up inline: values + key * stride when key < max_entries,
+/// else 0. Other maps call find(map, key), what the helper does once it has decoded the handle
+/// and checked the key. Either way r0 is the helper's.
+struct direct_lookup {
+    helper_fn replaces = nullptr; ///< the only helper whose calls may be replaced
+    uint32_t key_size = 0;
+    uint64_t values = 0; ///< the map's value area, a region of the program, starts here
+    // Arrays:
     uint64_t stride = 0;
     uint32_t max_entries = 0;
-    helper_fn lookup = nullptr; ///< the only helper whose calls may be replaced
+    // Other maps:
+    void *(*find)(const void *map, const void *key) = nullptr;
+    const void *map = nullptr;
 };
 
 /// What an lddw pseudo instruction (src 1..6) resolves to.
@@ -44,8 +51,8 @@ struct resolved_lddw {
     uint64_t value = 0; ///< the 64-bit value the destination register receives
     /// Memory the program may access through that value (a map's value area, global data).
     std::optional<memory_region> region;
-    /// For a reference to an array map: how its lookups may be done inline.
-    std::optional<direct_array> array;
+    /// For a reference to a map: how compiled code may look it up without the helper call.
+    std::optional<direct_lookup> lookup;
 };
 
 /// Resolves an lddw pseudo instruction: kind is its src field (pseudo_map_fd, ...), imm
@@ -160,9 +167,10 @@ public:
     /// helpers (16 to stack_frame_size): engines zero only these before a run and let the
     /// program access only these.
     size_t entry_frame_reach() const { return entry_frame_reach_; }
-    /// The array map an lddw resolved to this value refers to, or null.
-    const direct_array *direct_array_of(uint64_t value) const {
-        for (const auto &[v, a] : arrays_) {
+    /// How the map an lddw resolved to this value refers to may be looked up directly, or
+    /// null.
+    const direct_lookup *direct_lookup_of(uint64_t value) const {
+        for (const auto &[v, a] : lookups_) {
             if (v == value) {
                 return &a;
             }
@@ -176,7 +184,7 @@ private:
     std::vector<memory_region> regions_;
     const helper_registry *helpers_ = nullptr;
     size_t entry_frame_reach_ = stack_frame_size;
-    std::vector<std::pair<uint64_t, direct_array>> arrays_;
+    std::vector<std::pair<uint64_t, direct_lookup>> lookups_;
 };
 
 /// Checks a program against the opcode table and the control-flow rules without loading
