@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: MIT
+// Counted loops, where the optimised JIT proves its access and budget checks once before the
+// loop (and runs a copy without them): every engine must fault where the interpreter faults,
+// with the same message, and count the same instructions when the run completes.
+#include "test_util.hpp"
+
+#include <bpftime/vm/assembler.hpp>
+
+#include <numeric>
+
+namespace bpftime::vm::test {
+namespace {
+
+struct outcome {
+    bool ok = false;
+    uint64_t r0 = 0;
+    std::string error;
+    uint64_t executed = 0;
+};
+
+outcome run_on(const engine_variant &v, std::string_view text, std::vector<uint8_t> mem,
+               uint64_t budget) {
+    auto insns = assemble(text);
+    EXPECT_TRUE(insns.ok()) << text;
+    auto prog = program::load(insns.ok() ? *insns : std::vector<ebpf_inst>{});
+    EXPECT_TRUE(prog.ok());
+    auto eng = make_engine(v.kind, *prog, v.opts);
+    EXPECT_TRUE(eng.ok());
+    outcome o;
+    run_options ro;
+    ro.instruction_budget = budget;
+    ro.executed = &o.executed;
+    auto r = (*eng)->run(mem.data(), mem.size(), ro);
+    o.ok = r.ok();
+    if (r.ok()) {
+        o.r0 = *r;
+    } else {
+        o.error = r.err().message;
+        o.executed = 0; // only a completed run reports a count
+    }
+    return o;
+}
+
+// Runs text on the engine under test and on the interpreter, with the same input and budget,
+// and expects the same outcome. The JIT tests the budget at loop heads, so a run that exhausts
+// it may stop up to one iteration later than the interpreter's, at another instruction.
+outcome same_as_interpreter(std::string_view text, size_t mem_len, uint64_t budget = 1'000'000) {
+    std::vector<uint8_t> mem(mem_len);
+    std::iota(mem.begin(), mem.end(), uint8_t{1});
+    outcome want = run_on({engine_kind::interpreter, {}}, text, mem, budget);
+    outcome got = run_on(engine_under_test(), text, mem, budget);
+    EXPECT_EQ(got.ok, want.ok) << text << "\n" << got.error << "\n" << want.error;
+    EXPECT_EQ(got.r0, want.r0) << text;
+    const std::string exhausted = "the instruction budget of " + std::to_string(budget);
+    if (want.error.find(exhausted) != std::string::npos) {
+        EXPECT_NE(got.error.find(exhausted), std::string::npos) << got.error;
+    } else {
+        EXPECT_EQ(got.error, want.error) << text;
+    }
+    EXPECT_EQ(got.executed, want.executed) << text;
+    return want;
+}
+
+// Sums the bytes [r1 + from, r1 + to) going up, or (r1 + to, r1 + from] going down.
+std::string sum_loop(int from, int to, int step) {
+    const char *cond = step > 0 ? "jsge" : "jsle";
+    return "mov %r0, 0\nmov %r3, " + std::to_string(from) + "\nloop:\n" + cond + " %r3, " +
+           std::to_string(to) +
+           ", done\nmov %r4, %r1\nadd %r4, %r3\nldxb %r5, [%r4+0]\nadd %r0, %r5\nadd %r3, " +
+           std::to_string(step) + "\nja loop\ndone:\nexit";
+}
+
+TEST_P(Engine, CountedLoopsFaultWhereTheInterpreterDoes) {
+    // In bounds: 64 bytes up, then down.
+    EXPECT_TRUE(same_as_interpreter(sum_loop(0, 64, 1), 64).ok);
+    EXPECT_TRUE(same_as_interpreter(sum_loop(63, -1, -1), 64).ok);
+    EXPECT_TRUE(same_as_interpreter(sum_loop(0, 64, 4), 64).ok);
+    // One byte past the end on the last iteration, and one before the start.
+    EXPECT_FALSE(same_as_interpreter(sum_loop(0, 65, 1), 64).ok);
+    EXPECT_FALSE(same_as_interpreter(sum_loop(64, -1, -1), 64).ok);
+    EXPECT_FALSE(same_as_interpreter(sum_loop(63, -2, -1), 64).ok);
+    EXPECT_FALSE(same_as_interpreter(sum_loop(0, 68, 4), 64).ok);
+    // Never in bounds, and an empty loop.
+    EXPECT_FALSE(same_as_interpreter(sum_loop(100, 164, 1), 64).ok);
+    EXPECT_TRUE(same_as_interpreter(sum_loop(5, 5, 1), 64).ok);
+}
+
+TEST_P(Engine, CountedLoopsStopWhereTheInterpreterDoesWhenTheBudgetRunsOut) {
+    const std::string text = sum_loop(0, 4000, 1);
+    outcome full = same_as_interpreter(text, 4096);
+    ASSERT_TRUE(full.ok);
+    ASSERT_GT(full.executed, 4000u);
+    // Budgets around what the run needs, and ones that run out early or halfway.
+    for (uint64_t budget : {full.executed + 1, full.executed, full.executed - 1, full.executed - 7,
+                            full.executed / 2, uint64_t{10}}) {
+        outcome o = same_as_interpreter(text, 4096, budget);
+        EXPECT_EQ(o.ok, budget >= full.executed) << "budget " << budget;
+    }
+}
+
+TEST_P(Engine, LoopsWithBranchesStopWhereTheInterpreterDoesWhenTheBudgetRunsOut) {
+    // Sums the odd bytes only: iterations differ in length, so the budget left after n
+    // iterations is not a simple function of n.
+    const std::string text = "mov %r0, 0\nmov %r3, 0\nloop:\njsge %r3, 4000, done\n"
+                             "mov %r4, %r1\nadd %r4, %r3\nldxb %r5, [%r4+0]\nadd %r3, 1\n"
+                             "mov %r6, %r5\nand %r6, 1\njeq %r6, 0, loop\nadd %r0, %r5\n"
+                             "ja loop\ndone:\nexit";
+    outcome full = same_as_interpreter(text, 4096);
+    ASSERT_TRUE(full.ok);
+    for (uint64_t budget : {full.executed + 1, full.executed, full.executed - 1, full.executed - 5,
+                            full.executed / 2, uint64_t{10}}) {
+        outcome o = same_as_interpreter(text, 4096, budget);
+        EXPECT_EQ(o.ok, budget >= full.executed) << "budget " << budget;
+    }
+}
+
+TEST_P(Engine, AVeryLongCountedLoopStopsAtTheBudget) {
+    // 2^40 iterations over the same 8 bytes: the budget, not the count, ends it, within
+    // milliseconds.
+    const std::string text = "mov %r0, 0\nmov %r3, 0\nmov %r7, 1\nlsh %r7, 40\nloop:\n"
+                             "jsge %r3, %r7, done\nmov %r4, %r3\nand %r4, 7\nadd %r4, %r1\n"
+                             "ldxb %r5, [%r4+0]\nadd %r3, 1\njne %r5, 0, loop\nadd %r0, %r5\n"
+                             "ja loop\ndone:\nexit";
+    outcome o = same_as_interpreter(text, 8, 100'000);
+    EXPECT_FALSE(o.ok);
+    EXPECT_NE(o.error.find("instruction budget"), std::string::npos) << o.error;
+}
+
+TEST_P(Engine, NestedLoopsKeepTheirChecks) {
+    // for i < 8: for j < n: sum += mem[i * 8 + j], with n = 8 (in bounds) or 9 (the last row
+    // reads one byte past the end).
+    auto nested = [](int n) {
+        return "mov %r0, 0\nmov %r6, 0\nouter:\njge %r6, 8, done\nmov %r3, 0\ninner:\njge %r3, " +
+               std::to_string(n) +
+               ", next\nmov %r4, %r6\nlsh %r4, 3\nadd %r4, %r3\nadd %r4, %r1\n"
+               "ldxb %r5, [%r4+0]\nadd %r0, %r5\nadd %r3, 1\nja inner\nnext:\nadd %r6, 1\n"
+               "ja outer\ndone:\nexit";
+    };
+    EXPECT_TRUE(same_as_interpreter(nested(8), 64).ok);
+    EXPECT_FALSE(same_as_interpreter(nested(9), 64).ok);
+}
+
+} // namespace
+} // namespace bpftime::vm::test
