@@ -181,8 +181,8 @@ start_nginx() {
   # user so that this is the only difference.
   [[ $(id -u) -eq 0 ]] && user_line="user root;"
   mkdir -p "$dir/logs" "$dir/tmp"
-  for _ in $(seq 8); do # random ports until one is free
-    port[$s]=$((20000 + (RANDOM * 32768 + RANDOM) % 30000))
+  for _ in $(seq 8); do # random ports below the ephemeral range until one is free
+    port[$s]=$((10000 + RANDOM % 22000))
     # A port taken by someone else leaves [emerg] lines; only the last attempt's log counts.
     : >"$dir/logs/error.log"
     cat >"$dir/nginx.conf" <<EOF

@@ -112,13 +112,16 @@ ngx_run() {
 
 # ngx_start WORKERS HTTP_BODY: writes nginx.conf and starts nginx (a daemon with its pid file
 # in $WORK). HTTP_BODY goes inside http { }; every "__PORT__" in it becomes the port. Tries a
-# few random free ports, since tests run in parallel.
+# few random free ports, since tests run in parallel. The ports lie below the kernel's
+# ephemeral range (32768-60999), where the clients' own connections take their local ports.
 ngx_start() {
   local workers=$1 body=$2 attempt out user_line=
   [[ $(id -u) -eq 0 ]] && user_line="user root;" # segments are 0600, owned by their creator
   mkdir -p "$WORK/logs" "$WORK/tmp"
   for attempt in 1 2 3 4 5 6 7 8; do
-    PORT=$((20000 + (RANDOM * 32768 + RANDOM) % 30000))
+    PORT=$((10000 + RANDOM % 22000))
+    # A port taken by someone else leaves [emerg] lines; only the last attempt's log counts.
+    : >"$WORK/logs/error.log"
     cat >"$WORK/nginx.conf" <<EOF
 load_module $MODULE;
 $user_line
