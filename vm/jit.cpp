@@ -65,6 +65,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 
 namespace bpftime::vm {
 namespace {
@@ -552,6 +553,10 @@ struct function_plan {
     std::vector<bool> reachable;
     std::vector<bool> leader;
     std::vector<bool> loop_head; // the target of a backward jump
+    // Control-flow edges into each instruction (the function's entry counts one), and where
+    // the last one came from.
+    std::vector<uint32_t> preds;
+    std::vector<size_t> pred;
 };
 
 size_t jump_target(const ebpf_inst &inst, size_t pc) {
@@ -574,11 +579,16 @@ function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
     f.reachable.assign(insns.size(), false);
     f.leader.assign(insns.size(), false);
     f.loop_head.assign(insns.size(), false);
+    f.preds.assign(insns.size(), 0);
+    f.pred.assign(insns.size(), SIZE_MAX);
     f.leader[entry] = true;
+    f.preds[entry] = 1;
     std::vector<size_t> work{entry};
-    auto visit = [&](size_t pc) {
-        if (!f.reachable[pc]) {
-            work.push_back(pc);
+    auto edge = [&](size_t from, size_t to) {
+        f.preds[to]++;
+        f.pred[to] = from;
+        if (!f.reachable[to]) {
+            work.push_back(to);
         }
     };
     auto jump = [&](size_t from, size_t to) {
@@ -586,7 +596,7 @@ function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
         if (to <= from) {
             f.loop_head[to] = true;
         }
-        visit(to);
+        edge(from, to);
     };
     while (!work.empty()) {
         size_t pc = work.back();
@@ -606,20 +616,152 @@ function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
         case op_kind::jcond:
             jump(pc, jump_target(inst, pc));
             f.leader[pc + 1] = true;
-            visit(pc + 1);
+            edge(pc, pc + 1);
             break;
         case op_kind::lddw:
-            visit(pc + 2);
+            edge(pc, pc + 2);
             break;
         default:
             if (is_local_call(inst)) {
                 callees.push_back(call_target(inst, pc));
             }
-            visit(pc + 1);
+            edge(pc, pc + 1);
             break;
         }
     }
     return f;
+}
+
+// Whether a conditional jump compares with an immediate: what clang's lowering of a switch
+// (eBPF has no indirect jump) makes its tree of compares from.
+bool is_immediate_compare(const ebpf_inst &inst) {
+    return find_opcode(inst.opcode)->kind == op_kind::jcond && (inst.opcode & src_x) == 0;
+}
+
+// Whether the conditional jump `inst` (with an immediate) is taken when its register holds v.
+bool jump_taken(const ebpf_inst &inst, uint64_t v) {
+    const bool wide = op_class(inst.opcode) == cls_jmp;
+    const uint64_t a = wide ? v : static_cast<uint32_t>(v);
+    const uint64_t b = wide ? static_cast<uint64_t>(static_cast<int64_t>(inst.imm))
+                            : static_cast<uint32_t>(inst.imm);
+    const int64_t sa = wide ? static_cast<int64_t>(a) : static_cast<int32_t>(a);
+    const int64_t sb = wide ? static_cast<int64_t>(b) : static_cast<int32_t>(b);
+    switch (inst.opcode & 0xf0) {
+    case jmp_jeq:
+        return a == b;
+    case jmp_jgt:
+        return a > b;
+    case jmp_jge:
+        return a >= b;
+    case jmp_jset:
+        return (a & b) != 0;
+    case jmp_jne:
+        return a != b;
+    case jmp_jsgt:
+        return sa > sb;
+    case jmp_jsge:
+        return sa >= sb;
+    case jmp_jlt:
+        return a < b;
+    case jmp_jle:
+        return a <= b;
+    case jmp_jslt:
+        return sa < sb;
+    default: // jsle
+        return sa <= sb;
+    }
+}
+
+// A tree of compares of one register with immediates, recovered as the switch it was: for each
+// value of the register in [lo, lo + leaves.size()), where the tree leads. LLVM lowers the
+// switch to a jump table (or range tests, or bit tests, as it does native switches) instead of
+// a chain of hard-to-predict branches. Values outside the range take the tree as it is.
+struct compare_tree {
+    // One way through the tree: where it leads, the tree's blocks it passes after the root
+    // (each one instruction the budget counts) and the first of them that is a loop head
+    // (SIZE_MAX: none), whose budget test the way must keep.
+    struct way {
+        size_t leaf = 0;
+        uint64_t passed = 0;
+        size_t loop_head = SIZE_MAX;
+        bool operator<(const way &o) const {
+            return std::tie(leaf, passed, loop_head) < std::tie(o.leaf, o.passed, o.loop_head);
+        }
+    };
+    uint64_t lo = 0;         // the first value, in the width of the compares
+    std::vector<way> leaves; // by value - lo
+};
+
+// The compare tree rooted at the conditional jump at pc, when there is one worth a switch: at
+// least min_compares compares (the root's block may hold more instructions before it; every
+// other compare is a block of its own whose one way in is from the tree) over a range of at
+// most max_values values around their immediates.
+std::optional<compare_tree> find_compare_tree(std::span<const ebpf_inst> insns,
+                                              const function_plan &plan, size_t pc) {
+    constexpr size_t min_compares = 4;
+    constexpr uint64_t max_values = 1024;
+    const ebpf_inst &root = insns[pc];
+    if (!is_immediate_compare(root)) {
+        return std::nullopt;
+    }
+    const uint8_t cls = op_class(root.opcode);
+    auto in_tree = [&](size_t from, size_t at) {
+        const ebpf_inst &i = insns[at];
+        return plan.reachable[at] && plan.leader[at] && plan.preds[at] == 1 &&
+               plan.pred[at] == from && at != from && is_immediate_compare(i) &&
+               op_class(i.opcode) == cls && i.dst == root.dst;
+    };
+    // A compare that is itself part of a tree above it is not a root.
+    if (plan.leader[pc] && plan.preds[pc] == 1 && plan.pred[pc] != SIZE_MAX &&
+        in_tree(plan.pred[pc], pc)) {
+        return std::nullopt;
+    }
+    // The tree's compares; the range spans their immediates and one value either side.
+    std::vector<size_t> compares{pc};
+    int64_t lo = INT64_MAX;
+    int64_t hi = INT64_MIN;
+    for (size_t i = 0; i < compares.size(); i++) {
+        const size_t at = compares[i];
+        const int64_t imm = insns[at].imm; // sign-extended, in either width
+        lo = std::min(lo, imm);
+        hi = std::max(hi, imm);
+        for (size_t next : {jump_target(insns[at], at), at + 1}) {
+            if (in_tree(at, next)) {
+                compares.push_back(next);
+            }
+        }
+    }
+    if (compares.size() < min_compares ||
+        static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo) > max_values - 3) {
+        return std::nullopt;
+    }
+    lo = lo == INT64_MIN ? lo : lo - 1;
+    hi = hi == INT64_MAX ? hi : hi + 1;
+    compare_tree tree;
+    tree.lo = static_cast<uint64_t>(lo);
+    for (int64_t v = lo;; v++) {
+        compare_tree::way w;
+        size_t at = pc;
+        for (;;) {
+            const size_t next = jump_taken(insns[at], static_cast<uint64_t>(v))
+                                    ? jump_target(insns[at], at)
+                                    : at + 1;
+            if (!in_tree(at, next)) {
+                w.leaf = next;
+                break;
+            }
+            w.passed++;
+            if (plan.loop_head[next] && w.loop_head == SIZE_MAX) {
+                w.loop_head = next;
+            }
+            at = next;
+        }
+        tree.leaves.push_back(w);
+        if (v == hi) {
+            break;
+        }
+    }
+    return tree;
 }
 
 // Builds the LLVM module of one program.
@@ -1360,6 +1502,9 @@ private:
                 open = false;
                 break;
             case op_kind::jcond:
+                if (auto tree = find_compare_tree(insns_, plan, pc)) {
+                    emit_switch(pc, *tree);
+                }
                 b_.CreateCondBr(emit_condition(inst), blocks_.at(jump_target(inst, pc)),
                                 blocks_.at(pc + 1));
                 open = false;
@@ -1385,6 +1530,39 @@ private:
         b_.SetInsertPoint(fault_ret_);
         llvm::Value *z = b_.getInt64(0);
         emit_return(z, {z, z, z, z, z});
+    }
+
+    // The compare tree at pc as a switch. Each way through the tree gets a block that counts
+    // the tree's instructions it passes (and tests the budget where the way passes a loop
+    // head), then goes on at the tree's leaf; values outside the switch's range go on to the
+    // tree's root compare, which the caller emits in the block this leaves open.
+    void emit_switch(size_t pc, const compare_tree &tree) {
+        const ebpf_inst &root = insns_[pc];
+        const bool wide = op_class(root.opcode) == cls_jmp;
+        llvm::IntegerType *ty = wide ? b_.getInt64Ty() : b_.getInt32Ty();
+        auto *outside = new_block("tree");
+        auto *sw = b_.CreateSwitch(b_.CreateTrunc(reg(root.dst), ty), outside,
+                                   static_cast<unsigned>(tree.leaves.size()));
+        std::map<compare_tree::way, llvm::BasicBlock *> ways;
+        for (size_t i = 0; i < tree.leaves.size(); i++) {
+            const compare_tree::way &w = tree.leaves[i];
+            auto [it, fresh] = ways.emplace(w, nullptr);
+            if (fresh) {
+                it->second = new_block("way");
+                b_.SetInsertPoint(it->second);
+                if (checked_) {
+                    b_.CreateStore(b_.CreateAdd(b_.CreateLoad(i64_, budget_),
+                                                b_.getInt64(-static_cast<int64_t>(w.passed))),
+                                   budget_);
+                    if (w.loop_head != SIZE_MAX) {
+                        check_budget(w.loop_head);
+                    }
+                }
+                b_.CreateBr(blocks_.at(w.leaf));
+            }
+            sw->addCase(llvm::ConstantInt::get(ty, tree.lo + i), it->second);
+        }
+        b_.SetInsertPoint(outside);
     }
 
     // uint64_t name(jit_state *, uint64_t r1, uint64_t r2, uint64_t fp): runs function 0.

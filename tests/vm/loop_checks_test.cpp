@@ -4,62 +4,8 @@
 // with the same message, and count the same instructions when the run completes.
 #include "test_util.hpp"
 
-#include <bpftime/vm/assembler.hpp>
-
-#include <numeric>
-
 namespace bpftime::vm::test {
 namespace {
-
-struct outcome {
-    bool ok = false;
-    uint64_t r0 = 0;
-    std::string error;
-    uint64_t executed = 0;
-};
-
-outcome run_on(const engine_variant &v, std::string_view text, std::vector<uint8_t> mem,
-               uint64_t budget) {
-    auto insns = assemble(text);
-    EXPECT_TRUE(insns.ok()) << text;
-    auto prog = program::load(insns.ok() ? *insns : std::vector<ebpf_inst>{});
-    EXPECT_TRUE(prog.ok());
-    auto eng = make_engine(v.kind, *prog, v.opts);
-    EXPECT_TRUE(eng.ok());
-    outcome o;
-    run_options ro;
-    ro.instruction_budget = budget;
-    ro.executed = &o.executed;
-    auto r = (*eng)->run(mem.data(), mem.size(), ro);
-    o.ok = r.ok();
-    if (r.ok()) {
-        o.r0 = *r;
-    } else {
-        o.error = r.err().message;
-        o.executed = 0; // only a completed run reports a count
-    }
-    return o;
-}
-
-// Runs text on the engine under test and on the interpreter, with the same input and budget,
-// and expects the same outcome. The JIT tests the budget at loop heads, so a run that exhausts
-// it may stop up to one iteration later than the interpreter's, at another instruction.
-outcome same_as_interpreter(std::string_view text, size_t mem_len, uint64_t budget = 1'000'000) {
-    std::vector<uint8_t> mem(mem_len);
-    std::iota(mem.begin(), mem.end(), uint8_t{1});
-    outcome want = run_on({engine_kind::interpreter, {}}, text, mem, budget);
-    outcome got = run_on(engine_under_test(), text, mem, budget);
-    EXPECT_EQ(got.ok, want.ok) << text << "\n" << got.error << "\n" << want.error;
-    EXPECT_EQ(got.r0, want.r0) << text;
-    const std::string exhausted = "the instruction budget of " + std::to_string(budget);
-    if (want.error.find(exhausted) != std::string::npos) {
-        EXPECT_NE(got.error.find(exhausted), std::string::npos) << got.error;
-    } else {
-        EXPECT_EQ(got.error, want.error) << text;
-    }
-    EXPECT_EQ(got.executed, want.executed) << text;
-    return want;
-}
 
 // Sums the bytes [r1 + from, r1 + to) going up, or (r1 + to, r1 + from] going down.
 std::string sum_loop(int from, int to, int step) {

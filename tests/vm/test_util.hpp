@@ -2,11 +2,15 @@
 // Small helpers shared by the VM tests.
 #pragma once
 
+#include <bpftime/vm/assembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <numeric>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bpftime::vm::test {
@@ -81,6 +85,72 @@ inline result<uint64_t> run_insns(std::vector<ebpf_inst> insns, std::vector<uint
     }
     void *p = mem != nullptr && !mem->empty() ? mem->data() : nullptr;
     return (*eng)->run(p, mem != nullptr ? mem->size() : 0, ro);
+}
+
+/// What a run of assembly text gave: r0 or the error, and the instructions it counted.
+struct outcome {
+    bool ok = false;
+    uint64_t r0 = 0;
+    std::string error;
+    uint64_t executed = 0;
+};
+
+/// Assembles text and runs it on v with mem and an instruction budget.
+inline outcome run_text(const engine_variant &v, std::string_view text, std::vector<uint8_t> &mem,
+                        uint64_t budget) {
+    auto insns = assemble(text);
+    EXPECT_TRUE(insns.ok()) << text;
+    auto prog = program::load(insns.ok() ? *insns : std::vector<ebpf_inst>{});
+    EXPECT_TRUE(prog.ok());
+    auto eng = make_engine(v.kind, *prog, v.opts);
+    EXPECT_TRUE(eng.ok());
+    outcome o;
+    run_options ro;
+    ro.instruction_budget = budget;
+    ro.executed = &o.executed;
+    auto r = (*eng)->run(mem.data(), mem.size(), ro);
+    o.ok = r.ok();
+    if (r.ok()) {
+        o.r0 = *r;
+    } else {
+        o.error = r.err().message;
+        o.executed = 0; // only a completed run reports a count
+    }
+    return o;
+}
+
+/// Runs text on the engine under test and on the interpreter, with the same input (at the
+/// same address, which fault messages name) and budget, and expects the same outcome and the
+/// same memory after it. The JIT tests the budget at loop heads, so a run that exhausts it may
+/// stop up to one iteration later than the interpreter's, at another instruction.
+inline outcome same_as_interpreter(std::string_view text, const std::vector<uint8_t> &mem,
+                                   uint64_t budget = 1'000'000) {
+    std::vector<uint8_t> buf = mem;
+    outcome want = run_text({engine_kind::interpreter, {}}, text, buf, budget);
+    const std::vector<uint8_t> want_mem = buf;
+    std::copy(mem.begin(), mem.end(), buf.begin());
+    outcome got = run_text(engine_under_test(), text, buf, budget);
+    if (want.ok) {
+        EXPECT_EQ(buf, want_mem) << text;
+    }
+    EXPECT_EQ(got.ok, want.ok) << text << "\n" << got.error << "\n" << want.error;
+    EXPECT_EQ(got.r0, want.r0) << text;
+    const std::string exhausted = "the instruction budget of " + std::to_string(budget);
+    if (want.error.find(exhausted) != std::string::npos) {
+        EXPECT_NE(got.error.find(exhausted), std::string::npos) << got.error;
+    } else {
+        EXPECT_EQ(got.error, want.error) << text;
+    }
+    EXPECT_EQ(got.executed, want.executed) << text;
+    return want;
+}
+
+/// The same with mem_len bytes of memory holding 1, 2, 3, ...
+inline outcome same_as_interpreter(std::string_view text, size_t mem_len,
+                                   uint64_t budget = 1'000'000) {
+    std::vector<uint8_t> mem(mem_len);
+    std::iota(mem.begin(), mem.end(), uint8_t{1});
+    return same_as_interpreter(text, mem, budget);
 }
 
 } // namespace bpftime::vm::test
