@@ -33,6 +33,7 @@
 #include <llvm/IR/PatternMatch.h>
 #include <llvm/IR/Verifier.h>
 #include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/CommandLine.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
@@ -466,6 +467,9 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
     });
 }
 
+// The largest loop (in LLVM's cost units) unswitching copies.
+constexpr int unswitch_threshold = 1000;
+
 // One LLJIT per process: setting LLVM up costs milliseconds, compiling one program much less.
 class jit_host {
 public:
@@ -512,6 +516,12 @@ private:
     std::string init() {
         llvm::InitializeNativeTarget();
         llvm::InitializeNativeTargetAsmPrinter();
+        // Loop unswitching copies a loop whose checks hoist_checks proved (the copy runs
+        // without them) only up to a size, 50 by default: a loop around a 64-way switch costs
+        // about 400. The pass takes its limit from LLVM's command-line options only.
+        const std::string threshold = "-unswitch-threshold=" + std::to_string(unswitch_threshold);
+        const char *argv[] = {"bpftime", threshold.c_str()};
+        llvm::cl::ParseCommandLineOptions(2, argv, "", nullptr);
         auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
         if (!jtmb) {
             return llvm_message(jtmb.takeError());
