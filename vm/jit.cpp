@@ -48,7 +48,9 @@
 #include <llvm/Transforms/Scalar/SROA.h>
 #include <llvm/Transforms/Scalar/SimpleLoopUnswitch.h>
 #include <llvm/Transforms/Scalar/SimplifyCFG.h>
+#include <llvm/Transforms/Utils/LoopSimplify.h>
 #include <llvm/Transforms/Utils/ScalarEvolutionExpander.h>
+#include <llvm/Transforms/Vectorize/LoopVectorize.h>
 
 #include <pthread.h>
 
@@ -410,6 +412,71 @@ struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
     }
 };
 
+// Memory is addressed through integers (inttoptr of a register), which scalar evolution does
+// not follow into pointers, so the loop vectorizer sees no stride. In each innermost loop, an
+// access at inttoptr(x) where x = {start, +, step} becomes an access at
+// `gep i8, inttoptr(start), x - start`: a pointer with a loop-invariant base and an affine
+// offset, the form the vectorizer's dependence and overlap checks work with. The address is the
+// same; only its expression changes.
+struct rebase_accesses : llvm::PassInfoMixin<rebase_accesses> {
+    llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        auto &li = fam.getResult<llvm::LoopAnalysis>(f);
+        auto &se = fam.getResult<llvm::ScalarEvolutionAnalysis>(f);
+        bool changed = false;
+        for (llvm::Loop *loop : li.getLoopsInPreorder()) {
+            if (loop->getSubLoops().empty()) {
+                changed |= rebase(*loop, se);
+            }
+        }
+        return changed ? llvm::PreservedAnalyses::none() : llvm::PreservedAnalyses::all();
+    }
+
+    static bool rebase(llvm::Loop &loop, llvm::ScalarEvolution &se) {
+        llvm::BasicBlock *pre = loop.getLoopPreheader();
+        if (pre == nullptr) {
+            return false;
+        }
+        llvm::SCEVExpander expander(se, pre->getModule()->getDataLayout(), "base");
+        llvm::Instruction *at = pre->getTerminator();
+        llvm::IRBuilder<> b(pre->getContext());
+        // One base pointer per start value.
+        std::map<const llvm::SCEV *, std::pair<llvm::Value *, llvm::Value *>> bases;
+        bool changed = false;
+        for (llvm::BasicBlock *bb : loop.blocks()) {
+            for (llvm::Instruction &i : *bb) {
+                const unsigned operand = llvm::isa<llvm::LoadInst>(i)    ? 0
+                                         : llvm::isa<llvm::StoreInst>(i) ? 1
+                                                                         : 2;
+                if (operand == 2) {
+                    continue;
+                }
+                auto *cast = llvm::dyn_cast<llvm::IntToPtrInst>(i.getOperand(operand));
+                if (cast == nullptr) {
+                    continue;
+                }
+                llvm::Value *x = cast->getOperand(0);
+                auto *rec = llvm::dyn_cast<llvm::SCEVAddRecExpr>(se.getSCEV(x));
+                if (rec == nullptr || rec->getLoop() != &loop || !rec->isAffine() ||
+                    !se.isLoopInvariant(rec->getStart(), &loop) ||
+                    !expander.isSafeToExpandAt(rec->getStart(), at)) {
+                    continue;
+                }
+                auto [it, fresh] = bases.emplace(rec->getStart(), std::pair{nullptr, nullptr});
+                if (fresh) {
+                    b.SetInsertPoint(at);
+                    llvm::Value *start = expander.expandCodeFor(rec->getStart(), x->getType(), at);
+                    it->second = {start, b.CreateIntToPtr(start, cast->getType(), "base")};
+                }
+                b.SetInsertPoint(&i);
+                llvm::Value *offset = b.CreateSub(x, it->second.first);
+                i.setOperand(operand, b.CreateGEP(b.getInt8Ty(), it->second.second, offset));
+                changed = true;
+            }
+        }
+        return changed;
+    }
+};
+
 // Runs passes over a module with the analyses they need.
 template <class F>
 void run_passes(llvm::Module &mod, llvm::TargetMachine &tm, F add_passes) {
@@ -451,7 +518,6 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         llvm::LoopPassManager lpm;
         lpm.addPass(llvm::LoopRotatePass());
         lpm.addPass(llvm::LICMPass(llvm::LICMOptions()));
-        lpm.addPass(llvm::IndVarSimplifyPass());
         fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(lpm), true));
         fpm.addPass(llvm::GVNPass());
         fpm.addPass(llvm::InstCombinePass());
@@ -459,7 +525,14 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         fpm.addPass(hoist_checks());
         llvm::LoopPassManager unswitch;
         unswitch.addPass(llvm::SimpleLoopUnswitchPass(true));
+        unswitch.addPass(llvm::LoopRotatePass());
+        unswitch.addPass(llvm::IndVarSimplifyPass());
         fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(unswitch), true));
+        fpm.addPass(llvm::InstCombinePass());
+        fpm.addPass(llvm::SimplifyCFGPass());
+        fpm.addPass(llvm::LoopSimplifyPass());
+        fpm.addPass(rebase_accesses());
+        fpm.addPass(llvm::LoopVectorizePass());
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
         mpm.addPass(llvm::AlwaysInlinerPass());
@@ -519,9 +592,15 @@ private:
         // Loop unswitching copies a loop whose checks hoist_checks proved (the copy runs
         // without them) only up to a size, 50 by default: a loop around a 64-way switch costs
         // about 400. The pass takes its limit from LLVM's command-line options only.
+        // BPFTIME_LLVM_OPTIONS adds LLVM options for looking at what the optimiser does, for
+        // example "-pass-remarks-missed=loop-vectorize".
         const std::string threshold = "-unswitch-threshold=" + std::to_string(unswitch_threshold);
         const char *argv[] = {"bpftime", threshold.c_str()};
-        llvm::cl::ParseCommandLineOptions(2, argv, "", nullptr);
+        std::string why;
+        llvm::raw_string_ostream errs(why);
+        if (!llvm::cl::ParseCommandLineOptions(2, argv, "", &errs, "BPFTIME_LLVM_OPTIONS")) {
+            return "LLVM options (BPFTIME_LLVM_OPTIONS): " + errs.str();
+        }
         auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
         if (!jtmb) {
             return llvm_message(jtmb.takeError());

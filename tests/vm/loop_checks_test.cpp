@@ -4,6 +4,10 @@
 // with the same message, and count the same instructions when the run completes.
 #include "test_util.hpp"
 
+#include <array>
+#include <cstdlib>
+#include <cstring>
+
 namespace bpftime::vm::test {
 namespace {
 
@@ -81,6 +85,84 @@ TEST_P(Engine, NestedLoopsKeepTheirChecks) {
     };
     EXPECT_TRUE(same_as_interpreter(nested(8), 64).ok);
     EXPECT_FALSE(same_as_interpreter(nested(9), 64).ok);
+}
+
+// Copies n u64 words from r1 + s to r1 + d, word by word upwards; d, s and n are the first three
+// words of memory. The optimised JIT vectorises the loop, with a test before it that the two
+// ranges do not overlap in a way that changes what the words are.
+constexpr const char *copy_words = R"(
+        ldxdw %r2, [%r1+0]
+        ldxdw %r3, [%r1+8]
+        ldxdw %r6, [%r1+16]
+        add %r2, %r1
+        add %r3, %r1
+        mov %r4, 0
+    loop:
+        jge %r4, %r6, done
+        mov %r5, %r4
+        lsh %r5, 3
+        mov %r7, %r3
+        add %r7, %r5
+        ldxdw %r8, [%r7+0]
+        mov %r7, %r2
+        add %r7, %r5
+        stxdw [%r7+0], %r8
+        add %r4, 1
+        ja loop
+    done:
+        mov %r0, %r4
+        exit)";
+
+std::vector<uint8_t> copy_memory(uint64_t d, uint64_t s, uint64_t n) {
+    std::vector<uint8_t> mem(1024);
+    std::iota(mem.begin(), mem.end(), uint8_t{7});
+    std::memcpy(mem.data(), &d, 8);
+    std::memcpy(mem.data() + 8, &s, 8);
+    std::memcpy(mem.data() + 16, &n, 8);
+    return mem;
+}
+
+TEST_P(Engine, VectorisedCopiesKeepTheOrderOfOverlappingAccesses) {
+    // Apart; overlapping with the destination after the source (each word read was written
+    // words before) and before it; unaligned; the same range; a short copy.
+    for (auto [d, s, n] : std::vector<std::array<uint64_t, 3>>{{512, 32, 60},
+                                                               {64, 32, 100},
+                                                               {40, 32, 100},
+                                                               {32, 64, 100},
+                                                               {67, 32, 90},
+                                                               {32, 35, 90},
+                                                               {100, 100, 80},
+                                                               {300, 24, 3}}) {
+        const outcome o = same_as_interpreter(copy_words, copy_memory(d, s, n));
+        EXPECT_TRUE(o.ok) << d << " " << s << " " << n << ": " << o.error;
+    }
+}
+
+TEST_P(Engine, VectorisedCopiesFaultWhereTheInterpreterDoes) {
+    // The last word written, then the last word read, one byte past the end.
+    EXPECT_FALSE(same_as_interpreter(copy_words, copy_memory(225, 24, 100)).ok);
+    EXPECT_FALSE(same_as_interpreter(copy_words, copy_memory(24, 225, 100)).ok);
+    // Backwards from the start: d below r1.
+    EXPECT_FALSE(same_as_interpreter(copy_words, copy_memory(-8, 24, 10)).ok);
+}
+
+// What the optimised tier compiles (BPFTIME_JIT_DUMP prints the IR it compiled) for the copy:
+// vector loads and stores.
+TEST(Jit, CountedCopyLoopsAreVectorised) {
+    if (available_engines().size() < 2) {
+        GTEST_SKIP() << "this build has no JIT";
+    }
+    auto insns = assemble(copy_words);
+    ASSERT_TRUE(insns.ok());
+    auto prog = program::load(*insns);
+    ASSERT_TRUE(prog.ok());
+    ::setenv("BPFTIME_JIT_DUMP", "1", 1);
+    ::testing::internal::CaptureStderr();
+    auto eng = make_engine(engine_kind::jit, *prog, {.tier = jit_tier::optimised});
+    const std::string ir = ::testing::internal::GetCapturedStderr();
+    ::unsetenv("BPFTIME_JIT_DUMP");
+    ASSERT_TRUE(eng.ok());
+    EXPECT_NE(ir.find("x i64>"), std::string::npos);
 }
 
 } // namespace
