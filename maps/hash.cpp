@@ -24,14 +24,12 @@ constexpr uint32_t lru_sample = 256;
 
 struct tables {
     explicit tables(const map_ref &m)
-        : buckets(m.section<uint32_t>(m.lay.buckets)), next(m.section<uint32_t>(m.lay.next)),
+        : buckets(m.section<uint32_t>(m.lay.buckets)),
           free_stack(m.section<uint32_t>(m.lay.free_stack)),
-          in_use(m.section<uint8_t>(m.lay.in_use)), stamps(m.section<uint64_t>(m.lay.stamps)) {}
+          stamps(m.section<uint64_t>(m.lay.stamps)) {}
 
     uint32_t *buckets;
-    uint32_t *next;
     uint32_t *free_stack;
-    uint8_t *in_use;
     uint64_t *stamps;
 };
 
@@ -51,11 +49,13 @@ uint64_t tail_word(const uint8_t *p, uint32_t n) {
     return uint64_t{p[0]} << 16 | uint64_t{p[n / 2]} << 8 | p[n - 1];
 }
 
-uint32_t bucket_of(const map_ref &m, const void *key) {
+// The bucket of a key of key_size bytes. Inline, so that a constant key_size (lookups of the
+// common sizes) leaves straight-line code.
+inline uint32_t bucket_of(const map_ref &m, const void *key, uint32_t key_size) {
     constexpr uint64_t mul = 0x9e3779b97f4a7c15ull;
     const auto *p = static_cast<const uint8_t *>(key);
-    uint64_t h = m.lay.seed ^ m.spec.key_size;
-    uint32_t n = m.spec.key_size;
+    uint64_t h = m.lay.seed ^ key_size;
+    uint32_t n = key_size;
     for (; n >= 8; n -= 8, p += 8) {
         h = std::rotl((h ^ load<uint64_t>(p)) * mul, 31);
     }
@@ -68,7 +68,11 @@ uint32_t bucket_of(const map_ref &m, const void *key) {
     return static_cast<uint32_t>(h) & (m.lay.nbuckets - 1);
 }
 
-bool keys_equal(const uint8_t *a, const void *b, uint32_t n) {
+uint32_t bucket_of(const map_ref &m, const void *key) {
+    return bucket_of(m, key, m.spec.key_size);
+}
+
+inline bool keys_equal(const uint8_t *a, const void *b, uint32_t n) {
     // The common sizes without a call to memcmp.
     auto *bb = static_cast<const uint8_t *>(b);
     switch (n) {
@@ -82,25 +86,40 @@ bool keys_equal(const uint8_t *a, const void *b, uint32_t n) {
 }
 
 // Walks key's chain; link_out gets the word that points at the entry found. Bounded: a
-// chain rewired under a reader (or corrupted) could otherwise loop.
+// chain rewired under a reader (or corrupted) could otherwise loop. KeySize is the key size
+// when the caller knows it (0: the map's).
+template <uint32_t KeySize = 0>
 uint32_t chain_find(const map_ref &m, const tables &t, const void *key,
                     uint32_t **link_out = nullptr) {
-    uint32_t *link = &t.buckets[bucket_of(m, key)];
+    const uint32_t key_size = KeySize != 0 ? KeySize : m.spec.key_size;
+    uint32_t *link = &t.buckets[bucket_of(m, key, key_size)];
     for (uint32_t steps = 0; steps < m.spec.max_entries; steps++) {
         uint32_t idx = atomic(*link).load(std::memory_order_acquire);
         if (idx >= m.spec.max_entries) {
             return none;
         }
-        if (atomic(t.in_use[idx]).load(std::memory_order_relaxed) &&
-            keys_equal(m.key(idx), key, m.spec.key_size)) {
+        if (atomic(m.in_use(idx)).load(std::memory_order_relaxed) &&
+            keys_equal(m.key(idx), key, key_size)) {
             if (link_out) {
                 *link_out = link;
             }
             return idx;
         }
-        link = &t.next[idx];
+        link = &m.next(idx);
     }
     return none;
+}
+
+// chain_find for lookups, with the common key sizes as constants.
+uint32_t lookup_chain(const map_ref &m, const tables &t, const void *key) {
+    switch (m.spec.key_size) {
+    case 4:
+        return chain_find<4>(m, t, key);
+    case 8:
+        return chain_find<8>(m, t, key);
+    default:
+        return chain_find(m, t, key);
+    }
 }
 
 void set_count(const map_ref &m, uint32_t count) {
@@ -119,19 +138,19 @@ void rebuild(const map_ref &m, const tables &t) {
             if (idx == none) {
                 break;
             }
-            if (idx >= n || reachable[idx] || !t.in_use[idx] || bucket_of(m, m.key(idx)) != b) {
+            if (idx >= n || reachable[idx] || !m.in_use(idx) || bucket_of(m, m.key(idx)) != b) {
                 atomic(*link).store(none, std::memory_order_release);
                 break;
             }
             reachable[idx] = true;
             count++;
-            link = &t.next[idx];
+            link = &m.next(idx);
         }
     }
     uint32_t top = 0;
     for (uint32_t idx = n; idx-- > 0;) {
         if (!reachable[idx]) {
-            atomic(t.in_use[idx]).store(0, std::memory_order_relaxed);
+            atomic(m.in_use(idx)).store(0, std::memory_order_relaxed);
             t.free_stack[top++] = idx; // lowest index on top: new entries fill from the start
         }
     }
@@ -150,10 +169,10 @@ bool lock_writers(const robust_lock &lock, const map_ref &m, const tables &t) {
     return true;
 }
 
-void unlink(const map_ref &m, const tables &t, uint32_t idx, uint32_t *link) {
-    atomic(*link).store(atomic(t.next[idx]).load(std::memory_order_relaxed),
+void unlink(const map_ref &m, uint32_t idx, uint32_t *link) {
+    atomic(*link).store(atomic(m.next(idx)).load(std::memory_order_relaxed),
                         std::memory_order_release);
-    atomic(t.in_use[idx]).store(0, std::memory_order_relaxed);
+    atomic(m.in_use(idx)).store(0, std::memory_order_relaxed);
     set_count(m, m.header().count - 1);
 }
 
@@ -162,7 +181,7 @@ uint32_t take_free(const map_ref &m, const tables &t) {
     uint32_t top = std::min(h.free_top, m.spec.max_entries);
     while (top > 0) {
         uint32_t idx = t.free_stack[--top];
-        if (idx < m.spec.max_entries && !t.in_use[idx]) {
+        if (idx < m.spec.max_entries && !m.in_use(idx)) {
             h.free_top = top;
             return idx;
         }
@@ -188,7 +207,7 @@ uint32_t evict(const map_ref &m, const tables &t) {
     m.header().lru_cursor = static_cast<uint32_t>((uint64_t{start} + window) % n);
     uint32_t *link = nullptr;
     if (chain_find(m, t, m.key(victim), &link) == victim) {
-        unlink(m, t, victim, link);
+        unlink(m, victim, link);
     }
     return victim;
 }
@@ -211,7 +230,7 @@ void hash_init(const map_ref &m) {
 
 uint32_t hash_find(const map_ref &m, const void *key, bool touch_entry) {
     tables t(m);
-    uint32_t idx = chain_find(m, t, key);
+    uint32_t idx = lookup_chain(m, t, key);
     if (idx == none) {
         return none;
     }
@@ -257,9 +276,9 @@ long hash_update(const map_ref &m, const void *key, const value_source &src, uin
         std::memcpy(m.key(idx), key, m.spec.key_size);
         store_value(m, idx, src, true);
         uint32_t *head = &t.buckets[bucket_of(m, key)];
-        atomic(t.next[idx])
+        atomic(m.next(idx))
             .store(atomic(*head).load(std::memory_order_relaxed), std::memory_order_relaxed);
-        atomic(t.in_use[idx]).store(1, std::memory_order_relaxed);
+        atomic(m.in_use(idx)).store(1, std::memory_order_relaxed);
         atomic(*head).store(idx, std::memory_order_release);
         set_count(m, h.count + 1);
     }
@@ -282,7 +301,7 @@ long hash_remove(const map_ref &m, const void *key) {
     if (idx == none) {
         return -ENOENT;
     }
-    unlink(m, t, idx, link);
+    unlink(m, idx, link);
     if (h.free_top < m.spec.max_entries) {
         t.free_stack[h.free_top++] = idx;
     }
@@ -294,7 +313,7 @@ std::optional<uint32_t> hash_next(const map_ref &m, const void *key) {
     uint32_t b = 0;
     if (key != nullptr) {
         if (uint32_t idx = chain_find(m, t, key); idx != none) {
-            uint32_t next = atomic(t.next[idx]).load(std::memory_order_acquire);
+            uint32_t next = atomic(m.next(idx)).load(std::memory_order_acquire);
             if (next < m.spec.max_entries) {
                 return next;
             }

@@ -3,8 +3,10 @@
 //
 // Storage of every map:
 //   map_header (below)
-//   hash family: buckets u32[nbuckets] | next u32[n] | free_stack u32[n] | in_use u8[n]
-//                | stamps u64[n] (lru_hash only) | keys u8[n * key_size]
+//   hash family: buckets u32[nbuckets] | free_stack u32[n] | stamps u64[n] (lru_hash only)
+//                | entries: n * entry_stride bytes, each {next u32, in_use u8, 3 bytes
+//                  padding, key u8[key_size]} rounded up to 8 bytes, so that a lookup finds an
+//                  entry's link, flag and key on one cache line as the kernel's hash map does
 //   values: n * ncpus slots of value_stride bytes, slot (entry * ncpus + cpu)  (arrays, hashes)
 //   ring buffer: data u8[max_entries] in place of the values
 // Sections start on 64-byte boundaries. Indices are uint32 with `none` for "no entry".
@@ -21,7 +23,7 @@
 namespace bpftime::maps::detail {
 
 inline constexpr uint64_t storage_magic = 0x3150414d54465042; // "BPFTMAP1"
-inline constexpr uint32_t storage_version = 1;
+inline constexpr uint32_t storage_version = 2;
 inline constexpr uint32_t none = UINT32_MAX;
 inline constexpr uint32_t max_ncpus = 4096;
 inline constexpr uint64_t storage_align = 64;
@@ -55,6 +57,10 @@ struct map_header {
 };
 static_assert(std::is_standard_layout_v<map_header> && std::is_trivially_copyable_v<map_header>);
 
+/// Where a hash entry's fields start within it.
+inline constexpr uint32_t hash_entry_in_use = 4;
+inline constexpr uint32_t hash_entry_key = 8;
+
 /// Atomic access to a plain integer in storage.
 template <class T>
 std::atomic_ref<T> atomic(T &v) {
@@ -73,7 +79,14 @@ struct map_ref {
     T *section(uint64_t offset) const {
         return reinterpret_cast<T *>(base + offset);
     }
-    uint8_t *key(uint32_t idx) const { return base + lay.keys + uint64_t{idx} * spec.key_size; }
+    uint8_t *entry(uint32_t idx) const {
+        return base + lay.entries + uint64_t{idx} * lay.entry_stride;
+    }
+    /// The next entry of idx's chain.
+    uint32_t &next(uint32_t idx) const { return *reinterpret_cast<uint32_t *>(entry(idx)); }
+    /// 1 while the entry holds a key.
+    uint8_t &in_use(uint32_t idx) const { return entry(idx)[hash_entry_in_use]; }
+    uint8_t *key(uint32_t idx) const { return entry(idx) + hash_entry_key; }
     uint8_t *value(uint32_t idx, uint32_t cpu) const {
         return base + lay.values + (uint64_t{idx} * ncpus + cpu) * lay.value_stride;
     }

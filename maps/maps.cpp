@@ -155,11 +155,10 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
         if (info_of(spec.type).fam == family::hash) {
             lay.nbuckets = static_cast<uint32_t>(std::bit_ceil(n));
             lay.buckets = b.add(lay.nbuckets, sizeof(uint32_t));
-            lay.next = b.add(n, sizeof(uint32_t));
             lay.free_stack = b.add(n, sizeof(uint32_t));
-            lay.in_use = b.add(n, 1);
             lay.stamps = b.add(spec.type == map_type::lru_hash ? n : 0, sizeof(uint64_t));
-            lay.keys = b.add(n, spec.key_size);
+            lay.entry_stride = (hash_entry_key + spec.key_size + 7) / 8 * 8;
+            lay.entries = b.add(n, lay.entry_stride);
         }
         lay.value_stride = (spec.value_size + 7) / 8 * 8;
         uint64_t slots = 0;

@@ -79,17 +79,16 @@ namespace detail {
 /// and the CPU count (never read back from storage), so it bounds every access.
 struct map_layout {
     uint64_t buckets = 0;      ///< hash: bucket heads (uint32 entry index or none)
-    uint64_t next = 0;         ///< hash: the next entry in a bucket's chain (uint32)
     uint64_t free_stack = 0;   ///< hash: indices of free entries (uint32)
-    uint64_t in_use = 0;       ///< hash: 1 while an entry holds a key (uint8)
     uint64_t stamps = 0;       ///< lru_hash: last-use stamps (uint64)
-    uint64_t keys = 0;         ///< hash: key bytes, key_size per entry
+    uint64_t entries = 0;      ///< hash: entry_stride bytes per entry (detail::hash_entry)
     uint64_t values = 0;       ///< the value area, or a ring buffer's data
     uint64_t values_size = 0;  ///< its length in bytes
     uint64_t total = 0;        ///< bytes of storage the map needs
     uint64_t seed = 0;         ///< hash: the key hash seed (a copy of the header's)
     uint32_t nbuckets = 0;     ///< hash: a power of two
     uint32_t value_stride = 0; ///< bytes per value slot: value_size rounded up to 8
+    uint32_t entry_stride = 0; ///< hash: bytes per entry, its key included, a multiple of 8
 };
 struct map_ref;
 } // namespace detail
