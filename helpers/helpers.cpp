@@ -436,6 +436,7 @@ std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle) {
     vm::direct_lookup d;
     d.replaces = &map_lookup_elem;
     d.key_size = view->spec().key_size;
+    d.value_size = view->spec().value_size;
     d.values = reinterpret_cast<uint64_t>(view->value_area().data());
     if (view->spec().type == maps::map_type::array) {
         d.stride = view->value_stride();

@@ -909,6 +909,17 @@ public:
     }
 
 private:
+    // A pointer a direct lookup returned: null, or size bytes of a value in the map's value
+    // area. Known not null in a block entered only from a test of it against 0 that says so;
+    // accesses inside the value then need no check.
+    struct value_pointer {
+        size_t lookup = 0; // the call's pc: registers with the same one hold the same pointer
+        uint32_t size = 0;
+        bool writable = false;
+        bool not_null = false;
+    };
+    using value_pointers = std::array<std::optional<value_pointer>, register_count>;
+
     // A jit_state field by its offset.
     llvm::Value *state_field(size_t offset) {
         return b_.CreateConstInBoundsGEP1_64(i8_, state_, offset);
@@ -978,6 +989,11 @@ private:
         if (!checked_) {
             return;
         }
+        if (const auto &v = value_ptr_[static_cast<size_t>(base)];
+            v && v->not_null && offset >= 0 && offset + n <= v->size && (!write || v->writable)) {
+            // Inside a map value a lookup found: nothing to check at run time.
+            return;
+        }
         if (auto known = fp_offset_[static_cast<size_t>(base)]) {
             int64_t at = *known + offset;
             if (at >= -static_cast<int64_t>(prog_.entry_frame_reach()) &&
@@ -1042,7 +1058,22 @@ private:
         case op_kind::endian:
         case op_kind::ldx:
         case op_kind::ldsx:
+        case op_kind::lddw:
             loaded_[inst.dst].reset();
+            value_ptr_[inst.dst] = inst.opcode == (cls_alu64 | src_x | alu_mov) && inst.offset == 0
+                                       ? value_ptr_[inst.src]
+                                       : std::nullopt;
+            break;
+        case op_kind::atomic:
+            value_ptr_[inst.imm == atomic_cmpxchg ? 0 : inst.src].reset();
+            break;
+        case op_kind::call:
+        case op_kind::callx:
+            for (size_t r = 0; r <= 5; r++) {
+                value_ptr_[r].reset();
+            }
+            value_ptr_[0] = looked_up_;
+            looked_up_.reset();
             break;
         default:
             break;
@@ -1394,16 +1425,24 @@ private:
             found = b_.CreateICmpNE(r0, b_.getInt64(0));
             set_reg(0, r0);
         }
+        if (d->value_size != 0 && d->value_size <= (d->stride != 0 ? d->stride : UINT32_MAX)) {
+            looked_up_ = value_pointer{pc, d->value_size, area->writable, false};
+        }
         if (checked_ && area->size >= max_access) {
             auto update = [&](llvm::Value *slot, uint64_t v) {
                 b_.CreateStore(b_.CreateSelect(found, b_.getInt64(v), b_.CreateLoad(i64_, slot)),
                                slot);
             };
-            update(near_[0], area->start);
-            update(near_[1], area->size);
+            // An array's value is often a program's working memory (a scratch area), used all
+            // along: it becomes the near cache. A hash map's value, whose accesses after the
+            // test against null need no check, goes to the far cache: the near cache (and
+            // checks against it that a loop could hoist) stays.
+            const bool near = d->stride != 0;
+            update(near ? near_[0] : read_lo_, area->start);
+            update(near ? near_[1] : read_span_, area->size);
             if (area->writable) {
-                update(near_[2], area->start);
-                update(near_[3], area->size);
+                update(near ? near_[2] : write_lo_, area->start);
+                update(near ? near_[3] : write_span_, area->size);
             }
         }
         return true;
@@ -1514,6 +1553,7 @@ private:
         }
         fault_ret_ = new_block("fault");
         blocks_.clear();
+        value_ptr_at_jump_.clear();
         for (size_t pc = 0; pc < insns_.size(); pc++) {
             if (plan.reachable[pc] && plan.leader[pc]) {
                 blocks_[pc] = new_block(("pc" + std::to_string(pc)).c_str());
@@ -1535,6 +1575,7 @@ private:
                 fp_offset_.fill(std::nullopt);
                 fp_offset_[frame_pointer] = 0;
                 loaded_.fill(std::nullopt);
+                value_ptr_ = value_pointers_entering(plan, pc);
                 if (plan.loop_head[pc]) {
                     // Loops stop here once the instructions before this entry exhausted the
                     // budget. Testing at the head rather than at the backward jump leaves the
@@ -1591,6 +1632,7 @@ private:
                 open = false;
                 break;
             case op_kind::jcond:
+                value_ptr_at_jump_[pc] = value_ptr_;
                 if (auto tree = find_compare_tree(insns_, plan, pc)) {
                     emit_switch(pc, *tree);
                 }
@@ -1619,6 +1661,38 @@ private:
         b_.SetInsertPoint(fault_ret_);
         llvm::Value *z = b_.getInt64(0);
         emit_return(z, {z, z, z, z, z});
+    }
+
+    // The map value pointers a block starting at pc begins with: those of its one predecessor
+    // when that is a conditional jump it is the not-null way of (`if rX == 0` falling through,
+    // `if rX != 0` jumping), with the pointer rX holds (and its copies) known not null.
+    value_pointers value_pointers_entering(const function_plan &plan, size_t pc) {
+        value_pointers out{};
+        if (plan.preds[pc] != 1 || plan.pred[pc] == SIZE_MAX) {
+            return out;
+        }
+        const size_t from = plan.pred[pc];
+        auto saved = value_ptr_at_jump_.find(from);
+        const ebpf_inst &test = insns_[from];
+        if (saved == value_ptr_at_jump_.end() || test.opcode & src_x || test.imm != 0 ||
+            op_class(test.opcode) != cls_jmp) {
+            return out;
+        }
+        const size_t target = jump_target(test, from);
+        const bool not_null_way =
+            target != from + 1 && (((test.opcode & 0xf0) == jmp_jeq && pc == from + 1) ||
+                                   ((test.opcode & 0xf0) == jmp_jne && pc == target));
+        const auto &tested = saved->second[test.dst];
+        if (!not_null_way || !tested) {
+            return out;
+        }
+        for (size_t r = 0; r < register_count; r++) {
+            if (saved->second[r] && saved->second[r]->lookup == tested->lookup) {
+                out[r] = saved->second[r];
+                out[r]->not_null = true;
+            }
+        }
+        return out;
     }
 
     // The compare tree at pc as a switch. Each way through the tree gets a block that counts
@@ -1701,6 +1775,11 @@ private:
     std::array<std::optional<int64_t>, register_count> fp_offset_{};
     // Registers that hold the value an lddw loaded, within the current block.
     std::array<std::optional<uint64_t>, register_count> loaded_{};
+    // Map value pointers (value_pointer) by register.
+    value_pointers value_ptr_{};
+    std::optional<value_pointer> looked_up_; // what the call being emitted returns
+    // value_ptr_ at the end of each block that ends in a conditional jump, by its pc.
+    std::map<size_t, value_pointers> value_ptr_at_jump_;
     llvm::BasicBlock *fault_ret_ = nullptr;
     std::map<size_t, llvm::BasicBlock *> blocks_;
 };

@@ -53,14 +53,16 @@ struct DirectLookup : Engine {
         helper_calls = 0;
         find_calls = 0;
     }
-    void resolve_as(bool array) {
-        lo.resolver = [array](uint8_t kind, int32_t imm, int32_t) -> result<resolved_lddw> {
+    void resolve_as(bool array, bool writable = true) {
+        lo.resolver = [array, writable](uint8_t kind, int32_t imm,
+                                        int32_t) -> result<resolved_lddw> {
             if (kind != pseudo_map_fd || imm != 7) {
                 return make_error(ENOENT, "no such map");
             }
             direct_lookup d;
             d.replaces = lookup;
             d.key_size = 4;
+            d.value_size = sizeof values[0];
             d.values = reinterpret_cast<uint64_t>(values.data());
             if (array) {
                 d.stride = sizeof values[0];
@@ -69,7 +71,7 @@ struct DirectLookup : Engine {
                 d.find = find;
                 d.map = &values;
             }
-            return resolved_lddw{handle, memory_region{d.values, sizeof values, true}, d};
+            return resolved_lddw{handle, memory_region{d.values, sizeof values, writable}, d};
         };
     }
     bool compiled() const { return engine_under_test().kind == engine_kind::jit; }
@@ -125,6 +127,65 @@ TEST_P(DirectLookup, TheValueAreaEndsWhereTheMapDoes) {
         auto past = bump(0, 32);
         ASSERT_FALSE(past.ok());
         EXPECT_EQ(past.err().code, fault_out_of_bounds);
+    }
+}
+
+// Compiled code skips the check of an access inside the value a lookup found, once a test
+// against 0 has shown the pointer is not null: accesses on the null way, before the test, past
+// the value or writes to a read-only map are still checked.
+TEST_P(DirectLookup, OnlyAccessesInsideAFoundValueGoUnchecked) {
+    // *(u32 *)(r10 - 4) = key; r0 = lookup(map, r10 - 4); r6 = r0; then `tail`.
+    auto run = [&](int32_t key, std::vector<ebpf_inst> tail) {
+        std::vector<ebpf_inst> p{insn(cls_st | mode_mem | size_w, 10, 0, -4, key),
+                                 insn(op_lddw, 1, pseudo_map_fd, 0, 7),
+                                 insn(0),
+                                 insn(cls_alu64 | src_x | alu_mov, 2, 10),
+                                 insn(cls_alu64 | src_k | alu_add, 2, 0, 0, -4),
+                                 insn(op_call, 0, 0, 0, 1),
+                                 insn(cls_alu64 | src_x | alu_mov, 6, 0)};
+        p.insert(p.end(), tail.begin(), tail.end());
+        return run_insns(p, nullptr, {}, lo);
+    };
+    const ebpf_inst read_r6 = insn(cls_ldx | mode_mem | size_dw, 0, 6, 0);
+    const ebpf_inst write_r0 = insn(cls_st | mode_mem | size_dw, 0, 0, 0, 77);
+    for (bool array : {true, false}) {
+        SCOPED_TRACE(array ? "array" : "find");
+        resolve_as(array);
+        values = {10, 20, 30, 40};
+        // if r6 != 0 goto +1 (not null: read through the copy); else read through r0 anyway.
+        for (int32_t key : {1, 9}) {
+            auto r = run(key, {insn(cls_jmp | jmp_jne | src_k, 6, 0, 2, 0), read_r6, exit_insn(),
+                               write_r0, read_r6, exit_insn()});
+            if (key == 1) {
+                ASSERT_TRUE(r.ok()) << r.err().message;
+                EXPECT_EQ(*r, 77u);
+            } else {
+                ASSERT_FALSE(r.ok());
+                EXPECT_EQ(r.err().code, fault_out_of_bounds);
+            }
+        }
+        EXPECT_EQ(values[1], 77u);
+        // No test at all: a key that is not there reads at address 0.
+        auto unchecked = run(9, {read_r6, exit_insn()});
+        ASSERT_FALSE(unchecked.ok());
+        EXPECT_EQ(unchecked.err().code, fault_out_of_bounds);
+        // The test on another register than the pointer's.
+        auto other = run(9, {mov64_imm(7, 1), insn(cls_jmp | jmp_jeq | src_k, 7, 0, 1, 0), read_r6,
+                             exit_insn()});
+        ASSERT_FALSE(other.ok());
+        // After the test, r6 changed: no longer the value's pointer.
+        auto moved = run(2, {insn(cls_jmp | jmp_jeq | src_k, 6, 0, 3, 0),
+                             insn(cls_alu64 | src_k | alu_add, 6, 0, 0, 4096), read_r6, exit_insn(),
+                             exit_insn()});
+        ASSERT_FALSE(moved.ok());
+        EXPECT_EQ(moved.err().code, fault_out_of_bounds);
+        // A read-only map: the write through the found pointer faults.
+        resolve_as(array, false);
+        auto ro =
+            run(0, {insn(cls_jmp | jmp_jeq | src_k, 0, 0, 2, 0), write_r0, read_r6, exit_insn()});
+        ASSERT_FALSE(ro.ok());
+        EXPECT_EQ(ro.err().code, fault_out_of_bounds);
+        EXPECT_EQ(values[0], 10u);
     }
 }
 

@@ -37,6 +37,8 @@ struct memory_region {
 struct direct_lookup {
     helper_fn replaces = nullptr; ///< the only helper whose calls may be replaced
     uint32_t key_size = 0;
+    /// Bytes of the value a found key's pointer leads to (this CPU's, for per-CPU maps).
+    uint32_t value_size = 0;
     uint64_t values = 0; ///< the map's value area, a region of the program, starts here
     // Arrays:
     uint64_t stride = 0;
