@@ -240,6 +240,33 @@ uint32_t hash_find(const map_ref &m, const void *key, bool touch_entry) {
     return idx;
 }
 
+namespace {
+
+// A plain hash map's lookup with the key size a constant: one value slot per entry, no
+// last-use stamp to update.
+template <uint32_t KeySize>
+void *plain_hash_lookup(const map_ref &m, const void *key) {
+    tables t(m);
+    const uint32_t idx = chain_find<KeySize>(m, t, key);
+    return idx != none ? m.value(idx, 0) : nullptr;
+}
+
+} // namespace
+
+lookup_fn hash_lookup_for(const map_spec &spec) {
+    if (spec.type != map_type::hash) {
+        return nullptr;
+    }
+    switch (spec.key_size) {
+    case 4:
+        return plain_hash_lookup<4>;
+    case 8:
+        return plain_hash_lookup<8>;
+    default:
+        return plain_hash_lookup<0>;
+    }
+}
+
 long hash_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags) {
     if (flags > update_exist) {
         return -EINVAL;

@@ -140,6 +140,9 @@ std::optional<uint32_t> array_next(const map_ref &m, const void *key);
 void hash_init(const map_ref &m);
 /// touch marks the entry used (lru_hash lookups from programs).
 uint32_t hash_find(const map_ref &m, const void *key, bool touch);
+/// The lookup programs make (map_view::lookup) for a hash map of this spec, specialised for
+/// plain hash maps with 4- and 8-byte keys; null for the others.
+lookup_fn hash_lookup_for(const map_spec &spec);
 long hash_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags);
 long hash_remove(const map_ref &m, const void *key);
 /// The entry after key's in iteration order; the first one when key is null or absent.

@@ -424,6 +424,13 @@ result<map_view> map_view::attach(void *base, uint64_t size, const map_spec &spe
     v.ncpus_ = ncpus;
     v.layout_ = *lay;
     v.layout_.seed = h.seed;
+    v.lookup_ = hash_lookup_for(spec);
+    if (v.lookup_ == nullptr) {
+        v.lookup_ = [](const map_ref &m, const void *key) -> void * {
+            uint32_t idx = find_entry(m, key, true);
+            return idx != none ? m.value(idx, current_cpu(m.ncpus)) : nullptr;
+        };
+    }
     return v;
 }
 
@@ -432,9 +439,7 @@ map_ref map_view::ref() const {
 }
 
 void *map_view::lookup(const void *key) const {
-    auto m = ref();
-    uint32_t idx = find_entry(m, key, true);
-    return idx != none ? m.value(idx, current_cpu(ncpus_)) : nullptr;
+    return lookup_ != nullptr ? lookup_(ref(), key) : nullptr;
 }
 
 long map_view::update(const void *key, const void *value, uint64_t flags) const {

@@ -91,6 +91,8 @@ struct map_layout {
     uint32_t entry_stride = 0; ///< hash: bytes per entry, its key included, a multiple of 8
 };
 struct map_ref;
+/// A lookup specialised for one map (its type and key size), chosen when a view attaches.
+using lookup_fn = void *(*)(const map_ref &m, const void *key);
 } // namespace detail
 
 /// A process-local view of a map's storage. Copyable; it does not own the storage.
@@ -165,6 +167,7 @@ private:
     map_spec spec_;
     uint32_t ncpus_ = 1;
     detail::map_layout layout_;
+    detail::lookup_fn lookup_ = nullptr;
 };
 
 } // namespace bpftime::maps
