@@ -190,17 +190,7 @@ TEST(Jit, CompareTreesBecomeSwitches) {
     auto compiled_ir = [](int depth) {
         tree_writer w;
         w.ops = {"jsgt"};
-        auto insns = assemble(switch_program(w, depth, 4));
-        EXPECT_TRUE(insns.ok());
-        auto prog = program::load(*insns);
-        EXPECT_TRUE(prog.ok());
-        ::setenv("BPFTIME_JIT_DUMP", "1", 1);
-        ::testing::internal::CaptureStderr();
-        auto eng = make_engine(engine_kind::jit, *prog, {.tier = jit_tier::optimised});
-        std::string ir = ::testing::internal::GetCapturedStderr();
-        ::unsetenv("BPFTIME_JIT_DUMP");
-        EXPECT_TRUE(eng.ok());
-        return ir;
+        return optimised_ir(switch_program(w, depth, 4));
     };
     if (available_engines().size() < 2) {
         GTEST_SKIP() << "this build has no JIT";

@@ -152,16 +152,7 @@ TEST(Jit, CountedCopyLoopsAreVectorised) {
     if (available_engines().size() < 2) {
         GTEST_SKIP() << "this build has no JIT";
     }
-    auto insns = assemble(copy_words);
-    ASSERT_TRUE(insns.ok());
-    auto prog = program::load(*insns);
-    ASSERT_TRUE(prog.ok());
-    ::setenv("BPFTIME_JIT_DUMP", "1", 1);
-    ::testing::internal::CaptureStderr();
-    auto eng = make_engine(engine_kind::jit, *prog, {.tier = jit_tier::optimised});
-    const std::string ir = ::testing::internal::GetCapturedStderr();
-    ::unsetenv("BPFTIME_JIT_DUMP");
-    ASSERT_TRUE(eng.ok());
+    const std::string ir = optimised_ir(copy_words);
     EXPECT_NE(ir.find("x i64>"), std::string::npos);
 }
 

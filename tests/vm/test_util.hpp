@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 #include <string>
 #include <string_view>
@@ -143,6 +144,21 @@ inline outcome same_as_interpreter(std::string_view text, const std::vector<uint
     }
     EXPECT_EQ(got.executed, want.executed) << text;
     return want;
+}
+
+/// The IR the JIT's optimised tier compiled for assembly text (BPFTIME_JIT_DUMP prints it).
+inline std::string optimised_ir(std::string_view text) {
+    auto insns = assemble(text);
+    EXPECT_TRUE(insns.ok()) << text;
+    auto prog = program::load(insns.ok() ? *insns : std::vector<ebpf_inst>{});
+    EXPECT_TRUE(prog.ok());
+    ::setenv("BPFTIME_JIT_DUMP", "1", 1);
+    ::testing::internal::CaptureStderr();
+    auto eng = make_engine(engine_kind::jit, *prog, {.tier = jit_tier::optimised});
+    std::string ir = ::testing::internal::GetCapturedStderr();
+    ::unsetenv("BPFTIME_JIT_DUMP");
+    EXPECT_TRUE(eng.ok());
+    return ir;
 }
 
 /// The same with mem_len bytes of memory holding 1, 2, 3, ...
