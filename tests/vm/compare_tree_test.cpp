@@ -5,7 +5,6 @@
 // instructions and stop on the same budgets.
 #include "test_util.hpp"
 
-#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>

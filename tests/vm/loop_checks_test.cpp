@@ -5,7 +5,6 @@
 #include "test_util.hpp"
 
 #include <array>
-#include <cstdlib>
 #include <cstring>
 
 namespace bpftime::vm::test {
