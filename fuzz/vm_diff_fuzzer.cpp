@@ -628,9 +628,13 @@ private:
                 gen_pointer();
             } else if (sel < 71) {
                 gen_address_arith();
-            } else if (sel < 79) {
+            } else if (sel < 77) {
                 if (depth < 3) {
                     gen_if(depth);
+                }
+            } else if (sel < 79) {
+                if (depth < 3) {
+                    gen_switch(depth);
                 }
             } else if (sel < 84) {
                 if (depth < 3) {
@@ -932,6 +936,35 @@ private:
             bind(else_label);
             st_ = meet(st_, before);
         }
+    }
+
+    // A tree of compares of one scalar with immediates close together, a small block at each
+    // leaf: the shape of clang's switch, which the JIT turns back into a switch.
+    void gen_switch(int depth) {
+        const uint8_t cls = in_.bit() ? cls_jmp : cls_jmp32;
+        const int x = src_scalar();
+        const int32_t lo = static_cast<int32_t>(in_.below(64)) - 32;
+        const size_t end = new_label();
+        const state before = st_;
+        std::optional<state> after;
+        auto node = [&](auto &self, uint32_t levels) -> void {
+            if (levels == 0 || f_.code.size() + 32 > limit_) {
+                st_ = before;
+                gen_block(depth + 1, 3);
+                after = after ? meet(*after, st_) : st_;
+                emit_goto(end);
+                return;
+            }
+            const size_t right = new_label();
+            const uint8_t op = jcond_ops[in_.below(std::size(jcond_ops))];
+            emit_jump(cls | src_k | op, x, 0, lo + static_cast<int32_t>(in_.below(24)), right);
+            self(self, levels - 1);
+            bind(right);
+            self(self, levels - 1);
+        };
+        node(node, 2 + in_.below(3));
+        bind(end);
+        st_ = after ? *after : before;
     }
 
     // ja over code that never runs.
