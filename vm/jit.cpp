@@ -505,9 +505,10 @@ void promote_registers(llvm::Module &mod, llvm::TargetMachine &tm) {
 
 // The optimised tier, a short pipeline for code that arrives already optimised by clang:
 // registers to SSA, subprograms inlined, redundant checks and loads merged, loop-invariant
-// parts of the access checks hoisted, and counted loops versioned so that a copy runs without
-// their checks when one test before the loop proves they all pass (hoist_checks). The full O2
-// pipeline costs several times the compile time for no measurable gain on this code.
+// parts of the access checks hoisted, counted loops versioned so that a copy runs without
+// their checks when one test before the loop proves they all pass (hoist_checks), and
+// innermost loops vectorised. The full O2 pipeline costs several times the compile time for no
+// measurable gain on this code.
 void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
     run_passes(mod, tm, [](llvm::ModulePassManager &mpm) {
         llvm::FunctionPassManager fpm;
@@ -594,11 +595,14 @@ private:
         // about 400. The pass takes its limit from LLVM's command-line options only.
         // BPFTIME_LLVM_OPTIONS adds LLVM options for looking at what the optimiser does, for
         // example "-pass-remarks-missed=loop-vectorize".
+        // X86's domain reassignment (general-purpose to mask-register instructions, on AVX-512
+        // hosts) grows with the square of a function's size and took most of the code
+        // generation time of large programs, for no gain on this code.
         const std::string threshold = "-unswitch-threshold=" + std::to_string(unswitch_threshold);
-        const char *argv[] = {"bpftime", threshold.c_str()};
+        const char *argv[] = {"bpftime", threshold.c_str(), "-disable-x86-domain-reassignment"};
         std::string why;
         llvm::raw_string_ostream errs(why);
-        if (!llvm::cl::ParseCommandLineOptions(2, argv, "", &errs, "BPFTIME_LLVM_OPTIONS")) {
+        if (!llvm::cl::ParseCommandLineOptions(3, argv, "", &errs, "BPFTIME_LLVM_OPTIONS")) {
             return "LLVM options (BPFTIME_LLVM_OPTIONS): " + errs.str();
         }
         auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
@@ -976,13 +980,6 @@ private:
         b_.SetInsertPoint(go);
     }
 
-    void reload_caches() {
-        b_.CreateStore(load_state(offsetof(jit_state, read_lo)), read_lo_);
-        b_.CreateStore(load_state(offsetof(jit_state, read_span)), read_span_);
-        b_.CreateStore(load_state(offsetof(jit_state, write_lo)), write_lo_);
-        b_.CreateStore(load_state(offsetof(jit_state, write_span)), write_span_);
-    }
-
     // Checks [addr, addr + n) before an access; continues in a new block when allowed.
     void check_access(size_t pc, int base, int16_t offset, llvm::Value *addr, uint64_t n,
                       bool write) {
@@ -1033,7 +1030,6 @@ private:
         auto *refill = new_block("refill");
         branch_unlikely(b_.CreateICmpEQ(allowed, b_.getInt64(0)), fault_ret_, refill);
         b_.SetInsertPoint(refill);
-        reload_caches();
         b_.CreateBr(ok);
         b_.SetInsertPoint(ok);
     }
@@ -1513,7 +1509,6 @@ private:
         }
         if (checked_) {
             b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
-            reload_caches();
         }
     }
 
@@ -1530,10 +1525,13 @@ private:
         for (auto &slot : near_) {
             slot = b_.CreateAlloca(i64_, nullptr, "near");
         }
-        read_lo_ = b_.CreateAlloca(i64_, nullptr, "read_lo");
-        read_span_ = b_.CreateAlloca(i64_, nullptr, "read_span");
-        write_lo_ = b_.CreateAlloca(i64_, nullptr, "write_lo");
-        write_span_ = b_.CreateAlloca(i64_, nullptr, "write_span");
+        // The far caches stay in the run's state, where the runtime refills them: values kept
+        // in registers would need phis at every join of the function, whose number grows with
+        // blocks times joins (a program of 3000 blocks took seconds to compile).
+        read_lo_ = state_field(offsetof(jit_state, read_lo));
+        read_span_ = state_field(offsetof(jit_state, read_span));
+        write_lo_ = state_field(offsetof(jit_state, write_lo));
+        write_span_ = state_field(offsetof(jit_state, write_span));
         for (size_t r = 0; r < 10; r++) {
             b_.CreateStore(&*arg++, regs_[r]);
         }
@@ -1545,7 +1543,6 @@ private:
         stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
         if (checked_) {
             b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
-            reload_caches();
             b_.CreateStore(b_.CreateLoad(i64_, read_lo_), near_[0]);
             b_.CreateStore(b_.CreateLoad(i64_, read_span_), near_[1]);
             b_.CreateStore(b_.CreateLoad(i64_, write_lo_), near_[2]);
@@ -1790,7 +1787,15 @@ using entry_fn = uint64_t (*)(jit_state *, uint64_t, uint64_t, uint64_t);
 struct loaded_code {
     llvm::orc::ResourceTrackerSP tracker;
     entry_fn fn = nullptr;
+    bool optimised = false; // compiled by the optimised tier
+    size_t blocks = 0;      // basic blocks of the program's translation
 };
+
+// The largest program (in basic blocks of its translation, access checks included) the
+// optimised tier compiles; larger ones keep the baseline code. Some passes and the register
+// allocator grow faster than the program: 1,500 blocks took under a second, 3,000 blocks (200
+// loops in a row) several seconds and 24,000 blocks (2,000 branches) 11 s.
+constexpr size_t max_optimised_blocks = 2500;
 
 result<loaded_code> compile(jit_host &host, const program &prog, bool checked, bool optimised) {
     static std::atomic<uint64_t> next_id{0};
@@ -1804,6 +1809,11 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
     if (auto err = t.translate(name); !err.empty()) {
         return make_error(EINVAL, err);
     }
+    size_t blocks = 0;
+    for (const llvm::Function &f : *mod) {
+        blocks += f.size();
+    }
+    optimised = optimised && blocks <= max_optimised_blocks;
     auto object = host.emit(*mod, optimised);
     if (std::getenv("BPFTIME_JIT_DUMP") != nullptr) {
         // The IR as compiled (after the tier's passes), for looking at what the checks became.
@@ -1825,6 +1835,8 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
         return make_error(EINVAL, "the jit cannot link the program: " + why);
     }
     code.fn = sym->toPtr<entry_fn>();
+    code.optimised = optimised;
+    code.blocks = blocks;
     return code;
 }
 
@@ -1989,8 +2001,9 @@ result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_optio
     if (!code) {
         return std::move(code).err();
     }
+    const bool worth_optimising = !code->optimised && code->blocks <= max_optimised_blocks;
     auto eng = std::make_unique<jit_engine>(prog, checked, **host, std::move(*code));
-    if (opts.tier == jit_tier::tiered) {
+    if (opts.tier == jit_tier::tiered && worth_optimising) {
         eng->optimise_in_background();
     }
     return std::unique_ptr<engine>(std::move(eng));

@@ -6,6 +6,7 @@
 #include <bpftime/vm/assembler.hpp>
 
 #include <fstream>
+#include <numeric>
 #include <sstream>
 #include <thread>
 
@@ -205,6 +206,40 @@ TEST(Jit, LargeProgramsCompile) {
     auto r = (*eng)->run(nullptr, 0);
     ASSERT_TRUE(r.ok()) << r.err().message;
     EXPECT_EQ(*r, 3u * (20000 - 200));
+}
+
+// Programs larger than the optimised tier takes (it compiles in time that grows faster than
+// the program) keep baseline code: the tiered engine does not recompile them and an engine
+// asked for the optimised tier gets baseline code, with the same results.
+TEST(Jit, ProgramsTooLargeForTheOptimisedTierKeepBaselineCode) {
+    REQUIRE_JIT();
+    // n loops in a row, each copying 64 bytes one at a time and summing them.
+    auto loops = [](int n) {
+        std::string text = "mov %r0, 0\n";
+        for (int k = 0; k < n; k++) {
+            const std::string l = std::to_string(k);
+            text += "mov %r4, 0\nl" + l + ":\njge %r4, 64, d" + l +
+                    "\nmov %r5, %r1\nadd %r5, %r4\nldxb %r6, [%r5+0]\nstxb [%r5+64], %r6\n"
+                    "add %r0, %r6\nadd %r4, 1\nja l" +
+                    l + "\nd" + l + ":\n";
+        }
+        return text + "exit\n";
+    };
+    // The baseline tier keeps each eBPF function an LLVM function of its own; the optimised
+    // tier inlines them into the entry.
+    const std::string baseline_mark = "define internal fastcc";
+    EXPECT_EQ(optimised_ir(loops(10)).find(baseline_mark), std::string::npos);
+    EXPECT_NE(optimised_ir(loops(300)).find(baseline_mark), std::string::npos);
+    const program big = assembled(loops(300));
+    for (jit_tier tier : {jit_tier::optimised, jit_tier::tiered}) {
+        auto eng = make_engine(engine_kind::jit, big, {.tier = tier});
+        ASSERT_TRUE(eng.ok()) << eng.err().message;
+        std::vector<uint8_t> mem(128);
+        std::iota(mem.begin(), mem.end(), uint8_t{0});
+        auto r = (*eng)->run(mem.data(), mem.size());
+        ASSERT_TRUE(r.ok()) << r.err().message;
+        EXPECT_EQ(*r, 300u * (63 * 64 / 2));
+    }
 }
 
 } // namespace
