@@ -358,21 +358,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
         case op_ja32:
             pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.imm));
             break;
-            BPFTIME_JMP(jmp_jeq, a == b, a == b)
-            BPFTIME_JMP(jmp_jgt, a > b, a > b)
-            BPFTIME_JMP(jmp_jge, a >= b, a >= b)
-            BPFTIME_JMP(jmp_jset, (a & b) != 0, (a & b) != 0)
-            BPFTIME_JMP(jmp_jne, a != b, a != b)
-            BPFTIME_JMP(jmp_jsgt, static_cast<int64_t>(a) > static_cast<int64_t>(b),
-                        static_cast<int32_t>(a) > static_cast<int32_t>(b))
-            BPFTIME_JMP(jmp_jsge, static_cast<int64_t>(a) >= static_cast<int64_t>(b),
-                        static_cast<int32_t>(a) >= static_cast<int32_t>(b))
-            BPFTIME_JMP(jmp_jlt, a < b, a < b)
-            BPFTIME_JMP(jmp_jle, a <= b, a <= b)
-            BPFTIME_JMP(jmp_jslt, static_cast<int64_t>(a) < static_cast<int64_t>(b),
-                        static_cast<int32_t>(a) < static_cast<int32_t>(b))
-            BPFTIME_JMP(jmp_jsle, static_cast<int64_t>(a) <= static_cast<int64_t>(b),
-                        static_cast<int32_t>(a) <= static_cast<int32_t>(b))
+            BPFTIME_JUMP_CONDITIONS(BPFTIME_JMP)
 
         case op_call:
             if (inst.src == call_local) {

@@ -731,37 +731,25 @@ bool is_immediate_compare(const ebpf_inst &inst) {
     return find_opcode(inst.opcode)->kind == op_kind::jcond && (inst.opcode & src_x) == 0;
 }
 
-// Whether the conditional jump `inst` (with an immediate) is taken when its register holds v.
+// Whether the conditional jump `inst` (with an immediate) is taken when its register holds v:
+// the interpreter's conditions (BPFTIME_JUMP_CONDITIONS).
 bool jump_taken(const ebpf_inst &inst, uint64_t v) {
     const bool wide = op_class(inst.opcode) == cls_jmp;
-    const uint64_t a = wide ? v : static_cast<uint32_t>(v);
-    const uint64_t b = wide ? static_cast<uint64_t>(static_cast<int64_t>(inst.imm))
-                            : static_cast<uint32_t>(inst.imm);
-    const int64_t sa = wide ? static_cast<int64_t>(a) : static_cast<int32_t>(a);
-    const int64_t sb = wide ? static_cast<int64_t>(b) : static_cast<int32_t>(b);
+    const uint64_t imm = static_cast<uint64_t>(static_cast<int64_t>(inst.imm));
     switch (inst.opcode & 0xf0) {
-    case jmp_jeq:
-        return a == b;
-    case jmp_jgt:
-        return a > b;
-    case jmp_jge:
-        return a >= b;
-    case jmp_jset:
-        return (a & b) != 0;
-    case jmp_jne:
-        return a != b;
-    case jmp_jsgt:
-        return sa > sb;
-    case jmp_jsge:
-        return sa >= sb;
-    case jmp_jlt:
-        return a < b;
-    case jmp_jle:
-        return a <= b;
-    case jmp_jslt:
-        return sa < sb;
-    default: // jsle
-        return sa <= sb;
+#define BPFTIME_TAKEN(op, expr64, expr32)                                                          \
+    case op:                                                                                       \
+        if (wide) {                                                                                \
+            const uint64_t a = v, b = imm;                                                         \
+            return expr64;                                                                         \
+        } else {                                                                                   \
+            const uint32_t a = static_cast<uint32_t>(v), b = static_cast<uint32_t>(imm);           \
+            return expr32;                                                                         \
+        }
+        BPFTIME_JUMP_CONDITIONS(BPFTIME_TAKEN)
+#undef BPFTIME_TAKEN
+    default:
+        return false; // not a conditional jump
     }
 }
 

@@ -31,6 +31,27 @@ inline void zero_frame(void *frame) {
     zero_lines(frame, stack_frame_size);
 }
 
+/// Every conditional jump's condition, as X(operation, 64-bit condition, 32-bit condition) on a
+/// (the destination register) and b (the source register or the immediate), unsigned 64- or
+/// 32-bit values of the instruction's width: the interpreter's semantics, which the JIT's
+/// recovery of compare trees also evaluates.
+#define BPFTIME_JUMP_CONDITIONS(X)                                                                 \
+    X(jmp_jeq, a == b, a == b)                                                                     \
+    X(jmp_jgt, a > b, a > b)                                                                       \
+    X(jmp_jge, a >= b, a >= b)                                                                     \
+    X(jmp_jset, (a & b) != 0, (a & b) != 0)                                                        \
+    X(jmp_jne, a != b, a != b)                                                                     \
+    X(jmp_jsgt, static_cast<int64_t>(a) > static_cast<int64_t>(b),                                 \
+      static_cast<int32_t>(a) > static_cast<int32_t>(b))                                           \
+    X(jmp_jsge, static_cast<int64_t>(a) >= static_cast<int64_t>(b),                                \
+      static_cast<int32_t>(a) >= static_cast<int32_t>(b))                                          \
+    X(jmp_jlt, a < b, a < b)                                                                       \
+    X(jmp_jle, a <= b, a <= b)                                                                     \
+    X(jmp_jslt, static_cast<int64_t>(a) < static_cast<int64_t>(b),                                 \
+      static_cast<int32_t>(a) < static_cast<int32_t>(b))                                           \
+    X(jmp_jsle, static_cast<int64_t>(a) <= static_cast<int64_t>(b),                                \
+      static_cast<int32_t>(a) <= static_cast<int32_t>(b))
+
 /// The memory of one run: a 4 KiB stack, the input memory as a region, and the run context
 /// over both. The stack region is the part of the entry frame the program can reach
 /// (program::entry_frame_reach), zeroed, so no run sees what another left behind.
