@@ -1775,8 +1775,7 @@ using entry_fn = uint64_t (*)(jit_state *, uint64_t, uint64_t, uint64_t);
 struct loaded_code {
     llvm::orc::ResourceTrackerSP tracker;
     entry_fn fn = nullptr;
-    bool optimised = false; // compiled by the optimised tier
-    size_t blocks = 0;      // basic blocks of the program's translation
+    size_t blocks = 0; // basic blocks of the program's translation
 };
 
 // The largest program (in basic blocks of its translation, access checks included) the
@@ -1823,7 +1822,6 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
         return make_error(EINVAL, "the jit cannot link the program: " + why);
     }
     code.fn = sym->toPtr<entry_fn>();
-    code.optimised = optimised;
     code.blocks = blocks;
     return code;
 }
@@ -1989,7 +1987,7 @@ result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_optio
     if (!code) {
         return std::move(code).err();
     }
-    const bool worth_optimising = !code->optimised && code->blocks <= max_optimised_blocks;
+    const bool worth_optimising = code->blocks <= max_optimised_blocks;
     auto eng = std::make_unique<jit_engine>(prog, checked, **host, std::move(*code));
     if (opts.tier == jit_tier::tiered && worth_optimising) {
         eng->optimise_in_background();
