@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <type_traits>
 #include <vector>
 
 namespace bpftime::maps::detail {
@@ -110,16 +111,24 @@ uint32_t chain_find(const map_ref &m, const tables &t, const void *key,
     return none;
 }
 
+// Calls f with the key size as a constant (std::integral_constant) for the common sizes, 4 and
+// 8 bytes, and 0 (the map's, read at run time) for the others.
+template <class F>
+decltype(auto) with_key_size(uint32_t key_size, F &&f) {
+    switch (key_size) {
+    case 4:
+        return f(std::integral_constant<uint32_t, 4>{});
+    case 8:
+        return f(std::integral_constant<uint32_t, 8>{});
+    default:
+        return f(std::integral_constant<uint32_t, 0>{});
+    }
+}
+
 // chain_find for lookups, with the common key sizes as constants.
 uint32_t lookup_chain(const map_ref &m, const tables &t, const void *key) {
-    switch (m.spec.key_size) {
-    case 4:
-        return chain_find<4>(m, t, key);
-    case 8:
-        return chain_find<8>(m, t, key);
-    default:
-        return chain_find(m, t, key);
-    }
+    return with_key_size(m.spec.key_size,
+                         [&](auto size) { return chain_find<decltype(size)::value>(m, t, key); });
 }
 
 void set_count(const map_ref &m, uint32_t count) {
@@ -257,14 +266,9 @@ lookup_fn hash_lookup_for(const map_spec &spec) {
     if (spec.type != map_type::hash) {
         return nullptr;
     }
-    switch (spec.key_size) {
-    case 4:
-        return plain_hash_lookup<4>;
-    case 8:
-        return plain_hash_lookup<8>;
-    default:
-        return plain_hash_lookup<0>;
-    }
+    return with_key_size(spec.key_size, [](auto size) -> lookup_fn {
+        return plain_hash_lookup<decltype(size)::value>;
+    });
 }
 
 long hash_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags) {
