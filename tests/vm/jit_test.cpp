@@ -23,14 +23,6 @@ bool have_jit() {
         GTEST_SKIP() << "this build has no jit (BPFTIME_ENABLE_JIT=OFF)";                          \
     }
 
-program assembled(const std::string &text) {
-    auto insns = assemble(text);
-    EXPECT_TRUE(insns.ok()) << insns.err().message;
-    auto prog = program::load(insns.ok() ? *insns : std::vector<ebpf_inst>{});
-    EXPECT_TRUE(prog.ok()) << prog.err().message;
-    return std::move(*prog);
-}
-
 // Sums the bytes of the input memory, one local call per byte.
 const char *sum_bytes = R"(
     mov %r6, %r1

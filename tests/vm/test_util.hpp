@@ -88,6 +88,15 @@ inline result<uint64_t> run_insns(std::vector<ebpf_inst> insns, std::vector<uint
     return (*eng)->run(p, mem != nullptr ? mem->size() : 0, ro);
 }
 
+/// Assembles and loads text (a failure fails the test).
+inline program assembled(std::string_view text) {
+    auto insns = assemble(text);
+    EXPECT_TRUE(insns.ok()) << text << ": " << (insns.ok() ? "" : insns.err().message);
+    auto prog = program::load(insns.ok() ? *insns : std::vector<ebpf_inst>{});
+    EXPECT_TRUE(prog.ok()) << text << ": " << (prog.ok() ? "" : prog.err().message);
+    return std::move(*prog);
+}
+
 /// What a run of assembly text gave: r0 or the error, and the instructions it counted.
 struct outcome {
     bool ok = false;
@@ -99,11 +108,8 @@ struct outcome {
 /// Assembles text and runs it on v with mem and an instruction budget.
 inline outcome run_text(const engine_variant &v, std::string_view text, std::vector<uint8_t> &mem,
                         uint64_t budget) {
-    auto insns = assemble(text);
-    EXPECT_TRUE(insns.ok()) << text;
-    auto prog = program::load(insns.ok() ? *insns : std::vector<ebpf_inst>{});
-    EXPECT_TRUE(prog.ok());
-    auto eng = make_engine(v.kind, *prog, v.opts);
+    const program prog = assembled(text);
+    auto eng = make_engine(v.kind, prog, v.opts);
     EXPECT_TRUE(eng.ok());
     outcome o;
     run_options ro;
@@ -148,13 +154,10 @@ inline outcome same_as_interpreter(std::string_view text, const std::vector<uint
 
 /// The IR the JIT's optimised tier compiled for assembly text (BPFTIME_JIT_DUMP prints it).
 inline std::string optimised_ir(std::string_view text) {
-    auto insns = assemble(text);
-    EXPECT_TRUE(insns.ok()) << text;
-    auto prog = program::load(insns.ok() ? *insns : std::vector<ebpf_inst>{});
-    EXPECT_TRUE(prog.ok());
+    const program prog = assembled(text);
     ::setenv("BPFTIME_JIT_DUMP", "1", 1);
     ::testing::internal::CaptureStderr();
-    auto eng = make_engine(engine_kind::jit, *prog, {.tier = jit_tier::optimised});
+    auto eng = make_engine(engine_kind::jit, prog, {.tier = jit_tier::optimised});
     std::string ir = ::testing::internal::GetCapturedStderr();
     ::unsetenv("BPFTIME_JIT_DUMP");
     EXPECT_TRUE(eng.ok());
