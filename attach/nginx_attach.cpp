@@ -53,8 +53,8 @@ bool nginx_module_attach_impl::filter(const bpftime_nginx_request &req, nginx_ve
             failure = {e.prog->link_id(), std::move(r0).err()};
             return false;
         }
-        if (*r0 != 0) {
-            verdict.status = *r0 >= 400 && *r0 <= 599 ? static_cast<int>(*r0) : 403;
+        if (int status = bpftime_nginx_status(*r0); status != BPFTIME_NGINX_ACCEPT) {
+            verdict.status = status;
             verdict.link_id = e.prog->link_id();
             return true;
         }

@@ -176,12 +176,8 @@ ngx_http_bpftime_handler(ngx_http_request_t *r)
         return ngx_http_bpftime_failed(r, blcf, rc);
     }
 
-    if (rc >= NGX_HTTP_BAD_REQUEST && rc <= 599) {
-        return rc;
-    }
-
-    /* any other decision of a program is a refusal */
-    return NGX_HTTP_FORBIDDEN;
+    /* a refusal: the status bpftime_nginx_status() gave (400..599) */
+    return rc;
 }
 
 

@@ -34,4 +34,15 @@ struct bpftime_nginx_request {
 /** The status a program returns to accept a request. */
 #define BPFTIME_NGINX_ACCEPT 0
 
+/**
+ * What a program's return value r0 decides: BPFTIME_NGINX_ACCEPT for 0, the HTTP status for
+ * 400..599, 403 for anything else. The one place this rule is written.
+ */
+static inline int bpftime_nginx_status(__u64 r0) {
+    if (r0 == BPFTIME_NGINX_ACCEPT) {
+        return BPFTIME_NGINX_ACCEPT;
+    }
+    return r0 >= 400 && r0 <= 599 ? (int)r0 : 403;
+}
+
 #endif /* BPFTIME_NGINX_FILTER_H */
