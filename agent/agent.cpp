@@ -4,9 +4,9 @@
 // attach types and instantiates; a thread then follows the segment: new links attach,
 // disabled and destroyed ones detach, while the process runs. Messages go to standard error,
 // each distinct one once.
-#include <bpftime/attach/uprobe.hpp>
 #include <bpftime/manager/attach_manager.hpp>
 #include <bpftime/store/store.hpp>
+#include <bpftime/uprobe/uprobe.hpp>
 
 #include <unistd.h>
 
@@ -66,7 +66,7 @@ private:
             return false;
         }
         auto mgr = std::make_unique<attach_manager>(*seg);
-        if (auto r = register_uprobe_attach(*mgr); !r) {
+        if (auto r = mgr->register_attach_impls(make_uprobe_attach_impls()); !r) {
             say(r.err().message);
             return false;
         }

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The attach type table, running a link's program, and the callable test hooks.
 #include <bpftime/attach/attach.hpp>
-#include <bpftime/helpers/helpers.hpp>
 
 #include <algorithm>
 #include <mutex>
@@ -91,14 +90,14 @@ compiled_program::create(uint32_t id, uint64_t revision, std::string name, vm::p
 result<uint64_t> compiled_program::run(void *ctx, uint64_t ctx_len,
                                        const vm::run_options &opts) const {
     auto r = engine_->run(ctx, ctx_len, opts);
-    // A program that reserved ring-buffer space and did not hand it back must not stall the
-    // ring's consumer.
-    helpers::discard_unsubmitted();
+    if (vm::run_end_fn end = prog_.helpers().run_end()) {
+        end();
+    }
     return r;
 }
 
-result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len,
-                                       const vm::run_options &opts) const {
+result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_options opts) const {
+    opts.info.attach_cookie = cookie_;
     auto r = prog_->run(ctx, ctx_len, opts);
     if (counters_) {
         counters_.count(!r.ok());

@@ -11,11 +11,11 @@
 #include "bench_util.hpp"
 
 #include <bpftime/attach/attach.hpp>
-#include <bpftime/attach/uprobe.hpp>
 #include <bpftime/loader/elf.hpp>
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/provider/kernel_provider.hpp>
 #include <bpftime/store/store.hpp>
+#include <bpftime/uprobe/uprobe.hpp>
 
 #include <benchmark/benchmark.h>
 #include <pthread.h>
@@ -317,7 +317,7 @@ void open_user(backend &b) {
     manager_options opts;
     opts.engine_options.tier = vm::jit_tier::optimised;
     auto p = std::make_unique<event_provider_impl>(*seg, opts);
-    if (auto r = register_uprobe_attach(p->manager()); !r) {
+    if (auto r = p->manager().register_attach_impls(make_uprobe_attach_impls()); !r) {
         b.unavailable = "cannot register the uprobe attach types: " + r.err().message;
         return;
     }

@@ -356,21 +356,14 @@ uint64_t trace_printk(uint64_t fmt, uint64_t fmt_size, uint64_t a1, uint64_t a2,
     return out.size();
 }
 
-// The probe a program runs at, when its host is a probe host (0 otherwise, as for programs the
-// kernel runs elsewhere).
-const probe_run_info *probe_of(run_context *ctx) {
-    auto *info = static_cast<const probe_run_info *>(ctx->user_data());
-    return info != nullptr && info->magic == probe_run_info::magic_value ? info : nullptr;
-}
-
+// What the host said about the run: the probed function (0 where no probe runs the program,
+// as for programs the kernel runs elsewhere) and the cookie of the link that runs it.
 uint64_t get_func_ip(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *ctx) {
-    const probe_run_info *info = probe_of(ctx);
-    return info != nullptr ? info->func_ip : 0;
+    return ctx->info().func_ip;
 }
 
 uint64_t get_attach_cookie(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *ctx) {
-    const probe_run_info *info = probe_of(ctx);
-    return info != nullptr ? info->cookie : 0;
+    return ctx->info().attach_cookie;
 }
 
 struct helper_row {
@@ -403,6 +396,14 @@ constexpr helper_row rows[] = {
     {182, "strncmp", strncmp_helper},
 };
 
+// The registry's end-of-run step.
+void discard_unsubmitted() {
+    for (const reservation &r : reservations) {
+        r.ring->ringbuf_discard(r.record, maps::ringbuf_no_wakeup);
+    }
+    reservations.clear();
+}
+
 } // namespace
 
 void register_all(vm::helper_registry &registry) {
@@ -410,6 +411,7 @@ void register_all(vm::helper_registry &registry) {
     for (const helper_row &r : rows) {
         registry.replace_helper(r.id, r.name, r.fn);
     }
+    registry.set_run_end(discard_unsubmitted);
 }
 
 uint64_t make_map_handle(const maps::map_view &view) {
@@ -455,13 +457,6 @@ void retire_map_handle(uint64_t handle) {
     if ((handle & handle_tag_mask) == handle_tag && index < handles_used.load()) {
         handle_table()[index].live.store(false, std::memory_order_release);
     }
-}
-
-void discard_unsubmitted() {
-    for (const reservation &r : reservations) {
-        r.ring->ringbuf_discard(r.record, maps::ringbuf_no_wakeup);
-    }
-    reservations.clear();
 }
 
 } // namespace bpftime::helpers

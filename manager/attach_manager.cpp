@@ -39,6 +39,15 @@ result<void> attach_manager::register_attach_impl(int32_t type,
     return {};
 }
 
+result<void> attach_manager::register_attach_impls(attach_impl_set impls) {
+    for (auto &[type, impl] : impls) {
+        if (auto r = register_attach_impl(type, std::move(impl)); !r) {
+            return r;
+        }
+    }
+    return {};
+}
+
 base_attach_impl *attach_manager::attach_impl(int32_t type) const {
     std::lock_guard lock(mu_);
     auto it = impls_.find(type);

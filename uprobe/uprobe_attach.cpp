@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <bpftime/attach/probe_target.hpp>
-#include <bpftime/attach/uprobe.hpp>
-#include <bpftime/helpers/helpers.hpp>
 #include <bpftime/hook/inline_hook.hpp>
+#include <bpftime/uprobe/uprobe.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -37,13 +36,10 @@ struct probe_site {
 };
 
 void run_all(const std::vector<probe_program> &progs, uintptr_t address, const pt_regs *regs) {
-    helpers::probe_run_info info;
-    info.func_ip = address;
     vm::run_options opts;
     opts.mem_writable = false; // the registers are the program's to read, not to change
-    opts.user_data = &info;
+    opts.info.func_ip = address;
     for (const probe_program &p : progs) {
-        info.cookie = p.prog->cookie();
         // A fault is counted in the link's counters; the probed function goes on regardless.
         (void)p.prog->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
     }
@@ -174,15 +170,12 @@ result<void> uprobe_attach_impl::detach(int attach_id) {
     return host_->detach(attach_id);
 }
 
-result<void> register_uprobe_attach(attach_manager &manager) {
+attach_impl_set make_uprobe_attach_impls() {
     auto host = make_uprobe_host();
-    if (auto r = manager.register_attach_impl(attach_type_uprobe,
-                                              std::make_unique<uprobe_attach_impl>(host, false));
-        !r) {
-        return r;
-    }
-    return manager.register_attach_impl(attach_type_uretprobe,
-                                        std::make_unique<uprobe_attach_impl>(host, true));
+    attach_impl_set impls;
+    impls.emplace_back(attach_type_uprobe, std::make_unique<uprobe_attach_impl>(host, false));
+    impls.emplace_back(attach_type_uretprobe, std::make_unique<uprobe_attach_impl>(host, true));
+    return impls;
 }
 
 } // namespace bpftime

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include <bpftime/vm/helpers.hpp>
+#include <bpftime/vm/helper_registry.hpp>
 
 #include <ctime>
 
@@ -8,12 +8,14 @@ namespace bpftime::vm {
 helper_registry::helper_registry(const helper_registry &other) {
     std::lock_guard lock(other.mu_);
     helpers_ = other.helpers_;
+    run_end_.store(other.run_end(), std::memory_order_relaxed);
 }
 
 helper_registry &helper_registry::operator=(const helper_registry &other) {
     if (this != &other) {
         std::scoped_lock lock(mu_, other.mu_);
         helpers_ = other.helpers_;
+        run_end_.store(other.run_end(), std::memory_order_relaxed);
     }
     return *this;
 }

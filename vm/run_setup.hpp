@@ -60,7 +60,7 @@ struct run_setup {
         : top(reinterpret_cast<uint64_t>(&stack[0]) + stack_size),
           input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len, opts.mem_writable},
           rc({top - prog.entry_frame_reach(), prog.entry_frame_reach(), true}, input,
-             prog.regions(), opts.regions, opts.user_data) {
+             prog.regions(), opts.regions, opts.info) {
         zero_lines(&stack[stack_size - prog.entry_frame_reach()], prog.entry_frame_reach());
     }
     run_setup(const run_setup &) = delete;

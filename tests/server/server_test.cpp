@@ -131,6 +131,19 @@ TEST_F(ServerTest, ReturnValuesMapToStatuses) {
     EXPECT_EQ(filter("/"), 599);
 }
 
+// A program attached to the URL filter reads its link's cookie (get_attach_cookie), as a
+// probe's program does.
+TEST_F(ServerTest, ProgramsReadTheirLinksCookie) {
+    auto target = provider->create_attach_target(attach_type_nginx_url, "");
+    ASSERT_TRUE(target.ok()) << target.err().message;
+    auto link = provider->attach_program(program("call 174\nexit\n"), *target, 451);
+    ASSERT_TRUE(link.ok()) << link.err().message;
+    EXPECT_EQ(filter("/"), 451);
+    ASSERT_TRUE(provider->destroy_object(*link).ok());
+    attach(program("call 174\nexit\n"));
+    EXPECT_EQ(filter("/"), 0) << "a link made without a cookie has cookie 0";
+}
+
 TEST_F(ServerTest, ProgramsReadTheRequest) {
     // Returns 400 + the length of the path when the method starts with 'G'.
     attach(program("ldxdw %r2, [%r1+16]\nldxb %r2, [%r2]\nmov %r0, 0\njne %r2, 0x47, out\n"

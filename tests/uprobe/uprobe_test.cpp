@@ -5,11 +5,11 @@
 // back after detaching.
 #include <bpftime/attach/attach.hpp>
 #include <bpftime/attach/probe_target.hpp>
-#include <bpftime/attach/uprobe.hpp>
 #include <bpftime/hook/inline_hook.hpp>
 #include <bpftime/loader/elf.hpp>
 #include <bpftime/manager/attach_manager.hpp>
 #include <bpftime/provider/event_provider.hpp>
+#include <bpftime/uprobe/uprobe.hpp>
 #include <bpftime/vm/assembler.hpp>
 
 #include "../provider_fixture.hpp"
@@ -138,7 +138,7 @@ struct Uprobe : test::provider_fixture {
     // The host: a manager of this process over the same segment, offering uprobes.
     std::unique_ptr<attach_manager> host() {
         auto m = std::make_unique<attach_manager>(seg);
-        auto r = register_uprobe_attach(*m);
+        auto r = m->register_attach_impls(make_uprobe_attach_impls());
         EXPECT_TRUE(r) << r.err().message;
         return m;
     }

@@ -15,6 +15,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace bpftime {
@@ -59,7 +60,8 @@ public:
     uint64_t revision() const { return revision_; }
     const std::string &name() const { return name_; }
     const vm::program &program() const { return prog_; }
-    /// Runs the program on a context; safe from several threads at once.
+    /// Runs the program on a context, then the end-of-run step of the program's helper
+    /// registry; safe from several threads at once.
     result<uint64_t> run(void *ctx, uint64_t ctx_len, const vm::run_options &opts = {}) const;
 
 private:
@@ -84,8 +86,9 @@ public:
     /// The link's attach cookie, for get_attach_cookie.
     uint64_t cookie() const { return cookie_; }
     const compiled_program &program() const { return *prog_; }
-    /// Runs the program and counts the run (and a fault) in the link's counters.
-    result<uint64_t> run(void *ctx, uint64_t ctx_len, const vm::run_options &opts = {}) const;
+    /// Runs the program with the link's attach cookie in opts.info and counts the run (and a
+    /// fault) in the link's counters.
+    result<uint64_t> run(void *ctx, uint64_t ctx_len, vm::run_options opts = {}) const;
 
 private:
     uint32_t link_id_;
@@ -112,6 +115,9 @@ protected:
 private:
     std::atomic<int> next_attach_id_{1};
 };
+
+/// Attach implementations by attach type, as a component offers them to a host process.
+using attach_impl_set = std::vector<std::pair<int32_t, std::unique_ptr<base_attach_impl>>>;
 
 /// The test attach type: named hooks that tests (or any host) trigger by hand. Arguments are
 /// the hook name. Programs on one hook run in link order.

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <bpftime/maps/maps.hpp>
-#include <bpftime/vm/helpers.hpp>
+#include <bpftime/vm/helper_registry.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <cstdint>
@@ -12,16 +12,10 @@
 
 namespace bpftime::helpers {
 
-/// What a probe host passes in run_options::user_data, for get_func_ip (173) and
-/// get_attach_cookie (174). Other hosts pass something else or nothing; the magic tells.
-struct probe_run_info {
-    static constexpr uint64_t magic_value = 0x626f7270656d6974; // "timeprob"
-    uint64_t magic = magic_value;
-    uint64_t func_ip = 0; ///< the probed instruction's address
-    uint64_t cookie = 0;  ///< the attach cookie of the link
-};
-
-/// Registers every helper in a registry (the global one by default). Idempotent.
+/// Registers every helper in a registry (the global one by default), and the registry's
+/// end-of-run step (helper_registry::run_end): ring-buffer records a run reserved and did not
+/// submit or discard are discarded, so an ill-behaved program cannot stall a ring's consumer.
+/// Idempotent.
 void register_all(vm::helper_registry &registry = vm::helper_registry::global());
 
 /// Makes a map usable from programs in this process: the returned value is what an lddw map
@@ -33,9 +27,5 @@ uint64_t make_map_handle(const maps::map_view &view);
 std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle);
 /// Stops a handle from working (helpers given it fail the program). Handles are not reused.
 void retire_map_handle(uint64_t handle);
-
-/// Discards ring-buffer records this thread reserved and did not submit or discard, so an
-/// ill-behaved program cannot stall a ring's consumer. Engines' callers run it after a run.
-void discard_unsubmitted();
 
 } // namespace bpftime::helpers

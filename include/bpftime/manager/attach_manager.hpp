@@ -34,6 +34,9 @@ public:
 
     /// Registers the implementation of an attach type.
     result<void> register_attach_impl(int32_t type, std::unique_ptr<base_attach_impl> impl);
+    /// Registers every implementation of a set (for example make_uprobe_attach_impls()); stops
+    /// at the first type that is taken.
+    result<void> register_attach_impls(attach_impl_set impls);
     /// The implementation of an attach type, or null.
     base_attach_impl *attach_impl(int32_t type) const;
 

@@ -5,9 +5,11 @@
 #pragma once
 
 #include <bpftime/attach/attach.hpp>
-#include <bpftime/manager/attach_manager.hpp>
 
+#include <cstdint>
 #include <memory>
+#include <utility>
+#include <vector>
 
 namespace bpftime {
 
@@ -34,7 +36,8 @@ private:
 /// A new host: the hooks of this process's uprobes and uretprobes.
 std::shared_ptr<uprobe_host> make_uprobe_host();
 
-/// Registers uprobe and uretprobe (sharing one host) with a manager.
-result<void> register_uprobe_attach(attach_manager &manager);
+/// The uprobe and uretprobe attach implementations of one new host, by attach type, for a
+/// host process to register with its attach_manager (register_attach_impls).
+attach_impl_set make_uprobe_attach_impls();
 
 } // namespace bpftime

@@ -5,6 +5,7 @@
 
 #include <bpftime/result.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -20,6 +21,9 @@ class run_context;
 /// program passed (run_context::check_access) or stop the program (run_context::fail).
 using helper_fn = uint64_t (*)(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5,
                                run_context *ctx);
+
+/// A step a host takes after each run of a program (helper_registry::run_end).
+using run_end_fn = void (*)();
 
 /// A registered helper.
 struct helper_info {
@@ -51,10 +55,18 @@ public:
     /// Every helper, ordered by id.
     std::vector<helper_info> list() const;
 
+    /// Sets what a host runs after every run of a program bound to this registry: helpers
+    /// that keep per-run state outside the run context (ring-buffer records a program
+    /// reserved and did not hand back) release it there.
+    void set_run_end(run_end_fn fn) { run_end_.store(fn, std::memory_order_relaxed); }
+    /// The step set by set_run_end(), or null.
+    run_end_fn run_end() const { return run_end_.load(std::memory_order_relaxed); }
+
 private:
     mutable std::mutex mu_;
     // std::map keeps element addresses stable, so find() results stay valid.
     std::map<uint32_t, helper_info> helpers_;
+    std::atomic<run_end_fn> run_end_{nullptr};
 };
 
 /// Registers bpftime's built-in helpers that need nothing but the VM (for example

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <bpftime/result.hpp>
-#include <bpftime/vm/helpers.hpp>
+#include <bpftime/vm/helper_registry.hpp>
 #include <bpftime/vm/isa.hpp>
 
 #include <array>
@@ -82,6 +82,15 @@ inline constexpr int fault_call_depth = EOVERFLOW;
 inline constexpr int fault_bad_helper = ENOSYS;
 inline constexpr int fault_helper = ECANCELED;
 
+/// What a host tells the helpers about one run.
+struct run_info {
+    /// The attach cookie of the link the program runs through (get_attach_cookie), 0 when it
+    /// runs through none.
+    uint64_t attach_cookie = 0;
+    /// The address of the probed function (get_func_ip) when a probe runs the program, else 0.
+    uint64_t func_ip = 0;
+};
+
 /// The memory and state of one run that helpers may use.
 class run_context {
 public:
@@ -97,17 +106,17 @@ public:
     void hint_region(const void *ptr, uint64_t len);
     /// Stops the program after the current helper returns; the run fails with the message.
     void fail(std::string message);
-    /// Host data the caller passed in run_options::user_data.
-    void *user_data() const { return user_data_; }
+    /// What the host said about this run (run_options::info).
+    const run_info &info() const { return *info_; }
 
     // Used by the engines.
     // Inline: engines build one per run, and an out-of-line call passed the two regions
     // through memory that had just been written field by field (a store-forwarding stall).
     run_context(memory_region stack_region, memory_region input,
                 std::span<const memory_region> program_regions,
-                std::span<const memory_region> extra_regions, void *user_data)
+                std::span<const memory_region> extra_regions, const run_info &info)
         : stack(stack_region), input_(input), program_regions_(program_regions),
-          extra_regions_(extra_regions), user_data_(user_data) {}
+          extra_regions_(extra_regions), info_(&info) {}
     bool failed() const { return failed_; }
     /// Where failed() is kept, for compiled code that tests it after each helper call.
     const bool *failed_flag() const { return &failed_; }
@@ -132,7 +141,7 @@ private:
     std::span<const memory_region> extra_regions_;
     std::vector<memory_region> dynamic_;
     memory_region *sink_ = nullptr;
-    void *user_data_ = nullptr;
+    const run_info *info_;
     std::string failure_;
     bool failed_ = false;
 };
@@ -145,8 +154,8 @@ struct run_options {
     bool mem_writable = true;
     /// More memory the program may access (global data, maps, a context's pointees).
     std::span<const memory_region> regions;
-    /// Passed to helpers through run_context::user_data().
-    void *user_data = nullptr;
+    /// What helpers may ask about the run (run_context::info()).
+    run_info info;
     /// When set, receives the number of instructions the run executed.
     uint64_t *executed = nullptr;
 };
