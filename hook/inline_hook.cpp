@@ -264,10 +264,10 @@ struct emitter {
         movabs(rax, fn);
         bytes({0xFF, 0xD0}); // call rax
     }
-    // Restores the flags from the frame without popfq, which is microcoded and was a
-    // measurable share of a probe: DF by std when it was set (the stub clears it for the
-    // handler), OF by an add that overflows exactly when it was set, then SF, ZF, AF, PF and
-    // CF by sahf. The handler leaves the other flags (TF, AC) as they were. Uses rax.
+    // Restores the flags from the frame without popfq, which is microcoded and costs more
+    // than these few instructions on every probe: DF by std when it was set (the stub clears it for
+    // the handler), OF by an add that overflows exactly when it was set, then SF, ZF, AF, PF and CF
+    // by sahf. The handler leaves the other flags (TF, AC) as they were. Uses rax.
     void restore_flags() {
         const int32_t high = eflags_slot + 1; // TF IF DF OF in bits 0-3
         bytes({0xF6, 0x84, 0x24});            // test byte [rsp + high], 0x04 (DF)
