@@ -277,6 +277,21 @@ uint64_t strncmp_helper(uint64_t s1, uint64_t s1_sz, uint64_t s2, uint64_t, uint
     return 0;
 }
 
+// The string a %s of trace_printk prints: up to 63 bytes before a NUL of memory the program may
+// read (its stack, context, map values), or "(fault)" when the first byte is not such memory.
+std::string printable_string(run_context *ctx, uint64_t at) {
+    constexpr size_t most = 63;
+    std::string s;
+    while (s.size() < most && ctx->check_access(at + s.size(), 1, false)) {
+        char c = *static_cast<const char *>(ptr(at + s.size()));
+        if (c == '\0') {
+            return s;
+        }
+        s += c;
+    }
+    return s.empty() && !ctx->check_access(at, 1, false) ? "(fault)" : s;
+}
+
 // long bpf_trace_printk(const char *fmt, u32 fmt_size, ...): up to three arguments, the
 // conversions Linux accepts (%d %i %u %x %X %ld %lu %lx %lld %llu %llx %p %s %c %%).
 uint64_t trace_printk(uint64_t fmt, uint64_t fmt_size, uint64_t a1, uint64_t a2, uint64_t a3,
@@ -335,16 +350,10 @@ uint64_t trace_printk(uint64_t fmt, uint64_t fmt_size, uint64_t a1, uint64_t a2,
         case 'c':
             snprintf(buf, sizeof buf, "%c", static_cast<char>(v));
             break;
-        case 's': {
-            char s[64] = {};
-            if (probe_read_str(reinterpret_cast<uint64_t>(s), sizeof s, v, 0, 0, ctx) >
-                (1ull << 63)) {
-                std::strcpy(s, "(fault)");
-            }
-            out += s;
+        case 's':
+            out += printable_string(ctx, v);
             i = j;
             continue;
-        }
         default:
             return u64(-EINVAL);
         }

@@ -223,5 +223,24 @@ TEST_F(HelpersTest, StrncmpAndTracePrintk) {
     EXPECT_NE(err.find("trace: 42"), std::string::npos) << err;
 }
 
+// trace_printk's %s prints a string from memory the program may read, and "(fault)" for an
+// address outside it (never a fault of the run).
+TEST_F(HelpersTest, TracePrintkPrintsStrings) {
+    // "%s\n" at r10-4, "hi\0" at r10-8.
+    const std::string setup = "stw [%r10-4], 0x000a7325\nstw [%r10-8], 0x00006968\n"
+                              "mov %r1, %r10\nadd %r1, -4\nmov %r2, 4\n";
+    testing::internal::CaptureStderr();
+    auto printed = run(setup + "mov %r3, %r10\nadd %r3, -8\ncall 6\nexit\n");
+    std::string err = testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(printed.ok()) << printed.err().message;
+    EXPECT_NE(err.find("trace: hi\n"), std::string::npos) << err;
+    EXPECT_EQ(*printed, 3u);
+    testing::internal::CaptureStderr();
+    auto outside = run(setup + "mov %r3, 16\ncall 6\nexit\n");
+    err = testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(outside.ok()) << outside.err().message;
+    EXPECT_NE(err.find("trace: (fault)"), std::string::npos) << err;
+}
+
 } // namespace
 } // namespace bpftime
