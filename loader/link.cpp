@@ -3,7 +3,7 @@
 // maps named by their index in the object instead of kernel file descriptors.
 #include "loader.hpp"
 
-#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 
 #include <elf.h>
 
