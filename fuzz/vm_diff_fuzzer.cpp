@@ -20,6 +20,7 @@
 //
 // BPFTIME_DIFF_VERBOSE=1 prints each program and both results (to replay a crash file).
 #include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <algorithm>

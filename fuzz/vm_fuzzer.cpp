@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Input layout: byte 0 = length n of the input memory, then n bytes of memory, then the
 // program's instruction bytes (a trailing partial instruction is dropped).
-#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <cstring>

@@ -189,7 +189,7 @@ result<void> collect_programs(bpf_object *obj, const elf_image &image,
             return make_error(EINVAL, "program '" + p.name + "' in section '" + p.section +
                                           "' has no matching function symbol");
         }
-        auto insns = detail::link_program(image, core, index, *entry);
+        auto insns = detail::relocate_program(image, core, index, *entry);
         if (!insns) {
             return std::move(insns).err();
         }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Reading an eBPF ELF object with libelf. Every index and offset taken from the file is
-// checked here, so the linker can trust the elf_image it gets.
+// checked here, so the relocator can trust the elf_image it gets.
 #include "loader.hpp"
 
 #include <bpftime/loader/elf_util.hpp>

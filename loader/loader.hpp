@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Internal to the loader: an eBPF ELF object as the linker needs it, read with libelf.
+// Internal to the loader: an eBPF ELF object as the relocator needs it, read with libelf.
 //
 // libbpf's bpf_object__open() gives the object model (maps, programs, section types) but
 // relocations and bpf-to-bpf calls are only applied by bpf_object__load(), which needs the
-// kernel. So the loader reads sections, symbols and relocations itself and links programs.
+// kernel. So the loader reads sections, symbols and relocations itself and relocates programs.
 #pragma once
 
 #include <bpftime/result.hpp>
@@ -116,10 +116,11 @@ struct map_index {
     std::map<uint32_t, uint32_t> by_section;              ///< global data section -> map
 };
 
-/// Links one program: the entry function plus every function it calls or takes the address
+/// Relocates one program: the entry function plus every function it calls or takes the address
 /// of, appended once each, with map, global data and call relocations applied. Errors name
 /// the program and the instruction.
-result<std::vector<vm::ebpf_inst>> link_program(const elf_image &image, const core_relos &core,
-                                                const map_index &maps, const elf_function &entry);
+result<std::vector<vm::ebpf_inst>> relocate_program(const elf_image &image, const core_relos &core,
+                                                    const map_index &maps,
+                                                    const elf_function &entry);
 
 } // namespace bpftime::loader::detail

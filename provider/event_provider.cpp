@@ -61,8 +61,12 @@ result<void> event_provider_impl::destroy_object(uint32_t id) {
     return seg_->destroy(id);
 }
 
-result<store::snapshot> event_provider_impl::list() const {
-    return seg_->read_all();
+result<listing> event_provider_impl::list() const {
+    auto snap = seg_->read_all();
+    if (!snap) {
+        return snap.err();
+    }
+    return listing{std::move(*snap), {}, true};
 }
 
 namespace {

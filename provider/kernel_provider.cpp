@@ -48,8 +48,8 @@ struct record {
     char args[max_args + 1] = {}; // target
 };
 
-// A map's record as users see it; fd is its kernel object (-1 when it cannot be opened).
-store::map_info map_info_of(uint32_t id, const record &r, int fd) {
+// A map's record as users see it.
+store::map_info map_info_of(uint32_t id, const record &r) {
     store::map_info m;
     m.id = id;
     m.name = r.name;
@@ -60,7 +60,6 @@ store::map_info map_info_of(uint32_t id, const record &r, int fd) {
     m.spec.flags = r.map_flags;
     m.read_only = r.read_only != 0;
     m.ncpus = static_cast<uint32_t>(std::max(libbpf_num_possible_cpus(), 1));
-    m.kernel_id = fd >= 0 ? kernel::object_id(fd) : 0;
     return m;
 }
 
@@ -667,9 +666,11 @@ result<void> kernel_event_provider::destroy_object(uint32_t id) {
     return {};
 }
 
-result<store::snapshot> kernel_event_provider::list() const {
+result<listing> kernel_event_provider::list() const {
     auto lock = impl_->lock(false);
-    store::snapshot snap;
+    listing out;
+    out.counted = false;
+    store::snapshot &snap = out.objects;
     if (auto head = impl_->header()) {
         snap.generation = head->next_id;
     }
@@ -684,15 +685,21 @@ result<store::snapshot> kernel_event_provider::list() const {
             p.map_ids.assign(r.map_ids, r.map_ids + r.nmaps);
             if (auto fd = impl_->pinned("prog", id)) {
                 auto k = kernel::program_of(fd->get());
-                p.kernel_id = k.id;
+                if (k.id != 0) {
+                    out.kernel_ids[id] = k.id;
+                }
                 p.insns = std::move(k.insns);
             }
             snap.programs.push_back(std::move(p));
             break;
         }
         case store::object_kind::map: {
-            auto fd = impl_->pinned("map", id);
-            snap.maps.push_back(map_info_of(id, r, fd ? fd->get() : -1));
+            if (auto fd = impl_->pinned("map", id)) {
+                if (uint32_t k = kernel::object_id(fd->get()); k != 0) {
+                    out.kernel_ids[id] = k;
+                }
+            }
+            snap.maps.push_back(map_info_of(id, r));
             break;
         }
         case store::object_kind::target:
@@ -705,17 +712,18 @@ result<store::snapshot> kernel_event_provider::list() const {
             l.prog_id = r.prog_id;
             l.target_id = r.target_id;
             l.enabled = r.enabled != 0;
-            l.counted = false;
             l.cookie = r.cookie;
             if (auto fd = impl_->pinned("link", id)) {
-                l.kernel_id = kernel::object_id(fd->get());
+                if (uint32_t k = kernel::object_id(fd->get()); k != 0) {
+                    out.kernel_ids[id] = k;
+                }
             }
             snap.links.push_back(std::move(l));
             break;
         }
         }
     }
-    return snap;
+    return out;
 }
 
 result<std::unique_ptr<map_access>> kernel_event_provider::open_map(uint32_t id) const {
@@ -728,7 +736,7 @@ result<std::unique_ptr<map_access>> kernel_event_provider::open_map(uint32_t id)
     if (!fd) {
         return fd.err();
     }
-    return kernel::make_map_access(map_info_of(id, *snap_map, fd->get()), std::move(*fd));
+    return kernel::make_map_access(map_info_of(id, *snap_map), std::move(*fd));
 }
 
 result<void> kernel_event_provider::instantiate() {

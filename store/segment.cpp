@@ -1,13 +1,9 @@
 // SPDX-License-Identifier: MIT
-// The shared-memory segment: header, object table and object heap.
-//
-// Layout (plain data and offsets only, no pointers):
-//   header | object table (max_objects slots) | heap of extents
-// Each object owns at most one extent (program instructions, target arguments, map storage),
-// referenced from its slot by offset. A slot becomes visible by one release store of its
-// state (creating -> live), so a writer that dies mid-update leaves at most a `creating` slot,
-// which the next writer frees. Heap allocation keeps no state of its own: the free space is
-// whatever no slot references, so recovery cannot leak or double-allocate.
+// The shared-memory segment: opening, creating and checking it, the writer lock, and the
+// object API over the object table (layout.hpp) and the heap (heap.hpp).
+#include "heap.hpp"
+#include "layout.hpp"
+
 #include <bpftime/store/store.hpp>
 
 #include <algorithm>
@@ -16,95 +12,17 @@
 #include <cstring>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <thread>
 #include <type_traits>
 #include <unistd.h>
 
-// Restartable sequences: glibc (2.35 and later) registers every thread's struct rseq.
-#if defined(__x86_64__) && defined(__has_include)
-#if __has_include(<sys/rseq.h>)
-#include <sys/rseq.h>
-#define BPFTIME_COUNTERS_RSEQ 1
-#endif
-#endif
-
 namespace bpftime::store {
+
+using namespace detail;
+
 namespace {
-
-constexpr char segment_magic[8] = {'B', 'P', 'F', 'T', 'I', 'M', 'E', '1'};
-constexpr uint64_t align = 64;
-constexpr uint32_t slot_free = 0, slot_creating = 1, slot_live = 2;
-constexpr size_t counter_stripes = 8;
-// Link counters: stripe i < rseq_stripes belongs to CPU i and is added to without a lock
-// prefix (in a restartable sequence, so only by threads on CPU i); the other stripes take
-// every locked add (threads on higher CPUs, processes without rseq). Keeping the two apart
-// matters: an add without the lock prefix is not atomic against another CPU's add.
-constexpr uint32_t rseq_stripes = 6;
-static_assert(rseq_stripes < counter_stripes);
-
-struct header {
-    // Magic and version first, at offsets no future layout moves.
-    char magic[8];
-    uint32_t layout_version;
-    uint32_t header_size;
-    uint64_t size;
-    uint32_t ready;
-    uint32_t max_objects;
-    uint64_t table_offset;
-    uint64_t heap_offset;
-    uint64_t heap_size;
-    uint64_t generation;
-    uint32_t next_id;
-    uint32_t slot_size;
-    alignas(64) pthread_mutex_t lock;
-};
-
-struct alignas(64) counter_stripe {
-    uint64_t runs;
-    uint64_t faults;
-};
-
-struct alignas(64) slot {
-    uint32_t state;
-    uint32_t id;
-    uint32_t kind;
-    uint32_t enabled; // links
-    char name[max_name + 1];
-    uint64_t extent;  // offset of the owned extent, 0 for none
-    uint64_t pending; // an extent being written by replace_program, 0 for none
-    // programs
-    uint32_t prog_type;
-    uint32_t pad0;
-    uint64_t revision;
-    char section[64];
-    // maps
-    uint32_t map_type, key_size, value_size, max_entries, map_flags, ncpus, read_only, pad1;
-    // targets
-    int32_t attach_type;
-    // links
-    uint32_t prog_id, target_id;
-    uint64_t cookie;
-    counter_stripe counters[counter_stripes];
-};
-
-// Every extent starts with its size so the allocator can rebuild the free space.
-struct alignas(64) extent_header {
-    uint64_t size; // bytes including this header
-    uint32_t owner;
-};
-
-struct program_payload {
-    uint32_t insn_count;
-    uint32_t map_count;
-    // then insn_count instructions, then map_count map ids
-};
-
-uint64_t round_up(uint64_t v, uint64_t a) {
-    return (v + a - 1) / a * a;
-}
 
 std::string shm_path(const std::string &name) {
     return "/" + name;
@@ -125,15 +43,6 @@ void copy_name(char (&dst)[max_name + 1], const std::string &src) {
 
 std::string read_name(const char *src, size_t cap) {
     return std::string(src, strnlen(src, cap));
-}
-
-template <class T>
-T load_acquire(const T &v) {
-    return __atomic_load_n(&v, __ATOMIC_ACQUIRE);
-}
-template <class T>
-void store_release(T &v, T x) {
-    __atomic_store_n(&v, x, __ATOMIC_RELEASE);
 }
 
 } // namespace
@@ -160,109 +69,6 @@ const char *kind_name(object_kind kind) {
         return "link";
     }
     return "unknown";
-}
-
-namespace {
-
-// The old way, and the fallback: a locked add on one of the stripes no CPU owns.
-void locked_add(slot *s, uint64_t counter_stripe::*field, uint32_t cpu) {
-    counter_stripe &c = s->counters[rseq_stripes + cpu % (counter_stripes - rseq_stripes)];
-    __atomic_fetch_add(&(c.*field), 1, __ATOMIC_RELAXED);
-}
-
-#ifdef BPFTIME_COUNTERS_RSEQ
-static_assert(sizeof(counter_stripe) == 64, "rseq_add_one shifts the cpu id by 6");
-
-// Adds 1 to the u64 at `first` + cpu * sizeof(counter_stripe), cpu being the CPU this thread
-// runs on, in a restartable sequence (see link_counters::count). Returns the cpu id it read:
-// when that is >= rseq_stripes (or the thread has no rseq: ~0u, ~1u), it added nothing.
-//
-// 3: the struct rseq_cs descriptor (version 0, flags 0, start_ip, post_commit_offset,
-//    abort_ip) in section __rseq_cs, also listed in __rseq_cs_ptr_array for debuggers.
-// 0: (re)start: point this thread's rseq->rseq_cs (offset 8) at the descriptor.
-// 1: the critical section: read rseq->cpu_id (offset 4), leave when it owns no stripe,
-//    compute the address from it, and commit with the one add.
-// 2: the end, just past the commit.
-// 4: the abort handler, preceded by RSEQ_SIG (as the operand of a ud1, like librseq, so
-//    disassemblers stay in step): the kernel sends the thread there when it preempts,
-//    migrates or signals it between 1 and 2; the sequence starts again.
-[[gnu::always_inline]] inline uint32_t rseq_add_one(uint64_t *first) {
-    uint32_t cpu;
-    uint64_t offset;
-    asm volatile(".pushsection __rseq_cs, \"aw\"\n\t"
-                 ".balign 32\n"
-                 "3:\n\t"
-                 ".long 0, 0\n\t"
-                 ".quad 1f, 2f - 1f, 4f\n\t"
-                 ".popsection\n\t"
-                 ".pushsection __rseq_cs_ptr_array, \"aw\"\n\t"
-                 ".quad 3b\n\t"
-                 ".popsection\n"
-                 "0:\n\t"
-                 "leaq 3b(%%rip), %[offset]\n\t"
-                 "movq %[offset], %%fs:8(%[rseq])\n"
-                 "1:\n\t"
-                 "movl %%fs:4(%[rseq]), %[cpu]\n\t"
-                 "cmpl %[stripes], %[cpu]\n\t"
-                 "jae 2f\n\t"
-                 "movl %[cpu], %k[offset]\n\t"
-                 "shlq $6, %[offset]\n\t"
-                 "addq $1, (%[first], %[offset])\n"
-                 "2:\n\t"
-                 ".pushsection __rseq_failure, \"ax\"\n\t"
-                 ".byte 0x0f, 0xb9, 0x3d\n\t"
-                 ".long %c[sig]\n"
-                 "4:\n\t"
-                 "jmp 0b\n\t"
-                 ".popsection\n"
-                 : [cpu] "=&r"(cpu), [offset] "=&r"(offset)
-                 : [rseq] "r"(__rseq_offset), [first] "r"(first), [stripes] "i"(rseq_stripes),
-                   [sig] "i"(RSEQ_SIG)
-                 : "memory", "cc");
-    return cpu;
-}
-#endif
-
-// Adds 1 to this CPU's copy of one counter.
-[[gnu::always_inline]] inline void add_one(slot *s, uint64_t counter_stripe::*field) {
-#ifdef BPFTIME_COUNTERS_RSEQ
-    if (__rseq_size != 0) {
-        uint32_t cpu = rseq_add_one(&(s->counters[0].*field));
-        if (cpu >= rseq_stripes) {
-            locked_add(s, field, cpu);
-        }
-        return;
-    }
-#endif
-    int cpu = sched_getcpu();
-    locked_add(s, field, static_cast<uint32_t>(cpu < 0 ? 0 : cpu));
-}
-
-} // namespace
-
-bool link_counters_use_rseq() {
-#ifdef BPFTIME_COUNTERS_RSEQ
-    return __rseq_size != 0;
-#else
-    return false;
-#endif
-}
-
-// Runs and faults are added to without a lock prefix: each add is the commit of a restartable
-// sequence (Linux rseq) that reads the CPU id and picks that CPU's stripe. The kernel restarts
-// the sequence when it preempts, migrates or signals the thread before the commit, so nothing
-// else runs on this CPU between reading the id and the add; that covers other processes'
-// threads on this CPU too, as they only run here after a preemption. A CPU's stripe is so
-// written by one add at a time, all on that CPU, and readers in other processes (relaxed
-// loads) see whole values: x86-64 writes an aligned u64 in one piece. Without rseq in this process
-// (GLIBC_TUNABLES=glibc.pthread.rseq=0, an old kernel) or on a CPU >= rseq_stripes, the add is a
-// locked one on a stripe no CPU owns.
-void link_counters::count(bool fault) const {
-    auto *s = static_cast<slot *>(slot_);
-    add_one(s, &counter_stripe::runs);
-    if (fault) {
-        add_one(s, &counter_stripe::faults);
-    }
 }
 
 struct segment::impl {
@@ -398,52 +204,12 @@ struct segment::impl {
 
     // --- heap ---
 
-    extent_header *extent_at(uint64_t off) const {
-        return reinterpret_cast<extent_header *>(base + off);
-    }
-
-    // First fit among the gaps between the extents slots reference.
+    detail::heap objects() const { return {base, name}; }
     result<uint64_t> allocate(uint64_t payload, uint32_t owner) const {
-        uint64_t need = round_up(sizeof(extent_header) + payload, align);
-        std::vector<std::pair<uint64_t, uint64_t>> used;
-        for (uint32_t i = 0; i < max_objects(); i++) {
-            const slot &s = slots()[i];
-            if (s.state == slot_free) {
-                continue;
-            }
-            for (uint64_t off : {s.extent, s.pending}) {
-                if (off != 0) {
-                    used.emplace_back(off, extent_at(off)->size);
-                }
-            }
-        }
-        std::sort(used.begin(), used.end());
-        uint64_t at = hdr()->heap_offset, end = hdr()->heap_offset + hdr()->heap_size;
-        uint64_t largest = 0;
-        for (auto [off, len] : used) {
-            if (off >= at && off - at >= need) {
-                break;
-            }
-            largest = std::max(largest, off > at ? off - at : 0);
-            at = std::max(at, off + len);
-        }
-        if (at > end || end - at < need) {
-            largest = std::max(largest, at < end ? end - at : 0);
-            return make_error(
-                ENOSPC, "no space left in segment " + name + ": need " + std::to_string(need) +
-                            " bytes, the largest free gap is " + std::to_string(largest) +
-                            " (create a larger segment with BPFTIME_SHM_SIZE)");
-        }
-        extent_header *e = extent_at(at);
-        e->size = need;
-        e->owner = owner;
-        return at;
+        return objects().allocate(payload, owner);
     }
-
-    void *payload(uint64_t off) const { return base + off + sizeof(extent_header); }
-    uint64_t payload_size(uint64_t off) const {
-        return extent_at(off)->size - sizeof(extent_header);
-    }
+    void *payload(uint64_t off) const { return objects().payload(off); }
+    uint64_t payload_size(uint64_t off) const { return objects().payload_size(off); }
 
     // Writes a program payload into a new extent owned by s.
     result<uint64_t> write_program(slot *s, const std::vector<vm::ebpf_inst> &insns,

@@ -191,10 +191,11 @@ int cmd_list(const global_options &g) {
     if (!provider) {
         return report(provider.err());
     }
-    auto snap = (*provider)->list();
-    if (!snap) {
-        return report(snap.err());
+    auto listed = (*provider)->list();
+    if (!listed) {
+        return report(listed.err());
     }
+    const store::snapshot &snap = listed->objects;
     struct row {
         uint32_t id;
         const char *kind;
@@ -209,7 +210,7 @@ int cmd_list(const global_options &g) {
         }
     };
     std::vector<row> rows;
-    for (const auto &m : snap->maps) {
+    for (const auto &m : snap.maps) {
         auto access = (*provider)->open_map(m.id);
         uint64_t entries = access ? (*access)->count() : 0;
         rows.push_back({m.id,
@@ -222,9 +223,9 @@ int cmd_list(const global_options &g) {
                          {"max_entries", m.spec.max_entries},
                          {"entries", entries},
                          {"read_only", m.read_only}}});
-        kernel_id(rows.back(), m.kernel_id, "map");
+        kernel_id(rows.back(), listed->kernel_id(m.id), "map");
     }
-    for (const auto &p : snap->programs) {
+    for (const auto &p : snap.programs) {
         std::string maps_list;
         for (uint32_t id : p.map_ids) {
             maps_list += (maps_list.empty() ? "" : ",") + std::to_string(id);
@@ -242,16 +243,16 @@ int cmd_list(const global_options &g) {
                          {"insns", p.insns.size()},
                          {"maps", p.map_ids},
                          {"revision", p.revision}}});
-        kernel_id(rows.back(), p.kernel_id, "program");
+        kernel_id(rows.back(), listed->kernel_id(p.id), "program");
     }
-    for (const auto &t : snap->targets) {
+    for (const auto &t : snap.targets) {
         rows.push_back({t.id,
                         "target",
                         t.name,
                         attach_type_name(t.attach_type) + " " + t.args,
                         {{"attach_type", attach_type_name(t.attach_type)}, {"args", t.args}}});
     }
-    for (const auto &l : snap->links) {
+    for (const auto &l : snap.links) {
         row r{l.id,
               "link",
               l.name,
@@ -262,15 +263,15 @@ int cmd_list(const global_options &g) {
             r.details += ", cookie " + std::to_string(l.cookie);
             r.j["cookie"] = l.cookie;
         }
-        if (l.counted) {
+        if (listed->counted) {
             r.details +=
                 ", runs " + std::to_string(l.runs) + ", faults " + std::to_string(l.faults);
             r.j["runs"] = l.runs;
             r.j["faults"] = l.faults;
-        } else if (l.enabled && l.kernel_id == 0) {
+        } else if (l.enabled && listed->kernel_id(l.id) == 0) {
             r.details += ", not attached";
         }
-        kernel_id(r, l.kernel_id, "link");
+        kernel_id(r, listed->kernel_id(l.id), "link");
         rows.push_back(std::move(r));
     }
     std::sort(rows.begin(), rows.end(), [](const row &a, const row &b) { return a.id < b.id; });
@@ -282,7 +283,7 @@ int cmd_list(const global_options &g) {
             out.push_back(std::move(o));
         }
         std::puts(json{{g.kernel() ? "folder" : "segment", (*provider)->location()},
-                       {"generation", snap->generation},
+                       {"generation", snap.generation},
                        {"objects", out}}
                       .dump()
                       .c_str());

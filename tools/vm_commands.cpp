@@ -8,6 +8,7 @@
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/vm/assembler.hpp>
 #include <bpftime/vm/conformance.hpp>
+#include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <algorithm>

@@ -2,7 +2,7 @@
 // Disassembler to the bpf_conformance text syntax, driven by the opcode table.
 #include "text.hpp"
 
-#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 
 #include <algorithm>
 #include <charconv>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "frame_reach.hpp"
 
-#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
 namespace bpftime::vm {

@@ -5,7 +5,7 @@
 
 #include "text.hpp"
 
-#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <emmintrin.h>

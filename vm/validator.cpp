@@ -2,7 +2,7 @@
 // Load-time validation, driven by the opcode table.
 #include "text.hpp"
 
-#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <string>

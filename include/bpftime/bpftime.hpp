@@ -6,6 +6,7 @@
 #include <bpftime/result.hpp>
 #include <bpftime/vm/assembler.hpp>
 #include <bpftime/vm/conformance.hpp>
+#include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/helper_registry.hpp>
 #include <bpftime/vm/isa.hpp>
 #include <bpftime/vm/vm.hpp>

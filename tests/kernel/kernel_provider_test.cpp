@@ -150,9 +150,10 @@ TEST_F(KernelProvider, DisabledAndDestroyedLinksReallyDetach) {
     EXPECT_EQ(read_u64(totals, u32_bytes(0)), 100u) << "a disabled link still counted";
     auto snap = provider_->list();
     ASSERT_TRUE(snap);
-    ASSERT_EQ(snap->links.size(), 1u);
-    EXPECT_FALSE(snap->links[0].enabled);
-    EXPECT_EQ(snap->links[0].kernel_id, 0u);
+    ASSERT_EQ(snap->objects.links.size(), 1u);
+    EXPECT_FALSE(snap->objects.links[0].enabled);
+    EXPECT_EQ(snap->kernel_id(snap->objects.links[0].id), 0u);
+    EXPECT_FALSE(snap->counted) << "the kernel provider counts no runs";
 
     ASSERT_TRUE(provider_->enable_link(link));
     run_target(100, 1);
@@ -195,8 +196,8 @@ TEST_F(KernelProvider, DeinstantiateDetachesAndInstantiateReattaches) {
     EXPECT_EQ(read_u64(totals, u32_bytes(0)), 0u);
     auto snap = provider_->list();
     ASSERT_TRUE(snap);
-    EXPECT_TRUE(snap->links[0].enabled) << "deinstantiate keeps the records";
-    EXPECT_EQ(snap->links[0].kernel_id, 0u);
+    EXPECT_TRUE(snap->objects.links[0].enabled) << "deinstantiate keeps the records";
+    EXPECT_EQ(snap->kernel_id(snap->objects.links[0].id), 0u);
     ASSERT_TRUE(provider_->instantiate());
     run_target(50, 1);
     EXPECT_EQ(read_u64(totals, u32_bytes(0)), 50u);
@@ -246,7 +247,7 @@ TEST_F(KernelProvider, TheVerifiersRefusalIsTheMessage) {
     EXPECT_NE(msg.find("invalid mem access 'map_value_or_null'"), std::string::npos) << msg;
     auto snap = provider_->list();
     ASSERT_TRUE(snap);
-    EXPECT_TRUE(snap->maps.empty()) << "the object's map was not released";
+    EXPECT_TRUE(snap->objects.maps.empty()) << "the object's map was not released";
 }
 
 TEST_F(KernelProvider, ObjectsOutliveTheProcessThatMadeThem) {
@@ -278,10 +279,11 @@ TEST_F(KernelProvider, ObjectsOutliveTheProcessThatMadeThem) {
     run_target(300, 2);
     auto snap = provider_->list();
     ASSERT_TRUE(snap);
-    ASSERT_EQ(snap->maps.size(), 2u);
-    ASSERT_EQ(snap->links.size(), 1u);
-    EXPECT_NE(snap->links[0].kernel_id, 0u);
-    uint32_t totals = snap->maps[0].name == "totals" ? snap->maps[0].id : snap->maps[1].id;
+    ASSERT_EQ(snap->objects.maps.size(), 2u);
+    ASSERT_EQ(snap->objects.links.size(), 1u);
+    EXPECT_NE(snap->kernel_id(snap->objects.links[0].id), 0u);
+    uint32_t totals = snap->objects.maps[0].name == "totals" ? snap->objects.maps[0].id
+                                                             : snap->objects.maps[1].id;
     EXPECT_EQ(read_u64(totals, u32_bytes(0)), 600u);
 }
 
@@ -291,14 +293,14 @@ TEST_F(KernelProvider, ResetReleasesEveryKernelObject) {
     auto snap = provider_->list();
     ASSERT_TRUE(snap);
     std::vector<uint32_t> progs, maps_ids, links;
-    for (const auto &p : snap->programs) {
-        progs.push_back(p.kernel_id);
+    for (const auto &p : snap->objects.programs) {
+        progs.push_back(snap->kernel_id(p.id));
     }
-    for (const auto &m : snap->maps) {
-        maps_ids.push_back(m.kernel_id);
+    for (const auto &m : snap->objects.maps) {
+        maps_ids.push_back(snap->kernel_id(m.id));
     }
-    for (const auto &l : snap->links) {
-        links.push_back(l.kernel_id);
+    for (const auto &l : snap->objects.links) {
+        links.push_back(snap->kernel_id(l.id));
     }
     ASSERT_EQ(progs.size(), 2u);
     ASSERT_EQ(links.size(), 1u);
@@ -388,10 +390,10 @@ TEST_F(KernelProvider, BadInputGetsAClearErrorAndChangesNothing) {
     // Nothing above created anything but the one tracepoint target.
     auto snap = provider_->list();
     ASSERT_TRUE(snap);
-    EXPECT_EQ(snap->programs.size(), 2u);
-    EXPECT_EQ(snap->maps.size(), 2u);
-    EXPECT_EQ(snap->targets.size(), 1u);
-    EXPECT_TRUE(snap->links.empty());
+    EXPECT_EQ(snap->objects.programs.size(), 2u);
+    EXPECT_EQ(snap->objects.maps.size(), 2u);
+    EXPECT_EQ(snap->objects.targets.size(), 1u);
+    EXPECT_TRUE(snap->objects.links.empty());
 }
 
 TEST_F(KernelProvider, ForeignFoldersAndNamesAreRefused) {
@@ -450,7 +452,7 @@ TEST_F(KernelProvider, TwoProcessesCreatingAtOnceGetDistinctIds) {
     auto snap = provider_->list();
     ASSERT_TRUE(snap);
     std::map<uint32_t, int> ids;
-    for (const auto &m : snap->maps) {
+    for (const auto &m : snap->objects.maps) {
         ids[m.id]++;
     }
     EXPECT_EQ(ids.size(), 2u * per_child);

@@ -2,7 +2,7 @@
 // Loading the example objects and the linker test objects: maps, programs, relocated
 // lddw forms, appended subprograms, and runs on the interpreter.
 #include <bpftime/loader/elf.hpp>
-#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <gtest/gtest.h>

@@ -538,6 +538,15 @@ TEST_F(StoreTest, FaultingProgramIsCountedAndTheHostCarriesOn) {
     auto info = seg->link(*l);
     EXPECT_EQ(info->runs, 1u);
     EXPECT_EQ(info->faults, 1u);
+    // The provider lists the same counts, counted, and no kernel objects.
+    auto listed = p.list();
+    ASSERT_TRUE(listed.ok()) << listed.err().message;
+    EXPECT_TRUE(listed->counted);
+    EXPECT_TRUE(listed->kernel_ids.empty());
+    ASSERT_EQ(listed->objects.links.size(), 1u);
+    EXPECT_EQ(listed->objects.links[0].runs, 1u);
+    EXPECT_EQ(listed->objects.links[0].faults, 1u);
+    EXPECT_EQ(listed->kernel_id(*l), 0u);
 }
 
 // A link (of a program that is never run) whose counters a test adds to directly.

@@ -170,7 +170,7 @@ struct Uprobe : test::provider_fixture {
         auto snap = provider->list();
         EXPECT_TRUE(snap) << snap.err().message;
         if (snap) {
-            for (const store::link_info &l : snap->links) {
+            for (const store::link_info &l : snap->objects.links) {
                 if (l.id == id) {
                     return l;
                 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Tests of the assembler and the disassembler.
 #include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 
 #include <gtest/gtest.h>
 

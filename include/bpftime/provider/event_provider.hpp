@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -63,6 +64,26 @@ public:
     virtual void wait(int timeout_ms) = 0;
 };
 
+/// What a provider lists: every object as the store describes it, plus what the provider
+/// alone knows of them.
+struct listing {
+    /// Every object, in id order within each kind. The generation is the store's (user
+    /// space) or the next id of the kernel provider's catalogue.
+    store::snapshot objects;
+    /// Object id -> the kernel's id of its kernel object (kernel provider: programs, maps,
+    /// and links while attached). Objects without one are absent.
+    std::map<uint32_t, uint32_t> kernel_ids;
+    /// Whether the links' runs and faults are counted (user space). The kernel provider counts
+    /// none; its links read 0 there.
+    bool counted = true;
+
+    /// The kernel's id for object id, 0 when it has none.
+    uint32_t kernel_id(uint32_t id) const {
+        auto it = kernel_ids.find(id);
+        return it != kernel_ids.end() ? it->second : 0;
+    }
+};
+
 /// The controller's API. Every failure is an error value with a message.
 class base_event_provider {
 public:
@@ -82,8 +103,8 @@ public:
     virtual result<void> enable_link(uint32_t link_id) = 0;
     virtual result<void> disable_link(uint32_t link_id) = 0;
     virtual result<void> destroy_object(uint32_t id) = 0;
-    /// Every object, in id order within each kind.
-    virtual result<store::snapshot> list() const = 0;
+    /// Every object, in id order within each kind, with what this provider knows of them.
+    virtual result<listing> list() const = 0;
     /// Reads and changes one map.
     virtual result<std::unique_ptr<map_access>> open_map(uint32_t id) const = 0;
     /// Brings the current process in line with the objects (see attach_manager).
@@ -106,7 +127,7 @@ public:
     result<void> enable_link(uint32_t link_id) override;
     result<void> disable_link(uint32_t link_id) override;
     result<void> destroy_object(uint32_t id) override;
-    result<store::snapshot> list() const override;
+    result<listing> list() const override;
     result<std::unique_ptr<map_access>> open_map(uint32_t id) const override;
     result<void> instantiate() override;
     void deinstantiate() override;

@@ -58,7 +58,7 @@ public:
     result<void> enable_link(uint32_t link_id) override;
     result<void> disable_link(uint32_t link_id) override;
     result<void> destroy_object(uint32_t id) override;
-    result<store::snapshot> list() const override;
+    result<listing> list() const override;
     result<std::unique_ptr<map_access>> open_map(uint32_t id) const override;
     result<void> instantiate() override;
     void deinstantiate() override;

@@ -40,7 +40,6 @@ struct program_info {
     std::vector<vm::ebpf_inst> insns;
     std::vector<uint32_t> map_ids; ///< maps its lddw pseudo forms name
     uint64_t revision = 0;         ///< bumped when the program is replaced
-    uint32_t kernel_id = 0;        ///< the kernel's id for it (kernel provider), else 0
 };
 
 struct map_info {
@@ -49,7 +48,6 @@ struct map_info {
     maps::map_spec spec;
     uint32_t ncpus = 1;
     bool read_only = false; ///< programs may not write its values (.rodata)
-    uint32_t kernel_id = 0; ///< the kernel's id for it (kernel provider), else 0
 };
 
 struct target_info {
@@ -67,10 +65,6 @@ struct link_info {
     bool enabled = false;
     uint64_t runs = 0;   ///< program runs through this link, over all host processes
     uint64_t faults = 0; ///< runs that stopped with an error
-    /// Kernel provider: the id of the kernel link that attaches it (0 while detached); runs
-    /// and faults are not counted there.
-    uint32_t kernel_id = 0;
-    bool counted = true; ///< runs and faults are counted (user space)
     uint64_t cookie = 0; ///< the attach cookie (get_attach_cookie)
 };
 

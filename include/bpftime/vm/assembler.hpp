@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /// @file
-/// Assembler and disassembler for the bpf_conformance text syntax.
+/// Assembler for the bpf_conformance text syntax (disassembler.hpp goes the other way).
 ///
 /// One instruction per line; `#` starts a comment; `name:` defines a label. Registers are
 /// `%r0`..`%r10`; immediates are decimal or `0x` hex, optionally negative. Jump and local
@@ -23,7 +23,6 @@
 #include <bpftime/result.hpp>
 #include <bpftime/vm/isa.hpp>
 
-#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,14 +31,5 @@ namespace bpftime::vm {
 
 /// Assembles program text. An error names the line number and what is wrong.
 result<std::vector<ebpf_inst>> assemble(std::string_view text);
-
-/// The text of the instruction at insns[pc] (an lddw uses insns[pc + 1] too). Every
-/// instruction the validator accepts disassembles to text that assembles back to the same
-/// bytes; an unknown opcode prints as `.invalid 0x<opcode> ...` and never crashes.
-std::string disassemble_one(std::span<const ebpf_inst> insns, size_t pc);
-
-/// The text of a whole program, one instruction per line. With numbered, each line starts
-/// with the slot index; jump targets are printed as `+N`/`-N`.
-std::string disassemble(std::span<const ebpf_inst> insns, bool numbered = false);
 
 } // namespace bpftime::vm

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Linking a program the way libbpf's bpf_object__load() does (bpf_object__relocate), with
-// maps named by their index in the object instead of kernel file descriptors.
+// Relocating a program the way libbpf's bpf_object__load() does (bpf_object__relocate): map,
+// global-data and call relocations applied and bpf-to-bpf callees appended, with maps named by
+// their index in the object instead of kernel file descriptors.
 #include "loader.hpp"
 
-#include <bpftime/vm/assembler.hpp>
+#include <bpftime/vm/disassembler.hpp>
 
 #include <elf.h>
 
@@ -16,10 +17,10 @@ namespace {
 constexpr uint32_t core_type_id_target = 7;
 constexpr uint32_t core_last_kind = 12;
 
-class linker {
+class relocator {
 public:
-    linker(const elf_image &image, const core_relos &core, const map_index &maps,
-           const elf_function &entry)
+    relocator(const elf_image &image, const core_relos &core, const map_index &maps,
+              const elf_function &entry)
         : image_(image), core_(core), maps_(maps), entry_(entry) {}
 
     result<std::vector<vm::ebpf_inst>> run() {
@@ -250,9 +251,10 @@ result<void> check_externs(const elf_image &image) {
     return {};
 }
 
-result<std::vector<vm::ebpf_inst>> link_program(const elf_image &image, const core_relos &core,
-                                                const map_index &maps, const elf_function &entry) {
-    return linker(image, core, maps, entry).run();
+result<std::vector<vm::ebpf_inst>> relocate_program(const elf_image &image, const core_relos &core,
+                                                    const map_index &maps,
+                                                    const elf_function &entry) {
+    return relocator(image, core, maps, entry).run();
 }
 
 } // namespace bpftime::loader::detail

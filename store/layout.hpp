@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: MIT
+// Private to store/: the segment's layout in shared memory.
+//
+//   header | object table (max_objects slots) | heap of extents
+// Plain data and offsets only, no pointers, so processes built separately share it. Each
+// object owns at most one extent (program instructions and map ids, target arguments, map
+// storage), referenced from its slot by offset. A slot becomes visible by one release store of
+// its state (creating -> live), so a writer that dies mid-update leaves at most a `creating`
+// slot, which the next writer frees. The heap keeps no state of its own (heap.hpp).
+//
+// Any change to these structures changes the bytes in the segment and needs a new
+// store::layout_version.
+#pragma once
+
+#include <bpftime/store/store.hpp>
+
+#include <pthread.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace bpftime::store::detail {
+
+inline constexpr char segment_magic[8] = {'B', 'P', 'F', 'T', 'I', 'M', 'E', '1'};
+/// The table, the heap and every extent start on this boundary.
+inline constexpr uint64_t align = 64;
+/// slot::state.
+inline constexpr uint32_t slot_free = 0, slot_creating = 1, slot_live = 2;
+/// Copies of each link counter (counters.cpp says which thread adds to which).
+inline constexpr size_t counter_stripes = 8;
+
+/// The start of the segment.
+struct header {
+    // Magic and version first, at offsets no future layout moves.
+    char magic[8];
+    uint32_t layout_version;
+    uint32_t header_size;
+    uint64_t size;
+    uint32_t ready; ///< 1 once the creator has written the header
+    uint32_t max_objects;
+    uint64_t table_offset;
+    uint64_t heap_offset;
+    uint64_t heap_size;
+    uint64_t generation; ///< bumped by every change
+    uint32_t next_id;    ///< ids only grow: never reused, id order is creation order
+    uint32_t slot_size;
+    /// The writers' lock (process-shared, robust).
+    alignas(64) pthread_mutex_t lock;
+};
+
+/// One copy of a link's counters, on its own cache line.
+struct alignas(64) counter_stripe {
+    uint64_t runs;
+    uint64_t faults;
+};
+
+/// One object of the table; which fields mean something depends on kind.
+struct alignas(64) slot {
+    uint32_t state;
+    uint32_t id;
+    uint32_t kind;    ///< object_kind
+    uint32_t enabled; ///< links
+    char name[max_name + 1];
+    uint64_t extent;  ///< offset of the owned extent, 0 for none
+    uint64_t pending; ///< an extent being written by replace_program, 0 for none
+    // programs
+    uint32_t prog_type;
+    uint32_t pad0;
+    uint64_t revision;
+    char section[64];
+    // maps
+    uint32_t map_type, key_size, value_size, max_entries, map_flags, ncpus, read_only, pad1;
+    // targets
+    int32_t attach_type;
+    // links
+    uint32_t prog_id, target_id;
+    uint64_t cookie;
+    counter_stripe counters[counter_stripes];
+};
+
+/// The start of every extent: its size, so the heap can rebuild the free space.
+struct alignas(64) extent_header {
+    uint64_t size; ///< bytes including this header
+    uint32_t owner;
+};
+
+/// A program's extent after its extent_header.
+struct program_payload {
+    uint32_t insn_count;
+    uint32_t map_count;
+    // then insn_count instructions, then map_count map ids
+};
+
+static_assert(std::is_standard_layout_v<header> && std::is_trivially_copyable_v<header>);
+static_assert(std::is_standard_layout_v<slot> && std::is_trivially_copyable_v<slot>);
+static_assert(std::is_standard_layout_v<extent_header> &&
+              std::is_trivially_copyable_v<extent_header>);
+static_assert(std::is_standard_layout_v<program_payload> &&
+              std::is_trivially_copyable_v<program_payload>);
+// The sizes of layout version 3 (x86-64, glibc), which other processes' builds also assume.
+static_assert(layout_version == 3 && sizeof(header) == 192 && sizeof(slot) == 768 &&
+              sizeof(counter_stripe) == 64 && sizeof(extent_header) == 64 &&
+              sizeof(program_payload) == 8);
+static_assert(offsetof(slot, counters) == 256);
+
+inline uint64_t round_up(uint64_t v, uint64_t a) {
+    return (v + a - 1) / a * a;
+}
+
+/// Ordered access to a field other processes read and write.
+template <class T>
+T load_acquire(const T &v) {
+    return __atomic_load_n(&v, __ATOMIC_ACQUIRE);
+}
+template <class T>
+void store_release(T &v, T x) {
+    __atomic_store_n(&v, x, __ATOMIC_RELEASE);
+}
+
+} // namespace bpftime::store::detail
