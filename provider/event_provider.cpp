@@ -34,8 +34,8 @@ result<uint32_t> event_provider_impl::create_attach_target(int32_t attach_type,
     }
     if (!type->user) {
         return make_error(EOPNOTSUPP, "attach type " + type->name +
-                                          " is attached by the kernel, not in user space; use "
-                                          "the kernel provider (--provider kernel)");
+                                          " is attached by the kernel, not in user space; the "
+                                          "kernel provider attaches it");
     }
     // Whether a uprobe's binary is mapped is for each host to find out.
     if (auto ok = check_target_args(attach_type, args); !ok) {

@@ -380,8 +380,7 @@ result<std::unique_ptr<kernel_event_provider>> kernel_event_provider::open(const
         info.key_size != sizeof(uint32_t) || info.value_size != sizeof(record) ||
         (head = m.header()) == nullptr || head->type != catalogue_version ||
         std::strcmp(head->name, "bpftime") != 0) {
-        return make_error(EPROTO, *folder + " holds a catalogue of another layout or program; "
-                                            "`bpftime reset --provider kernel` releases it");
+        return make_error(EPROTO, *folder + " holds a catalogue of another layout or program");
     }
     return p;
 }
@@ -558,7 +557,7 @@ result<uint32_t> kernel_event_provider::create_attach_target(int32_t attach_type
         return make_error(EOPNOTSUPP, "attach type " + type->name +
                                           " has no counterpart in the kernel (the kernel "
                                           "provider attaches " +
-                                          kinds + "); use --provider user");
+                                          kinds + "); the user-space provider attaches it");
     }
     if (args.size() > max_args) {
         return make_error(E2BIG, "attach target arguments are longer than " +

@@ -351,9 +351,7 @@ result<std::shared_ptr<segment>> segment::open(const std::string &name, const op
         if (fd < 0) {
             int e = errno;
             if (e == ENOENT) {
-                return make_error(ENOENT, "no segment named " + name +
-                                              " (bpftime load creates one; --shm or "
-                                              "BPFTIME_SHM picks another name)");
+                return make_error(ENOENT, "no segment named " + name);
             }
             return make_error(e, "segment " + name + ": " + std::strerror(e));
         }

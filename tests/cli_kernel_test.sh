@@ -84,11 +84,11 @@ expect verifier-refuses 1 'program unchecked_lookup: the kernel verifier refused
   k load "$objects/unchecked_lookup.bpf.o"
 expect verifier-says-why 1 "^  R0 invalid mem access 'map_value_or_null'$" -- \
   k load "$objects/unchecked_lookup.bpf.o"
-expect no-kernel-nginx 1 'attach type nginx-url has no counterpart in the kernel' -- \
+expect no-kernel-nginx 1 'attach type nginx-url has no counterpart in the kernel.* \(--provider user\)$' -- \
   k attach nginx-url 3
 expect tracepoint-type 1 'is a kprobe program; tracepoint targets take tracepoint programs' -- \
   k attach tracepoint 3 syscalls:sys_enter_getpid
-expect no-user-tracepoint 1 'attach type tracepoint is attached by the kernel' -- \
+expect no-user-tracepoint 1 'attach type tracepoint is attached by the kernel.* \(--provider kernel\)$' -- \
   u attach tracepoint 3 syscalls:sys_enter_getpid
 expect bad-symbol 1 "no function 'nope'" -- k attach uprobe 3 "$target:nope"
 expect run-kernel-id 1 'takes programs of the user-space provider' -- k run 3

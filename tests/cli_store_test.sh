@@ -9,7 +9,7 @@ trap '"$bpftime" reset >/dev/null 2>&1' EXIT
 # id_of KIND NAME: the id `bpftime list` shows for an object.
 id_of() { "$bpftime" list | awk -v k="$1" -v n="$2" '$2 == k && $3 == n { print $1; exit }'; }
 
-expect list-before-load 1 'no segment named' -- "$bpftime" list
+expect list-before-load 1 'no segment named .* \(bpftime load creates one; --shm or BPFTIME_SHM picks another name\)' -- "$bpftime" list
 expect load 0 'program [0-9]+ count_calls' -- "$bpftime" load "$examples/counter.bpf.o"
 expect load-json 0 '^\{"maps":\[\{"id":[0-9]+,"name":"events"\}' -- \
   "$bpftime" --json load "$examples/ringbuf_log.bpf.o"

@@ -28,6 +28,9 @@ struct global_options {
 
 /// Prints "bpftime: message" to stderr and returns exit status 1.
 int report(const error &e);
+/// The error with what the command line offers against it: "message (hint)". Library errors
+/// state the fault; the flags that help are the command line's to name.
+error with_hint(const error &e, const std::string &hint);
 /// The whole content of a file.
 result<std::string> read_file(const std::string &path);
 

@@ -43,7 +43,16 @@ result<std::shared_ptr<store::segment>> open_store(const global_options &g, bool
     if (const char *size = std::getenv("BPFTIME_SHM_SIZE"); size != nullptr && *size != '\0') {
         opts.size = std::strtoull(size, nullptr, 0);
     }
-    return store::segment::open(store::segment_name(g.shm), opts);
+    auto seg = store::segment::open(store::segment_name(g.shm), opts);
+    if (!seg && seg.err().code == ENOENT) {
+        return with_hint(seg.err(), "bpftime load creates one; --shm or BPFTIME_SHM picks another "
+                                    "name");
+    }
+    return seg;
+}
+
+error with_hint(const error &e, const std::string &hint) {
+    return make_error(e.code, e.message + " (" + hint + ")");
 }
 
 bool global_options::kernel() const {
@@ -63,6 +72,9 @@ result<std::unique_ptr<base_event_provider>> open_provider(const global_options 
     }
     if (g.kernel()) {
         auto p = kernel_event_provider::open(store::segment_name(g.shm), create);
+        if (!p && p.err().code == EPROTO) {
+            return with_hint(p.err(), "`bpftime reset --provider kernel` releases it");
+        }
         if (!p) {
             return p.err();
         }
@@ -458,6 +470,10 @@ int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_i
         joined += (joined.empty() ? "" : " ") + a;
     }
     auto target = provider.create_attach_target(*t, joined);
+    if (!target && target.err().code == EOPNOTSUPP) {
+        return report(
+            with_hint(target.err(), g.kernel() ? "--provider user" : "--provider kernel"));
+    }
     if (!target) {
         return report(target.err());
     }

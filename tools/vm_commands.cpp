@@ -140,6 +140,10 @@ result<engine_kind> pick_engine(const std::string &name) {
     if (!kind) {
         return make_error(EINVAL, "unknown engine '" + name + "' (interp or jit)");
     }
+    if (auto built = available_engines();
+        std::find(built.begin(), built.end(), *kind) == built.end()) {
+        return make_error(ENOTSUP, "this build has no " + name + " engine (use --engine interp)");
+    }
     return *kind;
 }
 

@@ -68,8 +68,8 @@ result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &pro
         break;
 #endif
     }
-    return make_error(ENOTSUP, "this build has no jit engine (BPFTIME_ENABLE_JIT=OFF); use "
-                               "--engine interp");
+    return make_error(ENOTSUP, "this build has no jit engine (it was configured with "
+                               "BPFTIME_ENABLE_JIT=OFF); the interpreter is available");
 }
 
 } // namespace bpftime::vm

@@ -509,6 +509,8 @@ TEST_F(StoreTest, ForeignAndOtherVersionSegmentsAreRefused) {
     auto missing = segment::open(name + "-missing", {.create = false});
     ASSERT_FALSE(missing.ok());
     EXPECT_NE(missing.err().message.find("no segment named"), std::string::npos);
+    // The library states the fault; command-line flags are the command line's to suggest.
+    EXPECT_EQ(missing.err().message.find("--"), std::string::npos) << missing.err().message;
 }
 
 TEST_F(StoreTest, NewSegmentsAreOwnerOnly) {
