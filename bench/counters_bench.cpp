@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The cost of counting one program run: link_counters::count(false) on a link in a real
 // segment (an add without a lock prefix inside a restartable sequence, where glibc registered
-// rseq), beside the old way in the same run: sched_getcpu() and a locked add on that CPU's
+// rseq), beside the baseline in the same run: sched_getcpu() and a locked add on that CPU's
 // stripe of the same shape in shared memory. Prints Google Benchmark's table, then a summary.
 #include <bpftime/store/store.hpp>
 #include <bpftime/vm/assembler.hpp>
