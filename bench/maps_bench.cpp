@@ -74,7 +74,7 @@ public:
         if (auto ok = init_storage(mem_, size_, spec, 1); !ok) {
             die(ok.err().message);
         }
-        auto v = map_view::attach(mem_, size_, spec);
+        auto v = map_view::open(mem_, size_, spec);
         if (!v) {
             die(v.err().message);
         }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Map specs, the storage layout, attach, and the operations every keyed map shares.
+// Map specs, the storage layout, opening a view, and the operations every keyed map shares.
 #include "layout.hpp"
 
 #include <sched.h>
@@ -324,7 +324,7 @@ result<void> init_storage(void *base, uint64_t size, const map_spec &spec, uint3
         return too_small(size, lay->total);
     }
     // Zero everything first (array values start at zero) and publish the magic last, so a
-    // process attaching meanwhile refuses the storage instead of using half of it.
+    // process opening a view meanwhile refuses the storage instead of using half of it.
     std::memset(base, 0, lay->total);
     auto *h = new (base) map_header{};
     h->version = storage_version;
@@ -361,7 +361,7 @@ uint32_t possible_cpus() {
     return n;
 }
 
-result<map_view> map_view::attach(void *base, uint64_t size, const map_spec &spec) {
+result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec) {
     if (auto ok = validate_spec(spec); !ok) {
         return std::move(ok).err();
     }

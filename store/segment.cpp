@@ -543,7 +543,7 @@ result<uint32_t> segment::create_map(const std::string &name, const maps::map_sp
         return r.err();
     }
     if (!initial_value.empty()) {
-        auto view = maps::map_view::attach(storage, *bytes, spec);
+        auto view = maps::map_view::open(storage, *bytes, spec);
         uint32_t key = 0;
         auto w = view ? view->write({reinterpret_cast<uint8_t *>(&key), sizeof key}, initial_value)
                       : result<void>(view.err());
@@ -704,7 +704,7 @@ result<maps::map_view> segment::map_view(uint32_t id) const {
     if (!w) {
         return w.err();
     }
-    auto view = maps::map_view::attach(w->storage, w->size, w->spec);
+    auto view = maps::map_view::open(w->storage, w->size, w->spec);
     if (!view) {
         return make_error(view.err().code, "map " + std::to_string(id) + ": " + view.err().message);
     }

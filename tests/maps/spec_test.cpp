@@ -109,7 +109,7 @@ TEST(MapSpec, StorageSize) {
 TEST(MapAttach, RefusesStorageThatIsNotAMap) {
     aligned_storage s(must(storage_size(array_spec, 1)));
     std::memset(s.mem.get(), 0, s.size);
-    auto r = map_view::attach(s.mem.get(), s.size, array_spec);
+    auto r = map_view::open(s.mem.get(), s.size, array_spec);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.err().message, "storage is not a bpftime map (bad magic)");
 }
@@ -119,7 +119,7 @@ TEST(MapAttach, RefusesAnotherMapType) {
     map_spec want = hash_spec;
     want.type = map_type::array;
     want.key_size = 4;
-    auto r = map_view::attach(s.mem.get(), s.size, want);
+    auto r = map_view::open(s.mem.get(), s.size, want);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.err().message, "storage holds a hash map, expected array");
 }
@@ -131,13 +131,13 @@ TEST(MapAttach, RefusesOtherSizesAndFlags) {
     value.value_size = 8;
     entries.max_entries = 16;
     flags.flags = 1;
-    EXPECT_EQ(map_view::attach(s.mem.get(), s.size, key).err().message,
+    EXPECT_EQ(map_view::open(s.mem.get(), s.size, key).err().message,
               "storage holds key_size 8, expected 4");
-    EXPECT_EQ(map_view::attach(s.mem.get(), s.size, value).err().message,
+    EXPECT_EQ(map_view::open(s.mem.get(), s.size, value).err().message,
               "storage holds value_size 16, expected 8");
-    EXPECT_EQ(map_view::attach(s.mem.get(), s.size, entries).err().message,
+    EXPECT_EQ(map_view::open(s.mem.get(), s.size, entries).err().message,
               "storage holds max_entries 32, expected 16");
-    EXPECT_EQ(map_view::attach(s.mem.get(), s.size, flags).err().message,
+    EXPECT_EQ(map_view::open(s.mem.get(), s.size, flags).err().message,
               "storage holds flags 0, expected 1");
 }
 
@@ -145,15 +145,15 @@ TEST(MapAttach, RefusesStorageTooSmall) {
     map_spec percpu{map_type::percpu_hash, 4, 8, 64, 0};
     auto s = formatted(percpu, 4);
     uint64_t need = must(storage_size(percpu, 4));
-    auto r = map_view::attach(s.mem.get(), need - 1, percpu);
+    auto r = map_view::open(s.mem.get(), need - 1, percpu);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.err().message, "storage of " + std::to_string(need - 1) +
                                    " bytes is smaller than the " + std::to_string(need) +
                                    " bytes the map needs");
-    auto tiny = map_view::attach(s.mem.get(), 16, percpu);
+    auto tiny = map_view::open(s.mem.get(), 16, percpu);
     ASSERT_FALSE(tiny);
     EXPECT_EQ(tiny.err().message.rfind("storage of 16 bytes is smaller than the ", 0), 0u);
-    EXPECT_TRUE(map_view::attach(s.mem.get(), need, percpu));
+    EXPECT_TRUE(map_view::open(s.mem.get(), need, percpu));
 
     aligned_storage small(need - 1);
     auto init = init_storage(small.mem.get(), small.size, percpu, 4);
@@ -163,8 +163,8 @@ TEST(MapAttach, RefusesStorageTooSmall) {
 
 TEST(MapAttach, RefusesMisalignedOrNullStorage) {
     auto s = formatted(array_spec);
-    EXPECT_FALSE(map_view::attach(s.mem.get() + 8, s.size - 8, array_spec));
-    EXPECT_FALSE(map_view::attach(nullptr, s.size, array_spec));
+    EXPECT_FALSE(map_view::open(s.mem.get() + 8, s.size - 8, array_spec));
+    EXPECT_FALSE(map_view::open(nullptr, s.size, array_spec));
     EXPECT_FALSE(init_storage(s.mem.get() + 8, s.size - 8, array_spec, 1));
 }
 
@@ -172,7 +172,7 @@ TEST(MapAttach, RefusesAnInvalidSpec) {
     auto s = formatted(array_spec);
     map_spec bad = array_spec;
     bad.key_size = 8;
-    auto r = map_view::attach(s.mem.get(), s.size, bad);
+    auto r = map_view::open(s.mem.get(), s.size, bad);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.err().message.rfind("key_size 8:", 0), 0u);
 }
@@ -180,11 +180,11 @@ TEST(MapAttach, RefusesAnInvalidSpec) {
 TEST(MapAttach, ViewReportsSpecAndCpus) {
     map_spec percpu{map_type::percpu_array, 4, 8, 4, 0};
     auto s = formatted(percpu, 3);
-    auto v = must(map_view::attach(s.mem.get(), s.size, percpu));
+    auto v = must(map_view::open(s.mem.get(), s.size, percpu));
     EXPECT_EQ(v.ncpus(), 3u);
     EXPECT_EQ(v.spec().max_entries, 4u);
     auto h = formatted(hash_spec, 3);
-    EXPECT_EQ(must(map_view::attach(h.mem.get(), h.size, hash_spec)).ncpus(), 1u);
+    EXPECT_EQ(must(map_view::open(h.mem.get(), h.size, hash_spec)).ncpus(), 1u);
     EXPECT_GE(possible_cpus(), 1u);
 }
 

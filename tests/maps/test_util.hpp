@@ -102,7 +102,7 @@ public:
     explicit shm_map(const map_spec &spec, uint32_t ncpus = 4)
         : spec_(spec), region_(shm_region::create(must(storage_size(spec, ncpus)))) {
         must(init_storage(region_.data(), region_.size(), spec, ncpus));
-        view_ = must(map_view::attach(region_.data(), region_.size(), spec));
+        view_ = must(map_view::open(region_.data(), region_.size(), spec));
     }
 
     const map_view &view() const { return view_; }
@@ -112,7 +112,7 @@ public:
     /// Maps the storage again and attaches, as another process does.
     std::pair<shm_region, map_view> reopen() const {
         auto region = shm_region::open(region_.name(), region_.size());
-        auto view = must(map_view::attach(region.data(), region.size(), spec_));
+        auto view = must(map_view::open(region.data(), region.size(), spec_));
         return {std::move(region), view};
     }
 

@@ -3,7 +3,7 @@
 /// Maps that live in shared memory: their storage format and a process-local view.
 ///
 /// A map's storage is one contiguous block (inside the store's segment, or any memory
-/// several processes map). init_storage() formats it; map_view::attach() gives a process a
+/// several processes map). init_storage() formats it; map_view::open() gives a process a
 /// view whose bounds come from the process's own copy of the map_spec, so nothing read from
 /// shared memory can send an access outside the block, whatever another process or a faulty
 /// program wrote there.
@@ -62,7 +62,7 @@ result<void> validate_spec(const map_spec &spec);
 result<uint64_t> storage_size(const map_spec &spec, uint32_t ncpus);
 
 /// Formats storage of storage_size() bytes (zeroed or not) for a map. The storage must be
-/// 64-byte aligned (as every mapping is); attach() requires the same.
+/// 64-byte aligned (as every mapping is); map_view::open() requires the same.
 result<void> init_storage(void *base, uint64_t size, const map_spec &spec, uint32_t ncpus);
 
 /// The error for an update's negative errno (-EEXIST, -ENOENT, -E2BIG, -EINVAL), worded the
@@ -91,7 +91,7 @@ struct map_layout {
     uint32_t entry_stride = 0; ///< hash: bytes per entry, its key included, a multiple of 8
 };
 struct map_ref;
-/// A lookup specialised for one map (its type and key size), chosen when a view attaches.
+/// A lookup specialised for one map (its type and key size), chosen when a view is opened.
 using lookup_fn = void *(*)(const map_ref &m, const void *key);
 } // namespace detail
 
@@ -100,7 +100,7 @@ using lookup_fn = void *(*)(const map_ref &m, const void *key);
 class map_view {
 public:
     /// Checks that storage holds a map formatted for this spec and returns a view.
-    static result<map_view> attach(void *base, uint64_t size, const map_spec &spec);
+    static result<map_view> open(void *base, uint64_t size, const map_spec &spec);
 
     const map_spec &spec() const { return spec_; }
     uint32_t ncpus() const { return ncpus_; }
