@@ -10,19 +10,6 @@
 
 namespace bpftime::vm::jit {
 
-size_t jump_target(const ebpf_inst &inst, size_t pc) {
-    int64_t rel = inst.opcode == op_ja32 ? inst.imm : inst.offset;
-    return static_cast<size_t>(static_cast<int64_t>(pc) + 1 + rel);
-}
-
-bool is_local_call(const ebpf_inst &inst) {
-    return inst.opcode == op_call && inst.src == call_local;
-}
-
-size_t call_target(const ebpf_inst &inst, size_t pc) {
-    return static_cast<size_t>(static_cast<int64_t>(pc) + 1 + inst.imm);
-}
-
 function_plan plan_function(std::span<const ebpf_inst> insns, size_t entry,
                             std::vector<size_t> &callees) {
     function_plan f;
@@ -136,7 +123,7 @@ std::optional<compare_tree> find_compare_tree(std::span<const ebpf_inst> insns,
         const int64_t imm = insns[at].imm; // sign-extended, in either width
         lo = std::min(lo, imm);
         hi = std::max(hi, imm);
-        for (size_t next : {jump_target(insns[at], at), at + 1}) {
+        for (size_t next : {static_cast<size_t>(jump_target(insns[at], at)), at + 1}) {
             if (in_tree(at, next)) {
                 compares.push_back(next);
             }
@@ -155,7 +142,7 @@ std::optional<compare_tree> find_compare_tree(std::span<const ebpf_inst> insns,
         size_t at = pc;
         for (;;) {
             const size_t next = jump_taken(insns[at], static_cast<uint64_t>(v))
-                                    ? jump_target(insns[at], at)
+                                    ? static_cast<size_t>(jump_target(insns[at], at))
                                     : at + 1;
             if (!in_tree(at, next)) {
                 w.leaf = next;

@@ -3,6 +3,7 @@
 // reaches and where its basic blocks and loops start, and trees of compares that were a switch.
 #pragma once
 
+#include <bpftime/vm/control_flow.hpp>
 #include <bpftime/vm/isa.hpp>
 
 #include <cstddef>
@@ -26,13 +27,6 @@ struct function_plan {
     std::vector<uint32_t> preds;
     std::vector<size_t> pred;
 };
-
-// Where the jump at pc goes when taken.
-size_t jump_target(const ebpf_inst &inst, size_t pc);
-// Whether a call instruction calls a local (bpf-to-bpf) function.
-bool is_local_call(const ebpf_inst &inst);
-// The entry of the function a local call at pc calls.
-size_t call_target(const ebpf_inst &inst, size_t pc);
 
 // The plan of the function starting at entry; the entries of the functions it calls are added
 // to callees.
