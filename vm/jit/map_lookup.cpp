@@ -5,15 +5,22 @@
 #include "runtime.hpp"
 #include "translator.hpp"
 
+#include <variant>
+
 namespace bpftime::vm::jit {
 
 bool translator::emit_direct_lookup(size_t pc) {
     const direct_lookup *d = loaded_[1] ? prog_.direct_lookup_of(*loaded_[1]) : nullptr;
+    if (d == nullptr || d->replaces != prog_.helper_at(pc)) {
+        return false;
+    }
+    const map_lookup_plan &plan = d->plan;
+    const auto *table = std::get_if<indexed_table>(&plan.method);
+    const auto *call = std::get_if<find_call>(&plan.method);
     const std::optional<int64_t> key_at = fp_offset_[2];
-    if (d == nullptr || d->replaces != prog_.helper_at(pc) || !key_at ||
-        *key_at < -static_cast<int64_t>(prog_.entry_frame_reach()) ||
-        *key_at + static_cast<int64_t>(d->key_size) > 0 ||
-        (d->stride != 0 ? d->key_size != 4 : d->find == nullptr)) {
+    if (!key_at || *key_at < -static_cast<int64_t>(prog_.entry_frame_reach()) ||
+        *key_at + static_cast<int64_t>(plan.key_size) > 0 ||
+        (table != nullptr ? plan.key_size != 4 : call->find == nullptr)) {
         return false;
     }
     // The region the helper's hint would pick: the first of the program's regions that
@@ -21,7 +28,7 @@ bool translator::emit_direct_lookup(size_t pc) {
     const memory_region *area = nullptr;
     for (bool writable : {true, false}) {
         for (const memory_region &r : prog_.regions()) {
-            if (area == nullptr && (!writable || r.writable) && r.contains(d->values, 1)) {
+            if (area == nullptr && (!writable || r.writable) && r.contains(plan.value_area, 1)) {
                 area = &r;
             }
         }
@@ -30,32 +37,35 @@ bool translator::emit_direct_lookup(size_t pc) {
         return false;
     }
     llvm::Value *found = nullptr;
-    if (d->stride != 0) {
+    if (table != nullptr) {
         llvm::Value *key =
             b_.CreateAlignedLoad(i32_, b_.CreateIntToPtr(reg(2), ptr_), llvm::MaybeAlign(1));
-        found = b_.CreateICmpULT(key, b_.getInt32(d->max_entries));
-        llvm::Value *value = b_.CreateAdd(
-            b_.getInt64(d->values), b_.CreateMul(b_.CreateZExt(key, i64_), b_.getInt64(d->stride)));
+        found = b_.CreateICmpULT(key, b_.getInt32(table->count));
+        llvm::Value *value =
+            b_.CreateAdd(b_.getInt64(table->base),
+                         b_.CreateMul(b_.CreateZExt(key, i64_), b_.getInt64(table->stride)));
         set_reg(0, b_.CreateSelect(found, value, b_.getInt64(0)));
     } else {
         auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_}, false);
-        llvm::Value *r0 = b_.CreateCall(ty, const_ptr(address_of(d->find)),
-                                        {b_.getInt64(reinterpret_cast<uint64_t>(d->map)), reg(2)});
+        llvm::Value *r0 =
+            b_.CreateCall(ty, const_ptr(address_of(call->find)),
+                          {b_.getInt64(reinterpret_cast<uint64_t>(call->object)), reg(2)});
         found = b_.CreateICmpNE(r0, b_.getInt64(0));
         set_reg(0, r0);
     }
-    if (d->value_size != 0 && d->value_size <= (d->stride != 0 ? d->stride : UINT32_MAX)) {
-        looked_up_ = value_pointer{pc, d->value_size, area->writable, false};
+    if (plan.value_size != 0 &&
+        plan.value_size <= (table != nullptr ? table->stride : UINT32_MAX)) {
+        looked_up_ = value_pointer{pc, plan.value_size, area->writable, false};
     }
     if (checked_ && area->size >= max_access) {
         auto update = [&](llvm::Value *slot, uint64_t v) {
             b_.CreateStore(b_.CreateSelect(found, b_.getInt64(v), b_.CreateLoad(i64_, slot)), slot);
         };
-        // An array's value is often a program's working memory (a scratch area), used all
-        // along: it becomes the near cache. A hash map's value, whose accesses after the
-        // test against null need no check, goes to the far cache: the near cache (and
-        // checks against it that a loop could hoist) stays.
-        const bool near = d->stride != 0;
+        // A table's element (an array's value) is often a program's working memory (a scratch
+        // area), used all along: it becomes the near cache. A value a find call returns (a hash
+        // map's), whose accesses after the test against null need no check, goes to the far
+        // cache: the near cache (and checks against it that a loop could hoist) stays.
+        const bool near = table != nullptr;
         update(near ? near_[0] : read_lo_, area->start);
         update(near ? near_[1] : read_span_, area->size);
         if (area->writable) {

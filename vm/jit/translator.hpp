@@ -127,10 +127,10 @@ private:
     // Map lookups (map_lookup.cpp).
 
     // map_lookup_elem with a map's handle in r1 and the key in the frame, without the helper
-    // call (direct_lookup): arrays inline, other maps through a direct call of the map's find.
-    // The same r0 as the helper, and the map's value area becomes the near cache when a value
-    // is found, as the helper's hint would make it. False (nothing emitted) when the call does
-    // not have that shape.
+    // call, as the map's plan says (direct_lookup): an indexed table inline, a find call as a
+    // direct call. The same r0 as the helper, and the map's value area becomes a cache when a
+    // value is found, as the helper's hint would make it. False (nothing emitted) when the call
+    // does not have that shape.
     bool emit_direct_lookup(size_t pc);
     // A helper that handed out a region (a map value) is usually followed by accesses to it:
     // the region becomes the near cache.
