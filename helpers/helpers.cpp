@@ -441,24 +441,14 @@ std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle) {
     if ((handle & handle_tag_mask) == handle_tag && (handle & ~handle_tag_mask) < handles_used) {
         view = &handle_table()[handle & ~handle_tag_mask].view;
     }
-    if (view == nullptr || view->value_area().empty()) {
+    if (view == nullptr) {
         return std::nullopt;
     }
-    vm::direct_lookup d;
-    d.replaces = &map_lookup_elem;
-    d.key_size = view->spec().key_size;
-    d.value_size = view->spec().value_size;
-    d.values = reinterpret_cast<uint64_t>(view->value_area().data());
-    if (view->spec().type == maps::map_type::array) {
-        d.stride = view->value_stride();
-        d.max_entries = view->spec().max_entries;
-    } else {
-        d.find = [](const void *map, const void *key) {
-            return static_cast<const maps::map_view *>(map)->lookup(key);
-        };
-        d.map = view;
+    auto plan = view->lookup_plan();
+    if (!plan) {
+        return std::nullopt;
     }
-    return d;
+    return vm::direct_lookup{&map_lookup_elem, *plan};
 }
 
 void retire_map_handle(uint64_t handle) {

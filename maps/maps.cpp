@@ -463,6 +463,28 @@ uint64_t map_view::value_stride() const {
     return layout_.value_stride;
 }
 
+std::optional<vm::map_lookup_plan> map_view::lookup_plan() const {
+    const std::span<uint8_t> values = value_area();
+    if (values.empty()) {
+        return std::nullopt;
+    }
+    vm::map_lookup_plan plan;
+    plan.key_size = spec_.key_size;
+    plan.value_size = spec_.value_size; // this CPU's value, for per-CPU maps
+    plan.value_area = reinterpret_cast<uint64_t>(values.data());
+    const type_info &t = info_of(spec_.type);
+    if (t.fam == family::array && !t.percpu) {
+        // The key is the index and element i is value slot i.
+        plan.method = vm::indexed_table{plan.value_area, value_stride(), spec_.max_entries};
+    } else {
+        plan.method = vm::find_call{[](const void *view, const void *key) {
+                                        return static_cast<const map_view *>(view)->lookup(key);
+                                    },
+                                    this};
+    }
+    return plan;
+}
+
 error update_error(long rc, const map_spec &spec, uint64_t flags) {
     switch (rc) {
     case -EEXIST:

@@ -2,6 +2,7 @@
 // Disassembler to the bpf_conformance text syntax, driven by the opcode table.
 #include "text.hpp"
 
+#include <bpftime/vm/control_flow.hpp>
 #include <bpftime/vm/disassembler.hpp>
 
 #include <algorithm>
@@ -193,7 +194,7 @@ std::optional<std::string> decode(std::span<const ebpf_inst> insns, size_t pc) {
                    memory(inst.dst, inst.offset), ", ", source);
     }
     case op_kind::ja:
-        return cat(name, " ", relative(row->imm == imm_rule::jump ? inst.imm : inst.offset));
+        return cat(name, " ", relative(jump_offset(inst)));
     case op_kind::jcond:
         return cat(name, " ", dst, ", ", source, ", ", relative(inst.offset));
     case op_kind::call:

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "interpreter.hpp"
 #ifdef BPFTIME_HAVE_JIT
-#include "jit.hpp"
+#include "jit/jit.hpp"
 #endif
 
 namespace bpftime::vm {

@@ -16,6 +16,8 @@
 // offset; after a helper call r0-r5 count as dead, as in the kernel's verifier.
 #include "frame_reach.hpp"
 
+#include <bpftime/vm/control_flow.hpp>
+
 #include <algorithm>
 #include <array>
 #include <optional>
@@ -33,12 +35,11 @@ size_t frame_reach(std::span<const ebpf_inst> insns) {
         if (info == nullptr) {
             return stack_frame_size;
         }
-        if (info->kind == op_kind::call && inst.src == call_local) {
+        if (is_local_call(inst)) {
             return stack_frame_size; // callee frames sit below the entry frame
         }
         if (info->kind == op_kind::ja || info->kind == op_kind::jcond) {
-            const int64_t rel = inst.opcode == op_ja32 ? inst.imm : inst.offset;
-            const int64_t to = static_cast<int64_t>(pc) + 1 + rel;
+            const int64_t to = jump_target(inst, pc);
             if (to < 0 || static_cast<size_t>(to) >= insns.size()) {
                 return stack_frame_size;
             }

@@ -2,6 +2,7 @@
 // Load-time validation, driven by the opcode table.
 #include "text.hpp"
 
+#include <bpftime/vm/control_flow.hpp>
 #include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
@@ -74,8 +75,8 @@ private:
         return {};
     }
 
-    result<void> check_target(size_t pc, int64_t delta, const char *what) const {
-        int64_t target = static_cast<int64_t>(pc) + 1 + delta;
+    // A jump or local-call target (jump_target, call_target) of the instruction at pc.
+    result<void> check_target(size_t pc, int64_t target, const char *what) const {
         if (target < 0 || target >= static_cast<int64_t>(insns_.size())) {
             return refuse(pc, std::string(what) + " target " + std::to_string(target) +
                                   " is outside the program (" + std::to_string(insns_.size()) +
@@ -191,7 +192,7 @@ private:
         case off_rule::memory:
             return {};
         case off_rule::jump:
-            return check_target(pc, off, "jump");
+            return check_target(pc, jump_target(insns_[pc], pc), "jump");
         case off_rule::divmod:
             return one_of({0, 1}, "0 (unsigned) or 1 (signed)");
         case off_rule::movsx32:
@@ -237,10 +238,10 @@ private:
             }
             break;
         case imm_rule::jump:
-            return check_target(pc, imm, "jump");
+            return check_target(pc, jump_target(inst, pc), "jump");
         case imm_rule::call:
-            if (inst.src == call_local) {
-                return check_target(pc, imm, "local call");
+            if (is_local_call(inst)) {
+                return check_target(pc, call_target(inst, pc), "local call");
             }
             if (helpers_.find(static_cast<uint32_t>(imm)) == nullptr) {
                 return refuse(pc, "unknown helper id " + std::to_string(imm));

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Map lookups that compiled code does without the helper call (direct_lookup), inline for
-// arrays and through the map's own find for other maps: the same results, faults and memory as
-// the helper call they replace, which the interpreter always makes.
+// Map lookups that compiled code does without the helper call (direct_lookup), inline for an
+// indexed table and through the map's own find for a find call: the same results, faults and
+// memory as the helper call they replace, which the interpreter always makes.
 #include "test_util.hpp"
 
 #include <bpftime/vm/isa.hpp>
@@ -41,7 +41,7 @@ uint64_t lookup(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_t, run_co
     return reinterpret_cast<uint64_t>(value);
 }
 
-// Runs once as an array (inline) and once as a map with a find function.
+// Runs once as an indexed table (an array, looked up inline) and once as a find call.
 struct DirectLookup : Engine {
     helper_registry reg;
     load_options lo;
@@ -59,19 +59,17 @@ struct DirectLookup : Engine {
             if (kind != pseudo_map_fd || imm != 7) {
                 return make_error(ENOENT, "no such map");
             }
-            direct_lookup d;
-            d.replaces = lookup;
-            d.key_size = 4;
-            d.value_size = sizeof values[0];
-            d.values = reinterpret_cast<uint64_t>(values.data());
+            map_lookup_plan plan;
+            plan.key_size = 4;
+            plan.value_size = sizeof values[0];
+            plan.value_area = reinterpret_cast<uint64_t>(values.data());
             if (array) {
-                d.stride = sizeof values[0];
-                d.max_entries = values.size();
+                plan.method = indexed_table{plan.value_area, sizeof values[0], values.size()};
             } else {
-                d.find = find;
-                d.map = &values;
+                plan.method = find_call{find, &values};
             }
-            return resolved_lddw{handle, memory_region{d.values, sizeof values, writable}, d};
+            return resolved_lddw{handle, memory_region{plan.value_area, sizeof values, writable},
+                                 direct_lookup{lookup, plan}};
         };
     }
     bool compiled() const { return engine_under_test().kind == engine_kind::jit; }

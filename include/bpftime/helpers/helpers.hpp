@@ -23,7 +23,8 @@ void register_all(vm::helper_registry &registry = vm::helper_registry::global())
 /// check and decode (it is never a dereferenceable address).
 uint64_t make_map_handle(const maps::map_view &view);
 /// How compiled code may do map_lookup_elem on the map of a handle from make_map_handle without
-/// the helper call (inline for plain arrays). Nothing for ring buffers and unknown handles.
+/// the helper call: the map's map_view::lookup_plan() for calls of map_lookup_elem. Nothing for
+/// ring buffers and unknown handles.
 std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle);
 /// Stops a handle from working (helpers given it fail the program). Handles are not reused.
 void retire_map_handle(uint64_t handle);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <bpftime/result.hpp>
+#include <bpftime/vm/map_lookup_plan.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -121,6 +122,10 @@ public:
     /// Bytes from one value slot to the next in value_area() (an array's element i is slot i;
     /// per-CPU maps have ncpus slots per element).
     uint64_t value_stride() const;
+    /// How compiled code may do lookup() without calling it: a plain array is an indexed table
+    /// over value_area(), every other map with values a call of lookup() on this view (which
+    /// must outlive the code). Nothing for ring buffers.
+    std::optional<vm::map_lookup_plan> lookup_plan() const;
 
     // --- as the controller sees the map ---
 

@@ -6,6 +6,7 @@
 #include <bpftime/result.hpp>
 #include <bpftime/vm/helper_registry.hpp>
 #include <bpftime/vm/isa.hpp>
+#include <bpftime/vm/map_lookup_plan.hpp>
 
 #include <array>
 #include <cstdint>
@@ -29,23 +30,14 @@ struct memory_region {
     }
 };
 
-/// How compiled code may do map_lookup_elem on one map without calling the helper, as Linux's
-/// JIT does, when r1 holds the map's handle (from an lddw) and the key lies in the frame.
-/// Arrays (stride != 0) are looked up inline: values + key * stride when key < max_entries,
-/// else 0. Other maps call find(map, key), what the helper does once it has decoded the handle
-/// and checked the key. Either way r0 is the helper's.
+/// How compiled code may do a helper's map lookup (map_lookup_elem) on one map without calling
+/// the helper, as Linux's JIT does, when r1 holds the map's handle (from an lddw) and the key
+/// lies in the frame: the map's plan (an indexed table looked up inline, or a direct call of
+/// find, what the helper does once it has decoded the handle and checked the key). Either way
+/// r0 is the helper's.
 struct direct_lookup {
     helper_fn replaces = nullptr; ///< the only helper whose calls may be replaced
-    uint32_t key_size = 0;
-    /// Bytes of the value a found key's pointer leads to (this CPU's, for per-CPU maps).
-    uint32_t value_size = 0;
-    uint64_t values = 0; ///< the map's value area, a region of the program, starts here
-    // Arrays:
-    uint64_t stride = 0;
-    uint32_t max_entries = 0;
-    // Other maps:
-    void *(*find)(const void *map, const void *key) = nullptr;
-    const void *map = nullptr;
+    map_lookup_plan plan;         ///< how the map is looked up instead
 };
 
 /// What an lddw pseudo instruction (src 1..6) resolves to.

@@ -1,0 +1,259 @@
+// SPDX-License-Identifier: MIT
+// The JIT engine: a program's translation compiled by a tier and loaded into the process's
+// LLJIT, the optimised tier compiled in the background, and runs of the loaded code.
+// Code pages are written before they are made executable and never both (ORC's memory
+// managers map them read-write, then read-execute).
+#include "host.hpp"
+#include "jit.hpp"
+#include "runtime.hpp"
+#include "translator.hpp"
+
+#include "../run_setup.hpp"
+
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+#include <llvm/Support/raw_ostream.h>
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+namespace bpftime::vm {
+namespace jit {
+namespace {
+
+using entry_fn = uint64_t (*)(jit_state *, uint64_t, uint64_t, uint64_t);
+
+// Loaded code of one tier; freed with the engine.
+struct loaded_code {
+    llvm::orc::ResourceTrackerSP tracker;
+    entry_fn fn = nullptr;
+    size_t blocks = 0; // basic blocks of the program's translation
+};
+
+// The largest program (in basic blocks of its translation, access checks included) the
+// optimised tier compiles; larger ones keep the baseline code. Some passes and the register
+// allocator grow faster than the program: 1,500 blocks took under a second, 3,000 blocks (200
+// loops in a row) several seconds and 24,000 blocks (2,000 branches) 11 s.
+constexpr size_t max_optimised_blocks = 2500;
+
+result<loaded_code> compile(jit_host &host, const program &prog, bool checked, bool optimised) {
+    static std::atomic<uint64_t> next_id{0};
+    const std::string name = "bpftime_program_" + std::to_string(next_id++);
+    llvm::orc::LLJIT &jit = host.jit();
+    auto ctx = std::make_unique<llvm::LLVMContext>();
+    auto mod = std::make_unique<llvm::Module>(name, *ctx);
+    mod->setDataLayout(jit.getDataLayout());
+    mod->setTargetTriple(jit.getTargetTriple().str());
+    translator t(prog, checked, *ctx, *mod);
+    if (auto err = t.translate(name); !err.empty()) {
+        return make_error(EINVAL, err);
+    }
+    size_t blocks = 0;
+    for (const llvm::Function &f : *mod) {
+        blocks += f.size();
+    }
+    optimised = optimised && blocks <= max_optimised_blocks;
+    auto object = host.emit(*mod, optimised);
+    if (std::getenv("BPFTIME_JIT_DUMP") != nullptr) {
+        // The IR as compiled (after the tier's passes), for looking at what the checks became.
+        mod->print(llvm::errs(), nullptr);
+    }
+    if (!object) {
+        return make_error(EINVAL, "the jit cannot compile the program: " +
+                                      llvm_message(object.takeError()));
+    }
+    loaded_code code;
+    code.tracker = jit.getMainJITDylib().createResourceTracker();
+    if (auto e = jit.addObjectFile(code.tracker, std::move(*object))) {
+        return make_error(EINVAL, "the jit cannot load the program: " + llvm_message(std::move(e)));
+    }
+    auto sym = jit.lookup(name);
+    if (!sym) {
+        std::string why = llvm_message(sym.takeError());
+        llvm::consumeError(code.tracker->remove());
+        return make_error(EINVAL, "the jit cannot link the program: " + why);
+    }
+    code.fn = sym->toPtr<entry_fn>();
+    code.blocks = blocks;
+    return code;
+}
+
+// Background compiles still running in this process. A process that exits while one runs
+// would destroy LLVM's static objects under it, so exit waits for them (boundedly) first, and
+// no new one starts. A forked child has none of its parent's threads.
+class background_compiles {
+public:
+    static background_compiles &get() {
+        static auto *bg = [] {
+            auto *b = new background_compiles(); // never destroyed: threads may outlive exit
+            std::atexit([] { get().wait_at_exit(); });
+            pthread_atfork(nullptr, nullptr, [] { get().running_ = 0; });
+            return b;
+        }();
+        return *bg;
+    }
+
+    bool begin() {
+        std::lock_guard lock(mu_);
+        if (exiting_) {
+            return false;
+        }
+        running_++;
+        return true;
+    }
+
+    void end() {
+        std::lock_guard lock(mu_);
+        running_--;
+        cv_.notify_all();
+    }
+
+private:
+    void wait_at_exit() {
+        std::unique_lock lock(mu_);
+        exiting_ = true;
+        cv_.wait_for(lock, std::chrono::seconds(5), [this] { return running_ == 0; });
+    }
+
+    std::mutex mu_;
+    std::condition_variable cv_;
+    int running_ = 0;
+    bool exiting_ = false;
+};
+
+class jit_engine final : public engine {
+public:
+    jit_engine(const program &prog, bool checked, jit_host &host, loaded_code first)
+        : prog_(prog), checked_(checked), host_(host), first_(std::move(first)), fn_(first_.fn) {}
+
+    ~jit_engine() override {
+        if (worker_.joinable()) {
+            worker_.join();
+        }
+        for (loaded_code *c : {&first_, &second_}) {
+            if (c->tracker) {
+                llvm::consumeError(c->tracker->remove());
+            }
+        }
+    }
+
+    // Compiles the optimised tier on a thread of its own and switches to it when it is ready;
+    // runs keep using the baseline code until then.
+    void optimise_in_background() {
+        background_compiles &bg = background_compiles::get(); // registers the exit wait now
+        worker_ = std::thread([this, &bg] {
+            if (!bg.begin()) {
+                return; // the process is exiting: the baseline code stays
+            }
+            auto code = compile(host_, prog_, checked_, true);
+            if (code) {
+                second_ = std::move(*code);
+                fn_.store(second_.fn, std::memory_order_release);
+            }
+            bg.end();
+        });
+    }
+
+    engine_kind kind() const override { return engine_kind::jit; }
+
+    result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts) override {
+        run_setup run(prog_, mem, mem_len, opts);
+        const uint64_t stack_top = run.top;
+        const memory_region &input = run.input;
+        run_context &rc = run.rc;
+        jit_state s; // every field is set below
+        s.handed = {};
+        s.fault = no_fault;
+        // The caches start on the input memory, or the entry frame when it is too small.
+        s.read_lo = s.write_lo = rc.stack.start;
+        s.read_span = s.write_span = rc.stack.size;
+        if (input.size >= max_access) {
+            s.read_lo = input.start;
+            s.read_span = input.size;
+            if (input.writable) {
+                s.write_lo = input.start;
+                s.write_span = input.size;
+            }
+        }
+        const uint64_t budget =
+            std::min<uint64_t>(opts.instruction_budget, static_cast<uint64_t>(INT64_MAX));
+        s.budget = static_cast<int64_t>(budget);
+        s.stack_top = stack_top;
+        s.rc = &rc;
+        s.helper_failed = rc.failed_flag();
+        s.rc_stack = &rc.stack;
+        rc.set_region_sink(&s.handed);
+        s.prog = &prog_;
+        entry_fn fn = fn_.load(std::memory_order_acquire);
+        uint64_t r0 = fn(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);
+        if (s.fault != no_fault) {
+            return fault(s, rc, opts);
+        }
+        if (opts.executed != nullptr) {
+            *opts.executed = checked_ ? budget - static_cast<uint64_t>(s.budget) : 0;
+        }
+        return r0;
+    }
+
+private:
+    error fault(const jit_state &s, const run_context &rc, const run_options &opts) const {
+        auto at = [&](int code, const std::string &why) {
+            return fault_at(prog_.insns(), s.fault_pc, code, why);
+        };
+        switch (s.fault) {
+        case fault_access:
+            return at(fault_out_of_bounds,
+                      outside_message(s.fault_write != 0, s.fault_len, s.fault_addr));
+        case fault_misaligned:
+            return at(fault_out_of_bounds, misaligned_message(s.fault_addr, s.fault_len));
+        case fault_exhausted:
+            return at(fault_budget, budget_message(opts.instruction_budget));
+        case fault_depth:
+            return at(fault_call_depth, call_depth_message());
+        case fault_unknown_helper:
+            return at(fault_bad_helper, unknown_helper_message(s.fault_addr));
+        default:
+            return at(fault_helper, rc.failure());
+        }
+    }
+
+    const program &prog_;
+    bool checked_;
+    jit_host &host_;
+    loaded_code first_;
+    loaded_code second_; // the optimised tier, when it came later
+    std::atomic<entry_fn> fn_;
+    std::thread worker_;
+};
+
+} // namespace
+} // namespace jit
+
+result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_options &opts) {
+    auto host = jit::jit_host::get();
+    if (!host) {
+        return std::move(host).err();
+    }
+    const bool checked = !opts.unchecked;
+    const bool optimised_first = opts.tier == jit_tier::optimised;
+    auto code = jit::compile(**host, prog, checked, optimised_first);
+    if (!code) {
+        return std::move(code).err();
+    }
+    const bool worth_optimising = code->blocks <= jit::max_optimised_blocks;
+    auto eng = std::make_unique<jit::jit_engine>(prog, checked, **host, std::move(*code));
+    if (opts.tier == jit_tier::tiered && worth_optimising) {
+        eng->optimise_in_background();
+    }
+    return std::unique_ptr<engine>(std::move(eng));
+}
+
+} // namespace bpftime::vm

@@ -1,0 +1,401 @@
+// SPDX-License-Identifier: MIT
+// The JIT's pass pipelines and its own passes: loop versioning of the checks (hoist_checks) and
+// accesses rebased onto loop-invariant pointers for the vectorizer (rebase_accesses).
+#include "passes.hpp"
+
+#include <llvm/Analysis/LoopInfo.h>
+#include <llvm/Analysis/ScalarEvolution.h>
+#include <llvm/Analysis/ScalarEvolutionExpressions.h>
+#include <llvm/IR/Dominators.h>
+#include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/Module.h>
+#include <llvm/IR/PatternMatch.h>
+#include <llvm/Passes/PassBuilder.h>
+#include <llvm/Target/TargetMachine.h>
+#include <llvm/Transforms/IPO/AlwaysInliner.h>
+#include <llvm/Transforms/InstCombine/InstCombine.h>
+#include <llvm/Transforms/Scalar/EarlyCSE.h>
+#include <llvm/Transforms/Scalar/GVN.h>
+#include <llvm/Transforms/Scalar/IndVarSimplify.h>
+#include <llvm/Transforms/Scalar/LICM.h>
+#include <llvm/Transforms/Scalar/LoopPassManager.h>
+#include <llvm/Transforms/Scalar/LoopRotation.h>
+#include <llvm/Transforms/Scalar/SROA.h>
+#include <llvm/Transforms/Scalar/SimpleLoopUnswitch.h>
+#include <llvm/Transforms/Scalar/SimplifyCFG.h>
+#include <llvm/Transforms/Utils/LoopSimplify.h>
+#include <llvm/Transforms/Utils/ScalarEvolutionExpander.h>
+#include <llvm/Transforms/Vectorize/LoopVectorize.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <vector>
+
+namespace bpftime::vm::jit {
+namespace {
+
+// Loop versioning of the checks in innermost loops whose trip count SCEV can bound (its
+// maximum backedge count). A condition computed once in the loop's preheader, `all_hold`,
+// implies that every check of the loop passes on every iteration the loop can make:
+// - an access check `x <u bound` (or `<=u`) whose x moves by a constant step per iteration and
+//   whose bound does not change in the loop holds throughout when it holds at the first and at
+//   the last iteration and x does not wrap in between;
+// - a budget check `budget <s 0` cannot fire when the budget at the loop's entry covers
+//   (iterations + 1) times the sum of every decrement on the loop's cycle (each block of an
+//   innermost loop runs at most once per iteration).
+// Each access check becomes `all_hold | check` and each budget check `!all_hold & check`, which
+// changes nothing; non-trivial loop unswitching then splits the loop on all_hold: one copy
+// without the checks, the original for when one may fail. The budget is still counted exactly.
+struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
+    llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        auto &li = fam.getResult<llvm::LoopAnalysis>(f);
+        auto &se = fam.getResult<llvm::ScalarEvolutionAnalysis>(f);
+        auto &dt = fam.getResult<llvm::DominatorTreeAnalysis>(f);
+        const unsigned check = f.getContext().getMDKindID(check_kind);
+        const unsigned budget = f.getContext().getMDKindID(budget_kind);
+        bool changed = false;
+        for (llvm::Loop *loop : li.getLoopsInPreorder()) {
+            if (loop->getSubLoops().empty()) {
+                changed |= version(*loop, se, dt, check, budget);
+            }
+        }
+        return changed ? llvm::PreservedAnalyses::none() : llvm::PreservedAnalyses::all();
+    }
+
+    // The loop header's phi that v derives from through phis of the loop and adds of negative
+    // constants (the budget's decrements), collecting those adds; null for anything else.
+    static llvm::PHINode *budget_origin(llvm::Value *v, llvm::Loop &loop,
+                                        std::set<llvm::Instruction *> &decrements,
+                                        std::set<llvm::Value *> &seen) {
+        llvm::PHINode *origin = nullptr;
+        bool ok = true;
+        std::vector<llvm::Value *> work{v};
+        while (ok && !work.empty()) {
+            llvm::Value *x = work.back();
+            work.pop_back();
+            if (!seen.insert(x).second) {
+                continue;
+            }
+            auto *i = llvm::dyn_cast<llvm::Instruction>(x);
+            if (i == nullptr || !loop.contains(i)) {
+                ok = false;
+            } else if (auto *phi = llvm::dyn_cast<llvm::PHINode>(i)) {
+                if (phi->getParent() == loop.getHeader()) {
+                    ok = origin == nullptr || origin == phi;
+                    origin = phi;
+                } else {
+                    for (llvm::Value *in : phi->incoming_values()) {
+                        work.push_back(in);
+                    }
+                }
+            } else if (auto *add = llvm::dyn_cast<llvm::BinaryOperator>(i);
+                       add != nullptr && add->getOpcode() == llvm::Instruction::Add) {
+                auto *c = llvm::dyn_cast<llvm::ConstantInt>(add->getOperand(1));
+                ok = c != nullptr && c->isNegative() && !c->isMinValue(true);
+                decrements.insert(add);
+                work.push_back(add->getOperand(0));
+            } else {
+                ok = false;
+            }
+        }
+        return ok ? origin : nullptr;
+    }
+
+    // An upper bound of the backedges the loop takes that is cheap to compute before it: the
+    // smallest exit count (SCEV's symbolic maximum) among exits that run on every iteration
+    // (their block dominates the latch), leaving out counts with a division (the budget's own
+    // exit, which IndVars makes a division of the budget, costs more to compute than it saves).
+    static const llvm::SCEV *loop_bound(llvm::Loop &loop, llvm::ScalarEvolution &se,
+                                        llvm::DominatorTree &dt, llvm::Type *i64) {
+        llvm::SmallVector<llvm::BasicBlock *, 4> exiting;
+        loop.getExitingBlocks(exiting);
+        const llvm::SCEV *best = nullptr;
+        for (llvm::BasicBlock *bb : exiting) {
+            if (!dt.dominates(bb, loop.getLoopLatch())) {
+                continue;
+            }
+            const llvm::SCEV *c =
+                se.getExitCount(&loop, bb, llvm::ScalarEvolution::SymbolicMaximum);
+            if (llvm::isa<llvm::SCEVCouldNotCompute>(c) || !se.isLoopInvariant(c, &loop) ||
+                c->getType()->getIntegerBitWidth() > 64 ||
+                llvm::SCEVExprContains(
+                    c, [](const llvm::SCEV *e) { return llvm::isa<llvm::SCEVUDivExpr>(e); })) {
+                continue;
+            }
+            c = se.getNoopOrZeroExtend(c, i64);
+            best = best == nullptr ? c : se.getUMinExpr(best, c);
+        }
+        return best;
+    }
+
+    static bool version(llvm::Loop &loop, llvm::ScalarEvolution &se, llvm::DominatorTree &dt,
+                        unsigned check_md, unsigned budget_md) {
+        llvm::BasicBlock *pre = loop.getLoopPreheader();
+        llvm::BasicBlock *latch = loop.getLoopLatch();
+        if (pre == nullptr || latch == nullptr) {
+            return false;
+        }
+        llvm::Type *i64 = llvm::Type::getInt64Ty(pre->getContext());
+        const llvm::SCEV *max = loop_bound(loop, se, dt, i64);
+        if (max == nullptr) {
+            return false;
+        }
+        llvm::SCEVExpander expander(se, pre->getModule()->getDataLayout(), "hoisted");
+        llvm::Instruction *at = pre->getTerminator();
+        if (!expander.isSafeToExpandAt(max, at)) {
+            return false;
+        }
+        std::vector<llvm::ICmpInst *> checks, budgets;
+        for (llvm::BasicBlock *bb : loop.blocks()) {
+            for (llvm::Instruction &i : *bb) {
+                auto *cmp = llvm::dyn_cast<llvm::ICmpInst>(&i);
+                if (cmp == nullptr || !cmp->getOperand(0)->getType()->isIntegerTy(64)) {
+                    continue;
+                }
+                const auto pred = cmp->getPredicate();
+                if (i.getMetadata(check_md) != nullptr &&
+                    (pred == llvm::ICmpInst::ICMP_ULT || pred == llvm::ICmpInst::ICMP_ULE)) {
+                    checks.push_back(cmp);
+                }
+                if (i.getMetadata(budget_md) != nullptr && pred == llvm::ICmpInst::ICMP_SLT &&
+                    llvm::PatternMatch::match(cmp->getOperand(1), llvm::PatternMatch::m_Zero())) {
+                    budgets.push_back(cmp);
+                }
+            }
+        }
+        llvm::IRBuilder<> b(at);
+        llvm::Value *v_max = nullptr;
+        auto expand_max = [&] {
+            if (v_max == nullptr) {
+                v_max = expander.expandCodeFor(max, i64, at);
+            }
+            return v_max;
+        };
+        llvm::Value *all = nullptr;
+        auto require = [&](llvm::Value *cond) {
+            all = all == nullptr ? cond : b.CreateAnd(all, cond);
+        };
+        std::vector<llvm::ICmpInst *> hoisted_checks, hoisted_budgets;
+        for (llvm::ICmpInst *cmp : checks) {
+            const auto *x = llvm::dyn_cast<llvm::SCEVAddRecExpr>(se.getSCEV(cmp->getOperand(0)));
+            const llvm::SCEV *bound = se.getSCEV(cmp->getOperand(1));
+            if (x == nullptr || x->getLoop() != &loop || !x->isAffine() ||
+                !se.isLoopInvariant(bound, &loop)) {
+                continue;
+            }
+            const auto *step = llvm::dyn_cast<llvm::SCEVConstant>(x->getStepRecurrence(se));
+            if (step == nullptr || step->getAPInt().isZero() ||
+                step->getAPInt().isMinSignedValue()) {
+                continue;
+            }
+            const llvm::SCEV *first = x->getStart();
+            const llvm::SCEV *last = x->evaluateAtIteration(max, se);
+            if (!expander.isSafeToExpandAt(first, at) || !expander.isSafeToExpandAt(last, at) ||
+                !expander.isSafeToExpandAt(bound, at)) {
+                continue;
+            }
+            llvm::Value *v_first = expander.expandCodeFor(first, i64, at);
+            llvm::Value *v_last = expander.expandCodeFor(last, i64, at);
+            llvm::Value *v_bound = expander.expandCodeFor(bound, i64, at);
+            const bool ule = cmp->getPredicate() == llvm::ICmpInst::ICMP_ULE;
+            auto holds = [&](llvm::Value *v) {
+                return ule ? b.CreateICmpULE(v, v_bound) : b.CreateICmpULT(v, v_bound);
+            };
+            // No wrap between first and last: |step| * max fits in 64 bits, and last lies on
+            // the step's side of first.
+            const uint64_t limit = UINT64_MAX / step->getAPInt().abs().getZExtValue();
+            require(b.CreateICmpULE(expand_max(), b.getInt64(limit)));
+            require(step->getAPInt().isNegative() ? b.CreateICmpULE(v_last, v_first)
+                                                  : b.CreateICmpUGE(v_last, v_first));
+            require(holds(v_first));
+            require(holds(v_last));
+            hoisted_checks.push_back(cmp);
+        }
+        llvm::PHINode *budget_phi = nullptr;
+        uint64_t per_iteration = 0;
+        std::set<llvm::Instruction *> cycle; // every decrement on the loop's cycle
+        for (llvm::ICmpInst *cmp : budgets) {
+            std::set<llvm::Instruction *> decrements;
+            std::set<llvm::Value *> seen;
+            llvm::PHINode *origin = budget_origin(cmp->getOperand(0), loop, decrements, seen);
+            if (origin == nullptr || (budget_phi != nullptr && origin != budget_phi)) {
+                continue;
+            }
+            if (budget_phi == nullptr) {
+                // Every decrement on the loop's cycle: from the value that comes back to the
+                // header, back to the header's phi.
+                std::set<llvm::Value *> seen_cycle;
+                if (budget_origin(origin->getIncomingValueForBlock(latch), loop, cycle,
+                                  seen_cycle) != origin) {
+                    break;
+                }
+                for (llvm::Instruction *d : cycle) {
+                    per_iteration += llvm::cast<llvm::ConstantInt>(d->getOperand(1))
+                                         ->getValue()
+                                         .abs()
+                                         .getZExtValue();
+                }
+                if (per_iteration == 0 || per_iteration > (uint64_t{1} << 32)) {
+                    break;
+                }
+                budget_phi = origin;
+                // entry >= (max + 1) * per_iteration, without overflow.
+                const uint64_t limit = static_cast<uint64_t>(INT64_MAX) / per_iteration - 1;
+                llvm::Value *n = expand_max();
+                require(b.CreateICmpULE(n, b.getInt64(limit)));
+                llvm::Value *need =
+                    b.CreateMul(b.CreateAdd(n, b.getInt64(1)), b.getInt64(per_iteration));
+                require(b.CreateICmpSGE(origin->getIncomingValueForBlock(pre), need));
+            }
+            // A check on a path off the cycle (before an exit) may see decrements the cycle's
+            // sum does not cover.
+            if (!std::includes(cycle.begin(), cycle.end(), decrements.begin(), decrements.end())) {
+                continue;
+            }
+            hoisted_budgets.push_back(cmp);
+        }
+        if (all == nullptr) {
+            return false;
+        }
+        for (llvm::ICmpInst *cmp : hoisted_checks) {
+            llvm::IRBuilder<> in(cmp->getNextNode());
+            llvm::Value *either = in.CreateOr(all, cmp);
+            cmp->replaceUsesWithIf(either, [&](llvm::Use &u) { return u.getUser() != either; });
+        }
+        llvm::Value *not_all = b.CreateNot(all); // in the preheader, so it is loop-invariant
+        for (llvm::ICmpInst *cmp : hoisted_budgets) {
+            llvm::IRBuilder<> in(cmp->getNextNode());
+            llvm::Value *both = in.CreateAnd(not_all, cmp);
+            cmp->replaceUsesWithIf(both, [&](llvm::Use &u) { return u.getUser() != both; });
+        }
+        return true;
+    }
+};
+
+// Memory is addressed through integers (inttoptr of a register), which scalar evolution does
+// not follow into pointers, so the loop vectorizer sees no stride. In each innermost loop, an
+// access at inttoptr(x) where x = {start, +, step} becomes an access at
+// `gep i8, inttoptr(start), x - start`: a pointer with a loop-invariant base and an affine
+// offset, the form the vectorizer's dependence and overlap checks work with. The address is the
+// same; only its expression changes.
+struct rebase_accesses : llvm::PassInfoMixin<rebase_accesses> {
+    llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        auto &li = fam.getResult<llvm::LoopAnalysis>(f);
+        auto &se = fam.getResult<llvm::ScalarEvolutionAnalysis>(f);
+        bool changed = false;
+        for (llvm::Loop *loop : li.getLoopsInPreorder()) {
+            if (loop->getSubLoops().empty()) {
+                changed |= rebase(*loop, se);
+            }
+        }
+        return changed ? llvm::PreservedAnalyses::none() : llvm::PreservedAnalyses::all();
+    }
+
+    static bool rebase(llvm::Loop &loop, llvm::ScalarEvolution &se) {
+        llvm::BasicBlock *pre = loop.getLoopPreheader();
+        if (pre == nullptr) {
+            return false;
+        }
+        llvm::SCEVExpander expander(se, pre->getModule()->getDataLayout(), "base");
+        llvm::Instruction *at = pre->getTerminator();
+        llvm::IRBuilder<> b(pre->getContext());
+        // One base pointer per start value.
+        std::map<const llvm::SCEV *, std::pair<llvm::Value *, llvm::Value *>> bases;
+        bool changed = false;
+        for (llvm::BasicBlock *bb : loop.blocks()) {
+            for (llvm::Instruction &i : *bb) {
+                const unsigned operand = llvm::isa<llvm::LoadInst>(i)    ? 0
+                                         : llvm::isa<llvm::StoreInst>(i) ? 1
+                                                                         : 2;
+                if (operand == 2) {
+                    continue;
+                }
+                auto *cast = llvm::dyn_cast<llvm::IntToPtrInst>(i.getOperand(operand));
+                if (cast == nullptr) {
+                    continue;
+                }
+                llvm::Value *x = cast->getOperand(0);
+                auto *rec = llvm::dyn_cast<llvm::SCEVAddRecExpr>(se.getSCEV(x));
+                if (rec == nullptr || rec->getLoop() != &loop || !rec->isAffine() ||
+                    !se.isLoopInvariant(rec->getStart(), &loop) ||
+                    !expander.isSafeToExpandAt(rec->getStart(), at)) {
+                    continue;
+                }
+                auto [it, fresh] = bases.emplace(rec->getStart(), std::pair{nullptr, nullptr});
+                if (fresh) {
+                    b.SetInsertPoint(at);
+                    llvm::Value *start = expander.expandCodeFor(rec->getStart(), x->getType(), at);
+                    it->second = {start, b.CreateIntToPtr(start, cast->getType(), "base")};
+                }
+                b.SetInsertPoint(&i);
+                llvm::Value *offset = b.CreateSub(x, it->second.first);
+                i.setOperand(operand, b.CreateGEP(b.getInt8Ty(), it->second.second, offset));
+                changed = true;
+            }
+        }
+        return changed;
+    }
+};
+
+// Runs passes over a module with the analyses they need.
+template <class F>
+void run_passes(llvm::Module &mod, llvm::TargetMachine &tm, F add_passes) {
+    llvm::LoopAnalysisManager lam;
+    llvm::FunctionAnalysisManager fam;
+    llvm::CGSCCAnalysisManager cgam;
+    llvm::ModuleAnalysisManager mam;
+    llvm::PassBuilder pb(&tm);
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    llvm::ModulePassManager mpm;
+    add_passes(mpm);
+    mpm.run(mod, mam);
+}
+
+} // namespace
+
+void promote_registers(llvm::Module &mod, llvm::TargetMachine &tm) {
+    run_passes(mod, tm, [](llvm::ModulePassManager &mpm) {
+        mpm.addPass(llvm::createModuleToFunctionPassAdaptor(llvm::SROAPass()));
+    });
+}
+
+void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
+    run_passes(mod, tm, [](llvm::ModulePassManager &mpm) {
+        llvm::FunctionPassManager fpm;
+        fpm.addPass(llvm::SROAPass());
+        fpm.addPass(llvm::EarlyCSEPass(true));
+        fpm.addPass(llvm::InstCombinePass());
+        fpm.addPass(llvm::SimplifyCFGPass());
+        llvm::LoopPassManager lpm;
+        lpm.addPass(llvm::LoopRotatePass());
+        lpm.addPass(llvm::LICMPass(llvm::LICMOptions()));
+        fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(lpm), true));
+        fpm.addPass(llvm::GVNPass());
+        fpm.addPass(llvm::InstCombinePass());
+        fpm.addPass(llvm::SimplifyCFGPass());
+        fpm.addPass(hoist_checks());
+        llvm::LoopPassManager unswitch;
+        unswitch.addPass(llvm::SimpleLoopUnswitchPass(true));
+        unswitch.addPass(llvm::LoopRotatePass());
+        unswitch.addPass(llvm::IndVarSimplifyPass());
+        fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(unswitch), true));
+        fpm.addPass(llvm::InstCombinePass());
+        fpm.addPass(llvm::SimplifyCFGPass());
+        fpm.addPass(llvm::LoopSimplifyPass());
+        fpm.addPass(rebase_accesses());
+        fpm.addPass(llvm::LoopVectorizePass());
+        fpm.addPass(llvm::InstCombinePass());
+        fpm.addPass(llvm::SimplifyCFGPass());
+        mpm.addPass(llvm::AlwaysInlinerPass());
+        mpm.addPass(llvm::createModuleToFunctionPassAdaptor(std::move(fpm)));
+    });
+}
+
+} // namespace bpftime::vm::jit

@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: MIT
+// The JIT's pass pipelines: the baseline tier's and the optimised tier's, with the JIT's own
+// passes over the access and budget checks the translator marks.
+#pragma once
+
+namespace llvm {
+class Module;
+class TargetMachine;
+} // namespace llvm
+
+namespace bpftime::vm::jit {
+
+// Metadata kinds that mark the compares of access checks (true: the access is allowed) and of
+// budget checks (true: the budget is exhausted).
+inline constexpr const char *check_kind = "bpftime.check";
+inline constexpr const char *budget_kind = "bpftime.budget";
+
+// The largest loop (in LLVM's cost units) unswitching copies.
+inline constexpr int unswitch_threshold = 1000;
+
+// The baseline tier: registers become SSA values and nothing more, so code generation (with
+// the fast instruction selector) takes a few milliseconds.
+void promote_registers(llvm::Module &mod, llvm::TargetMachine &tm);
+
+// The optimised tier, a short pipeline for code that arrives already optimised by clang:
+// registers to SSA, subprograms inlined, redundant checks and loads merged, loop-invariant
+// parts of the access checks hoisted, counted loops versioned so that a copy runs without
+// their checks when one test before the loop proves they all pass (hoist_checks), and
+// innermost loops vectorised. The full O2 pipeline costs several times the compile time for no
+// measurable gain on this code.
+void optimise(llvm::Module &mod, llvm::TargetMachine &tm);
+
+} // namespace bpftime::vm::jit

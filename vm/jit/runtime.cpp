@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+// The runtime functions the JIT's generated code calls.
+#include "runtime.hpp"
+
+namespace bpftime::vm::jit {
+namespace {
+
+// rt_fault's body, which the other entries inline (a call between exported functions of a
+// position-independent library is not inlined).
+inline void record_fault(jit_state *s, uint64_t kind, uint64_t pc, uint64_t addr, uint64_t len) {
+    s->fault = kind;
+    s->fault_pc = pc;
+    s->fault_addr = addr;
+    s->fault_len = len;
+}
+
+} // namespace
+
+void rt_fault(jit_state *s, uint64_t kind, uint64_t pc, uint64_t addr, uint64_t len) {
+    record_fault(s, kind, pc, addr, len);
+}
+
+uint64_t rt_check(jit_state *s, uint64_t addr, uint64_t len, uint64_t write, uint64_t pc) {
+    if (const memory_region *r = s->rc->find_region(addr, len, write != 0)) {
+        if (r->size >= max_access) {
+            s->read_lo = r->start;
+            s->read_span = r->size;
+            if (r->writable) {
+                s->write_lo = r->start;
+                s->write_span = r->size;
+            }
+        }
+        return 1;
+    }
+    record_fault(s, fault_access, pc, addr, len);
+    s->fault_write = write;
+    return 0;
+}
+
+uint64_t rt_callx(jit_state *s, uint64_t id, uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                  uint64_t r5, uint64_t pc) {
+    const helper_info *h = s->prog->helpers().find(static_cast<uint32_t>(id));
+    if (h == nullptr) {
+        record_fault(s, fault_unknown_helper, pc, id, 0);
+        return 0;
+    }
+    uint64_t r0 = h->fn(r1, r2, r3, r4, r5, s->rc);
+    if (*s->helper_failed) {
+        record_fault(s, fault_helper_failed, pc, 0, 0);
+    }
+    return r0;
+}
+
+} // namespace bpftime::vm::jit

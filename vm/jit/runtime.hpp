@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT
+// What the JIT's generated code shares with the runtime: the per-run state it reads and writes
+// by byte offset, the kinds of fault it records, and the runtime functions it calls by absolute
+// address.
+#pragma once
+
+#include <bpftime/vm/vm.hpp>
+
+#include <cstdint>
+
+namespace bpftime::vm::jit {
+
+// What the generated code shares with the runtime, by byte offset (offsetof).
+// Every field is set by jit_engine::run before the code runs; none has a default, so a run does
+// not zero the whole struct first (GCC did that with rep stos, a measurable share of a short
+// run).
+struct jit_state {
+    // The read cache [read_lo, read_lo + read_span) is a region the program may read, the write
+    // cache one it may write. Both always hold a region of at least max_access bytes (at worst
+    // the entry frame), so span - n never wraps and one compare decides.
+    uint64_t read_lo;
+    uint64_t read_span;
+    uint64_t write_lo;
+    uint64_t write_span;
+    int64_t budget;     // instructions left; below zero means exhausted
+    uint64_t stack_top; // one past the entry frame
+    run_context *rc;
+    const bool *helper_failed;
+    // run_context::stack, which helpers check pointers against (run_context is not standard
+    // layout, so generated code cannot find it through rc).
+    memory_region *rc_stack;
+    const program *prog;
+    memory_region handed; // the last region a helper handed out (run_context's sink)
+    uint64_t fault;       // a fault_kind, 0 while the run is going
+    // Where and what the fault was; meaningful only once fault is set.
+    uint64_t fault_pc;
+    uint64_t fault_addr;
+    uint64_t fault_len;
+    uint64_t fault_write;
+};
+
+// The widest single load or store.
+constexpr uint64_t max_access = 8;
+
+enum fault_kind : uint64_t {
+    no_fault,
+    fault_access,
+    fault_misaligned,
+    fault_exhausted,
+    fault_depth,
+    fault_unknown_helper,
+    fault_helper_failed,
+};
+
+// The runtime functions generated code calls (by absolute address).
+
+// Records a fault of this kind at pc.
+void rt_fault(jit_state *s, uint64_t kind, uint64_t pc, uint64_t addr, uint64_t len);
+
+// The slow path of an access check: 1 when a region allows it (the far cache is refilled),
+// else 0 with the fault recorded.
+uint64_t rt_check(jit_state *s, uint64_t addr, uint64_t len, uint64_t write, uint64_t pc);
+
+// callx: calls the helper whose id the program computed, or records that there is none.
+uint64_t rt_callx(jit_state *s, uint64_t id, uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
+                  uint64_t r5, uint64_t pc);
+
+// A function's address, as generated code calls it.
+template <class F>
+uint64_t address_of(F *fn) {
+    return reinterpret_cast<uint64_t>(fn);
+}
+
+} // namespace bpftime::vm::jit

@@ -1,0 +1,602 @@
+// SPDX-License-Identifier: MIT
+// The translator's functions, blocks, arithmetic, jumps and calls.
+//
+// Semantics are the interpreter's, instruction for instruction:
+// - Loads and stores are checked (unless the engine is unchecked) against, in order, the near
+//   cache (a region set on entry and by helpers, loop-invariant), the far cache (the region
+//   that allowed the last slow-path access), the current frame and its callers' frames, then
+//   the run's regions through a call into the runtime that refills the far cache. Accesses
+//   through r10 + a constant inside the current frame need no check at all.
+// - The instruction budget is a counter that each basic block decrements by its length; it is
+//   tested at loop heads, local calls and exits, so a runaway loop stops within one iteration
+//   of the interpreter's stop. A run that completes reports the exact count.
+// - Division and modulo never trap; shifts mask their amount; local calls zero their frame.
+// - A fault records its cause in the run's state and every function returns at once.
+#include "translator.hpp"
+
+#include "passes.hpp"
+#include "runtime.hpp"
+
+#include <llvm/IR/MDBuilder.h>
+#include <llvm/IR/Verifier.h>
+#include <llvm/Support/raw_ostream.h>
+
+#include <vector>
+
+namespace bpftime::vm::jit {
+
+translator::translator(const program &prog, bool checked, llvm::LLVMContext &ctx, llvm::Module &mod)
+    : prog_(prog), insns_(prog.insns()), checked_(checked), ctx_(ctx), mod_(mod), b_(ctx) {
+    i8_ = b_.getInt8Ty();
+    i16_ = b_.getInt16Ty();
+    i32_ = b_.getInt32Ty();
+    i64_ = b_.getInt64Ty();
+    ptr_ = b_.getPtrTy();
+    std::vector<llvm::Type *> six(6, i64_);
+    ret_ty_ = llvm::StructType::get(ctx_, six);
+    // (state, r0..r9, fp, depth)
+    std::vector<llvm::Type *> params{ptr_};
+    params.insert(params.end(), 12, i64_);
+    fn_ty_ = llvm::FunctionType::get(ret_ty_, params, false);
+    unlikely_ = llvm::MDBuilder(ctx_).createBranchWeights(1, 1 << 20);
+    likely_ = llvm::MDBuilder(ctx_).createBranchWeights(1 << 20, 1);
+}
+
+std::string translator::translate(const std::string &name) {
+    std::vector<size_t> pending{0};
+    std::map<size_t, function_plan> plans;
+    while (!pending.empty()) {
+        size_t entry = pending.back();
+        pending.pop_back();
+        if (plans.count(entry) != 0) {
+            continue;
+        }
+        std::vector<size_t> callees;
+        plans.emplace(entry, plan_function(insns_, entry, callees));
+        pending.insert(pending.end(), callees.begin(), callees.end());
+    }
+    for (auto &[entry, plan] : plans) {
+        auto *fn = llvm::Function::Create(fn_ty_, llvm::Function::InternalLinkage,
+                                          "f" + std::to_string(entry), mod_);
+        fn->setCallingConv(llvm::CallingConv::Fast);
+        fn->addFnAttr(llvm::Attribute::NoUnwind);
+        // Into their callers (recursive ones stay calls).
+        fn->addFnAttr(llvm::Attribute::AlwaysInline);
+        functions_[entry] = fn;
+    }
+    for (auto &[entry, plan] : plans) {
+        emit_function(plan);
+    }
+    emit_entry(name);
+    std::string err;
+    llvm::raw_string_ostream os(err);
+    if (llvm::verifyModule(mod_, &os)) {
+        return "generated code does not verify: " + os.str();
+    }
+    return {};
+}
+
+void translator::fault_if(llvm::Value *cond, uint64_t kind, size_t pc, llvm::Value *addr,
+                          llvm::Value *len) {
+    auto *fault = new_block("fault_here");
+    auto *go = new_block("go_on");
+    branch_unlikely(cond, fault, go);
+    b_.SetInsertPoint(fault);
+    auto *ty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, i64_, i64_, i64_, i64_}, false);
+    b_.CreateCall(ty, const_ptr(address_of(&rt_fault)),
+                  {state_, b_.getInt64(kind), b_.getInt64(pc), addr ? addr : b_.getInt64(0),
+                   len ? len : b_.getInt64(0)});
+    b_.CreateBr(fault_ret_);
+    b_.SetInsertPoint(go);
+}
+
+void translator::return_if_faulted() {
+    auto *go = new_block("go_on");
+    branch_unlikely(b_.CreateICmpNE(load_state(offsetof(jit_state, fault)), b_.getInt64(0)),
+                    fault_ret_, go);
+    b_.SetInsertPoint(go);
+}
+
+void translator::track_registers(const ebpf_inst &inst) {
+    auto &known = fp_offset_;
+    const opcode_info *info = find_opcode(inst.opcode);
+    auto forget = [&](int r) { known[static_cast<size_t>(r)].reset(); };
+    switch (info->kind) {
+    case op_kind::alu:
+    case op_kind::neg:
+    case op_kind::endian:
+    case op_kind::ldx:
+    case op_kind::ldsx:
+    case op_kind::lddw:
+        loaded_[inst.dst].reset();
+        value_ptr_[inst.dst] = inst.opcode == (cls_alu64 | src_x | alu_mov) && inst.offset == 0
+                                   ? value_ptr_[inst.src]
+                                   : std::nullopt;
+        break;
+    case op_kind::atomic:
+        value_ptr_[inst.imm == atomic_cmpxchg ? 0 : inst.src].reset();
+        break;
+    case op_kind::call:
+    case op_kind::callx:
+        for (size_t r = 0; r <= 5; r++) {
+            value_ptr_[r].reset();
+        }
+        value_ptr_[0] = looked_up_;
+        looked_up_.reset();
+        break;
+    default:
+        break;
+    }
+    switch (info->kind) {
+    case op_kind::alu: {
+        auto &d = known[inst.dst];
+        const uint8_t op = inst.opcode & 0xf0;
+        if (inst.opcode == (cls_alu64 | src_x | alu_mov) && inst.offset == 0) {
+            d = known[inst.src];
+        } else if (d && op_class(inst.opcode) == cls_alu64 && (inst.opcode & src_x) == 0 &&
+                   (op == alu_add || op == alu_sub)) {
+            *d += op == alu_add ? inst.imm : -static_cast<int64_t>(inst.imm);
+            if (*d < -(int64_t{1} << 40) || *d > (int64_t{1} << 40)) {
+                d.reset();
+            }
+        } else {
+            d.reset();
+        }
+        break;
+    }
+    case op_kind::lddw:
+        // The second slot follows the first in insns_.
+        loaded_[inst.dst] = static_cast<uint32_t>(inst.imm) |
+                            (static_cast<uint64_t>(static_cast<uint32_t>((&inst)[1].imm)) << 32);
+        forget(inst.dst);
+        break;
+    case op_kind::neg:
+    case op_kind::endian:
+    case op_kind::ldx:
+    case op_kind::ldsx:
+        forget(inst.dst);
+        break;
+    case op_kind::atomic:
+        if (inst.imm == atomic_cmpxchg) {
+            forget(0);
+            loaded_[0].reset();
+        } else if ((inst.imm & atomic_fetch) != 0) {
+            forget(inst.src);
+            loaded_[inst.src].reset();
+        }
+        break;
+    case op_kind::call:
+    case op_kind::callx:
+        for (int r = 0; r <= 5; r++) {
+            if (r == 0 || is_local_call(inst)) {
+                forget(r);
+                loaded_[static_cast<size_t>(r)].reset();
+            }
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+llvm::Type *translator::int_type(uint64_t bytes) {
+    switch (bytes) {
+    case 1:
+        return i8_;
+    case 2:
+        return i16_;
+    case 4:
+        return i32_;
+    default:
+        return i64_;
+    }
+}
+
+llvm::Value *translator::emit_binary(uint8_t op, llvm::Value *a, llvm::Value *b, bool is_signed) {
+    llvm::Type *ty = a->getType();
+    auto c = [&](uint64_t v) { return llvm::ConstantInt::get(ty, v); };
+    llvm::Value *mask = c(ty->getIntegerBitWidth() - 1);
+    switch (op) {
+    case alu_add:
+        return b_.CreateAdd(a, b);
+    case alu_sub:
+        return b_.CreateSub(a, b);
+    case alu_mul:
+        return b_.CreateMul(a, b);
+    case alu_or:
+        return b_.CreateOr(a, b);
+    case alu_and:
+        return b_.CreateAnd(a, b);
+    case alu_xor:
+        return b_.CreateXor(a, b);
+    case alu_lsh:
+        return b_.CreateShl(a, b_.CreateAnd(b, mask));
+    case alu_rsh:
+        return b_.CreateLShr(a, b_.CreateAnd(b, mask));
+    case alu_arsh:
+        return b_.CreateAShr(a, b_.CreateAnd(b, mask));
+    case alu_mov:
+        return b;
+    case alu_div:
+    case alu_mod: {
+        // x / 0 = 0, x % 0 = x; signed: x / -1 = -x, x % -1 = 0 (no INT_MIN / -1 trap).
+        llvm::Value *zero = b_.CreateICmpEQ(b, c(0));
+        llvm::Value *minus1 =
+            is_signed ? b_.CreateICmpEQ(b, llvm::ConstantInt::getAllOnesValue(ty)) : b_.getFalse();
+        llvm::Value *safe = b_.CreateSelect(b_.CreateOr(zero, minus1), c(1), b);
+        if (op == alu_div) {
+            llvm::Value *q = is_signed ? b_.CreateSDiv(a, safe) : b_.CreateUDiv(a, safe);
+            q = b_.CreateSelect(minus1, b_.CreateNeg(a), q);
+            return b_.CreateSelect(zero, c(0), q);
+        }
+        llvm::Value *r = is_signed ? b_.CreateSRem(a, safe) : b_.CreateURem(a, safe);
+        r = b_.CreateSelect(minus1, c(0), r);
+        return b_.CreateSelect(zero, a, r);
+    }
+    default:
+        return nullptr;
+    }
+}
+
+void translator::emit_alu(const ebpf_inst &inst) {
+    const bool wide = op_class(inst.opcode) == cls_alu64;
+    const uint8_t op = inst.opcode & 0xf0;
+    llvm::Type *ty = wide ? i64_ : i32_;
+    llvm::Value *a = b_.CreateTrunc(reg(inst.dst), ty);
+    if (op == alu_neg) {
+        set_reg(inst.dst, b_.CreateNeg(a));
+        return;
+    }
+    if (op == alu_end) {
+        unsigned width = static_cast<unsigned>(inst.imm);
+        llvm::Type *wty = int_type(width / 8);
+        llvm::Value *v = b_.CreateTrunc(reg(inst.dst), wty);
+        const bool swap = wide || (inst.opcode & src_x) != 0; // bswap, be (the host is le)
+        if (swap && width > 8) {
+            v = b_.CreateUnaryIntrinsic(llvm::Intrinsic::bswap, v);
+        }
+        set_reg(inst.dst, v);
+        return;
+    }
+    llvm::Value *b = (inst.opcode & src_x) != 0 ? b_.CreateTrunc(reg(inst.src), ty)
+                                                : b_.CreateTrunc(imm64(inst.imm), ty);
+    if (op == alu_mov && (inst.opcode & src_x) != 0 && inst.offset != 0) {
+        // movsx: sign-extend the low offset bits of src.
+        llvm::Value *low =
+            b_.CreateTrunc(reg(inst.src), int_type(static_cast<uint64_t>(inst.offset) / 8));
+        b = b_.CreateSExt(low, ty);
+    }
+    set_reg(inst.dst, emit_binary(op, a, b, inst.offset == 1));
+}
+
+llvm::Value *translator::emit_condition(const ebpf_inst &inst) {
+    const bool wide = op_class(inst.opcode) == cls_jmp;
+    llvm::Type *ty = wide ? i64_ : i32_;
+    llvm::Value *a = b_.CreateTrunc(reg(inst.dst), ty);
+    llvm::Value *b = (inst.opcode & src_x) != 0 ? b_.CreateTrunc(reg(inst.src), ty)
+                                                : b_.CreateTrunc(imm64(inst.imm), ty);
+    switch (inst.opcode & 0xf0) {
+    case jmp_jeq:
+        return b_.CreateICmpEQ(a, b);
+    case jmp_jgt:
+        return b_.CreateICmpUGT(a, b);
+    case jmp_jge:
+        return b_.CreateICmpUGE(a, b);
+    case jmp_jset:
+        return b_.CreateICmpNE(b_.CreateAnd(a, b), llvm::ConstantInt::get(ty, 0));
+    case jmp_jne:
+        return b_.CreateICmpNE(a, b);
+    case jmp_jsgt:
+        return b_.CreateICmpSGT(a, b);
+    case jmp_jsge:
+        return b_.CreateICmpSGE(a, b);
+    case jmp_jlt:
+        return b_.CreateICmpULT(a, b);
+    case jmp_jle:
+        return b_.CreateICmpULE(a, b);
+    case jmp_jslt:
+        return b_.CreateICmpSLT(a, b);
+    default: // jsle
+        return b_.CreateICmpSLE(a, b);
+    }
+}
+
+void translator::check_budget(size_t pc) {
+    if (checked_) {
+        llvm::Value *out = b_.CreateICmpSLT(b_.CreateLoad(i64_, budget_), b_.getInt64(0));
+        if (auto *i = llvm::dyn_cast<llvm::Instruction>(out)) {
+            i->setMetadata(budget_kind, llvm::MDNode::get(ctx_, {}));
+        }
+        fault_if(out, fault_exhausted, pc);
+    }
+}
+
+uint64_t translator::block_length(const function_plan &plan, size_t pc) {
+    uint64_t n = 0;
+    for (size_t i = pc; i < insns_.size(); i++) {
+        if (i != pc && plan.leader[i]) {
+            break;
+        }
+        n++;
+        const opcode_info *info = find_opcode(insns_[i].opcode);
+        if (info->kind == op_kind::jcond || info->kind == op_kind::ja ||
+            info->kind == op_kind::exit) {
+            break;
+        }
+        if (info->kind == op_kind::lddw) {
+            i++;
+        }
+    }
+    return n;
+}
+
+void translator::emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args) {
+    llvm::Value *ret = llvm::UndefValue::get(ret_ty_);
+    ret = b_.CreateInsertValue(ret, r0, 0);
+    for (unsigned i = 0; i < 5; i++) {
+        ret = b_.CreateInsertValue(ret, args[i], i + 1);
+    }
+    b_.CreateRet(ret);
+}
+
+void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
+    std::array<llvm::Value *, 5> args{reg(1), reg(2), reg(3), reg(4), reg(5)};
+    llvm::Value *r0 = nullptr;
+    if (inst.opcode == op_callx) {
+        auto *ty =
+            llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_, i64_, i64_, i64_, i64_}, false);
+        r0 = b_.CreateCall(
+            ty, const_ptr(address_of(&rt_callx)),
+            {state_, reg(inst.dst), args[0], args[1], args[2], args[3], args[4], b_.getInt64(pc)});
+        set_reg(0, r0);
+        return_if_faulted();
+        take_handed_region();
+        return;
+    }
+    if (emit_direct_lookup(pc)) {
+        return;
+    }
+    auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
+    r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
+                       {args[0], args[1], args[2], args[3], args[4], rc_});
+    set_reg(0, r0);
+    fault_if(b_.CreateICmpNE(b_.CreateLoad(i8_, helper_failed_), b_.getInt8(0)),
+             fault_helper_failed, pc);
+    take_handed_region();
+}
+
+void translator::set_helper_stack(llvm::Value *lo) {
+    llvm::Value *region = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc_stack)), ptr_);
+    llvm::Value *top = load_state(offsetof(jit_state, stack_top));
+    b_.CreateStore(lo, b_.CreateConstInBoundsGEP1_64(i8_, region, offsetof(memory_region, start)));
+    b_.CreateStore(b_.CreateSub(top, lo),
+                   b_.CreateConstInBoundsGEP1_64(i8_, region, offsetof(memory_region, size)));
+}
+
+void translator::emit_local_call(size_t pc, const ebpf_inst &inst) {
+    const size_t target = call_target(inst, pc);
+    check_budget(pc);
+    fault_if(b_.CreateICmpUGE(b_.CreateAdd(depth_, b_.getInt64(1)), b_.getInt64(max_call_depth)),
+             fault_depth, pc);
+    // The callee's frame is [fp - 1024, fp - 512), zeroed as the interpreter does.
+    llvm::Value *callee_fp = b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
+    b_.CreateMemSet(b_.CreateIntToPtr(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)), ptr_),
+                    b_.getInt8(0), stack_frame_size, llvm::MaybeAlign(1));
+    if (checked_) {
+        store_state(offsetof(jit_state, budget), b_.CreateLoad(i64_, budget_));
+    }
+    std::vector<llvm::Value *> args{state_};
+    for (int r = 0; r < 10; r++) {
+        args.push_back(reg(r));
+    }
+    args.push_back(callee_fp);
+    args.push_back(b_.CreateAdd(depth_, b_.getInt64(1)));
+    // Helpers the callee calls check its pointers against run_context::stack: the callee's
+    // frame and its callers', as the interpreter keeps it.
+    set_helper_stack(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)));
+    auto *call = b_.CreateCall(fn_ty_, functions_.at(target), args);
+    call->setCallingConv(llvm::CallingConv::Fast);
+    return_if_faulted();
+    set_helper_stack(stack_lo_);
+    for (unsigned r = 0; r <= 5; r++) {
+        set_reg(static_cast<int>(r), b_.CreateExtractValue(call, r));
+    }
+    if (checked_) {
+        b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
+    }
+}
+
+void translator::emit_function(const function_plan &plan) {
+    fn_ = functions_.at(plan.entry);
+    auto arg = fn_->arg_begin();
+    state_ = &*arg++;
+    auto *entry = new_block("entry");
+    b_.SetInsertPoint(entry);
+    for (size_t r = 0; r < 10; r++) {
+        regs_[r] = b_.CreateAlloca(i64_, nullptr, "r" + std::to_string(r));
+    }
+    budget_ = b_.CreateAlloca(i64_, nullptr, "budget");
+    for (auto &slot : near_) {
+        slot = b_.CreateAlloca(i64_, nullptr, "near");
+    }
+    // The far caches stay in the run's state, where the runtime refills them: values kept
+    // in registers would need phis at every join of the function, whose number grows with
+    // blocks times joins (a program of 3000 blocks took seconds to compile).
+    read_lo_ = state_field(offsetof(jit_state, read_lo));
+    read_span_ = state_field(offsetof(jit_state, read_span));
+    write_lo_ = state_field(offsetof(jit_state, write_lo));
+    write_span_ = state_field(offsetof(jit_state, write_span));
+    for (size_t r = 0; r < 10; r++) {
+        b_.CreateStore(&*arg++, regs_[r]);
+    }
+    fp_ = &*arg++;
+    depth_ = &*arg++;
+    rc_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc)), ptr_);
+    helper_failed_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, helper_failed)), ptr_);
+    stack_lo_ = b_.CreateSub(fp_, b_.getInt64(prog_.entry_frame_reach()));
+    stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
+    if (checked_) {
+        b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
+        b_.CreateStore(b_.CreateLoad(i64_, read_lo_), near_[0]);
+        b_.CreateStore(b_.CreateLoad(i64_, read_span_), near_[1]);
+        b_.CreateStore(b_.CreateLoad(i64_, write_lo_), near_[2]);
+        b_.CreateStore(b_.CreateLoad(i64_, write_span_), near_[3]);
+    }
+    fault_ret_ = new_block("fault");
+    blocks_.clear();
+    value_ptr_at_jump_.clear();
+    for (size_t pc = 0; pc < insns_.size(); pc++) {
+        if (plan.reachable[pc] && plan.leader[pc]) {
+            blocks_[pc] = new_block(("pc" + std::to_string(pc)).c_str());
+        }
+    }
+    b_.CreateBr(blocks_.at(plan.entry));
+
+    bool open = false; // the current block has no terminator yet
+    for (size_t pc = 0; pc < insns_.size(); pc++) {
+        if (!plan.reachable[pc]) {
+            continue;
+        }
+        if (plan.leader[pc]) {
+            if (open) {
+                b_.CreateBr(blocks_.at(pc));
+            }
+            b_.SetInsertPoint(blocks_.at(pc));
+            open = true;
+            fp_offset_.fill(std::nullopt);
+            fp_offset_[frame_pointer] = 0;
+            loaded_.fill(std::nullopt);
+            value_ptr_ = value_pointers_entering(plan, pc);
+            if (plan.loop_head[pc]) {
+                // Loops stop here once the instructions before this entry exhausted the
+                // budget. Testing at the head rather than at the backward jump leaves the
+                // loop's latch to its own exit test, the shape LLVM's loop passes want.
+                check_budget(pc);
+            }
+            if (checked_) {
+                // An add of a negative constant: what hoist_checks follows.
+                b_.CreateStore(
+                    b_.CreateAdd(b_.CreateLoad(i64_, budget_),
+                                 b_.getInt64(-static_cast<int64_t>(block_length(plan, pc)))),
+                    budget_);
+            }
+        }
+        const ebpf_inst &inst = insns_[pc];
+        const opcode_info *info = find_opcode(inst.opcode);
+        // Loads and stores see the offsets before their own instruction.
+        struct tracker {
+            translator &t;
+            const ebpf_inst &inst;
+            ~tracker() { t.track_registers(inst); }
+        } after{*this, inst};
+        switch (info->kind) {
+        case op_kind::alu:
+        case op_kind::neg:
+        case op_kind::endian:
+            emit_alu(inst);
+            break;
+        case op_kind::lddw:
+            set_reg(inst.dst,
+                    b_.getInt64(
+                        static_cast<uint32_t>(inst.imm) |
+                        (static_cast<uint64_t>(static_cast<uint32_t>(insns_[pc + 1].imm)) << 32)));
+            pc++;
+            break;
+        case op_kind::ldx:
+            emit_load(pc, inst, false);
+            break;
+        case op_kind::ldsx:
+            emit_load(pc, inst, true);
+            break;
+        case op_kind::st:
+            emit_store(pc, inst, imm64(inst.imm));
+            break;
+        case op_kind::stx:
+            emit_store(pc, inst, reg(inst.src));
+            break;
+        case op_kind::atomic:
+            emit_atomic(pc, inst);
+            break;
+        case op_kind::ja:
+            b_.CreateBr(blocks_.at(jump_target(inst, pc)));
+            open = false;
+            break;
+        case op_kind::jcond:
+            value_ptr_at_jump_[pc] = value_ptr_;
+            if (auto tree = find_compare_tree(insns_, plan, pc)) {
+                emit_switch(pc, *tree);
+            }
+            b_.CreateCondBr(emit_condition(inst), blocks_.at(jump_target(inst, pc)),
+                            blocks_.at(pc + 1));
+            open = false;
+            break;
+        case op_kind::call:
+        case op_kind::callx:
+            if (is_local_call(inst)) {
+                emit_local_call(pc, inst);
+            } else {
+                emit_helper_call(pc, inst);
+            }
+            break;
+        case op_kind::exit:
+            check_budget(pc);
+            if (checked_) {
+                store_state(offsetof(jit_state, budget), b_.CreateLoad(i64_, budget_));
+            }
+            emit_return(reg(0), {reg(1), reg(2), reg(3), reg(4), reg(5)});
+            open = false;
+            break;
+        }
+    }
+    b_.SetInsertPoint(fault_ret_);
+    llvm::Value *z = b_.getInt64(0);
+    emit_return(z, {z, z, z, z, z});
+}
+
+void translator::emit_switch(size_t pc, const compare_tree &tree) {
+    const ebpf_inst &root = insns_[pc];
+    const bool wide = op_class(root.opcode) == cls_jmp;
+    llvm::IntegerType *ty = wide ? b_.getInt64Ty() : b_.getInt32Ty();
+    auto *outside = new_block("tree");
+    auto *sw = b_.CreateSwitch(b_.CreateTrunc(reg(root.dst), ty), outside,
+                               static_cast<unsigned>(tree.leaves.size()));
+    std::map<compare_tree::way, llvm::BasicBlock *> ways;
+    for (size_t i = 0; i < tree.leaves.size(); i++) {
+        const compare_tree::way &w = tree.leaves[i];
+        auto [it, fresh] = ways.emplace(w, nullptr);
+        if (fresh) {
+            it->second = new_block("way");
+            b_.SetInsertPoint(it->second);
+            if (checked_) {
+                b_.CreateStore(b_.CreateAdd(b_.CreateLoad(i64_, budget_),
+                                            b_.getInt64(-static_cast<int64_t>(w.passed))),
+                               budget_);
+                if (w.loop_head != SIZE_MAX) {
+                    check_budget(w.loop_head);
+                }
+            }
+            b_.CreateBr(blocks_.at(w.leaf));
+        }
+        sw->addCase(llvm::ConstantInt::get(ty, tree.lo + i), it->second);
+    }
+    b_.SetInsertPoint(outside);
+}
+
+void translator::emit_entry(const std::string &name) {
+    auto *ty = llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_}, false);
+    auto *fn = llvm::Function::Create(ty, llvm::Function::ExternalLinkage, name, mod_);
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    auto arg = fn->arg_begin();
+    llvm::Value *state = &*arg++;
+    llvm::Value *r1 = &*arg++;
+    llvm::Value *r2 = &*arg++;
+    llvm::Value *fp = &*arg++;
+    b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
+    llvm::Value *z = b_.getInt64(0);
+    auto *call =
+        b_.CreateCall(fn_ty_, functions_.at(0), {state, z, r1, r2, z, z, z, z, z, z, z, fp, z});
+    call->setCallingConv(llvm::CallingConv::Fast);
+    b_.CreateRet(b_.CreateExtractValue(call, 0));
+}
+
+} // namespace bpftime::vm::jit
