@@ -290,7 +290,8 @@ void generator::after_call(reg_t r0) {
 void generator::gen_recursive_body() {
     const size_t base = new_label();
     static constexpr uint8_t ops[] = {jmp_jsle, jmp_jeq, jmp_jle};
-    emit_jump((in_.bit() ? cls_jmp : cls_jmp32) | src_k | ops[in_.below(3)], 1, 0, 0, base);
+    const uint8_t cls = in_.bit() ? cls_jmp : cls_jmp32; // before the operation (generator.hpp)
+    emit_jump(cls | src_k | ops[in_.below(3)], 1, 0, 0, base);
     const state entry = st_;
     emit(cls_alu64 | src_k | alu_add, 1, 0, 0, -1);
     reserved_ = 1u << 1;

@@ -3,6 +3,10 @@
 // whose members are defined in generator.cpp (program layout, operands, registers, memory),
 // straight_line.cpp (arithmetic, loads, stores, atomics, pointers) and control_flow.cpp
 // (branches, loops, calls, helpers).
+//
+// Every choice reads the byte source, so the order of the reads is the meaning of an input:
+// where one expression makes two choices, they are made in separate statements, in the order
+// the expression's operands read.
 #pragma once
 
 #include "host.hpp"

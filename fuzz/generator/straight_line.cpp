@@ -135,7 +135,8 @@ void generator::gen_endian() {
                                       cls_alu64 | src_k | alu_end};
     static constexpr int32_t widths[] = {16, 32, 64};
     const uint8_t op = ops[in_.below(3)];
-    emit(op, dst_scalar(), 0, 0, widths[in_.below(3)]);
+    const int dst = dst_scalar(); // before the width (see generator.hpp)
+    emit(op, dst, 0, 0, widths[in_.below(3)]);
 }
 
 void generator::emit_lddw_any() {
