@@ -28,7 +28,9 @@ cmake --build build-fuzz -j "$(nproc)"
 echo "== ctest under ASan + UBSan"
 ctest --test-dir build-fuzz --output-on-failure --no-tests=error -j "$(nproc)" --timeout 300
 echo "== fuzz (${BPFTIME_FUZZ_SECONDS:-30} s)"
-# Seeds: every conformance program (input byte 0 is the memory length, here 0).
+# Seeds: every conformance program (input byte 0 is the memory length, here 0) and the saved
+# corpus. New inputs go to build-fuzz/corpus*; to keep the ones that reach something new in the
+# saved corpus: FUZZER -merge=1 fuzz/corpus/NAME build-fuzz/corpus... (CTest replays it).
 mkdir -p build-fuzz/corpus build-fuzz/seeds
 for f in ../shared/conformance/tests/*.data; do
   [[ -e $f ]] || break
@@ -37,11 +39,14 @@ for f in ../shared/conformance/tests/*.data; do
   rm -f "$seed.prog"
 done
 build-fuzz/fuzz/bpftime_vm_fuzzer -max_total_time="${BPFTIME_FUZZ_SECONDS:-30}" \
-  -print_final_stats=1 -seed=1 -artifact_prefix=build-fuzz/ build-fuzz/corpus build-fuzz/seeds 2>&1 | tail -n 15
+  -print_final_stats=1 -seed=1 -artifact_prefix=build-fuzz/ \
+  build-fuzz/corpus build-fuzz/seeds fuzz/corpus/vm 2>&1 | tail -n 15
 echo "== differential fuzz, interpreter against jit (${BPFTIME_FUZZ_SECONDS:-30} s)"
 # A difference leaves build-fuzz/crash-*; BPFTIME_DIFF_VERBOSE=1 and that file as the only
-# argument print the program and both results again.
+# argument (of the fuzzer, or of build/fuzz/bpftime_vm_diff_fuzzer_replay) print the program
+# and both results again.
 mkdir -p build-fuzz/corpus-diff
 build-fuzz/fuzz/bpftime_vm_diff_fuzzer -max_total_time="${BPFTIME_FUZZ_SECONDS:-30}" \
-  -print_final_stats=1 -seed=1 -artifact_prefix=build-fuzz/ build-fuzz/corpus-diff 2>&1 | tail -n 15
+  -print_final_stats=1 -seed=1 -artifact_prefix=build-fuzz/ \
+  build-fuzz/corpus-diff fuzz/corpus/vm_diff 2>&1 | tail -n 15
 echo "fuzz: no crash and no sanitizer report"
