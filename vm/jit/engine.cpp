@@ -40,8 +40,8 @@ struct loaded_code {
 
 // The largest program (in basic blocks of its translation, access checks included) the
 // optimised tier compiles; larger ones keep the baseline code. Some passes and the register
-// allocator grow faster than the program: 1,500 blocks took under a second, 3,000 blocks (200
-// loops in a row) several seconds and 24,000 blocks (2,000 branches) 11 s.
+// allocator grow faster than the program, so beyond this size a background compile would take
+// seconds (BENCHMARKS.md has the figures).
 constexpr size_t max_optimised_blocks = 2500;
 
 result<loaded_code> compile(jit_host &host, const program &prog, bool checked, bool optimised) {

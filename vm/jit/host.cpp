@@ -61,7 +61,7 @@ std::string jit_host::init() {
     // BPFTIME_LLVM_OPTIONS adds LLVM options for looking at what the optimiser does, for
     // example "-pass-remarks-missed=loop-vectorize".
     // X86's domain reassignment (general-purpose to mask-register instructions, on AVX-512
-    // hosts) grows with the square of a function's size and took most of the code
+    // hosts) grows with the square of a function's size, so it would dominate the code
     // generation time of large programs, for no gain on this code.
     const std::string threshold = "-unswitch-threshold=" + std::to_string(unswitch_threshold);
     const char *argv[] = {"bpftime", threshold.c_str(), "-disable-x86-domain-reassignment"};

@@ -26,8 +26,8 @@ void promote_registers(llvm::Module &mod, llvm::TargetMachine &tm);
 // registers to SSA, subprograms inlined, redundant checks and loads merged, loop-invariant
 // parts of the access checks hoisted, counted loops versioned so that a copy runs without
 // their checks when one test before the loop proves they all pass (hoist_checks), and
-// innermost loops vectorised. The full O2 pipeline costs several times the compile time for no
-// measurable gain on this code.
+// innermost loops vectorised. The full O2 pipeline would cost several times the compile time
+// and find little more to do in code clang has optimised already.
 void optimise(llvm::Module &mod, llvm::TargetMachine &tm);
 
 } // namespace bpftime::vm::jit

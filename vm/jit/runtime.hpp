@@ -12,8 +12,7 @@ namespace bpftime::vm::jit {
 
 // What the generated code shares with the runtime, by byte offset (offsetof).
 // Every field is set by jit_engine::run before the code runs; none has a default, so a run does
-// not zero the whole struct first (GCC did that with rep stos, a measurable share of a short
-// run).
+// not zero the whole struct first (a rep stos that would cost as much as a short program).
 struct jit_state {
     // The read cache [read_lo, read_lo + read_span) is a region the program may read, the write
     // cache one it may write. Both always hold a region of at least max_access bytes (at worst

@@ -421,7 +421,7 @@ void translator::emit_function(const function_plan &plan) {
     }
     // The far caches stay in the run's state, where the runtime refills them: values kept
     // in registers would need phis at every join of the function, whose number grows with
-    // blocks times joins (a program of 3000 blocks took seconds to compile).
+    // blocks times joins, and so would the compile time of large programs.
     read_lo_ = state_field(offsetof(jit_state, read_lo));
     read_span_ = state_field(offsetof(jit_state, read_span));
     write_lo_ = state_field(offsetof(jit_state, write_lo));
