@@ -96,7 +96,7 @@ result<uint64_t> compiled_program::run(void *ctx, uint64_t ctx_len,
     return r;
 }
 
-result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_options opts) const {
+result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_options &opts) const {
     opts.info.attach_cookie = cookie_;
     auto r = prog_->run(ctx, ctx_len, opts);
     if (counters_) {

@@ -86,9 +86,14 @@ public:
     /// The link's attach cookie, for get_attach_cookie.
     uint64_t cookie() const { return cookie_; }
     const compiled_program &program() const { return *prog_; }
-    /// Runs the program with the link's attach cookie in opts.info and counts the run (and a
-    /// fault) in the link's counters.
-    result<uint64_t> run(void *ctx, uint64_t ctx_len, vm::run_options opts = {}) const;
+    /// Runs the program with the link's attach cookie in opts.info (set there, so a host that
+    /// runs several links reuses one opts) and counts the run (and a fault) in the link's
+    /// counters.
+    result<uint64_t> run(void *ctx, uint64_t ctx_len, vm::run_options &opts) const;
+    result<uint64_t> run(void *ctx, uint64_t ctx_len) const {
+        vm::run_options opts;
+        return run(ctx, ctx_len, opts);
+    }
 
 private:
     uint32_t link_id_;
