@@ -127,19 +127,22 @@ struct bpftime_server {
         if (!mgr->stale()) {
             return 0;
         }
-        if (auto r = mgr->instantiate(); !r) {
-            // Reported once; a link of the URL filter among them fails every request below.
-            fail("instantiate:" + r.err().message, r.err().code, r.err().message);
-        }
+        auto r = mgr->instantiate();
         broken_code = 0;
         for (const link_failure &f : mgr->failures()) {
             if (f.attach_type == attach_type_nginx_url) {
                 broken_code = f.err.code != 0 ? f.err.code : EINVAL;
-                broken_cause = "broken:" + f.err.message;
-                broken_message = f.err.message + "; requests get the fail policy while the "
-                                                 "link exists";
                 break;
             }
+        }
+        if (!r) {
+            // Reported once; while a link of the URL filter cannot run, every request fails
+            // with the same message (and is not logged again).
+            broken_cause = "instantiate:" + r.err().message;
+            broken_message = r.err().message + (broken_code != 0 ? "; requests get the fail "
+                                                                   "policy while it exists"
+                                                                 : "");
+            fail(broken_cause, r.err().code, broken_message);
         }
         return 0;
     }
