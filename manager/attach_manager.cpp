@@ -166,7 +166,12 @@ attach_manager::compile_spec(const store::program_info &p) {
     std::lock_guard lock(mu_);
     std::shared_ptr<const vm::helper_registry> all(std::shared_ptr<void>(),
                                                    &vm::helper_registry::global());
-    return compile_locked(p, all, false);
+    // A controller compiles many programs it never runs: the handles it made for this one go
+    // with the result rather than staying cached here.
+    auto before = map_handles_;
+    auto compiled = compile_locked(p, all, false);
+    map_handles_ = std::move(before);
+    return compiled;
 }
 
 std::vector<link_failure> attach_manager::failures() const {
