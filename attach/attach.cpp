@@ -10,12 +10,19 @@ namespace {
 
 std::mutex types_mu;
 
+// What a request filter may call: maps (1-3), time (5), trace_printk (6), randomness (7), the
+// CPU (8), ring buffers (130-133), its link's cookie (174), strncmp (182). Nothing that reads
+// or writes the host's memory (probe_read*, probe_write_user) and nothing about the host
+// process (pid, uid, comm): the filter sees the request it is given and no more.
+const std::vector<uint32_t> request_filter_helpers{1,   2,   3,   5,   6,   7,  8,
+                                                   130, 131, 132, 133, 174, 182};
+
 std::vector<attach_type_info> &types() {
     static std::vector<attach_type_info> table{
         {attach_type_test, "test", "HOOK: a named hook that the host triggers by hand", true,
          false},
         {attach_type_nginx_url, "nginx-url", "none: every request of the nginx URL filter", true,
-         false},
+         false, false, request_filter_helpers},
         {attach_type_uprobe, "uprobe", "BINARY:SYMBOL[+OFFSET] or BINARY:ADDRESS", true, true},
         {attach_type_uretprobe, "uretprobe", "BINARY:SYMBOL[+OFFSET] or BINARY:ADDRESS", true,
          true},
@@ -74,11 +81,77 @@ std::string attach_type_name(int32_t type) {
     return std::to_string(type);
 }
 
+bool allows_helper(const attach_type_info &t, uint32_t helper_id) {
+    return t.all_helpers ||
+           std::find(t.helpers.begin(), t.helpers.end(), helper_id) != t.helpers.end();
+}
+
+result<void> register_attach_helper(int32_t type, uint32_t helper_id) {
+    std::lock_guard lock(types_mu);
+    for (attach_type_info &t : types()) {
+        if (t.type == type) {
+            if (!allows_helper(t, helper_id)) {
+                t.helpers.push_back(helper_id);
+            }
+            return {};
+        }
+    }
+    return make_error(EINVAL, "unknown attach type " + std::to_string(type));
+}
+
+result<void> check_program_helpers(std::span<const vm::ebpf_inst> insns, uint32_t prog_id,
+                                   int32_t attach_type) {
+    auto t = find_attach_type(attach_type);
+    if (!t) {
+        return t.err();
+    }
+    if (t->all_helpers) {
+        return {};
+    }
+    for (const vm::ebpf_inst &inst : insns) {
+        if (inst.opcode != vm::op_call || inst.src != vm::call_helper) {
+            continue;
+        }
+        auto id = static_cast<uint32_t>(inst.imm);
+        if (allows_helper(*t, id)) {
+            continue;
+        }
+        const vm::helper_info *h = vm::helper_registry::global().find(id);
+        return make_error(EPERM, "program " + std::to_string(prog_id) + " calls " +
+                                     (h != nullptr ? h->name : "helper") + " (" +
+                                     std::to_string(id) + "), which " + t->name +
+                                     " programs may not use");
+    }
+    return {};
+}
+
+result<std::shared_ptr<const vm::helper_registry>> helpers_for(int32_t attach_type,
+                                                               const vm::helper_registry &from) {
+    auto t = find_attach_type(attach_type);
+    if (!t) {
+        return t.err();
+    }
+    if (t->all_helpers) {
+        // Not owned: the caller's registry outlives what it loads.
+        return std::shared_ptr<const vm::helper_registry>(std::shared_ptr<void>(), &from);
+    }
+    auto subset = std::make_shared<vm::helper_registry>();
+    for (const vm::helper_info &h : from.list()) {
+        if (allows_helper(*t, h.id)) {
+            (void)subset->register_helper(h.id, h.name, h.fn);
+        }
+    }
+    subset->set_run_end(from.run_end());
+    return std::shared_ptr<const vm::helper_registry>(std::move(subset));
+}
+
 result<std::shared_ptr<compiled_program>>
 compiled_program::create(uint32_t id, uint64_t revision, std::string name, vm::program prog,
-                         vm::engine_kind engine, const vm::engine_options &opts) {
+                         vm::engine_kind engine, const vm::engine_options &opts,
+                         std::vector<std::shared_ptr<const void>> keep) {
     std::shared_ptr<compiled_program> c(
         new compiled_program(id, revision, std::move(name), std::move(prog)));
+    c->keep_ = std::move(keep);
     auto eng = vm::make_engine(engine, c->prog_, opts);
     if (!eng) {
         return eng.err();
@@ -103,6 +176,31 @@ result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_opti
         counters_.count(!r.ok());
     }
     return r;
+}
+
+result<int> base_attach_impl::replace_attach(int attach_id,
+                                             std::shared_ptr<const attached_program> prog,
+                                             const std::string &args) {
+    auto id = create_attach(std::move(prog), args);
+    if (!id) {
+        return id;
+    }
+    (void)detach(attach_id);
+    return id;
+}
+
+result<int> callable_attach_impl::replace_attach(int attach_id,
+                                                 std::shared_ptr<const attached_program> prog,
+                                                 const std::string &args) {
+    std::unique_lock lock(mu_);
+    auto it = std::find_if(entries_.begin(), entries_.end(),
+                           [&](const entry &e) { return e.attach_id == attach_id; });
+    if (it == entries_.end() || it->hook != args || it->prog->link_id() != prog->link_id()) {
+        lock.unlock();
+        return base_attach_impl::replace_attach(attach_id, std::move(prog), args);
+    }
+    it->prog = std::move(prog);
+    return attach_id;
 }
 
 result<int> callable_attach_impl::create_attach(std::shared_ptr<const attached_program> prog,

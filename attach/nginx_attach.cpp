@@ -30,6 +30,18 @@ result<void> nginx_module_attach_impl::detach(int attach_id) {
     return {};
 }
 
+result<int> nginx_module_attach_impl::replace_attach(int attach_id,
+                                                     std::shared_ptr<const attached_program> prog,
+                                                     const std::string &args) {
+    auto it = std::find_if(entries_.begin(), entries_.end(),
+                           [&](const entry &e) { return e.attach_id == attach_id; });
+    if (it == entries_.end() || !args.empty() || it->prog->link_id() != prog->link_id()) {
+        return base_attach_impl::replace_attach(attach_id, std::move(prog), args);
+    }
+    it->prog = std::move(prog);
+    return attach_id;
+}
+
 bool nginx_module_attach_impl::filter(const bpftime_nginx_request &req, nginx_verdict &verdict,
                                       nginx_failure &failure) const {
     // The request's strings are memory the programs may read, nothing more.

@@ -11,12 +11,14 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <mutex>
 #include <sched.h>
 #include <string>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/uio.h>
+#include <type_traits>
 #include <unistd.h>
 #include <vector>
 
@@ -25,31 +27,68 @@ namespace {
 
 using vm::run_context;
 
-// --- map handles: a tag in the high bits (a non-canonical address) and a table index ---
+// --- map handles: a tag in the high bits (a non-canonical address), a generation and a table
+// index ---
+//
+// A slot is reused once the last reference to its handle (held by the compiled programs whose
+// code names it) is gone. Its generation moves on, so an old handle value a program kept (in a
+// map, say) never reaches the new map. Such a handle may still be decoded on another thread
+// while its slot is rewritten; helpers therefore copy the view under the slot's sequence number
+// (odd while the slot is free or being written) and use the copy only when the number did not
+// move, so a torn view is never used.
 
 constexpr uint64_t handle_tag = 0xb9f0'0000'0000'0000ull;
 constexpr uint64_t handle_tag_mask = 0xffff'0000'0000'0000ull;
-constexpr size_t max_handles = 4096; // maps one process uses at once, over its lifetime
+constexpr unsigned handle_index_bits = 16;
+constexpr uint64_t handle_index_mask = (1ull << handle_index_bits) - 1;
+constexpr size_t max_handles = 4096; // maps one process uses at once
+static_assert(max_handles <= handle_index_mask + 1);
+static_assert(std::is_trivially_copyable_v<maps::map_view>);
 
 struct handle_slot {
+    std::atomic<uint32_t> seq{1}; // odd: free or being written; even: live, the generation
     maps::map_view view;
-    std::atomic<bool> live{false};
 };
 
 std::array<handle_slot, max_handles> &handle_table() {
     static auto *table = new std::array<handle_slot, max_handles>();
     return *table;
 }
-std::atomic<size_t> handles_used{0};
 
-const maps::map_view *decode(uint64_t handle, run_context *ctx, const char *helper) {
-    uint64_t index = handle & ~handle_tag_mask;
-    if ((handle & handle_tag_mask) != handle_tag || index >= handles_used.load() ||
-        !handle_table()[index].live.load(std::memory_order_acquire)) {
-        ctx->fail(std::string(helper) + ": r1 is not a map");
+struct handle_pool {
+    std::mutex mu;
+    std::deque<uint32_t> free; // retired slots, oldest first
+    size_t used = 0;           // slots ever handed out (the rest were never used)
+    size_t live = 0;
+};
+handle_pool &pool() {
+    static auto *p = new handle_pool();
+    return *p;
+}
+
+// The slot of a live handle, or null.
+handle_slot *slot_of(uint64_t handle, uint32_t &gen) {
+    uint64_t index = handle & handle_index_mask;
+    gen = static_cast<uint32_t>(handle >> handle_index_bits);
+    if ((handle & handle_tag_mask) != handle_tag || index >= max_handles || (gen & 1) != 0) {
         return nullptr;
     }
-    return &handle_table()[index].view;
+    return &handle_table()[index];
+}
+
+// Copies the view of a live handle into out; false (the program stopped) when it is not one.
+bool decode(uint64_t handle, run_context *ctx, const char *helper, maps::map_view &out) {
+    uint32_t gen = 0;
+    handle_slot *s = slot_of(handle, gen);
+    if (s != nullptr && s->seq.load(std::memory_order_acquire) == gen) {
+        std::memcpy(static_cast<void *>(&out), &s->view, sizeof out);
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (s->seq.load(std::memory_order_relaxed) == gen) {
+            return true;
+        }
+    }
+    ctx->fail(std::string(helper) + ": r1 is not a map");
+    return false;
 }
 
 bool readable(run_context *ctx, uint64_t addr, uint64_t len, const char *helper, const char *what) {
@@ -79,10 +118,12 @@ uint64_t u64(long v) {
 
 uint64_t map_lookup_elem(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_t,
                          run_context *ctx) {
-    const maps::map_view *m = decode(map, ctx, "map_lookup_elem");
-    if (m == nullptr || !readable(ctx, key, m->spec().key_size, "map_lookup_elem", "the key")) {
+    maps::map_view v;
+    if (!decode(map, ctx, "map_lookup_elem", v) ||
+        !readable(ctx, key, v.spec().key_size, "map_lookup_elem", "the key")) {
         return 0;
     }
+    const maps::map_view *m = &v;
     // Values lie in the map's value area, which the program's regions already cover; the
     // hint lets the JIT check the accesses that follow against that area first.
     const void *value = m->lookup(ptr(key));
@@ -94,20 +135,24 @@ uint64_t map_lookup_elem(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_
 
 uint64_t map_update_elem(uint64_t map, uint64_t key, uint64_t value, uint64_t flags, uint64_t,
                          run_context *ctx) {
-    const maps::map_view *m = decode(map, ctx, "map_update_elem");
-    if (m == nullptr || !readable(ctx, key, m->spec().key_size, "map_update_elem", "the key") ||
-        !readable(ctx, value, m->spec().value_size, "map_update_elem", "the value")) {
+    maps::map_view v;
+    if (!decode(map, ctx, "map_update_elem", v) ||
+        !readable(ctx, key, v.spec().key_size, "map_update_elem", "the key") ||
+        !readable(ctx, value, v.spec().value_size, "map_update_elem", "the value")) {
         return 0;
     }
+    const maps::map_view *m = &v;
     return u64(m->update(ptr(key), ptr(value), flags));
 }
 
 uint64_t map_delete_elem(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_t,
                          run_context *ctx) {
-    const maps::map_view *m = decode(map, ctx, "map_delete_elem");
-    if (m == nullptr || !readable(ctx, key, m->spec().key_size, "map_delete_elem", "the key")) {
+    maps::map_view v;
+    if (!decode(map, ctx, "map_delete_elem", v) ||
+        !readable(ctx, key, v.spec().key_size, "map_delete_elem", "the key")) {
         return 0;
     }
+    const maps::map_view *m = &v;
     return u64(m->remove(ptr(key)));
 }
 
@@ -115,26 +160,27 @@ uint64_t map_delete_elem(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_
 
 struct reservation {
     void *record;
-    const maps::map_view *ring;
+    maps::map_view ring;
 };
 thread_local std::vector<reservation> reservations;
 
 uint64_t ringbuf_output(uint64_t map, uint64_t data, uint64_t size, uint64_t flags, uint64_t,
                         run_context *ctx) {
-    const maps::map_view *m = decode(map, ctx, "ringbuf_output");
-    if (m == nullptr || !readable(ctx, data, size, "ringbuf_output", "the data")) {
+    maps::map_view m;
+    if (!decode(map, ctx, "ringbuf_output", m) ||
+        !readable(ctx, data, size, "ringbuf_output", "the data")) {
         return 0;
     }
-    return u64(m->ringbuf_output(ptr(data), size, flags));
+    return u64(m.ringbuf_output(ptr(data), size, flags));
 }
 
 uint64_t ringbuf_reserve(uint64_t map, uint64_t size, uint64_t flags, uint64_t, uint64_t,
                          run_context *ctx) {
-    const maps::map_view *m = decode(map, ctx, "ringbuf_reserve");
-    if (m == nullptr || flags != 0) {
+    maps::map_view m;
+    if (!decode(map, ctx, "ringbuf_reserve", m) || flags != 0) {
         return 0;
     }
-    void *rec = m->ringbuf_reserve(size);
+    void *rec = m.ringbuf_reserve(size);
     if (rec != nullptr) {
         ctx->add_region(rec, size, true);
         reservations.push_back({rec, m});
@@ -154,9 +200,9 @@ uint64_t ringbuf_finish(uint64_t record, uint64_t flags, uint64_t, uint64_t, uin
         return 0;
     }
     if (submit) {
-        it->ring->ringbuf_submit(it->record, flags);
+        it->ring.ringbuf_submit(it->record, flags);
     } else {
-        it->ring->ringbuf_discard(it->record, flags);
+        it->ring.ringbuf_discard(it->record, flags);
     }
     reservations.erase(it);
     return 0;
@@ -408,7 +454,7 @@ constexpr helper_row rows[] = {
 // The registry's end-of-run step.
 void discard_unsubmitted() {
     for (const reservation &r : reservations) {
-        r.ring->ringbuf_discard(r.record, maps::ringbuf_no_wakeup);
+        r.ring.ringbuf_discard(r.record, maps::ringbuf_no_wakeup);
     }
     reservations.clear();
 }
@@ -423,39 +469,62 @@ void register_all(vm::helper_registry &registry) {
     registry.set_run_end(discard_unsubmitted);
 }
 
-uint64_t make_map_handle(const maps::map_view &view) {
-    static std::mutex mu;
-    std::lock_guard lock(mu);
-    size_t index = handles_used.load();
-    if (index >= max_handles) {
-        return 0; // a null map: helpers given it fail the program
+result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &view) {
+    handle_pool &p = pool();
+    std::lock_guard lock(p.mu);
+    uint32_t index = 0;
+    if (!p.free.empty()) {
+        index = p.free.front();
+        p.free.pop_front();
+    } else if (p.used < max_handles) {
+        index = static_cast<uint32_t>(p.used++);
+    } else {
+        return make_error(ENOSPC, "this process uses " + std::to_string(max_handles) +
+                                      " maps already; no map handle is left");
     }
-    handle_table()[index].view = view;
-    handle_table()[index].live.store(true, std::memory_order_release);
-    handles_used.store(index + 1);
-    return handle_tag | index;
+    handle_slot &s = handle_table()[index];
+    // The slot is odd (free) here: a reader copying the view meanwhile sees the number move.
+    uint32_t seq = s.seq.load(std::memory_order_relaxed);
+    s.view = view;
+    s.seq.store(seq + 1, std::memory_order_release);
+    p.live++;
+    uint64_t value = handle_tag | static_cast<uint64_t>(seq + 1) << handle_index_bits | index;
+    return std::shared_ptr<const map_handle>(new map_handle(value));
+}
+
+map_handle::~map_handle() {
+    uint32_t gen = 0;
+    handle_slot *s = slot_of(value_, gen);
+    if (s == nullptr) {
+        return;
+    }
+    handle_pool &p = pool();
+    std::lock_guard lock(p.mu);
+    s->seq.store(gen + 1, std::memory_order_relaxed);
+    // Orders the odd number before the view's next writes (make_map_handle).
+    std::atomic_thread_fence(std::memory_order_release);
+    p.free.push_back(static_cast<uint32_t>(value_ & handle_index_mask));
+    p.live--;
+}
+
+size_t map_handles_in_use() {
+    handle_pool &p = pool();
+    std::lock_guard lock(p.mu);
+    return p.live;
 }
 
 std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle) {
-    const maps::map_view *view = nullptr;
-    if ((handle & handle_tag_mask) == handle_tag && (handle & ~handle_tag_mask) < handles_used) {
-        view = &handle_table()[handle & ~handle_tag_mask].view;
-    }
-    if (view == nullptr) {
+    uint32_t gen = 0;
+    handle_slot *s = slot_of(handle, gen);
+    if (s == nullptr || s->seq.load(std::memory_order_acquire) != gen) {
         return std::nullopt;
     }
-    auto plan = view->lookup_plan();
+    // The caller holds the handle, so the slot keeps this view while compiled code uses it.
+    auto plan = s->view.lookup_plan();
     if (!plan) {
         return std::nullopt;
     }
     return vm::direct_lookup{&map_lookup_elem, *plan};
-}
-
-void retire_map_handle(uint64_t handle) {
-    uint64_t index = handle & ~handle_tag_mask;
-    if ((handle & handle_tag_mask) == handle_tag && index < handles_used.load()) {
-        handle_table()[index].live.store(false, std::memory_order_release);
-    }
 }
 
 } // namespace bpftime::helpers

@@ -3,6 +3,7 @@
 #include <bpftime/manager/attach_manager.hpp>
 
 #include <algorithm>
+#include <unistd.h>
 
 namespace bpftime {
 namespace {
@@ -17,7 +18,7 @@ const T *by_id(const std::vector<T> &objects, uint32_t id) {
 
 attach_manager::attach_manager(std::shared_ptr<store::segment> seg, manager_options opts)
     : seg_(std::move(seg)), engine_(opts.engine.value_or(vm::available_engines().front())),
-      engine_options_(opts.engine_options) {
+      engine_options_(opts.engine_options), report_link_states_(opts.report_link_states) {
     helpers::register_all();
 }
 
@@ -54,8 +55,8 @@ base_attach_impl *attach_manager::attach_impl(int32_t type) const {
     return it == impls_.end() ? nullptr : it->second.get();
 }
 
-result<uint64_t> attach_manager::map_handle(uint32_t map_id,
-                                            std::optional<vm::memory_region> &region) {
+result<std::shared_ptr<const helpers::map_handle>>
+attach_manager::map_handle(uint32_t map_id, std::optional<vm::memory_region> &region) {
     auto view = seg_->map_view(map_id);
     if (!view) {
         return view.err();
@@ -69,20 +70,42 @@ result<uint64_t> attach_manager::map_handle(uint32_t map_id,
         region = vm::memory_region{reinterpret_cast<uint64_t>(values.data()), values.size(),
                                    !info->read_only};
     }
-    auto [it, added] = map_handles_.try_emplace(map_id, 0);
-    if (added) {
-        it->second = helpers::make_map_handle(*view);
+    auto it = map_handles_.find(map_id);
+    if (it == map_handles_.end()) {
+        auto handle = helpers::make_map_handle(*view);
+        if (!handle) {
+            return make_error(handle.err().code,
+                              "map " + std::to_string(map_id) + ": " + handle.err().message);
+        }
+        it = map_handles_.emplace(map_id, std::move(*handle)).first;
     }
     return it->second;
 }
 
-result<std::shared_ptr<const compiled_program>>
-attach_manager::compile_locked(const store::program_info &p) {
-    if (auto it = programs_.find(p.id);
-        it != programs_.end() && it->second->revision() == p.revision) {
+result<std::shared_ptr<const vm::helper_registry>> attach_manager::registry_for(int32_t type) {
+    if (auto it = registries_.find(type); it != registries_.end()) {
         return it->second;
     }
+    auto r = helpers_for(type);
+    if (!r) {
+        return r.err();
+    }
+    registries_[type] = *r;
+    return r;
+}
+
+result<std::shared_ptr<const compiled_program>>
+attach_manager::compile_locked(const store::program_info &p,
+                               const std::shared_ptr<const vm::helper_registry> &registry,
+                               bool cache) {
+    program_key key{p.id, registry.get()};
+    if (auto it = programs_.find(key);
+        cache && it != programs_.end() && it->second->revision() == p.revision) {
+        return it->second;
+    }
+    std::vector<std::shared_ptr<const void>> keep{registry};
     vm::load_options lo;
+    lo.helpers = registry.get();
     lo.resolver = [&](uint8_t kind, int32_t imm, int32_t next) -> result<vm::resolved_lddw> {
         uint32_t map_id = static_cast<uint32_t>(imm);
         if (kind != vm::pseudo_map_fd && kind != vm::pseudo_map_value) {
@@ -94,9 +117,11 @@ attach_manager::compile_locked(const store::program_info &p) {
         if (!handle) {
             return handle.err();
         }
+        keep.push_back(*handle);
         if (kind == vm::pseudo_map_fd) {
             // The handle is opaque: only the map's values are memory the program may touch.
-            return vm::resolved_lddw{*handle, region, helpers::direct_lookup_of(*handle)};
+            uint64_t value = (*handle)->value();
+            return vm::resolved_lddw{value, region, helpers::direct_lookup_of(value)};
         }
         uint64_t off = static_cast<uint32_t>(next);
         if (!region || off >= region->size) {
@@ -106,17 +131,21 @@ attach_manager::compile_locked(const store::program_info &p) {
         }
         return vm::resolved_lddw{region->start + off, region};
     };
+    // A program not in the store yet (compile_spec) has no id.
+    std::string what =
+        p.id != 0 ? "program " + std::to_string(p.id) + " (" + p.name + ")" : "program " + p.name;
     auto prog = vm::program::load(p.insns, lo);
     if (!prog) {
-        return make_error(prog.err().code, "program " + std::to_string(p.id) + " (" + p.name +
-                                               "): " + prog.err().message);
+        return make_error(prog.err().code, what + ": " + prog.err().message);
     }
     auto compiled = compiled_program::create(p.id, p.revision, p.name, std::move(*prog), engine_,
-                                             engine_options_);
+                                             engine_options_, std::move(keep));
     if (!compiled) {
-        return compiled.err();
+        return make_error(compiled.err().code, what + ": " + compiled.err().message);
     }
-    programs_[p.id] = *compiled;
+    if (cache) {
+        programs_[key] = *compiled;
+    }
     return std::shared_ptr<const compiled_program>(*compiled);
 }
 
@@ -126,7 +155,32 @@ result<std::shared_ptr<const compiled_program>> attach_manager::compile(uint32_t
         return p.err();
     }
     std::lock_guard lock(mu_);
-    return compile_locked(*p);
+    // Not owned: the global registry lives as long as the process.
+    std::shared_ptr<const vm::helper_registry> all(std::shared_ptr<void>(),
+                                                   &vm::helper_registry::global());
+    return compile_locked(*p, all, true);
+}
+
+result<std::shared_ptr<const compiled_program>>
+attach_manager::compile_spec(const store::program_info &p) {
+    std::lock_guard lock(mu_);
+    std::shared_ptr<const vm::helper_registry> all(std::shared_ptr<void>(),
+                                                   &vm::helper_registry::global());
+    // A controller compiles many programs it never runs: the handles it made for this one go
+    // with the result rather than staying cached here.
+    auto before = map_handles_;
+    auto compiled = compile_locked(p, all, false);
+    map_handles_ = std::move(before);
+    return compiled;
+}
+
+std::vector<link_failure> attach_manager::failures() const {
+    std::lock_guard lock(mu_);
+    std::vector<link_failure> out;
+    for (const auto &[id, f] : failures_) {
+        out.push_back(f);
+    }
+    return out;
 }
 
 void attach_manager::detach_locked(uint32_t link_id) {
@@ -146,71 +200,129 @@ result<void> attach_manager::instantiate() {
     if (!snap) {
         return snap.err();
     }
-    std::string problems;
-    auto problem = [&](const std::string &what) {
-        problems += (problems.empty() ? "" : "; ") + what;
+    failures_.clear();
+    auto fail = [&](const store::link_info &l, int32_t type, const error &e) {
+        failures_[l.id] = {l.id, type,
+                           make_error(e.code, "link " + std::to_string(l.id) + ": " + e.message)};
     };
 
-    // Detach what is gone, disabled, or runs a program that was replaced.
+    // Detach what is gone or disabled; links whose program changed are switched below.
     for (auto it = attaches_.begin(); it != attaches_.end();) {
         uint32_t link_id = it->first;
         const store::link_info *l = by_id(snap->links, link_id);
-        const store::program_info *p = l ? by_id(snap->programs, l->prog_id) : nullptr;
-        bool keep = l && l->enabled && p && p->id == it->second.prog_id &&
-                    p->revision == it->second.prog_revision;
+        const store::target_info *t = l ? by_id(snap->targets, l->target_id) : nullptr;
         ++it;
-        if (!keep) {
+        if (l == nullptr || !l->enabled || t == nullptr) {
             detach_locked(link_id);
         }
     }
     for (auto it = programs_.begin(); it != programs_.end();) {
-        const store::program_info *p = by_id(snap->programs, it->first);
+        const store::program_info *p = by_id(snap->programs, it->first.first);
         it = (!p || p->revision != it->second->revision()) ? programs_.erase(it) : std::next(it);
     }
+    // Compiled programs hold their handles; a gone map's handle goes with the last of them.
     for (auto it = map_handles_.begin(); it != map_handles_.end();) {
-        if (by_id(snap->maps, it->first) == nullptr) {
-            helpers::retire_map_handle(it->second);
-            it = map_handles_.erase(it);
-        } else {
-            ++it;
-        }
+        it = by_id(snap->maps, it->first) == nullptr ? map_handles_.erase(it) : std::next(it);
     }
 
     // Attach enabled links in creation order; links of types nobody here implements are
     // another host's business.
     for (const store::link_info &l : snap->links) {
-        if (!l.enabled || attaches_.count(l.id) != 0) {
+        if (!l.enabled) {
             continue;
         }
         const store::target_info *t = by_id(snap->targets, l.target_id);
-        const store::program_info *p = by_id(snap->programs, l.prog_id);
-        if (t == nullptr || p == nullptr) {
+        if (t == nullptr) {
             continue;
         }
         auto impl = impls_.find(t->attach_type);
         if (impl == impls_.end()) {
             continue;
         }
-        auto compiled = compile_locked(*p);
+        auto now = attaches_.find(l.id);
+        const store::program_info *p = by_id(snap->programs, l.prog_id);
+        if (now != attaches_.end() && p != nullptr && now->second.prog_id == p->id &&
+            now->second.prog_revision == p->revision) {
+            continue;
+        }
+        auto drop_old = [&] { detach_locked(l.id); };
+        if (p == nullptr) {
+            drop_old();
+            fail(l, t->attach_type,
+                 make_error(ENOENT, "program " + std::to_string(l.prog_id) + " is gone"));
+            continue;
+        }
+        if (auto ok = check_program_helpers(p->insns, p->id, t->attach_type); !ok) {
+            drop_old();
+            fail(l, t->attach_type, ok.err());
+            continue;
+        }
+        auto registry = registry_for(t->attach_type);
+        if (!registry) {
+            drop_old();
+            fail(l, t->attach_type, registry.err());
+            continue;
+        }
+        auto compiled = compile_locked(*p, *registry, true);
         if (!compiled) {
-            problem("link " + std::to_string(l.id) + ": " + compiled.err().message);
+            drop_old();
+            fail(l, t->attach_type, compiled.err());
             continue;
         }
         auto counters = seg_->counters(l.id);
         auto attached = std::make_shared<const attached_program>(
             l.id, *compiled, counters ? *counters : store::link_counters{}, l.cookie);
-        auto id = impl->second->create_attach(attached, t->args);
+        // A link whose program changed switches to the new one without a moment of neither.
+        auto id = now != attaches_.end()
+                      ? impl->second->replace_attach(now->second.attach_id, attached, t->args)
+                      : impl->second->create_attach(attached, t->args);
         if (!id) {
-            problem("link " + std::to_string(l.id) + ": " + id.err().message);
+            drop_old();
+            fail(l, t->attach_type, id.err());
             continue;
         }
         attaches_[l.id] = {t->attach_type, *id, p->id, p->revision};
     }
     generation_ = snap->generation;
-    if (!problems.empty()) {
-        return make_error(EINVAL, problems);
+    if (report_link_states_) {
+        report_states(*snap);
+    }
+    if (!failures_.empty()) {
+        std::string problems;
+        for (const auto &[id, f] : failures_) {
+            problems += (problems.empty() ? "" : "; ") + f.err.message;
+        }
+        return make_error(failures_.begin()->second.err.code, problems);
     }
     return {};
+}
+
+// Writes what changed since the last report; a segment that cannot take it (full, locked for
+// too long) only costs the listing its detail.
+void attach_manager::report_states(const store::snapshot &snap) {
+    auto pid = static_cast<int32_t>(getpid());
+    std::map<uint32_t, std::string> now;
+    for (const store::link_info &l : snap.links) {
+        const store::target_info *t = by_id(snap.targets, l.target_id);
+        if (!l.enabled || t == nullptr || impls_.count(t->attach_type) == 0) {
+            continue;
+        }
+        auto f = failures_.find(l.id);
+        now[l.id] = f == failures_.end() ? std::string() : "!" + f->second.err.message;
+    }
+    for (const auto &[link_id, state] : now) {
+        if (auto it = reported_.find(link_id); it != reported_.end() && it->second == state) {
+            continue;
+        }
+        store::link_host_state s{pid, !state.empty(), state.empty() ? "" : state.substr(1)};
+        (void)seg_->set_link_host_state(link_id, s);
+    }
+    for (const auto &[link_id, state] : reported_) {
+        if (now.count(link_id) == 0 && by_id(snap.links, link_id) != nullptr) {
+            (void)seg_->clear_link_host_state(link_id, pid);
+        }
+    }
+    reported_ = std::move(now);
 }
 
 void attach_manager::deinstantiate() {
@@ -219,10 +331,15 @@ void attach_manager::deinstantiate() {
         detach_locked(attaches_.begin()->first);
     }
     programs_.clear();
-    for (auto [id, handle] : map_handles_) {
-        helpers::retire_map_handle(handle);
-    }
     map_handles_.clear();
+    failures_.clear();
+    if (report_link_states_) {
+        auto pid = static_cast<int32_t>(getpid());
+        for (const auto &[link_id, state] : reported_) {
+            (void)seg_->clear_link_host_state(link_id, pid);
+        }
+    }
+    reported_.clear();
     generation_ = ~0ull;
 }
 

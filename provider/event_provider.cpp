@@ -9,9 +9,10 @@ namespace bpftime {
 event_provider_impl::event_provider_impl(std::shared_ptr<store::segment> seg, manager_options opts)
     : seg_(std::move(seg)), manager_(seg_, opts) {}
 
-result<uint32_t> event_provider_impl::create_program(const program_spec &spec) {
-    // Refuse a malformed program here, where the controller sees the message, rather than in
-    // every host. Map references are checked against the store when it is written.
+result<void> event_provider_impl::check_program(const program_spec &spec) {
+    // Refuse here, where the controller sees the message, what every host would refuse:
+    // validation first (its messages name the instruction), then the compile hosts do, with
+    // their engine against the store's maps.
     vm::load_options lo;
     lo.resolver = [](uint8_t, int32_t, int32_t) -> result<vm::resolved_lddw> {
         return vm::resolved_lddw{};
@@ -19,7 +20,74 @@ result<uint32_t> event_provider_impl::create_program(const program_spec &spec) {
     if (auto r = vm::validate(spec.insns, lo); !r) {
         return make_error(r.err().code, "program " + spec.name + ": " + r.err().message);
     }
+    for (uint32_t map_id : spec.map_ids) {
+        if (auto m = seg_->map(map_id); !m) {
+            return make_error(m.err().code, "program " + spec.name + " refers to map " +
+                                                std::to_string(map_id) + ": " + m.err().message);
+        }
+    }
+    store::program_info info;
+    info.name = spec.name;
+    info.type = spec.type;
+    info.insns = spec.insns;
+    info.map_ids = spec.map_ids;
+    if (auto c = manager_.compile_spec(info); !c) {
+        return make_error(c.err().code, c.err().message + " (hosts could not run it)");
+    }
+    return {};
+}
+
+result<uint32_t> event_provider_impl::create_program(const program_spec &spec) {
+    if (auto r = check_program(spec); !r) {
+        return r.err();
+    }
     return seg_->create_program(spec.name, spec.type, spec.section, spec.insns, spec.map_ids);
+}
+
+result<void> event_provider_impl::replace_program(uint32_t prog_id, const program_spec &spec) {
+    auto old = seg_->program(prog_id);
+    if (!old) {
+        return old.err();
+    }
+    if (auto r = check_program(spec); !r) {
+        return r.err();
+    }
+    // Every link that runs it must still allow its helpers.
+    auto snap = seg_->read_all();
+    if (!snap) {
+        return snap.err();
+    }
+    for (const store::link_info &l : snap->links) {
+        for (const store::target_info &t : snap->targets) {
+            if (l.prog_id == prog_id && t.id == l.target_id) {
+                if (auto ok = check_program_helpers(spec.insns, prog_id, t.attach_type); !ok) {
+                    return make_error(ok.err().code, ok.err().message +
+                                                         " (it is attached there "
+                                                         "by link " +
+                                                         std::to_string(l.id) + ")");
+                }
+            }
+        }
+    }
+    return seg_->replace_program(prog_id, spec.insns, spec.map_ids);
+}
+
+result<void> event_provider_impl::check_link(uint32_t prog_id, uint32_t target_id) {
+    auto p = seg_->program(prog_id);
+    if (!p) {
+        return p.err();
+    }
+    auto snap = seg_->read_all();
+    if (!snap) {
+        return snap.err();
+    }
+    for (const store::target_info &t : snap->targets) {
+        if (t.id == target_id) {
+            return check_program_helpers(p->insns, prog_id, t.attach_type);
+        }
+    }
+    // Not a target: the store says what it is.
+    return {};
 }
 
 result<uint32_t> event_provider_impl::create_map(const map_create_spec &spec) {
@@ -46,7 +114,21 @@ result<uint32_t> event_provider_impl::create_attach_target(int32_t attach_type,
 
 result<uint32_t> event_provider_impl::attach_program(uint32_t prog_id, uint32_t target_id,
                                                      uint64_t cookie) {
+    if (auto ok = check_link(prog_id, target_id); !ok) {
+        return ok.err();
+    }
     return seg_->create_link("link", prog_id, target_id, true, cookie);
+}
+
+result<void> event_provider_impl::update_link(uint32_t link_id, uint32_t prog_id) {
+    auto l = seg_->link(link_id);
+    if (!l) {
+        return l.err();
+    }
+    if (auto ok = check_link(prog_id, l->target_id); !ok) {
+        return ok.err();
+    }
+    return seg_->set_link_program(link_id, prog_id);
 }
 
 result<void> event_provider_impl::enable_link(uint32_t link_id) {
@@ -66,7 +148,11 @@ result<listing> event_provider_impl::list() const {
     if (!snap) {
         return snap.err();
     }
-    return listing{std::move(*snap), {}, true};
+    listing out{std::move(*snap), {}, true, {}};
+    if (auto hosts = seg_->link_host_states()) {
+        out.link_hosts = std::move(*hosts);
+    }
+    return out;
 }
 
 namespace {

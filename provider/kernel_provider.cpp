@@ -618,6 +618,55 @@ result<void> kernel_event_provider::enable_link(uint32_t link_id) {
     return impl_->put(link_id, *r);
 }
 
+result<void> kernel_event_provider::update_link(uint32_t link_id, uint32_t prog_id) {
+    auto lock = impl_->lock(true);
+    auto r = impl_->get_kind(link_id, store::object_kind::link);
+    if (!r) {
+        return r.err();
+    }
+    auto prog = impl_->get_kind(prog_id, store::object_kind::program);
+    if (!prog) {
+        return prog.err();
+    }
+    auto target = impl_->get_kind(r->target_id, store::object_kind::target);
+    if (!target) {
+        return target.err();
+    }
+    auto attach_type = static_cast<int32_t>(target->type);
+    if (prog->type != prog_type_for(attach_type)) {
+        return make_error(EINVAL, "program " + std::to_string(prog_id) + " (" + prog->name +
+                                      ") is a " + prog_type_name(prog->type) + " program; " +
+                                      attach_type_name(attach_type) + " targets take " +
+                                      prog_type_name(prog_type_for(attach_type)) + " programs");
+    }
+    record next = *r;
+    next.prog_id = prog_id;
+    if (impl_->is_pinned("link", link_id)) {
+        auto kl = impl_->pinned("link", link_id);
+        if (!kl) {
+            return kl.err();
+        }
+        auto pf = impl_->pinned("prog", prog_id);
+        if (!pf) {
+            return pf.err();
+        }
+        if (bpf_link_update(kl->get(), pf->get(), nullptr) != 0) {
+            int e = errno;
+            if (e != EINVAL && e != EOPNOTSUPP) {
+                return make_error(e, "link " + std::to_string(link_id) +
+                                         ": the kernel would not update it: " + std::strerror(e));
+            }
+            // kl keeps the old kernel link attached until the new one is pinned.
+            impl_->unpin("link", link_id);
+            if (auto a = impl_->attach(link_id, next); !a) {
+                (void)impl_->pin(kl->get(), "link", link_id);
+                return a;
+            }
+        }
+    }
+    return impl_->put(link_id, next);
+}
+
 result<void> kernel_event_provider::disable_link(uint32_t link_id) {
     auto lock = impl_->lock(true);
     auto r = impl_->get_kind(link_id, store::object_kind::link);

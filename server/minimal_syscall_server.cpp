@@ -34,6 +34,11 @@ struct bpftime_server {
     std::string last_error;
     std::set<std::string> logged; // causes already reported
 
+    // A link of the URL filter this worker cannot run (see attach_manager::failures): while
+    // one exists no request is decided by the programs; each gets the fail policy.
+    int broken_code = 0;
+    std::string broken_cause, broken_message;
+
     // Reports a problem once per cause; returns the negative errno for the caller.
     int fail(const std::string &cause, int code, const std::string &message) {
         last_error = message;
@@ -50,6 +55,7 @@ struct bpftime_server {
     }
 
     void drop_segment() {
+        broken_code = 0;
         mgr.reset(); // detaches everything
         nginx = nullptr;
         seg.reset();
@@ -121,9 +127,22 @@ struct bpftime_server {
         if (!mgr->stale()) {
             return 0;
         }
-        if (auto r = mgr->instantiate(); !r) {
-            // The links that did attach still run; the others are reported once.
-            fail("instantiate:" + r.err().message, r.err().code, r.err().message);
+        auto r = mgr->instantiate();
+        broken_code = 0;
+        for (const link_failure &f : mgr->failures()) {
+            if (f.attach_type == attach_type_nginx_url) {
+                broken_code = f.err.code != 0 ? f.err.code : EINVAL;
+                break;
+            }
+        }
+        if (!r) {
+            // Reported once; while a link of the URL filter cannot run, every request fails
+            // with the same message (and is not logged again).
+            broken_cause = "instantiate:" + r.err().message;
+            broken_message = r.err().message + (broken_code != 0 ? "; requests get the fail "
+                                                                   "policy while it exists"
+                                                                 : "");
+            fail(broken_cause, r.err().code, broken_message);
         }
         return 0;
     }
@@ -176,6 +195,9 @@ BPFTIME_API int bpftime_server__filter_request(bpftime_server *server,
     try {
         if (int rc = server->sync(); rc != 0) {
             return rc;
+        }
+        if (server->broken_code != 0) {
+            return server->fail(server->broken_cause, server->broken_code, server->broken_message);
         }
         nginx_verdict verdict;
         nginx_failure failure;

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <thread>
@@ -718,6 +719,159 @@ result<link_counters> segment::counters(uint32_t link_id) const {
 
 void segment::lock_for_test() {
     pthread_mutex_lock(&impl_->hdr()->lock);
+}
+
+// --- link programs and per-host link states ---
+
+namespace {
+
+// A link's extent (links own none otherwise): what each host process reported about it.
+struct host_record {
+    int32_t pid; // 0: empty
+    uint32_t failed;
+    uint64_t stamp; // newer records have larger stamps
+    char why[240];
+};
+struct host_records {
+    uint64_t magic;
+    uint64_t next_stamp;
+    host_record rec[max_link_hosts];
+};
+constexpr uint64_t host_records_magic = 0x74736f686b6e696cull; // "linkhost"
+static_assert(std::is_trivially_copyable_v<host_records> && sizeof(host_record) == 256);
+
+bool process_exists(int32_t pid) {
+    return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
+}
+
+} // namespace
+
+result<void> segment::set_link_program(uint32_t link_id, uint32_t prog_id) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto l = impl_->find_kind(link_id, object_kind::link);
+    if (!l) {
+        return l.err();
+    }
+    if (auto p = impl_->find_kind(prog_id, object_kind::program); !p) {
+        return p.err();
+    }
+    store_release((*l)->prog_id, prog_id);
+    impl_->bump();
+    return {};
+}
+
+namespace {
+
+// The host records of a link slot, or null when it has none or they are not well formed.
+host_records *records_of(const detail::heap &h, const header *hdr, const slot &s) {
+    if (s.extent == 0 || s.extent < hdr->heap_offset ||
+        s.extent + sizeof(extent_header) + sizeof(host_records) >
+            hdr->heap_offset + hdr->heap_size ||
+        h.payload_size(s.extent) < sizeof(host_records)) {
+        return nullptr;
+    }
+    auto *r = static_cast<host_records *>(h.payload(s.extent));
+    return r->magic == host_records_magic ? r : nullptr;
+}
+
+} // namespace
+
+result<void> segment::set_link_host_state(uint32_t link_id, const link_host_state &state) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto l = impl_->find_kind(link_id, object_kind::link);
+    if (!l) {
+        return l.err();
+    }
+    slot &s = **l;
+    host_records *r = records_of(impl_->objects(), impl_->hdr(), s);
+    if (r == nullptr) {
+        auto off = impl_->allocate(sizeof(host_records), s.id);
+        if (!off) {
+            return off.err();
+        }
+        r = static_cast<host_records *>(impl_->payload(*off));
+        std::memset(static_cast<void *>(r), 0, sizeof *r);
+        r->magic = host_records_magic;
+        store_release(s.extent, *off);
+    }
+    host_record *pick = nullptr;
+    for (host_record &rec : r->rec) {
+        if (rec.pid == state.pid) {
+            pick = &rec;
+            break;
+        }
+    }
+    for (host_record &rec : r->rec) {
+        if (pick == nullptr && (rec.pid == 0 || !process_exists(rec.pid))) {
+            pick = &rec;
+        }
+    }
+    if (pick == nullptr) {
+        pick = &*std::min_element(
+            std::begin(r->rec), std::end(r->rec),
+            [](const host_record &a, const host_record &b) { return a.stamp < b.stamp; });
+    }
+    pick->pid = state.pid;
+    pick->failed = state.failed ? 1 : 0;
+    pick->stamp = ++r->next_stamp;
+    std::memset(pick->why, 0, sizeof pick->why);
+    std::memcpy(pick->why, state.why.data(), std::min(state.why.size(), sizeof pick->why - 1));
+    return {};
+}
+
+result<void> segment::clear_link_host_state(uint32_t link_id, int32_t pid) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto l = impl_->find_kind(link_id, object_kind::link);
+    if (!l) {
+        return l.err();
+    }
+    if (host_records *r = records_of(impl_->objects(), impl_->hdr(), **l)) {
+        for (host_record &rec : r->rec) {
+            if (rec.pid == pid) {
+                rec.pid = 0;
+            }
+        }
+    }
+    return {};
+}
+
+result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_states() const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    std::map<uint32_t, std::vector<link_host_state>> out;
+    for (uint32_t i = 0; i < impl_->max_objects(); i++) {
+        const slot &s = impl_->slots()[i];
+        if (s.state != slot_live || s.kind != static_cast<uint32_t>(object_kind::link)) {
+            continue;
+        }
+        const host_records *r = records_of(impl_->objects(), impl_->hdr(), s);
+        if (r == nullptr) {
+            continue;
+        }
+        std::vector<const host_record *> recs;
+        for (const host_record &rec : r->rec) {
+            if (rec.pid != 0 && process_exists(rec.pid)) {
+                recs.push_back(&rec);
+            }
+        }
+        std::sort(recs.begin(), recs.end(),
+                  [](const host_record *a, const host_record *b) { return a->pid < b->pid; });
+        for (const host_record *rec : recs) {
+            out[s.id].push_back({rec->pid, rec->failed != 0, read_name(rec->why, sizeof rec->why)});
+        }
+    }
+    return out;
 }
 
 } // namespace bpftime::store

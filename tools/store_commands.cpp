@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// bpftime load | list | map | attach | enable | disable | destroy | reset: the controller.
+// bpftime load | list | map | attach | enable | disable | link update | destroy | reset: the
+// controller.
 #include "cli.hpp"
 
 #include <bpftime/attach/attach.hpp>
@@ -284,6 +285,17 @@ int cmd_list(const global_options &g) {
             r.details += ", not attached";
         }
         kernel_id(r, listed->kernel_id(l.id), "link");
+        // How each host process that reported runs it.
+        if (auto hosts = listed->link_hosts.find(l.id); hosts != listed->link_hosts.end()) {
+            json hj = json::array();
+            for (const store::link_host_state &h : hosts->second) {
+                r.details += h.failed ? ", failed in pid " + std::to_string(h.pid) + ": " + h.why
+                                      : ", running in pid " + std::to_string(h.pid);
+                hj.push_back(
+                    {{"pid", h.pid}, {"state", h.failed ? "failed" : "running"}, {"why", h.why}});
+            }
+            r.j["hosts"] = std::move(hj);
+        }
         rows.push_back(std::move(r));
     }
     std::sort(rows.begin(), rows.end(), [](const row &a, const row &b) { return a.id < b.id; });
@@ -623,6 +635,17 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     disable->add_option("LINK_ID", object_id)->required();
     disable->callback([&] {
         status = with_provider(g, [](base_event_provider &p) { return p.disable_link(object_id); });
+    });
+    auto *link = app.add_subcommand("link", "change links");
+    link->require_subcommand(1);
+    auto *update = link->add_subcommand(
+        "update", "run another program through a link (hosts switch at their next resync)");
+    static uint32_t update_prog = 0;
+    update->add_option("LINK_ID", object_id)->required();
+    update->add_option("PROG_ID", update_prog)->required();
+    update->callback([&] {
+        status = with_provider(
+            g, [](base_event_provider &p) { return p.update_link(object_id, update_prog); });
     });
     auto *destroy = app.add_subcommand("destroy", "destroy an object");
     destroy->add_option("ID", object_id)->required();

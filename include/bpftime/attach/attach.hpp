@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -34,6 +35,11 @@ struct attach_type_info {
     std::string args_help; ///< what its arguments are
     bool user = true;      ///< hosts in user space can attach it (event_provider_impl takes it)
     bool kernel = false;   ///< the kernel attaches it (kernel_event_provider takes it)
+    /// Programs attached at this type may call every helper (tracing: probe_read* included).
+    bool all_helpers = true;
+    /// Otherwise, the helpers (Linux ids) they may call, as the kernel sets them per program
+    /// type.
+    std::vector<uint32_t> helpers;
 };
 
 /// Every attach type, built-in and registered.
@@ -47,14 +53,30 @@ std::optional<int32_t> parse_attach_type(std::string_view name);
 /// The name of a type, or its number as text.
 std::string attach_type_name(int32_t type);
 
+/// Whether programs attached at type t may call a helper.
+bool allows_helper(const attach_type_info &t, uint32_t helper_id);
+/// Adds a helper to an attach type's set (for plugins that bring helpers of their own).
+/// EINVAL for an unknown type; nothing changes for a type that allows every helper.
+result<void> register_attach_helper(int32_t type, uint32_t helper_id);
+/// Refuses (EPERM) a program that calls a helper its attach type's set lacks, naming both:
+/// "program 3 calls probe_read_user (112), which nginx-url programs may not use".
+result<void> check_program_helpers(std::span<const vm::ebpf_inst> insns, uint32_t prog_id,
+                                   int32_t attach_type);
+/// The registry programs of an attach type are loaded against: `from` itself when the type
+/// allows every helper, else a copy of it holding only the type's set (so that a helper called
+/// through a register at run time is refused as well).
+result<std::shared_ptr<const vm::helper_registry>>
+helpers_for(int32_t attach_type, const vm::helper_registry &from = vm::helper_registry::global());
+
 /// A validated, compiled program of the store, ready to run in this process.
 class compiled_program {
 public:
-    /// Compiles a validated program for an engine.
-    static result<std::shared_ptr<compiled_program>> create(uint32_t id, uint64_t revision,
-                                                            std::string name, vm::program prog,
-                                                            vm::engine_kind engine,
-                                                            const vm::engine_options &opts = {});
+    /// Compiles a validated program for an engine. keep holds what the program's code refers
+    /// to (its map handles, its helper registry); the compiled program keeps it alive.
+    static result<std::shared_ptr<compiled_program>>
+    create(uint32_t id, uint64_t revision, std::string name, vm::program prog,
+           vm::engine_kind engine, const vm::engine_options &opts = {},
+           std::vector<std::shared_ptr<const void>> keep = {});
 
     uint32_t id() const { return id_; }
     uint64_t revision() const { return revision_; }
@@ -68,6 +90,8 @@ private:
     compiled_program(uint32_t id, uint64_t revision, std::string name, vm::program prog)
         : id_(id), revision_(revision), name_(std::move(name)), prog_(std::move(prog)) {}
 
+    // Declared first, so destroyed last: the code names these until it is gone.
+    std::vector<std::shared_ptr<const void>> keep_;
     uint32_t id_;
     uint64_t revision_;
     std::string name_;
@@ -112,6 +136,12 @@ public:
                                       const std::string &args) = 0;
     /// Removes one attach.
     virtual result<void> detach(int attach_id) = 0;
+    /// Runs prog instead of what attach attach_id runs (a link whose program changed) and
+    /// returns the attach id that now runs it. By default the new attach is made before the old
+    /// one goes, so no event finds the hook empty (one may run both); implementations that can
+    /// swap in place do so.
+    virtual result<int> replace_attach(int attach_id, std::shared_ptr<const attached_program> prog,
+                                       const std::string &args);
 
 protected:
     /// A new attach id, unique in this implementation.
@@ -131,6 +161,9 @@ public:
     result<int> create_attach(std::shared_ptr<const attached_program> prog,
                               const std::string &args) override;
     result<void> detach(int attach_id) override;
+    /// Swaps the program in place: a trigger runs either the old program or the new one.
+    result<int> replace_attach(int attach_id, std::shared_ptr<const attached_program> prog,
+                               const std::string &args) override;
 
     /// Runs every program attached at hook on ctx; returns their results in link order.
     std::vector<result<uint64_t>> trigger(std::string_view hook, void *ctx, uint64_t ctx_len);

@@ -35,6 +35,9 @@ public:
     result<int> create_attach(std::shared_ptr<const attached_program> prog,
                               const std::string &args) override;
     result<void> detach(int attach_id) override;
+    /// Swaps the program in place (requests run on the thread that calls this).
+    result<int> replace_attach(int attach_id, std::shared_ptr<const attached_program> prog,
+                               const std::string &args) override;
 
     /// Runs the attached programs on a request.
     bool filter(const bpftime_nginx_request &req, nginx_verdict &verdict,

@@ -7,7 +7,10 @@
 #include <bpftime/vm/helper_registry.hpp>
 #include <bpftime/vm/vm.hpp>
 
+#include <bpftime/result.hpp>
+
 #include <cstdint>
+#include <memory>
 #include <optional>
 
 namespace bpftime::helpers {
@@ -18,15 +21,32 @@ namespace bpftime::helpers {
 /// Idempotent.
 void register_all(vm::helper_registry &registry = vm::helper_registry::global());
 
-/// Makes a map usable from programs in this process: the returned value is what an lddw map
-/// reference loads into a register, an opaque handle that map and ring-buffer helpers
-/// check and decode (it is never a dereferenceable address).
-uint64_t make_map_handle(const maps::map_view &view);
-/// How compiled code may do map_lookup_elem on the map of a handle from make_map_handle without
-/// the helper call: the map's map_view::lookup_plan() for calls of map_lookup_elem. Nothing for
-/// ring buffers and unknown handles.
+/// A map made usable from programs in this process. value() is what an lddw map reference
+/// loads into a register: an opaque handle that map and ring-buffer helpers check and decode (it
+/// is never a dereferenceable address). The handle works while this object lives; compiled
+/// programs whose code names it hold a reference. Once it is gone the handle stops working and
+/// its slot may serve another map, under a new generation, so the old value never reaches the
+/// new map.
+class map_handle {
+public:
+    ~map_handle();
+    map_handle(const map_handle &) = delete;
+    map_handle &operator=(const map_handle &) = delete;
+    uint64_t value() const { return value_; }
+
+private:
+    friend result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &view);
+    explicit map_handle(uint64_t value) : value_(value) {}
+    uint64_t value_;
+};
+
+/// A handle for a map; ENOSPC when this process already holds 4096 handles.
+result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &view);
+/// How compiled code may do map_lookup_elem on the map of a live handle without the helper
+/// call: the map's map_view::lookup_plan() for calls of map_lookup_elem, valid while the
+/// handle lives. Nothing for ring buffers and handles that are not live.
 std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle);
-/// Stops a handle from working (helpers given it fail the program). Handles are not reused.
-void retire_map_handle(uint64_t handle);
+/// Handles alive in this process now.
+size_t map_handles_in_use();
 
 } // namespace bpftime::helpers

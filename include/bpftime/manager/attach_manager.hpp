@@ -12,8 +12,15 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace bpftime {
+
+namespace helpers {
+class map_handle;
+}
 
 /// Options of an attach_manager.
 struct manager_options {
@@ -21,6 +28,17 @@ struct manager_options {
     std::optional<vm::engine_kind> engine;
     /// How programs are compiled (unchecked: trusted programs only).
     vm::engine_options engine_options;
+    /// Record in the segment how this process runs each link of the attach types it
+    /// implements (store::segment::set_link_host_state), for `bpftime list`.
+    bool report_link_states = true;
+};
+
+/// A link this process should run and cannot: its program does not compile here, calls a
+/// helper its attach type does not allow, names a map that is gone, or the attach failed.
+struct link_failure {
+    uint32_t link_id = 0;
+    int32_t attach_type = 0;
+    error err;
 };
 
 /// Holds the compiled programs, the attach implementations registered by attach type, the
@@ -41,18 +59,26 @@ public:
     base_attach_impl *attach_impl(int32_t type) const;
 
     /// Brings this process in line with the store: attaches newly enabled links, detaches
-    /// disabled or destroyed ones and recompiles replaced programs, leaving what did not
-    /// change alone. Idempotent. Links that cannot be attached (a program that does not
-    /// validate, a target without an implementation here) are skipped and named in the error;
-    /// the rest still attach.
+    /// disabled or destroyed ones and switches links whose program was replaced or changed,
+    /// leaving what did not change alone. Idempotent. Links of types implemented here that
+    /// cannot run (see link_failure) are named in the error and in failures(); the rest still
+    /// attach. Links of types without an implementation here are another host's.
     result<void> instantiate();
     /// Removes every attach and drops the compiled programs.
     void deinstantiate();
     /// True when the store changed since the last instantiate (one atomic load).
     bool stale() const { return seg_->generation() != generation_; }
 
-    /// Compiles a program of the store for this process (cached by id and revision).
+    /// Compiles a program of the store for this process (cached by id and revision), with
+    /// every helper.
     result<std::shared_ptr<const compiled_program>> compile(uint32_t prog_id);
+    /// Compiles a program that is not in the store (yet) exactly as hosts would: the same
+    /// engine and options, its map references resolved against the store's maps. What a host
+    /// cannot compile fails here, with the reason.
+    result<std::shared_ptr<const compiled_program>> compile_spec(const store::program_info &p);
+
+    /// The links of types implemented here that could not run at the last instantiate().
+    std::vector<link_failure> failures() const;
 
     /// The attach id of a link attached in this process.
     std::optional<int> attach_id_of(uint32_t link_id) const;
@@ -68,18 +94,32 @@ private:
         uint64_t prog_revision;
     };
 
-    result<std::shared_ptr<const compiled_program>> compile_locked(const store::program_info &p);
-    result<uint64_t> map_handle(uint32_t map_id, std::optional<vm::memory_region> &region);
+    // Programs compiled against one helper registry (every helper, or an attach type's set).
+    using program_key = std::pair<uint32_t, const vm::helper_registry *>;
+
+    result<std::shared_ptr<const compiled_program>>
+    compile_locked(const store::program_info &p,
+                   const std::shared_ptr<const vm::helper_registry> &helpers, bool cache);
+    result<std::shared_ptr<const vm::helper_registry>> registry_for(int32_t attach_type);
+    result<std::shared_ptr<const helpers::map_handle>>
+    map_handle(uint32_t map_id, std::optional<vm::memory_region> &region);
     void detach_locked(uint32_t link_id);
+    void report_states(const store::snapshot &snap);
 
     std::shared_ptr<store::segment> seg_;
     vm::engine_kind engine_;
     vm::engine_options engine_options_;
+    bool report_link_states_;
     mutable std::recursive_mutex mu_;
     std::map<int32_t, std::unique_ptr<base_attach_impl>> impls_;
-    std::map<uint32_t, std::shared_ptr<const compiled_program>> programs_;
+    std::map<int32_t, std::shared_ptr<const vm::helper_registry>> registries_;
+    std::map<program_key, std::shared_ptr<const compiled_program>> programs_;
     std::map<uint32_t, attach_record> attaches_;
-    std::map<uint32_t, uint64_t> map_handles_;
+    // Map handles by map id; compiled programs hold them too, so a handle outlives its entry
+    // here while code that names it may still run.
+    std::map<uint32_t, std::shared_ptr<const helpers::map_handle>> map_handles_;
+    std::map<uint32_t, link_failure> failures_;
+    std::map<uint32_t, std::string> reported_; // link id -> the state recorded in the segment
     uint64_t generation_ = ~0ull;
 };
 

@@ -76,6 +76,9 @@ struct listing {
     /// Whether the links' runs and faults are counted (user space). The kernel provider counts
     /// none; its links read 0 there.
     bool counted = true;
+    /// Link id -> how each host process that reported runs it (user space; the kernel is the
+    /// only host of the kernel provider's links).
+    std::map<uint32_t, std::vector<store::link_host_state>> link_hosts;
 
     /// The kernel's id for object id, 0 when it has none.
     uint32_t kernel_id(uint32_t id) const {
@@ -102,6 +105,10 @@ public:
     }
     virtual result<void> enable_link(uint32_t link_id) = 0;
     virtual result<void> disable_link(uint32_t link_id) = 0;
+    /// Runs another program through a link, as BPF_LINK_UPDATE does: the link keeps its id,
+    /// target, cookie, counters and enabled state, and no event finds it running neither
+    /// program. Refused like attach_program when the program does not suit the target.
+    virtual result<void> update_link(uint32_t link_id, uint32_t prog_id) = 0;
     virtual result<void> destroy_object(uint32_t id) = 0;
     /// Every object, in id order within each kind, with what this provider knows of them.
     virtual result<listing> list() const = 0;
@@ -113,19 +120,26 @@ public:
 };
 
 /// The user-space provider: objects go into the shared-memory store; instantiate() runs the
-/// attach_manager of this process.
+/// attach_manager of this process. Programs are compiled when created, exactly as hosts
+/// compile them (attach_manager::compile_spec), so what hosts cannot compile is refused here;
+/// a link joining a program with a target is refused when the program calls a helper the
+/// target's attach type does not allow.
 class event_provider_impl final : public base_event_provider {
 public:
     explicit event_provider_impl(std::shared_ptr<store::segment> seg, manager_options opts = {});
 
     std::string location() const override { return seg_->name(); }
     result<uint32_t> create_program(const program_spec &spec) override;
+    /// Replaces a program's instructions (checked as create_program checks them); hosts switch
+    /// to the new revision at their next resync.
+    result<void> replace_program(uint32_t prog_id, const program_spec &spec);
     result<uint32_t> create_map(const map_create_spec &spec) override;
     result<uint32_t> create_attach_target(int32_t attach_type, const std::string &args) override;
     using base_event_provider::attach_program;
     result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id, uint64_t cookie) override;
     result<void> enable_link(uint32_t link_id) override;
     result<void> disable_link(uint32_t link_id) override;
+    result<void> update_link(uint32_t link_id, uint32_t prog_id) override;
     result<void> destroy_object(uint32_t id) override;
     result<listing> list() const override;
     result<std::unique_ptr<map_access>> open_map(uint32_t id) const override;
@@ -136,6 +150,9 @@ public:
     store::segment &segment() { return *seg_; }
 
 private:
+    result<void> check_program(const program_spec &spec);
+    result<void> check_link(uint32_t prog_id, uint32_t target_id);
+
     std::shared_ptr<store::segment> seg_;
     attach_manager manager_;
 };

@@ -57,6 +57,10 @@ public:
     result<uint32_t> attach_program(uint32_t prog_id, uint32_t target_id, uint64_t cookie) override;
     result<void> enable_link(uint32_t link_id) override;
     result<void> disable_link(uint32_t link_id) override;
+    /// bpf_link_update on the pinned link; links the kernel cannot update in place (perf-event
+    /// links: uprobes, tracepoints) get a new kernel link before the old one is released, so
+    /// for a moment both programs run rather than neither.
+    result<void> update_link(uint32_t link_id, uint32_t prog_id) override;
     result<void> destroy_object(uint32_t id) override;
     result<listing> list() const override;
     result<std::unique_ptr<map_access>> open_map(uint32_t id) const override;

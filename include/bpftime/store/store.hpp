@@ -9,6 +9,7 @@
 #include <bpftime/vm/isa.hpp>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -67,6 +68,15 @@ struct link_info {
     uint64_t faults = 0; ///< runs that stopped with an error
     uint64_t cookie = 0; ///< the attach cookie (get_attach_cookie)
 };
+
+/// How one host process runs a link (segment::link_host_states).
+struct link_host_state {
+    int32_t pid = 0;
+    bool failed = false; ///< false: attached and running in that process
+    std::string why;     ///< when failed: the reason
+};
+/// Host processes whose state one link records; past this, the oldest record goes.
+inline constexpr size_t max_link_hosts = 8;
 
 /// Every live object, read at one generation.
 struct snapshot {
@@ -154,6 +164,20 @@ public:
 
     /// For tests: the lock, to simulate a writer that dies holding it.
     void lock_for_test();
+
+    // --- link programs and per-host link states ---
+
+    /// Points a link at another program, as BPF_LINK_UPDATE does: each host runs the new
+    /// program from its next resync, with no moment where the link runs neither.
+    result<void> set_link_program(uint32_t link_id, uint32_t prog_id);
+    /// Records how process state.pid runs a link (replacing that process's earlier record).
+    /// Records of processes that no longer exist are dropped; past max_link_hosts the oldest
+    /// goes. Hosts call this; it does not move the generation.
+    result<void> set_link_host_state(uint32_t link_id, const link_host_state &state);
+    /// Removes process pid's record of a link (nothing when it has none).
+    result<void> clear_link_host_state(uint32_t link_id, int32_t pid);
+    /// The records of processes that still exist, by link id (links without any are absent).
+    result<std::map<uint32_t, std::vector<link_host_state>>> link_host_states() const;
 
 private:
     segment() = default;
