@@ -34,6 +34,14 @@ struct bpftime_server {
     std::string last_error;
     std::set<std::string> logged; // causes already reported
 
+    // A controller holding the segment's lock (stopped, say) never makes a request wait: the
+    // last instantiated links keep running and the next requests try again, at most once a
+    // millisecond; past busy_bound_ms, requests get the fail policy until the lock is free.
+    static constexpr uint64_t busy_bound_ms = 2000;
+    uint64_t busy_since_ms = 0; // 0: the last try took the lock
+    uint64_t next_try_ms = 0;
+    std::string busy_message;
+
     // Reports a problem once per cause; returns the negative errno for the caller.
     int fail(const std::string &cause, int code, const std::string &message) {
         last_error = message;
@@ -86,6 +94,9 @@ struct bpftime_server {
             return -ENOENT;
         }
         next_check_ms = now + 1000;
+        if (seg && seg->damaged()) {
+            return drop_damaged();
+        }
         ino_t ino = current_inode();
         if (seg && ino == inode) {
             return 0;
@@ -99,7 +110,8 @@ struct bpftime_server {
             return fail("missing", ENOENT,
                         "segment " + shm_name + " does not exist; requests get the fail policy");
         }
-        auto s = store::segment::open(shm_name, {.create = false});
+        // wait_ms 0: a lock held by a controller fails at once instead of blocking a request.
+        auto s = store::segment::open(shm_name, {.create = false, .wait_ms = 0});
         if (!s) {
             return fail("open:" + s.err().message, s.err().code, s.err().message);
         }
@@ -114,6 +126,17 @@ struct bpftime_server {
         return 0;
     }
 
+    // The segment was truncated under this process (the store gave its mapping zero pages
+    // instead of SIGBUS): its programs stop, requests get the fail policy.
+    int drop_damaged() {
+        std::string message = "segment " + shm_name +
+                              " was truncated under this process; its programs are detached and "
+                              "requests get the fail policy";
+        drop_segment();
+        next_check_ms = now_ms() + 1000;
+        return fail("damaged", EIO, message);
+    }
+
     int sync() {
         if (int rc = ensure_segment(); rc != 0) {
             return rc;
@@ -121,11 +144,37 @@ struct bpftime_server {
         if (!mgr->stale()) {
             return 0;
         }
-        if (auto r = mgr->instantiate(); !r) {
+        if (seg->damaged()) {
+            return drop_damaged();
+        }
+        uint64_t now = now_ms();
+        if (busy_since_ms != 0 && now < next_try_ms) {
+            return busy(now);
+        }
+        auto r = mgr->instantiate();
+        if (!r && r.err().code == EBUSY) {
+            busy_since_ms = busy_since_ms != 0 ? busy_since_ms : now;
+            next_try_ms = now + 1;
+            busy_message = r.err().message;
+            return busy(now);
+        }
+        busy_since_ms = 0;
+        logged.erase("busy");
+        if (!r) {
             // The links that did attach still run; the others are reported once.
             fail("instantiate:" + r.err().message, r.err().code, r.err().message);
         }
         return 0;
+    }
+
+    // The lock was busy at the last try: the last instantiated state serves until the bound.
+    int busy(uint64_t now) {
+        if (now - busy_since_ms < busy_bound_ms) {
+            return 0;
+        }
+        return fail("busy", EBUSY,
+                    busy_message + " for more than " + std::to_string(busy_bound_ms) +
+                        " ms; requests get the fail policy until it is released");
     }
 };
 
