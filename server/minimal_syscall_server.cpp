@@ -41,6 +41,7 @@ struct bpftime_server {
     uint64_t busy_since_ms = 0; // 0: the last try took the lock
     uint64_t next_try_ms = 0;
     std::string busy_message;
+    bool instantiated = false; // read the segment's objects at least once
 
     // Reports a problem once per cause; returns the negative errno for the caller.
     int fail(const std::string &cause, int code, const std::string &message) {
@@ -62,6 +63,7 @@ struct bpftime_server {
         nginx = nullptr;
         seg.reset();
         inode = 0;
+        instantiated = false;
     }
 
     // The inode behind the segment's name, or 0 when the name is gone.
@@ -159,6 +161,7 @@ struct bpftime_server {
             return busy(now);
         }
         busy_since_ms = 0;
+        instantiated = true;
         logged.erase("busy");
         if (!r) {
             // The links that did attach still run; the others are reported once.
@@ -168,8 +171,10 @@ struct bpftime_server {
     }
 
     // The lock was busy at the last try: the last instantiated state serves until the bound.
+    // A server that never instantiated has no state to keep (a worker started while the
+    // lock is held): its requests get the fail policy at once.
     int busy(uint64_t now) {
-        if (now - busy_since_ms < busy_bound_ms) {
+        if (instantiated && now - busy_since_ms < busy_bound_ms) {
             return 0;
         }
         return fail("busy", EBUSY,
