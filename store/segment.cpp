@@ -7,11 +7,11 @@
 #include <bpftime/store/store.hpp>
 
 #include "guard.hpp"
+#include "open_checks.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -413,11 +413,11 @@ struct segment::impl {
     }
 
     result<program_info> to_program(const slot &s) const {
-        auto name_ = checked_string(s.name, sizeof s.name, "name");
+        auto object_name = checked_string(s.name, sizeof s.name, "name");
         auto section = checked_string(s.section, sizeof s.section, "section");
         auto ext = extent_of(s);
-        if (!name_ || !section || !ext) {
-            return !name_ ? name_.err() : !section ? section.err() : ext.err();
+        if (!object_name || !section || !ext) {
+            return !object_name ? object_name.err() : !section ? section.err() : ext.err();
         }
         auto [bytes, extent_size] = *ext;
         if (extent_size < sizeof(program_payload)) {
@@ -435,8 +435,8 @@ struct segment::impl {
                                           " maps) do not fit its extent of " +
                                           std::to_string(extent_size) + " bytes");
         }
-        program_info info{s.id, std::move(*name_), s.prog_type, std::move(*section), {},
-                          {},   s.revision};
+        program_info info{
+            s.id, std::move(*object_name), s.prog_type, std::move(*section), {}, {}, s.revision};
         const uint8_t *code = bytes + sizeof(program_payload);
         info.insns.resize(counts.insn_count);
         std::memcpy(static_cast<void *>(info.insns.data()), code,
@@ -455,9 +455,9 @@ struct segment::impl {
     // A map's record and its storage: the spec valid, the storage inside the extent, and the
     // storage's own header matching the spec (map_view::open checks that).
     result<std::pair<map_info, maps::map_view>> to_map(const slot &s) const {
-        auto name_ = checked_string(s.name, sizeof s.name, "name");
-        if (!name_) {
-            return name_.err();
+        auto object_name = checked_string(s.name, sizeof s.name, "name");
+        if (!object_name) {
+            return object_name.err();
         }
         maps::map_spec spec = spec_of(s);
         if (auto ok = maps::validate_spec(spec); !ok) {
@@ -481,30 +481,31 @@ struct segment::impl {
         if (!view) {
             return make_error(EPROTO, "its storage: " + view.err().message);
         }
-        return std::pair{map_info{s.id, std::move(*name_), spec, s.ncpus, s.read_only != 0}, *view};
+        return std::pair{map_info{s.id, std::move(*object_name), spec, s.ncpus, s.read_only != 0},
+                         *view};
     }
 
     result<target_info> to_target(const slot &s) const {
-        auto name_ = checked_string(s.name, sizeof s.name, "name");
+        auto object_name = checked_string(s.name, sizeof s.name, "name");
         auto ext = extent_of(s);
-        if (!name_ || !ext) {
-            return !name_ ? name_.err() : ext.err();
+        if (!object_name || !ext) {
+            return !object_name ? object_name.err() : ext.err();
         }
         auto args = checked_string(reinterpret_cast<const char *>(ext->first), ext->second,
                                    "argument string");
         if (!args) {
             return args.err();
         }
-        return target_info{s.id, std::move(*name_), s.attach_type, std::move(*args)};
+        return target_info{s.id, std::move(*object_name), s.attach_type, std::move(*args)};
     }
 
     // counters: the slot in the segment (s is a copy).
     result<link_info> to_link(const slot &s, const slot &counters) const {
-        auto name_ = checked_string(s.name, sizeof s.name, "name");
-        if (!name_) {
-            return name_.err();
+        auto object_name = checked_string(s.name, sizeof s.name, "name");
+        if (!object_name) {
+            return object_name.err();
         }
-        link_info info{s.id, std::move(*name_), s.prog_id, s.target_id, s.enabled != 0, 0, 0};
+        link_info info{s.id, std::move(*object_name), s.prog_id, s.target_id, s.enabled != 0, 0, 0};
         info.cookie = s.cookie;
         for (const counter_stripe &c : counters.counters) {
             info.runs += __atomic_load_n(&c.runs, __ATOMIC_RELAXED);
@@ -515,91 +516,6 @@ struct segment::impl {
 };
 
 segment::~segment() = default;
-
-namespace {
-
-std::string user_name(uid_t uid) {
-    char buf[1024];
-    passwd pw{}, *found = nullptr;
-    if (getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found != nullptr) {
-        return found->pw_name;
-    }
-    return "?";
-}
-
-std::string octal(unsigned mode) {
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "0%03o", mode & 07777);
-    return buf;
-}
-
-// Whether the segment behind fd may be trusted (fstat on the open file, not its name, so it
-// cannot change between the check and the use): owned by the expected user (root or this
-// process's effective user, unless one is configured) and not writable by others, nor by its
-// group unless that group was configured.
-result<void> check_trust(int fd, const std::string &name, const open_options &opts) {
-    struct stat st {};
-    if (fstat(fd, &st) != 0) {
-        return make_error(errno, "segment " + name + ": fstat: " + std::strerror(errno));
-    }
-    std::string problem;
-    uid_t me = geteuid();
-    if (opts.owner ? st.st_uid != *opts.owner : st.st_uid != 0 && st.st_uid != me) {
-        problem = "it belongs to neither " +
-                  (opts.owner ? user_name(*opts.owner) + " (uid " + std::to_string(*opts.owner) +
-                                    ", the configured owner)"
-                              : std::string("root nor this user (uid ") + std::to_string(me) + ")");
-    } else if ((st.st_mode & S_IWOTH) != 0) {
-        problem = "other users can write it";
-    } else if ((st.st_mode & S_IWGRP) != 0 && (!opts.group || st.st_gid != *opts.group)) {
-        problem = "its group (gid " + std::to_string(st.st_gid) +
-                  ") can write it and no group was configured";
-    }
-    if (problem.empty()) {
-        return {};
-    }
-    return make_error(EPERM, "segment " + name + " is not trusted: " + problem + " (owner " +
-                                 user_name(st.st_uid) + ", uid " + std::to_string(st.st_uid) +
-                                 ", mode " + octal(st.st_mode) + "); remove it with `rm /dev/shm/" +
-                                 name + "` as root and create it again");
-}
-
-// The header's geometry, checked against the mapping's real size.
-result<geometry> check_header(const header &h, uint64_t mapped, const std::string &name) {
-    auto corrupt = [&](const std::string &why) {
-        return make_error(EPROTO, "segment " + name + " is corrupt: " + why +
-                                      " (remove it and load the objects again)");
-    };
-    if (load_acquire(h.ready) != 1) {
-        return corrupt("its creator did not finish it");
-    }
-    if (h.size != mapped) {
-        return corrupt("its header says " + std::to_string(h.size) + " bytes, it has " +
-                       std::to_string(mapped));
-    }
-    if (h.header_size != sizeof(header) || h.slot_size != sizeof(slot)) {
-        return corrupt("header size " + std::to_string(h.header_size) + " and slot size " +
-                       std::to_string(h.slot_size) + " are not this layout's (" +
-                       std::to_string(sizeof(header)) + ", " + std::to_string(sizeof(slot)) + ")");
-    }
-    geometry g;
-    g.max_objects = h.max_objects;
-    g.table_offset = h.table_offset;
-    g.heap_offset = h.heap_offset;
-    uint64_t table_end = g.table_offset + uint64_t{g.max_objects} * sizeof(slot);
-    if (g.table_offset != round_up(sizeof(header), align) || g.max_objects == 0 ||
-        g.heap_offset % align != 0 || table_end > g.heap_offset || g.heap_offset > mapped ||
-        h.heap_size > mapped - g.heap_offset) {
-        return corrupt("its table (offset " + std::to_string(g.table_offset) + ", " +
-                       std::to_string(g.max_objects) + " slots) and heap (offset " +
-                       std::to_string(g.heap_offset) + ", " + std::to_string(h.heap_size) +
-                       " bytes) do not fit its " + std::to_string(mapped) + " bytes");
-    }
-    g.heap_end = g.heap_offset + h.heap_size;
-    return g;
-}
-
-} // namespace
 
 result<std::shared_ptr<segment>> segment::open(const std::string &name, const open_options &opts) {
     if (auto r = check_name(name); !r) {
