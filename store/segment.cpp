@@ -441,9 +441,12 @@ struct segment::impl {
         info.insns.resize(counts.insn_count);
         std::memcpy(static_cast<void *>(info.insns.data()), code,
                     counts.insn_count * sizeof(vm::ebpf_inst));
+        // An empty vector's data() may be null: no memcpy of zero bytes into it.
         info.map_ids.resize(counts.map_count);
-        std::memcpy(info.map_ids.data(), code + counts.insn_count * sizeof(vm::ebpf_inst),
-                    counts.map_count * sizeof(uint32_t));
+        if (counts.map_count > 0) {
+            std::memcpy(info.map_ids.data(), code + counts.insn_count * sizeof(vm::ebpf_inst),
+                        counts.map_count * sizeof(uint32_t));
+        }
         return info;
     }
 
