@@ -60,6 +60,8 @@ private:
     bool connect() {
         store::open_options opts;
         opts.create = false;
+        // Never wait on a controller: a busy lock fails at once and the follower tries again.
+        opts.wait_ms = 0;
         auto seg = store::segment::open(name_, opts);
         if (!seg) {
             say(seg.err().message + "; waiting for it");
@@ -71,12 +73,23 @@ private:
             return false;
         }
         manager_ = std::move(mgr);
+        segment_ = *seg;
         sync();
         return true;
     }
 
     void sync() {
+        if (segment_->damaged()) {
+            // Truncated under this process: the store gave the mapping zero pages instead of
+            // SIGBUS. Detach its programs and wait for a usable segment again.
+            say("segment " + name_ + " was truncated under this process; detaching its programs");
+            manager_->deinstantiate();
+            manager_.reset();
+            segment_.reset();
+            return;
+        }
         if (auto r = manager_->instantiate(); !r) {
+            // A busy lock (EBUSY) leaves the generation unread: the next poll tries again.
             say(r.err().message);
         } else {
             say("following segment " + name_);
@@ -104,6 +117,7 @@ private:
     bool quiet_ = false;
     std::string last_message_;
     std::unique_ptr<attach_manager> manager_;
+    std::shared_ptr<store::segment> segment_;
     std::atomic<bool> stop_{false};
     std::thread follower_;
 };

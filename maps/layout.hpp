@@ -15,6 +15,7 @@
 #include <bpftime/maps/maps.hpp>
 
 #include <pthread.h>
+#include <time.h>
 
 #include <atomic>
 #include <cstring>
@@ -109,8 +110,12 @@ struct value_source {
 /// Writes an entry's value slots; fresh entries get zeros in the slots the source skips.
 void store_value(const map_ref &m, uint32_t idx, const value_source &src, bool fresh);
 
-/// Holds a robust process-shared mutex. When the previous owner died holding it, the lock is
-/// made consistent and owner_died() tells the caller to repair what it guards.
+/// How long a map writer waits for a map's lock before its operation fails.
+inline constexpr time_t lock_wait_seconds = 1;
+
+/// Holds a robust process-shared mutex, waiting at most lock_wait_seconds (locked() is false
+/// after that). When the previous owner died holding it, the lock is made consistent and
+/// owner_died() tells the caller to repair what it guards.
 class robust_lock {
 public:
     explicit robust_lock(pthread_mutex_t &mu);

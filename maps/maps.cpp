@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <sys/random.h>
 #include <sys/sysinfo.h>
+#include <time.h>
 
 #include <algorithm>
 #include <bit>
@@ -40,7 +41,16 @@ void store_value(const map_ref &m, uint32_t idx, const value_source &src, bool f
 }
 
 robust_lock::robust_lock(pthread_mutex_t &mu) : mu_(mu) {
-    int rc = pthread_mutex_lock(&mu_);
+    // Storage lives in a shared segment: a holder that is stopped, or a lock word naming a
+    // thread of another process, must not block a host forever. A writer waits a bounded time
+    // (the critical sections are a few stores), then the operation fails.
+    int rc = pthread_mutex_trylock(&mu_);
+    if (rc == EBUSY) {
+        timespec deadline{};
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += lock_wait_seconds;
+        rc = pthread_mutex_clocklock(&mu_, CLOCK_MONOTONIC, &deadline);
+    }
     if (rc == EOWNERDEAD) {
         owner_died_ = true;
         rc = pthread_mutex_consistent(&mu_);

@@ -49,4 +49,11 @@ mkdir -p build-fuzz/corpus-diff
 build-fuzz/fuzz/bpftime_vm_diff_fuzzer -max_total_time="${BPFTIME_FUZZ_SECONDS:-30}" \
   -print_final_stats=1 -seed=1 -artifact_prefix=build-fuzz/ \
   build-fuzz/corpus-diff fuzz/corpus/vm_diff 2>&1 | tail -n 15
+echo "== segment fuzz (${BPFTIME_FUZZ_SECONDS:-30} s)"
+# Segment images (the seeds are real segments, tests/security/make_segments.sh); a crash or a
+# hang leaves build-fuzz/crash-* or timeout-*, which fuzz/corpus/segment should then keep.
+mkdir -p build-fuzz/corpus-segment
+build-fuzz/fuzz/bpftime_segment_fuzzer -max_total_time="${BPFTIME_FUZZ_SECONDS:-30}" \
+  -print_final_stats=1 -seed=1 -artifact_prefix=build-fuzz/ -max_len=1048576 -timeout=20 \
+  build-fuzz/corpus-segment fuzz/corpus/segment 2>&1 | tail -n 15
 echo "fuzz: no crash and no sanitizer report"

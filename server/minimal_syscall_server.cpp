@@ -38,6 +38,14 @@ struct bpftime_server {
     // one exists no request is decided by the programs; each gets the fail policy.
     int broken_code = 0;
     std::string broken_cause, broken_message;
+    // A controller holding the segment's lock (stopped, say) never makes a request wait: the
+    // last instantiated links keep running and the next requests try again, at most once a
+    // millisecond; past busy_bound_ms, requests get the fail policy until the lock is free.
+    static constexpr uint64_t busy_bound_ms = 2000;
+    uint64_t busy_since_ms = 0; // 0: the last try took the lock
+    uint64_t next_try_ms = 0;
+    std::string busy_message;
+    bool instantiated = false; // read the segment's objects at least once
 
     // Reports a problem once per cause; returns the negative errno for the caller.
     int fail(const std::string &cause, int code, const std::string &message) {
@@ -60,6 +68,7 @@ struct bpftime_server {
         nginx = nullptr;
         seg.reset();
         inode = 0;
+        instantiated = false;
     }
 
     // The inode behind the segment's name, or 0 when the name is gone.
@@ -92,6 +101,9 @@ struct bpftime_server {
             return -ENOENT;
         }
         next_check_ms = now + 1000;
+        if (seg && seg->damaged()) {
+            return drop_damaged();
+        }
         ino_t ino = current_inode();
         if (seg && ino == inode) {
             return 0;
@@ -105,7 +117,8 @@ struct bpftime_server {
             return fail("missing", ENOENT,
                         "segment " + shm_name + " does not exist; requests get the fail policy");
         }
-        auto s = store::segment::open(shm_name, {.create = false});
+        // wait_ms 0: a lock held by a controller fails at once instead of blocking a request.
+        auto s = store::segment::open(shm_name, {.create = false, .wait_ms = 0});
         if (!s) {
             return fail("open:" + s.err().message, s.err().code, s.err().message);
         }
@@ -120,6 +133,17 @@ struct bpftime_server {
         return 0;
     }
 
+    // The segment was truncated under this process (the store gave its mapping zero pages
+    // instead of SIGBUS): its programs stop, requests get the fail policy.
+    int drop_damaged() {
+        std::string message = "segment " + shm_name +
+                              " was truncated under this process; its programs are detached and "
+                              "requests get the fail policy";
+        drop_segment();
+        next_check_ms = now_ms() + 1000;
+        return fail("damaged", EIO, message);
+    }
+
     int sync() {
         if (int rc = ensure_segment(); rc != 0) {
             return rc;
@@ -127,7 +151,23 @@ struct bpftime_server {
         if (!mgr->stale()) {
             return 0;
         }
+        if (seg->damaged()) {
+            return drop_damaged();
+        }
+        uint64_t now = now_ms();
+        if (busy_since_ms != 0 && now < next_try_ms) {
+            return busy(now);
+        }
         auto r = mgr->instantiate();
+        if (!r && r.err().code == EBUSY) {
+            busy_since_ms = busy_since_ms != 0 ? busy_since_ms : now;
+            next_try_ms = now + 1;
+            busy_message = r.err().message;
+            return busy(now);
+        }
+        busy_since_ms = 0;
+        instantiated = true;
+        logged.erase("busy");
         broken_code = 0;
         for (const link_failure &f : mgr->failures()) {
             if (f.attach_type == attach_type_nginx_url) {
@@ -145,6 +185,18 @@ struct bpftime_server {
             fail(broken_cause, r.err().code, broken_message);
         }
         return 0;
+    }
+
+    // The lock was busy at the last try: the last instantiated state serves until the bound.
+    // A server that never instantiated has no state to keep (a worker started while the
+    // lock is held): its requests get the fail policy at once.
+    int busy(uint64_t now) {
+        if (instantiated && now - busy_since_ms < busy_bound_ms) {
+            return 0;
+        }
+        return fail("busy", EBUSY,
+                    busy_message + " for more than " + std::to_string(busy_bound_ms) +
+                        " ms; requests get the fail policy until it is released");
     }
 };
 

@@ -11,21 +11,25 @@ namespace bpftime::store::detail {
 
 result<uint64_t> heap::allocate(uint64_t payload, uint32_t owner) const {
     uint64_t need = round_up(sizeof(extent_header) + payload, align);
-    const auto *slots = reinterpret_cast<const slot *>(base_ + hdr()->table_offset);
+    const auto *slots = reinterpret_cast<const slot *>(base_ + geo_.table_offset);
     std::vector<std::pair<uint64_t, uint64_t>> used;
-    for (uint32_t i = 0; i < hdr()->max_objects; i++) {
+    for (uint32_t i = 0; i < geo_.max_objects; i++) {
         const slot &s = slots[i];
         if (s.state == slot_free) {
             continue;
         }
         for (uint64_t off : {s.extent, s.pending}) {
+            // A damaged reference (outside the heap, a size past its end) reserves nothing:
+            // its object is refused wherever it is read.
             if (off != 0) {
-                used.emplace_back(off, extent_at(off)->size);
+                if (auto size = checked_payload_size(off); size) {
+                    used.emplace_back(off, *size + sizeof(extent_header));
+                }
             }
         }
     }
     std::sort(used.begin(), used.end());
-    uint64_t at = hdr()->heap_offset, end = hdr()->heap_offset + hdr()->heap_size;
+    uint64_t at = geo_.heap_offset, end = geo_.heap_end;
     uint64_t largest = 0;
     for (auto [off, len] : used) {
         if (off >= at && off - at >= need) {
@@ -45,6 +49,22 @@ result<uint64_t> heap::allocate(uint64_t payload, uint32_t owner) const {
     e->size = need;
     e->owner = owner;
     return at;
+}
+
+result<uint64_t> heap::checked_payload_size(uint64_t off) const {
+    if (off % align != 0 || off < geo_.heap_offset || off >= geo_.heap_end ||
+        geo_.heap_end - off < sizeof(extent_header)) {
+        return make_error(EPROTO, "its extent offset " + std::to_string(off) +
+                                      " is outside the heap [" + std::to_string(geo_.heap_offset) +
+                                      ", " + std::to_string(geo_.heap_end) + ")");
+    }
+    uint64_t size = __atomic_load_n(&extent_at(off)->size, __ATOMIC_RELAXED);
+    if (size < sizeof(extent_header) || size % align != 0 || size > geo_.heap_end - off) {
+        return make_error(EPROTO, "its extent at " + std::to_string(off) + " has size " +
+                                      std::to_string(size) + ", past the heap's end " +
+                                      std::to_string(geo_.heap_end));
+    }
+    return size - sizeof(extent_header);
 }
 
 } // namespace bpftime::store::detail

@@ -6,18 +6,27 @@
 
 #include <bpftime/store/store.hpp>
 
-#include <algorithm>
-#include <cerrno>
-#include <chrono>
-#include <cstring>
+#include "guard.hpp"
+#include "open_checks.hpp"
+
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <thread>
 #include <type_traits>
-#include <unistd.h>
+#include <utility>
 
 namespace bpftime::store {
 
@@ -40,10 +49,6 @@ result<void> check_name(const std::string &name) {
 void copy_name(char (&dst)[max_name + 1], const std::string &src) {
     std::memset(dst, 0, sizeof dst);
     std::memcpy(dst, src.data(), std::min(src.size(), max_name));
-}
-
-std::string read_name(const char *src, size_t cap) {
-    return std::string(src, strnlen(src, cap));
 }
 
 } // namespace
@@ -76,15 +81,30 @@ struct segment::impl {
     uint8_t *base = nullptr;
     uint64_t size = 0;
     std::string name;
+    geometry geo;         // checked at open, never read again from the header
+    uint32_t wait_ms = 0; // open_options::wait_ms
+    int guard_index = -1; // guard.hpp
 
     header *hdr() const { return reinterpret_cast<header *>(base); }
-    slot *slots() const { return reinterpret_cast<slot *>(base + hdr()->table_offset); }
-    uint32_t max_objects() const { return hdr()->max_objects; }
+    slot *slots() const { return reinterpret_cast<slot *>(base + geo.table_offset); }
+    uint32_t max_objects() const { return geo.max_objects; }
 
     ~impl() {
         if (base != nullptr) {
+            unguard_mapping(guard_index);
             munmap(base, size);
         }
+    }
+
+    bool damaged() const { return mapping_damaged(guard_index); }
+
+    result<void> check_damaged() const {
+        if (damaged()) {
+            return make_error(EIO, "segment " + name +
+                                       " was truncated under this process; it is no longer "
+                                       "used (remove it and load the objects again)");
+        }
+        return {};
     }
 
     // --- locking ---
@@ -103,15 +123,103 @@ struct segment::impl {
         pthread_mutex_t *m_;
     };
 
+    // The thread id the lock word names as its owner (glibc's robust mutex keeps it there), 0
+    // for none.
+    pid_t lock_owner() const {
+        auto word = __atomic_load_n(&hdr()->lock.__data.__lock, __ATOMIC_RELAXED);
+        return static_cast<pid_t>(static_cast<uint32_t>(word) & FUTEX_TID_MASK);
+    }
+
+    // A lock word naming a thread that no longer exists (the kernel clears the words of
+    // threads that die, so another PID namespace's thread or bytes written into the segment)
+    // is handed to the next locker as if its owner had died: it gets EOWNERDEAD and repairs.
+    bool recover_dead_owner(pid_t tid) const {
+        if (tid == 0 || tid == gettid() || kill(tid, 0) == 0 || errno != ESRCH) {
+            return false;
+        }
+        auto *word = reinterpret_cast<int *>(&hdr()->lock.__data.__lock);
+        int seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+        if (static_cast<pid_t>(static_cast<uint32_t>(seen) & FUTEX_TID_MASK) != tid) {
+            return false;
+        }
+        int dead =
+            static_cast<int>(FUTEX_OWNER_DIED | (static_cast<uint32_t>(seen) & FUTEX_WAITERS));
+        if (!__atomic_compare_exchange_n(word, &seen, dead, false, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED)) {
+            return false;
+        }
+        syscall(SYS_futex, word, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+        return true;
+    }
+
+    // "process 123 (thread 124, stopped)": who holds the lock, from /proc.
+    static std::string describe_holder(pid_t tid) {
+        if (tid == 0) {
+            return "an unknown process";
+        }
+        std::string pid = std::to_string(tid), state = "state unknown";
+        if (FILE *f = std::fopen(("/proc/" + std::to_string(tid) + "/status").c_str(), "r")) {
+            char line[256];
+            while (std::fgets(line, sizeof line, f) != nullptr) {
+                std::string l(line);
+                if (l.rfind("State:", 0) == 0) {
+                    // "State:\tT (stopped)"
+                    auto open = l.find('('), close = l.find(')');
+                    if (open != std::string::npos && close != std::string::npos && close > open) {
+                        state = l.substr(open + 1, close - open - 1);
+                    }
+                } else if (l.rfind("Tgid:", 0) == 0) {
+                    pid = std::to_string(std::strtol(l.c_str() + 5, nullptr, 10));
+                }
+            }
+            std::fclose(f);
+        }
+        return "process " + pid + " (thread " + std::to_string(tid) + ", " + state + ")";
+    }
+
+    // Takes the writer lock, waiting at most wait_ms (hosts: 0, a single try).
     result<guard> lock() const {
-        int rc = pthread_mutex_lock(&hdr()->lock);
+        if (auto d = check_damaged(); !d) {
+            return d.err();
+        }
+        int rc = 0;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            if (wait_ms == 0) {
+                rc = pthread_mutex_trylock(&hdr()->lock);
+            } else {
+                timespec deadline{};
+                clock_gettime(CLOCK_MONOTONIC, &deadline);
+                deadline.tv_sec += static_cast<time_t>(wait_ms / 1000);
+                deadline.tv_nsec += static_cast<long>(wait_ms % 1000) * 1000000;
+                if (deadline.tv_nsec >= 1000000000) {
+                    deadline.tv_sec++;
+                    deadline.tv_nsec -= 1000000000;
+                }
+                rc = pthread_mutex_clocklock(&hdr()->lock, CLOCK_MONOTONIC, &deadline);
+            }
+            if ((rc != EBUSY && rc != ETIMEDOUT) || !recover_dead_owner(lock_owner())) {
+                break;
+            }
+        }
         if (rc == EOWNERDEAD) {
             // A writer died holding the lock: drop what it half-created, then carry on.
             recover();
             pthread_mutex_consistent(&hdr()->lock);
+        } else if (rc == EBUSY || rc == ETIMEDOUT) {
+            pid_t tid = lock_owner();
+            if (wait_ms == 0) {
+                // Hosts ask often; /proc is for the message a person reads.
+                return make_error(EBUSY, "segment " + name +
+                                             ": the writer lock is held (by thread " +
+                                             std::to_string(tid) + ")");
+            }
+            return make_error(ETIMEDOUT, "segment " + name + ": the writer lock is held by " +
+                                             describe_holder(tid) + " for more than " +
+                                             std::to_string(wait_ms) +
+                                             " ms; let it finish or end that process");
         } else if (rc != 0) {
             return make_error(rc, "segment " + name + ": cannot take the writer lock: " +
-                                      std::strerror(rc) + " (run `bpftime reset`)");
+                                      std::strerror(rc) + " (remove the segment and load again)");
         }
         return guard(&hdr()->lock);
     }
@@ -152,26 +260,41 @@ struct segment::impl {
             return make_error(ENOENT, "no object with id " + std::to_string(id));
         }
         if (s->kind != static_cast<uint32_t>(kind)) {
+            uint32_t k = s->kind;
             return make_error(EINVAL, "object " + std::to_string(id) + " is a " +
-                                          kind_name(static_cast<object_kind>(s->kind)) +
-                                          ", not a " + kind_name(kind));
+                                          kind_name(static_cast<object_kind>(k)) + ", not a " +
+                                          kind_name(kind));
         }
         return s;
     }
 
-    // Reads one object of a kind under the lock.
+    // Reads one live object of a kind without the lock: from a copy of its slot, checked
+    // like every record; when a writer changed the slot meanwhile, again.
     template <class F>
     auto read_object(uint32_t id, object_kind kind, F &&read) const
-        -> result<std::invoke_result_t<F, const slot &>> {
-        auto g = lock();
-        if (!g) {
-            return g.err();
+        -> std::invoke_result_t<F, const slot &, slot *> {
+        if (auto d = check_damaged(); !d) {
+            return d.err();
         }
-        auto s = find_kind(id, kind);
-        if (!s) {
-            return s.err();
+        for (int attempt = 0; attempt < 100; attempt++) {
+            auto s = find_kind(id, kind);
+            if (!s) {
+                return s.err();
+            }
+            slot copy;
+            std::memcpy(static_cast<void *>(&copy), *s, sizeof copy);
+            std::atomic_thread_fence(std::memory_order_acquire);
+            auto out = read(copy, *s);
+            std::atomic_thread_fence(std::memory_order_acquire);
+            const slot &now = **s;
+            if (load_acquire(now.state) == slot_live && now.id == copy.id &&
+                now.extent == copy.extent && now.revision == copy.revision) {
+                return out;
+            }
+            std::this_thread::yield();
         }
-        return read(**s);
+        return make_error(EAGAIN, "object " + std::to_string(id) +
+                                      " kept changing while it was read; try again");
     }
 
     // Starts a new object in a free slot; it stays invisible until publish().
@@ -205,12 +328,11 @@ struct segment::impl {
 
     // --- heap ---
 
-    detail::heap objects() const { return {base, name}; }
+    detail::heap objects() const { return {base, geo, name}; }
     result<uint64_t> allocate(uint64_t payload, uint32_t owner) const {
         return objects().allocate(payload, owner);
     }
     void *payload(uint64_t off) const { return objects().payload(off); }
-    uint64_t payload_size(uint64_t off) const { return objects().payload_size(off); }
 
     // Writes a program payload into a new extent owned by s.
     result<uint64_t> write_program(slot *s, const std::vector<vm::ebpf_inst> &insns,
@@ -257,9 +379,10 @@ struct segment::impl {
             if (s.kind == static_cast<uint32_t>(object_kind::link) &&
                 (s.prog_id == id || s.target_id == id)) {
                 out.push_back(s.id);
-            } else if (s.kind == static_cast<uint32_t>(object_kind::program) && s.extent != 0) {
-                auto ids = program_maps(s);
-                if (std::find(ids.begin(), ids.end(), id) != ids.end()) {
+            } else if (s.kind == static_cast<uint32_t>(object_kind::program)) {
+                // A damaged program uses nothing that can be found.
+                auto p = to_program(s);
+                if (p && std::find(p->map_ids.begin(), p->map_ids.end(), id) != p->map_ids.end()) {
                     out.push_back(s.id);
                 }
             }
@@ -267,50 +390,127 @@ struct segment::impl {
         return out;
     }
 
-    std::vector<uint32_t> program_maps(const slot &s) const {
-        const auto *p = static_cast<const program_payload *>(payload(s.extent));
-        const auto *ids = reinterpret_cast<const uint32_t *>(
-            reinterpret_cast<const uint8_t *>(p + 1) + p->insn_count * sizeof(vm::ebpf_inst));
-        return {ids, ids + p->map_count};
+    // --- reading records: each field from the segment is checked before it is used ---
+
+    static result<std::string> checked_string(const char *src, size_t cap, const char *what) {
+        size_t n = strnlen(src, cap);
+        if (n == cap) {
+            return make_error(EPROTO, std::string("its ") + what + " is not NUL-terminated");
+        }
+        return std::string(src, n);
     }
 
-    program_info to_program(const slot &s) const {
-        program_info info{s.id,        read_name(s.name, sizeof s.name),
-                          s.prog_type, read_name(s.section, sizeof s.section),
-                          {},          program_maps(s),
-                          s.revision};
-        const auto *p = static_cast<const program_payload *>(payload(s.extent));
-        info.insns.resize(p->insn_count);
-        std::memcpy(static_cast<void *>(info.insns.data()), p + 1,
-                    p->insn_count * sizeof(vm::ebpf_inst));
+    // The payload of s's extent, with its size, when it lies inside the heap.
+    result<std::pair<const uint8_t *, uint64_t>> extent_of(const slot &s) const {
+        if (s.extent == 0) {
+            return make_error(EPROTO, "it has no extent");
+        }
+        auto bytes = objects().checked_payload_size(s.extent);
+        if (!bytes) {
+            return bytes.err();
+        }
+        return std::pair{static_cast<const uint8_t *>(payload(s.extent)), *bytes};
+    }
+
+    result<program_info> to_program(const slot &s) const {
+        auto object_name = checked_string(s.name, sizeof s.name, "name");
+        auto section = checked_string(s.section, sizeof s.section, "section");
+        auto ext = extent_of(s);
+        if (!object_name || !section || !ext) {
+            return !object_name ? object_name.err() : !section ? section.err() : ext.err();
+        }
+        auto [bytes, extent_size] = *ext;
+        if (extent_size < sizeof(program_payload)) {
+            return make_error(EPROTO, "its extent of " + std::to_string(extent_size) +
+                                          " bytes cannot hold a program");
+        }
+        program_payload counts;
+        std::memcpy(&counts, bytes, sizeof counts);
+        uint64_t need = sizeof(program_payload) +
+                        uint64_t{counts.insn_count} * sizeof(vm::ebpf_inst) +
+                        uint64_t{counts.map_count} * sizeof(uint32_t);
+        if (counts.insn_count == 0 || counts.map_count > max_program_maps || need > extent_size) {
+            return make_error(EPROTO, "its counts (" + std::to_string(counts.insn_count) +
+                                          " instructions, " + std::to_string(counts.map_count) +
+                                          " maps) do not fit its extent of " +
+                                          std::to_string(extent_size) + " bytes");
+        }
+        program_info info{
+            s.id, std::move(*object_name), s.prog_type, std::move(*section), {}, {}, s.revision};
+        const uint8_t *code = bytes + sizeof(program_payload);
+        info.insns.resize(counts.insn_count);
+        std::memcpy(static_cast<void *>(info.insns.data()), code,
+                    counts.insn_count * sizeof(vm::ebpf_inst));
+        // An empty vector's data() may be null: no memcpy of zero bytes into it.
+        info.map_ids.resize(counts.map_count);
+        if (counts.map_count > 0) {
+            std::memcpy(info.map_ids.data(), code + counts.insn_count * sizeof(vm::ebpf_inst),
+                        counts.map_count * sizeof(uint32_t));
+        }
         return info;
     }
 
-    map_info to_map(const slot &s) const {
-        return {s.id,
-                read_name(s.name, sizeof s.name),
-                {static_cast<maps::map_type>(s.map_type), s.key_size, s.value_size, s.max_entries,
-                 s.map_flags},
-                s.ncpus,
-                s.read_only != 0};
+    static maps::map_spec spec_of(const slot &s) {
+        return {static_cast<maps::map_type>(s.map_type), s.key_size, s.value_size, s.max_entries,
+                s.map_flags};
     }
 
-    target_info to_target(const slot &s) const {
-        auto *args = static_cast<const char *>(payload(s.extent));
-        return {s.id, read_name(s.name, sizeof s.name), s.attach_type,
-                std::string(args, strnlen(args, payload_size(s.extent)))};
+    // A map's record and its storage: the spec valid, the storage inside the extent, and the
+    // storage's own header matching the spec (map_view::open checks that).
+    result<std::pair<map_info, maps::map_view>> to_map(const slot &s) const {
+        auto object_name = checked_string(s.name, sizeof s.name, "name");
+        if (!object_name) {
+            return object_name.err();
+        }
+        maps::map_spec spec = spec_of(s);
+        if (auto ok = maps::validate_spec(spec); !ok) {
+            return make_error(EPROTO, "its map spec is invalid: " + ok.err().message);
+        }
+        auto need = maps::storage_size(spec, s.ncpus);
+        if (!need) {
+            return make_error(EPROTO, "its CPU count " + std::to_string(s.ncpus) +
+                                          " is invalid: " + need.err().message);
+        }
+        auto ext = extent_of(s);
+        if (!ext) {
+            return ext.err();
+        }
+        if (*need > ext->second) {
+            return make_error(EPROTO, "its storage needs " + std::to_string(*need) +
+                                          " bytes, its extent holds " +
+                                          std::to_string(ext->second));
+        }
+        auto view = maps::map_view::open(const_cast<uint8_t *>(ext->first), ext->second, spec);
+        if (!view) {
+            return make_error(EPROTO, "its storage: " + view.err().message);
+        }
+        return std::pair{map_info{s.id, std::move(*object_name), spec, s.ncpus, s.read_only != 0},
+                         *view};
     }
 
-    link_info to_link(const slot &s) const {
-        link_info info{s.id,
-                       read_name(s.name, sizeof s.name),
-                       s.prog_id,
-                       s.target_id,
-                       load_acquire(s.enabled) != 0,
-                       0,
-                       0};
+    result<target_info> to_target(const slot &s) const {
+        auto object_name = checked_string(s.name, sizeof s.name, "name");
+        auto ext = extent_of(s);
+        if (!object_name || !ext) {
+            return !object_name ? object_name.err() : ext.err();
+        }
+        auto args = checked_string(reinterpret_cast<const char *>(ext->first), ext->second,
+                                   "argument string");
+        if (!args) {
+            return args.err();
+        }
+        return target_info{s.id, std::move(*object_name), s.attach_type, std::move(*args)};
+    }
+
+    // counters: the slot in the segment (s is a copy).
+    result<link_info> to_link(const slot &s, const slot &counters) const {
+        auto object_name = checked_string(s.name, sizeof s.name, "name");
+        if (!object_name) {
+            return object_name.err();
+        }
+        link_info info{s.id, std::move(*object_name), s.prog_id, s.target_id, s.enabled != 0, 0, 0};
         info.cookie = s.cookie;
-        for (const counter_stripe &c : s.counters) {
+        for (const counter_stripe &c : counters.counters) {
             info.runs += __atomic_load_n(&c.runs, __ATOMIC_RELAXED);
             info.faults += __atomic_load_n(&c.faults, __ATOMIC_RELAXED);
         }
@@ -330,18 +530,29 @@ result<std::shared_ptr<segment>> segment::open(const std::string &name, const op
     bool created = false;
     int fd = -1;
     if (opts.create) {
+        // Exclusive: a name that exists (perhaps made by another user a moment ago) is opened
+        // and checked like any other below, never taken over.
         fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, opts.mode);
         created = fd >= 0;
         if (created) {
             // shm_open's mode is filtered by the umask; say exactly what was asked.
-            fchmod(fd, opts.mode);
-            if (opts.size < min_size || ftruncate(fd, static_cast<off_t>(opts.size)) != 0) {
-                int e = opts.size < min_size ? EINVAL : errno;
+            (void)fchmod(fd, opts.mode);
+            int e = 0;
+            if (opts.size < min_size || opts.max_objects == 0) {
+                e = EINVAL;
+            } else if (ftruncate(fd, static_cast<off_t>(opts.size)) != 0) {
+                e = errno;
+            } else {
+                // Reserve the pages now: a full /dev/shm is an error here, not a SIGBUS later.
+                e = posix_fallocate(fd, 0, static_cast<off_t>(opts.size));
+            }
+            if (e != 0) {
                 close(fd);
                 shm_unlink(path.c_str());
-                return make_error(e, "segment " + name + ": cannot size it to " +
+                return make_error(e, "segment " + name + ": cannot reserve " +
                                          std::to_string(opts.size) + " bytes (at least " +
-                                         std::to_string(min_size) + " needed)");
+                                         std::to_string(min_size) +
+                                         " needed): " + std::strerror(e));
             }
         } else if (errno != EEXIST) {
             return make_error(errno, "segment " + name + ": " + std::strerror(errno));
@@ -357,16 +568,22 @@ result<std::shared_ptr<segment>> segment::open(const std::string &name, const op
             return make_error(e, "segment " + name + ": " + std::strerror(e));
         }
     }
+    if (auto trusted = check_trust(fd, name, opts); !trusted) {
+        close(fd);
+        return trusted.err();
+    }
 
     auto seg = std::shared_ptr<segment>(new segment());
     seg->name_ = name;
     seg->impl_ = std::make_unique<impl>();
     impl &im = *seg->impl_;
     im.name = name;
+    im.wait_ms = opts.wait_ms;
 
     // A segment another process is creating right now may not be sized yet.
     struct stat st {};
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(std::min<uint32_t>(opts.wait_ms, 2000));
     while (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) < sizeof(header) && !created &&
            std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -384,6 +601,7 @@ result<std::shared_ptr<segment>> segment::open(const std::string &name, const op
         return make_error(errno, "segment " + name + ": mmap: " + std::strerror(errno));
     }
     im.base = static_cast<uint8_t *>(p);
+    im.guard_index = guard_mapping(p, im.size);
     header *h = im.hdr();
 
     if (created) {
@@ -404,10 +622,7 @@ result<std::shared_ptr<segment>> segment::open(const std::string &name, const op
         pthread_mutex_init(&h->lock, &attr);
         pthread_mutexattr_destroy(&attr);
         store_release(h->ready, 1u);
-        return seg;
-    }
-
-    if (std::memcmp(h->magic, segment_magic, sizeof segment_magic) != 0) {
+    } else if (std::memcmp(h->magic, segment_magic, sizeof segment_magic) != 0) {
         // Maybe still being initialised by its creator.
         while (load_acquire(h->ready) == 0 && std::chrono::steady_clock::now() < deadline) {
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -415,23 +630,21 @@ result<std::shared_ptr<segment>> segment::open(const std::string &name, const op
         if (std::memcmp(h->magic, segment_magic, sizeof segment_magic) != 0) {
             return make_error(EPROTO, "segment " + name +
                                           " is not a bpftime segment (bad magic); remove it "
-                                          "with `bpftime reset` if it is stale");
+                                          "if it is stale");
         }
     }
     if (h->layout_version != layout_version) {
         return make_error(EPROTO, "segment " + name + " has layout version " +
                                       std::to_string(h->layout_version) + "; this bpftime uses " +
                                       std::to_string(layout_version) +
-                                      ": use the matching bpftime, or `bpftime reset` to start "
-                                      "over (removes every object)");
+                                      ": use the matching bpftime, or remove the segment to "
+                                      "start over (removes every object)");
     }
-    if (load_acquire(h->ready) != 1 || h->size != im.size || h->slot_size != sizeof(slot) ||
-        h->header_size != sizeof(header) || h->heap_offset + h->heap_size > im.size ||
-        h->table_offset + uint64_t{h->max_objects} * sizeof(slot) > h->heap_offset) {
-        return make_error(EPROTO, "segment " + name +
-                                      " is corrupt (its header does not describe its size); "
-                                      "run `bpftime reset`");
+    auto geo = check_header(*h, im.size, name);
+    if (!geo) {
+        return geo.err();
     }
+    im.geo = *geo;
     return seg;
 }
 
@@ -450,6 +663,10 @@ result<void> segment::remove(const std::string &name) {
 
 uint64_t segment::generation() const {
     return __atomic_load_n(&impl_->hdr()->generation, __ATOMIC_ACQUIRE);
+}
+
+bool segment::damaged() const {
+    return impl_->damaged();
 }
 
 result<uint32_t> segment::create_program(const std::string &name, uint32_t type,
@@ -649,72 +866,119 @@ result<snapshot> segment::read_all() const {
     }
     snapshot snap;
     snap.generation = generation();
-    std::vector<const slot *> live;
+    struct record {
+        uint32_t index;
+        const slot *at;
+        slot copy;
+    };
+    std::vector<record> live;
     for (uint32_t i = 0; i < impl_->max_objects(); i++) {
         const slot &s = impl_->slots()[i];
-        if (s.state == slot_live) {
-            live.push_back(&s);
+        uint32_t state = load_acquire(s.state);
+        if (state == slot_live) {
+            live.push_back({i, &s, {}});
+            std::memcpy(static_cast<void *>(&live.back().copy), &s, sizeof(slot));
+        } else if (state != slot_free && state != slot_creating) {
+            snap.damaged.push_back({s.id, i, "its state " + std::to_string(state) + " is unknown"});
         }
     }
     // Ids grow with creation, so id order is creation order (link order for hooks).
-    std::sort(live.begin(), live.end(), [](const slot *a, const slot *b) { return a->id < b->id; });
-    for (const slot *s : live) {
-        switch (static_cast<object_kind>(s->kind)) {
+    std::sort(live.begin(), live.end(),
+              [](const record &a, const record &b) { return a.copy.id < b.copy.id; });
+    for (size_t i = 0; i < live.size(); i++) {
+        const slot &s = live[i].copy;
+        auto damaged = [&](const std::string &why) {
+            snap.damaged.push_back({s.id, live[i].index, why});
+        };
+        bool twin = (i > 0 && live[i - 1].copy.id == s.id) ||
+                    (i + 1 < live.size() && live[i + 1].copy.id == s.id);
+        if (s.id == 0 || twin) {
+            damaged(s.id == 0 ? "its id is 0" : "another slot holds the same id");
+            continue;
+        }
+        switch (static_cast<object_kind>(s.kind)) {
         case object_kind::program:
-            snap.programs.push_back(impl_->to_program(*s));
+            if (auto p = impl_->to_program(s); p) {
+                snap.programs.push_back(std::move(*p));
+            } else {
+                damaged(p.err().message);
+            }
             break;
         case object_kind::map:
-            snap.maps.push_back(impl_->to_map(*s));
+            if (auto m = impl_->to_map(s); m) {
+                snap.maps.push_back(std::move(m->first));
+            } else {
+                damaged(m.err().message);
+            }
             break;
         case object_kind::target:
-            snap.targets.push_back(impl_->to_target(*s));
+            if (auto t = impl_->to_target(s); t) {
+                snap.targets.push_back(std::move(*t));
+            } else {
+                damaged(t.err().message);
+            }
             break;
         case object_kind::link:
-            snap.links.push_back(impl_->to_link(*s));
+            if (auto l = impl_->to_link(s, *live[i].at); l) {
+                snap.links.push_back(std::move(*l));
+            } else {
+                damaged(l.err().message);
+            }
+            break;
+        default:
+            damaged("its kind " + std::to_string(s.kind) + " is unknown");
             break;
         }
     }
     return snap;
 }
 
+namespace {
+
+// A record refused by the checks, as the error of a single-object read.
+error damaged_record(uint32_t id, const error &e) {
+    return make_error(e.code == EPROTO ? EPROTO : e.code,
+                      "object " + std::to_string(id) + " is damaged: " + e.message);
+}
+
+} // namespace
+
 result<program_info> segment::program(uint32_t id) const {
     return impl_->read_object(id, object_kind::program,
-                              [&](const slot &s) { return impl_->to_program(s); });
+                              [&](const slot &s, slot *) -> result<program_info> {
+                                  auto p = impl_->to_program(s);
+                                  return p ? p : result<program_info>(damaged_record(id, p.err()));
+                              });
 }
 
 result<map_info> segment::map(uint32_t id) const {
-    return impl_->read_object(id, object_kind::map,
-                              [&](const slot &s) { return impl_->to_map(s); });
+    return impl_->read_object(id, object_kind::map, [&](const slot &s, slot *) -> result<map_info> {
+        auto m = impl_->to_map(s);
+        return m ? result<map_info>(m->first) : result<map_info>(damaged_record(id, m.err()));
+    });
 }
 
 result<link_info> segment::link(uint32_t id) const {
     return impl_->read_object(id, object_kind::link,
-                              [&](const slot &s) { return impl_->to_link(s); });
+                              [&](const slot &s, slot *at) -> result<link_info> {
+                                  auto l = impl_->to_link(s, *at);
+                                  return l ? l : result<link_info>(damaged_record(id, l.err()));
+                              });
 }
 
 result<maps::map_view> segment::map_view(uint32_t id) const {
-    struct where {
-        void *storage;
-        uint64_t size;
-        maps::map_spec spec;
-    };
-    auto w = impl_->read_object(id, object_kind::map, [&](const slot &s) {
-        return where{impl_->payload(s.extent), impl_->payload_size(s.extent),
-                     impl_->to_map(s).spec};
-    });
-    if (!w) {
-        return w.err();
-    }
-    auto view = maps::map_view::open(w->storage, w->size, w->spec);
-    if (!view) {
-        return make_error(view.err().code, "map " + std::to_string(id) + ": " + view.err().message);
-    }
-    return view;
+    return impl_->read_object(id, object_kind::map,
+                              [&](const slot &s, slot *) -> result<maps::map_view> {
+                                  auto m = impl_->to_map(s);
+                                  return m ? result<maps::map_view>(m->second)
+                                           : result<maps::map_view>(damaged_record(id, m.err()));
+                              });
 }
 
 result<link_counters> segment::counters(uint32_t link_id) const {
-    return impl_->read_object(link_id, object_kind::link,
-                              [](const slot &s) { return link_counters(const_cast<slot *>(&s)); });
+    return impl_->read_object(
+        link_id, object_kind::link,
+        [](const slot &, slot *at) -> result<link_counters> { return link_counters(at); });
 }
 
 void segment::lock_for_test() {

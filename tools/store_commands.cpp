@@ -299,6 +299,12 @@ int cmd_list(const global_options &g) {
         rows.push_back(std::move(r));
     }
     std::sort(rows.begin(), rows.end(), [](const row &a, const row &b) { return a.id < b.id; });
+    // Records the segment refused as damaged: named on stderr, the status says so.
+    for (const store::damaged_object &d : snap.damaged) {
+        std::fprintf(stderr, "bpftime: object %u (slot %u) is damaged: %s\n", d.id, d.slot,
+                     d.why.c_str());
+    }
+    int status = snap.damaged.empty() ? 0 : 1;
     if (g.json) {
         json out = json::array();
         for (const row &r : rows) {
@@ -311,13 +317,13 @@ int cmd_list(const global_options &g) {
                        {"objects", out}}
                       .dump()
                       .c_str());
-        return 0;
+        return status;
     }
     std::printf("%-4s %-8s %-20s %s\n", "ID", "KIND", "NAME", "DETAILS");
     for (const row &r : rows) {
         std::printf("%-4u %-8s %-20s %s\n", r.id, r.kind, r.name.c_str(), r.details.c_str());
     }
-    return 0;
+    return status;
 }
 
 struct map_args {

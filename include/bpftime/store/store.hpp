@@ -8,6 +8,8 @@
 #include <bpftime/result.hpp>
 #include <bpftime/vm/isa.hpp>
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -78,6 +80,14 @@ struct link_host_state {
 /// Host processes whose state one link records; past this, the oldest record goes.
 inline constexpr size_t max_link_hosts = 8;
 
+/// An object-table slot whose record failed the checks made when it is read: the segment is
+/// shared memory other processes can write, so its contents are untrusted input.
+struct damaged_object {
+    uint32_t id = 0;   ///< the id the slot holds (may itself be the damage)
+    uint32_t slot = 0; ///< its index in the object table
+    std::string why;
+};
+
 /// Every live object, read at one generation.
 struct snapshot {
     uint64_t generation = 0;
@@ -85,6 +95,8 @@ struct snapshot {
     std::vector<map_info> maps;
     std::vector<target_info> targets;
     std::vector<link_info> links; ///< in creation order
+    /// Records refused as damaged; every other object above is usable.
+    std::vector<damaged_object> damaged;
 };
 
 /// How to open or create a segment.
@@ -93,6 +105,15 @@ struct open_options {
     uint64_t size = 64 << 20; ///< bytes, for a new segment
     uint32_t max_objects = 1024;
     unsigned mode = 0600; ///< permissions of a new segment
+    /// The user that must own the segment; unset: root or this process's effective user.
+    std::optional<uid_t> owner;
+    /// A group allowed to write the segment (its group-write bit is refused otherwise). A
+    /// segment writable by others is always refused.
+    std::optional<gid_t> group;
+    /// How long this process may wait for another: for the writer lock and for a segment
+    /// another process is creating. Controllers wait (and then fail naming the lock's holder);
+    /// hosts use 0 and never wait: a busy lock fails at once with EBUSY, and they retry later.
+    uint32_t wait_ms = 5000;
 };
 
 /// Run counters of one link, in the segment; hosts add to them lock-free.
@@ -130,6 +151,10 @@ public:
     const std::string &name() const { return name_; }
     /// Bumped by every change; one relaxed load.
     uint64_t generation() const;
+    /// Whether the segment was truncated under this process: the access that found it
+    /// (SIGBUS) was given zero pages over the whole mapping instead of killing the process, and
+    /// every read since refuses the segment. A host drops it and applies its fail policy.
+    bool damaged() const;
 
     // --- writers ---
     result<uint32_t> create_program(const std::string &name, uint32_t type,
@@ -153,6 +178,10 @@ public:
     result<void> destroy(uint32_t id);
 
     // --- readers ---
+    // Everything read from the segment is checked before use (offsets, sizes and counts
+    // against the mapping); a record that fails is refused with its id and why. read_all takes
+    // the writer lock (waiting at most open_options::wait_ms); the single-object reads take
+    // none and retry when a writer changes the object under them.
     result<snapshot> read_all() const;
     result<program_info> program(uint32_t id) const;
     result<map_info> map(uint32_t id) const;
