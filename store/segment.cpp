@@ -1030,11 +1030,12 @@ result<void> segment::set_link_program(uint32_t link_id, uint32_t prog_id) {
 namespace {
 
 // The host records of a link slot, or null when it has none or they are not well formed.
-host_records *records_of(const detail::heap &h, const header *hdr, const slot &s) {
-    if (s.extent == 0 || s.extent < hdr->heap_offset ||
-        s.extent + sizeof(extent_header) + sizeof(host_records) >
-            hdr->heap_offset + hdr->heap_size ||
-        h.payload_size(s.extent) < sizeof(host_records)) {
+host_records *records_of(const detail::heap &h, const slot &s) {
+    if (s.extent == 0) {
+        return nullptr;
+    }
+    auto size = h.checked_payload_size(s.extent);
+    if (!size || *size < sizeof(host_records)) {
         return nullptr;
     }
     auto *r = static_cast<host_records *>(h.payload(s.extent));
@@ -1053,7 +1054,7 @@ result<void> segment::set_link_host_state(uint32_t link_id, const link_host_stat
         return l.err();
     }
     slot &s = **l;
-    host_records *r = records_of(impl_->objects(), impl_->hdr(), s);
+    host_records *r = records_of(impl_->objects(), s);
     if (r == nullptr) {
         auto off = impl_->allocate(sizeof(host_records), s.id);
         if (!off) {
@@ -1098,7 +1099,7 @@ result<void> segment::clear_link_host_state(uint32_t link_id, int32_t pid) {
     if (!l) {
         return l.err();
     }
-    if (host_records *r = records_of(impl_->objects(), impl_->hdr(), **l)) {
+    if (host_records *r = records_of(impl_->objects(), **l)) {
         for (host_record &rec : r->rec) {
             if (rec.pid == pid) {
                 rec.pid = 0;
@@ -1119,7 +1120,7 @@ result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_stat
         if (s.state != slot_live || s.kind != static_cast<uint32_t>(object_kind::link)) {
             continue;
         }
-        const host_records *r = records_of(impl_->objects(), impl_->hdr(), s);
+        const host_records *r = records_of(impl_->objects(), s);
         if (r == nullptr) {
             continue;
         }
@@ -1132,7 +1133,8 @@ result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_stat
         std::sort(recs.begin(), recs.end(),
                   [](const host_record *a, const host_record *b) { return a->pid < b->pid; });
         for (const host_record *rec : recs) {
-            out[s.id].push_back({rec->pid, rec->failed != 0, read_name(rec->why, sizeof rec->why)});
+            out[s.id].push_back({rec->pid, rec->failed != 0,
+                                 std::string(rec->why, strnlen(rec->why, sizeof rec->why))});
         }
     }
     return out;
