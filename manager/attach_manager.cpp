@@ -225,6 +225,22 @@ result<void> attach_manager::instantiate() {
         it = by_id(snap->maps, it->first) == nullptr ? map_handles_.erase(it) : std::next(it);
     }
 
+    // A damaged record may be a link of any host's, or the target that says which: every host
+    // counts it as a failure of a link of unknown type (a filter then applies its fail policy).
+    auto damaged = [&](uint32_t id) -> const store::damaged_object * {
+        for (const store::damaged_object &d : snap->damaged) {
+            if (d.id == id) {
+                return &d;
+            }
+        }
+        return nullptr;
+    };
+    for (const store::damaged_object &d : snap->damaged) {
+        store::link_info l;
+        l.id = d.id;
+        fail(l, 0, make_error(EPROTO, "object " + std::to_string(d.id) + " is damaged: " + d.why));
+    }
+
     // Attach enabled links in creation order; links of types nobody here implements are
     // another host's business.
     for (const store::link_info &l : snap->links) {
@@ -233,6 +249,11 @@ result<void> attach_manager::instantiate() {
         }
         const store::target_info *t = by_id(snap->targets, l.target_id);
         if (t == nullptr) {
+            if (const store::damaged_object *d = damaged(l.target_id)) {
+                fail(l, 0,
+                     make_error(EPROTO, "its target " + std::to_string(l.target_id) +
+                                            " is damaged: " + d->why));
+            }
             continue;
         }
         auto impl = impls_.find(t->attach_type);

@@ -170,7 +170,8 @@ struct bpftime_server {
         logged.erase("busy");
         broken_code = 0;
         for (const link_failure &f : mgr->failures()) {
-            if (f.attach_type == attach_type_nginx_url) {
+            // 0: a damaged record that may have been a link of the filter.
+            if (f.attach_type == attach_type_nginx_url || f.attach_type == 0) {
                 broken_code = f.err.code != 0 ? f.err.code : EINVAL;
                 break;
             }

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The segment as untrusted input: who owns it and who may write it, damaged records, a full
 // /dev/shm, truncation under a running process, and a lock holder that is stopped or gone.
+#include <bpftime/attach/attach.hpp>
+#include <bpftime/minimal_syscall_server.h>
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/store/store.hpp>
 
@@ -267,6 +269,34 @@ TEST_F(SegmentSecurity, DamagedRecordsAreRefusedAndTheOthersStayUsable) {
     snap = seg->read_all();
     ASSERT_TRUE(snap.ok());
     EXPECT_TRUE(snap->damaged.empty());
+}
+
+// A damaged target record may have been the URL filter's: the nginx server cannot tell, so the
+// link counts as failed there and requests get the fail policy (never the programs' silence).
+TEST_F(SegmentSecurity, ALinkWhoseTargetIsDamagedGetsTheFailPolicy) {
+    auto seg = *segment::open(name, {.size = 1 << 20, .max_objects = 16});
+    const std::vector<vm::ebpf_inst> refuse = {{0xb7, 0, 0, 0, 403}, {0x95, 0, 0, 0, 0}};
+    auto prog = seg->create_program("refuse", 0, "nginx", refuse, {});
+    auto target = seg->create_target("t", attach_type_nginx_url, "");
+    ASSERT_TRUE(prog.ok() && target.ok());
+    ASSERT_TRUE(seg->create_link("l", *prog, *target, true).ok());
+    bpftime_server *server = nullptr;
+    ASSERT_EQ(bpftime_server__create(name.c_str(), nullptr, nullptr, &server), 0);
+    const std::string path = "/x";
+    bpftime_nginx_request req{};
+    req.path = req.uri = req.method = req.host = req.client = path.c_str();
+    req.path_len = req.uri_len = req.method_len = req.host_len = req.client_len = 2;
+    EXPECT_EQ(bpftime_server__filter_request(server, &req), 403);
+
+    auto r = map_raw();
+    r->slot_of(*target).extent = uint64_t{1} << 40; // its arguments now lie outside the heap
+    // A write the hosts see (another object) moves the generation.
+    ASSERT_TRUE(seg->create_program("other", 0, "s", ret0(), {}).ok());
+    const int rc = bpftime_server__filter_request(server, &req);
+    EXPECT_LT(rc, 0) << "a request was decided while a link's target is damaged";
+    EXPECT_NE(std::string(bpftime_server__last_error(server)).find("is damaged"), std::string::npos)
+        << bpftime_server__last_error(server);
+    bpftime_server__destroy(server);
 }
 
 TEST_F(SegmentSecurity, ASegmentTruncatedUnderTheProcessDoesNotKillIt) {

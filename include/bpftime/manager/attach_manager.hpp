@@ -34,9 +34,12 @@ struct manager_options {
 };
 
 /// A link this process should run and cannot: its program does not compile here, calls a
-/// helper its attach type does not allow, names a map that is gone, or the attach failed.
+/// helper its attach type does not allow, names a map that is gone, the attach failed, or a
+/// record it needs (the link's own, its target's) is damaged in the segment.
 struct link_failure {
     uint32_t link_id = 0;
+    /// The link's attach type; 0 when the record that would tell is damaged, so that every
+    /// host must assume the link was one of its own.
     int32_t attach_type = 0;
     error err;
 };
