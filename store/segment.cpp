@@ -268,6 +268,23 @@ struct segment::impl {
         return s;
     }
 
+    // What a writer changing one object holds: the writer lock and the object's live slot.
+    struct locked_slot {
+        guard held;
+        slot *s;
+    };
+    result<locked_slot> lock_object(uint32_t id, object_kind kind) const {
+        auto g = lock();
+        if (!g) {
+            return g.err();
+        }
+        auto s = find_kind(id, kind);
+        if (!s) {
+            return s.err();
+        }
+        return locked_slot{std::move(*g), *s};
+    }
+
     // Reads one live object of a kind without the lock: from a copy of its slot, checked
     // like every record; when a writer changed the slot meanwhile, again.
     template <class F>
@@ -694,25 +711,22 @@ result<uint32_t> segment::create_program(const std::string &name, uint32_t type,
 
 result<void> segment::replace_program(uint32_t id, const std::vector<vm::ebpf_inst> &insns,
                                       const std::vector<uint32_t> &map_ids) {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
+    auto locked = impl_->lock_object(id, object_kind::program);
+    if (!locked) {
+        return locked.err();
     }
-    auto s = impl_->find_kind(id, object_kind::program);
-    if (!s) {
-        return s.err();
-    }
-    auto off = impl_->write_program(*s, insns, map_ids);
+    slot *s_slot = locked->s;
+    auto off = impl_->write_program(s_slot, insns, map_ids);
     if (!off) {
         return off.err();
     }
     // pending keeps the new extent allocated while it is written; one store publishes it.
     // The revision moves first: a writer dying before the switch only costs hosts a
     // needless recompile.
-    (*s)->pending = *off;
-    (*s)->revision++;
-    store_release((*s)->extent, *off);
-    (*s)->pending = 0;
+    s_slot->pending = *off;
+    s_slot->revision++;
+    store_release(s_slot->extent, *off);
+    s_slot->pending = 0;
     impl_->bump();
     return {};
 }
@@ -821,15 +835,12 @@ result<uint32_t> segment::create_link(const std::string &name, uint32_t prog_id,
 }
 
 result<void> segment::set_link_enabled(uint32_t id, bool enabled) {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
+    auto locked = impl_->lock_object(id, object_kind::link);
+    if (!locked) {
+        return locked.err();
     }
-    auto s = impl_->find_kind(id, object_kind::link);
-    if (!s) {
-        return s.err();
-    }
-    store_release((*s)->enabled, enabled ? 1u : 0u);
+    slot *s_slot = locked->s;
+    store_release(s_slot->enabled, enabled ? 1u : 0u);
     impl_->bump();
     return {};
 }
@@ -1011,18 +1022,15 @@ bool process_exists(int32_t pid) {
 } // namespace
 
 result<void> segment::set_link_program(uint32_t link_id, uint32_t prog_id) {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
+    auto locked = impl_->lock_object(link_id, object_kind::link);
+    if (!locked) {
+        return locked.err();
     }
-    auto l = impl_->find_kind(link_id, object_kind::link);
-    if (!l) {
-        return l.err();
-    }
+    slot *l_slot = locked->s;
     if (auto p = impl_->find_kind(prog_id, object_kind::program); !p) {
         return p.err();
     }
-    store_release((*l)->prog_id, prog_id);
+    store_release(l_slot->prog_id, prog_id);
     impl_->bump();
     return {};
 }
@@ -1045,15 +1053,12 @@ host_records *records_of(const detail::heap &h, const slot &s) {
 } // namespace
 
 result<void> segment::set_link_host_state(uint32_t link_id, const link_host_state &state) {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
+    auto locked = impl_->lock_object(link_id, object_kind::link);
+    if (!locked) {
+        return locked.err();
     }
-    auto l = impl_->find_kind(link_id, object_kind::link);
-    if (!l) {
-        return l.err();
-    }
-    slot &s = **l;
+    slot *l_slot = locked->s;
+    slot &s = *l_slot;
     host_records *r = records_of(impl_->objects(), s);
     if (r == nullptr) {
         auto off = impl_->allocate(sizeof(host_records), s.id);
@@ -1091,15 +1096,12 @@ result<void> segment::set_link_host_state(uint32_t link_id, const link_host_stat
 }
 
 result<void> segment::clear_link_host_state(uint32_t link_id, int32_t pid) {
-    auto g = impl_->lock();
-    if (!g) {
-        return g.err();
+    auto locked = impl_->lock_object(link_id, object_kind::link);
+    if (!locked) {
+        return locked.err();
     }
-    auto l = impl_->find_kind(link_id, object_kind::link);
-    if (!l) {
-        return l.err();
-    }
-    if (host_records *r = records_of(impl_->objects(), **l)) {
+    slot *l_slot = locked->s;
+    if (host_records *r = records_of(impl_->objects(), *l_slot)) {
         for (host_record &rec : r->rec) {
             if (rec.pid == pid) {
                 rec.pid = 0;
