@@ -83,6 +83,17 @@ uint32_t prog_type_for(int32_t attach_type) {
     return attach_type == attach_type_tracepoint ? BPF_PROG_TYPE_TRACEPOINT : BPF_PROG_TYPE_KPROBE;
 }
 
+// Whether program prog_id (its record prog) may run at a target of this attach type.
+result<void> check_prog_type(uint32_t prog_id, const record &prog, int32_t attach_type) {
+    if (prog.type == prog_type_for(attach_type)) {
+        return {};
+    }
+    return make_error(EINVAL, "program " + std::to_string(prog_id) + " (" + prog.name + ") is a " +
+                                  prog_type_name(prog.type) + " program; " +
+                                  attach_type_name(attach_type) + " targets take " +
+                                  prog_type_name(prog_type_for(attach_type)) + " programs");
+}
+
 // Kernel object names: at most 15 characters of [A-Za-z0-9_.].
 std::string kernel_name(const std::string &name) {
     std::string out;
@@ -586,12 +597,8 @@ result<uint32_t> kernel_event_provider::attach_program(uint32_t prog_id, uint32_
     if (!target) {
         return target.err();
     }
-    auto attach_type = static_cast<int32_t>(target->type);
-    if (prog->type != prog_type_for(attach_type)) {
-        return make_error(EINVAL, "program " + std::to_string(prog_id) + " (" + prog->name +
-                                      ") is a " + prog_type_name(prog->type) + " program; " +
-                                      attach_type_name(attach_type) + " targets take " +
-                                      prog_type_name(prog_type_for(attach_type)) + " programs");
+    if (auto ok = check_prog_type(prog_id, *prog, static_cast<int32_t>(target->type)); !ok) {
+        return ok.err();
     }
     auto r = std::make_unique<record>();
     r->kind = static_cast<uint32_t>(store::object_kind::link);
@@ -632,12 +639,8 @@ result<void> kernel_event_provider::update_link(uint32_t link_id, uint32_t prog_
     if (!target) {
         return target.err();
     }
-    auto attach_type = static_cast<int32_t>(target->type);
-    if (prog->type != prog_type_for(attach_type)) {
-        return make_error(EINVAL, "program " + std::to_string(prog_id) + " (" + prog->name +
-                                      ") is a " + prog_type_name(prog->type) + " program; " +
-                                      attach_type_name(attach_type) + " targets take " +
-                                      prog_type_name(prog_type_for(attach_type)) + " programs");
+    if (auto ok = check_prog_type(prog_id, *prog, static_cast<int32_t>(target->type)); !ok) {
+        return ok.err();
     }
     record next = *r;
     next.prog_id = prog_id;
