@@ -16,14 +16,7 @@ trap cleanup EXIT
 k() { "$bpftime" --provider kernel "$@"; }
 u() { "$bpftime" --provider user "$@"; }
 
-if ! out=$(k load "$examples/uprobe_count.bpf.o" 2>&1); then
-  if grep -q 'needs root with CAP_BPF\|Operation not permitted' <<<"$out"; then
-    echo "SKIP: the kernel refuses eBPF here: $out"
-    exit 0
-  fi
-  echo "FAIL kernel load: $out"
-  exit 1
-fi
+kernel_load_or_skip "$examples/uprobe_count.bpf.o"
 echo "ok   kernel-load"
 expect user-load 0 'program 4 count_return' -- u load "$examples/uprobe_count.bpf.o"
 # The same object gets the same ids either way, so the same commands follow.

@@ -24,6 +24,20 @@ check() {
   if "${@:2}"; then echo "ok   $1"; else echo "FAIL $1"; failures=$((failures + 1)); fi
 }
 
+# kernel_load_or_skip FILE: loads an ELF object through the kernel provider (k); exits 0 with
+# SKIP where the kernel refuses eBPF (no root or no CAP_BPF), 1 on any other failure.
+kernel_load_or_skip() {
+  local out
+  if ! out=$(k load "$1" 2>&1); then
+    if grep -q 'needs root with CAP_BPF\|Operation not permitted' <<<"$out"; then
+      echo "SKIP: the kernel refuses eBPF here: $out"
+      exit 0
+    fi
+    echo "FAIL kernel load: $out"
+    exit 1
+  fi
+}
+
 # finish: prints the count and exits non-zero when something failed.
 finish() {
   echo "$failures failed"

@@ -10,14 +10,7 @@ trap '"$bpftime" reset --provider kernel >/dev/null 2>&1' EXIT
 . "$(dirname "$0")/../lib.sh"
 k() { "$bpftime" --provider kernel "$@"; }
 
-if ! out=$(k load "$examples/uprobe_count.bpf.o" 2>&1); then
-  if grep -q 'needs root with CAP_BPF\|Operation not permitted' <<<"$out"; then
-    echo "SKIP: the kernel refuses eBPF here: $out"
-    exit 0
-  fi
-  echo "FAIL kernel load: $out"
-  exit 1
-fi
+kernel_load_or_skip "$examples/uprobe_count.bpf.o"
 # Maps 1 (calls by argument) and 2 (totals: 0 entries, 1 returns); programs 3 count_entry,
 # 4 count_return (both kprobe programs to the kernel).
 expect attach-uprobe 0 '^link 6 \(target 5\)$' -- k attach uprobe 3 "$target:bpftime_target_add"
