@@ -62,6 +62,8 @@ private:
         opts.create = false;
         // Never wait on a controller: a busy lock fails at once and the follower tries again.
         opts.wait_ms = 0;
+        // A segment given to a group of this process (`--shm-group`) is for it to use.
+        opts.member_groups = true;
         auto seg = store::segment::open(name_, opts);
         if (!seg) {
             say(seg.err().message + "; waiting for it");

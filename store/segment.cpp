@@ -552,7 +552,16 @@ result<std::shared_ptr<segment>> segment::open(const std::string &name, const op
         fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, opts.mode);
         created = fd >= 0;
         if (created) {
-            // shm_open's mode is filtered by the umask; say exactly what was asked.
+            // The group first: the mode may let it in. shm_open's mode is filtered by the
+            // umask; say exactly what was asked.
+            if (opts.group && fchown(fd, static_cast<uid_t>(-1), *opts.group) != 0) {
+                int e = errno;
+                close(fd);
+                shm_unlink(path.c_str());
+                return make_error(e, "segment " + name + ": cannot give it to group " +
+                                         group_name(*opts.group) + " (gid " +
+                                         std::to_string(*opts.group) + "): " + std::strerror(e));
+            }
             (void)fchmod(fd, opts.mode);
             int e = 0;
             if (opts.size < min_size || opts.max_objects == 0) {
@@ -581,6 +590,9 @@ result<std::shared_ptr<segment>> segment::open(const std::string &name, const op
             int e = errno;
             if (e == ENOENT) {
                 return make_error(ENOENT, "no segment named " + name);
+            }
+            if (e == EACCES) {
+                return make_error(EACCES, describe_denied(name));
             }
             return make_error(e, "segment " + name + ": " + std::strerror(e));
         }

@@ -144,6 +144,53 @@ TEST_F(SegmentSecurity, ASegmentOthersCanWriteIsRefused) {
     EXPECT_TRUE(seg.ok()) << seg.err().message;
 }
 
+// Hosts (member_groups) accept a segment their group can write when they belong to that group;
+// a group they are not in stays refused, and the configured group, when there is one, wins.
+TEST_F(SegmentSecurity, HostsAcceptASegmentOfTheirOwnGroup) {
+    if (geteuid() != 0) {
+        GTEST_SKIP() << "needs root, to give a segment to a group this process is not in";
+    }
+    gid_t mine = getegid();
+    gid_t other = mine + 4242; // no group of this process
+    ASSERT_TRUE(segment::open(name, {.mode = 0660, .group = mine}).ok());
+    auto access = store::access_of_segment(name);
+    ASSERT_TRUE(access.ok()) << access.err().message;
+    EXPECT_EQ(access->group, mine);
+    EXPECT_EQ(access->mode, 0660u);
+    auto seg = segment::open(name, {.create = false, .member_groups = true});
+    EXPECT_TRUE(seg.ok()) << seg.err().message;
+    seg = segment::open(name, {.create = false, .group = other, .member_groups = true});
+    ASSERT_FALSE(seg.ok());
+    EXPECT_NE(seg.err().message.find("the configured group is"), std::string::npos)
+        << seg.err().message;
+
+    ASSERT_TRUE(store::set_segment_access(name, other, 0660).ok());
+    seg = segment::open(name, {.create = false, .member_groups = true});
+    ASSERT_FALSE(seg.ok());
+    EXPECT_NE(seg.err().message.find("nor is this process a member of it"), std::string::npos)
+        << seg.err().message;
+    EXPECT_NE(seg.err().message.find("gid " + std::to_string(other)), std::string::npos)
+        << seg.err().message;
+    // Not group-writable: any host of the owner's may use it, as before.
+    ASSERT_TRUE(store::set_segment_access(name, std::nullopt, 0640).ok());
+    seg = segment::open(name, {.create = false, .member_groups = true});
+    EXPECT_TRUE(seg.ok()) << seg.err().message;
+}
+
+TEST_F(SegmentSecurity, SegmentAccessRefusesBadModesAndMissingSegments) {
+    EXPECT_EQ(store::set_segment_access(name, std::nullopt, 0660).err().code, ENOENT);
+    EXPECT_EQ(store::access_of_segment(name).err().code, ENOENT);
+    ASSERT_TRUE(segment::open(name).ok());
+    for (unsigned bad : {0666u, 0606u, 0700u, 0400u, 04660u, 0460u}) {
+        auto r = store::set_segment_access(name, std::nullopt, bad);
+        ASSERT_FALSE(r.ok()) << std::oct << bad;
+        EXPECT_EQ(r.err().code, EINVAL);
+        EXPECT_NE(r.err().message.find("is not one a segment may have"), std::string::npos)
+            << r.err().message;
+    }
+    EXPECT_EQ(store::access_of_segment(name)->mode, 0600u);
+}
+
 TEST_F(SegmentSecurity, NoSpaceIsAnErrorAtCreationAndLeavesNothing) {
     // Far more than /dev/shm holds: posix_fallocate refuses, and the name is removed again.
     auto seg = segment::open(name, {.size = uint64_t{1} << 44});

@@ -107,14 +107,43 @@ struct open_options {
     unsigned mode = 0600; ///< permissions of a new segment
     /// The user that must own the segment; unset: root or this process's effective user.
     std::optional<uid_t> owner;
-    /// A group allowed to write the segment (its group-write bit is refused otherwise). A
-    /// segment writable by others is always refused.
+    /// A group allowed to write the segment (its group-write bit is refused otherwise); a new
+    /// segment is given to this group (with mode, e.g. 0660). A segment writable by others is
+    /// always refused.
     std::optional<gid_t> group;
     /// How long this process may wait for another: for the writer lock and for a segment
     /// another process is creating. Controllers wait (and then fail naming the lock's holder);
     /// hosts use 0 and never wait: a busy lock fails at once with EBUSY, and they retry later.
     uint32_t wait_ms = 5000;
+    /// For hosts, when group is unset: also accept a segment its group can write if this
+    /// process belongs to that group (its effective or a supplementary group). The process's
+    /// groups were chosen by whoever started it (nginx's `user www-data;`), and the owner rule
+    /// (root or this user) still holds, so only they can have made the segment so.
+    bool member_groups = false;
 };
+
+/// Who may open a segment: the owner, group and permission bits of its file.
+struct segment_access {
+    uid_t owner = 0;
+    gid_t group = 0;
+    unsigned mode = 0; ///< permission bits (07777)
+    uint64_t size = 0; ///< bytes
+};
+
+/// The owner, group and mode of segment name (a stat of /dev/shm/NAME: needs no access to the
+/// segment itself). ENOENT when there is none.
+result<segment_access> access_of_segment(const std::string &name);
+
+/// Gives segment name to group (unset: keeps its group) with permission bits mode. Refused
+/// for a segment this process would not trust by its owner (see open_options::owner), for a
+/// mode with bits for others or execute bits, or without read and write for the owner; EPERM
+/// when this process may not change it (only root, or the owner for a group it is in).
+result<void> set_segment_access(const std::string &name, std::optional<gid_t> group, unsigned mode);
+
+/// The name of group gid ("?" when it has none).
+std::string group_name(gid_t gid);
+/// The name of user uid ("?" when it has none).
+std::string user_name(uid_t uid);
 
 /// Run counters of one link, in the segment; hosts add to them lock-free.
 class link_counters {
