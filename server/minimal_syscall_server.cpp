@@ -30,6 +30,7 @@ struct bpftime_server {
     nginx_module_attach_impl *nginx = nullptr;
     ino_t inode = 0;
     uint64_t next_check_ms = 0;
+    int open_code = ENOENT; // why the segment is not mapped (when it is not)
 
     std::string last_error;
     std::set<std::string> logged; // causes already reported
@@ -71,16 +72,23 @@ struct bpftime_server {
         instantiated = false;
     }
 
-    // The inode behind the segment's name, or 0 when the name is gone.
+    // The inode behind the segment's name, or 0 when the name is gone. A stat of the name, not
+    // an open: a segment this process may not open still exists, and says so when opened.
     ino_t current_inode() const {
-        int fd = shm_open(("/" + shm_name).c_str(), O_RDONLY, 0);
-        if (fd < 0) {
-            return 0;
-        }
         struct stat st {};
-        ino_t ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
-        close(fd);
-        return ino;
+        return stat(("/dev/shm/" + shm_name).c_str(), &st) == 0 ? st.st_ino : 0;
+    }
+
+    // What an operator does about a segment this process may not open.
+    std::string access_fix() const {
+        std::string group = store::group_name(getegid());
+        if (group == "?") {
+            group = std::to_string(getegid());
+        }
+        return "; as root, create it for this group with `bpftime --shm " + shm_name +
+               " --shm-group " + group + " load ...` or give the existing one to it with " +
+               "`bpftime --shm " + shm_name + " segment chgrp " + group +
+               "`; requests get the fail policy until then";
     }
 
     static uint64_t now_ms() {
@@ -98,7 +106,7 @@ struct bpftime_server {
             return 0;
         }
         if (!seg && now < next_check_ms) {
-            return -ENOENT;
+            return -open_code;
         }
         next_check_ms = now + 1000;
         if (seg && seg->damaged()) {
@@ -114,13 +122,21 @@ struct bpftime_server {
             drop_segment();
         }
         if (ino == 0) {
+            open_code = ENOENT;
             return fail("missing", ENOENT,
                         "segment " + shm_name + " does not exist; requests get the fail policy");
         }
         // wait_ms 0: a lock held by a controller fails at once instead of blocking a request.
-        auto s = store::segment::open(shm_name, {.create = false, .wait_ms = 0});
+        // member_groups: a segment given to this worker's group (nginx's `user`) is for it.
+        auto s =
+            store::segment::open(shm_name, {.create = false, .wait_ms = 0, .member_groups = true});
         if (!s) {
-            return fail("open:" + s.err().message, s.err().code, s.err().message);
+            open_code = s.err().code;
+            std::string message = s.err().message;
+            if (open_code == EACCES) {
+                message += access_fix();
+            }
+            return fail("open:" + message, open_code, message);
         }
         seg = *s;
         inode = ino;

@@ -12,6 +12,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <grp.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
@@ -220,6 +222,73 @@ TEST(ServerApi, BadArgumentsAreErrors) {
     EXPECT_EQ(bpftime_server__filter_request(s, &req.r), -ENOENT);
     EXPECT_NE(std::string(bpftime_server__last_error(s)).find("does not exist"), std::string::npos);
     bpftime_server__destroy(s);
+}
+
+// A segment this process may not open (root's, 0600, for a worker running as nobody): every
+// request fails with EACCES, the message says so with the segment's owner, group and mode, the
+// process's user and the fix, it is logged once however often the server looks again, and it
+// never says the segment does not exist.
+TEST_F(ServerTest, ASegmentTheProcessMayNotOpenIsAPermissionProblem) {
+    if (geteuid() != 0) {
+        GTEST_SKIP() << "needs root, to become another user";
+    }
+    attach_example("url_allowlist");
+    int pipefd[2];
+    ASSERT_EQ(pipe(pipefd), 0);
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        // The child reports through the pipe: "rc|last error|log lines".
+        close(pipefd[0]);
+        std::string out;
+        if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+            setresuid(65534, 65534, 65534) != 0) {
+            out = "cannot become nobody";
+        } else {
+            std::vector<std::string> lines;
+            bpftime_server *s = nullptr;
+            auto collect = [](void *user, int, const char *msg) {
+                static_cast<std::vector<std::string> *>(user)->emplace_back(msg);
+            };
+            int rc = bpftime_server__create(name.c_str(), collect, &lines, &s);
+            request req("/api/x");
+            for (int i = 0; i < 3 && rc == 0; i++) {
+                rc = bpftime_server__filter_request(s, &req.r);
+                (void)bpftime_server__instantiate(s); // looks at the segment again
+            }
+            out = std::to_string(rc) + "|" + bpftime_server__last_error(s) + "|";
+            for (const std::string &l : lines) {
+                out += l + "\n";
+            }
+            bpftime_server__destroy(s);
+        }
+        (void)!write(pipefd[1], out.data(), out.size());
+        _exit(0);
+    }
+    close(pipefd[1]);
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) {
+        out.append(buf, static_cast<size_t>(n));
+    }
+    close(pipefd[0]);
+    int status = 0;
+    waitpid(child, &status, 0);
+    ASSERT_EQ(out.rfind(std::to_string(-EACCES) + "|", 0), 0u) << out;
+    size_t bar = out.find('|', 1);
+    std::string message = out.substr(bar + 1, out.find('|', bar + 1) - bar - 1);
+    std::string log = out.substr(out.find('|', bar + 1) + 1);
+    for (const char *want :
+         {"permission denied", "user nobody (uid 65534)", "owner root, uid 0", "mode 0600",
+          "--shm-group nogroup", "segment chgrp nogroup", "requests get the fail policy"}) {
+        EXPECT_NE(message.find(want), std::string::npos) << want << " in: " << message;
+    }
+    EXPECT_EQ(message.find("does not exist"), std::string::npos) << message;
+    size_t lines = 0;
+    for (size_t at = 0; (at = log.find("permission denied", at)) != std::string::npos; at++) {
+        lines++;
+    }
+    EXPECT_EQ(lines, 1u) << log;
 }
 
 } // namespace
