@@ -16,12 +16,18 @@ int main(int argc, char **argv) {
                    "where objects live: user (shared memory, run by bpftime hosts) or kernel "
                    "(the kernel's eBPF, pinned in bpffs); default $BPFTIME_PROVIDER or user")
         ->check(CLI::IsMember({"user", "kernel"}));
+    app.add_option("--shm-group", g.shm_group,
+                   "a group whose processes may use the segment (name or number; default "
+                   "$BPFTIME_SHM_GROUP): a segment this command creates is that group's with "
+                   "mode 0660, and one that group can write is accepted; nginx workers running "
+                   "as www-data need --shm-group www-data");
     // Global options may also follow the command: `bpftime load --provider kernel x.o`.
     app.fallthrough();
     int status = 0;
     bpftime::cli::add_vm_commands(app, g, status);
     bpftime::cli::add_store_commands(app, g, status);
     bpftime::cli::add_start_command(app, g, status);
+    bpftime::cli::add_segment_commands(app, g, status);
     CLI11_PARSE(app, argc, argv);
     return status;
 }

@@ -22,6 +22,10 @@ struct global_options {
     std::string shm; ///< segment name (--shm), empty for $BPFTIME_SHM or the default
     bool json = false;
     std::string provider; ///< "user" or "kernel" (--provider), empty for $BPFTIME_PROVIDER or user
+    /// The group whose processes (hosts) may open the segment (--shm-group), empty for
+    /// $BPFTIME_SHM_GROUP or none: a segment created is then that group's with mode 0660, and a
+    /// segment that group can write is accepted.
+    std::string shm_group;
     /// Whether the kernel provider is chosen.
     bool kernel() const;
 };
@@ -33,6 +37,19 @@ int report(const error &e);
 error with_hint(const error &e, const std::string &hint);
 /// The whole content of a file.
 result<std::string> read_file(const std::string &path);
+
+/// The group of --shm-group or $BPFTIME_SHM_GROUP (a name or a number), or none.
+result<std::optional<gid_t>> shm_group(const global_options &g);
+/// The options to open the store segment with: a configured group, and mode 0660 for a new
+/// segment when there is one.
+result<store::open_options> store_options(const global_options &g, bool create);
+
+/// An error opening the segment with what helps against it: for a permission problem,
+/// --shm-group and `bpftime segment chgrp`.
+error with_access_hint(const global_options &g, const error &e);
+/// With a configured group, says on stderr when the segment's group or mode keeps that
+/// group's processes out (a segment made before the group was configured).
+void note_group_mismatch(const global_options &g, const store::open_options &opts);
 
 /// Opens the store segment (creating it when create is set).
 result<std::shared_ptr<store::segment>> open_store(const global_options &g, bool create);
@@ -53,5 +70,6 @@ std::string hex_bytes(const uint8_t *data, size_t len);
 void add_vm_commands(CLI::App &app, const global_options &g, int &status);
 void add_store_commands(CLI::App &app, const global_options &g, int &status);
 void add_start_command(CLI::App &app, const global_options &g, int &status);
+void add_segment_commands(CLI::App &app, const global_options &g, int &status);
 
 } // namespace bpftime::cli

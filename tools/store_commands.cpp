@@ -39,16 +39,22 @@ result<std::string> read_file(const std::string &path) {
 }
 
 result<std::shared_ptr<store::segment>> open_store(const global_options &g, bool create) {
-    store::open_options opts;
-    opts.create = create;
-    if (const char *size = std::getenv("BPFTIME_SHM_SIZE"); size != nullptr && *size != '\0') {
-        opts.size = std::strtoull(size, nullptr, 0);
+    auto opts = store_options(g, create);
+    if (!opts) {
+        return opts.err();
     }
-    auto seg = store::segment::open(store::segment_name(g.shm), opts);
+    if (const char *size = std::getenv("BPFTIME_SHM_SIZE"); size != nullptr && *size != '\0') {
+        opts->size = std::strtoull(size, nullptr, 0);
+    }
+    auto seg = store::segment::open(store::segment_name(g.shm), *opts);
     if (!seg && seg.err().code == ENOENT) {
         return with_hint(seg.err(), "bpftime load creates one; --shm or BPFTIME_SHM picks another "
                                     "name");
     }
+    if (!seg) {
+        return with_access_hint(g, seg.err());
+    }
+    note_group_mismatch(g, *opts);
     return seg;
 }
 
