@@ -15,7 +15,7 @@ bt map update "${MAP[allow_prefixes]}" str:/ 0 >/dev/null
 chown nobody "/dev/shm/$BPFTIME_SHM"
 uid=$(id -u nobody)
 
-expect load 1 "segment $BPFTIME_SHM is not trusted: it belongs to neither root nor this user .* \(owner nobody, uid $uid, mode 0600\); remove it with \`rm /dev/shm/$BPFTIME_SHM\` as root" \
+expect load 1 "segment $BPFTIME_SHM is not trusted: it belongs to neither root nor this user .* \(owner nobody, uid $uid, mode 06[06]0\); remove it with \`rm /dev/shm/$BPFTIME_SHM\` as root" \
   -- "$BPFTIME" load "$EXAMPLES/url_allowlist.bpf.o"
 expect list 1 "is not trusted" -- "$BPFTIME" list
 

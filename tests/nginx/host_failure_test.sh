@@ -5,6 +5,7 @@
 # under open), `bpftime list` shows the link failed in the worker with the reason, the error
 # log names it once, and once the link is destroyed the programs decide again.
 set -uo pipefail
+NGX_USER=root # the store_writer test tool opens segments without a group (0600, root's)
 source "$(dirname "$0")/lib.sh"
 
 writer=${BPFTIME_STORE_WRITER:-}

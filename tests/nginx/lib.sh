@@ -32,6 +32,23 @@ done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bpftime-$TEST_NAME.XXXXXX")
 export BPFTIME_SHM="bpftime-test-$TEST_NAME-$$"
+
+# The workers' user, as operators run nginx: Debian's stock nginx.conf says "user www-data;".
+# The segment is then created for that user's group (bpftime --shm-group, through
+# $BPFTIME_SHM_GROUP, which every bpftime command of the test sees). A test may set NGX_USER
+# before sourcing this file (NGX_USER=root: the segment stays 0600 and root's). Not root: nginx
+# cannot switch users, workers run as the caller.
+if [[ $(id -u) -ne 0 ]]; then
+  NGX_USER=
+elif [[ -z ${NGX_USER:-} ]]; then
+  NGX_USER=root
+  id www-data >/dev/null 2>&1 && NGX_USER=www-data
+fi
+if [[ -n $NGX_USER && $NGX_USER != root ]]; then
+  export BPFTIME_SHM_GROUP=$(id -gn "$NGX_USER")
+else
+  unset BPFTIME_SHM_GROUP
+fi
 PORT=
 MASTER_PID=
 
@@ -115,8 +132,12 @@ ngx_run() {
 # few random free ports, since tests run in parallel. The ports lie below the kernel's
 # ephemeral range (32768-60999), where the clients' own connections take their local ports.
 ngx_start() {
-  local workers=$1 body=$2 attempt out user_line=
-  [[ $(id -u) -eq 0 ]] && user_line="user root;" # segments are 0600, owned by their creator
+  local workers=$1 body=$2 attempt out user_line= main_extra=
+  [[ -n $NGX_USER ]] && user_line="user $NGX_USER;"
+  # A binary upgrade starts nginx again with only the variables "env" keeps.
+  [[ -n ${NGINX_LD_PRELOAD:-} ]] && main_extra="env LD_PRELOAD; env ASAN_OPTIONS;"
+  NGX_WORKERS=$workers
+  [[ $workers == auto ]] && NGX_WORKERS=$(nproc)
   mkdir -p "$WORK/logs" "$WORK/tmp"
   for attempt in 1 2 3 4 5 6 7 8; do
     PORT=$((10000 + RANDOM % 22000))
@@ -125,6 +146,7 @@ ngx_start() {
     cat >"$WORK/nginx.conf" <<EOF
 load_module $MODULE;
 $user_line
+$main_extra
 worker_processes $workers;
 pid $WORK/nginx.pid;
 error_log $WORK/logs/error.log notice;
@@ -146,7 +168,7 @@ EOF
       # request: it would run the filter and count in the tests' figures.)
       local i
       for i in $(seq 100); do
-        [[ $(ngx_workers | wc -l) -eq $workers ]] && return 0
+        [[ $(ngx_workers | wc -l) -eq $NGX_WORKERS ]] && return 0
         sleep 0.05
       done
       echo "FAIL: nginx did not come up on port $PORT"
@@ -166,6 +188,46 @@ EOF
 
 # ngx_workers: the pids of the worker processes, sorted.
 ngx_workers() { [[ -n $MASTER_PID ]] && pgrep -P "$MASTER_PID" | sort -n; }
+
+# ngx_wait_workers OLD_PIDS: waits (at most 10 s) until the master has $NGX_WORKERS workers
+# and none of OLD_PIDS (a space-separated list) is alive any more.
+ngx_wait_workers() {
+  local old=$1 i now p alive
+  for i in $(seq 200); do
+    now=$(ngx_workers | tr '\n' ' ')
+    alive=
+    for p in $old; do
+      kill -0 "$p" 2>/dev/null && alive+=" $p"
+    done
+    if [[ -z $alive && $(wc -w <<<"$now") -eq $NGX_WORKERS ]]; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "FAIL: workers did not turn over (old:$old; now: $now; still alive:$alive)"
+  failures=$((failures + 1))
+  exit 1
+}
+
+# ngx_reload: "nginx -s reload" and waits until new workers serve and the old ones are gone.
+ngx_reload() {
+  local old out
+  old=$(ngx_workers | tr '\n' ' ')
+  if ! out=$(ngx_run -p "$WORK" -c "$WORK/nginx.conf" -s reload 2>&1); then
+    echo "FAIL: nginx -s reload: $out"
+    failures=$((failures + 1))
+    exit 1
+  fi
+  ngx_wait_workers "$old"
+}
+
+# proc_usage PID: "MAPPINGS FDS" of a process (lines of /proc/PID/maps, entries of fd/).
+proc_usage() {
+  echo "$(wc -l <"/proc/$1/maps") $(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l)"
+}
+
+# ngx_user_of PID: the user a process runs as.
+ngx_user_of() { ps -o user= -p "$1" | tr -d ' '; }
 
 # ngx_stop: stops nginx (SIGTERM, then SIGKILL after 5 s) and waits for it.
 ngx_stop() {

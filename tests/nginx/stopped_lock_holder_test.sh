@@ -6,6 +6,7 @@
 # everything decides normally again.
 # The holder is tests/security/hold_lock.cpp, built beside bpftime's own build folder.
 set -uo pipefail
+NGX_USER=root # the lock holder (tests/security/hold_lock.cpp) opens segments without a group
 source "$(dirname "$0")/lib.sh"
 HOLD_LOCK=$(dirname "$BPFTIME")/../tests/security/bpftime_hold_lock
 [[ -x $HOLD_LOCK ]] || { echo "FAIL: $HOLD_LOCK is missing"; exit 1; }
