@@ -12,6 +12,9 @@ bpftime=$root/$build/tools/bpftime
 module=$root/$build/nginx/ngx_http_bpftime_module.so
 port=${BPFTIME_DEMO_PORT:-8089}
 export BPFTIME_SHM=bpftime-demo
+# The workers run as www-data, as in Debian's stock nginx.conf: the segment is made for their
+# group (every bpftime command below sees this, as --shm-group www-data).
+export BPFTIME_SHM_GROUP=www-data
 
 work=$(mktemp -d)
 stop_nginx() {
@@ -48,12 +51,13 @@ prog=$("$bpftime" list | awk '$2 == "program" && $3 == "url_allowlist" { print $
 "$bpftime" map update "$map" str:/old/ 410
 "$bpftime" attach nginx-url "$prog"
 "$bpftime" list
+"$bpftime" segment info
 
-step "nginx on 127.0.0.1:$port with ngx_http_bpftime_module (2 workers)"
+step "nginx on 127.0.0.1:$port with ngx_http_bpftime_module (2 workers, user www-data)"
 mkdir -p "$work/logs"
 cat >"$work/nginx.conf" <<EOF
 load_module $module;
-user root;
+user www-data;
 worker_processes 2;
 pid $work/nginx.pid;
 error_log $work/logs/error.log warn;
