@@ -42,9 +42,12 @@ int bpftime_server__instantiate(bpftime_server *server);
  * Runs the programs attached to the nginx URL filter, in link order, on one request, after
  * re-synchronising if the store changed. Returns 0 to accept, an HTTP status (400..599) to
  * refuse, or a negative errno when the filter could not decide (a program faulted or ran past
- * its budget, the segment is missing or corrupt, or an enabled link of the filter cannot run in
- * this process: its program does not compile here, calls a helper nginx-url programs may not
- * use, or could not be attached); the host then applies its fail policy.
+ * its budget, the segment is missing (-ENOENT) or corrupt, this process may not open it
+ * (-EACCES: the message names the segment's owner, group and mode, this process's user and the
+ * fix), or an enabled link of the filter cannot run in this process: its program does not
+ * compile here, calls a helper nginx-url programs may not use, or could not be attached); the
+ * host then applies its fail policy. A segment its group can write is used when this process
+ * belongs to that group (nginx's `user`), and its owner is root or this process's user.
  */
 int bpftime_server__filter_request(bpftime_server *server,
                                    const struct bpftime_nginx_request *request);
