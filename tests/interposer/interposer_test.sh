@@ -161,6 +161,7 @@ out=$(list)
 want cli-lists-links 'link +link +program [0-9]+ -> target [0-9]+, enabled, cookie 7' "$out"
 want cli-lists-uretprobe-link 'cookie 3' "$out"
 want idle-poll-in-time '^ms=(1[5-9][0-9]|[23][0-9]{2}) n=0$' "$(send idle_poll events 200)"
+want epoll-mixed-set '^added=0 wrote=1 n=1 data=77$' "$(send epoll_mixed events)"
 want target-runs '^calls 50 sum 1394$' "$("$bpftime" start "$target" 50 2>&1)"
 counts=$(fd_of "$(send map_fd counts)")
 want uprobe-count '^value=50$' "$(send lookup "$counts" 7)"

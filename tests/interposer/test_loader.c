@@ -17,6 +17,7 @@
 //   bss NAME OFFSET                           -> the u64 at OFFSET of the map's values, mmap'ed
 //   (an FD argument written $ is the last fd a command printed)
 //   bss_set NAME OFFSET VALUE
+//   epoll_mixed MAP                           -> a pipe in the ring buffer's epoll set
 //   pipe | kernel_perf                        -> fds that are not the interposer's
 //   exit
 #define _GNU_SOURCE
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -306,6 +308,24 @@ static void command(char *line) {
             printf("ok\n");
         }
         munmap(data, size);
+    } else if (!strcmp(c, "epoll_mixed")) {
+        // A ring buffer's epoll set with a pipe in it too: the pipe's event still comes back.
+        struct ring_buffer *rb = ring_buffer__new(bpf_object__find_map_fd_by_name(obj, argv[1]),
+                                                  handle_record, NULL, NULL);
+        int p[2];
+        if (!rb || pipe(p) < 0) {
+            result(-1);
+            return;
+        }
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 77}, out[4];
+        int added = epoll_ctl(ring_buffer__epoll_fd(rb), EPOLL_CTL_ADD, p[0], &ev);
+        ssize_t w = write(p[1], "x", 1);
+        int n = epoll_wait(ring_buffer__epoll_fd(rb), out, 4, 1000);
+        printf("added=%d wrote=%zd n=%d data=%llu\n", added, w, n,
+               n > 0 ? (unsigned long long)out[0].data.u64 : 0ull);
+        close(p[0]);
+        close(p[1]);
+        ring_buffer__free(rb);
     } else if (!strcmp(c, "pipe")) {
         int p[2];
         if (pipe(p) < 0) {
