@@ -7,8 +7,12 @@
 //                | entries: n * entry_stride bytes, each {next u32, in_use u8, 3 bytes
 //                  padding, key u8[key_size]} rounded up to 8 bytes, so that a lookup finds an
 //                  entry's link, flag and key on one cache line as the kernel's hash map does
-//   values: n * ncpus slots of value_stride bytes, slot (entry * ncpus + cpu)  (arrays, hashes)
-//   ring buffer: data u8[max_entries] in place of the values
+//   values: n * ncpus slots of value_stride bytes, slot (entry * ncpus + cpu)  (arrays, hashes);
+//           for an array with BPF_F_MMAPABLE they start on a page and the storage ends on one,
+//           so the values can be mmap'ed as Linux maps them (mmapable_region)
+//   ring buffer: from the first page boundary after the header, as Linux's ring buffer fd
+//           maps: the consumer position at the start of a page, the producer position at the
+//           start of the next, then data u8[max_entries] in place of the values
 // Sections start on 64-byte boundaries. Indices are uint32 with `none` for "no entry".
 #pragma once
 
@@ -24,7 +28,7 @@
 namespace bpftime::maps::detail {
 
 inline constexpr uint64_t storage_magic = 0x3150414d54465042; // "BPFTMAP1"
-inline constexpr uint32_t storage_version = 2;
+inline constexpr uint32_t storage_version = 3;
 inline constexpr uint32_t none = UINT32_MAX;
 inline constexpr uint32_t max_ncpus = 4096;
 inline constexpr uint64_t storage_align = 64;
@@ -50,9 +54,9 @@ struct map_header {
     uint32_t lru_cursor; ///< lru_hash: where the next eviction sample starts
     uint32_t reserved2;
     uint64_t lru_clock; ///< lru_hash: bumped by every insert or update
-    alignas(64) uint64_t producer_pos;
-    uint64_t dropped;
-    alignas(64) uint64_t consumer_pos;
+    /// Ring buffers: records a producer could not place. The positions are in their own pages
+    /// (map_layout::ring_consumer, ring_producer).
+    alignas(64) uint64_t dropped;
     alignas(64) uint32_t wake_seq; ///< futex word: bumped by every waking submit
     uint32_t waiters;              ///< consumers inside ringbuf_wait
 };

@@ -139,6 +139,22 @@ public:
         }
         return start;
     }
+    /// bytes starting on a page boundary.
+    uint64_t add_page(uint64_t bytes) {
+        pad_to_page();
+        uint64_t start = at_;
+        if (__builtin_add_overflow(at_, bytes, &at_)) {
+            overflow_ = true;
+        }
+        return start;
+    }
+    void pad_to_page() {
+        uint64_t next = (at_ + mmap_page_size - 1) / mmap_page_size * mmap_page_size;
+        if (next < at_) {
+            overflow_ = true;
+        }
+        at_ = next;
+    }
     bool overflow() const { return overflow_; }
     uint64_t end() const { return at_; }
 
@@ -160,7 +176,13 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
     section_builder b(sizeof(map_header));
     uint64_t n = spec.max_entries;
     if (info_of(spec.type).fam == family::ringbuf) {
-        lay.values = b.add(n, 1);
+        // Each position at the start of its own page, the data from the next page boundary
+        // (max_entries is a multiple of the page size): the layout of Linux's mapping.
+        lay.ring_consumer = b.add_page(mmap_page_size);
+        lay.ring_producer = b.add_page(mmap_page_size);
+        lay.values = b.add_page(n);
+        lay.mmap_offset = lay.ring_consumer;
+        lay.mmap_length = b.end() - lay.ring_consumer;
     } else {
         if (info_of(spec.type).fam == family::hash) {
             lay.nbuckets = static_cast<uint32_t>(std::bit_ceil(n));
@@ -175,9 +197,23 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
         if (__builtin_mul_overflow(n, uint64_t{ncpus}, &slots)) {
             slots = UINT64_MAX;
         }
-        lay.values = b.add(slots, lay.value_stride);
+        if (spec.type == map_type::array && (spec.flags & f_mmapable) != 0) {
+            uint64_t bytes = 0;
+            if (__builtin_mul_overflow(slots, uint64_t{lay.value_stride}, &bytes)) {
+                bytes = UINT64_MAX;
+            }
+            lay.values = b.add_page(bytes);
+            lay.values_size = b.end() - lay.values;
+            b.pad_to_page();
+            lay.mmap_offset = lay.values;
+            lay.mmap_length = b.end() - lay.values;
+        } else {
+            lay.values = b.add(slots, lay.value_stride);
+        }
     }
-    lay.values_size = b.end() - lay.values;
+    if (lay.values_size == 0) {
+        lay.values_size = b.end() - lay.values;
+    }
     lay.total = b.end();
     if (b.overflow() || lay.total > max_storage) {
         return make_error(E2BIG, "the map needs more than " + std::to_string(max_storage) +
@@ -319,6 +355,14 @@ result<uint64_t> storage_size(const map_spec &spec, uint32_t ncpus) {
         return std::move(lay).err();
     }
     return lay->total;
+}
+
+std::optional<mmap_region> mmapable_region(const map_spec &spec, uint32_t ncpus) {
+    auto lay = layout_for(spec, ncpus);
+    if (!lay || lay->mmap_length == 0) {
+        return std::nullopt;
+    }
+    return mmap_region{lay->mmap_offset, lay->mmap_length};
 }
 
 result<void> init_storage(void *base, uint64_t size, const map_spec &spec, uint32_t ncpus) {

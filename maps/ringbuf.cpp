@@ -4,7 +4,11 @@
 // A record is an 8-byte header (length with the busy and discard bits, then a word Linux uses
 // for the page offset, here 0) and its data, 8-byte aligned. Linux maps the data twice so a
 // record may wrap; here a record never wraps: when it does not fit before the end, a
-// discarded filler record pads to the end and the record starts at the beginning.
+// discarded filler record pads to the end and the record starts at the beginning, so a
+// consumer that maps the data twice (libbpf's) reads the same records.
+// The positions live at the start of their own pages, as in Linux, so a libbpf consumer that
+// maps them reads the producer position and publishes the consumer position (a release
+// store) where producers here read it.
 // Producers serialise reservation on the header's lock; submit and discard clear the busy
 // bit with a release store. The consumer delivers records in order and stops at the first
 // busy one, so records are seen in reservation order.
@@ -30,7 +34,9 @@ constexpr uint64_t header_size = 8;        // BPF_RINGBUF_HDR_SZ
 
 struct ring {
     explicit ring(const map_ref &m)
-        : h(m.header()), data(m.base + m.lay.values), size(m.spec.max_entries) {}
+        : h(m.header()), consumer_pos(*m.section<uint64_t>(m.lay.ring_consumer)),
+          producer_pos(*m.section<uint64_t>(m.lay.ring_producer)), data(m.base + m.lay.values),
+          size(m.spec.max_entries) {}
 
     // pos must be 8-byte aligned: then the header lies inside the data.
     uint32_t *header_at(uint64_t pos) const {
@@ -42,13 +48,15 @@ struct ring {
     }
     // Whether the record at the consumer position is complete (submitted or discarded).
     bool head_ready() const {
-        uint64_t cons = atomic(h.consumer_pos).load(std::memory_order_acquire);
-        uint64_t prod = atomic(h.producer_pos).load(std::memory_order_acquire);
+        uint64_t cons = atomic(consumer_pos).load(std::memory_order_acquire);
+        uint64_t prod = atomic(producer_pos).load(std::memory_order_acquire);
         return cons < prod && cons % 8 == 0 &&
                !(atomic(*header_at(cons)).load(std::memory_order_acquire) & busy_bit);
     }
 
     map_header &h;
+    uint64_t &consumer_pos;
+    uint64_t &producer_pos;
     uint8_t *data;
     uint64_t size;
 };
@@ -98,8 +106,8 @@ void *map_view::ringbuf_reserve(uint64_t size) const {
     }
     // Nothing to repair after a producer died holding the lock: the positions move by single
     // stores, and a record is visible to the consumer only once producer_pos covers it.
-    uint64_t cons = atomic(r.h.consumer_pos).load(std::memory_order_acquire);
-    uint64_t prod = atomic(r.h.producer_pos).load(std::memory_order_relaxed);
+    uint64_t cons = atomic(r.consumer_pos).load(std::memory_order_acquire);
+    uint64_t prod = atomic(r.producer_pos).load(std::memory_order_relaxed);
     uint64_t used = prod - cons, off = prod & (r.size - 1);
     uint64_t pad = off + total > r.size ? r.size - off : 0;
     if (prod % 8 != 0 || used > r.size || pad + total > r.size - used) {
@@ -111,7 +119,7 @@ void *map_view::ringbuf_reserve(uint64_t size) const {
         prod += pad;
     }
     r.write_header(prod, static_cast<uint32_t>(size) | busy_bit);
-    atomic(r.h.producer_pos).store(prod + total, std::memory_order_release);
+    atomic(r.producer_pos).store(prod + total, std::memory_order_release);
     return reinterpret_cast<uint8_t *>(r.header_at(prod)) + header_size;
 }
 
@@ -144,9 +152,9 @@ result<uint64_t> map_view::ringbuf_consume(const std::function<void(std::span<co
                                       " map is not a ring buffer");
     }
     ring r(ref());
-    uint64_t cons = atomic(r.h.consumer_pos).load(std::memory_order_relaxed), delivered = 0;
+    uint64_t cons = atomic(r.consumer_pos).load(std::memory_order_relaxed), delivered = 0;
     while (delivered < max) {
-        uint64_t prod = atomic(r.h.producer_pos).load(std::memory_order_acquire);
+        uint64_t prod = atomic(r.producer_pos).load(std::memory_order_acquire);
         if (cons >= prod) {
             break;
         }
@@ -159,7 +167,7 @@ result<uint64_t> map_view::ringbuf_consume(const std::function<void(std::span<co
         uint64_t off = cons & (r.size - 1);
         if (cons % 8 != 0 || prod - cons > r.size || total > r.size - off || total > prod - cons) {
             // No producer wrote this: skip what is published so the ring can go on.
-            atomic(r.h.consumer_pos).store(prod, std::memory_order_release);
+            atomic(r.consumer_pos).store(prod, std::memory_order_release);
             return make_error(EIO, "ring buffer record at position " + std::to_string(cons) +
                                        " is corrupt; skipped to position " + std::to_string(prod));
         }
@@ -169,7 +177,7 @@ result<uint64_t> map_view::ringbuf_consume(const std::function<void(std::span<co
         }
         cons += total;
         // Only now may producers reuse the space fn read.
-        atomic(r.h.consumer_pos).store(cons, std::memory_order_release);
+        atomic(r.consumer_pos).store(cons, std::memory_order_release);
     }
     return delivered;
 }

@@ -9,8 +9,12 @@
 
 namespace bpftime::store::detail {
 
-result<uint64_t> heap::allocate(uint64_t payload, uint32_t owner) const {
+result<uint64_t> heap::allocate(uint64_t payload, uint32_t owner, uint64_t payload_align) const {
     uint64_t need = round_up(sizeof(extent_header) + payload, align);
+    // Where an extent may start at or after at: its payload on a multiple of payload_align.
+    auto start_at = [&](uint64_t at) {
+        return round_up(at + sizeof(extent_header), payload_align) - sizeof(extent_header);
+    };
     const auto *slots = reinterpret_cast<const slot *>(base_ + geo_.table_offset);
     std::vector<std::pair<uint64_t, uint64_t>> used;
     for (uint32_t i = 0; i < geo_.max_objects; i++) {
@@ -31,12 +35,13 @@ result<uint64_t> heap::allocate(uint64_t payload, uint32_t owner) const {
     std::sort(used.begin(), used.end());
     uint64_t at = geo_.heap_offset, end = geo_.heap_end;
     uint64_t largest = 0;
+    at = start_at(at);
     for (auto [off, len] : used) {
         if (off >= at && off - at >= need) {
             break;
         }
         largest = std::max(largest, off > at ? off - at : 0);
-        at = std::max(at, off + len);
+        at = start_at(std::max(at, off + len));
     }
     if (at > end || end - at < need) {
         largest = std::max(largest, at < end ? end - at : 0);

@@ -33,7 +33,10 @@ public:
 
     /// A new extent of at least payload bytes owned by object owner: first fit among the gaps
     /// between the extents slots reference. Returns its offset in the segment.
-    result<uint64_t> allocate(uint64_t payload, uint32_t owner) const;
+    /// payload_align (a power of two, at least align): the payload starts on a multiple of it
+    /// (a page, for map storage a process may mmap).
+    result<uint64_t> allocate(uint64_t payload, uint32_t owner,
+                              uint64_t payload_align = align) const;
 
     extent_header *extent_at(uint64_t off) const {
         return reinterpret_cast<extent_header *>(base_ + off);

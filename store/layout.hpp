@@ -98,8 +98,9 @@ static_assert(std::is_standard_layout_v<extent_header> &&
               std::is_trivially_copyable_v<extent_header>);
 static_assert(std::is_standard_layout_v<program_payload> &&
               std::is_trivially_copyable_v<program_payload>);
-// The sizes of layout version 3 (x86-64, glibc), which other processes' builds also assume.
-static_assert(layout_version == 3 && sizeof(header) == 192 && sizeof(slot) == 768 &&
+// The sizes of layout version 4 (x86-64, glibc), which other processes' builds also assume.
+// (Version 4: map storage a process may mmap starts on a page; maps' storage version 3.)
+static_assert(layout_version == 4 && sizeof(header) == 192 && sizeof(slot) == 768 &&
               sizeof(counter_stripe) == 64 && sizeof(extent_header) == 64 &&
               sizeof(program_payload) == 8);
 static_assert(offsetof(slot, counters) == 256);

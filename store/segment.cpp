@@ -84,6 +84,7 @@ struct segment::impl {
     geometry geo;         // checked at open, never read again from the header
     uint32_t wait_ms = 0; // open_options::wait_ms
     int guard_index = -1; // guard.hpp
+    int fd = -1;          // the segment's shm fd, kept for segment::fd()
 
     header *hdr() const { return reinterpret_cast<header *>(base); }
     slot *slots() const { return reinterpret_cast<slot *>(base + geo.table_offset); }
@@ -93,6 +94,9 @@ struct segment::impl {
         if (base != nullptr) {
             unguard_mapping(guard_index);
             munmap(base, size);
+        }
+        if (fd >= 0) {
+            close(fd);
         }
     }
 
@@ -346,8 +350,9 @@ struct segment::impl {
     // --- heap ---
 
     detail::heap objects() const { return {base, geo, name}; }
-    result<uint64_t> allocate(uint64_t payload, uint32_t owner) const {
-        return objects().allocate(payload, owner);
+    result<uint64_t> allocate(uint64_t payload, uint32_t owner,
+                              uint64_t payload_align = align) const {
+        return objects().allocate(payload, owner, payload_align);
     }
     void *payload(uint64_t off) const { return objects().payload(off); }
 
@@ -613,11 +618,12 @@ result<std::shared_ptr<segment>> segment::open(const std::string &name, const op
     }
     im.size = static_cast<uint64_t>(st.st_size);
     void *p = mmap(nullptr, im.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
     if (p == MAP_FAILED) {
+        close(fd);
         return make_error(errno, "segment " + name + ": mmap: " + std::strerror(errno));
     }
     im.base = static_cast<uint8_t *>(p);
+    im.fd = fd;
     im.guard_index = guard_mapping(p, im.size);
     header *h = im.hdr();
 
@@ -755,7 +761,9 @@ result<uint32_t> segment::create_map(const std::string &name, const maps::map_sp
     if (!s) {
         return s.err();
     }
-    auto off = impl_->allocate(*bytes, (*s)->id);
+    // Storage a process may mmap starts on a page, so the region's pages are the map's alone.
+    uint64_t storage_align = maps::mmapable_region(spec, ncpus) ? maps::mmap_page_size : align;
+    auto off = impl_->allocate(*bytes, (*s)->id, storage_align);
     if (!off) {
         impl_->abandon(*s);
         return off.err();
@@ -984,6 +992,34 @@ result<maps::map_view> segment::map_view(uint32_t id) const {
                                   return m ? result<maps::map_view>(m->second)
                                            : result<maps::map_view>(damaged_record(id, m.err()));
                               });
+}
+
+result<map_region> segment::map_mmap_region(uint32_t id) const {
+    return impl_->read_object(
+        id, object_kind::map, [&](const slot &s, slot *) -> result<map_region> {
+            auto m = impl_->to_map(s);
+            if (!m) {
+                return damaged_record(id, m.err());
+            }
+            auto region = maps::mmapable_region(m->first.spec, m->first.ncpus);
+            if (!region) {
+                return make_error(ENODEV, "map " + std::to_string(id) + " (" +
+                                              maps::map_type_name(m->first.spec.type) +
+                                              ") cannot be mmap'ed: only ring buffers and arrays "
+                                              "created with BPF_F_MMAPABLE can");
+            }
+            uint64_t at = s.extent + sizeof(extent_header) + region->offset;
+            if (at % maps::mmap_page_size != 0 || at + region->length > impl_->size) {
+                return make_error(EPROTO,
+                                  "map " + std::to_string(id) +
+                                      ": its mmapable region is not on a page of the segment");
+            }
+            return store::map_region{at, region->length};
+        });
+}
+
+int segment::fd() const {
+    return impl_->fd;
 }
 
 result<link_counters> segment::counters(uint32_t link_id) const {

@@ -103,5 +103,25 @@ TEST(ArrayMap, RingBufferCallsOnAnArrayDoNothing) {
     m->ringbuf_submit(m->lookup("\0\0\0\0"), 0); // not a record: ignored
 }
 
+// BPF_F_MMAPABLE: the values are whole pages of their own, value_stride apart, so a process
+// can mmap them as it would a Linux array map fd (global data).
+TEST(Array, MmapableValuesArePagesOfTheirOwn) {
+    map_spec spec{map_type::array, 4, 12, 3, 1024};
+    shm_map m(spec);
+    auto region = mmapable_region(spec, 4);
+    ASSERT_TRUE(region);
+    EXPECT_EQ(region->offset % mmap_page_size, 0u);
+    EXPECT_EQ(region->length, mmap_page_size);
+    EXPECT_EQ(region->offset + region->length, m.region().size());
+    EXPECT_EQ(m->value_area().data(), m.region().data() + region->offset);
+    EXPECT_EQ(m->value_stride(), 16u);
+    uint32_t key = 2;
+    uint8_t value[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    ASSERT_EQ(m->update(&key, value, 0), 0);
+    EXPECT_EQ(std::memcmp(m.region().data() + region->offset + 32, value, 12), 0);
+    EXPECT_FALSE(mmapable_region(map_spec{map_type::array, 4, 12, 3, 0}, 4));
+    EXPECT_FALSE(mmapable_region(map_spec{map_type::hash, 4, 12, 3, 0}, 4));
+}
+
 } // namespace
 } // namespace bpftime::maps::test

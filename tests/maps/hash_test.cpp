@@ -202,7 +202,7 @@ TEST(HashMap, GarbageInStorageNeverLeadsOutside) {
         uint8_t *values = m->value_area().data();
         // The header's counters (not the lock) and all bookkeeping up to the values.
         scribble(base + offsetof(detail::map_header, count),
-                 base + offsetof(detail::map_header, producer_pos));
+                 base + offsetof(detail::map_header, dropped));
         scribble(base + sizeof(detail::map_header), values);
         for (uint32_t k = 0; k < 200; k++) {
             (void)get(m, k);

@@ -170,10 +170,52 @@ TEST(RingBuffer, KeyedCallsOnARingBufferAreRefused) {
     EXPECT_EQ(m->count(), 0u);
 }
 
+// A consumer as libbpf's: it maps the region (consumer page, producer page, data), reads the
+// records at the positions it finds there and publishes its consumer position there.
+TEST(RingBuffer, LibbpfConsumerLayout) {
+    shm_map m(map_spec{map_type::ringbuf, 0, 0, 8192, 0});
+    auto region = mmapable_region(m->spec(), 1);
+    ASSERT_TRUE(region);
+    EXPECT_EQ(region->offset % mmap_page_size, 0u);
+    EXPECT_EQ(region->length, 2 * mmap_page_size + 8192);
+    EXPECT_EQ(region->offset + region->length, m.region().size());
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(m.region().data()) % mmap_page_size, 0u);
+    uint8_t *base = m.region().data() + region->offset;
+    auto *consumer_pos = reinterpret_cast<uint64_t *>(base);
+    auto *producer_pos = reinterpret_cast<uint64_t *>(base + mmap_page_size);
+    uint8_t *data = base + 2 * mmap_page_size;
+    std::vector<std::string> seen;
+    for (int round = 0; round < 100; round++) {
+        std::string text = "record " + std::to_string(round);
+        ASSERT_EQ(output(m, text), 0) << round; // fails when the consumer never frees space
+        uint64_t cons = __atomic_load_n(consumer_pos, __ATOMIC_ACQUIRE);
+        uint64_t prod = __atomic_load_n(producer_pos, __ATOMIC_ACQUIRE);
+        while (cons < prod) {
+            uint32_t len = __atomic_load_n(reinterpret_cast<uint32_t *>(data + (cons & 8191)),
+                                           __ATOMIC_ACQUIRE);
+            ASSERT_EQ(len & (1u << 31), 0u);
+            if (!(len & (1u << 30))) {
+                seen.emplace_back(reinterpret_cast<char *>(data + (cons & 8191) + 8), len);
+            }
+            cons += ((len & ~(3u << 30)) + 8 + 7) / 8 * 8;
+            __atomic_store_n(consumer_pos, cons, __ATOMIC_RELEASE);
+        }
+    }
+    ASSERT_EQ(seen.size(), 100u);
+    EXPECT_EQ(seen[0], "record 0");
+    EXPECT_EQ(seen[99], "record 99");
+    // Nothing left for the map's own consumer: the positions are the same ones.
+    EXPECT_TRUE(drain(m).empty());
+}
+
 TEST(RingBuffer, GarbageNeverLeadsOutside) {
     shm_map m(map_spec{map_type::ringbuf, 0, 0, 8192, 0});
     std::mt19937_64 rng(7);
-    auto &h = *reinterpret_cast<detail::map_header *>(m.region().data());
+    // The positions' pages come first in the mmapable region, the data last.
+    auto region = mmapable_region(m->spec(), 1);
+    ASSERT_TRUE(region);
+    auto *consumer_pos = reinterpret_cast<uint64_t *>(m.region().data() + region->offset);
+    auto *producer_pos = consumer_pos + mmap_page_size / 8;
     uint8_t *data = m.region().data() + m.region().size() - 8192;
     for (int round = 0; round < 300; round++) {
         for (int i = 0; i < 64; i++) {
@@ -181,8 +223,8 @@ TEST(RingBuffer, GarbageNeverLeadsOutside) {
         }
         if (round % 3 == 0) {
             uint64_t cons = rng() % 20000;
-            h.consumer_pos = round % 2 ? cons : cons & ~7ull;
-            h.producer_pos = cons + (round % 6 == 0 ? rng() : rng() % 9000);
+            *consumer_pos = round % 2 ? cons : cons & ~7ull;
+            *producer_pos = cons + (round % 6 == 0 ? rng() : rng() % 9000);
         }
         uint64_t bytes_seen = 0;
         (void)m->ringbuf_consume([&](std::span<const uint8_t> r) { bytes_seen += r.size(); });

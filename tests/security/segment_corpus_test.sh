@@ -43,10 +43,11 @@ for seed in "$work"/real/*; do
     extent=$(u64 "$seed" $((slot + 80)))
     [[ $extent != 0 ]] || continue
     # The extent's size; a program's instruction and map counts or a map's storage header
-    # (key size, entries, CPUs, hash count and free stack, ring-buffer producer and consumer
-    # positions), its first bucket links and ring-buffer record lengths.
+    # (key size, entries, CPUs, hash count and free stack), its first bucket links and
+    # ring-buffer record lengths, and a ring buffer's consumer and producer positions (each at
+    # the start of its page) and its first record's length.
     for f in 1 5 65 66 68 70; do damage "$seed" $((extent + f)) 64; done
-    for f in 80 88 96 168 172 192 199 256 384 385 387 388 392; do
+    for f in 80 88 96 168 172 192 199 256 384 385 387 388 392 4096 4103 8192 8199 12288; do
       damage "$seed" $((extent + 64 + f)) 128
     done
   done

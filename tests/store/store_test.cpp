@@ -323,6 +323,43 @@ TEST_F(StoreTest, InstantiateIsIncrementalAndIdempotent) {
     EXPECT_EQ(p.manager().attached_count(), 0u);
 }
 
+// Ring buffers and BPF_F_MMAPABLE arrays lie on pages of the segment of their own, which another
+// mapping of the segment's fd at that offset shares (the interposer maps them into a loader).
+TEST_F(StoreTest, MmapableMapsLieOnPagesOfTheSegment) {
+    auto seg = open();
+    ASSERT_TRUE(seg);
+    auto small = seg->create_map("small", {maps::map_type::hash, 4, 4, 3, 0});
+    auto data = seg->create_map(".bss", {maps::map_type::array, 4, 20, 1, 1024});
+    auto ring = seg->create_map("events", {maps::map_type::ringbuf, 0, 0, 8192, 0});
+    ASSERT_TRUE(small && data && ring);
+    auto hash_region = seg->map_mmap_region(*small);
+    ASSERT_FALSE(hash_region);
+    EXPECT_EQ(hash_region.err().code, ENODEV);
+    EXPECT_NE(hash_region.err().message.find("BPF_F_MMAPABLE"), std::string::npos);
+    auto data_region = seg->map_mmap_region(*data);
+    auto ring_region = seg->map_mmap_region(*ring);
+    ASSERT_TRUE(data_region && ring_region);
+    EXPECT_EQ(data_region->offset % 4096, 0u);
+    EXPECT_EQ(data_region->length, 4096u);
+    EXPECT_EQ(ring_region->offset % 4096, 0u);
+    EXPECT_EQ(ring_region->length, 2 * 4096u + 8192);
+    EXPECT_TRUE(ring_region->offset >= data_region->offset + data_region->length ||
+                data_region->offset >= ring_region->offset + ring_region->length);
+
+    void *p = mmap(nullptr, data_region->length, PROT_READ | PROT_WRITE, MAP_SHARED, seg->fd(),
+                   static_cast<off_t>(data_region->offset));
+    ASSERT_NE(p, MAP_FAILED);
+    auto view = seg->map_view(*data);
+    ASSERT_TRUE(view);
+    uint32_t key = 0;
+    std::vector<uint8_t> value(20, 0x5a);
+    ASSERT_TRUE(view->write({reinterpret_cast<uint8_t *>(&key), 4}, value));
+    EXPECT_EQ(static_cast<uint8_t *>(p)[19], 0x5a);
+    static_cast<uint8_t *>(p)[0] = 0x11;
+    EXPECT_EQ((*view->read({reinterpret_cast<uint8_t *>(&key), 4}))[0], 0x11);
+    munmap(p, data_region->length);
+}
+
 TEST_F(StoreTest, BadInputsAreErrors) {
     auto seg = open();
     event_provider_impl p(seg);

@@ -72,6 +72,22 @@ error update_error(long rc, const map_spec &spec, uint64_t flags);
 /// Checks a key's size for a map (may_be_empty: an empty key, as next_key's start, passes).
 result<void> check_key(const map_spec &spec, std::span<const uint8_t> key, bool may_be_empty);
 
+/// The page size of the mmapable layouts (x86-64's).
+inline constexpr uint64_t mmap_page_size = 4096;
+
+/// The part of a map's storage a process may mmap as it would a Linux map fd: an array with
+/// BPF_F_MMAPABLE gives its values (value_stride apart, contiguous, whole pages); a ring buffer
+/// gives the consumer position's page, then the producer position's page and the data (the
+/// kernel's offset-0 and offset-4096 mappings). Offsets are from the storage's start and are
+/// page-aligned when the storage is (the store allocates such maps on a page).
+struct mmap_region {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+};
+/// The mmapable region of a map of this spec, or nothing (other types, arrays without
+/// BPF_F_MMAPABLE).
+std::optional<mmap_region> mmapable_region(const map_spec &spec, uint32_t ncpus);
+
 /// The number of per-CPU slots this machine uses for new per-CPU maps.
 uint32_t possible_cpus();
 
@@ -79,17 +95,21 @@ namespace detail {
 /// Where each part of a map's storage starts, in bytes from the base. Computed from the spec
 /// and the CPU count (never read back from storage), so it bounds every access.
 struct map_layout {
-    uint64_t buckets = 0;      ///< hash: bucket heads (uint32 entry index or none)
-    uint64_t free_stack = 0;   ///< hash: indices of free entries (uint32)
-    uint64_t stamps = 0;       ///< lru_hash: last-use stamps (uint64)
-    uint64_t entries = 0;      ///< hash: entry_stride bytes per entry (detail::hash_entry)
-    uint64_t values = 0;       ///< the value area, or a ring buffer's data
-    uint64_t values_size = 0;  ///< its length in bytes
-    uint64_t total = 0;        ///< bytes of storage the map needs
-    uint64_t seed = 0;         ///< hash: the key hash seed (a copy of the header's)
-    uint32_t nbuckets = 0;     ///< hash: a power of two
-    uint32_t value_stride = 0; ///< bytes per value slot: value_size rounded up to 8
-    uint32_t entry_stride = 0; ///< hash: bytes per entry, its key included, a multiple of 8
+    uint64_t buckets = 0;       ///< hash: bucket heads (uint32 entry index or none)
+    uint64_t free_stack = 0;    ///< hash: indices of free entries (uint32)
+    uint64_t stamps = 0;        ///< lru_hash: last-use stamps (uint64)
+    uint64_t entries = 0;       ///< hash: entry_stride bytes per entry (detail::hash_entry)
+    uint64_t values = 0;        ///< the value area, or a ring buffer's data
+    uint64_t values_size = 0;   ///< its length in bytes
+    uint64_t total = 0;         ///< bytes of storage the map needs
+    uint64_t seed = 0;          ///< hash: the key hash seed (a copy of the header's)
+    uint64_t ring_consumer = 0; ///< ringbuf: the page whose first 8 bytes are the consumer position
+    uint64_t ring_producer = 0; ///< ringbuf: the page whose first 8 bytes are the producer position
+    uint64_t mmap_offset = 0;   ///< mmapable_region(): where it starts (0 and 0: none)
+    uint64_t mmap_length = 0;   ///< and its length, whole pages
+    uint32_t nbuckets = 0;      ///< hash: a power of two
+    uint32_t value_stride = 0;  ///< bytes per value slot: value_size rounded up to 8
+    uint32_t entry_stride = 0;  ///< hash: bytes per entry, its key included, a multiple of 8
 };
 struct map_ref;
 /// A lookup specialised for one map (its type and key size), chosen when a view is opened.

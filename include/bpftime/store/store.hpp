@@ -20,7 +20,7 @@
 namespace bpftime::store {
 
 /// The layout version this build reads and writes. A segment of another version is refused.
-inline constexpr uint32_t layout_version = 3;
+inline constexpr uint32_t layout_version = 4;
 /// The segment name when neither --shm nor BPFTIME_SHM names one.
 inline constexpr const char *default_segment_name = "bpftime";
 /// Longest object name, in bytes.
@@ -79,6 +79,13 @@ struct link_host_state {
 };
 /// Host processes whose state one link records; past this, the oldest record goes.
 inline constexpr size_t max_link_hosts = 8;
+
+/// The part of a map's storage a process may mmap (maps::mmapable_region), placed in the
+/// segment: offset is the segment file's offset, page-aligned; length whole pages.
+struct map_region {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+};
 
 /// An object-table slot whose record failed the checks made when it is read: the segment is
 /// shared memory other processes can write, so its contents are untrusted input.
@@ -188,6 +195,11 @@ public:
     result<link_info> link(uint32_t id) const;
     /// A view of a map's storage in this process's mapping.
     result<maps::map_view> map_view(uint32_t id) const;
+    /// Where a map's mmapable region (a ring buffer, an array with BPF_F_MMAPABLE) lies in the
+    /// segment file, to map it elsewhere with mmap(fd()); ENODEV for other maps.
+    result<map_region> map_mmap_region(uint32_t id) const;
+    /// The segment's shared-memory fd, open while the segment is (close-on-exec).
+    int fd() const;
     /// The counters of a link (valid while the segment stays mapped).
     result<link_counters> counters(uint32_t link_id) const;
 

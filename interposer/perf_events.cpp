@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: MIT
+// perf_event_open for the uprobe PMU, and the perf event ioctls on those fds.
+//
+// libbpf opens a uprobe as perf_event_open(type = the uprobe PMU's type, config1 = the
+// binary's path, config2 = the probed instruction's FILE offset, config bit 0 = retprobe).
+// Here that becomes a store target "BINARY:0xVADDR" (the file offset converted to the ELF
+// virtual address through the binary's PT_LOAD headers, the form probe_target.cpp resolves),
+// created when the event is opened so that a wrong place fails there, as the kernel's does.
+// Events of every other type are the kernel's.
+#include "interposer.hpp"
+
+#include <bpftime/attach/attach.hpp>
+
+#include <elf.h>
+#include <fcntl.h>
+#include <linux/perf_event.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+namespace bpftime::interposer {
+
+namespace {
+
+int read_sysfs_int(const char *path, const char *prefix) {
+    std::ifstream in(path);
+    std::string text;
+    if (!std::getline(in, text) || text.rfind(prefix, 0) != 0) {
+        return -1;
+    }
+    return std::atoi(text.c_str() + std::strlen(prefix));
+}
+
+int retprobe_bit() {
+    static const int bit =
+        read_sysfs_int("/sys/bus/event_source/devices/uprobe/format/retprobe", "config:");
+    return bit < 0 ? 0 : bit;
+}
+
+// The ELF virtual address of a file offset in binary, through its PT_LOAD headers.
+result<uint64_t> file_offset_to_vaddr(const std::string &binary, uint64_t off) {
+    int fd = ::open(binary.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return make_error(errno, binary + ": " + std::strerror(errno));
+    }
+    Elf64_Ehdr eh{};
+    result<uint64_t> out = make_error(
+        EINVAL, binary + ": file offset 0x" + [&] {
+            char b[24];
+            std::snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(off));
+            return std::string(b);
+        }() + " is in no loadable segment");
+    if (pread(fd, &eh, sizeof eh, 0) != sizeof eh ||
+        std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh.e_phentsize != sizeof(Elf64_Phdr)) {
+        out = make_error(ENOEXEC, binary + " is not a 64-bit ELF file");
+    } else {
+        for (unsigned i = 0; i < eh.e_phnum; i++) {
+            Elf64_Phdr ph{};
+            if (pread(fd, &ph, sizeof ph, static_cast<off_t>(eh.e_phoff + i * sizeof ph)) !=
+                sizeof ph) {
+                break;
+            }
+            if (ph.p_type == PT_LOAD && off >= ph.p_offset && off - ph.p_offset < ph.p_filesz) {
+                out = off - ph.p_offset + ph.p_vaddr;
+                break;
+            }
+        }
+    }
+    real().close(fd);
+    return out;
+}
+
+std::string hex(uint64_t v) {
+    char b[24];
+    std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
+long open_uprobe(const perf_event_attr &attr, int pid) {
+    state &s = state::get();
+    if (s.provider() == nullptr) {
+        return fail(EPERM);
+    }
+    bool ret = (attr.config >> retprobe_bit()) & 1;
+    uint64_t ref_ctr = attr.config >> 32;
+    const char *path = reinterpret_cast<const char *>(static_cast<uintptr_t>(attr.config1));
+    if (path == nullptr) {
+        return fail(EINVAL);
+    }
+    if (ref_ctr != 0) {
+        return unsupported("a uprobe with a reference counter (USDT semaphore)", EOPNOTSUPP);
+    }
+    std::string binary = path;
+    auto vaddr = file_offset_to_vaddr(binary, attr.config2);
+    if (!vaddr) {
+        say_once("perf_event_open(uprobe): " + vaddr.err().message);
+        return fail(vaddr.err().code);
+    }
+    std::string args = binary + ":" + hex(*vaddr);
+    int32_t type = ret ? attach_type_uretprobe : attach_type_uprobe;
+    auto target = s.provider()->create_attach_target(type, args);
+    if (!target) {
+        say_once("perf_event_open(uprobe " + args + "): " + target.err().message);
+        return fail(target.err().code != 0 ? target.err().code : EINVAL);
+    }
+    if (pid > 0) {
+        // Hosts run a user-space uprobe in every process that has the agent; the target
+        // carries no process filter.
+        say_once("uprobe " + args + " for pid " + std::to_string(pid) +
+                 ": runs in every process that hosts it, not in that one only");
+    }
+    auto obj = std::make_shared<object>();
+    obj->k = kind::perf_event;
+    obj->owned = true;
+    obj->attach_type = type;
+    obj->target_id = *target;
+    obj->target_args = args;
+    obj->enabled = !attr.disabled;
+    int fd = s.add(std::move(obj));
+    return fd < 0 ? fail(errno) : fd;
+}
+
+} // namespace
+
+int uprobe_pmu_type() {
+    static const int type = read_sysfs_int("/sys/bus/event_source/devices/uprobe/type", "");
+    return type;
+}
+
+long do_perf_event_open(void *user_attr, long pid, long cpu, long group_fd, long flags) {
+    auto *attr = static_cast<perf_event_attr *>(user_attr);
+    int type = uprobe_pmu_type();
+    if (attr == nullptr || type < 0 || attr->type != static_cast<uint32_t>(type)) {
+        return real().syscall(SYS_perf_event_open, reinterpret_cast<long>(user_attr), pid, cpu,
+                              group_fd, flags, 0);
+    }
+    state &s = state::get();
+    std::lock_guard lock(s.mu);
+    inside_guard g;
+    // The syscall's arguments are ints passed as longs: their upper halves are not defined.
+    long rc = open_uprobe(*attr, static_cast<int>(pid));
+    if (debug()) {
+        int e = errno;
+        std::fprintf(stderr, "bpftime: perf_event_open(uprobe) = %ld%s%s\n", rc, rc < 0 ? " " : "",
+                     rc < 0 ? std::strerror(e) : "");
+        errno = e;
+    }
+    return rc;
+}
+
+int perf_ioctl(const std::shared_ptr<object> &pe, unsigned long request, void *arg) {
+    state &s = state::get();
+    long rc = 0;
+    switch (request) {
+    case PERF_EVENT_IOC_SET_BPF: {
+        auto prog = s.find(static_cast<int>(reinterpret_cast<intptr_t>(arg)), kind::prog);
+        if (!prog) {
+            rc = fail(EBADF);
+        } else if (pe->ioctl_link_id != 0) {
+            rc = fail(EEXIST);
+        } else {
+            rc = make_perf_link(prog, pe);
+        }
+        break;
+    }
+    case PERF_EVENT_IOC_ENABLE:
+    case PERF_EVENT_IOC_DISABLE:
+        pe->enabled = request == PERF_EVENT_IOC_ENABLE;
+        for (uint32_t id : pe->link_ids) {
+            // Links destroyed since are gone from the store: nothing to switch.
+            (void)(pe->enabled ? s.provider()->enable_link(id) : s.provider()->disable_link(id));
+        }
+        break;
+    default:
+        rc = unsupported("ioctl " + hex(request) + " on a uprobe perf event", ENOTTY);
+    }
+    if (debug()) {
+        std::fprintf(stderr, "bpftime: ioctl(perf-event, %s) = %ld\n", hex(request).c_str(), rc);
+    }
+    return static_cast<int>(rc);
+}
+
+} // namespace bpftime::interposer
