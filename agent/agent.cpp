@@ -3,7 +3,8 @@
 // At load it opens the segment ($BPFTIME_SHM or "bpftime"), hosts the uprobe and uretprobe
 // attach types and instantiates; a thread then follows the segment: new links attach,
 // disabled and destroyed ones detach, while the process runs. Messages go to standard error,
-// each distinct one once.
+// each distinct one once. The agent's threads, and its work in the process's main thread at
+// start-up, are its own: probes skip their calls (a malloc counter counts the program's).
 #include <bpftime/manager/attach_manager.hpp>
 #include <bpftime/store/store.hpp>
 #include <bpftime/uprobe/uprobe.hpp>
@@ -28,13 +29,21 @@ constexpr auto reopen_interval = std::chrono::milliseconds(500);
 
 class agent {
 public:
-    agent() : name_(store::segment_name()) {
+    agent() {
+        // The constructor runs in the process's main thread: this is the agent's work.
+        probes_internal_scope own;
+        vm::set_engine_thread_start(mark_probes_internal_thread);
+        name_ = store::segment_name();
         quiet_ = std::getenv("BPFTIME_AGENT_QUIET") != nullptr;
         connect();
-        follower_ = std::thread([this] { follow(); });
+        follower_ = std::thread([this] {
+            mark_probes_internal_thread();
+            follow();
+        });
     }
 
     ~agent() {
+        probes_internal_scope own;
         stop_ = true;
         if (follower_.joinable()) {
             follower_.join();

@@ -210,6 +210,15 @@ uint64_t ringbuf_finish(uint64_t record, uint64_t flags, uint64_t, uint64_t, uin
 
 // --- time, ids, randomness ---
 
+// The time helpers read the clocks the kernel's do, so times a program takes in user space
+// compare with times taken in the kernel and with clock_gettime() in the process.
+template <clockid_t Clock>
+uint64_t clock_ns(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    timespec ts{};
+    ::clock_gettime(Clock, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 uint64_t get_prandom_u32(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
     thread_local uint64_t state = [] {
         uint64_t seed = 0;
@@ -433,6 +442,7 @@ constexpr helper_row rows[] = {
     {2, "map_update_elem", map_update_elem},
     {3, "map_delete_elem", map_delete_elem},
     {4, "probe_read", probe_read},
+    {5, "ktime_get_ns", clock_ns<CLOCK_MONOTONIC>},
     {6, "trace_printk", trace_printk},
     {7, "get_prandom_u32", get_prandom_u32},
     {8, "get_smp_processor_id", get_smp_processor_id},
@@ -442,10 +452,12 @@ constexpr helper_row rows[] = {
     {45, "probe_read_str", probe_read_str},
     {112, "probe_read_user", probe_read},
     {114, "probe_read_user_str", probe_read_str},
+    {125, "ktime_get_boot_ns", clock_ns<CLOCK_BOOTTIME>},
     {130, "ringbuf_output", ringbuf_output},
     {131, "ringbuf_reserve", ringbuf_reserve},
     {132, "ringbuf_submit", ringbuf_finish<true>},
     {133, "ringbuf_discard", ringbuf_finish<false>},
+    {160, "ktime_get_coarse_ns", clock_ns<CLOCK_MONOTONIC_COARSE>},
     {173, "get_func_ip", get_func_ip},
     {174, "get_attach_cookie", get_attach_cookie},
     {182, "strncmp", strncmp_helper},

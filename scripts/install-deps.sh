@@ -8,7 +8,7 @@ packages=(
   clang libclang-rt-14-dev llvm clang-format llvm-15-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev
-  libbpf-dev libelf-dev zlib1g-dev linux-libc-dev nlohmann-json3-dev libzydis-dev
+  libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev nlohmann-json3-dev libzydis-dev
   nginx nginx-dev libnginx-mod-http-lua wrk curl
 )
 

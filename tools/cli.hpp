@@ -67,6 +67,34 @@ result<std::vector<uint8_t>> parse_bytes(const std::string &text, size_t size);
 /// Bytes as "01 00 00 00".
 std::string hex_bytes(const uint8_t *data, size_t len);
 
+/// A library to preload into another program: $ENV_NAME when set (it must be readable), the
+/// one this build made (build_path), or lib/FILE_NAME beside the installed bpftime.
+result<std::string> find_preload_library(const char *env_name, const std::string &build_path,
+                                         const std::string &file_name);
+/// Sets what a program run by bpftime inherits: BPFTIME_SHM from --shm, and LD_PRELOAD with
+/// preload first (an existing LD_PRELOAD stays after it; an empty preload changes nothing).
+void prepare_environment(const global_options &g, const std::string &preload);
+/// Replaces bpftime with the program (looked up in $PATH as a shell would); returns only when
+/// it cannot start, with the shell's status for that (127 not found, 126 not runnable).
+int exec_program(const std::vector<std::string> &command);
+/// Runs the program as a child and returns its exit status (128 + the signal when a signal
+/// ended it; 127/126 when it cannot start). SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and
+/// SIGUSR2 sent to bpftime go on to it (a terminal's Ctrl-C reaches both already).
+int run_program(const std::vector<std::string> &command);
+
+/// What `bpftime load FILE` was given.
+struct load_input {
+    enum kind_t { object, program } kind;
+    std::string path; ///< the file (a bare program name found in $PATH is given its path)
+};
+/// An ELF relocatable file is an eBPF object; another executable file is a loader program.
+/// A missing file, a folder or a file that is neither is refused with what to do.
+result<load_input> classify_load_input(const std::string &path);
+/// `bpftime load PROGRAM [ARGS...]`: runs an unmodified libbpf loader with the bpf() interposer
+/// preloaded ($BPFTIME_SYSCALL_SERVER, this build's, or the installed one), so what it loads
+/// goes to the segment; with the kernel provider it runs as it is. Returns its status.
+int run_loader(const global_options &g, const std::vector<std::string> &command);
+
 void add_vm_commands(CLI::App &app, const global_options &g, int &status);
 void add_store_commands(CLI::App &app, const global_options &g, int &status);
 void add_start_command(CLI::App &app, const global_options &g, int &status);

@@ -3,12 +3,7 @@
 // the segment run inside it (with --provider kernel the kernel probes it; it runs as it is).
 #include "cli.hpp"
 
-#include <unistd.h>
-
 #include <cerrno>
-#include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -16,59 +11,18 @@ namespace bpftime::cli {
 
 namespace {
 
-bool readable(const std::string &path) {
-    return ::access(path.c_str(), R_OK) == 0;
-}
-
-// $BPFTIME_AGENT, the agent of this build, or the one installed beside this binary.
-result<std::string> find_agent() {
-    if (const char *env = std::getenv("BPFTIME_AGENT"); env != nullptr && *env != '\0') {
-        if (!readable(env)) {
-            return make_error(ENOENT,
-                              std::string("BPFTIME_AGENT is ") + env + ": " + std::strerror(errno));
-        }
-        return std::string(env);
-    }
-    if (readable(BPFTIME_AGENT_BUILD_PATH)) {
-        return std::string(BPFTIME_AGENT_BUILD_PATH);
-    }
-    char self[PATH_MAX] = {};
-    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        std::string dir(self, static_cast<size_t>(n));
-        dir = dir.substr(0, dir.rfind('/'));
-        std::string installed = dir + "/../lib/libbpftime_agent.so";
-        if (readable(installed)) {
-            return installed;
-        }
-    }
-    return make_error(ENOENT, "cannot find libbpftime_agent.so (set BPFTIME_AGENT to its path)");
-}
-
 int cmd_start(const global_options &g, const std::vector<std::string> &command) {
-    if (!g.shm.empty()) {
-        ::setenv("BPFTIME_SHM", g.shm.c_str(), 1);
-    }
+    std::string agent;
     if (!g.kernel()) {
-        auto agent = find_agent();
-        if (!agent) {
-            return report(agent.err());
+        auto found =
+            find_preload_library("BPFTIME_AGENT", BPFTIME_AGENT_BUILD_PATH, "libbpftime_agent.so");
+        if (!found) {
+            return report(found.err());
         }
-        std::string preload = *agent;
-        if (const char *old = std::getenv("LD_PRELOAD"); old != nullptr && *old != '\0') {
-            preload += std::string(":") + old;
-        }
-        ::setenv("LD_PRELOAD", preload.c_str(), 1);
+        agent = *found;
     }
-    std::vector<char *> argv;
-    for (const std::string &a : command) {
-        argv.push_back(const_cast<char *>(a.c_str()));
-    }
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    int e = errno;
-    report(make_error(e, command[0] + ": " + std::strerror(e)));
-    return e == ENOENT ? 127 : 126;
+    prepare_environment(g, agent);
+    return exec_program(command);
 }
 
 } // namespace

@@ -574,10 +574,43 @@ int with_provider(const global_options &g, F &&f) {
 } // namespace
 
 void add_store_commands(CLI::App &app, const global_options &g, int &status) {
-    auto *load = app.add_subcommand("load", "create an ELF object's maps and programs");
-    static std::string load_path;
-    load->add_option("FILE", load_path, "an object built with clang -O2 -target bpf")->required();
-    load->callback([&] { status = cmd_load(g, load_path); });
+    auto *load = app.add_subcommand(
+        "load", "create an ELF object's maps and programs, or run a libbpf loader program so "
+                "that what it loads goes to the segment");
+    // PROGRAM and everything after it belong to the loader, options included.
+    load->prefix_command();
+    load->allow_extras();
+    load->fallthrough(false);
+    load->footer("Usage: bpftime load FILE.bpf.o (an object built with clang -O2 -target bpf)\n"
+                 "       bpftime load PROGRAM [ARGS...] (a libbpf loader, run with the bpf() "
+                 "interposer)");
+    load->callback([&g, &status, load] {
+        std::vector<std::string> args = load->remaining();
+        if (!args.empty() && args.front() == "--") {
+            args.erase(args.begin());
+        }
+        if (args.empty()) {
+            status = report(make_error(
+                EINVAL, "bpftime load needs a FILE: an eBPF object or a loader PROGRAM to run"));
+            return;
+        }
+        auto input = classify_load_input(args.front());
+        if (!input) {
+            status = report(input.err());
+            return;
+        }
+        if (input->kind == load_input::program) {
+            status = run_loader(g, args);
+            return;
+        }
+        if (args.size() > 1) {
+            status = report(make_error(
+                EINVAL, args.front() + " is an eBPF object, which takes no arguments (got '" +
+                            args[1] + "'); only a loader PROGRAM takes ARGS"));
+            return;
+        }
+        status = cmd_load(g, input->path);
+    });
 
     auto *list = app.add_subcommand("list", "list every object of the segment (or bpffs folder)");
     list->callback([&] { status = cmd_list(g); });

@@ -13,6 +13,11 @@ namespace bpftime {
 
 namespace {
 
+// Set on bpftime's own threads and around its own work. Initial-exec: the probe path reads it
+// with one load relative to the thread pointer, no call (the agent is loaded at start-up, so
+// its thread-local block is part of every thread's static one).
+__attribute__((tls_model("initial-exec"))) thread_local bool internal_thread = false;
+
 struct probe_program {
     int attach_id;
     std::shared_ptr<const attached_program> prog;
@@ -46,6 +51,9 @@ void run_all(const std::vector<probe_program> &progs, uintptr_t address, const p
 }
 
 bool on_entry(void *user, const pt_regs *regs) {
+    if (internal_thread) {
+        return false; // bpftime's own call: neither the uprobes nor the uretprobes see it
+    }
     auto *site = static_cast<probe_site *>(user);
     const probe_programs *progs = site->programs.load(std::memory_order_acquire);
     if (progs == nullptr) {
@@ -151,6 +159,18 @@ private:
     std::map<int, uintptr_t> where_; // attach id -> address
     int next_id_ = 1;
 };
+
+void mark_probes_internal_thread() {
+    internal_thread = true;
+}
+
+probes_internal_scope::probes_internal_scope() : was_(internal_thread) {
+    internal_thread = true;
+}
+
+probes_internal_scope::~probes_internal_scope() {
+    internal_thread = was_;
+}
 
 std::shared_ptr<uprobe_host> make_uprobe_host() {
     return std::make_shared<uprobe_host>();

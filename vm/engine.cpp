@@ -4,7 +4,27 @@
 #include "jit/jit.hpp"
 #endif
 
+#include <atomic>
+
 namespace bpftime::vm {
+
+namespace {
+
+std::atomic<void (*)()> thread_start{nullptr};
+
+} // namespace
+
+void set_engine_thread_start(void (*fn)()) {
+    thread_start.store(fn, std::memory_order_release);
+}
+
+#ifdef BPFTIME_HAVE_JIT
+void engine_thread_started() {
+    if (void (*fn)() = thread_start.load(std::memory_order_acquire)) {
+        fn();
+    }
+}
+#endif
 
 const char *engine_name(engine_kind kind) {
     switch (kind) {

@@ -168,6 +168,39 @@ TEST_F(HelpersTest, IdentityAndTime) {
     EXPECT_NE(*rnd, 0u);
 }
 
+uint64_t clock_now(clockid_t clock) {
+    timespec ts{};
+    clock_gettime(clock, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// ktime_get_ns (5), ktime_get_boot_ns (125) and ktime_get_coarse_ns (160) read the kernel's
+// clocks: each lies between two clock_gettime() readings of its clock taken around the run
+// (the coarse clock is itself read coarsely, so it is compared with CLOCK_MONOTONIC_COARSE)
+// and never goes backwards.
+TEST_F(HelpersTest, TimeHelpersReadTheKernelsClocks) {
+    struct clock_helper {
+        int id;
+        clockid_t clock;
+    };
+    for (auto [id, clock] : {clock_helper{5, CLOCK_MONOTONIC}, clock_helper{125, CLOCK_BOOTTIME},
+                             clock_helper{160, CLOCK_MONOTONIC_COARSE}}) {
+        SCOPED_TRACE("helper " + std::to_string(id));
+        const std::string text = "call " + std::to_string(id) + "\nexit\n";
+        uint64_t last = 0;
+        for (int i = 0; i < 20; i++) {
+            uint64_t before = clock_now(clock);
+            auto t = run(text);
+            uint64_t after = clock_now(clock);
+            ASSERT_TRUE(t.ok()) << t.err().message;
+            EXPECT_GE(*t, before);
+            EXPECT_LE(*t, after);
+            EXPECT_GE(*t, last);
+            last = *t;
+        }
+    }
+}
+
 // get_func_ip and get_attach_cookie report what the host said about the run, and 0 when it
 // said nothing.
 TEST_F(HelpersTest, FuncIpAndCookieComeFromTheHost) {

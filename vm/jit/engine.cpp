@@ -150,6 +150,7 @@ public:
     void optimise_in_background() {
         background_compiles &bg = background_compiles::get(); // registers the exit wait now
         worker_ = std::thread([this, &bg] {
+            engine_thread_started();
             if (!bg.begin()) {
                 return; // the process is exiting: the baseline code stays
             }

@@ -13,6 +13,10 @@
 
 namespace bpftime::vm {
 
+/// Runs the function set by set_engine_thread_start, if any; engines' own threads call it
+/// first.
+void engine_thread_started();
+
 /// Compiles a loaded program. Fails with a message when LLVM cannot set up or compile.
 result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_options &opts);
 

@@ -33,6 +33,26 @@ private:
     bool retprobe_;
 };
 
+/// Marks the calling thread as one of bpftime's own for the rest of its life: probes of this
+/// process skip the calls it makes (no program runs, nothing is counted), so a program
+/// counting a function's calls counts the host's calls only. Hosts call it first on the
+/// threads they start (the agent's follower, the JIT's background compiles through
+/// vm::set_engine_thread_start).
+void mark_probes_internal_thread();
+
+/// While one lives, the calling thread does bpftime's own work (instantiating, compiling,
+/// opening the segment) and probes skip its calls, as on a marked thread. Scopes nest.
+class probes_internal_scope {
+public:
+    probes_internal_scope();
+    ~probes_internal_scope();
+    probes_internal_scope(const probes_internal_scope &) = delete;
+    probes_internal_scope &operator=(const probes_internal_scope &) = delete;
+
+private:
+    bool was_;
+};
+
 /// A new host: the hooks of this process's uprobes and uretprobes.
 std::shared_ptr<uprobe_host> make_uprobe_host();
 

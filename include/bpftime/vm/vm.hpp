@@ -241,6 +241,11 @@ struct engine_options {
     jit_tier tier = jit_tier::tiered;
 };
 
+/// Sets a function that every thread the engines start (the JIT's background compiles) calls
+/// first, on that thread: a host marks its own threads with it (the agent keeps its uprobes
+/// from counting the compiler's calls). Null for none; threads started later see the change.
+void set_engine_thread_start(void (*fn)());
+
 /// Makes an engine of this kind for a loaded program (which must outlive it).
 result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &prog,
                                             const engine_options &opts = {});
