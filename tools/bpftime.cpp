@@ -22,6 +22,7 @@ int main(int argc, char **argv) {
     bpftime::cli::add_vm_commands(app, g, status);
     bpftime::cli::add_store_commands(app, g, status);
     bpftime::cli::add_start_command(app, g, status);
+    bpftime::cli::add_stats_commands(app, g, status);
     CLI11_PARSE(app, argc, argv);
     return status;
 }

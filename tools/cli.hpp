@@ -8,6 +8,7 @@
 #include <bpftime/vm/isa.hpp>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -50,8 +51,20 @@ result<std::vector<uint8_t>> parse_bytes(const std::string &text, size_t size);
 /// Bytes as "01 00 00 00".
 std::string hex_bytes(const uint8_t *data, size_t len);
 
+/// Appends a link's counters to a `list` row: text to details, fields to j (run_cnt,
+/// run_time_ns, faults, budget_stops; with the kernel provider and its statistics off, zeros and
+/// "stats": why). stats_commands.cpp.
+void add_link_counts(std::string &details, nlohmann::ordered_json &j, const listing &listed,
+                     const store::link_info &l);
+/// After `list`'s table: why links show no counts (kernel provider, statistics off).
+void print_list_footer(const listing &listed);
+/// "runs N, faults N, budget stops N, run time N ns" of one host process's share.
+std::string host_counts_text(const store::link_host_state &h);
+
 void add_vm_commands(CLI::App &app, const global_options &g, int &status);
 void add_store_commands(CLI::App &app, const global_options &g, int &status);
 void add_start_command(CLI::App &app, const global_options &g, int &status);
+/// stats, metrics (stats_commands.cpp).
+void add_stats_commands(CLI::App &app, const global_options &g, int &status);
 
 } // namespace bpftime::cli

@@ -276,12 +276,8 @@ int cmd_list(const global_options &g) {
             r.details += ", cookie " + std::to_string(l.cookie);
             r.j["cookie"] = l.cookie;
         }
-        if (listed->counted) {
-            r.details +=
-                ", runs " + std::to_string(l.runs) + ", faults " + std::to_string(l.faults);
-            r.j["runs"] = l.runs;
-            r.j["faults"] = l.faults;
-        } else if (l.enabled && listed->kernel_id(l.id) == 0) {
+        add_link_counts(r.details, r.j, *listed, l);
+        if (!listed->counted && l.enabled && listed->kernel_id(l.id) == 0) {
             r.details += ", not attached";
         }
         kernel_id(r, listed->kernel_id(l.id), "link");
@@ -291,8 +287,14 @@ int cmd_list(const global_options &g) {
             for (const store::link_host_state &h : hosts->second) {
                 r.details += h.failed ? ", failed in pid " + std::to_string(h.pid) + ": " + h.why
                                       : ", running in pid " + std::to_string(h.pid);
-                hj.push_back(
-                    {{"pid", h.pid}, {"state", h.failed ? "failed" : "running"}, {"why", h.why}});
+                r.details += " (" + host_counts_text(h) + ")";
+                hj.push_back({{"pid", h.pid},
+                              {"state", h.failed ? "failed" : "running"},
+                              {"why", h.why},
+                              {"run_cnt", h.runs},
+                              {"run_time_ns", h.run_time_ns},
+                              {"faults", h.faults},
+                              {"budget_stops", h.budget_stops}});
             }
             r.j["hosts"] = std::move(hj);
         }
@@ -314,6 +316,7 @@ int cmd_list(const global_options &g) {
         }
         std::puts(json{{g.kernel() ? "folder" : "segment", (*provider)->location()},
                        {"generation", snap.generation},
+                       {"run_timing", listed->run_timing},
                        {"objects", out}}
                       .dump()
                       .c_str());
@@ -323,6 +326,7 @@ int cmd_list(const global_options &g) {
     for (const row &r : rows) {
         std::printf("%-4u %-8s %-20s %s\n", r.id, r.kind, r.name.c_str(), r.details.c_str());
     }
+    print_list_footer(*listed);
     return status;
 }
 

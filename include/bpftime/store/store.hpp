@@ -20,7 +20,7 @@
 namespace bpftime::store {
 
 /// The layout version this build reads and writes. A segment of another version is refused.
-inline constexpr uint32_t layout_version = 3;
+inline constexpr uint32_t layout_version = 4;
 /// The segment name when neither --shm nor BPFTIME_SHM names one.
 inline constexpr const char *default_segment_name = "bpftime";
 /// Longest object name, in bytes.
@@ -67,8 +67,13 @@ struct link_info {
     uint32_t target_id = 0;
     bool enabled = false;
     uint64_t runs = 0;   ///< program runs through this link, over all host processes
-    uint64_t faults = 0; ///< runs that stopped with an error
+    uint64_t faults = 0; ///< runs that stopped with an error (budget stops included)
     uint64_t cookie = 0; ///< the attach cookie (get_attach_cookie)
+    /// Runs stopped by the instruction budget (ETIMEDOUT): a subset of faults.
+    uint64_t budget_stops = 0;
+    /// Nanoseconds spent in runs while run timing was on (segment::set_run_timing); 0 when it
+    /// never was.
+    uint64_t run_time_ns = 0;
 };
 
 /// How one host process runs a link (segment::link_host_states).
@@ -76,6 +81,8 @@ struct link_host_state {
     int32_t pid = 0;
     bool failed = false; ///< false: attached and running in that process
     std::string why;     ///< when failed: the reason
+    /// What that process counted (segment::host_counters); link_info's counts include them.
+    uint64_t runs = 0, faults = 0, budget_stops = 0, run_time_ns = 0;
 };
 /// Host processes whose state one link records; past this, the oldest record goes.
 inline constexpr size_t max_link_hosts = 8;
@@ -116,17 +123,32 @@ struct open_options {
     uint32_t wait_ms = 5000;
 };
 
-/// Run counters of one link, in the segment; hosts add to them lock-free.
+/// Run counters of one link (or of one host process's share of it), in the segment; hosts add
+/// to them lock-free.
 class link_counters {
 public:
     link_counters() = default;
-    explicit link_counters(void *slot) : slot_(slot) {}
-    void count(bool fault) const;
-    explicit operator bool() const { return slot_ != nullptr; }
+    /// stripes: the counter stripes in the segment; flags: the segment's stats flags.
+    link_counters(void *stripes, const uint32_t *flags) : stripes_(stripes), flags_(flags) {}
+    /// Counts a run, and a fault when fault is set.
+    void count(bool fault) const { count(fault ? 1 : 0, 0); }
+    /// Counts a run that ended with error code error (0: it did not fail; ETIMEDOUT: the
+    /// instruction budget stopped it, a fault and a budget stop) and took run_time_ns.
+    void count(int error, uint64_t run_time_ns) const;
+    /// Whether hosts time runs now (segment::set_run_timing): one relaxed load.
+    bool timing() const {
+        return flags_ != nullptr && (__atomic_load_n(flags_, __ATOMIC_RELAXED) & 1u) != 0;
+    }
+    explicit operator bool() const { return stripes_ != nullptr; }
 
 private:
-    void *slot_ = nullptr;
+    void *stripes_ = nullptr;
+    const uint32_t *flags_ = nullptr;
 };
+
+/// A monotonic clock in nanoseconds cheap enough to read around every run (the TSC, scaled by
+/// a ratio measured once per process; CLOCK_MONOTONIC where there is no invariant TSC).
+uint64_t run_clock_ns();
 
 /// For tests and diagnostics: whether link_counters::count adds without a lock prefix in this
 /// process, inside a restartable sequence. True on x86-64 when glibc registered rseq for its
@@ -190,6 +212,18 @@ public:
     result<maps::map_view> map_view(uint32_t id) const;
     /// The counters of a link (valid while the segment stays mapped).
     result<link_counters> counters(uint32_t link_id) const;
+    /// The counters of process pid's share of a link: its host record (made when it has none,
+    /// like set_link_host_state, in the running state), so `bpftime list` shows what each
+    /// process ran; the link's totals include them. Takes the writer lock; EBUSY when it is
+    /// held and this process may not wait (a host then counts on counters(link_id)).
+    result<link_counters> host_counters(uint32_t link_id, int32_t pid);
+
+    /// Switches run timing on or off for every host of the segment at once, as
+    /// kernel.bpf_stats_enabled does for the kernel: hosts then read the clock around each run
+    /// and add the time to run_time_ns. Off when a segment is made.
+    result<void> set_run_timing(bool on);
+    /// Whether run timing is on.
+    bool run_timing() const;
 
     /// For tests: the lock, to simulate a writer that dies holding it.
     void lock_for_test();
