@@ -146,7 +146,56 @@ void link_counters::count(int error, uint64_t run_time_ns) const {
     }
 }
 
+void link_counters::count_decision(decision d, int status) const {
+    auto *f = static_cast<detail::filter_counts *>(decisions_);
+    if (f == nullptr) {
+        return;
+    }
+    auto bump = [](uint64_t &v) { __atomic_fetch_add(&v, 1, __ATOMIC_RELAXED); };
+    switch (d) {
+    case decision::allowed:
+        return bump(f->allowed);
+    case decision::fail_open:
+        return bump(f->fail_open);
+    case decision::fail_closed:
+        return bump(f->fail_closed);
+    case decision::refused:
+        break;
+    }
+    auto want = static_cast<uint32_t>(status);
+    for (auto &r : f->refused) {
+        uint32_t have = __atomic_load_n(&r.status, __ATOMIC_ACQUIRE);
+        if (have == 0 && want != 0) {
+            uint32_t expected = 0;
+            // Another thread may claim the entry first, for this status or another.
+            __atomic_compare_exchange_n(&r.status, &expected, want, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE);
+            have = expected == 0 ? want : expected;
+        }
+        if (have == want) {
+            return bump(r.count);
+        }
+    }
+    bump(f->refused_other);
+}
+
 namespace detail {
+
+void sum_decisions(const filter_counts &from, filter_decisions &into) {
+    into.allowed += __atomic_load_n(&from.allowed, __ATOMIC_RELAXED);
+    into.fail_open += __atomic_load_n(&from.fail_open, __ATOMIC_RELAXED);
+    into.fail_closed += __atomic_load_n(&from.fail_closed, __ATOMIC_RELAXED);
+    if (uint64_t n = __atomic_load_n(&from.refused_other, __ATOMIC_RELAXED)) {
+        into.refused[0] += n;
+    }
+    for (const auto &r : from.refused) {
+        uint32_t status = __atomic_load_n(&r.status, __ATOMIC_ACQUIRE);
+        uint64_t n = __atomic_load_n(&r.count, __ATOMIC_RELAXED);
+        if (status != 0 && n != 0) {
+            into.refused[static_cast<int>(status)] += n;
+        }
+    }
+}
 
 void sum_counters(const counter_stripe (&from)[counter_stripes], counter_totals &into) {
     for (const counter_stripe &c : from) {

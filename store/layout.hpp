@@ -62,6 +62,17 @@ struct alignas(64) counter_stripe {
     uint64_t run_time_ns;  ///< time in runs, while stats_timing was set
 };
 
+/// nginx URL filter decisions one host process counted for a link (in its host record).
+struct filter_counts {
+    uint64_t allowed, fail_open, fail_closed;
+    uint64_t refused_other; ///< refusals with a status the table below had no room for
+    struct {
+        uint32_t status; ///< 0: unused; claimed by a compare-and-swap
+        uint32_t pad;
+        uint64_t count;
+    } refused[12];
+};
+
 /// One object of the table; which fields mean something depends on kind.
 struct alignas(64) slot {
     uint32_t state;
@@ -118,6 +129,8 @@ struct counter_totals {
 };
 /// Adds the stripes' counts to into (relaxed loads; counters.cpp).
 void sum_counters(const counter_stripe (&from)[counter_stripes], counter_totals &into);
+/// Adds a filter_counts to a filter_decisions (relaxed loads; counters.cpp).
+void sum_decisions(const filter_counts &from, filter_decisions &into);
 /// Moves the counts of from into into (a link's own stripes), leaving from zero.
 void fold_counters(counter_stripe (&from)[counter_stripes],
                    counter_stripe (&into)[counter_stripes]);

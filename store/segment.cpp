@@ -539,6 +539,7 @@ struct alignas(64) host_record {
     uint32_t failed;
     uint64_t stamp; // newer records have larger stamps
     char why[240];
+    detail::filter_counts decisions;
 };
 struct host_records {
     uint64_t magic;
@@ -546,7 +547,7 @@ struct host_records {
     host_record rec[max_link_hosts];
 };
 constexpr uint64_t host_records_magic = 0x74736f686b6e696cull; // "linkhost"
-static_assert(std::is_trivially_copyable_v<host_records> && sizeof(host_record) == 768 &&
+static_assert(std::is_trivially_copyable_v<host_records> && sizeof(host_record) == 1024 &&
               offsetof(host_records, rec) == 64);
 
 // The host records of a link slot, or null when it has none or they are not well formed.
@@ -576,6 +577,7 @@ result<link_info> segment::impl::to_link(const slot &s, const slot &counters) co
     if (const host_records *r = records_of(objects(), s)) {
         for (const host_record &rec : r->rec) {
             detail::sum_counters(rec.counters, t);
+            detail::sum_decisions(rec.decisions, info.decisions);
         }
     }
     info.runs = t.runs;
@@ -1098,7 +1100,8 @@ result<link_counters> segment::host_counters(uint32_t link_id, int32_t pid) {
     if (!pick) {
         return pick.err();
     }
-    return link_counters(static_cast<host_record *>(*pick)->counters, &impl_->hdr()->stats_flags);
+    auto *rec = static_cast<host_record *>(*pick);
+    return link_counters(rec->counters, &impl_->hdr()->stats_flags, &rec->decisions);
 }
 
 result<void> segment::set_run_timing(bool on) {
@@ -1148,6 +1151,7 @@ result<void *> segment::impl::record_for(slot &s, int32_t pid) {
             [](const host_record &a, const host_record &b) { return a.stamp < b.stamp; });
     }
     detail::fold_counters(pick->counters, s.counters);
+    std::memset(&pick->decisions, 0, sizeof pick->decisions);
     pick->pid = pid;
     pick->failed = 0;
     std::memset(pick->why, 0, sizeof pick->why);
@@ -1197,9 +1201,16 @@ result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_stat
         for (const host_record *rec : recs) {
             detail::counter_totals t;
             detail::sum_counters(rec->counters, t);
-            out[s.id].push_back({rec->pid, rec->failed != 0,
-                                 std::string(rec->why, strnlen(rec->why, sizeof rec->why)), t.runs,
-                                 t.faults, t.budget_stops, t.run_time_ns});
+            link_host_state h{rec->pid,
+                              rec->failed != 0,
+                              std::string(rec->why, strnlen(rec->why, sizeof rec->why)),
+                              t.runs,
+                              t.faults,
+                              t.budget_stops,
+                              t.run_time_ns,
+                              {}};
+            detail::sum_decisions(rec->decisions, h.decisions);
+            out[s.id].push_back(std::move(h));
         }
     }
     return out;

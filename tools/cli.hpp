@@ -56,6 +56,8 @@ std::string hex_bytes(const uint8_t *data, size_t len);
 /// "stats": why). stats_commands.cpp.
 void add_link_counts(std::string &details, nlohmann::ordered_json &j, const listing &listed,
                      const store::link_info &l);
+/// A host's nginx URL filter decisions for `list --json`, null when it made none.
+nlohmann::ordered_json host_decisions_json(const store::link_host_state &h);
 /// After `list`'s table: why links show no counts (kernel provider, statistics off).
 void print_list_footer(const listing &listed);
 /// "runs N, faults N, budget stops N, run time N ns" of one host process's share.

@@ -291,6 +291,10 @@ result<std::string> metrics_text(base_event_provider &provider) {
     family enabled{"bpftime_link_enabled", "gauge", "1 when the link is enabled."};
     family host_runs{"bpftime_link_host_runs_total", "counter",
                      "Runs of the link counted by one host process."};
+    family decisions{"bpftime_nginx_decisions_total", "counter",
+                     "nginx URL filter decisions through the link: allowed, refused (with the "
+                     "status), fail_open and fail_closed (the fail policy after the link "
+                     "failed)."};
     family prog_insns{"bpftime_program_insns", "gauge", "Instructions of the program."};
     family prog_links{"bpftime_program_links", "gauge", "Links that run the program."};
     family map_entries{"bpftime_map_entries", "gauge", "Entries in the map."};
@@ -317,6 +321,20 @@ result<std::string> metrics_text(base_event_provider &provider) {
         sample_line(faults, labels, l.faults);
         sample_line(budget, labels, l.budget_stops);
         sample_line(enabled, labels, l.enabled ? 1 : 0);
+        if (!l.decisions.empty()) {
+            auto with = [&](const char *d, const std::string &status, uint64_t n) {
+                auto dl = labels;
+                dl.emplace_back("decision", d);
+                dl.emplace_back("status", status);
+                sample_line(decisions, dl, n);
+            };
+            with("allowed", "", l.decisions.allowed);
+            for (const auto &[status, n] : l.decisions.refused) {
+                with("refused", status == 0 ? "other" : std::to_string(status), n);
+            }
+            with("fail_open", "", l.decisions.fail_open);
+            with("fail_closed", "503", l.decisions.fail_closed);
+        }
         if (auto hosts = listed->link_hosts.find(l.id); hosts != listed->link_hosts.end()) {
             for (const store::link_host_state &h : hosts->second) {
                 sample_line(host_runs,
@@ -353,8 +371,8 @@ result<std::string> metrics_text(base_event_provider &provider) {
 
     std::string out;
     for (const family *f :
-         {&runs, &time_ns, &faults, &budget, &enabled, &host_runs, &prog_insns, &prog_links,
-          &map_entries, &map_max, &generation, &timing, &counted, &damaged}) {
+         {&runs, &time_ns, &faults, &budget, &enabled, &host_runs, &decisions, &prog_insns,
+          &prog_links, &map_entries, &map_max, &generation, &timing, &counted, &damaged}) {
         if (f->samples.empty()) {
             continue;
         }
@@ -565,6 +583,36 @@ int cmd_metrics(const global_options &g, const metrics_args &a) {
 
 } // namespace
 
+namespace {
+
+json decisions_json(const store::filter_decisions &d) {
+    json refused = json::object();
+    for (const auto &[status, n] : d.refused) {
+        refused[status == 0 ? "other" : std::to_string(status)] = n;
+    }
+    return {{"allowed", d.allowed},
+            {"refused", refused},
+            {"fail_open", d.fail_open},
+            {"fail_closed", d.fail_closed}};
+}
+
+std::string decisions_text(const store::filter_decisions &d) {
+    std::string s = "allowed " + std::to_string(d.allowed);
+    for (const auto &[status, n] : d.refused) {
+        s += ", refused " + (status == 0 ? std::string("other") : std::to_string(status)) + " " +
+             std::to_string(n);
+    }
+    if (d.fail_open != 0) {
+        s += ", fail open " + std::to_string(d.fail_open);
+    }
+    if (d.fail_closed != 0) {
+        s += ", fail closed " + std::to_string(d.fail_closed);
+    }
+    return s;
+}
+
+} // namespace
+
 void print_list_footer(const listing &listed) {
     if (!listed.counted && !listed.objects.links.empty()) {
         std::printf("(runs are not counted: %s)\n", kernel_stats_off);
@@ -598,6 +646,14 @@ void add_link_counts(std::string &details, json &j, const listing &listed,
     if (l.run_time_ns != 0 || listed.run_timing) {
         details += ", run time " + std::to_string(l.run_time_ns) + " ns";
     }
+    if (!l.decisions.empty()) {
+        details += ", " + decisions_text(l.decisions);
+        j["decisions"] = decisions_json(l.decisions);
+    }
+}
+
+json host_decisions_json(const store::link_host_state &h) {
+    return h.decisions.empty() ? json(nullptr) : decisions_json(h.decisions);
 }
 
 std::string host_counts_text(const store::link_host_state &h) {
@@ -607,6 +663,9 @@ std::string host_counts_text(const store::link_host_state &h) {
     }
     if (h.run_time_ns != 0) {
         s += ", run time " + std::to_string(h.run_time_ns) + " ns";
+    }
+    if (!h.decisions.empty()) {
+        s += ", " + decisions_text(h.decisions);
     }
     return s;
 }

@@ -294,7 +294,8 @@ int cmd_list(const global_options &g) {
                               {"run_cnt", h.runs},
                               {"run_time_ns", h.run_time_ns},
                               {"faults", h.faults},
-                              {"budget_stops", h.budget_stops}});
+                              {"budget_stops", h.budget_stops},
+                              {"decisions", host_decisions_json(h)}});
             }
             r.j["hosts"] = std::move(hj);
         }

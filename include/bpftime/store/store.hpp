@@ -60,6 +60,19 @@ struct target_info {
     std::string args;
 };
 
+/// What the nginx URL filter decided through one link (link_counters::count_decision).
+struct filter_decisions {
+    uint64_t allowed = 0;     ///< requests the link's program let through
+    uint64_t fail_open = 0;   ///< requests let through by the fail policy after this link failed
+    uint64_t fail_closed = 0; ///< requests refused (503) by the fail policy after it failed
+    /// Requests the link's program refused, by status; 0 holds statuses past the dozen a host
+    /// record keeps apart.
+    std::map<int, uint64_t> refused;
+    bool empty() const {
+        return allowed == 0 && fail_open == 0 && fail_closed == 0 && refused.empty();
+    }
+};
+
 struct link_info {
     uint32_t id = 0;
     std::string name;
@@ -74,6 +87,9 @@ struct link_info {
     /// Nanoseconds spent in runs while run timing was on (segment::set_run_timing); 0 when it
     /// never was.
     uint64_t run_time_ns = 0;
+    /// nginx URL filter decisions, over the host records the link has (a record handed to
+    /// another process takes its decisions along; runs and faults stay in the totals).
+    filter_decisions decisions;
 };
 
 /// How one host process runs a link (segment::link_host_states).
@@ -83,6 +99,7 @@ struct link_host_state {
     std::string why;     ///< when failed: the reason
     /// What that process counted (segment::host_counters); link_info's counts include them.
     uint64_t runs = 0, faults = 0, budget_stops = 0, run_time_ns = 0;
+    filter_decisions decisions; ///< nginx URL filter hosts
 };
 /// Host processes whose state one link records; past this, the oldest record goes.
 inline constexpr size_t max_link_hosts = 8;
@@ -128,8 +145,10 @@ struct open_options {
 class link_counters {
 public:
     link_counters() = default;
-    /// stripes: the counter stripes in the segment; flags: the segment's stats flags.
-    link_counters(void *stripes, const uint32_t *flags) : stripes_(stripes), flags_(flags) {}
+    /// stripes: the counter stripes in the segment; flags: the segment's stats flags;
+    /// decisions: a host record's filter decisions (null: not counted).
+    link_counters(void *stripes, const uint32_t *flags, void *decisions = nullptr)
+        : stripes_(stripes), flags_(flags), decisions_(decisions) {}
     /// Counts a run, and a fault when fault is set.
     void count(bool fault) const { count(fault ? 1 : 0, 0); }
     /// Counts a run that ended with error code error (0: it did not fail; ETIMEDOUT: the
@@ -141,9 +160,16 @@ public:
     }
     explicit operator bool() const { return stripes_ != nullptr; }
 
+    /// What a URL filter made of a request through this link.
+    enum class decision { allowed, refused, fail_open, fail_closed };
+    /// Counts one decision (status: the refusal's HTTP status) in this host's record; nothing
+    /// when these counters are not a host's (segment::counters).
+    void count_decision(decision d, int status = 0) const;
+
 private:
     void *stripes_ = nullptr;
     const uint32_t *flags_ = nullptr;
+    void *decisions_ = nullptr;
 };
 
 /// A monotonic clock in nanoseconds cheap enough to read around every run (the TSC, scaled by
