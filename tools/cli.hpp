@@ -56,6 +56,25 @@ std::string hex_bytes(const uint8_t *data, size_t len);
 /// "stats": why). stats_commands.cpp.
 void add_link_counts(std::string &details, nlohmann::ordered_json &j, const listing &listed,
                      const store::link_info &l);
+/// Progress of a long operation on stderr, only when stderr is a terminal: "what: done/total",
+/// redrawn at most ten times a second and erased when it ends.
+class progress {
+public:
+    progress(std::string what, uint64_t total);
+    ~progress();
+    progress(const progress &) = delete;
+    progress &operator=(const progress &) = delete;
+    /// done items so far; cheap enough to call per item.
+    void step(uint64_t done);
+
+private:
+    std::string what_;
+    uint64_t total_;
+    bool tty_;
+    bool shown_ = false;
+    uint64_t next_ms_ = 0;
+};
+
 /// A host's nginx URL filter decisions for `list --json`, null when it made none.
 nlohmann::ordered_json host_decisions_json(const store::link_host_state &h);
 /// After `list`'s table: why links show no counts (kernel provider, statistics off).

@@ -613,6 +613,41 @@ std::string decisions_text(const store::filter_decisions &d) {
 
 } // namespace
 
+progress::progress(std::string what, uint64_t total)
+    : what_(std::move(what)), total_(total),
+      // Not when stdout is the same terminal: the entries would run through the line.
+      tty_(isatty(STDERR_FILENO) == 1 && isatty(STDOUT_FILENO) == 0) {}
+
+progress::~progress() {
+    if (shown_) {
+        std::fprintf(stderr, "\r\033[K");
+        std::fflush(stderr);
+    }
+}
+
+void progress::step(uint64_t done) {
+    // Checking the clock every item would cost more than the item; every 1024 is enough.
+    if (!tty_ || (done & 1023) != 0) {
+        return;
+    }
+    auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count());
+    if (now < next_ms_) {
+        return;
+    }
+    next_ms_ = now + 100;
+    shown_ = true;
+    std::fflush(stdout);
+    if (total_ != 0) {
+        std::fprintf(stderr, "\r%s: %" PRIu64 "/%" PRIu64 " (%" PRIu64 "%%)\033[K", what_.c_str(),
+                     done, total_, std::min<uint64_t>(100, done * 100 / total_));
+    } else {
+        std::fprintf(stderr, "\r%s: %" PRIu64 "\033[K", what_.c_str(), done);
+    }
+    std::fflush(stderr);
+}
+
 void print_list_footer(const listing &listed) {
     if (!listed.counted && !listed.objects.links.empty()) {
         std::printf("(runs are not counted: %s)\n", kernel_stats_off);

@@ -411,9 +411,13 @@ int cmd_map(const global_options &g, const map_args &a) {
     uint32_t ks = info->spec.key_size;
     uint32_t vs = info->spec.value_size;
     if (a.op == "dump") {
+        // Entries are printed as next_key walks the map, never gathered first, so a dump of
+        // any size needs the memory of one entry.
         std::vector<uint8_t> key;
         uint64_t n = 0;
+        progress shown("map " + std::to_string(a.id) + " entries", view.count());
         for (;;) {
+            shown.step(n);
             auto next = view.next_key(key);
             if (!next) {
                 return report(next.err());
