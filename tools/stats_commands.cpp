@@ -719,12 +719,12 @@ void add_stats_commands(CLI::App &app, const global_options &g, int &status) {
                      "refresh every SECONDS (default 1) until interrupted or --count rounds")
         ->expected(0, 1)
         ->default_str("1")
-        ->check(CLI::PositiveNumber);
+        ->check(CLI::Range(0.01, 86400.0));
     stats->add_option("--count", sa.count, "with --watch: stop after N rounds");
     stats
         ->add_option("--interval", sa.interval,
                      "without --watch: seconds between the two samples (default 1)")
-        ->check(CLI::PositiveNumber);
+        ->check(CLI::Range(0.01, 86400.0));
     stats->callback([&] {
         if (sa.count != 0 && !sa.watch) {
             status = report(make_error(EINVAL, "--count goes with --watch"));

@@ -85,6 +85,8 @@ sleep 1
 kill -INT $watcher
 wait $watcher
 check "watch ends on SIGINT with status 0 ($?)" [ $? -eq 0 ]
+expect watch-negative 105 '--watch: Value -1 not in range 0.01' -- "$bpftime" stats --watch -1
+expect interval-zero 105 '--interval: Value 0 not in range' -- "$bpftime" stats --interval 0
 expect count-needs-watch 1 '--count goes with --watch' -- "$bpftime" stats --count 2
 expect stats-no-segment 1 'no segment named' -- "$bpftime" --shm bpftime-stats-none-$$ stats
 
