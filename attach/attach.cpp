@@ -172,10 +172,19 @@ result<uint64_t> compiled_program::run(void *ctx, uint64_t ctx_len,
 
 result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_options &opts) const {
     opts.info.attach_cookie = cookie_;
-    auto r = prog_->run(ctx, ctx_len, opts);
-    if (counters_) {
-        counters_.count(!r.ok());
+    if (!counters_) {
+        return prog_->run(ctx, ctx_len, opts);
     }
+    // One relaxed load of the segment's flag decides; timing costs two clock reads per run.
+    if (counters_.timing()) [[unlikely]] {
+        uint64_t start = store::run_clock_ns();
+        auto r = prog_->run(ctx, ctx_len, opts);
+        uint64_t took = store::run_clock_ns() - start;
+        counters_.count(r.ok() ? 0 : r.err().code, took == 0 ? 1 : took);
+        return r;
+    }
+    auto r = prog_->run(ctx, ctx_len, opts);
+    counters_.count(r.ok() ? 0 : r.err().code, 0);
     return r;
 }
 

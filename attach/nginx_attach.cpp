@@ -66,12 +66,24 @@ bool nginx_module_attach_impl::filter(const bpftime_nginx_request &req, nginx_ve
             return false;
         }
         if (int status = bpftime_nginx_status(*r0); status != BPFTIME_NGINX_ACCEPT) {
+            e.prog->counters().count_decision(store::link_counters::decision::refused, status);
             verdict.status = status;
             verdict.link_id = e.prog->link_id();
             return true;
         }
+        e.prog->counters().count_decision(store::link_counters::decision::allowed);
     }
     return true;
+}
+
+void nginx_module_attach_impl::count_fail_policy(uint32_t link_id, bool open) const {
+    for (const entry &e : entries_) {
+        if (e.prog->link_id() == link_id) {
+            e.prog->counters().count_decision(open ? store::link_counters::decision::fail_open
+                                                   : store::link_counters::decision::fail_closed);
+            return;
+        }
+    }
 }
 
 } // namespace bpftime

@@ -290,7 +290,14 @@ result<void> attach_manager::instantiate() {
             fail(l, t->attach_type, compiled.err());
             continue;
         }
-        auto counters = seg_->counters(l.id);
+        // A host that reports its states counts in its own record, so the listing shows what
+        // each process ran; without one (or with the lock busy) on the link's own counters.
+        auto counters = report_link_states_
+                            ? seg_->host_counters(l.id, static_cast<int32_t>(getpid()))
+                            : result<store::link_counters>(make_error(ENOENT, "no host record"));
+        if (!counters) {
+            counters = seg_->counters(l.id);
+        }
         auto attached = std::make_shared<const attached_program>(
             l.id, *compiled, counters ? *counters : store::link_counters{}, l.cookie);
         // A link whose program changed switches to the new one without a moment of neither.

@@ -198,6 +198,12 @@ ngx_http_bpftime_failed(ngx_http_request_t *r,
                    blcf->fail == NGX_HTTP_BPFTIME_FAIL_OPEN ? "open"
                                                             : "closed");
 
+    /* counted against the link that failed, for bpftime list and metrics */
+    if (ngx_http_bpftime_server) {
+        (void) bpftime_server__count_fail_policy(ngx_http_bpftime_server,
+                   blcf->fail == NGX_HTTP_BPFTIME_FAIL_OPEN);
+    }
+
     if (blcf->fail == NGX_HTTP_BPFTIME_FAIL_OPEN) {
         return NGX_DECLINED;
     }

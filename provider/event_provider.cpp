@@ -149,6 +149,7 @@ result<listing> event_provider_impl::list() const {
         return snap.err();
     }
     listing out{std::move(*snap), {}, true, {}};
+    out.run_timing = seg_->run_timing();
     if (auto hosts = seg_->link_host_states()) {
         out.link_hosts = std::move(*hosts);
     }

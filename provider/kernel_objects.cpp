@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -161,6 +162,17 @@ uint32_t object_id(int fd) {
     return bpf_obj_get_info_by_fd(fd, &head, &len) == 0 ? head.id : 0;
 }
 
+bool stats_enabled() {
+    std::FILE *f = std::fopen("/proc/sys/kernel/bpf_stats_enabled", "r");
+    if (f == nullptr) {
+        return false;
+    }
+    int v = 0;
+    bool on = std::fscanf(f, "%d", &v) == 1 && v != 0;
+    std::fclose(f);
+    return on;
+}
+
 program_dump program_of(int fd) {
     program_dump out;
     bpf_prog_info info{};
@@ -169,6 +181,8 @@ program_dump program_of(int fd) {
         return out;
     }
     out.id = info.id;
+    out.run_cnt = info.run_cnt;
+    out.run_time_ns = info.run_time_ns;
     std::vector<vm::ebpf_inst> insns(info.xlated_prog_len / sizeof(vm::ebpf_inst));
     bpf_prog_info again{};
     again.xlated_prog_len = static_cast<uint32_t>(insns.size() * sizeof(vm::ebpf_inst));

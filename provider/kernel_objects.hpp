@@ -55,8 +55,12 @@ uint32_t object_id(int fd);
 struct program_dump {
     uint32_t id = 0;
     std::vector<vm::ebpf_inst> insns; ///< after the verifier's rewriting
+    /// What the kernel counted (only while kernel.bpf_stats_enabled is 1; 0 otherwise).
+    uint64_t run_cnt = 0, run_time_ns = 0;
 };
 program_dump program_of(int fd);
+/// Whether kernel.bpf_stats_enabled is 1: the kernel counts runs and their time per program.
+bool stats_enabled();
 
 /// map_access over a kernel map.
 std::unique_ptr<map_access> make_map_access(store::map_info info, unique_fd fd);

@@ -720,7 +720,10 @@ result<void> kernel_event_provider::destroy_object(uint32_t id) {
 result<listing> kernel_event_provider::list() const {
     auto lock = impl_->lock(false);
     listing out;
-    out.counted = false;
+    out.kernel_stats = kernel::stats_enabled();
+    out.counted = out.kernel_stats;
+    out.run_timing = out.kernel_stats;
+    std::map<uint32_t, std::pair<uint64_t, uint64_t>> prog_counts; // id -> run_cnt, run_time_ns
     store::snapshot &snap = out.objects;
     if (auto head = impl_->header()) {
         snap.generation = head->next_id;
@@ -740,6 +743,7 @@ result<listing> kernel_event_provider::list() const {
                     out.kernel_ids[id] = k.id;
                 }
                 p.insns = std::move(k.insns);
+                prog_counts[id] = {k.run_cnt, k.run_time_ns};
             }
             snap.programs.push_back(std::move(p));
             break;
@@ -772,6 +776,13 @@ result<listing> kernel_event_provider::list() const {
             snap.links.push_back(std::move(l));
             break;
         }
+        }
+    }
+    // Programs come before their links in id order, so every link's program was read above.
+    for (store::link_info &l : snap.links) {
+        if (auto c = prog_counts.find(l.prog_id); c != prog_counts.end() && out.kernel_stats) {
+            l.runs = c->second.first;
+            l.run_time_ns = c->second.second;
         }
     }
     return out;

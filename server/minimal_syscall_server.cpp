@@ -39,6 +39,11 @@ struct bpftime_server {
     // one exists no request is decided by the programs; each gets the fail policy.
     int broken_code = 0;
     std::string broken_cause, broken_message;
+    store::link_counters broken_counters; // this host's record of the broken link, if any
+    // The link that made the last request undecided: its id, broken_link for a broken one, 0
+    // for none (bpftime_server__count_fail_policy).
+    static constexpr uint32_t broken_link = UINT32_MAX;
+    uint32_t undecided_by = 0;
     // A controller holding the segment's lock (stopped, say) never makes a request wait: the
     // last instantiated links keep running and the next requests try again, at most once a
     // millisecond; past busy_bound_ms, requests get the fail policy until the lock is free.
@@ -189,6 +194,8 @@ struct bpftime_server {
             // 0: a damaged record that may have been a link of the filter.
             if (f.attach_type == attach_type_nginx_url || f.attach_type == 0) {
                 broken_code = f.err.code != 0 ? f.err.code : EINVAL;
+                auto c = seg->host_counters(f.link_id, static_cast<int32_t>(getpid()));
+                broken_counters = c ? *c : store::link_counters{};
                 break;
             }
         }
@@ -262,15 +269,18 @@ BPFTIME_API int bpftime_server__filter_request(bpftime_server *server,
         return -EINVAL;
     }
     try {
+        server->undecided_by = 0;
         if (int rc = server->sync(); rc != 0) {
             return rc;
         }
         if (server->broken_code != 0) {
+            server->undecided_by = bpftime_server::broken_link;
             return server->fail(server->broken_cause, server->broken_code, server->broken_message);
         }
         nginx_verdict verdict;
         nginx_failure failure;
         if (!server->nginx->filter(*request, verdict, failure)) {
+            server->undecided_by = failure.link_id;
             return server->fail("link " + std::to_string(failure.link_id) + " errno " +
                                     std::to_string(failure.err.code),
                                 failure.err.code,
@@ -281,6 +291,22 @@ BPFTIME_API int bpftime_server__filter_request(bpftime_server *server,
     } catch (...) {
         return server->fail("exception", EFAULT, "unexpected failure while filtering");
     }
+}
+
+BPFTIME_API int bpftime_server__count_fail_policy(bpftime_server *server, int open) {
+    if (server == nullptr) {
+        return -EINVAL;
+    }
+    auto d = open != 0 ? store::link_counters::decision::fail_open
+                       : store::link_counters::decision::fail_closed;
+    if (server->undecided_by == bpftime_server::broken_link) {
+        if (server->broken_code != 0) {
+            server->broken_counters.count_decision(d);
+        }
+    } else if (server->undecided_by != 0 && server->nginx != nullptr) {
+        server->nginx->count_fail_policy(server->undecided_by, open != 0);
+    }
+    return 0;
 }
 
 BPFTIME_API const char *bpftime_server__last_error(const bpftime_server *server) {

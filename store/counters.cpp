@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: MIT
-// Link run counters: striped per CPU in the link's slot, added to lock-free by every host.
+// Link run counters: striped per CPU in the link's slot (or a host record), added to
+// lock-free by every host; the run clock hosts read around runs when timing is on.
 #include "layout.hpp"
 
 #include <bpftime/store/store.hpp>
 
 #include <sched.h>
+#include <time.h>
 
+#include <cerrno>
 #include <cstdint>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <x86intrin.h>
+#endif
 
 // Restartable sequences: glibc (2.35 and later) registers every thread's struct rseq.
 #if defined(__x86_64__) && defined(__has_include)
@@ -32,15 +39,15 @@ constexpr uint32_t rseq_stripes = 6;
 static_assert(rseq_stripes < counter_stripes);
 
 // The fallback: a locked add on one of the stripes no CPU owns.
-void locked_add(slot *s, uint64_t counter_stripe::*field, uint32_t cpu) {
-    counter_stripe &c = s->counters[rseq_stripes + cpu % (counter_stripes - rseq_stripes)];
-    __atomic_fetch_add(&(c.*field), 1, __ATOMIC_RELAXED);
+void locked_add(counter_stripe *s, uint64_t counter_stripe::*field, uint32_t cpu, uint64_t n) {
+    counter_stripe &c = s[rseq_stripes + cpu % (counter_stripes - rseq_stripes)];
+    __atomic_fetch_add(&(c.*field), n, __ATOMIC_RELAXED);
 }
 
 #ifdef BPFTIME_COUNTERS_RSEQ
-static_assert(sizeof(counter_stripe) == 64, "rseq_add_one shifts the cpu id by 6");
+static_assert(sizeof(counter_stripe) == 64, "rseq_add shifts the cpu id by 6");
 
-// Adds 1 to the u64 at `first` + cpu * sizeof(counter_stripe), cpu being the CPU this thread
+// Adds n to the u64 at `first` + cpu * sizeof(counter_stripe), cpu being the CPU this thread
 // runs on, in a restartable sequence (see link_counters::count). Returns the cpu id it read:
 // when that is >= rseq_stripes (or the thread has no rseq: ~0u, ~1u), it added nothing.
 //
@@ -53,7 +60,7 @@ static_assert(sizeof(counter_stripe) == 64, "rseq_add_one shifts the cpu id by 6
 // 4: the abort handler, preceded by RSEQ_SIG (as the operand of a ud1, like librseq, so
 //    disassemblers stay in step): the kernel sends the thread there when it preempts,
 //    migrates or signals it between 1 and 2; the sequence starts again.
-[[gnu::always_inline]] inline uint32_t rseq_add_one(uint64_t *first) {
+[[gnu::always_inline]] inline uint32_t rseq_add(uint64_t *first, uint64_t n) {
     uint32_t cpu;
     uint64_t offset;
     asm volatile(".pushsection __rseq_cs, \"aw\"\n\t"
@@ -74,7 +81,7 @@ static_assert(sizeof(counter_stripe) == 64, "rseq_add_one shifts the cpu id by 6
                  "jae 2f\n\t"
                  "movl %[cpu], %k[offset]\n\t"
                  "shlq $6, %[offset]\n\t"
-                 "addq $1, (%[first], %[offset])\n"
+                 "addq %[n], (%[first], %[offset])\n"
                  "2:\n\t"
                  ".pushsection __rseq_failure, \"ax\"\n\t"
                  ".byte 0x0f, 0xb9, 0x3d\n\t"
@@ -83,26 +90,27 @@ static_assert(sizeof(counter_stripe) == 64, "rseq_add_one shifts the cpu id by 6
                  "jmp 0b\n\t"
                  ".popsection\n"
                  : [cpu] "=&r"(cpu), [offset] "=&r"(offset)
-                 : [rseq] "r"(__rseq_offset), [first] "r"(first), [stripes] "i"(rseq_stripes),
-                   [sig] "i"(RSEQ_SIG)
+                 : [rseq] "r"(__rseq_offset), [first] "r"(first), [n] "r"(n),
+                   [stripes] "i"(rseq_stripes), [sig] "i"(RSEQ_SIG)
                  : "memory", "cc");
     return cpu;
 }
 #endif
 
-// Adds 1 to this CPU's copy of one counter.
-[[gnu::always_inline]] inline void add_one(slot *s, uint64_t counter_stripe::*field) {
+// Adds n to this CPU's copy of one counter.
+[[gnu::always_inline]] inline void add(counter_stripe *s, uint64_t counter_stripe::*field,
+                                       uint64_t n) {
 #ifdef BPFTIME_COUNTERS_RSEQ
     if (__rseq_size != 0) {
-        uint32_t cpu = rseq_add_one(&(s->counters[0].*field));
+        uint32_t cpu = rseq_add(&(s[0].*field), n);
         if (cpu >= rseq_stripes) {
-            locked_add(s, field, cpu);
+            locked_add(s, field, cpu, n);
         }
         return;
     }
 #endif
     int cpu = sched_getcpu();
-    locked_add(s, field, static_cast<uint32_t>(cpu < 0 ? 0 : cpu));
+    locked_add(s, field, static_cast<uint32_t>(cpu < 0 ? 0 : cpu), n);
 }
 
 } // namespace
@@ -124,12 +132,151 @@ bool link_counters_use_rseq() {
 // loads) see whole values: x86-64 writes an aligned u64 in one piece. Without rseq in this process
 // (GLIBC_TUNABLES=glibc.pthread.rseq=0, an old kernel) or on a CPU >= rseq_stripes, the add is a
 // locked one on a stripe no CPU owns.
-void link_counters::count(bool fault) const {
-    auto *s = static_cast<slot *>(slot_);
-    add_one(s, &counter_stripe::runs);
-    if (fault) {
-        add_one(s, &counter_stripe::faults);
+void link_counters::count(int error, uint64_t run_time_ns) const {
+    auto *s = static_cast<counter_stripe *>(stripes_);
+    add(s, &counter_stripe::runs, 1);
+    if (error != 0) [[unlikely]] {
+        add(s, &counter_stripe::faults, 1);
+        if (error == ETIMEDOUT) {
+            add(s, &counter_stripe::budget_stops, 1);
+        }
     }
+    if (run_time_ns != 0) {
+        add(s, &counter_stripe::run_time_ns, run_time_ns);
+    }
+}
+
+void link_counters::count_decision(decision d, int status) const {
+    auto *f = static_cast<detail::filter_counts *>(decisions_);
+    if (f == nullptr) {
+        return;
+    }
+    auto bump = [](uint64_t &v) { __atomic_fetch_add(&v, 1, __ATOMIC_RELAXED); };
+    switch (d) {
+    case decision::allowed:
+        return bump(f->allowed);
+    case decision::fail_open:
+        return bump(f->fail_open);
+    case decision::fail_closed:
+        return bump(f->fail_closed);
+    case decision::refused:
+        break;
+    }
+    auto want = static_cast<uint32_t>(status);
+    for (auto &r : f->refused) {
+        uint32_t have = __atomic_load_n(&r.status, __ATOMIC_ACQUIRE);
+        if (have == 0 && want != 0) {
+            uint32_t expected = 0;
+            // Another thread may claim the entry first, for this status or another.
+            __atomic_compare_exchange_n(&r.status, &expected, want, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE);
+            have = expected == 0 ? want : expected;
+        }
+        if (have == want) {
+            return bump(r.count);
+        }
+    }
+    bump(f->refused_other);
+}
+
+namespace detail {
+
+void sum_decisions(const filter_counts &from, filter_decisions &into) {
+    into.allowed += __atomic_load_n(&from.allowed, __ATOMIC_RELAXED);
+    into.fail_open += __atomic_load_n(&from.fail_open, __ATOMIC_RELAXED);
+    into.fail_closed += __atomic_load_n(&from.fail_closed, __ATOMIC_RELAXED);
+    if (uint64_t n = __atomic_load_n(&from.refused_other, __ATOMIC_RELAXED)) {
+        into.refused[0] += n;
+    }
+    for (const auto &r : from.refused) {
+        uint32_t status = __atomic_load_n(&r.status, __ATOMIC_ACQUIRE);
+        uint64_t n = __atomic_load_n(&r.count, __ATOMIC_RELAXED);
+        if (status != 0 && n != 0) {
+            into.refused[static_cast<int>(status)] += n;
+        }
+    }
+}
+
+void sum_counters(const counter_stripe (&from)[counter_stripes], counter_totals &into) {
+    for (const counter_stripe &c : from) {
+        into.runs += __atomic_load_n(&c.runs, __ATOMIC_RELAXED);
+        into.faults += __atomic_load_n(&c.faults, __ATOMIC_RELAXED);
+        into.budget_stops += __atomic_load_n(&c.budget_stops, __ATOMIC_RELAXED);
+        into.run_time_ns += __atomic_load_n(&c.run_time_ns, __ATOMIC_RELAXED);
+    }
+}
+
+// Each value is taken with an exchange and given to a stripe no CPU owns with a locked add, so
+// totals keep every count of a process that no longer adds. (A process that still adds here
+// without the lock prefix may race with the exchange; records are only handed on when theirs
+// is gone or past max_link_hosts.)
+void fold_counters(counter_stripe (&from)[counter_stripes],
+                   counter_stripe (&into)[counter_stripes]) {
+    for (counter_stripe &c : from) {
+        for (auto field : {&counter_stripe::runs, &counter_stripe::faults,
+                           &counter_stripe::budget_stops, &counter_stripe::run_time_ns}) {
+            uint64_t v = __atomic_exchange_n(&(c.*field), 0, __ATOMIC_RELAXED);
+            if (v != 0) {
+                __atomic_fetch_add(&(into[rseq_stripes].*field), v, __ATOMIC_RELAXED);
+            }
+        }
+    }
+}
+
+} // namespace detail
+
+namespace {
+
+struct tsc_scale {
+    bool usable = false;
+    double ns_per_tick = 0;
+};
+
+// The TSC counts at a constant rate on every CPU when CPUID says it is invariant; its rate is
+// measured once against CLOCK_MONOTONIC (over about 200 microseconds) rather than trusted from
+// CPUID, which many hypervisors leave empty.
+tsc_scale measure_tsc() {
+    tsc_scale out;
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_max(0x80000000u, nullptr) < 0x80000007u) {
+        return out;
+    }
+    __cpuid(0x80000007u, a, b, c, d);
+    if ((d & (1u << 8)) == 0) {
+        return out;
+    }
+    auto mono = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+    };
+    uint64_t t0 = mono(), c0 = __rdtsc();
+    uint64_t t1 = t0, c1 = c0;
+    while (t1 - t0 < 200000) {
+        t1 = mono();
+        c1 = __rdtsc();
+    }
+    if (c1 > c0) {
+        out.usable = true;
+        out.ns_per_tick = static_cast<double>(t1 - t0) / static_cast<double>(c1 - c0);
+    }
+#endif
+    return out;
+}
+
+} // namespace
+
+uint64_t run_clock_ns() {
+#if defined(__x86_64__)
+    static const tsc_scale scale = measure_tsc();
+    if (scale.usable) {
+        return static_cast<uint64_t>(static_cast<double>(__rdtsc()) * scale.ns_per_tick);
+    }
+#endif
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 } // namespace bpftime::store

@@ -45,14 +45,32 @@ struct header {
     uint64_t generation; ///< bumped by every change
     uint32_t next_id;    ///< ids only grow: never reused, id order is creation order
     uint32_t slot_size;
+    /// stats_* bits, for the whole segment; hosts read them with one relaxed load per run.
+    uint32_t stats_flags;
     /// The writers' lock (process-shared, robust).
     alignas(64) pthread_mutex_t lock;
 };
 
+/// header::stats_flags: hosts time every run (run_time_ns), as kernel.bpf_stats_enabled does.
+inline constexpr uint32_t stats_timing = 1;
+
 /// One copy of a link's counters, on its own cache line.
 struct alignas(64) counter_stripe {
     uint64_t runs;
-    uint64_t faults;
+    uint64_t faults;       ///< runs that stopped with an error (budget stops included)
+    uint64_t budget_stops; ///< runs stopped by the instruction budget (ETIMEDOUT)
+    uint64_t run_time_ns;  ///< time in runs, while stats_timing was set
+};
+
+/// nginx URL filter decisions one host process counted for a link (in its host record).
+struct filter_counts {
+    uint64_t allowed, fail_open, fail_closed;
+    uint64_t refused_other; ///< refusals with a status the table below had no room for
+    struct {
+        uint32_t status; ///< 0: unused; claimed by a compare-and-swap
+        uint32_t pad;
+        uint64_t count;
+    } refused[12];
 };
 
 /// One object of the table; which fields mean something depends on kind.
@@ -99,11 +117,25 @@ static_assert(std::is_standard_layout_v<extent_header> &&
 static_assert(std::is_standard_layout_v<program_payload> &&
               std::is_trivially_copyable_v<program_payload>);
 // The sizes of layout version 4 (x86-64, glibc), which other processes' builds also assume.
-// (Version 4: map storage a process may mmap starts on a page; maps' storage version 3.)
+// (Version 4: map storage a process may mmap starts on a page, maps' storage version 3; counter
+// stripes count budget stops and run time, host records hold their own stripes.)
 static_assert(layout_version == 4 && sizeof(header) == 192 && sizeof(slot) == 768 &&
               sizeof(counter_stripe) == 64 && sizeof(extent_header) == 64 &&
               sizeof(program_payload) == 8);
-static_assert(offsetof(slot, counters) == 256);
+static_assert(offsetof(slot, counters) == 256 && offsetof(header, stats_flags) == 72 &&
+              offsetof(header, lock) == 128);
+
+/// Counter totals of some stripes.
+struct counter_totals {
+    uint64_t runs = 0, faults = 0, budget_stops = 0, run_time_ns = 0;
+};
+/// Adds the stripes' counts to into (relaxed loads; counters.cpp).
+void sum_counters(const counter_stripe (&from)[counter_stripes], counter_totals &into);
+/// Adds a filter_counts to a filter_decisions (relaxed loads; counters.cpp).
+void sum_decisions(const filter_counts &from, filter_decisions &into);
+/// Moves the counts of from into into (a link's own stripes), leaving from zero.
+void fold_counters(counter_stripe (&from)[counter_stripes],
+                   counter_stripe (&into)[counter_stripes]);
 
 inline uint64_t round_up(uint64_t v, uint64_t a) {
     return (v + a - 1) / a * a;

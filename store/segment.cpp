@@ -524,21 +524,73 @@ struct segment::impl {
         return target_info{s.id, std::move(*object_name), s.attach_type, std::move(*args)};
     }
 
-    // counters: the slot in the segment (s is a copy).
-    result<link_info> to_link(const slot &s, const slot &counters) const {
-        auto object_name = checked_string(s.name, sizeof s.name, "name");
-        if (!object_name) {
-            return object_name.err();
-        }
-        link_info info{s.id, std::move(*object_name), s.prog_id, s.target_id, s.enabled != 0, 0, 0};
-        info.cookie = s.cookie;
-        for (const counter_stripe &c : counters.counters) {
-            info.runs += __atomic_load_n(&c.runs, __ATOMIC_RELAXED);
-            info.faults += __atomic_load_n(&c.faults, __ATOMIC_RELAXED);
-        }
-        return info;
-    }
+    // counters: the slot in the segment (s is a copy). The totals are the link's own stripes
+    // and those of its host records (host_counters).
+    result<link_info> to_link(const slot &s, const slot &counters) const;
+    // Process pid's host record (a host_record) of link slot s, made (in the running state)
+    // when it has none: an empty one, one of a process that no longer exists, or past
+    // max_link_hosts the oldest. A record handed to another process first gives its counts to
+    // the link's own stripes. Called under the lock.
+    result<void *> record_for(slot &s, int32_t pid);
 };
+
+namespace {
+
+// A link's extent (links own none otherwise): what each host process reported about it, and
+// what it counted (host_counters).
+struct alignas(64) host_record {
+    counter_stripe counters[counter_stripes];
+    int32_t pid; // 0: empty
+    uint32_t failed;
+    uint64_t stamp; // newer records have larger stamps
+    char why[240];
+    detail::filter_counts decisions;
+};
+struct host_records {
+    uint64_t magic;
+    uint64_t next_stamp;
+    host_record rec[max_link_hosts];
+};
+constexpr uint64_t host_records_magic = 0x74736f686b6e696cull; // "linkhost"
+static_assert(std::is_trivially_copyable_v<host_records> && sizeof(host_record) == 1024 &&
+              offsetof(host_records, rec) == 64);
+
+// The host records of a link slot, or null when it has none or they are not well formed.
+host_records *records_of(const detail::heap &h, const slot &s) {
+    if (s.extent == 0) {
+        return nullptr;
+    }
+    auto size = h.checked_payload_size(s.extent);
+    if (!size || *size < sizeof(host_records)) {
+        return nullptr;
+    }
+    auto *r = static_cast<host_records *>(h.payload(s.extent));
+    return r->magic == host_records_magic ? r : nullptr;
+}
+
+} // namespace
+
+result<link_info> segment::impl::to_link(const slot &s, const slot &counters) const {
+    auto object_name = checked_string(s.name, sizeof s.name, "name");
+    if (!object_name) {
+        return object_name.err();
+    }
+    link_info info{s.id, std::move(*object_name), s.prog_id, s.target_id, s.enabled != 0, 0, 0};
+    info.cookie = s.cookie;
+    detail::counter_totals t;
+    detail::sum_counters(counters.counters, t);
+    if (const host_records *r = records_of(objects(), s)) {
+        for (const host_record &rec : r->rec) {
+            detail::sum_counters(rec.counters, t);
+            detail::sum_decisions(rec.decisions, info.decisions);
+        }
+    }
+    info.runs = t.runs;
+    info.faults = t.faults;
+    info.budget_stops = t.budget_stops;
+    info.run_time_ns = t.run_time_ns;
+    return info;
+}
 
 segment::~segment() = default;
 
@@ -1035,9 +1087,10 @@ int segment::fd() const {
 }
 
 result<link_counters> segment::counters(uint32_t link_id) const {
-    return impl_->read_object(
-        link_id, object_kind::link,
-        [](const slot &, slot *at) -> result<link_counters> { return link_counters(at); });
+    return impl_->read_object(link_id, object_kind::link,
+                              [&](const slot &, slot *at) -> result<link_counters> {
+                                  return link_counters(at->counters, &impl_->hdr()->stats_flags);
+                              });
 }
 
 void segment::lock_for_test() {
@@ -1047,21 +1100,6 @@ void segment::lock_for_test() {
 // --- link programs and per-host link states ---
 
 namespace {
-
-// A link's extent (links own none otherwise): what each host process reported about it.
-struct host_record {
-    int32_t pid; // 0: empty
-    uint32_t failed;
-    uint64_t stamp; // newer records have larger stamps
-    char why[240];
-};
-struct host_records {
-    uint64_t magic;
-    uint64_t next_stamp;
-    host_record rec[max_link_hosts];
-};
-constexpr uint64_t host_records_magic = 0x74736f686b6e696cull; // "linkhost"
-static_assert(std::is_trivially_copyable_v<host_records> && sizeof(host_record) == 256);
 
 bool process_exists(int32_t pid) {
     return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
@@ -1083,46 +1121,71 @@ result<void> segment::set_link_program(uint32_t link_id, uint32_t prog_id) {
     return {};
 }
 
-namespace {
-
-// The host records of a link slot, or null when it has none or they are not well formed.
-host_records *records_of(const detail::heap &h, const slot &s) {
-    if (s.extent == 0) {
-        return nullptr;
-    }
-    auto size = h.checked_payload_size(s.extent);
-    if (!size || *size < sizeof(host_records)) {
-        return nullptr;
-    }
-    auto *r = static_cast<host_records *>(h.payload(s.extent));
-    return r->magic == host_records_magic ? r : nullptr;
-}
-
-} // namespace
+namespace {} // namespace
 
 result<void> segment::set_link_host_state(uint32_t link_id, const link_host_state &state) {
     auto locked = impl_->lock_object(link_id, object_kind::link);
     if (!locked) {
         return locked.err();
     }
-    slot *l_slot = locked->s;
-    slot &s = *l_slot;
-    host_records *r = records_of(impl_->objects(), s);
+    auto pick = impl_->record_for(*locked->s, state.pid);
+    if (!pick) {
+        return pick.err();
+    }
+    auto *rec = static_cast<host_record *>(*pick);
+    rec->failed = state.failed ? 1 : 0;
+    std::memset(rec->why, 0, sizeof rec->why);
+    std::memcpy(rec->why, state.why.data(), std::min(state.why.size(), sizeof rec->why - 1));
+    return {};
+}
+
+result<link_counters> segment::host_counters(uint32_t link_id, int32_t pid) {
+    auto locked = impl_->lock_object(link_id, object_kind::link);
+    if (!locked) {
+        return locked.err();
+    }
+    auto pick = impl_->record_for(*locked->s, pid);
+    if (!pick) {
+        return pick.err();
+    }
+    auto *rec = static_cast<host_record *>(*pick);
+    return link_counters(rec->counters, &impl_->hdr()->stats_flags, &rec->decisions);
+}
+
+result<void> segment::set_run_timing(bool on) {
+    if (impl_->hdr() == nullptr) {
+        return make_error(EINVAL, "segment " + name_ + " is not mapped");
+    }
+    if (on) {
+        __atomic_fetch_or(&impl_->hdr()->stats_flags, detail::stats_timing, __ATOMIC_RELAXED);
+    } else {
+        __atomic_fetch_and(&impl_->hdr()->stats_flags, ~detail::stats_timing, __ATOMIC_RELAXED);
+    }
+    return {};
+}
+
+bool segment::run_timing() const {
+    return (__atomic_load_n(&impl_->hdr()->stats_flags, __ATOMIC_RELAXED) & detail::stats_timing) !=
+           0;
+}
+
+result<void *> segment::impl::record_for(slot &s, int32_t pid) {
+    host_records *r = records_of(objects(), s);
     if (r == nullptr) {
-        auto off = impl_->allocate(sizeof(host_records), s.id);
+        auto off = allocate(sizeof(host_records), s.id);
         if (!off) {
             return off.err();
         }
-        r = static_cast<host_records *>(impl_->payload(*off));
+        r = static_cast<host_records *>(payload(*off));
         std::memset(static_cast<void *>(r), 0, sizeof *r);
         r->magic = host_records_magic;
         store_release(s.extent, *off);
     }
     host_record *pick = nullptr;
     for (host_record &rec : r->rec) {
-        if (rec.pid == state.pid) {
-            pick = &rec;
-            break;
+        if (rec.pid == pid) {
+            rec.stamp = ++r->next_stamp;
+            return &rec;
         }
     }
     for (host_record &rec : r->rec) {
@@ -1135,12 +1198,13 @@ result<void> segment::set_link_host_state(uint32_t link_id, const link_host_stat
             std::begin(r->rec), std::end(r->rec),
             [](const host_record &a, const host_record &b) { return a.stamp < b.stamp; });
     }
-    pick->pid = state.pid;
-    pick->failed = state.failed ? 1 : 0;
-    pick->stamp = ++r->next_stamp;
+    detail::fold_counters(pick->counters, s.counters);
+    std::memset(&pick->decisions, 0, sizeof pick->decisions);
+    pick->pid = pid;
+    pick->failed = 0;
     std::memset(pick->why, 0, sizeof pick->why);
-    std::memcpy(pick->why, state.why.data(), std::min(state.why.size(), sizeof pick->why - 1));
-    return {};
+    pick->stamp = ++r->next_stamp;
+    return static_cast<void *>(pick);
 }
 
 result<void> segment::clear_link_host_state(uint32_t link_id, int32_t pid) {
@@ -1183,8 +1247,18 @@ result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_stat
         std::sort(recs.begin(), recs.end(),
                   [](const host_record *a, const host_record *b) { return a->pid < b->pid; });
         for (const host_record *rec : recs) {
-            out[s.id].push_back({rec->pid, rec->failed != 0,
-                                 std::string(rec->why, strnlen(rec->why, sizeof rec->why))});
+            detail::counter_totals t;
+            detail::sum_counters(rec->counters, t);
+            link_host_state h{rec->pid,
+                              rec->failed != 0,
+                              std::string(rec->why, strnlen(rec->why, sizeof rec->why)),
+                              t.runs,
+                              t.faults,
+                              t.budget_stops,
+                              t.run_time_ns,
+                              {}};
+            detail::sum_decisions(rec->decisions, h.decisions);
+            out[s.id].push_back(std::move(h));
         }
     }
     return out;

@@ -8,6 +8,7 @@
 #include <bpftime/vm/isa.hpp>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -94,10 +95,42 @@ result<load_input> classify_load_input(const std::string &path);
 /// preloaded ($BPFTIME_SYSCALL_SERVER, this build's, or the installed one), so what it loads
 /// goes to the segment; with the kernel provider it runs as it is. Returns its status.
 int run_loader(const global_options &g, const std::vector<std::string> &command);
+/// Appends a link's counters to a `list` row: text to details, fields to j (run_cnt,
+/// run_time_ns, faults, budget_stops; with the kernel provider and its statistics off, zeros and
+/// "stats": why). stats_commands.cpp.
+void add_link_counts(std::string &details, nlohmann::ordered_json &j, const listing &listed,
+                     const store::link_info &l);
+/// Progress of a long operation on stderr, only when stderr is a terminal: "what: done/total",
+/// redrawn at most ten times a second and erased when it ends.
+class progress {
+public:
+    progress(std::string what, uint64_t total);
+    ~progress();
+    progress(const progress &) = delete;
+    progress &operator=(const progress &) = delete;
+    /// done items so far; cheap enough to call per item.
+    void step(uint64_t done);
+
+private:
+    std::string what_;
+    uint64_t total_;
+    bool tty_;
+    bool shown_ = false;
+    uint64_t next_ms_ = 0;
+};
+
+/// A host's nginx URL filter decisions for `list --json`, null when it made none.
+nlohmann::ordered_json host_decisions_json(const store::link_host_state &h);
+/// After `list`'s table: why links show no counts (kernel provider, statistics off).
+void print_list_footer(const listing &listed);
+/// "runs N, faults N, budget stops N, run time N ns" of one host process's share.
+std::string host_counts_text(const store::link_host_state &h);
 
 void add_vm_commands(CLI::App &app, const global_options &g, int &status);
 void add_store_commands(CLI::App &app, const global_options &g, int &status);
 void add_start_command(CLI::App &app, const global_options &g, int &status);
 void add_segment_commands(CLI::App &app, const global_options &g, int &status);
+/// stats, metrics (stats_commands.cpp).
+void add_stats_commands(CLI::App &app, const global_options &g, int &status);
 
 } // namespace bpftime::cli

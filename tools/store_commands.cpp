@@ -282,12 +282,8 @@ int cmd_list(const global_options &g) {
             r.details += ", cookie " + std::to_string(l.cookie);
             r.j["cookie"] = l.cookie;
         }
-        if (listed->counted) {
-            r.details +=
-                ", runs " + std::to_string(l.runs) + ", faults " + std::to_string(l.faults);
-            r.j["runs"] = l.runs;
-            r.j["faults"] = l.faults;
-        } else if (l.enabled && listed->kernel_id(l.id) == 0) {
+        add_link_counts(r.details, r.j, *listed, l);
+        if (!listed->counted && l.enabled && listed->kernel_id(l.id) == 0) {
             r.details += ", not attached";
         }
         kernel_id(r, listed->kernel_id(l.id), "link");
@@ -297,8 +293,15 @@ int cmd_list(const global_options &g) {
             for (const store::link_host_state &h : hosts->second) {
                 r.details += h.failed ? ", failed in pid " + std::to_string(h.pid) + ": " + h.why
                                       : ", running in pid " + std::to_string(h.pid);
-                hj.push_back(
-                    {{"pid", h.pid}, {"state", h.failed ? "failed" : "running"}, {"why", h.why}});
+                r.details += " (" + host_counts_text(h) + ")";
+                hj.push_back({{"pid", h.pid},
+                              {"state", h.failed ? "failed" : "running"},
+                              {"why", h.why},
+                              {"run_cnt", h.runs},
+                              {"run_time_ns", h.run_time_ns},
+                              {"faults", h.faults},
+                              {"budget_stops", h.budget_stops},
+                              {"decisions", host_decisions_json(h)}});
             }
             r.j["hosts"] = std::move(hj);
         }
@@ -320,6 +323,7 @@ int cmd_list(const global_options &g) {
         }
         std::puts(json{{g.kernel() ? "folder" : "segment", (*provider)->location()},
                        {"generation", snap.generation},
+                       {"run_timing", listed->run_timing},
                        {"objects", out}}
                       .dump()
                       .c_str());
@@ -329,6 +333,7 @@ int cmd_list(const global_options &g) {
     for (const row &r : rows) {
         std::printf("%-4u %-8s %-20s %s\n", r.id, r.kind, r.name.c_str(), r.details.c_str());
     }
+    print_list_footer(*listed);
     return status;
 }
 
@@ -412,9 +417,13 @@ int cmd_map(const global_options &g, const map_args &a) {
     uint32_t ks = info->spec.key_size;
     uint32_t vs = info->spec.value_size;
     if (a.op == "dump") {
+        // Entries are printed as next_key walks the map, never gathered first, so a dump of
+        // any size needs the memory of one entry.
         std::vector<uint8_t> key;
         uint64_t n = 0;
+        progress shown("map " + std::to_string(a.id) + " entries", view.count());
         for (;;) {
+            shown.step(n);
             auto next = view.next_key(key);
             if (!next) {
                 return report(next.err());

@@ -52,6 +52,14 @@ int bpftime_server__instantiate(bpftime_server *server);
 int bpftime_server__filter_request(bpftime_server *server,
                                    const struct bpftime_nginx_request *request);
 
+/**
+ * Counts the host's fail policy applied to the request the last bpftime_server__filter_request
+ * could not decide (open: let through; else refused), against the link that failed, so that
+ * `bpftime list` and `bpftime metrics` show it. Failures no link caused (the segment missing,
+ * damaged or locked) are not counted: there is no link to count them on. Returns 0.
+ */
+int bpftime_server__count_fail_policy(bpftime_server *server, int open);
+
 /** The message of the last failure, or "". Valid until the next call. */
 const char *bpftime_server__last_error(const bpftime_server *server);
 

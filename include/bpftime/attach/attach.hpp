@@ -110,6 +110,8 @@ public:
     /// The link's attach cookie, for get_attach_cookie.
     uint64_t cookie() const { return cookie_; }
     const compiled_program &program() const { return *prog_; }
+    /// The link's counters in the segment (empty when the host has none).
+    const store::link_counters &counters() const { return counters_; }
     /// Runs the program with the link's attach cookie in opts.info (set there, so a host that
     /// runs several links reuses one opts) and counts the run (and a fault) in the link's
     /// counters.

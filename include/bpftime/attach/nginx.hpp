@@ -39,9 +39,13 @@ public:
     result<int> replace_attach(int attach_id, std::shared_ptr<const attached_program> prog,
                                const std::string &args) override;
 
-    /// Runs the attached programs on a request.
+    /// Runs the attached programs on a request. Each link counts what its program decided
+    /// (store::link_counters::count_decision): allowed, or refused with the status.
     bool filter(const bpftime_nginx_request &req, nginx_verdict &verdict,
                 nginx_failure &failure) const;
+    /// Counts the host's fail policy applied to a request after link link_id failed (nothing
+    /// when no attached link has that id).
+    void count_fail_policy(uint32_t link_id, bool open) const;
     size_t attached() const { return entries_.size(); }
 
 private:

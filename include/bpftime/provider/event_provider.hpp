@@ -73,12 +73,19 @@ struct listing {
     /// Object id -> the kernel's id of its kernel object (kernel provider: programs, maps,
     /// and links while attached). Objects without one are absent.
     std::map<uint32_t, uint32_t> kernel_ids;
-    /// Whether the links' runs and faults are counted (user space). The kernel provider counts
-    /// none; its links read 0 there.
+    /// Whether the links' runs and faults are counted: always in user space; by the kernel only
+    /// while kernel.bpf_stats_enabled is 1 (see kernel_stats), and 0 otherwise.
     bool counted = true;
     /// Link id -> how each host process that reported runs it (user space; the kernel is the
     /// only host of the kernel provider's links).
     std::map<uint32_t, std::vector<store::link_host_state>> link_hosts;
+    /// Kernel provider: the kernel's run statistics are on (kernel.bpf_stats_enabled). A link
+    /// then carries its program's run_cnt and run_time_ns (the kernel counts per program, over
+    /// all links of it); faults and budget stops stay 0, the kernel has no such outcome.
+    bool kernel_stats = false;
+    /// Whether runs are timed now: the segment's flag (store::segment::set_run_timing) in user
+    /// space, kernel.bpf_stats_enabled for the kernel provider.
+    bool run_timing = false;
 
     /// The kernel's id for object id, 0 when it has none.
     uint32_t kernel_id(uint32_t id) const {

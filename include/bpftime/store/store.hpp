@@ -60,6 +60,19 @@ struct target_info {
     std::string args;
 };
 
+/// What the nginx URL filter decided through one link (link_counters::count_decision).
+struct filter_decisions {
+    uint64_t allowed = 0;     ///< requests the link's program let through
+    uint64_t fail_open = 0;   ///< requests let through by the fail policy after this link failed
+    uint64_t fail_closed = 0; ///< requests refused (503) by the fail policy after it failed
+    /// Requests the link's program refused, by status; 0 holds statuses past the dozen a host
+    /// record keeps apart.
+    std::map<int, uint64_t> refused;
+    bool empty() const {
+        return allowed == 0 && fail_open == 0 && fail_closed == 0 && refused.empty();
+    }
+};
+
 struct link_info {
     uint32_t id = 0;
     std::string name;
@@ -67,8 +80,16 @@ struct link_info {
     uint32_t target_id = 0;
     bool enabled = false;
     uint64_t runs = 0;   ///< program runs through this link, over all host processes
-    uint64_t faults = 0; ///< runs that stopped with an error
+    uint64_t faults = 0; ///< runs that stopped with an error (budget stops included)
     uint64_t cookie = 0; ///< the attach cookie (get_attach_cookie)
+    /// Runs stopped by the instruction budget (ETIMEDOUT): a subset of faults.
+    uint64_t budget_stops = 0;
+    /// Nanoseconds spent in runs while run timing was on (segment::set_run_timing); 0 when it
+    /// never was.
+    uint64_t run_time_ns = 0;
+    /// nginx URL filter decisions, over the host records the link has (a record handed to
+    /// another process takes its decisions along; runs and faults stay in the totals).
+    filter_decisions decisions;
 };
 
 /// How one host process runs a link (segment::link_host_states).
@@ -76,6 +97,9 @@ struct link_host_state {
     int32_t pid = 0;
     bool failed = false; ///< false: attached and running in that process
     std::string why;     ///< when failed: the reason
+    /// What that process counted (segment::host_counters); link_info's counts include them.
+    uint64_t runs = 0, faults = 0, budget_stops = 0, run_time_ns = 0;
+    filter_decisions decisions; ///< nginx URL filter hosts
 };
 /// Host processes whose state one link records; past this, the oldest record goes.
 inline constexpr size_t max_link_hosts = 8;
@@ -152,17 +176,41 @@ std::string group_name(gid_t gid);
 /// The name of user uid ("?" when it has none).
 std::string user_name(uid_t uid);
 
-/// Run counters of one link, in the segment; hosts add to them lock-free.
+/// Run counters of one link (or of one host process's share of it), in the segment; hosts add
+/// to them lock-free.
 class link_counters {
 public:
     link_counters() = default;
-    explicit link_counters(void *slot) : slot_(slot) {}
-    void count(bool fault) const;
-    explicit operator bool() const { return slot_ != nullptr; }
+    /// stripes: the counter stripes in the segment; flags: the segment's stats flags;
+    /// decisions: a host record's filter decisions (null: not counted).
+    link_counters(void *stripes, const uint32_t *flags, void *decisions = nullptr)
+        : stripes_(stripes), flags_(flags), decisions_(decisions) {}
+    /// Counts a run, and a fault when fault is set.
+    void count(bool fault) const { count(fault ? 1 : 0, 0); }
+    /// Counts a run that ended with error code error (0: it did not fail; ETIMEDOUT: the
+    /// instruction budget stopped it, a fault and a budget stop) and took run_time_ns.
+    void count(int error, uint64_t run_time_ns) const;
+    /// Whether hosts time runs now (segment::set_run_timing): one relaxed load.
+    bool timing() const {
+        return flags_ != nullptr && (__atomic_load_n(flags_, __ATOMIC_RELAXED) & 1u) != 0;
+    }
+    explicit operator bool() const { return stripes_ != nullptr; }
+
+    /// What a URL filter made of a request through this link.
+    enum class decision { allowed, refused, fail_open, fail_closed };
+    /// Counts one decision (status: the refusal's HTTP status) in this host's record; nothing
+    /// when these counters are not a host's (segment::counters).
+    void count_decision(decision d, int status = 0) const;
 
 private:
-    void *slot_ = nullptr;
+    void *stripes_ = nullptr;
+    const uint32_t *flags_ = nullptr;
+    void *decisions_ = nullptr;
 };
+
+/// A monotonic clock in nanoseconds cheap enough to read around every run (the TSC, scaled by
+/// a ratio measured once per process; CLOCK_MONOTONIC where there is no invariant TSC).
+uint64_t run_clock_ns();
 
 /// For tests and diagnostics: whether link_counters::count adds without a lock prefix in this
 /// process, inside a restartable sequence. True on x86-64 when glibc registered rseq for its
@@ -231,6 +279,18 @@ public:
     int fd() const;
     /// The counters of a link (valid while the segment stays mapped).
     result<link_counters> counters(uint32_t link_id) const;
+    /// The counters of process pid's share of a link: its host record (made when it has none,
+    /// like set_link_host_state, in the running state), so `bpftime list` shows what each
+    /// process ran; the link's totals include them. Takes the writer lock; EBUSY when it is
+    /// held and this process may not wait (a host then counts on counters(link_id)).
+    result<link_counters> host_counters(uint32_t link_id, int32_t pid);
+
+    /// Switches run timing on or off for every host of the segment at once, as
+    /// kernel.bpf_stats_enabled does for the kernel: hosts then read the clock around each run
+    /// and add the time to run_time_ns. Off when a segment is made.
+    result<void> set_run_timing(bool on);
+    /// Whether run timing is on.
+    bool run_timing() const;
 
     /// For tests: the lock, to simulate a writer that dies holding it.
     void lock_for_test();

@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: MIT
+// Run counters per host process, with real processes on one segment: each host's share is
+// exact and listed under its pid, the link's totals are their sum and keep the counts of
+// processes that exited (also when their records go to other processes), budget stops and run
+// time are counted as hosts see them.
+#include <bpftime/attach/attach.hpp>
+#include <bpftime/manager/attach_manager.hpp>
+#include <bpftime/store/store.hpp>
+#include <bpftime/vm/assembler.hpp>
+
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bpftime {
+namespace {
+
+using store::segment;
+
+struct HostCounters : ::testing::Test {
+    std::string name;
+    std::shared_ptr<segment> seg;
+    uint32_t link = 0;
+
+    void SetUp() override {
+        name = "bpftime-host-counters-" + std::to_string(getpid()) + "-" +
+               ::testing::UnitTest::GetInstance()->current_test_info()->name();
+        (void)segment::remove(name);
+        auto s = segment::open(name, {.size = 8 << 20});
+        ASSERT_TRUE(s.ok()) << s.err().message;
+        seg = *s;
+        link = make_link("mov %r0, 7\nexit\n", "h");
+    }
+    void TearDown() override { (void)segment::remove(name); }
+
+    uint32_t make_link(const std::string &text, const std::string &hook) {
+        auto insns = vm::assemble(text);
+        EXPECT_TRUE(insns.ok());
+        auto p = seg->create_program("p", 0, "", *insns, {});
+        auto t = p ? seg->create_target("t", attach_type_test, hook) : p;
+        auto l = t ? seg->create_link("l", *p, *t, true) : t;
+        EXPECT_TRUE(l.ok()) << l.err().message;
+        return l.ok() ? *l : 0;
+    }
+
+    store::link_info info(uint32_t id) {
+        auto l = seg->link(id);
+        EXPECT_TRUE(l.ok());
+        return l.ok() ? *l : store::link_info{};
+    }
+
+    std::vector<store::link_host_state> hosts(uint32_t id) {
+        auto all = seg->link_host_states();
+        EXPECT_TRUE(all.ok());
+        return all.ok() && all->count(id) ? all->at(id) : std::vector<store::link_host_state>{};
+    }
+};
+
+// A host process: instantiates over the segment, triggers hook `runs` times, tells the parent
+// through `ready` and waits for a byte on `go` before it exits.
+struct host_process {
+    pid_t pid = -1;
+    int ready[2] = {-1, -1}, go[2] = {-1, -1};
+
+    static host_process start(const std::string &name, const std::string &hook, uint64_t runs) {
+        host_process h;
+        EXPECT_EQ(pipe(h.ready), 0);
+        EXPECT_EQ(pipe(h.go), 0);
+        h.pid = fork();
+        if (h.pid == 0) {
+            auto s = segment::open(name, {.create = false, .wait_ms = 5000});
+            if (!s) {
+                _exit(2);
+            }
+            attach_manager mgr(*s);
+            auto impl = std::make_unique<callable_attach_impl>();
+            callable_attach_impl &hooks = *impl;
+            if (!mgr.register_attach_impl(attach_type_test, std::move(impl)) ||
+                !mgr.instantiate()) {
+                _exit(3);
+            }
+            for (uint64_t i = 0; i < runs; i++) {
+                hooks.trigger(hook, nullptr, 0);
+            }
+            char c = 1;
+            if (write(h.ready[1], &c, 1) != 1 || read(h.go[0], &c, 1) != 1) {
+                _exit(4);
+            }
+            _exit(0);
+        }
+        char c = 0;
+        EXPECT_EQ(read(h.ready[0], &c, 1), 1) << "host process did not get ready";
+        return h;
+    }
+
+    int finish() {
+        char c = 1;
+        (void)!write(go[1], &c, 1);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        for (int fd : {ready[0], ready[1], go[0], go[1]}) {
+            close(fd);
+        }
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    }
+};
+
+TEST_F(HostCounters, EachProcessCountsItsShareAndTotalsAddUp) {
+    auto a = host_process::start(name, "h", 300);
+    auto b = host_process::start(name, "h", 1200);
+    auto states = hosts(link);
+    ASSERT_EQ(states.size(), 2u);
+    for (const auto &s : states) {
+        EXPECT_FALSE(s.failed);
+        EXPECT_EQ(s.runs, s.pid == a.pid ? 300u : 1200u) << "pid " << s.pid;
+        EXPECT_EQ(s.faults, 0u);
+    }
+    EXPECT_EQ(info(link).runs, 1500u);
+    EXPECT_EQ(a.finish(), 0);
+    EXPECT_EQ(b.finish(), 0);
+    // The processes are gone: no longer listed, their runs still in the totals.
+    EXPECT_TRUE(hosts(link).empty());
+    EXPECT_EQ(info(link).runs, 1500u);
+    // A new host takes a record of a process that exited: it starts from 0, totals keep all.
+    auto c = host_process::start(name, "h", 5);
+    states = hosts(link);
+    ASSERT_EQ(states.size(), 1u);
+    EXPECT_EQ(states[0].pid, c.pid);
+    EXPECT_EQ(states[0].runs, 5u);
+    EXPECT_EQ(info(link).runs, 1505u);
+    EXPECT_EQ(c.finish(), 0);
+}
+
+TEST_F(HostCounters, TotalsKeepCountsWhenRecordsRunOut) {
+    std::vector<host_process> live;
+    for (size_t i = 0; i < store::max_link_hosts + 2; i++) {
+        live.push_back(host_process::start(name, "h", 10 + i));
+    }
+    uint64_t want = 0;
+    for (size_t i = 0; i < live.size(); i++) {
+        want += 10 + i;
+    }
+    EXPECT_EQ(info(link).runs, want);
+    EXPECT_LE(hosts(link).size(), store::max_link_hosts);
+    for (auto &h : live) {
+        EXPECT_EQ(h.finish(), 0);
+    }
+    EXPECT_EQ(info(link).runs, want);
+}
+
+TEST_F(HostCounters, BudgetStopsAreFaultsOfTheirOwnKind) {
+    uint32_t loop = make_link("loop:\nja loop\nexit\n", "loop");
+    uint32_t bad = make_link("ldxdw %r0, [%r1+4096]\nexit\n", "bad");
+    auto h = host_process::start(name, "loop", 3);
+    EXPECT_EQ(h.finish(), 0);
+    h = host_process::start(name, "bad", 4);
+    EXPECT_EQ(h.finish(), 0);
+    store::link_info l = info(loop), b = info(bad);
+    EXPECT_EQ(l.runs, 3u);
+    EXPECT_EQ(l.faults, 3u);
+    EXPECT_EQ(l.budget_stops, 3u);
+    EXPECT_EQ(b.runs, 4u);
+    EXPECT_EQ(b.faults, 4u);
+    EXPECT_EQ(b.budget_stops, 0u);
+    EXPECT_EQ(l.run_time_ns, 0u) << "runs are not timed unless asked";
+}
+
+TEST_F(HostCounters, TimingIsOneFlagForEveryHost) {
+    EXPECT_FALSE(seg->run_timing());
+    auto c = seg->counters(link);
+    ASSERT_TRUE(c.ok());
+    EXPECT_FALSE(c->timing());
+    ASSERT_TRUE(seg->set_run_timing(true).ok());
+    EXPECT_TRUE(c->timing()) << "a host sees the flag at its next run";
+    auto h = host_process::start(name, "h", 50);
+    store::link_info timed = info(link);
+    EXPECT_EQ(timed.runs, 50u);
+    EXPECT_GT(timed.run_time_ns, 0u);
+    ASSERT_EQ(hosts(link).size(), 1u);
+    EXPECT_EQ(hosts(link)[0].run_time_ns, timed.run_time_ns);
+    ASSERT_TRUE(seg->set_run_timing(false).ok());
+    EXPECT_EQ(h.finish(), 0);
+    h = host_process::start(name, "h", 50);
+    EXPECT_EQ(h.finish(), 0);
+    EXPECT_EQ(info(link).runs, 100u);
+    EXPECT_EQ(info(link).run_time_ns, timed.run_time_ns);
+}
+
+TEST_F(HostCounters, RunClockMoves) {
+    uint64_t a = store::run_clock_ns();
+    usleep(2000);
+    uint64_t b = store::run_clock_ns();
+    EXPECT_GE(b - a, 1'500'000u);
+    EXPECT_LT(b - a, 1'000'000'000u);
+}
+
+} // namespace
+} // namespace bpftime
