@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Helpers as programs call them: results, and bad arguments stopping the program.
+#include <bpftime/attach/attach.hpp>
 #include <bpftime/helpers/helpers.hpp>
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/vm/assembler.hpp>
@@ -329,6 +330,23 @@ TEST_F(HelpersTest, CurrentTaskUnderCgroup) {
     uint32_t h = map({maps::map_type::hash, 4, 4, 2, 0});
     expect_fault(run(ref(h) + "mov %r2, 0\ncall 37\nexit\n", {h}),
                  "current_task_under_cgroup: r1 is a hash map, not a cgroup_array");
+}
+
+// The kernel-read, task and cgroup helpers go where probe_read goes: probes keep them, the nginx
+// URL filter (which may not read its host's memory or name its process) does not get them.
+TEST(HelperSets, KernelReadsFollowProbeRead) {
+    helpers::register_all();
+    auto uprobe = find_attach_type(attach_type_uprobe);
+    auto uretprobe = find_attach_type(attach_type_uretprobe);
+    auto nginx = find_attach_type(attach_type_nginx_url);
+    ASSERT_TRUE(uprobe && uretprobe && nginx);
+    for (uint32_t id : {4u, 113u, 115u, 35u, 37u, 158u}) {
+        SCOPED_TRACE("helper " + std::to_string(id));
+        EXPECT_TRUE(allows_helper(*uprobe, id));
+        EXPECT_TRUE(allows_helper(*uretprobe, id));
+        EXPECT_FALSE(allows_helper(*nginx, id));
+        EXPECT_NE(vm::helper_registry::global().find(id), nullptr) << "registered";
+    }
 }
 
 // A program's lookup in a cgroup array finds nothing: its slots are not values.
