@@ -156,6 +156,22 @@ uint64_t map_delete_elem(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_
     return u64(m->remove(ptr(key)));
 }
 
+// long bpf_current_task_under_cgroup(map, index): 1 when this process's cgroup is the map's
+// slot or below it, 0 when not, -E2BIG / -EAGAIN for a bad index or an empty slot.
+uint64_t current_task_under_cgroup(uint64_t map, uint64_t index, uint64_t, uint64_t, uint64_t,
+                                   run_context *ctx) {
+    maps::map_view v;
+    if (!decode(map, ctx, "current_task_under_cgroup", v)) {
+        return 0;
+    }
+    if (v.spec().type != maps::map_type::cgroup_array) {
+        ctx->fail(std::string("current_task_under_cgroup: r1 is a ") +
+                  maps::map_type_name(v.spec().type) + " map, not a cgroup_array");
+        return 0;
+    }
+    return u64(v.current_task_under_cgroup(static_cast<uint32_t>(index)));
+}
+
 // --- ring buffers ---
 
 struct reservation {
@@ -268,9 +284,14 @@ long read_self(void *dst, uint64_t src, uint64_t size) {
     return n == static_cast<ssize_t>(size) ? 0 : -EFAULT;
 }
 
+// probe_read_kernel(_str) share these: a user-space process has no kernel memory, so they read
+// this process's memory as probe_read_user(_str) do and an address that is not mapped here (a
+// kernel address among them) gives -EFAULT and zeroed memory, as the kernel's do for a bad
+// address. Tools reach them through BPF_CORE_READ on pointers they got from user space.
+template <const char *Name>
 uint64_t probe_read(uint64_t dst, uint64_t size, uint64_t src, uint64_t, uint64_t,
                     run_context *ctx) {
-    if (!writable(ctx, dst, size, "probe_read", "the destination")) {
+    if (!writable(ctx, dst, size, Name, "the destination")) {
         return 0;
     }
     long rc = size == 0 ? 0 : read_self(ptr(dst), src, size);
@@ -281,12 +302,13 @@ uint64_t probe_read(uint64_t dst, uint64_t size, uint64_t src, uint64_t, uint64_
 }
 
 // Copies a NUL-terminated string; returns its length with the NUL, like Linux.
+template <const char *Name>
 uint64_t probe_read_str(uint64_t dst, uint64_t size, uint64_t src, uint64_t, uint64_t,
                         run_context *ctx) {
     if (size == 0) {
         return 0;
     }
-    if (!writable(ctx, dst, size, "probe_read_str", "the destination")) {
+    if (!writable(ctx, dst, size, Name, "the destination")) {
         return 0;
     }
     auto *out = static_cast<char *>(ptr(dst));
@@ -309,6 +331,19 @@ uint64_t probe_read_str(uint64_t dst, uint64_t size, uint64_t src, uint64_t, uin
     }
     out[copied] = '\0';
     return copied + 1;
+}
+
+constexpr char n_probe_read[] = "probe_read";
+constexpr char n_probe_read_str[] = "probe_read_str";
+constexpr char n_probe_read_user[] = "probe_read_user";
+constexpr char n_probe_read_user_str[] = "probe_read_user_str";
+constexpr char n_probe_read_kernel[] = "probe_read_kernel";
+constexpr char n_probe_read_kernel_str[] = "probe_read_kernel_str";
+
+// get_current_task(_btf): there is no task_struct in user space. 0 is what a program sees for
+// a missing task (it must check it before use); reads through it then fail with -EFAULT.
+uint64_t get_current_task(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    return 0;
 }
 
 // --- strings and tracing ---
@@ -441,7 +476,7 @@ constexpr helper_row rows[] = {
     {1, "map_lookup_elem", map_lookup_elem},
     {2, "map_update_elem", map_update_elem},
     {3, "map_delete_elem", map_delete_elem},
-    {4, "probe_read", probe_read},
+    {4, "probe_read", probe_read<n_probe_read>},
     {5, "ktime_get_ns", clock_ns<CLOCK_MONOTONIC>},
     {6, "trace_printk", trace_printk},
     {7, "get_prandom_u32", get_prandom_u32},
@@ -449,14 +484,19 @@ constexpr helper_row rows[] = {
     {14, "get_current_pid_tgid", get_current_pid_tgid},
     {15, "get_current_uid_gid", get_current_uid_gid},
     {16, "get_current_comm", get_current_comm},
-    {45, "probe_read_str", probe_read_str},
-    {112, "probe_read_user", probe_read},
-    {114, "probe_read_user_str", probe_read_str},
+    {35, "get_current_task", get_current_task},
+    {37, "current_task_under_cgroup", current_task_under_cgroup},
+    {45, "probe_read_str", probe_read_str<n_probe_read_str>},
+    {112, "probe_read_user", probe_read<n_probe_read_user>},
+    {113, "probe_read_kernel", probe_read<n_probe_read_kernel>},
+    {114, "probe_read_user_str", probe_read_str<n_probe_read_user_str>},
+    {115, "probe_read_kernel_str", probe_read_str<n_probe_read_kernel_str>},
     {125, "ktime_get_boot_ns", clock_ns<CLOCK_BOOTTIME>},
     {130, "ringbuf_output", ringbuf_output},
     {131, "ringbuf_reserve", ringbuf_reserve},
     {132, "ringbuf_submit", ringbuf_finish<true>},
     {133, "ringbuf_discard", ringbuf_finish<false>},
+    {158, "get_current_task_btf", get_current_task},
     {160, "ktime_get_coarse_ns", clock_ns<CLOCK_MONOTONIC_COARSE>},
     {173, "get_func_ip", get_func_ip},
     {174, "get_attach_cookie", get_attach_cookie},

@@ -178,6 +178,9 @@ private:
             {BPF_MAP_TYPE_ARRAY, "array"},
             {BPF_MAP_TYPE_PERCPU_HASH, "percpu_hash"},
             {BPF_MAP_TYPE_PERCPU_ARRAY, "percpu_array"},
+            // Its updates carry cgroup fds of this (the loader's) process, which the map
+            // resolves to cgroup ids in place (maps::cgroup_id_of_fd).
+            {BPF_MAP_TYPE_CGROUP_ARRAY, "cgroup_array"},
             {BPF_MAP_TYPE_LRU_HASH, "lru_hash"},
             {BPF_MAP_TYPE_RINGBUF, "ringbuf"},
         };

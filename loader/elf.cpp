@@ -93,6 +93,7 @@ bool supported_map_type(uint32_t type) {
     case maps::map_type::array:
     case maps::map_type::percpu_hash:
     case maps::map_type::percpu_array:
+    case maps::map_type::cgroup_array:
     case maps::map_type::lru_hash:
     case maps::map_type::ringbuf:
         return true;
@@ -135,13 +136,25 @@ result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &o
                               "map '" + m.name + "' has type " + std::to_string(type) + " (" +
                                   (type_name ? type_name : "unknown") +
                                   "), which bpftime does not support (supported: hash, array, "
-                                  "percpu_hash, percpu_array, lru_hash, ringbuf)");
+                                  "percpu_hash, percpu_array, cgroup_array, lru_hash, ringbuf)");
         }
         m.spec = {static_cast<maps::map_type>(type), bpf_map__key_size(map),
                   bpf_map__value_size(map), bpf_map__max_entries(map), bpf_map__map_flags(map)};
         uint32_t map_index = static_cast<uint32_t>(out.maps.size());
         if (!bpf_map__is_internal(map)) {
             index.by_name.emplace(m.name, map_index);
+        } else if (m.name.ends_with(".kconfig")) {
+            // libbpf's map of the __kconfig externs: read-only data the loader fills.
+            auto values = detail::resolve_kconfig(bpf_object__btf(obj), image, m.spec.value_size);
+            if (!values) {
+                return std::move(values).err();
+            }
+            m.global_data = true;
+            m.read_only = true;
+            m.spec.flags = 0;
+            m.initial_value = std::move(values->bytes);
+            index.kconfig_map = map_index;
+            index.kconfig = std::move(values->offsets);
         } else {
             if (next_data == data_sections.size()) {
                 return make_error(EINVAL, "global data map '" + m.name + "' has no section");
@@ -204,13 +217,13 @@ result<elf_object> open_checked(std::span<const uint8_t> data, const std::string
     if (!image) {
         return std::move(image).err();
     }
-    if (auto r = detail::check_externs(*image); !r) {
-        return std::move(r).err();
-    }
     // libbpf trusts parts of .BTF it should not: check them before it reads them.
     auto core = detail::check_btf(*image);
     if (!core) {
         return std::move(core).err();
+    }
+    if (auto r = detail::check_externs(*image, detail::kconfig_externs(*image)); !r) {
+        return std::move(r).err();
     }
     // libbpf allocates each global data map at its section's size, and .bss has no bytes
     // in the file to bound it: refuse what Linux refuses (values above KMALLOC_MAX_SIZE).

@@ -113,8 +113,12 @@ result<size_t> read_symbols(Elf *elf, elf_image &image) {
             (name = elf_strptr(elf, sh.sh_link, sym.st_name)) == nullptr) {
             return corrupt("symbol " + std::to_string(i) + " has a bad name");
         }
-        image.symbols[i] = {name, sym.st_value, sym.st_size, sym.st_shndx,
-                            static_cast<uint8_t>(GELF_ST_TYPE(sym.st_info))};
+        image.symbols[i] = {name,
+                            sym.st_value,
+                            sym.st_size,
+                            sym.st_shndx,
+                            static_cast<uint8_t>(GELF_ST_TYPE(sym.st_info)),
+                            static_cast<uint8_t>(GELF_ST_BIND(sym.st_info))};
     }
     return symtab;
 }

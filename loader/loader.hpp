@@ -11,9 +11,12 @@
 
 #include <bpf/libbpf.h>
 
+struct btf;
+
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -53,6 +56,7 @@ struct elf_symbol {
     uint64_t size = 0;
     uint32_t section = 0; ///< st_shndx (SHN_UNDEF for externs, may be >= section count)
     uint8_t type = 0;     ///< STT_*
+    uint8_t bind = 0;     ///< STB_*
 };
 
 /// A function (an STT_FUNC symbol of an executable section), as instruction indexes.
@@ -105,15 +109,32 @@ using core_relos = std::map<std::pair<uint32_t, size_t>, uint32_t>;
 /// ids and string offsets unchecked), and reads the CO-RE relocations of .BTF.ext.
 result<core_relos> check_btf(const elf_image &image);
 
-/// Refuses externs (kfuncs, __ksym and __kconfig variables): nothing in user space provides
-/// them, and libbpf 1.1 mishandles damaged ones. The error names the instruction using one.
-result<void> check_externs(const elf_image &image);
+/// Refuses externs other than the __kconfig variables named in kconfig (kfuncs, __ksym
+/// variables): nothing in user space provides them, and libbpf 1.1 mishandles damaged ones.
+/// A __kconfig extern may only be the target of lddw. The error names the instruction.
+result<void> check_externs(const elf_image &image,
+                           const std::set<std::string, std::less<>> &kconfig = {});
+
+/// The names of the object's __kconfig externs: the variables of the .kconfig DATASEC of its
+/// .BTF (which check_btf() has checked).
+std::set<std::string, std::less<>> kconfig_externs(const elf_image &image);
+
+/// The bytes of libbpf's .kconfig map and where each extern lies in it.
+struct kconfig_values {
+    std::vector<uint8_t> bytes;
+    std::map<std::string, uint32_t, std::less<>> offsets;
+};
+/// Resolves the __kconfig externs as libbpf does, at the offsets libbpf gave them in the
+/// opened object's BTF (obj_btf), into a map of size bytes. The error names the extern.
+result<kconfig_values> resolve_kconfig(const btf *obj_btf, const elf_image &image, uint32_t size);
 
 /// Where relocated lddw instructions point: indexes into elf_object::maps.
 struct map_index {
     uint32_t maps_section = 0;                            ///< .maps, 0 when absent
     std::map<std::string, uint32_t, std::less<>> by_name; ///< BTF-defined maps
     std::map<uint32_t, uint32_t> by_section;              ///< global data section -> map
+    uint32_t kconfig_map = UINT32_MAX;                    ///< libbpf's .kconfig map, if any
+    std::map<std::string, uint32_t, std::less<>> kconfig; ///< __kconfig extern -> its offset
 };
 
 /// Relocates one program: the entry function plus every function it calls or takes the address

@@ -17,6 +17,11 @@ namespace {
 constexpr uint32_t core_type_id_target = 7;
 constexpr uint32_t core_last_kind = 12;
 
+std::string extern_error(const std::string &name) {
+    return "refers to the extern '" + name +
+           "' (a kfunc, __ksym or __kconfig variable), which bpftime does not support";
+}
+
 class relocator {
 public:
     relocator(const elf_image &image, const core_relos &core, const map_index &maps,
@@ -94,7 +99,8 @@ private:
                     ENOTSUP);
             }
         }
-        // check_externs() refused relocations against externs before libbpf saw them.
+        // check_externs() refused relocations against externs other than __kconfig variables
+        // (loaded with lddw) before libbpf saw them.
         const elf_reloc *rel = image_.sections[fn.section].reloc_at(insn * insn_size);
         const elf_symbol *sym = rel != nullptr ? &image_.symbols[rel->symbol] : nullptr;
         bool lddw = ins.opcode == vm::op_lddw;
@@ -124,6 +130,17 @@ private:
         }
         if (rel->type != R_BPF_64_64) {
             return unsupported_type(i, j, rel->type);
+        }
+        if (sym->section == SHN_UNDEF) {
+            // A __kconfig extern: its place in the .kconfig map, as libbpf relocates it.
+            auto it = maps_.kconfig.find(sym->name);
+            if (it == maps_.kconfig.end() || maps_.kconfig_map == UINT32_MAX) {
+                return refuse(i, j, extern_error(sym->name), ENOTSUP);
+            }
+            out_[pc].src = vm::pseudo_map_idx_value;
+            out_[pc].imm = static_cast<int32_t>(maps_.kconfig_map);
+            out_[pc + 1].imm = static_cast<int32_t>(it->second);
+            return {};
         }
         // Section symbols (static variables, string literals) carry the offset in imm.
         int64_t offset = static_cast<int64_t>(sym->value) + ins.imm;
@@ -214,14 +231,10 @@ private:
     std::vector<placed> placed_;
 };
 
-std::string extern_error(const std::string &name) {
-    return "refers to the extern '" + name +
-           "' (a kfunc, __ksym or __kconfig variable), which bpftime does not support";
-}
-
 } // namespace
 
-result<void> check_externs(const elf_image &image) {
+result<void> check_externs(const elf_image &image,
+                           const std::set<std::string, std::less<>> &kconfig) {
     for (uint32_t s = 1; s < image.sections.size(); s++) {
         const elf_section &section = image.sections[s];
         for (const elf_reloc &rel : section.relocs) {
@@ -230,10 +243,14 @@ result<void> check_externs(const elf_image &image) {
                 continue;
             }
             size_t insn = rel.offset / insn_size;
-            const elf_function *fn = image.function_at(s, insn);
             std::span<const vm::ebpf_inst> code(
                 reinterpret_cast<const vm::ebpf_inst *>(section.bytes.data()),
                 section.bytes.size() / insn_size);
+            if (kconfig.count(sym.name) != 0 && rel.type == R_BPF_64_64 && insn < code.size() &&
+                code[insn].opcode == vm::op_lddw) {
+                continue; // its address, in libbpf's .kconfig map
+            }
+            const elf_function *fn = image.function_at(s, insn);
             std::string where =
                 fn == nullptr ? "section '" + section.name + "'"
                               : "function '" + fn->name + "' of section '" + section.name + "'";
@@ -244,7 +261,7 @@ result<void> check_externs(const elf_image &image) {
         }
     }
     for (const elf_symbol &sym : image.symbols) {
-        if (sym.section == SHN_UNDEF && !sym.name.empty()) {
+        if (sym.section == SHN_UNDEF && !sym.name.empty() && kconfig.count(sym.name) == 0) {
             return make_error(ENOTSUP, "the object " + extern_error(sym.name));
         }
     }

@@ -10,6 +10,7 @@
 //   values: n * ncpus slots of value_stride bytes, slot (entry * ncpus + cpu)  (arrays, hashes);
 //           for an array with BPF_F_MMAPABLE they start on a page and the storage ends on one,
 //           so the values can be mmap'ed as Linux maps them (mmapable_region)
+//   cgroup_array: values hold one uint64 cgroup id per slot (0: empty), never given to programs
 //   ring buffer: from the first page boundary after the header, as Linux's ring buffer fd
 //           maps: the consumer position at the start of a page, the producer position at the
 //           start of the next, then data u8[max_entries] in place of the values
@@ -156,6 +157,12 @@ long hash_update(const map_ref &m, const void *key, const value_source &src, uin
 long hash_remove(const map_ref &m, const void *key);
 /// The entry after key's in iteration order; the first one when key is null or absent.
 std::optional<uint32_t> hash_next(const map_ref &m, const void *key);
+
+/// cgroup_array: an update from the controller (value: a cgroup fd of this process) and a
+/// delete; both as map_view::write() and erase() report them.
+result<void> cgroup_array_write(const map_ref &m, std::span<const uint8_t> key,
+                                std::span<const uint8_t> value, uint64_t flags);
+result<void> cgroup_array_erase(const map_ref &m, std::span<const uint8_t> key);
 
 /// Tests only: called by an insert that holds the lock and has taken a free entry but not
 /// linked it yet, so a test can kill the process at the worst moment.

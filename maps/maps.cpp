@@ -73,7 +73,7 @@ namespace {
 
 using namespace detail;
 
-enum class family { array, hash, ringbuf };
+enum class family { array, hash, ringbuf, cgroup_array };
 
 // Flags Linux programs commonly set that change nothing here: maps are always preallocated,
 // there is one LRU list, and storage is always shared memory.
@@ -100,6 +100,7 @@ constexpr type_info type_table[] = {
     {map_type::percpu_hash, "percpu_hash", family::hash, true, f_no_prealloc,
      "only BPF_F_NO_PREALLOC (0x1)"},
     {map_type::percpu_array, "percpu_array", family::array, true, 0, "no flags"},
+    {map_type::cgroup_array, "cgroup_array", family::cgroup_array, false, 0, "no flags"},
     {map_type::lru_hash, "lru_hash", family::hash, false, f_no_common_lru,
      "only BPF_F_NO_COMMON_LRU (0x2)"},
     {map_type::ringbuf, "ringbuf", family::ringbuf, false, 0, "no flags"},
@@ -250,6 +251,7 @@ uint32_t find_entry(const map_ref &m, const void *key, bool touch) {
     case family::hash:
         return hash_find(m, key, touch);
     case family::ringbuf:
+    case family::cgroup_array:
         break;
     }
     return none;
@@ -262,6 +264,7 @@ long update_entry(const map_ref &m, const void *key, const value_source &src, ui
     case family::hash:
         return hash_update(m, key, src, flags);
     case family::ringbuf:
+    case family::cgroup_array: // programs cannot update a cgroup array
         break;
     }
     return -EINVAL;
@@ -288,7 +291,7 @@ result<void> validate_spec(const map_spec &spec) {
     if (t == nullptr) {
         return make_error(EINVAL, field("type", static_cast<uint32_t>(spec.type)) +
                                       "unknown map type (hash, array, percpu_hash, "
-                                      "percpu_array, lru_hash, ringbuf)");
+                                      "percpu_array, cgroup_array, lru_hash, ringbuf)");
     }
     std::string kind = std::string(t->name) + " maps ";
     if (t->fam == family::ringbuf) {
@@ -306,8 +309,12 @@ result<void> validate_spec(const map_spec &spec) {
                                           "multiple of 4096");
         }
     } else {
-        if (t->fam == family::array && spec.key_size != 4) {
+        if ((t->fam == family::array || t->fam == family::cgroup_array) && spec.key_size != 4) {
             return make_error(EINVAL, field("key_size", spec.key_size) + kind + "have 4-byte keys");
+        }
+        if (t->fam == family::cgroup_array && spec.value_size != 4) {
+            return make_error(EINVAL, field("value_size", spec.value_size) + kind +
+                                          "have 4-byte values (a cgroup fd)");
         }
         if (spec.key_size == 0 || spec.key_size > max_key_size) {
             return make_error(EINVAL, field("key_size", spec.key_size) + kind + "take 1 to " +
@@ -479,7 +486,7 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     v.layout_ = *lay;
     v.layout_.seed = h.seed;
     v.lookup_ = hash_lookup_for(spec);
-    if (v.lookup_ == nullptr) {
+    if (v.lookup_ == nullptr && info_of(spec.type).fam != family::cgroup_array) {
         v.lookup_ = [](const map_ref &m, const void *key) -> void * {
             uint32_t idx = find_entry(m, key, true);
             return idx != none ? m.value(idx, current_cpu(m.ncpus)) : nullptr;
@@ -507,7 +514,9 @@ long map_view::remove(const void *key) const {
 }
 
 std::span<uint8_t> map_view::value_area() const {
-    if (base_ == nullptr || info_of(spec_.type).fam == family::ringbuf) {
+    // A cgroup array's slots hold ids programs must not read (Linux refuses lookups in it).
+    auto fam = info_of(spec_.type).fam;
+    if (base_ == nullptr || fam == family::ringbuf || fam == family::cgroup_array) {
         return {};
     }
     return {base_ + layout_.values, layout_.values_size};
@@ -547,7 +556,7 @@ error update_error(long rc, const map_spec &spec, uint64_t flags) {
         return make_error(ENOENT, "no such key (BPF_EXIST)");
     case -E2BIG:
         return make_error(
-            E2BIG, info_of(spec.type).fam == family::array
+            E2BIG, info_of(spec.type).fam != family::hash
                        ? "index out of range (max_entries " + std::to_string(spec.max_entries) + ")"
                        : "the map is full (" + std::to_string(spec.max_entries) + " entries)");
     case -EINVAL:
@@ -574,6 +583,10 @@ result<std::vector<uint8_t>> map_view::read(std::span<const uint8_t> key) const 
     if (auto ok = check_key(spec_, key, false); !ok) {
         return std::move(ok).err();
     }
+    if (info_of(spec_.type).fam == family::cgroup_array) {
+        return make_error(EOPNOTSUPP, "a cgroup array's values cannot be read, as in Linux (they "
+                                      "are cgroup fds of the process that wrote them)");
+    }
     auto m = ref();
     uint32_t idx = find_entry(m, key.data(), false);
     if (idx == none) {
@@ -591,6 +604,9 @@ result<void> map_view::write(std::span<const uint8_t> key, std::span<const uint8
                              uint64_t flags) const {
     if (auto ok = check_key(spec_, key, false); !ok) {
         return ok;
+    }
+    if (info_of(spec_.type).fam == family::cgroup_array) {
+        return cgroup_array_write(ref(), key, value, flags);
     }
     value_source src{value.data(), value_source::spread::every_cpu};
     if (ncpus_ > 1 && value.size() == uint64_t{ncpus_} * spec_.value_size) {
@@ -613,6 +629,9 @@ result<void> map_view::erase(std::span<const uint8_t> key) const {
     if (auto ok = check_key(spec_, key, false); !ok) {
         return ok;
     }
+    if (info_of(spec_.type).fam == family::cgroup_array) {
+        return cgroup_array_erase(ref(), key);
+    }
     long rc = remove(key.data());
     if (rc == -ENOENT) {
         return make_error(ENOENT, "no such key");
@@ -631,7 +650,7 @@ result<std::optional<std::vector<uint8_t>>> map_view::next_key(std::span<const u
     }
     auto m = ref();
     const void *after = key.empty() ? nullptr : key.data();
-    bool array = info_of(spec_.type).fam == family::array;
+    bool array = info_of(spec_.type).fam != family::hash;
     auto idx = array ? array_next(m, after) : hash_next(m, after);
     if (!idx) {
         return std::optional<std::vector<uint8_t>>();
@@ -644,6 +663,7 @@ result<std::optional<std::vector<uint8_t>>> map_view::next_key(std::span<const u
 uint64_t map_view::count() const {
     switch (info_of(spec_.type).fam) {
     case family::array:
+    case family::cgroup_array:
         return spec_.max_entries;
     case family::hash:
         return std::min(atomic(ref().header().count).load(std::memory_order_relaxed),

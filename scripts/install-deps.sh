@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev nlohmann-json3-dev libzydis-dev
+  libbpf-tools
   nginx nginx-dev libnginx-mod-http-lua wrk curl
   python3 python3-prometheus-client
 )

@@ -11,6 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cinttypes>
 #include <csignal>
@@ -470,15 +473,33 @@ int cmd_map(const global_options &g, const map_args &a) {
     if (a.value.empty()) {
         return report(make_error(EINVAL, "map update needs a KEY and a VALUE"));
     }
-    auto value = parse_bytes(a.value, vs);
+    // A cgroup array's value is a cgroup fd of the updating process: the VALUE is the cgroup's
+    // directory, opened here for the update.
+    bool cgroup = info->spec.type == maps::map_type::cgroup_array;
+    int cgroup_fd = cgroup ? ::open(a.value.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (cgroup && cgroup_fd < 0) {
+        int e = errno;
+        return report(make_error(e, "value " + a.value +
+                                        ": a cgroup array takes a cgroup directory (such as "
+                                        "/sys/fs/cgroup/NAME): " +
+                                        strerror(e)));
+    }
+    auto value = cgroup ? result<std::vector<uint8_t>>(std::vector<uint8_t>(
+                              reinterpret_cast<const uint8_t *>(&cgroup_fd),
+                              reinterpret_cast<const uint8_t *>(&cgroup_fd) + sizeof cgroup_fd))
+                        : parse_bytes(a.value, vs);
     if (!value) {
         return report(make_error(value.err().code, "value " + value.err().message));
     }
     uint64_t flags = a.flags == "noexist" ? maps::update_noexist
                      : a.flags == "exist" ? maps::update_exist
                                           : maps::update_any;
-    if (auto r = view.write(*key, *value, flags); !r) {
-        return report(r.err());
+    auto written = view.write(*key, *value, flags);
+    if (cgroup_fd >= 0) {
+        ::close(cgroup_fd);
+    }
+    if (!written) {
+        return report(written.err());
     }
     return 0;
 }
@@ -637,7 +658,9 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
                 ->required();
         }
         if (operands >= 2) {
-            c->add_option("VALUE", ma.value, "an integer or bytes, like KEY")->required();
+            c->add_option("VALUE", ma.value,
+                          "an integer or bytes, like KEY; a cgroup array takes a cgroup directory")
+                ->required();
             c->add_option("--flags", ma.flags, "any, noexist or exist")
                 ->check(CLI::IsMember({"any", "noexist", "exist"}));
         }

@@ -7,7 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/utsname.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -331,9 +334,93 @@ TEST(ElfLoader, CoreRelocationsOfLocalTypesStand) {
     EXPECT_EQ(*r, 100u + sizeof request);
 }
 
+// The running kernel's configuration as text ("" when it cannot be read), read with zcat, not
+// with the loader's code.
+std::string kernel_config_text() {
+    std::string text;
+    FILE *p =
+        popen("zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r) 2>/dev/null", "r");
+    if (p == nullptr) {
+        return text;
+    }
+    char buf[4096];
+    size_t n = 0;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) {
+        text.append(buf, n);
+    }
+    pclose(p);
+    return text;
+}
+
+// The value of NAME=VALUE in the configuration, or "".
+std::string config_value(const std::string &config, const std::string &name) {
+    std::string key = "\n" + name + "=";
+    size_t at = ("\n" + config).find(key);
+    if (at == std::string::npos) {
+        return "";
+    }
+    size_t start = at + key.size() - 1, end = config.find('\n', start);
+    return config.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+// __kconfig externs: LINUX_* values as libbpf computes them, CONFIG_* options from the running
+// kernel's configuration, weak unknown ones 0; all in a read-only .kconfig map.
+TEST(ElfLoader, KconfigExterns) {
+    elf_object obj = load(test_object("kconfig"));
+    ASSERT_FALSE(obj.programs.empty());
+    const elf_map *kconfig = nullptr;
+    for (const elf_map &m : obj.maps) {
+        if (m.name.ends_with(".kconfig")) {
+            kconfig = &m;
+        }
+    }
+    ASSERT_NE(kconfig, nullptr) << "no .kconfig map";
+    EXPECT_TRUE(kconfig->global_data);
+    EXPECT_TRUE(kconfig->read_only);
+    EXPECT_EQ(kconfig->initial_value.size(), kconfig->spec.value_size);
+
+    utsname u{};
+    ASSERT_EQ(uname(&u), 0);
+    unsigned major = 0, minor = 0, patch = 0;
+    ASSERT_EQ(std::sscanf(u.release, "%u.%u.%u", &major, &minor, &patch), 3) << u.release;
+    uint64_t version = (major << 16) + (minor << 8) + std::min(patch, 255u);
+    std::string config = kernel_config_text();
+    auto tristate = [&](const std::string &name) -> uint64_t {
+        std::string v = config_value(config, name);
+        return v == "y" ? 1 : v == "m" ? 2 : 0;
+    };
+    std::string hz = config_value(config, "CONFIG_HZ");
+    std::string hostname = config_value(config, "CONFIG_DEFAULT_HOSTNAME");
+    const std::pair<const char *, uint64_t> cases[] = {
+        {"kernel_version", version},
+        {"has_bpf_cookie", 1},
+        {"has_syscall_wrapper", version >= (4u << 16) + (17u << 8) ? 1u : 0u},
+        {"unknown_weak_value", 0},
+        {"bpf_syscall", tristate("CONFIG_BPF_SYSCALL")},
+        {"bpf_jit", tristate("CONFIG_BPF_JIT")},
+        {"hz", hz.empty() ? 0 : std::stoull(hz)},
+        {"hostname_first", hostname.size() > 2 ? static_cast<uint64_t>(hostname[1]) : 0},
+        {"unknown_weak_option", 0},
+    };
+    global_data globals(obj);
+    for (const auto &[name, expected] : cases) {
+        const elf_program *prog = find_program(obj, name);
+        ASSERT_NE(prog, nullptr) << name;
+        auto r = globals.run(*prog, {});
+        ASSERT_TRUE(r) << name << ": " << r.err().message;
+        EXPECT_EQ(*r & 0xffffffff, expected) << name;
+    }
+    if (config.empty()) {
+        std::printf("note: the kernel's configuration is not readable here; CONFIG_* gave 0\n");
+    } else {
+        EXPECT_NE(tristate("CONFIG_BPF_SYSCALL"), 0u) << "this kernel runs eBPF";
+    }
+}
+
 TEST(ElfLoader, EveryProgramValidates) {
-    for (const std::string &path : {example("counter"), example("ringbuf_log"), example("subprog"),
-                                    test_object("calls"), test_object("core_local")}) {
+    for (const std::string &path :
+         {example("counter"), example("ringbuf_log"), example("subprog"), test_object("calls"),
+          test_object("core_local"), test_object("kconfig")}) {
         elf_object obj = load(path);
         EXPECT_FALSE(obj.programs.empty()) << path;
         global_data globals(obj);

@@ -100,10 +100,24 @@ TEST(ElfLoaderErrors, Kfunc) {
     EXPECT_NE(message.find("extern 'bpf_kfunc_example'"), std::string::npos) << message;
 }
 
-TEST(ElfLoaderErrors, KconfigExtern) {
-    std::string message = open_error(open_elf(test_object("extern_kconfig")));
-    EXPECT_NE(message.find("function 'kernel_version'"), std::string::npos) << message;
-    EXPECT_NE(message.find("extern 'LINUX_KERNEL_VERSION'"), std::string::npos) << message;
+// __kconfig externs are resolved as libbpf does; a strong one it does not know is refused by
+// name (weak ones default to 0: ElfLoader.KconfigExterns).
+TEST(ElfLoaderErrors, UnknownStrongKconfigExtern) {
+    auto r = open_elf(test_object("extern_kconfig"));
+    std::string message = open_error(r);
+    EXPECT_EQ(r.err().code, EINVAL);
+    EXPECT_NE(message.find("__kconfig extern 'LINUX_BPFTIME_NO_SUCH_VALUE'"), std::string::npos)
+        << message;
+    EXPECT_NE(message.find("declare it __weak"), std::string::npos) << message;
+}
+
+TEST(ElfLoaderErrors, StrongKconfigOptionTheKernelDoesNotSet) {
+    auto r = open_elf(test_object("kconfig_missing"));
+    std::string message = open_error(r);
+    EXPECT_EQ(r.err().code, EINVAL);
+    EXPECT_NE(message.find("__kconfig extern 'CONFIG_BPFTIME_NO_SUCH_OPTION'"), std::string::npos)
+        << message;
+    EXPECT_NE(message.find("kernel's configuration"), std::string::npos) << message;
 }
 
 TEST(ElfLoaderErrors, CoreRelocationNeedingKernelBtf) {

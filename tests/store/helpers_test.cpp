@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Helpers as programs call them: results, and bad arguments stopping the program.
+#include <bpftime/attach/attach.hpp>
 #include <bpftime/helpers/helpers.hpp>
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/vm/assembler.hpp>
@@ -9,7 +10,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <sstream>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace bpftime {
@@ -234,6 +239,123 @@ TEST_F(HelpersTest, ProbeReadCopiesAndFaultsSafely) {
             "\nmov %r1, %r10\nadd %r1, -16\nmov %r2, 16\ncall 45\nexit\n");
     ASSERT_TRUE(r.ok()) << r.err().message;
     EXPECT_EQ(*r, 6u);
+}
+
+// probe_read_kernel (113) and probe_read_kernel_str (115) read this process's memory as the
+// user variants do (BPF_CORE_READ emits them); a bad address gives -EFAULT and a zeroed buffer.
+TEST_F(HelpersTest, ProbeReadKernelReadsThisProcess) {
+    static const uint64_t secret = 0x0102030405060708;
+    auto r = run("lddw %r3, " + std::to_string(reinterpret_cast<uint64_t>(&secret)) +
+                 "\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\ncall 113\nldxdw %r0, [%r10-8]\nexit\n");
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, secret);
+    // The destination is filled first, then a read of a kernel address: -EFAULT, zeroed.
+    r = run("stdw [%r10-8], -1\nmov %r3, -2130706432\nmov %r1, %r10\nadd %r1, -8\n"
+            "mov %r2, 8\ncall 113\nldxdw %r6, [%r10-8]\nlsh %r0, 32\nor %r0, %r6\nexit\n");
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, static_cast<uint64_t>(static_cast<uint32_t>(-EFAULT)) << 32);
+    static const char text[] = "kernel";
+    r = run("lddw %r3, " + std::to_string(reinterpret_cast<uint64_t>(text)) +
+            "\nmov %r1, %r10\nadd %r1, -16\nmov %r2, 16\ncall 115\nexit\n");
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, 7u);
+    r = run("stdw [%r10-8], -1\nmov %r3, 16\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\ncall 115\n"
+            "ldxdw %r6, [%r10-8]\nlsh %r0, 32\nor %r0, %r6\nexit\n");
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, static_cast<uint64_t>(static_cast<uint32_t>(-EFAULT)) << 32);
+    // A destination outside the program's memory stops it, naming the helper it called.
+    expect_fault(run("mov %r1, 16\nmov %r2, 8\nmov %r3, 16\ncall 113\nexit\n"),
+                 "probe_read_kernel: the destination");
+    expect_fault(run("mov %r1, 16\nmov %r2, 8\nmov %r3, 16\ncall 115\nexit\n"),
+                 "probe_read_kernel_str: the destination");
+}
+
+// There is no task_struct in user space: get_current_task (35) and get_current_task_btf (158)
+// give 0, which programs check before use.
+TEST_F(HelpersTest, CurrentTaskIsNull) {
+    EXPECT_EQ(*run("call 35\nexit\n"), 0u);
+    EXPECT_EQ(*run("call 158\nexit\n"), 0u);
+}
+
+// current_task_under_cgroup (37) on a cgroup array: -EAGAIN for an empty slot, -E2BIG past
+// max_entries, 1 for a cgroup this process is in (the hierarchy's root), 0 for one it is not
+// in; a map of another type stops the program.
+TEST_F(HelpersTest, CurrentTaskUnderCgroup) {
+    uint32_t cg = map({maps::map_type::cgroup_array, 4, 4, 2, 0});
+    const std::string call = ref(cg) + "mov %r2, ";
+    auto under = [&](int index) {
+        auto r = run(call + std::to_string(index) + "\ncall 37\nexit\n", {cg});
+        EXPECT_TRUE(r.ok()) << r.err().message;
+        return r.ok() ? static_cast<int64_t>(*r) : INT64_MIN;
+    };
+    EXPECT_EQ(under(0), -EAGAIN);
+    EXPECT_EQ(under(2), -E2BIG);
+    auto ancestry = maps::current_cgroup_ancestry();
+    ASSERT_TRUE(ancestry.ok()) << ancestry.err().message;
+    std::string mount;
+    {
+        std::ifstream in("/proc/self/mountinfo");
+        std::string line;
+        while (mount.empty() && std::getline(in, line)) {
+            if (line.find(" - cgroup2 ") != std::string::npos) {
+                std::istringstream f(line);
+                std::string id, parent, dev, root;
+                f >> id >> parent >> dev >> root >> mount;
+            }
+        }
+    }
+    if (mount.empty()) {
+        GTEST_SKIP() << "no cgroup2 file system is mounted";
+    }
+    std::string other = mount + "/bpftime-helpers-test-" + std::to_string(getpid());
+    if (mkdir(other.c_str(), 0755) != 0) {
+        GTEST_SKIP() << "cannot create a cgroup under " << mount << ": " << strerror(errno);
+    }
+    auto opened = provider->open_map(cg);
+    ASSERT_TRUE(opened.ok()) << opened.err().message;
+    int root_fd = ::open(mount.c_str(), O_RDONLY | O_DIRECTORY);
+    int other_fd = ::open(other.c_str(), O_RDONLY | O_DIRECTORY);
+    uint32_t k0 = 0, k1 = 1;
+    auto key = [](const uint32_t &k) {
+        return std::span(reinterpret_cast<const uint8_t *>(&k), 4);
+    };
+    auto val = [](const int &fd) { return std::span(reinterpret_cast<const uint8_t *>(&fd), 4); };
+    EXPECT_TRUE((*opened)->write(key(k0), val(root_fd), maps::update_any).ok());
+    EXPECT_TRUE((*opened)->write(key(k1), val(other_fd), maps::update_any).ok());
+    ::close(root_fd);
+    ::close(other_fd);
+    rmdir(other.c_str());
+    EXPECT_EQ(under(0), 1);
+    EXPECT_EQ(under(1), 0);
+    uint32_t h = map({maps::map_type::hash, 4, 4, 2, 0});
+    expect_fault(run(ref(h) + "mov %r2, 0\ncall 37\nexit\n", {h}),
+                 "current_task_under_cgroup: r1 is a hash map, not a cgroup_array");
+}
+
+// The kernel-read, task and cgroup helpers go where probe_read goes: probes keep them, the nginx
+// URL filter (which may not read its host's memory or name its process) does not get them.
+TEST(HelperSets, KernelReadsFollowProbeRead) {
+    helpers::register_all();
+    auto uprobe = find_attach_type(attach_type_uprobe);
+    auto uretprobe = find_attach_type(attach_type_uretprobe);
+    auto nginx = find_attach_type(attach_type_nginx_url);
+    ASSERT_TRUE(uprobe && uretprobe && nginx);
+    for (uint32_t id : {4u, 113u, 115u, 35u, 37u, 158u}) {
+        SCOPED_TRACE("helper " + std::to_string(id));
+        EXPECT_TRUE(allows_helper(*uprobe, id));
+        EXPECT_TRUE(allows_helper(*uretprobe, id));
+        EXPECT_FALSE(allows_helper(*nginx, id));
+        EXPECT_NE(vm::helper_registry::global().find(id), nullptr) << "registered";
+    }
+}
+
+// A program's lookup in a cgroup array finds nothing: its slots are not values.
+TEST_F(HelpersTest, CgroupArrayLookupFindsNothing) {
+    uint32_t cg = map({maps::map_type::cgroup_array, 4, 4, 2, 0});
+    auto r =
+        run("stw [%r10-4], 0\n" + ref(cg) + "mov %r2, %r10\nadd %r2, -4\ncall 1\nexit\n", {cg});
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, 0u);
 }
 
 TEST_F(HelpersTest, StrncmpAndTracePrintk) {

@@ -27,11 +27,13 @@ enum class map_type : uint32_t {
     array = 2,
     percpu_hash = 5,
     percpu_array = 6,
+    cgroup_array = 8,
     lru_hash = 9,
     ringbuf = 27,
 };
 
-/// "hash", "array", "percpu_hash", "percpu_array", "lru_hash", "ringbuf" (or "unknown").
+/// "hash", "array", "percpu_hash", "percpu_array", "cgroup_array", "lru_hash", "ringbuf" (or
+/// "unknown").
 const char *map_type_name(map_type type);
 /// Parses the names above.
 std::optional<map_type> parse_map_type(std::string_view name);
@@ -46,7 +48,9 @@ inline constexpr uint64_t ringbuf_no_wakeup = 1;    ///< BPF_RB_NO_WAKEUP
 inline constexpr uint64_t ringbuf_force_wakeup = 2; ///< BPF_RB_FORCE_WAKEUP
 
 /// What a map is. For ringbuf, max_entries is the data size in bytes (a power of two and a
-/// multiple of 4096), key_size and value_size are 0.
+/// multiple of 4096), key_size and value_size are 0. A cgroup_array has 4-byte keys (the index)
+/// and 4-byte values: what an update gives is a cgroup directory's fd in the updating process,
+/// as for Linux's; the slot keeps the cgroup's id (cgroup_id_of_fd).
 struct map_spec {
     map_type type = map_type::array;
     uint32_t key_size = 0;
@@ -90,6 +94,15 @@ std::optional<mmap_region> mmapable_region(const map_spec &spec, uint32_t ncpus)
 
 /// The number of per-CPU slots this machine uses for new per-CPU maps.
 uint32_t possible_cpus();
+
+/// The cgroup v2 id of the cgroup directory open as fd (its inode number on the cgroup2 file
+/// system, as bpf_get_current_cgroup_id() reports it): what a cgroup_array slot stores, so any
+/// process can compare it. EBADF when fd is not an open directory of a cgroup2 file system.
+result<uint64_t> cgroup_id_of_fd(int fd);
+/// The ids of the cgroup v2 hierarchy this process is in (/proc/self/cgroup's "0::" line, under
+/// the cgroup2 mount of /proc/self/mountinfo), from its own cgroup up to the root. Empty when
+/// the process is in no cgroup2 hierarchy.
+result<std::vector<uint64_t>> current_cgroup_ancestry();
 
 namespace detail {
 /// Where each part of a map's storage starts, in bytes from the base. Computed from the spec
@@ -163,6 +176,20 @@ public:
     result<std::optional<std::vector<uint8_t>>> next_key(std::span<const uint8_t> key) const;
     /// Number of entries in use (hash maps) or max_entries (arrays).
     uint64_t count() const;
+
+    // --- cgroup arrays ---
+    //
+    // write() takes a cgroup fd of the calling process (4 bytes) with BPF_ANY only, erase()
+    // empties a slot; read() is refused with EOPNOTSUPP and programs get no value from lookup()
+    // and cannot update, as in Linux.
+
+    /// bpf_current_task_under_cgroup: 1 when the calling process's cgroup is the one in slot
+    /// index or below it, 0 when not, -E2BIG for an index past max_entries, -EAGAIN for an empty
+    /// slot, -EINVAL when this is not a cgroup array. The process's cgroup is read from /proc
+    /// once per thread and again after a second or a fork.
+    long current_task_under_cgroup(uint32_t index) const;
+    /// The cgroup id in slot index (0 when empty), or nothing for a bad index or another type.
+    std::optional<uint64_t> cgroup_at(uint32_t index) const;
 
     // --- ring buffers ---
 
