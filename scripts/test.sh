@@ -8,7 +8,7 @@ scripts/install-deps.sh
 
 echo "== build (g++)"
 # Explicitly on: the demo builds into the same folder without tests and benchmarks.
-scripts/build.sh -DBPFTIME_ENABLE_TESTS=ON -DBPFTIME_ENABLE_BENCHMARKS=ON
+scripts/build.sh -DBPFTIME_WERROR=ON -DBPFTIME_ENABLE_TESTS=ON -DBPFTIME_ENABLE_BENCHMARKS=ON
 
 echo "== ctest"
 ctest --test-dir build --output-on-failure --no-tests=error -j "$(nproc)" --timeout 300
@@ -23,7 +23,7 @@ echo "== build (clang, ASan + UBSan, libFuzzer)"
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DBPFTIME_ENABLE_FUZZER=ON -DBPFTIME_ENABLE_ASAN=ON -DBPFTIME_ENABLE_UBSAN=ON \
-  -DBPFTIME_ENABLE_BENCHMARKS=OFF >/dev/null
+  -DBPFTIME_ENABLE_BENCHMARKS=OFF -DBPFTIME_WERROR=ON >/dev/null
 cmake --build build-fuzz -j "$(nproc)"
 echo "== ctest under ASan + UBSan"
 ctest --test-dir build-fuzz --output-on-failure --no-tests=error -j "$(nproc)" --timeout 300
