@@ -20,7 +20,10 @@ bool readable(const std::string &path) {
     return ::access(path.c_str(), R_OK) == 0;
 }
 
-// $BPFTIME_AGENT, the agent of this build, or the one installed beside this binary.
+// $BPFTIME_AGENT, the agent installed with this binary (the install layout's folder for
+// preloaded libraries, relative to this binary's folder), or the agent of this build. The
+// installed one comes first: an installed bpftime must not pick up a build tree that happens to
+// still exist on the machine that built it.
 result<std::string> find_agent() {
     if (const char *env = std::getenv("BPFTIME_AGENT"); env != nullptr && *env != '\0') {
         if (!readable(env)) {
@@ -29,20 +32,23 @@ result<std::string> find_agent() {
         }
         return std::string(env);
     }
-    if (readable(BPFTIME_AGENT_BUILD_PATH)) {
-        return std::string(BPFTIME_AGENT_BUILD_PATH);
-    }
     char self[PATH_MAX] = {};
     ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    std::string installed;
     if (n > 0) {
         std::string dir(self, static_cast<size_t>(n));
         dir = dir.substr(0, dir.rfind('/'));
-        std::string installed = dir + "/../lib/libbpftime_agent.so";
+        installed = dir + "/" BPFTIME_PKGLIBDIR_FROM_BINDIR "/libbpftime_agent.so";
         if (readable(installed)) {
             return installed;
         }
     }
-    return make_error(ENOENT, "cannot find libbpftime_agent.so (set BPFTIME_AGENT to its path)");
+    if (readable(BPFTIME_AGENT_BUILD_PATH)) {
+        return std::string(BPFTIME_AGENT_BUILD_PATH);
+    }
+    return make_error(ENOENT, "cannot find libbpftime_agent.so (looked for " + installed +
+                                  " and " BPFTIME_AGENT_BUILD_PATH
+                                  "; set BPFTIME_AGENT to its path)");
 }
 
 int cmd_start(const global_options &g, const std::vector<std::string> &command) {
