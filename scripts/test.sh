@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds with g++ and runs CTest (unit tests and
-# the shared conformance cases on every engine), checks formatting, then builds everything
-# again with clang + ASan/UBSan, runs CTest there too and fuzzes for a bounded time.
+# the shared conformance cases on every engine), builds a Release with Unix Makefiles and
+# tests installing it (cmake --install, find_package, pkg-config, the Debian package), checks
+# formatting, then builds everything again with clang + ASan/UBSan, runs CTest there too and
+# fuzzes for a bounded time. Warnings are errors in every build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -11,7 +13,18 @@ echo "== build (g++)"
 scripts/build.sh -DBPFTIME_WERROR=ON -DBPFTIME_ENABLE_TESTS=ON -DBPFTIME_ENABLE_BENCHMARKS=ON
 
 echo "== ctest"
-ctest --test-dir build --output-on-failure --no-tests=error -j "$(nproc)" --timeout 300
+# The install tests run once, below, on the Release build a package would come from.
+ctest --test-dir build --output-on-failure --no-tests=error -j "$(nproc)" --timeout 300 -LE install
+
+echo "== build (g++, Release, Unix Makefiles, installed under /usr)"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ \
+  -DCMAKE_C_COMPILER=gcc -DCMAKE_INSTALL_PREFIX=/usr -DBPFTIME_WERROR=ON \
+  -DBPFTIME_ENABLE_TESTS=OFF -DBPFTIME_ENABLE_BENCHMARKS=OFF >/dev/null
+cmake --build build-release -j "$(nproc)"
+echo "== install test (cmake --install, find_package, pkg-config)"
+tests/install/install_test.sh build-release
+echo "== Debian package test (cpack -G DEB, dpkg)"
+tests/install/deb_test.sh build-release
 
 echo "== clang-format"
 if ! git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs clang-format --dry-run --Werror; then
