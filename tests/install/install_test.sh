@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs a build as a user or a packager would and uses only the installed files:
-#  - `cmake --install BUILD --prefix PREFIX`: the layout (command, libraries, preloaded agent,
-#    headers, CMake package, pkg-config file, examples), no file of the CMake package or the
-#    pkg-config file naming the source or build tree, no private dependency (LLVM, libbpf,
-#    libelf, Zydis) leaking to embedders;
+#  - `cmake --install BUILD --prefix PREFIX`: every file under PREFIX, the layout (command,
+#    libraries, preloaded agent, headers, CMake package, pkg-config file, examples), no file of
+#    the CMake package or the pkg-config file naming the source or build tree, no private
+#    dependency (LLVM, libbpf, libelf, Zydis) leaking to embedders;
 #  - a C++ program built with find_package(bpftime) (CMAKE_PREFIX_PATH=PREFIX) creates a map
 #    and a program through the public API, runs them and checks the results;
 #  - a C program built with `pkg-config libbpftime` (PKG_CONFIG_PATH in PREFIX) filters two
@@ -38,13 +38,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== cmake --install $build --prefix $prefix"
-if ! cmake --install "$build" --prefix "$prefix" >"$work/install.log" 2>&1; then
+# Staged with DESTDIR and reached through a link at the prefix: install rules may write outside
+# the prefix (the nginx module's link in /etc/nginx/modules-enabled), never into this machine.
+stage=$work/stage
+echo "== DESTDIR=$stage cmake --install $build --prefix $prefix"
+if ! DESTDIR=$stage cmake --install "$build" --prefix "$prefix" >"$work/install.log" 2>&1; then
   echo "FAIL cmake --install:"
   sed 's/^/  | /' "$work/install.log"
   exit 1
 fi
-lib=$(dirname "$(find "$prefix" -name libbpftime.so -print -quit)")
+outside=$(sed -nE 's/^-- (Installing|Up-to-date): //p' "$work/install.log" | grep -v "^$stage/")
+check "every installed file is under DESTDIR${outside:+ (not: $outside)}" test -z "$outside"
+ln -s "$stage$prefix" "$prefix"
+lib=$(dirname "$(find -H "$prefix" -name libbpftime.so -print -quit)")
 check "libbpftime.so is installed (in $lib)" test -f "$lib/libbpftime.so"
 for f in bin/bpftime include/bpftime/bpftime.hpp include/bpftime/minimal_syscall_server.h \
   include/bpftime/nginx_filter.h share/bpftime/examples/url_allowlist.bpf.o \
@@ -70,13 +76,15 @@ echo "== C++ through find_package(bpftime)"
 embed_build=$work/embed-build
 expect cmake-configure 0 '' -- cmake -S "$here/embed" -B "$embed_build" \
   -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF -DCMAKE_BUILD_TYPE=Release
-expect found-in-prefix 0 "^bpftime_DIR:PATH=$lib/cmake/bpftime\$" -- \
-  grep '^bpftime_DIR:' "$embed_build/CMakeCache.txt"
+found=$(sed -n 's/^bpftime_DIR:PATH=//p' "$embed_build/CMakeCache.txt")
+check "find_package found the installed package ($found)" \
+  test "$(realpath -- "$found")" = "$(realpath -- "$lib/cmake/bpftime")"
 expect cmake-build 0 '' -- cmake --build "$embed_build" -j 2
 expect embed-runs 0 '^embed: ok, results 42 42 42, map total 120$' -- \
   "$embed_build/embed" "$BPFTIME_SHM-embed"
-expect embed-links-installed-lib 0 "libbpftime\\.so\\.0\\.1 => $lib/libbpftime\\.so\\.0\\.1" -- \
-  ldd "$embed_build/embed"
+loaded=$(ldd "$embed_build/embed" | awk '$1 == "libbpftime.so.0.1" { print $3 }')
+check "embed loads the installed libbpftime.so.0.1 ($loaded)" \
+  test "$(realpath -- "$loaded")" = "$(realpath -- "$lib/libbpftime.so.0.1")"
 
 echo "== C through pkg-config"
 export PKG_CONFIG_PATH=$lib/pkgconfig
@@ -114,7 +122,7 @@ expect c-host-filters 0 $'^attached 1\n/api/users 0\n/admin 403$' -- "$work/embe
 "$bpftime" reset >/dev/null
 
 echo "== the installed bpftime start preloads the installed agent"
-expect installed-agent 0 "^$lib/bpftime/libbpftime_agent\\.so\$" -- \
+expect installed-agent 0 "^$(realpath -- "$lib/bpftime/libbpftime_agent.so")\$" -- \
   "$bpftime" start sh -c 'realpath "$LD_PRELOAD"'
 expect cc-target 0 '' -- cc -O2 -o "$work/probe_me" "$here/probe_me.c"
 load_example load-uprobe-example uprobe_count.bpf.o
