@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds with g++ and runs CTest (unit tests and
-# the shared conformance cases on every engine), checks formatting, then builds everything
-# again with clang + ASan/UBSan, runs CTest there too and fuzzes for a bounded time.
+# the shared conformance cases on every engine), builds a Release with Unix Makefiles and
+# tests installing it (cmake --install, find_package, pkg-config, the Debian package), checks
+# formatting, then builds everything again with clang + ASan/UBSan, runs CTest there too and
+# fuzzes for a bounded time. Warnings are errors in every build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 echo "== build (g++)"
 # Explicitly on: the demo builds into the same folder without tests and benchmarks.
-scripts/build.sh -DBPFTIME_ENABLE_TESTS=ON -DBPFTIME_ENABLE_BENCHMARKS=ON
+scripts/build.sh -DBPFTIME_WERROR=ON -DBPFTIME_ENABLE_TESTS=ON -DBPFTIME_ENABLE_BENCHMARKS=ON
 
 echo "== ctest"
-ctest --test-dir build --output-on-failure --no-tests=error -j "$(nproc)" --timeout 300
+# The install tests run once, below, on the Release build a package would come from.
+ctest --test-dir build --output-on-failure --no-tests=error -j "$(nproc)" --timeout 300 -LE install
+
+echo "== build (g++, Release, Unix Makefiles, installed under /usr)"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ \
+  -DCMAKE_C_COMPILER=gcc -DCMAKE_INSTALL_PREFIX=/usr -DBPFTIME_WERROR=ON \
+  -DBPFTIME_ENABLE_TESTS=OFF -DBPFTIME_ENABLE_BENCHMARKS=OFF >/dev/null
+cmake --build build-release -j "$(nproc)"
+echo "== install test (cmake --install, find_package, pkg-config)"
+tests/install/install_test.sh build-release
+echo "== Debian package test (cpack -G DEB, dpkg)"
+tests/install/deb_test.sh build-release
 
 echo "== clang-format"
 if ! git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs clang-format --dry-run --Werror; then
@@ -23,7 +36,7 @@ echo "== build (clang, ASan + UBSan, libFuzzer)"
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DBPFTIME_ENABLE_FUZZER=ON -DBPFTIME_ENABLE_ASAN=ON -DBPFTIME_ENABLE_UBSAN=ON \
-  -DBPFTIME_ENABLE_BENCHMARKS=OFF >/dev/null
+  -DBPFTIME_ENABLE_BENCHMARKS=OFF -DBPFTIME_WERROR=ON >/dev/null
 cmake --build build-fuzz -j "$(nproc)"
 echo "== ctest under ASan + UBSan"
 ctest --test-dir build-fuzz --output-on-failure --no-tests=error -j "$(nproc)" --timeout 300

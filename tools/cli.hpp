@@ -69,7 +69,8 @@ result<std::vector<uint8_t>> parse_bytes(const std::string &text, size_t size);
 std::string hex_bytes(const uint8_t *data, size_t len);
 
 /// A library to preload into another program: $ENV_NAME when set (it must be readable), the
-/// one this build made (build_path), or lib/FILE_NAME beside the installed bpftime.
+/// one installed with this bpftime (the install layout's folder for preloaded libraries), or the
+/// one this build made (build_path).
 result<std::string> find_preload_library(const char *env_name, const std::string &build_path,
                                          const std::string &file_name);
 /// Sets what a program run by bpftime inherits: BPFTIME_SHM from --shm, and LD_PRELOAD with

@@ -62,20 +62,26 @@ result<std::string> find_preload_library(const char *env_name, const std::string
         }
         return std::string(env);
     }
-    if (!build_path.empty() && readable(build_path)) {
-        return build_path;
-    }
+    // The installed one first (the install layout's folder for preloaded libraries, relative
+    // to this binary's folder): an installed bpftime must not pick up a build tree that happens
+    // to still exist on the machine that built it.
     char self[PATH_MAX] = {};
     ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    std::string installed;
     if (n > 0) {
         std::string dir(self, static_cast<size_t>(n));
         dir = dir.substr(0, dir.rfind('/'));
-        std::string installed = dir + "/../lib/" + file_name;
+        installed = dir + "/" BPFTIME_PKGLIBDIR_FROM_BINDIR "/" + file_name;
         if (readable(installed)) {
             return installed;
         }
     }
-    return make_error(ENOENT, "cannot find " + file_name + " (set " + env_name + " to its path)");
+    if (!build_path.empty() && readable(build_path)) {
+        return build_path;
+    }
+    return make_error(ENOENT, "cannot find " + file_name + " (looked for " + installed +
+                                  (build_path.empty() ? "" : " and " + build_path) + "; set " +
+                                  env_name + " to its path)");
 }
 
 void prepare_environment(const global_options &g, const std::string &preload) {
