@@ -10,6 +10,7 @@ packages=(
   libcli11-dev libspdlog-dev libfmt-dev
   libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev nlohmann-json3-dev libzydis-dev
   nginx nginx-dev libnginx-mod-http-lua wrk curl
+  libbpf-tools
 )
 
 missing=()
