@@ -199,6 +199,10 @@ want perf-array-one-slot-a-cpu "^id=[0-9]+ type=4 name=samples key=4 value=4 max
 want perf-attach '^link=0 fd=[0-9]+$' "$(send uprobe on_call "$target" bpftime_target_add 0 0)"
 want perfbuf-open '^ok$' "$(send perfbuf_open samples 8)"
 want cli-lists-perf-rings 'map +perf_cpu0' "$(list)"
+samples_id=$(list | sed -nE 's/^ *([0-9]+) +map +samples .*/\1/p')
+want cli-events-busy-while-loader-reads 'slot 0 is read already \(perf ring [0-9]+' \
+  "$("$bpftime" map events "$samples_id" --timeout 1 2>&1)"
+want cli-events-busy-leaves-loader-rings 'map +perf_cpu0' "$(list)"
 want target-runs-perf '^calls 50 sum 1394$' "$("$bpftime" start "$target" 50 2>&1)"
 want perfbuf-samples "^perf $records count=50 lost=0$" "$(send perfbuf_poll 50 5000)"
 want perf-sample-rc '^value=0$' "$(send bss .data 16)"
@@ -209,6 +213,23 @@ want perfbuf-free '^ok$' "$(send perfbuf_free)"
 want perf-rings-go-with-events '^$' "$(list | grep perf_cpu)"
 want target-runs-without-reader '^calls 5 sum' "$("$bpftime" start "$target" 5 2>&1)"
 want perf-no-reader-enoent '^value=18446744073709551614$' "$(send bss .data 16)"
+# `bpftime map events` as the perf event array's reader instead of the loader.
+"$bpftime" map events "$samples_id" --count 5 --timeout 20 >"$tmp/events.out" 2>&1 &
+events_pid=$!
+for ((i = 0; i < 100; i++)); do
+  list | grep -q 'perf_cpu0' && break
+  sleep 0.05
+done
+want target-runs-cli-reader '^calls 5 sum' "$("$bpftime" start "$target" 5 2>&1)"
+wait "$events_pid"
+want cli-events-exit '^0$' "$?"
+# Raw data padded as the kernel pads it: 8 bytes of value, 4 of padding.
+want cli-events-samples "^$(for v in 01 02 03 04 05; do printf '%s 00 00 00 00 00 00 00 00 00 00 00 ' $v; done)\$" \
+  "$(sort "$tmp/events.out" | tr '\n' ' ')"
+want cli-events-releases-slots '^$' "$(list | grep perf_cpu)"
+data_id=$(list | sed -nE 's/^ *([0-9]+) +map +[^ ]*\.data .*/\1/p')
+want cli-events-other-map 'is a array; `map events` is for ring buffers and perf event arrays' \
+  "$("$bpftime" map events "$data_id" 2>&1)"
 want perf-bad-uses '^pfd=ok update-before-mmap=EINVAL mmap-3-pages=EINVAL lookup=524 map-fd-as-value=EINVAL sample-time=EINVAL$' \
   "$(send perf_bad unused)"
 stop_loader
