@@ -190,6 +190,43 @@ uint64_t ringbuf_output(uint64_t map, uint64_t data, uint64_t size, uint64_t fla
     return u64(m.ringbuf_output(ptr(data), size, flags));
 }
 
+std::mutex resolver_mu;
+std::shared_ptr<const map_resolver> resolver;
+
+// bpf_perf_event_output for tracing programs: flags name the array's slot (BPF_F_CURRENT_CPU or
+// an index, nothing else), whose perf ring gets one sample record.
+uint64_t perf_event_output(uint64_t, uint64_t map, uint64_t flags, uint64_t data, uint64_t size,
+                           run_context *ctx) {
+    maps::map_view m;
+    if (!decode(map, ctx, "perf_event_output", m) ||
+        !readable(ctx, data, size, "perf_event_output", "the data")) {
+        return 0;
+    }
+    if (m.spec().type != maps::map_type::perf_event_array) {
+        ctx->fail("perf_event_output: r2 is a " + std::string(maps::map_type_name(m.spec().type)) +
+                  " map, not a perf event array");
+        return 0;
+    }
+    long id = m.perf_ring_id(flags);
+    if (id < 0) {
+        return u64(id);
+    }
+    std::shared_ptr<const map_resolver> find;
+    {
+        std::lock_guard lock(resolver_mu);
+        find = resolver;
+    }
+    std::optional<maps::map_view> ring;
+    if (find != nullptr && *find) {
+        ring = (*find)(static_cast<uint32_t>(id));
+    }
+    // A slot naming a ring that is gone (its perf event was closed): as an empty slot.
+    if (!ring || ring->spec().type != maps::map_type::perf_ring) {
+        return u64(-ENOENT);
+    }
+    return u64(ring->perf_output(ptr(data), size));
+}
+
 uint64_t ringbuf_reserve(uint64_t map, uint64_t size, uint64_t flags, uint64_t, uint64_t,
                          run_context *ctx) {
     maps::map_view m;
@@ -484,6 +521,7 @@ constexpr helper_row rows[] = {
     {14, "get_current_pid_tgid", get_current_pid_tgid},
     {15, "get_current_uid_gid", get_current_uid_gid},
     {16, "get_current_comm", get_current_comm},
+    {25, "perf_event_output", perf_event_output},
     {35, "get_current_task", get_current_task},
     {37, "current_task_under_cgroup", current_task_under_cgroup},
     {45, "probe_read_str", probe_read_str<n_probe_read_str>},
@@ -577,6 +615,12 @@ std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle) {
         return std::nullopt;
     }
     return vm::direct_lookup{&map_lookup_elem, *plan};
+}
+
+void set_map_resolver(map_resolver fn) {
+    auto next = fn ? std::make_shared<const map_resolver>(std::move(fn)) : nullptr;
+    std::lock_guard lock(resolver_mu);
+    resolver = std::move(next);
 }
 
 } // namespace bpftime::helpers

@@ -53,6 +53,9 @@ T *ptr(uint64_t v) {
     return reinterpret_cast<T *>(static_cast<uintptr_t>(v));
 }
 
+// The kernel's ENOTSUPP (not ENOTSUP/EOPNOTSUPP), which bpf() gives for lookups in fd arrays.
+constexpr int kernel_enotsupp = 524;
+
 // The kernel's answer for an fd that is not the object asked for: EBADF when it is no fd.
 long bad_fd(int fd) {
     return fail(fcntl(fd, F_GETFD) < 0 ? EBADF : EINVAL);
@@ -183,6 +186,7 @@ private:
             {BPF_MAP_TYPE_CGROUP_ARRAY, "cgroup_array"},
             {BPF_MAP_TYPE_LRU_HASH, "lru_hash"},
             {BPF_MAP_TYPE_RINGBUF, "ringbuf"},
+            {BPF_MAP_TYPE_PERF_EVENT_ARRAY, "perf_event_array"},
         };
         bool supported = std::any_of(std::begin(known), std::end(known),
                                      [&](auto &k) { return k.first == a_.map_type; });
@@ -292,6 +296,9 @@ private:
         if (m->map.spec.type == maps::map_type::ringbuf) {
             return fail(and_delete ? EOPNOTSUPP : EINVAL);
         }
+        if (m->map.spec.type == maps::map_type::perf_event_array) {
+            return fail(and_delete ? EOPNOTSUPP : kernel_enotsupp); // as the kernel
+        }
         if (a_.flags != 0) {
             return fail(EINVAL); // BPF_F_LOCK: no spin locks in values here
         }
@@ -324,6 +331,9 @@ private:
             return fail(EINVAL);
         }
         std::span<const uint8_t> key(ptr<const uint8_t>(a_.key), m->map.spec.key_size);
+        if (m->map.spec.type == maps::map_type::perf_event_array) {
+            return perf_array_update(m, key);
+        }
         auto value = from_user(m->map, ptr<const uint8_t>(a_.value));
         if (auto r = m->view->write(key, value, a_.flags); !r) {
             return fail(r.err().code);
@@ -346,6 +356,50 @@ private:
         if (auto r = m->view->erase(key); !r) {
             return fail(r.err().code);
         }
+        if (m->map.spec.type == maps::map_type::perf_event_array) {
+            uint32_t index = 0;
+            std::memcpy(&index, key.data(), sizeof index);
+            m->perf_slots.erase(index);
+        }
+        return 0;
+    }
+
+    // The value is a perf event fd of the loader: the slot gets the store id of its ring, which
+    // programs in other processes write to, and the map holds the event as the kernel's does.
+    long perf_array_update(const std::shared_ptr<object> &m, std::span<const uint8_t> key) {
+        int pfd = *ptr<const int>(a_.value);
+        auto pe = s_.find(pfd, kind::perf_event);
+        if (!pe) {
+            if (pfd < 0 || fcntl(pfd, F_GETFD) < 0) {
+                return fail(EBADF);
+            }
+            if (s_.find(pfd)) {
+                return fail(EINVAL); // a map, program or link: not a perf event
+            }
+            return unsupported("a kernel perf event in a user-space perf event array (only BPF "
+                               "output events opened under bpftime)",
+                               EOPNOTSUPP);
+        }
+        if (!pe->bpf_output) {
+            return unsupported("a uprobe perf event in a perf event array (only BPF output "
+                               "events, PERF_COUNT_SW_BPF_OUTPUT)",
+                               EOPNOTSUPP);
+        }
+        if (pe->ring_id == 0) {
+            say_once("perf event fd " + std::to_string(pfd) +
+                     " is added to a perf event array before it is mmap'ed: the ring is made by "
+                     "the mmap, so mmap the event first (as libbpf's perf_buffer does)");
+            return fail(EINVAL);
+        }
+        uint32_t id = pe->ring_id;
+        if (auto r =
+                m->view->write(key, {reinterpret_cast<const uint8_t *>(&id), sizeof id}, a_.flags);
+            !r) {
+            return fail(r.err().code);
+        }
+        uint32_t index = 0;
+        std::memcpy(&index, key.data(), sizeof index);
+        m->perf_slots[index] = pe;
         return 0;
     }
 

@@ -58,7 +58,9 @@ struct object {
     store::map_info map;
     uint32_t map_flags = 0; ///< as the loader gave them
     uint32_t btf_id = 0, btf_key_type_id = 0, btf_value_type_id = 0;
-    std::optional<maps::map_view> view;
+    std::optional<maps::map_view> view; ///< a map's; a BPF output perf event's ring's
+    /// perf_event_array: the perf events its slots name (held as the kernel's map holds them).
+    std::map<uint32_t, std::shared_ptr<object>> perf_slots;
     // programs
     uint32_t prog_type = 0, expected_attach_type = 0, insn_count = 0;
     std::vector<uint32_t> map_ids;
@@ -71,6 +73,13 @@ struct object {
     bool enabled = true;
     uint32_t ioctl_link_id = 0;     ///< the link PERF_EVENT_IOC_SET_BPF made
     std::vector<uint32_t> link_ids; ///< links made on it (enable/disable follow the event)
+    // BPF output perf events (perf_buffer): the ring is a perf_ring map made at mmap, when its
+    // size is known, and destroyed with the event.
+    bool bpf_output = false;
+    int32_t cpu = -1;
+    uint32_t wakeup_events = 1;
+    uint32_t ring_id = 0;
+    uint64_t ring_length = 0; ///< the mapping's length: one page and the data
     // links
     uint32_t link_type = 0;
     bool detached = false;
@@ -85,9 +94,9 @@ struct object {
     ~object();
 };
 
-/// A ring buffer's mapping in the loader: what epoll_wait checks.
+/// A ring buffer or perf event in an epoll set of the loader: what epoll_wait checks.
 struct epoll_entry {
-    int fd;          ///< our ringbuf map fd
+    int fd;          ///< our ringbuf map fd or BPF output perf event fd
     uint32_t events; ///< EPOLLIN...
     uint64_t data;   ///< the epoll_data the loader gave
     std::shared_ptr<object> obj;
@@ -116,7 +125,7 @@ public:
     void release(uint32_t id);
     void retry_pending();
 
-    /// epoll fd -> ringbuf fds added to it.
+    /// epoll fd -> ringbuf and BPF output perf event fds added to it.
     std::map<int, std::vector<epoll_entry>> epolls;
 
     /// Frozen maps (BPF_MAP_FREEZE): updates through the syscall are refused.
@@ -167,6 +176,9 @@ long fail(int err);
 long do_bpf(int cmd, void *attr, unsigned size);
 /// perf_event_open for the uprobe PMU; other types go to the kernel.
 long do_perf_event_open(void *attr, long pid, long cpu, long group_fd, long flags);
+/// mmap of a BPF output perf event: makes (or maps again) its perf ring.
+void *perf_mmap(const std::shared_ptr<object> &pe, void *addr, size_t len, int prot, int flags,
+                off_t off);
 /// ioctl on a perf event fd of the library.
 int perf_ioctl(const std::shared_ptr<object> &obj, unsigned long request, void *arg);
 /// PERF_EVENT_IOC_SET_BPF: a link of prog on the perf event pe, held by pe.

@@ -6,9 +6,11 @@
 // them. A ring buffer is mapped as the kernel's: offset 0 is the consumer position's page
 // (writable), offset one page the producer position's page and the data, mapped twice in a
 // row (read-only), so a record that wraps reads on.
-// epoll: a ring buffer fd is not added to the kernel's epoll set (its memfd would always be
-// ready); epoll_wait on a set holding one returns it when a record is waiting, waiting on the
-// ring's futex, and polls the set's real fds between waits.
+// epoll: a ring buffer fd, or a BPF output perf event fd with its ring mapped (perf_buffer), is
+// not added to the kernel's epoll set (its memfd would always be ready); epoll_wait on a set
+// holding one returns it, with the loader's epoll data, when a record is waiting (a perf ring:
+// data_head != data_tail), waiting on the ring's futex, and polls the set's real fds between
+// waits.
 #include "interposer.hpp"
 
 #include <poll.h>
@@ -93,11 +95,17 @@ void *map_mmap(const std::shared_ptr<object> &m, void *addr, size_t len, int pro
                        static_cast<off_t>(region->offset));
 }
 
+// Waits at most timeout_ms for a record in a ring buffer or perf ring.
+bool ring_wait(const maps::map_view &v, int timeout_ms) {
+    return v.spec().type == maps::map_type::perf_ring ? v.perf_wait(timeout_ms)
+                                                      : v.ringbuf_wait(timeout_ms);
+}
+
 // Ring buffers in the set with a record waiting: their events, at most max.
 int ready_rings(const std::vector<epoll_entry> &entries, epoll_event *out, int max) {
     int n = 0;
     for (const epoll_entry &e : entries) {
-        if (n < max && (e.events & EPOLLIN) && e.obj->view && e.obj->view->ringbuf_wait(0)) {
+        if (n < max && (e.events & EPOLLIN) && e.obj->view && ring_wait(*e.obj->view, 0)) {
             out[n].events = EPOLLIN;
             out[n].data.u64 = e.data;
             n++;
@@ -135,7 +143,7 @@ int wait_mixed(int epfd, std::vector<epoll_entry> entries, epoll_event *events, 
         // The first ring's futex wakes us at once for its records; others and real fds are
         // looked at every few milliseconds.
         bool only_one_ring = entries.size() == 1;
-        entries.front().obj->view->ringbuf_wait(only_one_ring ? left : std::min(left, 5));
+        ring_wait(*entries.front().obj->view, only_one_ring ? left : std::min(left, 5));
     }
 }
 
@@ -153,8 +161,9 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
         std::lock_guard lock(s.mu);
         if (auto m = s.find(fd)) {
             inside_guard g;
-            void *p =
-                m->k == kind::map ? map_mmap(m, addr, len, prot, flags, off) : map_failed(ENODEV);
+            void *p = m->k == kind::map          ? map_mmap(m, addr, len, prot, flags, off)
+                      : m->k == kind::perf_event ? perf_mmap(m, addr, len, prot, flags, off)
+                                                 : map_failed(ENODEV);
             if (debug()) {
                 int e = errno;
                 std::fprintf(stderr, "bpftime: mmap(%s %u, len %zu, off %lld) = %p\n",
@@ -177,8 +186,15 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
         std::lock_guard lock(s.mu);
         if (auto m = s.find(fd)) {
             inside_guard g;
-            if (m->k != kind::map || m->map.spec.type != bpftime::maps::map_type::ringbuf) {
+            bool ring = m->k == kind::map && m->map.spec.type == bpftime::maps::map_type::ringbuf;
+            bool perf = m->k == kind::perf_event && m->bpf_output;
+            if (!ring && !perf) {
                 return static_cast<int>(fail(EPERM)); // not pollable, as in the kernel
+            }
+            if (perf && !m->view) {
+                // Nothing can be read from an event whose ring is not mapped.
+                say_once("epoll_ctl on a BPF output perf event that is not mmap'ed: map it first");
+                return static_cast<int>(fail(EINVAL));
             }
             auto &entries = s.epolls[epfd];
             auto it = std::find_if(entries.begin(), entries.end(),

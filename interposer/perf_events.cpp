@@ -6,7 +6,11 @@
 // Here that becomes a store target "BINARY:0xVADDR" (the file offset converted to the ELF
 // virtual address through the binary's PT_LOAD headers, the form probe_target.cpp resolves),
 // created when the event is opened so that a wrong place fails there, as the kernel's does.
-// Events of every other type are the kernel's.
+// libbpf's perf_buffer opens one BPF output event (PERF_TYPE_SOFTWARE,
+// PERF_COUNT_SW_BPF_OUTPUT) per CPU and mmaps it: the mmap makes a perf_ring map in the store
+// (its size is known only then) and maps the ring's pages, so the loader reads the records
+// bpf_perf_event_output writes in the targets. The ring goes with the event's last fd and
+// the perf event arrays holding it. Events of every other type are the kernel's.
 #include "interposer.hpp"
 
 #include <bpftime/attach/attach.hpp>
@@ -14,9 +18,11 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -125,7 +131,90 @@ long open_uprobe(const perf_event_attr &attr, int pid) {
     return fd < 0 ? fail(errno) : fd;
 }
 
+long open_bpf_output(const perf_event_attr &attr, int pid, int cpu) {
+    state &s = state::get();
+    if (s.provider() == nullptr) {
+        return fail(EPERM);
+    }
+    if (attr.sample_type != PERF_SAMPLE_RAW) {
+        say_once("perf_event_open(bpf-output) with sample_type " + hex(attr.sample_type) +
+                 ": only PERF_SAMPLE_RAW records are written in user space");
+        return fail(EINVAL);
+    }
+    if (pid != -1) {
+        say_once("a BPF output perf event for pid " + std::to_string(pid) +
+                 " receives the records of every process");
+    }
+    auto obj = std::make_shared<object>();
+    obj->k = kind::perf_event;
+    obj->owned = true;
+    obj->bpf_output = true;
+    obj->cpu = cpu;
+    obj->wakeup_events = attr.watermark ? 1 : std::max<uint32_t>(attr.wakeup_events, 1);
+    obj->enabled = !attr.disabled;
+    int fd = s.add(std::move(obj));
+    return fd < 0 ? fail(errno) : fd;
+}
+
+void *map_failed(int err) {
+    errno = err;
+    return MAP_FAILED;
+}
+
 } // namespace
+
+void *perf_mmap(const std::shared_ptr<object> &pe, void *addr, size_t len, int prot, int flags,
+                off_t off) {
+    state &s = state::get();
+    constexpr uint64_t page = maps::mmap_page_size;
+    if (!pe->bpf_output) {
+        return map_failed(ENODEV);
+    }
+    uint64_t data = len > page ? len - page : 0;
+    if (off != 0 || !(flags & MAP_SHARED) || data == 0 || data % page != 0 ||
+        (data & (data - 1)) != 0 || data > (1ull << 31)) {
+        // As the kernel: one page, then a power-of-two number of data pages.
+        return map_failed(EINVAL);
+    }
+    if (pe->ring_id != 0 && pe->ring_length != len) {
+        return map_failed(EINVAL); // mapped already with another size
+    }
+    bool made = false;
+    if (pe->ring_id == 0) {
+        map_create_spec spec;
+        spec.name = "perf_cpu" + std::to_string(pe->cpu);
+        spec.spec = {maps::map_type::perf_ring, 0, 0, static_cast<uint32_t>(data), 0};
+        auto id = s.provider()->create_map(spec);
+        if (!id) {
+            say_once("mmap of a BPF output perf event: " + id.err().message);
+            return map_failed(id.err().code == ENOSPC || id.err().code == ENOMEM ? ENOMEM : EINVAL);
+        }
+        auto view = s.segment()->map_view(*id);
+        if (!view) {
+            (void)s.segment()->destroy(*id);
+            say_once("mmap of a BPF output perf event: " + view.err().message);
+            return map_failed(EINVAL);
+        }
+        view->perf_configure(pe->wakeup_events, pe->enabled);
+        pe->ring_id = *id;
+        pe->ring_length = len;
+        pe->view = *view;
+        made = true;
+    }
+    auto region = s.segment()->map_mmap_region(pe->ring_id);
+    void *p = region ? real().mmap(addr, len, prot, flags, s.segment()->fd(),
+                                   static_cast<off_t>(region->offset))
+                     : map_failed(EINVAL);
+    if (p == MAP_FAILED && made) {
+        int e = errno;
+        s.release(pe->ring_id);
+        pe->ring_id = 0;
+        pe->ring_length = 0;
+        pe->view.reset();
+        errno = e;
+    }
+    return p;
+}
 
 int uprobe_pmu_type() {
     static const int type = read_sysfs_int("/sys/bus/event_source/devices/uprobe/type", "");
@@ -135,7 +224,10 @@ int uprobe_pmu_type() {
 long do_perf_event_open(void *user_attr, long pid, long cpu, long group_fd, long flags) {
     auto *attr = static_cast<perf_event_attr *>(user_attr);
     int type = uprobe_pmu_type();
-    if (attr == nullptr || type < 0 || attr->type != static_cast<uint32_t>(type)) {
+    bool bpf_output = attr != nullptr && attr->type == PERF_TYPE_SOFTWARE &&
+                      attr->config == PERF_COUNT_SW_BPF_OUTPUT;
+    if (attr == nullptr ||
+        (!bpf_output && (type < 0 || attr->type != static_cast<uint32_t>(type)))) {
         return real().syscall(SYS_perf_event_open, reinterpret_cast<long>(user_attr), pid, cpu,
                               group_fd, flags, 0);
     }
@@ -143,10 +235,12 @@ long do_perf_event_open(void *user_attr, long pid, long cpu, long group_fd, long
     std::lock_guard lock(s.mu);
     inside_guard g;
     // The syscall's arguments are ints passed as longs: their upper halves are not defined.
-    long rc = open_uprobe(*attr, static_cast<int>(pid));
+    long rc = bpf_output ? open_bpf_output(*attr, static_cast<int>(pid), static_cast<int>(cpu))
+                         : open_uprobe(*attr, static_cast<int>(pid));
     if (debug()) {
         int e = errno;
-        std::fprintf(stderr, "bpftime: perf_event_open(uprobe) = %ld%s%s\n", rc, rc < 0 ? " " : "",
+        std::fprintf(stderr, "bpftime: perf_event_open(%s) = %ld%s%s\n",
+                     bpf_output ? "bpf-output" : "uprobe", rc, rc < 0 ? " " : "",
                      rc < 0 ? std::strerror(e) : "");
         errno = e;
     }
@@ -158,6 +252,10 @@ int perf_ioctl(const std::shared_ptr<object> &pe, unsigned long request, void *a
     long rc = 0;
     switch (request) {
     case PERF_EVENT_IOC_SET_BPF: {
+        if (pe->bpf_output) {
+            rc = unsupported("attaching a program to a BPF output perf event", EINVAL);
+            break;
+        }
         auto prog = s.find(static_cast<int>(reinterpret_cast<intptr_t>(arg)), kind::prog);
         if (!prog) {
             rc = fail(EBADF);
@@ -171,13 +269,18 @@ int perf_ioctl(const std::shared_ptr<object> &pe, unsigned long request, void *a
     case PERF_EVENT_IOC_ENABLE:
     case PERF_EVENT_IOC_DISABLE:
         pe->enabled = request == PERF_EVENT_IOC_ENABLE;
+        if (pe->view) {
+            pe->view->perf_configure(pe->wakeup_events, pe->enabled); // output fails while off
+        }
         for (uint32_t id : pe->link_ids) {
             // Links destroyed since are gone from the store: nothing to switch.
             (void)(pe->enabled ? s.provider()->enable_link(id) : s.provider()->disable_link(id));
         }
         break;
     default:
-        rc = unsupported("ioctl " + hex(request) + " on a uprobe perf event", ENOTTY);
+        rc = unsupported("ioctl " + hex(request) + " on a " +
+                             (pe->bpf_output ? "BPF output" : "uprobe") + " perf event",
+                         ENOTTY);
     }
     if (debug()) {
         std::fprintf(stderr, "bpftime: ioctl(perf-event, %s) = %ld\n", hex(request).c_str(), rc);

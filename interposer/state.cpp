@@ -216,6 +216,7 @@ object::~object() {
             s.release(ioctl_link_id);
         }
         s.release(target_id);
+        s.release(ring_id);
         break;
     case kind::prog:
     case kind::map:

@@ -97,6 +97,9 @@ bool supported_map_type(uint32_t type) {
     case maps::map_type::lru_hash:
     case maps::map_type::ringbuf:
         return true;
+    case maps::map_type::perf_event_array: // needs a consumer's perf events (bpftime load)
+    case maps::map_type::perf_ring:        // made by the interposer only
+        break;
     }
     return false;
 }

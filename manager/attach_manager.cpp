@@ -14,12 +14,49 @@ const T *by_id(const std::vector<T> &objects, uint32_t id) {
     return it == objects.end() ? nullptr : &*it;
 }
 
+// Perf rings for bpf_perf_event_output, by store id. Each thread keeps the views it found until
+// the segment changes (a ring is made or destroyed with its perf event), so a probe does not read
+// the object table for every record.
+helpers::map_resolver ring_resolver(const std::shared_ptr<store::segment> &seg) {
+    return
+        [weak = std::weak_ptr<store::segment>(seg)](uint32_t id) -> std::optional<maps::map_view> {
+            auto s = weak.lock();
+            if (!s) {
+                return std::nullopt;
+            }
+            struct cached {
+                const store::segment *seg;
+                uint64_t generation;
+                std::vector<std::pair<uint32_t, maps::map_view>> views;
+            };
+            thread_local cached cache{nullptr, 0, {}};
+            uint64_t gen = s->generation();
+            if (cache.seg != s.get() || cache.generation != gen) {
+                cache = {s.get(), gen, {}};
+            }
+            for (const auto &[cached_id, view] : cache.views) {
+                if (cached_id == id) {
+                    return view;
+                }
+            }
+            auto view = s->map_view(id);
+            if (!view) {
+                return std::nullopt;
+            }
+            if (cache.views.size() < 64) {
+                cache.views.emplace_back(id, *view);
+            }
+            return *view;
+        };
+}
+
 } // namespace
 
 attach_manager::attach_manager(std::shared_ptr<store::segment> seg, manager_options opts)
     : seg_(std::move(seg)), engine_(opts.engine.value_or(vm::available_engines().front())),
       engine_options_(opts.engine_options), report_link_states_(opts.report_link_states) {
     helpers::register_all();
+    helpers::set_map_resolver(ring_resolver(seg_));
 }
 
 attach_manager::~attach_manager() {

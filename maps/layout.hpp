@@ -11,6 +11,8 @@
 //           for an array with BPF_F_MMAPABLE they start on a page and the storage ends on one,
 //           so the values can be mmap'ed as Linux maps them (mmapable_region)
 //   cgroup_array: values hold one uint64 cgroup id per slot (0: empty), never given to programs
+//   perf ring: perf_ring_state, then from the next page boundary a perf_event_mmap_page page and
+//           data u8[max_entries] in place of the values, as Linux maps a perf event fd
 //   ring buffer: from the first page boundary after the header, as Linux's ring buffer fd
 //           maps: the consumer position at the start of a page, the producer position at the
 //           start of the next, then data u8[max_entries] in place of the values
@@ -140,6 +142,22 @@ private:
 // The find functions return `none` for a key with no entry rather than an empty
 // std::optional: GCC returns optional<uint32_t> through the stack in two stores and one load, a
 // store-forwarding stall that was most of a hash lookup.
+
+/// A perf ring's producer-side state, beside the header (not in the pages the consumer maps).
+/// Producers serialise on the header's lock; the header's wake_seq and waiters wake the
+/// consumer as for ring buffers.
+struct perf_ring_state {
+    uint64_t pending_lost;  ///< lost since the last PERF_RECORD_LOST was written
+    uint64_t total_lost;    ///< lost since the ring was made
+    uint32_t wakeup_events; ///< wake the consumer every this many records (0: every one)
+    uint32_t since_wakeup;  ///< records since the last wake (under the lock)
+    uint32_t disabled;      ///< PERF_EVENT_IOC_DISABLE: output fails
+    uint32_t reserved;
+};
+
+// Perf event arrays and perf rings (perf.cpp).
+void perf_ring_init(const map_ref &m);
+long perf_array_remove(const map_ref &m, const void *key);
 
 // Arrays (array.cpp).
 uint32_t array_find(const map_ref &m, const void *key);

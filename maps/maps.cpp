@@ -104,6 +104,8 @@ constexpr type_info type_table[] = {
     {map_type::lru_hash, "lru_hash", family::hash, false, f_no_common_lru,
      "only BPF_F_NO_COMMON_LRU (0x2)"},
     {map_type::ringbuf, "ringbuf", family::ringbuf, false, 0, "no flags"},
+    {map_type::perf_event_array, "perf_event_array", family::array, false, 0, "no flags"},
+    {map_type::perf_ring, "perf_ring", family::ringbuf, false, 0, "no flags"},
 };
 
 const type_info *find_type(map_type type) {
@@ -177,13 +179,23 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
     section_builder b(sizeof(map_header));
     uint64_t n = spec.max_entries;
     if (info_of(spec.type).fam == family::ringbuf) {
-        // Each position at the start of its own page, the data from the next page boundary
-        // (max_entries is a multiple of the page size): the layout of Linux's mapping.
-        lay.ring_consumer = b.add_page(mmap_page_size);
-        lay.ring_producer = b.add_page(mmap_page_size);
-        lay.values = b.add_page(n);
-        lay.mmap_offset = lay.ring_consumer;
-        lay.mmap_length = b.end() - lay.ring_consumer;
+        if (spec.type == map_type::perf_ring) {
+            // The perf_event_mmap_page, then the data: the kernel's mapping of a perf event.
+            lay.perf_state = b.add(1, sizeof(perf_ring_state));
+            lay.perf_page = b.add_page(mmap_page_size);
+            lay.values = b.add_page(n);
+            lay.values_size = n;
+            lay.mmap_offset = lay.perf_page;
+            lay.mmap_length = b.end() - lay.perf_page;
+        } else {
+            // Each position at the start of its own page, the data from the next page boundary
+            // (max_entries is a multiple of the page size): the layout of Linux's mapping.
+            lay.ring_consumer = b.add_page(mmap_page_size);
+            lay.ring_producer = b.add_page(mmap_page_size);
+            lay.values = b.add_page(n);
+            lay.mmap_offset = lay.ring_consumer;
+            lay.mmap_length = b.end() - lay.ring_consumer;
+        }
     } else {
         if (info_of(spec.type).fam == family::hash) {
             lay.nbuckets = static_cast<uint32_t>(std::bit_ceil(n));
@@ -289,9 +301,10 @@ std::optional<map_type> parse_map_type(std::string_view name) {
 result<void> validate_spec(const map_spec &spec) {
     const type_info *t = find_type(spec.type);
     if (t == nullptr) {
-        return make_error(EINVAL, field("type", static_cast<uint32_t>(spec.type)) +
-                                      "unknown map type (hash, array, percpu_hash, "
-                                      "percpu_array, cgroup_array, lru_hash, ringbuf)");
+        return make_error(EINVAL,
+                          field("type", static_cast<uint32_t>(spec.type)) +
+                              "unknown map type (hash, array, percpu_hash, "
+                              "percpu_array, cgroup_array, lru_hash, ringbuf, perf_event_array)");
     }
     std::string kind = std::string(t->name) + " maps ";
     if (t->fam == family::ringbuf) {
@@ -327,6 +340,10 @@ result<void> validate_spec(const map_spec &spec) {
         }
         if (spec.max_entries == 0) {
             return make_error(EINVAL, field("max_entries", 0) + "a map holds at least 1 entry");
+        }
+        if (spec.type == map_type::perf_event_array && spec.value_size != 4) {
+            return make_error(EINVAL, field("value_size", spec.value_size) + kind +
+                                          "have 4-byte values (a perf event)");
         }
         if (t->fam == family::hash && spec.max_entries > max_hash_entries) {
             return make_error(EINVAL, field("max_entries", spec.max_entries) + kind +
@@ -412,6 +429,9 @@ result<void> init_storage(void *base, uint64_t size, const map_spec &spec, uint3
     if (info_of(spec.type).fam == family::hash) {
         hash_init(map_ref{static_cast<uint8_t *>(base), spec, ncpus, *lay});
     }
+    if (spec.type == map_type::perf_ring) {
+        perf_ring_init(map_ref{static_cast<uint8_t *>(base), spec, ncpus, *lay});
+    }
     atomic(h->magic).store(storage_magic, std::memory_order_release);
     return {};
 }
@@ -486,7 +506,10 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     v.layout_ = *lay;
     v.layout_.seed = h.seed;
     v.lookup_ = hash_lookup_for(spec);
-    if (v.lookup_ == nullptr && info_of(spec.type).fam != family::cgroup_array) {
+    if (spec.type == map_type::perf_event_array) {
+        // As Linux: programs cannot look up perf events.
+        v.lookup_ = [](const map_ref &, const void *) -> void * { return nullptr; };
+    } else if (v.lookup_ == nullptr && info_of(spec.type).fam != family::cgroup_array) {
         v.lookup_ = [](const map_ref &m, const void *key) -> void * {
             uint32_t idx = find_entry(m, key, true);
             return idx != none ? m.value(idx, current_cpu(m.ncpus)) : nullptr;
@@ -504,11 +527,17 @@ void *map_view::lookup(const void *key) const {
 }
 
 long map_view::update(const void *key, const void *value, uint64_t flags) const {
+    if (spec_.type == map_type::perf_event_array) {
+        return -EINVAL; // a perf event is added through the bpf() syscall only
+    }
     value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
     return update_entry(ref(), key, src, flags);
 }
 
 long map_view::remove(const void *key) const {
+    if (spec_.type == map_type::perf_event_array) {
+        return perf_array_remove(ref(), key);
+    }
     auto fam = info_of(spec_.type).fam;
     return fam == family::hash ? hash_remove(ref(), key) : -EINVAL;
 }
@@ -516,7 +545,8 @@ long map_view::remove(const void *key) const {
 std::span<uint8_t> map_view::value_area() const {
     // A cgroup array's slots hold ids programs must not read (Linux refuses lookups in it).
     auto fam = info_of(spec_.type).fam;
-    if (base_ == nullptr || fam == family::ringbuf || fam == family::cgroup_array) {
+    if (base_ == nullptr || fam == family::ringbuf || fam == family::cgroup_array ||
+        spec_.type == map_type::perf_event_array) {
         return {};
     }
     return {base_ + layout_.values, layout_.values_size};

@@ -363,6 +363,136 @@ void print_entry(const global_options &g, const std::vector<uint8_t> &key,
                 hex_bytes(value.data(), value.size()).c_str());
 }
 
+// The data size of each perf ring `map events` gives a perf event array slot.
+constexpr uint32_t perf_ring_bytes = 16 * 4096;
+
+// `map events` on a perf event array: this command is the consumer, as libbpf's perf_buffer is
+// in a loader. Each slot gets a perf ring of its own for as long as the command runs; the slots
+// are emptied and the rings destroyed when it stops.
+int cmd_perf_events(const global_options &g, base_event_provider &provider, map_access &array,
+                    const map_args &a) {
+    auto *user = dynamic_cast<event_provider_impl *>(&provider);
+    if (user == nullptr) {
+        return report(make_error(EOPNOTSUPP, "map " + std::to_string(a.id) +
+                                                 ": `map events` on a perf event array reads "
+                                                 "user-space perf rings; use --provider user"));
+    }
+    store::segment &seg = user->segment();
+    uint32_t slots = array.info().spec.max_entries;
+    struct slot_ring {
+        uint32_t index, id;
+        maps::map_view view;
+    };
+    std::vector<slot_ring> rings;
+    auto key_of = [](const uint32_t &i) {
+        return std::span<const uint8_t>(reinterpret_cast<const uint8_t *>(&i), sizeof i);
+    };
+    auto release = [&] {
+        for (const slot_ring &r : rings) {
+            auto now = array.read(key_of(r.index));
+            uint32_t held = 0;
+            if (now && now->size() >= sizeof held) {
+                std::memcpy(&held, now->data(), sizeof held);
+            }
+            if (held == r.id) {
+                (void)array.erase(key_of(r.index));
+            }
+            (void)provider.destroy_object(r.id);
+        }
+    };
+    for (uint32_t i = 0; i < slots; i++) {
+        auto now = array.read(key_of(i));
+        uint32_t held = 0;
+        if (now && now->size() >= sizeof held) {
+            std::memcpy(&held, now->data(), sizeof held);
+        }
+        if (auto other =
+                held != 0 ? seg.map(held) : result<store::map_info>(make_error(ENOENT, ""));
+            other && other->spec.type == maps::map_type::perf_ring) {
+            release();
+            return report(make_error(EBUSY, "map " + std::to_string(a.id) + ": slot " +
+                                                std::to_string(i) + " is read already (perf ring " +
+                                                std::to_string(held) +
+                                                ": a loader's perf_buffer or another `bpftime "
+                                                "map events`)"));
+        }
+        map_create_spec spec;
+        spec.name = "perf_cpu" + std::to_string(i);
+        spec.spec = {maps::map_type::perf_ring, 0, 0, perf_ring_bytes, 0};
+        auto id = provider.create_map(spec);
+        auto view = id ? seg.map_view(*id) : result<maps::map_view>(id.err());
+        if (!view) {
+            if (id) {
+                (void)provider.destroy_object(*id);
+            }
+            release();
+            return report(view.err());
+        }
+        rings.push_back({i, *id, *view});
+        if (auto w = array.write(key_of(i), key_of(*id), maps::update_any); !w) {
+            release();
+            return report(w.err());
+        }
+    }
+    std::signal(SIGINT, [](int) { interrupted = true; });
+    std::signal(SIGTERM, [](int) { interrupted = true; });
+    uint64_t seen = 0;
+    auto idle_since = std::chrono::steady_clock::now();
+    int status = 0;
+    while (!interrupted && (a.count == 0 || seen < a.count)) {
+        uint64_t got = 0;
+        for (const slot_ring &r : rings) {
+            auto n = r.view.perf_consume(
+                [&](std::span<const uint8_t> rec) {
+                    if (a.count != 0 && seen >= a.count) {
+                        return;
+                    }
+                    seen++;
+                    if (g.json) {
+                        std::puts(json{{"cpu", r.index},
+                                       {"size", rec.size()},
+                                       {"data", hex_bytes(rec.data(), rec.size())}}
+                                      .dump()
+                                      .c_str());
+                    } else {
+                        std::printf("%s\n", hex_bytes(rec.data(), rec.size()).c_str());
+                    }
+                },
+                [&](uint64_t lost) {
+                    if (g.json) {
+                        std::puts(json{{"cpu", r.index}, {"lost", lost}}.dump().c_str());
+                    } else {
+                        std::printf("lost %" PRIu64 " records (cpu %u)\n", lost, r.index);
+                    }
+                });
+            if (!n) {
+                status = report(n.err());
+                break;
+            }
+            got += *n;
+        }
+        std::fflush(stdout);
+        if (status != 0) {
+            break;
+        }
+        if (got > 0) {
+            idle_since = std::chrono::steady_clock::now();
+            continue;
+        }
+        if (a.timeout > 0 &&
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - idle_since).count() >=
+                a.timeout) {
+            break;
+        }
+        // The first ring's futex wakes us at once; the others are looked at every 10 ms.
+        if (!rings.empty()) {
+            rings.front().view.perf_wait(rings.size() == 1 ? 100 : 10);
+        }
+    }
+    release();
+    return status;
+}
+
 int cmd_map(const global_options &g, const map_args &a) {
     auto provider = open_provider(g, false);
     if (!provider) {
@@ -375,11 +505,15 @@ int cmd_map(const global_options &g, const map_args &a) {
     map_access &view = **opened;
     const store::map_info *info = &view.info();
     bool ring = info->spec.type == maps::map_type::ringbuf;
+    if (a.op == "events" && info->spec.type == maps::map_type::perf_event_array) {
+        return cmd_perf_events(g, **provider, view, a);
+    }
     if (ring != (a.op == "events")) {
         return report(make_error(
-            EINVAL,
-            "map " + std::to_string(a.id) + " is a " + maps::map_type_name(info->spec.type) +
-                (ring ? "; use `bpftime map events`" : "; `map events` is for ring buffers")));
+            EINVAL, "map " + std::to_string(a.id) + " is a " +
+                        maps::map_type_name(info->spec.type) +
+                        (ring ? "; use `bpftime map events`"
+                              : "; `map events` is for ring buffers and perf event arrays")));
     }
     if (a.op == "events") {
         std::signal(SIGINT, [](int) { interrupted = true; });
@@ -674,7 +808,8 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     add_map_op("lookup", "print the value of a key", 1);
     add_map_op("update", "set the value of a key", 2);
     add_map_op("delete", "remove a key", 1);
-    auto *events = add_map_op("events", "print ring-buffer records as they arrive", 0);
+    auto *events =
+        add_map_op("events", "print ring-buffer or perf event array records as they arrive", 0);
     events->add_option("--count", ma.count, "stop after N records");
     events->add_option("--timeout", ma.timeout, "stop after this many seconds without records");
 

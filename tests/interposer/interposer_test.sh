@@ -84,8 +84,8 @@ pc=$(fd_of "$r")
 want percpu-update '^ok$' "$(send update "$pc" 0 7)"
 
 # Unsupported map types and bad specs: EINVAL, one line on stderr for the type.
-want perf-event-array-einval '^err=EINVAL$' "$(send map_create 4 pea 4 4 4)"
-want perf-event-array-again '^err=EINVAL$' "$(send map_create 4 pea 4 4 4)"
+want stack-trace-einval '^err=EINVAL$' "$(send map_create 7 st 4 8 4)"
+want stack-trace-again '^err=EINVAL$' "$(send map_create 7 st 4 8 4)"
 want bad-ringbuf-size '^err=EINVAL$' "$(send map_create 27 rb 0 0 1000)"
 want bad-fd '^err=EBADF$' "$(send lookup 999 1)"
 
@@ -137,8 +137,8 @@ if [[ $(id -u) -eq 0 ]]; then
 fi
 stop_loader
 errors=$(cat "$tmp/loader.err")
-want unsupported-line-once '^bpftime: bpf\(BPF_MAP_CREATE\) of map type 4 \(perf_event_array\) is not supported in user space$' "$errors"
-want unsupported-line-once-only '^1$' "$(grep -c 'perf_event_array' <<<"$errors")"
+want unsupported-line-once '^bpftime: bpf\(BPF_MAP_CREATE\) of map type 7 \(stack_trace\) is not supported in user space$' "$errors"
+want unsupported-line-once-only '^1$' "$(grep -c 'stack_trace' <<<"$errors")"
 out=$(list)
 want exit-destroys-unpinned '^$' "$(grep -E 'ip_counts|settings|per_cpu' <<<"$out")"
 want pinned-survives 'map +pinned_map' "$out"
@@ -190,4 +190,53 @@ want exit-destroys-object '^$' "$(list | grep -E 'counts|on_entry|link')"
 # fails; without CAP_SYS_RESOURCE that bump fails with a warning that changes nothing here.
 want no-unexpected-errors '^$' \
   "$(grep -v 'not supported in user space\|kernel perf event\|RLIMIT_MEMLOCK' "$tmp/loader.err")"
+
+# --- perf_buffer: bpf_perf_event_output in the target, perf_buffer__poll in the loader ---
+start_loader
+want perf-open-object '^ok$' "$(send open "$objects/perf_probe.bpf.o")"
+r=$(send info "$(fd_of "$(send map_fd samples)")")
+want perf-array-one-slot-a-cpu "^id=[0-9]+ type=4 name=samples key=4 value=4 max=$(nproc --all) " "$r"
+want perf-attach '^link=0 fd=[0-9]+$' "$(send uprobe on_call "$target" bpftime_target_add 0 0)"
+want perfbuf-open '^ok$' "$(send perfbuf_open samples 8)"
+want cli-lists-perf-rings 'map +perf_cpu0' "$(list)"
+samples_id=$(list | sed -nE 's/^ *([0-9]+) +map +samples .*/\1/p')
+want cli-events-busy-while-loader-reads 'slot 0 is read already \(perf ring [0-9]+' \
+  "$("$bpftime" map events "$samples_id" --timeout 1 2>&1)"
+want cli-events-busy-leaves-loader-rings 'map +perf_cpu0' "$(list)"
+want target-runs-perf '^calls 50 sum 1394$' "$("$bpftime" start "$target" 50 2>&1)"
+want perfbuf-samples "^perf $records count=50 lost=0$" "$(send perfbuf_poll 50 5000)"
+want perf-sample-rc '^value=0$' "$(send bss .data 16)"
+want perf-out-of-range-e2big '^value=18446744073709551609$' "$(send bss .data 0)"
+want perf-empty-slot-enoent '^value=18446744073709551614$' "$(send bss .data 8)"
+want perfbuf-idle '^perf count=0 lost=0$' "$(send perfbuf_poll 1 300)"
+want perfbuf-free '^ok$' "$(send perfbuf_free)"
+want perf-rings-go-with-events '^$' "$(list | grep perf_cpu)"
+want target-runs-without-reader '^calls 5 sum' "$("$bpftime" start "$target" 5 2>&1)"
+want perf-no-reader-enoent '^value=18446744073709551614$' "$(send bss .data 16)"
+# `bpftime map events` as the perf event array's reader instead of the loader.
+"$bpftime" map events "$samples_id" --count 5 --timeout 20 >"$tmp/events.out" 2>&1 &
+events_pid=$!
+for ((i = 0; i < 100; i++)); do
+  list | grep -q 'perf_cpu0' && break
+  sleep 0.05
+done
+want target-runs-cli-reader '^calls 5 sum' "$("$bpftime" start "$target" 5 2>&1)"
+wait "$events_pid"
+want cli-events-exit '^0$' "$?"
+# Raw data padded as the kernel pads it: 8 bytes of value, 4 of padding.
+want cli-events-samples "^$(for v in 01 02 03 04 05; do printf '%s 00 00 00 00 00 00 00 00 00 00 00 ' $v; done)\$" \
+  "$(sort "$tmp/events.out" | tr '\n' ' ')"
+want cli-events-releases-slots '^$' "$(list | grep perf_cpu)"
+data_id=$(list | sed -nE 's/^ *([0-9]+) +map +[^ ]*\.data .*/\1/p')
+want cli-events-other-map 'is a array; `map events` is for ring buffers and perf event arrays' \
+  "$("$bpftime" map events "$data_id" 2>&1)"
+want perf-bad-uses '^pfd=ok update-before-mmap=EINVAL mmap-3-pages=EINVAL lookup=524 map-fd-as-value=EINVAL sample-time=EINVAL$' \
+  "$(send perf_bad unused)"
+stop_loader
+want perf-exit-destroys '^$' "$(list | grep -E 'samples|on_call|perf_cpu')"
+errors=$(cat "$tmp/loader.err")
+want perf-says-mmap-first 'added to a perf event array before it is mmap.ed' "$errors"
+want perf-says-raw-only 'only PERF_SAMPLE_RAW' "$errors"
+want perf-no-unexpected-errors '^$' \
+  "$(grep -v 'mmap.ed\|PERF_SAMPLE_RAW\|RLIMIT_MEMLOCK' <<<"$errors")"
 finish

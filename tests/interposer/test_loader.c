@@ -18,6 +18,11 @@
 //   (an FD argument written $ is the last fd a command printed)
 //   bss_set NAME OFFSET VALUE
 //   epoll_mixed MAP                           -> a pipe in the ring buffer's epoll set
+//   perfbuf_open MAP PAGES                    -> perf_buffer__new on a perf event array
+//   perfbuf_poll COUNT TIMEOUT_MS             -> perf_buffer__poll until COUNT new samples:
+//                                                their values sorted, count=, lost=
+//   perfbuf_free
+//   perf_bad MAP                              -> a BPF output event used wrongly, each errno
 //   pipe | kernel_perf                        -> fds that are not the interposer's
 //   exit
 #define _GNU_SOURCE
@@ -122,6 +127,27 @@ static int handle_record(void *ctx, void *data, size_t size) {
     memcpy(&v, data, size < 8 ? size : 8);
     printf("%s%llu", count_records++ ? " " : "record ", (unsigned long long)v);
     return 0;
+}
+
+static struct perf_buffer *pb;
+static uint64_t perf_values[4096];
+static int perf_count;
+static unsigned long long perf_lost;
+static void on_sample(void *ctx, int cpu, void *data, uint32_t size) {
+    (void)ctx;
+    (void)cpu;
+    if (perf_count < 4096) {
+        perf_values[perf_count++] = get_int(data, size < 8 ? size : 8);
+    }
+}
+static void on_lost(void *ctx, int cpu, unsigned long long n) {
+    (void)ctx;
+    (void)cpu;
+    perf_lost += n;
+}
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
 }
 
 static double now_ms(void) {
@@ -326,6 +352,56 @@ static void command(char *line) {
         close(p[0]);
         close(p[1]);
         ring_buffer__free(rb);
+    } else if (!strcmp(c, "perfbuf_open")) {
+        pb = perf_buffer__new(bpf_object__find_map_fd_by_name(obj, argv[1]), (size_t)ARG(2),
+                              on_sample, on_lost, NULL, NULL);
+        perf_count = 0;
+        perf_lost = 0;
+        result(pb ? 0 : -1);
+    } else if (!strcmp(c, "perfbuf_poll")) {
+        int want = (int)ARG(1);
+        double deadline = now_ms() + (double)ARG(2);
+        perf_count = 0;
+        perf_lost = 0;
+        while (pb && perf_count < want && now_ms() < deadline) {
+            if (perf_buffer__poll(pb, 100) < 0) {
+                printf("poll error %s ", errname(errno));
+                break;
+            }
+        }
+        qsort(perf_values, (size_t)perf_count, sizeof perf_values[0], cmp_u64);
+        printf("perf");
+        for (int i = 0; i < perf_count; i++) {
+            printf(" %llu", (unsigned long long)perf_values[i]);
+        }
+        printf(" count=%d lost=%llu\n", perf_count, perf_lost);
+    } else if (!strcmp(c, "perfbuf_free")) {
+        perf_buffer__free(pb);
+        pb = NULL;
+        result(0);
+    } else if (!strcmp(c, "perf_bad")) {
+        int map = bpf_object__find_map_fd_by_name(obj, argv[1]);
+        struct perf_event_attr attr = {.type = PERF_TYPE_SOFTWARE,
+                                       .size = sizeof attr,
+                                       .config = PERF_COUNT_SW_BPF_OUTPUT,
+                                       .sample_type = PERF_SAMPLE_RAW,
+                                       .sample_period = 1,
+                                       .wakeup_events = 1};
+        int pfd = (int)syscall(SYS_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC);
+        uint32_t key = 0, value = 0;
+        int before = bpf_map_update_elem(map, &key, &pfd, 0) < 0 ? errno : 0;
+        void *three = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
+        int bad_size = three == MAP_FAILED ? errno : 0;
+        int lookup = bpf_map_lookup_elem(map, &key, &value) < 0 ? errno : 0;
+        int other_fd = bpf_map_update_elem(map, &key, &map, 0) < 0 ? errno : 0;
+        attr.sample_type |= PERF_SAMPLE_TIME;
+        int timed = (int)syscall(SYS_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC);
+        int time_err = timed < 0 ? errno : 0;
+        printf("pfd=%s update-before-mmap=%s mmap-3-pages=%s lookup=%d map-fd-as-value=%s "
+               "sample-time=%s\n",
+               pfd >= 0 ? "ok" : errname(errno), errname(before), errname(bad_size), lookup,
+               errname(other_fd), errname(time_err));
+        close(pfd);
     } else if (!strcmp(c, "pipe")) {
         int p[2];
         if (pipe(p) < 0) {

@@ -10,6 +10,7 @@
 #include <bpftime/result.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -48,5 +49,13 @@ result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &
 std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle);
 /// Handles alive in this process now.
 size_t map_handles_in_use();
+
+/// Finds a map by store id, for helpers whose map names other maps by id: a perf event array's
+/// slots name perf rings (bpf_perf_event_output). Nothing when there is no such map. Called on
+/// the threads that run programs.
+using map_resolver = std::function<std::optional<maps::map_view>(uint32_t id)>;
+/// Installs this process's resolver (the attach manager installs one for its segment); an empty
+/// function removes it, and bpf_perf_event_output then finds no ring (-ENOENT).
+void set_map_resolver(map_resolver fn);
 
 } // namespace bpftime::helpers

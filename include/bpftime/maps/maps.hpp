@@ -30,10 +30,18 @@ enum class map_type : uint32_t {
     cgroup_array = 8,
     lru_hash = 9,
     ringbuf = 27,
+    /// BPF_MAP_TYPE_PERF_EVENT_ARRAY: 4-byte keys (an index, usually a CPU) and 4-byte values,
+    /// each the store id of a perf_ring (0: empty slot). Programs do not look it up or update
+    /// it; bpf_perf_event_output writes into the ring a slot names.
+    perf_event_array = 4,
+    /// bpftime's own, not a Linux map type: the ring of one BPF output perf event, laid out as
+    /// the kernel's mmap of a perf event fd (a perf_event_mmap_page page, then max_entries bytes
+    /// of data, a power of two and a multiple of 4096). key_size and value_size are 0.
+    perf_ring = 0x40000004,
 };
 
-/// "hash", "array", "percpu_hash", "percpu_array", "cgroup_array", "lru_hash", "ringbuf" (or
-/// "unknown").
+/// "hash", "array", "percpu_hash", "percpu_array", "cgroup_array", "lru_hash", "ringbuf",
+/// "perf_event_array", "perf_ring" (or "unknown").
 const char *map_type_name(map_type type);
 /// Parses the names above.
 std::optional<map_type> parse_map_type(std::string_view name);
@@ -42,6 +50,10 @@ std::optional<map_type> parse_map_type(std::string_view name);
 inline constexpr uint64_t update_any = 0;     ///< BPF_ANY
 inline constexpr uint64_t update_noexist = 1; ///< BPF_NOEXIST
 inline constexpr uint64_t update_exist = 2;   ///< BPF_EXIST
+
+/// bpf_perf_event_output's flags value for "the slot of the current CPU" (BPF_F_CURRENT_CPU);
+/// other values below it name a slot.
+inline constexpr uint64_t perf_current_cpu = 0xffffffffull;
 
 /// Ring-buffer flags, as in Linux.
 inline constexpr uint64_t ringbuf_no_wakeup = 1;    ///< BPF_RB_NO_WAKEUP
@@ -82,8 +94,9 @@ inline constexpr uint64_t mmap_page_size = 4096;
 /// The part of a map's storage a process may mmap as it would a Linux map fd: an array with
 /// BPF_F_MMAPABLE gives its values (value_stride apart, contiguous, whole pages); a ring buffer
 /// gives the consumer position's page, then the producer position's page and the data (the
-/// kernel's offset-0 and offset-4096 mappings). Offsets are from the storage's start and are
-/// page-aligned when the storage is (the store allocates such maps on a page).
+/// kernel's offset-0 and offset-4096 mappings); a perf ring gives its perf_event_mmap_page page
+/// and its data (the kernel's mapping of a perf event fd). Offsets are from the storage's start and
+/// are page-aligned when the storage is (the store allocates such maps on a page).
 struct mmap_region {
     uint64_t offset = 0;
     uint64_t length = 0;
@@ -118,6 +131,8 @@ struct map_layout {
     uint64_t seed = 0;          ///< hash: the key hash seed (a copy of the header's)
     uint64_t ring_consumer = 0; ///< ringbuf: the page whose first 8 bytes are the consumer position
     uint64_t ring_producer = 0; ///< ringbuf: the page whose first 8 bytes are the producer position
+    uint64_t perf_state = 0;    ///< perf_ring: producer-side state (detail::perf_ring_state)
+    uint64_t perf_page = 0;     ///< perf_ring: the perf_event_mmap_page (data from values)
     uint64_t mmap_offset = 0;   ///< mmapable_region(): where it starts (0 and 0: none)
     uint64_t mmap_length = 0;   ///< and its length, whole pages
     uint32_t nbuckets = 0;      ///< hash: a power of two
@@ -210,6 +225,33 @@ public:
     bool ringbuf_wait(int timeout_ms) const;
     /// Records a producer could not place because the ring was full.
     uint64_t ringbuf_dropped() const;
+
+    // --- perf event arrays and perf rings (perf_buffer) ---
+
+    /// perf_event_array: the store id of the perf ring bpf_perf_event_output writes to for
+    /// flags (perf_current_cpu: the slot of this thread's CPU, modulo max_entries; else the
+    /// index), or a negative errno: -EINVAL for flags beyond the index, -E2BIG for an index out
+    /// of range, -ENOENT for an empty slot (as Linux).
+    long perf_ring_id(uint64_t flags) const;
+    /// perf_ring: appends one PERF_RECORD_SAMPLE carrying size bytes of raw data (padded to 8
+    /// bytes as Linux does), first a PERF_RECORD_LOST when records were lost since the last one
+    /// placed. 0, or a negative errno with the record counted as lost: -ENOSPC when the ring is
+    /// full, -EBUSY when another producer holds the ring for too long, -EOPNOTSUPP while the
+    /// event is disabled; -E2BIG for a record larger than a perf record can be, -EINVAL for
+    /// another map. Producers in many processes may write at once; none waits long.
+    long perf_output(const void *data, uint64_t size) const;
+    /// perf_ring, consumer side (one consumer, as libbpf's perf_buffer): calls sample for each
+    /// PERF_RECORD_SAMPLE's raw data and lost for each PERF_RECORD_LOST's count, in order, and
+    /// returns how many records it read. EIO (the rest skipped) when the ring is corrupt.
+    result<uint64_t> perf_consume(const std::function<void(std::span<const uint8_t>)> &sample,
+                                  const std::function<void(uint64_t lost)> &lost) const;
+    /// perf_ring: waits until data_head != data_tail or timeout_ms passes (negative: no limit).
+    bool perf_wait(int timeout_ms) const;
+    /// perf_ring: records lost so far (full ring, busy ring, disabled event).
+    uint64_t perf_lost() const;
+    /// perf_ring: wake the consumer every `events` records (perf_event_attr::wakeup_events; 0
+    /// is 1), and whether the event is enabled (PERF_EVENT_IOC_ENABLE / DISABLE).
+    void perf_configure(uint32_t events, bool enabled) const;
 
 private:
     detail::map_ref ref() const;
