@@ -210,8 +210,15 @@ void event_provider_impl::deinstantiate() {
     manager_.deinstantiate();
 }
 
-result<loaded_object> load_object(base_event_provider &provider, const loader::elf_object &obj) {
+result<loaded_object> load_object(base_event_provider &provider, const loader::elf_object &obj,
+                                  const load_progress &on_step) {
     loaded_object out;
+    const size_t total = obj.maps.size() + obj.programs.size();
+    auto step = [&] {
+        if (on_step) {
+            on_step(out.maps.size() + out.programs.size(), total);
+        }
+    };
     auto undo = [&](error e) -> error {
         for (auto it = out.programs.rbegin(); it != out.programs.rend(); ++it) {
             (void)provider.destroy_object(it->first);
@@ -230,6 +237,7 @@ result<loaded_object> load_object(base_event_provider &provider, const loader::e
         }
         map_ids.push_back(*id);
         out.maps.emplace_back(*id, m.name);
+        step();
     }
     for (const loader::elf_program &p : obj.programs) {
         program_spec spec{p.name, p.type, p.section, p.insns, {}};
@@ -262,6 +270,7 @@ result<loaded_object> load_object(base_event_provider &provider, const loader::e
             return undo(make_error(id.err().code, obj.path + ": " + id.err().message));
         }
         out.programs.emplace_back(*id, p.name);
+        step();
     }
     return out;
 }

@@ -105,7 +105,8 @@ void add_link_counts(std::string &details, nlohmann::ordered_json &j, const list
 /// redrawn at most ten times a second and erased when it ends.
 class progress {
 public:
-    progress(std::string what, uint64_t total);
+    /// every: draw at most at every such item (items that take long: 1).
+    progress(std::string what, uint64_t total, uint64_t every = 1024);
     ~progress();
     progress(const progress &) = delete;
     progress &operator=(const progress &) = delete;
@@ -115,6 +116,7 @@ public:
 private:
     std::string what_;
     uint64_t total_;
+    uint64_t every_;
     bool tty_;
     bool shown_ = false;
     uint64_t next_ms_ = 0;

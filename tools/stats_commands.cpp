@@ -613,8 +613,8 @@ std::string decisions_text(const store::filter_decisions &d) {
 
 } // namespace
 
-progress::progress(std::string what, uint64_t total)
-    : what_(std::move(what)), total_(total),
+progress::progress(std::string what, uint64_t total, uint64_t every)
+    : what_(std::move(what)), total_(total), every_(every == 0 ? 1 : every),
       // Not when stdout is the same terminal: the entries would run through the line.
       tty_(isatty(STDERR_FILENO) == 1 && isatty(STDOUT_FILENO) == 0) {}
 
@@ -626,8 +626,9 @@ progress::~progress() {
 }
 
 void progress::step(uint64_t done) {
-    // Checking the clock every item would cost more than the item; every 1024 is enough.
-    if (!tty_ || (done & 1023) != 0) {
+    // Checking the clock every item would cost more than a small item (a map entry); every
+    // 1024 of those is enough.
+    if (!tty_ || done % every_ != 0) {
         return;
     }
     auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(

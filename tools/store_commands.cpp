@@ -184,7 +184,10 @@ int cmd_load(const global_options &g, const std::string &path) {
     if (!provider) {
         return report(provider.err());
     }
-    auto loaded = load_object(**provider, *obj);
+    std::optional<progress> shown;
+    shown.emplace("loading " + path, obj->maps.size() + obj->programs.size(), 1);
+    auto loaded = load_object(**provider, *obj, [&](size_t done, size_t) { shown->step(done); });
+    shown.reset(); // erases the line before the listing or the error
     if (!loaded) {
         return report(loaded.err());
     }

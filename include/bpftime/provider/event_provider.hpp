@@ -170,8 +170,14 @@ struct loaded_object {
     std::vector<std::pair<uint32_t, std::string>> programs; ///< id, name
 };
 
+/// After each map or program made: how many of the object's maps and programs are made so far,
+/// and how many there are.
+using load_progress = std::function<void(size_t done, size_t total)>;
+
 /// Creates an object's maps and programs through a provider (map references become ids).
-/// On failure, what was created is destroyed again.
-result<loaded_object> load_object(base_event_provider &provider, const loader::elf_object &obj);
+/// On failure, what was created is destroyed again. on_step, when given, follows the work
+/// (programs are compiled as they are created, which is what takes time in a large object).
+result<loaded_object> load_object(base_event_provider &provider, const loader::elf_object &obj,
+                                  const load_progress &on_step = {});
 
 } // namespace bpftime
