@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <type_traits>
 
 namespace bpftime::maps::detail {
@@ -181,6 +182,13 @@ std::optional<uint32_t> hash_next(const map_ref &m, const void *key);
 result<void> cgroup_array_write(const map_ref &m, std::span<const uint8_t> key,
                                 std::span<const uint8_t> value, uint64_t flags);
 result<void> cgroup_array_erase(const map_ref &m, std::span<const uint8_t> key);
+
+// Consumers of ring buffers and perf rings (ringbuf.cpp): they sleep on the header's wake_seq,
+// a futex word shared across processes.
+/// Wakes every consumer waiting in wait_for_records on h.
+void wake_consumers(map_header &h);
+/// Waits until ready() holds, at most timeout_ms (forever when negative); false at the timeout.
+bool wait_for_records(map_header &h, int timeout_ms, const std::function<bool()> &ready);
 
 /// Tests only: called by an insert that holds the lock and has taken a free entry but not
 /// linked it yet, so a test can kill the process at the worst moment.

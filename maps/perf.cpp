@@ -66,11 +66,6 @@ struct perf_ring {
     uint64_t size;
 };
 
-long futex(uint32_t *word, int op, uint32_t value, const timespec *timeout) {
-    // Not FUTEX_PRIVATE_FLAG: the consumer and the producers are in different processes.
-    return syscall(SYS_futex, word, op, value, timeout, nullptr, 0);
-}
-
 void count_lost(const perf_ring &r) {
     atomic(r.st.pending_lost).fetch_add(1, std::memory_order_relaxed);
     atomic(r.st.total_lost).fetch_add(1, std::memory_order_relaxed);
@@ -197,11 +192,7 @@ long map_view::perf_output(const void *data, uint64_t size) const {
     }
     pthread_mutex_unlock(&r.h.lock);
     if (wake) {
-        // Paired with perf_wait: either it sees the new sequence or we see it waiting.
-        atomic(r.h.wake_seq).fetch_add(1);
-        if (atomic(r.h.waiters).load() != 0) {
-            futex(&r.h.wake_seq, FUTEX_WAKE, INT_MAX, nullptr);
-        }
+        wake_consumers(r.h);
     }
     return rc;
 }
@@ -262,23 +253,7 @@ bool map_view::perf_wait(int timeout_ms) const {
         return false;
     }
     perf_ring r(ref());
-    using clock = std::chrono::steady_clock;
-    auto deadline = clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0));
-    for (;;) {
-        uint32_t seq = atomic(r.h.wake_seq).load();
-        if (r.head() != r.tail()) {
-            return true;
-        }
-        auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now());
-        if (timeout_ms >= 0 && left.count() <= 0) {
-            return false;
-        }
-        timespec ts{static_cast<time_t>(left.count() / 1'000'000'000),
-                    static_cast<long>(left.count() % 1'000'000'000)};
-        atomic(r.h.waiters).fetch_add(1);
-        futex(&r.h.wake_seq, FUTEX_WAIT, seq, timeout_ms >= 0 ? &ts : nullptr);
-        atomic(r.h.waiters).fetch_sub(1);
-    }
+    return wait_for_records(r.h, timeout_ms, [&] { return r.head() != r.tail(); });
 }
 
 uint64_t map_view::perf_lost() const {

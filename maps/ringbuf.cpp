@@ -83,11 +83,7 @@ void commit(const map_ref &m, void *record, uint64_t flags, bool discard) {
     }
     len.store((word & ~busy_bit) | (discard ? discard_bit : 0), std::memory_order_release);
     if (!(flags & ringbuf_no_wakeup)) {
-        // Paired with ringbuf_wait: either it sees the new sequence or we see it waiting.
-        atomic(r.h.wake_seq).fetch_add(1);
-        if (atomic(r.h.waiters).load() != 0) {
-            futex(&r.h.wake_seq, FUTEX_WAKE, INT_MAX, nullptr);
-        }
+        wake_consumers(r.h);
     }
 }
 
@@ -182,16 +178,22 @@ result<uint64_t> map_view::ringbuf_consume(const std::function<void(std::span<co
     return delivered;
 }
 
-bool map_view::ringbuf_wait(int timeout_ms) const {
-    if (spec_.type != map_type::ringbuf) {
-        return false;
+namespace detail {
+
+void wake_consumers(map_header &h) {
+    // Paired with wait_for_records: either it sees the new sequence or we see it waiting.
+    atomic(h.wake_seq).fetch_add(1);
+    if (atomic(h.waiters).load() != 0) {
+        futex(&h.wake_seq, FUTEX_WAKE, INT_MAX, nullptr);
     }
-    ring r(ref());
+}
+
+bool wait_for_records(map_header &h, int timeout_ms, const std::function<bool()> &ready) {
     using clock = std::chrono::steady_clock;
     auto deadline = clock::now() + std::chrono::milliseconds(std::max(timeout_ms, 0));
     for (;;) {
-        uint32_t seq = atomic(r.h.wake_seq).load();
-        if (r.head_ready()) {
+        uint32_t seq = atomic(h.wake_seq).load();
+        if (ready()) {
             return true;
         }
         auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now());
@@ -200,12 +202,22 @@ bool map_view::ringbuf_wait(int timeout_ms) const {
         }
         timespec ts{static_cast<time_t>(left.count() / 1'000'000'000),
                     static_cast<long>(left.count() % 1'000'000'000)};
-        // A submit after our load of seq makes FUTEX_WAIT return at once. A submitter either
-        // sees our increment of waiters and wakes us, or bumped seq before it (seq_cst).
-        atomic(r.h.waiters).fetch_add(1);
-        futex(&r.h.wake_seq, FUTEX_WAIT, seq, timeout_ms >= 0 ? &ts : nullptr);
-        atomic(r.h.waiters).fetch_sub(1);
+        // A producer's wake after our load of seq makes FUTEX_WAIT return at once. A producer
+        // either sees our increment of waiters and wakes us, or bumped seq before it (seq_cst).
+        atomic(h.waiters).fetch_add(1);
+        futex(&h.wake_seq, FUTEX_WAIT, seq, timeout_ms >= 0 ? &ts : nullptr);
+        atomic(h.waiters).fetch_sub(1);
     }
+}
+
+} // namespace detail
+
+bool map_view::ringbuf_wait(int timeout_ms) const {
+    if (spec_.type != map_type::ringbuf) {
+        return false;
+    }
+    ring r(ref());
+    return wait_for_records(r.h, timeout_ms, [&] { return r.head_ready(); });
 }
 
 uint64_t map_view::ringbuf_dropped() const {

@@ -3,7 +3,8 @@
 #  - dpkg-deb --info: name, version, section, maintainer, description, and the dependencies
 #    dpkg-shlibdeps found (libbpf, LLVM, libelf, Zydis, the C++ runtime);
 #  - dpkg-deb --contents: the command, the libraries, the agent, headers, CMake package,
-#    pkg-config file and examples, under /usr;
+#    pkg-config file and examples, under /usr, and the nginx module in Debian's module layout
+#    (its modules-enabled link the one entry under /etc);
 #  - unpacked into a temporary root (dpkg-deb -x): `bpftime --help`, `bpftime load` of an
 #    installed example, and `bpftime start` of a small program with the unpacked agent, which
 #    counts every call of a uprobed function;
@@ -77,7 +78,18 @@ for f in usr/bin/bpftime "$libdir/libbpftime.so" "$libdir/libbpftime_server.so" 
   usr/share/bpftime/examples/url_allowlist.bpf.o; do
   expect "contents: /$f" 0 "^\\./$f\$" -- echo "$contents"
 done
-check "every file is under /usr" bash -c "! grep -v '^\\./usr/\\|^\\./\$' <<<'$contents'"
+# The nginx module in Debian's module layout, when the build made it: the module, its
+# load_module line, and the modules-enabled link (the one entry outside /usr, as Debian's
+# libnginx-mod-* packages have it).
+if grep -q '^BPFTIME_NGINX_MODULE:' "$build/CMakeCache.txt"; then
+  for f in usr/lib/nginx/modules/ngx_http_bpftime_module.so \
+    usr/share/nginx/modules-available/mod-http-bpftime.conf \
+    etc/nginx/modules-enabled/50-mod-http-bpftime.conf; do
+    expect "contents: /$f" 0 "^\\./$f\$" -- echo "$contents"
+  done
+fi
+check "every other file is under /usr" bash -c \
+  "! grep -v '^\\./usr/\\|^\\./\$\\|^\\./etc/\\(nginx/\\(modules-enabled/\\(50-mod-http-bpftime\\.conf\\)\\?\\)\\?\\)\\?\$' <<<'$contents'"
 
 expect cc-target 0 '' -- cc -O2 -o "$work/probe_me" "$here/probe_me.c"
 
