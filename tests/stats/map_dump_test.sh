@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `bpftime map dump` of a map of 100,000 entries streams: every entry once (text and --json),
-# and the dump's peak memory stays within 4 MiB of a dump of 10 entries, so nothing is
+# and the dump's peak memory stays within 6 MiB of a dump of 10 entries, so nothing is
 # gathered before printing. With stderr a terminal (and stdout not) it shows progress; into
 # a pipe it shows none.
 # Usage: map_dump_test.sh BPFTIME TEST_BPF_DIR EXAMPLES_DIR
@@ -18,8 +18,20 @@ prog=$("$bpftime" list | awk '$2 == "program" && $3 == "fill" { print $1 }')
 expect fill 0 '^r0 = 0x0$' -- "$bpftime" trigger fill --repeat 4
 expect count 0 "^$big +map +big +hash .* entries 100000" -- "$bpftime" list
 
-# peak_kib CMD...: the command's peak resident memory in KiB (stdout to a file).
-peak_kib() { /usr/bin/time -f %M -o "$work/peak" "$@" >"$work/out" 2>/dev/null; cat "$work/peak"; }
+# peak_kib CMD...: the command's peak resident memory in KiB (stdout to a file), the least of
+# three runs: most of a run's resident memory is the pages of the LLVM library it touches, whose
+# count varies by several MiB from one run to the next, while gathering 100,000 entries before
+# printing would take 10 MiB (text) to 30 MiB (JSON) more every time.
+peak_kib() {
+  local least=
+  for _ in 1 2 3; do
+    /usr/bin/time -f %M -o "$work/peak" "$@" >"$work/out" 2>/dev/null
+    local p
+    p=$(cat "$work/peak")
+    if [[ -z $least ]] || ((p < least)); then least=$p; fi
+  done
+  echo "$least"
+}
 big_peak=$(peak_kib "$bpftime" map dump "$big")
 lines=$(grep -c '^key: ' "$work/out")
 check "text dump has every entry ($lines)" [ "$lines" = 100000 ]
@@ -41,10 +53,10 @@ expect load-small 0 'map' -- "$bpftime" load "$3/counter.bpf.o"
 counts=$("$bpftime" list | awk '$2 == "map" && $3 == "counts" { print $1 }')
 for k in 0 1 2 3 4 5 6 7 8 9; do "$bpftime" map update "$counts" $k 1 >/dev/null; done
 small_peak=$(peak_kib "$bpftime" map dump "$counts")
-check "text dump peak ${big_peak} KiB within 4 MiB of ${small_peak} KiB" \
-  [ $((big_peak - small_peak)) -lt 4096 ]
-check "json dump peak ${json_peak} KiB within 4 MiB of ${small_peak} KiB" \
-  [ $((json_peak - small_peak)) -lt 4096 ]
+check "text dump peak ${big_peak} KiB within 6 MiB of ${small_peak} KiB" \
+  [ $((big_peak - small_peak)) -lt 6144 ]
+check "json dump peak ${json_peak} KiB within 6 MiB of ${small_peak} KiB" \
+  [ $((json_peak - small_peak)) -lt 6144 ]
 
 # Progress: stderr a terminal (script(1) gives one), stdout a file.
 if command -v script >/dev/null; then
