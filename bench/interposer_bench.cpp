@@ -3,7 +3,11 @@
 // the bpf() interposer (`bpftime load attach_loader ...`) beside one made with the command line
 // (`bpftime attach uprobe`): the same program (bench/probes/uprobe_counter.bpf.c's count_entry)
 // on the same function of this binary, hosted by this process, the two variants interleaved in
-// one run. Prints Google Benchmark's table, then ns per call of each and their ratio. A variant
+// one run (six repetitions each, in random order). Programs are compiled on the JIT's optimised
+// tier when attached, so both variants run optimised code from the first measured call (the
+// tiered default would run baseline code until a background compile finished, and the
+// interposer's program is a new one each repetition). Prints Google Benchmark's table, then ns
+// per call of each and their ratio. A variant
 // whose link cannot be made (no interposer in the build) is skipped with the reason.
 #include <bpftime/loader/elf.hpp>
 #include <bpftime/provider/event_provider.hpp>
@@ -137,9 +141,9 @@ void BM_interposer_link(benchmark::State &state) {
 
 } // namespace
 
-// Interleaved: each variant runs its repetitions in turn.
-BENCHMARK(BM_cli_link)->Repetitions(3)->MinTime(0.2);
-BENCHMARK(BM_interposer_link)->Repetitions(3)->MinTime(0.2);
+// Interleaved: main() asks for random interleaving of the repetitions.
+BENCHMARK(BM_cli_link)->Repetitions(6)->MinTime(0.2);
+BENCHMARK(BM_interposer_link)->Repetitions(6)->MinTime(0.2);
 
 int main(int argc, char **argv) {
     char resolved[PATH_MAX];
@@ -155,7 +159,9 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "interposer_bench: %s\n", seg.err().message.c_str());
         return 1;
     }
-    host = std::make_unique<event_provider_impl>(*seg);
+    manager_options mopts;
+    mopts.engine_options.tier = vm::jit_tier::optimised;
+    host = std::make_unique<event_provider_impl>(*seg, mopts);
     if (auto r = host->manager().register_attach_impls(make_uprobe_attach_impls()); !r) {
         std::fprintf(stderr, "interposer_bench: %s\n", r.err().message.c_str());
         return 1;
@@ -174,7 +180,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     cli_program = id;
-    benchmark::Initialize(&argc, argv);
+    std::vector<char *> args(argv, argv + argc);
+    char interleave[] = "--benchmark_enable_random_interleaving=true";
+    args.insert(args.begin() + 1, interleave);
+    int nargs = static_cast<int>(args.size());
+    benchmark::Initialize(&nargs, args.data());
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     auto per_call = [](const timing &t) { return t.calls > 0 ? t.ns / t.calls : 0.0; };

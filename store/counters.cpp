@@ -239,7 +239,8 @@ tsc_scale measure_tsc() {
     tsc_scale out;
 #if defined(__x86_64__)
     unsigned a = 0, b = 0, c = 0, d = 0;
-    if (__get_cpuid_max(0x80000000u, nullptr) < 0x80000007u) {
+    // GCC's cpuid.h returns unsigned int here and clang's int.
+    if (static_cast<unsigned>(__get_cpuid_max(0x80000000u, nullptr)) < 0x80000007u) {
         return out;
     }
     __cpuid(0x80000007u, a, b, c, d);
