@@ -79,7 +79,8 @@ static int print_counts(int fd) {
         free(rows);
         return err;
     }
-    qsort(rows, n, sizeof(*rows), by_pid_then_size);
+    if (n > 0) /* qsort of a null array is undefined even for 0 items */
+        qsort(rows, n, sizeof(*rows), by_pid_then_size);
     printf("%8s %12s %10s\n", "PID", "SIZE", "COUNT");
     for (size_t i = 0; i < n; i++)
         printf("%8u %12llu %10llu\n", rows[i].key.pid, (unsigned long long)rows[i].key.size,
