@@ -339,21 +339,40 @@ long hash_remove(const map_ref &m, const void *key) {
     return 0;
 }
 
+namespace {
+// The first entry on the chain from idx (a bucket head or a next link) that is in use and whose
+// key belongs to bucket b, or none. Other entries are on the chain only while one is being
+// removed or when the storage was damaged; skipping them keeps a walk from handing out keys the
+// map does not hold, or one key again from another bucket (which would start it over for ever).
+uint32_t first_in_bucket(const map_ref &m, uint32_t idx, uint32_t b) {
+    for (uint32_t steps = 0; steps < m.spec.max_entries && idx < m.spec.max_entries; steps++) {
+        if (atomic(m.in_use(idx)).load(std::memory_order_relaxed) &&
+            bucket_of(m, m.key(idx)) == b) {
+            return idx;
+        }
+        idx = atomic(m.next(idx)).load(std::memory_order_acquire);
+    }
+    return none;
+}
+} // namespace
+
 std::optional<uint32_t> hash_next(const map_ref &m, const void *key) {
     tables t(m);
     uint32_t b = 0;
     if (key != nullptr) {
         if (uint32_t idx = chain_find(m, t, key); idx != none) {
-            uint32_t next = atomic(m.next(idx)).load(std::memory_order_acquire);
-            if (next < m.spec.max_entries) {
+            b = bucket_of(m, key);
+            uint32_t next =
+                first_in_bucket(m, atomic(m.next(idx)).load(std::memory_order_acquire), b);
+            if (next != none) {
                 return next;
             }
-            b = bucket_of(m, key) + 1;
+            b++;
         }
     }
     for (; b < m.lay.nbuckets; b++) {
-        uint32_t head = atomic(t.buckets[b]).load(std::memory_order_acquire);
-        if (head < m.spec.max_entries) {
+        uint32_t head = first_in_bucket(m, atomic(t.buckets[b]).load(std::memory_order_acquire), b);
+        if (head != none) {
             return head;
         }
     }

@@ -562,8 +562,20 @@ int cmd_map(const global_options &g, const map_args &a) {
         std::vector<uint8_t> key;
         uint64_t n = 0;
         progress shown("map " + std::to_string(a.id) + " entries", view.count());
-        for (;;) {
+        // A walk visits each key once unless the map changes under it (a removed key starts it
+        // again from the first) or its storage was damaged into a cycle: past twice the map's
+        // capacity it stops rather than run for ever.
+        const uint64_t most_steps = 2 * static_cast<uint64_t>(info->spec.max_entries) + 64;
+        for (uint64_t steps = 0;; steps++) {
             shown.step(n);
+            if (steps > most_steps) {
+                return report(make_error(
+                    EIO, "map " + std::to_string(a.id) +
+                             ": the walk of its keys did not end after " + std::to_string(steps) +
+                             " steps (the map has at most " +
+                             std::to_string(info->spec.max_entries) +
+                             " entries): it changed all the while, or its storage is damaged"));
+            }
             auto next = view.next_key(key);
             if (!next) {
                 return report(next.err());

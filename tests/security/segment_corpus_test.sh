@@ -83,6 +83,34 @@ if ! timeout 300 "$replay" "$work/damaged" >"$work/replay" 2>&1; then
   tail -5 "$work/replay" >&2
   status=1
 fi
+# A hash entry whose chain link names itself: the walk of `map dump` would go round for ever; it
+# stops past twice the map's capacity and says so. The counter's hash map (slot 0) holds key 5,
+# the only entry in use: found as its record {next none, in use, key}, its index being the one
+# bucket head that names an entry.
+seed="$work/real/counter"
+extent=$(u64 "$seed" $(($(u64 "$seed" 32) + 80)))
+python3 - "$seed" "/dev/shm/$BPFTIME_SHM" $((extent + 64)) <<'PY' || status=1
+import struct, sys
+src, dst, storage = sys.argv[1], sys.argv[2], int(sys.argv[3])
+img = bytearray(open(src, "rb").read())
+max_entries = struct.unpack_from("<I", img, storage + 24)[0]
+record = bytes.fromhex("ffffffff01000000" "05000000")
+at = img.find(record, storage)
+heads = [struct.unpack_from("<I", img, storage + 256 + 4 * i)[0] for i in range(max_entries)]
+index = next(h for h in heads if h < max_entries)
+if at < 0:
+    sys.exit("FAIL: no hash entry for key 5 in the counter segment")
+struct.pack_into("<I", img, at, index)
+open(dst, "wb").write(img)
+PY
+chmod 600 "/dev/shm/$BPFTIME_SHM"
+timeout 20 "$bpftime" map dump 1 >"$work/out" 2>"$work/err"
+rc=$?
+if ((rc != 1)) || ! grep -q 'map 1: the walk of its keys did not end after' "$work/err"; then
+  echo "FAIL: map dump of a self-linked hash entry: status $rc" >&2
+  cat "$work/err" >&2
+  status=1
+fi
 # A damaged record is named by `list`, the others listed.
 seed="$work/real/counter"
 table=$(u64 "$seed" 32)
