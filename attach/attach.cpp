@@ -172,19 +172,22 @@ result<uint64_t> compiled_program::run(void *ctx, uint64_t ctx_len,
 
 result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_options &opts) const {
     opts.info.attach_cookie = cookie_;
-    if (!counters_) {
-        return prog_->run(ctx, ctx_len, opts);
-    }
     // One relaxed load of the segment's flag decides; timing costs two clock reads per run.
-    if (counters_.timing()) [[unlikely]] {
-        uint64_t start = store::run_clock_ns();
-        auto r = prog_->run(ctx, ctx_len, opts);
-        uint64_t took = store::run_clock_ns() - start;
-        counters_.count(r.ok() ? 0 : r.err().code, took == 0 ? 1 : took);
-        return r;
+    // One named result and one return, so the result is built in the caller's return slot.
+    const bool timed = counters_ && counters_.timing();
+    const uint64_t start = timed ? store::run_clock_ns() : 0;
+    result<uint64_t> r = prog_->run(ctx, ctx_len, opts);
+    if (counters_) {
+        uint64_t took = 0;
+        if (timed) [[unlikely]] {
+            took = std::max<uint64_t>(store::run_clock_ns() - start, 1);
+        }
+        if (r.ok() && took == 0) [[likely]] {
+            counters_.count_run();
+        } else {
+            counters_.count(r.ok() ? 0 : r.err().code, took);
+        }
     }
-    auto r = prog_->run(ctx, ctx_len, opts);
-    counters_.count(r.ok() ? 0 : r.err().code, 0);
     return r;
 }
 

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 // What counting a run costs where hosts count it, attached_program::run: a program that
-// returns at once (JIT), run without counters (the baseline), with the link's counters and run
-// timing off (one relaxed load of the segment's flag, then the run's add), and with timing on
-// (two reads of the run clock around the run besides). Google Benchmark's random interleaving
+// returns at once (JIT), run without counters (the baseline), with the host's record of the link
+// (what hosts count in) and run timing off (one relaxed load of the segment's flag, then the
+// run's add on this thread's own stripe), with timing on (two reads of the run clock around the
+// run besides), and with the link's own stripes (what a host without a record counts in: the
+// rseq add on this CPU's stripe). Google Benchmark's random interleaving
 // mixes the repetitions of the three in one run; the summary gives the median differences.
 #include <bpftime/attach/attach.hpp>
 #include <bpftime/store/store.hpp>
@@ -33,7 +35,7 @@ void die(const std::string &what) {
 }
 
 std::shared_ptr<segment> seg;
-std::shared_ptr<const attached_program> uncounted, counted;
+std::shared_ptr<const attached_program> uncounted, counted, link_counted;
 
 void setup(const std::string &name) {
     (void)segment::remove(name);
@@ -55,13 +57,16 @@ void setup(const std::string &name) {
     }
     auto compiled = compiled_program::create(*prog, 0, "p", std::move(*loaded),
                                              bpftime::vm::available_engines().front());
-    auto counters = seg->counters(*link);
-    if (!compiled || !counters) {
-        die(!compiled ? compiled.err().message : counters.err().message);
+    auto counters = seg->host_counters(*link, static_cast<int32_t>(getpid()));
+    auto own = seg->counters(*link);
+    if (!compiled || !counters || !own) {
+        die(!compiled ? compiled.err().message
+                      : (!counters ? counters.err().message : own.err().message));
     }
     uncounted =
         std::make_shared<attached_program>(*link, *compiled, bpftime::store::link_counters{});
     counted = std::make_shared<attached_program>(*link, *compiled, *counters);
+    link_counted = std::make_shared<attached_program>(*link, *compiled, *own);
 }
 
 void run_loop(benchmark::State &state, const attached_program &p, bool timing) {
@@ -85,6 +90,9 @@ void bm_counted(benchmark::State &state) {
 void bm_timed(benchmark::State &state) {
     run_loop(state, *counted, true);
 }
+void bm_link_counted(benchmark::State &state) {
+    run_loop(state, *link_counted, false);
+}
 
 } // namespace
 
@@ -94,6 +102,7 @@ int main(int argc, char **argv) {
     benchmark::RegisterBenchmark("BM_run/no_counting", bm_uncounted);
     benchmark::RegisterBenchmark("BM_run/counted_timing_off", bm_counted);
     benchmark::RegisterBenchmark("BM_run/counted_timing_on", bm_timed);
+    benchmark::RegisterBenchmark("BM_run/counted_link_stripes", bm_link_counted);
     // Interleaved repetitions unless the command line says otherwise.
     std::vector<char *> args(argv, argv + argc);
     std::string reps = "--benchmark_repetitions=9",
@@ -119,16 +128,20 @@ int main(int argc, char **argv) {
     auto base = median("BM_run/no_counting");
     auto off = median("BM_run/counted_timing_off");
     auto on = median("BM_run/counted_timing_on");
-    if (base && off && on) {
-        std::printf("\nrun ns (median): no counting %.2f, counted %.2f, counted and timed %.2f\n",
-                    *base, *off, *on);
-        std::printf("cost per run: counting %.2f ns, counting and timing %.2f ns\n", *off - *base,
-                    *on - *base);
+    auto link = median("BM_run/counted_link_stripes");
+    if (base && off && on && link) {
+        std::printf("\nrun ns (median): no counting %.2f, counted %.2f, counted and timed %.2f, "
+                    "counted on the link's stripes %.2f\n",
+                    *base, *off, *on, *link);
+        std::printf("cost per run: counting %.2f ns, counting and timing %.2f ns, counting on the "
+                    "link's stripes %.2f ns\n",
+                    *off - *base, *on - *base, *link - *base);
     }
     std::printf("link_counters::count uses rseq in this process: %s\n",
                 bpftime::store::link_counters_use_rseq() ? "yes" : "no");
     benchmark::Shutdown();
     counted.reset();
+    link_counted.reset();
     uncounted.reset();
     seg.reset();
     (void)segment::remove(name);

@@ -5,11 +5,14 @@
 
 #include <bpftime/store/store.hpp>
 
+#include <pthread.h>
 #include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
+#include <mutex>
 #if defined(__x86_64__)
 #include <cpuid.h>
 #include <x86intrin.h>
@@ -24,6 +27,13 @@
 #endif
 
 namespace bpftime::store {
+
+namespace detail {
+constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t thread_counter_stripe =
+    0;
+// Read once and again in a forked child, compared with a host record's pid.
+int32_t counting_pid = 0;
+} // namespace detail
 
 using detail::counter_stripe;
 using detail::counter_stripes;
@@ -113,6 +123,78 @@ static_assert(sizeof(counter_stripe) == 64, "rseq_add shifts the cpu id by 6");
     locked_add(s, field, static_cast<uint32_t>(cpu < 0 ? 0 : cpu), n);
 }
 
+// --- host records: stripes owned by threads ---
+//
+// A host record counts the runs of one process. Its stripe i < thread_stripes belongs to at
+// most one thread of that process at a time, which adds to it without a lock prefix and
+// without a restartable sequence: a plain add on a line no other thread writes. Threads past
+// thread_stripes, and processes that are not the record's (a forked child still running its
+// parent's programs, a process whose record another took over), take locked adds on the other
+// stripes.
+
+constexpr uint32_t thread_stripes = rseq_stripes;
+
+using detail::counting_pid;
+// detail::thread_counter_stripe: 1 + this thread's stripe; 0 before its first count in this
+// process.
+using detail::thread_counter_stripe;
+constexpr uint32_t no_stripe_left = thread_stripes + 1;
+static_assert(thread_stripes == 6 && sizeof(counter_stripe) == 8 * sizeof(uint64_t) &&
+                  offsetof(counter_stripe, runs) == 0,
+              "link_counters::count_run (store.hpp) hard-codes these");
+
+struct stripe_pool {
+    std::mutex mu;
+    uint32_t used = 0; // a bit per stripe held by a live thread
+    pthread_key_t key{};
+    bool key_ok = false;
+};
+stripe_pool &pool() {
+    static auto *p = new stripe_pool();
+    return *p;
+}
+
+// Thread exit: the stripe goes back to the pool; its counts stay in every record.
+void release_stripe(void *held) {
+    stripe_pool &p = pool();
+    std::lock_guard lock(p.mu);
+    p.used &= ~(1u << (reinterpret_cast<uintptr_t>(held) - 1));
+}
+
+__attribute__((constructor)) void init_stripes() {
+    counting_pid = static_cast<int32_t>(getpid());
+    stripe_pool &p = pool();
+    p.key_ok = pthread_key_create(&p.key, release_stripe) == 0;
+    // The child of a fork has one thread, the one that forked: no stripe is held there.
+    pthread_atfork([] { pool().mu.lock(); }, [] { pool().mu.unlock(); },
+                   [] {
+                       stripe_pool &c = pool();
+                       c.used = 0;
+                       c.mu.unlock();
+                       thread_counter_stripe = 0;
+                       counting_pid = static_cast<int32_t>(getpid());
+                   });
+}
+
+// The first count of a thread: a free stripe, or no_stripe_left.
+uint32_t claim_stripe() {
+    stripe_pool &p = pool();
+    std::lock_guard lock(p.mu);
+    for (uint32_t i = 0; i < thread_stripes && p.key_ok; i++) {
+        if ((p.used & (1u << i)) == 0 &&
+            pthread_setspecific(p.key, reinterpret_cast<void *>(uintptr_t{i} + 1)) == 0) {
+            p.used |= 1u << i;
+            return i + 1;
+        }
+    }
+    return no_stripe_left;
+}
+
+// Adds n to a stripe only this thread writes: readers in other processes load whole values.
+[[gnu::always_inline]] inline void owned_add(uint64_t &v, uint64_t n) {
+    __atomic_store_n(&v, __atomic_load_n(&v, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
 } // namespace
 
 bool link_counters_use_rseq() {
@@ -123,7 +205,10 @@ bool link_counters_use_rseq() {
 #endif
 }
 
-// Runs and faults are added to without a lock prefix: each add is the commit of a restartable
+// A host record's counts go to the calling thread's own stripe (see "host records" above), with
+// a locked add when it has none or the record is not its process's. A link's own stripes (a host
+// without a record) are shared by every process:
+// runs and faults are added to without a lock prefix: each add is the commit of a restartable
 // sequence (Linux rseq) that reads the CPU id and picks that CPU's stripe. The kernel restarts
 // the sequence when it preempts, migrates or signals the thread before the commit, so nothing
 // else runs on this CPU between reading the id and the add; that covers other processes'
@@ -134,6 +219,35 @@ bool link_counters_use_rseq() {
 // locked one on a stripe no CPU owns.
 void link_counters::count(int error, uint64_t run_time_ns) const {
     auto *s = static_cast<counter_stripe *>(stripes_);
+    if (owner_ != nullptr) {
+        uint32_t mine = thread_counter_stripe;
+        if (mine == 0) [[unlikely]] {
+            thread_counter_stripe = mine = claim_stripe();
+        }
+        bool owned =
+            mine - 1 < thread_stripes && __atomic_load_n(owner_, __ATOMIC_RELAXED) == counting_pid;
+        // Else a locked add on a stripe no thread owns.
+        counter_stripe &c =
+            owned ? s[mine - 1] : s[thread_stripes + mine % (counter_stripes - thread_stripes)];
+        auto bump = [owned](uint64_t &v, uint64_t n) {
+            if (owned) [[likely]] {
+                owned_add(v, n);
+            } else {
+                __atomic_fetch_add(&v, n, __ATOMIC_RELAXED);
+            }
+        };
+        bump(c.runs, 1);
+        if (error != 0) [[unlikely]] {
+            bump(c.faults, 1);
+            if (error == ETIMEDOUT) {
+                bump(c.budget_stops, 1);
+            }
+        }
+        if (run_time_ns != 0) {
+            bump(c.run_time_ns, run_time_ns);
+        }
+        return;
+    }
     add(s, &counter_stripe::runs, 1);
     if (error != 0) [[unlikely]] {
         add(s, &counter_stripe::faults, 1);

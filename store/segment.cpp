@@ -1149,7 +1149,7 @@ result<link_counters> segment::host_counters(uint32_t link_id, int32_t pid) {
         return pick.err();
     }
     auto *rec = static_cast<host_record *>(*pick);
-    return link_counters(rec->counters, &impl_->hdr()->stats_flags, &rec->decisions);
+    return link_counters(rec->counters, &impl_->hdr()->stats_flags, &rec->decisions, &rec->pid);
 }
 
 result<void> segment::set_run_timing(bool on) {

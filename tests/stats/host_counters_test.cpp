@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace bpftime {
@@ -135,6 +136,82 @@ TEST_F(HostCounters, EachProcessCountsItsShareAndTotalsAddUp) {
     EXPECT_EQ(states[0].runs, 5u);
     EXPECT_EQ(info(link).runs, 1505u);
     EXPECT_EQ(c.finish(), 0);
+}
+
+TEST_F(HostCounters, ThreadsAndAForkedChildCountExactly) {
+    // A host's threads each add to a stripe of their own while there is one (six), the others
+    // with locked adds, and a stripe goes back when its thread exits; a child forked by the host
+    // runs its parent's programs into the parent's record with locked adds. Every run counts
+    // once: the main thread 1,000,000 runs while a forked child runs as many, then 3 waves of 10
+    // threads (the later waves reuse the stripes of the first), each 20,000 runs.
+    constexpr int waves = 3, threads = 10, per_thread = 20000, main_runs = 1000000,
+                  child_runs = 1000000;
+    int ready[2], go[2];
+    ASSERT_EQ(pipe(ready), 0);
+    ASSERT_EQ(pipe(go), 0);
+    pid_t host = fork();
+    if (host == 0) {
+        auto s = segment::open(name, {.create = false, .wait_ms = 5000});
+        if (!s) {
+            _exit(2);
+        }
+        attach_manager mgr(*s);
+        auto impl = std::make_unique<callable_attach_impl>();
+        callable_attach_impl &hooks = *impl;
+        if (!mgr.register_attach_impl(attach_type_test, std::move(impl)) || !mgr.instantiate()) {
+            _exit(3);
+        }
+        hooks.trigger("h", nullptr, 0); // the main thread counts too: one run
+        pid_t child = fork();
+        if (child == 0) {
+            for (int i = 0; i < child_runs; i++) {
+                hooks.trigger("h", nullptr, 0);
+            }
+            _exit(0);
+        }
+        // The main thread's stripe is the one the child inherited: both count at once.
+        for (int i = 0; i < main_runs; i++) {
+            hooks.trigger("h", nullptr, 0);
+        }
+        for (int w = 0; w < waves; w++) {
+            std::vector<std::thread> pool;
+            for (int t = 0; t < threads; t++) {
+                pool.emplace_back([&] {
+                    for (int i = 0; i < per_thread; i++) {
+                        hooks.trigger("h", nullptr, 0);
+                    }
+                });
+            }
+            for (auto &t : pool) {
+                t.join();
+            }
+        }
+        int st = 0;
+        if (waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            _exit(5);
+        }
+        char c = 1;
+        if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) {
+            _exit(4);
+        }
+        _exit(0);
+    }
+    char c = 0;
+    ASSERT_EQ(read(ready[0], &c, 1), 1) << "host process did not get ready";
+    const uint64_t want = 1 + main_runs + uint64_t{waves} * threads * per_thread + child_runs;
+    auto states = hosts(link);
+    ASSERT_EQ(states.size(), 1u);
+    EXPECT_EQ(states[0].pid, host);
+    EXPECT_EQ(states[0].runs, want);
+    EXPECT_EQ(info(link).runs, want);
+    (void)!write(go[1], &c, 1);
+    int st = 0;
+    waitpid(host, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "host status " << st;
+    EXPECT_EQ(info(link).runs, want);
+    for (int fd : {ready[0], ready[1], go[0], go[1]}) {
+        close(fd);
+    }
 }
 
 TEST_F(HostCounters, TotalsKeepCountsWhenRecordsRunOut) {

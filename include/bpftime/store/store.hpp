@@ -176,17 +176,42 @@ std::string group_name(gid_t gid);
 /// The name of user uid ("?" when it has none).
 std::string user_name(uid_t uid);
 
+namespace detail {
+/// 1 + the calling thread's counter stripe in host records of its process (0: not yet given
+/// one; above 6: none was left). Private to link_counters; here for its inline path.
+extern constinit
+    __attribute__((tls_model("initial-exec"))) thread_local uint32_t thread_counter_stripe;
+/// This process's id as host records name it (updated in a forked child).
+extern int32_t counting_pid;
+} // namespace detail
+
 /// Run counters of one link (or of one host process's share of it), in the segment; hosts add
 /// to them lock-free.
 class link_counters {
 public:
     link_counters() = default;
     /// stripes: the counter stripes in the segment; flags: the segment's stats flags;
-    /// decisions: a host record's filter decisions (null: not counted).
-    link_counters(void *stripes, const uint32_t *flags, void *decisions = nullptr)
-        : stripes_(stripes), flags_(flags), decisions_(decisions) {}
+    /// decisions: a host record's filter decisions (null: not counted); owner: a host record's
+    /// pid field (null for a link's own stripes): while it names this process, each of up to
+    /// six of its threads adds to a stripe of its own without a lock prefix.
+    link_counters(void *stripes, const uint32_t *flags, void *decisions = nullptr,
+                  const int32_t *owner = nullptr)
+        : stripes_(stripes), flags_(flags), decisions_(decisions), owner_(owner) {}
     /// Counts a run, and a fault when fault is set.
     void count(bool fault) const { count(fault ? 1 : 0, 0); }
+    /// Counts a run that did not fail and was not timed: count(0, 0), inline for the case
+    /// hosts meet on every run, a thread adding to its own stripe of its process's record.
+    void count_run() const {
+        uint32_t stripe = detail::thread_counter_stripe - 1;
+        if (owner_ != nullptr && stripe < 6 &&
+            __atomic_load_n(owner_, __ATOMIC_RELAXED) == detail::counting_pid) [[likely]] {
+            // A 64-byte counter_stripe per thread, runs first; no other thread writes it.
+            uint64_t *runs = static_cast<uint64_t *>(stripes_) + 8 * stripe;
+            __atomic_store_n(runs, __atomic_load_n(runs, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+            return;
+        }
+        count(0, 0);
+    }
     /// Counts a run that ended with error code error (0: it did not fail; ETIMEDOUT: the
     /// instruction budget stopped it, a fault and a budget stop) and took run_time_ns.
     void count(int error, uint64_t run_time_ns) const;
@@ -206,6 +231,7 @@ private:
     void *stripes_ = nullptr;
     const uint32_t *flags_ = nullptr;
     void *decisions_ = nullptr;
+    const int32_t *owner_ = nullptr;
 };
 
 /// A monotonic clock in nanoseconds cheap enough to read around every run (the TSC, scaled by
