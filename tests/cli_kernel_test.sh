@@ -7,9 +7,12 @@ set -uo pipefail
 bpftime=$1 examples=$2 target=$3 objects=$4
 export BPFTIME_SHM=bpftime-cli-kernel-test-$$
 folder=/sys/fs/bpf/$BPFTIME_SHM
+# kernel.bpf_stats_enabled is the machine's: what it was is put back.
+stats_was=$(cat /proc/sys/kernel/bpf_stats_enabled 2>/dev/null)
 cleanup() {
   "$bpftime" reset --provider kernel >/dev/null 2>&1
   "$bpftime" reset --provider user >/dev/null 2>&1
+  [[ -z $stats_was ]] || echo "$stats_was" >/proc/sys/kernel/bpf_stats_enabled
 }
 trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
@@ -44,26 +47,45 @@ k map update 2 1 0 >/dev/null && k map delete 1 0x100 >/dev/null
 expect attach-uprobe 0 '^link 6 \(target 5\)$' -- k attach uprobe 3 "$target:bpftime_target_add"
 expect attach-uretprobe 0 '^link 8 \(target 7\)$' -- k attach uretprobe 4 "$target:bpftime_target_add"
 expect list-links 0 '^6 +link +link +program 3 -> target 5, enabled, kernel link [0-9]+$' -- k list
+# The kernel counts runs (run_cnt, run_time_ns) only while kernel.bpf_stats_enabled is 1, which
+# `stats --enable-timing` sets on this provider; list shows the program's counts on its links.
+expect stats-enable 0 '' -- k stats --enable-timing
+check "kernel.bpf_stats_enabled set" test "$(cat /proc/sys/kernel/bpf_stats_enabled)" = 1
 read -r _ calls _ sum < <("$target" 1000 3)
 check "target made 3000 calls" test "$calls" -eq 3000
+# kfield LINK KEY: a link's field in `list --json` on the kernel provider.
+kfield() {
+  k --json list | python3 -c '
+import json, sys
+for o in json.load(sys.stdin)["objects"]:
+    if o["id"] == int(sys.argv[1]):
+        print(o[sys.argv[2]])' "$1" "$2"
+}
+check "kernel run_cnt of link 6 is 3000 (got $(kfield 6 run_cnt))" test "$(kfield 6 run_cnt)" = 3000
+check "kernel run_time_ns of link 6 above 0" test "$(kfield 6 run_time_ns)" -gt 0
+expect list-kernel-runs 0 '^6 +link +link +program 3 -> target 5, enabled, runs 3000 \(program.s\), run time [1-9][0-9]* ns, kernel link [0-9]+$' -- k list
 expect entries-counted 0 'value: b8 0b 00 00 00 00 00 00' -- k map lookup 2 0
 expect returns-counted 0 'value: b8 0b 00 00 00 00 00 00' -- k map lookup 2 1
 sum_hex=$(printf '%016x' "$sum" | sed -E 's/(..)(..)(..)(..)(..)(..)(..)(..)/\8 \7 \6 \5 \4 \3 \2 \1/')
 expect returns-summed 0 "value: $sum_hex" -- k map lookup 2 2
 expect per-argument 0 '^8 entries$' -- k map dump 1
+expect stats-disable 0 '' -- k stats --disable-timing
+"$target" 10 >/dev/null # 3010 calls from here
+check "list --json says runs are not counted" grep -q 'kernel.bpf_stats_enabled is 0' <<<"$(kfield 6 stats)"
+expect list-not-counted 0 'runs are not counted: .*kernel.bpf_stats_enabled is 0' -- k list
 
 # Disabled and destroyed links stop counting; enabled ones count again.
 expect disable 0 '' -- k disable 6
 "$target" 100 >/dev/null
-expect disabled-stops 0 'value: b8 0b 00 00' -- k map lookup 2 0
+expect disabled-stops 0 'value: c2 0b 00 00' -- k map lookup 2 0
 expect list-disabled 0 '^6 +link +link +program 3 -> target 5, disabled$' -- k list
 expect enable 0 '' -- k enable 6
 "$target" 100 >/dev/null
-expect enabled-counts 0 'value: 1c 0c 00 00' -- k map lookup 2 0
+expect enabled-counts 0 'value: 26 0c 00 00' -- k map lookup 2 0
 expect destroy-used 1 'program 3 is used by object 6; destroy those first' -- k destroy 3
 expect destroy-link 0 '' -- k destroy 6
 "$target" 100 >/dev/null
-expect destroyed-stops 0 'value: 1c 0c 00 00' -- k map lookup 2 0
+expect destroyed-stops 0 'value: 26 0c 00 00' -- k map lookup 2 0
 
 # A tracepoint, counting this shell's own getpid calls through a second object.
 expect load-tracepoint 0 'program 11 count_getpid' -- k load "$examples/tracepoint_count.bpf.o"
