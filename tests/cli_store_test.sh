@@ -63,6 +63,22 @@ count=$("$bpftime" map events "$events" --count 1000 --timeout 5 | wc -l)
 check "events: $count of 1000 records" test "$count" -eq 1000
 count=$("$bpftime" map events "$events" --timeout 1 | wc -l)
 check "events: $count left after consuming" test "$count" -eq 0
+# Each record is written as it is read, to a file too: a reader killed with SIGKILL (no chance to
+# flush) has left every record it took in its output.
+out=$(mktemp)
+"$bpftime" map events "$events" >"$out" &
+reader=$!
+"$bpftime" trigger hook2 --repeat 7 >/dev/null
+for _ in $(seq 100); do
+  (($(wc -l <"$out") >= 7)) && break
+  sleep 0.05
+done
+kill -KILL "$reader"
+wait "$reader" 2>/dev/null
+check "events written as read: $(wc -l <"$out") of 7 lines after SIGKILL" test "$(wc -l <"$out")" -eq 7
+count=$("$bpftime" map events "$events" --timeout 1 | wc -l)
+check "events: $count left after the killed reader" test "$count" -eq 0
+rm -f "$out"
 
 expect disable 0 '' -- "$bpftime" disable "$link"
 expect trigger-disabled 1 "no enabled link attaches a program at test hook 'hook1'" -- \

@@ -369,6 +369,14 @@ void print_entry(const global_options &g, const std::vector<uint8_t> &key,
 // The data size of each perf ring `map events` gives a perf event array slot.
 constexpr uint32_t perf_ring_bytes = 16 * 4096;
 
+// One line of `map events`: written out at once, whatever stdout is (a pipe or a file too), so
+// a record taken from the ring is never left in a buffer when the command is stopped.
+void emit_record(const std::string &line) {
+    std::fputs(line.c_str(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+}
+
 // `map events` on a perf event array: this command is the consumer, as libbpf's perf_buffer is
 // in a loader. Each slot gets a perf ring of its own for as long as the command runs; the slots
 // are emptied and the rings destroyed when it stops.
@@ -451,22 +459,16 @@ int cmd_perf_events(const global_options &g, base_event_provider &provider, map_
                         return;
                     }
                     seen++;
-                    if (g.json) {
-                        std::puts(json{{"cpu", r.index},
-                                       {"size", rec.size()},
-                                       {"data", hex_bytes(rec.data(), rec.size())}}
-                                      .dump()
-                                      .c_str());
-                    } else {
-                        std::printf("%s\n", hex_bytes(rec.data(), rec.size()).c_str());
-                    }
+                    emit_record(g.json ? json{{"cpu", r.index},
+                                              {"size", rec.size()},
+                                              {"data", hex_bytes(rec.data(), rec.size())}}
+                                             .dump()
+                                       : hex_bytes(rec.data(), rec.size()));
                 },
                 [&](uint64_t lost) {
-                    if (g.json) {
-                        std::puts(json{{"cpu", r.index}, {"lost", lost}}.dump().c_str());
-                    } else {
-                        std::printf("lost %" PRIu64 " records (cpu %u)\n", lost, r.index);
-                    }
+                    emit_record(g.json ? json{{"cpu", r.index}, {"lost", lost}}.dump()
+                                       : "lost " + std::to_string(lost) + " records (cpu " +
+                                             std::to_string(r.index) + ")");
                 });
             if (!n) {
                 status = report(n.err());
@@ -527,14 +529,10 @@ int cmd_map(const global_options &g, const map_args &a) {
             auto n = view.consume(
                 [&](std::span<const uint8_t> rec) {
                     seen++;
-                    if (g.json) {
-                        std::puts(
-                            json{{"size", rec.size()}, {"data", hex_bytes(rec.data(), rec.size())}}
-                                .dump()
-                                .c_str());
-                    } else {
-                        std::printf("%s\n", hex_bytes(rec.data(), rec.size()).c_str());
-                    }
+                    emit_record(g.json ? json{{"size", rec.size()},
+                                              {"data", hex_bytes(rec.data(), rec.size())}}
+                                             .dump()
+                                       : hex_bytes(rec.data(), rec.size()));
                 },
                 a.count == 0 ? UINT64_MAX : a.count - seen);
             std::fflush(stdout);
