@@ -178,6 +178,8 @@ result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &o
             m.spec.flags = 0;
             const auto *bytes = static_cast<const uint8_t *>(initial);
             m.initial_value.assign(bytes, bytes + size);
+            m.globals = detail::read_globals(bpf_object__btf(obj), image.sections[section].name,
+                                             m.spec.value_size);
             index.by_section.emplace(section, map_index);
         }
         out.maps.push_back(std::move(m));

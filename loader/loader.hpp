@@ -6,6 +6,7 @@
 // kernel. So the loader reads sections, symbols and relocations itself and relocates programs.
 #pragma once
 
+#include <bpftime/loader/elf.hpp>
 #include <bpftime/result.hpp>
 #include <bpftime/vm/isa.hpp>
 
@@ -127,6 +128,11 @@ struct kconfig_values {
 /// Resolves the __kconfig externs as libbpf does, at the offsets libbpf gave them in the
 /// opened object's BTF (obj_btf), into a map of size bytes. The error names the extern.
 result<kconfig_values> resolve_kconfig(const btf *obj_btf, const elf_image &image, uint32_t size);
+
+/// The variables of a global data section (its BTF DATASEC, by the section's name), with
+/// their offsets, sizes and kinds; those outside section_size bytes are left out.
+std::vector<elf_global> read_globals(const btf *b, const std::string &section,
+                                     uint32_t section_size);
 
 /// Where relocated lddw instructions point: indexes into elf_object::maps.
 struct map_index {

@@ -169,6 +169,13 @@ public:
     }
     result<void> write(std::span<const uint8_t> key, std::span<const uint8_t> value,
                        uint64_t flags) const override {
+        // Read-only data (.rodata) is frozen once loaded, as the kernel provider freezes it.
+        if (info_.read_only) {
+            return make_error(EPERM, "map " + std::to_string(info_.id) + " (" + info_.name +
+                                         ") is read-only data, frozen when it was loaded; give "
+                                         "its variables their values at load with "
+                                         "`bpftime load FILE --set NAME=VALUE`");
+        }
         return view_.write(key, value, flags);
     }
     result<void> erase(std::span<const uint8_t> key) const override { return view_.erase(key); }

@@ -175,10 +175,17 @@ std::string map_details(const store::map_info &m, uint64_t entries) {
            (m.read_only ? " read-only" : "");
 }
 
-int cmd_load(const global_options &g, const std::string &path) {
+int cmd_load(const global_options &g, const std::string &path,
+             const std::vector<std::string> &sets) {
     auto obj = loader::open_elf(path);
     if (!obj) {
         return report(obj.err());
+    }
+    // Global variables take their values before anything is created, as a skeleton's do.
+    for (const std::string &set : sets) {
+        if (auto r = loader::set_global(*obj, set); !r) {
+            return report(r.err());
+        }
     }
     auto provider = open_provider(g, true);
     if (!provider) {
@@ -758,7 +765,10 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     load->prefix_command();
     load->allow_extras();
     load->fallthrough(false);
-    load->footer("Usage: bpftime load FILE.bpf.o (an object built with clang -O2 -target bpf)\n"
+    load->footer("Usage: bpftime load FILE.bpf.o [--set NAME=VALUE]... (an object built with clang "
+                 "-O2 -target bpf; --set gives a global variable of .rodata, .data or .bss its "
+                 "value before load: an integer, true/false, a string for a char array, "
+                 "NAME[INDEX]=VALUE for an element of an array)\n"
                  "       bpftime load PROGRAM [ARGS...] (a libbpf loader, run with the bpf() "
                  "interposer)");
     load->callback([&g, &status, load] {
@@ -780,13 +790,23 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
             status = run_loader(g, args);
             return;
         }
-        if (args.size() > 1) {
-            status = report(make_error(
-                EINVAL, args.front() + " is an eBPF object, which takes no arguments (got '" +
-                            args[1] + "'); only a loader PROGRAM takes ARGS"));
-            return;
+        // An object takes --set NAME=VALUE (or --set=NAME=VALUE), as often as needed.
+        std::vector<std::string> sets;
+        for (size_t i = 1; i < args.size(); i++) {
+            if (args[i] == "--set" && i + 1 < args.size()) {
+                sets.push_back(args[++i]);
+            } else if (args[i].starts_with("--set=")) {
+                sets.push_back(args[i].substr(6));
+            } else {
+                status = report(
+                    make_error(EINVAL, args.front() +
+                                           " is an eBPF object, which takes only --set NAME=VALUE "
+                                           "(got '" +
+                                           args[i] + "'); only a loader PROGRAM takes ARGS"));
+                return;
+            }
         }
-        status = cmd_load(g, input->path);
+        status = cmd_load(g, input->path, sets);
     });
 
     auto *list = app.add_subcommand("list", "list every object of the segment (or bpffs folder)");

@@ -417,6 +417,76 @@ TEST(ElfLoader, KconfigExterns) {
     }
 }
 
+// A tool's options set before load, as `bpftime load --set` and a skeleton's rodata pointer do:
+// integers of each size and sign, a bool, a string, an array element, an enum, .data and .bss.
+TEST(ElfLoader, GlobalsAreSetByNameBeforeLoad) {
+    elf_object obj = load(test_object("options"));
+    auto run = [&](const char *name) -> int64_t {
+        global_data globals(obj);
+        const elf_program *prog = find_program(obj, name);
+        EXPECT_NE(prog, nullptr) << name;
+        auto r = prog ? globals.run(*prog, {}) : result<uint64_t>(make_error(ENOENT, name));
+        EXPECT_TRUE(r) << name << ": " << (r ? "" : r.err().message);
+        return r ? static_cast<int32_t>(*r) : -1;
+    };
+    // The compiled-in values first.
+    EXPECT_EQ(run("get_pid"), 0);
+    EXPECT_EQ(run("get_min_us"), 10);
+    EXPECT_EQ(run("get_comm"), 4 * 1000 + 'n');
+    EXPECT_EQ(run("get_levels"), 1003);
+    EXPECT_EQ(run("get_offset"), -1);
+    EXPECT_EQ(run("get_data"), 5000);
+    for (const char *set :
+         {"targ_pid=4242", "min_us=0x500000007", "verbose=true", "comm=bash", "levels[2]=77",
+          "levels[0]=9", "offset=-128", "mode=2", "initial=7", "counter=3"}) {
+        auto r = set_global(obj, set);
+        EXPECT_TRUE(r) << set << ": " << (r ? "" : r.err().message);
+    }
+    EXPECT_EQ(run("get_pid"), 4242);
+    EXPECT_EQ(run("get_min_us"), 5 * 1000 + 7);
+    EXPECT_EQ(run("get_verbose"), 1);
+    EXPECT_EQ(run("get_comm"), 4 * 1000 + 'b');
+    EXPECT_EQ(run("get_levels"), 9077);
+    EXPECT_EQ(run("get_offset"), -128);
+    EXPECT_EQ(run("get_mode"), 2);
+    EXPECT_EQ(run("get_data"), 7003);
+    // A shorter string leaves no byte of the longer one behind.
+    ASSERT_TRUE(set_global(obj, "comm=ab"));
+    EXPECT_EQ(run("get_comm"), 2 * 1000 + 'a');
+}
+
+TEST(ElfLoader, SettingGlobalsRefusesWhatDoesNotFit) {
+    elf_object obj = load(test_object("options"));
+    const std::pair<const char *, const char *> cases[] = {
+        {"nope=1", "has no global variable of that name (it has: "},
+        {"targ_pid", "--set takes NAME=VALUE"},
+        {"=5", "--set takes NAME=VALUE"},
+        {"targ_pid=2147483648", "does not fit in a signed 4-byte integer"},
+        {"targ_pid=-2147483649", "does not fit in a signed 4-byte integer"},
+        {"levels[1]=-1", "does not fit in an unsigned 4-byte integer"},
+        {"offset=128", "does not fit in a signed 1-byte integer"},
+        {"targ_pid=12abc", "'12abc' is not an integer"},
+        {"verbose=2", "a bool is true, false, 0 or 1"},
+        {"comm=0123456789abcdef", "has 16 bytes; it holds 15 and a NUL"},
+        {"levels[4]=1", "index 4 is past its 4 elements"},
+        {"levels=1", "set its elements by index, levels[0]=VALUE"},
+        {"levels[x]=1", "the index is not a number"},
+        {"targ_pid[0]=1", "not an array"},
+        {"range=1", "only integers, bools, enums, char arrays and elements of integer arrays"},
+    };
+    const std::vector<elf_map> before = obj.maps;
+    for (const auto &[set, message] : cases) {
+        auto r = set_global(obj, set);
+        ASSERT_FALSE(r) << set << " was accepted";
+        EXPECT_NE(r.err().message.find(message), std::string::npos)
+            << set << ": " << r.err().message;
+    }
+    // Nothing refused changed a byte.
+    for (size_t i = 0; i < obj.maps.size(); i++) {
+        EXPECT_EQ(obj.maps[i].initial_value, before[i].initial_value) << obj.maps[i].name;
+    }
+}
+
 TEST(ElfLoader, EveryProgramValidates) {
     for (const std::string &path :
          {example("counter"), example("ringbuf_log"), example("subprog"), test_object("calls"),

@@ -14,6 +14,27 @@
 
 namespace bpftime::loader {
 
+/// A global variable of a global data section, as the object's BTF describes it (a DATASEC
+/// entry): what `set_global` may set before the object is loaded.
+struct elf_global {
+    /// What the value is, for parsing a setting.
+    enum class kind {
+        integer, ///< a signed or unsigned integer of size bytes (char, bool and enums too)
+        chars,   ///< an array of char: a string, NUL-terminated within size bytes
+        array,   ///< an array of count integers of elem_size bytes, set by index
+        other,   ///< anything else (structs, pointers, floats): not settable by name
+    };
+    std::string name;
+    uint32_t offset = 0; ///< in the section (the map's value)
+    uint32_t size = 0;
+    kind type = kind::other;
+    bool is_signed = false; ///< integer, array: the elements' sign
+    bool boolean = false;   ///< integer: a _Bool (true/false accepted)
+    uint32_t elem_size = 0; ///< array: bytes per element
+    uint32_t count = 0;     ///< array: elements
+    std::string type_name;  ///< for messages: "int", "char[16]", "struct config", ...
+};
+
 /// A map the object defines: a BTF map from `.maps`, or the map of a global data section
 /// (.data, .rodata, .bss, ...; one array entry holding the section's bytes).
 struct elf_map {
@@ -22,6 +43,7 @@ struct elf_map {
     std::vector<uint8_t> initial_value; ///< global data: the section's bytes (zeros for .bss)
     bool global_data = false;           ///< a .data/.rodata/.bss map
     bool read_only = false;             ///< .rodata: programs may not write it
+    std::vector<elf_global> globals;    ///< global data: its variables (from BTF)
 };
 
 /// A program of the object, linked: bpf-to-bpf callees from .text are appended and their
@@ -49,6 +71,13 @@ result<elf_object> open_elf(const std::string &path);
 
 /// Opens an ELF object from memory (name is used in messages).
 result<elf_object> open_elf_memory(std::span<const uint8_t> data, const std::string &name);
+
+/// Sets a global variable before the object is loaded, as a skeleton does through its
+/// `rodata`/`data`/`bss` pointers: assignment is `NAME=VALUE` (an integer in decimal, 0x hex or
+/// negative; true/false for a bool; a string for a char array) or `NAME[INDEX]=VALUE` for an
+/// element of an integer array. The error names an unknown variable (listing the object's),
+/// a type that cannot be set this way, or a value that does not fit.
+result<void> set_global(elf_object &obj, std::string_view assignment);
 
 /// True when the bytes start like an ELF file.
 bool looks_like_elf(std::span<const uint8_t> data);
