@@ -53,10 +53,7 @@ TEST(StackTraceMap, TheSameStackGetsTheSameIdAndReadsBackZeroPadded) {
     EXPECT_LT(id_a, 64);
     EXPECT_EQ(m->stack_put(a, 0), id_a);
     EXPECT_EQ(m->stack_put(a, stack_fast_cmp), id_a);
-    long id_b = m->stack_put(b, 0);
-    if (id_b == -EEXIST) {
-        GTEST_SKIP() << "the two stacks share a bucket";
-    }
+    long id_b = m->stack_put(b, 0); // the hash is not seeded: these two never share a bucket
     ASSERT_GE(id_b, 0);
     EXPECT_NE(id_a, id_b);
     EXPECT_EQ(frames(m.view(), static_cast<uint32_t>(id_a)), padded(a));
