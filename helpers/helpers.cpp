@@ -14,6 +14,7 @@
 #include <deque>
 #include <mutex>
 #include <sched.h>
+#include <span>
 #include <string>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -502,6 +503,110 @@ uint64_t get_attach_cookie(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run
     return ctx->info().attach_cookie;
 }
 
+// --- stacks ---
+//
+// The user stack of the probed thread, walked as the kernel's perf_callchain_user walks it on
+// x86-64: the probed address, then (at a function's first instruction, where the frame pointer
+// is still the caller's) the return address at the top of the stack, then the return address of
+// each frame of the rbp chain, until a read fails or max frames. Every read of the stack goes
+// through read_self (a fault gives an error, never a signal). There is no kernel stack in user
+// space: requests without BPF_F_USER_STACK, and programs run without a probed thread's registers
+// (test hooks, nginx), get -EFAULT, as the kernel's helpers do when there is no stack to walk.
+
+// Offsets of rbp, rip and rsp in struct pt_regs, in 8-byte words.
+constexpr size_t regs_rbp = 4, regs_rip = 16, regs_rsp = 19;
+
+uint32_t walk_user_stack(const vm::run_info &info, uint64_t *out, uint32_t max) {
+    const auto *regs = static_cast<const uint64_t *>(info.user_regs);
+    uint32_t n = 0;
+    if (regs == nullptr || max == 0) {
+        return 0;
+    }
+    out[n++] = regs[regs_rip];
+    if (n < max && info.func_ip == regs[regs_rip]) {
+        uint64_t ret = 0;
+        if (read_self(&ret, regs[regs_rsp], sizeof ret) == 0) {
+            out[n++] = ret;
+        }
+    }
+    for (uint64_t fp = regs[regs_rbp]; n < max;) {
+        uint64_t frame[2]; // the saved rbp, then the return address
+        if (read_self(frame, fp, sizeof frame) != 0) {
+            break;
+        }
+        out[n++] = frame[1];
+        fp = frame[0];
+    }
+    return n;
+}
+
+// How many frames to walk: the ones asked for after skip, at most max_stack_depth in all.
+uint32_t walk_depth(uint64_t skip, uint64_t frames) {
+    return static_cast<uint32_t>(std::min<uint64_t>(maps::max_stack_depth, skip + frames));
+}
+
+// long bpf_get_stackid(ctx, map, flags): the id of the current user stack in a stack trace map.
+uint64_t get_stackid(uint64_t, uint64_t map, uint64_t flags, uint64_t, uint64_t, run_context *ctx) {
+    maps::map_view m;
+    if (!decode(map, ctx, "get_stackid", m)) {
+        return 0;
+    }
+    if (m.spec().type != maps::map_type::stack_trace) {
+        ctx->fail(std::string("get_stackid: r2 is a ") + maps::map_type_name(m.spec().type) +
+                  " map, not a stack_trace map");
+        return 0;
+    }
+    constexpr uint64_t known =
+        maps::stack_skip_mask | maps::stack_user | maps::stack_fast_cmp | maps::stack_reuse_id;
+    if ((flags & ~known) != 0) {
+        return u64(-EINVAL);
+    }
+    if ((flags & maps::stack_user) == 0 || ctx->info().user_regs == nullptr) {
+        return u64(-EFAULT);
+    }
+    uint64_t skip = flags & maps::stack_skip_mask;
+    std::array<uint64_t, maps::max_stack_depth> ips;
+    uint32_t n =
+        walk_user_stack(ctx->info(), ips.data(), walk_depth(skip, m.spec().value_size / 8));
+    if (n <= skip) {
+        return u64(-EFAULT);
+    }
+    return u64(m.stack_put(std::span<const uint64_t>(ips.data() + skip, n - skip),
+                           flags & (maps::stack_fast_cmp | maps::stack_reuse_id)));
+}
+
+// long bpf_get_stack(ctx, buf, size, flags): the current user stack's return addresses into buf;
+// the bytes written, the rest of buf zeroed. Build ids (BPF_F_USER_BUILD_ID) are not supported:
+// -EINVAL.
+uint64_t get_stack(uint64_t, uint64_t buf, uint64_t size, uint64_t flags, uint64_t,
+                   run_context *ctx) {
+    if (!writable(ctx, buf, size, "get_stack", "the buffer")) {
+        return 0;
+    }
+    auto *out = static_cast<uint8_t *>(ptr(buf));
+    auto clear = [&](long err) {
+        std::memset(out, 0, size);
+        return u64(err);
+    };
+    constexpr uint64_t known = maps::stack_skip_mask | maps::stack_user;
+    if ((flags & ~known) != 0 || size % 8 != 0) {
+        return clear(-EINVAL);
+    }
+    if ((flags & maps::stack_user) == 0 || ctx->info().user_regs == nullptr) {
+        return clear(-EFAULT);
+    }
+    uint64_t skip = flags & maps::stack_skip_mask;
+    std::array<uint64_t, maps::max_stack_depth> ips;
+    uint32_t n = walk_user_stack(ctx->info(), ips.data(), walk_depth(skip, size / 8));
+    if (n < skip) {
+        return clear(-EFAULT);
+    }
+    uint64_t bytes = std::min<uint64_t>(size, (n - skip) * 8ull);
+    std::memcpy(out, ips.data() + skip, bytes);
+    std::memset(out + bytes, 0, size - bytes);
+    return bytes;
+}
+
 struct helper_row {
     uint32_t id;
     const char *name;
@@ -539,6 +644,8 @@ constexpr helper_row rows[] = {
     {173, "get_func_ip", get_func_ip},
     {174, "get_attach_cookie", get_attach_cookie},
     {182, "strncmp", strncmp_helper},
+    {27, "get_stackid", get_stackid},
+    {67, "get_stack", get_stack},
 };
 
 // The registry's end-of-run step.

@@ -77,7 +77,8 @@ void write_log(uint64_t buf, uint32_t size, uint32_t level, const std::string &t
 // to 8 bytes, as the kernel lays them out (bpf_map_lookup_elem on a per-CPU map).
 bool percpu(const store::map_info &m) {
     return m.spec.type == maps::map_type::percpu_array ||
-           m.spec.type == maps::map_type::percpu_hash;
+           m.spec.type == maps::map_type::percpu_hash ||
+           m.spec.type == maps::map_type::lru_percpu_hash;
 }
 
 void to_user(const store::map_info &m, const std::vector<uint8_t> &value, uint8_t *out) {
@@ -187,6 +188,8 @@ private:
             {BPF_MAP_TYPE_LRU_HASH, "lru_hash"},
             {BPF_MAP_TYPE_RINGBUF, "ringbuf"},
             {BPF_MAP_TYPE_PERF_EVENT_ARRAY, "perf_event_array"},
+            {BPF_MAP_TYPE_LRU_PERCPU_HASH, "lru_percpu_hash"},
+            {BPF_MAP_TYPE_STACK_TRACE, "stack_trace"},
         };
         bool supported = std::any_of(std::begin(known), std::end(known),
                                      [&](auto &k) { return k.first == a_.map_type; });

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// hash, percpu_hash and lru_hash: one implementation.
+// hash, percpu_hash, lru_hash and lru_percpu_hash: one implementation.
 //
 // Entries live in parallel arrays indexed by entry number; a bucket holds the first entry of
 // its chain and next[] links the rest. Writers serialise on the header's robust mutex.
@@ -243,7 +243,7 @@ uint32_t hash_find(const map_ref &m, const void *key, bool touch_entry) {
     if (idx == none) {
         return none;
     }
-    if (touch_entry && m.spec.type == map_type::lru_hash) {
+    if (touch_entry && is_lru(m.spec.type)) {
         touch(m, t, idx);
     }
     return idx;
@@ -281,7 +281,7 @@ long hash_update(const map_ref &m, const void *key, const value_source &src, uin
     if (!lock_writers(lock, m, t)) {
         return -ENOTRECOVERABLE;
     }
-    bool lru = m.spec.type == map_type::lru_hash;
+    bool lru = is_lru(m.spec.type);
     uint32_t idx = chain_find(m, t, key);
     if (idx != none) {
         if (flags == update_noexist) {

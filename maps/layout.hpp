@@ -10,6 +10,8 @@
 //   values: n * ncpus slots of value_stride bytes, slot (entry * ncpus + cpu)  (arrays, hashes);
 //           for an array with BPF_F_MMAPABLE they start on a page and the storage ends on one,
 //           so the values can be mmap'ed as Linux maps them (mmapable_region)
+//   stack_trace: entries: nbuckets * {hash u32, nr u32} (nr 0: empty bucket) | values: nbuckets
+//           slots of value_size bytes (the return addresses), written under the header's lock
 //   cgroup_array: values hold one uint64 cgroup id per slot (0: empty), never given to programs
 //   perf ring: perf_ring_state, then from the next page boundary a perf_event_mmap_page page and
 //           data u8[max_entries] in place of the values, as Linux maps a perf event fd
@@ -122,11 +124,13 @@ void store_value(const map_ref &m, uint32_t idx, const value_source &src, bool f
 inline constexpr time_t lock_wait_seconds = 1;
 
 /// Holds a robust process-shared mutex, waiting at most lock_wait_seconds (locked() is false
-/// after that). When the previous owner died holding it, the lock is made consistent and
+/// after that), or, for programs (how == spin), trying a bounded number of times without
+/// sleeping. When the previous owner died holding it, the lock is made consistent and
 /// owner_died() tells the caller to repair what it guards.
 class robust_lock {
 public:
-    explicit robust_lock(pthread_mutex_t &mu);
+    enum class wait { bounded, spin };
+    explicit robust_lock(pthread_mutex_t &mu, wait how = wait::bounded);
     ~robust_lock();
     robust_lock(const robust_lock &) = delete;
     robust_lock &operator=(const robust_lock &) = delete;
@@ -159,6 +163,20 @@ struct perf_ring_state {
 // Perf event arrays and perf rings (perf.cpp).
 void perf_ring_init(const map_ref &m);
 long perf_array_remove(const map_ref &m, const void *key);
+
+/// lru_hash and lru_percpu_hash.
+inline bool is_lru(map_type t) {
+    return t == map_type::lru_hash || t == map_type::lru_percpu_hash;
+}
+
+// Stack trace maps (stack_trace.cpp).
+uint32_t stack_find(const map_ref &m, const void *key);
+long stack_put(const map_ref &m, std::span<const uint64_t> ips, uint64_t flags);
+/// Copies stack id's frames (zero-padded to value_size), under the lock; ENOENT when empty.
+result<std::vector<uint8_t>> stack_read(const map_ref &m, const void *key);
+long stack_remove(const map_ref &m, const void *key);
+std::optional<uint32_t> stack_next(const map_ref &m, const void *key);
+uint64_t stack_count(const map_ref &m);
 
 // Arrays (array.cpp).
 uint32_t array_find(const map_ref &m, const void *key);

@@ -40,12 +40,17 @@ void store_value(const map_ref &m, uint32_t idx, const value_source &src, bool f
     }
 }
 
-robust_lock::robust_lock(pthread_mutex_t &mu) : mu_(mu) {
+robust_lock::robust_lock(pthread_mutex_t &mu, wait how) : mu_(mu) {
     // Storage lives in a shared segment: a holder that is stopped, or a lock word naming a
     // thread of another process, must not block a host forever. A writer waits a bounded time
-    // (the critical sections are a few stores), then the operation fails.
+    // (the critical sections are a few stores), then the operation fails. A program (a probe in
+    // someone's thread) only spins a little: it must not sleep in the probed function.
     int rc = pthread_mutex_trylock(&mu_);
-    if (rc == EBUSY) {
+    for (int tries = 0; rc == EBUSY && how == wait::spin && tries < 256; tries++) {
+        __builtin_ia32_pause();
+        rc = pthread_mutex_trylock(&mu_);
+    }
+    if (rc == EBUSY && how == wait::bounded) {
         timespec deadline{};
         clock_gettime(CLOCK_MONOTONIC, &deadline);
         deadline.tv_sec += lock_wait_seconds;
@@ -73,7 +78,7 @@ namespace {
 
 using namespace detail;
 
-enum class family { array, hash, ringbuf, cgroup_array };
+enum class family { array, hash, ringbuf, cgroup_array, stack_trace };
 
 // Flags Linux programs commonly set that change nothing here: maps are always preallocated,
 // there is one LRU list, and storage is always shared memory.
@@ -106,6 +111,11 @@ constexpr type_info type_table[] = {
     {map_type::ringbuf, "ringbuf", family::ringbuf, false, 0, "no flags"},
     {map_type::perf_event_array, "perf_event_array", family::array, false, 0, "no flags"},
     {map_type::perf_ring, "perf_ring", family::ringbuf, false, 0, "no flags"},
+    {map_type::lru_percpu_hash, "lru_percpu_hash", family::hash, true, f_no_common_lru,
+     "only BPF_F_NO_COMMON_LRU (0x2)"},
+    // BPF_F_STACK_BUILD_ID needs the build ids of the mappings; refused.
+    {map_type::stack_trace, "stack_trace", family::stack_trace, false, 0,
+     "no flags (BPF_F_STACK_BUILD_ID is not supported)"},
 };
 
 const type_info *find_type(map_type type) {
@@ -196,12 +206,19 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
             lay.mmap_offset = lay.ring_consumer;
             lay.mmap_length = b.end() - lay.ring_consumer;
         }
+    } else if (info_of(spec.type).fam == family::stack_trace) {
+        // Stack ids are bucket indices, as Linux's: max_entries rounded up to a power of two.
+        lay.nbuckets = static_cast<uint32_t>(std::bit_ceil(n));
+        lay.entry_stride = 2 * sizeof(uint32_t);
+        lay.entries = b.add(lay.nbuckets, lay.entry_stride);
+        lay.value_stride = spec.value_size;
+        lay.values = b.add(lay.nbuckets, lay.value_stride);
     } else {
         if (info_of(spec.type).fam == family::hash) {
             lay.nbuckets = static_cast<uint32_t>(std::bit_ceil(n));
             lay.buckets = b.add(lay.nbuckets, sizeof(uint32_t));
             lay.free_stack = b.add(n, sizeof(uint32_t));
-            lay.stamps = b.add(spec.type == map_type::lru_hash ? n : 0, sizeof(uint64_t));
+            lay.stamps = b.add(is_lru(spec.type) ? n : 0, sizeof(uint64_t));
             lay.entry_stride = (hash_entry_key + spec.key_size + 7) / 8 * 8;
             lay.entries = b.add(n, lay.entry_stride);
         }
@@ -264,6 +281,7 @@ uint32_t find_entry(const map_ref &m, const void *key, bool touch) {
         return hash_find(m, key, touch);
     case family::ringbuf:
     case family::cgroup_array:
+    case family::stack_trace: // read under its lock (stack_read)
         break;
     }
     return none;
@@ -277,6 +295,7 @@ long update_entry(const map_ref &m, const void *key, const value_source &src, ui
         return hash_update(m, key, src, flags);
     case family::ringbuf:
     case family::cgroup_array: // programs cannot update a cgroup array
+    case family::stack_trace:  // nor a stack trace map (bpf_get_stackid fills it)
         break;
     }
     return -EINVAL;
@@ -304,7 +323,8 @@ result<void> validate_spec(const map_spec &spec) {
         return make_error(EINVAL,
                           field("type", static_cast<uint32_t>(spec.type)) +
                               "unknown map type (hash, array, percpu_hash, "
-                              "percpu_array, cgroup_array, lru_hash, ringbuf, perf_event_array)");
+                              "percpu_array, cgroup_array, lru_hash, ringbuf, perf_event_array, "
+                              "lru_percpu_hash, stack_trace)");
     }
     std::string kind = std::string(t->name) + " maps ";
     if (t->fam == family::ringbuf) {
@@ -322,7 +342,9 @@ result<void> validate_spec(const map_spec &spec) {
                                           "multiple of 4096");
         }
     } else {
-        if ((t->fam == family::array || t->fam == family::cgroup_array) && spec.key_size != 4) {
+        if ((t->fam == family::array || t->fam == family::cgroup_array ||
+             t->fam == family::stack_trace) &&
+            spec.key_size != 4) {
             return make_error(EINVAL, field("key_size", spec.key_size) + kind + "have 4-byte keys");
         }
         if (t->fam == family::cgroup_array && spec.value_size != 4) {
@@ -345,7 +367,14 @@ result<void> validate_spec(const map_spec &spec) {
             return make_error(EINVAL, field("value_size", spec.value_size) + kind +
                                           "have 4-byte values (a perf event)");
         }
-        if (t->fam == family::hash && spec.max_entries > max_hash_entries) {
+        if (t->fam == family::stack_trace &&
+            (spec.value_size % 8 != 0 || spec.value_size / 8 > max_stack_depth)) {
+            return make_error(EINVAL, field("value_size", spec.value_size) + kind + "hold 1 to " +
+                                          std::to_string(max_stack_depth) +
+                                          " return addresses of 8 bytes each");
+        }
+        if ((t->fam == family::hash || t->fam == family::stack_trace) &&
+            spec.max_entries > max_hash_entries) {
             return make_error(EINVAL, field("max_entries", spec.max_entries) + kind +
                                           "hold at most " + std::to_string(max_hash_entries) +
                                           " entries");
@@ -509,7 +538,9 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     if (spec.type == map_type::perf_event_array) {
         // As Linux: programs cannot look up perf events.
         v.lookup_ = [](const map_ref &, const void *) -> void * { return nullptr; };
-    } else if (v.lookup_ == nullptr && info_of(spec.type).fam != family::cgroup_array) {
+    } else if (v.lookup_ == nullptr && info_of(spec.type).fam != family::cgroup_array &&
+               info_of(spec.type).fam != family::stack_trace) {
+        // (As Linux, programs cannot look up stack trace maps: bpf_get_stackid fills them.)
         v.lookup_ = [](const map_ref &m, const void *key) -> void * {
             uint32_t idx = find_entry(m, key, true);
             return idx != none ? m.value(idx, current_cpu(m.ncpus)) : nullptr;
@@ -539,6 +570,9 @@ long map_view::remove(const void *key) const {
         return perf_array_remove(ref(), key);
     }
     auto fam = info_of(spec_.type).fam;
+    if (fam == family::stack_trace) {
+        return stack_remove(ref(), key);
+    }
     return fam == family::hash ? hash_remove(ref(), key) : -EINVAL;
 }
 
@@ -546,7 +580,7 @@ std::span<uint8_t> map_view::value_area() const {
     // A cgroup array's slots hold ids programs must not read (Linux refuses lookups in it).
     auto fam = info_of(spec_.type).fam;
     if (base_ == nullptr || fam == family::ringbuf || fam == family::cgroup_array ||
-        spec_.type == map_type::perf_event_array) {
+        fam == family::stack_trace || spec_.type == map_type::perf_event_array) {
         return {};
     }
     return {base_ + layout_.values, layout_.values_size};
@@ -618,6 +652,9 @@ result<std::vector<uint8_t>> map_view::read(std::span<const uint8_t> key) const 
                                       "are cgroup fds of the process that wrote them)");
     }
     auto m = ref();
+    if (info_of(spec_.type).fam == family::stack_trace) {
+        return stack_read(m, key.data());
+    }
     uint32_t idx = find_entry(m, key.data(), false);
     if (idx == none) {
         return make_error(ENOENT, "no such key");
@@ -637,6 +674,10 @@ result<void> map_view::write(std::span<const uint8_t> key, std::span<const uint8
     }
     if (info_of(spec_.type).fam == family::cgroup_array) {
         return cgroup_array_write(ref(), key, value, flags);
+    }
+    if (info_of(spec_.type).fam == family::stack_trace) {
+        return make_error(EINVAL, "a stack trace map is filled by bpf_get_stackid only, as in "
+                                  "Linux (its entries can be read and deleted)");
     }
     value_source src{value.data(), value_source::spread::every_cpu};
     if (ncpus_ > 1 && value.size() == uint64_t{ncpus_} * spec_.value_size) {
@@ -680,8 +721,11 @@ result<std::optional<std::vector<uint8_t>>> map_view::next_key(std::span<const u
     }
     auto m = ref();
     const void *after = key.empty() ? nullptr : key.data();
-    bool array = info_of(spec_.type).fam != family::hash;
-    auto idx = array ? array_next(m, after) : hash_next(m, after);
+    auto fam = info_of(spec_.type).fam;
+    bool array = fam != family::hash;
+    auto idx = fam == family::stack_trace ? stack_next(m, after)
+               : array                    ? array_next(m, after)
+                                          : hash_next(m, after);
     if (!idx) {
         return std::optional<std::vector<uint8_t>>();
     }
@@ -698,10 +742,19 @@ uint64_t map_view::count() const {
     case family::hash:
         return std::min(atomic(ref().header().count).load(std::memory_order_relaxed),
                         spec_.max_entries);
+    case family::stack_trace:
+        return stack_count(ref());
     case family::ringbuf:
         break;
     }
     return 0;
+}
+
+long map_view::stack_put(std::span<const uint64_t> ips, uint64_t flags) const {
+    if (spec_.type != map_type::stack_trace) {
+        return -EINVAL;
+    }
+    return detail::stack_put(ref(), ips, flags);
 }
 
 } // namespace bpftime::maps

@@ -197,7 +197,8 @@ program_dump program_of(int fd) {
 namespace {
 
 bool per_cpu(maps::map_type t) {
-    return t == maps::map_type::percpu_array || t == maps::map_type::percpu_hash;
+    return t == maps::map_type::percpu_array || t == maps::map_type::percpu_hash ||
+           t == maps::map_type::lru_percpu_hash;
 }
 
 bool is_array(maps::map_type t) {

@@ -360,8 +360,42 @@ struct map_args {
 
 std::atomic<bool> interrupted{false};
 
-void print_entry(const global_options &g, const std::vector<uint8_t> &key,
+// A stack trace map's value: its return addresses, innermost first, up to the first zero.
+std::vector<std::string> stack_frames(const std::vector<uint8_t> &value) {
+    std::vector<std::string> out;
+    for (size_t at = 0; at + 8 <= value.size(); at += 8) {
+        uint64_t ip = 0;
+        std::memcpy(&ip, value.data() + at, sizeof ip);
+        if (ip == 0) {
+            break;
+        }
+        char buf[24];
+        std::snprintf(buf, sizeof buf, "0x%" PRIx64, ip);
+        out.emplace_back(buf);
+    }
+    return out;
+}
+
+void print_entry(const global_options &g, const store::map_info &m, const std::vector<uint8_t> &key,
                  const std::vector<uint8_t> &value) {
+    if (m.spec.type == maps::map_type::stack_trace && key.size() == 4) {
+        uint32_t id = 0;
+        std::memcpy(&id, key.data(), sizeof id);
+        auto frames = stack_frames(value);
+        if (g.json) {
+            std::puts(json{
+                {"key", hex_bytes(key.data(), key.size())}, {"stack_id", id}, {"frames", frames}}
+                          .dump()
+                          .c_str());
+            return;
+        }
+        std::string text;
+        for (const std::string &f : frames) {
+            text += (text.empty() ? "" : " ") + f;
+        }
+        std::printf("stack %u: %s\n", id, text.c_str());
+        return;
+    }
     if (g.json) {
         std::puts(json{{"key", hex_bytes(key.data(), key.size())},
                        {"value", hex_bytes(value.data(), value.size())}}
@@ -591,7 +625,7 @@ int cmd_map(const global_options &g, const map_args &a) {
             key = std::move(**next);
             auto value = view.read(key);
             if (value) {
-                print_entry(g, key, *value);
+                print_entry(g, *info, key, *value);
                 n++;
             }
         }
@@ -614,7 +648,7 @@ int cmd_map(const global_options &g, const map_args &a) {
                                                            hex_bytes(key->data(), key->size()) +
                                                            ": " + value.err().message));
         }
-        print_entry(g, *key, *value);
+        print_entry(g, *info, *key, *value);
         return 0;
     }
     if (a.op == "delete") {

@@ -44,6 +44,7 @@ void run_all(const std::vector<probe_program> &progs, uintptr_t address, const p
     vm::run_options opts;
     opts.mem_writable = false; // the registers are the program's to read, not to change
     opts.info.func_ip = address;
+    opts.info.user_regs = regs;
     for (const probe_program &p : progs) {
         // A fault is counted in the link's counters; the probed function goes on regardless.
         (void)p.prog->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);

@@ -83,9 +83,23 @@ r=$(send map_create 6 per_cpu 4 4 2)
 pc=$(fd_of "$r")
 want percpu-update '^ok$' "$(send update "$pc" 0 7)"
 
+r=$(send map_create 10 lru_per_cpu 4 4 2)
+lpc=$(fd_of "$r")
+want lru-percpu-update '^ok$' "$(send update "$lpc" 0 7)"
+send update "$lpc" 1 8 >/dev/null
+want lru-percpu-full-evicts '^ok$' "$(send update "$lpc" 2 9)"
+want lru-percpu-lookup '^value=9$' "$(send lookup "$lpc" 2)"
+want lru-percpu-oldest-gone '^err=ENOENT$' "$(send lookup "$lpc" 0)"
+
+# A stack trace map: bpf_get_stackid fills it; the loader reads and deletes, as in Linux.
+r=$(send map_create 7 st 4 8 4)
+st=$(fd_of "$r")
+want stack-trace-empty '^err=ENOENT$' "$(send lookup "$st" 0)"
+want stack-trace-update-einval '^err=EINVAL$' "$(send update "$st" 0 1)"
+
 # Unsupported map types and bad specs: EINVAL, one line on stderr for the type.
-want stack-trace-einval '^err=EINVAL$' "$(send map_create 7 st 4 8 4)"
-want stack-trace-again '^err=EINVAL$' "$(send map_create 7 st 4 8 4)"
+want sockmap-einval '^err=EINVAL$' "$(send map_create 15 sm 4 4 4)"
+want sockmap-again '^err=EINVAL$' "$(send map_create 15 sm 4 4 4)"
 want bad-ringbuf-size '^err=EINVAL$' "$(send map_create 27 rb 0 0 1000)"
 want bad-fd '^err=EBADF$' "$(send lookup 999 1)"
 
@@ -137,8 +151,8 @@ if [[ $(id -u) -eq 0 ]]; then
 fi
 stop_loader
 errors=$(cat "$tmp/loader.err")
-want unsupported-line-once '^bpftime: bpf\(BPF_MAP_CREATE\) of map type 7 \(stack_trace\) is not supported in user space$' "$errors"
-want unsupported-line-once-only '^1$' "$(grep -c 'stack_trace' <<<"$errors")"
+want unsupported-line-once '^bpftime: bpf\(BPF_MAP_CREATE\) of map type 15 \(sockmap\) is not supported in user space$' "$errors"
+want unsupported-line-once-only '^1$' "$(grep -c 'sockmap' <<<"$errors")"
 out=$(list)
 want exit-destroys-unpinned '^$' "$(grep -E 'ip_counts|settings|per_cpu' <<<"$out")"
 want pinned-survives 'map +pinned_map' "$out"

@@ -470,6 +470,7 @@ TEST_F(KernelProvider, MapsReadTheSameAsInUserSpace) {
         {"a", {maps::map_type::array, 4, 8, 4, 0}, {}, false},
         {"pa", {maps::map_type::percpu_array, 4, 12, 2, 0}, {}, false},
         {"ph", {maps::map_type::percpu_hash, 4, 4, 4, 0}, {}, false},
+        {"lph", {maps::map_type::lru_percpu_hash, 4, 4, 4, 0}, {}, false},
     };
     for (const map_create_spec &spec : specs) {
         SCOPED_TRACE(spec.name);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// percpu_array and percpu_hash: programs see their CPU's slot, the controller sees all.
+// percpu_array, percpu_hash and lru_percpu_hash: programs see their CPU's slot, the controller
+// sees all.
 #include "test_util.hpp"
 
 namespace bpftime::maps::test {
@@ -51,7 +52,7 @@ TEST_P(PerCpuMap, ProgramsUpdateAndLookUpTheirCpuOnly) {
 
 TEST_P(PerCpuMap, AProgramsFirstUpdateLeavesOtherCpusZero) {
     uint32_t key = 5;
-    if (GetParam() == map_type::percpu_hash) {
+    if (GetParam() != map_type::percpu_array) {
         // Reuse an entry that held other values: the insert must clear them.
         uint64_t old[ncpus] = {1, 2, 3, 4};
         ASSERT_TRUE(m->write(bytes(key), bytes(old)));
@@ -68,7 +69,8 @@ TEST_P(PerCpuMap, AProgramsFirstUpdateLeavesOtherCpusZero) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, PerCpuMap,
-                         ::testing::Values(map_type::percpu_array, map_type::percpu_hash),
+                         ::testing::Values(map_type::percpu_array, map_type::percpu_hash,
+                                           map_type::lru_percpu_hash),
                          [](const auto &p) { return std::string(map_type_name(p.param)); });
 
 } // namespace

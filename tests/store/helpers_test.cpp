@@ -397,5 +397,116 @@ TEST_F(HelpersTest, TracePrintkPrintsStrings) {
     EXPECT_NE(err.find("trace: (fault)"), std::string::npos) << err;
 }
 
+// get_stackid and get_stack walk the user stack from the registers the probe gives (rip, the
+// return address at the stack top at a function's first instruction, then the rbp chain, as the
+// kernel walks user stacks), here a stack built in memory.
+struct fake_stack {
+    // pt_regs as 21 words: rbp at 4, rip at 16, rsp at 19.
+    uint64_t regs[21] = {};
+    uint64_t top[1] = {0x401111};       // the return address at the stack top
+    uint64_t frame2[2] = {0, 0x403333}; // the outermost frame: saved rbp 0, return address
+    uint64_t frame1[2] = {0, 0x402222}; // saved rbp -> frame2
+    fake_stack() {
+        frame1[0] = reinterpret_cast<uint64_t>(frame2);
+        regs[4] = reinterpret_cast<uint64_t>(frame1);
+        regs[16] = 0x400000;
+        regs[19] = reinterpret_cast<uint64_t>(top);
+    }
+    vm::run_options options() const {
+        vm::run_options o;
+        o.info.func_ip = 0x400000; // at the function's first instruction
+        o.info.user_regs = regs;
+        return o;
+    }
+};
+
+std::string stackid_call(uint32_t map, uint64_t flags) {
+    return "mov %r6, %r1\nlddw %r2, map_fd(" + std::to_string(map) + ")\nmov %r1, %r6\nlddw %r3, " +
+           std::to_string(flags) + "\ncall 27\nexit\n";
+}
+
+TEST_F(HelpersTest, GetStackidStoresTheWalkedUserStack) {
+    uint32_t st = map({maps::map_type::stack_trace, 4, 8 * 8, 16, 0});
+    fake_stack fs;
+    auto opts = fs.options();
+    auto id = run(stackid_call(st, maps::stack_user), {st}, fs.regs, sizeof fs.regs, opts);
+    ASSERT_TRUE(id.ok()) << id.err().message;
+    ASSERT_LT(static_cast<int64_t>(*id), 16) << static_cast<int64_t>(*id);
+    auto opened = provider->open_map(st);
+    ASSERT_TRUE(opened.ok()) << opened.err().message;
+    uint32_t key = static_cast<uint32_t>(*id);
+    auto value = (*opened)->read(std::span(reinterpret_cast<const uint8_t *>(&key), 4));
+    ASSERT_TRUE(value.ok()) << value.err().message;
+    std::vector<uint64_t> frames(8);
+    std::memcpy(frames.data(), value->data(), 64);
+    EXPECT_EQ(frames, (std::vector<uint64_t>{0x400000, 0x401111, 0x402222, 0x403333, 0, 0, 0, 0}));
+    // The same stack, the same id; skipping two frames is another stack.
+    EXPECT_EQ(*run(stackid_call(st, maps::stack_user), {st}, fs.regs, sizeof fs.regs, opts), *id);
+    auto skipped = run(stackid_call(st, maps::stack_user | 2), {st}, fs.regs, sizeof fs.regs, opts);
+    ASSERT_TRUE(skipped.ok());
+    key = static_cast<uint32_t>(*skipped);
+    value = (*opened)->read(std::span(reinterpret_cast<const uint8_t *>(&key), 4));
+    ASSERT_TRUE(value.ok()) << value.err().message;
+    std::memcpy(frames.data(), value->data(), 64);
+    EXPECT_EQ(frames, (std::vector<uint64_t>{0x402222, 0x403333, 0, 0, 0, 0, 0, 0}));
+    // Skipping every frame, a kernel stack, no registers, unknown flags.
+    auto rc = [&](uint64_t flags, const vm::run_options &o) {
+        auto r = run(stackid_call(st, flags), {st}, fs.regs, sizeof fs.regs, o);
+        return r.ok() ? static_cast<int64_t>(*r) : 1;
+    };
+    EXPECT_EQ(rc(maps::stack_user | 4, opts), -EFAULT);
+    EXPECT_EQ(rc(0, opts), -EFAULT) << "no kernel stack in user space";
+    EXPECT_EQ(rc(maps::stack_user, vm::run_options{}), -EFAULT) << "no probed thread";
+    EXPECT_EQ(rc(maps::stack_user | maps::stack_user_build_id, opts), -EINVAL);
+    // The stack's memory going away mid-walk ends the walk, never the process.
+    fake_stack broken;
+    broken.frame1[0] = 16; // an unmapped address
+    auto o = broken.options();
+    auto r = run(stackid_call(st, maps::stack_user), {st}, broken.regs, sizeof broken.regs, o);
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_GE(static_cast<int64_t>(*r), 0);
+    // r2 must be a stack trace map.
+    uint32_t h = map({maps::map_type::hash, 4, 8, 4, 0});
+    expect_fault(run(stackid_call(h, maps::stack_user), {h}, fs.regs, sizeof fs.regs, opts),
+                 "get_stackid: r2 is a hash map, not a stack_trace map");
+}
+
+TEST_F(HelpersTest, GetStackCopiesFramesAndZeroesTheRest) {
+    fake_stack fs;
+    auto opts = fs.options();
+    // get_stack(ctx, r10-48, 48, flags); r0 = the result, the buffer checked after the run.
+    auto call = [&](uint64_t flags, uint64_t size, std::vector<uint64_t> &out) {
+        std::string text = "mov %r6, %r1\n";
+        for (int i = 8; i <= 48; i += 8) {
+            text += "stdw [%r10-" + std::to_string(i) + "], -1\n";
+        }
+        text += "mov %r1, %r6\nmov %r2, %r10\nadd %r2, -48\nmov %r3, " + std::to_string(size) +
+                "\nlddw %r4, " + std::to_string(flags) +
+                "\ncall 67\nmov %r7, %r0\n"
+                // Copy the buffer out through the context: r6 points at the registers.
+                "ldxdw %r1, [%r10-48]\nldxdw %r2, [%r10-40]\nldxdw %r3, [%r10-32]\n"
+                "ldxdw %r4, [%r10-24]\nldxdw %r5, [%r10-16]\nldxdw %r8, [%r10-8]\n"
+                "stxdw [%r6], %r1\nstxdw [%r6+8], %r2\nstxdw [%r6+16], %r3\n"
+                "stxdw [%r6+24], %r4\nstxdw [%r6+40], %r5\nstxdw [%r6+48], %r8\n"
+                "mov %r0, %r7\nexit\n";
+        uint64_t copy[21];
+        std::memcpy(copy, fs.regs, sizeof copy);
+        auto r = run(text, {}, copy, sizeof copy, opts);
+        // What the program saw: words 0..3 and 5..6 of the context hold the buffer.
+        out = {copy[0], copy[1], copy[2], copy[3], copy[5], copy[6]};
+        return r.ok() ? static_cast<int64_t>(*r) : 1;
+    };
+    std::vector<uint64_t> buf;
+    EXPECT_EQ(call(maps::stack_user, 48, buf), 32);
+    EXPECT_EQ(buf, (std::vector<uint64_t>{0x400000, 0x401111, 0x402222, 0x403333, 0, 0}));
+    EXPECT_EQ(call(maps::stack_user | 1, 16, buf), 16);
+    EXPECT_EQ(buf, (std::vector<uint64_t>{0x401111, 0x402222, uint64_t(-1), uint64_t(-1),
+                                          uint64_t(-1), uint64_t(-1)}));
+    EXPECT_EQ(call(0, 48, buf), -EFAULT);
+    EXPECT_EQ(buf, std::vector<uint64_t>(6, 0)) << "the buffer is zeroed on an error";
+    EXPECT_EQ(call(maps::stack_user | maps::stack_user_build_id, 48, buf), -EINVAL);
+    EXPECT_EQ(call(maps::stack_user, 44, buf), -EINVAL) << "size must be a multiple of 8";
+}
+
 } // namespace
 } // namespace bpftime

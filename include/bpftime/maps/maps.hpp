@@ -38,10 +38,18 @@ enum class map_type : uint32_t {
     /// the kernel's mmap of a perf event fd (a perf_event_mmap_page page, then max_entries bytes
     /// of data, a power of two and a multiple of 4096). key_size and value_size are 0.
     perf_ring = 0x40000004,
+    /// BPF_MAP_TYPE_LRU_PERCPU_HASH: per-CPU values as percpu_hash, eviction of the least
+    /// recently used entry when full as lru_hash. BPF_F_NO_COMMON_LRU is accepted (there is one
+    /// LRU list either way).
+    lru_percpu_hash = 10,
+    /// BPF_MAP_TYPE_STACK_TRACE: 4-byte keys (a stack id, below max_entries rounded up to a power
+    /// of two), values of value_size / 8 return addresses (u64), zero-padded past the stack's
+    /// depth. Filled by bpf_get_stackid only (stack_put); the controller reads and deletes.
+    stack_trace = 7,
 };
 
 /// "hash", "array", "percpu_hash", "percpu_array", "cgroup_array", "lru_hash", "ringbuf",
-/// "perf_event_array", "perf_ring" (or "unknown").
+/// "perf_event_array", "perf_ring", "lru_percpu_hash", "stack_trace" (or "unknown").
 const char *map_type_name(map_type type);
 /// Parses the names above.
 std::optional<map_type> parse_map_type(std::string_view name);
@@ -54,6 +62,16 @@ inline constexpr uint64_t update_exist = 2;   ///< BPF_EXIST
 /// bpf_perf_event_output's flags value for "the slot of the current CPU" (BPF_F_CURRENT_CPU);
 /// other values below it name a slot.
 inline constexpr uint64_t perf_current_cpu = 0xffffffffull;
+
+/// bpf_get_stackid's flags, as in Linux.
+inline constexpr uint64_t stack_skip_mask = 0xff;           ///< BPF_F_SKIP_FIELD_MASK
+inline constexpr uint64_t stack_user = 1ull << 8;           ///< BPF_F_USER_STACK
+inline constexpr uint64_t stack_fast_cmp = 1ull << 9;       ///< BPF_F_FAST_STACK_CMP
+inline constexpr uint64_t stack_reuse_id = 1ull << 10;      ///< BPF_F_REUSE_STACKID
+inline constexpr uint64_t stack_user_build_id = 1ull << 11; ///< BPF_F_USER_BUILD_ID (get_stack)
+/// The deepest stack a stack trace map or bpf_get_stack keeps (Linux's default
+/// kernel.perf_event_max_stack).
+inline constexpr uint32_t max_stack_depth = 127;
 
 /// Ring-buffer flags, as in Linux.
 inline constexpr uint64_t ringbuf_no_wakeup = 1;    ///< BPF_RB_NO_WAKEUP
@@ -249,6 +267,15 @@ public:
     bool perf_wait(int timeout_ms) const;
     /// perf_ring: records lost so far (full ring, busy ring, disabled event).
     uint64_t perf_lost() const;
+    // --- stack trace maps ---
+
+    /// stack_trace: stores a stack of return addresses (ips.size() at most value_size / 8) as
+    /// bpf_get_stackid does and returns its id, or a negative errno: -EEXIST when the stack's
+    /// bucket holds another stack and flags lack stack_reuse_id, -EBUSY when other writers hold
+    /// the map for too long, -EFAULT for an empty stack, -EINVAL for another map or unknown flags.
+    /// flags: stack_fast_cmp (compare hashes only), stack_reuse_id (replace another stack).
+    long stack_put(std::span<const uint64_t> ips, uint64_t flags) const;
+
     /// perf_ring: wake the consumer every `events` records (perf_event_attr::wakeup_events; 0
     /// is 1), and whether the event is enabled (PERF_EVENT_IOC_ENABLE / DISABLE).
     void perf_configure(uint32_t events, bool enabled) const;

@@ -81,6 +81,10 @@ struct run_info {
     uint64_t attach_cookie = 0;
     /// The address of the probed function (get_func_ip) when a probe runs the program, else 0.
     uint64_t func_ip = 0;
+    /// The probed thread's registers in the layout of Linux's x86-64 struct pt_regs, when a
+    /// probe in this process runs the program (bpf_get_stackid / bpf_get_stack walk the user
+    /// stack from them); null elsewhere (test hooks, nginx).
+    const void *user_regs = nullptr;
 };
 
 /// The memory and state of one run that helpers may use.

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: MIT
+// A program whose function stack_leaf is called from two known call paths, built with frame
+// pointers so a user stack can be walked as the kernel walks it. Prints main's address, from
+// which a test finds where the binary is loaded.
+// Usage: stack_target CALLS
+#include <stdio.h>
+#include <stdlib.h>
+
+__attribute__((noinline, noclone)) int stack_work(int x) {
+    __asm__ volatile("" ::: "memory");
+    return x + 1;
+}
+
+// The probed function. It calls another so that it sets up a frame (compilers leave the frame
+// pointer out of leaf functions) and its first instructions have room for a probe's jump.
+__attribute__((noinline, noclone)) int stack_leaf(int x) {
+    return stack_work(x) + 1;
+}
+
+// Not tail calls: each uses the result, so the return address stays in its caller.
+__attribute__((noinline, noclone)) int stack_path_a(int x) {
+    return stack_leaf(x) * 2;
+}
+
+__attribute__((noinline, noclone)) int stack_path_b(int x) {
+    return stack_leaf(x) * 3;
+}
+
+int main(int argc, char **argv) {
+    int calls = argc > 1 ? atoi(argv[1]) : 0;
+    long sum = 0;
+    for (int i = 0; i < calls; i++) {
+        sum += stack_path_a(i);
+        sum += stack_path_b(i);
+    }
+    printf("main %p\ncalls %d sum %ld\n", (void *)main, calls, sum);
+    return 0;
+}
