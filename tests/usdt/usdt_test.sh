@@ -5,10 +5,12 @@
 # command line (`bpftime attach usdt` + `bpftime start`), through a libbpf loader under
 # `bpftime load` and through the kernel's uprobes; the semaphore is counted up while a probe is
 # attached and down again when it goes; bad targets are refused with their reason.
-# Usage: usdt_test.sh BPFTIME OBJECTS_DIR TARGET BAD_TARGET LOADER
+# Usage: usdt_test.sh cli|loader BPFTIME OBJECTS_DIR TARGET BAD_TARGET LOADER
+# (cli: the command line in user space and through the kernel provider; loader: the libbpf
+# loader under `bpftime load`, and the same loader on the kernel)
 set -uo pipefail
-bpftime=$1 objects=$2 target=$3 bad=$4 loader=$5
-export BPFTIME_SHM=bpftime-usdt-test-$$
+mode=$1 bpftime=$2 objects=$3 target=$4 bad=$5 loader=$6
+export BPFTIME_SHM=bpftime-usdt-test-$mode-$$
 export BPFTIME_AGENT_QUIET=1
 # The gated program's section names the target by name, found in $PATH.
 export PATH="$(dirname "$target"):$PATH"
@@ -57,7 +59,7 @@ seen_of() {
 semaphore_check() {
   local label=$1 run=() i
   shift
-  [[ $label == kernel ]] && run=("$target") || run=("$bpftime" start "$target")
+  [[ $label == kernel* ]] && run=("$target") || run=("$bpftime" start "$target")
   "${run[@]}" --semaphore >"$tmp/sem" 2>&1 &
   BG=$!
   for ((i = 0; i < 200; i++)); do
@@ -90,6 +92,38 @@ attach_all() {
   GATED_LINK=$(sed -nE 's/^link ([0-9]+) .*/\1/p' <<<"$out")
 }
 
+# run_loader LABEL [WRAPPER...]: the libbpf loader (under WRAPPER), the target fired, the values
+# the loader reads back, and the gated probe's semaphore when the loader destroys its link.
+run_loader() {
+  local label=$1
+  shift
+  coproc LOADER { exec "$@" "$loader" "$obj" "$target" 2>"$tmp/loader.err"; }
+  IFS= read -r -t 60 ready <&"${LOADER[0]}" || ready="(no answer: $(cat "$tmp/loader.err"))"
+  same "$label-attached" "attached 4" "$ready"
+  local run=("$target")
+  [[ $label == loader ]] && run=("$bpftime" start "$target")
+  expect "$label-target" 0 "^gated $rounds$" -- "${run[@]}" "$rounds"
+  echo dump >&"${LOADER[1]}"
+  IFS= read -r -t 30 loader_seen <&"${LOADER[0]}"
+  same "$label-values" "$want_seen" "$loader_seen"
+  semaphore_check "$label" eval 'echo "detach usdt_gated" >&"${LOADER[1]}"; read -r -t 30 _ <&"${LOADER[0]}"'
+  echo exit >&"${LOADER[1]}"
+  wait "$LOADER_PID" 2>/dev/null
+  LOADER_PID=
+}
+
+if [[ $mode == loader ]]; then
+  run_loader loader "$bpftime" load
+  if ! out=$("$bpftime" --provider kernel load "$obj" 2>&1); then
+    echo "SKIP kernel half: the kernel refuses eBPF here (needs root with CAP_BPF): $out"
+  else
+    "$bpftime" reset --provider kernel >/dev/null 2>&1
+    run_loader kernel-loader
+  fi
+  finish
+  exit
+fi
+
 # --- the command line, in user space ---
 attach_all
 expect user-target 0 "^fired $rounds: two -42 18364758544493064720 six -7 250 -1234 65000 -100000 -5000000000
@@ -116,19 +150,6 @@ zero_links=$("$bpftime" list | grep -c ' link ')
 expect no-section-no-args 1 "attach usdt needs BINARY:PROVIDER:NAME \(program $six has no usdt/BINARY:PROVIDER:NAME section\)" -- \
   "$bpftime" attach usdt "$six"
 same refusals-leave-nothing "$zero_links" "$("$bpftime" list | grep -c ' link ')"
-"$bpftime" reset >/dev/null
-
-# --- a libbpf loader under the interposer ---
-coproc LOADER { exec "$bpftime" load "$loader" "$obj" "$target" 2>"$tmp/loader.err"; }
-IFS= read -r -t 60 ready <&"${LOADER[0]}" || ready="(no answer: $(cat "$tmp/loader.err"))"
-same loader-attached "attached 4" "$ready"
-expect loader-target 0 "^gated $rounds$" -- "$bpftime" start "$target" "$rounds"
-echo dump >&"${LOADER[1]}"
-IFS= read -r -t 30 loader_seen <&"${LOADER[0]}"
-same loader-values "$want_seen" "$loader_seen"
-semaphore_check loader eval 'echo "detach usdt_gated" >&"${LOADER[1]}"; read -r -t 30 _ <&"${LOADER[0]}"'
-echo exit >&"${LOADER[1]}"
-wait "$LOADER_PID" 2>/dev/null
 "$bpftime" reset >/dev/null
 
 # --- the same object and commands through the kernel's uprobes ---
