@@ -150,6 +150,8 @@ zero_links=$("$bpftime" list | grep -c ' link ')
 expect no-section-no-args 1 "attach usdt needs BINARY:PROVIDER:NAME \(program $six has no usdt/BINARY:PROVIDER:NAME section\)" -- \
   "$bpftime" attach usdt "$six"
 same refusals-leave-nothing "$zero_links" "$("$bpftime" list | grep -c ' link ')"
+expect json-output 0 '^\[\{"link":[0-9]+,"target":[0-9]+,"address":[0-9]+,"spec":[0-9]+\}\]$' -- \
+  "$bpftime" --json attach usdt "$six" "$target:bpftime_test:zero"
 "$bpftime" reset >/dev/null
 
 # --- the same object and commands through the kernel's uprobes ---
