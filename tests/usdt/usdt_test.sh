@@ -146,6 +146,10 @@ expect malformed-arg-spec 1 "bpftime_test:bad: the site at 0x[0-9a-f]+ \('-4@%ed
   "$bpftime" attach usdt "$six" "$bad:bpftime_test:bad"
 expect bad-syntax 1 "expected BINARY:PROVIDER:NAME" -- "$bpftime" attach usdt "$six" "$target:six"
 expect no-such-binary 1 "nope-binary: not found" -- "$bpftime" attach usdt "$six" "nope-binary:a:b"
+"$bpftime" load "$objects/usdt_plain.bpf.o" >/dev/null
+plain=$(KIND=program NAME=usdt_plain id_of "$bpftime")
+expect program-without-specs-map 1 "program $plain \(usdt_plain\) does not use the __bpf_usdt_specs map: a USDT program reads its arguments through libbpf's usdt.bpf.h \(bpf_usdt_arg\)" -- \
+  "$bpftime" attach usdt "$plain" "$target:bpftime_test:zero"
 zero_links=$("$bpftime" list | grep -c ' link ')
 expect no-section-no-args 1 "attach usdt needs BINARY:PROVIDER:NAME \(program $six has no usdt/BINARY:PROVIDER:NAME section\)" -- \
   "$bpftime" attach usdt "$six"
