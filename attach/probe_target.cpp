@@ -14,6 +14,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <climits>
@@ -137,6 +138,15 @@ public:
     static result<std::unique_ptr<binary_file>> open(const std::string &path);
 
     const std::vector<code_segment> &code() const { return code_; }
+    /// The loadable segment holding an address in its file-backed part, if any.
+    const code_segment *loaded_of(uint64_t address) const {
+        for (const code_segment &seg : loaded_) {
+            if (address >= seg.vaddr && address - seg.vaddr < seg.size) {
+                return &seg;
+            }
+        }
+        return nullptr;
+    }
     /// The code segment holding an address, if any.
     const code_segment *segment_of(uint64_t address) const {
         for (const code_segment &seg : code_) {
@@ -148,12 +158,15 @@ public:
     }
     /// Looks a function up in .symtab, then .dynsym.
     result<symbol_search> find_function(std::string_view name) const;
+    /// Whether a function symbol (of .symtab or .dynsym) starts at address.
+    bool starts_function(uint64_t address) const;
 
 private:
     fd_closer fd_;
     loader::elf_ptr elf_;
     std::string path_;
     std::vector<code_segment> code_;
+    std::vector<code_segment> loaded_; // every PT_LOAD, as far as the file backs it
 
     result<void> scan(Elf_Scn *scn, Elf_Data *versym, bool dynamic, std::string_view name,
                       symbol_search &out) const;
@@ -203,6 +216,9 @@ result<std::unique_ptr<binary_file>> binary_file::open(const std::string &path) 
         }
         if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) != 0 && ph.p_filesz > 0) {
             file->code_.push_back({ph.p_vaddr, ph.p_filesz, ph.p_offset});
+        }
+        if (ph.p_type == PT_LOAD && ph.p_filesz > 0) {
+            file->loaded_.push_back({ph.p_vaddr, ph.p_filesz, ph.p_offset});
         }
     }
     return file;
@@ -315,6 +331,28 @@ result<symbol_search> binary_file::find_function(std::string_view name) const {
         }
     }
     return out;
+}
+
+bool binary_file::starts_function(uint64_t address) const {
+    Elf *elf = elf_.get();
+    for (Elf_Scn *scn = elf_nextscn(elf, nullptr); scn != nullptr; scn = elf_nextscn(elf, scn)) {
+        GElf_Shdr sh;
+        if (gelf_getshdr(scn, &sh) == nullptr ||
+            (sh.sh_type != SHT_SYMTAB && sh.sh_type != SHT_DYNSYM) || sh.sh_entsize == 0) {
+            continue;
+        }
+        Elf_Data *data = elf_getdata(scn, nullptr);
+        size_t count = data != nullptr ? sh.sh_size / sh.sh_entsize : 0;
+        for (size_t i = 1; i < count && i <= INT_MAX; i++) {
+            GElf_Sym sym;
+            if (gelf_getsym(data, static_cast<int>(i), &sym) != nullptr &&
+                GELF_ST_TYPE(sym.st_info) == STT_FUNC && sym.st_shndx != SHN_UNDEF &&
+                sym.st_value == address) {
+                return true;
+            }
+        }
+    }
+    return false;
 }
 
 // --- parsing -----------------------------------------------------------------------------
@@ -430,6 +468,26 @@ result<uprobe_location> resolve_uprobe_target(std::string_view args) {
     }
     std::string_view binary_name = args.substr(0, colon);
     std::string_view where = args.substr(colon + 1);
+    // "(SEMAPHORE)" at the end: a USDT semaphore's ELF virtual address, as the kernel's
+    // uprobe_events take "PATH:OFFSET(REF_CTR_OFFSET)".
+    std::optional<uint64_t> semaphore;
+    if (size_t open = where.find('('); open != std::string_view::npos) {
+        std::string_view text = where.substr(open + 1);
+        if (text.empty() || text.back() != ')') {
+            return refuse(args, EINVAL,
+                          "a semaphore is written (0xADDRESS) at the end (expected " +
+                              std::string(uprobe_syntax) + ", then optionally (0xSEMAPHORE))");
+        }
+        text.remove_suffix(1);
+        bool hex_prefix = text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X');
+        semaphore = parse_number(text);
+        if (!hex_prefix || !semaphore || *semaphore == 0) {
+            return refuse(args, EINVAL,
+                          "bad semaphore '" + std::string(text) +
+                              "' (an ELF virtual address, hexadecimal with 0x, e.g. 0x4010)");
+        }
+        where = where.substr(0, open);
+    }
     if (binary_name.empty()) {
         return refuse(args, EINVAL,
                       "no binary before ':' (expected " + std::string(uprobe_syntax) + ")");
@@ -523,6 +581,9 @@ result<uprobe_location> resolve_uprobe_target(std::string_view args) {
         }
         loc.address = s.st_value + loc.offset;
         loc.bytes_to_end = s.st_size > 0 ? s.st_size - loc.offset : 0;
+        loc.function_entry = loc.offset == 0;
+    } else {
+        loc.function_entry = file.starts_function(loc.address);
     }
 
     const code_segment *seg = file.segment_of(loc.address);
@@ -534,6 +595,16 @@ result<uprobe_location> resolve_uprobe_target(std::string_view args) {
                           segments_text(file));
     }
     loc.file_offset = loc.address - seg->vaddr + seg->offset;
+    if (semaphore) {
+        const code_segment *data = file.loaded_of(*semaphore);
+        if (data == nullptr || *semaphore - data->vaddr + 2 > data->size) {
+            return refuse(args, EFAULT,
+                          "the semaphore " + hex(*semaphore) + " is in no loadable segment of " +
+                              loc.binary + " backed by the file");
+        }
+        loc.semaphore = *semaphore;
+        loc.semaphore_offset = *semaphore - data->vaddr + data->offset;
+    }
     return loc;
 }
 
@@ -629,6 +700,75 @@ result<uintptr_t> runtime_address(const uprobe_location &loc) {
                                       std::to_string(::getpid()) + ")");
     }
     return *found;
+}
+
+result<uint16_t *> runtime_semaphore(const uprobe_location &loc) {
+    if (loc.semaphore == 0) {
+        return make_error(EINVAL, loc.binary + ": the probe has no semaphore");
+    }
+    struct stat st {};
+    if (::stat(loc.binary.c_str(), &st) != 0) {
+        int e = errno;
+        return make_error(e, loc.binary + ": " + std::strerror(e));
+    }
+    FILE *maps = std::fopen("/proc/self/maps", "re");
+    if (maps == nullptr) {
+        int e = errno;
+        return make_error(e, std::string("/proc/self/maps: ") + std::strerror(e));
+    }
+    // The writable private mapping of the same file that holds the semaphore's file offset.
+    char line[4096];
+    std::optional<uintptr_t> found;
+    while (!found && std::fgets(line, sizeof line, maps) != nullptr) {
+        unsigned long long start = 0, end = 0, offset = 0, inode = 0;
+        unsigned major = 0, minor = 0;
+        char perms[8] = {};
+        if (std::sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms, &offset, &major,
+                        &minor, &inode) != 7) {
+            continue;
+        }
+        if (perms[1] == 'w' && inode == st.st_ino && major == major(st.st_dev) &&
+            minor == minor(st.st_dev) && loc.semaphore_offset >= offset &&
+            loc.semaphore_offset - offset + 2 <= end - start) {
+            found = static_cast<uintptr_t>(start + (loc.semaphore_offset - offset));
+        }
+    }
+    std::fclose(maps);
+    if (!found || *found % alignof(uint16_t) != 0) {
+        return make_error(ENOENT, loc.binary + ": the semaphore " + hex(loc.semaphore) +
+                                      " is not in a writable mapping of this process (pid " +
+                                      std::to_string(::getpid()) + ")");
+    }
+    return reinterpret_cast<uint16_t *>(*found);
+}
+
+result<void> check_return_override(std::span<const vm::ebpf_inst> insns, uint32_t prog_id,
+                                   int32_t attach_type, std::string_view args) {
+    bool calls = std::any_of(insns.begin(), insns.end(), [](const vm::ebpf_inst &inst) {
+        return inst.opcode == vm::op_call && inst.src == vm::call_helper && inst.imm == 58;
+    });
+    if (!calls) {
+        return {};
+    }
+    std::string where;
+    if (attach_type == attach_type_uretprobe) {
+        where = "a uretprobe (the function has run by then)";
+    } else if (attach_type != attach_type_uprobe) {
+        where = "a " + attach_type_name(attach_type) + " target";
+    } else {
+        auto loc = resolve_uprobe_target(args);
+        if (!loc) {
+            return loc.err();
+        }
+        if (loc->function_entry) {
+            return {};
+        }
+        where = "a uprobe inside a function, not at its first instruction";
+    }
+    return make_error(EINVAL, "program " + std::to_string(prog_id) +
+                                  " calls override_return (58), which works only in a uprobe at "
+                                  "a function's entry; " +
+                                  std::string(args) + " is " + where);
 }
 
 result<void> check_target_args(int32_t attach_type, std::string_view args) {

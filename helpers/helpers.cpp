@@ -607,6 +607,21 @@ uint64_t get_stack(uint64_t, uint64_t buf, uint64_t size, uint64_t flags, uint64
     return bytes;
 }
 
+// bpf_override_return(regs, rc): the probed function returns rc without running, where the
+// host can do that (a uprobe at a function's entry); anywhere else the run fails, as Linux
+// refuses the program there.
+uint64_t override_return(uint64_t, uint64_t rc, uint64_t, uint64_t, uint64_t, run_context *ctx) {
+    vm::return_override *slot = ctx->info().override_return;
+    if (slot == nullptr) {
+        ctx->fail("override_return works only in a uprobe at a function's entry (not in a "
+                  "uretprobe, at an offset inside a function or at other attach types)");
+        return 0;
+    }
+    slot->set = true;
+    slot->value = rc;
+    return 0;
+}
+
 struct helper_row {
     uint32_t id;
     const char *name;
@@ -646,6 +661,7 @@ constexpr helper_row rows[] = {
     {182, "strncmp", strncmp_helper},
     {27, "get_stackid", get_stackid},
     {67, "get_stack", get_stack},
+    {58, "override_return", override_return},
 };
 
 // The registry's end-of-run step.

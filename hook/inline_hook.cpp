@@ -57,6 +57,9 @@ struct shadow_entry {
 struct shadow_stack {
     size_t depth;
     bool in_handler; // a handler runs on this thread: hooked calls from it run unhooked
+    bool in_entry;   // the handler running is an entry handler (return_early may be called)
+    bool early;      // return_early was called by it
+    uint64_t early_value;
     record *running; // the hook this thread dispatches for (see record::active)
     shadow_entry entries[shadow_capacity];
 };
@@ -81,17 +84,27 @@ inline void mark_running(shadow_stack &ss, record *rec) {
     std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
-// Called by a hook's stub with the saved registers (frame) of a hooked call.
-__attribute__((no_sanitize("address"))) void entry_dispatch(record *rec, pt_regs *frame) {
+// Called by a hook's stub with the saved registers (frame) of a hooked call. True when the call
+// is to return at once with frame->rax (return_early): the stub then restores the registers
+// and returns to the caller instead of running the function.
+__attribute__((no_sanitize("address"))) bool entry_dispatch(record *rec, pt_regs *frame) {
     shadow_stack &ss = t_shadow;
     if (ss.in_handler)
-        return;
+        return false;
     mark_running(ss, rec);
+    bool early = false;
     if (rec->active.load(std::memory_order_relaxed)) {
         ss.in_handler = true;
+        ss.in_entry = true;
+        ss.early = false;
         // The saved registers themselves, read-only to the handler (no copy per call).
         const bool want_return = rec->on_entry(rec->user, frame);
+        ss.in_entry = false;
         ss.in_handler = false;
+        if (ss.early) {
+            early = true;
+            frame->rax = ss.early_value;
+        }
         if (want_return && rec->on_return) {
             if (ss.depth < shadow_capacity) {
                 auto *slot = reinterpret_cast<uintptr_t *>(frame->rsp);
@@ -103,6 +116,7 @@ __attribute__((no_sanitize("address"))) void entry_dispatch(record *rec, pt_regs
         }
     }
     mark_running(ss, nullptr);
+    return early;
 }
 
 [[noreturn]] void shadow_stack_lost(uintptr_t rsp) {
@@ -293,13 +307,21 @@ struct emitter {
 };
 
 // The entry stub: registers saved, entry_dispatch(rec, frame), registers restored; the
-// trampoline follows it directly.
+// trampoline follows it directly. When entry_dispatch returns true, the registers (rax the
+// value asked for) are restored and a `ret` returns to the caller: at entry rsp points at the
+// return address and the callee-saved registers are the caller's.
 std::vector<uint8_t> entry_stub(record *rec) {
     emitter e;
     e.save_all(rec->address);
     e.movabs(rdi, reinterpret_cast<uintptr_t>(rec));
     e.bytes({0x48, 0x89, 0xDE}); // mov rsi, rbx
     e.call(reinterpret_cast<uintptr_t>(&entry_dispatch));
+    emitter early;
+    early.restore_all();
+    early.code.push_back(0xC3);        // ret
+    e.bytes({0x84, 0xC0, 0x0F, 0x84}); // test al, al; jz rel32 (past the early return)
+    e.imm32(static_cast<int32_t>(early.code.size()));
+    e.code.insert(e.code.end(), early.code.begin(), early.code.end());
     e.restore_all();
     return e.code;
 }
@@ -545,6 +567,14 @@ uintptr_t inline_hook::address() const {
 }
 size_t inline_hook::patched_bytes() const {
     return rec_->reloc.patched;
+}
+bool inline_hook::return_early(uint64_t value) {
+    shadow_stack &ss = t_shadow;
+    if (!ss.in_entry)
+        return false;
+    ss.early = true;
+    ss.early_value = value;
+    return true;
 }
 uint64_t inline_hook::missed_returns() {
     return g_missed_returns.load();

@@ -6,6 +6,8 @@
 // Here that becomes a store target "BINARY:0xVADDR" (the file offset converted to the ELF
 // virtual address through the binary's PT_LOAD headers, the form probe_target.cpp resolves),
 // created when the event is opened so that a wrong place fails there, as the kernel's does.
+// A reference counter (config bits 32-63, a USDT semaphore's file offset) becomes
+// "(0xVADDR)" after it.
 // libbpf's perf_buffer opens one BPF output event (PERF_TYPE_SOFTWARE,
 // PERF_COUNT_SW_BPF_OUTPUT) per CPU and mmaps it: the mmap makes a perf_ring map in the store
 // (its size is known only then) and maps the ring's pages, so the loader reads the records
@@ -98,9 +100,6 @@ long open_uprobe(const perf_event_attr &attr, int pid) {
     if (path == nullptr) {
         return fail(EINVAL);
     }
-    if (ref_ctr != 0) {
-        return unsupported("a uprobe with a reference counter (USDT semaphore)", EOPNOTSUPP);
-    }
     std::string binary = path;
     auto vaddr = file_offset_to_vaddr(binary, attr.config2);
     if (!vaddr) {
@@ -108,6 +107,17 @@ long open_uprobe(const perf_event_attr &attr, int pid) {
         return fail(vaddr.err().code);
     }
     std::string args = binary + ":" + hex(*vaddr);
+    if (ref_ctr != 0) {
+        // A USDT semaphore (libbpf's ref_ctr_offset, a file offset): hosts count the probe in
+        // it while attached, as the kernel does.
+        auto sem = file_offset_to_vaddr(binary, ref_ctr);
+        if (!sem) {
+            say_once("perf_event_open(uprobe " + args +
+                     ") reference counter: " + sem.err().message);
+            return fail(sem.err().code);
+        }
+        args += "(" + hex(*sem) + ")";
+    }
     int32_t type = ret ? attach_type_uretprobe : attach_type_uprobe;
     auto target = s.provider()->create_attach_target(type, args);
     if (!target) {

@@ -60,7 +60,11 @@ result<void> event_provider_impl::replace_program(uint32_t prog_id, const progra
     for (const store::link_info &l : snap->links) {
         for (const store::target_info &t : snap->targets) {
             if (l.prog_id == prog_id && t.id == l.target_id) {
-                if (auto ok = check_program_helpers(spec.insns, prog_id, t.attach_type); !ok) {
+                auto ok = check_program_helpers(spec.insns, prog_id, t.attach_type);
+                if (ok) {
+                    ok = check_return_override(spec.insns, prog_id, t.attach_type, t.args);
+                }
+                if (!ok) {
                     return make_error(ok.err().code, ok.err().message +
                                                          " (it is attached there "
                                                          "by link " +
@@ -83,7 +87,10 @@ result<void> event_provider_impl::check_link(uint32_t prog_id, uint32_t target_i
     }
     for (const store::target_info &t : snap->targets) {
         if (t.id == target_id) {
-            return check_program_helpers(p->insns, prog_id, t.attach_type);
+            if (auto ok = check_program_helpers(p->insns, prog_id, t.attach_type); !ok) {
+                return ok;
+            }
+            return check_return_override(p->insns, prog_id, t.attach_type, t.args);
         }
     }
     // Not a target: the store says what it is.

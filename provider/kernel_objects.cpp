@@ -139,6 +139,9 @@ result<unique_fd> open_perf_event(int32_t attach_type, const std::string &args) 
         binary = loc->binary;
         attr.config1 = reinterpret_cast<uint64_t>(binary.c_str());
         attr.config2 = loc->file_offset;
+        // A USDT semaphore: the kernel counts the probe in it while attached (ref_ctr_offset,
+        // PERF_UPROBE_REF_CTR_OFFSET_SHIFT).
+        attr.config |= loc->semaphore_offset << 32;
     } else {
         return make_error(EOPNOTSUPP,
                           "attach type " + attach_type_name(attach_type) + " has no kernel event");

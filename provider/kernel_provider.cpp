@@ -465,6 +465,17 @@ result<uint32_t> kernel_event_provider::create_program(const program_spec &spec)
         return make_error(E2BIG, "a program may use at most " +
                                      std::to_string(store::max_program_maps) + " maps");
     }
+    for (const vm::ebpf_inst &inst : spec.insns) {
+        if (inst.opcode == vm::op_call && inst.src == vm::call_helper && inst.imm == 58) {
+            // The kernel refuses it at every target this provider attaches: it allows
+            // bpf_override_return only in kprobes on functions marked ALLOW_ERROR_INJECTION.
+            return make_error(EOPNOTSUPP,
+                              what + " calls override_return, which the kernel allows only in "
+                                     "kprobes of functions marked ALLOW_ERROR_INJECTION, never in "
+                                     "uprobes; making a user-space function return early is "
+                                     "user-space only (--provider user)");
+        }
+    }
     auto lock = impl_->lock(true);
     // Map references name bpftime ids; the kernel takes file descriptors.
     std::vector<vm::ebpf_inst> insns = spec.insns;

@@ -12,6 +12,7 @@ packages=(
   libbpf-tools
   nginx nginx-dev libnginx-mod-http-lua wrk curl
   python3 python3-prometheus-client
+  systemtap-sdt-dev
 )
 
 missing=()

@@ -7,6 +7,7 @@
 #include <bpftime/loader/elf.hpp>
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/provider/kernel_provider.hpp>
+#include <bpftime/provider/usdt_attach.hpp>
 #include <bpftime/vm/conformance.hpp>
 
 #include <nlohmann/json.hpp>
@@ -692,15 +693,69 @@ int cmd_map(const global_options &g, const map_args &a) {
     return 0;
 }
 
+// A USDT probe: one uprobe target and link per site of the probe (attach_usdt); without ARGS
+// the probe named by the program's section (usdt/BINARY:PROVIDER:NAME).
+int cmd_attach_usdt(const global_options &g, uint32_t prog_id, std::string args, uint64_t cookie) {
+    auto opened = open_provider(g, false);
+    if (!opened) {
+        return report(opened.err());
+    }
+    base_event_provider &provider = **opened;
+    if (args.empty()) {
+        auto listed = provider.list();
+        if (!listed) {
+            return report(listed.err());
+        }
+        for (const store::program_info &p : listed->objects.programs) {
+            if (p.id == prog_id && p.section.starts_with("usdt/")) {
+                args = p.section.substr(5);
+            }
+        }
+        if (args.empty()) {
+            return report(make_error(EINVAL, "attach usdt needs BINARY:PROVIDER:NAME (program " +
+                                                 std::to_string(prog_id) +
+                                                 " has no usdt/BINARY:PROVIDER:NAME section)"));
+        }
+    }
+    auto links = attach_usdt(provider, prog_id, args, cookie);
+    if (!links) {
+        return report(links.err());
+    }
+    json all = json::array();
+    for (const usdt_link &l : *links) {
+        if (g.json) {
+            all.push_back(json{{"link", l.link_id},
+                               {"target", l.target_id},
+                               {"address", l.address},
+                               {"spec", l.spec_id}});
+        } else {
+            std::printf("link %u (target %u) at 0x%llx, spec %u\n", l.link_id, l.target_id,
+                        static_cast<unsigned long long>(l.address), l.spec_id);
+        }
+    }
+    if (g.json) {
+        std::puts(all.dump().c_str());
+    }
+    return 0;
+}
+
 int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_id,
                const std::vector<std::string> &args, uint64_t cookie) {
+    if (type == "usdt") {
+        std::string joined;
+        for (const std::string &a : args) {
+            joined += (joined.empty() ? "" : " ") + a;
+        }
+        return cmd_attach_usdt(g, prog_id, joined, cookie);
+    }
     auto t = parse_attach_type(type);
     if (!t) {
         std::string names;
         for (const auto &info : attach_types()) {
             names += (names.empty() ? "" : ", ") + info.name;
         }
-        return report(make_error(EINVAL, "unknown attach type '" + type + "' (" + names + ")"));
+        return report(
+            make_error(EINVAL, "unknown attach type '" + type + "' (" + names + ", usdt)"));
     }
     auto opened = open_provider(g, false);
     if (!opened) {
@@ -884,13 +939,17 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     static std::string attach_type;
     static uint32_t attach_prog = 0;
     static std::vector<std::string> attach_args;
-    attach->add_option("TYPE", attach_type, "attach type (test, nginx-url, uprobe, uretprobe)")
+    attach
+        ->add_option("TYPE", attach_type,
+                     "attach type (test, nginx-url, uprobe, uretprobe, tracepoint, or usdt: "
+                     "BINARY:PROVIDER:NAME, a link per site of the probe)")
         ->required();
     attach->add_option("PROG_ID", attach_prog, "program id")->required();
     static uint64_t attach_cookie = 0;
     attach->add_option("ARGS", attach_args, "the target's arguments");
     attach->add_option("--cookie", attach_cookie,
-                       "what bpf_get_attach_cookie() gives the program through this link");
+                       "what bpf_get_attach_cookie() gives the program through this link (usdt: "
+                       "what bpf_usdt_cookie() gives)");
     attach->callback(
         [&] { status = cmd_attach(g, attach_type, attach_prog, attach_args, attach_cookie); });
 

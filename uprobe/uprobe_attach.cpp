@@ -21,7 +21,20 @@ __attribute__((tls_model("initial-exec"))) thread_local bool internal_thread = f
 struct probe_program {
     int attach_id;
     std::shared_ptr<const attached_program> prog;
+    bool may_override = false; // a uprobe at a function's entry: override_return works
 };
+
+constexpr uint32_t helper_override_return = 58;
+
+bool calls_helper(const attached_program &prog, uint32_t id) {
+    for (const vm::ebpf_inst &inst : prog.program().program().insns()) {
+        if (inst.opcode == vm::op_call && inst.src == vm::call_helper &&
+            static_cast<uint32_t>(inst.imm) == id) {
+            return true;
+        }
+    }
+    return false;
+}
 
 // What runs at one address: replaced whole, never changed in place, so the hook's handlers
 // read it without a lock.
@@ -45,9 +58,15 @@ void run_all(const std::vector<probe_program> &progs, uintptr_t address, const p
     opts.mem_writable = false; // the registers are the program's to read, not to change
     opts.info.func_ip = address;
     opts.info.user_regs = regs;
+    vm::return_override asked;
     for (const probe_program &p : progs) {
+        opts.info.override_return = p.may_override ? &asked : nullptr;
         // A fault is counted in the link's counters; the probed function goes on regardless.
         (void)p.prog->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
+    }
+    if (asked.set) {
+        // The last program's value wins, as the last bpf_override_return call does in Linux.
+        (void)inline_hook::return_early(asked.value);
     }
 }
 
@@ -81,6 +100,11 @@ public:
         for (auto &[address, site] : sites_) {
             site->hook.reset();
         }
+        for (auto &[id, where] : where_) {
+            if (where.semaphore != nullptr) {
+                __atomic_fetch_sub(where.semaphore, 1, __ATOMIC_SEQ_CST);
+            }
+        }
     }
 
     // Attach ids come from the host, shared by the uprobe and uretprobe implementations.
@@ -93,6 +117,23 @@ public:
         auto address = runtime_address(*loc);
         if (!address) {
             return make_error(address.err().code, args + ": " + address.err().message);
+        }
+        const bool overrides = calls_helper(*prog, helper_override_return);
+        if (overrides && (retprobe || !loc->function_entry)) {
+            return make_error(EINVAL,
+                              "program " + std::to_string(prog->program().id()) +
+                                  " calls override_return, which works only in a uprobe "
+                                  "at a function's entry, not in " +
+                                  (retprobe ? "a uretprobe" : "a uprobe inside a function") + " (" +
+                                  args + ")");
+        }
+        uint16_t *semaphore = nullptr;
+        if (loc->semaphore != 0) {
+            auto sem = runtime_semaphore(*loc);
+            if (!sem) {
+                return make_error(sem.err().code, args + ": " + sem.err().message);
+            }
+            semaphore = *sem;
         }
         std::lock_guard lock(mu_);
         int attach_id = next_id_++;
@@ -107,7 +148,7 @@ public:
             next = *now;
         }
         auto &list = retprobe ? next.exit : next.entry;
-        list.push_back({attach_id, std::move(prog)});
+        list.push_back({attach_id, std::move(prog), overrides});
         std::stable_sort(list.begin(), list.end(), [](const auto &a, const auto &b) {
             return a.prog->link_id() < b.prog->link_id();
         });
@@ -121,7 +162,12 @@ public:
             }
             site->hook = std::move(*hook);
         }
-        where_[attach_id] = *address;
+        if (semaphore != nullptr) {
+            // The probed program tests the counter before it prepares a probe's arguments; the
+            // kernel counts its uprobes in it the same way.
+            __atomic_fetch_add(semaphore, 1, __ATOMIC_SEQ_CST);
+        }
+        where_[attach_id] = {*address, semaphore};
         return attach_id;
     }
 
@@ -131,7 +177,10 @@ public:
         if (at == where_.end()) {
             return make_error(ENOENT, "no uprobe attach " + std::to_string(attach_id));
         }
-        probe_site &site = *sites_.at(at->second);
+        probe_site &site = *sites_.at(at->second.address);
+        if (uint16_t *semaphore = at->second.semaphore) {
+            __atomic_fetch_sub(semaphore, 1, __ATOMIC_SEQ_CST);
+        }
         where_.erase(at);
         probe_programs next = *site.programs.load();
         auto drop = [&](std::vector<probe_program> &list) {
@@ -157,7 +206,12 @@ private:
 
     std::mutex mu_;
     std::map<uintptr_t, std::unique_ptr<probe_site>> sites_;
-    std::map<int, uintptr_t> where_; // attach id -> address
+    struct placed {
+        uintptr_t address;
+        uint16_t *semaphore; // counted up while attached; null without one
+    };
+    std::map<int, placed> where_; // attach id -> where
+
     int next_id_ = 1;
 };
 

@@ -25,9 +25,11 @@
 #include <bpftime/attach/attach.hpp>
 #include <bpftime/attach/nginx.hpp>
 #include <bpftime/attach/probe_target.hpp>
+#include <bpftime/attach/usdt.hpp>
 #include <bpftime/hook/inline_hook.hpp>
 #include <bpftime/uprobe/uprobe.hpp>
 
 #include <bpftime/manager/attach_manager.hpp>
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/provider/kernel_provider.hpp>
+#include <bpftime/provider/usdt_attach.hpp>

@@ -176,3 +176,71 @@ hk_short:
         .fill 13, 1, 0xcc
 
         .section .note.GNU-stack, "", @progbits
+
+# long hk_clobber(long x): x + 1, using (and restoring) the callee-saved rbx and r12.
+        .text
+        .globl hk_clobber
+        .type hk_clobber, @function
+        .p2align 4
+hk_clobber:
+        push rbx
+        push r12
+        mov rbx, -1
+        mov r12, -1
+        lea rax, [rdi + 1]
+        pop r12
+        pop rbx
+        ret
+        .size hk_clobber, . - hk_clobber
+
+# two_words hk_checked_call(long (*fn)(long), long x): calls fn(x) with known values in rbx,
+# rbp and r12-r14 and the stack pointer kept in r15; returns fn's result and the bits that
+# differ afterwards in any of them (0: every callee-saved register and rsp came back).
+        .globl hk_checked_call
+        .type hk_checked_call, @function
+        .p2align 4
+hk_checked_call:
+        push rbx
+        push rbp
+        push r12
+        push r13
+        push r14
+        push r15
+        sub rsp, 8
+        mov rax, rdi
+        mov rdi, rsi
+        movabs rbx, 0x1111111111111111
+        movabs rbp, 0x2222222222222222
+        movabs r12, 0x3333333333333333
+        movabs r13, 0x4444444444444444
+        movabs r14, 0x5555555555555555
+        mov r15, rsp
+        call rax
+        xor edx, edx
+        movabs rcx, 0x1111111111111111
+        xor rcx, rbx
+        or rdx, rcx
+        movabs rcx, 0x2222222222222222
+        xor rcx, rbp
+        or rdx, rcx
+        movabs rcx, 0x3333333333333333
+        xor rcx, r12
+        or rdx, rcx
+        movabs rcx, 0x4444444444444444
+        xor rcx, r13
+        or rdx, rcx
+        movabs rcx, 0x5555555555555555
+        xor rcx, r14
+        or rdx, rcx
+        mov rcx, rsp
+        xor rcx, r15
+        or rdx, rcx
+        add rsp, 8
+        pop r15
+        pop r14
+        pop r13
+        pop r12
+        pop rbp
+        pop rbx
+        ret
+        .size hk_checked_call, . - hk_checked_call

@@ -46,6 +46,8 @@ int hk_park(const volatile char *flag);
 long hk_tiny();
 long hk_triple(long x);
 long hk_short();
+long hk_clobber(long x);
+two_words hk_checked_call(long (*fn)(long), long x);
 extern long hk_data;
 
 HK_PLAIN long hk_args6(long a, long b, long c, long d, long e, long f) {
@@ -160,6 +162,54 @@ TEST(InlineHook, StackPointerAndReturnAddressAsTheFunctionSeesThem) {
     EXPECT_EQ(ret.rax, again.a) << "rax = the return value";
     EXPECT_EQ(ret.rdx, again.b);
     EXPECT_NE(again.b, r.entry_return_addresses.at(1));
+}
+
+// An entry handler that makes the call return at once (error injection), with what it saw.
+struct early_recorder {
+    uint64_t value = 0;
+    bool early = true;
+    bool accepted = false;
+    uint64_t returns = 0;
+    uint64_t returned_rax = 0;
+};
+
+bool early_entry(void *user, const pt_regs *) {
+    auto *r = static_cast<early_recorder *>(user);
+    if (r->early) {
+        r->accepted = inline_hook::return_early(r->value);
+    }
+    return true;
+}
+
+void early_return(void *user, const pt_regs *regs) {
+    auto *r = static_cast<early_recorder *>(user);
+    r->returns++;
+    r->returned_rax = regs->rax;
+}
+
+TEST(InlineHook, ReturnEarlySkipsTheFunctionAndKeepsCalleeSavedRegisters) {
+    early_recorder r;
+    r.value = static_cast<uint64_t>(-2);
+    auto h = inline_hook::install(addr(hk_clobber), early_entry, early_return, &r);
+    ASSERT_TRUE(h.ok()) << h.err().message;
+    two_words got = hk_checked_call(hk_clobber, 41);
+    EXPECT_TRUE(r.accepted);
+    EXPECT_EQ(got.a, static_cast<uint64_t>(-2)) << "the caller gets the injected value";
+    EXPECT_EQ(got.b, 0u) << "rbx, rbp, r12-r14 and rsp as before the call";
+    EXPECT_EQ(r.returns, 1u) << "the return hook still runs";
+    EXPECT_EQ(r.returned_rax, static_cast<uint64_t>(-2));
+
+    r.early = false; // the function runs again
+    got = hk_checked_call(hk_clobber, 41);
+    EXPECT_EQ(got.a, 42u);
+    EXPECT_EQ(got.b, 0u);
+    EXPECT_EQ(r.returns, 2u);
+    EXPECT_EQ(r.returned_rax, 42u);
+}
+
+TEST(InlineHook, ReturnEarlyOutsideAnEntryHandlerChangesNothing) {
+    EXPECT_FALSE(inline_hook::return_early(7));
+    EXPECT_EQ(hk_checked_call(hk_clobber, 1).a, 2u);
 }
 
 TEST(InlineHook, FloatArgumentsAndResultSurvive) {

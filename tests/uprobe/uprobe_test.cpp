@@ -19,6 +19,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <dlfcn.h>
 #include <thread>
@@ -37,6 +38,9 @@ extern "C" {
 // uprobe_targets.S
 long ut_tiny();
 long ut_short();
+
+// A USDT-style semaphore: hosts count the uprobes attached with it.
+__attribute__((section(".probes"), used)) unsigned short ut_semaphore;
 
 // Read by the probed functions so that their results depend on memory (0 throughout).
 volatile long ut_bias = 0;
@@ -588,6 +592,69 @@ TEST_F(Uprobe, DetachRestoresTheOriginalBytes) {
     EXPECT_EQ(opaque(ut_restore)(5, 1), 14);
     EXPECT_EQ(read_totals(c.totals).entries, 1u);
     EXPECT_EQ(read_totals(c.totals).returns, 1u);
+}
+
+unsigned short semaphore_now() {
+    return __atomic_load_n(&ut_semaphore, __ATOMIC_SEQ_CST);
+}
+
+// Each attach with a semaphore counts itself in while attached; disabling a link and
+// deinstantiating count back down to 0.
+TEST_F(Uprobe, SemaphoreCountsTheAttachedProbes) {
+    auto loc = resolve_uprobe_target("/proc/self/exe:ut_load");
+    ASSERT_TRUE(loc) << loc.err().message;
+    auto runtime = runtime_address(*loc);
+    ASSERT_TRUE(runtime) << runtime.err().message;
+    const uintptr_t base = *runtime - loc->address;
+    char target[128];
+    std::snprintf(target, sizeof target, "/proc/self/exe:ut_load(0x%lx)",
+                  static_cast<unsigned long>(reinterpret_cast<uintptr_t>(&ut_semaphore) - base));
+    counting c = count_at(target);
+    EXPECT_EQ(semaphore_now(), 0);
+    auto h = host();
+    auto r = h->instantiate();
+    ASSERT_TRUE(r) << r.err().message;
+    EXPECT_EQ(semaphore_now(), 2) << "a uprobe and a uretprobe";
+    EXPECT_EQ(opaque(ut_load)(1, 2), 5);
+    EXPECT_EQ(read_totals(c.totals).entries, 1u);
+    ASSERT_TRUE(provider->disable_link(c.return_link));
+    r = h->instantiate();
+    ASSERT_TRUE(r) << r.err().message;
+    EXPECT_EQ(semaphore_now(), 1);
+    h->deinstantiate();
+    EXPECT_EQ(semaphore_now(), 0);
+}
+
+// bpf_override_return: the probed function returns the program's value without running, on
+// every thread, while the calls it leaves alone return what they compute.
+TEST_F(Uprobe, OverrideReturnOnSeveralThreads) {
+    loaded_object obj = load(objects + "/override_square.bpf.o");
+    attach(id_of(obj.programs, "override_square"), attach_type_uprobe, "/proc/self/exe:ut_square");
+    auto h = host();
+    auto r = h->instantiate();
+    ASSERT_TRUE(r) << r.err().message;
+    EXPECT_EQ(opaque(ut_square)(3), 9);
+    EXPECT_EQ(opaque(ut_square)(4), 16);
+    EXPECT_EQ(opaque(ut_square)(7), 1234);
+    EXPECT_EQ(opaque(ut_square)(3), 9);
+    std::atomic<long> wrong{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 4; ++t) {
+        pool.emplace_back([&] {
+            auto *fn = opaque(ut_square);
+            for (int i = 0; i < 20000; ++i) {
+                if (fn(7) != 1234 || fn(3) != 9) {
+                    wrong.fetch_add(1);
+                }
+            }
+        });
+    }
+    for (auto &t : pool) {
+        t.join();
+    }
+    EXPECT_EQ(wrong.load(), 0);
+    h->deinstantiate();
+    EXPECT_EQ(opaque(ut_square)(7), 49) << "detached: the function runs again";
 }
 
 } // namespace

@@ -6,8 +6,10 @@
 #pragma once
 
 #include <bpftime/result.hpp>
+#include <bpftime/vm/isa.hpp>
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -28,6 +30,16 @@ struct uprobe_location {
     /// Bytes from the probed instruction to the end of the function (the symbol's size less
     /// the offset); 0 when unknown (given as an address, or a symbol without a size).
     uint64_t bytes_to_end = 0;
+    /// The instruction is a function's first (SYMBOL with no offset, or an ADDRESS where a
+    /// function symbol starts): only there may a program make the function return early
+    /// (override_return).
+    bool function_entry = false;
+    /// A USDT semaphore's ELF virtual address ("(0xADDRESS)" after the place), 0 for none:
+    /// hosts add one to the 16-bit counter there while the probe is attached, as the kernel
+    /// does with a uprobe's reference counter.
+    uint64_t semaphore = 0;
+    /// The semaphore's offset in the file (the kernel's uprobe ref_ctr_offset).
+    uint64_t semaphore_offset = 0;
 };
 
 /// Where a resolved uprobe location is in this process: the run-time address of its
@@ -35,8 +47,14 @@ struct uprobe_location {
 /// file_offset). ENOENT when the binary is not mapped here.
 result<uintptr_t> runtime_address(const uprobe_location &loc);
 
+/// Where a resolved location's semaphore is in this process: the writable mapping of the
+/// binary that holds semaphore_offset. ENOENT when the binary's data is not mapped here.
+result<uint16_t *> runtime_semaphore(const uprobe_location &loc);
+
 /// Parses and resolves "BINARY:SYMBOL", "BINARY:SYMBOL+OFFSET" (decimal or 0x hex) or
-/// "BINARY:ADDRESS" (0x hex, an ELF virtual address as nm/objdump print it).
+/// "BINARY:ADDRESS" (0x hex, an ELF virtual address as nm/objdump print it), each optionally
+/// followed by "(0xSEMAPHORE)", the ELF virtual address of a USDT semaphore (a 16-bit counter
+/// in a loadable segment of the same binary).
 ///
 /// BINARY is found as find_binary() finds it. Text after the ':' that starts with a digit is an
 /// ADDRESS and must be written 0x hex (nm's bare hex is refused, not read as decimal). SYMBOL
@@ -58,6 +76,13 @@ result<std::string> find_binary(std::string_view name);
 /// /sys/kernel/tracing when nothing is mounted there and the caller may; falls back to
 /// /sys/kernel/debug/tracing).
 result<uint64_t> tracepoint_id(std::string_view args);
+
+/// Refuses (EINVAL) a program that calls override_return (58) at a target where a function
+/// cannot be made to return early: anything but a uprobe at a function's first instruction
+/// (a uretprobe, a uprobe at an offset inside a function, other attach types). The message
+/// names the program, the helper and the target.
+result<void> check_return_override(std::span<const vm::ebpf_inst> insns, uint32_t prog_id,
+                                   int32_t attach_type, std::string_view args);
 
 /// Checks a target's arguments where they can be checked before anything attaches: uprobe and
 /// uretprobe locations are resolved, tracepoints looked up; other types pass. Providers call

@@ -96,6 +96,13 @@ public:
     /// How many bytes at address() were replaced (5 or more: whole instructions).
     size_t patched_bytes() const;
 
+    /// Called from an entry handler, on its thread: when the handler returns, the hooked call
+    /// returns value (in rax) to its caller without running the function: every other register
+    /// is as at entry and rsp as after a `ret` (error injection). The return hook, when the
+    /// handler asked for it, still runs and sees value. Meaningful only when the hook is at a
+    /// function's first instruction. False (nothing changes) outside an entry handler.
+    static bool return_early(uint64_t value);
+
     /// Calls whose return hook was skipped because the calling thread's shadow stack was full,
     /// over all hooks since the process started.
     static uint64_t missed_returns();

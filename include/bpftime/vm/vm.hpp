@@ -75,6 +75,13 @@ inline constexpr int fault_bad_helper = ENOSYS;
 inline constexpr int fault_helper = ECANCELED;
 
 /// What a host tells the helpers about one run.
+/// What bpf_override_return asked for in one run: the probed function is to return value to its
+/// caller without running.
+struct return_override {
+    bool set = false;
+    uint64_t value = 0;
+};
+
 struct run_info {
     /// The attach cookie of the link the program runs through (get_attach_cookie), 0 when it
     /// runs through none.
@@ -85,6 +92,10 @@ struct run_info {
     /// probe in this process runs the program (bpf_get_stackid / bpf_get_stack walk the user
     /// stack from them); null elsewhere (test hooks, nginx).
     const void *user_regs = nullptr;
+    /// Where override_return records its request, given by a host that can make the probed
+    /// function return early (a uprobe at a function's entry); null elsewhere, and
+    /// override_return then fails the run.
+    return_override *override_return = nullptr;
 };
 
 /// The memory and state of one run that helpers may use.
