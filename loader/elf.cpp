@@ -96,6 +96,10 @@ bool supported_map_type(uint32_t type) {
     case maps::map_type::cgroup_array:
     case maps::map_type::lru_hash:
     case maps::map_type::ringbuf:
+    case maps::map_type::lpm_trie:
+    case maps::map_type::queue:
+    case maps::map_type::stack:
+    case maps::map_type::bloom_filter:
         return true;
     case maps::map_type::perf_event_array: // needs a consumer's perf events (bpftime load)
     case maps::map_type::perf_ring:        // made by the interposer only
@@ -139,10 +143,12 @@ result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &o
                               "map '" + m.name + "' has type " + std::to_string(type) + " (" +
                                   (type_name ? type_name : "unknown") +
                                   "), which bpftime does not support (supported: hash, array, "
-                                  "percpu_hash, percpu_array, cgroup_array, lru_hash, ringbuf)");
+                                  "percpu_hash, percpu_array, cgroup_array, lru_hash, ringbuf, "
+                                  "lpm_trie, queue, stack, bloom_filter)");
         }
         m.spec = {static_cast<maps::map_type>(type), bpf_map__key_size(map),
-                  bpf_map__value_size(map), bpf_map__max_entries(map), bpf_map__map_flags(map)};
+                  bpf_map__value_size(map),          bpf_map__max_entries(map),
+                  bpf_map__map_flags(map),           bpf_map__map_extra(map)};
         uint32_t map_index = static_cast<uint32_t>(out.maps.size());
         if (!bpf_map__is_internal(map)) {
             index.by_name.emplace(m.name, map_index);
