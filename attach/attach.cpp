@@ -12,11 +12,12 @@ std::mutex types_mu;
 
 // What a request filter may call: maps (1-3), time (5, 125, 160: the kernel gives every
 // program type these clocks), trace_printk (6), randomness (7), the CPU (8), ring buffers
-// (130-133), its link's cookie (174), strncmp (182). Nothing that reads or writes the host's
+// (130-133), its link's cookie (174), strncmp (182), queue, stack and bloom filter values
+// (87-89). Nothing that reads or writes the host's
 // memory (probe_read*, probe_write_user) and nothing about the host process (pid, uid, comm):
 // the filter sees the request it is given and no more.
-const std::vector<uint32_t> request_filter_helpers{1,   2,   3,   5,   6,   7,   8,  125,
-                                                   130, 131, 132, 133, 160, 174, 182};
+const std::vector<uint32_t> request_filter_helpers{1,   2,   3,   5,   6,   7,   8,  125, 130,
+                                                   131, 132, 133, 160, 174, 182, 87, 88,  89};
 
 std::vector<attach_type_info> &types() {
     static std::vector<attach_type_info> table{

@@ -7,17 +7,21 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <sched.h>
+#include <signal.h>
 #include <span>
 #include <string>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <type_traits>
 #include <unistd.h>
@@ -622,6 +626,305 @@ uint64_t override_return(uint64_t, uint64_t rc, uint64_t, uint64_t, uint64_t, ru
     return 0;
 }
 
+// --- queues, stacks and bloom filters ---
+
+// Which maps the helper takes, as the kernel's verifier allows them.
+bool queue_like(run_context *ctx, const maps::map_view &m, const char *helper, bool bloom) {
+    auto t = m.spec().type;
+    if (t == maps::map_type::queue || t == maps::map_type::stack ||
+        (bloom && t == maps::map_type::bloom_filter)) {
+        return true;
+    }
+    ctx->fail(std::string(helper) + ": r1 is a " + maps::map_type_name(t) + " map, not a queue" +
+              (bloom ? ", stack or bloom_filter" : " or stack"));
+    return false;
+}
+
+// long bpf_map_push_elem(map, const void *value, u64 flags)
+uint64_t map_push_elem(uint64_t map, uint64_t value, uint64_t flags, uint64_t, uint64_t,
+                       run_context *ctx) {
+    maps::map_view m;
+    if (!decode(map, ctx, "map_push_elem", m) || !queue_like(ctx, m, "map_push_elem", true) ||
+        !readable(ctx, value, m.spec().value_size, "map_push_elem", "the value")) {
+        return 0;
+    }
+    return u64(m.push_elem(ptr(value), flags));
+}
+
+// long bpf_map_pop_elem(map, void *value)
+uint64_t map_pop_elem(uint64_t map, uint64_t value, uint64_t, uint64_t, uint64_t,
+                      run_context *ctx) {
+    maps::map_view m;
+    if (!decode(map, ctx, "map_pop_elem", m) || !queue_like(ctx, m, "map_pop_elem", false) ||
+        !writable(ctx, value, m.spec().value_size, "map_pop_elem", "the value")) {
+        return 0;
+    }
+    return u64(m.pop_elem(ptr(value)));
+}
+
+// long bpf_map_peek_elem(map, void *value): a bloom filter reads the value, the others write it.
+uint64_t map_peek_elem(uint64_t map, uint64_t value, uint64_t, uint64_t, uint64_t,
+                       run_context *ctx) {
+    maps::map_view m;
+    if (!decode(map, ctx, "map_peek_elem", m) || !queue_like(ctx, m, "map_peek_elem", true)) {
+        return 0;
+    }
+    bool bloom = m.spec().type == maps::map_type::bloom_filter;
+    if (!(bloom ? readable : writable)(ctx, value, m.spec().value_size, "map_peek_elem",
+                                       "the value")) {
+        return 0;
+    }
+    return u64(m.peek_elem(ptr(value)));
+}
+
+// --- signals ---
+
+// bpf_send_signal(sig) and bpf_send_signal_thread(sig): as the kernel's, to this process or
+// this thread. 0 sends nothing (a check, as kill() does); 32 and 33 are glibc's own (thread
+// cancellation and set*id), which no program may send into a process that runs glibc; the
+// kernel refuses pid 1.
+template <bool Thread>
+uint64_t send_signal(uint64_t sig, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    if (sig > 64 || sig == 32 || sig == 33) {
+        return u64(-EINVAL);
+    }
+    if (getpid() == 1) {
+        return u64(-EPERM);
+    }
+    if (sig == 0) {
+        return 0;
+    }
+    int rc =
+        Thread ? static_cast<int>(::syscall(SYS_tgkill, getpid(), gettid(), static_cast<int>(sig)))
+               : ::kill(getpid(), static_cast<int>(sig));
+    return rc == 0 ? 0 : u64(-errno);
+}
+
+// --- bpf_snprintf ---
+
+// The kernel's limits (kernel/bpf/helpers.c): 12 arguments, 512 bytes of copied strings.
+constexpr uint64_t snprintf_max_args = 12;
+constexpr size_t snprintf_max_strings = 512;
+
+// The format string: a NUL-terminated string the program may read, or nothing.
+std::optional<std::string_view> format_string(run_context *ctx, uint64_t fmt) {
+    constexpr size_t most = 64 * 1024;
+    for (size_t n = 0; n < most; n++) {
+        if (!ctx->check_access(fmt + n, 1, false)) {
+            return std::nullopt;
+        }
+        if (*static_cast<const char *>(ptr(fmt + n)) == '\0') {
+            return std::string_view(static_cast<const char *>(ptr(fmt)), n);
+        }
+    }
+    return std::nullopt;
+}
+
+// A string for %s (program memory only) or %us (this process's memory, as probe_read_user_str
+// reads it); "" when the first byte cannot be read, as the kernel's on a fault.
+std::string snprintf_string(run_context *ctx, uint64_t at, bool user, size_t room) {
+    std::string s;
+    while (s.size() + 1 < room) {
+        char c = 0;
+        if (user ? read_self(&c, at + s.size(), 1) != 0
+                 : !ctx->check_access(at + s.size(), 1, false)) {
+            break;
+        }
+        if (!user) {
+            c = *static_cast<const char *>(ptr(at + s.size()));
+        }
+        if (c == '\0') {
+            break;
+        }
+        s += c;
+    }
+    return s;
+}
+
+bool printable_ascii(char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u < 0x80 && (std::isprint(u) || std::isspace(u));
+}
+
+bool space_or_punct(char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u == 0 || std::isspace(u) || std::ispunct(u);
+}
+
+// Formats as the kernel's bpf_bprintf_prepare and vsnprintf do; nullopt for a format the
+// kernel refuses (-EINVAL).
+std::optional<std::string> bpf_format(run_context *ctx, std::string_view f, const uint64_t *args,
+                                      uint64_t nargs) {
+    std::string out;
+    uint64_t next = 0;
+    size_t strings_left = snprintf_max_strings;
+    auto at = [&](size_t i) { return i < f.size() ? f[i] : '\0'; };
+    for (size_t i = 0; i < f.size(); i++) {
+        if (!printable_ascii(f[i])) {
+            return std::nullopt;
+        }
+        if (f[i] != '%') {
+            out += f[i];
+            continue;
+        }
+        if (at(i + 1) == '%') {
+            out += '%';
+            i++;
+            continue;
+        }
+        if (next >= nargs) {
+            return std::nullopt;
+        }
+        size_t start = i++;
+        while (at(i) == '0' || at(i) == '+' || at(i) == '-' || at(i) == ' ') {
+            i++;
+        }
+        if (at(i) >= '1' && at(i) <= '9') {
+            while (at(i) >= '0' && at(i) <= '9') {
+                i++;
+            }
+        }
+        // The flags and width, for the host's snprintf.
+        std::string spec(f.substr(start, i - start));
+        uint64_t v = args[next++];
+        char buf[128];
+        // The host's snprintf takes the conversions the checks above let through; widths are
+        // what the program asked for (the kernel's limit is 2^23 - 1).
+        auto emit = [&](const std::string &conv, auto value) {
+            std::string one = spec + conv;
+            int n = std::snprintf(nullptr, 0, one.c_str(), value);
+            if (n > 0) {
+                std::string piece(static_cast<size_t>(n), '\0');
+                std::snprintf(piece.data(), piece.size() + 1, one.c_str(), value);
+                out += piece;
+            }
+        };
+        char c = at(i);
+        if (c == 'p') {
+            char p1 = at(i + 1), p2 = at(i + 2);
+            if ((p1 == 'k' || p1 == 'u') && p2 == 's') {
+                i += 2;
+                if (!space_or_punct(at(i + 1))) {
+                    return std::nullopt;
+                }
+                std::string s = snprintf_string(ctx, v, p1 == 'u', strings_left);
+                strings_left -= std::min(strings_left, s.size() + 1);
+                emit("s", s.c_str());
+                continue;
+            }
+            if (space_or_punct(p1) || p1 == 'K' || p1 == 'x' || p1 == 's' || p1 == 'S' ||
+                p1 == 'B') {
+                // Pointers print in full (there is no kernel address to hide in user space),
+                // as %px prints them: 16 hex digits; symbols as the kernel prints an address
+                // it has no symbol for.
+                bool symbol = p1 == 's' || p1 == 'S' || p1 == 'B';
+                std::snprintf(buf, sizeof buf, symbol ? "0x%lx" : "%016lx",
+                              static_cast<unsigned long>(v));
+                std::string text = buf;
+                emit("s", text.c_str());
+                if (!space_or_punct(p1)) {
+                    i++;
+                }
+                continue;
+            }
+            if ((p1 != 'i' && p1 != 'I') || (p2 != '4' && p2 != '6')) {
+                return std::nullopt;
+            }
+            i += 2;
+            uint8_t ip[16] = {};
+            size_t n = p2 == '4' ? 4 : 16;
+            if (ctx->check_access(v, n, false)) {
+                std::memcpy(ip, ptr(v), n);
+            }
+            std::string text;
+            if (n == 4) {
+                std::snprintf(buf, sizeof buf, p1 == 'I' ? "%u.%u.%u.%u" : "%03u.%03u.%03u.%03u",
+                              ip[0], ip[1], ip[2], ip[3]);
+                text = buf;
+            } else {
+                for (size_t k = 0; k < 16; k += 2) {
+                    std::snprintf(buf, sizeof buf, "%02x%02x", ip[k], ip[k + 1]);
+                    text += buf;
+                    if (p1 == 'I' && k < 14) {
+                        text += ':';
+                    }
+                }
+            }
+            emit("s", text.c_str());
+            continue;
+        }
+        if (c == 's') {
+            if (!space_or_punct(at(i + 1))) {
+                return std::nullopt;
+            }
+            std::string s = snprintf_string(ctx, v, false, strings_left);
+            strings_left -= std::min(strings_left, s.size() + 1);
+            emit("s", s.c_str());
+            continue;
+        }
+        if (c == 'c') {
+            emit("c", static_cast<int>(static_cast<char>(v)));
+            continue;
+        }
+        int longs = 0;
+        while (at(i) == 'l' && longs < 2) {
+            longs++, i++;
+        }
+        c = at(i);
+        if (c != 'i' && c != 'd' && c != 'u' && c != 'x' && c != 'X') {
+            return std::nullopt;
+        }
+        bool is_signed = c == 'i' || c == 'd';
+        if (longs > 0) {
+            if (is_signed) {
+                emit(std::string("ll") + c, static_cast<long long>(v));
+            } else {
+                emit(std::string("ll") + c, static_cast<unsigned long long>(v));
+            }
+        } else if (is_signed) {
+            emit(std::string(1, c), static_cast<int>(v));
+        } else {
+            emit(std::string(1, c), static_cast<unsigned>(v));
+        }
+    }
+    return out;
+}
+
+// long bpf_snprintf(char *str, u32 str_size, const char *fmt, u64 *data, u32 data_len): the
+// bytes the whole text needs with its NUL (the text is cut to str_size - 1 and NUL-terminated),
+// -EINVAL for a bad format or argument array (data_len a multiple of 8, 12 arguments at most).
+uint64_t snprintf_helper(uint64_t str, uint64_t str_size, uint64_t fmt, uint64_t data,
+                         uint64_t data_len, run_context *ctx) {
+    str_size = static_cast<uint32_t>(str_size);
+    data_len = static_cast<uint32_t>(data_len);
+    if (data_len % 8 != 0 || data_len > snprintf_max_args * 8 || (data_len != 0 && data == 0)) {
+        return u64(-EINVAL);
+    }
+    if ((str_size != 0 && !writable(ctx, str, str_size, "snprintf", "the output buffer")) ||
+        !readable(ctx, data, data_len, "snprintf", "the argument array")) {
+        return 0;
+    }
+    auto f = format_string(ctx, fmt);
+    if (!f) {
+        ctx->fail("snprintf: the format is not a NUL-terminated string in the program's memory");
+        return 0;
+    }
+    uint64_t args[snprintf_max_args] = {};
+    if (data_len != 0) {
+        std::memcpy(args, ptr(data), data_len);
+    }
+    auto text = bpf_format(ctx, *f, args, data_len / 8);
+    if (!text) {
+        return u64(-EINVAL);
+    }
+    if (str_size != 0) {
+        size_t n = std::min<size_t>(text->size(), str_size - 1);
+        std::memcpy(ptr(str), text->data(), n);
+        static_cast<char *>(ptr(str))[n] = '\0';
+    }
+    return text->size() + 1;
+}
+
 struct helper_row {
     uint32_t id;
     const char *name;
@@ -662,6 +965,12 @@ constexpr helper_row rows[] = {
     {27, "get_stackid", get_stackid},
     {67, "get_stack", get_stack},
     {58, "override_return", override_return},
+    {87, "map_push_elem", map_push_elem},
+    {88, "map_pop_elem", map_pop_elem},
+    {89, "map_peek_elem", map_peek_elem},
+    {109, "send_signal", send_signal<false>},
+    {117, "send_signal_thread", send_signal<true>},
+    {165, "snprintf", snprintf_helper},
 };
 
 // The registry's end-of-run step.

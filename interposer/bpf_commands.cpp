@@ -190,6 +190,10 @@ private:
             {BPF_MAP_TYPE_PERF_EVENT_ARRAY, "perf_event_array"},
             {BPF_MAP_TYPE_LRU_PERCPU_HASH, "lru_percpu_hash"},
             {BPF_MAP_TYPE_STACK_TRACE, "stack_trace"},
+            {BPF_MAP_TYPE_LPM_TRIE, "lpm_trie"},
+            {BPF_MAP_TYPE_QUEUE, "queue"},
+            {BPF_MAP_TYPE_STACK, "stack"},
+            {BPF_MAP_TYPE_BLOOM_FILTER, "bloom_filter"},
         };
         bool supported = std::any_of(std::begin(known), std::end(known),
                                      [&](auto &k) { return k.first == a_.map_type; });
@@ -204,6 +208,7 @@ private:
         spec.spec.key_size = a_.key_size;
         spec.spec.value_size = a_.value_size;
         spec.spec.max_entries = a_.max_entries;
+        spec.spec.map_extra = a_.map_extra;
         // Access flags of the syscall side and of programs are the fd's and the store's, not
         // the map storage's.
         constexpr uint32_t access =
@@ -305,6 +310,9 @@ private:
         if (a_.flags != 0) {
             return fail(EINVAL); // BPF_F_LOCK: no spin locks in values here
         }
+        if (keyless(m->map)) {
+            return keyless_lookup(*m, and_delete);
+        }
         std::span<const uint8_t> key(ptr<const uint8_t>(a_.key), m->map.spec.key_size);
         auto v = m->view->read(key);
         if (!v) {
@@ -315,6 +323,32 @@ private:
             if (auto r = m->view->erase(key); !r) {
                 return fail(r.err().code);
             }
+        }
+        return 0;
+    }
+
+    static bool keyless(const store::map_info &m) {
+        return m.spec.type == maps::map_type::queue || m.spec.type == maps::map_type::stack ||
+               m.spec.type == maps::map_type::bloom_filter;
+    }
+
+    // BPF_MAP_LOOKUP_ELEM with no key peeks (a bloom filter tests the value given), and
+    // BPF_MAP_LOOKUP_AND_DELETE_ELEM pops, as the kernel does.
+    long keyless_lookup(const object &m, bool and_delete) {
+        bool bloom = m.map.spec.type == maps::map_type::bloom_filter;
+        if (bloom && and_delete) {
+            return fail(kernel_enotsupp);
+        }
+        std::span<const uint8_t> in;
+        if (bloom) {
+            in = {ptr<const uint8_t>(a_.value), m.map.spec.value_size};
+        }
+        auto v = and_delete ? m.view->pop() : m.view->peek(in);
+        if (!v) {
+            return fail(v.err().code);
+        }
+        if (!bloom) {
+            std::memcpy(ptr(a_.value), v->data(), v->size());
         }
         return 0;
     }
@@ -332,6 +366,14 @@ private:
         }
         if (a_.flags > BPF_EXIST) {
             return fail(EINVAL);
+        }
+        if (keyless(m->map)) {
+            // As the kernel: the key is ignored and the value pushed.
+            std::span<const uint8_t> value(ptr<const uint8_t>(a_.value), m->map.spec.value_size);
+            if (auto r = m->view->push(value, a_.flags); !r) {
+                return fail(r.err().code);
+            }
+            return 0;
         }
         std::span<const uint8_t> key(ptr<const uint8_t>(a_.key), m->map.spec.key_size);
         if (m->map.spec.type == maps::map_type::perf_event_array) {
@@ -354,6 +396,10 @@ private:
         }
         if (m->map.spec.type == maps::map_type::ringbuf) {
             return fail(EINVAL);
+        }
+        if (keyless(m->map)) {
+            // As the kernel: queues and stacks give EINVAL, bloom filters EOPNOTSUPP.
+            return fail(m->map.spec.type == maps::map_type::bloom_filter ? EOPNOTSUPP : EINVAL);
         }
         std::span<const uint8_t> key(ptr<const uint8_t>(a_.key), m->map.spec.key_size);
         if (auto r = m->view->erase(key); !r) {
@@ -413,6 +459,9 @@ private:
         }
         if (m->map.spec.type == maps::map_type::ringbuf) {
             return fail(EINVAL);
+        }
+        if (keyless(m->map)) {
+            return fail(m->map.spec.type == maps::map_type::bloom_filter ? EOPNOTSUPP : EINVAL);
         }
         std::span<const uint8_t> key;
         if (a_.key != 0) {
@@ -563,6 +612,7 @@ private:
             info.value_size = obj->map.spec.value_size;
             info.max_entries = obj->map.spec.max_entries;
             info.map_flags = obj->map_flags;
+            info.map_extra = obj->map.spec.map_extra;
             std::strncpy(info.name, obj->map.name.c_str(), sizeof info.name - 1);
             info.btf_id = obj->btf_id;
             info.btf_key_type_id = obj->btf_key_type_id;

@@ -140,6 +140,7 @@ void set_count(const map_ref &m, uint32_t count) {
 // holding the lock, which can leave an entry taken but not linked, or unlinked but not freed.
 void rebuild(const map_ref &m, const tables &t) {
     uint32_t n = m.spec.max_entries, count = 0;
+    lpm_clear_counts(m);
     std::vector<bool> reachable(n);
     for (uint32_t b = 0; b < m.lay.nbuckets; b++) {
         for (uint32_t *link = &t.buckets[b];;) {
@@ -153,6 +154,7 @@ void rebuild(const map_ref &m, const tables &t) {
             }
             reachable[idx] = true;
             count++;
+            lpm_count(m, idx, 1);
             link = &m.next(idx);
         }
     }
@@ -183,6 +185,7 @@ void unlink(const map_ref &m, uint32_t idx, uint32_t *link) {
                         std::memory_order_release);
     atomic(m.in_use(idx)).store(0, std::memory_order_relaxed);
     set_count(m, m.header().count - 1);
+    lpm_count(m, idx, -1);
 }
 
 uint32_t take_free(const map_ref &m, const tables &t) {
@@ -306,6 +309,8 @@ long hash_update(const map_ref &m, const void *key, const value_source &src, uin
         }
         std::memcpy(m.key(idx), key, m.spec.key_size);
         store_value(m, idx, src, true);
+        // Counted before it is linked: a lookup may then try a length in vain, never skip one.
+        lpm_count(m, idx, 1);
         uint32_t *head = &t.buckets[bucket_of(m, key)];
         atomic(m.next(idx))
             .store(atomic(*head).load(std::memory_order_relaxed), std::memory_order_relaxed);

@@ -18,6 +18,11 @@
 //   ring buffer: from the first page boundary after the header, as Linux's ring buffer fd
 //           maps: the consumer position at the start of a page, the producer position at the
 //           start of the next, then data u8[max_entries] in place of the values
+//   lpm_trie: the hash family's sections with keys masked to their prefix length, then
+//           lpm_counts u32[max_prefixlen + 1] (entries per prefix length), then the values
+//   queue, stack: queue_state u64 (oldest slot << 32 | count, written in one store), then
+//           values: max_entries slots of value_stride bytes used as a ring
+//   bloom_filter: bloom_bits u64[(bloom_mask + 1) / 64]; no values
 // Sections start on 64-byte boundaries. Indices are uint32 with `none` for "no entry".
 #pragma once
 
@@ -30,6 +35,7 @@
 #include <cstring>
 #include <functional>
 #include <type_traits>
+#include <vector>
 
 namespace bpftime::maps::detail {
 
@@ -50,7 +56,7 @@ struct map_header {
     uint32_t max_entries;
     uint32_t flags;
     uint32_t ncpus;
-    uint32_t reserved;
+    uint32_t extra; ///< map_spec::map_extra (validated to fit: 0, or 0..15 for bloom filters)
     uint64_t seed;
     uint64_t size; ///< storage bytes the layout needs
     /// Hash writers and ring-buffer producers (process-shared, robust).
@@ -159,6 +165,37 @@ struct perf_ring_state {
     uint32_t disabled;      ///< PERF_EVENT_IOC_DISABLE: output fails
     uint32_t reserved;
 };
+
+// Queues and stacks (queue.cpp): push, pop and peek under the header's lock.
+long queue_push(const map_ref &m, const void *value, uint64_t flags);
+/// Copies the next value to out (when not null); removes it when take.
+long queue_pop(const map_ref &m, void *out, bool take);
+/// Every value in pop order.
+std::vector<std::vector<uint8_t>> queue_values(const map_ref &m);
+uint32_t queue_count(const map_ref &m);
+
+// Bloom filters (bloom.cpp): lock-free, bits set with atomic ORs.
+/// The bit array's size in bits for a spec (a power of two, at least 64), as Linux sizes it.
+uint64_t bloom_bits_for(const map_spec &spec);
+uint32_t bloom_hashes_for(const map_spec &spec);
+void bloom_add(const map_ref &m, const void *value);
+bool bloom_test(const map_ref &m, const void *value);
+
+// LPM tries (lpm.cpp) over the hash family's storage: entries hold keys masked to their
+// prefix length; a lookup tries the prefix lengths in use, longest first.
+inline uint32_t lpm_max_prefixlen(const map_spec &spec) {
+    return (spec.key_size - 4) * 8;
+}
+/// The entry of the longest stored prefix of key, or none.
+uint32_t lpm_find(const map_ref &m, const void *key);
+long lpm_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags);
+long lpm_remove(const map_ref &m, const void *key);
+/// key masked to its prefix length into out (key_size bytes); false when the prefix length is
+/// longer than the map's.
+bool lpm_mask_key(const map_spec &spec, const void *key, uint8_t *out);
+/// Counts entry idx's prefix length up or down (hash.cpp calls it as entries come and go).
+void lpm_count(const map_ref &m, uint32_t idx, int delta);
+void lpm_clear_counts(const map_ref &m);
 
 // Perf event arrays and perf rings (perf.cpp).
 void perf_ring_init(const map_ref &m);

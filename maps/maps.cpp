@@ -78,12 +78,14 @@ namespace {
 
 using namespace detail;
 
-enum class family { array, hash, ringbuf, cgroup_array, stack_trace };
+enum class family { array, hash, ringbuf, cgroup_array, stack_trace, queue, bloom };
 
 // Flags Linux programs commonly set that change nothing here: maps are always preallocated,
 // there is one LRU list, and storage is always shared memory.
-constexpr uint32_t f_no_prealloc = 1, f_no_common_lru = 2, f_mmapable = 1024;
-constexpr uint32_t max_key_size = 512;            // Linux: MAX_BPF_STACK
+constexpr uint32_t f_no_prealloc = map_no_prealloc, f_no_common_lru = 2, f_mmapable = 1024;
+constexpr uint32_t f_zero_seed = map_zero_seed;
+constexpr uint32_t lpm_min_key_size = 4 + 1, lpm_max_key_size = 4 + 256; // Linux's bounds
+constexpr uint32_t max_key_size = 512;                                   // Linux: MAX_BPF_STACK
 constexpr uint32_t max_value_size = 1u << 20;     // a sane bound (Linux: KMALLOC_MAX_SIZE)
 constexpr uint32_t max_percpu_value_size = 32768; // Linux: PCPU_MIN_UNIT_SIZE
 constexpr uint32_t max_hash_entries = 1u << 31;   // leaves `none` free and nbuckets in 32 bits
@@ -116,6 +118,12 @@ constexpr type_info type_table[] = {
     // BPF_F_STACK_BUILD_ID needs the build ids of the mappings; refused.
     {map_type::stack_trace, "stack_trace", family::stack_trace, false, 0,
      "no flags (BPF_F_STACK_BUILD_ID is not supported)"},
+    {map_type::lpm_trie, "lpm_trie", family::hash, false, f_no_prealloc,
+     "only BPF_F_NO_PREALLOC (0x1)"},
+    {map_type::queue, "queue", family::queue, false, 0, "no flags"},
+    {map_type::stack, "stack", family::queue, false, 0, "no flags"},
+    {map_type::bloom_filter, "bloom_filter", family::bloom, false, f_zero_seed,
+     "only BPF_F_ZERO_SEED (0x40)"},
 };
 
 const type_info *find_type(map_type type) {
@@ -213,7 +221,15 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
         lay.entries = b.add(lay.nbuckets, lay.entry_stride);
         lay.value_stride = spec.value_size;
         lay.values = b.add(lay.nbuckets, lay.value_stride);
+    } else if (info_of(spec.type).fam == family::bloom) {
+        lay.bloom_mask = bloom_bits_for(spec) - 1;
+        lay.bloom_hashes = bloom_hashes_for(spec);
+        lay.bloom_bits = b.add((lay.bloom_mask + 1) / 64, sizeof(uint64_t));
+        lay.values = b.end();
     } else {
+        if (info_of(spec.type).fam == family::queue) {
+            lay.queue_state = b.add(1, sizeof(uint64_t));
+        }
         if (info_of(spec.type).fam == family::hash) {
             lay.nbuckets = static_cast<uint32_t>(std::bit_ceil(n));
             lay.buckets = b.add(lay.nbuckets, sizeof(uint32_t));
@@ -221,6 +237,9 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
             lay.stamps = b.add(is_lru(spec.type) ? n : 0, sizeof(uint64_t));
             lay.entry_stride = (hash_entry_key + spec.key_size + 7) / 8 * 8;
             lay.entries = b.add(n, lay.entry_stride);
+            if (spec.type == map_type::lpm_trie) {
+                lay.lpm_counts = b.add(uint64_t{lpm_max_prefixlen(spec)} + 1, sizeof(uint32_t));
+            }
         }
         lay.value_stride = (spec.value_size + 7) / 8 * 8;
         uint64_t slots = 0;
@@ -278,13 +297,15 @@ uint32_t find_entry(const map_ref &m, const void *key, bool touch) {
     case family::array:
         return array_find(m, key);
     case family::hash:
-        return hash_find(m, key, touch);
+        break;
     case family::ringbuf:
     case family::cgroup_array:
     case family::stack_trace: // read under its lock (stack_read)
-        break;
+    case family::queue:
+    case family::bloom:
+        return none;
     }
-    return none;
+    return m.spec.type == map_type::lpm_trie ? lpm_find(m, key) : hash_find(m, key, touch);
 }
 
 long update_entry(const map_ref &m, const void *key, const value_source &src, uint64_t flags) {
@@ -292,10 +313,13 @@ long update_entry(const map_ref &m, const void *key, const value_source &src, ui
     case family::array:
         return array_update(m, key, src, flags);
     case family::hash:
-        return hash_update(m, key, src, flags);
+        return m.spec.type == map_type::lpm_trie ? lpm_update(m, key, src, flags)
+                                                 : hash_update(m, key, src, flags);
     case family::ringbuf:
     case family::cgroup_array: // programs cannot update a cgroup array
     case family::stack_trace:  // nor a stack trace map (bpf_get_stackid fills it)
+    case family::queue:        // as Linux: values are pushed, not updated
+    case family::bloom:
         break;
     }
     return -EINVAL;
@@ -320,14 +344,37 @@ std::optional<map_type> parse_map_type(std::string_view name) {
 result<void> validate_spec(const map_spec &spec) {
     const type_info *t = find_type(spec.type);
     if (t == nullptr) {
-        return make_error(EINVAL,
-                          field("type", static_cast<uint32_t>(spec.type)) +
-                              "unknown map type (hash, array, percpu_hash, "
-                              "percpu_array, cgroup_array, lru_hash, ringbuf, perf_event_array, "
-                              "lru_percpu_hash, stack_trace)");
+        return make_error(
+            EINVAL, field("type", static_cast<uint32_t>(spec.type)) +
+                        "unknown map type (hash, array, percpu_hash, "
+                        "percpu_array, cgroup_array, lru_hash, ringbuf, perf_event_array, "
+                        "lru_percpu_hash, stack_trace, lpm_trie, queue, stack, bloom_filter)");
     }
     std::string kind = std::string(t->name) + " maps ";
-    if (t->fam == family::ringbuf) {
+    if (t->fam == family::bloom) {
+        if ((spec.map_extra & ~uint64_t{0xf}) != 0) {
+            return make_error(EINVAL, "map_extra " + hex(spec.map_extra) + ": " + kind +
+                                          "take the number of hash functions (1 to 15, 0 for " +
+                                          std::to_string(bloom_default_hashes) +
+                                          ") in its low 4 bits and nothing else");
+        }
+    } else if (spec.map_extra != 0) {
+        return make_error(EINVAL, "map_extra " + hex(spec.map_extra) + ": " + kind +
+                                      "take no map_extra (only bloom_filter maps do; use 0)");
+    }
+    if (t->fam == family::queue || t->fam == family::bloom) {
+        if (spec.key_size != 0) {
+            return make_error(EINVAL,
+                              field("key_size", spec.key_size) + kind + "have no keys (use 0)");
+        }
+        if (spec.value_size == 0 || spec.value_size > max_value_size) {
+            return make_error(EINVAL, field("value_size", spec.value_size) + kind + "take 1 to " +
+                                          std::to_string(max_value_size) + "-byte values");
+        }
+        if (spec.max_entries == 0) {
+            return make_error(EINVAL, field("max_entries", 0) + "a map holds at least 1 entry");
+        }
+    } else if (t->fam == family::ringbuf) {
         if (spec.key_size != 0) {
             return make_error(EINVAL, field("key_size", spec.key_size) + "ring buffers have no "
                                                                          "keys (use 0)");
@@ -350,6 +397,13 @@ result<void> validate_spec(const map_spec &spec) {
         if (t->fam == family::cgroup_array && spec.value_size != 4) {
             return make_error(EINVAL, field("value_size", spec.value_size) + kind +
                                           "have 4-byte values (a cgroup fd)");
+        }
+        if (spec.type == map_type::lpm_trie &&
+            (spec.key_size < lpm_min_key_size || spec.key_size > lpm_max_key_size)) {
+            return make_error(EINVAL, field("key_size", spec.key_size) + kind + "take keys of " +
+                                          std::to_string(lpm_min_key_size) + " to " +
+                                          std::to_string(lpm_max_key_size) +
+                                          " bytes: a 4-byte prefixlen and 1 to 256 data bytes");
         }
         if (spec.key_size == 0 || spec.key_size > max_key_size) {
             return make_error(EINVAL, field("key_size", spec.key_size) + kind + "take 1 to " +
@@ -383,6 +437,10 @@ result<void> validate_spec(const map_spec &spec) {
     if ((spec.flags & ~t->allowed_flags) != 0) {
         return make_error(EINVAL,
                           "flags " + hex(spec.flags) + ": " + kind + "accept " + t->flag_names);
+    }
+    if (spec.type == map_type::lpm_trie && (spec.flags & f_no_prealloc) == 0) {
+        return make_error(EINVAL, "flags " + hex(spec.flags) + ": " + kind +
+                                      "need BPF_F_NO_PREALLOC (0x1), as in Linux");
     }
     return {};
 }
@@ -441,6 +499,7 @@ result<void> init_storage(void *base, uint64_t size, const map_spec &spec, uint3
     h->max_entries = spec.max_entries;
     h->flags = spec.flags;
     h->ncpus = ncpus;
+    h->extra = static_cast<uint32_t>(spec.map_extra);
     h->size = lay->total;
     if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != sizeof h->seed) {
         h->seed = reinterpret_cast<uintptr_t>(base) ^ 0x9e3779b97f4a7c15ull;
@@ -507,6 +566,7 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
         {"value_size", h.value_size, spec.value_size},
         {"max_entries", h.max_entries, spec.max_entries},
         {"flags", h.flags, spec.flags},
+        {"map_extra", h.extra, static_cast<uint32_t>(spec.map_extra)},
     };
     for (const auto &f : fields) {
         if (f.stored != f.wanted) {
@@ -538,9 +598,8 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     if (spec.type == map_type::perf_event_array) {
         // As Linux: programs cannot look up perf events.
         v.lookup_ = [](const map_ref &, const void *) -> void * { return nullptr; };
-    } else if (v.lookup_ == nullptr && info_of(spec.type).fam != family::cgroup_array &&
-               info_of(spec.type).fam != family::stack_trace) {
-        // (As Linux, programs cannot look up stack trace maps: bpf_get_stackid fills them.)
+    } else if (v.lookup_ == nullptr && (info_of(spec.type).fam == family::array ||
+                                        info_of(spec.type).fam == family::hash)) {
         v.lookup_ = [](const map_ref &m, const void *key) -> void * {
             uint32_t idx = find_entry(m, key, true);
             return idx != none ? m.value(idx, current_cpu(m.ncpus)) : nullptr;
@@ -569,18 +628,24 @@ long map_view::remove(const void *key) const {
     if (spec_.type == map_type::perf_event_array) {
         return perf_array_remove(ref(), key);
     }
-    auto fam = info_of(spec_.type).fam;
-    if (fam == family::stack_trace) {
+    switch (info_of(spec_.type).fam) {
+    case family::hash:
+        return spec_.type == map_type::lpm_trie ? lpm_remove(ref(), key) : hash_remove(ref(), key);
+    case family::stack_trace:
         return stack_remove(ref(), key);
+    case family::bloom:
+        return -EOPNOTSUPP; // as Linux: a value cannot be taken out of a bloom filter
+    default:
+        return -EINVAL;
     }
-    return fam == family::hash ? hash_remove(ref(), key) : -EINVAL;
 }
 
 std::span<uint8_t> map_view::value_area() const {
     // A cgroup array's slots hold ids programs must not read (Linux refuses lookups in it).
     auto fam = info_of(spec_.type).fam;
     if (base_ == nullptr || fam == family::ringbuf || fam == family::cgroup_array ||
-        fam == family::stack_trace || spec_.type == map_type::perf_event_array) {
+        fam == family::stack_trace || fam == family::queue || fam == family::bloom ||
+        spec_.type == map_type::perf_event_array) {
         return {};
     }
     return {base_ + layout_.values, layout_.values_size};
@@ -619,11 +684,30 @@ error update_error(long rc, const map_spec &spec, uint64_t flags) {
     case -ENOENT:
         return make_error(ENOENT, "no such key (BPF_EXIST)");
     case -E2BIG:
+        if (info_of(spec.type).fam == family::queue) {
+            return make_error(E2BIG, std::string("the ") + map_type_name(spec.type) + " is full (" +
+                                         std::to_string(spec.max_entries) +
+                                         " values; BPF_EXIST drops the oldest to make room)");
+        }
         return make_error(
             E2BIG, info_of(spec.type).fam != family::hash
                        ? "index out of range (max_entries " + std::to_string(spec.max_entries) + ")"
                        : "the map is full (" + std::to_string(spec.max_entries) + " entries)");
     case -EINVAL:
+        if (info_of(spec.type).fam == family::queue || info_of(spec.type).fam == family::bloom) {
+            return make_error(EINVAL, "push flags " + hex(flags) + ": " + map_type_name(spec.type) +
+                                          " maps take " +
+                                          (info_of(spec.type).fam == family::queue
+                                               ? "BPF_ANY (0) or BPF_EXIST (2)"
+                                               : "BPF_ANY (0) only"));
+        }
+        if (spec.type == map_type::lpm_trie) {
+            return make_error(EINVAL, "update flags " + hex(flags) +
+                                          " or a prefixlen longer than the map's " +
+                                          std::to_string(lpm_max_prefixlen(spec)) +
+                                          " bits: use BPF_ANY (0), BPF_NOEXIST (1) or "
+                                          "BPF_EXIST (2) and a prefixlen up to that");
+        }
         return make_error(EINVAL, "update flags " + hex(flags) +
                                       ": use BPF_ANY (0), BPF_NOEXIST (1) or BPF_EXIST (2)");
     default:
@@ -634,6 +718,12 @@ error update_error(long rc, const map_spec &spec, uint64_t flags) {
 result<void> check_key(const map_spec &spec, std::span<const uint8_t> key, bool may_be_empty) {
     if (info_of(spec.type).fam == family::ringbuf) {
         return make_error(EINVAL, "ring buffers have no keys");
+    }
+    if (info_of(spec.type).fam == family::queue || info_of(spec.type).fam == family::bloom) {
+        return make_error(EINVAL, std::string(map_type_name(spec.type)) +
+                                      " maps have no keys: push, pop and peek values (the "
+                                      "update, lookup-and-delete and lookup commands with no "
+                                      "key)");
     }
     if (key.size() != spec.key_size && !(may_be_empty && key.empty())) {
         return make_error(EINVAL, "the key has " + std::to_string(key.size()) +
@@ -707,6 +797,10 @@ result<void> map_view::erase(std::span<const uint8_t> key) const {
     if (rc == -ENOENT) {
         return make_error(ENOENT, "no such key");
     }
+    if (rc == -EINVAL && spec_.type == map_type::lpm_trie) {
+        return make_error(EINVAL, "the key's prefixlen is longer than the map's " +
+                                      std::to_string(lpm_max_prefixlen(spec_)) + " bits");
+    }
     if (rc < 0) {
         return make_error(static_cast<int>(-rc), info_of(spec_.type).fam == family::array
                                                      ? "array elements cannot be deleted"
@@ -721,6 +815,11 @@ result<std::optional<std::vector<uint8_t>>> map_view::next_key(std::span<const u
     }
     auto m = ref();
     const void *after = key.empty() ? nullptr : key.data();
+    uint8_t masked[4 + 256];
+    if (spec_.type == map_type::lpm_trie && after != nullptr) {
+        // Entries hold masked keys; a prefix longer than the map's is no entry: start over.
+        after = lpm_mask_key(spec_, after, masked) ? masked : nullptr;
+    }
     auto fam = info_of(spec_.type).fam;
     bool array = fam != family::hash;
     auto idx = fam == family::stack_trace ? stack_next(m, after)
@@ -744,7 +843,10 @@ uint64_t map_view::count() const {
                         spec_.max_entries);
     case family::stack_trace:
         return stack_count(ref());
+    case family::queue:
+        return queue_count(ref());
     case family::ringbuf:
+    case family::bloom:
         break;
     }
     return 0;
@@ -755,6 +857,114 @@ long map_view::stack_put(std::span<const uint64_t> ips, uint64_t flags) const {
         return -EINVAL;
     }
     return detail::stack_put(ref(), ips, flags);
+}
+
+long map_view::push_elem(const void *value, uint64_t flags) const {
+    switch (info_of(spec_.type).fam) {
+    case family::queue:
+        return queue_push(ref(), value, flags);
+    case family::bloom:
+        if (flags != update_any) {
+            return -EINVAL;
+        }
+        bloom_add(ref(), value);
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
+long map_view::pop_elem(void *value) const {
+    return info_of(spec_.type).fam == family::queue ? queue_pop(ref(), value, true) : -EINVAL;
+}
+
+long map_view::peek_elem(void *value) const {
+    switch (info_of(spec_.type).fam) {
+    case family::queue:
+        return queue_pop(ref(), value, false);
+    case family::bloom:
+        return bloom_test(ref(), value) ? 0 : -ENOENT;
+    default:
+        return -EINVAL;
+    }
+}
+
+namespace {
+
+error not_a_queue(const map_spec &spec, bool bloom_too) {
+    return make_error(EINVAL, std::string("a ") + map_type_name(spec.type) +
+                                  " map has no values to push, pop or peek (queue, stack" +
+                                  (bloom_too ? " or bloom_filter" : "") + " maps do)");
+}
+
+error empty_error(const map_spec &spec) {
+    return make_error(ENOENT, std::string("the ") + map_type_name(spec.type) + " is empty");
+}
+
+} // namespace
+
+result<void> map_view::push(std::span<const uint8_t> value, uint64_t flags) const {
+    auto fam = info_of(spec_.type).fam;
+    if (fam != family::queue && fam != family::bloom) {
+        return not_a_queue(spec_, true);
+    }
+    if (value.size() != spec_.value_size) {
+        return make_error(EINVAL, "the value has " + std::to_string(value.size()) +
+                                      " bytes, the map takes " + std::to_string(spec_.value_size));
+    }
+    if (long rc = push_elem(value.data(), flags); rc < 0) {
+        return update_error(rc, spec_, flags);
+    }
+    return {};
+}
+
+result<std::vector<uint8_t>> map_view::pop() const {
+    if (info_of(spec_.type).fam != family::queue) {
+        return not_a_queue(spec_, false);
+    }
+    std::vector<uint8_t> out(spec_.value_size);
+    if (long rc = pop_elem(out.data()); rc < 0) {
+        return rc == -ENOENT
+                   ? empty_error(spec_)
+                   : make_error(static_cast<int>(-rc), "the map's lock cannot be recovered");
+    }
+    return out;
+}
+
+result<std::vector<uint8_t>> map_view::peek(std::span<const uint8_t> value) const {
+    auto fam = info_of(spec_.type).fam;
+    if (fam == family::bloom) {
+        if (value.size() != spec_.value_size) {
+            return make_error(EINVAL, "the value has " + std::to_string(value.size()) +
+                                          " bytes, the map takes " +
+                                          std::to_string(spec_.value_size));
+        }
+        if (!bloom_test(ref(), value.data())) {
+            return make_error(ENOENT, "the value is not in the bloom filter");
+        }
+        return std::vector<uint8_t>(value.begin(), value.end());
+    }
+    if (fam != family::queue) {
+        return not_a_queue(spec_, true);
+    }
+    if (!value.empty()) {
+        return make_error(EINVAL, std::string("a ") + map_type_name(spec_.type) +
+                                      " is peeked with no value (it gives one)");
+    }
+    std::vector<uint8_t> out(spec_.value_size);
+    if (long rc = queue_pop(ref(), out.data(), false); rc < 0) {
+        return rc == -ENOENT
+                   ? empty_error(spec_)
+                   : make_error(static_cast<int>(-rc), "the map's lock cannot be recovered");
+    }
+    return out;
+}
+
+result<std::vector<std::vector<uint8_t>>> map_view::values() const {
+    if (info_of(spec_.type).fam != family::queue) {
+        return not_a_queue(spec_, false);
+    }
+    return queue_values(ref());
 }
 
 } // namespace bpftime::maps

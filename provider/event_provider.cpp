@@ -191,6 +191,14 @@ public:
         return view_.next_key(key);
     }
     uint64_t count() const override { return view_.count(); }
+    result<void> push(std::span<const uint8_t> value, uint64_t flags) const override {
+        return view_.push(value, flags);
+    }
+    result<std::vector<uint8_t>> pop() const override { return view_.pop(); }
+    result<std::vector<std::vector<uint8_t>>> values() const override { return view_.values(); }
+    result<std::vector<uint8_t>> peek(std::span<const uint8_t> value) const override {
+        return view_.peek(value);
+    }
     result<uint64_t> consume(const std::function<void(std::span<const uint8_t>)> &fn,
                              uint64_t max) override {
         return view_.ringbuf_consume(fn, max);

@@ -85,14 +85,18 @@ result<unique_fd> load_program(uint32_t prog_type, const std::string &name,
                                        reinterpret_cast<const bpf_insn *>(insns.data()),
                                        insns.size(), opts));
     };
-    if (unique_fd fd = load(nullptr)) {
+    // The kernel runs syscall programs only as sleepable ones; libbpf's SEC("syscall") asks
+    // for that too.
+    const uint32_t flags = prog_type == BPF_PROG_TYPE_SYSCALL ? BPF_F_SLEEPABLE : 0;
+    LIBBPF_OPTS(bpf_prog_load_opts, plain, .prog_flags = flags);
+    if (unique_fd fd = load(&plain)) {
         return fd;
     }
     // Refused: load again with the verifier's log (only now, so accepted programs neither
     // allocate it nor make the verifier write it).
     int e = errno;
     std::vector<char> log(1u << 20);
-    LIBBPF_OPTS(bpf_prog_load_opts, opts, .log_level = 1,
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .prog_flags = flags, .log_level = 1,
                 .log_size = static_cast<uint32_t>(log.size()), .log_buf = log.data());
     if (unique_fd fd = load(&opts)) {
         return fd; // accepted the second time (a transient refusal)
@@ -318,6 +322,55 @@ public:
         return n;
     }
 
+    result<void> push(std::span<const uint8_t> value, uint64_t flags) const override {
+        if (auto ok = keyless(true, value); !ok) {
+            return ok;
+        }
+        if (bpf_map_update_elem(fd_.get(), nullptr, value.data(), flags) != 0) {
+            int e = errno;
+            if (e == E2BIG || e == EINVAL) {
+                return maps::update_error(-e, info_.spec, flags);
+            }
+            return failure("push");
+        }
+        return {};
+    }
+
+    result<std::vector<uint8_t>> pop() const override {
+        if (auto ok = keyless(false, {}); !ok) {
+            return std::move(ok).err();
+        }
+        std::vector<uint8_t> out(info_.spec.value_size);
+        if (bpf_map_lookup_and_delete_elem(fd_.get(), nullptr, out.data()) != 0) {
+            return empty_or_failure("pop");
+        }
+        return out;
+    }
+
+    result<std::vector<uint8_t>> peek(std::span<const uint8_t> value) const override {
+        bool bloom = info_.spec.type == maps::map_type::bloom_filter;
+        if (auto ok = keyless(bloom, value); !ok) {
+            return std::move(ok).err();
+        }
+        std::vector<uint8_t> out(info_.spec.value_size);
+        if (bloom) {
+            std::copy(value.begin(), value.end(), out.begin());
+        }
+        if (bpf_map_lookup_elem(fd_.get(), nullptr, out.data()) != 0) {
+            return empty_or_failure("peek");
+        }
+        return out;
+    }
+
+    result<std::vector<std::vector<uint8_t>>> values() const override {
+        if (auto ok = keyless(false, {}); !ok) {
+            return std::move(ok).err();
+        }
+        return make_error(EOPNOTSUPP, std::string("the kernel cannot list a ") +
+                                          maps::map_type_name(info_.spec.type) +
+                                          "'s values without popping them");
+    }
+
     result<uint64_t> consume(const std::function<void(std::span<const uint8_t>)> &fn,
                              uint64_t max) override {
         if (auto r = ring(); !r) {
@@ -349,6 +402,32 @@ private:
     uint64_t slot() const {
         return per_cpu(info_.spec.type) ? (uint64_t{info_.spec.value_size} + 7) / 8 * 8
                                         : info_.spec.value_size;
+    }
+    // The checks map_view makes for queues, stacks and bloom filters, with the same words.
+    result<void> keyless(bool takes_value, std::span<const uint8_t> value) const {
+        auto t = info_.spec.type;
+        bool bloom = t == maps::map_type::bloom_filter;
+        if (t != maps::map_type::queue && t != maps::map_type::stack && !(bloom && takes_value)) {
+            return make_error(EINVAL, std::string("a ") + maps::map_type_name(t) +
+                                          " map has no values to push, pop or peek (queue, "
+                                          "stack" +
+                                          (takes_value ? " or bloom_filter" : "") + " maps do)");
+        }
+        if (takes_value && value.size() != info_.spec.value_size) {
+            return make_error(EINVAL, "the value has " + std::to_string(value.size()) +
+                                          " bytes, the map takes " +
+                                          std::to_string(info_.spec.value_size));
+        }
+        return {};
+    }
+    error empty_or_failure(const char *op) const {
+        if (errno != ENOENT) {
+            return failure(op);
+        }
+        return info_.spec.type == maps::map_type::bloom_filter
+                   ? make_error(ENOENT, "the value is not in the bloom filter")
+                   : make_error(ENOENT, std::string("the ") + maps::map_type_name(info_.spec.type) +
+                                            " is empty");
     }
     error failure(const char *op) const {
         int e = errno;

@@ -26,7 +26,7 @@ namespace {
 
 using kernel::unique_fd;
 
-constexpr uint32_t catalogue_version = 2;
+constexpr uint32_t catalogue_version = 3;
 constexpr uint32_t catalogue_entries = 4096;
 constexpr size_t max_args = 4095;
 
@@ -46,6 +46,7 @@ struct record {
     char name[store::max_name + 1] = {};
     char section[store::max_name + 1] = {};
     char args[max_args + 1] = {}; // target
+    uint64_t map_extra = 0;       // map
 };
 
 // A map's record as users see it.
@@ -58,6 +59,7 @@ store::map_info map_info_of(uint32_t id, const record &r) {
     m.spec.value_size = r.value_size;
     m.spec.max_entries = r.max_entries;
     m.spec.flags = r.map_flags;
+    m.spec.map_extra = r.map_extra;
     m.read_only = r.read_only != 0;
     m.ncpus = static_cast<uint32_t>(std::max(libbpf_num_possible_cpus(), 1));
     return m;
@@ -522,8 +524,12 @@ result<uint32_t> kernel_event_provider::create_program(const program_spec &spec)
 result<uint32_t> kernel_event_provider::create_map(const map_create_spec &spec) {
     const maps::map_spec &s = spec.spec;
     std::string what = "map " + spec.name;
+    // The spec's flags (BPF_F_NO_PREALLOC, which LPM tries need, BPF_F_MMAPABLE, ...) and
+    // map_extra (a bloom filter's hash count) go to the kernel as they are.
     LIBBPF_OPTS(bpf_map_create_opts, opts,
-                .map_flags = spec.read_only ? static_cast<uint32_t>(BPF_F_RDONLY_PROG) : 0u);
+                .map_flags =
+                    s.flags | (spec.read_only ? static_cast<uint32_t>(BPF_F_RDONLY_PROG) : 0u),
+                .map_extra = s.map_extra);
     unique_fd fd(bpf_map_create(static_cast<bpf_map_type>(s.type), kernel_name(spec.name).c_str(),
                                 s.key_size, s.value_size, s.max_entries, &opts));
     if (!fd) {
@@ -559,6 +565,7 @@ result<uint32_t> kernel_event_provider::create_map(const map_create_spec &spec) 
     r->value_size = s.value_size;
     r->max_entries = s.max_entries;
     r->map_flags = static_cast<uint32_t>(s.flags);
+    r->map_extra = s.map_extra;
     r->read_only = spec.read_only ? 1 : 0;
     return impl_->add(*r, "map", [&](uint32_t id) { return impl_->pin(fd.get(), "map", id); });
 }

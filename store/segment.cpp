@@ -473,8 +473,12 @@ struct segment::impl {
     }
 
     static maps::map_spec spec_of(const slot &s) {
-        return {static_cast<maps::map_type>(s.map_type), s.key_size, s.value_size, s.max_entries,
-                s.map_flags};
+        return {static_cast<maps::map_type>(s.map_type),
+                s.key_size,
+                s.value_size,
+                s.max_entries,
+                s.map_flags,
+                s.map_extra};
     }
 
     // A map's record and its storage: the spec valid, the storage inside the extent, and the
@@ -839,6 +843,7 @@ result<uint32_t> segment::create_map(const std::string &name, const maps::map_sp
     sl.value_size = spec.value_size;
     sl.max_entries = spec.max_entries;
     sl.map_flags = spec.flags;
+    sl.map_extra = spec.map_extra;
     sl.ncpus = ncpus;
     sl.read_only = read_only ? 1 : 0;
     void *storage = impl_->payload(*off);

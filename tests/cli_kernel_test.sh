@@ -110,6 +110,39 @@ expect run-kernel-id 1 'takes programs of the user-space provider' -- k run 3
 expect bad-provider 105 'nope not in \{user,kernel\}' -- "$bpftime" --provider nope list
 expect provider-after-command 0 'count_entry' -- "$bpftime" list --provider kernel
 
+# Queue, stack, bloom filter and LPM trie maps from `map create`: the same answers both ways
+# (map ids differ between the two, so they are left out of the comparison).
+keyless_session() {
+  local p=$1 q s b l
+  q=$($p map create queue --name q --value-size 8 --max-entries 2 | awk '{ print $2 }')
+  s=$($p map create stack --name s --value-size 8 --max-entries 2 | awk '{ print $2 }')
+  b=$($p map create bloom_filter --name b --value-size 8 --max-entries 16 --map-extra 2 |
+    awk '{ print $2 }')
+  l=$($p map create lpm_trie --name l --key-size 8 --value-size 8 --max-entries 8 --flags 1 |
+    awk '{ print $2 }')
+  {
+    $p map push "$q" 1; $p map push "$q" 2; $p map push "$q" 3; $p map push "$q" 3 --flags exist
+    $p map peek "$q"; $p map pop "$q"; $p map pop "$q"; $p map pop "$q"
+    $p map push "$s" 1; $p map push "$s" 2; $p map pop "$s"; $p map peek "$s"
+    $p map push "$b" 7; $p map peek "$b" 7; $p map peek "$b" 8; $p map push "$b" 7 --flags exist
+    $p map update "$l" hex:080000000a000000 8; $p map update "$l" hex:180000000a010200 24
+    $p map lookup "$l" hex:200000000a010203; $p map lookup "$l" hex:200000000a090909
+    $p map lookup "$l" hex:200000000b000001; $p map update "$l" hex:210000000a010200 1
+    $p map delete "$l" hex:180000000a0102ff; $p map dump "$l"
+  } 2>&1 | sed -E 's/map [0-9]+/map N/g'
+}
+kernel_keyless=$(keyless_session k)
+user_keyless=$(keyless_session u)
+check "keyless maps: the same answers" test "$kernel_keyless" = "$user_keyless"
+if [[ $kernel_keyless != "$user_keyless" ]]; then
+  diff <(echo "$kernel_keyless") <(echo "$user_keyless") | sed 's/^/  | /'
+fi
+expect kernel-keyless-sample 0 'value: 02 00 00 00 00 00 00 00' -- echo "$kernel_keyless"
+expect kernel-lpm-needs-no-prealloc 1 'the kernel refused it' -- \
+  k map create lpm_trie --key-size 8 --value-size 8 --max-entries 8
+expect kernel-bloom-bad-extra 1 'the kernel refused it' -- \
+  k map create bloom_filter --value-size 8 --max-entries 8 --map-extra 16
+
 # Two loads at once take the folder's lock in turn: every id distinct.
 k load "$examples/uprobe_count.bpf.o" >/dev/null &
 k load "$examples/uprobe_count.bpf.o" >/dev/null &

@@ -88,6 +88,71 @@ expect enable-not-link 1 'not a link' -- "$bpftime" enable "$prog"
 expect destroy-used 1 "program $prog is used by object $link" -- "$bpftime" destroy "$prog"
 expect destroy-map-used 1 'is used by object' -- "$bpftime" destroy "$counts"
 expect destroy-link 0 '' -- "$bpftime" destroy "$link"
+
+# Queue, stack, bloom filter and LPM trie maps made with `map create`, used with push, pop,
+# peek, update, lookup and dump, and every bad input refused with its reason.
+mk() { "$bpftime" map create "$@" | awk '{ print $2 }'; }
+q=$(mk queue --name q --value-size 8 --max-entries 2)
+st=$(mk stack --name st --value-size 8 --max-entries 2)
+bl=$(mk bloom_filter --name bl --value-size 8 --max-entries 16 --map-extra 2)
+lpm=$(mk lpm_trie --name routes --key-size 8 --value-size 8 --max-entries 8 --flags 1)
+expect create-json 0 '^\{"id":[0-9]+,"name":"q2"\}$' -- \
+  "$bpftime" --json map create queue --name q2 --value-size 4 --max-entries 1
+expect list-queue 0 "^$q +map +q +queue key 0 value 8 max_entries 2" -- "$bpftime" list
+expect push 0 '' -- "$bpftime" map push "$q" 1
+expect push-2 0 '' -- "$bpftime" map push "$q" 2
+expect push-full 1 'the queue is full \(2 values; BPF_EXIST drops the oldest to make room\)' -- \
+  "$bpftime" map push "$q" 3
+expect push-exist 0 '' -- "$bpftime" map push "$q" 3 --flags exist
+expect push-noexist 1 'push flags 0x1: queue maps take BPF_ANY \(0\) or BPF_EXIST \(2\)' -- \
+  "$bpftime" map push "$q" 4 --flags noexist
+expect queue-dump 0 'value: 02 00 00 00 00 00 00 00' -- "$bpftime" map dump "$q"
+expect queue-dump-count 0 '^2 values$' -- "$bpftime" map dump "$q"
+expect peek 0 '^value: 02 00 00 00 00 00 00 00$' -- "$bpftime" map peek "$q"
+expect pop 0 '^value: 02 00 00 00 00 00 00 00$' -- "$bpftime" map pop "$q"
+expect pop-2 0 '^value: 03 00 00 00 00 00 00 00$' -- "$bpftime" map pop "$q"
+expect pop-empty 1 "map $q: the queue is empty" -- "$bpftime" map pop "$q"
+expect pop-json 1 'the queue is empty' -- "$bpftime" --json map pop "$q"
+expect queue-lookup 1 "map $q is a queue: it has no keys; use .bpftime map push\|pop\|peek." -- \
+  "$bpftime" map lookup "$q" 1
+expect queue-bad-value 1 'value .*8' -- "$bpftime" map push "$q" "01 02"
+expect pop-takes-no-value 1 'takes no VALUE' -- "$bpftime" map peek "$q" 5
+"$bpftime" map push "$st" 1 && "$bpftime" map push "$st" 2
+expect stack-pop 0 '^value: 02 00 00 00 00 00 00 00$' -- "$bpftime" map pop "$st"
+expect bloom-push 0 '' -- "$bpftime" map push "$bl" 7
+expect bloom-peek 0 '^value: 07 00 00 00 00 00 00 00  maybe present$' -- "$bpftime" map peek "$bl" 7
+expect bloom-absent 1 'the value is not in the bloom filter' -- "$bpftime" map peek "$bl" 8
+expect bloom-peek-needs-value 1 'map peek on a bloom_filter needs a VALUE' -- \
+  "$bpftime" map peek "$bl"
+expect bloom-pop 1 'a bloom_filter map has no values to push, pop or peek \(queue, stack maps do\)' -- \
+  "$bpftime" map pop "$bl"
+expect bloom-dump 1 'cannot list its values' -- "$bpftime" map dump "$bl"
+expect lpm-update 0 '' -- "$bpftime" map update "$lpm" hex:080000000a000000 8
+expect lpm-update-24 0 '' -- "$bpftime" map update "$lpm" hex:180000000a010200 24
+expect lpm-longest 0 'value: 18 00 00 00 00 00 00 00' -- \
+  "$bpftime" map lookup "$lpm" hex:200000000a010203
+expect lpm-shorter 0 'value: 08 00 00 00 00 00 00 00' -- \
+  "$bpftime" map lookup "$lpm" hex:200000000a090909
+expect lpm-none 1 'no such key' -- "$bpftime" map lookup "$lpm" hex:200000000b000001
+expect lpm-too-long 1 'prefixlen longer than the map.s 32 bits' -- \
+  "$bpftime" map update "$lpm" hex:210000000a000000 1
+expect lpm-dump 0 '^2 entries$' -- "$bpftime" map dump "$lpm"
+expect lpm-delete-exact 1 'no such key' -- "$bpftime" map delete "$lpm" hex:100000000a010000
+expect lpm-delete 0 '' -- "$bpftime" map delete "$lpm" hex:180000000a0102ff
+expect push-on-hash 1 'is a hash: push, pop and peek are for queue, stack and bloom_filter' -- \
+  "$bpftime" map push "$counts" 1
+expect create-lpm-prealloc 1 'flags 0x0: lpm_trie maps need BPF_F_NO_PREALLOC \(0x1\), as in Linux' -- \
+  "$bpftime" map create lpm_trie --key-size 8 --value-size 8 --max-entries 8
+expect create-lpm-key 1 'key_size 4: lpm_trie maps take keys of 5 to 260 bytes' -- \
+  "$bpftime" map create lpm_trie --key-size 4 --value-size 8 --max-entries 8 --flags 1
+expect create-bloom-extra 1 'map_extra 0x10: bloom_filter maps take the number of hash functions' -- \
+  "$bpftime" map create bloom_filter --value-size 8 --max-entries 8 --map-extra 16
+expect create-queue-key 1 'key_size 4: queue maps have no keys \(use 0\)' -- \
+  "$bpftime" map create queue --key-size 4 --value-size 8 --max-entries 8
+expect create-extra-on-hash 1 'map_extra 0x3: hash maps take no map_extra' -- \
+  "$bpftime" map create hash --key-size 4 --value-size 8 --max-entries 8 --map-extra 3
+expect create-unknown 1 "map type 'deque' is unknown" -- \
+  "$bpftime" map create deque --value-size 8 --max-entries 8
 expect destroy-unknown 1 'no object with id 4242' -- "$bpftime" destroy 4242
 expect reset 0 '' -- "$bpftime" reset
 expect list-after-reset 1 'no segment named' -- "$bpftime" list

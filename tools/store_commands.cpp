@@ -357,7 +357,108 @@ struct map_args {
     std::string key, value, flags = "any";
     uint64_t count = 0;
     double timeout = 0;
+    // map create
+    std::string type, name;
+    uint32_t key_size = 0, value_size = 0, max_entries = 0, map_flags = 0;
+    uint64_t map_extra = 0;
 };
+
+bool keyless(maps::map_type t) {
+    return t == maps::map_type::queue || t == maps::map_type::stack ||
+           t == maps::map_type::bloom_filter;
+}
+
+// `map create TYPE ...`: an empty map, as BPF_MAP_CREATE makes one.
+int cmd_map_create(const global_options &g, const map_args &a) {
+    auto type = maps::parse_map_type(a.type);
+    if (!type) {
+        return report(make_error(EINVAL, "map type '" + a.type +
+                                             "' is unknown (hash, array, percpu_hash, "
+                                             "percpu_array, lru_hash, ringbuf, lpm_trie, queue, "
+                                             "stack, bloom_filter)"));
+    }
+    auto provider = open_provider(g, true);
+    if (!provider) {
+        return report(provider.err());
+    }
+    map_create_spec spec;
+    spec.name = a.name.empty() ? a.type : a.name;
+    spec.spec = {*type, a.key_size, a.value_size, a.max_entries, a.map_flags, a.map_extra};
+    auto id = (*provider)->create_map(spec);
+    if (!id) {
+        return report(id.err());
+    }
+    if (g.json) {
+        std::puts(json{{"id", *id}, {"name", spec.name}}.dump().c_str());
+    } else {
+        std::printf("map %u %s\n", *id, spec.name.c_str());
+    }
+    return 0;
+}
+
+void print_value(const global_options &g, const std::vector<uint8_t> &value) {
+    if (g.json) {
+        std::puts(json{{"value", hex_bytes(value.data(), value.size())}}.dump().c_str());
+    } else {
+        std::printf("value: %s\n", hex_bytes(value.data(), value.size()).c_str());
+    }
+}
+
+// `map push|pop|peek` on queues, stacks and bloom filters.
+int cmd_map_values(const global_options &g, map_access &view, const map_args &a) {
+    const store::map_info &info = view.info();
+    std::string what = "map " + std::to_string(a.id);
+    bool bloom = info.spec.type == maps::map_type::bloom_filter;
+    if (!keyless(info.spec.type)) {
+        return report(make_error(EINVAL, what + " is a " + maps::map_type_name(info.spec.type) +
+                                             ": push, pop and peek are for queue, stack and "
+                                             "bloom_filter maps (use update, lookup, delete)"));
+    }
+    std::vector<uint8_t> value;
+    if (a.op == "push" || (bloom && a.op == "peek")) {
+        if (a.value.empty()) {
+            return report(make_error(EINVAL, "map " + a.op + " on a " +
+                                                 maps::map_type_name(info.spec.type) +
+                                                 " needs a VALUE"));
+        }
+        auto parsed = parse_bytes(a.value, info.spec.value_size);
+        if (!parsed) {
+            return report(make_error(parsed.err().code, "value " + parsed.err().message));
+        }
+        value = std::move(*parsed);
+    } else if (!a.value.empty()) {
+        return report(make_error(EINVAL, "map " + a.op + " on a " +
+                                             maps::map_type_name(info.spec.type) +
+                                             " takes no VALUE (it gives one)"));
+    }
+    if (a.op == "push") {
+        uint64_t flags = a.flags == "exist" ? maps::update_exist : maps::update_any;
+        if (a.flags == "noexist") {
+            flags = maps::update_noexist; // refused with the map's message
+        }
+        if (auto r = view.push(value, flags); !r) {
+            return report(make_error(r.err().code, what + ": " + r.err().message));
+        }
+        return 0;
+    }
+    auto got = a.op == "pop" ? view.pop() : view.peek(value);
+    if (!got) {
+        return report(make_error(got.err().code, what + ": " + got.err().message));
+    }
+    if (bloom) {
+        // A bloom filter can only say "maybe": it may answer yes for a value never pushed.
+        if (g.json) {
+            std::puts(json{{"value", hex_bytes(got->data(), got->size())}, {"present", "maybe"}}
+                          .dump()
+                          .c_str());
+        } else {
+            std::printf("value: %s  maybe present\n", hex_bytes(got->data(), got->size()).c_str());
+        }
+        return 0;
+    }
+    print_value(g, *got);
+    return 0;
+}
 
 std::atomic<bool> interrupted{false};
 
@@ -591,6 +692,31 @@ int cmd_map(const global_options &g, const map_args &a) {
                 break;
             }
             view.wait(100);
+        }
+        return 0;
+    }
+    if (a.op == "push" || a.op == "pop" || a.op == "peek") {
+        return cmd_map_values(g, view, a);
+    }
+    if (keyless(info->spec.type)) {
+        bool bloom = info->spec.type == maps::map_type::bloom_filter;
+        if (a.op != "dump" || bloom) {
+            return report(make_error(
+                EINVAL, "map " + std::to_string(a.id) + " is a " +
+                            maps::map_type_name(info->spec.type) + ": it has no keys" +
+                            (bloom ? " and cannot list its values; use `bpftime map push ID "
+                                     "VALUE` and `bpftime map peek ID VALUE`"
+                                   : "; use `bpftime map push|pop|peek`")));
+        }
+        auto all = view.values();
+        if (!all) {
+            return report(all.err());
+        }
+        for (const auto &v : *all) {
+            print_value(g, v);
+        }
+        if (!g.json) {
+            std::printf("%zu values\n", all->size());
         }
         return 0;
     }
@@ -930,6 +1056,35 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     add_map_op("lookup", "print the value of a key", 1);
     add_map_op("update", "set the value of a key", 2);
     add_map_op("delete", "remove a key", 1);
+    auto *push = add_map_op("push", "push a value (queue, stack, bloom_filter)", 0);
+    push->add_option("VALUE", ma.value, "an integer or bytes, as for update")->required();
+    push->add_option("--flags", ma.flags, "any, or exist: a full queue or stack drops its oldest")
+        ->check(CLI::IsMember({"any", "noexist", "exist"}));
+    add_map_op("pop", "print and remove the next value (queue: the oldest, stack: the newest)", 0);
+    auto *peek = add_map_op("peek",
+                            "print the next value without removing it (queue, stack); "
+                            "whether VALUE may be in a bloom filter (exit status 1 when "
+                            "it is not)",
+                            0);
+    peek->add_option("VALUE", ma.value, "the value to test (bloom_filter)");
+    auto *create = map->add_subcommand("create", "create an empty map");
+    create
+        ->add_option("TYPE", ma.type,
+                     "hash, array, percpu_hash, percpu_array, lru_hash, ringbuf, lpm_trie, "
+                     "queue, stack or bloom_filter")
+        ->required();
+    create->add_option("--name", ma.name, "the map's name (default: the type)");
+    create->add_option("--key-size", ma.key_size,
+                       "bytes per key (0 for queue, stack, bloom_filter)");
+    create->add_option("--value-size", ma.value_size, "bytes per value (0 for ringbuf)");
+    create->add_option("--max-entries", ma.max_entries, "entries (a ring buffer's bytes)")
+        ->required();
+    create->add_option("--flags", ma.map_flags,
+                       "map flags as BPF_MAP_CREATE takes them (lpm_trie needs 1, "
+                       "BPF_F_NO_PREALLOC)");
+    create->add_option("--map-extra", ma.map_extra,
+                       "map_extra: a bloom filter's number of hash functions (1-15, 0: 5)");
+    create->callback([&] { status = cmd_map_create(g, ma); });
     auto *events =
         add_map_op("events", "print ring-buffer or perf event array records as they arrive", 0);
     events->add_option("--count", ma.count, "stop after N records");

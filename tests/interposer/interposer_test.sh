@@ -103,6 +103,51 @@ want sockmap-again '^err=EINVAL$' "$(send map_create 15 sm 4 4 4)"
 want bad-ringbuf-size '^err=EINVAL$' "$(send map_create 27 rb 0 0 1000)"
 want bad-fd '^err=EBADF$' "$(send lookup 999 1)"
 
+# --- queue, bloom filter and LPM trie from BTF definitions, through libbpf's map API ---
+want keyless-open '^ok$' "$(send open "$objects/keyless_maps.bpf.o")"
+map_id() { list | sed -nE "s/^ *([0-9]+) +map +$1 .*/\1/p"; }
+queue_id=$(map_id queue) bloom_id=$(map_id bloom) routes_id=$(map_id routes)
+want queue-push '^ok$' "$(send push queue 7)"
+want queue-push-2 '^ok$' "$(send push queue 8)"
+want queue-peek '^value=7$' "$(send peek queue)"
+want cli-queue-pop '^value: 07 00 00 00 00 00 00 00$' "$("$bpftime" map pop "$queue_id" 2>&1)"
+want queue-pop-after-cli '^value=8$' "$(send pop queue)"
+want queue-pop-empty '^err=ENOENT$' "$(send pop queue)"
+"$bpftime" map push "$queue_id" 9 >/dev/null
+want cli-push-seen '^value=9$' "$(send pop queue)"
+for v in 1 2 3 4; do send push queue "$v" >/dev/null; done
+want queue-full '^err=E2BIG$' "$(send push queue 5)"
+want queue-full-exist '^ok$' "$(send push queue 5 2)"
+want cli-queue-dump '^value: 02 .*value: 03 .*value: 04 .*value: 05 .*4 values $' \
+  "$("$bpftime" map dump "$queue_id" | tr '\n' ' ')"
+want queue-oldest-dropped '^value=2$' "$(send pop queue)"
+want bloom-push '^ok$' "$(send push bloom 42)"
+want bloom-push-flags '^err=EINVAL$' "$(send push bloom 42 2)"
+want bloom-maybe '^value=42$' "$(send peek bloom 42)"
+want bloom-absent '^err=ENOENT$' "$(send peek bloom 43)"
+want cli-bloom-maybe 'maybe present' "$("$bpftime" map peek "$bloom_id" 42 2>&1)"
+want cli-bloom-absent 'the value is not in the bloom filter' \
+  "$("$bpftime" map peek "$bloom_id" 43 2>&1)"
+"$bpftime" map push "$bloom_id" 44 >/dev/null
+want cli-bloom-push-seen '^value=44$' "$(send peek bloom 44)"
+want lpm-update-8 '^ok$' "$(send lpm_update routes 8 10.0.0.0 8)"
+want lpm-update-24 '^ok$' "$(send lpm_update routes 24 10.1.2.0 24)"
+want lpm-update-33 '^err=EINVAL$' "$(send lpm_update routes 33 10.1.2.0 33)"
+want lpm-longest '^value=24$' "$(send lpm_lookup routes 10.1.2.3)"
+want lpm-shorter '^value=8$' "$(send lpm_lookup routes 10.9.9.9)"
+want lpm-none '^err=ENOENT$' "$(send lpm_lookup routes 11.0.0.1)"
+want cli-lpm-lookup 'value: 18 00 00 00 00 00 00 00' \
+  "$("$bpftime" map lookup "$routes_id" hex:200000000a0102ff 2>&1)"
+"$bpftime" map update "$routes_id" hex:100000000a010000 16 >/dev/null
+want cli-lpm-update-seen '^value=16$' "$(send lpm_lookup routes 10.1.9.9)"
+want cli-lpm-dump '3 entries' "$("$bpftime" map dump "$routes_id")"
+want lpm-needs-no-prealloc '^err=EINVAL$' "$(send map_create 11 lpm 8 8 16)"
+want lpm-create '^fd=[0-9]+$' "$(send map_create 11 lpm 8 8 16 1)"
+want bloom-create-extra '^fd=[0-9]+$' "$(send map_create 30 bl 0 8 16 0 4)"
+want bloom-bad-extra '^err=EINVAL$' "$(send map_create 30 bl 0 8 16 0 16)"
+want stack-create '^fd=[0-9]+$' "$(send map_create 23 st2 0 8 4)"
+want stack-with-key '^err=EINVAL$' "$(send map_create 23 st3 4 8 4)"
+
 # --- programs ---
 r=$(send prog_bad)
 want prog-bad-einval '^err=EINVAL log=.*(jump|insn|instruction)' "$r"

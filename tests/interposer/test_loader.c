@@ -4,12 +4,15 @@
 // can interleave its commands with the bpftime CLI's while the loader keeps its fds open.
 // Integers are decimal; keys and values are little-endian integers of the map's sizes.
 //
-//   map_create TYPE NAME KEY_SIZE VALUE_SIZE MAX_ENTRIES [FLAGS]  -> fd=N | err=NAME
+//   map_create TYPE NAME KEY_SIZE VALUE_SIZE MAX_ENTRIES [FLAGS [MAP_EXTRA]]  -> fd=N | err=NAME
 //   update FD KEY VALUE [FLAGS] | lookup FD KEY | delete FD KEY | next FD [KEY] | freeze FD
 //   info FD | close FD | dup FD | dup2 FD NEWFD | fcntl_dup FD | pin FD PATH | get PATH
 //   prog_ok | prog_bad | prog_map FD          -> load small programs (log on failure)
 //   open OBJ                                  -> bpf_object__open_file + load
 //   map_fd NAME | prog_fd NAME
+//   push MAP VALUE [FLAGS] | pop MAP | peek MAP [VALUE]  -> libbpf's bpf_map__*_elem of the open
+//                                             object's map with a NULL key: value=N | err=NAME
+//   lpm_update MAP PREFIXLEN A.B.C.D VALUE | lpm_lookup MAP A.B.C.D  -> an IPv4 LPM trie
 //   uprobe PROG BINARY FUNC RET COOKIE        -> bpf_program__attach_uprobe_opts, link=K
 //   detach K                                  -> bpf_link__destroy
 //   ringbuf MAP COUNT TIMEOUT_MS              -> ring_buffer__poll until COUNT records
@@ -26,6 +29,7 @@
 //   pipe | kernel_perf                        -> fds that are not the interposer's
 //   exit
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
@@ -175,7 +179,7 @@ static void command(char *line) {
 #define ARG(i)                                                                                     \
     (argc > (i) ? (!strcmp(argv[i], "$") ? (uint64_t)last_fd : strtoull(argv[i], NULL, 0)) : 0)
     if (!strcmp(c, "map_create") && argc >= 6) {
-        LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = (uint32_t)ARG(6));
+        LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = (uint32_t)ARG(6), .map_extra = ARG(7));
         int fd = bpf_map_create((enum bpf_map_type)ARG(1), argv[2], (uint32_t)ARG(3),
                                 (uint32_t)ARG(4), (uint32_t)ARG(5), &opts);
         if (fd >= 0 && fd < 4096) {
@@ -275,6 +279,49 @@ static void command(char *line) {
             return;
         }
         result(bpf_object__load(obj));
+    } else if ((!strcmp(c, "push") || !strcmp(c, "pop") || !strcmp(c, "peek")) && argc >= 2) {
+        struct bpf_map *m = obj ? bpf_object__find_map_by_name(obj, argv[1]) : NULL;
+        if (!m) {
+            errno = ENOENT;
+            result(-1);
+            return;
+        }
+        uint32_t vs = bpf_map__value_size(m);
+        uint8_t value[512];
+        put_int(value, vs, ARG(2));
+        if (!strcmp(c, "push")) {
+            result(bpf_map__update_elem(m, NULL, 0, value, vs, ARG(3)));
+            return;
+        }
+        int rc = !strcmp(c, "pop") ? bpf_map__lookup_and_delete_elem(m, NULL, 0, value, vs, 0)
+                                   : bpf_map__lookup_elem(m, NULL, 0, value, vs, 0);
+        if (rc < 0) {
+            result(rc);
+        } else {
+            printf("value=%llu\n", (unsigned long long)get_int(value, vs));
+        }
+    } else if ((!strcmp(c, "lpm_update") && argc >= 5) || (!strcmp(c, "lpm_lookup") && argc >= 3)) {
+        struct bpf_map *m = obj ? bpf_object__find_map_by_name(obj, argv[1]) : NULL;
+        struct {
+            uint32_t prefixlen;
+            uint8_t addr[4];
+        } key = {32, {0}};
+        int update = !strcmp(c, "lpm_update");
+        if (!m || inet_pton(AF_INET, argv[update ? 3 : 2], key.addr) != 1) {
+            errno = ENOENT;
+            result(-1);
+            return;
+        }
+        uint64_t value = 0;
+        if (update) {
+            key.prefixlen = (uint32_t)ARG(2);
+            value = ARG(4);
+            result(bpf_map__update_elem(m, &key, sizeof key, &value, sizeof value, 0));
+        } else if (bpf_map__lookup_elem(m, &key, sizeof key, &value, sizeof value, 0) < 0) {
+            result(-1);
+        } else {
+            printf("value=%llu\n", (unsigned long long)value);
+        }
     } else if (!strcmp(c, "map_fd")) {
         fd_result(bpf_object__find_map_fd_by_name(obj, argv[1]));
     } else if (!strcmp(c, "prog_fd")) {

@@ -28,11 +28,16 @@ aligned_storage formatted(const map_spec &spec, uint32_t ncpus = 2) {
 
 TEST(MapSpec, TypeNamesRoundTrip) {
     for (auto t : {map_type::hash, map_type::array, map_type::percpu_hash, map_type::percpu_array,
-                   map_type::lru_hash, map_type::ringbuf}) {
+                   map_type::lru_hash, map_type::ringbuf, map_type::lpm_trie, map_type::queue,
+                   map_type::stack, map_type::bloom_filter}) {
         EXPECT_EQ(parse_map_type(map_type_name(t)), t);
     }
     EXPECT_STREQ(map_type_name(static_cast<map_type>(99)), "unknown");
-    EXPECT_FALSE(parse_map_type("queue"));
+    EXPECT_FALSE(parse_map_type("deque"));
+    EXPECT_EQ(static_cast<uint32_t>(map_type::lpm_trie), 11u);
+    EXPECT_EQ(static_cast<uint32_t>(map_type::queue), 22u);
+    EXPECT_EQ(static_cast<uint32_t>(map_type::stack), 23u);
+    EXPECT_EQ(static_cast<uint32_t>(map_type::bloom_filter), 30u);
     EXPECT_EQ(static_cast<uint32_t>(map_type::ringbuf), 27u);
 }
 

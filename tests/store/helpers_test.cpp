@@ -349,6 +349,57 @@ TEST(HelperSets, KernelReadsFollowProbeRead) {
     }
 }
 
+// Request filters may push, pop and peek (they touch only the map); signals and snprintf (whose
+// %us reads the host's memory) stay with the probes.
+TEST(HelperSets, QueueHelpersForFiltersSignalsForProbes) {
+    helpers::register_all();
+    auto uprobe = find_attach_type(attach_type_uprobe);
+    auto nginx = find_attach_type(attach_type_nginx_url);
+    ASSERT_TRUE(uprobe && nginx);
+    for (uint32_t id : {87u, 88u, 89u, 109u, 117u, 165u}) {
+        SCOPED_TRACE("helper " + std::to_string(id));
+        EXPECT_TRUE(allows_helper(*uprobe, id));
+        EXPECT_EQ(allows_helper(*nginx, id), id >= 87 && id <= 89);
+        EXPECT_NE(vm::helper_registry::global().find(id), nullptr) << "registered";
+    }
+}
+
+// Every pointer push, pop, peek and snprintf take is checked: one outside the program's memory
+// stops the program naming the helper and the argument.
+TEST_F(HelpersTest, QueueHelpersAndSnprintfCheckEveryPointer) {
+    uint32_t q = map({maps::map_type::queue, 0, 8, 4, 0});
+    expect_fault(run(ref(q) + "mov %r2, 16\nmov %r3, 0\ncall 87\nexit\n", {q}),
+                 "map_push_elem: the value is outside the program's memory");
+    expect_fault(run(ref(q) + "mov %r2, 16\ncall 88\nexit\n", {q}),
+                 "map_pop_elem: the value is not writable program memory");
+    expect_fault(run(ref(q) + "mov %r2, 16\ncall 89\nexit\n", {q}),
+                 "map_peek_elem: the value is not writable program memory");
+    uint32_t b = map({maps::map_type::bloom_filter, 0, 8, 4, 0});
+    expect_fault(run(ref(b) + "mov %r2, 16\ncall 89\nexit\n", {b}),
+                 "map_peek_elem: the value is outside the program's memory");
+    // "[%s]" and its NUL at fp-8; the argument array at fp-16; the output at fp-32.
+    const std::string fmt = "stw [%r10-8], 0x5d73255b\nstw [%r10-4], 0\n";
+    expect_fault(run(fmt + "mov %r1, 16\nmov %r2, 8\nmov %r3, %r10\nadd %r3, -8\nmov %r4, 0\n"
+                           "mov %r5, 0\ncall 165\nexit\n"),
+                 "snprintf: the output buffer is not writable program memory");
+    expect_fault(run("stw [%r10-4], 0x41414141\nstdw [%r10-16], 0\nmov %r1, %r10\nadd %r1, -16\n"
+                     "mov %r2, 8\nmov %r3, %r10\nadd %r3, -4\nmov %r4, 0\nmov %r5, 0\n"
+                     "call 165\nexit\n"),
+                 "snprintf: the format is not a NUL-terminated string in the program's memory");
+    expect_fault(run(fmt + "stdw [%r10-32], 0\nstdw [%r10-24], 0\nmov %r1, %r10\nadd %r1, -32\n"
+                           "mov %r2, 16\nmov %r3, %r10\nadd %r3, -8\nmov %r4, 16\nmov %r5, 8\n"
+                           "call 165\nexit\n"),
+                 "snprintf: the argument array is outside the program's memory");
+    // A %s pointing outside the program's memory prints nothing, as the kernel's on a fault.
+    auto r = run(fmt + "stdw [%r10-16], 16\nstdw [%r10-32], 0\nstdw [%r10-24], 0\n"
+                       "mov %r1, %r10\nadd %r1, -32\nmov %r2, 16\nmov %r3, %r10\nadd %r3, -8\n"
+                       "mov %r4, %r10\nadd %r4, -16\nmov %r5, 8\ncall 165\nmov %r6, %r0\n"
+                       "lsh %r6, 32\nldxw %r0, [%r10-32]\nor %r0, %r6\nexit\n");
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r >> 32, 3u) << "\"[]\" and the NUL";
+    EXPECT_EQ(*r & 0xffffffff, 0x5d5bu) << "[]";
+}
+
 // A program's lookup in a cgroup array finds nothing: its slots are not values.
 TEST_F(HelpersTest, CgroupArrayLookupFindsNothing) {
     uint32_t cg = map({maps::map_type::cgroup_array, 4, 4, 2, 0});

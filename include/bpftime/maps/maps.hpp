@@ -46,10 +46,23 @@ enum class map_type : uint32_t {
     /// of two), values of value_size / 8 return addresses (u64), zero-padded past the stack's
     /// depth. Filled by bpf_get_stackid only (stack_put); the controller reads and deletes.
     stack_trace = 7,
+    /// BPF_MAP_TYPE_LPM_TRIE: keys are `struct { u32 prefixlen; u8 data[]; }` (5 to 260 bytes,
+    /// prefixlen in host order, data most significant bit first); a lookup gives the value of
+    /// the longest stored prefix of the key, an update or delete names one prefix exactly.
+    /// BPF_F_NO_PREALLOC is required, as in Linux.
+    lpm_trie = 11,
+    /// BPF_MAP_TYPE_QUEUE: no keys (key_size 0); values pushed and popped first in, first out.
+    queue = 22,
+    /// BPF_MAP_TYPE_STACK: as queue, last in, first out.
+    stack = 23,
+    /// BPF_MAP_TYPE_BLOOM_FILTER: no keys; values are pushed (added) and peeked (tested: maybe
+    /// present or certainly absent). map_extra's low 4 bits: the number of hash functions (0: 5).
+    bloom_filter = 30,
 };
 
 /// "hash", "array", "percpu_hash", "percpu_array", "cgroup_array", "lru_hash", "ringbuf",
-/// "perf_event_array", "perf_ring", "lru_percpu_hash", "stack_trace" (or "unknown").
+/// "perf_event_array", "perf_ring", "lru_percpu_hash", "stack_trace", "lpm_trie", "queue", "stack",
+/// "bloom_filter" (or "unknown").
 const char *map_type_name(map_type type);
 /// Parses the names above.
 std::optional<map_type> parse_map_type(std::string_view name);
@@ -58,6 +71,12 @@ std::optional<map_type> parse_map_type(std::string_view name);
 inline constexpr uint64_t update_any = 0;     ///< BPF_ANY
 inline constexpr uint64_t update_noexist = 1; ///< BPF_NOEXIST
 inline constexpr uint64_t update_exist = 2;   ///< BPF_EXIST
+
+/// Map flags, as in Linux.
+inline constexpr uint32_t map_no_prealloc = 1;  ///< BPF_F_NO_PREALLOC (lpm_trie requires it)
+inline constexpr uint32_t map_zero_seed = 0x40; ///< BPF_F_ZERO_SEED (bloom_filter: hash seed 0)
+/// A bloom filter's number of hash functions when map_extra leaves it 0, as Linux's.
+inline constexpr uint32_t bloom_default_hashes = 5;
 
 /// bpf_perf_event_output's flags value for "the slot of the current CPU" (BPF_F_CURRENT_CPU);
 /// other values below it name a slot.
@@ -80,13 +99,17 @@ inline constexpr uint64_t ringbuf_force_wakeup = 2; ///< BPF_RB_FORCE_WAKEUP
 /// What a map is. For ringbuf, max_entries is the data size in bytes (a power of two and a
 /// multiple of 4096), key_size and value_size are 0. A cgroup_array has 4-byte keys (the index)
 /// and 4-byte values: what an update gives is a cgroup directory's fd in the updating process,
-/// as for Linux's; the slot keeps the cgroup's id (cgroup_id_of_fd).
+/// as for Linux's; the slot keeps the cgroup's id (cgroup_id_of_fd). Queues, stacks and bloom
+/// filters have key_size 0.
 struct map_spec {
     map_type type = map_type::array;
     uint32_t key_size = 0;
     uint32_t value_size = 0;
     uint32_t max_entries = 0;
     uint32_t flags = 0;
+    /// BPF_MAP_CREATE's map_extra: a bloom filter's number of hash functions in the low 4 bits
+    /// (0: bloom_default_hashes); 0 for every other type.
+    uint64_t map_extra = 0;
 };
 
 /// Checks a spec: known type, sizes the type accepts (array keys are 4 bytes, ...), limits.
@@ -151,11 +174,16 @@ struct map_layout {
     uint64_t ring_producer = 0; ///< ringbuf: the page whose first 8 bytes are the producer position
     uint64_t perf_state = 0;    ///< perf_ring: producer-side state (detail::perf_ring_state)
     uint64_t perf_page = 0;     ///< perf_ring: the perf_event_mmap_page (data from values)
+    uint64_t queue_state = 0;   ///< queue, stack: one uint64 word, oldest slot << 32 | count
+    uint64_t lpm_counts = 0;    ///< lpm_trie: entries per prefix length (uint32[max_prefixlen+1])
+    uint64_t bloom_bits = 0;    ///< bloom_filter: the bit array (uint64 words)
+    uint64_t bloom_mask = 0;    ///< bloom_filter: bits - 1 (bits a power of two, at least 64)
     uint64_t mmap_offset = 0;   ///< mmapable_region(): where it starts (0 and 0: none)
     uint64_t mmap_length = 0;   ///< and its length, whole pages
     uint32_t nbuckets = 0;      ///< hash: a power of two
     uint32_t value_stride = 0;  ///< bytes per value slot: value_size rounded up to 8
     uint32_t entry_stride = 0;  ///< hash: bytes per entry, its key included, a multiple of 8
+    uint32_t bloom_hashes = 0;  ///< bloom_filter: hash functions per value
 };
 struct map_ref;
 /// A lookup specialised for one map (its type and key size), chosen when a view is opened.
@@ -207,8 +235,39 @@ public:
     /// Key iteration as BPF_MAP_GET_NEXT_KEY: the first key when key is empty, then the
     /// key after key; nullopt at the end.
     result<std::optional<std::vector<uint8_t>>> next_key(std::span<const uint8_t> key) const;
-    /// Number of entries in use (hash maps) or max_entries (arrays).
+    /// Number of entries in use (hash maps, LPM tries), values held (queues, stacks) or
+    /// max_entries (arrays).
     uint64_t count() const;
+
+    // --- queues, stacks and bloom filters, as programs see them ---
+    //
+    // bpf_map_push_elem, bpf_map_pop_elem, bpf_map_peek_elem: value_size bytes at value.
+
+    /// Pushes a value (queue, stack: BPF_EXIST drops the oldest value when full, else -E2BIG;
+    /// bloom filter: adds it, flags must be 0). 0 or a negative errno (-EINVAL: bad flags or
+    /// another map type; -E2BIG: full).
+    long push_elem(const void *value, uint64_t flags) const;
+    /// Queue, stack: copies the next value (the oldest of a queue, the newest of a stack) to
+    /// value and removes it. -ENOENT when empty, -EINVAL for another map type.
+    long pop_elem(void *value) const;
+    /// Queue, stack: as pop_elem without removing. Bloom filter: 0 when value may have been
+    /// pushed, -ENOENT when it certainly was not (value is read, not written).
+    long peek_elem(void *value) const;
+
+    // --- queues, stacks and bloom filters, as the controller sees them ---
+    //
+    // Linux's bpf() commands with a NULL key: BPF_MAP_UPDATE_ELEM pushes, BPF_MAP_LOOKUP_ELEM
+    // peeks, BPF_MAP_LOOKUP_AND_DELETE_ELEM pops.
+
+    /// push_elem with the errors worded (value must be value_size bytes).
+    result<void> push(std::span<const uint8_t> value, uint64_t flags = update_any) const;
+    /// pop_elem: the value; ENOENT ("the queue is empty") when empty.
+    result<std::vector<uint8_t>> pop() const;
+    /// Queue, stack: the value pop() would give. Bloom filter: the value given when it may be
+    /// present, ENOENT when it is certainly absent.
+    result<std::vector<uint8_t>> peek(std::span<const uint8_t> value = {}) const;
+    /// Queue, stack: every value in the order pops would give them, without removing any.
+    result<std::vector<std::vector<uint8_t>>> values() const;
 
     // --- cgroup arrays ---
     //

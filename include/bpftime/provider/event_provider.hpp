@@ -57,6 +57,17 @@ public:
     next_key(std::span<const uint8_t> key) const = 0;
     /// Entries in use (hash maps) or max_entries (arrays).
     virtual uint64_t count() const = 0;
+    /// Queues, stacks and bloom filters: BPF_MAP_UPDATE_ELEM with no key (flags:
+    /// maps::update_any, or maps::update_exist to drop a full queue's oldest value).
+    virtual result<void> push(std::span<const uint8_t> value, uint64_t flags) const = 0;
+    /// Queues and stacks: BPF_MAP_LOOKUP_AND_DELETE_ELEM with no key; ENOENT when empty.
+    virtual result<std::vector<uint8_t>> pop() const = 0;
+    /// Queues and stacks: BPF_MAP_LOOKUP_ELEM with no key (value empty); bloom filters: value
+    /// back when it may be present, ENOENT when it certainly is not.
+    virtual result<std::vector<uint8_t>> peek(std::span<const uint8_t> value) const = 0;
+    /// Queues and stacks: every value in pop order, none removed (EOPNOTSUPP on the kernel,
+    /// which can only pop them).
+    virtual result<std::vector<std::vector<uint8_t>>> values() const = 0;
     /// Ring buffers: hands up to max waiting records to fn; returns how many.
     virtual result<uint64_t> consume(const std::function<void(std::span<const uint8_t>)> &fn,
                                      uint64_t max) = 0;

@@ -20,7 +20,7 @@
 namespace bpftime::store {
 
 /// The layout version this build reads and writes. A segment of another version is refused.
-inline constexpr uint32_t layout_version = 4;
+inline constexpr uint32_t layout_version = 5;
 /// The segment name when neither --shm nor BPFTIME_SHM names one.
 inline constexpr const char *default_segment_name = "bpftime";
 /// Longest object name, in bytes.
