@@ -96,6 +96,7 @@ bool supported_map_type(uint32_t type) {
     case maps::map_type::cgroup_array:
     case maps::map_type::lru_hash:
     case maps::map_type::ringbuf:
+    case maps::map_type::prog_array: // slots filled by program id after loading
         return true;
     case maps::map_type::perf_event_array: // needs a consumer's perf events (bpftime load)
     case maps::map_type::perf_ring:        // made by the interposer only
@@ -139,7 +140,8 @@ result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &o
                               "map '" + m.name + "' has type " + std::to_string(type) + " (" +
                                   (type_name ? type_name : "unknown") +
                                   "), which bpftime does not support (supported: hash, array, "
-                                  "percpu_hash, percpu_array, cgroup_array, lru_hash, ringbuf)");
+                                  "percpu_hash, percpu_array, cgroup_array, lru_hash, ringbuf, "
+                                  "prog_array)");
         }
         m.spec = {static_cast<maps::map_type>(type), bpf_map__key_size(map),
                   bpf_map__value_size(map), bpf_map__max_entries(map), bpf_map__map_flags(map)};
