@@ -39,11 +39,12 @@ TEST(ProgArray, SpecsAndSlots) {
 }
 
 TEST(MapTypes, ThoseBpftimeLacksAreRefusedByName) {
-    auto r = validate_spec(map_spec{static_cast<map_type>(7), 4, 8, 16, 0});
+    auto r = validate_spec(map_spec{static_cast<map_type>(31), 4, 8, 16, 0});
     ASSERT_FALSE(r);
     EXPECT_EQ(r.err().code, EINVAL);
-    EXPECT_NE(r.err().message.find("type 7: bpftime has no stack_trace maps (it has hash, array, "),
-              std::string::npos)
+    EXPECT_NE(
+        r.err().message.find("type 31: bpftime has no user_ringbuf maps (it has hash, array, "),
+        std::string::npos)
         << r.err().message;
     EXPECT_NE(r.err().message.find("prog_array"), std::string::npos) << r.err().message;
     r = validate_spec(map_spec{static_cast<map_type>(4000), 4, 8, 16, 0});

@@ -100,8 +100,8 @@ expect released 0 'error: the program ended holding' -- "$bpftime" trigger forge
 expect lock-after 0 '^r0 = 0x9c43$' -- "$bpftime" trigger locked
 
 # --- refusals at load ---
-expect missing-helper 1 'helper 67 \(get_stack\) is not available in bpftime' -- \
+expect missing-helper 1 'helper 42 \(get_numa_node_id\) is not available in bpftime' -- \
   "$bpftime" load "$objects/missing_helper.bpf.o"
-expect disasm-names-helper 0 'call 67  # get_stack \(not available in bpftime\)' -- "$bpftime" disasm "$objects/missing_helper.bpf.o"
+expect disasm-names-helper 0 'call 42  # get_numa_node_id \(not available in bpftime\)' -- "$bpftime" disasm "$objects/missing_helper.bpf.o"
 
 finish

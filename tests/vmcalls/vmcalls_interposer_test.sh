@@ -63,14 +63,14 @@ want tail-by-map '^r0 = 0x6e$' "$(run 255 5)"
 want delete-slot '^ok$' "$(send delete "$handlers" 3)"
 want tail-deleted '^r0 = 0x386$' "$(run 255 5)"
 
-# libbpf's helper probe: get_stack (67) is refused with the kernel's line, so "no".
-want probe-missing '^supported=0$' "$(send probe_helper 67)"
+# libbpf's helper probe: get_numa_node_id (42) is refused with the kernel's line, so "no".
+want probe-missing '^supported=0$' "$(send probe_helper 42)"
 want probe-present '^supported=1$' "$(send probe_helper 5)"
 want probe-loop '^supported=1$' "$(send probe_helper 181)"
 
 # A map type bpftime lacks is refused at creation, naming it.
-want map-type-missing '^err=EINVAL$' "$(send map_create 7 stacks 4 8 16)"
-want map-type-named "map type 7 \\(stack_trace\\)" "$(cat "$tmp/loader.err")"
+want map-type-missing '^err=EINVAL$' "$(send map_create 31 user_rb 4 8 16)"
+want map-type-named "map type 31 \\(user_ringbuf\\)" "$(cat "$tmp/loader.err")"
 
 echo exit >&"${LOADER[1]}"
 wait "$LOADER_PID" 2>/dev/null
