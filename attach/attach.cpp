@@ -166,7 +166,10 @@ result<uint64_t> compiled_program::run(void *ctx, uint64_t ctx_len,
                                        const vm::run_options &opts) const {
     auto r = engine_->run(ctx, ctx_len, opts);
     if (vm::run_end_fn end = prog_.helpers().run_end()) {
-        end();
+        std::string problem;
+        if (!end(problem) && r) {
+            return make_error(vm::fault_helper, problem);
+        }
     }
     return r;
 }

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Helpers with Linux ids and semantics. Every pointer a program passes is checked against the
 // memory the run may access; a bad one stops the program with an error naming the helper.
+#include "internal.hpp"
+
 #include <bpftime/helpers/helpers.hpp>
 #include <bpftime/vm/vm.hpp>
 
@@ -973,22 +975,32 @@ constexpr helper_row rows[] = {
     {165, "snprintf", snprintf_helper},
 };
 
-// The registry's end-of-run step.
-void discard_unsubmitted() {
+// The registry's end-of-run step: unsubmitted records are discarded, a spin lock still held is
+// released (and the run counts as a failure).
+bool end_of_run(std::string &problem) {
     for (const reservation &r : reservations) {
         r.ring.ringbuf_discard(r.record, maps::ringbuf_no_wakeup);
     }
     reservations.clear();
+    return release_held_lock(problem);
 }
 
 } // namespace
+
+bool decode_map_handle(uint64_t handle, vm::run_context *ctx, const char *helper,
+                       maps::map_view &out) {
+    return decode(handle, ctx, helper, out);
+}
 
 void register_all(vm::helper_registry &registry) {
     vm::register_builtin_helpers(registry);
     for (const helper_row &r : rows) {
         registry.replace_helper(r.id, r.name, r.fn);
     }
-    registry.set_run_end(discard_unsubmitted);
+    for (const helper_entry &r : vmcall_helpers()) {
+        registry.replace_helper(r.id, r.name, r.fn);
+    }
+    registry.set_run_end(end_of_run);
 }
 
 result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &view) {

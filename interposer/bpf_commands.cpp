@@ -66,6 +66,25 @@ std::string fixed_string(const char *s, size_t cap) {
 }
 
 // Copies a store error into the loader's log buffer, as the verifier's log.
+// For a refusal of a helper bpftime does not have ("helper 67 (get_stack) is not available in
+// bpftime"), the kernel verifier's line for a helper it does not offer, "unknown func
+// bpf_get_stack#67", which libbpf's helper probe (libbpf_probe_bpf_helper) looks for: it then
+// answers that the helper is not supported. Empty for other refusals.
+std::string kernel_helper_line(const std::string &message) {
+    const std::string tail = ") is not available in bpftime";
+    size_t end = message.find(tail);
+    size_t start = message.rfind("helper ", end);
+    if (end == std::string::npos || start == std::string::npos) {
+        return {};
+    }
+    std::string what = message.substr(start + 7, end - start - 7); // "67 (get_stack"
+    size_t paren = what.find(" (");
+    if (paren == std::string::npos) {
+        return {};
+    }
+    return "\nunknown func bpf_" + what.substr(paren + 2) + "#" + what.substr(0, paren);
+}
+
 void write_log(uint64_t buf, uint32_t size, uint32_t level, const std::string &text) {
     if (buf == 0 || size == 0 || level == 0) {
         return;
@@ -194,6 +213,8 @@ private:
             {BPF_MAP_TYPE_QUEUE, "queue"},
             {BPF_MAP_TYPE_STACK, "stack"},
             {BPF_MAP_TYPE_BLOOM_FILTER, "bloom_filter"},
+            // Its updates carry program fds of this process; slots keep the programs' ids.
+            {BPF_MAP_TYPE_PROG_ARRAY, "prog_array"},
         };
         bool supported = std::any_of(std::begin(known), std::end(known),
                                      [&](auto &k) { return k.first == a_.map_type; });
@@ -379,6 +400,9 @@ private:
         if (m->map.spec.type == maps::map_type::perf_event_array) {
             return perf_array_update(m, key);
         }
+        if (m->map.spec.type == maps::map_type::prog_array) {
+            return prog_array_update(m, key);
+        }
         auto value = from_user(m->map, ptr<const uint8_t>(a_.value));
         if (auto r = m->view->write(key, value, a_.flags); !r) {
             return fail(r.err().code);
@@ -449,6 +473,26 @@ private:
         uint32_t index = 0;
         std::memcpy(&index, key.data(), sizeof index);
         m->perf_slots[index] = pe;
+        return 0;
+    }
+
+    // The value is a program fd of the loader: the slot gets the program's store id, which
+    // bpf_tail_call in any host finds (a lookup gives the id back, as the kernel's does).
+    long prog_array_update(const std::shared_ptr<object> &m, std::span<const uint8_t> key) {
+        int pfd = *ptr<const int>(a_.value);
+        auto prog = s_.find(pfd, kind::prog);
+        if (!prog) {
+            if (pfd < 0 || fcntl(pfd, F_GETFD) < 0) {
+                return fail(EBADF);
+            }
+            return fail(EINVAL); // a map, link or another fd: not a program
+        }
+        uint32_t id = prog->id;
+        if (auto r =
+                m->view->write(key, {reinterpret_cast<const uint8_t *>(&id), sizeof id}, a_.flags);
+            !r) {
+            return fail(r.err().code);
+        }
         return 0;
     }
 
@@ -538,7 +582,8 @@ private:
         }
         auto id = p().create_program(spec);
         if (!id) {
-            write_log(a_.log_buf, a_.log_size, a_.log_level, id.err().message);
+            write_log(a_.log_buf, a_.log_size, a_.log_level,
+                      id.err().message + kernel_helper_line(id.err().message));
             int code = id.err().code;
             return fail(code == EACCES || code == E2BIG || code == ENOMEM ? code : EINVAL);
         }

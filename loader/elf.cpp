@@ -102,6 +102,7 @@ bool supported_map_type(uint32_t type) {
     case maps::map_type::queue:
     case maps::map_type::stack:
     case maps::map_type::bloom_filter:
+    case maps::map_type::prog_array: // slots filled by program id after loading
         return true;
     case maps::map_type::perf_event_array: // needs a consumer's perf events (bpftime load)
     case maps::map_type::perf_ring:        // made by the interposer only
@@ -141,12 +142,13 @@ result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &o
         uint32_t type = bpf_map__type(map);
         if (!supported_map_type(type)) {
             const char *type_name = libbpf_bpf_map_type_str(static_cast<bpf_map_type>(type));
-            return make_error(
-                ENOTSUP, "map '" + m.name + "' has type " + std::to_string(type) + " (" +
-                             (type_name ? type_name : "unknown") +
-                             "), which bpftime does not support (supported: hash, array, "
-                             "percpu_hash, percpu_array, cgroup_array, lru_hash, ringbuf, "
-                             "lru_percpu_hash, stack_trace, lpm_trie, queue, stack, bloom_filter)");
+            return make_error(ENOTSUP,
+                              "map '" + m.name + "' has type " + std::to_string(type) + " (" +
+                                  (type_name ? type_name : "unknown") +
+                                  "), which bpftime does not support (supported: hash, array, "
+                                  "percpu_hash, percpu_array, cgroup_array, lru_hash, ringbuf, "
+                                  "lru_percpu_hash, stack_trace, lpm_trie, queue, stack, "
+                                  "bloom_filter, prog_array)");
         }
         m.spec = {static_cast<maps::map_type>(type), bpf_map__key_size(map),
                   bpf_map__value_size(map),          bpf_map__max_entries(map),

@@ -3,6 +3,8 @@
 #include <bpftime/manager/attach_manager.hpp>
 
 #include <algorithm>
+#include <mutex>
+#include <shared_mutex>
 #include <unistd.h>
 
 namespace bpftime {
@@ -52,15 +54,143 @@ helpers::map_resolver ring_resolver(const std::shared_ptr<store::segment> &seg) 
 
 } // namespace
 
+// Programs compiled here by (store id, helper set), published for bpf_tail_call. The resolver
+// never waits for the manager's lock (a host may hold it while it waits for the threads that run
+// programs to leave a hook): a program not compiled yet is compiled only when the lock is free.
+struct attach_manager::tail_calls {
+    std::shared_mutex life; // shared while a resolver uses mgr; the manager's end takes it
+    attach_manager *mgr = nullptr;
+    std::mutex mu;
+    std::shared_ptr<const std::map<program_key, std::shared_ptr<const compiled_program>>> table;
+};
+
+namespace {
+
+helpers::program_resolver
+program_resolver(const std::shared_ptr<attach_manager::tail_calls> &state) {
+    return
+        [weak = std::weak_ptr<attach_manager::tail_calls>(state)](
+            uint32_t id, const vm::helper_registry *caller) -> result<helpers::tail_call_target> {
+            auto st = weak.lock();
+            if (!st) {
+                return make_error(ENOENT, "no attach manager");
+            }
+            auto lookup = [&]() -> std::optional<helpers::tail_call_target> {
+                std::lock_guard lock(st->mu);
+                if (st->table) {
+                    if (auto it = st->table->find({id, caller}); it != st->table->end()) {
+                        return helpers::tail_call_target{&it->second->engine(), it->second};
+                    }
+                }
+                return std::nullopt;
+            };
+            if (auto t = lookup()) {
+                return *t;
+            }
+            std::shared_lock life(st->life);
+            if (st->mgr == nullptr) {
+                return make_error(ENOENT, "the attach manager is gone");
+            }
+            if (auto r = st->mgr->compile_tail_call_target(id, caller); !r) {
+                return r.err();
+            }
+            if (auto t = lookup()) {
+                return *t;
+            }
+            return make_error(EINVAL, "program " + std::to_string(id) + " cannot run here");
+        };
+}
+
+} // namespace
+
 attach_manager::attach_manager(std::shared_ptr<store::segment> seg, manager_options opts)
     : seg_(std::move(seg)), engine_(opts.engine.value_or(vm::available_engines().front())),
-      engine_options_(opts.engine_options), report_link_states_(opts.report_link_states) {
+      engine_options_(opts.engine_options), report_link_states_(opts.report_link_states),
+      tail_calls_(std::make_shared<tail_calls>()) {
+    tail_calls_->mgr = this;
     helpers::register_all();
     helpers::set_map_resolver(ring_resolver(seg_));
+    helpers::set_program_resolver(program_resolver(tail_calls_));
 }
 
 attach_manager::~attach_manager() {
+    {
+        std::unique_lock life(tail_calls_->life);
+        tail_calls_->mgr = nullptr;
+    }
     deinstantiate();
+}
+
+result<void> attach_manager::compile_tail_call_target(uint32_t prog_id,
+                                                      const vm::helper_registry *caller) {
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) {
+        return make_error(EAGAIN, "the host is synchronising with the store");
+    }
+    std::shared_ptr<const vm::helper_registry> registry;
+    if (caller == &vm::helper_registry::global()) {
+        registry = std::shared_ptr<const vm::helper_registry>(std::shared_ptr<void>(), caller);
+    }
+    for (const auto &[type, r] : registries_) {
+        if (r.get() == caller) {
+            registry = r;
+        }
+    }
+    if (!registry) {
+        return make_error(EINVAL, "the caller's helpers are not this host's");
+    }
+    auto p = seg_->program(prog_id);
+    if (!p) {
+        return p.err();
+    }
+    auto compiled = compile_locked(*p, registry, true);
+    if (!compiled) {
+        return compiled.err();
+    }
+    publish_programs();
+    return {};
+}
+
+void attach_manager::publish_programs() {
+    auto table =
+        std::make_shared<const std::map<program_key, std::shared_ptr<const compiled_program>>>(
+            programs_);
+    std::lock_guard lock(tail_calls_->mu);
+    tail_calls_->table = std::move(table);
+}
+
+void attach_manager::compile_tail_call_targets(const store::snapshot &snap) {
+    std::vector<uint32_t> members;
+    for (const store::map_info &m : snap.maps) {
+        if (m.spec.type != maps::map_type::prog_array) {
+            continue;
+        }
+        auto view = seg_->map_view(m.id);
+        if (!view) {
+            continue;
+        }
+        for (uint32_t i = 0; i < m.spec.max_entries; i++) {
+            long id = view->prog_array_id(i);
+            if (id > 0 && std::find(members.begin(), members.end(), id) == members.end()) {
+                members.push_back(static_cast<uint32_t>(id));
+            }
+        }
+    }
+    std::vector<std::shared_ptr<const vm::helper_registry>> registries;
+    for (const auto &[type, r] : registries_) {
+        registries.push_back(r);
+    }
+    for (uint32_t id : members) {
+        const store::program_info *p = by_id(snap.programs, id);
+        if (p == nullptr) {
+            continue;
+        }
+        for (const auto &r : registries) {
+            // A member that cannot compile here makes its tail calls fail (-EINVAL), as a
+            // slot naming a program of the wrong type does.
+            (void)compile_locked(*p, r, true);
+        }
+    }
 }
 
 result<void> attach_manager::register_attach_impl(int32_t type,
@@ -348,6 +478,8 @@ result<void> attach_manager::instantiate() {
         }
         attaches_[l.id] = {t->attach_type, *id, p->id, p->revision};
     }
+    compile_tail_call_targets(*snap);
+    publish_programs();
     generation_ = snap->generation;
     if (report_link_states_) {
         report_states(*snap);
@@ -396,6 +528,7 @@ void attach_manager::deinstantiate() {
         detach_locked(attaches_.begin()->first);
     }
     programs_.clear();
+    publish_programs();
     map_handles_.clear();
     failures_.clear();
     if (report_link_states_) {

@@ -124,6 +124,7 @@ constexpr type_info type_table[] = {
     {map_type::stack, "stack", family::queue, false, 0, "no flags"},
     {map_type::bloom_filter, "bloom_filter", family::bloom, false, f_zero_seed,
      "only BPF_F_ZERO_SEED (0x40)"},
+    {map_type::prog_array, "prog_array", family::array, false, 0, "no flags"},
 };
 
 const type_info *find_type(map_type type) {
@@ -344,11 +345,19 @@ std::optional<map_type> parse_map_type(std::string_view name) {
 result<void> validate_spec(const map_spec &spec) {
     const type_info *t = find_type(spec.type);
     if (t == nullptr) {
-        return make_error(
-            EINVAL, field("type", static_cast<uint32_t>(spec.type)) +
-                        "unknown map type (hash, array, percpu_hash, "
-                        "percpu_array, cgroup_array, lru_hash, ringbuf, perf_event_array, "
-                        "lru_percpu_hash, stack_trace, lpm_trie, queue, stack, bloom_filter)");
+        const auto n = static_cast<uint32_t>(spec.type);
+        std::string have;
+        for (const type_info &k : type_table) {
+            if (k.type != map_type::perf_ring) {
+                have += (have.empty() ? "" : ", ") + std::string(k.name);
+            }
+        }
+        const std::string linux_name = linux_map_type_name(n);
+        return make_error(EINVAL, field("type", n) +
+                                      (linux_name == "unknown"
+                                           ? std::string("no map type Linux or bpftime knows")
+                                           : "bpftime has no " + linux_name + " maps") +
+                                      " (it has " + have + ")");
     }
     std::string kind = std::string(t->name) + " maps ";
     if (t->fam == family::bloom) {
@@ -426,6 +435,10 @@ result<void> validate_spec(const map_spec &spec) {
             return make_error(EINVAL, field("value_size", spec.value_size) + kind + "hold 1 to " +
                                           std::to_string(max_stack_depth) +
                                           " return addresses of 8 bytes each");
+        }
+        if (spec.type == map_type::prog_array && spec.value_size != 4) {
+            return make_error(EINVAL, field("value_size", spec.value_size) + kind +
+                                          "have 4-byte values (a program)");
         }
         if ((t->fam == family::hash || t->fam == family::stack_trace) &&
             spec.max_entries > max_hash_entries) {
@@ -595,8 +608,8 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     v.layout_ = *lay;
     v.layout_.seed = h.seed;
     v.lookup_ = hash_lookup_for(spec);
-    if (spec.type == map_type::perf_event_array) {
-        // As Linux: programs cannot look up perf events.
+    if (spec.type == map_type::perf_event_array || spec.type == map_type::prog_array) {
+        // As Linux: programs cannot look up perf events or programs.
         v.lookup_ = [](const map_ref &, const void *) -> void * { return nullptr; };
     } else if (v.lookup_ == nullptr && (info_of(spec.type).fam == family::array ||
                                         info_of(spec.type).fam == family::hash)) {
@@ -617,7 +630,7 @@ void *map_view::lookup(const void *key) const {
 }
 
 long map_view::update(const void *key, const void *value, uint64_t flags) const {
-    if (spec_.type == map_type::perf_event_array) {
+    if (spec_.type == map_type::perf_event_array || spec_.type == map_type::prog_array) {
         return -EINVAL; // a perf event is added through the bpf() syscall only
     }
     value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
@@ -625,7 +638,7 @@ long map_view::update(const void *key, const void *value, uint64_t flags) const 
 }
 
 long map_view::remove(const void *key) const {
-    if (spec_.type == map_type::perf_event_array) {
+    if (spec_.type == map_type::perf_event_array || spec_.type == map_type::prog_array) {
         return perf_array_remove(ref(), key);
     }
     switch (info_of(spec_.type).fam) {
@@ -645,7 +658,7 @@ std::span<uint8_t> map_view::value_area() const {
     auto fam = info_of(spec_.type).fam;
     if (base_ == nullptr || fam == family::ringbuf || fam == family::cgroup_array ||
         fam == family::stack_trace || fam == family::queue || fam == family::bloom ||
-        spec_.type == map_type::perf_event_array) {
+        spec_.type == map_type::perf_event_array || spec_.type == map_type::prog_array) {
         return {};
     }
     return {base_ + layout_.values, layout_.values_size};

@@ -3,6 +3,7 @@
 #include <bpftime/provider/event_provider.hpp>
 
 #include <algorithm>
+#include <cstring>
 
 namespace bpftime {
 
@@ -168,8 +169,8 @@ namespace {
 // A map of the store, through a view of its shared storage.
 class store_map_access final : public map_access {
 public:
-    store_map_access(store::map_info info, maps::map_view view)
-        : info_(std::move(info)), view_(view) {}
+    store_map_access(store::map_info info, maps::map_view view, std::shared_ptr<store::segment> seg)
+        : info_(std::move(info)), view_(view), seg_(std::move(seg)) {}
     const store::map_info &info() const override { return info_; }
     result<std::vector<uint8_t>> read(std::span<const uint8_t> key) const override {
         return view_.read(key);
@@ -182,6 +183,17 @@ public:
                                          ") is read-only data, frozen when it was loaded; give "
                                          "its variables their values at load with "
                                          "`bpftime load FILE --set NAME=VALUE`");
+        }
+        if (info_.spec.type == maps::map_type::prog_array && value.size() == sizeof(uint32_t)) {
+            // A slot names a program of this store by id, as a program fd names one in Linux.
+            uint32_t id = 0;
+            std::memcpy(&id, value.data(), sizeof id);
+            if (auto p = seg_->program(id); !p) {
+                return make_error(EINVAL, "map " + std::to_string(info_.id) +
+                                              " is a prog_array: its values are program ids, and " +
+                                              std::to_string(id) + " is not one (" +
+                                              p.err().message + ")");
+            }
         }
         return view_.write(key, value, flags);
     }
@@ -208,6 +220,7 @@ public:
 private:
     store::map_info info_;
     maps::map_view view_;
+    std::shared_ptr<store::segment> seg_;
 };
 
 } // namespace
@@ -221,7 +234,7 @@ result<std::unique_ptr<map_access>> event_provider_impl::open_map(uint32_t id) c
     if (!view) {
         return view.err();
     }
-    return std::unique_ptr<map_access>(std::make_unique<store_map_access>(*info, *view));
+    return std::unique_ptr<map_access>(std::make_unique<store_map_access>(*info, *view, seg_));
 }
 
 result<void> event_provider_impl::instantiate() {

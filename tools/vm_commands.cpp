@@ -9,6 +9,7 @@
 #include <bpftime/vm/assembler.hpp>
 #include <bpftime/vm/conformance.hpp>
 #include <bpftime/vm/disassembler.hpp>
+#include <bpftime/vm/helper_names.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <algorithm>
@@ -212,6 +213,35 @@ int cmd_conformance(const std::string &engine_opt, const std::string &tier_opt,
     return failed == 0 ? 0 : 1;
 }
 
+// The disassembly with each helper call's Linux name as a comment ("call 1  # map_lookup_elem"),
+// which the assembler skips; a helper bpftime lacks is said so.
+std::string disassemble_named(std::span<const vm::ebpf_inst> insns, bool numbered) {
+    helpers::register_all();
+    std::string text = vm::disassemble(insns, numbered);
+    std::string out;
+    size_t pc = 0, at = 0;
+    while (at < text.size()) {
+        size_t end = text.find('\n', at);
+        std::string line = text.substr(at, end == std::string::npos ? std::string::npos : end - at);
+        at = end == std::string::npos ? text.size() : end + 1;
+        if (pc < insns.size() && insns[pc].opcode == vm::op_call &&
+            insns[pc].src == vm::call_helper) {
+            const auto id = static_cast<uint32_t>(insns[pc].imm);
+            std::string_view name = vm::linux_helper_name(id);
+            if (!name.empty()) {
+                line += "  # " + std::string(name);
+                if (vm::helper_registry::global().find(id) == nullptr) {
+                    line += " (not available in bpftime)";
+                }
+            }
+        }
+        out += line + "\n";
+        // One line per instruction; an lddw's second slot has none.
+        pc += pc < insns.size() && insns[pc].opcode == vm::op_lddw ? 2 : 1;
+    }
+    return out;
+}
+
 int cmd_disasm(const global_options &g, const std::string &what, const std::string &prog,
                bool numbered) {
     auto src = load_source(g, what, prog, false);
@@ -221,11 +251,11 @@ int cmd_disasm(const global_options &g, const std::string &what, const std::stri
     if (src->elf && prog.empty()) {
         for (const loader::elf_program &p : src->elf->programs) {
             std::printf("%s (section %s):\n%s\n", p.name.c_str(), p.section.c_str(),
-                        disassemble(p.insns, numbered).c_str());
+                        disassemble_named(p.insns, numbered).c_str());
         }
         return 0;
     }
-    std::fputs(disassemble(src->insns, numbered).c_str(), stdout);
+    std::fputs(disassemble_named(src->insns, numbered).c_str(), stdout);
     return 0;
 }
 

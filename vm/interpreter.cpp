@@ -114,29 +114,47 @@ void store(uint64_t addr, T v) {
     std::memcpy(reinterpret_cast<void *>(addr), &v, sizeof v);
 }
 
-} // namespace
+// What the functions of one run share: a callback (run_context::call) runs in a nested
+// execute() on the same budget.
+struct interp_run {
+    const program &prog;
+    run_context &rc;
+    const memory_region &input;
+    uint64_t stack_top;
+    const run_options &opts;
+    uint64_t budget; // instructions left, kept here while a helper runs
+};
 
-interpreter::interpreter(const program &prog) : prog_(prog) {}
-
-result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options &opts) {
-    run_setup run(prog_, mem, mem_len, opts);
-    const uint64_t stack_top = run.top;
+// Runs the function starting at pc with r1..r5 = args and r10 = fp at call depth base_depth,
+// until it returns.
+result<uint64_t> execute(interp_run &run, size_t pc, const uint64_t (&args)[5], uint64_t fp,
+                         size_t base_depth) {
+    const program &prog_ = run.prog;
+    const run_options &opts = run.opts;
+    const uint64_t stack_top = run.stack_top;
     const memory_region &input = run.input;
     run_context &rc = run.rc;
 
     std::array<frame, max_call_depth - 1> frames;
     size_t depth = 0;
     uint64_t reg[register_count] = {};
-    reg[1] = reinterpret_cast<uint64_t>(mem);
-    reg[2] = mem_len;
-    reg[frame_pointer] = stack_top;
+    std::memcpy(&reg[1], args, sizeof args);
+    reg[frame_pointer] = fp;
 
     const ebpf_inst *code = prog_.insns().data();
-    uint64_t budget = opts.instruction_budget;
-    size_t pc = 0;
+    uint64_t budget = run.budget;
 
     auto fault = [&](size_t at, int code_, const std::string &why) -> error {
+        run.budget = budget;
         return fault_at(prog_.insns(), at, code_, why);
+    };
+    // A helper stopped the program: a tail call to run, or a failure.
+    auto stopped = [&](size_t at) -> error {
+        run.budget = budget;
+        if (rc.tail_target() != nullptr) {
+            return make_error(0, std::string());
+        }
+        return helper_failure(prog_.insns(), at, rc);
     };
     // The stack (always writable) and the input memory are the common cases; after them, the
     // region that allowed the last other access, since loops walk one region.
@@ -244,7 +262,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
 
     for (;;) {
         if (budget == 0) [[unlikely]] {
-            return fault(pc, fault_budget, budget_message(opts.instruction_budget));
+            return fault(pc, fault_budget, budget_message(named_budget(opts)));
         }
         budget--;
         const ebpf_inst inst = code[pc++];
@@ -362,7 +380,7 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
 
         case op_call:
             if (inst.src == call_local) {
-                if (depth + 1 >= max_call_depth) [[unlikely]] {
+                if (base_depth + depth + 1 >= max_call_depth) [[unlikely]] {
                     return fault(pc - 1, fault_call_depth, call_depth_message());
                 }
                 frame &f = frames[depth++];
@@ -376,9 +394,11 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
                 pc += static_cast<size_t>(static_cast<ptrdiff_t>(inst.imm));
                 break;
             }
+            run.budget = budget; // a callback the helper runs spends it
             reg[0] = prog_.helper_at(pc - 1)(reg[1], reg[2], reg[3], reg[4], reg[5], &rc);
+            budget = run.budget;
             if (rc.failed()) [[unlikely]] {
-                return fault(pc - 1, fault_helper, rc.failure());
+                return stopped(pc - 1);
             }
             break;
         case op_callx: {
@@ -386,17 +406,17 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
             if (h == nullptr) [[unlikely]] {
                 return fault(pc - 1, fault_bad_helper, unknown_helper_message(reg[inst.dst]));
             }
+            run.budget = budget;
             reg[0] = h->fn(reg[1], reg[2], reg[3], reg[4], reg[5], &rc);
+            budget = run.budget;
             if (rc.failed()) [[unlikely]] {
-                return fault(pc - 1, fault_helper, rc.failure());
+                return stopped(pc - 1);
             }
             break;
         }
         case op_exit:
             if (depth == 0) {
-                if (opts.executed != nullptr) {
-                    *opts.executed = opts.instruction_budget - budget;
-                }
+                run.budget = budget;
                 return reg[0];
             }
             {
@@ -420,6 +440,32 @@ result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options
 #undef BPFTIME_ALU64
 #undef BPFTIME_ALU
 #undef BPFTIME_JMP
+}
+
+result<uint64_t> run_callback(void *run, size_t pc, const uint64_t (&args)[5], uint64_t fp,
+                              size_t depth) {
+    return execute(*static_cast<interp_run *>(run), pc, args, fp, depth);
+}
+
+} // namespace
+
+interpreter::interpreter(const program &prog) : prog_(prog) {}
+
+result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options &opts) {
+    run_setup setup(prog_, mem, mem_len, opts);
+    interp_run run{prog_, setup.rc, setup.input, setup.top, opts, opts.instruction_budget};
+    setup.rc.set_subprogram_runner(&run_callback, &run, prog_);
+    setup.rc.set_tail_calls(opts.tail_calls);
+    const uint64_t args[5] = {reinterpret_cast<uint64_t>(mem), mem_len, 0, 0, 0};
+    auto r = execute(run, 0, args, setup.top, 0);
+    const uint64_t used = opts.instruction_budget - run.budget;
+    if (!r && setup.rc.tail_target() != nullptr) {
+        return run_tail_call(setup.rc, mem, mem_len, opts, used);
+    }
+    if (r && opts.executed != nullptr) {
+        *opts.executed = used;
+    }
+    return r;
 }
 
 } // namespace bpftime::vm

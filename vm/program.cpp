@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "frame_reach.hpp"
 
+#include <algorithm>
+
+#include <bpftime/vm/control_flow.hpp>
 #include <bpftime/vm/disassembler.hpp>
 #include <bpftime/vm/vm.hpp>
 
@@ -20,7 +23,15 @@ result<program> program::load(std::vector<ebpf_inst> insns, const load_options &
             p.bound_[pc] = p.helpers_->find(static_cast<uint32_t>(inst.imm))->fn;
         } else if (inst.opcode == op_lddw) {
             ebpf_inst &next = insns[pc + 1];
-            if (inst.src != pseudo_imm64) {
+            if (is_code_address(inst)) {
+                // validate() checked that it names the first instruction of a subprogram.
+                const auto target = static_cast<size_t>(code_address_target(inst, pc));
+                const uint64_t value = code_address_value(target);
+                inst.src = pseudo_imm64;
+                inst.imm = static_cast<int32_t>(static_cast<uint32_t>(value));
+                next.imm = static_cast<int32_t>(static_cast<uint32_t>(value >> 32));
+                p.callbacks_.push_back(target);
+            } else if (inst.src != pseudo_imm64) {
                 auto resolved = opts.resolver(inst.src, inst.imm, next.imm);
                 if (!resolved) {
                     return make_error(resolved.err().code, "instruction " + std::to_string(pc) +
@@ -42,7 +53,10 @@ result<program> program::load(std::vector<ebpf_inst> insns, const load_options &
             pc++;
         }
     }
-    p.entry_frame_reach_ = frame_reach(insns);
+    std::sort(p.callbacks_.begin(), p.callbacks_.end());
+    p.callbacks_.erase(std::unique(p.callbacks_.begin(), p.callbacks_.end()), p.callbacks_.end());
+    // A callback's frame sits below the entry frame, as a local callee's does.
+    p.entry_frame_reach_ = p.callbacks_.empty() ? frame_reach(insns) : stack_frame_size;
     p.insns_ = std::move(insns);
     return p;
 }

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: MIT
+#include "text.hpp"
+
+#include <bpftime/vm/control_flow.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <algorithm>
+#include <cstring>
 
 namespace bpftime::vm {
 namespace {
@@ -73,6 +77,67 @@ void run_context::fail(std::string message) {
         failed_ = true;
         failure_ = std::move(message);
     }
+}
+
+void run_context::set_subprogram_runner(subprogram_runner runner, void *engine_run,
+                                        const program &prog) {
+    runner_ = runner;
+    runner_state_ = engine_run;
+    program_ = &prog;
+}
+
+std::optional<uint64_t> run_context::call(uint64_t code_address, uint64_t r1, uint64_t r2,
+                                          uint64_t r3, uint64_t r4, uint64_t r5) {
+    if (failed_) {
+        return std::nullopt;
+    }
+    const uint64_t pc = code_address & ~code_address_tag;
+    if ((code_address & code_address_tag) != code_address_tag || pc > UINT32_MAX ||
+        runner_ == nullptr || !program_->is_callback(static_cast<size_t>(pc))) {
+        fail("the callback " + hex(code_address) +
+             " is not the code address of a subprogram of this program");
+        return std::nullopt;
+    }
+    // The current frame: the entry frame's region is its reachable part, a callee's region
+    // starts one frame below its frame pointer.
+    const uint64_t top = stack.start + stack.size;
+    const uint64_t fp = std::min(top, stack.start + stack_frame_size);
+    const size_t depth = (top - fp) / stack_frame_size;
+    if (depth + 1 >= max_call_depth) {
+        failure_code_ = fault_call_depth;
+        fail("the callback's frame: call depth exceeds " + std::to_string(max_call_depth) +
+             " frames");
+        return std::nullopt;
+    }
+    const uint64_t callee_fp = fp - stack_frame_size;
+    const memory_region saved = stack;
+    stack = {callee_fp - stack_frame_size, top - (callee_fp - stack_frame_size), true};
+    std::memset(reinterpret_cast<void *>(stack.start), 0, stack_frame_size);
+    const uint64_t args[5] = {r1, r2, r3, r4, r5};
+    auto r = runner_(runner_state_, static_cast<size_t>(pc), args, callee_fp, depth + 1);
+    stack = saved;
+    if (!r) {
+        // The callback's fault (or what stopped a helper inside it, already named at its call)
+        // is the run's.
+        failed_ = true;
+        failure_code_ = r.err().code;
+        failure_positioned_ = true;
+        failure_ = std::move(r).err().message;
+        return std::nullopt;
+    }
+    return *r;
+}
+
+bool run_context::tail_call(engine &target, std::shared_ptr<const void> keep) {
+    // Only from the entry function: a callee's region holds its frame and its callers'.
+    if (failed_ || stack.size > stack_frame_size) {
+        return false;
+    }
+    tail_target_ = &target;
+    tail_keep_ = std::move(keep);
+    tail_calls_++;
+    failed_ = true; // the engines stop the program as after a failing helper
+    return true;
 }
 
 } // namespace bpftime::vm

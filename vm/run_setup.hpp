@@ -10,6 +10,7 @@
 
 #include <emmintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace bpftime::vm {
@@ -100,6 +101,38 @@ inline std::string call_depth_message() {
 
 inline std::string unknown_helper_message(uint64_t id) {
     return "callx names unknown helper id " + std::to_string(id);
+}
+
+/// The budget a run's budget fault names (run_options::named_budget).
+inline uint64_t named_budget(const run_options &opts) {
+    return opts.named_budget != 0 ? opts.named_budget : opts.instruction_budget;
+}
+
+/// The error of a run a helper stopped at the call at pc: a fault inside a callback as it is
+/// (it names the callback's instruction), anything else after the call's instruction.
+inline error helper_failure(std::span<const ebpf_inst> insns, size_t pc, const run_context &rc) {
+    if (rc.failure_is_positioned()) {
+        return make_error(rc.failure_code(), rc.failure());
+    }
+    return fault_at(insns, pc, rc.failure_code(), rc.failure());
+}
+
+/// Runs the tail call a helper asked for (run_context::tail_call) after the program that asked
+/// stopped having executed `used` instructions: the target with the same input and regions, the
+/// rest of the budget and the chain's count of tail calls. Its result is the run's.
+inline result<uint64_t> run_tail_call(const run_context &rc, void *mem, uint64_t mem_len,
+                                      const run_options &opts, uint64_t used) {
+    run_options next = opts;
+    next.instruction_budget = opts.instruction_budget - std::min(used, opts.instruction_budget);
+    next.named_budget = named_budget(opts);
+    next.tail_calls = rc.tail_calls();
+    uint64_t executed = 0;
+    next.executed = &executed;
+    auto r = rc.tail_target()->run(mem, mem_len, next);
+    if (r && opts.executed != nullptr) {
+        *opts.executed = used + executed;
+    }
+    return r;
 }
 
 } // namespace bpftime::vm

@@ -4,6 +4,7 @@
 
 #include <bpftime/vm/control_flow.hpp>
 #include <bpftime/vm/disassembler.hpp>
+#include <bpftime/vm/helper_names.hpp>
 #include <bpftime/vm/vm.hpp>
 
 #include <string>
@@ -46,7 +47,7 @@ public:
             return refuse(last, "the program falls off its end: the last instruction must be "
                                 "exit or an unconditional jump");
         }
-        return {};
+        return check_code_addresses();
     }
 
 private:
@@ -85,6 +86,39 @@ private:
         if (tail_[static_cast<size_t>(target)]) {
             return refuse(pc, std::string(what) + " target " + std::to_string(target) +
                                   " is the second slot of an lddw");
+        }
+        return {};
+    }
+
+    // A code address (a callback for a helper) must name the first instruction of a function
+    // other than the entry: one that nothing falls or jumps into, whose instruction before is
+    // an exit or an unconditional jump.
+    result<void> check_code_addresses() const {
+        std::vector<bool> jumped_to(insns_.size(), false);
+        for (size_t pc = 0; pc < insns_.size(); pc++) {
+            const opcode_info *info = tail_[pc] ? nullptr : find_opcode(insns_[pc].opcode);
+            if (info != nullptr && (info->kind == op_kind::ja || info->kind == op_kind::jcond)) {
+                jumped_to[static_cast<size_t>(jump_target(insns_[pc], pc))] = true;
+            }
+        }
+        for (size_t pc = 0; pc < insns_.size(); pc++) {
+            if (tail_[pc] || !is_code_address(insns_[pc])) {
+                continue;
+            }
+            const int64_t target = code_address_target(insns_[pc], pc);
+            if (auto r = check_target(pc, target, "code address"); !r) {
+                return r;
+            }
+            const auto t = static_cast<size_t>(target);
+            const opcode_info *before =
+                t == 0 || tail_[t - 1] ? nullptr : find_opcode(insns_[t - 1].opcode);
+            if (t == 0 || jumped_to[t] || before == nullptr ||
+                (before->kind != op_kind::exit && before->kind != op_kind::ja)) {
+                return refuse(pc, "code address target " + std::to_string(t) +
+                                      " is not the first instruction of a subprogram (a "
+                                      "function other than the entry, which nothing falls or "
+                                      "jumps into)");
+            }
         }
         return {};
     }
@@ -158,7 +192,7 @@ private:
             if (src > pseudo_map_idx_value) {
                 return refuse(pc, "unknown lddw kind (src " + std::to_string(src) + ")");
             }
-            if (src != pseudo_imm64 && !opts_.resolver) {
+            if (src != pseudo_imm64 && src != pseudo_code_addr && !opts_.resolver) {
                 return refuse(pc, "lddw refers to a map or variable (src " + std::to_string(src) +
                                       ") and nothing resolves it; load the program from an "
                                       "object file");
@@ -244,6 +278,14 @@ private:
                 return check_target(pc, call_target(inst, pc), "local call");
             }
             if (helpers_.find(static_cast<uint32_t>(imm)) == nullptr) {
+                const auto id = static_cast<uint32_t>(imm);
+                if (helper_registry::global().find(id) != nullptr) {
+                    return refuse(pc, describe_helper(id) +
+                                          " is not among the helpers this program may call");
+                }
+                if (!linux_helper_name(id).empty()) {
+                    return refuse(pc, describe_helper(id) + " is not available in bpftime");
+                }
                 return refuse(pc, "unknown helper id " + std::to_string(imm));
             }
             break;

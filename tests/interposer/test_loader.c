@@ -27,6 +27,8 @@
 //   perfbuf_free
 //   perf_bad MAP                              -> a BPF output event used wrongly, each errno
 //   pipe | kernel_perf                        -> fds that are not the interposer's
+//   probe_helper ID                           -> libbpf_probe_bpf_helper for a kprobe program:
+//                                                supported=0|1 (or err=NAME)
 //   exit
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -271,6 +273,13 @@ static void command(char *line) {
             printf("err=%s log=%s", errname(errno), log[0] ? log : "(empty)\n");
         } else {
             fd_result(fd);
+        }
+    } else if (!strcmp(c, "probe_helper")) {
+        int rc = libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE, (enum bpf_func_id)ARG(1), NULL);
+        if (rc < 0) {
+            printf("err=%s\n", errname(-rc));
+        } else {
+            printf("supported=%d\n", rc);
         }
     } else if (!strcmp(c, "open")) {
         obj = bpf_object__open_file(argv[1], NULL);

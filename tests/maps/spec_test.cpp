@@ -64,7 +64,7 @@ TEST(MapSpec, EachRuleRefusesWithTheField) {
         const char *field;
     };
     const bad cases[] = {
-        {{static_cast<map_type>(3), 4, 4, 4, 0}, "type 3"},
+        {{static_cast<map_type>(31), 4, 4, 4, 0}, "type 31"}, // user_ringbuf
         {{map_type::array, 8, 4, 4, 0}, "key_size 8"},
         {{map_type::percpu_array, 2, 4, 4, 0}, "key_size 2"},
         {{map_type::hash, 0, 4, 4, 0}, "key_size 0"},

@@ -2,6 +2,8 @@
 // Each validation rule, one by one: the refusal names the instruction and the reason.
 #include "test_util.hpp"
 
+#include <bpftime/vm/helper_names.hpp>
+
 #include <bpftime/vm/isa.hpp>
 
 namespace bpftime::vm::test {
@@ -127,9 +129,23 @@ TEST(Validator, RefusesUnknownHelpers) {
     helper_registry empty;
     load_options opts;
     opts.helpers = &empty;
-    expect_refused({insn(op_call, 0, call_helper, 0, 5), exit_insn()}, 0, "unknown helper id 5",
-                   opts);
+    expect_refused({insn(op_call, 0, call_helper, 0, 5), exit_insn()}, 0,
+                   "helper 5 (ktime_get_ns) is not among the helpers this program may call", opts);
     EXPECT_TRUE(validate({insn(op_call, 0, call_helper, 0, 5), exit_insn()}).ok());
+}
+
+TEST(Validator, NamesLinuxHelpersBpftimeDoesNotHave) {
+    // get_stack (67) is a Linux helper nothing here registers: refused at load, by name.
+    expect_refused({insn(op_call, 0, call_helper, 0, 67), exit_insn()}, 0,
+                   "instruction 0 (call 67): helper 67 (get_stack) is not available in bpftime");
+    expect_refused({mov64_imm(0, 0), insn(op_call, 0, call_helper, 0, 211), exit_insn()}, 1,
+                   "helper 211 (cgrp_storage_delete) is not available in bpftime");
+    EXPECT_EQ(linux_helper_name(1), "map_lookup_elem");
+    EXPECT_EQ(linux_helper_name(181), "loop");
+    EXPECT_EQ(linux_helper_name(0), "");
+    EXPECT_EQ(linux_helper_name(100000), "");
+    EXPECT_EQ(describe_helper(12), "helper 12 (tail_call)");
+    EXPECT_EQ(describe_helper(5000), "helper 5000");
 }
 
 TEST(Validator, RefusesBadLocalCalls) {

@@ -30,13 +30,59 @@ namespace jit {
 namespace {
 
 using entry_fn = uint64_t (*)(jit_state *, uint64_t, uint64_t, uint64_t);
+using callback_fn = uint64_t (*)(jit_state *, uint64_t pc, uint64_t, uint64_t, uint64_t, uint64_t,
+                                 uint64_t, uint64_t fp, uint64_t depth);
 
 // Loaded code of one tier; freed with the engine.
 struct loaded_code {
     llvm::orc::ResourceTrackerSP tracker;
     entry_fn fn = nullptr;
-    size_t blocks = 0; // basic blocks of the program's translation
+    callback_fn callback = nullptr; // runs a callback (run_context::call)
+    size_t blocks = 0;              // basic blocks of the program's translation
 };
+
+// The error of a run whose state recorded a fault.
+error fault_error(const program &prog, const jit_state &s, const run_context &rc,
+                  const run_options &opts) {
+    auto at = [&](int code, const std::string &why) {
+        return fault_at(prog.insns(), s.fault_pc, code, why);
+    };
+    switch (s.fault) {
+    case fault_access:
+        return at(fault_out_of_bounds,
+                  outside_message(s.fault_write != 0, s.fault_len, s.fault_addr));
+    case fault_misaligned:
+        return at(fault_out_of_bounds, misaligned_message(s.fault_addr, s.fault_len));
+    case fault_exhausted:
+        return at(fault_budget, budget_message(named_budget(opts)));
+    case fault_depth:
+        return at(fault_call_depth, call_depth_message());
+    case fault_unknown_helper:
+        return at(fault_bad_helper, unknown_helper_message(s.fault_addr));
+    default:
+        return helper_failure(prog.insns(), s.fault_pc, rc);
+    }
+}
+
+// What a callback needs of its run.
+struct jit_run {
+    const program &prog;
+    jit_state &s;
+    const loaded_code &code;
+    const run_options &opts;
+};
+
+result<uint64_t> run_callback(void *run, size_t pc, const uint64_t (&args)[5], uint64_t fp,
+                              size_t depth) {
+    auto &r = *static_cast<jit_run *>(run);
+    uint64_t r0 = r.code.callback(&r.s, pc, args[0], args[1], args[2], args[3], args[4], fp, depth);
+    if (r.s.fault != no_fault) {
+        error e = fault_error(r.prog, r.s, *r.s.rc, r.opts);
+        r.s.fault = no_fault; // the helper that called it returns, and the run stops there
+        return e;
+    }
+    return r0;
+}
 
 // The largest program (in basic blocks of its translation, access checks included) the
 // optimised tier compiles; larger ones keep the baseline code. Some passes and the register
@@ -82,6 +128,13 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
         return make_error(EINVAL, "the jit cannot link the program: " + why);
     }
     code.fn = sym->toPtr<entry_fn>();
+    auto cb = jit.lookup(name + callback_entry_suffix);
+    if (!cb) {
+        std::string why = llvm_message(cb.takeError());
+        llvm::consumeError(code.tracker->remove());
+        return make_error(EINVAL, "the jit cannot link the program: " + why);
+    }
+    code.callback = cb->toPtr<callback_fn>();
     code.blocks = blocks;
     return code;
 }
@@ -132,7 +185,7 @@ private:
 class jit_engine final : public engine {
 public:
     jit_engine(const program &prog, bool checked, jit_host &host, loaded_code first)
-        : prog_(prog), checked_(checked), host_(host), first_(std::move(first)), fn_(first_.fn) {}
+        : prog_(prog), checked_(checked), host_(host), first_(std::move(first)), code_(&first_) {}
 
     ~jit_engine() override {
         if (worker_.joinable()) {
@@ -157,7 +210,7 @@ public:
             auto code = compile(host_, prog_, checked_, true);
             if (code) {
                 second_ = std::move(*code);
-                fn_.store(second_.fn, std::memory_order_release);
+                code_.store(&second_, std::memory_order_release);
             }
             bg.end();
         });
@@ -193,45 +246,31 @@ public:
         s.rc_stack = &rc.stack;
         rc.set_region_sink(&s.handed);
         s.prog = &prog_;
-        entry_fn fn = fn_.load(std::memory_order_acquire);
-        uint64_t r0 = fn(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);
+        const loaded_code *code = code_.load(std::memory_order_acquire);
+        jit_run cb{prog_, s, *code, opts};
+        rc.set_subprogram_runner(&run_callback, &cb, prog_);
+        rc.set_tail_calls(opts.tail_calls);
+        uint64_t r0 = code->fn(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);
+        const uint64_t used = checked_ ? budget - static_cast<uint64_t>(s.budget) : 0;
         if (s.fault != no_fault) {
-            return fault(s, rc, opts);
+            if (rc.tail_target() != nullptr) {
+                return run_tail_call(rc, mem, mem_len, opts, used);
+            }
+            return fault_error(prog_, s, rc, opts);
         }
         if (opts.executed != nullptr) {
-            *opts.executed = checked_ ? budget - static_cast<uint64_t>(s.budget) : 0;
+            *opts.executed = used;
         }
         return r0;
     }
 
 private:
-    error fault(const jit_state &s, const run_context &rc, const run_options &opts) const {
-        auto at = [&](int code, const std::string &why) {
-            return fault_at(prog_.insns(), s.fault_pc, code, why);
-        };
-        switch (s.fault) {
-        case fault_access:
-            return at(fault_out_of_bounds,
-                      outside_message(s.fault_write != 0, s.fault_len, s.fault_addr));
-        case fault_misaligned:
-            return at(fault_out_of_bounds, misaligned_message(s.fault_addr, s.fault_len));
-        case fault_exhausted:
-            return at(fault_budget, budget_message(opts.instruction_budget));
-        case fault_depth:
-            return at(fault_call_depth, call_depth_message());
-        case fault_unknown_helper:
-            return at(fault_bad_helper, unknown_helper_message(s.fault_addr));
-        default:
-            return at(fault_helper, rc.failure());
-        }
-    }
-
     const program &prog_;
     bool checked_;
     jit_host &host_;
     loaded_code first_;
     loaded_code second_; // the optimised tier, when it came later
-    std::atomic<entry_fn> fn_;
+    std::atomic<const loaded_code *> code_;
     std::thread worker_;
 };
 

@@ -44,6 +44,8 @@ translator::translator(const program &prog, bool checked, llvm::LLVMContext &ctx
 
 std::string translator::translate(const std::string &name) {
     std::vector<size_t> pending{0};
+    // Callbacks are functions too; helpers enter them through the callback entry.
+    pending.insert(pending.end(), prog_.callbacks().begin(), prog_.callbacks().end());
     std::map<size_t, function_plan> plans;
     while (!pending.empty()) {
         size_t entry = pending.back();
@@ -68,6 +70,7 @@ std::string translator::translate(const std::string &name) {
         emit_function(plan);
     }
     emit_entry(name);
+    emit_callback_entry(name + callback_entry_suffix);
     std::string err;
     llvm::raw_string_ostream os(err);
     if (llvm::verifyModule(mod_, &os)) {
@@ -339,29 +342,65 @@ void translator::emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args)
     b_.CreateRet(ret);
 }
 
+void translator::budget_to_state() {
+    if (checked_) {
+        store_state(offsetof(jit_state, budget),
+                    b_.CreateAdd(b_.CreateLoad(i64_, budget_), b_.getInt64(rest_of_block_)));
+    }
+}
+
+void translator::budget_from_state() {
+    if (checked_) {
+        b_.CreateStore(
+            b_.CreateSub(load_state(offsetof(jit_state, budget)), b_.getInt64(rest_of_block_)),
+            budget_);
+    }
+}
+
 void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
     std::array<llvm::Value *, 5> args{reg(1), reg(2), reg(3), reg(4), reg(5)};
     llvm::Value *r0 = nullptr;
     if (inst.opcode == op_callx) {
         auto *ty =
             llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_, i64_, i64_, i64_, i64_}, false);
+        budget_to_state();
         r0 = b_.CreateCall(
             ty, const_ptr(address_of(&rt_callx)),
             {state_, reg(inst.dst), args[0], args[1], args[2], args[3], args[4], b_.getInt64(pc)});
         set_reg(0, r0);
         return_if_faulted();
+        budget_from_state();
         take_handed_region();
         return;
     }
     if (emit_direct_lookup(pc)) {
         return;
     }
+    // A helper may run a callback (run_context::call), which spends the budget in the state.
+    // The block's length was taken on entry: the state holds what is left at this instruction,
+    // as the interpreter counts it, so a tail call's target goes on from the same count.
+    const bool callbacks = !prog_.callbacks().empty();
+    if (callbacks) {
+        budget_to_state();
+    }
     auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
     r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
                        {args[0], args[1], args[2], args[3], args[4], rc_});
     set_reg(0, r0);
-    fault_if(b_.CreateICmpNE(b_.CreateLoad(i8_, helper_failed_), b_.getInt8(0)),
-             fault_helper_failed, pc);
+    if (callbacks) {
+        budget_from_state();
+    }
+    auto *stop = new_block("helper_stopped");
+    auto *go = new_block("go_on");
+    branch_unlikely(b_.CreateICmpNE(b_.CreateLoad(i8_, helper_failed_), b_.getInt8(0)), stop, go);
+    b_.SetInsertPoint(stop);
+    budget_to_state();
+    auto *fty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, i64_, i64_, i64_, i64_}, false);
+    b_.CreateCall(fty, const_ptr(address_of(&rt_fault)),
+                  {state_, b_.getInt64(fault_helper_failed), b_.getInt64(pc), b_.getInt64(0),
+                   b_.getInt64(0)});
+    b_.CreateBr(fault_ret_);
+    b_.SetInsertPoint(go);
     take_handed_region();
 }
 
@@ -473,14 +512,15 @@ void translator::emit_function(const function_plan &plan) {
                 // loop's latch to its own exit test, the shape LLVM's loop passes want.
                 check_budget(pc);
             }
+            rest_of_block_ = block_length(plan, pc);
             if (checked_) {
                 // An add of a negative constant: what hoist_checks follows.
-                b_.CreateStore(
-                    b_.CreateAdd(b_.CreateLoad(i64_, budget_),
-                                 b_.getInt64(-static_cast<int64_t>(block_length(plan, pc)))),
-                    budget_);
+                b_.CreateStore(b_.CreateAdd(b_.CreateLoad(i64_, budget_),
+                                            b_.getInt64(-static_cast<int64_t>(rest_of_block_))),
+                               budget_);
             }
         }
+        rest_of_block_--; // the instructions of the block after this one
         const ebpf_inst &inst = insns_[pc];
         const opcode_info *info = find_opcode(inst.opcode);
         // Loads and stores see the offsets before their own instruction.
@@ -580,6 +620,35 @@ void translator::emit_switch(size_t pc, const compare_tree &tree) {
         sw->addCase(llvm::ConstantInt::get(ty, tree.lo + i), it->second);
     }
     b_.SetInsertPoint(outside);
+}
+
+void translator::emit_callback_entry(const std::string &name) {
+    // uint64_t name(jit_state *, uint64_t pc, uint64_t r1..r5, uint64_t fp, uint64_t depth)
+    std::vector<llvm::Type *> params{ptr_};
+    params.insert(params.end(), 8, i64_);
+    auto *fn = llvm::Function::Create(llvm::FunctionType::get(i64_, params, false),
+                                      llvm::Function::ExternalLinkage, name, mod_);
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    std::vector<llvm::Value *> a;
+    for (auto &arg : fn->args()) {
+        a.push_back(&arg);
+    }
+    auto *entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
+    auto *none = llvm::BasicBlock::Create(ctx_, "none", fn);
+    b_.SetInsertPoint(none);
+    b_.CreateRet(b_.getInt64(0)); // run_context::call passes only callbacks
+    b_.SetInsertPoint(entry);
+    auto *sw = b_.CreateSwitch(a[1], none, static_cast<unsigned>(prog_.callbacks().size()));
+    llvm::Value *z = b_.getInt64(0);
+    for (size_t pc : prog_.callbacks()) {
+        auto *bb = llvm::BasicBlock::Create(ctx_, "cb" + std::to_string(pc), fn);
+        sw->addCase(b_.getInt64(pc), bb);
+        b_.SetInsertPoint(bb);
+        auto *call = b_.CreateCall(fn_ty_, functions_.at(pc),
+                                   {a[0], z, a[2], a[3], a[4], a[5], a[6], z, z, z, z, a[7], a[8]});
+        call->setCallingConv(llvm::CallingConv::Fast);
+        b_.CreateRet(b_.CreateExtractValue(call, 0));
+    }
 }
 
 void translator::emit_entry(const std::string &name) {

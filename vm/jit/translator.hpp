@@ -99,6 +99,10 @@ private:
     uint64_t block_length(const function_plan &plan, size_t pc);
     void emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args);
     void emit_helper_call(size_t pc, const ebpf_inst &inst);
+    // The budget left at the current instruction into the run's state, and back (a callback
+    // a helper runs spends it there; a tail call goes on from it).
+    void budget_to_state();
+    void budget_from_state();
     // run_context::stack = [lo, stack_top).
     void set_helper_stack(llvm::Value *lo);
     void emit_local_call(size_t pc, const ebpf_inst &inst);
@@ -110,6 +114,8 @@ private:
     void emit_switch(size_t pc, const compare_tree &tree);
     // uint64_t name(jit_state *, uint64_t r1, uint64_t r2, uint64_t fp): runs function 0.
     void emit_entry(const std::string &name);
+    // callback_fn name(jit_state *, pc, r1..r5, fp, depth): runs the callback starting at pc.
+    void emit_callback_entry(const std::string &name);
 
     // Access checks, loads, stores and atomics (translate_memory.cpp).
 
@@ -177,6 +183,12 @@ private:
     std::map<size_t, value_pointers> value_ptr_at_jump_;
     llvm::BasicBlock *fault_ret_ = nullptr;
     std::map<size_t, llvm::BasicBlock *> blocks_;
+    // Instructions of the current block after the one being emitted: its budget was taken on
+    // entry to the block.
+    uint64_t rest_of_block_ = 0;
 };
+
+// The name of a program's callback entry is its entry's with this suffix.
+inline constexpr const char *callback_entry_suffix = "_callback";
 
 } // namespace bpftime::vm::jit

@@ -82,6 +82,9 @@ public:
     uint64_t revision() const { return revision_; }
     const std::string &name() const { return name_; }
     const vm::program &program() const { return prog_; }
+    /// The engine the program was compiled for (a tail call runs it directly, within the run
+    /// of the program that called it).
+    vm::engine &engine() const { return *engine_; }
     /// Runs the program on a context, then the end-of-run step of the program's helper
     /// registry; safe from several threads at once.
     result<uint64_t> run(void *ctx, uint64_t ctx_len, const vm::run_options &opts = {}) const;

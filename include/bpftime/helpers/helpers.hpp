@@ -58,4 +58,20 @@ using map_resolver = std::function<std::optional<maps::map_view>(uint32_t id)>;
 /// function removes it, and bpf_perf_event_output then finds no ring (-ENOENT).
 void set_map_resolver(map_resolver fn);
 
+/// A program bpf_tail_call may run: an engine compiled as the calling program is (the same
+/// engine, options and helper set) and what keeps it alive.
+struct tail_call_target {
+    vm::engine *engine = nullptr;
+    std::shared_ptr<const void> keep;
+};
+
+/// Finds the program with a store id (a prog_array slot's value) for a caller bound to the
+/// helpers `caller_helpers`; an error says why this host cannot run it. Called on the threads
+/// that run programs.
+using program_resolver = std::function<result<tail_call_target>(
+    uint32_t prog_id, const vm::helper_registry *caller_helpers)>;
+/// Installs this process's resolver (the attach manager installs one for its segment); an empty
+/// function removes it, and bpf_tail_call then fails with -EINVAL.
+void set_program_resolver(program_resolver fn);
+
 } // namespace bpftime::helpers

@@ -80,6 +80,10 @@ public:
     /// cannot compile fails here, with the reason.
     result<std::shared_ptr<const compiled_program>> compile_spec(const store::program_info &p);
 
+    /// Compiles the store's program prog_id for a caller bound to the helper set caller (one of
+    /// this manager's), for bpf_tail_call; EAGAIN when the manager is busy (it never waits).
+    result<void> compile_tail_call_target(uint32_t prog_id, const vm::helper_registry *caller);
+
     /// The links of types implemented here that could not run at the last instantiate().
     std::vector<link_failure> failures() const;
 
@@ -108,7 +112,17 @@ private:
     map_handle(uint32_t map_id, std::optional<vm::memory_region> &region);
     void detach_locked(uint32_t link_id);
     void report_states(const store::snapshot &snap);
+    // Compiles the programs the store's program arrays name, for every helper set links here
+    // use, so that bpf_tail_call finds them compiled; publishes what is compiled.
+    void compile_tail_call_targets(const store::snapshot &snap);
+    void publish_programs();
 
+public:
+    /// What bpf_tail_call's resolver reads on the threads that run programs (private to the
+    /// manager's implementation).
+    struct tail_calls;
+
+private:
     std::shared_ptr<store::segment> seg_;
     vm::engine_kind engine_;
     vm::engine_options engine_options_;
@@ -124,6 +138,7 @@ private:
     std::map<uint32_t, link_failure> failures_;
     std::map<uint32_t, std::string> reported_; // link id -> the state recorded in the segment
     uint64_t generation_ = ~0ull;
+    std::shared_ptr<tail_calls> tail_calls_;
 };
 
 } // namespace bpftime

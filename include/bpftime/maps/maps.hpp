@@ -58,14 +58,21 @@ enum class map_type : uint32_t {
     /// BPF_MAP_TYPE_BLOOM_FILTER: no keys; values are pushed (added) and peeked (tested: maybe
     /// present or certainly absent). map_extra's low 4 bits: the number of hash functions (0: 5).
     bloom_filter = 30,
+    /// BPF_MAP_TYPE_PROG_ARRAY: 4-byte keys (an index) and 4-byte values, each the store id of
+    /// a program (0: empty slot). Programs do not look it up or update it; bpf_tail_call runs
+    /// the program a slot names.
+    prog_array = 3,
 };
 
 /// "hash", "array", "percpu_hash", "percpu_array", "cgroup_array", "lru_hash", "ringbuf",
 /// "perf_event_array", "perf_ring", "lru_percpu_hash", "stack_trace", "lpm_trie", "queue", "stack",
-/// "bloom_filter" (or "unknown").
+/// "bloom_filter", "prog_array" (or "unknown").
 const char *map_type_name(map_type type);
 /// Parses the names above.
 std::optional<map_type> parse_map_type(std::string_view name);
+/// The name Linux gives map type t (enum bpf_map_type without BPF_MAP_TYPE_, lower case:
+/// "stack_trace" for 7), or "unknown".
+const char *linux_map_type_name(uint32_t t);
 
 /// Update flags, as in Linux.
 inline constexpr uint64_t update_any = 0;     ///< BPF_ANY
@@ -310,6 +317,9 @@ public:
     /// index), or a negative errno: -EINVAL for flags beyond the index, -E2BIG for an index out
     /// of range, -ENOENT for an empty slot (as Linux).
     long perf_ring_id(uint64_t flags) const;
+    /// prog_array: the store id of the program in slot index, or a negative errno: -E2BIG for
+    /// an index out of range, -ENOENT for an empty slot, -EINVAL for another map type.
+    long prog_array_id(uint32_t index) const;
     /// perf_ring: appends one PERF_RECORD_SAMPLE carrying size bytes of raw data (padded to 8
     /// bytes as Linux does), first a PERF_RECORD_LOST when records were lost since the last one
     /// placed. 0, or a negative errno with the record counted as lost: -ENOSPC when the ring is

@@ -36,4 +36,23 @@ constexpr int64_t call_target(const ebpf_inst &inst, size_t pc) {
     return static_cast<int64_t>(pc) + 1 + inst.imm;
 }
 
+/// Whether an instruction is an lddw of a code address (a callback passed to helpers such as
+/// bpf_loop), as a loader leaves it: the first immediate is pc-relative.
+constexpr bool is_code_address(const ebpf_inst &inst) {
+    return inst.opcode == op_lddw && inst.src == pseudo_code_addr;
+}
+
+/// The instruction the code address lddw at pc names. In a program that has not been validated
+/// it may lie outside the program.
+constexpr int64_t code_address_target(const ebpf_inst &inst, size_t pc) {
+    return static_cast<int64_t>(pc) + 1 + inst.imm;
+}
+
+/// The value a loaded program's register holds for the code address of the subprogram at pc:
+/// opaque to the program (no memory), decoded by run_context::call.
+inline constexpr uint64_t code_address_tag = uint64_t{0xc0de} << 48;
+constexpr uint64_t code_address_value(size_t pc) {
+    return code_address_tag | pc;
+}
+
 } // namespace bpftime::vm

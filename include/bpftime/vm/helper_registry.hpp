@@ -22,8 +22,9 @@ class run_context;
 using helper_fn = uint64_t (*)(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5,
                                run_context *ctx);
 
-/// A step a host takes after each run of a program (helper_registry::run_end).
-using run_end_fn = void (*)();
+/// A step a host takes after each run of a program (helper_registry::run_end). False, with the
+/// problem said, when the run that completed must count as failed (it ended holding a lock).
+using run_end_fn = bool (*)(std::string &problem);
 
 /// A registered helper.
 struct helper_info {

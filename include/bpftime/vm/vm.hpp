@@ -8,6 +8,7 @@
 #include <bpftime/vm/isa.hpp>
 #include <bpftime/vm/map_lookup_plan.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -74,6 +75,17 @@ inline constexpr int fault_call_depth = EOVERFLOW;
 inline constexpr int fault_bad_helper = ENOSYS;
 inline constexpr int fault_helper = ECANCELED;
 
+class engine;
+class program;
+class run_context;
+
+/// How an engine runs a subprogram for run_context::call: the subprogram at pc with r1..r5 =
+/// args, its frame pointer fp (its frame is [fp - stack_frame_size, fp), zeroed) at call depth
+/// depth. Returns its r0, or the fault that stopped it (naming its instruction).
+using subprogram_runner = result<uint64_t> (*)(void *engine_run, size_t pc,
+                                               const uint64_t (&args)[5], uint64_t fp,
+                                               size_t depth);
+
 /// What a host tells the helpers about one run.
 /// What bpf_override_return asked for in one run: the probed function is to return value to its
 /// caller without running.
@@ -116,6 +128,31 @@ public:
     /// What the host said about this run (run_options::info).
     const run_info &info() const { return *info_; }
 
+    /// Calls the program's subprogram at a code address (what an lddw of a code address loaded
+    /// into a register: the callback of bpf_loop, for_each_map_elem) with r1..r5, in a new frame
+    /// below the current one that counts in the call depth, on the run's instruction budget.
+    /// Returns the subprogram's r0. Nothing when it could not run or faulted: the run has then
+    /// failed with that fault (a fault inside the callback names the callback's instruction) and
+    /// the helper must return at once.
+    std::optional<uint64_t> call(uint64_t code_address, uint64_t r1 = 0, uint64_t r2 = 0,
+                                 uint64_t r3 = 0, uint64_t r4 = 0, uint64_t r5 = 0);
+    /// Ends the program when the current helper returns, and runs target in its place with the
+    /// same input memory (r1, r2) and regions, a fresh stack and what is left of the budget: its
+    /// r0 is the run's (bpf_tail_call). keep is held until then (what owns target). False, with
+    /// nothing done, when the program is not in its entry function (a subprogram or a callback).
+    bool tail_call(engine &target, std::shared_ptr<const void> keep);
+    /// The program running (its helpers, its callbacks), or null outside an engine's run.
+    const program *running_program() const { return program_; }
+    /// Tail calls made so far in this run, across the programs it went through.
+    uint32_t tail_calls() const { return tail_calls_; }
+    /// The tail call a helper asked for (tail_call), if any: the engines run it.
+    engine *tail_target() const { return tail_target_; }
+    /// Whether the failure of the run is a fault that already names its instruction (one
+    /// inside a callback) rather than a message the engine puts after the helper call's.
+    bool failure_is_positioned() const { return failure_positioned_; }
+    /// The error code of the failure: fault_helper for fail(), the callback's fault's code.
+    int failure_code() const { return failure_code_; }
+
     // Used by the engines.
     // Inline: engines build one per run, and an out-of-line call passed the two regions
     // through memory that had just been written field by field (a store-forwarding stall).
@@ -132,6 +169,10 @@ public:
     /// its fastest check).
     void set_region_sink(memory_region *sink) { sink_ = sink; }
     const std::string &failure() const { return failure_; }
+    /// Lets call() run subprograms through the engine's runner, with tail_calls calls made
+    /// before this run (run_options::tail_calls).
+    void set_subprogram_runner(subprogram_runner runner, void *engine_run, const program &prog);
+    void set_tail_calls(uint32_t n) { tail_calls_ = n; }
     /// The slow path of an access check: the region other than the stack that allows the
     /// access, or null.
     const memory_region *find_region(uint64_t addr, uint64_t len, bool write) const;
@@ -151,6 +192,14 @@ private:
     const run_info *info_;
     std::string failure_;
     bool failed_ = false;
+    int failure_code_ = fault_helper;
+    bool failure_positioned_ = false;
+    subprogram_runner runner_ = nullptr;
+    const program *program_ = nullptr;
+    void *runner_state_ = nullptr;
+    engine *tail_target_ = nullptr;
+    std::shared_ptr<const void> tail_keep_;
+    uint32_t tail_calls_ = 0;
 };
 
 /// Options of one run.
@@ -165,7 +214,16 @@ struct run_options {
     run_info info;
     /// When set, receives the number of instructions the run executed.
     uint64_t *executed = nullptr;
+    /// Tail calls already made in this run: an engine that runs a tail call's target sets it
+    /// (the limit, max_tail_calls, counts across the chain).
+    uint32_t tail_calls = 0;
+    /// The budget a budget fault names when it is not instruction_budget: a tail call's target
+    /// runs on what is left of the first program's budget, and names the whole run's.
+    uint64_t named_budget = 0;
 };
+
+/// Tail calls one run may make (Linux's MAX_TAIL_CALL_CNT).
+inline constexpr uint32_t max_tail_calls = 33;
 
 /// A validated program with its helper calls bound. Engines compile and run it.
 class program {
@@ -187,6 +245,13 @@ public:
     size_t entry_frame_reach() const { return entry_frame_reach_; }
     /// How the map an lddw resolved to this value refers to may be looked up directly, or
     /// null.
+    /// The first instructions of the subprograms an lddw takes the code address of (callbacks),
+    /// in ascending order.
+    std::span<const size_t> callbacks() const { return callbacks_; }
+    /// Whether pc is the first instruction of a callback.
+    bool is_callback(size_t pc) const {
+        return std::binary_search(callbacks_.begin(), callbacks_.end(), pc);
+    }
     const direct_lookup *direct_lookup_of(uint64_t value) const {
         for (const auto &[v, a] : lookups_) {
             if (v == value) {
@@ -203,6 +268,7 @@ private:
     const helper_registry *helpers_ = nullptr;
     size_t entry_frame_reach_ = stack_frame_size;
     std::vector<std::pair<uint64_t, direct_lookup>> lookups_;
+    std::vector<size_t> callbacks_;
 };
 
 /// Checks a program against the opcode table and the control-flow rules without loading
