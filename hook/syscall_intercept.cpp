@@ -45,7 +45,8 @@
 #define SYS_USER_DISPATCH 2
 #endif
 
-extern "C" void bpftime_syscall_site_entry(bpftime::pt_regs *frame);
+extern "C" __attribute__((visibility("hidden"))) void
+bpftime_syscall_site_entry(bpftime::pt_regs *frame);
 
 namespace bpftime::syscall_intercept {
 
@@ -488,8 +489,17 @@ struct site {
     bool patched = false;
 };
 
-std::deque<site> sites;                                // never shrinks: thunks hold indexes
-std::set<std::pair<unsigned long, uintptr_t>> scanned; // (inode, first executable address)
+// Built on first use, never destroyed: a host may arm from its own start-up code (a
+// constructor running before this file's static objects exist) and handlers may run until the
+// process ends.
+std::deque<site> &all_sites() { // never shrinks: thunks hold indexes
+    static auto *sites = new std::deque<site>;
+    return *sites;
+}
+std::set<std::pair<unsigned long, uintptr_t>> &scanned_objects() {
+    static auto *scanned = new std::set<std::pair<unsigned long, uintptr_t>>;
+    return *scanned;
+}
 
 struct decoded_function {
     size_t size = 0;                // bytes decoded
@@ -786,7 +796,7 @@ std::pair<size_t, size_t> scan_new_objects() {
             continue;
         if (!o.path.empty() && self >= o.lo && self < o.hi)
             continue;
-        if (!scanned.insert({0, o.exec.front().start}).second)
+        if (!scanned_objects().insert({0, o.exec.front().start}).second)
             continue;
         std::vector<function> fns;
         if (o.eh_frame_hdr != 0)
@@ -856,14 +866,14 @@ std::pair<size_t, size_t> scan_new_objects() {
         size_t used = 0;
         for (auto &[fn, d] : found) {
             for (uintptr_t sc : d.syscalls) {
-                if (sites.size() >= max_sites) {
+                if (all_sites().size() >= max_sites) {
                     ++refused;
                     continue;
                 }
                 site s;
-                const auto index = static_cast<uint32_t>(sites.size());
+                const auto index = static_cast<uint32_t>(all_sites().size());
                 if (prepare_site(fn, d, sc, *chunk + used, mem + used, index, s)) {
-                    sites.push_back(std::move(s));
+                    all_sites().push_back(std::move(s));
                     used += site_space;
                     ++added;
                 } else {
@@ -889,7 +899,7 @@ result<void> write_sites(bool install) {
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
     std::vector<page_prot> pages;
     std::vector<site *> todo;
-    for (site &s : sites) {
+    for (site &s : all_sites()) {
         if (s.patched == install)
             continue;
         if (install && std::memcmp(reinterpret_cast<const void *>(s.start), s.original.data(),
@@ -1022,6 +1032,10 @@ result<void> enable_thread() {
     return {};
 }
 
+void disable_thread() {
+    (void)raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0);
+}
+
 void set_thread_internal(bool internal) {
     t_internal = internal;
 }
@@ -1045,16 +1059,16 @@ result<arm_report> arm() {
     std::lock_guard lock(arm_mu);
     if (!started.load())
         return make_error(EINVAL, "syscall interception is not started");
-    const size_t before = sites.size();
+    const size_t before = all_sites().size();
     auto [added, refused] = scan_new_objects();
-    for (size_t i = before; i < sites.size(); ++i)
+    for (size_t i = before; i < all_sites().size(); ++i)
         finish_gate_stub(static_cast<uint32_t>(i));
     if (auto r = write_sites(true); !r)
         return r.err();
     selector = SYSCALL_DISPATCH_FILTER_BLOCK;
     is_armed.store(true);
     size_t live = 0;
-    for (const site &s : sites)
+    for (const site &s : all_sites())
         live += s.patched ? 1 : 0;
     (void)added;
     return arm_report{live, refused};

@@ -68,6 +68,9 @@ struct handlers {
 result<void> start(const handlers &h);
 /// Turns Syscall User Dispatch on for the calling thread (new threads, fork children).
 result<void> enable_thread();
+/// Turns Syscall User Dispatch off for the calling thread (a thread about to exit: glibc blocks
+/// every signal there, and a trap with SIGSYS blocked would end the process).
+void disable_thread();
 /// Whether the calling thread is one of the host's own: its system calls pass through.
 void set_thread_internal(bool internal);
 /// Whether the calling thread is marked internal.
