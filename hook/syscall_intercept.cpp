@@ -1086,8 +1086,10 @@ bool armed() {
 }
 
 long raw_syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
-    if (raw_fn == nullptr)
-        return ::syscall(nr, a1, a2, a3, a4, a5, a6) < 0 ? -errno : 0;
+    if (raw_fn == nullptr) {
+        const long r = ::syscall(nr, a1, a2, a3, a4, a5, a6);
+        return r < 0 ? -errno : r;
+    }
     return raw_fn(nr, a1, a2, a3, a4, a5, a6);
 }
 
