@@ -60,11 +60,10 @@ result<syscall_tracepoint> parse_syscall_tracepoint(std::string_view args) {
     const std::string_view category = args.substr(0, colon);
     const std::string_view event = args.substr(colon + 1);
     if (category != "syscalls") {
-        return make_error(EOPNOTSUPP,
-                          text + ": only the kernel hosts tracepoints of category '" +
-                              std::string(category) +
-                              "'; user space hosts syscalls:sys_enter_NAME and "
-                              "syscalls:sys_exit_NAME (attach it with --provider kernel)");
+        return make_error(EOPNOTSUPP, text + ": only the kernel hosts tracepoints of category '" +
+                                          std::string(category) +
+                                          "'; user space hosts syscalls:sys_enter_NAME and "
+                                          "syscalls:sys_exit_NAME");
     }
     syscall_tracepoint tp;
     std::string_view name;
@@ -96,7 +95,7 @@ result<bool> parse_raw_syscall_tracepoint(std::string_view args) {
     }
     return make_error(EOPNOTSUPP, std::string(args) +
                                       ": user space hosts the raw tracepoints sys_enter and "
-                                      "sys_exit only (others: --provider kernel)");
+                                      "sys_exit only");
 }
 
 } // namespace bpftime

@@ -81,7 +81,7 @@ expect no-kernel-nginx 1 'attach type nginx-url has no counterpart in the kernel
   k attach nginx-url 3
 expect tracepoint-type 1 'is a kprobe program; tracepoint targets take tracepoint programs' -- \
   k attach tracepoint 3 syscalls:sys_enter_getpid
-expect no-user-tracepoint 1 "only the kernel hosts tracepoints of category 'sched'.*\\(attach it with --provider kernel\\)$" -- \
+expect no-user-tracepoint 1 "only the kernel hosts tracepoints of category 'sched'.*\\(--provider kernel\\)$" -- \
   u attach tracepoint 3 sched:sched_switch
 expect user-tracepoint-type 1 'is a kprobe program; tracepoint targets take tracepoint programs' -- \
   u attach tracepoint 3 syscalls:sys_enter_getpid

@@ -43,8 +43,7 @@ TEST(SyscallTracepoint, OtherCategoriesAreTheKernels) {
     EXPECT_EQ(r.err().code, EOPNOTSUPP);
     EXPECT_EQ(r.err().message,
               "sched:sched_switch: only the kernel hosts tracepoints of category 'sched'; user "
-              "space hosts syscalls:sys_enter_NAME and syscalls:sys_exit_NAME (attach it with "
-              "--provider kernel)");
+              "space hosts syscalls:sys_enter_NAME and syscalls:sys_exit_NAME");
 }
 
 TEST(SyscallTracepoint, UnknownSystemCall) {

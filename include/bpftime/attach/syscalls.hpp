@@ -28,8 +28,8 @@ struct syscall_tracepoint {
 };
 
 /// Parses a tracepoint target hosted in user space, "syscalls:sys_enter_NAME" or
-/// "syscalls:sys_exit_NAME". Other categories are refused (EOPNOTSUPP: kernel only, with the
-/// hint to use the kernel provider), unknown system calls too (ENOENT).
+/// "syscalls:sys_exit_NAME". Other categories are refused (EOPNOTSUPP: the kernel's only),
+/// unknown system calls too (ENOENT).
 result<syscall_tracepoint> parse_syscall_tracepoint(std::string_view args);
 
 /// Parses a raw tracepoint target hosted in user space: "sys_enter" or "sys_exit" (true).
