@@ -28,7 +28,11 @@ std::vector<attach_type_info> &types() {
         {attach_type_uprobe, "uprobe", "BINARY:SYMBOL[+OFFSET] or BINARY:ADDRESS", true, true},
         {attach_type_uretprobe, "uretprobe", "BINARY:SYMBOL[+OFFSET] or BINARY:ADDRESS", true,
          true},
-        {attach_type_tracepoint, "tracepoint", "CATEGORY:NAME, a kernel tracepoint", false, true},
+        {attach_type_tracepoint, "tracepoint",
+         "CATEGORY:NAME, a kernel tracepoint; in user space syscalls:sys_enter_NAME or "
+         "syscalls:sys_exit_NAME",
+         true, true},
+        {attach_type_raw_tracepoint, "raw_tracepoint", "sys_enter or sys_exit", true, false},
     };
     return table;
 }
@@ -125,6 +129,46 @@ result<void> check_program_helpers(std::span<const vm::ebpf_inst> insns, uint32_
                                      " programs may not use");
     }
     return {};
+}
+
+namespace {
+
+// Linux's enum bpf_prog_type, the values tracepoint programs meet.
+std::string prog_type_text(uint32_t type) {
+    switch (type) {
+    case 1:
+        return "socket_filter";
+    case 2:
+        return "kprobe";
+    case 5:
+        return "tracepoint";
+    case 7:
+        return "perf_event";
+    case 17:
+        return "raw_tracepoint";
+    case 26:
+        return "tracing";
+    default:
+        return "type " + std::to_string(type);
+    }
+}
+
+} // namespace
+
+result<void> check_program_type(uint32_t prog_id, uint32_t prog_type, int32_t attach_type) {
+    uint32_t wanted = 0;
+    if (attach_type == attach_type_tracepoint) {
+        wanted = 5;
+    } else if (attach_type == attach_type_raw_tracepoint) {
+        wanted = 17;
+    }
+    if (wanted == 0 || prog_type == 0 || prog_type == wanted) {
+        return {};
+    }
+    return make_error(EINVAL, "program " + std::to_string(prog_id) + " is a " +
+                                  prog_type_text(prog_type) + " program; " +
+                                  attach_type_name(attach_type) + " targets take " +
+                                  prog_type_text(wanted) + " programs");
 }
 
 result<std::shared_ptr<const vm::helper_registry>> helpers_for(int32_t attach_type,

@@ -19,7 +19,8 @@ include(CMakePackageConfigHelpers)
 # privately: the public headers include none of them, so embedders need neither their headers
 # nor their link flags.
 set(BPFTIME_LIBRARY_COMPONENTS bpftime_isa bpftime_vm bpftime_maps bpftime_helpers bpftime_store
-    bpftime_loader bpftime_attach bpftime_hook bpftime_uprobe bpftime_manager bpftime_provider)
+    bpftime_loader bpftime_attach bpftime_hook bpftime_uprobe bpftime_systp bpftime_manager
+    bpftime_provider)
 add_library(bpftime_lib SHARED ${CMAKE_SOURCE_DIR}/server/minimal_syscall_server.cpp)
 # The archives go in whole ahead of the objects; linked again as ordinary libraries they bring
 # their own dependencies and add nothing twice (every member is already in).

@@ -38,10 +38,10 @@ struct relocation {
 };
 
 /// Decodes whole instructions at address (bytes readable up to limit) until they cover 5
-/// bytes and relocates them for a trampoline placed at trampoline. function_size (0: unknown)
-/// bounds the range.
+/// bytes (or cover bytes, when more) and relocates them for a trampoline placed at
+/// trampoline. function_size (0: unknown) bounds the range.
 result<relocation> relocate(uintptr_t address, size_t available, size_t function_size,
-                            uintptr_t trampoline);
+                            uintptr_t trampoline, size_t cover = 5);
 
 /// The rip-moving callback type: returns the new rip of a stopped thread.
 using move_rip_fn = std::function<uintptr_t(uintptr_t)>;

@@ -4,6 +4,8 @@
 /// stopping the other threads while code is patched.
 #include "hook_internal.hpp"
 
+#include "bpftime/hook/syscall_intercept.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -140,13 +142,18 @@ void stop_handler(int, siginfo_t *, void *context) {
         if (i < max_threads) {
             g_stop.slots[i].context = static_cast<ucontext_t *>(context);
             g_stop.slots[i].running = running_hook();
-            g_stop.slots[i].tid.store(static_cast<pid_t>(syscall(SYS_gettid)),
-                                      std::memory_order_release);
+            g_stop.slots[i].tid.store(
+                static_cast<pid_t>(syscall_intercept::raw_syscall(SYS_gettid)),
+                std::memory_order_release);
         }
+        // The wait goes through the system call gate, never through libc: libc's `syscall`
+        // may be the very code being rewritten while this thread waits inside it.
         while (g_stop.released.load(std::memory_order_acquire) != static_cast<uint32_t>(session)) {
             timespec wait{0, 5'000'000};
-            syscall(SYS_futex, reinterpret_cast<uint32_t *>(&g_stop.released), FUTEX_WAIT_PRIVATE,
-                    static_cast<uint32_t>(session - 1), &wait, nullptr, 0);
+            syscall_intercept::raw_syscall(SYS_futex, reinterpret_cast<long>(&g_stop.released),
+                                           FUTEX_WAIT_PRIVATE,
+                                           static_cast<long>(static_cast<uint32_t>(session - 1)),
+                                           reinterpret_cast<long>(&wait), 0, 0);
         }
         serialise();
     }

@@ -5,6 +5,7 @@
 
 #include <Zydis/Zydis.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -64,7 +65,8 @@ bool fits32(int64_t v) {
 } // namespace
 
 result<relocation> relocate(uintptr_t address, size_t available, size_t function_size,
-                            uintptr_t trampoline) {
+                            uintptr_t trampoline, size_t cover) {
+    cover = std::max(cover, jmp_size);
     ZydisDecoder decoder;
     ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
     const auto *bytes = reinterpret_cast<const uint8_t *>(address);
@@ -74,7 +76,7 @@ result<relocation> relocate(uintptr_t address, size_t available, size_t function
     std::vector<kind> kinds;
     std::vector<uint64_t> targets;
     size_t covered = 0;
-    while (covered < jmp_size) {
+    while (covered < cover) {
         decoded d{};
         d.address = address + covered;
         d.offset = covered;
@@ -99,7 +101,7 @@ result<relocation> relocate(uintptr_t address, size_t available, size_t function
                                in.meta.category == ZYDIS_CATEGORY_UNCOND_BR ||
                                in.mnemonic == ZYDIS_MNEMONIC_UD2 ||
                                in.mnemonic == ZYDIS_MNEMONIC_HLT;
-        if (ends_flow && end < jmp_size)
+        if (ends_flow && end < cover)
             return make_error(EINVAL, "refusing to hook " + hex(address) + ": the code ends with " +
                                           where(d) + " after " + std::to_string(end) +
                                           " bytes; a 5-byte jump would overwrite what follows");
@@ -141,7 +143,7 @@ result<relocation> relocate(uintptr_t address, size_t available, size_t function
                                               ": a relative instruction of an unsupported kind");
             }
         }
-        if (in.meta.category == ZYDIS_CATEGORY_CALL && end < jmp_size)
+        if (in.meta.category == ZYDIS_CATEGORY_CALL && end < cover)
             return make_error(EINVAL, "cannot relocate " + where(d) +
                                           ": a call that is not the last replaced instruction "
                                           "(a thread inside the callee would return into the "

@@ -153,6 +153,8 @@ public:
             return get_info();
         case BPF_LINK_CREATE:
             return link_create();
+        case BPF_RAW_TRACEPOINT_OPEN:
+            return raw_tracepoint_open();
         case BPF_LINK_UPDATE:
             return link_update();
         case BPF_LINK_DETACH:
@@ -746,14 +748,56 @@ private:
         return make_link(prog, pe, a_.link_create.perf_event.bpf_cookie, true);
     }
 
+    // A raw tracepoint link: sys_enter and sys_exit are hosted by the agents; a program loaded
+    // here cannot go to the kernel's other raw tracepoints.
+    long raw_tracepoint_open() {
+        auto prog = s_.find(static_cast<int>(a_.raw_tracepoint.prog_fd), kind::prog);
+        if (!prog) {
+            return bad_fd(static_cast<int>(a_.raw_tracepoint.prog_fd));
+        }
+        const auto *name_ptr =
+            reinterpret_cast<const char *>(static_cast<uintptr_t>(a_.raw_tracepoint.name));
+        if (name_ptr == nullptr) {
+            return fail(EINVAL);
+        }
+        const std::string name(name_ptr, strnlen(name_ptr, 128));
+        if (prog->prog_type != BPF_PROG_TYPE_RAW_TRACEPOINT) {
+            say_once("raw tracepoint " + name + " takes raw_tracepoint programs; program " +
+                     std::to_string(prog->id) + " has type " + std::to_string(prog->prog_type));
+            return fail(EINVAL);
+        }
+        auto target = p().create_attach_target(attach_type_raw_tracepoint, name);
+        if (!target) {
+            return store_error(target.err(), "raw tracepoint " + name);
+        }
+        auto id = p().attach_program(prog->id, *target, 0);
+        if (!id) {
+            (void)p().destroy_object(*target);
+            return store_error(id.err(), "raw tracepoint " + name);
+        }
+        auto obj = std::make_shared<object>();
+        obj->k = kind::link;
+        obj->id = *id;
+        obj->owned = true;
+        obj->link_type = BPF_LINK_TYPE_RAW_TRACEPOINT;
+        obj->target_id = *target;
+        obj->holds = {prog};
+        int fd = s_.add(std::move(obj));
+        return fd < 0 ? fail(errno) : fd;
+    }
+
 public:
     // A link of prog on a uprobe perf event; as_fd: handed to the loader as a link fd, else
     // held by the perf event (PERF_EVENT_IOC_SET_BPF).
     static long make_link(state &s, const std::shared_ptr<object> &prog,
                           const std::shared_ptr<object> &pe, uint64_t cookie, bool as_fd) {
-        if (prog->prog_type != BPF_PROG_TYPE_KPROBE) {
-            say_once("a uprobe perf event takes kprobe programs; program " +
-                     std::to_string(prog->id) + " has type " + std::to_string(prog->prog_type));
+        const bool tracepoint = pe->attach_type == attach_type_tracepoint;
+        const uint32_t wanted = tracepoint ? BPF_PROG_TYPE_TRACEPOINT : BPF_PROG_TYPE_KPROBE;
+        if (prog->prog_type != wanted) {
+            say_once(std::string(tracepoint ? "a tracepoint perf event takes tracepoint"
+                                            : "a uprobe perf event takes kprobe") +
+                     " programs; program " + std::to_string(prog->id) + " has type " +
+                     std::to_string(prog->prog_type));
             return fail(EINVAL);
         }
         auto id = s.provider()->attach_program(prog->id, pe->target_id, cookie);

@@ -12,7 +12,10 @@
 // PERF_COUNT_SW_BPF_OUTPUT) per CPU and mmaps it: the mmap makes a perf_ring map in the store
 // (its size is known only then) and maps the ring's pages, so the loader reads the records
 // bpf_perf_event_output writes in the targets. The ring goes with the event's last fd and
-// the perf event arrays holding it. Events of every other type are the kernel's.
+// the perf event arrays holding it. A tracepoint event (PERF_TYPE_TRACEPOINT, config = the
+// tracefs id) of category syscalls becomes a store target "syscalls:NAME" (the id found
+// again among tracefs' syscalls events), hosted by the agents; other tracepoints, and events
+// of every other type, are the kernel's.
 #include "interposer.hpp"
 
 #include <bpftime/attach/attach.hpp>
@@ -24,11 +27,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <string>
 
 namespace bpftime::interposer {
 
@@ -166,6 +173,64 @@ long open_bpf_output(const perf_event_attr &attr, int pid, int cpu) {
     return fd < 0 ? fail(errno) : fd;
 }
 
+// The name of the syscalls tracepoint with this tracefs id ("sys_enter_openat"), or "".
+std::string syscall_event_by_id(uint64_t id) {
+    static const std::map<uint64_t, std::string> events = [] {
+        std::map<uint64_t, std::string> out;
+        for (const char *root :
+             {"/sys/kernel/tracing/events/syscalls", "/sys/kernel/debug/tracing/events/syscalls"}) {
+            DIR *d = opendir(root);
+            if (d == nullptr) {
+                continue;
+            }
+            while (dirent *e = readdir(d)) {
+                std::string name = e->d_name;
+                if (name.rfind("sys_", 0) != 0) {
+                    continue;
+                }
+                std::ifstream in(std::string(root) + "/" + name + "/id");
+                uint64_t event_id = 0;
+                if (in >> event_id) {
+                    out.emplace(event_id, name);
+                }
+            }
+            closedir(d);
+            if (!out.empty()) {
+                break;
+            }
+        }
+        return out;
+    }();
+    auto it = events.find(id);
+    return it == events.end() ? std::string() : it->second;
+}
+
+long open_syscall_tracepoint(const std::string &event, int pid) {
+    state &s = state::get();
+    if (s.provider() == nullptr) {
+        return fail(EPERM);
+    }
+    std::string args = "syscalls:" + event;
+    auto target = s.provider()->create_attach_target(attach_type_tracepoint, args);
+    if (!target) {
+        say_once("perf_event_open(tracepoint " + args + "): " + target.err().message);
+        return fail(target.err().code != 0 ? target.err().code : EINVAL);
+    }
+    if (pid > 0) {
+        say_once("tracepoint " + args + " for pid " + std::to_string(pid) +
+                 ": runs in every process that hosts it, not in that one only");
+    }
+    auto obj = std::make_shared<object>();
+    obj->k = kind::perf_event;
+    obj->owned = true;
+    obj->attach_type = attach_type_tracepoint;
+    obj->target_id = *target;
+    obj->target_args = args;
+    obj->enabled = true; // libbpf opens tracepoint events enabled
+    int fd = s.add(std::move(obj));
+    return fd < 0 ? fail(errno) : fd;
+}
+
 void *map_failed(int err) {
     errno = err;
     return MAP_FAILED;
@@ -236,6 +301,24 @@ long do_perf_event_open(void *user_attr, long pid, long cpu, long group_fd, long
     int type = uprobe_pmu_type();
     bool bpf_output = attr != nullptr && attr->type == PERF_TYPE_SOFTWARE &&
                       attr->config == PERF_COUNT_SW_BPF_OUTPUT;
+    if (attr != nullptr && attr->type == PERF_TYPE_TRACEPOINT) {
+        std::string event = syscall_event_by_id(attr->config);
+        if (event.empty()) {
+            return real().syscall(SYS_perf_event_open, reinterpret_cast<long>(user_attr), pid, cpu,
+                                  group_fd, flags, 0);
+        }
+        state &s = state::get();
+        std::lock_guard lock(s.mu);
+        inside_guard g;
+        long rc = open_syscall_tracepoint(event, static_cast<int>(pid));
+        if (debug()) {
+            int e = errno;
+            std::fprintf(stderr, "bpftime: perf_event_open(tracepoint syscalls:%s) = %ld%s%s\n",
+                         event.c_str(), rc, rc < 0 ? " " : "", rc < 0 ? std::strerror(e) : "");
+            errno = e;
+        }
+        return rc;
+    }
     if (attr == nullptr ||
         (!bpf_output && (type < 0 || attr->type != static_cast<uint32_t>(type)))) {
         return real().syscall(SYS_perf_event_open, reinterpret_cast<long>(user_attr), pid, cpu,
@@ -289,7 +372,10 @@ int perf_ioctl(const std::shared_ptr<object> &pe, unsigned long request, void *a
         break;
     default:
         rc = unsupported("ioctl " + hex(request) + " on a " +
-                             (pe->bpf_output ? "BPF output" : "uprobe") + " perf event",
+                             (pe->bpf_output                              ? "BPF output"
+                              : pe->attach_type == attach_type_tracepoint ? "tracepoint"
+                                                                          : "uprobe") +
+                             " perf event",
                          ENOTTY);
     }
     if (debug()) {

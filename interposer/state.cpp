@@ -210,6 +210,7 @@ object::~object() {
         if (!detached) {
             s.release(id);
         }
+        s.release(target_id); // a raw tracepoint link's own target (0: none)
         break;
     case kind::perf_event:
         if (ioctl_link_id != 0) {

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include <bpftime/attach/probe_target.hpp>
+#include <bpftime/attach/syscalls.hpp>
 #include <bpftime/provider/event_provider.hpp>
 
 #include <algorithm>
@@ -88,6 +89,9 @@ result<void> event_provider_impl::check_link(uint32_t prog_id, uint32_t target_i
     }
     for (const store::target_info &t : snap->targets) {
         if (t.id == target_id) {
+            if (auto ok = check_program_type(prog_id, p->type, t.attach_type); !ok) {
+                return ok;
+            }
             if (auto ok = check_program_helpers(p->insns, prog_id, t.attach_type); !ok) {
                 return ok;
             }
@@ -113,8 +117,18 @@ result<uint32_t> event_provider_impl::create_attach_target(int32_t attach_type,
                                           " is attached by the kernel, not in user space; the "
                                           "kernel provider attaches it");
     }
-    // Whether a uprobe's binary is mapped is for each host to find out.
-    if (auto ok = check_target_args(attach_type, args); !ok) {
+    // System call tracepoints are hosted here (the agent), other tracepoints only by the
+    // kernel; the number comes from the system call table, tracefs is not needed.
+    if (attach_type == attach_type_tracepoint) {
+        if (auto tp = parse_syscall_tracepoint(args); !tp) {
+            return tp.err();
+        }
+    } else if (attach_type == attach_type_raw_tracepoint) {
+        if (auto raw = parse_raw_syscall_tracepoint(args); !raw) {
+            return raw.err();
+        }
+    } else if (auto ok = check_target_args(attach_type, args); !ok) {
+        // Whether a uprobe's binary is mapped is for each host to find out.
         return ok.err();
     }
     return seg_->create_target(type->name, attach_type, args);

@@ -103,7 +103,9 @@ expect no-kernel-nginx 1 'attach type nginx-url has no counterpart in the kernel
   k attach nginx-url 3
 expect tracepoint-type 1 'is a kprobe program; tracepoint targets take tracepoint programs' -- \
   k attach tracepoint 3 syscalls:sys_enter_getpid
-expect no-user-tracepoint 1 'attach type tracepoint is attached by the kernel.* \(--provider kernel\)$' -- \
+expect no-user-tracepoint 1 "only the kernel hosts tracepoints of category 'sched'.*\\(--provider kernel\\)$" -- \
+  u attach tracepoint 3 sched:sched_switch
+expect user-tracepoint-type 1 'is a kprobe program; tracepoint targets take tracepoint programs' -- \
   u attach tracepoint 3 syscalls:sys_enter_getpid
 expect bad-symbol 1 "no function 'nope'" -- k attach uprobe 3 "$target:nope"
 expect run-kernel-id 1 'takes programs of the user-space provider' -- k run 3

@@ -26,7 +26,11 @@ inline constexpr int32_t attach_type_test = 1;      ///< callable hooks for test
 inline constexpr int32_t attach_type_nginx_url = 2; ///< the nginx URL filter
 inline constexpr int32_t attach_type_uprobe = 3;
 inline constexpr int32_t attach_type_uretprobe = 4;
-inline constexpr int32_t attach_type_tracepoint = 5; ///< kernel tracepoints (kernel provider)
+/// Tracepoints: syscalls:sys_enter_NAME / sys_exit_NAME in user space (the agent), every
+/// category in the kernel.
+inline constexpr int32_t attach_type_tracepoint = 5;
+/// Raw tracepoints: sys_enter and sys_exit in user space.
+inline constexpr int32_t attach_type_raw_tracepoint = 9;
 
 /// One row of the attach type table.
 struct attach_type_info {
@@ -62,6 +66,11 @@ result<void> register_attach_helper(int32_t type, uint32_t helper_id);
 /// "program 3 calls probe_read_user (112), which nginx-url programs may not use".
 result<void> check_program_helpers(std::span<const vm::ebpf_inst> insns, uint32_t prog_id,
                                    int32_t attach_type);
+/// Refuses (EINVAL) a program whose type (Linux numbering) does not fit a user-space attach
+/// type, as the kernel refuses it: tracepoint targets take tracepoint programs, raw_tracepoint
+/// targets raw_tracepoint programs ("program 3 is a kprobe program; tracepoint targets take
+/// tracepoint programs"). Programs of no type (0: assembled) and other attach types pass.
+result<void> check_program_type(uint32_t prog_id, uint32_t prog_type, int32_t attach_type);
 /// The registry programs of an attach type are loaded against: `from` itself when the type
 /// allows every helper, else a copy of it holding only the type's set (so that a helper called
 /// through a register at run time is refused as well).

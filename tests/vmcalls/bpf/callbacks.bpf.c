@@ -5,6 +5,8 @@
 
 #include <bpf/bpf_helpers.h>
 
+struct bpf_map; // the callbacks' first argument, opaque to programs
+
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 8);

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: MIT
+// The cost of a system call tracepoint: getpid() through libc with nothing attached, with
+// bench/probes/syscall_counter.bpf.c attached at syscalls:sys_enter_getpid in user space (this
+// process's rewritten libc site, the program on the JIT's optimised tier), and with the same
+// program attached at the kernel's tracepoint, in one run. Each variant attaches before its
+// loop and detaches after it, then checks that the program saw every call (in the kernel, at
+// least every call: it counts every process's). Prints Google
+// Benchmark's table, then ns per call, the overhead over the bare call, and the kernel's
+// overhead over the user-space one.
+#include "bench_util.hpp"
+
+#include <bpftime/attach/attach.hpp>
+#include <bpftime/loader/elf.hpp>
+#include <bpftime/provider/event_provider.hpp>
+#include <bpftime/provider/kernel_provider.hpp>
+#include <bpftime/store/store.hpp>
+#include <bpftime/syscall/syscall_tracepoint.hpp>
+
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace bpftime;
+
+const std::string kernel_name = "bpftime-systp-bench-" + std::to_string(getpid());
+const std::string user_name = "bpftime-systp-bench-user-" + std::to_string(getpid());
+
+struct backend {
+    std::string name;
+    std::unique_ptr<base_event_provider> provider;
+    uint32_t program = 0;
+    std::unique_ptr<map_access> counts;
+    std::string unavailable;
+
+    result<uint64_t> seen() const {
+        uint32_t key = 0;
+        auto v = counts->read({reinterpret_cast<const uint8_t *>(&key), sizeof key});
+        if (!v) {
+            return v.err();
+        }
+        uint64_t n = 0;
+        std::memcpy(&n, v->data(), sizeof n);
+        return n;
+    }
+};
+
+void load(backend &b) {
+    std::string path = std::string(BPFTIME_PROBE_BENCH_DIR) + "/syscall_counter.bpf.o";
+    auto obj = loader::open_elf(path);
+    if (!obj) {
+        b.unavailable = path + ": " + obj.err().message;
+        return;
+    }
+    auto loaded = load_object(*b.provider, *obj);
+    if (!loaded) {
+        b.unavailable = path + ": " + loaded.err().message;
+        return;
+    }
+    b.program = loaded->programs.front().first;
+    auto m = b.provider->open_map(loaded->maps.front().first);
+    if (!m) {
+        b.unavailable = "map getpids: " + m.err().message;
+        return;
+    }
+    b.counts = std::move(*m);
+}
+
+struct variant {
+    const char *name;
+    backend *where;
+    uint64_t calls = 0;
+    std::string error;
+};
+
+void bm_getpid(benchmark::State &state, variant *v) {
+    backend *b = v->where;
+    if (b != nullptr && !b->unavailable.empty()) {
+        state.SkipWithError(b->unavailable.c_str());
+        return;
+    }
+    std::vector<uint32_t> ids;
+    uint64_t before = 0;
+    if (b != nullptr) {
+        auto target =
+            b->provider->create_attach_target(attach_type_tracepoint, "syscalls:sys_enter_getpid");
+        auto link = target ? b->provider->attach_program(b->program, *target) : target;
+        auto inst = link ? b->provider->instantiate() : result<void>(link.err());
+        auto seen = b->seen();
+        if (!target || !link || !inst || !seen) {
+            v->error = !target ? target.err().message
+                       : !link ? link.err().message
+                       : !inst ? inst.err().message
+                               : seen.err().message;
+            state.SkipWithError(v->error.c_str());
+            return;
+        }
+        ids = {*target, *link};
+        before = *seen;
+    }
+    uint64_t n = 0;
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(getpid());
+        n++;
+    }
+    v->calls += n;
+    if (b == nullptr) {
+        return;
+    }
+    auto after = b->seen();
+    for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+        (void)b->provider->destroy_object(*it);
+    }
+    (void)b->provider->instantiate();
+    // The kernel's tracepoint also counts the other processes' calls.
+    const bool exact = b->name == "user";
+    if (!after || (exact ? *after - before != n : *after - before < n)) {
+        v->error = "the program saw " + (after ? std::to_string(*after - before) : "?") + " of " +
+                   std::to_string(n) + " calls";
+        state.SkipWithError(v->error.c_str());
+    }
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    std::vector<char *> args(argv, argv + argc);
+    std::string reps = "--benchmark_repetitions=5";
+    std::string agg = "--benchmark_report_aggregates_only=true";
+    args.push_back(reps.data());
+    args.push_back(agg.data());
+    int nargs = static_cast<int>(args.size());
+    benchmark::Initialize(&nargs, args.data());
+
+    backend kernel{.name = "kernel"};
+    if (auto ok = kernel_event_provider::available(); !ok) {
+        kernel.unavailable = ok.err().message;
+    } else {
+        (void)kernel_event_provider::remove(kernel_name);
+        auto p = kernel_event_provider::open(kernel_name, true);
+        if (!p) {
+            kernel.unavailable = p.err().message;
+        } else {
+            kernel.provider = std::move(*p);
+            load(kernel);
+        }
+    }
+    backend user{.name = "user"};
+    (void)store::segment::remove(user_name);
+    if (auto seg = store::segment::open(user_name, {.create = true}); !seg) {
+        user.unavailable = seg.err().message;
+    } else {
+        manager_options opts;
+        opts.engine_options.tier = vm::jit_tier::optimised;
+        auto p = std::make_unique<event_provider_impl>(*seg, opts);
+        if (auto r = p->manager().register_attach_impls(make_syscall_attach_impls()); !r) {
+            user.unavailable = r.err().message;
+        } else {
+            user.provider = std::move(p);
+            load(user);
+        }
+    }
+
+    std::vector<variant> variants = {{"getpid", nullptr},
+                                     {"user_sys_enter_getpid", &user},
+                                     {"kernel_sys_enter_getpid", &kernel}};
+    for (variant &v : variants) {
+        benchmark::RegisterBenchmark(v.name, bm_getpid, &v);
+    }
+    bench::recording_reporter reporter;
+    benchmark::RunSpecifiedBenchmarks(&reporter);
+
+    std::printf("\nns per getpid() (CPU time of the thread, the kernel's work included), the "
+                "overhead over the bare call\n");
+    std::printf("%-26s %10s %10s %12s\n", "variant", "ns/call", "overhead", "calls");
+    auto figure = [&](const variant &v) -> std::optional<double> {
+        if (!v.error.empty() || (v.where != nullptr && !v.where->unavailable.empty())) {
+            return std::nullopt;
+        }
+        auto m = reporter.cpu_time(std::string(v.name) + "_median");
+        return m ? m : reporter.cpu_time(v.name);
+    };
+    const double base = figure(variants[0]).value_or(0);
+    std::map<std::string, double> over;
+    for (const variant &v : variants) {
+        auto t = figure(v);
+        if (!t) {
+            std::printf("%-26s %10s %10s %12s  %s\n", v.name, "-", "-", "-",
+                        v.where != nullptr && !v.where->unavailable.empty()
+                            ? v.where->unavailable.c_str()
+                            : v.error.c_str());
+            continue;
+        }
+        over[v.name] = *t - base;
+        std::printf("%-26s %10.1f %10.1f %12llu\n", v.name, *t, *t - base,
+                    static_cast<unsigned long long>(v.calls));
+    }
+    auto u = over.find("user_sys_enter_getpid"), k = over.find("kernel_sys_enter_getpid");
+    std::printf("\ngoal: the user-space tracepoint at least 10x cheaper than the kernel's: ");
+    if (u != over.end() && k != over.end() && u->second > 0) {
+        const double ratio = k->second / u->second;
+        std::printf("%s (the kernel's overhead is %.1fx the user-space one)\n",
+                    ratio >= 10 ? "holds" : "MISSED", ratio);
+    } else {
+        std::printf("not judged (a variant was not measured)\n");
+    }
+    if (kernel.provider) {
+        (void)kernel_event_provider::remove(kernel_name);
+    }
+    (void)store::segment::remove(user_name);
+    return 0;
+}

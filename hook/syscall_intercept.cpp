@@ -1,0 +1,1120 @@
+// SPDX-License-Identifier: MIT
+/// @file
+/// System call interception: the gate, rewritten `syscall` sites with their trampolines and
+/// thunks, the common stub, Syscall User Dispatch and its SIGSYS handler, and the dispatcher
+/// they share (see the header for what each covers).
+#include "bpftime/hook/syscall_intercept.hpp"
+
+#include "hook_internal.hpp"
+
+#include <Zydis/Zydis.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <signal.h>
+#include <string>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+#include <vector>
+
+#ifndef PR_SET_SYSCALL_USER_DISPATCH
+#define PR_SET_SYSCALL_USER_DISPATCH 59
+#define PR_SYS_DISPATCH_OFF 0
+#define PR_SYS_DISPATCH_ON 1
+#endif
+#ifndef SYSCALL_DISPATCH_FILTER_ALLOW
+#define SYSCALL_DISPATCH_FILTER_ALLOW 0
+#define SYSCALL_DISPATCH_FILTER_BLOCK 1
+#endif
+#ifndef SYS_USER_DISPATCH
+#define SYS_USER_DISPATCH 2
+#endif
+
+extern "C" __attribute__((visibility("hidden"))) void
+bpftime_syscall_site_entry(bpftime::pt_regs *frame);
+
+namespace bpftime::syscall_intercept {
+
+namespace {
+
+// --- State ----------------------------------------------------------------------------------
+
+// The gate: one region, the range Syscall User Dispatch always lets through. It holds the
+// dispatcher's `syscall` (raw_fn), the SIGSYS handler's restorer, the common stub and the
+// stubs that run a call natively with the application's registers. Mapped twice from a memfd:
+// executable here, writable at gate_rw (never both in one mapping).
+constexpr size_t gate_size = 8 << 20;
+constexpr size_t raw_fn_at = 0, restorer_at = 64, common_at = 128, native_first = 8192;
+constexpr size_t native_stub_size = 64;
+constexpr size_t native_capacity = (gate_size - native_first) / native_stub_size;
+// Rewritten sites own the last 2 * max_sites stubs (a plain one and one for clone each);
+// returns seen by the fallback hash into the rest.
+constexpr size_t max_sites = 1 << 14;
+constexpr size_t hash_capacity = native_capacity - 2 * max_sites;
+
+uintptr_t gate = 0;
+uint8_t *gate_rw = nullptr;
+using raw_fn_t = long (*)(long, long, long, long, long, long, long);
+raw_fn_t raw_fn = nullptr;
+
+// The selector byte every registered thread's Syscall User Dispatch reads: BLOCK while armed.
+volatile char selector = SYSCALL_DISPATCH_FILTER_ALLOW;
+
+// Wanted numbers: by the handlers (the dispatcher reads it), and as the thunks read them
+// (the same, and clone and clone3 always: their child needs the dispatcher's stub).
+uint8_t wanted_table[table_size];
+uint8_t thunk_table[table_size];
+std::atomic<bool> wanted_high{false};
+
+handlers g_handlers;
+std::atomic<bool> started{false};
+std::atomic<bool> is_armed{false};
+std::atomic<uint64_t> n_trapped{0}, n_rewritten{0};
+
+// Native stubs by the address they return to: keys claimed with a CAS, the code written, then
+// ready set; lookups in a signal handler allocate nothing.
+std::atomic<uintptr_t> *native_keys = nullptr;
+std::atomic<uint8_t> *native_ready = nullptr;
+
+// What a thunk's index names: where the call goes on.
+struct site_slot {
+    uintptr_t after;        // the address behind the `syscall` (rip as the kernel reports it)
+    uintptr_t resume;       // the trampoline's copy of what follows the `syscall`
+    uintptr_t native;       // a gate stub: `syscall`, then jump to resume
+    uintptr_t native_clone; // the same for clone and clone3 (see write_clone_stub)
+};
+site_slot *site_slots = nullptr;
+
+__attribute__((tls_model("initial-exec"))) thread_local bool t_internal = false;
+__attribute__((tls_model("initial-exec"))) thread_local int t_depth = 0;
+
+std::mutex arm_mu;
+
+std::string hex(uint64_t v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+void put64(uint8_t *at, uint64_t v) {
+    std::memcpy(at, &v, 8);
+}
+
+// --- The dispatcher ---------------------------------------------------------------------------
+
+bool is_wanted(uint64_t nr) {
+    if (nr < table_size) {
+        return __atomic_load_n(&wanted_table[nr], __ATOMIC_RELAXED) != 0;
+    }
+    return wanted_high.load(std::memory_order_relaxed);
+}
+
+// Calls that must run with the application's own registers (new stacks, signal frames); from
+// a SIGSYS handler also those acting on the handler's signal mask or stack.
+bool runs_natively(uint64_t nr, bool from_signal) {
+    switch (nr) {
+    case SYS_clone:
+    case SYS_clone3:
+    case SYS_fork:
+    case SYS_vfork:
+    case SYS_rt_sigreturn:
+        return true;
+    case SYS_rt_sigprocmask:
+    case SYS_rt_sigsuspend:
+    case SYS_sigaltstack:
+        return from_signal;
+    default:
+        return false;
+    }
+}
+
+long perform(const pt_regs &r) {
+    return raw_fn(static_cast<long>(r.orig_rax), static_cast<long>(r.rdi), static_cast<long>(r.rsi),
+                  static_cast<long>(r.rdx), static_cast<long>(r.r10), static_cast<long>(r.r8),
+                  static_cast<long>(r.r9));
+}
+
+// Runs the handlers around one call. Returns true when the call must run natively (regs
+// unchanged); else regs.rax holds the result.
+bool dispatch(pt_regs &regs, bool from_signal) {
+    const uint64_t nr = regs.orig_rax;
+    const bool native = runs_natively(nr, from_signal);
+    const handlers h = g_handlers;
+    if (t_internal || t_depth > 0 || !is_wanted(nr)) {
+        if (native) {
+            return true;
+        }
+        regs.rax = static_cast<uint64_t>(perform(regs));
+        return false;
+    }
+    (from_signal ? n_trapped : n_rewritten).fetch_add(1, std::memory_order_relaxed);
+    ++t_depth;
+    if (h.enter != nullptr) {
+        h.enter(h.user, &regs);
+    }
+    --t_depth;
+    if (native) {
+        return true;
+    }
+    regs.rax = static_cast<uint64_t>(perform(regs));
+    ++t_depth;
+    if (h.exit != nullptr) {
+        h.exit(h.user, &regs);
+    }
+    --t_depth;
+    return false;
+}
+
+bool is_clone(uint64_t nr) {
+    return nr == SYS_clone || nr == SYS_clone3;
+}
+
+// `syscall`, then jmp [ret].
+void write_stub(uint8_t *code, uintptr_t ret) {
+    const uint8_t head[] = {0x0F, 0x05, 0xFF, 0x25, 0, 0, 0, 0}; // syscall; jmp [rip+0]
+    std::memcpy(code, head, sizeof head);
+    put64(code + 8, ret);
+}
+
+// clone and clone3: a new thread inherits Syscall User Dispatch and starts with every signal
+// blocked (glibc blocks them around clone), so a trapped call there would kill the process.
+// The child turns it off first (prctl with its own registers saved on its new stack; the
+// flags kept); hosts turn it on again once the thread runs its own code (enable_thread). rcx
+// is free after a `syscall` (the kernel writes it), so jrcxz tests rax without the flags.
+void write_clone_stub(uint8_t *code, uintptr_t ret) {
+    const uint8_t text[] = {
+        0x0F, 0x05,                               // syscall
+        0x48, 0x89, 0xC1,                         // mov rcx, rax
+        0xE3, 0x06,                               // jrcxz child
+        0xFF, 0x25, 0x2A, 0,    0,    0,          // jmp [ret]  (rip+42)
+        0x9C,                                     // child: pushfq
+        0x57, 0x56, 0x52, 0x41, 0x52, 0x41, 0x50, // push rdi rsi rdx r10 r8
+        0xB8, 0x9D, 0,    0,    0,                // mov eax, 157 (prctl)
+        0xBF, 0x3B, 0,    0,    0,                // mov edi, 59 (PR_SET_SYSCALL_USER_DISPATCH)
+        0x31, 0xF6,                               // xor esi, esi (PR_SYS_DISPATCH_OFF)
+        0x31, 0xD2,                               // xor edx, edx
+        0x45, 0x31, 0xD2,                         // xor r10d, r10d
+        0x45, 0x31, 0xC0,                         // xor r8d, r8d
+        0x0F, 0x05,                               // syscall
+        0x41, 0x58, 0x41, 0x5A, 0x5A, 0x5E, 0x5F, // pop r8 r10 rdx rsi rdi
+        0x31, 0xC0,                               // xor eax, eax (the child's 0)
+        0x9D,                                     // popfq
+        0xEB, 0xD0,                               // jmp back to jmp [ret]
+    };
+    static_assert(sizeof text + 8 <= native_stub_size);
+    std::memcpy(code, text, sizeof text);
+    put64(code + sizeof text, ret);
+}
+
+// A gate stub that runs `syscall` and jumps to ret; 0 when the gate is full.
+uintptr_t native_stub_for(uintptr_t ret, bool clone) {
+    const uintptr_t key = clone ? ret | (uintptr_t{1} << 63) : ret;
+    size_t i = (ret * 0x9E3779B97F4A7C15ull >> 40) % hash_capacity;
+    for (size_t probes = 0; probes < hash_capacity; ++probes, i = (i + 1) % hash_capacity) {
+        uintptr_t now = native_keys[i].load(std::memory_order_acquire);
+        if (now == 0) {
+            uintptr_t expected = 0;
+            if (native_keys[i].compare_exchange_strong(expected, key)) {
+                uint8_t *code = gate_rw + native_first + i * native_stub_size;
+                if (clone)
+                    write_clone_stub(code, ret);
+                else
+                    write_stub(code, ret);
+                native_ready[i].store(1, std::memory_order_release);
+                return gate + native_first + i * native_stub_size;
+            }
+            now = expected;
+        }
+        if (now == key) {
+            while (native_ready[i].load(std::memory_order_acquire) == 0) {
+            }
+            return gate + native_first + i * native_stub_size;
+        }
+    }
+    return 0;
+}
+
+// --- Syscall User Dispatch --------------------------------------------------------------------
+
+void on_sigsys(int sig, siginfo_t *info, void *context) {
+    auto *uc = static_cast<ucontext_t *>(context);
+    greg_t *g = uc->uc_mcontext.gregs;
+    if (info->si_code != SYS_USER_DISPATCH) {
+        // Not ours (a seccomp trap): the default action, as without this handler.
+        signal(sig, SIG_DFL);
+        return;
+    }
+    const int saved_errno = errno;
+    pt_regs r{};
+    r.r15 = static_cast<uint64_t>(g[REG_R15]);
+    r.r14 = static_cast<uint64_t>(g[REG_R14]);
+    r.r13 = static_cast<uint64_t>(g[REG_R13]);
+    r.r12 = static_cast<uint64_t>(g[REG_R12]);
+    r.rbp = static_cast<uint64_t>(g[REG_RBP]);
+    r.rbx = static_cast<uint64_t>(g[REG_RBX]);
+    r.r11 = static_cast<uint64_t>(g[REG_R11]);
+    r.r10 = static_cast<uint64_t>(g[REG_R10]);
+    r.r9 = static_cast<uint64_t>(g[REG_R9]);
+    r.r8 = static_cast<uint64_t>(g[REG_R8]);
+    r.rcx = static_cast<uint64_t>(g[REG_RCX]);
+    r.rdx = static_cast<uint64_t>(g[REG_RDX]);
+    r.rsi = static_cast<uint64_t>(g[REG_RSI]);
+    r.rdi = static_cast<uint64_t>(g[REG_RDI]);
+    r.orig_rax = static_cast<uint64_t>(static_cast<int64_t>(info->si_syscall));
+    r.rax = r.orig_rax;
+    r.rip = static_cast<uint64_t>(g[REG_RIP]);
+    r.eflags = static_cast<uint64_t>(g[REG_EFL]);
+    r.rsp = static_cast<uint64_t>(g[REG_RSP]);
+    if (dispatch(r, true)) {
+        uintptr_t stub = native_stub_for(static_cast<uintptr_t>(g[REG_RIP]), is_clone(r.orig_rax));
+        if (stub != 0) {
+            g[REG_RIP] = static_cast<greg_t>(stub);
+            g[REG_RAX] = static_cast<greg_t>(r.orig_rax);
+        } else {
+            g[REG_RAX] = static_cast<greg_t>(perform(r)); // the gate is full: best effort
+        }
+    } else {
+        g[REG_RAX] = static_cast<greg_t>(r.rax);
+    }
+    errno = saved_errno;
+}
+
+struct kernel_sigaction {
+    void (*handler)(int, siginfo_t *, void *);
+    unsigned long flags;
+    void (*restorer)();
+    uint64_t mask;
+};
+constexpr unsigned long sa_restorer_flag = 0x04000000;
+
+// --- Code the gate holds -----------------------------------------------------------------------
+
+struct emitter {
+    std::vector<uint8_t> code;
+    void bytes(std::initializer_list<uint8_t> b) { code.insert(code.end(), b); }
+    void imm32(uint32_t v) {
+        for (int i = 0; i < 4; ++i)
+            code.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    }
+    void imm64(uint64_t v) {
+        for (int i = 0; i < 8; ++i)
+            code.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    }
+    void abs_jmp(uint64_t target) {
+        bytes({0xFF, 0x25, 0, 0, 0, 0}); // jmp [rip+0]
+        imm64(target);
+    }
+    // movaps [rsp + disp32], xmmN (store) / movaps xmmN, [rsp + disp32] (load)
+    void xmm(uint8_t opcode, int n, uint32_t disp) {
+        if (n >= 8)
+            code.push_back(0x44);
+        bytes({0x0F, opcode, static_cast<uint8_t>(0x84 | ((n & 7) << 3)), 0x24});
+        imm32(disp);
+    }
+};
+
+// The frame a thunk leaves: [rsp] = the site's index (then the continuation), the
+// application's red zone above. The stub saves the flags, then a pt_regs below them.
+constexpr size_t frame_flags_at = sizeof(pt_regs), frame_slot_at = sizeof(pt_regs) + 8;
+
+std::vector<uint8_t> common_stub() {
+    emitter e;
+    e.bytes({0x9C, 0xFC});                                     // pushfq; cld
+    e.bytes({0x6A, 0, 0x6A, 0, 0x6A, 0, 0x6A, 0, 0x6A, 0});    // ss, rsp, eflags, cs, rip
+    e.bytes({0x50});                                           // orig_rax
+    e.bytes({0x57, 0x56, 0x52, 0x51, 0x50});                   // rdi rsi rdx rcx rax
+    e.bytes({0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41, 0x53}); // r8 r9 r10 r11
+    e.bytes({0x53, 0x55});                                     // rbx rbp
+    e.bytes({0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57}); // r12 r13 r14 r15
+    e.bytes({0x48, 0x89, 0xE7});                               // mov rdi, rsp
+    e.bytes({0x48, 0x89, 0xE3});                               // mov rbx, rsp
+    e.bytes({0x48, 0x83, 0xE4, 0xF0});                         // and rsp, -16
+    e.bytes({0x48, 0x81, 0xEC, 0x00, 0x01, 0x00, 0x00});       // sub rsp, 256
+    for (int n = 0; n < 16; ++n)
+        e.xmm(0x29, n, static_cast<uint32_t>(16 * n));
+    e.bytes({0x48, 0xB8}); // movabs rax, entry
+    e.imm64(reinterpret_cast<uintptr_t>(&bpftime_syscall_site_entry));
+    e.bytes({0xFF, 0xD0}); // call rax
+    for (int n = 0; n < 16; ++n)
+        e.xmm(0x28, n, static_cast<uint32_t>(16 * n));
+    e.bytes({0x48, 0x89, 0xDC});                               // mov rsp, rbx
+    e.bytes({0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D, 0x41, 0x5C}); // r15 r14 r13 r12
+    e.bytes({0x5D, 0x5B});                                     // rbp rbx
+    e.bytes({0x41, 0x5B, 0x41, 0x5A, 0x41, 0x59, 0x41, 0x58}); // r11 r10 r9 r8
+    e.bytes({0x58, 0x59, 0x5A, 0x5E, 0x5F});                   // rax rcx rdx rsi rdi
+    e.bytes({0x48, 0x8D, 0x64, 0x24, 0x30});                   // lea rsp, [rsp+48]
+    e.bytes({0x9D});                                           // popfq
+    e.bytes({0xC2, 0x80, 0x00}); // ret 128: to the continuation, past the red zone
+    return e.code;
+}
+
+// A site's thunk: the number not wanted goes straight to the gate stub, flags kept.
+std::vector<uint8_t> thunk(uint32_t index, uintptr_t native) {
+    emitter e;
+    e.bytes({0x48, 0x8D, 0x64, 0x24, 0x80}); // lea rsp, [rsp-128]
+    e.bytes({0x9C});                         // pushfq
+    e.bytes({0x48, 0x3D});                   // cmp rax, table_size - 1
+    e.imm32(static_cast<uint32_t>(table_size - 1));
+    const size_t ja_at = e.code.size();
+    e.bytes({0x77, 0}); // ja want
+    e.bytes({0x49, 0xBB});
+    e.imm64(reinterpret_cast<uintptr_t>(&thunk_table[0])); // movabs r11, table
+    e.bytes({0x41, 0x80, 0x3C, 0x03, 0x00});               // cmp byte [r11+rax], 0
+    const size_t jne_at = e.code.size();
+    e.bytes({0x75, 0});                                        // jne want
+    e.bytes({0x9D});                                           // popfq
+    e.bytes({0x48, 0x8D, 0xA4, 0x24, 0x80, 0x00, 0x00, 0x00}); // lea rsp, [rsp+128]
+    e.abs_jmp(native);
+    const size_t want = e.code.size();
+    e.code[ja_at + 1] = static_cast<uint8_t>(want - (ja_at + 2));
+    e.code[jne_at + 1] = static_cast<uint8_t>(want - (jne_at + 2));
+    e.bytes({0x9D}); // popfq
+    e.bytes({0x68}); // push index
+    e.imm32(index);
+    e.abs_jmp(gate + common_at);
+    return e.code;
+}
+
+// --- Finding sites -------------------------------------------------------------------------------
+
+struct map_line {
+    uintptr_t start = 0, end = 0, offset = 0;
+    bool exec = false, read = false;
+    unsigned long inode = 0;
+    std::string path;
+};
+
+struct function {
+    uintptr_t start, size;
+    uintptr_t core = 0; // bytes that must decode (0: all); the rest up to size may be padding
+};
+
+// The functions of an ELF file (.symtab, else .dynsym), as runtime addresses inside the
+// executable mappings given.
+std::vector<function> functions_of(const std::string &path, const std::vector<map_line> &exec) {
+    std::vector<function> out;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return out;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr))) {
+        ::close(fd);
+        return out;
+    }
+    const size_t size = static_cast<size_t>(st.st_size);
+    void *mem = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    ::close(fd);
+    if (mem == MAP_FAILED)
+        return out;
+    const auto *base = static_cast<const uint8_t *>(mem);
+    auto in_file = [&](uint64_t off, uint64_t len) { return off <= size && len <= size - off; };
+    const auto *eh = reinterpret_cast<const Elf64_Ehdr *>(base);
+    if (std::memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh->e_machine != EM_X86_64 || eh->e_shentsize != sizeof(Elf64_Shdr) ||
+        eh->e_phentsize != sizeof(Elf64_Phdr) ||
+        !in_file(eh->e_shoff, uint64_t{eh->e_shnum} * sizeof(Elf64_Shdr)) ||
+        !in_file(eh->e_phoff, uint64_t{eh->e_phnum} * sizeof(Elf64_Phdr))) {
+        ::munmap(mem, size);
+        return out;
+    }
+    const auto *sh = reinterpret_cast<const Elf64_Shdr *>(base + eh->e_shoff);
+    const auto *ph = reinterpret_cast<const Elf64_Phdr *>(base + eh->e_phoff);
+    // The load bias, from an executable mapping and the PT_LOAD holding its file offset.
+    std::optional<int64_t> bias;
+    for (const map_line &m : exec) {
+        for (unsigned i = 0; i < eh->e_phnum && !bias; ++i) {
+            if (ph[i].p_type == PT_LOAD && m.offset >= ph[i].p_offset &&
+                m.offset < ph[i].p_offset + ph[i].p_filesz) {
+                bias = static_cast<int64_t>(m.start - m.offset) -
+                       static_cast<int64_t>(ph[i].p_vaddr - ph[i].p_offset);
+            }
+        }
+    }
+    const uint32_t want_type = [&] {
+        for (unsigned i = 0; i < eh->e_shnum; ++i)
+            if (sh[i].sh_type == SHT_SYMTAB)
+                return uint32_t{SHT_SYMTAB};
+        return uint32_t{SHT_DYNSYM};
+    }();
+    for (unsigned i = 0; i < eh->e_shnum && bias; ++i) {
+        if (sh[i].sh_type != want_type || sh[i].sh_entsize != sizeof(Elf64_Sym) ||
+            !in_file(sh[i].sh_offset, sh[i].sh_size))
+            continue;
+        const auto *syms = reinterpret_cast<const Elf64_Sym *>(base + sh[i].sh_offset);
+        const size_t n = sh[i].sh_size / sizeof(Elf64_Sym);
+        for (size_t k = 0; k < n; ++k) {
+            const Elf64_Sym &s = syms[k];
+            if (ELF64_ST_TYPE(s.st_info) != STT_FUNC || s.st_size == 0 || s.st_shndx == SHN_UNDEF)
+                continue;
+            const uintptr_t at = static_cast<uintptr_t>(static_cast<int64_t>(s.st_value) + *bias);
+            for (const map_line &m : exec) {
+                if (at >= m.start && at < m.end && s.st_size <= m.end - at) {
+                    out.push_back({at, s.st_size});
+                    break;
+                }
+            }
+        }
+    }
+    ::munmap(mem, size);
+    std::sort(out.begin(), out.end(),
+              [](const function &a, const function &b) { return a.start < b.start; });
+    out.erase(std::unique(out.begin(), out.end(),
+                          [](const function &a, const function &b) { return a.start == b.start; }),
+              out.end());
+    return out;
+}
+
+struct site {
+    uintptr_t start = 0;      // first replaced byte
+    uintptr_t syscall_at = 0; // the `syscall`
+    uintptr_t trampoline = 0;
+    hook_detail::relocation reloc;
+    size_t syscall_index = 0; // of the `syscall` among the replaced instructions
+    std::vector<uint8_t> original, patch;
+    bool patched = false;
+};
+
+// Built on first use, never destroyed: a host may arm from its own start-up code (a
+// constructor running before this file's static objects exist) and handlers may run until the
+// process ends.
+std::deque<site> &all_sites() { // never shrinks: thunks hold indexes
+    static auto *sites = new std::deque<site>;
+    return *sites;
+}
+std::set<std::pair<unsigned long, uintptr_t>> &scanned_objects() {
+    static auto *scanned = new std::set<std::pair<unsigned long, uintptr_t>>;
+    return *scanned;
+}
+
+struct decoded_function {
+    size_t size = 0;                // bytes decoded
+    std::vector<uintptr_t> starts;  // instruction starts
+    std::vector<uintptr_t> targets; // direct branch targets
+    std::vector<uintptr_t> syscalls;
+};
+
+bool decode_function(const function &fn, decoded_function &out) {
+    ZydisDecoder decoder;
+    ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    const auto *bytes = reinterpret_cast<const uint8_t *>(fn.start);
+    size_t at = 0;
+    while (at < fn.size) {
+        ZydisDecodedInstruction in;
+        ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+        if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&decoder, bytes + at, fn.size - at, &in, ops)) ||
+            (at >= fn.core && in.mnemonic == ZYDIS_MNEMONIC_INT3)) {
+            if (fn.core != 0 && at >= fn.core) {
+                out.size = at; // padding or data after the unwind range ends the function
+                break;
+            }
+            return false;
+        }
+        const uintptr_t here = fn.start + at;
+        out.starts.push_back(here);
+        if (in.mnemonic == ZYDIS_MNEMONIC_SYSCALL)
+            out.syscalls.push_back(here);
+        for (unsigned i = 0; i < in.operand_count; ++i) {
+            if (ops[i].type == ZYDIS_OPERAND_TYPE_IMMEDIATE && ops[i].imm.is_relative) {
+                ZyanU64 target = 0;
+                if (ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&in, &ops[i], here, &target)))
+                    out.targets.push_back(static_cast<uintptr_t>(target));
+            }
+        }
+        at += in.length;
+        out.size = at;
+    }
+    std::sort(out.targets.begin(), out.targets.end());
+    return true;
+}
+
+// The gate stub of a site: `syscall`, then a jump to the rest of its trampoline (the target
+// is written by finish_gate_stub once the trampoline is laid out).
+uintptr_t gate_stub_slot(uint32_t index) {
+    const size_t slot = hash_capacity + 2 * index;
+    site_slots[index].native = gate + native_first + slot * native_stub_size;
+    site_slots[index].native_clone = site_slots[index].native + native_stub_size;
+    return site_slots[index].native;
+}
+
+void finish_gate_stub(uint32_t index) {
+    const size_t slot = hash_capacity + 2 * index;
+    write_stub(gate_rw + native_first + slot * native_stub_size, site_slots[index].resume);
+    write_clone_stub(gate_rw + native_first + (slot + 1) * native_stub_size,
+                     site_slots[index].resume);
+}
+
+constexpr size_t site_space = 256; // trampoline and thunk of one site
+
+// Prepares a site in memory at slot (writable) for a trampoline placed at runtime address
+// place. Returns false (the fallback covers it) when no range around the `syscall` works.
+bool prepare_site(const function &fn, const decoded_function &d, uintptr_t sc, uintptr_t place,
+                  uint8_t *slot, uint32_t index, site &out) {
+    auto pos = std::lower_bound(d.starts.begin(), d.starts.end(), sc);
+    if (pos == d.starts.end() || *pos != sc)
+        return false;
+    const size_t sc_at = static_cast<size_t>(pos - d.starts.begin());
+    // Start at the `syscall`, else up to three instructions before it.
+    for (size_t back = 0; back <= 3 && back <= sc_at; ++back) {
+        const uintptr_t start = d.starts[sc_at - back];
+        const size_t to_end = fn.start + d.size - start;
+        auto reloc = hook_detail::relocate(start, to_end, to_end, place, sc + 2 - start);
+        if (!reloc)
+            continue;
+        const uintptr_t end = start + reloc->patched;
+        // No direct branch may land strictly inside the replaced bytes, nor another `syscall`.
+        auto t = std::upper_bound(d.targets.begin(), d.targets.end(), start);
+        if (t != d.targets.end() && *t < end)
+            continue;
+        bool other = false;
+        for (uintptr_t s : d.syscalls)
+            other = other || (s != sc && s >= start && s < end);
+        if (other)
+            continue;
+        size_t k = 0;
+        while (k < reloc->from.size() && start + reloc->from[k] != sc)
+            ++k;
+        if (k + 1 >= reloc->from.size())
+            continue;
+        std::vector<uint8_t> code = reloc->code;
+        const size_t thunk_at = code.size();
+        const size_t rel = thunk_at - (reloc->to[k] + 2);
+        if (rel > 127)
+            continue;
+        code[reloc->to[k]] = 0xEB; // jmp rel8 to the thunk, in place of the `syscall`
+        code[reloc->to[k] + 1] = static_cast<uint8_t>(rel);
+        const uintptr_t native = gate_stub_slot(index);
+        auto th = thunk(index, native);
+        code.insert(code.end(), th.begin(), th.end());
+        if (code.size() > site_space)
+            continue;
+        const int64_t jump = static_cast<int64_t>(place) - static_cast<int64_t>(start + 5);
+        if (jump < INT32_MIN || jump > INT32_MAX)
+            return false;
+        std::memcpy(slot, code.data(), code.size());
+        out.start = start;
+        out.syscall_at = sc;
+        out.trampoline = place;
+        out.syscall_index = k;
+        out.reloc = std::move(*reloc);
+        const auto *orig = reinterpret_cast<const uint8_t *>(start);
+        out.original.assign(orig, orig + out.reloc.patched);
+        out.patch.assign(out.reloc.patched, 0xCC); // int3 behind the jump: never executed
+        out.patch[0] = 0xE9;
+        const auto rel32 = static_cast<int32_t>(jump);
+        std::memcpy(&out.patch[1], &rel32, 4);
+        site_slots[index].after = sc + 2;
+        site_slots[index].resume = place + out.reloc.to[k + 1];
+        return true;
+    }
+    return false;
+}
+
+// --- Function bounds from the unwind tables -------------------------------------------------
+
+// Every function the compiler emitted has an FDE in .eh_frame (static and hidden ones, which
+// no dynamic symbol names, and the cold parts split off functions, each a range of its own).
+// Reads the .eh_frame_hdr search table of a loaded object; FDEs whose CIE does not encode
+// pc_begin as a 4-byte pc-relative value (what GCC and Clang emit) are skipped.
+uint64_t read_uleb(const uint8_t *&p, const uint8_t *end) {
+    uint64_t v = 0;
+    int shift = 0;
+    while (p < end) {
+        const uint8_t b = *p++;
+        if (shift < 64)
+            v |= uint64_t{b & 0x7Fu} << shift;
+        shift += 7;
+        if ((b & 0x80) == 0)
+            break;
+    }
+    return v;
+}
+
+// The pointer encoding of an FDE's pc_begin, from its CIE's augmentation; -1 when unknown.
+int fde_encoding(const uint8_t *cie, uintptr_t lo, uintptr_t hi) {
+    if (reinterpret_cast<uintptr_t>(cie) < lo || reinterpret_cast<uintptr_t>(cie) + 16 > hi)
+        return -1;
+    uint32_t len = 0;
+    std::memcpy(&len, cie, 4);
+    if (len == 0 || len == 0xFFFFFFFF)
+        return -1;
+    const uint8_t *end = cie + 4 + len;
+    if (reinterpret_cast<uintptr_t>(end) > hi)
+        return -1;
+    const uint8_t *p = cie + 8; // past length and the zero id
+    const uint8_t version = *p++;
+    const char *aug = reinterpret_cast<const char *>(p);
+    const size_t aug_len = strnlen(aug, static_cast<size_t>(end - p));
+    p += aug_len + 1;
+    if (aug[0] != 'z')
+        return -1;
+    (void)read_uleb(p, end); // code alignment
+    (void)read_uleb(p, end); // data alignment (sleb; only skipped)
+    if (version == 1)
+        ++p; // return address register, one byte
+    else
+        (void)read_uleb(p, end);
+    (void)read_uleb(p, end); // augmentation data length
+    for (size_t i = 1; i < aug_len && p < end; ++i) {
+        switch (aug[i]) {
+        case 'R':
+            return *p;
+        case 'L':
+            ++p;
+            break;
+        case 'P': {
+            const uint8_t enc = *p++;
+            switch (enc & 0x0F) {
+            case 0x00:
+            case 0x04:
+            case 0x0C:
+                p += 8;
+                break;
+            case 0x02:
+            case 0x0A:
+                p += 2;
+                break;
+            case 0x03:
+            case 0x0B:
+                p += 4;
+                break;
+            default:
+                return -1;
+            }
+            break;
+        }
+        case 'S':
+        case 'B':
+            break;
+        default:
+            return -1;
+        }
+    }
+    return 0; // absolute, native size
+}
+
+std::vector<function> unwind_functions(uintptr_t hdr, uintptr_t lo, uintptr_t hi) {
+    std::vector<function> out;
+    const auto *h = reinterpret_cast<const uint8_t *>(hdr);
+    // version 1; eh_frame_ptr encoding; fde_count encoding; table encoding (datarel sdata4).
+    if (h[0] != 1 || h[2] != 0x03 || h[3] != 0x3B)
+        return out;
+    const uint8_t *p = h + 4;
+    switch (h[1]) {
+    case 0x1B: // pcrel sdata4
+    case 0x03:
+        p += 4;
+        break;
+    default:
+        return out;
+    }
+    uint32_t count = 0;
+    std::memcpy(&count, p, 4);
+    p += 4;
+    for (uint32_t i = 0; i < count; ++i, p += 8) {
+        int32_t fde_off = 0;
+        std::memcpy(&fde_off, p + 4, 4);
+        const auto *fde = reinterpret_cast<const uint8_t *>(hdr + static_cast<intptr_t>(fde_off));
+        if (reinterpret_cast<uintptr_t>(fde) < lo || reinterpret_cast<uintptr_t>(fde) + 16 > hi)
+            continue;
+        int32_t cie_off = 0;
+        std::memcpy(&cie_off, fde + 4, 4);
+        const int enc = fde_encoding(fde + 4 - cie_off, lo, hi);
+        if (enc != 0x1B)
+            continue;
+        int32_t begin = 0, range = 0;
+        std::memcpy(&begin, fde + 8, 4);
+        std::memcpy(&range, fde + 12, 4);
+        const uintptr_t at = reinterpret_cast<uintptr_t>(fde + 8) + static_cast<intptr_t>(begin);
+        if (range > 0)
+            out.push_back({at, static_cast<uintptr_t>(range)});
+    }
+    return out;
+}
+
+struct loaded_object {
+    std::string path;
+    std::vector<map_line> exec; // executable segments, as runtime ranges
+    uintptr_t eh_frame_hdr = 0;
+    uintptr_t lo = 0, hi = 0; // the object's mapped range
+};
+
+int collect_object(dl_phdr_info *info, size_t, void *data) {
+    auto *objects = static_cast<std::vector<loaded_object> *>(data);
+    loaded_object o;
+    o.path = info->dlpi_name != nullptr ? info->dlpi_name : "";
+    o.lo = UINTPTR_MAX;
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+        const uintptr_t at = info->dlpi_addr + ph.p_vaddr;
+        if (ph.p_type == PT_LOAD) {
+            o.lo = std::min(o.lo, at);
+            o.hi = std::max(o.hi, at + ph.p_memsz);
+            if ((ph.p_flags & PF_X) != 0) {
+                map_line m;
+                m.start = at;
+                m.end = at + ph.p_memsz;
+                m.offset = ph.p_offset;
+                m.exec = true;
+                o.exec.push_back(m);
+            }
+        } else if (ph.p_type == PT_GNU_EH_FRAME) {
+            o.eh_frame_hdr = at;
+        }
+    }
+    if (!o.exec.empty())
+        objects->push_back(std::move(o));
+    return 0;
+}
+
+// Rewrites the `syscall` sites of objects not scanned yet; returns (sites added, refused).
+std::pair<size_t, size_t> scan_new_objects() {
+    size_t added = 0, refused = 0;
+    std::vector<loaded_object> objects;
+    dl_iterate_phdr(collect_object, &objects);
+    const auto self = reinterpret_cast<uintptr_t>(&bpftime_syscall_site_entry);
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    for (loaded_object &o : objects) {
+        // The vDSO is the kernel's; the shared object holding this code is left alone (its
+        // system calls are the host's own). A program linking this code statically is scanned.
+        if (o.path.find("linux-vdso") != std::string::npos ||
+            o.path.find("linux-gate") != std::string::npos)
+            continue;
+        if (!o.path.empty() && self >= o.lo && self < o.hi)
+            continue;
+        if (!scanned_objects().insert({0, o.exec.front().start}).second)
+            continue;
+        std::vector<function> fns;
+        if (o.eh_frame_hdr != 0)
+            fns = unwind_functions(o.eh_frame_hdr, o.lo, o.hi);
+        if (fns.empty()) {
+            char exe[4096];
+            std::string path = o.path;
+            if (path.empty()) {
+                const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+                path = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "";
+            }
+            fns = functions_of(path, o.exec);
+        }
+        std::erase_if(fns, [&](const function &fn) {
+            for (const map_line &m : o.exec)
+                if (fn.start >= m.start && fn.start < m.end && fn.size <= m.end - fn.start)
+                    return false;
+            return true;
+        });
+        std::sort(fns.begin(), fns.end(),
+                  [](const function &a, const function &b) { return a.start < b.start; });
+        // Hand-written code may leave a `syscall` after the range its unwind entry covers
+        // (glibc's clone3): each range runs on to the next one (at most 256 bytes more, in the
+        // same segment), the part after its own range decoded while it decodes.
+        for (size_t i = 0; i < fns.size(); ++i) {
+            uintptr_t limit = fns[i].start + fns[i].size + 256;
+            if (i + 1 < fns.size())
+                limit = std::min(limit, fns[i + 1].start);
+            for (const map_line &m : o.exec)
+                if (fns[i].start >= m.start && fns[i].start < m.end)
+                    limit = std::min(limit, m.end);
+            fns[i].core = fns[i].size;
+            if (limit > fns[i].start + fns[i].size)
+                fns[i].size = limit - fns[i].start;
+        }
+        // Every function is decoded for its direct branches: a cold part split off a function
+        // may jump back into it, so the targets of the whole object count.
+        std::vector<std::pair<function, decoded_function>> found;
+        std::vector<uintptr_t> all_targets;
+        size_t count = 0;
+        for (const function &fn : fns) {
+            decoded_function d;
+            if (!decode_function(fn, d)) {
+                const auto *b = reinterpret_cast<const uint8_t *>(fn.start);
+                for (size_t i = 0; i + 1 < fn.size; ++i)
+                    refused += b[i] == 0x0F && b[i + 1] == 0x05 ? 1 : 0;
+                continue;
+            }
+            all_targets.insert(all_targets.end(), d.targets.begin(), d.targets.end());
+            if (d.syscalls.empty())
+                continue;
+            count += d.syscalls.size();
+            found.emplace_back(fn, std::move(d));
+        }
+        if (count == 0)
+            continue;
+        std::sort(all_targets.begin(), all_targets.end());
+        for (auto &f : found)
+            f.second.targets = all_targets;
+        const size_t bytes = (count * site_space + page - 1) & ~(page - 1);
+        auto chunk = hook_detail::map_near(o.exec.front().start, bytes);
+        if (!chunk) {
+            refused += count;
+            continue;
+        }
+        auto *mem = reinterpret_cast<uint8_t *>(*chunk);
+        size_t used = 0;
+        for (auto &[fn, d] : found) {
+            for (uintptr_t sc : d.syscalls) {
+                if (all_sites().size() >= max_sites) {
+                    ++refused;
+                    continue;
+                }
+                site s;
+                const auto index = static_cast<uint32_t>(all_sites().size());
+                if (prepare_site(fn, d, sc, *chunk + used, mem + used, index, s)) {
+                    all_sites().push_back(std::move(s));
+                    used += site_space;
+                    ++added;
+                } else {
+                    ++refused;
+                }
+            }
+        }
+        ::mprotect(mem, bytes, PROT_READ | PROT_EXEC);
+    }
+    return {added, refused};
+}
+
+struct page_prot {
+    uintptr_t page;
+    int prot;
+};
+
+// Writes every site's patch (or original) bytes with the other threads stopped.
+result<void> write_sites(bool install) {
+    auto maps = hook_detail::read_maps();
+    if (!maps)
+        return std::move(maps).err();
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    std::vector<page_prot> pages;
+    std::vector<site *> todo;
+    for (site &s : all_sites()) {
+        if (s.patched == install)
+            continue;
+        if (install && std::memcmp(reinterpret_cast<const void *>(s.start), s.original.data(),
+                                   s.original.size()) != 0)
+            continue; // the code changed (unmapped and mapped again): left to the fallback
+        todo.push_back(&s);
+        for (uintptr_t p = s.start & ~(page - 1); p < s.start + s.original.size(); p += page) {
+            const auto *m = hook_detail::find_mapping(*maps, p);
+            if (m == nullptr)
+                return make_error(EFAULT, "the code at " + hex(p) + " is no longer mapped");
+            pages.push_back({p, (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) |
+                                    (m->exec ? PROT_EXEC : 0)});
+        }
+    }
+    if (todo.empty())
+        return {};
+    std::sort(pages.begin(), pages.end(),
+              [](const page_prot &a, const page_prot &b) { return a.page < b.page; });
+    pages.erase(
+        std::unique(pages.begin(), pages.end(),
+                    [](const page_prot &a, const page_prot &b) { return a.page == b.page; }),
+        pages.end());
+    std::sort(todo.begin(), todo.end(),
+              [](const site *a, const site *b) { return a->start < b->start; });
+    auto done = hook_detail::stop_threads_and(
+        [&] {
+            for (const page_prot &p : pages)
+                if (mprotect(reinterpret_cast<void *>(p.page), page,
+                             PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+                    return errno;
+            for (site *s : todo) {
+                const auto &bytes = install ? s->patch : s->original;
+                auto *dst = reinterpret_cast<volatile uint8_t *>(s->start);
+                for (size_t i = 0; i < bytes.size(); ++i)
+                    dst[i] = bytes[i];
+                s->patched = install;
+            }
+            for (const page_prot &p : pages)
+                mprotect(reinterpret_cast<void *>(p.page), page, p.prot);
+            return 0;
+        },
+        [&](uintptr_t rip) {
+            // A thread inside replaced bytes goes to their copy (and back when restoring).
+            for (const site *s : todo) {
+                const auto &r = s->reloc;
+                for (size_t i = 0; i < r.from.size(); ++i) {
+                    if (install && i > 0 && i + 1 < r.from.size() && rip == s->start + r.from[i])
+                        return s->trampoline + r.to[i];
+                    if (!install && rip == s->trampoline + r.to[i])
+                        return s->start + r.from[i];
+                }
+            }
+            return rip;
+        });
+    if (!done)
+        return std::move(done).err();
+    return {};
+}
+
+} // namespace
+
+result<void> start(const handlers &h) {
+    std::lock_guard lock(arm_mu);
+    g_handlers = h;
+    if (started.load())
+        return {};
+    int fd = static_cast<int>(::syscall(SYS_memfd_create, "bpftime-syscall-gate", MFD_CLOEXEC));
+    if (fd < 0)
+        return make_error(errno, std::string("memfd_create for the syscall gate: ") +
+                                     std::strerror(errno));
+    if (::ftruncate(fd, gate_size) != 0) {
+        int e = errno;
+        ::close(fd);
+        return make_error(e, std::string("sizing the syscall gate: ") + std::strerror(e));
+    }
+    void *rx = ::mmap(nullptr, gate_size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+    void *rw = ::mmap(nullptr, gate_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (rx == MAP_FAILED || rw == MAP_FAILED)
+        return make_error(ENOMEM, "cannot map the syscall gate");
+    void *keys =
+        ::mmap(nullptr, native_capacity * (sizeof(uintptr_t) + 1) + max_sites * sizeof(site_slot),
+               PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (keys == MAP_FAILED)
+        return make_error(ENOMEM, "cannot map the syscall site tables");
+    native_keys = static_cast<std::atomic<uintptr_t> *>(keys);
+    site_slots = reinterpret_cast<site_slot *>(native_keys + native_capacity);
+    native_ready = reinterpret_cast<std::atomic<uint8_t> *>(site_slots + max_sites);
+    gate = reinterpret_cast<uintptr_t>(rx);
+    gate_rw = static_cast<uint8_t *>(rw);
+    const uint8_t raw[] = {
+        0x48, 0x89, 0xF8,             // mov rax, rdi
+        0x48, 0x89, 0xF7,             // mov rdi, rsi
+        0x48, 0x89, 0xD6,             // mov rsi, rdx
+        0x48, 0x89, 0xCA,             // mov rdx, rcx
+        0x4D, 0x89, 0xC2,             // mov r10, r8
+        0x4D, 0x89, 0xC8,             // mov r8, r9
+        0x4C, 0x8B, 0x4C, 0x24, 0x08, // mov r9, [rsp+8]
+        0x0F, 0x05,                   // syscall
+        0xC3,                         // ret
+    };
+    std::memcpy(gate_rw + raw_fn_at, raw, sizeof raw);
+    const uint8_t restorer[] = {0xB8, 0x0F, 0, 0, 0, 0x0F, 0x05, 0x0F, 0x0B}; // rt_sigreturn
+    std::memcpy(gate_rw + restorer_at, restorer, sizeof restorer);
+    auto common = common_stub();
+    std::memcpy(gate_rw + common_at, common.data(), common.size());
+    raw_fn = reinterpret_cast<raw_fn_t>(gate + raw_fn_at);
+    thunk_table[SYS_clone] = thunk_table[SYS_clone3] = 1;
+
+    kernel_sigaction sa{};
+    sa.handler = on_sigsys;
+    sa.flags = SA_SIGINFO | SA_NODEFER | sa_restorer_flag;
+    sa.restorer = reinterpret_cast<void (*)()>(gate + restorer_at);
+    if (long r = raw_fn(SYS_rt_sigaction, SIGSYS, reinterpret_cast<long>(&sa), 0, 8, 0, 0); r < 0)
+        return make_error(static_cast<int>(-r), std::string("cannot handle SIGSYS: ") +
+                                                    std::strerror(static_cast<int>(-r)));
+    started.store(true);
+    return enable_thread();
+}
+
+result<void> enable_thread() {
+    if (!started.load())
+        return make_error(EINVAL, "syscall interception is not started");
+    if (::prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, gate, gate_size,
+                const_cast<char *>(&selector)) != 0) {
+        int e = errno;
+        return make_error(e, std::string("Syscall User Dispatch (Linux 5.11 or later): ") +
+                                 std::strerror(e));
+    }
+    return {};
+}
+
+void disable_thread() {
+    (void)raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0);
+}
+
+void set_thread_internal(bool internal) {
+    t_internal = internal;
+}
+
+bool thread_internal() {
+    return t_internal;
+}
+
+void set_wanted(uint64_t nr, bool wanted) {
+    if (nr < table_size) {
+        __atomic_store_n(&wanted_table[nr], wanted ? 1 : 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&thunk_table[nr], wanted || is_clone(nr) ? 1 : 0, __ATOMIC_RELAXED);
+    }
+}
+
+void set_wanted_above(bool wanted) {
+    wanted_high.store(wanted);
+}
+
+result<arm_report> arm() {
+    std::lock_guard lock(arm_mu);
+    if (!started.load())
+        return make_error(EINVAL, "syscall interception is not started");
+    const size_t before = all_sites().size();
+    auto [added, refused] = scan_new_objects();
+    for (size_t i = before; i < all_sites().size(); ++i)
+        finish_gate_stub(static_cast<uint32_t>(i));
+    if (auto r = write_sites(true); !r)
+        return r.err();
+    selector = SYSCALL_DISPATCH_FILTER_BLOCK;
+    is_armed.store(true);
+    size_t live = 0;
+    for (const site &s : all_sites())
+        live += s.patched ? 1 : 0;
+    (void)added;
+    return arm_report{live, refused};
+}
+
+result<void> disarm() {
+    std::lock_guard lock(arm_mu);
+    selector = SYSCALL_DISPATCH_FILTER_ALLOW;
+    is_armed.store(false);
+    return write_sites(false);
+}
+
+bool armed() {
+    return is_armed.load();
+}
+
+long raw_syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
+    if (raw_fn == nullptr) {
+        const long r = ::syscall(nr, a1, a2, a3, a4, a5, a6);
+        return r < 0 ? -errno : r;
+    }
+    return raw_fn(nr, a1, a2, a3, a4, a5, a6);
+}
+
+uint64_t trapped_calls() {
+    return n_trapped.load();
+}
+
+uint64_t rewritten_calls() {
+    return n_rewritten.load();
+}
+
+} // namespace bpftime::syscall_intercept
+
+// Called by the common stub with the saved registers of a rewritten site's call.
+extern "C" void bpftime_syscall_site_entry(bpftime::pt_regs *frame) {
+    using namespace bpftime::syscall_intercept;
+    auto *bytes = reinterpret_cast<uint8_t *>(frame);
+    auto *slot = reinterpret_cast<uint64_t *>(bytes + frame_flags_at + 8);
+    const site_slot &s = site_slots[*slot];
+    const int saved_errno = errno;
+    std::memcpy(&frame->eflags, bytes + frame_flags_at, 8);
+    frame->rsp = reinterpret_cast<uintptr_t>(bytes) + frame_slot_at + 8 + 128;
+    frame->rip = s.after;
+    frame->orig_rax = frame->rax;
+    const bool native = dispatch(*frame, false);
+    *slot = !native ? s.resume : is_clone(frame->orig_rax) ? s.native_clone : s.native;
+    errno = saved_errno;
+}

@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MIT
+// System call tracepoints in user space: per-number program lists swapped atomically (the
+// handlers take no lock), the kernel's contexts built per call, interception armed while any
+// link is attached.
+#include <bpftime/attach/probe_target.hpp>
+#include <bpftime/attach/syscalls.hpp>
+#include <bpftime/hook/syscall_intercept.hpp>
+#include <bpftime/syscall/syscall_tracepoint.hpp>
+
+#include <sys/syscall.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace bpftime {
+namespace {
+
+namespace si = syscall_intercept;
+
+struct tp_program {
+    int attach_id;
+    std::shared_ptr<const attached_program> prog;
+};
+
+// What runs for one event: replaced whole, never changed in place.
+struct tp_list {
+    uint16_t common_type = 0; // the event's tracefs id
+    std::vector<tp_program> progs;
+};
+
+constexpr size_t n_numbers = si::table_size;
+
+// The calling thread's id, as common_pid; forgotten in a fork child.
+__attribute__((tls_model("initial-exec"))) thread_local int32_t t_tid = 0;
+
+int32_t current_tid() {
+    if (t_tid == 0) {
+        t_tid = static_cast<int32_t>(si::raw_syscall(SYS_gettid));
+    }
+    return t_tid;
+}
+
+class syscall_host {
+public:
+    syscall_host() {
+        for (auto &e : enter_)
+            e.store(nullptr);
+        for (auto &e : exit_)
+            e.store(nullptr);
+    }
+
+    result<void> start() { return si::start({on_enter, on_exit, this}); }
+
+    result<int> attach(std::shared_ptr<const attached_program> prog, const std::string &args,
+                       bool raw) {
+        bool exit = false;
+        uint32_t nr = 0;
+        uint16_t common_type = 0;
+        if (raw) {
+            auto r = parse_raw_syscall_tracepoint(args);
+            if (!r) {
+                return r.err();
+            }
+            exit = *r;
+        } else {
+            auto tp = parse_syscall_tracepoint(args);
+            if (!tp) {
+                return tp.err();
+            }
+            exit = tp->exit;
+            nr = tp->nr;
+            if (nr >= n_numbers) {
+                return make_error(ERANGE, args + ": system call " + std::to_string(nr) +
+                                              " is beyond what this host intercepts");
+            }
+            // The kernel's event id when tracefs can say it (root); 0 otherwise.
+            if (auto id = tracepoint_id(args)) {
+                common_type = static_cast<uint16_t>(*id);
+            }
+        }
+        if (auto s = start(); !s) {
+            return make_error(s.err().code, args + ": " + s.err().message);
+        }
+        std::lock_guard lock(mu_);
+        const int id = next_id_++;
+        auto &slot = raw ? (exit ? raw_exit_ : raw_enter_) : (exit ? exit_[nr] : enter_[nr]);
+        tp_list next;
+        if (const tp_list *now = slot.load()) {
+            next = *now;
+        }
+        next.common_type = common_type;
+        next.progs.push_back({id, std::move(prog)});
+        std::stable_sort(next.progs.begin(), next.progs.end(), [](const auto &a, const auto &b) {
+            return a.prog->link_id() < b.prog->link_id();
+        });
+        publish(slot, std::move(next));
+        where_[id] = {raw, exit, nr};
+        update_wanted();
+        if (!si::armed()) {
+            auto armed = si::arm();
+            if (!armed) {
+                // The sites stay as they were; Syscall User Dispatch still covers every call.
+                last_arm_error_ = armed.err().message;
+            }
+        }
+        return id;
+    }
+
+    result<void> detach(int attach_id) {
+        std::lock_guard lock(mu_);
+        auto at = where_.find(attach_id);
+        if (at == where_.end()) {
+            return make_error(ENOENT, "no syscall tracepoint attach " + std::to_string(attach_id));
+        }
+        const place p = at->second;
+        where_.erase(at);
+        auto &slot =
+            p.raw ? (p.exit ? raw_exit_ : raw_enter_) : (p.exit ? exit_[p.nr] : enter_[p.nr]);
+        tp_list next = *slot.load();
+        std::erase_if(next.progs, [&](const tp_program &t) { return t.attach_id == attach_id; });
+        publish(slot, std::move(next));
+        update_wanted();
+        if (where_.empty()) {
+            // Nothing left: the original bytes go back and nothing traps.
+            return si::disarm();
+        }
+        return {};
+    }
+
+private:
+    struct place {
+        bool raw;
+        bool exit;
+        uint32_t nr;
+    };
+
+    void publish(std::atomic<const tp_list *> &slot, tp_list next) {
+        const tp_list *stored = nullptr;
+        if (!next.progs.empty()) {
+            auto owned = std::make_unique<const tp_list>(std::move(next));
+            stored = owned.get();
+            generations_.push_back(std::move(owned)); // a handler may still read an old list
+        }
+        slot.store(stored, std::memory_order_release);
+    }
+
+    void update_wanted() {
+        const bool all = raw_enter_.load() != nullptr || raw_exit_.load() != nullptr;
+        for (uint32_t nr = 0; nr < n_numbers; ++nr) {
+            si::set_wanted(nr, all || enter_[nr].load() != nullptr || exit_[nr].load() != nullptr);
+        }
+        si::set_wanted_above(all);
+    }
+
+    static void run(const tp_list &list, void *ctx, size_t len) {
+        vm::run_options opts;
+        opts.mem_writable = false; // the context is the program's to read
+        for (const tp_program &p : list.progs) {
+            // A fault is counted in the link's counters; the system call goes on regardless.
+            (void)p.prog->run(ctx, len, opts);
+        }
+    }
+
+    static void on_enter(void *user, const pt_regs *regs) {
+        auto *host = static_cast<syscall_host *>(user);
+        const uint64_t nr = regs->orig_rax;
+        if (const tp_list *raw = host->raw_enter_.load(std::memory_order_acquire)) {
+            uint64_t args[2] = {reinterpret_cast<uintptr_t>(regs), nr};
+            run(*raw, args, sizeof args);
+        }
+        if (nr >= n_numbers) {
+            return;
+        }
+        if (const tp_list *list = host->enter_[nr].load(std::memory_order_acquire)) {
+            syscall_enter_context ctx{};
+            ctx.common_type = list->common_type;
+            ctx.common_pid = current_tid();
+            ctx.syscall_nr = static_cast<int32_t>(nr);
+            ctx.args[0] = regs->rdi;
+            ctx.args[1] = regs->rsi;
+            ctx.args[2] = regs->rdx;
+            ctx.args[3] = regs->r10;
+            ctx.args[4] = regs->r8;
+            ctx.args[5] = regs->r9;
+            run(*list, &ctx, sizeof ctx);
+        }
+    }
+
+    static void on_exit(void *user, const pt_regs *regs) {
+        auto *host = static_cast<syscall_host *>(user);
+        const uint64_t nr = regs->orig_rax;
+        if (nr < n_numbers) {
+            if (const tp_list *list = host->exit_[nr].load(std::memory_order_acquire)) {
+                syscall_exit_context ctx{};
+                ctx.common_type = list->common_type;
+                ctx.common_pid = current_tid();
+                ctx.syscall_nr = static_cast<int32_t>(nr);
+                ctx.ret = static_cast<int64_t>(regs->rax);
+                run(*list, &ctx, sizeof ctx);
+            }
+        }
+        if (const tp_list *raw = host->raw_exit_.load(std::memory_order_acquire)) {
+            uint64_t args[2] = {reinterpret_cast<uintptr_t>(regs), regs->rax};
+            run(*raw, args, sizeof args);
+        }
+    }
+
+    std::array<std::atomic<const tp_list *>, n_numbers> enter_, exit_;
+    std::atomic<const tp_list *> raw_enter_{nullptr}, raw_exit_{nullptr};
+    std::mutex mu_;
+    std::vector<std::unique_ptr<const tp_list>> generations_;
+    std::map<int, place> where_;
+    int next_id_ = 1;
+    std::string last_arm_error_;
+};
+
+// One per process, never destroyed: handlers may run until the process ends.
+syscall_host &host() {
+    static auto *h = new syscall_host;
+    return *h;
+}
+
+class syscall_tracepoint_attach_impl final : public base_attach_impl {
+public:
+    explicit syscall_tracepoint_attach_impl(bool raw) : raw_(raw) {}
+    result<int> create_attach(std::shared_ptr<const attached_program> prog,
+                              const std::string &args) override {
+        return host().attach(std::move(prog), args, raw_);
+    }
+    result<void> detach(int attach_id) override { return host().detach(attach_id); }
+
+private:
+    bool raw_;
+};
+
+} // namespace
+
+result<void> start_syscall_tracepoints() {
+    return host().start();
+}
+
+void enable_syscall_tracepoints_thread() {
+    (void)si::enable_thread();
+}
+
+void disable_syscall_tracepoints_thread() {
+    si::disable_thread();
+}
+
+void syscall_tracepoints_forked_child() {
+    t_tid = 0;
+    (void)si::enable_thread();
+}
+
+attach_impl_set make_syscall_attach_impls() {
+    attach_impl_set impls;
+    impls.emplace_back(attach_type_tracepoint,
+                       std::make_unique<syscall_tracepoint_attach_impl>(false));
+    impls.emplace_back(attach_type_raw_tracepoint,
+                       std::make_unique<syscall_tracepoint_attach_impl>(true));
+    return impls;
+}
+
+} // namespace bpftime
