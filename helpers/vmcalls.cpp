@@ -71,7 +71,16 @@ struct key_buffers {
     std::array<std::array<uint8_t, 512>, vm::max_call_depth> keys{};
     size_t depth = 0;
 };
-thread_local key_buffers key_bufs;
+// On the heap: the library may be loaded with dlopen (the nginx module) while it has
+// initial-exec thread-locals, so its whole thread-local block must stay small enough for the
+// static TLS space glibc keeps for such libraries.
+thread_local std::unique_ptr<key_buffers> key_bufs_held;
+key_buffers &key_bufs_of_thread() {
+    if (!key_bufs_held) {
+        key_bufs_held = std::make_unique<key_buffers>();
+    }
+    return *key_bufs_held;
+}
 
 // long bpf_for_each_map_elem(struct bpf_map *map, void *callback_fn, void *callback_ctx,
 // u64 flags): callback_fn(map, key, value, callback_ctx) for each element (this CPU's value of
@@ -98,6 +107,7 @@ uint64_t for_each_map_elem(uint64_t map, uint64_t callback, uint64_t callback_ct
     if (flags != 0) {
         return u64(-EINVAL);
     }
+    key_buffers &key_bufs = key_bufs_of_thread();
     if (key_bufs.depth >= key_bufs.keys.size()) {
         ctx->fail("for_each_map_elem: callbacks nest too deep");
         return 0;
@@ -108,8 +118,9 @@ uint64_t for_each_map_elem(uint64_t map, uint64_t callback, uint64_t callback_ct
     ctx->add_region(key, key_size, false);
     key_bufs.depth++;
     struct leave {
-        ~leave() { key_bufs.depth--; }
-    } on_return;
+        key_buffers &bufs;
+        ~leave() { bufs.depth--; }
+    } on_return{key_bufs};
     // Elements in key order as next_key gives them; at most max_entries of them, so a callback
     // that deletes and adds elements cannot keep the walk going.
     std::vector<uint8_t> at;
