@@ -665,19 +665,24 @@ result<uint64_t> tracepoint_id(std::string_view args) {
     return id;
 }
 
-result<uintptr_t> runtime_address(const uprobe_location &loc) {
+namespace {
+
+// Where file_offset of binary (length bytes from it) is mapped in this process: a mapping of the
+// same file (device and inode) that is executable, or writable, holding the whole range.
+// Nothing when there is none; an error when the file or /proc/self/maps cannot be read.
+result<std::optional<uintptr_t>> mapped_address(const std::string &binary, uint64_t file_offset,
+                                                uint64_t length, bool writable) {
     struct stat st {};
-    if (::stat(loc.binary.c_str(), &st) != 0) {
+    if (::stat(binary.c_str(), &st) != 0) {
         int e = errno;
-        return make_error(e, loc.binary + ": " + std::strerror(e));
+        return make_error(e, binary + ": " + std::strerror(e));
     }
     FILE *maps = std::fopen("/proc/self/maps", "re");
     if (maps == nullptr) {
         int e = errno;
         return make_error(e, std::string("/proc/self/maps: ") + std::strerror(e));
     }
-    // "start-end perms offset major:minor inode path": the same file (device and inode), an
-    // executable mapping, and the file offset inside it.
+    // "start-end perms offset major:minor inode path".
     char line[4096];
     std::optional<uintptr_t> found;
     while (!found && std::fgets(line, sizeof line, maps) != nullptr) {
@@ -688,58 +693,45 @@ result<uintptr_t> runtime_address(const uprobe_location &loc) {
                         &minor, &inode) != 7) {
             continue;
         }
-        if (perms[2] == 'x' && inode == st.st_ino && major == major(st.st_dev) &&
-            minor == minor(st.st_dev) && loc.file_offset >= offset &&
-            loc.file_offset - offset < end - start) {
-            found = static_cast<uintptr_t>(start + (loc.file_offset - offset));
+        bool kind = writable ? perms[1] == 'w' : perms[2] == 'x';
+        if (kind && inode == st.st_ino && major == major(st.st_dev) && minor == minor(st.st_dev) &&
+            file_offset >= offset && file_offset - offset + length <= end - start) {
+            found = static_cast<uintptr_t>(start + (file_offset - offset));
         }
     }
     std::fclose(maps);
+    return found;
+}
+
+} // namespace
+
+result<uintptr_t> runtime_address(const uprobe_location &loc) {
+    auto found = mapped_address(loc.binary, loc.file_offset, 1, false);
     if (!found) {
+        return std::move(found).err();
+    }
+    if (!*found) {
         return make_error(ENOENT, loc.binary + " is not mapped executable in this process (pid " +
                                       std::to_string(::getpid()) + ")");
     }
-    return *found;
+    return **found;
 }
 
 result<uint16_t *> runtime_semaphore(const uprobe_location &loc) {
     if (loc.semaphore == 0) {
         return make_error(EINVAL, loc.binary + ": the probe has no semaphore");
     }
-    struct stat st {};
-    if (::stat(loc.binary.c_str(), &st) != 0) {
-        int e = errno;
-        return make_error(e, loc.binary + ": " + std::strerror(e));
-    }
-    FILE *maps = std::fopen("/proc/self/maps", "re");
-    if (maps == nullptr) {
-        int e = errno;
-        return make_error(e, std::string("/proc/self/maps: ") + std::strerror(e));
-    }
     // The writable private mapping of the same file that holds the semaphore's file offset.
-    char line[4096];
-    std::optional<uintptr_t> found;
-    while (!found && std::fgets(line, sizeof line, maps) != nullptr) {
-        unsigned long long start = 0, end = 0, offset = 0, inode = 0;
-        unsigned major = 0, minor = 0;
-        char perms[8] = {};
-        if (std::sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms, &offset, &major,
-                        &minor, &inode) != 7) {
-            continue;
-        }
-        if (perms[1] == 'w' && inode == st.st_ino && major == major(st.st_dev) &&
-            minor == minor(st.st_dev) && loc.semaphore_offset >= offset &&
-            loc.semaphore_offset - offset + 2 <= end - start) {
-            found = static_cast<uintptr_t>(start + (loc.semaphore_offset - offset));
-        }
+    auto found = mapped_address(loc.binary, loc.semaphore_offset, sizeof(uint16_t), true);
+    if (!found) {
+        return std::move(found).err();
     }
-    std::fclose(maps);
-    if (!found || *found % alignof(uint16_t) != 0) {
+    if (!*found || **found % alignof(uint16_t) != 0) {
         return make_error(ENOENT, loc.binary + ": the semaphore " + hex(loc.semaphore) +
                                       " is not in a writable mapping of this process (pid " +
                                       std::to_string(::getpid()) + ")");
     }
-    return reinterpret_cast<uint16_t *>(*found);
+    return reinterpret_cast<uint16_t *>(**found);
 }
 
 result<void> check_return_override(std::span<const vm::ebpf_inst> insns, uint32_t prog_id,

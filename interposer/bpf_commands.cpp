@@ -222,7 +222,7 @@ private:
                                      [&](auto &k) { return k.first == a_.map_type; });
         if (!supported) {
             return unsupported("bpf(BPF_MAP_CREATE) of map type " + std::to_string(a_.map_type) +
-                                   " (" + map_type_text(a_.map_type) + ")",
+                                   " (" + maps::linux_map_type_name(a_.map_type) + ")",
                                EINVAL);
         }
         map_create_spec spec;
@@ -259,43 +259,6 @@ private:
     uint32_t btf_id_of(int fd) {
         auto b = s_.find(fd, kind::btf);
         return b ? b->id : 0;
-    }
-
-    static std::string map_type_text(uint32_t t) {
-        static const char *const names[] = {"unspec",
-                                            "hash",
-                                            "array",
-                                            "prog_array",
-                                            "perf_event_array",
-                                            "percpu_hash",
-                                            "percpu_array",
-                                            "stack_trace",
-                                            "cgroup_array",
-                                            "lru_hash",
-                                            "lru_percpu_hash",
-                                            "lpm_trie",
-                                            "array_of_maps",
-                                            "hash_of_maps",
-                                            "devmap",
-                                            "sockmap",
-                                            "cpumap",
-                                            "xskmap",
-                                            "sockhash",
-                                            "cgroup_storage",
-                                            "reuseport_sockarray",
-                                            "percpu_cgroup_storage",
-                                            "queue",
-                                            "stack",
-                                            "sk_storage",
-                                            "devmap_hash",
-                                            "struct_ops",
-                                            "ringbuf",
-                                            "inode_storage",
-                                            "task_storage",
-                                            "bloom_filter",
-                                            "user_ringbuf",
-                                            "cgrp_storage"};
-        return t < std::size(names) ? names[t] : "unknown";
     }
 
     // Opens the view and hands out the fd.
