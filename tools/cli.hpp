@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bpftime::cli {
@@ -30,6 +31,26 @@ struct global_options {
     /// Whether the kernel provider is chosen.
     bool kernel() const;
 };
+
+/// What an ELF section names to attach to, as libbpf's auto-attach reads it: the attach type
+/// ("uprobe", "uretprobe", "tracepoint", "raw_tracepoint", "usdt") and the target text.
+struct section_target {
+    std::string type;
+    std::string args;
+};
+/// The target of a section (uprobe/BINARY:FUNC[+OFF], uretprobe/..., tracepoint/CAT/NAME,
+/// tp/..., raw_tracepoint/NAME, raw_tp/..., usdt/BINARY:PROVIDER:NAME); ENOENT with the reason
+/// for a section that names none (a bare "uprobe", "test", /proc/self/exe, ...).
+result<section_target> section_target_of(std::string_view section);
+/// One link auto-attach made.
+struct auto_link {
+    uint32_t link = 0, target = 0;
+    std::string type, args;
+};
+/// Attaches a program where its section says (a usdt section: a link per site). Nothing is left
+/// behind on failure.
+result<std::vector<auto_link>> attach_by_section(base_event_provider &provider, uint32_t prog_id,
+                                                 std::string_view section);
 
 /// Prints "bpftime: message" to stderr and returns exit status 1.
 int report(const error &e);

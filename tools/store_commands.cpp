@@ -176,8 +176,8 @@ std::string map_details(const store::map_info &m, uint64_t entries) {
            (m.read_only ? " read-only" : "");
 }
 
-int cmd_load(const global_options &g, const std::string &path,
-             const std::vector<std::string> &sets) {
+int cmd_load(const global_options &g, const std::string &path, const std::vector<std::string> &sets,
+             bool attach) {
     auto obj = loader::open_elf(path);
     if (!obj) {
         return report(obj.err());
@@ -199,6 +199,39 @@ int cmd_load(const global_options &g, const std::string &path,
     if (!loaded) {
         return report(loaded.err());
     }
+    // --attach: every program whose section names its target, as libbpf's auto-attach; one
+    // line for each that does not attach, the others still do.
+    json links = json::array();
+    std::vector<std::string> lines;
+    int status = 0;
+    for (auto &[id, name] : attach ? loaded->programs : decltype(loaded->programs){}) {
+        std::string section;
+        for (const loader::elf_program &p : obj->programs) {
+            if (p.name == name) {
+                section = p.section;
+            }
+        }
+        auto made = attach_by_section(**provider, id, section);
+        if (!made) {
+            // A section that names nothing to attach to is not a failure, as in libbpf.
+            if (made.err().code != ENOENT || section_target_of(section).ok()) {
+                status = 1;
+            }
+            std::fprintf(stderr, "bpftime: program %u %s not attached: %s\n", id, name.c_str(),
+                         made.err().message.c_str());
+            continue;
+        }
+        for (const auto_link &l : *made) {
+            links.push_back({{"program", id},
+                             {"link", l.link},
+                             {"target", l.target},
+                             {"type", l.type},
+                             {"args", l.args}});
+            lines.push_back("link " + std::to_string(l.link) + " (target " +
+                            std::to_string(l.target) + ") " + l.type + " " + l.args +
+                            " <- program " + std::to_string(id) + " " + name);
+        }
+    }
     if (g.json) {
         json out{{"maps", json::array()}, {"programs", json::array()}};
         for (auto &[id, name] : loaded->maps) {
@@ -207,8 +240,11 @@ int cmd_load(const global_options &g, const std::string &path,
         for (auto &[id, name] : loaded->programs) {
             out["programs"].push_back({{"id", id}, {"name", name}});
         }
+        if (attach) {
+            out["links"] = links;
+        }
         std::puts(out.dump().c_str());
-        return 0;
+        return status;
     }
     for (auto &[id, name] : loaded->maps) {
         std::printf("map %u %s\n", id, name.c_str());
@@ -216,7 +252,10 @@ int cmd_load(const global_options &g, const std::string &path,
     for (auto &[id, name] : loaded->programs) {
         std::printf("program %u %s\n", id, name.c_str());
     }
-    return 0;
+    for (const std::string &line : lines) {
+        std::printf("%s\n", line.c_str());
+    }
+    return status;
 }
 
 int cmd_list(const global_options &g) {
@@ -865,8 +904,55 @@ int cmd_attach_usdt(const global_options &g, uint32_t prog_id, std::string args,
     return 0;
 }
 
+// attach auto PROG_ID: where the program's section says.
+int cmd_attach_auto(const global_options &g, uint32_t prog_id,
+                    const std::vector<std::string> &args) {
+    if (!args.empty()) {
+        return report(make_error(EINVAL, "attach auto takes a program id only; its section names "
+                                         "the target"));
+    }
+    auto opened = open_provider(g, false);
+    if (!opened) {
+        return report(opened.err());
+    }
+    auto listed = (*opened)->list();
+    if (!listed) {
+        return report(listed.err());
+    }
+    const store::program_info *prog = nullptr;
+    for (const store::program_info &p : listed->objects.programs) {
+        if (p.id == prog_id) {
+            prog = &p;
+        }
+    }
+    if (prog == nullptr) {
+        return report(make_error(ENOENT, "no program with id " + std::to_string(prog_id)));
+    }
+    auto made = attach_by_section(**opened, prog_id, prog->section);
+    if (!made) {
+        return report(made.err());
+    }
+    json all = json::array();
+    for (const auto_link &l : *made) {
+        if (g.json) {
+            all.push_back(
+                {{"link", l.link}, {"target", l.target}, {"type", l.type}, {"args", l.args}});
+        } else {
+            std::printf("link %u (target %u) %s %s\n", l.link, l.target, l.type.c_str(),
+                        l.args.c_str());
+        }
+    }
+    if (g.json) {
+        std::puts(all.dump().c_str());
+    }
+    return 0;
+}
+
 int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_id,
                const std::vector<std::string> &args, uint64_t cookie) {
+    if (type == "auto") {
+        return cmd_attach_auto(g, prog_id, args);
+    }
     if (type == "usdt") {
         std::string joined;
         for (const std::string &a : args) {
@@ -980,10 +1066,12 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     load->prefix_command();
     load->allow_extras();
     load->fallthrough(false);
-    load->footer("Usage: bpftime load FILE.bpf.o [--set NAME=VALUE]... (an object built with clang "
-                 "-O2 -target bpf; --set gives a global variable of .rodata, .data or .bss its "
-                 "value before load: an integer, true/false, a string for a char array, "
-                 "NAME[INDEX]=VALUE for an element of an array)\n"
+    load->footer("Usage: bpftime load FILE.bpf.o [--set NAME=VALUE]... [--attach]\n"
+                 "         an object built with clang -O2 -target bpf; --set gives a global "
+                 "variable of .rodata, .data or .bss its value before load (an integer, "
+                 "true/false, a string for a char array, NAME[INDEX]=VALUE for an element of an "
+                 "array); --attach attaches every program whose section names its target, as "
+                 "libbpf's auto-attach does\n"
                  "       bpftime load PROGRAM [ARGS...] (a libbpf loader, run with the bpf() "
                  "interposer)");
     load->callback([&g, &status, load] {
@@ -1007,8 +1095,11 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
         }
         // An object takes --set NAME=VALUE (or --set=NAME=VALUE), as often as needed.
         std::vector<std::string> sets;
+        bool attach = false;
         for (size_t i = 1; i < args.size(); i++) {
-            if (args[i] == "--set" && i + 1 < args.size()) {
+            if (args[i] == "--attach") {
+                attach = true;
+            } else if (args[i] == "--set" && i + 1 < args.size()) {
                 sets.push_back(args[++i]);
             } else if (args[i].starts_with("--set=")) {
                 sets.push_back(args[i].substr(6));
@@ -1016,12 +1107,12 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
                 status = report(
                     make_error(EINVAL, args.front() +
                                            " is an eBPF object, which takes only --set NAME=VALUE "
-                                           "(got '" +
+                                           "and --attach (got '" +
                                            args[i] + "'); only a loader PROGRAM takes ARGS"));
                 return;
             }
         }
-        status = cmd_load(g, input->path, sets);
+        status = cmd_load(g, input->path, sets, attach);
     });
 
     auto *list = app.add_subcommand("list", "list every object of the segment (or bpffs folder)");
@@ -1096,8 +1187,9 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     static std::vector<std::string> attach_args;
     attach
         ->add_option("TYPE", attach_type,
-                     "attach type (test, nginx-url, uprobe, uretprobe, tracepoint, or usdt: "
-                     "BINARY:PROVIDER:NAME, a link per site of the probe)")
+                     "attach type (test, nginx-url, uprobe, uretprobe, tracepoint, "
+                     "raw_tracepoint; usdt: BINARY:PROVIDER:NAME, a link per site of the probe; "
+                     "auto: where the program's section says)")
         ->required();
     attach->add_option("PROG_ID", attach_prog, "program id")->required();
     static uint64_t attach_cookie = 0;
