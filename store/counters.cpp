@@ -161,7 +161,10 @@ void release_stripe(void *held) {
     p.used &= ~(1u << (reinterpret_cast<uintptr_t>(held) - 1));
 }
 
-__attribute__((constructor)) void init_stripes() {
+// Set up on the first count in the process, not when the library loads: a constructor's system
+// calls would run in the host's main thread as the application's own (a syscall tracepoint
+// would count them).
+void init_stripes() {
     counting_pid = static_cast<int32_t>(getpid());
     stripe_pool &p = pool();
     p.key_ok = pthread_key_create(&p.key, release_stripe) == 0;
@@ -172,12 +175,17 @@ __attribute__((constructor)) void init_stripes() {
                        c.used = 0;
                        c.mu.unlock();
                        thread_counter_stripe = 0;
-                       counting_pid = static_cast<int32_t>(getpid());
+                       counting_pid = 0; // read again at the child's first count
                    });
 }
 
 // The first count of a thread: a free stripe, or no_stripe_left.
 uint32_t claim_stripe() {
+    static std::once_flag once;
+    std::call_once(once, init_stripes);
+    if (counting_pid == 0) {
+        counting_pid = static_cast<int32_t>(getpid());
+    }
     stripe_pool &p = pool();
     std::lock_guard lock(p.mu);
     for (uint32_t i = 0; i < thread_stripes && p.key_ok; i++) {
