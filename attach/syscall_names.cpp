@@ -59,13 +59,20 @@ result<syscall_tracepoint> parse_syscall_tracepoint(std::string_view args) {
     }
     const std::string_view category = args.substr(0, colon);
     const std::string_view event = args.substr(colon + 1);
+    syscall_tracepoint tp;
+    if (category == "raw_syscalls" && (event == "sys_enter" || event == "sys_exit")) {
+        tp.all = true;
+        tp.exit = event == "sys_exit";
+        tp.event = std::string(event);
+        return tp;
+    }
     if (category != "syscalls") {
         return make_error(EOPNOTSUPP, text + ": only the kernel hosts tracepoints of category '" +
                                           std::string(category) +
-                                          "'; user space hosts syscalls:sys_enter_NAME and "
-                                          "syscalls:sys_exit_NAME");
+                                          "'; user space hosts syscalls:sys_enter_NAME, "
+                                          "syscalls:sys_exit_NAME and raw_syscalls:sys_enter|"
+                                          "sys_exit");
     }
-    syscall_tracepoint tp;
     std::string_view name;
     if (event.starts_with("sys_enter_")) {
         name = event.substr(10);

@@ -143,6 +143,10 @@ public:
             return map_delete();
         case BPF_MAP_GET_NEXT_KEY:
             return map_next_key();
+        case BPF_MAP_LOOKUP_BATCH:
+            return map_lookup_batch(false);
+        case BPF_MAP_LOOKUP_AND_DELETE_BATCH:
+            return map_lookup_batch(true);
         case BPF_MAP_FREEZE:
             return map_freeze();
         case BPF_PROG_LOAD:
@@ -485,6 +489,80 @@ private:
         }
         std::memcpy(ptr(a_.next_key), (*next)->data(), (*next)->size());
         return 0;
+    }
+
+    // BPF_MAP_LOOKUP_BATCH and BPF_MAP_LOOKUP_AND_DELETE_BATCH: up to count keys and values in
+    // key order from where the last call left off; ENOENT (with the count copied) once the walk
+    // ends, as the kernel. The batch token is 4 bytes, as the kernel's for hashes and arrays:
+    // the number of keys already walked (a walk that deletes always starts again at the first
+    // key, the ones before it being gone).
+    long map_lookup_batch(bool and_delete) {
+        auto m = map_of(a_.batch.map_fd);
+        if (!m) {
+            return bad_fd(static_cast<int>(a_.batch.map_fd));
+        }
+        const maps::map_type t = m->map.spec.type;
+        const bool array = t == maps::map_type::array || t == maps::map_type::percpu_array;
+        const bool hash = t == maps::map_type::hash || t == maps::map_type::percpu_hash ||
+                          t == maps::map_type::lru_hash || t == maps::map_type::lru_percpu_hash;
+        if ((!array && !hash) || (and_delete && array) || a_.batch.flags != 0 ||
+            (a_.batch.elem_flags & ~uint64_t{BPF_F_LOCK}) != 0 || a_.batch.count == 0) {
+            return fail(EINVAL);
+        }
+        if (and_delete && s_.frozen.count(m->id) != 0) {
+            return fail(EPERM);
+        }
+        uint32_t skip = 0;
+        if (a_.batch.in_batch != 0 && !and_delete) {
+            std::memcpy(&skip, ptr<const void>(a_.batch.in_batch), sizeof skip);
+        }
+        const uint32_t ks = m->map.spec.key_size;
+        const uint64_t vs = percpu(m->map)
+                                ? uint64_t{(m->map.spec.value_size + 7) / 8 * 8} * m->map.ncpus
+                                : m->map.spec.value_size;
+        auto *keys = ptr<uint8_t>(a_.batch.keys);
+        auto *values = ptr<uint8_t>(a_.batch.values);
+        uint32_t n = 0, walked = 0;
+        bool ended = false;
+        std::vector<uint8_t> key;
+        std::vector<std::vector<uint8_t>> taken;
+        // Bounded as map dump is: a map changing all the while cannot keep the walk going.
+        const uint64_t most = 2 * uint64_t{m->map.spec.max_entries} + 64;
+        for (uint64_t steps = 0; n < a_.batch.count; steps++) {
+            auto next = steps > most ? result<std::optional<std::vector<uint8_t>>>(
+                                           std::optional<std::vector<uint8_t>>())
+                                     : m->view->next_key(key);
+            if (!next) {
+                return fail(next.err().code);
+            }
+            if (!*next) {
+                ended = true;
+                break;
+            }
+            key = std::move(**next);
+            if (walked++ < skip) {
+                continue;
+            }
+            auto value = m->view->read(key);
+            if (!value) {
+                continue; // removed meanwhile
+            }
+            std::memcpy(keys + uint64_t{n} * ks, key.data(), ks);
+            to_user(m->map, *value, values + n * vs);
+            if (and_delete) {
+                taken.push_back(key);
+            }
+            n++;
+        }
+        for (const auto &k : taken) {
+            (void)m->view->erase(k);
+        }
+        uint32_t token = and_delete ? 0 : walked;
+        if (a_.batch.out_batch != 0) {
+            std::memcpy(ptr<void>(a_.batch.out_batch), &token, sizeof token);
+        }
+        static_cast<union bpf_attr *>(user_)->batch.count = n;
+        return ended ? fail(ENOENT) : 0;
     }
 
     long map_freeze() {

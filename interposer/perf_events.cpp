@@ -13,9 +13,9 @@
 // (its size is known only then) and maps the ring's pages, so the loader reads the records
 // bpf_perf_event_output writes in the targets. The ring goes with the event's last fd and
 // the perf event arrays holding it. A tracepoint event (PERF_TYPE_TRACEPOINT, config = the
-// tracefs id) of category syscalls becomes a store target "syscalls:NAME" (the id found
-// again among tracefs' syscalls events), hosted by the agents; other tracepoints, and events
-// of every other type, are the kernel's.
+// tracefs id) of category syscalls or raw_syscalls becomes a store target ("syscalls:NAME",
+// "raw_syscalls:sys_enter"; the id found again among tracefs' events), hosted by the agents;
+// other tracepoints, and events of every other type, are the kernel's.
 #include "interposer.hpp"
 
 #include <bpftime/attach/attach.hpp>
@@ -173,28 +173,32 @@ long open_bpf_output(const perf_event_attr &attr, int pid, int cpu) {
     return fd < 0 ? fail(errno) : fd;
 }
 
-// The name of the syscalls tracepoint with this tracefs id ("sys_enter_openat"), or "".
+// The system call tracepoint with this tracefs id as a target ("syscalls:sys_enter_openat",
+// "raw_syscalls:sys_enter"), or "".
 std::string syscall_event_by_id(uint64_t id) {
     static const std::map<uint64_t, std::string> events = [] {
         std::map<uint64_t, std::string> out;
         for (const char *root :
-             {"/sys/kernel/tracing/events/syscalls", "/sys/kernel/debug/tracing/events/syscalls"}) {
-            DIR *d = opendir(root);
-            if (d == nullptr) {
-                continue;
-            }
-            while (dirent *e = readdir(d)) {
-                std::string name = e->d_name;
-                if (name.rfind("sys_", 0) != 0) {
+             {"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"}) {
+            for (const char *category : {"syscalls", "raw_syscalls"}) {
+                std::string dir = std::string(root) + "/" + category;
+                DIR *d = opendir(dir.c_str());
+                if (d == nullptr) {
                     continue;
                 }
-                std::ifstream in(std::string(root) + "/" + name + "/id");
-                uint64_t event_id = 0;
-                if (in >> event_id) {
-                    out.emplace(event_id, name);
+                while (dirent *e = readdir(d)) {
+                    std::string name = e->d_name;
+                    if (name.rfind("sys_", 0) != 0) {
+                        continue;
+                    }
+                    std::ifstream in(dir + "/" + name + "/id");
+                    uint64_t event_id = 0;
+                    if (in >> event_id) {
+                        out.emplace(event_id, std::string(category) + ":" + name);
+                    }
                 }
+                closedir(d);
             }
-            closedir(d);
             if (!out.empty()) {
                 break;
             }
@@ -205,12 +209,11 @@ std::string syscall_event_by_id(uint64_t id) {
     return it == events.end() ? std::string() : it->second;
 }
 
-long open_syscall_tracepoint(const std::string &event, int pid) {
+long open_syscall_tracepoint(const std::string &args, int pid) {
     state &s = state::get();
     if (s.provider() == nullptr) {
         return fail(EPERM);
     }
-    std::string args = "syscalls:" + event;
     auto target = s.provider()->create_attach_target(attach_type_tracepoint, args);
     if (!target) {
         say_once("perf_event_open(tracepoint " + args + "): " + target.err().message);
@@ -313,7 +316,7 @@ long do_perf_event_open(void *user_attr, long pid, long cpu, long group_fd, long
         long rc = open_syscall_tracepoint(event, static_cast<int>(pid));
         if (debug()) {
             int e = errno;
-            std::fprintf(stderr, "bpftime: perf_event_open(tracepoint syscalls:%s) = %ld%s%s\n",
+            std::fprintf(stderr, "bpftime: perf_event_open(tracepoint %s) = %ld%s%s\n",
                          event.c_str(), rc, rc < 0 ? " " : "", rc < 0 ? std::strerror(e) : "");
             errno = e;
         }

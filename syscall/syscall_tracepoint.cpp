@@ -58,7 +58,7 @@ public:
 
     result<int> attach(std::shared_ptr<const attached_program> prog, const std::string &args,
                        bool raw) {
-        bool exit = false;
+        bool exit = false, all = false;
         uint32_t nr = 0;
         uint16_t common_type = 0;
         if (raw) {
@@ -73,8 +73,9 @@ public:
                 return tp.err();
             }
             exit = tp->exit;
+            all = tp->all;
             nr = tp->nr;
-            if (nr >= n_numbers) {
+            if (!all && nr >= n_numbers) {
                 return make_error(ERANGE, args + ": system call " + std::to_string(nr) +
                                               " is beyond what this host intercepts");
             }
@@ -88,7 +89,7 @@ public:
         }
         std::lock_guard lock(mu_);
         const int id = next_id_++;
-        auto &slot = raw ? (exit ? raw_exit_ : raw_enter_) : (exit ? exit_[nr] : enter_[nr]);
+        auto &slot = slot_of({raw, exit, nr, all});
         tp_list next;
         if (const tp_list *now = slot.load()) {
             next = *now;
@@ -99,7 +100,7 @@ public:
             return a.prog->link_id() < b.prog->link_id();
         });
         publish(slot, std::move(next));
-        where_[id] = {raw, exit, nr};
+        where_[id] = {raw, exit, nr, all};
         update_wanted();
         if (!si::armed()) {
             auto armed = si::arm();
@@ -119,8 +120,7 @@ public:
         }
         const place p = at->second;
         where_.erase(at);
-        auto &slot =
-            p.raw ? (p.exit ? raw_exit_ : raw_enter_) : (p.exit ? exit_[p.nr] : enter_[p.nr]);
+        auto &slot = slot_of(p);
         tp_list next = *slot.load();
         std::erase_if(next.progs, [&](const tp_program &t) { return t.attach_id == attach_id; });
         publish(slot, std::move(next));
@@ -137,7 +137,18 @@ private:
         bool raw;
         bool exit;
         uint32_t nr;
+        bool all; // raw_syscalls:sys_enter/sys_exit
     };
+
+    std::atomic<const tp_list *> &slot_of(const place &p) {
+        if (p.raw) {
+            return p.exit ? raw_exit_ : raw_enter_;
+        }
+        if (p.all) {
+            return p.exit ? all_exit_ : all_enter_;
+        }
+        return p.exit ? exit_[p.nr] : enter_[p.nr];
+    }
 
     void publish(std::atomic<const tp_list *> &slot, tp_list next) {
         const tp_list *stored = nullptr;
@@ -150,7 +161,8 @@ private:
     }
 
     void update_wanted() {
-        const bool all = raw_enter_.load() != nullptr || raw_exit_.load() != nullptr;
+        const bool all = raw_enter_.load() != nullptr || raw_exit_.load() != nullptr ||
+                         all_enter_.load() != nullptr || all_exit_.load() != nullptr;
         for (uint32_t nr = 0; nr < n_numbers; ++nr) {
             si::set_wanted(nr, all || enter_[nr].load() != nullptr || exit_[nr].load() != nullptr);
         }
@@ -172,6 +184,19 @@ private:
         if (const tp_list *raw = host->raw_enter_.load(std::memory_order_acquire)) {
             uint64_t args[2] = {reinterpret_cast<uintptr_t>(regs), nr};
             run(*raw, args, sizeof args);
+        }
+        if (const tp_list *list = host->all_enter_.load(std::memory_order_acquire)) {
+            raw_syscalls_enter_context ctx{};
+            ctx.common_type = list->common_type;
+            ctx.common_pid = current_tid();
+            ctx.id = static_cast<int64_t>(nr);
+            ctx.args[0] = regs->rdi;
+            ctx.args[1] = regs->rsi;
+            ctx.args[2] = regs->rdx;
+            ctx.args[3] = regs->r10;
+            ctx.args[4] = regs->r8;
+            ctx.args[5] = regs->r9;
+            run(*list, &ctx, sizeof ctx);
         }
         if (nr >= n_numbers) {
             return;
@@ -204,6 +229,14 @@ private:
                 run(*list, &ctx, sizeof ctx);
             }
         }
+        if (const tp_list *list = host->all_exit_.load(std::memory_order_acquire)) {
+            raw_syscalls_exit_context ctx{};
+            ctx.common_type = list->common_type;
+            ctx.common_pid = current_tid();
+            ctx.id = static_cast<int64_t>(nr);
+            ctx.ret = static_cast<int64_t>(regs->rax);
+            run(*list, &ctx, sizeof ctx);
+        }
         if (const tp_list *raw = host->raw_exit_.load(std::memory_order_acquire)) {
             uint64_t args[2] = {reinterpret_cast<uintptr_t>(regs), regs->rax};
             run(*raw, args, sizeof args);
@@ -212,6 +245,7 @@ private:
 
     std::array<std::atomic<const tp_list *>, n_numbers> enter_, exit_;
     std::atomic<const tp_list *> raw_enter_{nullptr}, raw_exit_{nullptr};
+    std::atomic<const tp_list *> all_enter_{nullptr}, all_exit_{nullptr}; // raw_syscalls:*
     std::mutex mu_;
     std::vector<std::unique_ptr<const tp_list>> generations_;
     std::map<int, place> where_;

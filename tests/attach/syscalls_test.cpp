@@ -43,7 +43,23 @@ TEST(SyscallTracepoint, OtherCategoriesAreTheKernels) {
     EXPECT_EQ(r.err().code, EOPNOTSUPP);
     EXPECT_EQ(r.err().message,
               "sched:sched_switch: only the kernel hosts tracepoints of category 'sched'; user "
-              "space hosts syscalls:sys_enter_NAME and syscalls:sys_exit_NAME");
+              "space hosts syscalls:sys_enter_NAME, syscalls:sys_exit_NAME and "
+              "raw_syscalls:sys_enter|sys_exit");
+    // raw_syscalls hosts its two events only.
+    auto other = parse_syscall_tracepoint("raw_syscalls:sys_other");
+    ASSERT_FALSE(other);
+    EXPECT_EQ(other.err().code, EOPNOTSUPP);
+}
+
+TEST(SyscallTracepoint, RawSyscallsCoverEveryCall) {
+    auto enter = parse_syscall_tracepoint("raw_syscalls:sys_enter");
+    ASSERT_TRUE(enter) << enter.err().message;
+    EXPECT_TRUE(enter->all);
+    EXPECT_FALSE(enter->exit);
+    auto exit = parse_syscall_tracepoint("raw_syscalls:sys_exit");
+    ASSERT_TRUE(exit) << exit.err().message;
+    EXPECT_TRUE(exit->all);
+    EXPECT_TRUE(exit->exit);
 }
 
 TEST(SyscallTracepoint, UnknownSystemCall) {

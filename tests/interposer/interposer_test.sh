@@ -69,6 +69,20 @@ want lookup-deleted '^err=ENOENT$' "$(send lookup "$hash" 1)"
 want next-after-delete '^key=2$' "$(send next "$hash")"
 want next-end '^err=ENOENT$' "$(send next "$hash" 2)"
 
+# Batches, as syscount and other tools read their maps: in key order across calls, ENOENT at
+# the end; the deleting kind empties the map.
+for k in 11 12 13 14 15; do send update "$hash" "$k" $((k * 10)) >/dev/null; done
+pairs() { grep -oE '[0-9]+=[0-9]+' <<<"$1" | sort | tr '\n' ' ' | sed 's/ $//'; }
+r=$(send batch "$hash" 2)
+want batch-ends-enoent '\| end=ENOENT$' "$r"
+want batch-two-per-call '^batch [0-9]+=[0-9]+ [0-9]+=[0-9]+ \|' "$r"
+want batch-all-once '^11=110 12=120 13=130 14=140 15=150 2=200$' "$(pairs "$r")"
+want batch-leaves-them '^value=110$' "$(send lookup "$hash" 11)"
+r=$(send batch_delete "$hash" 4)
+want batch-delete-all-once '^11=110 12=120 13=130 14=140 15=150 2=200$' "$(pairs "$r")"
+want batch-delete-empties '^err=ENOENT$' "$(send next "$hash")"
+want batch-count-zero '^batch \| end=EINVAL$' "$(send batch "$hash" 0)"
+
 r=$(send map_create 2 settings 4 8 4)
 arr=$(fd_of "$r")
 want array-update '^ok$' "$(send update "$arr" 3 33)"

@@ -217,6 +217,34 @@ static void command(char *line) {
                 printf("key=%llu\n", (unsigned long long)get_int(next, ks));
             }
         }
+    } else if ((!strcmp(c, "batch") || !strcmp(c, "batch_delete")) && argc >= 3) {
+        // batch[_delete] FD COUNT: every batch of up to COUNT entries until the walk ends, on one
+        // line: "batch K=V K=V | K=V | end=ERRNO".
+        int fd = (int)ARG(1);
+        uint32_t ks = 0, vs = 0, token = 0, max = (uint32_t)ARG(2);
+        sizes_of(fd, &ks, &vs);
+        static uint8_t keys[65536], values[65536];
+        int del = !strcmp(c, "batch_delete");
+        printf("batch");
+        for (int call = 0; call < 64; call++) {
+            uint32_t count = max, out = 0;
+            int rc = del ? bpf_map_lookup_and_delete_batch(fd, call ? &token : NULL, &out, keys,
+                                                           values, &count, NULL)
+                         : bpf_map_lookup_batch(fd, call ? &token : NULL, &out, keys, values,
+                                                &count, NULL);
+            int e = errno;
+            uint32_t got = rc == 0 || e == ENOENT ? count : 0; // ENOENT: the last ones
+            for (uint32_t i = 0; i < got; i++) {
+                printf(" %llu=%llu", (unsigned long long)get_int(keys + (size_t)i * ks, ks),
+                       (unsigned long long)get_int(values + (size_t)i * vs, vs));
+            }
+            token = out;
+            if (rc < 0) {
+                printf(" | end=%s\n", errname(e));
+                break;
+            }
+            printf(" |");
+        }
     } else if (!strcmp(c, "freeze")) {
         result(bpf_map_freeze((int)ARG(1)));
     } else if (!strcmp(c, "info")) {

@@ -20,7 +20,7 @@ libc=$(ldd /bin/sh | awk '/libc\.so/ { print $3 }')
 declare -A args=([funclatency]="$libc:malloc" [javagc]="-p $$" [ksnoop]="vfs_read" [fsdist]="-t ext4"
   [fsslower]="-t ext4")
 # Tools that run under bpftime today: losing one is a regression.
-must_run=(bashreadline funclatency gethostlatency opensnoop statsnoop)
+must_run=(bashreadline funclatency gethostlatency opensnoop statsnoop syscount)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -85,6 +85,8 @@ run_cli() {
   out=$(u load "$objects/raw_count.bpf.o") || { echo "FAIL load raw_count: $out"; exit 1; }
   count_enter=$(id_of program count_enter <<<"$out")
   count_exit=$(id_of program count_exit <<<"$out")
+  count_all_enter=$(id_of program count_all_enter <<<"$out")
+  count_all_exit=$(id_of program count_all_exit <<<"$out")
   calls=$(id_of map calls <<<"$out")
   out=$(u load "$sysopens_obj") || { echo "FAIL load sysopens: $out"; exit 1; }
   enter_openat=$(id_of program enter_openat <<<"$out")
@@ -112,14 +114,19 @@ run_cli() {
   l_exit=$(u attach raw_tracepoint "$count_exit" sys_exit | awk '{ print $2 }')
   l_open=$(u attach tracepoint "$enter_openat" syscalls:sys_enter_openat | awk '{ print $2 }')
   l_close=$(u attach tracepoint "$exit_openat" syscalls:sys_exit_openat | awk '{ print $2 }')
-  check attached test -n "$l_enter" -a -n "$l_exit" -a -n "$l_open" -a -n "$l_close"
+  # raw_syscalls:sys_enter/sys_exit, every system call with the tracefs layout (syscount's).
+  local l_all_enter l_all_exit
+  l_all_enter=$(u attach tracepoint "$count_all_enter" raw_syscalls:sys_enter | awk '{ print $2 }')
+  l_all_exit=$(u attach tracepoint "$count_all_exit" raw_syscalls:sys_exit | awk '{ print $2 }')
+  check attached test -n "$l_enter" -a -n "$l_exit" -a -n "$l_open" -a -n "$l_close" \
+    -a -n "$l_all_enter" -a -n "$l_all_exit"
 
   "$bpftime" start "$target" "$work" $getpids $raws >"$work/target.out" 2>"$work/target.err" &
   local tpid_bg=$!
   wait_for_line "$work/target.out" '^pid [0-9]+ ready$' || return 1
   local tpid
   tpid=$(sed -n 's/^pid \([0-9]*\) ready$/\1/p' "$work/target.out")
-  wait_for_links "$tpid" 4 || return 1
+  wait_for_links "$tpid" 6 || return 1
   touch "$work/go"
   wait_for_line "$work/target.out" '^round 1 done' 60 || return 1
 
@@ -127,6 +134,11 @@ run_cli() {
   check "getpid-enters-$((getpids + 1))" test "$(count "$tpid" 39)" -eq $((getpids + 1))
   check "getpid-exits-$((getpids + 1))" test "$(count "$tpid" $((39 | 0x80000000)))" -eq $((getpids + 1))
   check "raw-syscall-getppid-$raws" test "$(count "$tpid" 110)" -eq $raws
+  check "raw_syscalls-getpid-enters-$((getpids + 1))" \
+    test "$(count "$tpid" $((39 | 0x40000000)))" -eq $((getpids + 1))
+  check "raw_syscalls-getpid-exits-$((getpids + 1))" \
+    test "$(count "$tpid" $((39 | 0x40000000 | 0x80000000)))" -eq $((getpids + 1))
+  check "raw_syscalls-getppid-$raws" test "$(count "$tpid" $((110 | 0x40000000)))" -eq $raws
   check "openat-enters-6" test "$(count "$tpid" 257)" -eq 6
   check "pt_regs-match-the-context" test "$(count "$tpid" $((0xffffffff)))" -eq 0
   check "fork-seen-as-clone" test "$(count "$tpid" 56)" -ge 1
@@ -142,7 +154,7 @@ run_cli() {
 
   # Detaching the enter counter stops it; the exit counter goes on; the target keeps running.
   expect detach-enter 0 '' -- u destroy "$l_enter"
-  wait_for_links "$tpid" 3
+  wait_for_links "$tpid" 5
   touch "$work/go2"
   wait_for_line "$work/target.out" '^round 2 done$' 60
   wait_for_exit "$tpid_bg"

@@ -24,12 +24,14 @@ std::string syscall_name(uint32_t nr);
 struct syscall_tracepoint {
     uint32_t nr = 0;
     bool exit = false; ///< sys_exit_NAME (else sys_enter_NAME)
+    bool all = false;  ///< raw_syscalls:sys_enter or sys_exit: every system call (nr unused)
     std::string event; ///< as tracefs names it: "sys_enter_openat"
 };
 
-/// Parses a tracepoint target hosted in user space, "syscalls:sys_enter_NAME" or
-/// "syscalls:sys_exit_NAME". Other categories are refused (EOPNOTSUPP: the kernel's only),
-/// unknown system calls too (ENOENT).
+/// Parses a tracepoint target hosted in user space: "syscalls:sys_enter_NAME",
+/// "syscalls:sys_exit_NAME", or "raw_syscalls:sys_enter" / "raw_syscalls:sys_exit" (every
+/// system call, as syscount uses them). Other categories are refused (EOPNOTSUPP: the kernel's
+/// only), unknown system calls too (ENOENT).
 result<syscall_tracepoint> parse_syscall_tracepoint(std::string_view args);
 
 /// Parses a raw tracepoint target hosted in user space: "sys_enter" or "sys_exit" (true).
@@ -60,5 +62,28 @@ struct syscall_exit_context {
     int64_t ret;
 };
 static_assert(sizeof(syscall_exit_context) == 24);
+
+/// The context of raw_syscalls:sys_enter (/sys/kernel/tracing/events/raw_syscalls/sys_enter/
+/// format): the common fields, `long id` at 8, `unsigned long args[6]` at 16.
+struct raw_syscalls_enter_context {
+    uint16_t common_type;
+    uint8_t common_flags;
+    uint8_t common_preempt_count;
+    int32_t common_pid;
+    int64_t id;
+    uint64_t args[6];
+};
+static_assert(sizeof(raw_syscalls_enter_context) == 64);
+
+/// The context of raw_syscalls:sys_exit: the common fields, `long id` at 8, `long ret` at 16.
+struct raw_syscalls_exit_context {
+    uint16_t common_type;
+    uint8_t common_flags;
+    uint8_t common_preempt_count;
+    int32_t common_pid;
+    int64_t id;
+    int64_t ret;
+};
+static_assert(sizeof(raw_syscalls_exit_context) == 24);
 
 } // namespace bpftime

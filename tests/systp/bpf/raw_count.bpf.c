@@ -56,3 +56,31 @@ int count_exit(struct bpf_raw_tracepoint_args *ctx) {
     count(ax == ctx->args[1] ? (__u32)orig | EXIT_BIT : MISMATCH);
     return 0;
 }
+
+/// raw_syscalls:sys_enter and sys_exit (what syscount attaches), as their tracefs formats lay
+/// them out; counted under nr | ALL_BIT (and EXIT_BIT for exits).
+#define ALL_BIT 0x40000000u
+
+struct raw_syscalls_enter {
+    __u64 common;
+    long id;
+    unsigned long args[6];
+};
+
+struct raw_syscalls_exit {
+    __u64 common;
+    long id;
+    long ret;
+};
+
+SEC("tracepoint/raw_syscalls/sys_enter")
+int count_all_enter(struct raw_syscalls_enter *ctx) {
+    count((__u32)ctx->id | ALL_BIT);
+    return 0;
+}
+
+SEC("tracepoint/raw_syscalls/sys_exit")
+int count_all_exit(struct raw_syscalls_exit *ctx) {
+    count((__u32)ctx->id | ALL_BIT | EXIT_BIT);
+    return 0;
+}
