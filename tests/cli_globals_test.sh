@@ -14,7 +14,7 @@ expect set-unknown 1 'has no global variable of that name \(it has: .*targ_pid' 
   "$bpftime" load "$obj" --set nope=1
 expect set-too-big 1 'set targ_pid \(int in options.rodata\): 99999999999 does not fit in a signed 4-byte integer' -- \
   "$bpftime" load "$obj" --set targ_pid=99999999999
-expect set-other-argument 1 'takes only --set NAME=VALUE \(got .--verbose.\)' -- \
+expect set-other-argument 1 'takes only --set NAME=VALUE and --attach \(got .--verbose.\)' -- \
   "$bpftime" load "$obj" --verbose
 check "nothing created by refused loads" test "$("$bpftime" list | wc -l)" -le 1
 

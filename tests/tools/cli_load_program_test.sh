@@ -71,7 +71,7 @@ chmod -x "$work/plain"
 expect not-executable 1 "plain is neither an eBPF object \(an ELF relocatable file from clang -target bpf\) nor an executable program \(chmod \+x $work/plain to run it as a loader\)" -- \
   "$bpftime" load "$work/plain"
 expect folder 1 'is not a regular file' -- "$bpftime" load "$work"
-expect object-with-arguments 1 "counter.bpf.o is an eBPF object, which takes only --set NAME=VALUE \(got '-d'\); only a loader PROGRAM takes ARGS" -- \
+expect object-with-arguments 1 "counter.bpf.o is an eBPF object, which takes only --set NAME=VALUE and --attach \(got '-d'\); only a loader PROGRAM takes ARGS" -- \
   "$bpftime" load "$examples/counter.bpf.o" -d 1
 expect nothing-given 1 'bpftime load needs a FILE' -- "$bpftime" load
 expect interposer-missing 1 'BPFTIME_SYSCALL_SERVER is /nope/libx.so: No such file or directory' -- \
