@@ -42,7 +42,7 @@ send() {
 }
 stop_loader() {
   echo exit >&"${LOADER[1]}"
-  wait "$LOADER_PID" 2>/dev/null
+  [[ -z ${LOADER_PID:-} ]] || wait "$LOADER_PID" 2>/dev/null
 }
 fd_of() { sed -nE 's/^fd=([0-9]+).*/\1/p' <<<"$1"; }
 list() { "$bpftime" list 2>&1; }

@@ -108,7 +108,7 @@ run_loader() {
   same "$label-values" "$want_seen" "$loader_seen"
   semaphore_check "$label" eval 'echo "detach usdt_gated" >&"${LOADER[1]}"; read -r -t 30 _ <&"${LOADER[0]}"'
   echo exit >&"${LOADER[1]}"
-  wait "$LOADER_PID" 2>/dev/null
+  [[ -z ${LOADER_PID:-} ]] || wait "$LOADER_PID" 2>/dev/null
   LOADER_PID=
 }
 

@@ -73,5 +73,5 @@ want map-type-missing '^err=EINVAL$' "$(send map_create 31 user_rb 4 8 16)"
 want map-type-named "map type 31 \\(user_ringbuf\\)" "$(cat "$tmp/loader.err")"
 
 echo exit >&"${LOADER[1]}"
-wait "$LOADER_PID" 2>/dev/null
+[[ -z ${LOADER_PID:-} ]] || wait "$LOADER_PID" 2>/dev/null
 finish
