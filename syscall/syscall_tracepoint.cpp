@@ -178,6 +178,16 @@ private:
         }
     }
 
+    // The six arguments of a system call, in the order of its tracepoint formats.
+    static void syscall_args(const pt_regs &regs, uint64_t (&args)[6]) {
+        args[0] = regs.rdi;
+        args[1] = regs.rsi;
+        args[2] = regs.rdx;
+        args[3] = regs.r10;
+        args[4] = regs.r8;
+        args[5] = regs.r9;
+    }
+
     static void on_enter(void *user, const pt_regs *regs) {
         auto *host = static_cast<syscall_host *>(user);
         const uint64_t nr = regs->orig_rax;
@@ -190,12 +200,7 @@ private:
             ctx.common_type = list->common_type;
             ctx.common_pid = current_tid();
             ctx.id = static_cast<int64_t>(nr);
-            ctx.args[0] = regs->rdi;
-            ctx.args[1] = regs->rsi;
-            ctx.args[2] = regs->rdx;
-            ctx.args[3] = regs->r10;
-            ctx.args[4] = regs->r8;
-            ctx.args[5] = regs->r9;
+            syscall_args(*regs, ctx.args);
             run(*list, &ctx, sizeof ctx);
         }
         if (nr >= n_numbers) {
@@ -206,12 +211,7 @@ private:
             ctx.common_type = list->common_type;
             ctx.common_pid = current_tid();
             ctx.syscall_nr = static_cast<int32_t>(nr);
-            ctx.args[0] = regs->rdi;
-            ctx.args[1] = regs->rsi;
-            ctx.args[2] = regs->rdx;
-            ctx.args[3] = regs->r10;
-            ctx.args[4] = regs->r8;
-            ctx.args[5] = regs->r9;
+            syscall_args(*regs, ctx.args);
             run(*list, &ctx, sizeof ctx);
         }
     }
