@@ -306,7 +306,12 @@ constexpr unsigned long sa_restorer_flag = 0x04000000;
 
 struct emitter {
     std::vector<uint8_t> code;
-    void bytes(std::initializer_list<uint8_t> b) { code.insert(code.end(), b); }
+    // Byte by byte: GCC 12 at -O3 reports a false overflow for vector::insert of a short
+    // initializer list.
+    void bytes(std::initializer_list<uint8_t> b) {
+        for (uint8_t v : b)
+            code.push_back(v);
+    }
     void imm32(uint32_t v) {
         for (int i = 0; i < 4; ++i)
             code.push_back(static_cast<uint8_t>(v >> (8 * i)));
