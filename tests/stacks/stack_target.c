@@ -6,23 +6,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-__attribute__((noinline, noclone)) int stack_work(int x) {
+// A real call each, kept apart (GCC would otherwise clone or inline them; clang has no
+// noclone and does neither to noinline functions).
+#if defined(__clang__)
+#define KEEP_CALL __attribute__((noinline))
+#else
+#define KEEP_CALL __attribute__((noinline, noclone))
+#endif
+
+KEEP_CALL int stack_work(int x) {
     __asm__ volatile("" ::: "memory");
     return x + 1;
 }
 
 // The probed function. It calls another so that it sets up a frame (compilers leave the frame
 // pointer out of leaf functions) and its first instructions have room for a probe's jump.
-__attribute__((noinline, noclone)) int stack_leaf(int x) {
+KEEP_CALL int stack_leaf(int x) {
     return stack_work(x) + 1;
 }
 
 // Not tail calls: each uses the result, so the return address stays in its caller.
-__attribute__((noinline, noclone)) int stack_path_a(int x) {
+KEEP_CALL int stack_path_a(int x) {
     return stack_leaf(x) * 2;
 }
 
-__attribute__((noinline, noclone)) int stack_path_b(int x) {
+KEEP_CALL int stack_path_b(int x) {
     return stack_leaf(x) * 3;
 }
 
