@@ -23,6 +23,18 @@ many 20 "$WORK/before" /api/a /admin/b
 expect_tally "before" "$WORK/before" "10 /admin/b 403
 10 /api/a 200"
 
+# Both workers have instantiated (each reports the link running) before the lock is taken: a
+# worker that had not would answer with the fail policy, rightly, but not what is checked here.
+for _ in $(seq 100); do
+  n=0
+  for w in $(ngx_workers); do
+    "$BPFTIME" list 2>/dev/null | grep -q "running in pid $w\b" && n=$((n + 1))
+  done
+  ((n == 2)) && break
+  many 4 "$WORK/warm" /api/a
+  sleep 0.05
+done
+
 "$HOLD_LOCK" "$BPFTIME_SHM" >"$WORK/holder.out" &
 holder=$!
 for _ in $(seq 100); do
