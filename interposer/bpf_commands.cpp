@@ -529,9 +529,11 @@ private:
         // Bounded as map dump is: a map changing all the while cannot keep the walk going.
         const uint64_t most = 2 * uint64_t{m->map.spec.max_entries} + 64;
         for (uint64_t steps = 0; n < a_.batch.count; steps++) {
-            auto next = steps > most ? result<std::optional<std::vector<uint8_t>>>(
-                                           std::optional<std::vector<uint8_t>>())
-                                     : m->view->next_key(key);
+            if (steps > most) {
+                ended = true;
+                break;
+            }
+            auto next = m->view->next_key(key);
             if (!next) {
                 return fail(next.err().code);
             }
