@@ -220,21 +220,20 @@ result<uint64_t> compiled_program::run(void *ctx, uint64_t ctx_len,
 
 result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_options &opts) const {
     opts.info.attach_cookie = cookie_;
-    // One relaxed load of the segment's flag decides; timing costs two clock reads per run.
+    // What hosts meet on every run: their own record of the link, runs not timed. One compare
+    // decides it (the record's key is this process's id only while runs are not timed); the
+    // run is then counted inline on the thread's own stripe. Everything else (timing, faults,
+    // a record that is not this process's, the link's own stripes) takes count().
     // One named result and one return, so the result is built in the caller's return slot.
-    const bool timed = counters_ && counters_.timing();
+    const bool owned = counters_.owned_untimed();
+    const bool timed = !owned && counters_ && counters_.timing();
     const uint64_t start = timed ? store::run_clock_ns() : 0;
     result<uint64_t> r = prog_->run(ctx, ctx_len, opts);
-    if (counters_) {
-        uint64_t took = 0;
-        if (timed) [[unlikely]] {
-            took = std::max<uint64_t>(store::run_clock_ns() - start, 1);
-        }
-        if (r.ok() && took == 0) [[likely]] {
-            counters_.count_run();
-        } else {
-            counters_.count(r.ok() ? 0 : r.err().code, took);
-        }
+    if (owned && r.ok()) [[likely]] {
+        counters_.count_owned_run();
+    } else if (counters_) {
+        const uint64_t took = timed ? std::max<uint64_t>(store::run_clock_ns() - start, 1) : 0;
+        counters_.count(r.ok() ? 0 : r.err().code, took);
     }
     return r;
 }

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 // What counting a run costs where hosts count it, attached_program::run: a program that
 // returns at once (JIT), run without counters (the baseline), with the host's record of the link
-// (what hosts count in) and run timing off (one relaxed load of the segment's flag, then the
-// run's add on this thread's own stripe), with timing on (two reads of the run clock around the
-// run besides), and with the link's own stripes (what a host without a record counts in: the
-// rseq add on this CPU's stripe). Google Benchmark's random interleaving
-// mixes the repetitions of the three in one run; the summary gives the median differences.
+// (what hosts count in) and run timing off (one compare of the record's key with this process's
+// id, then the run's add on this thread's own stripe), with timing on (two reads of the run clock
+// around the run besides), and with the link's own stripes (what a host without a record counts in:
+// the rseq add on this CPU's stripe), and the compiled program run alone, the floor under all of
+// them. Google Benchmark's random interleaving mixes the repetitions in one run; the summary gives
+// the median differences.
 #include <bpftime/attach/attach.hpp>
 #include <bpftime/store/store.hpp>
 #include <bpftime/vm/assembler.hpp>
@@ -36,6 +37,7 @@ void die(const std::string &what) {
 
 std::shared_ptr<segment> seg;
 std::shared_ptr<const attached_program> uncounted, counted, link_counted;
+std::shared_ptr<const compiled_program> bare;
 
 void setup(const std::string &name) {
     (void)segment::remove(name);
@@ -63,6 +65,7 @@ void setup(const std::string &name) {
         die(!compiled ? compiled.err().message
                       : (!counters ? counters.err().message : own.err().message));
     }
+    bare = *compiled;
     uncounted =
         std::make_shared<attached_program>(*link, *compiled, bpftime::store::link_counters{});
     counted = std::make_shared<attached_program>(*link, *compiled, *counters);
@@ -81,6 +84,14 @@ void run_loop(benchmark::State &state, const attached_program &p, bool timing) {
     }
 }
 
+void bm_bare(benchmark::State &state) {
+    uint64_t ctx = 0;
+    bpftime::vm::run_options opts;
+    for (auto _ : state) {
+        auto r = bare->run(&ctx, sizeof ctx, opts);
+        benchmark::DoNotOptimize(r);
+    }
+}
 void bm_uncounted(benchmark::State &state) {
     run_loop(state, *uncounted, false);
 }
@@ -99,6 +110,7 @@ void bm_link_counted(benchmark::State &state) {
 int main(int argc, char **argv) {
     std::string name = "bpftime-run-stats-bench-" + std::to_string(getpid());
     setup(name);
+    benchmark::RegisterBenchmark("BM_run/compiled_program", bm_bare);
     benchmark::RegisterBenchmark("BM_run/no_counting", bm_uncounted);
     benchmark::RegisterBenchmark("BM_run/counted_timing_off", bm_counted);
     benchmark::RegisterBenchmark("BM_run/counted_timing_on", bm_timed);
@@ -129,8 +141,14 @@ int main(int argc, char **argv) {
     auto off = median("BM_run/counted_timing_off");
     auto on = median("BM_run/counted_timing_on");
     auto link = median("BM_run/counted_link_stripes");
+    auto floor = median("BM_run/compiled_program");
+    if (floor && base) {
+        std::printf("\nrun ns (median): the compiled program alone %.2f; attached_program::run "
+                    "without counters adds %.2f ns to it\n",
+                    *floor, *base - *floor);
+    }
     if (base && off && on && link) {
-        std::printf("\nrun ns (median): no counting %.2f, counted %.2f, counted and timed %.2f, "
+        std::printf("run ns (median): no counting %.2f, counted %.2f, counted and timed %.2f, "
                     "counted on the link's stripes %.2f\n",
                     *base, *off, *on, *link);
         std::printf("cost per run: counting %.2f ns, counting and timing %.2f ns, counting on the "
@@ -140,6 +158,7 @@ int main(int argc, char **argv) {
     std::printf("link_counters::count uses rseq in this process: %s\n",
                 bpftime::store::link_counters_use_rseq() ? "yes" : "no");
     benchmark::Shutdown();
+    bare.reset();
     counted.reset();
     link_counted.reset();
     uncounted.reset();

@@ -29,10 +29,11 @@
 namespace bpftime::store {
 
 namespace detail {
-constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t thread_counter_stripe =
-    0;
-// Read once and again in a forked child, compared with a host record's pid.
-int32_t counting_pid = 0;
+constinit __attribute__((tls_model("initial-exec"))) thread_local uint32_t thread_counter_offset =
+    0xffffffffu; // not yet given a stripe (stripe_unclaimed below)
+// Read at the first count and again in a forked child, compared with a host record's pid and key.
+int32_t counting_pid = -2;
+const int32_t no_owned_key = -1;
 } // namespace detail
 
 using detail::counter_stripe;
@@ -135,13 +136,14 @@ static_assert(sizeof(counter_stripe) == 64, "rseq_add shifts the cpu id by 6");
 constexpr uint32_t thread_stripes = rseq_stripes;
 
 using detail::counting_pid;
-// detail::thread_counter_stripe: 1 + this thread's stripe; 0 before its first count in this
-// process.
-using detail::thread_counter_stripe;
-constexpr uint32_t no_stripe_left = thread_stripes + 1;
-static_assert(thread_stripes == 6 && sizeof(counter_stripe) == 8 * sizeof(uint64_t) &&
-                  offsetof(counter_stripe, runs) == 0,
-              "link_counters::count_run (store.hpp) hard-codes these");
+// detail::thread_counter_offset: sizeof(counter_stripe) * this thread's stripe, or one of these.
+using detail::thread_counter_offset;
+constexpr uint32_t stripe_unclaimed = 0xffffffffu; // before its first count in this process
+constexpr uint32_t no_stripe_left = 0xfffffffeu;
+constexpr int32_t pid_unread = -2;
+static_assert(thread_stripes == 6 && sizeof(counter_stripe) == 64 &&
+                  offsetof(counter_stripe, runs) == 0 && pid_unread != detail::no_owned_key,
+              "link_counters::count_owned_run (store.hpp) hard-codes these");
 
 struct stripe_pool {
     std::mutex mu;
@@ -174,16 +176,16 @@ void init_stripes() {
                        stripe_pool &c = pool();
                        c.used = 0;
                        c.mu.unlock();
-                       thread_counter_stripe = 0;
-                       counting_pid = 0; // read again at the child's first count
+                       thread_counter_offset = stripe_unclaimed;
+                       counting_pid = pid_unread; // read again at the child's first count
                    });
 }
 
-// The first count of a thread: a free stripe, or no_stripe_left.
+// The first count of a thread: the offset of a free stripe, or no_stripe_left.
 uint32_t claim_stripe() {
     static std::once_flag once;
     std::call_once(once, init_stripes);
-    if (counting_pid == 0) {
+    if (counting_pid == pid_unread) {
         counting_pid = static_cast<int32_t>(getpid());
     }
     stripe_pool &p = pool();
@@ -192,7 +194,7 @@ uint32_t claim_stripe() {
         if ((p.used & (1u << i)) == 0 &&
             pthread_setspecific(p.key, reinterpret_cast<void *>(uintptr_t{i} + 1)) == 0) {
             p.used |= 1u << i;
-            return i + 1;
+            return i * sizeof(counter_stripe);
         }
     }
     return no_stripe_left;
@@ -228,15 +230,16 @@ bool link_counters_use_rseq() {
 void link_counters::count(int error, uint64_t run_time_ns) const {
     auto *s = static_cast<counter_stripe *>(stripes_);
     if (owner_ != nullptr) {
-        uint32_t mine = thread_counter_stripe;
-        if (mine == 0) [[unlikely]] {
-            thread_counter_stripe = mine = claim_stripe();
+        uint32_t mine = thread_counter_offset;
+        if (mine == stripe_unclaimed) [[unlikely]] {
+            thread_counter_offset = mine = claim_stripe();
         }
+        const uint32_t stripe = mine / sizeof(counter_stripe);
         bool owned =
-            mine - 1 < thread_stripes && __atomic_load_n(owner_, __ATOMIC_RELAXED) == counting_pid;
+            stripe < thread_stripes && __atomic_load_n(owner_, __ATOMIC_RELAXED) == counting_pid;
         // Else a locked add on a stripe no thread owns.
         counter_stripe &c =
-            owned ? s[mine - 1] : s[thread_stripes + mine % (counter_stripes - thread_stripes)];
+            owned ? s[stripe] : s[thread_stripes + stripe % (counter_stripes - thread_stripes)];
         auto bump = [owned](uint64_t &v, uint64_t n) {
             if (owned) [[likely]] {
                 owned_add(v, n);

@@ -118,11 +118,11 @@ static_assert(std::is_standard_layout_v<extent_header> &&
               std::is_trivially_copyable_v<extent_header>);
 static_assert(std::is_standard_layout_v<program_payload> &&
               std::is_trivially_copyable_v<program_payload>);
-// The sizes of layout version 5 (x86-64, glibc), which other processes' builds also assume.
+// The sizes of layout version 6 (x86-64, glibc), which other processes' builds also assume.
 // (Version 4: map storage a process may mmap starts on a page, maps' storage version 3; counter
 // stripes count budget stops and run time, host records hold their own stripes. Version 5: a
-// map's slot holds its map_extra.)
-static_assert(layout_version == 5 && sizeof(header) == 192 && sizeof(slot) == 768 &&
+// map's slot holds its map_extra. Version 6: a host record holds its owned key.)
+static_assert(layout_version == 6 && sizeof(header) == 192 && sizeof(slot) == 768 &&
               sizeof(counter_stripe) == 64 && sizeof(extent_header) == 64 &&
               sizeof(program_payload) == 8);
 static_assert(offsetof(slot, counters) == 256 && offsetof(slot, map_extra) == 232 &&

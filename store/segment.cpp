@@ -536,6 +536,9 @@ struct segment::impl {
     // max_link_hosts the oldest. A record handed to another process first gives its counts to
     // the link's own stripes. Called under the lock.
     result<void *> record_for(slot &s, int32_t pid);
+    bool timing() const {
+        return (__atomic_load_n(&hdr()->stats_flags, __ATOMIC_RELAXED) & detail::stats_timing) != 0;
+    }
 };
 
 namespace {
@@ -549,6 +552,10 @@ struct alignas(64) host_record {
     uint64_t stamp; // newer records have larger stamps
     char why[240];
     detail::filter_counts decisions;
+    // pid while runs are not timed, else 0: the one value the process's per-run path compares
+    // (link_counters::owned_untimed). Written under the lock, read by hosts without it.
+    int32_t owned_key;
+    uint32_t reserved;
 };
 struct host_records {
     uint64_t magic;
@@ -557,7 +564,12 @@ struct host_records {
 };
 constexpr uint64_t host_records_magic = 0x74736f686b6e696cull; // "linkhost"
 static_assert(std::is_trivially_copyable_v<host_records> && sizeof(host_record) == 1024 &&
-              offsetof(host_records, rec) == 64);
+              offsetof(host_records, rec) == 64 && offsetof(host_record, owned_key) == 992);
+
+// The owned key of a record of pid (0: none) while runs are timed or not.
+int32_t owned_key_of(int32_t pid, bool timing) {
+    return timing ? 0 : pid;
+}
 
 // The host records of a link slot, or null when it has none or they are not well formed.
 host_records *records_of(const detail::heap &h, const slot &s) {
@@ -1154,24 +1166,41 @@ result<link_counters> segment::host_counters(uint32_t link_id, int32_t pid) {
         return pick.err();
     }
     auto *rec = static_cast<host_record *>(*pick);
-    return link_counters(rec->counters, &impl_->hdr()->stats_flags, &rec->decisions, &rec->pid);
+    return link_counters(rec->counters, &impl_->hdr()->stats_flags, &rec->decisions, &rec->pid,
+                         &rec->owned_key);
 }
 
 result<void> segment::set_run_timing(bool on) {
     if (impl_->hdr() == nullptr) {
         return make_error(EINVAL, "segment " + name_ + " is not mapped");
     }
+    // Under the lock, so that no record changes hands meanwhile; hosts see the flag at once
+    // and each record's key (what their per-run path compares) right after.
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
     if (on) {
         __atomic_fetch_or(&impl_->hdr()->stats_flags, detail::stats_timing, __ATOMIC_RELAXED);
     } else {
         __atomic_fetch_and(&impl_->hdr()->stats_flags, ~detail::stats_timing, __ATOMIC_RELAXED);
     }
+    for (uint32_t i = 0; i < impl_->max_objects(); i++) {
+        slot &s = impl_->slots()[i];
+        if (s.state != slot_live || s.kind != static_cast<uint32_t>(object_kind::link)) {
+            continue;
+        }
+        if (host_records *r = records_of(impl_->objects(), s)) {
+            for (host_record &rec : r->rec) {
+                __atomic_store_n(&rec.owned_key, owned_key_of(rec.pid, on), __ATOMIC_RELAXED);
+            }
+        }
+    }
     return {};
 }
 
 bool segment::run_timing() const {
-    return (__atomic_load_n(&impl_->hdr()->stats_flags, __ATOMIC_RELAXED) & detail::stats_timing) !=
-           0;
+    return impl_->timing();
 }
 
 result<void *> segment::impl::record_for(slot &s, int32_t pid) {
@@ -1190,6 +1219,7 @@ result<void *> segment::impl::record_for(slot &s, int32_t pid) {
     for (host_record &rec : r->rec) {
         if (rec.pid == pid) {
             rec.stamp = ++r->next_stamp;
+            __atomic_store_n(&rec.owned_key, owned_key_of(pid, timing()), __ATOMIC_RELAXED);
             return &rec;
         }
     }
@@ -1203,9 +1233,12 @@ result<void *> segment::impl::record_for(slot &s, int32_t pid) {
             std::begin(r->rec), std::end(r->rec),
             [](const host_record &a, const host_record &b) { return a.stamp < b.stamp; });
     }
+    // Its process (if any is left) stops its unlocked adds first.
+    __atomic_store_n(&pick->owned_key, 0, __ATOMIC_RELAXED);
     detail::fold_counters(pick->counters, s.counters);
     std::memset(&pick->decisions, 0, sizeof pick->decisions);
     pick->pid = pid;
+    __atomic_store_n(&pick->owned_key, owned_key_of(pid, timing()), __ATOMIC_RELAXED);
     pick->failed = 0;
     std::memset(pick->why, 0, sizeof pick->why);
     pick->stamp = ++r->next_stamp;
@@ -1221,6 +1254,7 @@ result<void> segment::clear_link_host_state(uint32_t link_id, int32_t pid) {
     if (host_records *r = records_of(impl_->objects(), *l_slot)) {
         for (host_record &rec : r->rec) {
             if (rec.pid == pid) {
+                __atomic_store_n(&rec.owned_key, 0, __ATOMIC_RELAXED);
                 rec.pid = 0;
             }
         }

@@ -41,10 +41,11 @@ expect bad-key 1 'does not fit in 4 bytes' -- "$bpftime" map lookup "$counts" 0x
 expect bad-key-bytes 1 '2 bytes; 4 are needed' -- "$bpftime" map lookup "$counts" "01 02"
 expect events-on-hash 1 'use `bpftime map events`|for ring buffers' -- "$bpftime" map events "$counts"
 
-# Programs run by `bpftime run ID` use the store's maps; two processes at once add up exactly.
+# Programs run by `bpftime run ID` use the store's maps; two processes at once add up exactly,
+# each running its program --repeat times.
 expect run-id 0 '^r0 = 0xb$' -- "$bpftime" run --mem "05 00 00 00" "$prog"
-"$bpftime" run --mem "06 00 00 00" --repeat 1999 "$prog" >/dev/null &
-"$bpftime" run --mem "06 00 00 00" --repeat 1999 "$prog" >/dev/null &
+"$bpftime" run --mem "06 00 00 00" --repeat 2000 "$prog" >/dev/null &
+"$bpftime" run --mem "06 00 00 00" --repeat 2000 "$prog" >/dev/null &
 wait
 expect concurrent-runs 0 'value: a0 0f 00 00 00 00 00 00' -- "$bpftime" map lookup "$counts" 6
 expect disasm-id 0 'call 1' -- "$bpftime" disasm "$prog"

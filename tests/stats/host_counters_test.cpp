@@ -269,6 +269,67 @@ TEST_F(HostCounters, TimingIsOneFlagForEveryHost) {
     EXPECT_EQ(info(link).run_time_ns, timed.run_time_ns);
 }
 
+TEST_F(HostCounters, TimingSwitchesUnderARunningHost) {
+    // A host that instantiated with timing off counts its runs on its own stripe; a controller
+    // turning timing on (its own mapping, as `bpftime stats --enable-timing` does) makes the
+    // same host's next runs timed, with no resync, and turning it off makes them untimed again.
+    // Each round of 100 runs counts exactly.
+    int ready[2], go[2];
+    ASSERT_EQ(pipe(ready), 0);
+    ASSERT_EQ(pipe(go), 0);
+    pid_t host = fork();
+    if (host == 0) {
+        auto s = segment::open(name, {.create = false, .wait_ms = 5000});
+        if (!s) {
+            _exit(2);
+        }
+        attach_manager mgr(*s);
+        auto impl = std::make_unique<callable_attach_impl>();
+        callable_attach_impl &hooks = *impl;
+        if (!mgr.register_attach_impl(attach_type_test, std::move(impl)) || !mgr.instantiate()) {
+            _exit(3);
+        }
+        for (int round = 0; round < 3; round++) {
+            char c = 0;
+            if (read(go[0], &c, 1) != 1) {
+                _exit(4);
+            }
+            for (int i = 0; i < 100; i++) {
+                hooks.trigger("h", nullptr, 0);
+            }
+            if (write(ready[1], &c, 1) != 1) {
+                _exit(4);
+            }
+        }
+        _exit(0);
+    }
+    auto round = [&] {
+        char c = 1;
+        EXPECT_EQ(write(go[1], &c, 1), 1);
+        EXPECT_EQ(read(ready[0], &c, 1), 1) << "host process did not run its round";
+    };
+    round();
+    EXPECT_EQ(info(link).runs, 100u);
+    EXPECT_EQ(info(link).run_time_ns, 0u);
+    ASSERT_TRUE(seg->set_run_timing(true).ok());
+    round();
+    const store::link_info timed = info(link);
+    EXPECT_EQ(timed.runs, 200u);
+    EXPECT_GT(timed.run_time_ns, 0u) << "the running host times runs once timing is on";
+    ASSERT_EQ(hosts(link).size(), 1u);
+    EXPECT_EQ(hosts(link)[0].pid, host);
+    ASSERT_TRUE(seg->set_run_timing(false).ok());
+    round();
+    EXPECT_EQ(info(link).runs, 300u);
+    EXPECT_EQ(info(link).run_time_ns, timed.run_time_ns) << "untimed again once timing is off";
+    int st = 0;
+    waitpid(host, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "host status " << st;
+    for (int fd : {ready[0], ready[1], go[0], go[1]}) {
+        close(fd);
+    }
+}
+
 TEST_F(HostCounters, RunClockMoves) {
     uint64_t a = store::run_clock_ns();
     usleep(2000);

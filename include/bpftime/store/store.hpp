@@ -20,7 +20,7 @@
 namespace bpftime::store {
 
 /// The layout version this build reads and writes. A segment of another version is refused.
-inline constexpr uint32_t layout_version = 5;
+inline constexpr uint32_t layout_version = 6;
 /// The segment name when neither --shm nor BPFTIME_SHM names one.
 inline constexpr const char *default_segment_name = "bpftime";
 /// Longest object name, in bytes.
@@ -177,12 +177,16 @@ std::string group_name(gid_t gid);
 std::string user_name(uid_t uid);
 
 namespace detail {
-/// 1 + the calling thread's counter stripe in host records of its process (0: not yet given
-/// one; above 6: none was left). Private to link_counters; here for its inline path.
+/// The byte offset of the calling thread's counter stripe in host records of its process
+/// (below 6 * 64), or one of the values above: not yet given one, none was left. Private to
+/// link_counters; here for its inline path.
 extern constinit
-    __attribute__((tls_model("initial-exec"))) thread_local uint32_t thread_counter_stripe;
-/// This process's id as host records name it (updated in a forked child).
+    __attribute__((tls_model("initial-exec"))) thread_local uint32_t thread_counter_offset;
+/// This process's id as host records name it (updated in a forked child); -2 until the
+/// process's first count, never a process id nor a record's key.
 extern int32_t counting_pid;
+/// The key of counters that are not a host record's: never equal to counting_pid.
+extern const int32_t no_owned_key;
 } // namespace detail
 
 /// Run counters of one link (or of one host process's share of it), in the segment; hosts add
@@ -193,21 +197,35 @@ public:
     /// stripes: the counter stripes in the segment; flags: the segment's stats flags;
     /// decisions: a host record's filter decisions (null: not counted); owner: a host record's
     /// pid field (null for a link's own stripes): while it names this process, each of up to
-    /// six of its threads adds to a stripe of its own without a lock prefix.
+    /// six of its threads adds to a stripe of its own without a lock prefix. owned_key: a host
+    /// record's key, its pid while runs are not timed and 0 while they are (kept so by the
+    /// segment's writers), so that one compare with this process's id tells the per-run path
+    /// both.
     link_counters(void *stripes, const uint32_t *flags, void *decisions = nullptr,
-                  const int32_t *owner = nullptr)
-        : stripes_(stripes), flags_(flags), decisions_(decisions), owner_(owner) {}
+                  const int32_t *owner = nullptr, const int32_t *owned_key = nullptr)
+        : stripes_(stripes), flags_(flags), decisions_(decisions), owner_(owner),
+          owned_key_(owned_key != nullptr ? owned_key : &detail::no_owned_key) {}
     /// Counts a run, and a fault when fault is set.
     void count(bool fault) const { count(fault ? 1 : 0, 0); }
-    /// Counts a run that did not fail and was not timed: count(0, 0), inline for the case
-    /// hosts meet on every run, a thread adding to its own stripe of its process's record.
-    void count_run() const {
-        uint32_t stripe = detail::thread_counter_stripe - 1;
-        if (owner_ != nullptr && stripe < 6 &&
-            __atomic_load_n(owner_, __ATOMIC_RELAXED) == detail::counting_pid) [[likely]] {
-            // A 64-byte counter_stripe per thread, runs first; no other thread writes it.
-            uint64_t *runs = static_cast<uint64_t *>(stripes_) + 8 * stripe;
+    /// Whether this process may count an untimed run with count_owned_run: these are its host
+    /// record's counters and runs are not timed. One compare of two loads; false for empty
+    /// counters.
+    bool owned_untimed() const {
+        return __atomic_load_n(owned_key_, __ATOMIC_RELAXED) == detail::counting_pid;
+    }
+    /// Counts a run that did not fail, when owned_untimed() said so: inline, a thread adding
+    /// to its own stripe of its process's record with one unlocked add.
+    void count_owned_run() const {
+        const uint32_t offset = detail::thread_counter_offset;
+        if (offset < 6 * 64) [[likely]] {
+            // runs is the first counter of the thread's 64-byte stripe; no other thread writes
+            // it, and an aligned 8-byte add is seen whole by readers in other processes.
+            auto *runs = reinterpret_cast<uint64_t *>(static_cast<char *>(stripes_) + offset);
+#if defined(__x86_64__)
+            asm volatile("addq $1, %0" : "+m"(*runs));
+#else
             __atomic_store_n(runs, __atomic_load_n(runs, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+#endif
             return;
         }
         count(0, 0);
@@ -219,7 +237,9 @@ public:
     bool timing() const {
         return flags_ != nullptr && (__atomic_load_n(flags_, __ATOMIC_RELAXED) & 1u) != 0;
     }
-    explicit operator bool() const { return stripes_ != nullptr; }
+    explicit operator bool() const {
+        return stripes_ != nullptr;
+    }
 
     /// What a URL filter made of a request through this link.
     enum class decision { allowed, refused, fail_open, fail_closed };
@@ -232,6 +252,7 @@ private:
     const uint32_t *flags_ = nullptr;
     void *decisions_ = nullptr;
     const int32_t *owner_ = nullptr;
+    const int32_t *owned_key_ = &detail::no_owned_key;
 };
 
 /// A monotonic clock in nanoseconds cheap enough to read around every run (the TSC, scaled by
