@@ -6,9 +6,11 @@
 set -uo pipefail
 bpftime=$1 examples=$2 target=$3
 export BPFTIME_SHM=bpftime-cli-uprobe-test-$$
+work=$(mktemp -d)
 cleanup() {
   "$bpftime" reset --provider user >/dev/null 2>&1
   "$bpftime" reset --provider kernel >/dev/null 2>&1
+  rm -rf "$work"
 }
 trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
@@ -39,6 +41,23 @@ done
 expect program-options 2 'THREADS 1..64' -- "$bpftime" start "$target" 1 --threads
 expect start-missing 127 'nope-no-such-program: No such file or directory' -- \
   "$bpftime" start nope-no-such-program
+# Programs the dynamic loader runs without preloading anything are refused, not run unprobed
+# (or, under `load`, with their bpf() calls going to the kernel).
+if printf 'int main(void) { return 0; }\n' | cc -static -x c - -o "$work/static" 2>/dev/null; then
+  expect start-static 1 'static is statically linked: the dynamic loader cannot preload the agent' -- \
+    "$bpftime" start "$work/static"
+  expect load-static 1 'is statically linked: .*bpf\(\) calls would go to the kernel' -- \
+    "$bpftime" load "$work/static"
+else
+  echo "skip start-static: cc -static failed (no static C library, libc6-dev's libc.a)"
+fi
+cp /bin/true "$work/setuid" && chown nobody "$work/setuid" && chmod 4755 "$work/setuid"
+if findmnt -no OPTIONS --target "$work" | grep -qw nosuid; then
+  echo "skip start-setuid: $work is on a nosuid mount, where set-user-ID bits do not apply"
+else
+  expect start-setuid 1 'setuid is set-user-ID: the dynamic loader ignores LD_PRELOAD' -- \
+    "$bpftime" start "$work/setuid"
+fi
 
 # A link whose binary is not in the process is reported by the agent; the others still count.
 expect attach-elsewhere 0 '^link 10 \(target 9\)$' -- "$bpftime" attach uprobe 3 /usr/bin/true:0x2000

@@ -94,6 +94,11 @@ std::string hex_bytes(const uint8_t *data, size_t len);
 /// one this build made (build_path).
 result<std::string> find_preload_library(const char *env_name, const std::string &build_path,
                                          const std::string &file_name);
+/// Refuses a program the dynamic loader would run without library preloaded: a statically
+/// linked one, or one that starts with another user, group or file capabilities (secure
+/// execution; not on a nosuid mount). without_it says what would go wrong.
+result<void> check_preload_applies(const std::string &program, const std::string &library,
+                                   const std::string &without_it);
 /// Sets what a program run by bpftime inherits: BPFTIME_SHM from --shm, and LD_PRELOAD with
 /// preload first (an existing LD_PRELOAD stays after it; an empty preload changes nothing).
 void prepare_environment(const global_options &g, const std::string &preload);

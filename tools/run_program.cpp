@@ -4,10 +4,13 @@
 // signals and status bpftime passes on).
 #include "cli.hpp"
 
+#include <elf.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,6 +19,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,7 +55,92 @@ void forward_signal(int sig, siginfo_t *info, void *) {
 
 constexpr int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
+// A bare name's executable in $PATH, as execvp finds it (empty: none).
+std::string find_in_path(const std::string &name) {
+    const char *search = std::getenv("PATH");
+    if (name.find('/') != std::string::npos || search == nullptr) {
+        return {};
+    }
+    std::string dirs = search;
+    for (size_t at = 0; at <= dirs.size();) {
+        size_t end = dirs.find(':', at);
+        end = end == std::string::npos ? dirs.size() : end;
+        std::string dir = dirs.substr(at, end - at);
+        std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+        struct stat st = {};
+        if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+            ::access(candidate.c_str(), X_OK) == 0) {
+            return candidate;
+        }
+        at = end + 1;
+    }
+    return {};
+}
+
+// Whether a 64-bit ELF executable names a program interpreter (the dynamic loader); nullopt
+// when the file is not one this can tell (a script, another class).
+std::optional<bool> has_interpreter(int fd) {
+    Elf64_Ehdr eh = {};
+    if (::pread(fd, &eh, sizeof eh, 0) != static_cast<ssize_t>(sizeof eh) ||
+        std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum > 1024) {
+        return std::nullopt;
+    }
+    for (uint16_t i = 0; i < eh.e_phnum; i++) {
+        Elf64_Phdr ph = {};
+        if (::pread(fd, &ph, sizeof ph, static_cast<off_t>(eh.e_phoff + i * sizeof ph)) !=
+            static_cast<ssize_t>(sizeof ph)) {
+            return std::nullopt;
+        }
+        if (ph.p_type == PT_INTERP) {
+            return true;
+        }
+    }
+    return false;
+}
+
 } // namespace
+
+result<void> check_preload_applies(const std::string &program, const std::string &library,
+                                   const std::string &without_it) {
+    std::string path = program.find('/') == std::string::npos ? find_in_path(program) : program;
+    if (path.empty()) {
+        return {}; // exec reports a missing program
+    }
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return {}; // exec reports what it finds
+    }
+    struct stat st = {};
+    const bool stat_ok = ::fstat(fd, &st) == 0;
+    auto interp = has_interpreter(fd);
+    ::close(fd);
+    if (interp && !*interp) {
+        return make_error(ENOEXEC, path +
+                                       " is statically linked: the dynamic loader cannot preload " +
+                                       library + " into it, so " + without_it);
+    }
+    // The loader ignores LD_PRELOAD (outside its secure folders) for a program that changes
+    // its user or group or gains capabilities when it starts (secure execution).
+    struct statvfs vfs = {};
+    const bool nosuid = ::statvfs(path.c_str(), &vfs) == 0 && (vfs.f_flag & ST_NOSUID) != 0;
+    if (stat_ok && !nosuid) {
+        const bool setuid = (st.st_mode & S_ISUID) != 0 && st.st_uid != ::geteuid();
+        const bool setgid =
+            (st.st_mode & S_ISGID) != 0 && (st.st_mode & S_IXGRP) != 0 && st.st_gid != ::getegid();
+        const bool caps = ::getxattr(path.c_str(), "security.capability", nullptr, 0) > 0;
+        if (setuid || setgid || caps) {
+            return make_error(EPERM, path + " is " +
+                                         (setuid   ? "set-user-ID"
+                                          : setgid ? "set-group-ID"
+                                                   : "given file capabilities") +
+                                         ": the dynamic loader ignores LD_PRELOAD for it (secure "
+                                         "execution), so " +
+                                         without_it);
+        }
+    }
+    return {};
+}
 
 result<std::string> find_preload_library(const char *env_name, const std::string &build_path,
                                          const std::string &file_name) {
@@ -169,19 +258,9 @@ result<load_input> classify_load_input(const std::string &path) {
     if (::stat(path.c_str(), &st) != 0) {
         int e = errno;
         // A bare name that is not here may be a program in $PATH, as for a shell.
-        const char *search = std::getenv("PATH");
-        if (e == ENOENT && path.find('/') == std::string::npos && search != nullptr) {
-            std::string dirs = search;
-            for (size_t at = 0; at <= dirs.size();) {
-                size_t end = dirs.find(':', at);
-                end = end == std::string::npos ? dirs.size() : end;
-                std::string dir = dirs.substr(at, end - at);
-                std::string candidate = (dir.empty() ? "." : dir) + "/" + path;
-                if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-                    ::access(candidate.c_str(), X_OK) == 0) {
-                    return load_input{load_input::program, candidate};
-                }
-                at = end + 1;
+        if (e == ENOENT) {
+            if (std::string found_in_path = find_in_path(path); !found_in_path.empty()) {
+                return load_input{load_input::program, found_in_path};
             }
         }
         return make_error(e, path + ": " + std::strerror(e) +
@@ -231,6 +310,12 @@ int run_loader(const global_options &g, const std::vector<std::string> &command)
             return report(found.err());
         }
         interposer = *found;
+        if (auto ok = check_preload_applies(command.front(), "the bpf() interposer",
+                                            "its bpf() calls would go to the kernel (use "
+                                            "--provider kernel to run it there on purpose)");
+            !ok) {
+            return report(ok.err());
+        }
     }
     prepare_environment(g, interposer);
     return run_program(command);

@@ -20,6 +20,11 @@ int cmd_start(const global_options &g, const std::vector<std::string> &command) 
             return report(found.err());
         }
         agent = *found;
+        if (auto ok = check_preload_applies(command.front(), "the agent",
+                                            "the segment's probes would not run in it");
+            !ok) {
+            return report(ok.err());
+        }
     }
     prepare_environment(g, agent);
     return exec_program(command);
