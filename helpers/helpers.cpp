@@ -17,6 +17,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <span>
@@ -299,8 +300,20 @@ uint64_t get_smp_processor_id(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, 
     return cpu < 0 ? 0 : static_cast<uint64_t>(cpu);
 }
 
+// The calling thread's pid << 32 | tid, read once per thread (two system calls otherwise on every
+// call); 0 until then. A forked child's one thread reads them again (pthread_atfork).
+thread_local uint64_t current_pid_tgid = 0;
+
 uint64_t get_current_pid_tgid(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
-    return static_cast<uint64_t>(getpid()) << 32 | static_cast<uint32_t>(gettid());
+    uint64_t v = current_pid_tgid;
+    if (v == 0) [[unlikely]] {
+        static std::once_flag once;
+        std::call_once(once,
+                       [] { pthread_atfork(nullptr, nullptr, [] { current_pid_tgid = 0; }); });
+        v = current_pid_tgid =
+            static_cast<uint64_t>(getpid()) << 32 | static_cast<uint32_t>(gettid());
+    }
+    return v;
 }
 
 uint64_t get_current_uid_gid(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {

@@ -15,6 +15,8 @@
 #include <sstream>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 namespace bpftime {
@@ -171,6 +173,40 @@ TEST_F(HelpersTest, IdentityAndTime) {
     // Two random numbers in a row differ (a 1 in 2^32 chance of a false failure).
     auto rnd = run("call 7\nmov %r6, %r0\ncall 7\nsub %r0, %r6\nexit\n");
     EXPECT_NE(*rnd, 0u);
+}
+
+// get_current_pid_tgid (14) is read once per thread: another thread, and the thread of a
+// forked child, get their own ids, not the ones read before.
+TEST_F(HelpersTest, PidTgidIsEachThreadsAndAForkedChilds) {
+    auto here = run("call 14\nexit\n");
+    ASSERT_TRUE(here.ok()) << here.err().message;
+    EXPECT_EQ(*here, static_cast<uint64_t>(getpid()) << 32 | static_cast<uint32_t>(gettid()));
+    uint64_t other = 0, other_want = 0;
+    std::thread([&] {
+        other_want = static_cast<uint64_t>(getpid()) << 32 | static_cast<uint32_t>(gettid());
+        auto r = run("call 14\nexit\n");
+        other = r.ok() ? *r : 0;
+    }).join();
+    EXPECT_EQ(other, other_want);
+    EXPECT_NE(other, *here);
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        auto r = run("call 14\nexit\n");
+        uint64_t v = r.ok() ? *r : 0;
+        (void)!write(fds[1], &v, sizeof v);
+        _exit(0);
+    }
+    uint64_t from_child = 0;
+    EXPECT_EQ(read(fds[0], &from_child, sizeof from_child),
+              static_cast<ssize_t>(sizeof from_child));
+    waitpid(child, nullptr, 0);
+    close(fds[0]);
+    close(fds[1]);
+    EXPECT_EQ(from_child, static_cast<uint64_t>(child) << 32 | static_cast<uint32_t>(child));
+    // And the parent's own value is unchanged.
+    EXPECT_EQ(*run("call 14\nexit\n"), *here);
 }
 
 uint64_t clock_now(clockid_t clock) {
