@@ -285,24 +285,11 @@ bool same_file(const struct stat &a, const std::string &path) {
     return ::stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-// Whether the loader preloaded this library (LD_PRELOAD names it), as opposed to a dlopen by
-// `bpftime inject`, which passes the segment name through bpftime_agent_inject instead.
-bool preloaded() {
-    Dl_info info = {};
-    struct stat self = {};
-    if (dladdr(reinterpret_cast<void *>(&preloaded), &info) == 0 || info.dli_fname == nullptr ||
-        ::stat(info.dli_fname, &self) != 0) {
-        return true;
-    }
-    const char *env = std::getenv("LD_PRELOAD");
-    if (env == nullptr) {
-        return false;
-    }
-    std::string list = env;
-    std::string self_base = info.dli_fname;
-    self_base = self_base.substr(self_base.rfind('/') + 1);
+// Whether list (LD_PRELOAD's or /etc/ld.so.preload's form: paths or bare names, separated by
+// colons or white space) names this library.
+bool names_self(const std::string &list, const struct stat &self, const std::string &self_base) {
     for (size_t at = 0; at <= list.size();) {
-        size_t end = list.find_first_of(": \t", at);
+        size_t end = list.find_first_of(": \t\n", at);
         end = end == std::string::npos ? list.size() : end;
         std::string entry = list.substr(at, end - at);
         at = end + 1;
@@ -313,6 +300,36 @@ bool preloaded() {
         if (entry.find('/') == std::string::npos ? entry == self_base : same_file(self, entry)) {
             return true;
         }
+    }
+    return false;
+}
+
+// Whether the loader preloaded this library (LD_PRELOAD or /etc/ld.so.preload names it), as
+// opposed to a dlopen by `bpftime inject`, which passes the segment name through
+// bpftime_agent_inject instead.
+bool preloaded() {
+    Dl_info info = {};
+    struct stat self = {};
+    if (dladdr(reinterpret_cast<void *>(&preloaded), &info) == 0 || info.dli_fname == nullptr ||
+        ::stat(info.dli_fname, &self) != 0) {
+        return true;
+    }
+    std::string self_base = info.dli_fname;
+    self_base = self_base.substr(self_base.rfind('/') + 1);
+    if (const char *env = std::getenv("LD_PRELOAD"); env != nullptr) {
+        if (names_self(env, self, self_base)) {
+            return true;
+        }
+    }
+    if (FILE *f = std::fopen("/etc/ld.so.preload", "re"); f != nullptr) {
+        std::string list;
+        char buf[512];
+        size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+            list.append(buf, n);
+        }
+        std::fclose(f);
+        return names_self(list, self, self_base);
     }
     return false;
 }
