@@ -19,13 +19,16 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -59,33 +62,34 @@ private:
 
 class agent {
 public:
-    agent() {
-        // The constructor runs in the process's main thread: this is the agent's work.
+    /// name: the segment; empty for $BPFTIME_SHM or the default.
+    explicit agent(std::string name) {
+        // The constructor runs in the thread that loads the agent (the process's main thread
+        // under LD_PRELOAD, the stopped thread under `bpftime inject`): this is the agent's work.
         probes_internal_scope own;
         syscalls_internal_scope own_syscalls;
         vm::set_engine_thread_start(mark_internal_thread);
-        name_ = store::segment_name();
+        name_ = name.empty() ? store::segment_name() : std::move(name);
         quiet_ = std::getenv("BPFTIME_AGENT_QUIET") != nullptr;
-        // Now, in the main thread, so that it is covered when syscall links come.
+        // Now, in this thread, so that it is covered when syscall links come.
         if (auto r = start_syscall_tracepoints(); !r) {
             say("system call tracepoints are not available: " + r.err().message);
         } else {
-            pthread_atfork(nullptr, nullptr, syscall_tracepoints_forked_child);
+            // A second start (inject after eject) does nothing: cover this thread again.
+            enable_syscall_tracepoints_thread();
         }
-        connect();
-        follower_ = std::thread([this] {
-            mark_internal_thread();
-            follow();
-        });
+        {
+            std::lock_guard lock(mu_);
+            connect();
+        }
+        start_follower();
     }
 
+    /// At process exit: the follower stops, the hooks stay.
     ~agent() {
         probes_internal_scope own;
         syscalls_internal_scope own_syscalls;
-        stop_ = true;
-        if (follower_.joinable()) {
-            follower_.join();
-        }
+        stop_follower();
         // The hooks stay: other threads of an exiting process may still call probed
         // functions, and the programs and hooks must outlive them.
         (void)manager_.release();
@@ -94,7 +98,57 @@ public:
     agent(const agent &) = delete;
     agent &operator=(const agent &) = delete;
 
+    /// `bpftime eject`: the follower stops, every link detaches in this process (hooks
+    /// removed, rewritten system call sites restored) and the calling thread leaves system
+    /// call interception. The process runs on as before.
+    void eject() {
+        probes_internal_scope own;
+        syscalls_internal_scope own_syscalls;
+        stop_follower();
+        std::lock_guard lock(mu_);
+        if (manager_ != nullptr) {
+            manager_->deinstantiate();
+        }
+        manager_.reset();
+        segment_.reset();
+        disable_syscall_tracepoints_thread();
+    }
+
+    const std::string &name() const { return name_; }
+
+    // fork(): the child gets a copy of this object but none of its threads. prepare() keeps
+    // the follower out of the attach manager across the fork, so the copy is consistent.
+    void before_fork() { mu_.lock(); }
+    void after_fork_parent() { mu_.unlock(); }
+    void after_fork_child() {
+        mu_.unlock();
+        // The follower object describes the parent's thread: forget it without joining.
+        (void)follower_.release();
+        stop_ = false;
+        // The copied hooks and programs count into the parent's host records: the child's
+        // follower detaches them and attaches afresh as this process.
+        forked_ = true;
+        last_message_.clear(); // the child says what it follows, as itself
+        syscalls_internal_scope own_syscalls;
+        start_follower();
+    }
+
 private:
+    void start_follower() {
+        follower_ = std::make_unique<std::thread>([this] {
+            mark_internal_thread();
+            follow();
+        });
+    }
+
+    void stop_follower() {
+        stop_ = true;
+        if (follower_ != nullptr && follower_->joinable()) {
+            follower_->join();
+        }
+        follower_.reset();
+    }
+
     void say(const std::string &message) {
         if (message == last_message_ || quiet_) {
             return;
@@ -104,6 +158,7 @@ private:
                      message.c_str());
     }
 
+    // Called with mu_ held.
     bool connect() {
         store::open_options opts;
         opts.create = false;
@@ -131,6 +186,7 @@ private:
         return true;
     }
 
+    // Called with mu_ held.
     void sync() {
         if (segment_->damaged()) {
             // Truncated under this process: the store gave the mapping zero pages instead of
@@ -153,6 +209,15 @@ private:
         auto last_try = std::chrono::steady_clock::now();
         while (!stop_) {
             std::this_thread::sleep_for(poll_interval);
+            std::lock_guard lock(mu_);
+            if (forked_) {
+                forked_ = false;
+                if (manager_ != nullptr) {
+                    manager_->deinstantiate();
+                    sync();
+                }
+                continue;
+            }
             if (manager_ == nullptr) {
                 if (std::chrono::steady_clock::now() - last_try >= reopen_interval) {
                     last_try = std::chrono::steady_clock::now();
@@ -169,19 +234,116 @@ private:
     std::string name_;
     bool quiet_ = false;
     std::string last_message_;
+    // Held by the follower around its work with the manager, and across fork().
+    std::mutex mu_;
     std::unique_ptr<attach_manager> manager_;
     std::shared_ptr<store::segment> segment_;
     std::atomic<bool> stop_{false};
-    std::thread follower_;
+    bool forked_ = false;
+    std::unique_ptr<std::thread> follower_;
 };
 
+// The running agent (nullptr before it starts and after `bpftime eject`), and what starts and
+// ejects it.
 agent *the_agent = nullptr;
+std::mutex control;
+
+void fork_prepare() {
+    control.lock();
+    if (the_agent != nullptr) {
+        the_agent->before_fork();
+    }
+}
+
+void fork_parent() {
+    if (the_agent != nullptr) {
+        the_agent->after_fork_parent();
+    }
+    control.unlock();
+}
+
+void fork_child() {
+    if (the_agent != nullptr) {
+        syscall_tracepoints_forked_child();
+        the_agent->after_fork_child();
+    }
+    control.unlock();
+}
+
+// Called with control held.
+void start_locked(const std::string &name) {
+    static bool fork_handlers = false;
+    if (!fork_handlers) {
+        fork_handlers = true;
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
+    }
+    the_agent = new agent(name);
+}
+
+bool same_file(const struct stat &a, const std::string &path) {
+    struct stat b = {};
+    return ::stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+// Whether list (LD_PRELOAD's or /etc/ld.so.preload's form: paths or bare names, separated by
+// colons or white space) names this library.
+bool names_self(const std::string &list, const struct stat &self, const std::string &self_base) {
+    for (size_t at = 0; at <= list.size();) {
+        size_t end = list.find_first_of(": \t\n", at);
+        end = end == std::string::npos ? list.size() : end;
+        std::string entry = list.substr(at, end - at);
+        at = end + 1;
+        if (entry.empty()) {
+            continue;
+        }
+        // A bare name is looked up in the library folders by the loader.
+        if (entry.find('/') == std::string::npos ? entry == self_base : same_file(self, entry)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Whether the loader preloaded this library (LD_PRELOAD or /etc/ld.so.preload names it), as
+// opposed to a dlopen by `bpftime inject`, which passes the segment name through
+// bpftime_agent_inject instead.
+bool preloaded() {
+    Dl_info info = {};
+    struct stat self = {};
+    if (dladdr(reinterpret_cast<void *>(&preloaded), &info) == 0 || info.dli_fname == nullptr ||
+        ::stat(info.dli_fname, &self) != 0) {
+        return true;
+    }
+    std::string self_base = info.dli_fname;
+    self_base = self_base.substr(self_base.rfind('/') + 1);
+    if (const char *env = std::getenv("LD_PRELOAD"); env != nullptr) {
+        if (names_self(env, self, self_base)) {
+            return true;
+        }
+    }
+    if (FILE *f = std::fopen("/etc/ld.so.preload", "re"); f != nullptr) {
+        std::string list;
+        char buf[512];
+        size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+            list.append(buf, n);
+        }
+        std::fclose(f);
+        return names_self(list, self, self_base);
+    }
+    return false;
+}
 
 __attribute__((constructor)) void start_agent() {
-    the_agent = new agent();
+    if (!preloaded()) {
+        return;
+    }
+    std::lock_guard lock(control);
+    start_locked("");
 }
 
 __attribute__((destructor)) void stop_agent() {
+    std::lock_guard lock(control);
     delete the_agent;
     the_agent = nullptr;
 }
@@ -234,4 +396,36 @@ pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*fn)(void *
         std::free(start);
     }
     return r;
+}
+
+/// `bpftime inject` calls this in a thread of the process it stopped, after dlopen: starts the
+/// agent on segment shm (empty: $BPFTIME_SHM or the default), as LD_PRELOAD would have.
+/// Returns 0, or -EEXIST when the agent already runs here (then the name of the segment it
+/// follows is copied into hosting, size bytes with the terminating zero).
+extern "C" __attribute__((visibility("default"))) int
+bpftime_agent_inject(const char *shm, char *hosting, size_t size) {
+    std::lock_guard lock(bpftime::control);
+    if (bpftime::the_agent != nullptr) {
+        if (hosting != nullptr && size > 0) {
+            std::snprintf(hosting, size, "%s", bpftime::the_agent->name().c_str());
+        }
+        return -EEXIST;
+    }
+    bpftime::start_locked(shm == nullptr ? "" : shm);
+    return 0;
+}
+
+/// `bpftime eject` calls this in a thread of the process it stopped: every link detaches here,
+/// the agent's threads end and the process runs on without it (the library stays mapped: a
+/// thread may still be returning through one of its stubs). Returns 0, or -ENOENT when the
+/// agent does not run here.
+extern "C" __attribute__((visibility("default"))) int bpftime_agent_eject() {
+    std::lock_guard lock(bpftime::control);
+    if (bpftime::the_agent == nullptr) {
+        return -ENOENT;
+    }
+    bpftime::the_agent->eject();
+    delete bpftime::the_agent;
+    bpftime::the_agent = nullptr;
+    return 0;
 }

@@ -4,6 +4,7 @@
 /// return addresses, installing and removing the patch.
 #include "bpftime/hook/inline_hook.hpp"
 
+#include "bpftime/hook/syscall_intercept.hpp"
 #include "hook_internal.hpp"
 
 #include <atomic>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <mutex>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <thread>
 #include <unistd.h>
 
@@ -61,10 +63,41 @@ struct shadow_stack {
     bool early;      // return_early was called by it
     uint64_t early_value;
     record *running; // the hook this thread dispatches for (see record::active)
-    shadow_entry entries[shadow_capacity];
+    // shadow_capacity entries, mapped at the thread's first hooked return: the thread-local
+    // block stays small enough for a library loaded by dlopen (an injected agent), which
+    // glibc must fit into the little static TLS left after start-up.
+    shadow_entry *entries;
 };
 
 thread_local shadow_stack t_shadow;
+
+// Unmaps a thread's entries when it exits; only touched when they are mapped, so the probe
+// path has no thread-local constructor check. Its system calls (and the mapping's) go through
+// the interception's gate: a system call tracepoint must not see them as the program's.
+struct shadow_release {
+    bool armed = false;
+    ~shadow_release() {
+        if (shadow_entry *e = t_shadow.entries) {
+            t_shadow.entries = nullptr;
+            t_shadow.depth = 0;
+            (void)syscall_intercept::raw_syscall(SYS_munmap, reinterpret_cast<long>(e),
+                                                 shadow_capacity * sizeof(shadow_entry));
+        }
+    }
+};
+thread_local shadow_release t_shadow_release;
+
+bool map_shadow_entries(shadow_stack &ss) {
+    const long p =
+        syscall_intercept::raw_syscall(SYS_mmap, 0, shadow_capacity * sizeof(shadow_entry),
+                                       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p < 0 && p > -4096)
+        return false;
+    ss.entries = reinterpret_cast<shadow_entry *>(p);
+    t_shadow_release.armed = true; // registers its destructor for this thread
+    return true;
+}
+
 std::atomic<uint64_t> g_missed_returns{0};
 
 // Every hook ever installed; records are never freed (their stubs may still run).
@@ -106,7 +139,7 @@ __attribute__((no_sanitize("address"))) bool entry_dispatch(record *rec, pt_regs
             frame->rax = ss.early_value;
         }
         if (want_return && rec->on_return) {
-            if (ss.depth < shadow_capacity) {
+            if (ss.depth < shadow_capacity && (ss.entries != nullptr || map_shadow_entries(ss))) {
                 auto *slot = reinterpret_cast<uintptr_t *>(frame->rsp);
                 ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec};
                 *slot = rec->return_stub;
