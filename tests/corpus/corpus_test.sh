@@ -213,6 +213,17 @@ load user "${sets[@]}"
 user_answer=$(answer user)
 check "user: $tool reports the target's calls ($user_answer)" test "$user_answer" = "$want"
 if kernel_usable; then
+  if [[ $tool == options ]]; then
+    # libbpf's objects take --set as bpftime's loader does: the same refusals, nothing loaded.
+    expect kernel-set-unknown 1 "--set nope: .*options.bpf.o has no global variable of that name \(it has: targ_kind, odd_only, scale\)" -- \
+      "$bpftime" --provider kernel load "$obj" --set nope=1
+    expect kernel-set-bool 1 "--set odd_only \(_Bool in options.rodata\): a bool is true, false, 0 or 1" -- \
+      "$bpftime" --provider kernel load "$obj" --set odd_only=2
+    expect kernel-set-range 1 "--set targ_kind \(int in options.rodata\): 4294967296 does not fit in a signed 4-byte integer" -- \
+      "$bpftime" --provider kernel load "$obj" --set targ_kind=4294967296
+    listed=$("$bpftime" --provider kernel list 2>&1)
+    check "kernel: refused loads left nothing: $listed" test "$(wc -l <<<"$listed")" -eq 1
+  fi
   load kernel "${sets[@]}"
   kernel_answer=$(answer kernel)
   check "kernel: $tool reports the target's calls ($kernel_answer)" test "$kernel_answer" = "$want"
