@@ -33,6 +33,14 @@ std::vector<attach_type_info> &types() {
          "syscalls:sys_exit_NAME",
          true, true},
         {attach_type_raw_tracepoint, "raw_tracepoint", "sys_enter or sys_exit", true, false},
+        {attach_type_kprobe, "kprobe", "FUNCTION[+OFFSET], a kernel function", false, true},
+        {attach_type_kretprobe, "kretprobe", "FUNCTION, a kernel function", false, true},
+        {attach_type_fentry, "fentry", "FUNCTION, the kernel function the program was loaded for",
+         false, true},
+        {attach_type_fexit, "fexit", "FUNCTION, the kernel function the program was loaded for",
+         false, true},
+        {attach_type_tp_btf, "tp_btf", "NAME, the raw tracepoint the program was loaded for", false,
+         true},
     };
     return table;
 }

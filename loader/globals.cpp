@@ -190,7 +190,8 @@ result<void> parse_integer(std::string_view text, uint32_t size, bool is_signed,
 
 } // namespace
 
-result<void> set_global(elf_object &obj, std::string_view assignment) {
+result<void> set_global(std::span<const global_area> areas, const std::string &path,
+                        std::string_view assignment) {
     auto eq = assignment.find('=');
     if (eq == std::string_view::npos || eq == 0) {
         return make_error(EINVAL, "--set takes NAME=VALUE or NAME[INDEX]=VALUE, not '" +
@@ -213,18 +214,18 @@ result<void> set_global(elf_object &obj, std::string_view assignment) {
         name = lhs.substr(0, open);
     }
     std::string known;
-    for (elf_map &m : obj.maps) {
+    for (const global_area &m : areas) {
         for (const elf_global &g : m.globals) {
             known += (known.empty() ? "" : ", ") + g.name;
             if (g.name != name) {
                 continue;
             }
             std::string what =
-                "--set " + std::string(lhs) + " (" + g.type_name + " in " + m.name + ")";
-            if (m.initial_value.size() < uint64_t{g.offset} + g.size) {
+                "--set " + std::string(lhs) + " (" + g.type_name + " in " + m.map_name + ")";
+            if (m.bytes.size() < uint64_t{g.offset} + g.size) {
                 return make_error(EINVAL, what + ": outside its section");
             }
-            uint8_t *at = m.initial_value.data() + g.offset;
+            uint8_t *at = m.bytes.data() + g.offset;
             switch (g.type) {
             case elf_global::kind::integer:
                 if (index) {
@@ -263,9 +264,22 @@ result<void> set_global(elf_object &obj, std::string_view assignment) {
                                              "elements of integer arrays can be set by name");
         }
     }
-    return make_error(ENOENT, "--set " + std::string(name) + ": " + obj.path +
+    return make_error(ENOENT, "--set " + std::string(name) + ": " + path +
                                   " has no global variable of that name" +
                                   (known.empty() ? " (it has none)" : " (it has: " + known + ")"));
+}
+
+result<void> set_global(elf_object &obj, std::string_view assignment) {
+    std::vector<global_area> areas;
+    for (elf_map &m : obj.maps) {
+        areas.push_back({m.name, m.globals, m.initial_value});
+    }
+    return set_global(areas, obj.path, assignment);
+}
+
+std::vector<elf_global> globals_of_btf(const btf *b, const std::string &section,
+                                       uint32_t section_size) {
+    return detail::read_globals(b, section, section_size);
 }
 
 } // namespace bpftime::loader

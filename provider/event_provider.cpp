@@ -319,6 +319,7 @@ result<loaded_object> load_object(base_event_provider &provider, const loader::e
             return undo(make_error(id.err().code, obj.path + ": " + id.err().message));
         }
         out.programs.emplace_back(*id, p.name);
+        out.sections.push_back(p.section);
         step();
     }
     return out;

@@ -11,7 +11,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -107,6 +109,23 @@ result<unique_fd> load_program(uint32_t prog_type, const std::string &name,
                              (tail.empty() ? "" : ":\n" + tail));
 }
 
+result<void> check_override_return(const std::string &what, const std::string &section,
+                                   std::span<const vm::ebpf_inst> insns) {
+    if (section.starts_with("kprobe")) {
+        return {}; // the kernel decides, by the function the kprobe is on
+    }
+    for (const vm::ebpf_inst &inst : insns) {
+        if (inst.opcode == vm::op_call && inst.src == vm::call_helper && inst.imm == 58) {
+            return make_error(EOPNOTSUPP,
+                              what + " calls override_return, which the kernel allows only in "
+                                     "kprobes of functions marked ALLOW_ERROR_INJECTION, never in "
+                                     "uprobes; making a user-space function return early is "
+                                     "user-space only (--provider user)");
+        }
+    }
+    return {};
+}
+
 result<unique_fd> open_perf_event(int32_t attach_type, const std::string &args) {
     perf_event_attr attr{};
     attr.size = sizeof attr;
@@ -146,14 +165,58 @@ result<unique_fd> open_perf_event(int32_t attach_type, const std::string &args) 
         // A USDT semaphore: the kernel counts the probe in it while attached (ref_ctr_offset,
         // PERF_UPROBE_REF_CTR_OFFSET_SHIFT).
         attr.config |= loc->semaphore_offset << 32;
+    } else if (attach_type == attach_type_kprobe || attach_type == attach_type_kretprobe) {
+        // FUNCTION[+OFFSET], through the kprobe PMU as libbpf's bpf_program__attach_kprobe.
+        std::string func = args;
+        uint64_t offset = 0;
+        if (auto plus = args.find('+'); plus != std::string::npos) {
+            func = args.substr(0, plus);
+            char *end = nullptr;
+            errno = 0;
+            offset = std::strtoull(args.c_str() + plus + 1, &end, 0);
+            if (errno != 0 || end == args.c_str() + plus + 1 || *end != '\0') {
+                return make_error(EINVAL, "kprobe target '" + args +
+                                              "': the offset is not a number (FUNCTION+OFFSET)");
+            }
+        }
+        if (func.empty()) {
+            return make_error(EINVAL, "kprobe target '" + args + "' names no kernel function");
+        }
+        const std::string pmu = "/sys/bus/event_source/devices/kprobe/";
+        auto type = read_number(pmu + "type");
+        if (!type) {
+            return make_error(ENOSYS,
+                              "the kernel has no kprobe events (" + type.err().message + ")");
+        }
+        attr.type = static_cast<uint32_t>(*type);
+        if (attach_type == attach_type_kretprobe) {
+            std::ifstream f(pmu + "format/retprobe");
+            std::string fmt;
+            unsigned bit = 0;
+            if (!(f >> fmt) || std::sscanf(fmt.c_str(), "config:%u", &bit) != 1 || bit > 63) {
+                return make_error(ENOSYS, "the kernel's kprobe events have no retprobe bit");
+            }
+            attr.config |= uint64_t{1} << bit;
+        }
+        binary = func; // the kernel reads the name during the call
+        attr.config1 = reinterpret_cast<uint64_t>(binary.c_str());
+        attr.config2 = offset;
     } else {
         return make_error(EOPNOTSUPP,
                           "attach type " + attach_type_name(attach_type) + " has no kernel event");
     }
+    const bool kernel_probe =
+        attach_type == attach_type_kprobe || attach_type == attach_type_kretprobe;
     unique_fd fd(
         static_cast<int>(::syscall(__NR_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)));
     if (!fd) {
         int e = errno;
+        if (kernel_probe && (e == ENOENT || e == EINVAL)) {
+            return make_error(e, "the kernel has no probe point at " + args +
+                                     " (a function in /proc/kallsyms that is not inlined or "
+                                     "notrace): " +
+                                     std::strerror(e));
+        }
         return make_error(e, std::string("perf_event_open: ") + std::strerror(e));
     }
     return fd;

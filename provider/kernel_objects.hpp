@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,8 +45,14 @@ result<void> probe_bpf();
 result<unique_fd> load_program(uint32_t prog_type, const std::string &name,
                                const std::vector<vm::ebpf_inst> &insns);
 
-/// A perf event for a target of attach_type (uprobe, uretprobe, tracepoint), ready for
-/// bpf_link_create(BPF_PERF_EVENT).
+/// Refuses (EOPNOTSUPP, naming `what` and the fix) a program that calls bpf_override_return
+/// outside a kprobe section: the kernel allows it only in kprobes on functions marked
+/// ALLOW_ERROR_INJECTION, never at the user-space targets this provider attaches.
+result<void> check_override_return(const std::string &what, const std::string &section,
+                                   std::span<const vm::ebpf_inst> insns);
+
+/// A perf event for a target of attach_type (uprobe, uretprobe, tracepoint, kprobe, kretprobe),
+/// ready for bpf_link_create(BPF_PERF_EVENT).
 result<unique_fd> open_perf_event(int32_t attach_type, const std::string &args);
 
 /// The kernel's id of a program, map or link.

@@ -82,11 +82,62 @@ std::string prog_type_name(uint32_t type) {
 
 // The program type an attach type needs.
 uint32_t prog_type_for(int32_t attach_type) {
-    return attach_type == attach_type_tracepoint ? BPF_PROG_TYPE_TRACEPOINT : BPF_PROG_TYPE_KPROBE;
+    switch (attach_type) {
+    case attach_type_tracepoint:
+        return BPF_PROG_TYPE_TRACEPOINT;
+    case attach_type_fentry:
+    case attach_type_fexit:
+    case attach_type_tp_btf:
+        return BPF_PROG_TYPE_TRACING;
+    default:
+        return BPF_PROG_TYPE_KPROBE;
+    }
 }
 
-// Whether program prog_id (its record prog) may run at a target of this attach type.
-result<void> check_prog_type(uint32_t prog_id, const record &prog, int32_t attach_type) {
+// The kernel's attach type of a BTF-typed tracing target (fentry, fexit, tp_btf), else 0.
+bpf_attach_type tracing_attach_type(int32_t attach_type) {
+    switch (attach_type) {
+    case attach_type_fentry:
+        return BPF_TRACE_FENTRY;
+    case attach_type_fexit:
+        return BPF_TRACE_FEXIT;
+    case attach_type_tp_btf:
+        return BPF_TRACE_RAW_TP;
+    default:
+        return static_cast<bpf_attach_type>(0);
+    }
+}
+
+// What a tracing program's section says it was loaded for: the attach type name and the
+// function or tracepoint ("fentry/do_unlinkat" -> fentry, do_unlinkat); the kernel checked the
+// program against that function's BTF, so it attaches there and nowhere else.
+std::pair<std::string, std::string> tracing_section(const std::string &section) {
+    for (const char *kind : {"fentry", "fexit", "tp_btf"}) {
+        for (const std::string &prefix : {std::string(kind) + "/", std::string(kind) + ".s/"}) {
+            if (section.starts_with(prefix)) {
+                return {kind, section.substr(prefix.size())};
+            }
+        }
+    }
+    return {};
+}
+
+// Whether program prog_id (its record prog) may run at a target of this attach type (and, for
+// tracing targets, these arguments).
+result<void> check_prog_type(uint32_t prog_id, const record &prog, int32_t attach_type,
+                             const std::string &args) {
+    if (prog.type == prog_type_for(attach_type) && tracing_attach_type(attach_type) != 0) {
+        auto [kind, where] = tracing_section(prog.section);
+        if (kind == attach_type_name(attach_type) && where == args) {
+            return {};
+        }
+        return make_error(
+            EINVAL,
+            "program " + std::to_string(prog_id) + " (" + prog.name + ") was loaded for " +
+                (kind.empty() ? std::string("section ") + prog.section : kind + " " + where) +
+                "; the kernel attaches it only there, not at " + attach_type_name(attach_type) +
+                " " + args);
+    }
     if (prog.type == prog_type_for(attach_type)) {
         return {};
     }
@@ -278,6 +329,18 @@ struct kernel_event_provider::impl {
         auto where = "link " + std::to_string(link_id) + ": program " +
                      std::to_string(link.prog_id) + " at " +
                      attach_type_name(static_cast<int32_t>(target->type)) + " " + target->args;
+        if (bpf_attach_type t = tracing_attach_type(static_cast<int32_t>(target->type)); t != 0) {
+            // The program carries its target (its BTF id); the link names only the type.
+            LIBBPF_OPTS(bpf_link_create_opts, opts);
+            opts.tracing.cookie = link.cookie;
+            unique_fd kl(bpf_link_create(prog->get(), 0, t, &opts));
+            if (!kl) {
+                int e = errno;
+                return make_error(e,
+                                  where + ": the kernel would not attach it: " + std::strerror(e));
+            }
+            return pin(kl.get(), "link", link_id);
+        }
         auto event = kernel::open_perf_event(static_cast<int32_t>(target->type), target->args);
         if (!event) {
             return make_error(event.err().code, where + ": " + event.err().message);
@@ -313,6 +376,10 @@ struct kernel_event_provider::impl {
 };
 
 kernel_event_provider::~kernel_event_provider() = default;
+
+std::shared_ptr<void> kernel_event_provider::exclusive_lock() const {
+    return std::make_shared<folder_lock>(impl_->dir.get(), true);
+}
 
 result<std::string> kernel_event_provider::folder_of(const std::string &name) {
     std::string n = name;
@@ -467,16 +534,8 @@ result<uint32_t> kernel_event_provider::create_program(const program_spec &spec)
         return make_error(E2BIG, "a program may use at most " +
                                      std::to_string(store::max_program_maps) + " maps");
     }
-    for (const vm::ebpf_inst &inst : spec.insns) {
-        if (inst.opcode == vm::op_call && inst.src == vm::call_helper && inst.imm == 58) {
-            // The kernel refuses it at every target this provider attaches: it allows
-            // bpf_override_return only in kprobes on functions marked ALLOW_ERROR_INJECTION.
-            return make_error(EOPNOTSUPP,
-                              what + " calls override_return, which the kernel allows only in "
-                                     "kprobes of functions marked ALLOW_ERROR_INJECTION, never in "
-                                     "uprobes; making a user-space function return early is "
-                                     "user-space only (--provider user)");
-        }
+    if (auto ok = kernel::check_override_return(what, spec.section, spec.insns); !ok) {
+        return ok.err();
     }
     auto lock = impl_->lock(true);
     // Map references name bpftime ids; the kernel takes file descriptors.
@@ -511,6 +570,10 @@ result<uint32_t> kernel_event_provider::create_program(const program_spec &spec)
     if (!fd) {
         return make_error(fd.err().code, what + ": " + fd.err().message);
     }
+    return adopt_program(spec, fd->get());
+}
+
+result<uint32_t> kernel_event_provider::adopt_program(const program_spec &spec, int fd) {
     auto r = std::make_unique<record>();
     r->kind = static_cast<uint32_t>(store::object_kind::program);
     r->type = spec.type;
@@ -518,7 +581,7 @@ result<uint32_t> kernel_event_provider::create_program(const program_spec &spec)
     copy_text(r->section, sizeof r->section, spec.section);
     r->nmaps = static_cast<uint32_t>(spec.map_ids.size());
     std::copy(spec.map_ids.begin(), spec.map_ids.end(), r->map_ids);
-    return impl_->add(*r, "prog", [&](uint32_t id) { return impl_->pin(fd->get(), "prog", id); });
+    return impl_->add(*r, "prog", [&](uint32_t id) { return impl_->pin(fd, "prog", id); });
 }
 
 result<uint32_t> kernel_event_provider::create_map(const map_create_spec &spec) {
@@ -557,6 +620,11 @@ result<uint32_t> kernel_event_provider::create_map(const map_create_spec &spec) 
         return make_error(e, what + ": cannot freeze it: " + std::strerror(e));
     }
     auto lock = impl_->lock(true);
+    return adopt_map(spec, fd.get());
+}
+
+result<uint32_t> kernel_event_provider::adopt_map(const map_create_spec &spec, int fd) {
+    const maps::map_spec &s = spec.spec;
     auto r = std::make_unique<record>();
     r->kind = static_cast<uint32_t>(store::object_kind::map);
     r->type = static_cast<uint32_t>(s.type);
@@ -567,7 +635,7 @@ result<uint32_t> kernel_event_provider::create_map(const map_create_spec &spec) 
     r->map_flags = static_cast<uint32_t>(s.flags);
     r->map_extra = s.map_extra;
     r->read_only = spec.read_only ? 1 : 0;
-    return impl_->add(*r, "map", [&](uint32_t id) { return impl_->pin(fd.get(), "map", id); });
+    return impl_->add(*r, "map", [&](uint32_t id) { return impl_->pin(fd, "map", id); });
 }
 
 result<uint32_t> kernel_event_provider::create_attach_target(int32_t attach_type,
@@ -615,7 +683,8 @@ result<uint32_t> kernel_event_provider::attach_program(uint32_t prog_id, uint32_
     if (!target) {
         return target.err();
     }
-    if (auto ok = check_prog_type(prog_id, *prog, static_cast<int32_t>(target->type)); !ok) {
+    if (auto ok = check_prog_type(prog_id, *prog, static_cast<int32_t>(target->type), target->args);
+        !ok) {
         return ok.err();
     }
     auto r = std::make_unique<record>();
@@ -657,7 +726,8 @@ result<void> kernel_event_provider::update_link(uint32_t link_id, uint32_t prog_
     if (!target) {
         return target.err();
     }
-    if (auto ok = check_prog_type(prog_id, *prog, static_cast<int32_t>(target->type)); !ok) {
+    if (auto ok = check_prog_type(prog_id, *prog, static_cast<int32_t>(target->type), target->args);
+        !ok) {
         return ok.err();
     }
     record next = *r;

@@ -64,8 +64,22 @@ result<section_target> section_target_of(std::string_view section) {
     if (auto rest = after({"usdt/"})) {
         return section_target{"usdt", std::string(*rest)};
     }
+    // Kernel functions (the kernel provider attaches them): kprobe/FUNC[+OFF], kretprobe/FUNC,
+    // and the BTF-typed programs, whose section names what they were loaded for.
+    for (const char *kind : {"kprobe", "kretprobe", "fentry", "fexit", "tp_btf"}) {
+        const std::string prefix = kind;
+        auto rest = after({prefix + "/", prefix + ".s/"});
+        if (!rest) {
+            continue;
+        }
+        if (rest->empty()) {
+            return none("names no kernel function");
+        }
+        return section_target{prefix, std::string(*rest)};
+    }
     return none("names no target bpftime attaches by itself (uprobe/, uretprobe/, tracepoint/, "
-                "tp/, raw_tracepoint/, raw_tp/, usdt/ do)");
+                "tp/, raw_tracepoint/, raw_tp/, usdt/, and on the kernel kprobe/, kretprobe/, "
+                "fentry/, fexit/, tp_btf/ do)");
 }
 
 result<std::vector<auto_link>> attach_by_section(base_event_provider &provider, uint32_t prog_id,

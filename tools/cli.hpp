@@ -33,13 +33,15 @@ struct global_options {
 };
 
 /// What an ELF section names to attach to, as libbpf's auto-attach reads it: the attach type
-/// ("uprobe", "uretprobe", "tracepoint", "raw_tracepoint", "usdt") and the target text.
+/// ("uprobe", "uretprobe", "tracepoint", "raw_tracepoint", "usdt", "kprobe", "kretprobe",
+/// "fentry", "fexit", "tp_btf") and the target text.
 struct section_target {
     std::string type;
     std::string args;
 };
 /// The target of a section (uprobe/BINARY:FUNC[+OFF], uretprobe/..., tracepoint/CAT/NAME,
-/// tp/..., raw_tracepoint/NAME, raw_tp/..., usdt/BINARY:PROVIDER:NAME); ENOENT with the reason
+/// tp/..., raw_tracepoint/NAME, raw_tp/..., usdt/BINARY:PROVIDER:NAME, kprobe/FUNC[+OFF],
+/// kretprobe/FUNC, fentry/FUNC, fexit/FUNC, tp_btf/NAME); ENOENT with the reason
 /// for a section that names none (a bare "uprobe", "test", /proc/self/exe, ...).
 result<section_target> section_target_of(std::string_view section);
 /// One link auto-attach made.

@@ -178,40 +178,54 @@ std::string map_details(const store::map_info &m, uint64_t entries) {
 
 int cmd_load(const global_options &g, const std::string &path, const std::vector<std::string> &sets,
              bool attach) {
-    auto obj = loader::open_elf(path);
-    if (!obj) {
-        return report(obj.err());
-    }
-    // Global variables take their values before anything is created, as a skeleton's do.
-    for (const std::string &set : sets) {
-        if (auto r = loader::set_global(*obj, set); !r) {
-            return report(r.err());
+    std::unique_ptr<base_event_provider> provider;
+    std::optional<loaded_object> loaded;
+    if (g.kernel()) {
+        // libbpf loads it as it loads any tool's object; the kernel provider records the result.
+        auto opened = open_provider(g, true);
+        if (!opened) {
+            return report(opened.err());
         }
-    }
-    auto provider = open_provider(g, true);
-    if (!provider) {
-        return report(provider.err());
-    }
-    std::optional<progress> shown;
-    shown.emplace("loading " + path, obj->maps.size() + obj->programs.size(), 1);
-    auto loaded = load_object(**provider, *obj, [&](size_t done, size_t) { shown->step(done); });
-    shown.reset(); // erases the line before the listing or the error
-    if (!loaded) {
-        return report(loaded.err());
+        provider = std::move(*opened);
+        auto made = static_cast<kernel_event_provider &>(*provider).load_file(path, sets);
+        if (!made) {
+            return report(made.err());
+        }
+        loaded = std::move(*made);
+    } else {
+        auto obj = loader::open_elf(path);
+        if (!obj) {
+            return report(obj.err());
+        }
+        // Global variables take their values before anything is created, as a skeleton's do.
+        for (const std::string &set : sets) {
+            if (auto r = loader::set_global(*obj, set); !r) {
+                return report(r.err());
+            }
+        }
+        auto opened = open_provider(g, true);
+        if (!opened) {
+            return report(opened.err());
+        }
+        provider = std::move(*opened);
+        std::optional<progress> shown;
+        shown.emplace("loading " + path, obj->maps.size() + obj->programs.size(), 1);
+        auto made = load_object(*provider, *obj, [&](size_t done, size_t) { shown->step(done); });
+        shown.reset(); // erases the line before the listing or the error
+        if (!made) {
+            return report(made.err());
+        }
+        loaded = std::move(*made);
     }
     // --attach: every program whose section names its target, as libbpf's auto-attach; one
     // line for each that does not attach, the others still do.
     json links = json::array();
     std::vector<std::string> lines;
     int status = 0;
-    for (auto &[id, name] : attach ? loaded->programs : decltype(loaded->programs){}) {
-        std::string section;
-        for (const loader::elf_program &p : obj->programs) {
-            if (p.name == name) {
-                section = p.section;
-            }
-        }
-        auto made = attach_by_section(**provider, id, section);
+    for (size_t i = 0; attach && i < loaded->programs.size(); i++) {
+        const auto &[id, name] = loaded->programs[i];
+        const std::string &section = loaded->sections[i];
+        auto made = attach_by_section(*provider, id, section);
         if (!made) {
             // A section that names nothing to attach to is not a failure, as in libbpf.
             if (made.err().code != ENOENT || section_target_of(section).ok()) {

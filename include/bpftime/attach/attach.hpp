@@ -31,6 +31,14 @@ inline constexpr int32_t attach_type_uretprobe = 4;
 inline constexpr int32_t attach_type_tracepoint = 5;
 /// Raw tracepoints: sys_enter and sys_exit in user space.
 inline constexpr int32_t attach_type_raw_tracepoint = 9;
+/// Kernel functions, attached by the kernel only: kprobes and kretprobes (FUNCTION[+OFFSET]),
+/// fentry and fexit programs (FUNCTION, the one the program was loaded for) and BTF-typed
+/// raw tracepoints (NAME, the one the program was loaded for).
+inline constexpr int32_t attach_type_kprobe = 20;
+inline constexpr int32_t attach_type_kretprobe = 21;
+inline constexpr int32_t attach_type_fentry = 22;
+inline constexpr int32_t attach_type_fexit = 23;
+inline constexpr int32_t attach_type_tp_btf = 24;
 
 /// One row of the attach type table.
 struct attach_type_info {

@@ -9,8 +9,11 @@
 #include <bpftime/vm/isa.hpp>
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
+
+struct btf;
 
 namespace bpftime::loader {
 
@@ -78,6 +81,24 @@ result<elf_object> open_elf_memory(std::span<const uint8_t> data, const std::str
 /// element of an integer array. The error names an unknown variable (listing the object's),
 /// a type that cannot be set this way, or a value that does not fit.
 result<void> set_global(elf_object &obj, std::string_view assignment);
+
+/// One global data section's bytes and variables, for set_global on an object opened some other
+/// way (the kernel provider's, opened by libbpf's bpf_object__open).
+struct global_area {
+    std::string map_name;                   ///< for messages: "prog.rodata"
+    const std::vector<elf_global> &globals; ///< its variables
+    std::span<uint8_t> bytes;               ///< its initial value, changed in place
+};
+
+/// set_global over global data areas (path names the object in messages); the same grammar,
+/// refusals and messages.
+result<void> set_global(std::span<const global_area> areas, const std::string &path,
+                        std::string_view assignment);
+
+/// The variables of global data section `section` (section_size bytes) as BTF b describes
+/// them (its DATASEC); none without BTF or without that DATASEC.
+std::vector<elf_global> globals_of_btf(const btf *b, const std::string &section,
+                                       uint32_t section_size);
 
 /// True when the bytes start like an ELF file.
 bool looks_like_elf(std::span<const uint8_t> data);

@@ -179,6 +179,7 @@ private:
 struct loaded_object {
     std::vector<std::pair<uint32_t, std::string>> maps;     ///< id, name
     std::vector<std::pair<uint32_t, std::string>> programs; ///< id, name
+    std::vector<std::string> sections; ///< each program's ELF section, in programs' order
 };
 
 /// After each map or program made: how many of the object's maps and programs are made so far,

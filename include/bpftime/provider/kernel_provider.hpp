@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace bpftime {
 
@@ -67,8 +68,23 @@ public:
     result<void> instantiate() override;
     void deinstantiate() override;
 
+    /// Loads an ELF object as libbpf loads it (bpf_object__open_file, bpf_object__load: CO-RE
+    /// relocations against the kernel's BTF, __kconfig externs, BTF ids of fentry, fexit and
+    /// tp_btf programs, every map type the kernel has) and records its maps and programs in the
+    /// catalogue under new ids, pinned as map_ID and prog_ID. sets are `--set` assignments
+    /// (loader::set_global's grammar) applied to the global data sections before the load.
+    /// On failure nothing is left: the error names the object and carries the end of libbpf's
+    /// log (the verifier's, for a refused program).
+    result<loaded_object> load_file(const std::string &path, const std::vector<std::string> &sets);
+
 private:
     kernel_event_provider() = default;
+    /// Records a kernel map or program made elsewhere (create_map, create_program, load_file)
+    /// and pins it; the caller holds the folder's exclusive lock.
+    result<uint32_t> adopt_map(const map_create_spec &spec, int fd);
+    result<uint32_t> adopt_program(const program_spec &spec, int fd);
+    /// The folder's exclusive lock, held until the returned value goes.
+    std::shared_ptr<void> exclusive_lock() const;
     struct impl;
     std::unique_ptr<impl> impl_;
     std::string folder_;
