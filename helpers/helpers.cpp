@@ -15,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <sched.h>
@@ -256,7 +257,12 @@ uint64_t inner_map_handle(uint32_t id) {
         std::array<std::pair<uint32_t, uint64_t>, 8> recent{};
         uint32_t next = 0;
     };
-    thread_local cached cache;
+    // On the heap: the library's thread-local block stays small enough for nginx to dlopen it.
+    thread_local std::unique_ptr<cached> cache_held;
+    if (cache_held == nullptr) {
+        cache_held = std::make_unique<cached>();
+    }
+    cached &cache = *cache_held;
     inner_table &t = inner_maps();
     const uint64_t epoch = t.epoch.load(std::memory_order_acquire);
     if (cache.epoch == epoch) {
