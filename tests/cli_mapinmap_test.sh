@@ -35,6 +35,8 @@ expect create-bad-value-size 1 'value_size 8: array_of_maps maps have 4-byte val
   u map create array_of_maps --value-size 8 --max-entries 4 --inner "$a"
 expect list-outer 0 "^$outer +map +outer +array_of_maps key 4 value 4 max_entries 4 entries 4 inner array key 4 value 8 max_entries 4$" -- \
   u list
+expect list-outer-json 0 '"inner":\{"type":"array","key_size":4,"value_size":8,"max_entries":4,"flags":0\}' -- \
+  u --json list
 
 expect update 0 '' -- u map update "$outer" 1 "$b"
 expect lookup 0 "^key: 01 00 00 00  inner map: $b$" -- u map lookup "$outer" 1

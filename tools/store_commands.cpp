@@ -309,6 +309,14 @@ int cmd_list(const global_options &g) {
                          {"max_entries", m.spec.max_entries},
                          {"entries", entries},
                          {"read_only", m.read_only}}});
+        if (maps::is_map_in_map(m.spec.type)) {
+            const maps::inner_map_template &t = m.spec.inner;
+            rows.back().j["inner"] = json{{"type", maps::map_type_name(t.type)},
+                                          {"key_size", t.key_size},
+                                          {"value_size", t.value_size},
+                                          {"max_entries", t.max_entries},
+                                          {"flags", t.flags}};
+        }
         kernel_id(rows.back(), listed->kernel_id(m.id), "map");
     }
     for (const auto &p : snap.programs) {
