@@ -15,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <pthread.h>
@@ -28,9 +29,17 @@
 #include <sys/uio.h>
 #include <type_traits>
 #include <unistd.h>
+#include <unordered_map>
 #include <vector>
 
 namespace bpftime::helpers {
+
+struct detail::handle_maker {
+    static std::shared_ptr<const map_handle> make(uint64_t value) {
+        return std::shared_ptr<const map_handle>(new map_handle(value));
+    }
+};
+
 namespace {
 
 using vm::run_context;
@@ -56,6 +65,9 @@ static_assert(std::is_trivially_copyable_v<maps::map_view>);
 struct handle_slot {
     std::atomic<uint32_t> seq{1}; // odd: free or being written; even: live, the generation
     maps::map_view view;
+    // A map a program reached through an outer map: its values are no region of the program
+    // until a lookup hands them out.
+    bool inner = false;
 };
 
 std::array<handle_slot, max_handles> &handle_table() {
@@ -84,12 +96,17 @@ handle_slot *slot_of(uint64_t handle, uint32_t &gen) {
     return &handle_table()[index];
 }
 
-// Copies the view of a live handle into out; false (the program stopped) when it is not one.
-bool decode(uint64_t handle, run_context *ctx, const char *helper, maps::map_view &out) {
+// Copies the view of a live handle into out (and whether it is an inner map's into inner);
+// false (the program stopped) when it is not one.
+bool decode(uint64_t handle, run_context *ctx, const char *helper, maps::map_view &out,
+            bool *inner = nullptr) {
     uint32_t gen = 0;
     handle_slot *s = slot_of(handle, gen);
     if (s != nullptr && s->seq.load(std::memory_order_acquire) == gen) {
         std::memcpy(static_cast<void *>(&out), &s->view, sizeof out);
+        if (inner != nullptr) {
+            *inner = s->inner;
+        }
         std::atomic_thread_fence(std::memory_order_acquire);
         if (s->seq.load(std::memory_order_relaxed) == gen) {
             return true;
@@ -124,19 +141,34 @@ uint64_t u64(long v) {
 
 // --- maps ---
 
+uint64_t inner_map_handle(uint32_t id);
+
 uint64_t map_lookup_elem(uint64_t map, uint64_t key, uint64_t, uint64_t, uint64_t,
                          run_context *ctx) {
     maps::map_view v;
-    if (!decode(map, ctx, "map_lookup_elem", v) ||
+    bool inner = false;
+    if (!decode(map, ctx, "map_lookup_elem", v, &inner) ||
         !readable(ctx, key, v.spec().key_size, "map_lookup_elem", "the key")) {
         return 0;
     }
     const maps::map_view *m = &v;
+    if (maps::is_map_in_map(m->spec().type)) {
+        // As Linux: the inner map, or null for an empty slot; the program passes it to the
+        // next map helper.
+        uint32_t id = m->inner_map_id(ptr(key));
+        return id == 0 ? 0 : inner_map_handle(id);
+    }
     // Values lie in the map's value area, which the program's regions already cover; the
-    // hint lets the JIT check the accesses that follow against that area first.
+    // hint lets the JIT check the accesses that follow against that area first. An inner
+    // map's values are handed out as a region of the run (once: the run keeps one copy).
     const void *value = m->lookup(ptr(key));
     if (value != nullptr) {
-        ctx->hint_region(value, m->spec().value_size);
+        if (inner) {
+            std::span<uint8_t> area = m->value_area();
+            ctx->add_region(area.data(), area.size(), true);
+        } else {
+            ctx->hint_region(value, m->spec().value_size);
+        }
     }
     return reinterpret_cast<uint64_t>(value);
 }
@@ -200,6 +232,80 @@ uint64_t ringbuf_output(uint64_t map, uint64_t data, uint64_t size, uint64_t fla
 
 std::mutex resolver_mu;
 std::shared_ptr<const map_resolver> resolver;
+
+// --- inner maps: this process's handles of the maps outer maps hold, by store id ---
+//
+// Filled on first use and kept until the map is gone (release_inner_maps) or the resolver
+// changes (another segment, whose ids may be the same numbers). Each thread keeps the handle
+// values it used last, valid while the epoch does not move, so a lookup through an outer map
+// takes no lock once the thread has seen its inner map.
+
+struct inner_table {
+    std::mutex mu;
+    std::unordered_map<uint32_t, std::shared_ptr<const map_handle>> by_id;
+    std::atomic<uint64_t> epoch{1};
+};
+inner_table &inner_maps() {
+    static auto *t = new inner_table();
+    return *t;
+}
+
+result<std::shared_ptr<const map_handle>> make_handle(const maps::map_view &view, bool inner);
+
+uint64_t inner_map_handle(uint32_t id) {
+    struct cached {
+        uint64_t epoch = 0;
+        std::array<std::pair<uint32_t, uint64_t>, 8> recent{};
+        uint32_t next = 0;
+    };
+    // On the heap: the library's thread-local block stays small enough for nginx to dlopen it.
+    thread_local std::unique_ptr<cached> cache_held;
+    if (cache_held == nullptr) {
+        cache_held = std::make_unique<cached>();
+    }
+    cached &cache = *cache_held;
+    inner_table &t = inner_maps();
+    const uint64_t epoch = t.epoch.load(std::memory_order_acquire);
+    if (cache.epoch == epoch) {
+        for (const auto &[cached_id, handle] : cache.recent) {
+            if (cached_id == id) {
+                return handle;
+            }
+        }
+    } else {
+        cache = cached{epoch, {}, 0};
+    }
+    uint64_t handle = 0;
+    {
+        std::lock_guard lock(t.mu);
+        if (auto it = t.by_id.find(id); it != t.by_id.end()) {
+            handle = it->second->value();
+        } else {
+            std::shared_ptr<const map_resolver> find;
+            {
+                std::lock_guard rlock(resolver_mu);
+                find = resolver;
+            }
+            std::optional<maps::map_view> view;
+            if (find != nullptr && *find) {
+                view = (*find)(id);
+            }
+            // A slot naming a map that is gone, or one no map may be (damaged storage): as an
+            // empty slot.
+            if (!view || maps::is_map_in_map(view->spec().type)) {
+                return 0;
+            }
+            auto h = make_handle(*view, true);
+            if (!h) {
+                return 0;
+            }
+            handle = (*h)->value();
+            t.by_id.emplace(id, std::move(*h));
+        }
+    }
+    cache.recent[cache.next++ % cache.recent.size()] = {id, handle};
+    return handle;
+}
 
 // bpf_perf_event_output for tracing programs: flags name the array's slot (BPF_F_CURRENT_CPU or
 // an index, nothing else), whose perf ring gets one sample record.
@@ -1016,7 +1122,9 @@ void register_all(vm::helper_registry &registry) {
     registry.set_run_end(end_of_run);
 }
 
-result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &view) {
+namespace {
+
+result<std::shared_ptr<const map_handle>> make_handle(const maps::map_view &view, bool inner) {
     handle_pool &p = pool();
     std::lock_guard lock(p.mu);
     uint32_t index = 0;
@@ -1033,10 +1141,42 @@ result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &
     // The slot is odd (free) here: a reader copying the view meanwhile sees the number move.
     uint32_t seq = s.seq.load(std::memory_order_relaxed);
     s.view = view;
+    s.inner = inner;
     s.seq.store(seq + 1, std::memory_order_release);
     p.live++;
     uint64_t value = handle_tag | static_cast<uint64_t>(seq + 1) << handle_index_bits | index;
-    return std::shared_ptr<const map_handle>(new map_handle(value));
+    return detail::handle_maker::make(value);
+}
+
+} // namespace
+
+result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &view) {
+    return make_handle(view, false);
+}
+
+void release_inner_maps(const std::function<bool(uint32_t id)> &exists) {
+    inner_table &t = inner_maps();
+    std::vector<std::shared_ptr<const map_handle>> gone; // released outside the lock
+    {
+        std::lock_guard lock(t.mu);
+        for (auto it = t.by_id.begin(); it != t.by_id.end();) {
+            if (!exists || !exists(it->first)) {
+                gone.push_back(std::move(it->second));
+                it = t.by_id.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        if (!gone.empty()) {
+            t.epoch.fetch_add(1, std::memory_order_acq_rel);
+        }
+    }
+}
+
+size_t inner_maps_in_use() {
+    inner_table &t = inner_maps();
+    std::lock_guard lock(t.mu);
+    return t.by_id.size();
 }
 
 map_handle::~map_handle() {
@@ -1076,8 +1216,12 @@ std::optional<vm::direct_lookup> direct_lookup_of(uint64_t handle) {
 
 void set_map_resolver(map_resolver fn) {
     auto next = fn ? std::make_shared<const map_resolver>(std::move(fn)) : nullptr;
-    std::lock_guard lock(resolver_mu);
-    resolver = std::move(next);
+    {
+        std::lock_guard lock(resolver_mu);
+        resolver = std::move(next);
+    }
+    // The ids may now be another segment's.
+    release_inner_maps(nullptr);
 }
 
 } // namespace bpftime::helpers

@@ -221,6 +221,10 @@ private:
             {BPF_MAP_TYPE_BLOOM_FILTER, "bloom_filter"},
             // Its updates carry program fds of this process; slots keep the programs' ids.
             {BPF_MAP_TYPE_PROG_ARRAY, "prog_array"},
+            // inner_map_fd names a map of this process whose spec becomes the template;
+            // updates carry map fds, slots keep the maps' ids.
+            {BPF_MAP_TYPE_ARRAY_OF_MAPS, "array_of_maps"},
+            {BPF_MAP_TYPE_HASH_OF_MAPS, "hash_of_maps"},
         };
         bool supported = std::any_of(std::begin(known), std::end(known),
                                      [&](auto &k) { return k.first == a_.map_type; });
@@ -242,7 +246,21 @@ private:
             BPF_F_RDONLY | BPF_F_WRONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG;
         spec.spec.flags = a_.map_flags & ~access;
         spec.read_only = (a_.map_flags & BPF_F_RDONLY_PROG) != 0;
-        if (a_.inner_map_fd != 0 || a_.map_ifindex != 0) {
+        if (a_.map_ifindex != 0) {
+            return fail(EINVAL);
+        }
+        if (maps::is_map_in_map(spec.spec.type)) {
+            // As the kernel: the template is taken from inner_map_fd at creation.
+            auto inner = map_of(a_.inner_map_fd);
+            if (!inner) {
+                return bad_fd(static_cast<int>(a_.inner_map_fd));
+            }
+            auto tmpl = maps::inner_template_of(inner->map.spec);
+            if (!tmpl) {
+                return store_error(tmpl.err(), "'" + spec.name + "'");
+            }
+            spec.spec.inner = *tmpl;
+        } else if (a_.inner_map_fd != 0) {
             return fail(EINVAL);
         }
         auto id = p().create_map(spec);
@@ -372,6 +390,9 @@ private:
         if (m->map.spec.type == maps::map_type::prog_array) {
             return prog_array_update(m, key);
         }
+        if (maps::is_map_in_map(m->map.spec.type)) {
+            return map_in_map_update(m, key);
+        }
         auto value = from_user(m->map, ptr<const uint8_t>(a_.value));
         if (auto r = m->view->write(key, value, a_.flags); !r) {
             return fail(r.err().code);
@@ -397,6 +418,9 @@ private:
         std::span<const uint8_t> key(ptr<const uint8_t>(a_.key), m->map.spec.key_size);
         if (auto r = m->view->erase(key); !r) {
             return fail(r.err().code);
+        }
+        if (maps::is_map_in_map(m->map.spec.type)) {
+            s_.retry_pending(); // an inner map whose fds were closed goes with its last entry
         }
         if (m->map.spec.type == maps::map_type::perf_event_array) {
             uint32_t index = 0;
@@ -462,6 +486,28 @@ private:
             !r) {
             return fail(r.err().code);
         }
+        return 0;
+    }
+
+    // The value is a map fd of the loader: the store checks the map against the outer map's
+    // template and the entry keeps its id, which a lookup gives back (as the kernel gives its
+    // map id). The map stays while an entry holds it, whatever the loader closes.
+    long map_in_map_update(const std::shared_ptr<object> &m, std::span<const uint8_t> key) {
+        int mfd = *ptr<const int>(a_.value);
+        auto inner = map_of(static_cast<uint32_t>(mfd));
+        if (!inner) {
+            if (mfd < 0 || fcntl(mfd, F_GETFD) < 0) {
+                return fail(EBADF);
+            }
+            return fail(EINVAL); // a program, link or another fd: not a map
+        }
+        if (auto r = s_.segment()->set_inner_map(m->id, key, inner->id, a_.flags); !r) {
+            if (r.err().code == EINVAL) {
+                say_once(cmd_text(cmd_) + ": " + r.err().message);
+            }
+            return fail(r.err().code);
+        }
+        s_.retry_pending(); // the entry may have released an inner map whose fds were closed
         return 0;
     }
 

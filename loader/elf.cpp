@@ -5,6 +5,7 @@
 
 #include <bpftime/loader/elf.hpp>
 
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <elf.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 namespace bpftime::loader {
 namespace {
@@ -103,6 +105,8 @@ bool supported_map_type(uint32_t type) {
     case maps::map_type::stack:
     case maps::map_type::bloom_filter:
     case maps::map_type::prog_array: // slots filled by program id after loading
+    case maps::map_type::array_of_maps:
+    case maps::map_type::hash_of_maps:
         return true;
     case maps::map_type::perf_event_array: // needs a consumer's perf events (bpftime load)
     case maps::map_type::perf_ring:        // made by the interposer only
@@ -130,6 +134,96 @@ std::vector<uint32_t> global_data_sections(const elf_image &image) {
     return out;
 }
 
+// The byte offset of the last member (`values`) of the BTF struct of .maps variable name, and
+// the variable's offset in .maps; nothing when BTF does not describe it.
+std::optional<std::pair<uint32_t, uint32_t>> values_member(const btf *b, const std::string &name) {
+    if (b == nullptr) {
+        return std::nullopt;
+    }
+    int sec_id = btf__find_by_name_kind(b, ".maps", BTF_KIND_DATASEC);
+    const btf_type *sec = sec_id > 0 ? btf__type_by_id(b, static_cast<uint32_t>(sec_id)) : nullptr;
+    if (sec == nullptr) {
+        return std::nullopt;
+    }
+    const btf_var_secinfo *vars = btf_var_secinfos(sec);
+    for (uint16_t i = 0; i < btf_vlen(sec); i++) {
+        const btf_type *var = btf__type_by_id(b, vars[i].type);
+        const char *var_name = var ? btf__name_by_offset(b, var->name_off) : nullptr;
+        if (var == nullptr || !btf_is_var(var) || var_name == nullptr || name != var_name) {
+            continue;
+        }
+        const btf_type *def = btf__type_by_id(b, var->type);
+        while (def != nullptr && (btf_is_mod(def) || btf_is_typedef(def))) {
+            def = btf__type_by_id(b, def->type);
+        }
+        if (def == nullptr || !btf_is_struct(def) || btf_vlen(def) == 0) {
+            return std::nullopt;
+        }
+        uint32_t bits = btf_member_bit_offset(def, static_cast<uint32_t>(btf_vlen(def) - 1));
+        return std::pair{vars[i].offset, bits / 8};
+    }
+    return std::nullopt;
+}
+
+// The initial inner maps of array_of_maps and hash_of_maps: .maps relocations inside a
+// definition's `values` array, each naming another map of .maps (as libbpf's init_slots).
+result<void> collect_inner_maps(bpf_object *obj, const elf_image &image, elf_object &out,
+                                const detail::map_index &index) {
+    if (index.maps_section == 0) {
+        return {};
+    }
+    const detail::elf_section &sec = image.sections[index.maps_section];
+    for (const detail::elf_reloc &r : sec.relocs) {
+        const detail::elf_symbol &target = image.symbols[r.symbol];
+        // The definition holding the relocated pointer.
+        const detail::elf_symbol *holder = nullptr;
+        for (const detail::elf_symbol &s : image.symbols) {
+            if (s.section == index.maps_section && s.type == STT_OBJECT && s.value <= r.offset &&
+                r.offset < s.value + s.size) {
+                holder = &s;
+            }
+        }
+        auto outer = holder ? index.by_name.find(holder->name) : index.by_name.end();
+        if (outer == index.by_name.end()) {
+            return make_error(EINVAL, ".maps relocation at offset " + std::to_string(r.offset) +
+                                          " lies in no map definition");
+        }
+        elf_map &m = out.maps[outer->second];
+        if (!maps::is_map_in_map(m.spec.type)) {
+            return make_error(EINVAL, "map '" + m.name + "' is a " +
+                                          maps::map_type_name(m.spec.type) +
+                                          ": only array_of_maps and hash_of_maps take maps in "
+                                          "their initialiser");
+        }
+        if (m.spec.type == maps::map_type::hash_of_maps && m.spec.key_size != 4) {
+            return make_error(EINVAL, "map '" + m.name +
+                                          "': a hash_of_maps with an initialiser needs 4-byte "
+                                          "keys (the slots are its keys), as libbpf requires");
+        }
+        auto inner = target.section == index.maps_section ? index.by_name.find(target.name)
+                                                          : index.by_name.end();
+        if (inner == index.by_name.end()) {
+            return make_error(EINVAL, "map '" + m.name + "': its initialiser names '" +
+                                          target.name + "', which is no map of .maps");
+        }
+        auto values = values_member(bpf_object__btf(obj), m.name);
+        if (!values || r.offset < uint64_t{values->first} + values->second ||
+            (r.offset - values->first - values->second) % sizeof(uint64_t) != 0) {
+            return make_error(EINVAL, "map '" + m.name +
+                                          "': a relocation in its definition is not an element "
+                                          "of its values array");
+        }
+        uint64_t slot = (r.offset - values->first - values->second) / sizeof(uint64_t);
+        if (slot >= m.spec.max_entries) {
+            return make_error(EINVAL, "map '" + m.name + "': its initialiser sets slot " +
+                                          std::to_string(slot) + ", past max_entries " +
+                                          std::to_string(m.spec.max_entries));
+        }
+        m.inner_maps.emplace_back(static_cast<uint32_t>(slot), inner->second);
+    }
+    return {};
+}
+
 result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &out,
                           detail::map_index &index) {
     std::vector<uint32_t> data_sections = global_data_sections(image);
@@ -148,11 +242,36 @@ result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &o
                                   "), which bpftime does not support (supported: hash, array, "
                                   "percpu_hash, percpu_array, cgroup_array, lru_hash, ringbuf, "
                                   "lru_percpu_hash, stack_trace, lpm_trie, queue, stack, "
-                                  "bloom_filter, prog_array)");
+                                  "bloom_filter, prog_array, array_of_maps, hash_of_maps)");
         }
-        m.spec = {static_cast<maps::map_type>(type), bpf_map__key_size(map),
-                  bpf_map__value_size(map),          bpf_map__max_entries(map),
-                  bpf_map__map_flags(map),           bpf_map__map_extra(map)};
+        m.spec = {static_cast<maps::map_type>(type),
+                  bpf_map__key_size(map),
+                  bpf_map__value_size(map),
+                  bpf_map__max_entries(map),
+                  bpf_map__map_flags(map),
+                  bpf_map__map_extra(map),
+                  {}};
+        if (maps::is_map_in_map(m.spec.type)) {
+            // libbpf reads the template from the `__array(values, struct ...)` member.
+            bpf_map *inner = bpf_map__inner_map(map);
+            if (inner == nullptr) {
+                return make_error(EINVAL, "map '" + m.name + "' is an " +
+                                              maps::map_type_name(m.spec.type) +
+                                              " without an inner map: declare its values as "
+                                              "__array(values, struct { ... })");
+            }
+            auto tmpl = maps::inner_template_of({static_cast<maps::map_type>(bpf_map__type(inner)),
+                                                 bpf_map__key_size(inner),
+                                                 bpf_map__value_size(inner),
+                                                 bpf_map__max_entries(inner),
+                                                 bpf_map__map_flags(inner),
+                                                 0,
+                                                 {}});
+            if (!tmpl) {
+                return make_error(EINVAL, "map '" + m.name + "': " + tmpl.err().message);
+            }
+            m.spec.inner = *tmpl;
+        }
         uint32_t map_index = static_cast<uint32_t>(out.maps.size());
         if (!bpf_map__is_internal(map)) {
             index.by_name.emplace(m.name, map_index);
@@ -194,7 +313,7 @@ result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &o
         }
         out.maps.push_back(std::move(m));
     }
-    return {};
+    return collect_inner_maps(obj, image, out, index);
 }
 
 result<void> collect_programs(bpf_object *obj, const elf_image &image,

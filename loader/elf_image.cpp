@@ -143,7 +143,7 @@ result<void> collect_functions(elf_image &image) {
     return {};
 }
 
-// Only relocations of code matter: those of .BTF, .BTF.ext and debug sections serve
+// Only relocations of code and .maps matter: those of .BTF, .BTF.ext and debug sections serve
 // debuggers and libbpf's own line info.
 result<void> read_relocations(Elf *elf, elf_image &image, size_t symtab) {
     for (size_t i = 1; i < image.sections.size(); i++) {
@@ -157,7 +157,8 @@ result<void> read_relocations(Elf *elf, elf_image &image, size_t symtab) {
             return corrupt("relocation section '" + rel.name + "' has no target section");
         }
         elf_section &target = image.sections[sh.sh_info];
-        if (!target.executable()) {
+        // .maps: the inner maps an array_of_maps or hash_of_maps starts with.
+        if (!target.executable() && target.name != ".maps") {
             continue;
         }
         if (rel.type == SHT_RELA || sh.sh_link != symtab) {

@@ -43,7 +43,7 @@ struct elf_section {
     uint64_t flags = 0; ///< SHF_*
     uint64_t size = 0;
     std::vector<uint8_t> bytes;    ///< the contents; empty for SHT_NOBITS
-    std::vector<elf_reloc> relocs; ///< executable sections only, sorted by offset
+    std::vector<elf_reloc> relocs; ///< executable sections and .maps only, sorted by offset
 
     bool executable() const;
     /// The relocation of the instruction at byte offset, or null.

@@ -391,6 +391,8 @@ result<void> attach_manager::instantiate() {
     for (auto it = map_handles_.begin(); it != map_handles_.end();) {
         it = by_id(snap->maps, it->first) == nullptr ? map_handles_.erase(it) : std::next(it);
     }
+    // Inner maps programs reached through outer maps, the same way.
+    helpers::release_inner_maps([&](uint32_t id) { return by_id(snap->maps, id) != nullptr; });
 
     // A damaged record may be a link of any host's, or the target that says which: every host
     // counts it as a failure of a link of unknown type (a filter then applies its fail policy).

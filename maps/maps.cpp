@@ -83,7 +83,7 @@ enum class family { array, hash, ringbuf, cgroup_array, stack_trace, queue, bloo
 // Flags Linux programs commonly set that change nothing here: maps are always preallocated,
 // there is one LRU list, and storage is always shared memory.
 constexpr uint32_t f_no_prealloc = map_no_prealloc, f_no_common_lru = 2, f_mmapable = 1024;
-constexpr uint32_t f_zero_seed = map_zero_seed;
+constexpr uint32_t f_zero_seed = map_zero_seed, f_inner_map = map_inner_map;
 constexpr uint32_t lpm_min_key_size = 4 + 1, lpm_max_key_size = 4 + 256; // Linux's bounds
 constexpr uint32_t max_key_size = 512;                                   // Linux: MAX_BPF_STACK
 constexpr uint32_t max_value_size = 1u << 20;     // a sane bound (Linux: KMALLOC_MAX_SIZE)
@@ -103,10 +103,12 @@ struct type_info {
 
 constexpr type_info type_table[] = {
     {map_type::hash, "hash", family::hash, false, f_no_prealloc, "only BPF_F_NO_PREALLOC (0x1)"},
-    {map_type::array, "array", family::array, false, f_mmapable, "only BPF_F_MMAPABLE (0x400)"},
+    {map_type::array, "array", family::array, false, f_mmapable | f_inner_map,
+     "only BPF_F_MMAPABLE (0x400) and BPF_F_INNER_MAP (0x1000)"},
     {map_type::percpu_hash, "percpu_hash", family::hash, true, f_no_prealloc,
      "only BPF_F_NO_PREALLOC (0x1)"},
-    {map_type::percpu_array, "percpu_array", family::array, true, 0, "no flags"},
+    {map_type::percpu_array, "percpu_array", family::array, true, f_inner_map,
+     "only BPF_F_INNER_MAP (0x1000)"},
     {map_type::cgroup_array, "cgroup_array", family::cgroup_array, false, 0, "no flags"},
     {map_type::lru_hash, "lru_hash", family::hash, false, f_no_common_lru,
      "only BPF_F_NO_COMMON_LRU (0x2)"},
@@ -125,7 +127,16 @@ constexpr type_info type_table[] = {
     {map_type::bloom_filter, "bloom_filter", family::bloom, false, f_zero_seed,
      "only BPF_F_ZERO_SEED (0x40)"},
     {map_type::prog_array, "prog_array", family::array, false, 0, "no flags"},
+    {map_type::array_of_maps, "array_of_maps", family::array, false, 0, "no flags"},
+    {map_type::hash_of_maps, "hash_of_maps", family::hash, false, f_no_prealloc,
+     "only BPF_F_NO_PREALLOC (0x1)"},
 };
+
+// Maps whose values are store ids of other objects: programs cannot read them as values.
+bool holds_ids(map_type type) {
+    return type == map_type::perf_event_array || type == map_type::prog_array ||
+           type == map_type::array_of_maps || type == map_type::hash_of_maps;
+}
 
 const type_info *find_type(map_type type) {
     auto it = std::find_if(std::begin(type_table), std::end(type_table),
@@ -440,6 +451,10 @@ result<void> validate_spec(const map_spec &spec) {
             return make_error(EINVAL, field("value_size", spec.value_size) + kind +
                                           "have 4-byte values (a program)");
         }
+        if (is_map_in_map(spec.type) && spec.value_size != 4) {
+            return make_error(EINVAL, field("value_size", spec.value_size) + kind +
+                                          "have 4-byte values (an inner map)");
+        }
         if ((t->fam == family::hash || t->fam == family::stack_trace) &&
             spec.max_entries > max_hash_entries) {
             return make_error(EINVAL, field("max_entries", spec.max_entries) + kind +
@@ -454,6 +469,84 @@ result<void> validate_spec(const map_spec &spec) {
     if (spec.type == map_type::lpm_trie && (spec.flags & f_no_prealloc) == 0) {
         return make_error(EINVAL, "flags " + hex(spec.flags) + ": " + kind +
                                       "need BPF_F_NO_PREALLOC (0x1), as in Linux");
+    }
+    if (!is_map_in_map(spec.type)) {
+        if (spec.inner.present()) {
+            return make_error(EINVAL, kind + "take no inner map (only array_of_maps and "
+                                             "hash_of_maps do)");
+        }
+        return {};
+    }
+    if (!spec.inner.present()) {
+        return make_error(EINVAL, kind + "need an inner map that every map put in must match "
+                                         "(BPF_MAP_CREATE's inner_map_fd; bpftime map create "
+                                         "--inner ID)");
+    }
+    const inner_map_template &in = spec.inner;
+    map_spec inner{in.type, in.key_size, in.value_size, in.max_entries, in.flags, 0, {}};
+    if (auto ok = inner_template_of(inner); !ok) {
+        return std::move(ok).err();
+    }
+    if (auto ok = validate_spec(inner); !ok) {
+        return make_error(EINVAL, "the inner map template: " + ok.err().message);
+    }
+    return {};
+}
+
+bool is_map_in_map(map_type type) {
+    return type == map_type::array_of_maps || type == map_type::hash_of_maps;
+}
+
+result<inner_map_template> inner_template_of(const map_spec &inner) {
+    if (is_map_in_map(inner.type)) {
+        return make_error(EINVAL, std::string(map_type_name(inner.type)) +
+                                      " maps cannot be inner maps: maps hold maps one level "
+                                      "deep, as in Linux");
+    }
+    if (inner.type == map_type::perf_ring || find_type(inner.type) == nullptr) {
+        return make_error(EINVAL,
+                          std::string(map_type_name(inner.type)) + " maps cannot be inner maps");
+    }
+    return inner_map_template{inner.type, inner.key_size, inner.value_size, inner.max_entries,
+                              inner.flags};
+}
+
+result<void> check_inner_map(const map_spec &outer, const map_spec &inner) {
+    if (!is_map_in_map(outer.type)) {
+        return make_error(EINVAL, std::string(map_type_name(outer.type)) + " maps hold no maps");
+    }
+    auto have = inner_template_of(inner);
+    if (!have) {
+        return std::move(have).err();
+    }
+    const inner_map_template &want = outer.inner;
+    auto differ = [](const char *what, uint64_t a, uint64_t b, bool as_hex = false) {
+        auto text = [&](uint64_t v) { return as_hex ? hex(v) : std::to_string(v); };
+        return make_error(EINVAL, std::string("its ") + what + " is " + text(a) +
+                                      ", the outer map's inner template has " + text(b));
+    };
+    if (have->type != want.type) {
+        return make_error(EINVAL, std::string("its type is ") + map_type_name(have->type) +
+                                      ", the outer map's inner template has " +
+                                      map_type_name(want.type));
+    }
+    if (have->key_size != want.key_size) {
+        return differ("key_size", have->key_size, want.key_size);
+    }
+    if (have->value_size != want.value_size) {
+        return differ("value_size", have->value_size, want.value_size);
+    }
+    if (have->flags != want.flags) {
+        return differ("flags", have->flags, want.flags, true);
+    }
+    // As Linux's array_map_meta_equal: only arrays fix max_entries, unless the template says
+    // BPF_F_INNER_MAP.
+    const bool array = info_of(want.type).fam == family::array;
+    if (array && (want.flags & f_inner_map) == 0 && have->max_entries != want.max_entries) {
+        return make_error(EINVAL, "its max_entries is " + std::to_string(have->max_entries) +
+                                      ", the outer map's inner template has " +
+                                      std::to_string(want.max_entries) +
+                                      " (BPF_F_INNER_MAP on the template lets it vary)");
     }
     return {};
 }
@@ -608,8 +701,9 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     v.layout_ = *lay;
     v.layout_.seed = h.seed;
     v.lookup_ = hash_lookup_for(spec);
-    if (spec.type == map_type::perf_event_array || spec.type == map_type::prog_array) {
-        // As Linux: programs cannot look up perf events or programs.
+    if (holds_ids(spec.type)) {
+        // As Linux: programs cannot look up perf events or programs, and a map-in-map's lookup
+        // gives a map, not a value (inner_map_id).
         v.lookup_ = [](const map_ref &, const void *) -> void * { return nullptr; };
     } else if (v.lookup_ == nullptr && (info_of(spec.type).fam == family::array ||
                                         info_of(spec.type).fam == family::hash)) {
@@ -630,14 +724,17 @@ void *map_view::lookup(const void *key) const {
 }
 
 long map_view::update(const void *key, const void *value, uint64_t flags) const {
-    if (spec_.type == map_type::perf_event_array || spec_.type == map_type::prog_array) {
-        return -EINVAL; // a perf event is added through the bpf() syscall only
+    if (holds_ids(spec_.type)) {
+        return -EINVAL; // perf events, programs and maps are added through the bpf() syscall
     }
     value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
     return update_entry(ref(), key, src, flags);
 }
 
 long map_view::remove(const void *key) const {
+    if (is_map_in_map(spec_.type)) {
+        return -EINVAL; // as Linux's verifier: programs only look up in a map-in-map
+    }
     if (spec_.type == map_type::perf_event_array || spec_.type == map_type::prog_array) {
         return perf_array_remove(ref(), key);
     }
@@ -658,7 +755,7 @@ std::span<uint8_t> map_view::value_area() const {
     auto fam = info_of(spec_.type).fam;
     if (base_ == nullptr || fam == family::ringbuf || fam == family::cgroup_array ||
         fam == family::stack_trace || fam == family::queue || fam == family::bloom ||
-        spec_.type == map_type::perf_event_array || spec_.type == map_type::prog_array) {
+        holds_ids(spec_.type)) {
         return {};
     }
     return {base_ + layout_.values, layout_.values_size};
@@ -759,8 +856,8 @@ result<std::vector<uint8_t>> map_view::read(std::span<const uint8_t> key) const 
         return stack_read(m, key.data());
     }
     uint32_t idx = find_entry(m, key.data(), false);
-    if (idx == none) {
-        return make_error(ENOENT, "no such key");
+    if (idx == none || (spec_.type == map_type::array_of_maps && inner_map_id(key.data()) == 0)) {
+        return make_error(ENOENT, "no such key"); // as Linux: an empty slot holds no map
     }
     std::vector<uint8_t> out(uint64_t{ncpus_} * spec_.value_size);
     for (uint32_t cpu = 0; cpu < ncpus_; cpu++) {
@@ -806,13 +903,24 @@ result<void> map_view::erase(std::span<const uint8_t> key) const {
     if (info_of(spec_.type).fam == family::cgroup_array) {
         return cgroup_array_erase(ref(), key);
     }
-    long rc = remove(key.data());
+    long rc = 0;
+    if (spec_.type == map_type::array_of_maps) {
+        rc = perf_array_remove(ref(), key.data());
+    } else if (spec_.type == map_type::hash_of_maps) {
+        rc = hash_remove(ref(), key.data());
+    } else {
+        rc = remove(key.data());
+    }
     if (rc == -ENOENT) {
         return make_error(ENOENT, "no such key");
     }
     if (rc == -EINVAL && spec_.type == map_type::lpm_trie) {
         return make_error(EINVAL, "the key's prefixlen is longer than the map's " +
                                       std::to_string(lpm_max_prefixlen(spec_)) + " bits");
+    }
+    if (rc == -E2BIG) {
+        return make_error(E2BIG, "index out of range (max_entries " +
+                                     std::to_string(spec_.max_entries) + ")");
     }
     if (rc < 0) {
         return make_error(static_cast<int>(-rc), info_of(spec_.type).fam == family::array

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <span>
 
 namespace bpftime {
 
@@ -209,6 +211,22 @@ public:
                                               p.err().message + ")");
             }
         }
+        if (maps::is_map_in_map(info_.spec.type)) {
+            // A value names an inner map of this store by id, as a map fd names one in Linux;
+            // the store checks it against the template under its lock.
+            if (value.size() != sizeof(uint32_t)) {
+                return make_error(EINVAL, "map " + std::to_string(info_.id) + " is an " +
+                                              maps::map_type_name(info_.spec.type) +
+                                              ": its values are inner map ids (4 bytes), not " +
+                                              std::to_string(value.size()) + " bytes");
+            }
+            if (auto k = maps::check_key(info_.spec, key, false); !k) {
+                return k;
+            }
+            uint32_t id = 0;
+            std::memcpy(&id, value.data(), sizeof id);
+            return seg_->set_inner_map(info_.id, key, id, flags);
+        }
         return view_.write(key, value, flags);
     }
     result<void> erase(std::span<const uint8_t> key) const override { return view_.erase(key); }
@@ -272,8 +290,14 @@ result<loaded_object> load_object(base_event_provider &provider, const loader::e
         for (auto it = out.programs.rbegin(); it != out.programs.rend(); ++it) {
             (void)provider.destroy_object(it->first);
         }
-        for (auto it = out.maps.rbegin(); it != out.maps.rend(); ++it) {
-            (void)provider.destroy_object(it->first);
+        // Outer maps first: a map cannot be destroyed while one holds it.
+        for (bool outer : {true, false}) {
+            for (auto it = out.maps.rbegin(); it != out.maps.rend(); ++it) {
+                size_t i = static_cast<size_t>(std::distance(it, out.maps.rend())) - 1;
+                if (maps::is_map_in_map(obj.maps[i].spec.type) == outer) {
+                    (void)provider.destroy_object(it->first);
+                }
+            }
         }
         return e;
     };
@@ -287,6 +311,35 @@ result<loaded_object> load_object(base_event_provider &provider, const loader::e
         map_ids.push_back(*id);
         out.maps.emplace_back(*id, m.name);
         step();
+    }
+    // The inner maps outer maps start with, once every map exists.
+    for (size_t i = 0; i < obj.maps.size(); i++) {
+        const loader::elf_map &m = obj.maps[i];
+        if (m.inner_maps.empty()) {
+            continue;
+        }
+        auto outer = provider.open_map(map_ids[i]);
+        if (!outer) {
+            return undo(make_error(outer.err().code,
+                                   obj.path + ": map " + m.name + ": " + outer.err().message));
+        }
+        for (const auto &[slot, inner] : m.inner_maps) {
+            if (inner >= map_ids.size()) {
+                return undo(make_error(EINVAL, obj.path + ": map " + m.name +
+                                                   " names a map the object lacks"));
+            }
+            uint32_t id = map_ids[inner];
+            auto key = std::as_bytes(std::span(&slot, 1));
+            auto value = std::as_bytes(std::span(&id, 1));
+            auto w = (*outer)->write(
+                {reinterpret_cast<const uint8_t *>(key.data()), key.size()},
+                {reinterpret_cast<const uint8_t *>(value.data()), value.size()}, maps::update_any);
+            if (!w) {
+                return undo(make_error(
+                    w.err().code, obj.path + ": map " + m.name + " slot " + std::to_string(slot) +
+                                      " (map " + obj.maps[inner].name + "): " + w.err().message));
+            }
+        }
     }
     for (const loader::elf_program &p : obj.programs) {
         program_spec spec{p.name, p.type, p.section, p.insns, {}};

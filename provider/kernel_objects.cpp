@@ -279,8 +279,8 @@ bool is_array(maps::map_type t) {
 // packed, as in user space.
 class kernel_map_access final : public map_access {
 public:
-    kernel_map_access(store::map_info info, unique_fd fd)
-        : info_(std::move(info)), fd_(std::move(fd)) {}
+    kernel_map_access(store::map_info info, unique_fd fd, inner_maps inner)
+        : info_(std::move(info)), fd_(std::move(fd)), inner_(std::move(inner)) {}
     ~kernel_map_access() override { ring_buffer__free(ring_); }
     kernel_map_access(const kernel_map_access &) = delete;
     kernel_map_access &operator=(const kernel_map_access &) = delete;
@@ -294,6 +294,14 @@ public:
         std::vector<uint8_t> raw(slot() * cpus());
         if (bpf_map_lookup_elem(fd_.get(), key.data(), raw.data()) != 0) {
             return errno == ENOENT ? make_error(ENOENT, "no such key") : failure("lookup");
+        }
+        if (maps::is_map_in_map(info_.spec.type) && inner_.id_of && raw.size() >= 4) {
+            // The kernel answers with the inner map's kernel id; users name maps by bpftime id.
+            uint32_t kernel_id = 0;
+            std::memcpy(&kernel_id, raw.data(), sizeof kernel_id);
+            uint32_t id = inner_.id_of(kernel_id);
+            std::memcpy(raw.data(), &id, sizeof id);
+            raw.resize(sizeof id);
         }
         if (!per_cpu(info_.spec.type)) {
             return raw;
@@ -320,6 +328,24 @@ public:
             }
             return make_error(EINVAL, "the value has " + std::to_string(value.size()) +
                                           " bytes, the map takes " + want);
+        }
+        if (maps::is_map_in_map(info_.spec.type) && inner_.fd_of) {
+            // BPF_MAP_UPDATE_ELEM takes an fd of the inner map, as libbpf gives it.
+            uint32_t id = 0;
+            std::memcpy(&id, value.data(), sizeof id);
+            auto inner = inner_.fd_of(id);
+            if (!inner) {
+                return inner.err();
+            }
+            int inner_fd = inner->get();
+            if (bpf_map_update_elem(fd_.get(), key.data(), &inner_fd, flags) != 0) {
+                int e = errno;
+                if (e == EEXIST || e == ENOENT || e == E2BIG) {
+                    return maps::update_error(-e, info_.spec, flags);
+                }
+                return failure("update");
+            }
+            return {};
         }
         std::vector<uint8_t> raw(slot() * cpus());
         for (uint32_t cpu = 0; cpu < (per_cpu(info_.spec.type) ? cpus() : 1); cpu++) {
@@ -522,6 +548,7 @@ private:
 
     store::map_info info_;
     unique_fd fd_;
+    inner_maps inner_;
     ring_buffer *ring_ = nullptr;
     const std::function<void(std::span<const uint8_t>)> *consumer_ = nullptr;
     uint64_t delivered_ = 0;
@@ -530,8 +557,8 @@ private:
 
 } // namespace
 
-std::unique_ptr<map_access> make_map_access(store::map_info info, unique_fd fd) {
-    return std::make_unique<kernel_map_access>(std::move(info), std::move(fd));
+std::unique_ptr<map_access> make_map_access(store::map_info info, unique_fd fd, inner_maps inner) {
+    return std::make_unique<kernel_map_access>(std::move(info), std::move(fd), std::move(inner));
 }
 
 } // namespace bpftime::kernel

@@ -8,6 +8,7 @@
 #include <bpftime/vm/isa.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -69,7 +70,16 @@ program_dump program_of(int fd);
 /// Whether kernel.bpf_stats_enabled is 1: the kernel counts runs and their time per program.
 bool stats_enabled();
 
-/// map_access over a kernel map.
-std::unique_ptr<map_access> make_map_access(store::map_info info, unique_fd fd);
+/// How map_access reaches the maps an array_of_maps or hash_of_maps holds.
+struct inner_maps {
+    /// The fd of bpftime map id, refused (with the reason) when it may not go into the map.
+    std::function<result<unique_fd>(uint32_t id)> fd_of;
+    /// The bpftime id of the map the kernel calls kernel_id (0: none).
+    std::function<uint32_t(uint32_t kernel_id)> id_of;
+};
+
+/// map_access over a kernel map; an outer map's values are bpftime map ids (inner).
+std::unique_ptr<map_access> make_map_access(store::map_info info, unique_fd fd,
+                                            inner_maps inner = {});
 
 } // namespace bpftime::kernel

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 
@@ -26,7 +27,7 @@ namespace {
 
 using kernel::unique_fd;
 
-constexpr uint32_t catalogue_version = 3;
+constexpr uint32_t catalogue_version = 4;
 constexpr uint32_t catalogue_entries = 4096;
 constexpr size_t max_args = 4095;
 
@@ -47,6 +48,9 @@ struct record {
     char section[store::max_name + 1] = {};
     char args[max_args + 1] = {}; // target
     uint64_t map_extra = 0;       // map
+    // map: an array_of_maps' or hash_of_maps' inner template (maps::inner_map_template)
+    uint32_t inner_type = 0, inner_key_size = 0, inner_value_size = 0, inner_max_entries = 0;
+    uint32_t inner_flags = 0, pad = 0;
 };
 
 // A map's record as users see it.
@@ -60,6 +64,8 @@ store::map_info map_info_of(uint32_t id, const record &r) {
     m.spec.max_entries = r.max_entries;
     m.spec.flags = r.map_flags;
     m.spec.map_extra = r.map_extra;
+    m.spec.inner = {static_cast<maps::map_type>(r.inner_type), r.inner_key_size, r.inner_value_size,
+                    r.inner_max_entries, r.inner_flags};
     m.read_only = r.read_only != 0;
     m.ncpus = static_cast<uint32_t>(std::max(libbpf_num_possible_cpus(), 1));
     return m;
@@ -264,6 +270,54 @@ struct kernel_event_provider::impl {
     }
 
     // Every object, by id.
+    // The bpftime id of the map the kernel knows by kernel_id, 0 when it is none of ours.
+    uint32_t map_of_kernel_id(uint32_t kernel_id) const {
+        for (const auto &[id, r] : all()) {
+            if (kind_of(r) != store::object_kind::map) {
+                continue;
+            }
+            if (auto fd = pinned("map", id); fd && kernel::object_id(fd->get()) == kernel_id) {
+                return id;
+            }
+        }
+        return 0;
+    }
+
+    // The outer maps that hold map id (their entries name its kernel map), by bpftime id,
+    // with the key of each entry.
+    std::vector<std::pair<uint32_t, std::vector<uint8_t>>> holders(uint32_t id) const {
+        std::vector<std::pair<uint32_t, std::vector<uint8_t>>> out;
+        auto fd = pinned("map", id);
+        if (!fd) {
+            return out;
+        }
+        uint32_t kernel_id = kernel::object_id(fd->get());
+        for (const auto &[outer, r] : all()) {
+            if (kind_of(r) != store::object_kind::map ||
+                !maps::is_map_in_map(static_cast<maps::map_type>(r.type))) {
+                continue;
+            }
+            auto ofd = pinned("map", outer);
+            if (!ofd) {
+                continue;
+            }
+            std::vector<uint8_t> key(r.key_size), next(r.key_size);
+            bool first = true;
+            for (uint32_t n = 0;
+                 n <= r.max_entries &&
+                 bpf_map_get_next_key(ofd->get(), first ? nullptr : key.data(), next.data()) == 0;
+                 n++) {
+                first = false;
+                key.swap(next);
+                uint32_t held = 0;
+                if (bpf_map_lookup_elem(ofd->get(), key.data(), &held) == 0 && held == kernel_id) {
+                    out.emplace_back(outer, key);
+                }
+            }
+        }
+        return out;
+    }
+
     std::vector<std::pair<uint32_t, record>> all() const {
         std::vector<std::pair<uint32_t, record>> out;
         uint32_t key = 0, next = 0;
@@ -593,6 +647,25 @@ result<uint32_t> kernel_event_provider::create_map(const map_create_spec &spec) 
                 .map_flags =
                     s.flags | (spec.read_only ? static_cast<uint32_t>(BPF_F_RDONLY_PROG) : 0u),
                 .map_extra = s.map_extra);
+    // An outer map takes its template from a map of that spec, as BPF_MAP_CREATE's
+    // inner_map_fd; the kernel keeps only the template, so the map goes after the call.
+    unique_fd inner_template;
+    if (maps::is_map_in_map(s.type)) {
+        if (auto ok = maps::validate_spec(s); !ok) {
+            return make_error(EINVAL, what + ": " + ok.err().message);
+        }
+        const maps::inner_map_template &t = s.inner;
+        LIBBPF_OPTS(bpf_map_create_opts, inner_opts, .map_flags = t.flags);
+        inner_template =
+            unique_fd(bpf_map_create(static_cast<bpf_map_type>(t.type), "bpftime_inner", t.key_size,
+                                     t.value_size, t.max_entries, &inner_opts));
+        if (!inner_template) {
+            int e = errno;
+            return make_error(e, what + ": the kernel refused its inner map template (" +
+                                     maps::map_type_name(t.type) + "): " + std::strerror(e));
+        }
+        opts.inner_map_fd = static_cast<uint32_t>(inner_template.get());
+    }
     unique_fd fd(bpf_map_create(static_cast<bpf_map_type>(s.type), kernel_name(spec.name).c_str(),
                                 s.key_size, s.value_size, s.max_entries, &opts));
     if (!fd) {
@@ -634,6 +707,11 @@ result<uint32_t> kernel_event_provider::adopt_map(const map_create_spec &spec, i
     r->max_entries = s.max_entries;
     r->map_flags = static_cast<uint32_t>(s.flags);
     r->map_extra = s.map_extra;
+    r->inner_type = static_cast<uint32_t>(s.inner.type);
+    r->inner_key_size = s.inner.key_size;
+    r->inner_value_size = s.inner.value_size;
+    r->inner_max_entries = s.inner.max_entries;
+    r->inner_flags = s.inner.flags;
     r->read_only = spec.read_only ? 1 : 0;
     return impl_->add(*r, "map", [&](uint32_t id) { return impl_->pin(fd, "map", id); });
 }
@@ -785,6 +863,33 @@ result<void> kernel_event_provider::destroy_object(uint32_t id) {
                                      (users.size() > 1 ? "s " : " ") + list +
                                      "; destroy those first");
     }
+    // As the store: a map an outer map holds stays until its entries go (the kernel would keep
+    // it alive, unreachable by id).
+    if (kind_of(*r) == store::object_kind::map) {
+        if (auto held = impl_->holders(id); !held.empty()) {
+            const auto &[outer, key] = held.front();
+            std::string at;
+            if (key.size() == sizeof(uint32_t)) {
+                uint32_t index = 0;
+                std::memcpy(&index, key.data(), sizeof index);
+                at = std::to_string(index);
+            } else {
+                at = "0x";
+                for (uint8_t b : key) {
+                    char buf[3];
+                    std::snprintf(buf, sizeof buf, "%02x", b);
+                    at += buf;
+                }
+            }
+            return make_error(
+                EBUSY,
+                "map " + std::to_string(id) + " is an inner map of map " + std::to_string(outer) +
+                    " (key " + at +
+                    (held.size() > 1 ? " and " + std::to_string(held.size() - 1) + " more entries"
+                                     : std::string()) +
+                    "); delete those entries or destroy map " + std::to_string(outer) + " first");
+        }
+    }
     switch (kind_of(*r)) {
     case store::object_kind::link:
         impl_->detach(id);
@@ -886,7 +991,37 @@ result<std::unique_ptr<map_access>> kernel_event_provider::open_map(uint32_t id)
     if (!fd) {
         return fd.err();
     }
-    return kernel::make_map_access(map_info_of(id, *snap_map), std::move(*fd));
+    store::map_info info = map_info_of(id, *snap_map);
+    if (!maps::is_map_in_map(info.spec.type)) {
+        return kernel::make_map_access(std::move(info), std::move(*fd));
+    }
+    // Values of outer maps are bpftime map ids: an update gives the kernel the pinned map's fd,
+    // checked against the template first so the refusal says what differs; a lookup turns the
+    // kernel's inner map id back into the bpftime id.
+    kernel::inner_maps inner;
+    inner.fd_of = [this, outer = info](uint32_t inner_id) -> result<unique_fd> {
+        auto held = impl_->lock(false);
+        auto refused = [&](int code, const std::string &why) {
+            return make_error(code, "map " + std::to_string(inner_id) + " cannot be put into map " +
+                                        std::to_string(outer.id) + " (" + outer.name + "): " + why);
+        };
+        if (inner_id == outer.id) {
+            return refused(EINVAL, "a map cannot hold itself");
+        }
+        auto r = impl_->get_kind(inner_id, store::object_kind::map);
+        if (!r) {
+            return refused(r.err().code, r.err().message);
+        }
+        if (auto ok = maps::check_inner_map(outer.spec, map_info_of(inner_id, *r).spec); !ok) {
+            return refused(EINVAL, ok.err().message);
+        }
+        return impl_->pinned("map", inner_id);
+    };
+    inner.id_of = [this](uint32_t kernel_id) -> uint32_t {
+        auto held = impl_->lock(false);
+        return impl_->map_of_kernel_id(kernel_id);
+    };
+    return kernel::make_map_access(std::move(info), std::move(*fd), std::move(inner));
 }
 
 result<void> kernel_event_provider::instantiate() {

@@ -88,7 +88,8 @@ struct alignas(64) slot {
     uint64_t revision;
     char section[64];
     // maps
-    uint32_t map_type, key_size, value_size, max_entries, map_flags, ncpus, read_only, pad1;
+    uint32_t map_type, key_size, value_size, max_entries, map_flags, ncpus, read_only;
+    uint32_t inner_type; ///< array_of_maps, hash_of_maps: the inner template's map type
     // targets
     int32_t attach_type;
     // links
@@ -96,6 +97,8 @@ struct alignas(64) slot {
     uint64_t cookie;
     // maps
     uint64_t map_extra;
+    /// array_of_maps, hash_of_maps: the rest of the inner template (maps::inner_map_template).
+    uint32_t inner_key_size, inner_value_size, inner_max_entries, inner_flags;
     counter_stripe counters[counter_stripes];
 };
 
@@ -121,11 +124,13 @@ static_assert(std::is_standard_layout_v<program_payload> &&
 // The sizes of layout version 6 (x86-64, glibc), which other processes' builds also assume.
 // (Version 4: map storage a process may mmap starts on a page, maps' storage version 3; counter
 // stripes count budget stops and run time, host records hold their own stripes. Version 5: a
-// map's slot holds its map_extra. Version 6: a host record holds its owned key.)
+// map's slot holds its map_extra. Version 6: a map's slot holds its inner map template, a host
+// record its owned key.)
 static_assert(layout_version == 6 && sizeof(header) == 192 && sizeof(slot) == 768 &&
               sizeof(counter_stripe) == 64 && sizeof(extent_header) == 64 &&
               sizeof(program_payload) == 8);
 static_assert(offsetof(slot, counters) == 256 && offsetof(slot, map_extra) == 232 &&
+              offsetof(slot, inner_type) == 204 && offsetof(slot, inner_flags) == 252 &&
               offsetof(header, stats_flags) == 72 && offsetof(header, lock) == 128);
 
 /// Counter totals of some stripes.

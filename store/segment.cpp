@@ -34,6 +34,28 @@ using namespace detail;
 
 namespace {
 
+// A record refused by the checks, as the error of a single-object read.
+error damaged_record(uint32_t id, const error &e) {
+    return make_error(e.code == EPROTO ? EPROTO : e.code,
+                      "object " + std::to_string(id) + " is damaged: " + e.message);
+}
+
+// A key as `map` commands print it: an index for 4-byte keys, else its bytes in hex.
+std::string hex_bytes(const std::vector<uint8_t> &key) {
+    if (key.size() == sizeof(uint32_t)) {
+        uint32_t index = 0;
+        std::memcpy(&index, key.data(), sizeof index);
+        return std::to_string(index);
+    }
+    std::string out = "0x";
+    for (uint8_t b : key) {
+        char buf[3];
+        std::snprintf(buf, sizeof buf, "%02x", b);
+        out += buf;
+    }
+    return out;
+}
+
 std::string shm_path(const std::string &name) {
     return "/" + name;
 }
@@ -390,6 +412,36 @@ struct segment::impl {
         return off;
     }
 
+    // The maps that hold map id (array_of_maps, hash_of_maps), with the key of each entry.
+    std::vector<std::pair<uint32_t, std::vector<uint8_t>>> holders(uint32_t id) const {
+        std::vector<std::pair<uint32_t, std::vector<uint8_t>>> out;
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            const slot &s = slots()[i];
+            if (s.state != slot_live || s.kind != static_cast<uint32_t>(object_kind::map) ||
+                !maps::is_map_in_map(static_cast<maps::map_type>(s.map_type))) {
+                continue;
+            }
+            auto m = to_map(s); // a damaged map holds nothing that can be found
+            if (!m) {
+                continue;
+            }
+            const maps::map_view &v = m->second;
+            std::vector<uint8_t> key;
+            // A walk bounded by the map's capacity: damaged storage cannot loop it.
+            for (uint64_t n = 0; n <= uint64_t{v.spec().max_entries}; n++) {
+                auto next = v.next_key(key);
+                if (!next || !*next) {
+                    break;
+                }
+                key = std::move(**next);
+                if (v.inner_map_id(key.data()) == id) {
+                    out.emplace_back(s.id, key);
+                }
+            }
+        }
+        return out;
+    }
+
     // The objects that depend on id: programs on maps, links on programs and targets.
     std::vector<uint32_t> dependents(uint32_t id) const {
         std::vector<uint32_t> out;
@@ -478,7 +530,9 @@ struct segment::impl {
                 s.value_size,
                 s.max_entries,
                 s.map_flags,
-                s.map_extra};
+                s.map_extra,
+                {static_cast<maps::map_type>(s.inner_type), s.inner_key_size, s.inner_value_size,
+                 s.inner_max_entries, s.inner_flags}};
     }
 
     // A map's record and its storage: the spec valid, the storage inside the extent, and the
@@ -856,6 +910,11 @@ result<uint32_t> segment::create_map(const std::string &name, const maps::map_sp
     sl.max_entries = spec.max_entries;
     sl.map_flags = spec.flags;
     sl.map_extra = spec.map_extra;
+    sl.inner_type = static_cast<uint32_t>(spec.inner.type);
+    sl.inner_key_size = spec.inner.key_size;
+    sl.inner_value_size = spec.inner.value_size;
+    sl.inner_max_entries = spec.inner.max_entries;
+    sl.inner_flags = spec.inner.flags;
     sl.ncpus = ncpus;
     sl.read_only = read_only ? 1 : 0;
     void *storage = impl_->payload(*off);
@@ -953,10 +1012,74 @@ result<void> segment::destroy(uint32_t id) {
                                      (users.size() > 1 ? "s " : " ") + list +
                                      "; destroy those first");
     }
+    if (s->kind == static_cast<uint32_t>(object_kind::map)) {
+        if (auto held = impl_->holders(id); !held.empty()) {
+            return make_error(
+                EBUSY,
+                "map " + std::to_string(id) + " is an inner map of map " +
+                    std::to_string(held.front().first) + " (key " + hex_bytes(held.front().second) +
+                    (held.size() > 1 ? " and " + std::to_string(held.size() - 1) + " more entries"
+                                     : std::string()) +
+                    "); delete those entries or destroy map " + std::to_string(held.front().first) +
+                    " first");
+        }
+    }
     // One store frees the slot and, with it, its extent.
     store_release(s->state, slot_free);
     impl_->bump();
     return {};
+}
+
+result<void> segment::set_inner_map(uint32_t outer_id, std::span<const uint8_t> key,
+                                    uint32_t inner_id, uint64_t flags) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto outer_slot = impl_->find_kind(outer_id, object_kind::map);
+    if (!outer_slot) {
+        return outer_slot.err();
+    }
+    auto outer = impl_->to_map(**outer_slot);
+    if (!outer) {
+        return damaged_record(outer_id, outer.err());
+    }
+    const maps::map_spec &spec = outer->first.spec;
+    auto refused = [&](int code, const std::string &why) {
+        return make_error(code, "map " + std::to_string(inner_id) + " cannot be put into map " +
+                                    std::to_string(outer_id) + " (" + outer->first.name +
+                                    "): " + why);
+    };
+    if (!maps::is_map_in_map(spec.type)) {
+        return make_error(EINVAL, "map " + std::to_string(outer_id) + " is a " +
+                                      maps::map_type_name(spec.type) +
+                                      " map, not an array_of_maps or hash_of_maps");
+    }
+    if (inner_id == outer_id) {
+        return refused(EINVAL, "a map cannot hold itself");
+    }
+    auto inner_slot = impl_->find_kind(inner_id, object_kind::map);
+    if (!inner_slot) {
+        return refused(inner_slot.err().code, inner_slot.err().message);
+    }
+    auto inner = impl_->to_map(**inner_slot);
+    if (!inner) {
+        return damaged_record(inner_id, inner.err());
+    }
+    if (auto ok = maps::check_inner_map(spec, inner->first.spec); !ok) {
+        return refused(EINVAL, ok.err().message);
+    }
+    auto value = std::as_bytes(std::span(&inner_id, 1));
+    return outer->second.write(key, {reinterpret_cast<const uint8_t *>(value.data()), value.size()},
+                               flags);
+}
+
+result<std::vector<std::pair<uint32_t, std::vector<uint8_t>>>> segment::holders(uint32_t id) const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    return impl_->holders(id);
 }
 
 result<snapshot> segment::read_all() const {
@@ -1032,16 +1155,6 @@ result<snapshot> segment::read_all() const {
     }
     return snap;
 }
-
-namespace {
-
-// A record refused by the checks, as the error of a single-object read.
-error damaged_record(uint32_t id, const error &e) {
-    return make_error(e.code == EPROTO ? EPROTO : e.code,
-                      "object " + std::to_string(id) + " is damaged: " + e.message);
-}
-
-} // namespace
 
 result<program_info> segment::program(uint32_t id) const {
     return impl_->read_object(id, object_kind::program,

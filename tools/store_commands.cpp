@@ -165,6 +165,20 @@ result<std::vector<uint8_t>> parse_bytes(const std::string &text, size_t size) {
 
 namespace {
 
+// An outer map's template: what every map put in must be.
+std::string inner_details(const maps::map_spec &s) {
+    if (!maps::is_map_in_map(s.type)) {
+        return {};
+    }
+    const maps::inner_map_template &t = s.inner;
+    char flags[24];
+    std::snprintf(flags, sizeof flags, "%#x", t.flags);
+    return std::string(" inner ") + maps::map_type_name(t.type) + " key " +
+           std::to_string(t.key_size) + " value " + std::to_string(t.value_size) + " max_entries " +
+           std::to_string(t.max_entries) +
+           (t.flags != 0 ? std::string(" flags ") + flags : std::string());
+}
+
 std::string map_details(const store::map_info &m, uint64_t entries) {
     const maps::map_spec &s = m.spec;
     if (s.type == maps::map_type::ringbuf) {
@@ -173,7 +187,7 @@ std::string map_details(const store::map_info &m, uint64_t entries) {
     return std::string(maps::map_type_name(s.type)) + " key " + std::to_string(s.key_size) +
            " value " + std::to_string(s.value_size) + " max_entries " +
            std::to_string(s.max_entries) + " entries " + std::to_string(entries) +
-           (m.read_only ? " read-only" : "");
+           (m.read_only ? " read-only" : "") + inner_details(s);
 }
 
 int cmd_load(const global_options &g, const std::string &path, const std::vector<std::string> &sets,
@@ -309,6 +323,14 @@ int cmd_list(const global_options &g) {
                          {"max_entries", m.spec.max_entries},
                          {"entries", entries},
                          {"read_only", m.read_only}}});
+        if (maps::is_map_in_map(m.spec.type)) {
+            const maps::inner_map_template &t = m.spec.inner;
+            rows.back().j["inner"] = json{{"type", maps::map_type_name(t.type)},
+                                          {"key_size", t.key_size},
+                                          {"value_size", t.value_size},
+                                          {"max_entries", t.max_entries},
+                                          {"flags", t.flags}};
+        }
         kernel_id(rows.back(), listed->kernel_id(m.id), "map");
     }
     for (const auto &p : snap.programs) {
@@ -414,6 +436,7 @@ struct map_args {
     std::string type, name;
     uint32_t key_size = 0, value_size = 0, max_entries = 0, map_flags = 0;
     uint64_t map_extra = 0;
+    uint32_t inner = 0; ///< array_of_maps, hash_of_maps: the map whose spec is the template
 };
 
 bool keyless(maps::map_type t) {
@@ -428,7 +451,16 @@ int cmd_map_create(const global_options &g, const map_args &a) {
         return report(make_error(EINVAL, "map type '" + a.type +
                                              "' is unknown (hash, array, percpu_hash, "
                                              "percpu_array, lru_hash, ringbuf, lpm_trie, queue, "
-                                             "stack, bloom_filter)"));
+                                             "stack, bloom_filter, array_of_maps, "
+                                             "hash_of_maps)"));
+    }
+    const bool outer = maps::is_map_in_map(*type);
+    if (outer != (a.inner != 0)) {
+        return report(make_error(
+            EINVAL, outer ? "map create " + a.type +
+                                " needs --inner ID: the map every map put in must match, as "
+                                "BPF_MAP_CREATE's inner_map_fd"
+                          : "--inner is for array_of_maps and hash_of_maps, not " + a.type));
     }
     auto provider = open_provider(g, true);
     if (!provider) {
@@ -436,7 +468,27 @@ int cmd_map_create(const global_options &g, const map_args &a) {
     }
     map_create_spec spec;
     spec.name = a.name.empty() ? a.type : a.name;
-    spec.spec = {*type, a.key_size, a.value_size, a.max_entries, a.map_flags, a.map_extra};
+    spec.spec = {*type, a.key_size, a.value_size, a.max_entries, a.map_flags, a.map_extra, {}};
+    if (outer) {
+        auto inner = (*provider)->open_map(a.inner);
+        if (!inner) {
+            return report(make_error(inner.err().code, "--inner " + std::to_string(a.inner) + ": " +
+                                                           inner.err().message));
+        }
+        auto tmpl = maps::inner_template_of((*inner)->info().spec);
+        if (!tmpl) {
+            return report(make_error(tmpl.err().code, "--inner " + std::to_string(a.inner) + ": " +
+                                                          tmpl.err().message));
+        }
+        spec.spec.inner = *tmpl;
+        // The values are inner map ids; an array's keys are indices.
+        if (spec.spec.value_size == 0) {
+            spec.spec.value_size = sizeof(uint32_t);
+        }
+        if (spec.spec.key_size == 0 && *type == maps::map_type::array_of_maps) {
+            spec.spec.key_size = sizeof(uint32_t);
+        }
+    }
     auto id = (*provider)->create_map(spec);
     if (!id) {
         return report(id.err());
@@ -549,6 +601,20 @@ void print_entry(const global_options &g, const store::map_info &m, const std::v
             text += (text.empty() ? "" : " ") + f;
         }
         std::printf("stack %u: %s\n", id, text.c_str());
+        return;
+    }
+    if (maps::is_map_in_map(m.spec.type) && value.size() == sizeof(uint32_t)) {
+        uint32_t inner = 0;
+        std::memcpy(&inner, value.data(), sizeof inner);
+        if (g.json) {
+            std::puts(json{{"key", hex_bytes(key.data(), key.size())},
+                           {"value", hex_bytes(value.data(), value.size())},
+                           {"inner_map", inner}}
+                          .dump()
+                          .c_str());
+            return;
+        }
+        std::printf("key: %s  inner map: %u\n", hex_bytes(key.data(), key.size()).c_str(), inner);
         return;
     }
     if (g.json) {
@@ -1176,8 +1242,12 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     create
         ->add_option("TYPE", ma.type,
                      "hash, array, percpu_hash, percpu_array, lru_hash, ringbuf, lpm_trie, "
-                     "queue, stack or bloom_filter")
+                     "queue, stack, bloom_filter, array_of_maps or hash_of_maps")
         ->required();
+    create->add_option("--inner", ma.inner,
+                       "array_of_maps, hash_of_maps: the id of a map whose type, key and value "
+                       "sizes, flags (and an array's max_entries) every map put in must have; "
+                       "update the outer map with inner map ids as values");
     create->add_option("--name", ma.name, "the map's name (default: the type)");
     create->add_option("--key-size", ma.key_size,
                        "bytes per key (0 for queue, stack, bloom_filter)");

@@ -22,6 +22,10 @@ namespace bpftime::helpers {
 /// Idempotent.
 void register_all(vm::helper_registry &registry = vm::helper_registry::global());
 
+namespace detail {
+struct handle_maker; // helpers.cpp: makes the handles
+} // namespace detail
+
 /// A map made usable from programs in this process. value() is what an lddw map reference
 /// loads into a register: an opaque handle that map and ring-buffer helpers check and decode (it
 /// is never a dereferenceable address). The handle works while this object lives; compiled
@@ -36,7 +40,7 @@ public:
     uint64_t value() const { return value_; }
 
 private:
-    friend result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &view);
+    friend struct detail::handle_maker;
     explicit map_handle(uint64_t value) : value_(value) {}
     uint64_t value_;
 };
@@ -55,8 +59,18 @@ size_t map_handles_in_use();
 /// the threads that run programs.
 using map_resolver = std::function<std::optional<maps::map_view>(uint32_t id)>;
 /// Installs this process's resolver (the attach manager installs one for its segment); an empty
-/// function removes it, and bpf_perf_event_output then finds no ring (-ENOENT).
+/// function removes it, and bpf_perf_event_output then finds no ring (-ENOENT). The resolver
+/// also finds the inner maps a lookup in an array_of_maps or hash_of_maps names: the first
+/// lookup of an inner map makes this process's handle of it, kept until release_inner_maps()
+/// says the map is gone; installing a resolver releases them all (the ids may be another
+/// segment's).
 void set_map_resolver(map_resolver fn);
+/// Releases the handles of inner maps for which exists(id) is false (all of them when exists
+/// is empty); threads that cached them look them up again. Hosts call it when they synchronise
+/// with the store, after maps were destroyed.
+void release_inner_maps(const std::function<bool(uint32_t id)> &exists);
+/// The inner maps this process holds handles of.
+size_t inner_maps_in_use();
 
 /// A program bpf_tail_call may run: an engine compiled as the calling program is (the same
 /// engine, options and helper set) and what keeps it alive.

@@ -47,6 +47,10 @@ struct elf_map {
     bool global_data = false;           ///< a .data/.rodata/.bss map
     bool read_only = false;             ///< .rodata: programs may not write it
     std::vector<elf_global> globals;    ///< global data: its variables (from BTF)
+    /// array_of_maps, hash_of_maps (spec.inner from the `__array(values, struct ...)` member):
+    /// the maps the definition's initialiser puts in, as (slot, index into elf_object::maps);
+    /// the slot is the key (4 bytes) the loader writes the inner map's id at.
+    std::vector<std::pair<uint32_t, uint32_t>> inner_maps;
 };
 
 /// A program of the object, linked: bpf-to-bpf callees from .text are appended and their

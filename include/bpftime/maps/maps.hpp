@@ -62,11 +62,19 @@ enum class map_type : uint32_t {
     /// a program (0: empty slot). Programs do not look it up or update it; bpf_tail_call runs
     /// the program a slot names.
     prog_array = 3,
+    /// BPF_MAP_TYPE_ARRAY_OF_MAPS: 4-byte keys (an index) and 4-byte values, each the store id
+    /// of an inner map (0: empty slot) that matches the map's inner template (map_spec::inner).
+    /// A program's lookup gives the inner map, usable as the map of its next helper call; the
+    /// controller reads and writes the ids.
+    array_of_maps = 12,
+    /// BPF_MAP_TYPE_HASH_OF_MAPS: as array_of_maps with keys of any size, entries that come and
+    /// go as a hash map's.
+    hash_of_maps = 13,
 };
 
 /// "hash", "array", "percpu_hash", "percpu_array", "cgroup_array", "lru_hash", "ringbuf",
 /// "perf_event_array", "perf_ring", "lru_percpu_hash", "stack_trace", "lpm_trie", "queue", "stack",
-/// "bloom_filter", "prog_array" (or "unknown").
+/// "bloom_filter", "prog_array", "array_of_maps", "hash_of_maps" (or "unknown").
 const char *map_type_name(map_type type);
 /// Parses the names above.
 std::optional<map_type> parse_map_type(std::string_view name);
@@ -82,6 +90,9 @@ inline constexpr uint64_t update_exist = 2;   ///< BPF_EXIST
 /// Map flags, as in Linux.
 inline constexpr uint32_t map_no_prealloc = 1;  ///< BPF_F_NO_PREALLOC (lpm_trie requires it)
 inline constexpr uint32_t map_zero_seed = 0x40; ///< BPF_F_ZERO_SEED (bloom_filter: hash seed 0)
+/// BPF_F_INNER_MAP: an array made to be an inner map whose template leaves max_entries free
+/// (arrays and per-CPU arrays only; a map put into an outer map carries the template's flags).
+inline constexpr uint32_t map_inner_map = 0x1000;
 /// A bloom filter's number of hash functions when map_extra leaves it 0, as Linux's.
 inline constexpr uint32_t bloom_default_hashes = 5;
 
@@ -108,6 +119,19 @@ inline constexpr uint64_t ringbuf_force_wakeup = 2; ///< BPF_RB_FORCE_WAKEUP
 /// and 4-byte values: what an update gives is a cgroup directory's fd in the updating process,
 /// as for Linux's; the slot keeps the cgroup's id (cgroup_id_of_fd). Queues, stacks and bloom
 /// filters have key_size 0.
+/// The inner map template of an array_of_maps or hash_of_maps (what Linux takes from
+/// BPF_MAP_CREATE's inner_map_fd): every map put into the outer map has this type, key size,
+/// value size and flags, and, for arrays without BPF_F_INNER_MAP, these max_entries (Linux's
+/// bpf_map_meta_equal). type 0: no template (every other map type).
+struct inner_map_template {
+    map_type type = map_type{};
+    uint32_t key_size = 0;
+    uint32_t value_size = 0;
+    uint32_t max_entries = 0;
+    uint32_t flags = 0;
+    bool present() const { return static_cast<uint32_t>(type) != 0; }
+};
+
 struct map_spec {
     map_type type = map_type::array;
     uint32_t key_size = 0;
@@ -117,7 +141,20 @@ struct map_spec {
     /// BPF_MAP_CREATE's map_extra: a bloom filter's number of hash functions in the low 4 bits
     /// (0: bloom_default_hashes); 0 for every other type.
     uint64_t map_extra = 0;
+    /// array_of_maps, hash_of_maps: the inner map template (required); absent for other types.
+    inner_map_template inner;
 };
+
+/// Whether a map type holds other maps (array_of_maps, hash_of_maps).
+bool is_map_in_map(map_type type);
+/// The template a map of this spec makes as the inner map of an outer map (Linux's
+/// bpf_map_meta_alloc): EINVAL when it is itself a map-in-map or a type bpftime does not put
+/// into outer maps (perf_ring), naming the type.
+result<inner_map_template> inner_template_of(const map_spec &inner);
+/// Checks that a map of spec `inner` may be put into the outer map `outer` (its template),
+/// as Linux's map_meta_equal: EINVAL naming the first field that differs and both values, or
+/// that the map is a map-in-map.
+result<void> check_inner_map(const map_spec &outer, const map_spec &inner);
 
 /// Checks a spec: known type, sizes the type accepts (array keys are 4 bytes, ...), limits.
 /// The error says which field is wrong and why.
@@ -320,6 +357,10 @@ public:
     /// prog_array: the store id of the program in slot index, or a negative errno: -E2BIG for
     /// an index out of range, -ENOENT for an empty slot, -EINVAL for another map type.
     long prog_array_id(uint32_t index) const;
+    /// array_of_maps, hash_of_maps, as a program's lookup sees them: the store id of the inner
+    /// map of key (key_size bytes), 0 when there is none (an empty slot, an absent key or
+    /// another map type).
+    uint32_t inner_map_id(const void *key) const;
     /// perf_ring: appends one PERF_RECORD_SAMPLE carrying size bytes of raw data (padded to 8
     /// bytes as Linux does), first a PERF_RECORD_LOST when records were lost since the last one
     /// placed. 0, or a negative errno with the record counted as lost: -ENOSPC when the ring is

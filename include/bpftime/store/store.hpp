@@ -14,7 +14,9 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bpftime::store {
@@ -305,8 +307,19 @@ public:
     result<uint32_t> create_link(const std::string &name, uint32_t prog_id, uint32_t target_id,
                                  bool enabled, uint64_t cookie = 0);
     result<void> set_link_enabled(uint32_t id, bool enabled);
-    /// Destroys any object; refused while another object depends on it.
+    /// Destroys any object; refused while another object depends on it (a map while an
+    /// array_of_maps or hash_of_maps holds it, naming that map).
     result<void> destroy(uint32_t id);
+    /// array_of_maps, hash_of_maps: puts map inner_id at key of map outer_id (flags:
+    /// maps::update_any, update_noexist, update_exist), as BPF_MAP_UPDATE_ELEM with an inner
+    /// map's fd. EINVAL when inner_id is not a map, is outer_id, or does not match the outer
+    /// map's inner template (the message names the field); ENOENT when either map is gone. The
+    /// inner map cannot be destroyed while it is held; hosts' programs see the new map at
+    /// their next lookup.
+    result<void> set_inner_map(uint32_t outer_id, std::span<const uint8_t> key, uint32_t inner_id,
+                               uint64_t flags);
+    /// The maps that hold map id, as (outer map id, key) pairs.
+    result<std::vector<std::pair<uint32_t, std::vector<uint8_t>>>> holders(uint32_t id) const;
 
     // --- readers ---
     // Everything read from the segment is checked before use (offsets, sizes and counts
