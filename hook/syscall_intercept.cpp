@@ -152,6 +152,16 @@ void put64(uint8_t *at, uint64_t v) {
 
 // --- The dispatcher ---------------------------------------------------------------------------
 
+// wanted_table: 0 not wanted, else want_call, plus want_exit when the exit handlers run too.
+constexpr uint8_t want_call = 1, want_exit = 2;
+
+bool exit_wanted(uint64_t nr) {
+    if (nr < table_size) {
+        return (__atomic_load_n(&wanted_table[nr], __ATOMIC_RELAXED) & want_exit) != 0;
+    }
+    return true;
+}
+
 bool is_wanted(uint64_t nr) {
     if (nr < table_size) {
         return __atomic_load_n(&wanted_table[nr], __ATOMIC_RELAXED) != 0;
@@ -219,16 +229,16 @@ outcome dispatch(pt_regs &regs, bool from_signal) {
         h.enter(h.user, &regs);
     }
     --t_depth;
+    const bool exit = h.exit != nullptr && exit_wanted(nr);
     if (native) {
-        return h.exit != nullptr && exit_kind(nr) < n_exit_kinds ? outcome::native_then_exit
-                                                                 : outcome::native;
+        return exit && exit_kind(nr) < n_exit_kinds ? outcome::native_then_exit : outcome::native;
     }
     regs.rax = static_cast<uint64_t>(perform(regs));
-    ++t_depth;
-    if (h.exit != nullptr) {
+    if (exit) {
+        ++t_depth;
         h.exit(h.user, &regs);
+        --t_depth;
     }
-    --t_depth;
     return outcome::done;
 }
 
@@ -1199,9 +1209,10 @@ bool thread_internal() {
     return t_internal;
 }
 
-void set_wanted(uint64_t nr, bool wanted) {
+void set_wanted(uint64_t nr, bool wanted, bool with_exit) {
     if (nr < table_size) {
-        __atomic_store_n(&wanted_table[nr], wanted ? 1 : 0, __ATOMIC_RELAXED);
+        const uint8_t v = !wanted ? 0 : with_exit ? want_call | want_exit : want_call;
+        __atomic_store_n(&wanted_table[nr], v, __ATOMIC_RELAXED);
         __atomic_store_n(&thunk_table[nr], wanted || is_clone(nr) ? 1 : 0, __ATOMIC_RELAXED);
     }
 }

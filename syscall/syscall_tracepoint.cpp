@@ -176,10 +176,11 @@ private:
     }
 
     void update_wanted() {
-        const bool all = raw_enter_.load() != nullptr || raw_exit_.load() != nullptr ||
-                         all_enter_.load() != nullptr || all_exit_.load() != nullptr;
+        const bool all_exits = raw_exit_.load() != nullptr || all_exit_.load() != nullptr;
+        const bool all = all_exits || raw_enter_.load() != nullptr || all_enter_.load() != nullptr;
         for (uint32_t nr = 0; nr < n_numbers; ++nr) {
-            si::set_wanted(nr, all || enter_[nr].load() != nullptr || exit_[nr].load() != nullptr);
+            const bool exit = all_exits || exit_[nr].load() != nullptr;
+            si::set_wanted(nr, all || exit || enter_[nr].load() != nullptr, exit);
         }
         si::set_wanted_above(all);
     }

@@ -79,8 +79,9 @@ void set_thread_internal(bool internal);
 /// Whether the calling thread is marked internal.
 bool thread_internal();
 
-/// Marks system call nr as wanted (or not): a wanted number runs the handlers.
-void set_wanted(uint64_t nr, bool wanted);
+/// Marks system call nr as wanted (or not): a wanted number runs the enter handler, and the
+/// exit handler unless with_exit is false (nothing to run there: the call costs less).
+void set_wanted(uint64_t nr, bool wanted, bool with_exit = true);
 /// Numbers at or above table_size (none on x86-64 today) count as wanted.
 void set_wanted_above(bool wanted);
 
