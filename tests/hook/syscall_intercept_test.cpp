@@ -313,4 +313,42 @@ TEST_F(SyscallIntercept, RewrittenSitesKeepRegistersAndFlagsAsTheKernelDoes) {
     EXPECT_EQ(hooked.r15, reinterpret_cast<uintptr_t>(&hooked)); // the pointer it wrote through
 }
 
+// A clone through code no symbol covers: the fallback runs the call from a gate stub, then the
+// exit handler in the parent (the child's pid) and in the child (0), as the kernel reports it.
+TEST_F(SyscallIntercept, CloneExitsRunInParentAndChildThroughTheFallback) {
+    ASSERT_TRUE(syscall_intercept::arm());
+    syscall_intercept::set_wanted(SYS_clone, true);
+    void *page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(page, MAP_FAILED);
+    const uint8_t code[] = {
+        0xB8, SYS_clone, 0,    0, 0, // mov eax, SYS_clone
+        0xBF, SIGCHLD,   0,    0, 0, // mov edi, SIGCHLD (a fork)
+        0x31, 0xF6,                  // xor esi, esi
+        0x31, 0xD2,                  // xor edx, edx
+        0x45, 0x31,      0xD2,       // xor r10d, r10d
+        0x45, 0x31,      0xC0,       // xor r8d, r8d
+        0x0F, 0x05,                  // syscall
+        0xC3,                        // ret
+    };
+    std::memcpy(page, code, sizeof code);
+    ASSERT_EQ(mprotect(page, 4096, PROT_READ | PROT_EXEC), 0);
+    auto fn = reinterpret_cast<long (*)()>(page);
+    const uint64_t trapped = syscall_intercept::trapped_calls();
+    const long child = fn();
+    if (child == 0) {
+        // The child's own copy of the counts: one exit, with 0.
+        _exit(g_seen.exits[SYS_clone].load() == 1 && g_seen.last_ret.load() == 0 ? 0 : 1);
+    }
+    ASSERT_GT(child, 0);
+    EXPECT_EQ(g_seen.enters[SYS_clone].load(), 1u);
+    EXPECT_EQ(g_seen.exits[SYS_clone].load(), 1u);
+    EXPECT_EQ(g_seen.last_ret.load(), child);
+    EXPECT_EQ(syscall_intercept::trapped_calls() - trapped, 1u);
+    int status = -1;
+    ASSERT_EQ(waitpid(static_cast<pid_t>(child), &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "the child did not see its own exit with 0 (status " << status << ")";
+    munmap(page, 4096);
+}
+
 } // namespace
