@@ -872,9 +872,11 @@ private:
             return raw_tracepoint_link(prog, prog->btf_tracepoint, 0);
         }
         const std::string name(name_ptr, strnlen(name_ptr, 128));
-        if (!prog->btf_tracepoint.empty() && name != prog->btf_tracepoint) {
+        if (!prog->btf_tracepoint.empty()) {
+            // As the kernel: a tp_btf program's tracepoint is the one its BTF id names.
             say_once("program " + std::to_string(prog->id) + " is a tp_btf program of " +
-                     prog->btf_tracepoint + "; it cannot go to raw tracepoint " + name);
+                     prog->btf_tracepoint + ": BPF_RAW_TRACEPOINT_OPEN takes no name for it (" +
+                     name + " given)");
             return fail(EINVAL);
         }
         return raw_tracepoint_link(prog, name, 0);
