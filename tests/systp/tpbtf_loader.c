@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // A libbpf loader of tpbtf_count.bpf.o: loads it, counts process PID, attaches getpid_enter
 // and getpid_exit with bpf_program__attach_trace (BPF_LINK_CREATE with BPF_TRACE_RAW_TP), tries
-// the same command on the plain raw_tp program (and prints the error), prints "attached"; on
-// SIGINT prints "enters N exits N" and exits 0.
+// the same command on the plain raw_tp program and BPF_RAW_TRACEPOINT_OPEN with a name on a
+// tp_btf program (and prints the errors), prints "attached"; on SIGINT prints
+// "enters N exits N" and exits 0.
 // Usage: tpbtf_loader OBJECT PID
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -51,6 +52,10 @@ int main(int argc, char **argv) {
     struct bpf_program *plain = bpf_object__find_program_by_name(obj, "plain_raw");
     int fd = bpf_link_create(bpf_program__fd(plain), 0, BPF_TRACE_RAW_TP, NULL);
     printf("plain raw_tp link_create: %s\n", fd >= 0 ? "accepted" : strerror(errno));
+    fd = bpf_raw_tracepoint_open(
+        "sys_enter", bpf_program__fd(bpf_object__find_program_by_name(obj, "getpid_enter")));
+    printf("named raw_tracepoint_open of a tp_btf program: %s\n",
+           fd >= 0 ? "accepted" : strerror(errno));
     printf("attached\n");
     fflush(stdout);
     int sig = 0;

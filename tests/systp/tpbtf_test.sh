@@ -2,7 +2,8 @@
 # tp_btf programs through libbpf, which attaches them with BPF_LINK_CREATE and BPF_TRACE_RAW_TP:
 # tpbtf_loader (libbpf called directly) under `bpftime load` counts the getpid() calls of
 # systp_target under `bpftime start` at sys_enter and sys_exit; the same command on a plain
-# raw_tp program is refused. Then the same loader on the kernel against
+# raw_tp program is refused, and so is BPF_RAW_TRACEPOINT_OPEN naming a tp_btf program's
+# tracepoint. Then the same loader on the kernel against
 # the plain target (skipped where the kernel refuses eBPF): the same lines.
 # Usage: tpbtf_test.sh BPFTIME OBJECTS_DIR TARGET LOADER
 set -uo pipefail
@@ -79,8 +80,10 @@ check bpftime-plain-raw-tp-is-EFAULT grep -qx 'plain raw_tp link_create: Bad add
   "$work/bpftime.loader"
 check bpftime-names-what-to-use grep -q 'BPF_TRACE_RAW_TP takes a tp_btf program' \
   "$work/bpftime.loader"
+check bpftime-named-open-of-tp-btf-is-EINVAL \
+  grep -qx 'named raw_tracepoint_open of a tp_btf program: Invalid argument' "$work/bpftime.loader"
 if run kernel; then
-  check bpftime-and-kernel-agree diff <(grep '^enters\|^plain' "$work/bpftime.loader") \
-    <(grep '^enters\|^plain' "$work/kernel.loader")
+  check bpftime-and-kernel-agree diff <(grep '^enters\|^plain\|^named' "$work/bpftime.loader") \
+    <(grep '^enters\|^plain\|^named' "$work/kernel.loader")
 fi
 finish
