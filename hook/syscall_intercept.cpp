@@ -18,6 +18,7 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
+#include <iterator>
 #include <link.h>
 #include <mutex>
 #include <optional>
@@ -47,6 +48,8 @@
 
 extern "C" __attribute__((visibility("hidden"))) void
 bpftime_syscall_site_entry(bpftime::pt_regs *frame);
+extern "C" __attribute__((visibility("hidden"))) void
+bpftime_syscall_native_exit_entry(bpftime::pt_regs *frame);
 
 namespace bpftime::syscall_intercept {
 
@@ -57,15 +60,23 @@ namespace {
 // The gate: one region, the range Syscall User Dispatch always lets through. It holds the
 // dispatcher's `syscall` (raw_fn), the SIGSYS handler's restorer, the common stub and the
 // stubs that run a call natively with the application's registers. Mapped twice from a memfd:
-// executable here, writable at gate_rw (never both in one mapping).
-constexpr size_t gate_size = 8 << 20;
-constexpr size_t raw_fn_at = 0, restorer_at = 64, common_at = 128, native_first = 8192;
+// executable here, writable at gate_rw (never both in one mapping; pages never written are
+// never backed).
+constexpr size_t gate_size = 16 << 20;
+constexpr size_t raw_fn_at = 0, restorer_at = 64, common_at = 128, after_at = 4096;
+constexpr size_t native_first = 8192;
 constexpr size_t native_stub_size = 64;
 constexpr size_t native_capacity = (gate_size - native_first) / native_stub_size;
-// Rewritten sites own the last 2 * max_sites stubs (a plain one and one for clone each);
-// returns seen by the fallback hash into the rest.
+// The system calls that run natively and can return (to both sides for the first four): their
+// exit handlers run from a stub that calls the dispatcher after the `syscall`.
+constexpr long exit_after_native[] = {SYS_clone, SYS_clone3, SYS_fork, SYS_vfork};
+constexpr size_t n_exit_kinds = std::size(exit_after_native);
+// Rewritten sites own the last stubs_per_site * max_sites stubs (a plain one, one for clone,
+// and one running the exit handlers for each of exit_after_native); returns seen by the
+// fallback hash into the rest.
 constexpr size_t max_sites = 1 << 14;
-constexpr size_t hash_capacity = native_capacity - 2 * max_sites;
+constexpr size_t stubs_per_site = 2 + n_exit_kinds;
+constexpr size_t hash_capacity = native_capacity - stubs_per_site * max_sites;
 
 uintptr_t gate = 0;
 uint8_t *gate_rw = nullptr;
@@ -84,7 +95,30 @@ std::atomic<bool> wanted_high{false};
 handlers g_handlers;
 std::atomic<bool> started{false};
 std::atomic<bool> is_armed{false};
-std::atomic<uint64_t> n_trapped{0}, n_rewritten{0};
+std::atomic<uint64_t> n_trapped{0};
+
+// Calls through rewritten sites, counted without a locked add on the hot path: each thread
+// owns a slot it alone writes (plain relaxed load and store); the total sums the slots. Threads
+// past the slots share the last one's atomic add.
+constexpr size_t rewritten_slots = 4096;
+std::atomic<uint64_t> rewritten_by_thread[rewritten_slots];
+std::atomic<size_t> rewritten_next{0};
+__attribute__((tls_model("initial-exec"))) thread_local std::atomic<uint64_t> *t_rewritten =
+    nullptr;
+
+void count_rewritten() {
+    std::atomic<uint64_t> *slot = t_rewritten;
+    if (slot == nullptr) [[unlikely]] {
+        const size_t i = rewritten_next.fetch_add(1, std::memory_order_relaxed);
+        slot = t_rewritten = &rewritten_by_thread[std::min(i, rewritten_slots - 1)];
+        if (i >= rewritten_slots - 1) {
+            slot->fetch_add(1, std::memory_order_relaxed);
+            t_rewritten = nullptr; // shared: always the atomic add
+            return;
+        }
+    }
+    slot->store(slot->load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
 
 // Native stubs by the address they return to: keys claimed with a CAS, the code written, then
 // ready set; lookups in a signal handler allocate nothing.
@@ -97,6 +131,7 @@ struct site_slot {
     uintptr_t resume;       // the trampoline's copy of what follows the `syscall`
     uintptr_t native;       // a gate stub: `syscall`, then jump to resume
     uintptr_t native_clone; // the same for clone and clone3 (see write_clone_stub)
+    // Then, stub by stub, those of exit_after_native (see write_exit_stub).
 };
 site_slot *site_slots = nullptr;
 
@@ -116,6 +151,16 @@ void put64(uint8_t *at, uint64_t v) {
 }
 
 // --- The dispatcher ---------------------------------------------------------------------------
+
+// wanted_table: 0 not wanted, else want_call, plus want_exit when the exit handlers run too.
+constexpr uint8_t want_call = 1, want_exit = 2;
+
+bool exit_wanted(uint64_t nr) {
+    if (nr < table_size) {
+        return (__atomic_load_n(&wanted_table[nr], __ATOMIC_RELAXED) & want_exit) != 0;
+    }
+    return true;
+}
 
 bool is_wanted(uint64_t nr) {
     if (nr < table_size) {
@@ -149,35 +194,52 @@ long perform(const pt_regs &r) {
                   static_cast<long>(r.r9));
 }
 
-// Runs the handlers around one call. Returns true when the call must run natively (regs
-// unchanged); else regs.rax holds the result.
-bool dispatch(pt_regs &regs, bool from_signal) {
+// Which of exit_after_native nr is, or n_exit_kinds.
+size_t exit_kind(uint64_t nr) {
+    for (size_t k = 0; k < n_exit_kinds; ++k)
+        if (nr == static_cast<uint64_t>(exit_after_native[k]))
+            return k;
+    return n_exit_kinds;
+}
+
+enum class outcome {
+    done,             // regs.rax holds the result
+    native,           // the call must run natively (regs unchanged)
+    native_then_exit, // the same, then the exit handlers (a stub of write_exit_stub)
+};
+
+// Runs the handlers around one call.
+outcome dispatch(pt_regs &regs, bool from_signal) {
     const uint64_t nr = regs.orig_rax;
     const bool native = runs_natively(nr, from_signal);
     const handlers h = g_handlers;
     if (t_internal || t_depth > 0 || !is_wanted(nr)) {
         if (native) {
-            return true;
+            return outcome::native;
         }
         regs.rax = static_cast<uint64_t>(perform(regs));
-        return false;
+        return outcome::done;
     }
-    (from_signal ? n_trapped : n_rewritten).fetch_add(1, std::memory_order_relaxed);
+    if (from_signal)
+        n_trapped.fetch_add(1, std::memory_order_relaxed);
+    else
+        count_rewritten();
     ++t_depth;
     if (h.enter != nullptr) {
         h.enter(h.user, &regs);
     }
     --t_depth;
+    const bool exit = h.exit != nullptr && exit_wanted(nr);
     if (native) {
-        return true;
+        return exit && exit_kind(nr) < n_exit_kinds ? outcome::native_then_exit : outcome::native;
     }
     regs.rax = static_cast<uint64_t>(perform(regs));
-    ++t_depth;
-    if (h.exit != nullptr) {
+    if (exit) {
+        ++t_depth;
         h.exit(h.user, &regs);
+        --t_depth;
     }
-    --t_depth;
-    return false;
+    return outcome::done;
 }
 
 bool is_clone(uint64_t nr) {
@@ -221,20 +283,50 @@ void write_clone_stub(uint8_t *code, uintptr_t ret) {
     put64(code + sizeof text, ret);
 }
 
+// One of exit_after_native natively, then the exit handlers: `syscall`, then the number in
+// ecx and the continuation in r11 (both free after a `syscall`: the kernel writes them) for the
+// gate's after stub (native_exit_stub), which saves the registers, runs the handlers (a clone
+// child first turns Syscall User Dispatch off, as in write_clone_stub) and goes on at ret.
+void write_exit_stub(uint8_t *code, uintptr_t ret, long nr) {
+    const uint8_t head[] = {0x0F, 0x05, 0xB9}; // syscall; mov ecx, imm32
+    std::memcpy(code, head, sizeof head);
+    const auto n = static_cast<uint32_t>(nr);
+    std::memcpy(code + 3, &n, 4);
+    const uint8_t mov_r11[] = {0x49, 0xBB}; // movabs r11, imm64
+    std::memcpy(code + 7, mov_r11, 2);
+    put64(code + 9, ret);
+    const uint8_t jmp[] = {0xFF, 0x25, 0, 0, 0, 0}; // jmp [rip+0]
+    std::memcpy(code + 17, jmp, sizeof jmp);
+    put64(code + 23, gate + after_at);
+    static_assert(31 <= native_stub_size);
+}
+
+// What a native stub does after its `syscall`.
+enum class stub_kind : uintptr_t {
+    plain = 0,
+    clone = 1, // write_clone_stub
+    exit = 2,  // write_exit_stub for the number nr (plus this code)
+};
+
 // A gate stub that runs `syscall` and jumps to ret; 0 when the gate is full.
-uintptr_t native_stub_for(uintptr_t ret, bool clone) {
-    const uintptr_t key = clone ? ret | (uintptr_t{1} << 63) : ret;
+uintptr_t native_stub_for(uintptr_t ret, stub_kind kind, long nr) {
+    // User addresses stay below bit 47: the kind and the number go above.
+    const uintptr_t code =
+        kind == stub_kind::exit ? static_cast<uintptr_t>(nr) + 2 : static_cast<uintptr_t>(kind);
+    const uintptr_t key = ret | code << 48;
     size_t i = (ret * 0x9E3779B97F4A7C15ull >> 40) % hash_capacity;
     for (size_t probes = 0; probes < hash_capacity; ++probes, i = (i + 1) % hash_capacity) {
         uintptr_t now = native_keys[i].load(std::memory_order_acquire);
         if (now == 0) {
             uintptr_t expected = 0;
             if (native_keys[i].compare_exchange_strong(expected, key)) {
-                uint8_t *code = gate_rw + native_first + i * native_stub_size;
-                if (clone)
-                    write_clone_stub(code, ret);
+                uint8_t *at = gate_rw + native_first + i * native_stub_size;
+                if (kind == stub_kind::clone)
+                    write_clone_stub(at, ret);
+                else if (kind == stub_kind::exit)
+                    write_exit_stub(at, ret, nr);
                 else
-                    write_stub(code, ret);
+                    write_stub(at, ret);
                 native_ready[i].store(1, std::memory_order_release);
                 return gate + native_first + i * native_stub_size;
             }
@@ -280,8 +372,13 @@ void on_sigsys(int sig, siginfo_t *info, void *context) {
     r.rip = static_cast<uint64_t>(g[REG_RIP]);
     r.eflags = static_cast<uint64_t>(g[REG_EFL]);
     r.rsp = static_cast<uint64_t>(g[REG_RSP]);
-    if (dispatch(r, true)) {
-        uintptr_t stub = native_stub_for(static_cast<uintptr_t>(g[REG_RIP]), is_clone(r.orig_rax));
+    const outcome o = dispatch(r, true);
+    if (o != outcome::done) {
+        const stub_kind kind = o == outcome::native_then_exit ? stub_kind::exit
+                               : is_clone(r.orig_rax)         ? stub_kind::clone
+                                                              : stub_kind::plain;
+        uintptr_t stub = native_stub_for(static_cast<uintptr_t>(g[REG_RIP]), kind,
+                                         static_cast<long>(r.orig_rax));
         if (stub != 0) {
             g[REG_RIP] = static_cast<greg_t>(stub);
             g[REG_RAX] = static_cast<greg_t>(r.orig_rax);
@@ -337,11 +434,18 @@ struct emitter {
 // application's red zone above. The stub saves the flags, then a pt_regs below them.
 constexpr size_t frame_flags_at = sizeof(pt_regs), frame_slot_at = sizeof(pt_regs) + 8;
 
-std::vector<uint8_t> common_stub() {
+// after: the after stub of write_exit_stub (the number in rcx, the continuation in r11, rax
+// the result); else the common stub the thunks enter (the number in rax, the continuation
+// slot pushed).
+std::vector<uint8_t> common_stub(bool after) {
     emitter e;
+    if (after) {
+        e.bytes({0x48, 0x8D, 0x64, 0x24, 0x80}); // lea rsp, [rsp-128]
+        e.bytes({0x41, 0x53});                   // push r11 (the continuation)
+    }
     e.bytes({0x9C, 0xFC});                                     // pushfq; cld
     e.bytes({0x6A, 0, 0x6A, 0, 0x6A, 0, 0x6A, 0, 0x6A, 0});    // ss, rsp, eflags, cs, rip
-    e.bytes({0x50});                                           // orig_rax
+    e.bytes({static_cast<uint8_t>(after ? 0x51 : 0x50)});      // orig_rax (push rcx / rax)
     e.bytes({0x57, 0x56, 0x52, 0x51, 0x50});                   // rdi rsi rdx rcx rax
     e.bytes({0x41, 0x50, 0x41, 0x51, 0x41, 0x52, 0x41, 0x53}); // r8 r9 r10 r11
     e.bytes({0x53, 0x55});                                     // rbx rbp
@@ -353,7 +457,8 @@ std::vector<uint8_t> common_stub() {
     for (int n = 0; n < 16; ++n)
         e.xmm(0x29, n, static_cast<uint32_t>(16 * n));
     e.bytes({0x48, 0xB8}); // movabs rax, entry
-    e.imm64(reinterpret_cast<uintptr_t>(&bpftime_syscall_site_entry));
+    e.imm64(after ? reinterpret_cast<uintptr_t>(&bpftime_syscall_native_exit_entry)
+                  : reinterpret_cast<uintptr_t>(&bpftime_syscall_site_entry));
     e.bytes({0xFF, 0xD0}); // call rax
     for (int n = 0; n < 16; ++n)
         e.xmm(0x28, n, static_cast<uint32_t>(16 * n));
@@ -363,14 +468,62 @@ std::vector<uint8_t> common_stub() {
     e.bytes({0x41, 0x5B, 0x41, 0x5A, 0x41, 0x59, 0x41, 0x58}); // r11 r10 r9 r8
     e.bytes({0x58, 0x59, 0x5A, 0x5E, 0x5F});                   // rax rcx rdx rsi rdi
     e.bytes({0x48, 0x8D, 0x64, 0x24, 0x30});                   // lea rsp, [rsp+48]
-    e.bytes({0x9D});                                           // popfq
+    // The flags come back without popfq (microcoded, the slowest step here): rcx and r11 are
+    // the `syscall` instruction's to clobber (r11 ends holding the flags, as the kernel leaves
+    // it); DF first, then OF from an addition, then SF ZF AF PF CF through sahf. The other
+    // flags (TF, AC, ID) no code of ours changes.
+    e.bytes({0x4C, 0x8B, 0x1C, 0x24});                   // mov r11, [rsp]
+    e.bytes({0x41, 0xF7, 0xC3, 0x00, 0x04, 0x00, 0x00}); // test r11d, DF
+    e.bytes({0x74, 0x01, 0xFD});                         // jz +1; std
+    e.bytes({0x50});                                     // push rax
+    e.bytes({0x44, 0x89, 0xD8, 0x88, 0xC4});             // mov eax, r11d; mov ah, al
+    e.bytes({0x44, 0x89, 0xD9, 0xC1, 0xE1, 0x14});       // mov ecx, r11d; shl ecx, 20
+    e.bytes({0x81, 0xE1, 0x00, 0x00, 0x00, 0x80});       // and ecx, 0x80000000 (OF)
+    e.bytes({0x81, 0xC1, 0x00, 0x00, 0x00, 0x80});       // add ecx, 0x80000000: OF = OF
+    e.bytes({0x9E});                                     // sahf
+    e.bytes({0x58});                                     // pop rax
+    e.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});             // lea rsp, [rsp+8]
     e.bytes({0xC2, 0x80, 0x00}); // ret 128: to the continuation, past the red zone
     return e.code;
 }
 
-// A site's thunk: the number not wanted goes straight to the gate stub, flags kept.
+// Whether the thunks may use BMI2's shrx, which shifts without touching the flags.
+bool have_bmi2() {
+    static const bool yes = [] {
+        __builtin_cpu_init(); // this may run before the library's constructors
+        return __builtin_cpu_supports("bmi2") != 0;
+    }();
+    return yes;
+}
+
+// A site's thunk: the number not wanted goes straight to the gate stub, flags kept. With BMI2
+// the check changes no flag (shrx, movzx, jrcxz on rcx and r11, which the `syscall` clobbers
+// anyway); without it the flags are saved around a cmp.
 std::vector<uint8_t> thunk(uint32_t index, uintptr_t native) {
+    static_assert(table_size == 1024, "the flag-free check shifts by log2(table_size)");
     emitter e;
+    if (have_bmi2()) {
+        e.bytes({0x41, 0xBB, 0x0A, 0x00, 0x00, 0x00}); // mov r11d, 10
+        e.bytes({0xC4, 0xE2, 0xA3, 0xF7, 0xC8});       // shrx rcx, rax, r11
+        const size_t small_at = e.code.size();
+        e.bytes({0xE3, 0}); // jrcxz small
+        const size_t high_at = e.code.size();
+        e.bytes({0xEB, 0}); // jmp want (a number past the table)
+        e.code[small_at + 1] = static_cast<uint8_t>(e.code.size() - (small_at + 2));
+        e.bytes({0x49, 0xBB}); // small: movabs r11, table
+        e.imm64(reinterpret_cast<uintptr_t>(&thunk_table[0]));
+        e.bytes({0x41, 0x0F, 0xB6, 0x0C, 0x03}); // movzx ecx, byte [r11+rax]
+        const size_t skip_at = e.code.size();
+        e.bytes({0xE3, 0}); // jrcxz not_wanted
+        e.code[high_at + 1] = static_cast<uint8_t>(e.code.size() - (high_at + 2));
+        e.bytes({0x48, 0x8D, 0x64, 0x24, 0x80}); // want: lea rsp, [rsp-128]
+        e.bytes({0x68});                         // push index
+        e.imm32(index);
+        e.abs_jmp(gate + common_at);
+        e.code[skip_at + 1] = static_cast<uint8_t>(e.code.size() - (skip_at + 2));
+        e.abs_jmp(native); // not_wanted
+        return e.code;
+    }
     e.bytes({0x48, 0x8D, 0x64, 0x24, 0x80}); // lea rsp, [rsp-128]
     e.bytes({0x9C});                         // pushfq
     e.bytes({0x48, 0x3D});                   // cmp rax, table_size - 1
@@ -550,17 +703,20 @@ bool decode_function(const function &fn, decoded_function &out) {
 // The gate stub of a site: `syscall`, then a jump to the rest of its trampoline (the target
 // is written by finish_gate_stub once the trampoline is laid out).
 uintptr_t gate_stub_slot(uint32_t index) {
-    const size_t slot = hash_capacity + 2 * index;
+    const size_t slot = hash_capacity + stubs_per_site * index;
     site_slots[index].native = gate + native_first + slot * native_stub_size;
     site_slots[index].native_clone = site_slots[index].native + native_stub_size;
     return site_slots[index].native;
 }
 
 void finish_gate_stub(uint32_t index) {
-    const size_t slot = hash_capacity + 2 * index;
+    const size_t slot = hash_capacity + stubs_per_site * index;
     write_stub(gate_rw + native_first + slot * native_stub_size, site_slots[index].resume);
     write_clone_stub(gate_rw + native_first + (slot + 1) * native_stub_size,
                      site_slots[index].resume);
+    for (size_t k = 0; k < n_exit_kinds; ++k)
+        write_exit_stub(gate_rw + native_first + (slot + 2 + k) * native_stub_size,
+                        site_slots[index].resume, exit_after_native[k]);
 }
 
 constexpr size_t site_space = 256; // trampoline and thunk of one site
@@ -1009,8 +1165,12 @@ result<void> start(const handlers &h) {
     std::memcpy(gate_rw + raw_fn_at, raw, sizeof raw);
     const uint8_t restorer[] = {0xB8, 0x0F, 0, 0, 0, 0x0F, 0x05, 0x0F, 0x0B}; // rt_sigreturn
     std::memcpy(gate_rw + restorer_at, restorer, sizeof restorer);
-    auto common = common_stub();
+    auto common = common_stub(false);
+    auto after = common_stub(true);
+    if (common.size() > after_at - common_at || after.size() > native_first - after_at)
+        return make_error(EOVERFLOW, "the syscall gate's stubs outgrew their room");
     std::memcpy(gate_rw + common_at, common.data(), common.size());
+    std::memcpy(gate_rw + after_at, after.data(), after.size());
     raw_fn = reinterpret_cast<raw_fn_t>(gate + raw_fn_at);
     thunk_table[SYS_clone] = thunk_table[SYS_clone3] = 1;
 
@@ -1049,9 +1209,10 @@ bool thread_internal() {
     return t_internal;
 }
 
-void set_wanted(uint64_t nr, bool wanted) {
+void set_wanted(uint64_t nr, bool wanted, bool with_exit) {
     if (nr < table_size) {
-        __atomic_store_n(&wanted_table[nr], wanted ? 1 : 0, __ATOMIC_RELAXED);
+        const uint8_t v = !wanted ? 0 : with_exit ? want_call | want_exit : want_call;
+        __atomic_store_n(&wanted_table[nr], v, __ATOMIC_RELAXED);
         __atomic_store_n(&thunk_table[nr], wanted || is_clone(nr) ? 1 : 0, __ATOMIC_RELAXED);
     }
 }
@@ -1103,7 +1264,10 @@ uint64_t trapped_calls() {
 }
 
 uint64_t rewritten_calls() {
-    return n_rewritten.load();
+    uint64_t total = 0;
+    for (const auto &slot : rewritten_by_thread)
+        total += slot.load(std::memory_order_relaxed);
+    return total;
 }
 
 } // namespace bpftime::syscall_intercept
@@ -1119,7 +1283,34 @@ extern "C" void bpftime_syscall_site_entry(bpftime::pt_regs *frame) {
     frame->rsp = reinterpret_cast<uintptr_t>(bytes) + frame_slot_at + 8 + 128;
     frame->rip = s.after;
     frame->orig_rax = frame->rax;
-    const bool native = dispatch(*frame, false);
-    *slot = !native ? s.resume : is_clone(frame->orig_rax) ? s.native_clone : s.native;
+    const outcome o = dispatch(*frame, false);
+    if (o == outcome::done)
+        *slot = s.resume;
+    else if (o == outcome::native_then_exit)
+        *slot = s.native + (2 + exit_kind(frame->orig_rax)) * native_stub_size;
+    else
+        *slot = is_clone(frame->orig_rax) ? s.native_clone : s.native;
+    errno = saved_errno;
+}
+
+// Called by the after stub with the registers behind a native clone, clone3, fork or vfork:
+// rax is the result (0 in a child), orig_rax the number; rip the continuation.
+extern "C" void bpftime_syscall_native_exit_entry(bpftime::pt_regs *frame) {
+    using namespace bpftime::syscall_intercept;
+    // A clone child starts with every signal blocked and the parent's Syscall User Dispatch:
+    // a trapped call would end the process, so that goes first (hosts turn it on again).
+    if (frame->rax == 0 && is_clone(frame->orig_rax))
+        (void)raw_fn(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0, 0);
+    auto *bytes = reinterpret_cast<uint8_t *>(frame);
+    const int saved_errno = errno;
+    std::memcpy(&frame->eflags, bytes + frame_flags_at, 8);
+    frame->rsp = reinterpret_cast<uintptr_t>(bytes) + frame_slot_at + 8 + 128;
+    std::memcpy(&frame->rip, bytes + frame_slot_at, 8);
+    const handlers h = g_handlers;
+    if (h.exit != nullptr && !t_internal && t_depth == 0) {
+        ++t_depth;
+        h.exit(h.user, frame);
+        --t_depth;
+    }
     errno = saved_errno;
 }

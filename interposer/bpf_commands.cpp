@@ -5,6 +5,7 @@
 
 #include <bpftime/attach/attach.hpp>
 
+#include <bpf/btf.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <unistd.h>
@@ -13,11 +14,44 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <span>
 
 namespace bpftime::interposer {
 
 namespace {
+
+// The raw tracepoint a tp_btf program names by attach_btf_id: the kernel's BTF types the
+// tracepoint sys_enter as the typedef btf_trace_sys_enter. Empty with the reason in why when
+// the id names no such typedef (or the kernel has no BTF to look it up in).
+std::string btf_raw_tracepoint(uint32_t id, std::string &why) {
+    static std::once_flag once;
+    static btf *vmlinux = nullptr;
+    static std::string load_error;
+    std::call_once(once, [] {
+        vmlinux = btf__load_vmlinux_btf();
+        if (vmlinux == nullptr) {
+            load_error = std::string("the kernel's BTF (/sys/kernel/btf/vmlinux) cannot be "
+                                     "read: ") +
+                         std::strerror(errno);
+        }
+    });
+    if (vmlinux == nullptr) {
+        why = load_error;
+        return {};
+    }
+    constexpr std::string_view prefix = "btf_trace_";
+    const btf_type *t = id != 0 ? btf__type_by_id(vmlinux, id) : nullptr;
+    const char *name = t != nullptr ? btf__name_by_offset(vmlinux, t->name_off) : nullptr;
+    if (t == nullptr || !btf_is_typedef(t) || name == nullptr ||
+        std::string_view(name).substr(0, prefix.size()) != prefix) {
+        why = "attach_btf_id " + std::to_string(id) +
+              " names no raw tracepoint (a btf_trace_NAME typedef) in the kernel's BTF";
+        return {};
+    }
+    return std::string(name + prefix.size());
+}
 
 const char *command_name(int cmd) {
     static const char *const names[] = {
@@ -632,6 +666,19 @@ private:
         program_spec spec;
         spec.name = fixed_string(a_.prog_name, sizeof a_.prog_name);
         spec.type = a_.prog_type;
+        // tp_btf: a raw tracepoint program whose tracepoint the kernel's BTF names; it runs
+        // on the raw tracepoint's context (the arguments as u64s), as raw_tracepoint ones do.
+        std::string btf_tracepoint;
+        if (a_.prog_type == BPF_PROG_TYPE_TRACING && a_.expected_attach_type == BPF_TRACE_RAW_TP) {
+            std::string why;
+            btf_tracepoint = btf_raw_tracepoint(a_.attach_btf_id, why);
+            if (btf_tracepoint.empty()) {
+                write_log(a_.log_buf, a_.log_size, a_.log_level, why + "\n");
+                say_once("program " + fixed_string(a_.prog_name, sizeof a_.prog_name) + ": " + why);
+                return fail(EINVAL);
+            }
+            spec.type = BPF_PROG_TYPE_RAW_TRACEPOINT;
+        }
         spec.insns.assign(in, in + a_.insn_cnt);
         std::vector<std::shared_ptr<object>> used;
         // lddw map references name maps by fd (or by index into fd_array): the store's
@@ -687,6 +734,7 @@ private:
         obj->owned = true;
         obj->prog_type = a_.prog_type;
         obj->expected_attach_type = a_.expected_attach_type;
+        obj->btf_tracepoint = std::move(btf_tracepoint);
         obj->insn_count = a_.insn_cnt;
         obj->map_ids = spec.map_ids;
         obj->btf_id = a_.prog_btf_fd != 0 ? btf_id_of(static_cast<int>(a_.prog_btf_fd)) : 0;
@@ -819,6 +867,21 @@ private:
         if (!prog) {
             return bad_fd(static_cast<int>(a_.link_create.prog_fd));
         }
+        if (a_.link_create.attach_type == BPF_TRACE_RAW_TP) {
+            // libbpf's attach of tp_btf programs; the tracepoint is the program's own.
+            if (a_.link_create.target_fd != 0) {
+                return fail(EINVAL);
+            }
+            if (prog->btf_tracepoint.empty()) {
+                say_once("bpf(BPF_LINK_CREATE) with BPF_TRACE_RAW_TP takes a tp_btf program (its "
+                         "tracepoint named by attach_btf_id); program " +
+                         std::to_string(prog->id) + " has type " + std::to_string(prog->prog_type) +
+                         " (a raw_tracepoint program names its tracepoint through "
+                         "BPF_RAW_TRACEPOINT_OPEN)");
+                return fail(EINVAL);
+            }
+            return raw_tracepoint_link(prog, prog->btf_tracepoint, a_.link_create.tracing.cookie);
+        }
         if (a_.link_create.attach_type != BPF_PERF_EVENT) {
             return unsupported("bpf(BPF_LINK_CREATE) with attach type " +
                                    std::to_string(a_.link_create.attach_type),
@@ -847,10 +910,29 @@ private:
         const auto *name_ptr =
             reinterpret_cast<const char *>(static_cast<uintptr_t>(a_.raw_tracepoint.name));
         if (name_ptr == nullptr) {
-            return fail(EINVAL);
+            // A tp_btf program without a name: its own tracepoint (older libbpf's attach). Any
+            // other program: the kernel reads the name from address 0.
+            if (prog->btf_tracepoint.empty()) {
+                return fail(EFAULT);
+            }
+            return raw_tracepoint_link(prog, prog->btf_tracepoint, 0);
         }
         const std::string name(name_ptr, strnlen(name_ptr, 128));
-        if (prog->prog_type != BPF_PROG_TYPE_RAW_TRACEPOINT) {
+        if (!prog->btf_tracepoint.empty()) {
+            // As the kernel: a tp_btf program's tracepoint is the one its BTF id names.
+            say_once("program " + std::to_string(prog->id) + " is a tp_btf program of " +
+                     prog->btf_tracepoint + ": BPF_RAW_TRACEPOINT_OPEN takes no name for it (" +
+                     name + " given)");
+            return fail(EINVAL);
+        }
+        return raw_tracepoint_link(prog, name, 0);
+    }
+
+    // A raw tracepoint link of prog at name (BPF_RAW_TRACEPOINT_OPEN, or BPF_LINK_CREATE with
+    // BPF_TRACE_RAW_TP for tp_btf programs): the same link either way.
+    long raw_tracepoint_link(const std::shared_ptr<object> &prog, const std::string &name,
+                             uint64_t cookie) {
+        if (prog->prog_type != BPF_PROG_TYPE_RAW_TRACEPOINT && prog->btf_tracepoint.empty()) {
             say_once("raw tracepoint " + name + " takes raw_tracepoint programs; program " +
                      std::to_string(prog->id) + " has type " + std::to_string(prog->prog_type));
             return fail(EINVAL);
@@ -859,7 +941,7 @@ private:
         if (!target) {
             return store_error(target.err(), "raw tracepoint " + name);
         }
-        auto id = p().attach_program(prog->id, *target, 0);
+        auto id = p().attach_program(prog->id, *target, cookie);
         if (!id) {
             (void)p().destroy_object(*target);
             return store_error(id.err(), "raw tracepoint " + name);

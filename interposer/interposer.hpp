@@ -63,6 +63,8 @@ struct object {
     std::map<uint32_t, std::shared_ptr<object>> perf_slots;
     // programs
     uint32_t prog_type = 0, expected_attach_type = 0, insn_count = 0;
+    /// A tp_btf program's raw tracepoint (from its attach_btf_id); empty for other programs.
+    std::string btf_tracepoint;
     std::vector<uint32_t> map_ids;
     // BTF
     std::vector<uint8_t> btf;

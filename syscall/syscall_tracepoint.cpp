@@ -45,6 +45,21 @@ int32_t current_tid() {
     return t_tid;
 }
 
+// Whether an exit is a child's return from clone, clone3, fork or vfork.
+bool child_return(uint64_t nr, uint64_t ret) {
+    return ret == 0 && (nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork);
+}
+
+// The thread id for an exit: a child's own, never cached there (a fork child holds a copy of
+// the parent's cache; a vfork or CLONE_VM child without its own TLS shares the parent's).
+int32_t exit_tid(uint64_t nr, uint64_t ret) {
+    if (child_return(nr, ret)) {
+        t_tid = 0;
+        return static_cast<int32_t>(si::raw_syscall(SYS_gettid));
+    }
+    return current_tid();
+}
+
 class syscall_host {
 public:
     syscall_host() {
@@ -161,10 +176,11 @@ private:
     }
 
     void update_wanted() {
-        const bool all = raw_enter_.load() != nullptr || raw_exit_.load() != nullptr ||
-                         all_enter_.load() != nullptr || all_exit_.load() != nullptr;
+        const bool all_exits = raw_exit_.load() != nullptr || all_exit_.load() != nullptr;
+        const bool all = all_exits || raw_enter_.load() != nullptr || all_enter_.load() != nullptr;
         for (uint32_t nr = 0; nr < n_numbers; ++nr) {
-            si::set_wanted(nr, all || enter_[nr].load() != nullptr || exit_[nr].load() != nullptr);
+            const bool exit = all_exits || exit_[nr].load() != nullptr;
+            si::set_wanted(nr, all || exit || enter_[nr].load() != nullptr, exit);
         }
         si::set_wanted_above(all);
     }
@@ -223,7 +239,7 @@ private:
             if (const tp_list *list = host->exit_[nr].load(std::memory_order_acquire)) {
                 syscall_exit_context ctx{};
                 ctx.common_type = list->common_type;
-                ctx.common_pid = current_tid();
+                ctx.common_pid = exit_tid(nr, regs->rax);
                 ctx.syscall_nr = static_cast<int32_t>(nr);
                 ctx.ret = static_cast<int64_t>(regs->rax);
                 run(*list, &ctx, sizeof ctx);
@@ -232,7 +248,7 @@ private:
         if (const tp_list *list = host->all_exit_.load(std::memory_order_acquire)) {
             raw_syscalls_exit_context ctx{};
             ctx.common_type = list->common_type;
-            ctx.common_pid = current_tid();
+            ctx.common_pid = exit_tid(nr, regs->rax);
             ctx.id = static_cast<int64_t>(nr);
             ctx.ret = static_cast<int64_t>(regs->rax);
             run(*list, &ctx, sizeof ctx);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstddef>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -227,6 +228,127 @@ TEST_F(SyscallIntercept, OnlyWantedCallsOfTheApplicationAndDisarmRestores) {
     ASSERT_TRUE(syscall_intercept::arm());
     (void)getppid();
     EXPECT_EQ(g_seen.enters[SYS_getppid].load(), 2u);
+}
+
+// What the application sees around its own `syscall`: flags, registers and vector registers
+// set before it, read back after it. rcx and r11 are the instruction's to clobber; rax holds
+// the result.
+struct around_syscall {
+    uint64_t flags_before, flags_after, rax, rbx, r12, r13, r14, rdi, rsi, rdx, r8, r9, r10;
+    uint64_t xmm1, xmm7, xmm15, r15;
+};
+
+__attribute__((noinline)) void getpid_with_state(around_syscall *out) {
+    __asm__ volatile(
+        "mov %[out], %%r15\n"
+        "movabs $0x1111111111111111, %%rbx\n"
+        "movabs $0x2222222222222222, %%r12\n"
+        "movabs $0x3333333333333333, %%r13\n"
+        "movabs $0x4444444444444444, %%r14\n"
+        "movabs $0x5555555555555555, %%rdi\n"
+        "movabs $0x6666666666666666, %%rsi\n"
+        "movabs $0x7777777777777777, %%rdx\n"
+        "movabs $0x1212121212121212, %%r8\n"
+        "movabs $0x1313131313131313, %%r9\n"
+        "movabs $0x1414141414141414, %%r10\n"
+        "movq %%rbx, %%xmm1\n"
+        "movq %%r12, %%xmm7\n"
+        "movq %%r13, %%xmm15\n"
+        // OF and SF from an overflowing add, then CF and DF set: what a call must give back.
+        "movabs $0x7fffffffffffffff, %%rax\n"
+        "add $1, %%rax\n"
+        "stc\n"
+        "std\n"
+        "pushfq\n"
+        "popq 0(%%r15)\n"
+        "mov $39, %%eax\n" // getpid
+        "syscall\n"
+        "pushfq\n"
+        "popq 8(%%r15)\n"
+        "cld\n"
+        "mov %%rax, 16(%%r15)\n"
+        "mov %%rbx, 24(%%r15)\n"
+        "mov %%r12, 32(%%r15)\n"
+        "mov %%r13, 40(%%r15)\n"
+        "mov %%r14, 48(%%r15)\n"
+        "mov %%rdi, 56(%%r15)\n"
+        "mov %%rsi, 64(%%r15)\n"
+        "mov %%rdx, 72(%%r15)\n"
+        "mov %%r8, 80(%%r15)\n"
+        "mov %%r9, 88(%%r15)\n"
+        "mov %%r10, 96(%%r15)\n"
+        "movq %%xmm1, 104(%%r15)\n"
+        "movq %%xmm7, 112(%%r15)\n"
+        "movq %%xmm15, 120(%%r15)\n"
+        "mov %%r15, 128(%%r15)\n"
+        :
+        : [out] "m"(out)
+        : "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
+          "r15", "xmm1", "xmm7", "xmm15", "memory", "cc");
+}
+
+// A rewritten site gives back what the kernel does: every register but rcx and r11, and the
+// flags (the arithmetic ones and DF) as they were before the call.
+TEST_F(SyscallIntercept, RewrittenSitesKeepRegistersAndFlagsAsTheKernelDoes) {
+    around_syscall plain{}, hooked{};
+    getpid_with_state(&plain);
+    ASSERT_TRUE(syscall_intercept::arm());
+    syscall_intercept::set_wanted(SYS_getpid, true);
+    const uint64_t rewritten = syscall_intercept::rewritten_calls();
+    getpid_with_state(&hooked);
+    EXPECT_EQ(g_seen.enters[SYS_getpid].load(), 1u);
+    EXPECT_EQ(g_seen.exits[SYS_getpid].load(), 1u);
+    EXPECT_EQ(syscall_intercept::rewritten_calls() - rewritten, 1u)
+        << "the test's own site was not rewritten";
+    constexpr uint64_t arithmetic_and_df = 0x8D5 | 0x400; // CF PF AF ZF SF OF, DF
+    EXPECT_EQ(plain.flags_after & arithmetic_and_df, plain.flags_before & arithmetic_and_df);
+    EXPECT_EQ(hooked.flags_before & arithmetic_and_df, plain.flags_before & arithmetic_and_df);
+    EXPECT_EQ(hooked.flags_after & arithmetic_and_df, plain.flags_after & arithmetic_and_df);
+    EXPECT_EQ(hooked.rax, plain.rax);
+    const uint64_t *p = &plain.rbx, *h = &hooked.rbx;
+    for (size_t i = 0; i < (offsetof(around_syscall, r15) - offsetof(around_syscall, rbx)) / 8;
+         ++i) {
+        EXPECT_EQ(h[i], p[i]) << "register " << i << " after rbx";
+    }
+    EXPECT_EQ(hooked.r15, reinterpret_cast<uintptr_t>(&hooked)); // the pointer it wrote through
+}
+
+// A clone through code no symbol covers: the fallback runs the call from a gate stub, then the
+// exit handler in the parent (the child's pid) and in the child (0), as the kernel reports it.
+TEST_F(SyscallIntercept, CloneExitsRunInParentAndChildThroughTheFallback) {
+    ASSERT_TRUE(syscall_intercept::arm());
+    syscall_intercept::set_wanted(SYS_clone, true);
+    void *page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(page, MAP_FAILED);
+    const uint8_t code[] = {
+        0xB8, SYS_clone, 0,    0, 0, // mov eax, SYS_clone
+        0xBF, SIGCHLD,   0,    0, 0, // mov edi, SIGCHLD (a fork)
+        0x31, 0xF6,                  // xor esi, esi
+        0x31, 0xD2,                  // xor edx, edx
+        0x45, 0x31,      0xD2,       // xor r10d, r10d
+        0x45, 0x31,      0xC0,       // xor r8d, r8d
+        0x0F, 0x05,                  // syscall
+        0xC3,                        // ret
+    };
+    std::memcpy(page, code, sizeof code);
+    ASSERT_EQ(mprotect(page, 4096, PROT_READ | PROT_EXEC), 0);
+    auto fn = reinterpret_cast<long (*)()>(page);
+    const uint64_t trapped = syscall_intercept::trapped_calls();
+    const long child = fn();
+    if (child == 0) {
+        // The child's own copy of the counts: one exit, with 0.
+        _exit(g_seen.exits[SYS_clone].load() == 1 && g_seen.last_ret.load() == 0 ? 0 : 1);
+    }
+    ASSERT_GT(child, 0);
+    EXPECT_EQ(g_seen.enters[SYS_clone].load(), 1u);
+    EXPECT_EQ(g_seen.exits[SYS_clone].load(), 1u);
+    EXPECT_EQ(g_seen.last_ret.load(), child);
+    EXPECT_EQ(syscall_intercept::trapped_calls() - trapped, 1u);
+    int status = -1;
+    ASSERT_EQ(waitpid(static_cast<pid_t>(child), &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "the child did not see its own exit with 0 (status " << status << ")";
+    munmap(page, 4096);
 }
 
 } // namespace

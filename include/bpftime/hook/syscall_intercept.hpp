@@ -8,7 +8,7 @@
 ///   object (the main program, libc, other libraries; functions found through `.symtab` or
 ///   `.dynsym`, decoded whole with Zydis) are replaced: a 5-byte `jmp` over whole instructions
 ///   around the `syscall` goes to a trampoline near the site that runs the relocated
-///   instructions; in place of the `syscall` it jumps to a 24-byte thunk that checks the
+///   instructions; in place of the `syscall` it jumps to a short thunk that checks the
 ///   number in a table of wanted numbers (flags kept) and either performs the system call from
 ///   the gate (not wanted: no handler, a few instructions) or enters a common stub that saves
 ///   the registers (and xmm0-15) as a `pt_regs` and dispatches. A site is refused (left to the
@@ -35,7 +35,10 @@
 /// `fork`, `vfork`, `rt_sigreturn`; and through the fallback also `rt_sigprocmask`,
 /// `rt_sigsuspend`, `sigaltstack`, which would act on the SIGSYS handler's mask and stack) run
 /// with the application's own registers from a per-site stub in the gate: their enter handlers
-/// run, their exit handlers do not. Every other call is made by the dispatcher from the gate;
+/// run before; for `clone`, `clone3`, `fork` and `vfork` the exit handlers run after, from a
+/// stub behind the `syscall`, in the parent (the child's id) and in the child (0, on the
+/// child's stack, Syscall User Dispatch already off there for `clone` and `clone3`); the others
+/// have no exit handlers run. Every other call is made by the dispatcher from the gate;
 /// a signal that interrupts it behaves as for the original instruction (EINTR, or a restart
 /// with SA_RESTART, decided by the kernel for that very call).
 #pragma once
@@ -76,8 +79,9 @@ void set_thread_internal(bool internal);
 /// Whether the calling thread is marked internal.
 bool thread_internal();
 
-/// Marks system call nr as wanted (or not): a wanted number runs the handlers.
-void set_wanted(uint64_t nr, bool wanted);
+/// Marks system call nr as wanted (or not): a wanted number runs the enter handler, and the
+/// exit handler unless with_exit is false (nothing to run there: the call costs less).
+void set_wanted(uint64_t nr, bool wanted, bool with_exit = true);
 /// Numbers at or above table_size (none on x86-64 today) count as wanted.
 void set_wanted_above(bool wanted);
 

@@ -8,7 +8,9 @@
 /// fields (common_type the tracefs id, common_pid the thread id), the number and the six
 /// arguments; sys_exit_* the number and the return value; raw sys_enter { pointer to the
 /// call's struct pt_regs (orig_ax = the number, di, si, dx, r10, r8, r9), number }, raw
-/// sys_exit { pt_regs, return value }. Contexts are read-only. Programs of one event run in
+/// sys_exit { pt_regs, return value }. Exits of clone, clone3, fork and vfork run twice, as in
+/// the kernel: in the parent (the child's id) and in the child (0, its own thread id as
+/// common_pid). Contexts are read-only. Programs of one event run in
 /// link order. Nothing is intercepted while no link is attached; a link costs only the
 /// system calls it names (raw ones: every system call). The system calls bpftime makes
 /// itself, and those its programs' helpers make, are not seen.
