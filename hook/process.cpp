@@ -564,15 +564,26 @@ bool live_patching_available() {
     return membarrier_state() == 1;
 }
 
+// A registered membarrier command; a child of fork starts unregistered (the registration
+// belongs to the address space), so EPERM registers again once.
+static bool registered_membarrier(int cmd) {
+    if (membarrier(cmd, 0) == 0)
+        return true;
+    if (errno != EPERM || membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0) != 0 ||
+        membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) != 0)
+        return false;
+    return membarrier(cmd, 0) == 0;
+}
+
 void sync_cores() {
     if (membarrier_state() == 1)
-        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0);
+        registered_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE);
     serialise();
 }
 
 bool barrier_all_threads() {
     if (membarrier_state() == 1)
-        return membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0;
+        return registered_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
     return stop_threads_and([] { return 0; }, [](uintptr_t rip) { return rip; }).ok();
 }
 
