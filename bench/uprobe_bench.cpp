@@ -7,7 +7,9 @@
 // it, then checks that the probes saw every call (the totals map grew by exactly the calls
 // made, and the return probe summed exactly what the calls returned). Prints Google
 // Benchmark's table, then ns per call, the overhead over the unprobed call and the ratio to it
-// for each variant, and the user-space probes' cost beside the kernel's.
+// for each variant, and the user-space probes' cost beside the kernel's. The *_short variants
+// probe a 4-byte function, which user space takes with a trap probe (an int3) instead of a
+// jump.
 #include "bench_util.hpp"
 
 #include <bpftime/attach/attach.hpp>
@@ -43,12 +45,28 @@ extern "C" __attribute__((noinline, used)) long bpftime_bench_probed(long a, lon
     return a + b;
 }
 
+/// The same sum in 4 bytes (lea; ret): too short for a 5-byte jump, so user-space probes on it
+/// are trap probes (an int3 and a SIGTRAP per call).
+extern "C" long bpftime_bench_probed_short(long a, long b);
+asm(R"(
+        .text
+        .globl bpftime_bench_probed_short
+        .type bpftime_bench_probed_short, @function
+        .p2align 4
+bpftime_bench_probed_short:
+        leal (%rdi,%rsi), %eax
+        ret
+        .size bpftime_bench_probed_short, . - bpftime_bench_probed_short
+        .fill 12, 1, 0xcc
+)");
+
 namespace {
 
 using namespace bpftime;
 
 /// Where the probes go: this binary (the resolver follows the link to the real path).
 constexpr const char *probe_target = "/proc/self/exe:bpftime_bench_probed";
+constexpr const char *short_probe_target = "/proc/self/exe:bpftime_bench_probed_short";
 
 /// The segment (the bpffs folder /sys/fs/bpf/NAME for the kernel) this run owns.
 const std::string segment_name = "bpftime-uprobe-bench-" + std::to_string(getpid());
@@ -186,6 +204,7 @@ struct variant {
     const char *name;
     backend *where; // nullptr: nothing attached
     std::vector<probe> probes;
+    bool short_fn = false; // probes and calls bpftime_bench_probed_short
 
     uint64_t calls = 0; // calls made and seen by the probes, over every run of the variant
     std::string error;  // why a run failed; the variant then has no figure
@@ -270,7 +289,8 @@ result<void> attach(const variant &v, attached &out) {
         if (prog == b.programs.end()) {
             return make_error(ENOENT, std::string("no program ") + p.program);
         }
-        auto target = b.provider->create_attach_target(p.attach_type, probe_target);
+        auto target = b.provider->create_attach_target(
+            p.attach_type, v.short_fn ? short_probe_target : probe_target);
         if (!target) {
             return target.err();
         }
@@ -360,9 +380,16 @@ void bm_call(benchmark::State &state, variant *v) {
     }
     long i = 0;
     uint64_t sum = 0;
-    for (auto _ : state) {
-        sum += static_cast<uint64_t>(bpftime_bench_probed(i & 7, i));
-        i++;
+    if (v->short_fn) {
+        for (auto _ : state) {
+            sum += static_cast<uint64_t>(bpftime_bench_probed_short(i & 7, i & 0xFFFF));
+            i++;
+        }
+    } else {
+        for (auto _ : state) {
+            sum += static_cast<uint64_t>(bpftime_bench_probed(i & 7, i));
+            i++;
+        }
     }
     benchmark::DoNotOptimize(sum);
     auto n = static_cast<uint64_t>(i);
@@ -562,6 +589,15 @@ int main(int argc, char **argv) {
         {"user_uprobe_uretprobe",
          &user,
          {{"count_entry", attach_type_uprobe}, {"count_return", attach_type_uretprobe}}},
+        // Trap probes: the 4-byte function, with its own unprobed baseline and the kernel's
+        // uprobe on it.
+        {"no_probe_short", nullptr, {}, true},
+        {"kernel_uprobe_short", &kernel, {{"count_entry", attach_type_uprobe}}, true},
+        {"user_trap_uprobe", &user, {{"count_entry", attach_type_uprobe}}, true},
+        {"user_trap_uprobe_uretprobe",
+         &user,
+         {{"count_entry", attach_type_uprobe}, {"count_return", attach_type_uretprobe}},
+         true},
     };
     for (variant &v : variants) {
         if (v.where != nullptr && !v.where->unavailable.empty()) {

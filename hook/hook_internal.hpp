@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <ucontext.h>
 #include <vector>
 
 namespace bpftime::hook_detail {
@@ -38,10 +39,15 @@ struct relocation {
 };
 
 /// Decodes whole instructions at address (bytes readable up to limit) until they cover 5
-/// bytes (or cover bytes, when more) and relocates them for a trampoline placed at
-/// trampoline. function_size (0: unknown) bounds the range.
+/// bytes (or cover bytes, when more; exactly one instruction when cover is 0) and relocates
+/// them for a trampoline placed at trampoline. function_size (0: unknown) bounds the range.
 result<relocation> relocate(uintptr_t address, size_t available, size_t function_size,
                             uintptr_t trampoline, size_t cover = 5);
+
+/// The first instruction of [address, address + size) (a linear sweep, size being the rest of
+/// the function) with a relative branch into (address, address + patched): a jump patch there
+/// would send that branch into the middle of the jump. 0 when there is none.
+uintptr_t find_branch_into(uintptr_t address, size_t size, size_t patched);
 
 /// The rip-moving callback type: returns the new rip of a stopped thread.
 using move_rip_fn = std::function<uintptr_t(uintptr_t)>;
@@ -61,5 +67,68 @@ const void *running_hook();
 /// While threads are stopped (inside patch()): whether a stopped thread was running a handler
 /// of hook.
 bool stopped_thread_runs(const void *hook);
+
+// --- Patching live code (text_poke_bp) ------------------------------------------------------
+
+/// Whether this kernel serialises other threads' instruction streams on request
+/// (membarrier PRIVATE_EXPEDITED_SYNC_CORE, registered on first use): live patching then needs
+/// no signal to the other threads. Without it patch_live falls back to stop_threads_and.
+bool live_patching_available();
+
+/// Makes every thread of the process execute a serialising instruction and a full memory
+/// barrier before it runs user code again (membarrier SYNC_CORE); only this thread's when
+/// live_patching_available() is false.
+void sync_cores();
+
+/// The pages holding a range of code with their protection, read beforehand so that writing
+/// allocates nothing.
+struct code_pages {
+    uintptr_t page[2] = {0, 0};
+    int prot[2] = {0, 0};
+    int count = 0;
+};
+/// The pages of [address, address + n) (at most two).
+result<code_pages> pages_of(uintptr_t address, size_t n);
+/// Writes bytes over code, each page made writable for the moment. Allocates nothing. 0 or an
+/// errno code.
+int write_code(const code_pages &pages, uintptr_t address, const uint8_t *bytes, size_t n);
+
+/// One patch of live code.
+struct live_patch {
+    uintptr_t address = 0;
+    const uint8_t *bytes = nullptr;  ///< the new code
+    const uint8_t *expect = nullptr; ///< the code there now (checked before it is changed)
+    size_t n = 0;
+    /// Where a thread that reaches address while the patch is being written goes on: code that
+    /// does what the new (or, equally, the old) instruction at address does.
+    uintptr_t redirect = 0;
+    /// Wait, after the temporary int3 is in place, until no thread can still be at an
+    /// instruction boundary inside (address, address + n): needed when the patch replaces more
+    /// than one instruction.
+    bool wait_inside = false;
+};
+
+/// Writes a patch while the other threads run, as the kernel's text_poke_bp does: an int3 at
+/// the first byte, every core serialised, the remaining bytes, serialised, the first byte,
+/// serialised. A thread reaching the int3 meanwhile is sent to redirect by the SIGTRAP
+/// handler. Without membarrier SYNC_CORE the other threads are stopped instead
+/// (stop_threads_and, with move_rip). EAGAIN when the code is not expect any more.
+result<void> patch_live(const live_patch &patch, const move_rip_fn &move_rip);
+
+/// Called by the SIGTRAP handler for an int3 of a trap site, with the interrupted context
+/// (rip just past the int3): it sets where the thread goes on.
+using trap_fn = void (*)(void *user, ucontext_t *context);
+/// Places an int3 at address, whose first byte is original, and routes its traps to fn(user).
+/// The handler chains to the application's SIGTRAP handler (or the default action) for every
+/// int3 that is not one of ours.
+result<void> add_trap_site(uintptr_t address, uint8_t original, trap_fn fn, void *user);
+/// Puts original back at address and forgets the site. A thread that trapped just before goes
+/// on at address, running the original instruction.
+result<void> remove_trap_site(uintptr_t address, uint8_t original);
+
+/// Orders the marks against a flag written before it: after it returns, every thread that sets
+/// its mark later reads the flag's new value (membarrier PRIVATE_EXPEDITED, or stopping the
+/// threads without membarrier). True on success.
+bool barrier_all_threads();
 
 } // namespace bpftime::hook_detail

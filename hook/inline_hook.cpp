@@ -43,6 +43,7 @@ struct inline_hook::record {
     // marked (a stopped thread reports its mark), so no shared counter is written per call.
     std::atomic<bool> active{false};
     bool patched = false; // the jump is in place (guarded by g_hooks_mutex)
+    bool trap = false;    // an int3 at address instead of a jump (install_trap)
 };
 
 namespace {
@@ -62,7 +63,7 @@ struct shadow_stack {
     bool in_entry;   // the handler running is an entry handler (return_early may be called)
     bool early;      // return_early was called by it
     uint64_t early_value;
-    record *running; // the hook this thread dispatches for (see record::active)
+    struct thread_mark *mark; // where this thread shows the hook it dispatches for
     // shadow_capacity entries, mapped at the thread's first hooked return: the thread-local
     // block stays small enough for a library loaded by dlopen (an injected agent), which
     // glibc must fit into the little static TLS left after start-up.
@@ -98,6 +99,57 @@ bool map_shadow_entries(shadow_stack &ss) {
     return true;
 }
 
+// The hook a thread dispatches for, where a remover on another thread can read it (see
+// record::active). Marks live in a static pool, so reading one of a thread that has exited
+// reads a released mark, never freed memory.
+struct thread_mark {
+    std::atomic<record *> running{nullptr};
+    std::atomic<bool> used{false};
+};
+constexpr size_t max_marks = 4096;
+thread_mark g_marks[max_marks];
+std::atomic<size_t> g_marks_high{0};
+// Dispatches in flight on threads that found no free mark (past max_marks threads).
+std::atomic<long> g_unmarked_running{0};
+
+// Gives the thread's mark back when it exits.
+struct mark_releaser {
+    bool armed = false;
+    ~mark_releaser() {
+        if (thread_mark *m = t_shadow.mark) {
+            t_shadow.mark = nullptr;
+            m->running.store(nullptr, std::memory_order_relaxed);
+            m->used.store(false, std::memory_order_release);
+        }
+    }
+};
+thread_local mark_releaser t_mark_releaser;
+
+thread_mark *claim_mark() {
+    for (size_t i = 0; i < max_marks; ++i) {
+        bool expected = false;
+        if (!g_marks[i].used.load(std::memory_order_relaxed) &&
+            g_marks[i].used.compare_exchange_strong(expected, true)) {
+            size_t high = g_marks_high.load();
+            while (high < i + 1 && !g_marks_high.compare_exchange_weak(high, i + 1)) {
+            }
+            t_mark_releaser.armed = true;
+            return &g_marks[i];
+        }
+    }
+    return nullptr;
+}
+
+// Whether a thread is inside a handler of rec (or may be: one without a mark is).
+bool handlers_running(const record *rec) {
+    if (g_unmarked_running.load() != 0)
+        return true;
+    const size_t high = g_marks_high.load();
+    for (size_t i = 0; i < high; ++i)
+        if (g_marks[i].running.load() == rec)
+            return true;
+    return false;
+}
 std::atomic<uint64_t> g_missed_returns{0};
 
 // Every hook ever installed; records are never freed (their stubs may still run).
@@ -107,13 +159,24 @@ std::vector<record *> &all_records() {
     return *records;
 }
 
-// Sets this thread's mark. Only this thread's stop handler reads it, so ordering against that
-// signal handler is all it needs: the compiler keeps the mark before the read of active, and
-// a stop signal interrupts the thread after both or before both (removal clears active before
-// it stops the threads, and the signal's delivery orders the rest).
+// Sets this thread's mark. The remover clears active, then runs a barrier on every thread
+// (membarrier, or stopping them), then reads the marks: the compiler keeps the mark before
+// the read of active, and the barrier orders the two on the CPU, so a thread either shows its
+// mark to the remover or reads active cleared. No shared counter is written per call.
 inline void mark_running(shadow_stack &ss, record *rec) {
+    if (ss.mark == nullptr) [[unlikely]] {
+        if (rec == nullptr) {
+            g_unmarked_running.fetch_sub(1); // the end of a dispatch that found no mark
+            return;
+        }
+        ss.mark = claim_mark();
+        if (ss.mark == nullptr) {
+            g_unmarked_running.fetch_add(1); // a full barrier before the read of active
+            return;
+        }
+    }
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    ss.running = rec;
+    ss.mark->running.store(rec, std::memory_order_relaxed);
     std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
@@ -382,59 +445,52 @@ size_t page_size() {
     return static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 
-// The pages holding [address, address + n) with their protection, read before the other
-// threads are stopped.
-struct code_pages {
-    uintptr_t page[2] = {0, 0};
-    int prot[2] = {0, 0};
-    int count = 0;
-};
-
-result<code_pages> pages_of(uintptr_t address, size_t n) {
-    auto maps = hook_detail::read_maps();
-    if (!maps)
-        return std::move(maps).err();
-    const uintptr_t size = page_size();
-    code_pages pages;
-    for (uintptr_t p = address & ~(size - 1); p < address + n; p += size) {
-        const auto *m = hook_detail::find_mapping(*maps, p);
-        if (!m)
-            return make_error(EFAULT, "the code at " + hex(p) + " is not mapped");
-        if (pages.count == 2)
-            return make_error(EINVAL, "the patch at " + hex(address) + " spans too many pages");
-        pages.page[pages.count] = p;
-        pages.prot[pages.count++] =
-            (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) | (m->exec ? PROT_EXEC : 0);
+// A trap probe's int3 was hit: the registers come from the signal's context, the handlers run
+// as from the entry stub, then the thread goes on in the displaced instruction's out-of-line
+// copy (which jumps back behind it), or returns to its caller (return_early). The trap is
+// synchronous, at a call of the probed code: the handlers may do what they do in the stub.
+__attribute__((no_sanitize("address"))) void trap_dispatch(void *user, ucontext_t *context) {
+    auto *rec = static_cast<record *>(user);
+    greg_t *g = context->uc_mcontext.gregs;
+    auto u = [](greg_t v) { return static_cast<uint64_t>(v); };
+    pt_regs regs{};
+    regs.r15 = u(g[REG_R15]);
+    regs.r14 = u(g[REG_R14]);
+    regs.r13 = u(g[REG_R13]);
+    regs.r12 = u(g[REG_R12]);
+    regs.rbp = u(g[REG_RBP]);
+    regs.rbx = u(g[REG_RBX]);
+    regs.r11 = u(g[REG_R11]);
+    regs.r10 = u(g[REG_R10]);
+    regs.r9 = u(g[REG_R9]);
+    regs.r8 = u(g[REG_R8]);
+    regs.rax = u(g[REG_RAX]);
+    regs.rcx = u(g[REG_RCX]);
+    regs.rdx = u(g[REG_RDX]);
+    regs.rsi = u(g[REG_RSI]);
+    regs.rdi = u(g[REG_RDI]);
+    regs.orig_rax = ~uint64_t{0};
+    regs.rip = rec->address;
+    regs.cs = u(g[REG_CSGSFS]) & 0xFFFF;
+    regs.eflags = u(g[REG_EFL]);
+    regs.rsp = u(g[REG_RSP]);
+    uint64_t ss = 0;
+    asm volatile("mov %%ss, %0" : "=r"(ss));
+    regs.ss = ss;
+    if (entry_dispatch(rec, &regs)) {
+        // As the stub's early `ret`: rax the value, rip the return address (the return stub's
+        // when a return handler is pending), rsp past it.
+        g[REG_RAX] = static_cast<greg_t>(regs.rax);
+        g[REG_RIP] = static_cast<greg_t>(*reinterpret_cast<const uintptr_t *>(regs.rsp));
+        g[REG_RSP] = static_cast<greg_t>(regs.rsp + 8);
+        return;
     }
-    return pages;
+    g[REG_RIP] = static_cast<greg_t>(rec->trampoline);
 }
 
-// Writes bytes over code at address: each page is made writable (and still executable) for
-// the moment of the write, then gets its protection back. Runs with the other threads stopped:
-// no allocation. Returns 0 or an errno code.
-int write_code(const code_pages &pages, uintptr_t address, const uint8_t *bytes, size_t n) {
-    const size_t size = page_size();
-    for (int i = 0; i < pages.count; ++i)
-        if (mprotect(reinterpret_cast<void *>(pages.page[i]), size,
-                     PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
-            const int err = errno;
-            for (int j = 0; j < i; ++j)
-                mprotect(reinterpret_cast<void *>(pages.page[j]), size, pages.prot[j]);
-            return err;
-        }
-    auto *dst = reinterpret_cast<volatile uint8_t *>(address);
-    for (size_t i = 0; i < n; ++i)
-        dst[i] = bytes[i];
-    for (int i = 0; i < pages.count; ++i)
-        mprotect(reinterpret_cast<void *>(pages.page[i]), size, pages.prot[i]);
-    return 0;
-}
-
-} // namespace
-
-result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, size_t function_size,
-                                                          hook_entry_fn on_entry,
-                                                          hook_return_fn on_return, void *user) {
+// The record of a new hook, installed.
+result<record *> install_hook(uintptr_t address, size_t function_size, hook_entry_fn on_entry,
+                              hook_return_fn on_return, void *user, bool trap) {
     if (!on_entry)
         return make_error(EINVAL, "an inline hook needs an entry handler");
     std::lock_guard lock(g_hooks_mutex);
@@ -470,15 +526,19 @@ result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, siz
     rec->on_return = on_return;
     rec->user = user;
     rec->page = *mem;
-    auto fail = [&](error err) -> result<std::unique_ptr<inline_hook>> {
+    rec->trap = trap;
+    auto fail = [&](error err) -> result<record *> {
         munmap(reinterpret_cast<void *>(rec->page), page);
         delete rec;
         return err;
     };
 
-    const auto stub = entry_stub(rec);
+    // A trap probe needs no entry stub: its trampoline (the displaced instruction's copy)
+    // starts the page.
+    const auto stub = trap ? std::vector<uint8_t>{} : entry_stub(rec);
     rec->trampoline = rec->page + stub.size();
-    auto reloc = hook_detail::relocate(address, available, function_size, rec->trampoline);
+    auto reloc =
+        hook_detail::relocate(address, available, function_size, rec->trampoline, trap ? 0 : 5);
     if (!reloc)
         return fail(std::move(reloc).err());
     rec->reloc = std::move(*reloc);
@@ -488,6 +548,14 @@ result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, siz
             return fail(make_error(EEXIST, "the " + std::to_string(patched) + " bytes at " +
                                                hex(address) + " overlap the hook at " +
                                                hex(r->address)));
+    if (!trap && function_size != 0) {
+        const uintptr_t from = hook_detail::find_branch_into(address, function_size, patched);
+        if (from != 0)
+            return fail(make_error(EINVAL, "refusing to hook " + hex(address) +
+                                               " with a jump: the branch at " + hex(from) +
+                                               " goes into the " + std::to_string(patched) +
+                                               " bytes the jump would replace"));
+    }
     rec->return_stub = (rec->trampoline + rec->reloc.code.size() + 15) & ~uintptr_t{15};
     const auto ret_stub = return_stub(rec);
     if (rec->return_stub - rec->page + ret_stub.size() > page)
@@ -503,91 +571,103 @@ result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, siz
 
     const auto *code = reinterpret_cast<const uint8_t *>(address);
     rec->original.assign(code, code + patched);
-    std::vector<uint8_t> patch(patched, 0xCC); // int3 behind the jump: never executed
-    patch[0] = 0xE9;
-    const int64_t rel = static_cast<int64_t>(rec->page) - static_cast<int64_t>(address + 5);
-    const auto rel32 = static_cast<int32_t>(rel);
-    std::memcpy(&patch[1], &rel32, 4);
-
-    auto pages = pages_of(address, patched);
-    if (!pages)
-        return fail(std::move(pages).err());
     rec->active.store(true);
-    bool changed = false;
-    auto done = hook_detail::stop_threads_and(
-        [&] {
-            if (std::memcmp(code, rec->original.data(), patched) != 0) {
-                changed = true;
-                return EAGAIN;
-            }
-            return write_code(*pages, address, patch.data(), patched);
-        },
-        [&](uintptr_t rip) {
-            // A thread between the replaced instructions continues in their copy.
+    result<void> done;
+    if (trap) {
+        done = hook_detail::add_trap_site(address, rec->original[0], trap_dispatch, rec);
+    } else {
+        std::vector<uint8_t> patch(patched, 0xCC); // int3 behind the jump: never executed
+        patch[0] = 0xE9;
+        const int64_t rel = static_cast<int64_t>(rec->page) - static_cast<int64_t>(address + 5);
+        const auto rel32 = static_cast<int32_t>(rel);
+        std::memcpy(&patch[1], &rel32, 4);
+        hook_detail::live_patch lp;
+        lp.address = address;
+        lp.bytes = patch.data();
+        lp.expect = rec->original.data();
+        lp.n = patched;
+        lp.redirect = rec->page;                     // what the jump does: the entry stub
+        lp.wait_inside = rec->reloc.from.size() > 2; // more than one instruction replaced
+        done = hook_detail::patch_live(lp, [&](uintptr_t rip) {
+            // A stopped thread between the replaced instructions continues in their copy.
             const auto &r = rec->reloc;
             for (size_t i = 1; i + 1 < r.from.size(); ++i)
                 if (rip == address + r.from[i])
                     return rec->trampoline + r.to[i];
             return rip;
         });
+    }
     if (!done) {
         rec->active.store(false);
-        if (changed)
-            return fail(make_error(EAGAIN, "the code at " + hex(address) +
-                                               " changed while the hook was prepared"));
-        return fail(std::move(done).err());
+        return fail(make_error(done.err().code, "cannot patch the code at " + hex(address) + ": " +
+                                                    done.err().message));
     }
     rec->patched = true;
     all_records().push_back(rec);
-    return std::unique_ptr<inline_hook>(new inline_hook(rec));
+    return rec;
+}
+
+} // namespace
+
+result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, size_t function_size,
+                                                          hook_entry_fn on_entry,
+                                                          hook_return_fn on_return, void *user) {
+    auto rec = install_hook(address, function_size, on_entry, on_return, user, false);
+    if (!rec)
+        return std::move(rec).err();
+    return std::unique_ptr<inline_hook>(new inline_hook(*rec));
+}
+
+result<std::unique_ptr<inline_hook>>
+inline_hook::install_trap(uintptr_t address, size_t function_size, hook_entry_fn on_entry,
+                          hook_return_fn on_return, void *user) {
+    auto rec = install_hook(address, function_size, on_entry, on_return, user, true);
+    if (!rec)
+        return std::move(rec).err();
+    return std::unique_ptr<inline_hook>(new inline_hook(*rec));
 }
 
 inline_hook::~inline_hook() {
     std::lock_guard lock(g_hooks_mutex);
     record *rec = rec_;
-    // Cleared before the threads are stopped: a thread that reads it after its stop sees it.
+    // Cleared before the barrier below: a thread that sets its mark after it reads it cleared.
     rec->active.store(false);
     const uintptr_t address = rec->address;
-    auto pages = pages_of(address, rec->original.size());
-    // Whether a stopped thread is inside one of this hook's handlers: read while the bytes go
-    // back, and again below until none is (until known, assume one is).
-    bool busy = true;
-    auto done = !pages ? result<void>(std::move(pages).err())
-                       : hook_detail::stop_threads_and(
-                             [&] {
-                                 busy = hook_detail::stopped_thread_runs(rec);
-                                 return write_code(*pages, address, rec->original.data(),
-                                                   rec->original.size());
-                             },
-                             [&](uintptr_t rip) {
-                                 // A thread at the start of a relocated instruction goes back to
-                                 // the original.
-                                 const auto &r = rec->reloc;
-                                 for (size_t i = 0; i < r.from.size(); ++i)
-                                     if (rip == rec->trampoline + r.to[i])
-                                         return address + r.from[i];
-                                 return rip;
-                             });
+    result<void> done;
+    if (rec->trap) {
+        done = hook_detail::remove_trap_site(address, rec->original[0]);
+    } else {
+        hook_detail::live_patch lp;
+        lp.address = address;
+        lp.bytes = rec->original.data();
+        lp.n = rec->original.size();
+        // What the original instructions do: their copy, which jumps back behind them.
+        lp.redirect = rec->trampoline;
+        done = hook_detail::patch_live(lp, [&](uintptr_t rip) {
+            // A stopped thread at the start of a relocated instruction goes back to the
+            // original.
+            const auto &r = rec->reloc;
+            for (size_t i = 0; i < r.from.size(); ++i)
+                if (rip == rec->trampoline + r.to[i])
+                    return address + r.from[i];
+            return rip;
+        });
+    }
     if (!done) {
         std::fprintf(stderr,
                      "bpftime: cannot remove the inline hook at %s (%s); its handlers are "
-                     "disabled and the jump stays\n",
-                     hex(address).c_str(), done.err().message.c_str());
+                     "disabled and the %s stays\n",
+                     hex(address).c_str(), done.err().message.c_str(), rec->trap ? "int3" : "jump");
     } else {
         rec->patched = false;
     }
-    // No handler starts any more; wait for the ones running: stop the threads again until none
-    // reports being inside one of this hook's handlers (bounded: a handler that never returns
-    // is reported and left).
+    // No handler starts any more once every thread has passed a barrier; wait for the ones
+    // running (bounded: a handler that never returns is reported and left). Stubs, trampolines
+    // and records are never freed, so a thread still on its way out of them is safe.
+    bool busy = !hook_detail::barrier_all_threads() || handlers_running(rec);
     for (int round = 0; busy && round < 10000; round++) {
         std::this_thread::sleep_for(std::chrono::microseconds(100));
-        auto seen = hook_detail::stop_threads_and(
-            [&] {
-                busy = hook_detail::stopped_thread_runs(rec);
-                return 0;
-            },
-            [](uintptr_t rip) { return rip; });
-        busy = busy || !seen;
+        busy = handlers_running(rec);
     }
     if (busy)
         std::fprintf(stderr,
@@ -600,6 +680,9 @@ uintptr_t inline_hook::address() const {
 }
 size_t inline_hook::patched_bytes() const {
     return rec_->reloc.patched;
+}
+bool inline_hook::is_trap() const {
+    return rec_->trap;
 }
 bool inline_hook::return_early(uint64_t value) {
     shadow_stack &ss = t_shadow;
@@ -617,7 +700,8 @@ int inline_hook::hook_stop_signal() {
 }
 
 const void *hook_detail::running_hook() {
-    return t_shadow.running;
+    const thread_mark *m = t_shadow.mark;
+    return m ? m->running.load(std::memory_order_relaxed) : nullptr;
 }
 
 } // namespace bpftime

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /// @file
-/// Process-level services of the inline hooks: the memory map, allocation near an address and
-/// stopping the other threads while code is patched.
+/// Process-level services of the inline hooks: the memory map, allocation near an address,
+/// patching live code (int3, membarrier and a SIGTRAP handler) and, where the kernel lacks
+/// membarrier SYNC_CORE, stopping the other threads while code is patched.
 #include "hook_internal.hpp"
 
 #include "bpftime/hook/syscall_intercept.hpp"
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <mutex>
 #include <signal.h>
 #include <span>
@@ -328,6 +330,385 @@ result<void> stop_threads_and(const std::function<int()> &patch, const move_rip_
     release();
     if (failed)
         return make_error(failed, std::string("cannot patch the code: ") + std::strerror(failed));
+    return {};
+}
+
+// --- Patching live code ----------------------------------------------------------------------
+
+namespace {
+
+size_t page_size() {
+    return static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+std::string hex(uintptr_t v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(v));
+    return buf;
+}
+
+long membarrier(int cmd, unsigned flags) {
+    return syscall(SYS_membarrier, cmd, flags, 0);
+}
+
+// 1: membarrier SYNC_CORE and PRIVATE_EXPEDITED registered; 0: not available.
+int membarrier_state() {
+    static const int state = [] {
+        const long q = membarrier(MEMBARRIER_CMD_QUERY, 0);
+        if (q < 0 || !(q & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) ||
+            !(q & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+            return 0;
+        if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0) != 0 ||
+            membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) != 0)
+            return 0;
+        return 1;
+    }();
+    return state;
+}
+
+// One int3 of ours: a site's routing, immutable once published. Entries are never freed (a
+// handler may be reading one the patcher just unpublished); each costs 32 bytes per patch.
+struct trap_entry {
+    uintptr_t address;
+    uintptr_t redirect; // when fn is null: where the thread goes on
+    trap_fn fn;
+    void *user;
+};
+
+constexpr int max_trap_sites = 4096;
+std::atomic<const trap_entry *> g_traps[max_trap_sites];
+std::atomic<int> g_traps_high{0}; // slots below it may be used
+std::mutex g_traps_mutex;         // publishing and unpublishing
+struct sigaction g_prev_trap {};  // the SIGTRAP disposition before ours
+std::once_flag g_trap_once;
+int g_trap_error = 0;
+
+const trap_entry *find_trap(uintptr_t address) {
+    const int high = g_traps_high.load(std::memory_order_acquire);
+    for (int i = 0; i < high; ++i) {
+        const trap_entry *e = g_traps[i].load(std::memory_order_acquire);
+        if (e != nullptr && e->address == address)
+            return e;
+    }
+    return nullptr;
+}
+
+// Hands a trap that is not ours to what the application installed, or takes the default action.
+void chain_trap(int sig, siginfo_t *info, void *context) {
+    if (g_prev_trap.sa_flags & SA_SIGINFO) {
+        if (g_prev_trap.sa_sigaction != nullptr)
+            g_prev_trap.sa_sigaction(sig, info, context);
+        return;
+    }
+    if (g_prev_trap.sa_handler == SIG_IGN)
+        return;
+    if (g_prev_trap.sa_handler == SIG_DFL) {
+        // Delivered again when this handler returns (it is blocked here), now with the default
+        // action: the process dumps core at the application's own int3, as without bpftime.
+        signal(sig, SIG_DFL);
+        syscall_intercept::raw_syscall(SYS_tgkill, getpid(),
+                                       syscall_intercept::raw_syscall(SYS_gettid), sig);
+        return;
+    }
+    g_prev_trap.sa_handler(sig);
+}
+
+void trap_handler(int sig, siginfo_t *info, void *context) {
+    auto *uc = static_cast<ucontext_t *>(context);
+    greg_t &rip = uc->uc_mcontext.gregs[REG_RIP];
+    // An int3 reports SI_KERNEL with rip just past it; anything else (kill, single-step) is
+    // not ours.
+    if (info->si_code == SI_KERNEL) {
+        const uintptr_t at = static_cast<uintptr_t>(rip) - 1;
+        if (const trap_entry *e = find_trap(at)) {
+            const int saved_errno = errno;
+            if (e->fn != nullptr)
+                e->fn(e->user, uc);
+            else
+                rip = static_cast<greg_t>(e->redirect);
+            errno = saved_errno;
+            return;
+        }
+        // An int3 of ours removed between the trap and this lookup: the byte is back; the
+        // thread runs what is there now.
+        if (*reinterpret_cast<const volatile uint8_t *>(at) != 0xCC) {
+            rip = static_cast<greg_t>(at);
+            return;
+        }
+    }
+    chain_trap(sig, info, context);
+}
+
+void install_trap_handler() {
+    struct sigaction sa {};
+    sa.sa_sigaction = trap_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTRAP, &sa, &g_prev_trap) != 0)
+        g_trap_error = errno;
+}
+
+result<void> ensure_trap_handler() {
+    std::call_once(g_trap_once, install_trap_handler);
+    if (g_trap_error)
+        return make_error(g_trap_error, std::string("cannot install the SIGTRAP handler: ") +
+                                            std::strerror(g_trap_error));
+    return {};
+}
+
+// Publishes an entry; false when every slot is taken.
+bool publish_trap(const trap_entry *e) {
+    std::lock_guard lock(g_traps_mutex);
+    for (int i = 0; i < max_trap_sites; ++i) {
+        const trap_entry *expected = nullptr;
+        if (g_traps[i].load() == nullptr) {
+            if (i >= g_traps_high.load())
+                g_traps_high.store(i + 1, std::memory_order_release);
+            if (g_traps[i].compare_exchange_strong(expected, e, std::memory_order_release))
+                return true;
+        }
+    }
+    return false;
+}
+
+// Unpublishes the entries at address: the one given, or every probe's (fn set) when null.
+void unpublish_trap(uintptr_t address, const trap_entry *which) {
+    std::lock_guard lock(g_traps_mutex);
+    const int high = g_traps_high.load();
+    for (int i = 0; i < high; ++i) {
+        const trap_entry *e = g_traps[i].load();
+        if (e != nullptr && e->address == address && (which ? e == which : e->fn != nullptr))
+            g_traps[i].store(nullptr, std::memory_order_release);
+    }
+}
+
+// Reads a small /proc file of this process into buf; its length or -1.
+int read_proc(const char *path, char *buf, size_t size) {
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    const ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n < 0)
+        return -1;
+    buf[n] = 0;
+    return static_cast<int>(n);
+}
+
+// The time thread tid has run (ns, /proc schedstat), or -1 when it is gone.
+long long run_time(pid_t tid) {
+    char path[64], buf[128];
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", tid);
+    if (read_proc(path, buf, sizeof buf) < 0)
+        return -1;
+    return std::atoll(buf);
+}
+
+// Whether thread tid is blocked in a system call (or a fault) with its user instruction
+// pointer outside [lo, hi).
+bool blocked_outside(pid_t tid, uintptr_t lo, uintptr_t hi) {
+    char path[64], buf[256];
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+    if (read_proc(path, buf, sizeof buf) < 0 || std::strncmp(buf, "running", 7) == 0)
+        return false;
+    // "nr arg1 .. arg6 sp pc", or "-1 sp pc" outside a system call: the pc is the last field.
+    const char *last = std::strrchr(buf, ' ');
+    if (last == nullptr)
+        return false;
+    const uintptr_t pc = std::strtoull(last + 1, nullptr, 16);
+    return pc < lo || pc >= hi;
+}
+
+// The rule that keeps threads out of half-replaced instructions without stopping them: once the
+// int3 is in place and serialised, no thread enters [lo, hi) from its start; a thread that was
+// already at a boundary inside (preempted there, a few instructions' window) leaves it as soon
+// as it runs. So wait until every other thread has run since (its schedstat run time grew) or
+// is blocked in a system call elsewhere. ETIMEDOUT after a second (a thread stopped by a
+// debugger or SIGSTOP inside the range).
+result<void> wait_threads_outside(uintptr_t lo, uintptr_t hi) {
+    struct seen {
+        pid_t tid;
+        long long ran;
+    };
+    std::vector<seen> pending;
+    const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
+    std::vector<pid_t> tids(max_threads + 1);
+    const int n = list_threads(tids.data(), max_threads + 1);
+    if (n < 0)
+        return make_error(errno, "cannot list the threads of the process");
+    for (int i = 0; i < n; ++i)
+        if (tids[i] != self)
+            pending.push_back({tids[i], run_time(tids[i])});
+    using clock = std::chrono::steady_clock;
+    const auto deadline = clock::now() + std::chrono::seconds(1);
+    while (!pending.empty()) {
+        std::erase_if(pending, [&](const seen &s) {
+            const long long now = run_time(s.tid);
+            return now < 0 || now > s.ran || blocked_outside(s.tid, lo, hi);
+        });
+        if (pending.empty())
+            break;
+        if (clock::now() >= deadline)
+            return make_error(ETIMEDOUT, "thread " + std::to_string(pending.front().tid) +
+                                             " neither ran nor blocked outside " + hex(lo) +
+                                             " within 1 s while the code there was patched (is it "
+                                             "stopped?)");
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return {};
+}
+
+} // namespace
+
+bool live_patching_available() {
+    return membarrier_state() == 1;
+}
+
+// A registered membarrier command; a child of fork starts unregistered (the registration
+// belongs to the address space), so EPERM registers again once.
+static bool registered_membarrier(int cmd) {
+    if (membarrier(cmd, 0) == 0)
+        return true;
+    if (errno != EPERM || membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0) != 0 ||
+        membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) != 0)
+        return false;
+    return membarrier(cmd, 0) == 0;
+}
+
+void sync_cores() {
+    if (membarrier_state() == 1)
+        registered_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE);
+    serialise();
+}
+
+bool barrier_all_threads() {
+    if (membarrier_state() == 1)
+        return registered_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+    return stop_threads_and([] { return 0; }, [](uintptr_t rip) { return rip; }).ok();
+}
+
+result<code_pages> pages_of(uintptr_t address, size_t n) {
+    auto maps = read_maps();
+    if (!maps)
+        return std::move(maps).err();
+    const uintptr_t size = page_size();
+    code_pages pages;
+    for (uintptr_t p = address & ~(size - 1); p < address + n; p += size) {
+        const auto *m = find_mapping(*maps, p);
+        if (!m)
+            return make_error(EFAULT, "the code at " + hex(p) + " is not mapped");
+        if (pages.count == 2)
+            return make_error(EINVAL, "the patch at " + hex(address) + " spans too many pages");
+        pages.page[pages.count] = p;
+        pages.prot[pages.count++] =
+            (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) | (m->exec ? PROT_EXEC : 0);
+    }
+    return pages;
+}
+
+int write_code(const code_pages &pages, uintptr_t address, const uint8_t *bytes, size_t n) {
+    const size_t size = page_size();
+    for (int i = 0; i < pages.count; ++i)
+        if (mprotect(reinterpret_cast<void *>(pages.page[i]), size,
+                     PROT_READ | PROT_WRITE | PROT_EXEC) != 0) {
+            const int err = errno;
+            for (int j = 0; j < i; ++j)
+                mprotect(reinterpret_cast<void *>(pages.page[j]), size, pages.prot[j]);
+            return err;
+        }
+    auto *dst = reinterpret_cast<volatile uint8_t *>(address);
+    for (size_t i = 0; i < n; ++i)
+        dst[i] = bytes[i];
+    for (int i = 0; i < pages.count; ++i)
+        mprotect(reinterpret_cast<void *>(pages.page[i]), size, pages.prot[i]);
+    return 0;
+}
+
+result<void> patch_live(const live_patch &p, const move_rip_fn &move_rip) {
+    auto pages = pages_of(p.address, p.n);
+    if (!pages)
+        return std::move(pages).err();
+    const auto *code = reinterpret_cast<const uint8_t *>(p.address);
+    if (membarrier_state() != 1) {
+        bool changed = false;
+        auto done = stop_threads_and(
+            [&] {
+                if (p.expect && std::memcmp(code, p.expect, p.n) != 0) {
+                    changed = true;
+                    return EAGAIN;
+                }
+                return write_code(*pages, p.address, p.bytes, p.n);
+            },
+            move_rip);
+        if (!done && changed)
+            return make_error(EAGAIN, "the code at " + hex(p.address) + " changed meanwhile");
+        return done;
+    }
+    if (auto h = ensure_trap_handler(); !h)
+        return h;
+    if (p.expect && std::memcmp(code, p.expect, p.n) != 0)
+        return make_error(EAGAIN, "the code at " + hex(p.address) + " changed meanwhile");
+    const uint8_t first = code[0];
+    const auto *entry = new trap_entry{p.address, p.redirect, nullptr, nullptr};
+    if (!publish_trap(entry))
+        return make_error(ENOSPC, "too many int3 sites (" + std::to_string(max_trap_sites) + ")");
+    const uint8_t int3 = 0xCC;
+    auto fail = [&](int err, const std::string &what) -> result<void> {
+        // Back to the first byte the code had: the rest is still the old code.
+        write_code(*pages, p.address, &first, 1);
+        sync_cores();
+        unpublish_trap(p.address, entry);
+        return make_error(err, what);
+    };
+    if (int err = write_code(*pages, p.address, &int3, 1))
+        return fail(err, std::string("cannot write the code: ") + std::strerror(err));
+    sync_cores();
+    if (p.wait_inside && p.n > 1)
+        if (auto w = wait_threads_outside(p.address + 1, p.address + p.n); !w)
+            return fail(w.err().code, w.err().message);
+    if (p.n > 1) {
+        if (int err = write_code(*pages, p.address + 1, p.bytes + 1, p.n - 1))
+            return fail(err, std::string("cannot write the code: ") + std::strerror(err));
+        sync_cores();
+    }
+    if (int err = write_code(*pages, p.address, p.bytes, 1)) {
+        // The int3 stays, redirecting for good: the bytes behind it are already the new ones.
+        return make_error(err, std::string("cannot write the code: ") + std::strerror(err));
+    }
+    sync_cores();
+    unpublish_trap(p.address, entry);
+    return {};
+}
+
+result<void> add_trap_site(uintptr_t address, uint8_t original, trap_fn fn, void *user) {
+    if (auto h = ensure_trap_handler(); !h)
+        return h;
+    auto pages = pages_of(address, 1);
+    if (!pages)
+        return std::move(pages).err();
+    if (*reinterpret_cast<const uint8_t *>(address) != original)
+        return make_error(EAGAIN, "the code at " + hex(address) + " changed meanwhile");
+    if (!publish_trap(new trap_entry{address, 0, fn, user}))
+        return make_error(ENOSPC, "too many int3 sites (" + std::to_string(max_trap_sites) + ")");
+    const uint8_t int3 = 0xCC;
+    if (int err = write_code(*pages, address, &int3, 1)) {
+        unpublish_trap(address, nullptr);
+        return make_error(err, std::string("cannot write the int3: ") + std::strerror(err));
+    }
+    // A single byte: no thread can see half of it; the serialisation makes the probe take
+    // effect everywhere now rather than at each core's next serialising event.
+    sync_cores();
+    return {};
+}
+
+result<void> remove_trap_site(uintptr_t address, uint8_t original) {
+    auto pages = pages_of(address, 1);
+    if (!pages)
+        return std::move(pages).err();
+    if (int err = write_code(*pages, address, &original, 1))
+        return make_error(err, std::string("cannot restore the code: ") + std::strerror(err));
+    sync_cores();
+    unpublish_trap(address, nullptr);
     return {};
 }
 

@@ -66,7 +66,8 @@ bool fits32(int64_t v) {
 
 result<relocation> relocate(uintptr_t address, size_t available, size_t function_size,
                             uintptr_t trampoline, size_t cover) {
-    cover = std::max(cover, jmp_size);
+    // cover 0: exactly one instruction (a trap probe's displaced instruction).
+    cover = cover == 0 ? 1 : std::max(cover, jmp_size);
     ZydisDecoder decoder;
     ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
     const auto *bytes = reinterpret_cast<const uint8_t *>(address);
@@ -260,6 +261,27 @@ result<relocation> relocate(uintptr_t address, size_t available, size_t function
     out.insert(out.end(), 4, 0);
     put32(out, out.size() - 4, static_cast<int32_t>(back));
     return r;
+}
+
+uintptr_t find_branch_into(uintptr_t address, size_t size, size_t patched) {
+    ZydisDecoder decoder;
+    ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    const auto *bytes = reinterpret_cast<const uint8_t *>(address);
+    for (size_t at = 0; at < size;) {
+        decoded d{};
+        d.address = address + at;
+        if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&decoder, bytes + at, size - at, &d.instr, d.ops)))
+            return 0; // data or padding: the sweep stops, what it saw was clean
+        for (unsigned i = 0; i < d.instr.operand_count; ++i) {
+            uint64_t target = 0;
+            if (d.ops[i].type == ZYDIS_OPERAND_TYPE_IMMEDIATE && d.ops[i].imm.is_relative &&
+                ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&d.instr, &d.ops[i], d.address, &target)) &&
+                target > address && target < address + patched)
+                return d.address;
+        }
+        at += d.instr.length;
+    }
+    return 0;
 }
 
 } // namespace bpftime::hook_detail

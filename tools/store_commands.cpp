@@ -380,11 +380,14 @@ int cmd_list(const global_options &g) {
         if (auto hosts = listed->link_hosts.find(l.id); hosts != listed->link_hosts.end()) {
             json hj = json::array();
             for (const store::link_host_state &h : hosts->second) {
+                // "attached" says the host hooked it (a jump or, where none fits, an int3); a
+                // refusal names its reason.
                 r.details += h.failed ? ", failed in pid " + std::to_string(h.pid) + ": " + h.why
-                                      : ", running in pid " + std::to_string(h.pid);
+                                      : ", attached and running in pid " + std::to_string(h.pid);
                 r.details += " (" + host_counts_text(h) + ")";
                 hj.push_back({{"pid", h.pid},
                               {"state", h.failed ? "failed" : "running"},
+                              {"attached", !h.failed},
                               {"why", h.why},
                               {"run_cnt", h.runs},
                               {"run_time_ns", h.run_time_ns},

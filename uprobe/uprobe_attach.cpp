@@ -156,6 +156,19 @@ public:
         if (site->hook == nullptr) {
             auto hook =
                 inline_hook::install(*address, loc->bytes_to_end, on_entry, on_return, site.get());
+            if (!hook && hook.err().code != EFAULT) {
+                // Where a 5-byte jump does not fit (too short a function, a branch into its
+                // first bytes, a neighbouring probe), an int3, as the kernel's uprobes use.
+                auto trap = inline_hook::install_trap(*address, loc->bytes_to_end, on_entry,
+                                                      on_return, site.get());
+                if (!trap) {
+                    publish(*site, {});
+                    return make_error(hook.err().code,
+                                      args + ": " + hook.err().message +
+                                          "; and as a trap probe: " + trap.err().message);
+                }
+                hook = std::move(trap);
+            }
             if (!hook) {
                 publish(*site, {});
                 return make_error(hook.err().code, args + ": " + hook.err().message);

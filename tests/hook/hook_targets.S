@@ -175,6 +175,37 @@ hk_short:
         .size hk_short, . - hk_short
         .fill 13, 1, 0xcc
 
+# long hk_lea4(long x): x + 1 in 4 bytes (lea; ret): too short for a 5-byte jump.
+        .globl hk_lea4
+        .type hk_lea4, @function
+        .p2align 4
+hk_lea4:
+        lea eax, [rdi + 1]
+        ret
+        .size hk_lea4, . - hk_lea4
+        .fill 12, 1, 0xcc
+
+# long hk_loopback(long n): 1 + 2 + .. + n; its loop branches back to offset 2, inside the
+# first 5 bytes. hk_loopback_size holds its size, as a symbol table gives it.
+        .globl hk_loopback
+        .type hk_loopback, @function
+        .p2align 4
+hk_loopback:
+        xor eax, eax
+1:      add rax, rdi
+        dec rdi
+        jg 1b
+        ret
+.Lloopback_end:
+        .size hk_loopback, . - hk_loopback
+
+        .section .rodata
+        .p2align 3
+        .globl hk_loopback_size
+hk_loopback_size:
+        .quad .Lloopback_end - hk_loopback
+        .text
+
         .section .note.GNU-stack, "", @progbits
 
 # long hk_clobber(long x): x + 1, using (and restoring) the callee-saved rbx and r12.

@@ -5,12 +5,18 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <dlfcn.h>
+#include <linux/membarrier.h>
 #include <mutex>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <thread>
+#include <time.h>
 #include <unistd.h>
 #include <vector>
 
@@ -47,6 +53,9 @@ long hk_tiny();
 long hk_triple(long x);
 long hk_short();
 long hk_clobber(long x);
+long hk_lea4(long x);
+long hk_loopback(long n);
+extern const uint64_t hk_loopback_size;
 two_words hk_checked_call(long (*fn)(long), long x);
 extern long hk_data;
 
@@ -111,6 +120,22 @@ std::unique_ptr<inline_hook> hook(uintptr_t address, recorder &r) {
     auto h = inline_hook::install(address, on_entry, on_return, &r);
     EXPECT_TRUE(h.ok()) << (h.ok() ? "" : h.err().message);
     return h.ok() ? std::move(*h) : nullptr;
+}
+
+std::unique_ptr<inline_hook> trap_hook(uintptr_t address, recorder &r, size_t size = 0) {
+    auto h = inline_hook::install_trap(address, size, on_entry, on_return, &r);
+    EXPECT_TRUE(h.ok()) << (h.ok() ? "" : h.err().message);
+    if (h.ok()) {
+        EXPECT_TRUE((*h)->is_trap());
+    }
+    return h.ok() ? std::move(*h) : nullptr;
+}
+
+// Whether this kernel lets the code be patched without signalling the other threads.
+bool live_patching() {
+    const long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    return q > 0 && (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) != 0 &&
+           (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0;
 }
 
 std::string refusal(uintptr_t address, size_t size = 0) {
@@ -543,6 +568,238 @@ TEST(InlineHook, HooksALibcFunction) {
     EXPECT_EQ(opaque(real_getpid)(), pid);
     EXPECT_EQ(r.entries.load(), after);
     dlclose(libc);
+}
+
+TEST(TrapProbe, AFourByteFunctionIsProbedAtEntryAndReturn) {
+    // A jump does not fit: lea (3 bytes) then ret.
+    auto refused = refusal(addr(hk_lea4));
+    EXPECT_NE(refused.find("ret"), std::string::npos) << refused;
+    recorder r;
+    auto h = trap_hook(addr(hk_lea4), r, 4);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->patched_bytes(), 3u) << "the displaced instruction: the lea";
+    EXPECT_EQ(*reinterpret_cast<const uint8_t *>(addr(hk_lea4)), 0xCC);
+    for (long x = 0; x < 100; ++x)
+        ASSERT_EQ(opaque(hk_lea4)(x), x + 1);
+    EXPECT_EQ(r.entries.load(), 100u);
+    EXPECT_EQ(r.returns.load(), 100u);
+    std::lock_guard lock(r.mutex);
+    ASSERT_EQ(r.entry_regs.size(), 100u);
+    EXPECT_EQ(r.entry_regs[42].rdi, 42u);
+    EXPECT_EQ(r.entry_regs[42].rip, addr(hk_lea4));
+    EXPECT_EQ(r.return_regs[42].rax, 43u);
+    EXPECT_EQ(r.return_regs[42].rsp, r.entry_regs[42].rsp + 8) << "rsp as after the ret";
+    // The return address the function saw is its caller's... replaced by the return stub, as
+    // the kernel's uretprobes do; the caller got its result back regardless (above).
+    EXPECT_NE(r.entry_return_addresses[42], 0u);
+}
+
+TEST(TrapProbe, RemovalRestoresTheBytesAndStopsCounting) {
+    const uint8_t before = *reinterpret_cast<const uint8_t *>(addr(hk_lea4));
+    recorder r;
+    auto h = trap_hook(addr(hk_lea4), r, 4);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(opaque(hk_lea4)(1), 2);
+    h.reset();
+    EXPECT_EQ(*reinterpret_cast<const uint8_t *>(addr(hk_lea4)), before);
+    EXPECT_EQ(opaque(hk_lea4)(5), 6);
+    EXPECT_EQ(r.entries.load(), 1u);
+    // Placed again after removal.
+    auto again = trap_hook(addr(hk_lea4), r, 4);
+    ASSERT_TRUE(again);
+    EXPECT_EQ(opaque(hk_lea4)(7), 8);
+    EXPECT_EQ(r.entries.load(), 2u);
+}
+
+TEST(TrapProbe, ReturnEarlyFromATrap) {
+    struct early {
+        static bool entry(void *, const pt_regs *regs) {
+            EXPECT_TRUE(inline_hook::return_early(regs->rdi * 100));
+            return false;
+        }
+    };
+    auto h = inline_hook::install_trap(addr(hk_lea4), 4, early::entry, nullptr, nullptr);
+    ASSERT_TRUE(h.ok()) << h.err().message;
+    EXPECT_EQ(opaque(hk_lea4)(3), 300);
+    EXPECT_EQ(opaque(hk_clobber)(3), 4) << "the caller's registers survive";
+}
+
+TEST(TrapProbe, ABranchBackIntoTheFirstBytesIsProbedByTrap) {
+    const size_t size = hk_loopback_size;
+    ASSERT_GT(size, 5u);
+    // The loop goes back to offset 2: a jump over the first 5 bytes would break it.
+    auto refused = refusal(addr(hk_loopback), size);
+    EXPECT_NE(refused.find("goes into the 5 bytes"), std::string::npos) << refused;
+    recorder r;
+    r.keep = false;
+    auto h = trap_hook(addr(hk_loopback), r, size);
+    ASSERT_TRUE(h);
+    for (long n = 1; n <= 50; ++n)
+        ASSERT_EQ(opaque(hk_loopback)(n), n * (n + 1) / 2);
+    EXPECT_EQ(r.entries.load(), 50u) << "one entry per call, not per iteration";
+    EXPECT_EQ(r.returns.load(), 50u);
+}
+
+TEST(TrapProbe, RefusesWhatCannotBeTrapped) {
+    recorder r;
+    auto padding = inline_hook::install_trap(addr(hk_tiny) + 2, 0, on_entry, on_return, &r);
+    ASSERT_FALSE(padding.ok());
+    EXPECT_NE(padding.err().message.find("int3"), std::string::npos) << padding.err().message;
+    auto data = inline_hook::install_trap(reinterpret_cast<uintptr_t>(&hk_data), 0, on_entry,
+                                          on_return, &r);
+    ASSERT_FALSE(data.ok());
+    EXPECT_NE(data.err().message.find("not executable"), std::string::npos) << data.err().message;
+    auto first = trap_hook(addr(hk_lea4), r, 4);
+    ASSERT_TRUE(first);
+    auto twice = inline_hook::install_trap(addr(hk_lea4), 4, on_entry, on_return, &r);
+    ASSERT_FALSE(twice.ok());
+    EXPECT_NE(twice.err().message.find("already hooked"), std::string::npos) << twice.err().message;
+}
+
+std::atomic<int> g_app_traps{0};
+void app_trap_handler(int, siginfo_t *, void *) {
+    g_app_traps.fetch_add(1);
+}
+
+TEST(TrapProbe, TheApplicationsOwnSigtrapHandlerStillGetsItsInt3s) {
+    struct sigaction sa {};
+    sa.sa_sigaction = app_trap_handler;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGTRAP, &sa, nullptr), 0);
+    recorder r;
+    auto h = trap_hook(addr(hk_lea4), r, 4);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(opaque(hk_lea4)(1), 2);
+    asm volatile("int3" ::: "memory");
+    EXPECT_EQ(g_app_traps.load(), 1) << "the application's int3 reached its handler";
+    EXPECT_EQ(r.entries.load(), 1u) << "and the probe's did not";
+    raise(SIGTRAP);
+    EXPECT_EQ(g_app_traps.load(), 2) << "a raised SIGTRAP too";
+    EXPECT_EQ(opaque(hk_lea4)(2), 3);
+    EXPECT_EQ(r.entries.load(), 2u);
+    EXPECT_EQ(g_app_traps.load(), 2);
+}
+
+TEST(TrapProbeDeathTest, AnInt3NotOursTakesTheDefaultActionWithoutAHandler) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            recorder r;
+            auto h = inline_hook::install_trap(addr(hk_lea4), 4, on_entry, on_return, &r);
+            if (!h.ok() || opaque(hk_lea4)(1) != 2)
+                std::_Exit(3);
+            asm volatile("int3" ::: "memory");
+            std::_Exit(0);
+        },
+        testing::KilledBySignal(SIGTRAP), "");
+}
+
+// How many times thread tid has gone to sleep (voluntary context switches).
+long voluntary_switches(pid_t tid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    FILE *f = std::fopen(path, "re");
+    if (!f)
+        return -1;
+    char line[256];
+    long n = -1;
+    while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+            break;
+    std::fclose(f);
+    return n;
+}
+
+// Threads blocked in nanosleep and read while hooks come and go on a function a third thread
+// calls in a loop: nothing interrupts them (no EINTR, the full sleep).
+TEST(LivePatching, BlockedThreadsAreNotInterruptedAndCountsAreExact) {
+    if (!live_patching())
+        GTEST_SKIP() << "this kernel lacks membarrier SYNC_CORE: patching stops the threads";
+    std::atomic<int> sleep_rc{-2}, sleep_errno{0};
+    std::atomic<long long> slept_ns{0};
+    std::thread sleeper([&] {
+        timespec t{3, 0};
+        const auto start = std::chrono::steady_clock::now();
+        errno = 0;
+        sleep_rc.store(nanosleep(&t, nullptr));
+        sleep_errno.store(errno);
+        slept_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - start)
+                           .count());
+    });
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    std::atomic<long> read_rc{-2};
+    std::atomic<int> read_errno{0};
+    std::atomic<pid_t> reader_tid{0};
+    std::thread reader([&] {
+        reader_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+        char c;
+        errno = 0;
+        // A bare read system call: libc would restart it, hiding an EINTR.
+        read_rc.store(syscall(SYS_read, fds[0], &c, 1));
+        read_errno.store(errno);
+    });
+    std::atomic<bool> stop{false};
+    std::atomic<int> wrong{0};
+    std::thread caller([&] {
+        auto *f = opaque(hk_jcc);
+        for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+            const int x = (i & 1023) - 100;
+            if (f(x) != (x <= 0 ? -1 : 2 * x))
+                wrong.fetch_add(1);
+        }
+    });
+    // The looping caller never passes 5000; this thread calls with it a known number of times
+    // in each window.
+    struct marked {
+        std::atomic<uint64_t> hits{0}, returns{0};
+        static bool entry(void *user, const pt_regs *regs) {
+            if (static_cast<int>(regs->rdi) == 5000)
+                static_cast<marked *>(user)->hits.fetch_add(1);
+            return static_cast<int>(regs->rdi) == 5000;
+        }
+        static void ret(void *user, const pt_regs *regs) {
+            if (regs->rax == 10000)
+                static_cast<marked *>(user)->returns.fetch_add(1);
+        }
+    };
+    // Once blocked, the reader wakes only if something interrupts it (a signal, which its
+    // read would transparently restart): its count of sleeps must not move.
+    while (reader_tid.load() == 0)
+        std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const long sleeps_before = voluntary_switches(reader_tid.load());
+    ASSERT_GE(sleeps_before, 0);
+    for (int round = 0; round < 100; ++round) {
+        marked m;
+        // Jumps and traps alike.
+        auto h = round % 2 == 0
+                     ? inline_hook::install(addr(hk_jcc), marked::entry, marked::ret, &m)
+                     : inline_hook::install_trap(addr(hk_jcc), 0, marked::entry, marked::ret, &m);
+        ASSERT_TRUE(h.ok()) << "round " << round << ": " << h.err().message;
+        for (int k = 0; k < 3; ++k)
+            ASSERT_EQ(opaque(hk_jcc)(5000), 10000);
+        h->reset();
+        EXPECT_EQ(m.hits.load(), 3u) << "round " << round;
+        EXPECT_EQ(m.returns.load(), 3u) << "round " << round;
+        ASSERT_EQ(opaque(hk_jcc)(5000), 10000);
+        EXPECT_EQ(m.hits.load(), 3u) << "round " << round << ": counted after removal";
+    }
+    EXPECT_EQ(voluntary_switches(reader_tid.load()), sleeps_before)
+        << "the thread blocked in read was woken while the code was patched";
+    sleeper.join();
+    ASSERT_EQ(write(fds[1], "x", 1), 1);
+    reader.join();
+    stop.store(true);
+    caller.join();
+    EXPECT_EQ(sleep_rc.load(), 0) << "nanosleep was interrupted: " << std::strerror(sleep_errno);
+    EXPECT_GE(slept_ns.load(), 3'000'000'000LL);
+    EXPECT_EQ(read_rc.load(), 1) << "read was interrupted: " << std::strerror(read_errno);
+    EXPECT_EQ(wrong.load(), 0);
+    close(fds[0]);
+    close(fds[1]);
 }
 
 } // namespace

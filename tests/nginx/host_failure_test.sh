@@ -44,7 +44,7 @@ check "the failed link is logged once (logged $n times)" test "$n" -eq 1
 bt destroy "$bad" >/dev/null
 expect_code 418 /closed/d
 expect_code 418 /open/d
-expect list-running 0 "^$LINK +link +link .*, running in pid $worker" -- "$BPFTIME" list
+expect list-running 0 "^$LINK +link +link .*, attached and running in pid $worker" -- "$BPFTIME" list
 check "the same worker served everything" test "$(ngx_workers)" == "$worker"
 check_no_crash
 finish

@@ -39,7 +39,11 @@ run_rounds() {
   local running=$!
   wait_for_line "$out" '^pid [0-9]+ ready$' || return 1
   pid=$(sed -n 's/^pid \([0-9]*\) ready$/\1/p' "$out")
-  [[ $provider == user ]] && { wait_for_hosts "$pid" 1 || return 1; }
+  if [[ $provider == user ]]; then
+    wait_for_hosts "$pid" 1 || return 1
+    expect "$prefix-list-json-attached" 0 "\"pid\":$pid,\"state\":\"running\",\"attached\":true" -- \
+      "$bpftime" list --json
+  fi
   record() {
     printf -v "${prefix}_all_$1" %s "$(count "$provider" 1 "$pid")"
     printf -v "${prefix}_marker_$1" %s "$(count "$provider" 2 "$pid")"

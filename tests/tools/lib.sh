@@ -36,13 +36,13 @@ wait_for_exit() {
   return 1
 }
 
-# wait_for_hosts PID COUNT [SECONDS]: waits until `bpftime list` shows COUNT links running in
-# PID (the agent there attached them).
+# wait_for_hosts PID COUNT [SECONDS]: waits until `bpftime list` shows COUNT links attached and
+# running in PID (the agent there attached them).
 wait_for_hosts() {
   local pid=$1 count=$2 limit=${3:-30}
   local i n
   for ((i = 0; i < limit * 20; i++)); do
-    n=$("$bpftime" list 2>/dev/null | grep -c "running in pid $pid\b")
+    n=$("$bpftime" list 2>/dev/null | grep -c "attached and running in pid $pid\b")
     [[ $n -ge $count ]] && return 0
     sleep 0.05
   done

@@ -1,4 +1,4 @@
-# A function the inline hook must refuse (x86-64 SysV).
+# Functions a 5-byte jump cannot take (x86-64 SysV): trap probes take them.
         .intel_syntax noprefix
         .text
 
@@ -21,5 +21,15 @@ ut_short:
         ret
         .size ut_short, . - ut_short
         .fill 13, 1, 0xcc
+
+# long ut_lea4(long x): x + 1 in 4 bytes (lea; ret).
+        .globl ut_lea4
+        .type ut_lea4, @function
+        .p2align 4
+ut_lea4:
+        lea eax, [rdi + 1]
+        ret
+        .size ut_lea4, . - ut_lea4
+        .fill 12, 1, 0xcc
 
         .section .note.GNU-stack, "", @progbits

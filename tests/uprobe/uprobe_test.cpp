@@ -38,6 +38,7 @@ extern "C" {
 // uprobe_targets.S
 long ut_tiny();
 long ut_short();
+long ut_lea4(long x);
 
 // A USDT-style semaphore: hosts count the uprobes attached with it.
 __attribute__((section(".probes"), used)) unsigned short ut_semaphore;
@@ -515,10 +516,19 @@ TEST_F(Uprobe, RefusalsAndTheOtherLinksStillAttach) {
     loaded_object obj = load(examples + "/uprobe_count.bpf.o");
     uint32_t totals_map = id_of(obj.maps, "totals");
     uint32_t entry = id_of(obj.programs, "count_entry");
-    const auto tiny_before = code_at(address_of(ut_tiny));
+    // The int3 padding after ut_tiny, by its address in the file: neither a jump nor a trap
+    // can go there.
+    Dl_info info{};
+    ASSERT_NE(dladdr(reinterpret_cast<void *>(address_of(ut_tiny)), &info), 0);
+    const uintptr_t padding = address_of(ut_tiny) + 2;
+    const auto padding_before = code_at(padding);
+    char padding_args[64];
+    std::snprintf(
+        padding_args, sizeof padding_args, "/proc/self/exe:0x%lx",
+        static_cast<unsigned long>(padding - reinterpret_cast<uintptr_t>(info.dli_fbase)));
     // Resolves in the file, but /usr/bin/true is not mapped in this process.
     attach(entry, attach_type_uprobe, "/usr/bin/true:0x2000");
-    attach(entry, attach_type_uprobe, "/proc/self/exe:ut_tiny");
+    attach(entry, attach_type_uprobe, padding_args);
     uint32_t good = attach(entry, attach_type_uprobe, "/proc/self/exe:ut_add");
 
     auto h = host();
@@ -528,8 +538,9 @@ TEST_F(Uprobe, RefusalsAndTheOtherLinksStillAttach) {
         const std::string &msg = r.err().message;
         EXPECT_NE(msg.find("/usr/bin/true:0x2000"), std::string::npos) << msg;
         EXPECT_NE(msg.find("not mapped"), std::string::npos) << msg;
-        EXPECT_NE(msg.find("/proc/self/exe:ut_tiny"), std::string::npos) << msg;
-        EXPECT_NE(msg.find("refusing to hook"), std::string::npos) << msg;
+        EXPECT_NE(msg.find(padding_args), std::string::npos) << msg;
+        EXPECT_NE(msg.find("as a trap probe"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("int3"), std::string::npos) << msg;
         EXPECT_EQ(h->attached_count(), 1u);
         EXPECT_TRUE(h->attach_id_of(good).has_value());
 
@@ -539,8 +550,41 @@ TEST_F(Uprobe, RefusalsAndTheOtherLinksStillAttach) {
         // Trying again attaches nothing twice.
         EXPECT_EQ(read_totals(totals_map).entries, 1000u * pass) << "pass " << pass;
     }
-    EXPECT_EQ(opaque(ut_tiny)(), 0);
+    EXPECT_EQ(code_at(padding), padding_before);
+}
+
+// Functions a 5-byte jump cannot take (4 bytes up to the ret; a 2-byte tail jump) get an int3
+// instead: every entry and return counted, the results unchanged, the bytes back on detach.
+TEST_F(Uprobe, TrapProbesWhereAJumpCannotGo) {
+    const auto lea4_before = code_at(address_of(ut_lea4));
+    const auto tiny_before = code_at(address_of(ut_tiny));
+    counting lea4 = count_at("/proc/self/exe:ut_lea4");
+    counting tiny = count_at("/proc/self/exe:ut_tiny");
+    {
+        auto h = host();
+        auto r = h->instantiate();
+        ASSERT_TRUE(r) << r.err().message;
+        EXPECT_EQ(h->attached_count(), 4u);
+        EXPECT_EQ(code_at(address_of(ut_lea4))[0], 0xCC);
+        uint64_t sum = 0;
+        for (long i = 0; i < 1000; ++i) {
+            ASSERT_EQ(opaque(ut_lea4)(i), i + 1);
+            sum += static_cast<uint64_t>(i + 1);
+            ASSERT_EQ(opaque(ut_tiny)(), 0);
+        }
+        totals t = read_totals(lea4.totals);
+        EXPECT_EQ(t.entries, 1000u);
+        EXPECT_EQ(t.returns, 1000u);
+        EXPECT_EQ(t.sum, sum);
+        totals u = read_totals(tiny.totals);
+        EXPECT_EQ(u.entries, 1000u);
+        EXPECT_EQ(u.returns, 1000u);
+        EXPECT_EQ(u.sum, 0u);
+        EXPECT_EQ(link(lea4.entry_link).runs, 1000u);
+    }
+    EXPECT_EQ(code_at(address_of(ut_lea4)), lea4_before);
     EXPECT_EQ(code_at(address_of(ut_tiny)), tiny_before);
+    EXPECT_EQ(opaque(ut_lea4)(41), 42);
 }
 
 // A program reading far outside its context faults on every run: counted as a fault, the

@@ -12,12 +12,29 @@
 /// and xmm0-xmm15. Not saved: the upper halves of ymm/zmm, the mask registers, the x87 state
 /// and MXCSR; handlers must leave those alone (plain C++ built without -mavx does).
 ///
+/// Where a jump cannot go, install_trap() places an int3 instead, with the kernel's uprobe
+/// semantics: the SIGTRAP handler builds the pt_regs from the signal's context, runs the
+/// handlers, and sends the thread through an out-of-line copy of the displaced instruction
+/// (relocated like a trampoline: `ret`, branches and RIP-relative operands work), which jumps
+/// back behind it. A trap costs a signal per call.
+///
+/// Patching live code: where the kernel has membarrier SYNC_CORE, the bytes are written as
+/// the kernel's text_poke_bp writes them (an int3 first, every thread core-serialised between
+/// the steps; a thread reaching the int3 meanwhile is sent on by the SIGTRAP handler). No
+/// other thread is interrupted, so blocking system calls in them run undisturbed. When a jump
+/// replaces several instructions, patching waits until every other thread has run (or is
+/// blocked in a system call elsewhere) since the int3 went in, so none can still be between
+/// them. The SIGTRAP handler is installed at the first patch and chains to the handler the
+/// application had then (or the default action) for every int3 that is not bpftime's; an
+/// application that installs its own SIGTRAP handler later takes int3s away from bpftime.
+///
 /// Known limits:
 /// - A branch elsewhere in the function that jumps into the replaced instructions (other than
 ///   to their first byte) cannot be detected in general; such a jump would land inside the
 ///   patch. install() refuses what it can see (the range running past function_size, int3
 ///   padding, a function ending with ret/jmp before 5 bytes, a branch inside the range to the
-///   middle of the range).
+///   middle of the range, and, given function_size, a relative branch anywhere from address to
+///   the end of the function into the replaced bytes); install_trap() takes those.
 /// - Return hooks swap the return address on the stack for the address of a return stub (as
 ///   the kernel's uretprobes do: the function sees that address at [rsp]) and keep the
 ///   original on a per-thread shadow stack of 256 entries (deeper calls are run
@@ -29,9 +46,9 @@
 ///   nor are CET shadow stacks.
 /// - Stubs and trampolines are never unmapped (a thread may still be executing them);
 ///   each hook leaves one page behind when destroyed.
-/// - Threads are stopped while the code is patched with a real-time signal
-///   (hook_stop_signal()); a thread blocking that signal makes install and destruction fail
-///   after one second (destruction then keeps the hook, see ~inline_hook).
+/// - Without membarrier SYNC_CORE, threads are stopped while the code is patched with a
+///   real-time signal (hook_stop_signal()); a thread blocking that signal makes install and
+///   destruction fail after one second (destruction then keeps the hook, see ~inline_hook).
 /// - A handler that calls a hooked function (on its own thread) does not run handlers again:
 ///   those nested calls run unhooked.
 #pragma once
@@ -74,18 +91,27 @@ public:
     static result<std::unique_ptr<inline_hook>> install(uintptr_t address, size_t function_size,
                                                         hook_entry_fn on_entry,
                                                         hook_return_fn on_return, void *user);
+    /// Hooks the instruction at address with an int3 (a trap probe): for what install() refuses
+    /// because a 5-byte jump does not fit (a function shorter than 5 bytes before its `ret`, a
+    /// branch into the first bytes, a neighbouring hook). Same handlers and return_early; each
+    /// hooked call takes a SIGTRAP. Refuses an address that is not mapped executable, an int3
+    /// already there and an address already hooked.
+    static result<std::unique_ptr<inline_hook>> install_trap(uintptr_t address,
+                                                             size_t function_size,
+                                                             hook_entry_fn on_entry,
+                                                             hook_return_fn on_return, void *user);
     /// The same with no function size.
     static result<std::unique_ptr<inline_hook>> install(uintptr_t address, hook_entry_fn on_entry,
                                                         hook_return_fn on_return, void *user) {
         return install(address, 0, on_entry, on_return, user);
     }
 
-    /// Restores the original bytes exactly (safe while other threads run; calls in flight
-    /// finish). When it returns, no handler of this hook runs any more or will run again;
-    /// returns still pending then go back to their callers without on_return. Must not be
-    /// called from a handler of the same hook. If the other threads cannot be stopped (one
-    /// blocks the stop signal), the bytes stay patched and the handlers disabled, with a
-    /// message on stderr.
+    /// Restores the original bytes exactly (safe while other threads run, which it does not
+    /// interrupt where membarrier SYNC_CORE exists; calls in flight finish). When it returns, no
+    /// handler of this hook runs any more or will run again; returns still pending then go back to
+    /// their callers without on_return. Must not be called from a handler of the same hook. If the
+    /// other threads cannot be stopped (one blocks the stop signal), the bytes stay patched and the
+    /// handlers disabled, with a message on stderr.
     ~inline_hook();
 
     inline_hook(const inline_hook &) = delete;
@@ -93,8 +119,11 @@ public:
 
     /// The hooked address.
     uintptr_t address() const;
-    /// How many bytes at address() were replaced (5 or more: whole instructions).
+    /// How many bytes at address() were replaced (5 or more: whole instructions), or for a trap
+    /// probe the length of the displaced instruction.
     size_t patched_bytes() const;
+    /// Whether this is a trap probe (install_trap).
+    bool is_trap() const;
 
     /// Called from an entry handler, on its thread: when the handler returns, the hooked call
     /// returns value (in rax) to its caller without running the function: every other register
