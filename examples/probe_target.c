@@ -3,11 +3,14 @@
 // sleeping PAUSE_US microseconds after each call (so probes can come and go while it runs).
 // Prints the number of calls and the sum of what the calls returned, which probes must see;
 // exits with status 3 when a call returned a wrong result.
-// Usage: probe_target CALLS [THREADS [PAUSE_US]]
+// With "short" after PAUSE_US the threads call bpftime_target_add4 instead, the same sum in a
+// 4-byte function (`lea; ret`), too short for a 5-byte jump: probes go there by trap.
+// Usage: probe_target CALLS [THREADS [PAUSE_US [short]]]
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /// The probed function: returns key + value. noinline and used, so every call is a real call.
@@ -16,6 +19,17 @@ __attribute__((noinline, used)) long bpftime_target_add(long key, long value) {
     return key + value;
 }
 
+/// The short probed function: returns key + value in 4 bytes of code.
+int bpftime_target_add4(int key, int value);
+__asm__(".text\n"
+        ".globl bpftime_target_add4\n"
+        ".type bpftime_target_add4, @function\n"
+        "bpftime_target_add4:\n"
+        "    leal (%rdi,%rsi), %eax\n"
+        "    ret\n"
+        ".size bpftime_target_add4, .-bpftime_target_add4\n");
+
+static int use_short;
 static long calls_per_thread;
 static long pause_us;
 static volatile long wrong_results;
@@ -23,7 +37,8 @@ static volatile long wrong_results;
 static void *run(void *arg) {
     long sum = 0;
     for (long i = 0; i < calls_per_thread; i++) {
-        long r = bpftime_target_add(i % 8, i);
+        long r =
+            use_short ? bpftime_target_add4((int)(i % 8), (int)i) : bpftime_target_add(i % 8, i);
         if (r != i % 8 + i) {
             __sync_fetch_and_add(&wrong_results, 1);
         }
@@ -44,6 +59,7 @@ int main(int argc, char **argv) {
     calls_per_thread = strtol(argv[1], NULL, 0);
     long nthreads = argc > 2 ? strtol(argv[2], NULL, 0) : 1;
     pause_us = argc > 3 ? strtol(argv[3], NULL, 0) : 0;
+    use_short = argc > 4 && strcmp(argv[4], "short") == 0;
     if (calls_per_thread < 0 || nthreads < 1 || nthreads > 64 || pause_us < 0) {
         fprintf(stderr, "%s: CALLS must be >= 0, THREADS 1..64 and PAUSE_US >= 0\n", argv[0]);
         return 2;
