@@ -84,23 +84,10 @@ public:
     }
 
 private:
+    // The log's last lines, each after a line break.
     static std::string last_lines(const std::string &text, size_t max_lines) {
-        std::vector<std::string> lines;
-        std::istringstream in(text);
-        for (std::string line; std::getline(in, line);) {
-            if (!line.empty()) {
-                lines.push_back(line);
-            }
-        }
-        std::string out;
-        size_t from = lines.size() > max_lines ? lines.size() - max_lines : 0;
-        if (from > 0) {
-            out += "\n  ... (" + std::to_string(from) + " earlier lines)";
-        }
-        for (size_t i = from; i < lines.size(); i++) {
-            out += "\n  " + lines[i];
-        }
-        return out;
+        std::string tail = kernel::log_tail(text.c_str(), max_lines);
+        return tail.empty() ? tail : "\n" + tail;
     }
 
     std::lock_guard<std::mutex> lock_;
@@ -208,6 +195,16 @@ result<loaded_object> kernel_event_provider::load_file(const std::string &path,
                                      ": cannot set its initial value: " + std::strerror(e));
         }
     }
+    // An outer map's inner template, read now: libbpf drops it once it made the outer map.
+    std::map<const bpf_map *, maps::inner_map_template> inner_templates;
+    bpf_object__for_each_map(m, obj.get()) {
+        if (bpf_map *inner = bpf_map__inner_map(m)) {
+            inner_templates[m] = maps::inner_map_template{
+                static_cast<maps::map_type>(bpf_map__type(inner)), bpf_map__key_size(inner),
+                bpf_map__value_size(inner), bpf_map__max_entries(inner),
+                bpf_map__map_flags(inner)};
+        }
+    }
     {
         libbpf_capture log;
         if (int rc = bpf_object__load(obj.get()); rc != 0) {
@@ -248,6 +245,9 @@ result<loaded_object> kernel_event_provider::load_file(const std::string &path,
             spec.spec.max_entries = bpf_map__max_entries(map);
             spec.spec.flags = bpf_map__map_flags(map);
             spec.spec.map_extra = bpf_map__map_extra(map);
+            if (auto it = inner_templates.find(map); it != inner_templates.end()) {
+                spec.spec.inner = it->second;
+            }
             // libbpf freezes these after writing their values.
             spec.read_only = sec.starts_with(".rodata") || sec == ".kconfig";
             auto id = adopt_map(spec, fd);

@@ -43,8 +43,6 @@ result<void> probe_bpf() {
     return {};
 }
 
-namespace {
-
 // The last lines of a verifier log: where it gave up and why.
 std::string log_tail(const char *log, size_t max_lines) {
     std::vector<std::string> lines;
@@ -67,6 +65,8 @@ std::string log_tail(const char *log, size_t max_lines) {
     }
     return out;
 }
+
+namespace {
 
 // A number from a sysfs file.
 result<uint64_t> read_number(const std::string &path) {

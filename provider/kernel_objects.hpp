@@ -70,6 +70,10 @@ program_dump program_of(int fd);
 /// Whether kernel.bpf_stats_enabled is 1: the kernel counts runs and their time per program.
 bool stats_enabled();
 
+/// The last max_lines non-empty lines of a verifier (or libbpf) log, each indented by two
+/// spaces, after a line saying how many came before them; joined by line breaks.
+std::string log_tail(const char *log, size_t max_lines);
+
 /// How map_access reaches the maps an array_of_maps or hash_of_maps holds.
 struct inner_maps {
     /// The fd of bpftime map id, refused (with the reason) when it may not go into the map.

@@ -71,11 +71,11 @@ oa=$(id_of map outer_array)
 ca=$(id_of map counts_a)
 cb=$(id_of map counts_b)
 expect initial-entry 0 "inner map: $ca" -- u map lookup "$oa" 0
-# `run --repeat N` runs the program N more times after the first.
-expect run-a 0 'r0 = 0x0' -- u run --repeat 2 "$prog"
+# `run --repeat N` runs the program N times.
+expect run-a 0 'r0 = 0x0' -- u run --repeat 3 "$prog"
 expect counted-a 0 'value: 03 00 00 00 00 00 00 00' -- u map lookup "$ca" 0
 expect switch 0 '' -- u map update "$oa" 0 "$cb"
-expect run-b 0 'r0 = 0x0' -- u run --repeat 1 "$prog"
+expect run-b 0 'r0 = 0x0' -- u run --repeat 2 "$prog"
 expect counted-b 0 'value: 02 00 00 00 00 00 00 00' -- u map lookup "$cb" 0
 expect a-unchanged 0 'value: 03 00 00 00 00 00 00 00' -- u map lookup "$ca" 0
 
