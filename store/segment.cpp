@@ -601,9 +601,9 @@ namespace {
 // what it counted (host_counters).
 struct alignas(64) host_record {
     counter_stripe counters[counter_stripes];
-    int32_t pid; // 0: empty
-    uint32_t failed;
-    uint64_t stamp; // newer records have larger stamps
+    int32_t pid;     // 0: empty
+    uint32_t failed; // host_running, host_failed or host_attaching
+    uint64_t stamp;  // newer records have larger stamps
     char why[240];
     detail::filter_counts decisions;
     // pid while runs are not timed, else 0: the one value the process's per-run path compares
@@ -619,6 +619,9 @@ struct host_records {
 constexpr uint64_t host_records_magic = 0x74736f686b6e696cull; // "linkhost"
 static_assert(std::is_trivially_copyable_v<host_records> && sizeof(host_record) == 1024 &&
               offsetof(host_records, rec) == 64 && offsetof(host_record, owned_key) == 992);
+
+// host_record::failed: what its process said of the link.
+constexpr uint32_t host_running = 0, host_failed = 1, host_attaching = 2;
 
 // The owned key of a record of pid (0: none) while runs are timed or not.
 int32_t owned_key_of(int32_t pid, bool timing) {
@@ -1263,7 +1266,7 @@ result<void> segment::set_link_host_state(uint32_t link_id, const link_host_stat
         return pick.err();
     }
     auto *rec = static_cast<host_record *>(*pick);
-    rec->failed = state.failed ? 1 : 0;
+    rec->failed = state.failed ? host_failed : host_running;
     std::memset(rec->why, 0, sizeof rec->why);
     std::memcpy(rec->why, state.why.data(), std::min(state.why.size(), sizeof rec->why - 1));
     return {};
@@ -1352,7 +1355,7 @@ result<void *> segment::impl::record_for(slot &s, int32_t pid) {
     std::memset(&pick->decisions, 0, sizeof pick->decisions);
     pick->pid = pid;
     __atomic_store_n(&pick->owned_key, owned_key_of(pid, timing()), __ATOMIC_RELAXED);
-    pick->failed = 0;
+    pick->failed = host_attaching; // until the host reports (set_link_host_state)
     std::memset(pick->why, 0, sizeof pick->why);
     pick->stamp = ++r->next_stamp;
     return static_cast<void *>(pick);
@@ -1402,7 +1405,7 @@ result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_stat
             detail::counter_totals t;
             detail::sum_counters(rec->counters, t);
             link_host_state h{rec->pid,
-                              rec->failed != 0,
+                              rec->failed == host_failed,
                               std::string(rec->why, strnlen(rec->why, sizeof rec->why)),
                               t.runs,
                               t.faults,
@@ -1410,6 +1413,7 @@ result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_stat
                               t.run_time_ns,
                               {}};
             detail::sum_decisions(rec->decisions, h.decisions);
+            h.attaching = rec->failed == host_attaching;
             out[s.id].push_back(std::move(h));
         }
     }

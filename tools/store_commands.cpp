@@ -383,11 +383,15 @@ int cmd_list(const global_options &g) {
                 // "attached" says the host hooked it (a jump or, where none fits, an int3); a
                 // refusal names its reason.
                 r.details += h.failed ? ", failed in pid " + std::to_string(h.pid) + ": " + h.why
-                                      : ", attached and running in pid " + std::to_string(h.pid);
+                             : h.attaching
+                                 ? ", attaching in pid " + std::to_string(h.pid)
+                                 : ", attached and running in pid " + std::to_string(h.pid);
                 r.details += " (" + host_counts_text(h) + ")";
                 hj.push_back({{"pid", h.pid},
-                              {"state", h.failed ? "failed" : "running"},
-                              {"attached", !h.failed},
+                              {"state", h.failed      ? "failed"
+                                        : h.attaching ? "attaching"
+                                                      : "running"},
+                              {"attached", !h.failed && !h.attaching},
                               {"why", h.why},
                               {"run_cnt", h.runs},
                               {"run_time_ns", h.run_time_ns},

@@ -35,11 +35,11 @@ wait_for() {
   return 1
 }
 
-# hosted_by PID LINK: waits until process PID reports link LINK attached (bpftime list --json
-# shows each host process of a link).
+# hosted_by PID LINK: waits until process PID reports link LINK attached (bpftime list shows
+# each host process of a link, and whether it attached it yet).
 hosted_by() {
   for _ in $(seq 200); do
-    "$bpftime" --json list | grep -Eq "\"pid\": *$1[,}]" && return 0
+    "$bpftime" list | grep -Eq "^$2 .*attached and running in pid $1\b" && return 0
     sleep 0.1
   done
   echo "process $1 never reported link $2:"

@@ -330,6 +330,31 @@ TEST_F(HostCounters, TimingSwitchesUnderARunningHost) {
     }
 }
 
+TEST_F(HostCounters, AHostIsAttachingUntilItReports) {
+    // A host takes its record before it hooks the link: until it says how that went, the
+    // listing must not call the link attached there.
+    const int32_t pid = static_cast<int32_t>(getpid());
+    ASSERT_TRUE(seg->host_counters(link, pid).ok());
+    auto states = hosts(link);
+    ASSERT_EQ(states.size(), 1u);
+    EXPECT_TRUE(states[0].attaching);
+    EXPECT_FALSE(states[0].failed);
+    ASSERT_TRUE(seg->set_link_host_state(link, {pid, false, ""}).ok());
+    states = hosts(link);
+    ASSERT_EQ(states.size(), 1u);
+    EXPECT_FALSE(states[0].attaching);
+    EXPECT_FALSE(states[0].failed);
+    ASSERT_TRUE(seg->set_link_host_state(link, {pid, true, "no such function"}).ok());
+    states = hosts(link);
+    ASSERT_EQ(states.size(), 1u);
+    EXPECT_FALSE(states[0].attaching);
+    EXPECT_TRUE(states[0].failed);
+    EXPECT_EQ(states[0].why, "no such function");
+    // Taking the counters again (a link re-attached) keeps what the host said last.
+    ASSERT_TRUE(seg->host_counters(link, pid).ok());
+    EXPECT_TRUE(hosts(link)[0].failed);
+}
+
 TEST_F(HostCounters, RunClockMoves) {
     uint64_t a = store::run_clock_ns();
     usleep(2000);

@@ -102,6 +102,8 @@ struct link_host_state {
     /// What that process counted (segment::host_counters); link_info's counts include them.
     uint64_t runs = 0, faults = 0, budget_stops = 0, run_time_ns = 0;
     filter_decisions decisions; ///< nginx URL filter hosts
+    /// The process took the link but has not yet said whether it attached it (failed is false).
+    bool attaching = false;
 };
 /// Host processes whose state one link records; past this, the oldest record goes.
 inline constexpr size_t max_link_hosts = 8;
