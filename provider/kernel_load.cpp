@@ -201,8 +201,7 @@ result<loaded_object> kernel_event_provider::load_file(const std::string &path,
         if (bpf_map *inner = bpf_map__inner_map(m)) {
             inner_templates[m] = maps::inner_map_template{
                 static_cast<maps::map_type>(bpf_map__type(inner)), bpf_map__key_size(inner),
-                bpf_map__value_size(inner), bpf_map__max_entries(inner),
-                bpf_map__map_flags(inner)};
+                bpf_map__value_size(inner), bpf_map__max_entries(inner), bpf_map__map_flags(inner)};
         }
     }
     {
