@@ -603,7 +603,6 @@ result<dl_functions> find_dl_functions(pid_t pid, const std::vector<mapping> &ma
         return make_error(ENOEXEC, describe(pid) + " has no libc.so mapped: bpftime inject needs "
                                                    "glibc's dlopen in the process");
     }
-    dl_functions f;
     for (const auto &lib : {std::optional<loaded_library>(libc), find_library(maps, is_libdl)}) {
         if (!lib) {
             continue;
