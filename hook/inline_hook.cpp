@@ -563,7 +563,8 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
 
     auto *base = reinterpret_cast<uint8_t *>(rec->page);
     std::memcpy(base, stub.data(), stub.size());
-    std::memcpy(base + stub.size(), rec->reloc.code.data(), rec->reloc.code.size());
+    if (!rec->reloc.code.empty())
+        std::memcpy(base + stub.size(), rec->reloc.code.data(), rec->reloc.code.size());
     std::memcpy(reinterpret_cast<uint8_t *>(rec->return_stub), ret_stub.data(), ret_stub.size());
     if (mprotect(base, page, PROT_READ | PROT_EXEC) != 0)
         return fail(make_error(errno, std::string("cannot make the stub executable: ") +

@@ -25,6 +25,7 @@
 #include <thread>
 #include <ucontext.h>
 #include <unistd.h>
+#include <vector>
 
 namespace bpftime::hook_detail {
 
@@ -456,6 +457,12 @@ result<void> ensure_trap_handler() {
     return {};
 }
 
+// Entries taken out of the table (under g_traps_mutex).
+std::vector<const trap_entry *> &retired_traps() {
+    static auto *retired = new std::vector<const trap_entry *>;
+    return *retired;
+}
+
 // Publishes an entry; false when every slot is taken.
 bool publish_trap(const trap_entry *e) {
     std::lock_guard lock(g_traps_mutex);
@@ -477,8 +484,12 @@ void unpublish_trap(uintptr_t address, const trap_entry *which) {
     const int high = g_traps_high.load();
     for (int i = 0; i < high; ++i) {
         const trap_entry *e = g_traps[i].load();
-        if (e != nullptr && e->address == address && (which ? e == which : e->fn != nullptr))
+        if (e != nullptr && e->address == address && (which ? e == which : e->fn != nullptr)) {
             g_traps[i].store(nullptr, std::memory_order_release);
+            // Never freed (a thread in the SIGTRAP handler may still read it), but kept where
+            // it can be found: it is retired, not lost.
+            retired_traps().push_back(e);
+        }
     }
 }
 
