@@ -562,10 +562,14 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
         return fail(make_error(E2BIG, "the stubs do not fit in a page"));
 
     auto *base = reinterpret_cast<uint8_t *>(rec->page);
-    std::memcpy(base, stub.data(), stub.size());
+    // A trap probe has no entry stub and may have no relocated code: copy only what there is.
+    if (!stub.empty())
+        std::memcpy(base, stub.data(), stub.size());
     if (!rec->reloc.code.empty())
         std::memcpy(base + stub.size(), rec->reloc.code.data(), rec->reloc.code.size());
-    std::memcpy(reinterpret_cast<uint8_t *>(rec->return_stub), ret_stub.data(), ret_stub.size());
+    if (!ret_stub.empty())
+        std::memcpy(reinterpret_cast<uint8_t *>(rec->return_stub), ret_stub.data(),
+                    ret_stub.size());
     if (mprotect(base, page, PROT_READ | PROT_EXEC) != 0)
         return fail(make_error(errno, std::string("cannot make the stub executable: ") +
                                           std::strerror(errno)));
