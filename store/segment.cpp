@@ -1335,7 +1335,6 @@ result<void *> segment::impl::record_for(slot &s, int32_t pid) {
     for (host_record &rec : r->rec) {
         if (rec.pid == pid) {
             rec.stamp = ++r->next_stamp;
-            __atomic_store_n(&rec.owned_key, owned_key_of(pid, timing()), __ATOMIC_RELAXED);
             return &rec;
         }
     }

@@ -96,6 +96,10 @@ std::string hex_bytes(const uint8_t *data, size_t len);
 /// one this build made (build_path).
 result<std::string> find_preload_library(const char *env_name, const std::string &build_path,
                                          const std::string &file_name);
+/// Whether the 64-bit ELF executable at path names a program interpreter (the dynamic
+/// loader): false for a statically linked one; nullopt when it cannot tell (not readable, a
+/// script, another class).
+std::optional<bool> elf_has_interpreter(const std::string &path);
 /// Refuses a program the dynamic loader would run without library preloaded: a statically
 /// linked one, or one that starts with another user, group or file capabilities (secure
 /// execution; not on a nosuid mount). without_it says what would go wrong.

@@ -214,16 +214,6 @@ public:
 
     const Elf64_Phdr *phdrs() const { return at<Elf64_Phdr>(ehdr()->e_phoff, ehdr()->e_phnum); }
 
-    bool has_interpreter() const {
-        const Elf64_Phdr *ph = phdrs();
-        for (int i = 0; ph != nullptr && i < ehdr()->e_phnum; i++) {
-            if (ph[i].p_type == PT_INTERP) {
-                return true;
-            }
-        }
-        return false;
-    }
-
     // The lowest PT_LOAD's page: what the mapping at file offset 0 stands for.
     uint64_t first_load_vaddr() const {
         const Elf64_Phdr *ph = phdrs();
@@ -592,8 +582,7 @@ struct dl_functions {
 result<dl_functions> find_dl_functions(pid_t pid, const std::vector<mapping> &maps) {
     auto libc = find_library(maps, is_libc);
     if (!libc) {
-        auto exe = mapped_file::open(proc_file(pid, "exe"));
-        if (exe && !exe->has_interpreter()) {
+        if (auto interp = elf_has_interpreter(proc_file(pid, "exe")); interp && !*interp) {
             return make_error(ENOEXEC, describe(pid) +
                                            " is statically linked: bpftime inject loads the "
                                            "agent with the process's own dlopen, so it needs a "

@@ -13,6 +13,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -77,29 +78,32 @@ std::string find_in_path(const std::string &name) {
     return {};
 }
 
-// Whether a 64-bit ELF executable names a program interpreter (the dynamic loader); nullopt
-// when the file is not one this can tell (a script, another class).
-std::optional<bool> has_interpreter(int fd) {
-    Elf64_Ehdr eh = {};
-    if (::pread(fd, &eh, sizeof eh, 0) != static_cast<ssize_t>(sizeof eh) ||
-        std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
-        eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum > 1024) {
+} // namespace
+
+std::optional<bool> elf_has_interpreter(const std::string &path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
         return std::nullopt;
     }
-    for (uint16_t i = 0; i < eh.e_phnum; i++) {
-        Elf64_Phdr ph = {};
-        if (::pread(fd, &ph, sizeof ph, static_cast<off_t>(eh.e_phoff + i * sizeof ph)) !=
-            static_cast<ssize_t>(sizeof ph)) {
-            return std::nullopt;
-        }
-        if (ph.p_type == PT_INTERP) {
-            return true;
+    Elf64_Ehdr eh = {};
+    std::vector<Elf64_Phdr> ph;
+    if (::pread(fd, &eh, sizeof eh, 0) == static_cast<ssize_t>(sizeof eh) &&
+        std::memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64 &&
+        eh.e_phentsize == sizeof(Elf64_Phdr) && eh.e_phnum != 0 && eh.e_phnum <= 1024) {
+        ph.resize(eh.e_phnum);
+        const auto size = static_cast<ssize_t>(ph.size() * sizeof(Elf64_Phdr));
+        if (::pread(fd, ph.data(), static_cast<size_t>(size), static_cast<off_t>(eh.e_phoff)) !=
+            size) {
+            ph.clear();
         }
     }
-    return false;
+    ::close(fd);
+    if (ph.empty()) {
+        return std::nullopt;
+    }
+    return std::any_of(ph.begin(), ph.end(),
+                       [](const Elf64_Phdr &h) { return h.p_type == PT_INTERP; });
 }
-
-} // namespace
 
 result<void> check_preload_applies(const std::string &program, const std::string &library,
                                    const std::string &without_it) {
@@ -107,15 +111,11 @@ result<void> check_preload_applies(const std::string &program, const std::string
     if (path.empty()) {
         return {}; // exec reports a missing program
     }
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    struct stat st = {};
+    if (::stat(path.c_str(), &st) != 0) {
         return {}; // exec reports what it finds
     }
-    struct stat st = {};
-    const bool stat_ok = ::fstat(fd, &st) == 0;
-    auto interp = has_interpreter(fd);
-    ::close(fd);
-    if (interp && !*interp) {
+    if (auto interp = elf_has_interpreter(path); interp && !*interp) {
         return make_error(ENOEXEC, path +
                                        " is statically linked: the dynamic loader cannot preload " +
                                        library + " into it, so " + without_it);
@@ -124,7 +124,7 @@ result<void> check_preload_applies(const std::string &program, const std::string
     // its user or group or gains capabilities when it starts (secure execution).
     struct statvfs vfs = {};
     const bool nosuid = ::statvfs(path.c_str(), &vfs) == 0 && (vfs.f_flag & ST_NOSUID) != 0;
-    if (stat_ok && !nosuid) {
+    if (!nosuid) {
         const bool setuid = (st.st_mode & S_ISUID) != 0 && st.st_uid != ::geteuid();
         const bool setgid =
             (st.st_mode & S_ISGID) != 0 && (st.st_mode & S_IXGRP) != 0 && st.st_gid != ::getegid();
