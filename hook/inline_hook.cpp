@@ -671,7 +671,7 @@ inline_hook::~inline_hook() {
     // and records are never freed, so a thread still on its way out of them is safe.
     bool busy = !hook_detail::barrier_all_threads() || handlers_running(rec);
     for (int round = 0; busy && round < 10000; round++) {
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        hook_detail::pause_for(std::chrono::microseconds(100));
         busy = handlers_running(rec);
     }
     if (busy)

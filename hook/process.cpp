@@ -564,7 +564,7 @@ result<void> wait_threads_outside(uintptr_t lo, uintptr_t hi) {
                                              " neither ran nor blocked outside " + hex(lo) +
                                              " within 1 s while the code there was patched (is it "
                                              "stopped?)");
-        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        pause_for(std::chrono::microseconds(200));
     }
     return {};
 }
