@@ -18,6 +18,7 @@
 #include <sys/syscall.h>
 #include <thread>
 #include <unistd.h>
+#include <utility>
 
 namespace bpftime {
 
@@ -338,6 +339,20 @@ int32_t frame_size(vector_save save) {
     return vector_offset + (save == vector_save::abi ? abi_vector_bytes() : 0);
 }
 
+// This process's code and stack segment selectors, as pt_regs reports them.
+struct segment_selectors {
+    uint16_t cs = 0, ss = 0;
+};
+const segment_selectors &selectors() {
+    static const segment_selectors s = [] {
+        segment_selectors v;
+        asm volatile("mov %%cs, %0" : "=r"(v.cs));
+        asm volatile("mov %%ss, %0" : "=r"(v.ss));
+        return v;
+    }();
+    return s;
+}
+
 enum reg : uint8_t { rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15 };
 
 int32_t slot_of(reg r) {
@@ -474,10 +489,13 @@ struct emitter {
         bytes({0x48, 0xC7, 0x84, 0x24}); // mov qword [rsp + orig_rax], -1
         imm32(orig_rax_slot);
         imm32(-1);
-        bytes({0x48, 0x8C, 0xC8}); // mov rax, cs
-        store(rax, cs_slot);
-        bytes({0x48, 0x8C, 0xD0}); // mov rax, ss
-        store(rax, ss_slot);
+        // The segment selectors of 64-bit user code never change: stored as constants, since
+        // reading a segment register costs more than the store.
+        for (auto [slot, value] : {std::pair{cs_slot, selectors().cs}, {ss_slot, selectors().ss}}) {
+            bytes({0x48, 0xC7, 0x84, 0x24}); // mov qword [rsp + slot], imm32
+            imm32(slot);
+            imm32(static_cast<int32_t>(value));
+        }
     }
 
     // edx:eax = the components of a full save

@@ -53,7 +53,10 @@ struct probe_site {
     std::unique_ptr<inline_hook> hook;
 };
 
-void run_all(const std::vector<probe_program> &progs, uintptr_t address, const pt_regs *regs) {
+// Inlined into the handlers: the probe path is one call from the hook to the handler, then one
+// per program (attached_program::run).
+[[gnu::always_inline]] inline void run_all(const std::vector<probe_program> &progs,
+                                           uintptr_t address, const pt_regs *regs) {
     vm::run_options opts;
     opts.mem_writable = false; // the registers are the program's to read, not to change
     opts.info.func_ip = address;
