@@ -82,7 +82,10 @@ bool on_entry(void *user, const pt_regs *regs) {
     if (progs == nullptr) {
         return false;
     }
-    run_all(progs->entry, site->address, regs);
+    if (!progs->entry.empty()) {
+        // A site with uretprobes only just asks for the return.
+        run_all(progs->entry, site->address, regs);
+    }
     return !progs->exit.empty();
 }
 
