@@ -7,6 +7,7 @@
 #include "bpftime/hook/syscall_intercept.hpp"
 #include "hook_internal.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cpuid.h>
@@ -294,10 +295,12 @@ vector_unit detect_vector_unit() {
         v.avx512 = v.avx && (b & (1u << 16)) != 0 && (xcr0 & 0xE0) == 0xE0;
     if (__get_cpuid_count(0xD, 1, &a, &b, &c, &d))
         v.xsavec = (a & (1u << 1)) != 0;
-    // The standard form's size for every component XCR0 enables: at least what the compacted
-    // form of a subset needs.
-    if (__get_cpuid_count(0xD, 0, &a, &b, &c, &d))
-        v.area = b;
+    // The end of the last component of mask in the standard form: at least what the compacted
+    // form needs. Components XCR0 enables outside mask (AMX tiles: 8 KiB) take no stack.
+    v.area = 512 + 64;
+    for (unsigned i = 2; i < 64; ++i)
+        if ((v.mask >> i) & 1 && __get_cpuid_count(0xD, i, &a, &b, &c, &d))
+            v.area = std::max(v.area, b + a); // offset + size
     return v;
 }
 
