@@ -338,8 +338,10 @@ int32_t abi_vector_bytes() {
     return 16 * 16;     // xmm0-15
 }
 
+// The abi save's area is 64-byte aligned inside the frame (rsp is 8 bytes off 16 at a
+// function's entry): a vector store that crosses a cache line costs two.
 int32_t frame_size(vector_save save) {
-    return vector_offset + (save == vector_save::abi ? abi_vector_bytes() : 0);
+    return vector_offset + (save == vector_save::abi ? 64 + abi_vector_bytes() : 0);
 }
 
 // This process's code and stack segment selectors, as pt_regs reports them.
@@ -426,29 +428,29 @@ struct emitter {
                static_cast<uint8_t>(0x84 | ((r & 7) << 3)), 0x24});
         imm32(disp);
     }
-    // The ModRM, SIB and disp32 of [rsp + disp32] with register n in the reg field.
-    void rsp_operand(int n, int32_t disp) {
-        bytes({static_cast<uint8_t>(0x84 | ((n & 7) << 3)), 0x24});
+    // The ModRM and disp32 of [rax + disp32] with register n in the reg field.
+    void rax_operand(int n, int32_t disp) {
+        code.push_back(static_cast<uint8_t>(0x80 | ((n & 7) << 3)));
         imm32(disp);
     }
-    // movdqu [rsp + disp32], xmmN  /  movdqu xmmN, [rsp + disp32] (opcode 0x7F / 0x6F)
+    // movdqu [rax + disp32], xmmN  /  movdqu xmmN, [rax + disp32] (opcode 0x7F / 0x6F)
     void xmm_op(uint8_t opcode, int n, int32_t disp) {
         code.push_back(0xF3);
         if (n >= 8)
             code.push_back(0x44);
         bytes({0x0F, opcode});
-        rsp_operand(n, disp);
+        rax_operand(n, disp);
     }
-    // vmovdqu [rsp + disp32], ymmN  /  vmovdqu ymmN, [rsp + disp32]: VEX.256.F3.0F 7F / 6F
+    // vmovdqu [rax + disp32], ymmN  /  vmovdqu ymmN, [rax + disp32]: VEX.256.F3.0F 7F / 6F
     void ymm_op(uint8_t opcode, int n, int32_t disp) {
         bytes({0xC5, static_cast<uint8_t>(n >= 8 ? 0x7E : 0xFE), opcode});
-        rsp_operand(n, disp);
+        rax_operand(n, disp);
     }
-    // vmovdqu64 [rsp + disp32], zmmN  /  vmovdqu64 zmmN, [rsp + disp32] for N < 8:
+    // vmovdqu64 [rax + disp32], zmmN  /  vmovdqu64 zmmN, [rax + disp32] for N < 8:
     // EVEX.512.F3.0F.W1 7F / 6F
     void zmm_op(uint8_t opcode, int n, int32_t disp) {
         bytes({0x62, 0xF1, 0xFE, 0x48, opcode});
-        rsp_operand(n, disp);
+        rax_operand(n, disp);
     }
     // mov r, imm64
     void movabs(reg r, uint64_t v) {
@@ -457,10 +459,14 @@ struct emitter {
         imm64(v);
     }
 
-    // The vector registers of an abi save, stored (0x7F) or loaded (0x6F).
+    // The vector registers of an abi save, stored (0x7F) or loaded (0x6F), at the first 64-byte
+    // boundary past vector_offset in the frame at rsp. Uses rax.
     void abi_vectors(uint8_t opcode) {
         const vector_unit &v = vectors();
-        int32_t at = vector_offset;
+        bytes({0x48, 0x8D, 0x84, 0x24}); // lea rax, [rsp + vector_offset + 63]
+        imm32(vector_offset + 63);
+        bytes({0x48, 0x83, 0xE0, 0xC0}); // and rax, -64
+        int32_t at = 0;
         for (int n = 0; n < 16; ++n) {
             if (v.avx512 && n < 8) {
                 zmm_op(opcode, n, at);
