@@ -8,9 +8,24 @@
 /// instructions, relocated into a trampoline, which then jumps back behind the patch. No trap
 /// and no system call is on the path of a hooked call.
 ///
-/// What is saved and restored around a handler: all 16 general-purpose registers, the flags
-/// and xmm0-xmm15. Not saved: the upper halves of ymm/zmm, the mask registers, the x87 state
-/// and MXCSR; handlers must leave those alone (plain C++ built without -mavx does).
+/// What is saved and restored around a handler: all 16 general-purpose registers and the
+/// flags (pt_regs), and the vector state as the site needs it (hook_site):
+/// - hook_site::any (inside a function, a USDT site: any register may be live): every state
+///   component XCR0 enables of x87, SSE, AVX and AVX-512 (ymm/zmm upper halves, zmm16-31, the
+///   mask registers, MXCSR, the x87 stack and control words), with XSAVEC (or XSAVE) into a
+///   64-byte aligned area on the stack and XRSTOR.
+/// - hook_site::function_entry (a function's first instruction): what the calling convention
+///   makes live there: the argument registers at full width (zmm0-7 where AVX-512 is
+///   enabled, else ymm0-7 or xmm0-7) and xmm8-15 (ymm8-15 with AVX), which a caller may keep
+///   across a call to a function it knows leaves them alone (GCC's -fipa-ra). The x87 stack is
+///   empty at a call and the x87 control word and MXCSR are callee-saved, so the handler (C++
+///   code following the same convention) keeps them. zmm16-31 and the mask registers are not
+///   saved there: no convention passes values in them.
+/// - Return stubs (a function's return: rax, rdx, xmm0-1 or st0-1 hold its results) save as
+///   at a function's entry; when the x87 stack is not empty (a long double result) they take
+///   the full save instead.
+/// - Trap probes: the kernel saves and restores the whole state around the signal.
+/// The stub moves rsp below the 128-byte red zone before it writes anything.
 ///
 /// Where a jump cannot go, install_trap() places an int3 instead, with the kernel's uprobe
 /// semantics: the SIGTRAP handler builds the pt_regs from the signal's context, runs the
@@ -79,6 +94,14 @@ using hook_entry_fn = bool (*)(void *user, const pt_regs *regs);
 /// rip = the hooked address (the function's), rsp = the stack pointer after the return.
 using hook_return_fn = void (*)(void *user, const pt_regs *regs);
 
+/// Where a hook is placed: how much of the vector state its stub must keep (see above).
+enum class hook_site : uint8_t {
+    /// Anywhere, such as inside a function: the whole state is saved (XSAVE).
+    any,
+    /// A function's first instruction: the registers the calling convention makes live.
+    function_entry,
+};
+
 /// One inline hook at one address. At most one per address: a program multiplexer sits on
 /// top of it.
 class inline_hook {
@@ -87,10 +110,12 @@ public:
     /// function+offset). function_size, when not 0, is the number of bytes from address to the
     /// end of the function: the patch must fit inside. Refuses with a clear message what cannot
     /// be relocated safely, an address that is not mapped executable and an address already
-    /// hooked. on_return may be null (then entry results are ignored).
+    /// hooked. on_return may be null (then entry results are ignored). site says what the stub
+    /// saves: hook_site::function_entry only where address is a function's first instruction.
     static result<std::unique_ptr<inline_hook>> install(uintptr_t address, size_t function_size,
                                                         hook_entry_fn on_entry,
-                                                        hook_return_fn on_return, void *user);
+                                                        hook_return_fn on_return, void *user,
+                                                        hook_site site = hook_site::any);
     /// Hooks the instruction at address with an int3 (a trap probe): for what install() refuses
     /// because a 5-byte jump does not fit (a function shorter than 5 bytes before its `ret`, a
     /// branch into the first bytes, a neighbouring hook). Same handlers and return_early; each
