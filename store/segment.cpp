@@ -56,6 +56,20 @@ std::string hex_bytes(const std::vector<uint8_t> &key) {
     return out;
 }
 
+// The generation's low 32 bits (x86-64 is little-endian): the futex word hosts wait on. Every
+// bump changes it; 2^32 bumps between two looks of a host would be needed to miss one.
+uint32_t *generation_word(header *h) {
+    static_assert(offsetof(header, generation) % 8 == 0);
+    return reinterpret_cast<uint32_t *>(&h->generation);
+}
+
+// Wakes every process waiting on the generation: a shared futex (no FUTEX_PRIVATE_FLAG), keyed
+// by the segment's page, so waiters in other processes are found whatever address they mapped
+// it at.
+void wake_waiters(header *h) {
+    syscall(SYS_futex, generation_word(h), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
+
 std::string shm_path(const std::string &name) {
     return "/" + name;
 }
@@ -135,18 +149,26 @@ struct segment::impl {
 
     // --- locking ---
 
+    // The writer lock while held. A writer that moved the generation wakes the hosts waiting
+    // on it (wait_generation) after it unlocks, so that a host woken at once finds the lock
+    // free instead of failing its single try.
     class guard {
     public:
-        explicit guard(pthread_mutex_t *m) : m_(m) {}
-        guard(guard &&o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
+        guard(header *h, uint64_t generation_at_lock) : h_(h), at_lock_(generation_at_lock) {}
+        guard(guard &&o) noexcept : h_(std::exchange(o.h_, nullptr)), at_lock_(o.at_lock_) {}
         ~guard() {
-            if (m_ != nullptr) {
-                pthread_mutex_unlock(m_);
+            if (h_ != nullptr) {
+                const bool moved = __atomic_load_n(&h_->generation, __ATOMIC_RELAXED) != at_lock_;
+                pthread_mutex_unlock(&h_->lock);
+                if (moved) {
+                    wake_waiters(h_);
+                }
             }
         }
 
     private:
-        pthread_mutex_t *m_;
+        header *h_;
+        uint64_t at_lock_;
     };
 
     // The thread id the lock word names as its owner (glibc's robust mutex keeps it there), 0
@@ -227,6 +249,7 @@ struct segment::impl {
                 break;
             }
         }
+        const uint64_t at_lock = __atomic_load_n(&hdr()->generation, __ATOMIC_RELAXED);
         if (rc == EOWNERDEAD) {
             // A writer died holding the lock: drop what it half-created, then carry on.
             recover();
@@ -247,7 +270,7 @@ struct segment::impl {
             return make_error(rc, "segment " + name + ": cannot take the writer lock: " +
                                       std::strerror(rc) + " (remove the segment and load again)");
         }
-        return guard(&hdr()->lock);
+        return guard(hdr(), at_lock);
     }
 
     void recover() const {
@@ -590,6 +613,8 @@ struct segment::impl {
     // max_link_hosts the oldest. A record handed to another process first gives its counts to
     // the link's own stripes. Called under the lock.
     result<void *> record_for(slot &s, int32_t pid);
+    // read_all's work, with the lock held.
+    snapshot read_locked() const;
     bool timing() const {
         return (__atomic_load_n(&hdr()->stats_flags, __ATOMIC_RELAXED) & detail::stats_timing) != 0;
     }
@@ -827,6 +852,47 @@ uint64_t segment::generation() const {
 
 bool segment::damaged() const {
     return impl_->damaged();
+}
+
+bool segment::wait_generation(uint64_t seen, std::chrono::milliseconds timeout) const {
+    if (generation() != seen) {
+        return true;
+    }
+    if (timeout.count() <= 0) {
+        return false;
+    }
+    uint32_t *word = generation_word(impl_->hdr());
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    ts.tv_nsec = static_cast<long>(timeout.count() % 1000) * 1000000;
+    // FUTEX_WAIT's timeout is relative; the kernel returns at once when the word no longer
+    // holds seen's low half (a bump between the load above and the call is not lost).
+    long rc = syscall(SYS_futex, word, FUTEX_WAIT, static_cast<uint32_t>(seen), &ts, nullptr, 0);
+    if (rc != 0 && errno != EAGAIN && errno != EINTR && errno != ETIMEDOUT) {
+        // A futex the kernel refuses on this mapping (it never should): sleep instead, so the
+        // caller never spins.
+        std::this_thread::sleep_for(timeout);
+    }
+    return generation() != seen;
+}
+
+void segment::wake_generation_waiters() const {
+    wake_waiters(impl_->hdr());
+}
+
+result<void> segment::check_named() const {
+    struct stat mapped {};
+    struct stat named {};
+    if (fstat(impl_->fd, &mapped) != 0) {
+        return make_error(errno, "segment " + name_ + ": " + std::strerror(errno));
+    }
+    if (stat(("/dev/shm/" + name_).c_str(), &named) != 0) {
+        return make_error(ENOENT, "segment " + name_ + " was removed");
+    }
+    if (named.st_dev != mapped.st_dev || named.st_ino != mapped.st_ino) {
+        return make_error(ESTALE, "segment " + name_ + " was replaced by another of that name");
+    }
+    return {};
 }
 
 result<uint32_t> segment::create_program(const std::string &name, uint32_t type,
@@ -1090,16 +1156,20 @@ result<snapshot> segment::read_all() const {
     if (!g) {
         return g.err();
     }
+    return impl_->read_locked();
+}
+
+snapshot segment::impl::read_locked() const {
     snapshot snap;
-    snap.generation = generation();
+    snap.generation = __atomic_load_n(&hdr()->generation, __ATOMIC_ACQUIRE);
     struct record {
         uint32_t index;
         const slot *at;
         slot copy;
     };
     std::vector<record> live;
-    for (uint32_t i = 0; i < impl_->max_objects(); i++) {
-        const slot &s = impl_->slots()[i];
+    for (uint32_t i = 0; i < max_objects(); i++) {
+        const slot &s = slots()[i];
         uint32_t state = load_acquire(s.state);
         if (state == slot_live) {
             live.push_back({i, &s, {}});
@@ -1124,28 +1194,28 @@ result<snapshot> segment::read_all() const {
         }
         switch (static_cast<object_kind>(s.kind)) {
         case object_kind::program:
-            if (auto p = impl_->to_program(s); p) {
+            if (auto p = to_program(s); p) {
                 snap.programs.push_back(std::move(*p));
             } else {
                 damaged(p.err().message);
             }
             break;
         case object_kind::map:
-            if (auto m = impl_->to_map(s); m) {
+            if (auto m = to_map(s); m) {
                 snap.maps.push_back(std::move(m->first));
             } else {
                 damaged(m.err().message);
             }
             break;
         case object_kind::target:
-            if (auto t = impl_->to_target(s); t) {
+            if (auto t = to_target(s); t) {
                 snap.targets.push_back(std::move(*t));
             } else {
                 damaged(t.err().message);
             }
             break;
         case object_kind::link:
-            if (auto l = impl_->to_link(s, *live[i].at); l) {
+            if (auto l = to_link(s, *live[i].at); l) {
                 snap.links.push_back(std::move(*l));
             } else {
                 damaged(l.err().message);
@@ -1415,6 +1485,202 @@ result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_stat
             h.attaching = rec->failed == host_attaching;
             out[s.id].push_back(std::move(h));
         }
+    }
+    return out;
+}
+
+// --- check ---
+
+namespace {
+
+// Where the list of retired map storage awaiting reclamation goes, once the segment keeps one:
+// each entry inside the heap, overlapping no live extent, and owned by no live slot.
+void check_retired(const detail::heap &, check_report &) {}
+
+} // namespace
+
+result<check_report> segment::check() const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    check_report out;
+    auto finding = [&](const char *check, uint32_t id, std::string message) {
+        out.findings.push_back({check, id, std::move(message)});
+    };
+    const header &h = *impl_->hdr();
+    const geometry &geo = impl_->geo;
+    out.max_objects = geo.max_objects;
+    out.next_id = load_acquire(h.next_id);
+    out.heap_size = geo.heap_end - geo.heap_offset;
+
+    snapshot snap = impl_->read_locked();
+    out.generation = snap.generation;
+    for (const damaged_object &d : snap.damaged) {
+        finding("record", d.id,
+                "object " + std::to_string(d.id) + " (slot " + std::to_string(d.slot) +
+                    ") is damaged: " + d.why);
+    }
+    out.programs = static_cast<uint32_t>(snap.programs.size());
+    out.maps = static_cast<uint32_t>(snap.maps.size());
+    out.targets = static_cast<uint32_t>(snap.targets.size());
+    out.links = static_cast<uint32_t>(snap.links.size());
+
+    // Every slot: its state, its id against the next one, and the extents it references.
+    struct extent_ref {
+        uint64_t offset, size;
+        uint32_t id;
+    };
+    std::vector<extent_ref> extents;
+    std::map<uint32_t, object_kind> kinds;
+    const detail::heap heap = impl_->objects();
+    for (uint32_t i = 0; i < geo.max_objects; i++) {
+        slot copy;
+        std::memcpy(static_cast<void *>(&copy), &impl_->slots()[i], sizeof copy);
+        if (copy.state == slot_free) {
+            continue;
+        }
+        if (copy.state == slot_creating) {
+            // The lock is held, and a dead writer's were freed when it was taken.
+            finding("table", copy.id,
+                    "slot " + std::to_string(i) + " is still being created with the lock free");
+            continue;
+        }
+        if (copy.state != slot_live) {
+            continue; // a record finding already
+        }
+        out.objects++;
+        if (copy.id >= out.next_id) {
+            finding("ids", copy.id,
+                    "object " + std::to_string(copy.id) + " has an id not below the next id " +
+                        std::to_string(out.next_id));
+        }
+        if (copy.kind >= static_cast<uint32_t>(object_kind::program) &&
+            copy.kind <= static_cast<uint32_t>(object_kind::link)) {
+            kinds.emplace(copy.id, static_cast<object_kind>(copy.kind));
+        }
+        const uint64_t refs[2] = {copy.extent,
+                                  copy.pending != copy.extent ? copy.pending : uint64_t{0}};
+        for (uint64_t off : refs) {
+            if (off == 0) {
+                continue;
+            }
+            auto size = heap.checked_payload_size(off);
+            if (!size) {
+                finding("extent", copy.id,
+                        "object " + std::to_string(copy.id) + ": its extent at " +
+                            std::to_string(off) + " is unusable: " + size.err().message);
+                continue;
+            }
+            const extent_header *eh = heap.extent_at(off);
+            if (eh->owner != copy.id) {
+                finding("extent", copy.id,
+                        "object " + std::to_string(copy.id) + ": its extent at " +
+                            std::to_string(off) + " says it belongs to object " +
+                            std::to_string(eh->owner));
+            }
+            extents.push_back({off, eh->size, copy.id});
+        }
+    }
+    out.extents = static_cast<uint32_t>(extents.size());
+
+    // No two extents overlap; then the used and free space add up to the heap.
+    std::sort(extents.begin(), extents.end(),
+              [](const extent_ref &a, const extent_ref &b) { return a.offset < b.offset; });
+    uint64_t end = geo.heap_offset, gaps = 0;
+    for (size_t i = 0; i < extents.size(); i++) {
+        const extent_ref &e = extents[i];
+        if (i > 0 && e.offset < extents[i - 1].offset + extents[i - 1].size) {
+            finding("overlap", e.id,
+                    "object " + std::to_string(e.id) + "'s extent at " + std::to_string(e.offset) +
+                        " overlaps object " + std::to_string(extents[i - 1].id) + "'s at " +
+                        std::to_string(extents[i - 1].offset) + " (" +
+                        std::to_string(extents[i - 1].size) + " bytes)");
+        }
+        if (e.offset > end) {
+            gaps += e.offset - end;
+        }
+        end = std::max(end, e.offset + e.size);
+        out.heap_used += e.size;
+    }
+    gaps += geo.heap_end > end ? geo.heap_end - end : 0;
+    out.heap_free = gaps;
+    if (out.heap_used + out.heap_free != out.heap_size) {
+        finding("heap", 0,
+                "used (" + std::to_string(out.heap_used) + ") and free (" +
+                    std::to_string(out.heap_free) + ") bytes do not add up to the heap's " +
+                    std::to_string(out.heap_size));
+    }
+
+    // Links name a program and a target of those kinds; programs name maps.
+    auto names = [&](uint32_t id, object_kind want) -> std::string {
+        auto k = kinds.find(id);
+        if (k == kinds.end()) {
+            return "which does not exist";
+        }
+        if (k->second != want) {
+            return std::string("which is a ") + kind_name(k->second);
+        }
+        return {};
+    };
+    for (const link_info &l : snap.links) {
+        if (auto why = names(l.prog_id, object_kind::program); !why.empty()) {
+            finding("link", l.id,
+                    "link " + std::to_string(l.id) + " names program " + std::to_string(l.prog_id) +
+                        ", " + why);
+        }
+        if (auto why = names(l.target_id, object_kind::target); !why.empty()) {
+            finding("link", l.id,
+                    "link " + std::to_string(l.id) + " names target " +
+                        std::to_string(l.target_id) + ", " + why);
+        }
+    }
+    for (const program_info &p : snap.programs) {
+        for (uint32_t m : p.map_ids) {
+            if (auto why = names(m, object_kind::map); !why.empty()) {
+                finding("program", p.id,
+                        "program " + std::to_string(p.id) + " names map " + std::to_string(m) +
+                            ", " + why);
+            }
+        }
+    }
+
+    // Host records: each names a process or none; those of processes gone are listed.
+    for (uint32_t i = 0; i < geo.max_objects; i++) {
+        const slot &sl = impl_->slots()[i];
+        if (sl.state != slot_live || sl.kind != static_cast<uint32_t>(object_kind::link)) {
+            continue;
+        }
+        const host_records *r = records_of(heap, sl);
+        if (r == nullptr) {
+            if (sl.extent != 0) {
+                finding("host", sl.id,
+                        "link " + std::to_string(sl.id) +
+                            "'s extent does not hold host records (bad magic or size)");
+            }
+            continue;
+        }
+        for (const host_record &rec : r->rec) {
+            if (rec.pid < 0) {
+                finding("host", sl.id,
+                        "link " + std::to_string(sl.id) + " has a host record of pid " +
+                            std::to_string(rec.pid));
+            } else if (rec.pid == 0) {
+                continue;
+            } else if (process_exists(rec.pid)) {
+                out.live_hosts++;
+            } else {
+                out.dead_hosts.push_back({sl.id, rec.pid});
+            }
+        }
+    }
+
+    check_retired(heap, out);
+    if (impl_->damaged()) {
+        finding("truncated", 0,
+                "segment " + name_ +
+                    " was truncated while it was checked (its reads gave zero "
+                    "pages)");
     }
     return out;
 }

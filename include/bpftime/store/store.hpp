@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -132,6 +133,35 @@ struct snapshot {
     std::vector<link_info> links; ///< in creation order
     /// Records refused as damaged; every other object above is usable.
     std::vector<damaged_object> damaged;
+};
+
+/// One problem segment::check found: which check (a short name: "record", "table", "ids",
+/// "link", "program", "extent", "overlap", "heap", "host", "truncated"), the object it concerns
+/// (0 for none) and what is wrong.
+struct check_finding {
+    std::string check;
+    uint32_t id = 0;
+    std::string message;
+};
+
+/// A host record of a link naming a process that no longer exists (its counts are folded into
+/// the link's when the record is taken again).
+struct dead_host {
+    uint32_t link_id = 0;
+    int32_t pid = 0;
+};
+
+/// What segment::check found, with the totals it checked.
+struct check_report {
+    std::vector<check_finding> findings; ///< empty: the segment is consistent
+    uint32_t objects = 0, programs = 0, maps = 0, targets = 0, links = 0;
+    uint32_t max_objects = 0;
+    uint32_t next_id = 0;
+    uint64_t heap_size = 0, heap_used = 0, heap_free = 0;
+    uint32_t extents = 0;    ///< extents the table references
+    uint32_t live_hosts = 0; ///< host records of running processes
+    std::vector<dead_host> dead_hosts;
+    uint64_t generation = 0;
 };
 
 /// How to open or create a segment.
@@ -290,6 +320,18 @@ public:
     /// (SIGBUS) was given zero pages over the whole mapping instead of killing the process, and
     /// every read since refuses the segment. A host drops it and applies its fail policy.
     bool damaged() const;
+    /// Waits until the generation differs from seen or timeout passes, and says whether it
+    /// differs. Writers wake the waiters of every process (a shared futex on the generation's
+    /// low 32 bits) when they unlock after a change, so a host follows a change at once and
+    /// uses no CPU while nothing changes. Returns at once when the generation already moved;
+    /// may return false early (a signal).
+    bool wait_generation(uint64_t seen, std::chrono::milliseconds timeout) const;
+    /// Wakes every wait_generation of this segment, in every process (those finding the
+    /// generation unchanged wait again): how a host's own thread stops a waiting follower.
+    void wake_generation_waiters() const;
+    /// Whether the segment's name still names this mapping: ENOENT when it was removed,
+    /// ESTALE when another segment took the name.
+    result<void> check_named() const;
 
     // --- writers ---
     result<uint32_t> create_program(const std::string &name, uint32_t type,
@@ -329,6 +371,13 @@ public:
     // the writer lock (waiting at most open_options::wait_ms); the single-object reads take
     // none and retry when a writer changes the object under them.
     result<snapshot> read_all() const;
+    /// Verifies the whole segment under the writer lock (as read_all, recovering a dead
+    /// writer's leftovers first), writing nothing: every record well formed, ids unique and
+    /// below the next id, every link's program and target present and of their kinds, every
+    /// program's maps present, every extent inside the heap, owned by its slot and overlapping
+    /// no other, used + free space adding up to the heap, host records naming processes (dead
+    /// ones listed). A failure to take the lock is the error; problems are findings.
+    result<check_report> check() const;
     result<program_info> program(uint32_t id) const;
     result<map_info> map(uint32_t id) const;
     result<link_info> link(uint32_t id) const;
