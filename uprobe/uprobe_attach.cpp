@@ -154,8 +154,8 @@ public:
         });
         publish(*site, std::move(next));
         if (site->hook == nullptr) {
-            auto hook =
-                inline_hook::install(*address, loc->bytes_to_end, on_entry, on_return, site.get());
+            auto hook = inline_hook::install(*address, loc->bytes_to_end, on_entry, on_return,
+                                             site.get(), loc->padding_after);
             if (!hook && hook.err().code != EFAULT) {
                 // Where a 5-byte jump does not fit (too short a function, a branch into its
                 // first bytes, a neighbouring probe), an int3, as the kernel's uprobes use.
