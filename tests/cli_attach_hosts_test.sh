@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `bpftime attach` waits (at most 1 s) for the running hosts to say whether they attached the
-# new link and prints what each said: attached, or the refusal; its status is 1 when every host
+# new link and prints (on stderr) what each said: attached, or the refusal; its status is 1 when every host
 # that reported refused (the link stays, as list shows); with no host running it says so;
 # --no-wait does not wait.
 # Usage: cli_attach_hosts_test.sh BPFTIME EXAMPLES_DIR PROBE_TARGET
@@ -52,4 +52,7 @@ expect json 0 "^\\{\"link\":14,\"target\":13,\"hosts\":\\[\\{\"pid\":$pid,\"stat
 expect no-wait 0 '^link 16 \(target 15\)$' -- "$bpftime" attach --no-wait uprobe 3 "$work/other_target:bpftime_target_add"
 out=$("$bpftime" attach --no-wait uprobe 3 "$work/other_target:bpftime_target_add" 2>&1)
 check "--no-wait prints no host line" test "$(wc -l <<<"$out")" = 1
+# What hosts said goes to stderr: the link line stays the only one scripts read.
+out=$("$bpftime" attach uprobe 3 "$target:bpftime_target_add" 2>/dev/null)
+check "stdout holds the link line only" test "$out" = "link 20 (target 19)"
 finish

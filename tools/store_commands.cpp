@@ -1045,8 +1045,9 @@ bool process_alive(int32_t pid) {
 }
 
 // After a link is made on the user provider: waits up to wait_ms for the running hosts to say
-// whether they attached it (their per-host records), prints what each said, and gives the exit
-// status: 1 when every host that reported refused the link (the link stays).
+// whether they attached it (their per-host records), prints what each said (on stderr, so the
+// "link N (target M)" line stays the only line scripts read; in the JSON object with --json),
+// and gives the exit status: 1 when every host that reported refused the link (it stays).
 int report_hosts(const global_options &g, base_event_provider &provider, uint32_t link,
                  uint32_t target, int wait_ms) {
     // The hosts known to be running: live processes that reported on any other link.
@@ -1102,20 +1103,21 @@ int report_hosts(const global_options &g, base_event_provider &provider, uint32_
         if (g.json) {
             hj.push_back({{"pid", h.pid}, {"state", state}, {"why", h.why}});
         } else if (h.failed) {
-            std::printf("pid %d: refused: %s\n", h.pid, h.why.c_str());
+            std::fprintf(stderr, "pid %d: refused: %s\n", h.pid, h.why.c_str());
         } else {
-            std::printf("pid %d: %s\n", h.pid,
-                        h.attaching ? "still attaching (bpftime list shows how it ends)"
-                                    : "attached");
+            std::fprintf(stderr, "pid %d: %s\n", h.pid,
+                         h.attaching ? "still attaching (bpftime list shows how it ends)"
+                                     : "attached");
         }
     }
     const bool all_refused = refused > 0 && attached == 0 && refused == records.size();
     if (g.json) {
         std::puts(json{{"link", link}, {"target", target}, {"hosts", hj}}.dump().c_str());
     } else if (records.empty()) {
-        std::printf("no running host reported within %d ms (none runs this segment's links, or "
-                    "none hosts this attach type); the link attaches when one starts\n",
-                    known.empty() ? wait_ms / 5 : wait_ms);
+        std::fprintf(stderr,
+                     "no running host reported within %d ms (none runs this segment's links, or "
+                     "none hosts this attach type); the link attaches when one starts\n",
+                     known.empty() ? wait_ms / 5 : wait_ms);
     }
     if (all_refused) {
         std::fprintf(stderr,
