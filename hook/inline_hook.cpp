@@ -704,7 +704,8 @@ __attribute__((no_sanitize("address"))) void trap_dispatch(void *user, ucontext_
 
 // The record of a new hook, installed.
 result<record *> install_hook(uintptr_t address, size_t function_size, hook_entry_fn on_entry,
-                              hook_return_fn on_return, void *user, bool trap, hook_site site) {
+                              hook_return_fn on_return, void *user, bool trap, hook_site site,
+                              size_t padding_after = 0) {
     if (!on_entry)
         return make_error(EINVAL, "an inline hook needs an entry handler");
     std::lock_guard lock(g_hooks_mutex);
@@ -753,8 +754,8 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
                            : entry_stub(rec, site == hook_site::function_entry ? vector_save::abi
                                                                                : vector_save::full);
     rec->trampoline = rec->page + stub.size();
-    auto reloc =
-        hook_detail::relocate(address, available, function_size, rec->trampoline, trap ? 0 : 5);
+    auto reloc = hook_detail::relocate(address, available, function_size, rec->trampoline,
+                                       trap ? 0 : 5, trap ? 0 : padding_after);
     if (!reloc)
         return fail(std::move(reloc).err());
     rec->reloc = std::move(*reloc);
@@ -830,11 +831,45 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
 
 } // namespace
 
+hook_site_decision decide_hook_site(const uint8_t *code, size_t available, size_t function_size,
+                                    size_t padding_after) {
+    // As install_hook decides: the trampoline's place only matters for reach, so the bytes'
+    // own address stands in for it.
+    const auto address = reinterpret_cast<uintptr_t>(code);
+    hook_site_decision out;
+    auto jump = hook_detail::relocate(address, available, function_size, address, 5, padding_after);
+    if (jump) {
+        const uintptr_t from =
+            function_size != 0
+                ? hook_detail::find_branch_into(address, function_size, jump->patched)
+                : 0;
+        if (from == 0) {
+            out.kind =
+                jump->padding_used != 0 ? hook_site_kind::padding_jump : hook_site_kind::jump;
+            return out;
+        }
+        out.why = "a branch at +" + std::to_string(from - address) + " goes into the " +
+                  std::to_string(jump->patched) + " bytes a jump would replace";
+    } else {
+        out.why = jump.err().message;
+    }
+    auto trap = hook_detail::relocate(address, available, function_size, address, 0);
+    if (trap) {
+        out.kind = hook_site_kind::trap;
+        return out;
+    }
+    out.kind = hook_site_kind::refused;
+    out.why += "; and as a trap probe: " + trap.err().message;
+    return out;
+}
+
 result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, size_t function_size,
                                                           hook_entry_fn on_entry,
                                                           hook_return_fn on_return, void *user,
-                                                          hook_site site) {
-    auto rec = install_hook(address, function_size, on_entry, on_return, user, false, site);
+                                                          hook_site site,
+                                                          size_t padding_after) {
+    auto rec = install_hook(address, function_size, on_entry, on_return, user, false, site,
+                            padding_after);
     if (!rec)
         return std::move(rec).err();
     return std::unique_ptr<inline_hook>(new inline_hook(*rec));
@@ -907,6 +942,10 @@ size_t inline_hook::patched_bytes() const {
 }
 bool inline_hook::is_trap() const {
     return rec_->trap;
+}
+
+size_t inline_hook::padding_used() const {
+    return rec_->reloc.padding_used;
 }
 bool inline_hook::return_early(uint64_t value) {
     shadow_stack &ss = t_shadow;

@@ -466,6 +466,20 @@ result<void> validate_spec(const map_spec &spec) {
         return make_error(EINVAL,
                           "flags " + hex(spec.flags) + ": " + kind + "accept " + t->flag_names);
     }
+    if (spec.spin_lock_off >= 0) {
+        // As Linux's map_check_btf: only hash and array values hold a lock, whole and aligned.
+        if (spec.type != map_type::hash && spec.type != map_type::array) {
+            return make_error(EINVAL, "a struct bpf_spin_lock in the value: " + kind +
+                                          "cannot hold one (only hash and array maps can)");
+        }
+        if (spec.spin_lock_off % 4 != 0 ||
+            uint64_t(spec.spin_lock_off) + 4 > uint64_t{spec.value_size}) {
+            return make_error(EINVAL, "the struct bpf_spin_lock at offset " +
+                                          std::to_string(spec.spin_lock_off) +
+                                          " is not a 4-byte aligned field inside the " +
+                                          std::to_string(spec.value_size) + "-byte value");
+        }
+    }
     if (spec.type == map_type::lpm_trie && (spec.flags & f_no_prealloc) == 0) {
         return make_error(EINVAL, "flags " + hex(spec.flags) + ": " + kind +
                                       "need BPF_F_NO_PREALLOC (0x1), as in Linux");

@@ -84,7 +84,9 @@ struct alignas(64) slot {
     uint64_t pending; ///< an extent being written by replace_program, 0 for none
     // programs
     uint32_t prog_type;
-    uint32_t pad0;
+    /// maps: 1 + the offset of the value's struct bpf_spin_lock, 0 for none (was padding,
+    /// so older segments read as maps without one).
+    uint32_t map_lock;
     uint64_t revision;
     char section[64];
     // maps

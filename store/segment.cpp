@@ -555,7 +555,8 @@ struct segment::impl {
                 s.map_flags,
                 s.map_extra,
                 {static_cast<maps::map_type>(s.inner_type), s.inner_key_size, s.inner_value_size,
-                 s.inner_max_entries, s.inner_flags}};
+                 s.inner_max_entries, s.inner_flags},
+                s.map_lock == 0 ? -1 : static_cast<int32_t>(s.map_lock - 1)};
     }
 
     // A map's record and its storage: the spec valid, the storage inside the extent, and the
@@ -984,6 +985,7 @@ result<uint32_t> segment::create_map(const std::string &name, const maps::map_sp
     sl.inner_value_size = spec.inner.value_size;
     sl.inner_max_entries = spec.inner.max_entries;
     sl.inner_flags = spec.inner.flags;
+    sl.map_lock = spec.spin_lock_off >= 0 ? static_cast<uint32_t>(spec.spin_lock_off) + 1 : 0;
     sl.ncpus = ncpus;
     sl.read_only = read_only ? 1 : 0;
     void *storage = impl_->payload(*off);

@@ -15,13 +15,17 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <thread>
 
 namespace bpftime::cli {
 
@@ -1035,8 +1039,98 @@ int cmd_attach_auto(const global_options &g, uint32_t prog_id,
     return 0;
 }
 
+// Whether a process still exists (a host record may outlive its process until it is pruned).
+bool process_alive(int32_t pid) {
+    return pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH);
+}
+
+// After a link is made on the user provider: waits up to wait_ms for the running hosts to say
+// whether they attached it (their per-host records), prints what each said (on stderr, so the
+// "link N (target M)" line stays the only line scripts read; in the JSON object with --json),
+// and gives the exit status: 1 when every host that reported refused the link (it stays).
+int report_hosts(const global_options &g, base_event_provider &provider, uint32_t link,
+                 uint32_t target, int wait_ms) {
+    // The hosts known to be running: live processes that reported on any other link.
+    std::set<int32_t> known;
+    if (auto before = provider.list()) {
+        for (const auto &[id, records] : before->link_hosts) {
+            for (const store::link_host_state &h : records) {
+                if (id != link && process_alive(h.pid)) {
+                    known.insert(h.pid);
+                }
+            }
+        }
+    }
+    // Without a host known to run, a short wait for one that has no links yet.
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::milliseconds(known.empty() ? wait_ms / 5 : wait_ms);
+    std::vector<store::link_host_state> records;
+    for (;;) {
+        records.clear();
+        if (auto now = provider.list()) {
+            if (auto it = now->link_hosts.find(link); it != now->link_hosts.end()) {
+                for (const store::link_host_state &h : it->second) {
+                    if (process_alive(h.pid)) {
+                        records.push_back(h);
+                    }
+                }
+            }
+        }
+        std::set<int32_t> settled;
+        bool attaching = false;
+        for (const store::link_host_state &h : records) {
+            attaching = attaching || h.attaching;
+            if (!h.attaching) {
+                settled.insert(h.pid);
+            }
+        }
+        const bool all_known =
+            std::includes(settled.begin(), settled.end(), known.begin(), known.end());
+        if ((!records.empty() && !attaching && all_known) ||
+            std::chrono::steady_clock::now() >= deadline) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::sort(records.begin(), records.end(),
+              [](const auto &a, const auto &b) { return a.pid < b.pid; });
+    size_t attached = 0, refused = 0;
+    json hj = json::array();
+    for (const store::link_host_state &h : records) {
+        const char *state = h.failed ? "refused" : h.attaching ? "attaching" : "attached";
+        attached += !h.failed && !h.attaching;
+        refused += h.failed;
+        if (g.json) {
+            hj.push_back({{"pid", h.pid}, {"state", state}, {"why", h.why}});
+        } else if (h.failed) {
+            std::fprintf(stderr, "pid %d: refused: %s\n", h.pid, h.why.c_str());
+        } else {
+            std::fprintf(stderr, "pid %d: %s\n", h.pid,
+                         h.attaching ? "still attaching (bpftime list shows how it ends)"
+                                     : "attached");
+        }
+    }
+    const bool all_refused = refused > 0 && attached == 0 && refused == records.size();
+    if (g.json) {
+        std::puts(json{{"link", link}, {"target", target}, {"hosts", hj}}.dump().c_str());
+    } else if (records.empty()) {
+        std::fprintf(stderr,
+                     "no running host reported within %d ms (none runs this segment's links, or "
+                     "none hosts this attach type); the link attaches when one starts\n",
+                     known.empty() ? wait_ms / 5 : wait_ms);
+    }
+    if (all_refused) {
+        std::fprintf(stderr,
+                     "bpftime: every host that reported refused link %u; it stays (`bpftime list` "
+                     "shows it, `bpftime destroy %u` removes it)\n",
+                     link, link);
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_id,
-               const std::vector<std::string> &args, uint64_t cookie) {
+               const std::vector<std::string> &args, uint64_t cookie, bool no_wait) {
     if (type == "auto") {
         return cmd_attach_auto(g, prog_id, args);
     }
@@ -1078,12 +1172,17 @@ int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_i
         (void)provider.destroy_object(*target);
         return report(link.err());
     }
+    // The kernel answers at once: attach_program already failed if it refused.
+    const bool wait = !no_wait && !g.kernel();
     if (g.json) {
-        std::puts(json{{"link", *link}, {"target", *target}}.dump().c_str());
+        if (!wait) {
+            std::puts(json{{"link", *link}, {"target", *target}}.dump().c_str());
+        }
     } else {
         std::printf("link %u (target %u)\n", *link, *target);
+        std::fflush(stdout);
     }
-    return 0;
+    return wait ? report_hosts(g, provider, *link, *target, 1000) : 0;
 }
 
 // A host for the test attach type: instantiates, then triggers the hook.
@@ -1288,8 +1387,14 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     attach->add_option("--cookie", attach_cookie,
                        "what bpf_get_attach_cookie() gives the program through this link (usdt: "
                        "what bpf_usdt_cookie() gives)");
-    attach->callback(
-        [&] { status = cmd_attach(g, attach_type, attach_prog, attach_args, attach_cookie); });
+    static bool attach_no_wait = false;
+    attach->add_flag("--no-wait", attach_no_wait,
+                     "do not wait (up to 1 s) for the running hosts to say whether they attached "
+                     "the link");
+    attach->callback([&] {
+        status =
+            cmd_attach(g, attach_type, attach_prog, attach_args, attach_cookie, attach_no_wait);
+    });
 
     auto *trigger = app.add_subcommand(
         "trigger", "act as a host of the test attach type: run the programs at a hook");

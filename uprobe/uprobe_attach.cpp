@@ -164,7 +164,8 @@ public:
             // anywhere else (an offset into a function, a USDT site) every one may be.
             auto hook = inline_hook::install(
                 *address, loc->bytes_to_end, on_entry, on_return, site.get(),
-                loc->function_entry ? hook_site::function_entry : hook_site::any);
+                loc->function_entry ? hook_site::function_entry : hook_site::any,
+                loc->padding_after);
             if (!hook && hook.err().code != EFAULT) {
                 // Where a 5-byte jump does not fit (too short a function, a branch into its
                 // first bytes, a neighbouring probe), an int3, as the kernel's uprobes use.

@@ -1,4 +1,5 @@
-# Functions a 5-byte jump cannot take (x86-64 SysV): trap probes take them.
+# Functions a 5-byte jump cannot take inside them (x86-64 SysV): the int3 fill after them takes
+# the rest of the jump, or, where another function follows at once, trap probes take them.
         .intel_syntax noprefix
         .text
 
@@ -132,5 +133,24 @@ ut_avx_mid_point_offset:
 ut_avx512_mid_point_offset:
         .quad .Lut_avx512_mid_point - ut_avx512_mid
         .text
+
+# long ut_lea4_tight(long x): x + 1 in 4 bytes, with another function right behind its ret: no
+# fill a jump could run into, so only a trap probe goes there.
+        .globl ut_lea4_tight
+        .type ut_lea4_tight, @function
+        .p2align 4
+ut_lea4_tight:
+        lea eax, [rdi + 1]
+        ret
+        .size ut_lea4_tight, . - ut_lea4_tight
+
+# long ut_after_tight(long x): x + 2, right behind ut_lea4_tight.
+        .globl ut_after_tight
+        .type ut_after_tight, @function
+ut_after_tight:
+        lea eax, [rdi + 2]
+        ret
+        .size ut_after_tight, . - ut_after_tight
+        .fill 8, 1, 0xcc
 
         .section .note.GNU-stack, "", @progbits

@@ -30,6 +30,10 @@ struct uprobe_location {
     /// Bytes from the probed instruction to the end of the function (the symbol's size less
     /// the offset); 0 when unknown (given as an address, or a symbol without a size).
     uint64_t bytes_to_end = 0;
+    /// Bytes after the function's end that are fill no code uses (int3 or nop up to the next
+    /// symbol or unwind entry, named by no symbol or relocation; at most 15), which a hook's
+    /// jump may run into when the function is shorter than the jump; 0 when unknown.
+    uint64_t padding_after = 0;
     /// The instruction is a function's first (SYMBOL with no offset, or an ADDRESS where a
     /// function symbol starts): only there may a program make the function return early
     /// (override_return).

@@ -88,4 +88,12 @@ using program_resolver = std::function<result<tail_call_target>(
 /// function removes it, and bpf_tail_call then fails with -EINVAL.
 void set_program_resolver(program_resolver fn);
 
+/// Checks a bpf_snprintf format as Linux's bpf_bprintf_prepare does for num_args arguments
+/// (12 at most): printable ASCII, %% and the conversions it takes (%d %i %u %x %X with l or
+/// ll, %c, %s, %pks, %pus, %p with K, x, s, S, B, %pi4 %pI4 %pi6 %pI6; flags 0+- and space, a
+/// width), no more conversions than arguments. Empty when the kernel takes it, else what is
+/// wrong, naming the conversion and its offset. The helper refuses what this refuses
+/// (-EINVAL); loaders call it on formats known at load.
+std::string snprintf_format_problem(std::string_view fmt, uint64_t num_args);
+
 } // namespace bpftime::helpers

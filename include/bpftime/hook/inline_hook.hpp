@@ -73,6 +73,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace bpftime {
 
@@ -102,6 +103,28 @@ enum class hook_site : uint8_t {
     function_entry,
 };
 
+/// How a hook would go in at an instruction (decide_hook_site).
+enum class hook_site_kind {
+    jump,         ///< a 5-byte jump inside the function
+    padding_jump, ///< a 5-byte jump that runs into the fill after a function shorter than it
+    trap,         ///< an int3 (a trap probe)
+    refused,      ///< neither
+};
+
+/// What decide_hook_site found.
+struct hook_site_decision {
+    hook_site_kind kind = hook_site_kind::refused;
+    std::string why; ///< why no jump (for trap) or nothing (for refused) can go there
+};
+
+/// Decides, without installing anything, how a uprobe would hook the instruction at code: a
+/// jump (install() with function_size and padding_after), else an int3 (install_trap()), else
+/// neither, by the same checks. code points at the instruction's bytes as the binary holds
+/// them (a copy will do), readable for `available` bytes, which covers the rest of the
+/// function (function_size) and the fill after it.
+hook_site_decision decide_hook_site(const uint8_t *code, size_t available, size_t function_size,
+                                    size_t padding_after);
+
 /// One inline hook at one address. At most one per address: a program multiplexer sits on
 /// top of it.
 class inline_hook {
@@ -112,10 +135,15 @@ public:
     /// be relocated safely, an address that is not mapped executable and an address already
     /// hooked. on_return may be null (then entry results are ignored). site says what the stub
     /// saves: hook_site::function_entry only where address is a function's first instruction.
+    /// padding_after (with function_size) is how many bytes after the function's end are fill
+    /// that no code, symbol, unwind entry or relocation uses (uprobe_location::padding_after):
+    /// a function ending (ret, jmp) less than 5 bytes in is then patched with a jump that runs
+    /// into that fill (padding_used()), where its bytes are still int3 or nop.
     static result<std::unique_ptr<inline_hook>> install(uintptr_t address, size_t function_size,
                                                         hook_entry_fn on_entry,
                                                         hook_return_fn on_return, void *user,
-                                                        hook_site site = hook_site::any);
+                                                        hook_site site = hook_site::any,
+                                                        size_t padding_after = 0);
     /// Hooks the instruction at address with an int3 (a trap probe): for what install() refuses
     /// because a 5-byte jump does not fit (a function shorter than 5 bytes before its `ret`, a
     /// branch into the first bytes, a neighbouring hook). Same handlers and return_early; each
@@ -149,6 +177,9 @@ public:
     size_t patched_bytes() const;
     /// Whether this is a trap probe (install_trap).
     bool is_trap() const;
+    /// How many bytes of the fill after the function the jump covers (0: none; the jump lies
+    /// inside the function, or this is a trap probe).
+    size_t padding_used() const;
 
     /// Called from an entry handler, on its thread: when the handler returns, the hooked call
     /// returns value (in rax) to its caller without running the function: every other register

@@ -86,6 +86,8 @@ const char *linux_map_type_name(uint32_t t);
 inline constexpr uint64_t update_any = 0;     ///< BPF_ANY
 inline constexpr uint64_t update_noexist = 1; ///< BPF_NOEXIST
 inline constexpr uint64_t update_exist = 2;   ///< BPF_EXIST
+/// BPF_F_LOCK: a user's read or write of a value holding a struct bpf_spin_lock takes it.
+inline constexpr uint64_t update_lock = 4;
 
 /// Map flags, as in Linux.
 inline constexpr uint32_t map_no_prealloc = 1;  ///< BPF_F_NO_PREALLOC (lpm_trie requires it)
@@ -143,6 +145,10 @@ struct map_spec {
     uint64_t map_extra = 0;
     /// array_of_maps, hash_of_maps: the inner map template (required); absent for other types.
     inner_map_template inner;
+    /// Where the value's struct bpf_spin_lock is (its 4-byte lock word), -1 for none: hash and
+    /// array maps whose BTF value type has one (BPF_MAP_CREATE's btf_value_type_id). Users'
+    /// BPF_F_LOCK reads and writes take it, as bpf_spin_lock does, and never copy it.
+    int32_t spin_lock_off = -1;
 };
 
 /// Whether a map type holds other maps (array_of_maps, hash_of_maps).
