@@ -310,5 +310,219 @@ TEST(MultiProcess, WritersKilledInATightLoop) {
     }
 }
 
+// (e) Updates of present keys take only the entry's lock: from every thread of two processes,
+// each owning its keys and counting them up one update at a time, while other threads insert and
+// delete keys (reusing the entries deletes free), nothing is lost and no update lands in an
+// entry that was freed and reused for another key.
+TEST(MultiProcess, UpdatesOfPresentKeysLoseNothingBesideInsertsAndDeletes) {
+    constexpr uint32_t owned = 32, rounds = 3000, churn_keys = 64;
+    constexpr int owners = processes * threads_per_process;
+    shm_map m(map_spec{map_type::hash, 4, 8, owners * owned + 2 * churn_keys, 0});
+    auto owned_key = [](int p, int t, uint32_t i) { return (p * 16 + t) * 1000u + i; };
+    for (int p = 0; p < processes; p++) {
+        for (int t = 0; t < threads_per_process; t++) {
+            for (uint32_t i = 0; i < owned; i++) {
+                uint32_t key = owned_key(p, t, i);
+                uint64_t zero = 0;
+                ASSERT_EQ(m->update(&key, &zero, update_noexist), 0);
+            }
+        }
+    }
+    run_children(m, [&](int p, const map_view &v) {
+        std::atomic<bool> counting{true};
+        // A churn thread per process: inserts, checks and deletes its own keys again and again.
+        std::thread churn([&] {
+            uint64_t bad = 0;
+            for (uint32_t round = 0; counting; round++) {
+                for (uint32_t i = 0; i < churn_keys; i++) {
+                    uint32_t key = 0x70000000u + p * 0x1000000u + i;
+                    uint64_t value = uint64_t{key} << 8 | (round & 0xff);
+                    if (v.update(&key, &value, update_noexist) != 0) {
+                        bad++;
+                    }
+                }
+                for (uint32_t i = 0; i < churn_keys; i++) {
+                    uint32_t key = 0x70000000u + p * 0x1000000u + i;
+                    auto *got = static_cast<uint64_t *>(v.lookup(&key));
+                    if (got == nullptr || *got != (uint64_t{key} << 8 | (round & 0xff)) ||
+                        v.remove(&key) != 0) {
+                        bad++;
+                    }
+                }
+            }
+            if (bad != 0) {
+                std::fprintf(stderr, "churn in process %d: %llu bad\n", p,
+                             static_cast<unsigned long long>(bad));
+                counting = false;
+                _exit(5);
+            }
+        });
+        int rc = on_threads(threads_per_process, [&](int t) {
+            for (uint32_t r = 1; r <= rounds; r++) {
+                for (uint32_t i = 0; i < owned; i++) {
+                    uint32_t key = owned_key(p, t, i);
+                    uint64_t value = r;
+                    if (v.update(&key, &value, i % 2 ? update_exist : update_any) != 0) {
+                        return 2;
+                    }
+                }
+            }
+            return 0;
+        });
+        counting = false;
+        churn.join();
+        return rc;
+    });
+    for (int p = 0; p < processes; p++) {
+        for (int t = 0; t < threads_per_process; t++) {
+            for (uint32_t i = 0; i < owned; i++) {
+                uint32_t key = owned_key(p, t, i);
+                EXPECT_EQ(from_bytes<uint64_t>(must(m->read(bytes(key)))), rounds) << key;
+            }
+        }
+    }
+    EXPECT_EQ(m->count(), owners * owned);
+}
+
+// Two processes writing whole values into the same keys: each value read afterwards is one
+// writer's, never a mix of both (writers of one entry take turns).
+TEST(MultiProcess, WritersOfOneKeyTakeTurns) {
+    constexpr uint32_t words = 32, keys = 4, rounds = 20000;
+    shm_map m(map_spec{map_type::hash, 4, words * 8, keys, 0});
+    for (uint32_t k = 0; k < keys; k++) {
+        std::vector<uint64_t> zero(words, 0);
+        ASSERT_EQ(m->update(&k, zero.data(), update_noexist), 0);
+    }
+    run_children(m, [&](int p, const map_view &v) {
+        std::vector<uint64_t> value(words);
+        for (uint32_t r = 0; r < rounds; r++) {
+            std::fill(value.begin(), value.end(), static_cast<uint64_t>(p + 1) << 32 | r);
+            uint32_t k = r % keys;
+            if (v.update(&k, value.data(), update_exist) != 0) {
+                return 2;
+            }
+        }
+        return 0;
+    });
+    for (uint32_t k = 0; k < keys; k++) {
+        auto value = must(m->read(bytes(k)));
+        uint64_t first = from_bytes<uint64_t>(value);
+        for (uint32_t w = 1; w < words; w++) {
+            uint64_t word;
+            std::memcpy(&word, value.data() + w * 8, 8);
+            ASSERT_EQ(word, first) << "key " << k << " word " << w;
+        }
+        EXPECT_NE(first, 0u);
+    }
+}
+
+// (f) A writer killed while it holds an entry's lock: the next writer of that key takes the lock
+// over and proceeds; what is lost is the dead writer's own update.
+TEST(MultiProcess, WriterKilledHoldingAnEntryLock) {
+    shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
+    for (uint32_t k = 0; k < 8; k++) {
+        uint64_t v = k;
+        ASSERT_EQ(m->update(&k, &v, update_any), 0);
+    }
+    pid_t victim = spawn([&] {
+        auto mine = m.reopen();
+        detail::hash_entry_locked_hook = [] { raise(SIGKILL); };
+        uint32_t key = 5;
+        uint64_t v = 555;
+        mine.second.update(&key, &v, update_exist);
+        return 0;
+    });
+    int status = wait_child(victim);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+    expect_success(spawn([&] {
+        auto mine = m.reopen();
+        const map_view &v = mine.second;
+        uint32_t key = 5;
+        uint64_t value = 50;
+        auto start = steady::now();
+        if (v.update(&key, &value, update_exist) != 0) {
+            return 2;
+        }
+        if (steady::now() - start > std::chrono::milliseconds(500)) {
+            return 3; // taken over at once, not after the bound for live holders
+        }
+        if (v.remove(&key) != 0 || v.update(&key, &value, update_noexist) != 0) {
+            return 4;
+        }
+        return check_still_works(v);
+    }));
+    for (uint32_t k = 0; k < 8; k++) {
+        auto *got = static_cast<uint64_t *>(m->lookup(&k));
+        ASSERT_NE(got, nullptr) << k;
+        EXPECT_EQ(*got, k == 5 ? 50u : k) << k;
+    }
+}
+
+// (g) A writer stopped (SIGSTOP) while it holds an entry's lock: lookups, updates of other keys,
+// inserts and deletes of other keys in another process go on at once; writers of that key wait
+// at most the bound and get -EBUSY (the controller's write() says why); once the writer resumes,
+// its update lands and the key is writable again.
+TEST(MultiProcess, StoppedWriterBlocksNobodyForLongerThanTheBound) {
+    shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
+    for (uint32_t k = 0; k < 8; k++) {
+        uint64_t v = k;
+        ASSERT_EQ(m->update(&k, &v, update_any), 0);
+    }
+    pid_t stopped = spawn([&] {
+        auto mine = m.reopen();
+        detail::hash_entry_locked_hook = [] {
+            detail::hash_entry_locked_hook = nullptr;
+            raise(SIGSTOP);
+        };
+        uint32_t key = 5;
+        uint64_t v = 555;
+        return mine.second.update(&key, &v, update_exist) == 0 ? 0 : 2;
+    });
+    int status = 0;
+    ASSERT_EQ(waitpid(stopped, &status, WUNTRACED), stopped);
+    ASSERT_TRUE(WIFSTOPPED(status)) << status;
+    expect_success(spawn([&] {
+        auto mine = m.reopen();
+        const map_view &v = mine.second;
+        const auto quick = std::chrono::milliseconds(300);
+        uint32_t key = 5, other = 6, fresh = 100;
+        uint64_t value = 1;
+        auto start = steady::now();
+        auto *seen = static_cast<uint64_t *>(v.lookup(&key));
+        if (seen == nullptr || *seen != 5 || v.update(&other, &value, update_any) != 0 ||
+            v.update(&fresh, &value, update_noexist) != 0 || v.remove(&fresh) != 0) {
+            return 2;
+        }
+        if (steady::now() - start > quick) {
+            return 3;
+        }
+        start = steady::now();
+        if (v.update(&key, &value, update_any) != -EBUSY) {
+            return 4;
+        }
+        auto waited = steady::now() - start;
+        if (waited < detail::entry_lock_wait / 2 ||
+            waited > detail::entry_lock_wait + std::chrono::milliseconds(1500)) {
+            return 5;
+        }
+        if (v.remove(&key) != -EBUSY) {
+            return 6;
+        }
+        auto err = v.write(bytes(key), bytes(value), update_any);
+        if (err.ok() || err.err().code != EBUSY ||
+            err.err().message.find("held") == std::string::npos) {
+            return 7;
+        }
+        return 0;
+    }));
+    kill(stopped, SIGCONT);
+    expect_success(stopped);
+    uint32_t key = 5;
+    EXPECT_EQ(*static_cast<uint64_t *>(m->lookup(&key)), 555u);
+    uint64_t value = 9;
+    EXPECT_EQ(m->update(&key, &value, update_exist), 0);
+    EXPECT_EQ(m->remove(&key), 0);
+}
+
 } // namespace
 } // namespace bpftime::maps::test
