@@ -384,36 +384,62 @@ TEST(MultiProcess, UpdatesOfPresentKeysLoseNothingBesideInsertsAndDeletes) {
     EXPECT_EQ(m->count(), owners * owned);
 }
 
-// Two processes writing whole values into the same keys: each value read afterwards is one
-// writer's, never a mix of both (writers of one entry take turns).
+// Writers inside an entry's critical section (the hook runs there), counted in memory every
+// process shares: more than one at a time is an overlap.
+struct turn_counters {
+    std::atomic<uint32_t> inside{0};
+    std::atomic<uint32_t> overlaps{0};
+    std::atomic<uint32_t> entered{0};
+};
+turn_counters *turns = nullptr;
+
+void count_turn() {
+    if (turns->inside.fetch_add(1) != 0) {
+        turns->overlaps.fetch_add(1);
+    }
+    turns->entered.fetch_add(1);
+    for (int i = 0; i < 100; i++) {
+        __builtin_ia32_pause();
+    }
+    turns->inside.fetch_sub(1);
+}
+
+// Every thread of two processes writing whole values into one key: never two writers inside
+// the entry at once, and the value read afterwards is one writer's, never a mix.
 TEST(MultiProcess, WritersOfOneKeyTakeTurns) {
-    constexpr uint32_t words = 32, keys = 4, rounds = 20000;
-    shm_map m(map_spec{map_type::hash, 4, words * 8, keys, 0});
-    for (uint32_t k = 0; k < keys; k++) {
-        std::vector<uint64_t> zero(words, 0);
-        ASSERT_EQ(m->update(&k, zero.data(), update_noexist), 0);
-    }
+    constexpr uint32_t words = 32, rounds = 5000;
+    void *shared = mmap(nullptr, sizeof(turn_counters), PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(shared, MAP_FAILED);
+    turns = new (shared) turn_counters;
+    shm_map m(map_spec{map_type::hash, 4, words * 8, 4, 0});
+    uint32_t key = 1;
+    std::vector<uint64_t> zero(words, 0);
+    ASSERT_EQ(m->update(&key, zero.data(), update_noexist), 0);
     run_children(m, [&](int p, const map_view &v) {
-        std::vector<uint64_t> value(words);
-        for (uint32_t r = 0; r < rounds; r++) {
-            std::fill(value.begin(), value.end(), static_cast<uint64_t>(p + 1) << 32 | r);
-            uint32_t k = r % keys;
-            if (v.update(&k, value.data(), update_exist) != 0) {
-                return 2;
+        detail::hash_entry_locked_hook = count_turn;
+        return on_threads(threads_per_process, [&](int t) {
+            std::vector<uint64_t> value(words);
+            for (uint32_t r = 0; r < rounds; r++) {
+                std::fill(value.begin(), value.end(),
+                          static_cast<uint64_t>(p * 16 + t + 1) << 32 | r);
+                if (v.update(&key, value.data(), r % 2 ? update_exist : update_any) != 0) {
+                    return 2;
+                }
             }
-        }
-        return 0;
+            return 0;
+        });
     });
-    for (uint32_t k = 0; k < keys; k++) {
-        auto value = must(m->read(bytes(k)));
-        uint64_t first = from_bytes<uint64_t>(value);
-        for (uint32_t w = 1; w < words; w++) {
-            uint64_t word;
-            std::memcpy(&word, value.data() + w * 8, 8);
-            ASSERT_EQ(word, first) << "key " << k << " word " << w;
-        }
-        EXPECT_NE(first, 0u);
+    EXPECT_EQ(turns->entered.load(), processes * threads_per_process * rounds);
+    EXPECT_EQ(turns->overlaps.load(), 0u);
+    auto value = must(m->read(bytes(key)));
+    uint64_t first = from_bytes<uint64_t>(value);
+    EXPECT_NE(first, 0u);
+    for (uint32_t w = 1; w < words; w++) {
+        ASSERT_EQ(from_bytes<uint64_t>(value, w * 8), first) << "word " << w;
     }
+    munmap(shared, sizeof(turn_counters));
+    turns = nullptr;
 }
 
 // (f) A writer killed while it holds an entry's lock: the next writer of that key takes the lock
