@@ -427,8 +427,8 @@ lookup_fn hash_lookup_for(const map_spec &spec) {
 
 namespace {
 
-// An update the entry lock alone could not do: an insert, or BPF_NOEXIST, under the header's
-// mutex.
+// An update the entry lock alone could not do, under the header's mutex: an insert, BPF_NOEXIST,
+// or a key the lock-free walk did not find.
 long update_locked(const map_ref &m, const tables &t, const void *key, const value_source &src,
                    uint64_t flags) {
     map_header &h = m.header();
@@ -438,6 +438,11 @@ long update_locked(const map_ref &m, const tables &t, const void *key, const val
     }
     bool lru = is_lru(m.spec.type);
     uint32_t idx = chain_find(m, t, key);
+    if (idx == none && flags == update_exist) {
+        // Decided here, not by the lock-free walk, which a concurrent delete and reuse can lead
+        // past a present key.
+        return -ENOENT;
+    }
     if (idx != none) {
         if (flags == update_noexist) {
             return -EEXIST;
@@ -509,9 +514,6 @@ long plain_hash_update(const void *view, const void *key, const void *value, uin
                 return -EBUSY;
             }
         }
-        if (flags == update_exist) {
-            return -ENOENT;
-        }
     }
     const value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
     return update_locked(m, t, key, src, flags);
@@ -553,9 +555,6 @@ long hash_update(const map_ref &m, const void *key, const value_source &src, uin
         });
         if (rc <= 0) {
             return rc;
-        }
-        if (flags == update_exist) {
-            return -ENOENT;
         }
     }
     return update_locked(m, t, key, src, flags);
