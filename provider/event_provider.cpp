@@ -177,6 +177,9 @@ result<listing> event_provider_impl::list() const {
     if (auto hosts = seg_->link_host_states()) {
         out.link_hosts = std::move(*hosts);
     }
+    if (auto retired = seg_->retired()) {
+        out.retired = std::move(*retired);
+    }
     return out;
 }
 
@@ -248,6 +251,7 @@ public:
         return view_.ringbuf_consume(fn, max);
     }
     void wait(int timeout_ms) override { view_.ringbuf_wait(timeout_ms); }
+    uint64_t lost() const override { return view_.ringbuf_lost(); }
 
 private:
     store::map_info info_;
