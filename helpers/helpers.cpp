@@ -58,7 +58,7 @@ constexpr uint64_t handle_tag = 0xb9f0'0000'0000'0000ull;
 constexpr uint64_t handle_tag_mask = 0xffff'0000'0000'0000ull;
 constexpr unsigned handle_index_bits = 16;
 constexpr uint64_t handle_index_mask = (1ull << handle_index_bits) - 1;
-constexpr size_t max_handles = 4096; // maps one process uses at once
+constexpr size_t max_handles = max_map_handles; // maps one process uses at once
 static_assert(max_handles <= handle_index_mask + 1);
 static_assert(std::is_trivially_copyable_v<maps::map_view>);
 
@@ -1225,8 +1225,9 @@ result<std::shared_ptr<const map_handle>> make_handle(const maps::map_view &view
     } else if (p.used < max_handles) {
         index = static_cast<uint32_t>(p.used++);
     } else {
-        return make_error(ENOSPC, "this process uses " + std::to_string(max_handles) +
-                                      " maps already; no map handle is left");
+        return make_error(ENOSPC, "this process holds " + std::to_string(max_handles) +
+                                      " map handles already, the most one process may (the "
+                                      "limit of map handles per process); no map handle is left");
     }
     handle_slot &s = handle_table()[index];
     // The slot is odd (free) here: a reader copying the view meanwhile sees the number move.

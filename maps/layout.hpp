@@ -72,6 +72,9 @@ struct map_header {
     /// Ring buffers: records a producer could not place. The positions are in their own pages
     /// (map_layout::ring_consumer, ring_producer).
     alignas(64) uint64_t dropped;
+    /// Ring buffers: records skipped because the process that reserved them died before it
+    /// submitted them (in the padding of dropped's cache line: no offset moves).
+    uint64_t lost;
     alignas(64) uint32_t wake_seq; ///< futex word: bumped by every waking submit
     uint32_t waiters;              ///< consumers inside ringbuf_wait
 };

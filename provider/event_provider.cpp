@@ -336,6 +336,9 @@ result<listing> event_provider_impl::list() const {
     if (auto hosts = seg_->link_host_states()) {
         out.link_hosts = std::move(*hosts);
     }
+    if (auto retired = seg_->retired()) {
+        out.retired = std::move(*retired);
+    }
     return out;
 }
 
@@ -602,6 +605,7 @@ public:
         return view_.ringbuf_consume(fn, max);
     }
     void wait(int timeout_ms) override { view_.ringbuf_wait(timeout_ms); }
+    uint64_t lost() const override { return view_.ringbuf_lost(); }
 
 private:
     store::map_info info_;

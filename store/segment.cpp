@@ -24,6 +24,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <set>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -68,6 +70,42 @@ uint32_t *generation_word(header *h) {
 // it at.
 void wake_waiters(header *h) {
     syscall(SYS_futex, generation_word(h), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+// A process's start time (clock ticks after boot, /proc/PID/stat's 22nd field), 0 when it
+// cannot be read. With the pid it names one process: a pid reused later has another.
+uint64_t process_start_time(int32_t pid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    FILE *f = std::fopen(path, "r");
+    if (f == nullptr) {
+        return 0;
+    }
+    char buf[1024];
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    const char *p = std::strrchr(buf, ')');
+    if (p == nullptr) {
+        return 0;
+    }
+    p++;
+    for (int field = 2; field < 22 && *p != '\0'; p++) {
+        if (*p == ' ') {
+            field++;
+        }
+    }
+    return std::strtoull(p, nullptr, 10);
+}
+
+// Whether the host an entry names is still running (a process with its pid and start time).
+bool host_alive(const host_entry &h) {
+    if (h.pid <= 0 || (kill(h.pid, 0) != 0 && errno == ESRCH)) {
+        return false;
+    }
+    uint64_t start = process_start_time(h.pid);
+    return start == 0 || h.start_time == 0 || start == h.start_time;
 }
 
 std::string shm_path(const std::string &name) {
@@ -369,6 +407,7 @@ struct segment::impl {
             return make_error(ENAMETOOLONG, "name '" + object_name + "' is longer than " +
                                                 std::to_string(max_name) + " bytes");
         }
+        reclaim();
         for (uint32_t i = 0; i < max_objects(); i++) {
             slot &s = slots()[i];
             if (s.state == slot_free) {
@@ -381,7 +420,80 @@ struct segment::impl {
             }
         }
         return make_error(ENOSPC, "segment " + name + " is full: all " +
-                                      std::to_string(max_objects()) + " object slots are used");
+                                      std::to_string(max_objects()) + " object slots are used" +
+                                      retired_note());
+    }
+
+    // --- retired storage ---
+
+    // Live hosts; entries of processes that are gone are freed on the way (under the lock).
+    std::vector<const host_entry *> live_hosts() const {
+        std::vector<const host_entry *> out;
+        for (host_entry &h : hdr()->hosts) {
+            if (h.pid == 0) {
+                continue;
+            }
+            if (!host_alive(h)) {
+                h = host_entry{};
+                continue;
+            }
+            out.push_back(&h);
+        }
+        return out;
+    }
+
+    // Frees the retired slots (and with them their extents) that every live host has passed.
+    // Called under the lock.
+    void reclaim() const {
+        bool any = false;
+        for (uint32_t i = 0; i < max_objects() && !any; i++) {
+            any = slots()[i].state == slot_retired;
+        }
+        if (!any) {
+            return;
+        }
+        auto hosts = live_hosts();
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            slot &s = slots()[i];
+            if (s.state != slot_retired) {
+                continue;
+            }
+            bool held = std::any_of(hosts.begin(), hosts.end(), [&](const host_entry *h) {
+                return load_acquire(h->passed) < s.revision;
+            });
+            if (!held) {
+                store_release(s.state, slot_free);
+            }
+        }
+    }
+
+    // For a full segment or table: "; 2 destroyed objects keep their slot and storage until
+    // host process 123 synchronises ...", or nothing when none is retired.
+    std::string retired_note() const {
+        uint32_t count = 0;
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            count += slots()[i].state == slot_retired ? 1 : 0;
+        }
+        if (count == 0) {
+            return {};
+        }
+        std::string pids;
+        bool several = false;
+        for (const host_entry *h : live_hosts()) {
+            bool holds = false;
+            for (uint32_t i = 0; i < max_objects() && !holds; i++) {
+                holds = slots()[i].state == slot_retired && h->passed < slots()[i].revision;
+            }
+            if (holds) {
+                several = !pids.empty();
+                pids += (pids.empty() ? "" : ", ") + std::to_string(h->pid);
+            }
+        }
+        return "; " + std::to_string(count) + " destroyed object" +
+               (count > 1 ? "s keep their" : " keeps its") +
+               " slot and storage until host process" +
+               (several ? "es " + pids + " synchronise" : " " + pids + " synchronises") +
+               " or exits (`bpftime list` shows them; a stopped host keeps them)";
     }
 
     uint32_t publish(slot *s) const {
@@ -397,7 +509,11 @@ struct segment::impl {
     detail::heap objects() const { return {base, geo, name}; }
     result<uint64_t> allocate(uint64_t payload, uint32_t owner,
                               uint64_t payload_align = align) const {
-        return objects().allocate(payload, owner, payload_align);
+        auto off = objects().allocate(payload, owner, payload_align);
+        if (!off && off.err().code == ENOSPC) {
+            return make_error(ENOSPC, off.err().message + retired_note());
+        }
+        return off;
     }
     void *payload(uint64_t off) const { return objects().payload(off); }
 
@@ -418,8 +534,12 @@ struct segment::impl {
                                                     m.err().message);
             }
         }
+        if (auto ok = check_host_maps(s->id, map_ids); !ok) {
+            return ok.err();
+        }
         uint64_t bytes = sizeof(program_payload) + insns.size() * sizeof(vm::ebpf_inst) +
                          map_ids.size() * sizeof(uint32_t);
+        reclaim();
         auto off = allocate(bytes, s->id);
         if (!off) {
             return off;
@@ -433,6 +553,34 @@ struct segment::impl {
         std::copy(map_ids.begin(), map_ids.end(),
                   reinterpret_cast<uint32_t *>(code + insns.size() * sizeof(vm::ebpf_inst)));
         return off;
+    }
+
+    // A host running every program of the segment holds a handle for each map they name: with
+    // map_ids as the maps of program prog_id, they must stay within max_host_maps.
+    result<void> check_host_maps(uint32_t prog_id, const std::vector<uint32_t> &map_ids) const {
+        std::vector<uint32_t> named(map_ids.begin(), map_ids.end());
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            const slot &s = slots()[i];
+            if (s.state != slot_live || s.id == prog_id ||
+                s.kind != static_cast<uint32_t>(object_kind::program)) {
+                continue;
+            }
+            if (auto p = to_program(s)) {
+                named.insert(named.end(), p->map_ids.begin(), p->map_ids.end());
+            }
+        }
+        std::sort(named.begin(), named.end());
+        auto distinct =
+            static_cast<size_t>(std::unique(named.begin(), named.end()) - named.begin());
+        if (distinct > max_host_maps) {
+            return make_error(E2BIG, "the programs of segment " + name + " would name " +
+                                         std::to_string(distinct) + " maps, past the limit of " +
+                                         std::to_string(max_host_maps) +
+                                         " map handles per process (a host running them all "
+                                         "holds one per map); destroy programs or load these "
+                                         "into another segment");
+        }
+        return {};
     }
 
     // The maps that hold map id (array_of_maps, hash_of_maps), with the key of each entry.
@@ -1095,9 +1243,12 @@ result<void> segment::destroy(uint32_t id) {
                     " first");
         }
     }
-    // One store frees the slot and, with it, its extent.
-    store_release(s->state, slot_free);
+    // Gone for every reader at once; its extent and the slot itself (a link's counters) stay
+    // until the hosts that may still run with them have synchronised past this generation.
+    s->revision = __atomic_load_n(&impl_->hdr()->generation, __ATOMIC_RELAXED) + 1;
+    store_release(s->state, slot_retired);
     impl_->bump();
+    impl_->reclaim();
     return {};
 }
 
@@ -1176,7 +1327,7 @@ snapshot segment::impl::read_locked() const {
         if (state == slot_live) {
             live.push_back({i, &s, {}});
             std::memcpy(static_cast<void *>(&live.back().copy), &s, sizeof(slot));
-        } else if (state != slot_free && state != slot_creating) {
+        } else if (state != slot_free && state != slot_creating && state != slot_retired) {
             snap.damaged.push_back({s.id, i, "its state " + std::to_string(state) + " is unknown"});
         }
     }
@@ -1495,9 +1646,35 @@ result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_stat
 
 namespace {
 
-// Where the list of retired map storage awaiting reclamation goes, once the segment keeps one:
-// each entry inside the heap, overlapping no live extent, and owned by no live slot.
-void check_retired(const detail::heap &, check_report &) {}
+// The host table: a free entry is all zero; a used one names a pid once, and has not passed a
+// generation the segment has not reached. (Retired slots' extents are checked with the others.)
+void check_hosts(const header &h, uint64_t generation, check_report &out) {
+    std::set<int32_t> seen;
+    for (size_t i = 0; i < max_host_processes; i++) {
+        const host_entry &e = h.hosts[i];
+        const std::string where = "host entry " + std::to_string(i);
+        if (e.pid == 0) {
+            if (e.start_time != 0 || e.passed != 0) {
+                out.findings.push_back({"hosts", 0, where + " is free but not empty"});
+            }
+            continue;
+        }
+        if (e.pid < 0) {
+            out.findings.push_back({"hosts", 0, where + " names pid " + std::to_string(e.pid)});
+            continue;
+        }
+        if (!seen.insert(e.pid).second) {
+            out.findings.push_back(
+                {"hosts", 0, where + " names pid " + std::to_string(e.pid) + " a second time"});
+        }
+        if (e.passed > generation) {
+            out.findings.push_back({"hosts", 0,
+                                    where + " (pid " + std::to_string(e.pid) +
+                                        ") passed generation " + std::to_string(e.passed) +
+                                        ", beyond the segment's " + std::to_string(generation)});
+        }
+    }
+}
 
 } // namespace
 
@@ -1548,21 +1725,33 @@ result<check_report> segment::check() const {
                     "slot " + std::to_string(i) + " is still being created with the lock free");
             continue;
         }
-        if (copy.state != slot_live) {
+        if (copy.state == slot_retired) {
+            // Destroyed, its storage kept until every host has passed the destroy: the extent
+            // still counts as used, and the destroy cannot be newer than the generation.
+            out.retired++;
+            if (copy.revision > out.generation) {
+                finding("retired", copy.id,
+                        "retired object " + std::to_string(copy.id) +
+                            " was destroyed at generation " + std::to_string(copy.revision) +
+                            ", after the segment's " + std::to_string(out.generation));
+            }
+        } else if (copy.state != slot_live) {
             continue; // a record finding already
+        } else {
+            out.objects++;
+            if (copy.kind >= static_cast<uint32_t>(object_kind::program) &&
+                copy.kind <= static_cast<uint32_t>(object_kind::link)) {
+                kinds.emplace(copy.id, static_cast<object_kind>(copy.kind));
+            }
         }
-        out.objects++;
         if (copy.id >= out.next_id) {
             finding("ids", copy.id,
                     "object " + std::to_string(copy.id) + " has an id not below the next id " +
                         std::to_string(out.next_id));
         }
-        if (copy.kind >= static_cast<uint32_t>(object_kind::program) &&
-            copy.kind <= static_cast<uint32_t>(object_kind::link)) {
-            kinds.emplace(copy.id, static_cast<object_kind>(copy.kind));
-        }
-        const uint64_t refs[2] = {copy.extent,
-                                  copy.pending != copy.extent ? copy.pending : uint64_t{0}};
+        const uint64_t refs[2] = {
+            copy.extent,
+            copy.state == slot_live && copy.pending != copy.extent ? copy.pending : uint64_t{0}};
         for (uint64_t off : refs) {
             if (off == 0) {
                 continue;
@@ -1677,13 +1866,115 @@ result<check_report> segment::check() const {
         }
     }
 
-    check_retired(heap, out);
+    check_hosts(h, out.generation, out);
     if (impl_->damaged()) {
         finding("truncated", 0,
                 "segment " + name_ +
                     " was truncated while it was checked (its reads gave zero "
                     "pages)");
     }
+    return out;
+}
+
+// --- host processes and retired storage ---
+
+result<void> segment::host_passed(uint64_t generation) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto pid = static_cast<int32_t>(getpid());
+    uint64_t now = __atomic_load_n(&impl_->hdr()->generation, __ATOMIC_RELAXED);
+    host_entry *mine = nullptr;
+    for (host_entry &h : impl_->hdr()->hosts) {
+        if (h.pid == pid) {
+            mine = &h;
+        }
+    }
+    if (mine == nullptr) {
+        (void)impl_->live_hosts(); // frees the places of hosts that are gone
+        for (host_entry &h : impl_->hdr()->hosts) {
+            if (h.pid == 0 && mine == nullptr) {
+                mine = &h;
+            }
+        }
+        if (mine == nullptr) {
+            return make_error(ENOSPC, "segment " + name_ + " keeps track of " +
+                                          std::to_string(max_host_processes) +
+                                          " host processes already (the most it can); end some "
+                                          "of them or use another segment for more");
+        }
+        *mine = host_entry{};
+        mine->start_time = process_start_time(pid);
+        mine->pid = pid;
+    }
+    store_release(mine->passed, std::min(generation, now));
+    impl_->reclaim();
+    return {};
+}
+
+result<void> segment::host_leave() {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto pid = static_cast<int32_t>(getpid());
+    for (host_entry &h : impl_->hdr()->hosts) {
+        if (h.pid == pid) {
+            h = host_entry{};
+        }
+    }
+    impl_->reclaim();
+    return {};
+}
+
+result<std::vector<host_process>> segment::hosts() const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    std::vector<host_process> out;
+    for (const host_entry *h : impl_->live_hosts()) {
+        out.push_back({h->pid, h->passed});
+    }
+    std::sort(out.begin(), out.end(),
+              [](const host_process &a, const host_process &b) { return a.pid < b.pid; });
+    return out;
+}
+
+result<std::vector<retired_object>> segment::retired() const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    impl_->reclaim();
+    auto hosts = impl_->live_hosts();
+    std::vector<retired_object> out;
+    for (uint32_t i = 0; i < impl_->max_objects(); i++) {
+        const slot &s = impl_->slots()[i];
+        if (s.state != slot_retired) {
+            continue;
+        }
+        retired_object r;
+        r.id = s.id;
+        r.kind = static_cast<object_kind>(s.kind);
+        r.name = std::string(s.name, strnlen(s.name, sizeof s.name));
+        if (s.extent != 0) {
+            if (auto size = impl_->objects().checked_payload_size(s.extent); size) {
+                r.bytes = *size + sizeof(extent_header);
+            }
+        }
+        r.generation = s.revision;
+        for (const host_entry *h : hosts) {
+            if (h->passed < s.revision) {
+                r.held_by.push_back(h->pid);
+            }
+        }
+        std::sort(r.held_by.begin(), r.held_by.end());
+        out.push_back(std::move(r));
+    }
+    std::sort(out.begin(), out.end(),
+              [](const retired_object &a, const retired_object &b) { return a.id < b.id; });
     return out;
 }
 

@@ -52,9 +52,25 @@ result<std::shared_ptr<store::segment>> open_store(const global_options &g, bool
         return opts.err();
     }
     if (const char *size = std::getenv("BPFTIME_SHM_SIZE"); size != nullptr && *size != '\0') {
-        opts->size = std::strtoull(size, nullptr, 0);
+        // Bytes, or with a K, M or G suffix (powers of 1024).
+        errno = 0;
+        char *end = nullptr;
+        uint64_t bytes = std::strtoull(size, &end, 0);
+        unsigned shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+        end += shift != 0 ? 1 : 0;
+        if (errno != 0 || end == size || *end != '\0' || size[0] == '-' || bytes == 0 ||
+            bytes > (UINT64_MAX >> shift)) {
+            return make_error(EINVAL, std::string("BPFTIME_SHM_SIZE '") + size +
+                                          "' is not a segment size: bytes, or a number with K, "
+                                          "M or G (64M is the default)");
+        }
+        opts->size = bytes << shift;
     }
     auto seg = store::segment::open(store::segment_name(g.shm), *opts);
+    if (!seg && seg.err().code == EINVAL &&
+        seg.err().message.find("cannot reserve") != std::string::npos) {
+        return with_hint(seg.err(), "BPFTIME_SHM_SIZE sets the size of a new segment");
+    }
     if (!seg && seg.err().code == ENOENT) {
         return with_hint(seg.err(), "bpftime load creates one; --shm or BPFTIME_SHM picks another "
                                     "name");
@@ -421,10 +437,20 @@ int cmd_list(const global_options &g) {
             o.update(r.j);
             out.push_back(std::move(o));
         }
+        json retired = json::array();
+        for (const store::retired_object &r : listed->retired) {
+            retired.push_back({{"id", r.id},
+                               {"kind", store::kind_name(r.kind)},
+                               {"name", r.name},
+                               {"bytes", r.bytes},
+                               {"generation", r.generation},
+                               {"held_by", r.held_by}});
+        }
         std::puts(json{{g.kernel() ? "folder" : "segment", (*provider)->location()},
                        {"generation", snap.generation},
                        {"run_timing", listed->run_timing},
-                       {"objects", out}}
+                       {"objects", out},
+                       {"retired", retired}}
                       .dump()
                       .c_str());
         return status;
@@ -432,6 +458,18 @@ int cmd_list(const global_options &g) {
     std::printf("%-4s %-8s %-20s %s\n", "ID", "KIND", "NAME", "DETAILS");
     for (const row &r : rows) {
         std::printf("%-4u %-8s %-20s %s\n", r.id, r.kind, r.name.c_str(), r.details.c_str());
+    }
+    // Storage of destroyed objects that hosts may still write: reused once they synchronise.
+    for (const store::retired_object &r : listed->retired) {
+        std::string pids;
+        for (int32_t pid : r.held_by) {
+            pids += (pids.empty() ? "" : ", ") + std::to_string(pid);
+        }
+        std::printf("retired %s %u (%s): %llu bytes kept for host process%s %s (destroyed at "
+                    "generation %llu; reused once they synchronise or exit)\n",
+                    store::kind_name(r.kind), r.id, r.name.c_str(),
+                    static_cast<unsigned long long>(r.bytes), r.held_by.size() > 1 ? "es" : "",
+                    pids.c_str(), static_cast<unsigned long long>(r.generation));
     }
     print_list_footer(*listed);
     return status;
@@ -796,7 +834,7 @@ int cmd_map(const global_options &g, const map_args &a) {
     if (a.op == "events") {
         std::signal(SIGINT, [](int) { interrupted = true; });
         std::signal(SIGTERM, [](int) { interrupted = true; });
-        uint64_t seen = 0;
+        uint64_t seen = 0, lost = view.lost();
         auto idle_since = std::chrono::steady_clock::now();
         while (!interrupted && (a.count == 0 || seen < a.count)) {
             auto n = view.consume(
@@ -808,6 +846,14 @@ int cmd_map(const global_options &g, const map_args &a) {
                                        : hex_bytes(rec.data(), rec.size()));
                 },
                 a.count == 0 ? UINT64_MAX : a.count - seen);
+            // Records skipped because their producer died before submitting them (counted
+            // in the ring by whoever skipped them, this command or another process).
+            if (uint64_t now = view.lost(); now > lost) {
+                emit_record(g.json ? json{{"lost", now - lost}}.dump()
+                                   : "lost " + std::to_string(now - lost) +
+                                         " records (their producer died before submitting)");
+                lost = now;
+            }
             std::fflush(stdout);
             if (!n) {
                 return report(n.err());

@@ -45,7 +45,10 @@ private:
     uint64_t value_;
 };
 
-/// A handle for a map; ENOSPC when this process already holds 4096 handles.
+/// Most map handles one process holds at once (store::max_host_maps is the same limit, checked
+/// when programs are loaded).
+inline constexpr size_t max_map_handles = 4096;
+/// A handle for a map; ENOSPC when this process already holds max_map_handles handles.
 result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &view);
 /// How compiled code may do map_lookup_elem on the map of a live handle without the helper
 /// call: the map's map_view::lookup_plan() for calls of map_lookup_elem, valid while the

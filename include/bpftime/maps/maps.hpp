@@ -369,6 +369,9 @@ public:
     bool ringbuf_wait(int timeout_ms) const;
     /// Records a producer could not place because the ring was full.
     uint64_t ringbuf_dropped() const;
+    /// Ring buffers: records skipped because the process that reserved them died before it
+    /// submitted or discarded them.
+    uint64_t ringbuf_lost() const;
 
     // --- perf event arrays and perf rings (perf_buffer) ---
 

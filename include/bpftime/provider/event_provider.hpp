@@ -81,6 +81,9 @@ public:
                                      uint64_t max) = 0;
     /// Ring buffers: waits up to timeout_ms for a record.
     virtual void wait(int timeout_ms) = 0;
+    /// Ring buffers: records lost because the process that reserved them died before it
+    /// submitted them (skipped so the consumer goes on); 0 where nothing counts them.
+    virtual uint64_t lost() const { return 0; }
 };
 
 /// What a provider lists: every object as the store describes it, plus what the provider
@@ -105,6 +108,9 @@ struct listing {
     /// Whether runs are timed now: the segment's flag (store::segment::set_run_timing) in user
     /// space, kernel.bpf_stats_enabled for the kernel provider.
     bool run_timing = false;
+    /// User space: destroyed objects whose storage is kept for host processes that have not
+    /// synchronised past the destroy (store::segment::retired).
+    std::vector<store::retired_object> retired;
 
     /// The kernel's id for object id, 0 when it has none.
     uint32_t kernel_id(uint32_t id) const {

@@ -23,13 +23,20 @@
 namespace bpftime::store {
 
 /// The layout version this build reads and writes. A segment of another version is refused.
-inline constexpr uint32_t layout_version = 6;
+inline constexpr uint32_t layout_version = 7;
 /// The segment name when neither --shm nor BPFTIME_SHM names one.
 inline constexpr const char *default_segment_name = "bpftime";
 /// Longest object name, in bytes.
 inline constexpr size_t max_name = 63;
 /// Most maps one program may use.
 inline constexpr size_t max_program_maps = 64;
+/// Most maps the programs of a segment may name together: a host process running them all
+/// holds a handle for each, and a process holds at most this many (helpers::max_map_handles).
+/// create_program and replace_program refuse a program past it.
+inline constexpr size_t max_host_maps = 4096;
+/// Most host processes a segment keeps track of at once (segment::host_passed); processes
+/// that are gone free their place.
+inline constexpr size_t max_host_processes = 128;
 
 /// The segment name to use: explicit if not empty, else $BPFTIME_SHM, else the default.
 std::string segment_name(const std::string &explicit_name = {});
@@ -124,6 +131,25 @@ struct damaged_object {
     std::string why;
 };
 
+/// A destroyed object whose storage (a map's values, a link's counters) is kept because a host
+/// process may still reach it: reused only once every live host has synchronised past the
+/// destroy (segment::host_passed).
+struct retired_object {
+    uint32_t id = 0;
+    object_kind kind = object_kind::map;
+    std::string name;
+    uint64_t bytes = 0;      ///< the extent kept, header included (0 for none)
+    uint64_t generation = 0; ///< the generation of the destroy
+    /// The live host processes that have not passed it yet (it goes when they do, or die).
+    std::vector<int32_t> held_by;
+};
+
+/// A host process the segment keeps track of (segment::hosts).
+struct host_process {
+    int32_t pid = 0;
+    uint64_t passed = 0; ///< the generation it has synchronised to
+};
+
 /// Every live object, read at one generation.
 struct snapshot {
     uint64_t generation = 0;
@@ -159,6 +185,7 @@ struct check_report {
     uint32_t next_id = 0;
     uint64_t heap_size = 0, heap_used = 0, heap_free = 0;
     uint32_t extents = 0;    ///< extents the table references
+    uint32_t retired = 0;    ///< destroyed objects whose storage hosts may still hold
     uint32_t live_hosts = 0; ///< host records of running processes
     std::vector<dead_host> dead_hosts;
     uint64_t generation = 0;
@@ -352,7 +379,9 @@ public:
                                  bool enabled, uint64_t cookie = 0);
     result<void> set_link_enabled(uint32_t id, bool enabled);
     /// Destroys any object; refused while another object depends on it (a map while an
-    /// array_of_maps or hash_of_maps holds it, naming that map).
+    /// array_of_maps or hash_of_maps holds it, naming that map). The object is gone at once;
+    /// its storage is reused only after every live host process has synchronised past the
+    /// destroy (host_passed), since a host runs what it last instantiated until it does.
     result<void> destroy(uint32_t id);
     /// array_of_maps, hash_of_maps: puts map inner_id at key of map outer_id (flags:
     /// maps::update_any, update_noexist, update_exist), as BPF_MAP_UPDATE_ELEM with an inner
@@ -405,6 +434,23 @@ public:
 
     /// For tests: the lock, to simulate a writer that dies holding it.
     void lock_for_test();
+
+    // --- host processes and the storage of destroyed objects ---
+
+    /// A host process (this one) says it holds no storage of objects destroyed at or before
+    /// generation (capped at the current one): it has synchronised to it and released what was
+    /// gone. The first call registers the process (pass UINT64_MAX before the first read: a
+    /// process that has read nothing holds nothing); from then until host_leave or its exit,
+    /// storage of objects destroyed after what it passed is not reused. Also frees the storage
+    /// every live host has passed. ENOSPC past max_host_processes live hosts; EBUSY when the
+    /// lock is held and this process may not wait.
+    result<void> host_passed(uint64_t generation);
+    /// This process holds no storage of the segment any more (it deinstantiated).
+    result<void> host_leave();
+    /// The host processes the segment keeps track of that are still alive.
+    result<std::vector<host_process>> hosts() const;
+    /// Destroyed objects whose storage is still kept, with the hosts that keep it.
+    result<std::vector<retired_object>> retired() const;
 
     // --- link programs and per-host link states ---
 
