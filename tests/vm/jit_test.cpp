@@ -90,6 +90,47 @@ TEST(Jit, UncheckedModeComputesTheSame) {
     }
 }
 
+TEST(Jit, SubprogramsThatNeverNameTheFramePointerHaveNoFrame) {
+    REQUIRE_JIT();
+    // reader(p, off) never names r10 nor calls a helper, so it gets no frame of its own: it may
+    // read its caller's frame through the pointer it is given, but below that frame (where its
+    // own frame would be, holding what an earlier call left) is nobody's and faults. Main
+    // stores 5, and a deeper call first leaves 77 in the frame below main's.
+    program prog = assembled(R"(
+        stdw [%r10-8], 5
+        mov %r6, %r1
+        call local leave
+        mov %r1, %r10
+        add %r1, -8
+        mov %r2, %r6
+        call local reader
+        exit
+    leave:
+        stdw [%r10-8], 77
+        mov %r0, 0
+        exit
+    reader:
+        add %r1, %r2
+        ldxdw %r0, [%r1]
+        exit
+    )");
+    for (bool unchecked : {false, true}) {
+        auto eng = make_engine(engine_kind::jit, prog, {.unchecked = unchecked});
+        ASSERT_TRUE(eng.ok()) << eng.err().message;
+        auto r = (*eng)->run(reinterpret_cast<void *>(0), 0);
+        ASSERT_TRUE(r.ok()) << r.err().message;
+        EXPECT_EQ(*r, 5u) << "the caller's frame, through the pointer it passed";
+    }
+    auto eng = make_engine(engine_kind::jit, prog);
+    ASSERT_TRUE(eng.ok()) << eng.err().message;
+    // r1 = -512: main's r10 - 8 - 512, the slot leave() wrote 77 into.
+    auto r = (*eng)->run(reinterpret_cast<void *>(static_cast<uintptr_t>(-512)), 0);
+    ASSERT_FALSE(r.ok()) << "read " << *r;
+    EXPECT_EQ(r.err().code, fault_out_of_bounds);
+    EXPECT_NE(r.err().message.find("(ldxdw %r0, [%r1]): read of 8 bytes"), std::string::npos)
+        << r.err().message;
+}
+
 TEST(Jit, CountsExecutedInstructionsLikeTheInterpreter) {
     REQUIRE_JIT();
     program prog = assembled(sum_bytes);
