@@ -217,7 +217,8 @@ compiled_program::create(uint32_t id, uint64_t revision, std::string name, vm::p
 result<uint64_t> compiled_program::run(void *ctx, uint64_t ctx_len,
                                        const vm::run_options &opts) const {
     auto r = engine_->run(ctx, ctx_len, opts);
-    if (vm::run_end_fn end = prog_.helpers().run_end()) {
+    // Only helpers leave anything for the end-of-run step (ring buffer records, spin locks).
+    if (vm::run_end_fn end = prog_.calls_helpers() ? prog_.helpers().run_end() : nullptr) {
         std::string problem;
         if (!end(problem) && r) {
             return make_error(vm::fault_helper, problem);
