@@ -271,20 +271,37 @@ public:
             t = first_thread_run();
         }
         if (t->busy) [[unlikely]] {
-            // A run inside a run on this thread (a probe a helper met, a tail call's target, a
-            // signal handler), or a thread past its exit: a state of its own on the stack.
-            thread_run own;
-            return run_in(own, mem, mem_len, opts);
+            return run_nested(mem, mem_len, opts);
         }
-        t->busy = true;
-        std::atomic_signal_fence(std::memory_order_seq_cst); // before a signal handler's run
-        result<uint64_t> r = run_in(*t, mem, mem_len, opts);
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        t->busy = false;
-        return r;
+        // The result is built in the caller's return slot, before `taken` ends.
+        const taken_for_run taken(*t);
+        return run_in(*t, mem, mem_len, opts);
     }
 
 private:
+    // Marks a thread's state as used by a run while it lives.
+    struct taken_for_run {
+        explicit taken_for_run(thread_run &t) : run(t) {
+            run.busy = true;
+            std::atomic_signal_fence(std::memory_order_seq_cst); // before a signal handler's run
+        }
+        ~taken_for_run() {
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+            run.busy = false;
+        }
+        taken_for_run(const taken_for_run &) = delete;
+        taken_for_run &operator=(const taken_for_run &) = delete;
+        thread_run &run;
+    };
+
+    // A run inside a run on this thread (a probe a helper met, a tail call's target, a signal
+    // handler), or on a thread past its exit: a state of its own on the stack.
+    [[gnu::noinline]] result<uint64_t> run_nested(void *mem, uint64_t mem_len,
+                                                  const run_options &opts) {
+        thread_run own;
+        return run_in(own, mem, mem_len, opts);
+    }
+
     // One run in t: only what differs from the last run in t is set (see thread_run).
     [[gnu::always_inline]] result<uint64_t> run_in(thread_run &t, void *mem, uint64_t mem_len,
                                                    const run_options &opts) {
