@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <thread>
 
 namespace bpftime::vm {
@@ -208,22 +209,27 @@ struct thread_run {
 };
 
 // This thread's state (null until its first run): one initial-exec load per run. The thread's
-// exit frees it and leaves `gone` here, which is always busy.
+// exit frees it and leaves always_busy here.
 constinit __attribute__((tls_model("initial-exec"))) thread_local thread_run *this_thread_run =
     nullptr;
+
+// A state that is always busy, so that runs meeting it take a state of their own: the one a
+// thread's runs find while its own is being made (a run the allocation itself meets, through a
+// probe or a system call tracepoint) and after its exit freed it. Made when the library loads,
+// without the heap, and never destroyed: threads may exit after the process's destructors.
+alignas(thread_run) unsigned char always_busy_storage[sizeof(thread_run)];
+thread_run *const always_busy = [] {
+    auto *b = new (always_busy_storage) thread_run();
+    b->busy = true;
+    return b;
+}();
 
 thread_run *first_thread_run() {
     struct owner {
         std::unique_ptr<thread_run> run = std::make_unique<thread_run>();
-        ~owner() {
-            static thread_run *gone = [] {
-                auto *g = new thread_run(); // never freed: threads exiting later use it too
-                g->busy = true;
-                return g;
-            }();
-            this_thread_run = gone;
-        }
+        ~owner() { this_thread_run = always_busy; }
     };
+    this_thread_run = always_busy;
     thread_local owner mine;
     this_thread_run = mine.run.get();
     return this_thread_run;
