@@ -316,8 +316,40 @@ private:
     const int32_t *owned_key_ = &detail::no_owned_key;
 };
 
-/// A monotonic clock in nanoseconds cheap enough to read around every run (the TSC, scaled by
-/// a ratio measured once per process; CLOCK_MONOTONIC where there is no invariant TSC).
+namespace detail {
+/// How run_clock_ticks reads the clock: not chosen yet (the first read chooses), the TSC
+/// (invariant, its rate measured once per process), or CLOCK_MONOTONIC in ns.
+enum run_clock_source : uint32_t { run_clock_unset, run_clock_tsc, run_clock_monotonic };
+/// Set once by the first read (run_clock_ticks_slow), never changed after.
+extern run_clock_source run_clock;
+/// ns per tick of the run clock as a 32.32 fixed-point number (1 << 32 for CLOCK_MONOTONIC).
+extern uint64_t run_clock_scale;
+} // namespace detail
+
+/// run_clock_ticks' path where the clock is not the TSC or not chosen yet: chooses it on the
+/// first call (measuring the TSC's rate, about 200 microseconds), then reads it.
+uint64_t run_clock_ticks_slow();
+
+/// The run clock in its own ticks, cheap enough to read around every run: the raw TSC where it
+/// is invariant, else CLOCK_MONOTONIC in ns. Only differences of two readings mean anything;
+/// run_ticks_to_ns converts one. Inline, so a timed run costs two counter reads and one
+/// multiplication rather than two calls and two conversions.
+inline uint64_t run_clock_ticks() {
+#if defined(__x86_64__)
+    if (__atomic_load_n(&detail::run_clock, __ATOMIC_RELAXED) == detail::run_clock_tsc) [[likely]] {
+        return __builtin_ia32_rdtsc();
+    }
+#endif
+    return run_clock_ticks_slow();
+}
+
+/// A difference of two run_clock_ticks readings in nanoseconds.
+inline uint64_t run_ticks_to_ns(uint64_t ticks) {
+    return static_cast<uint64_t>(
+        (static_cast<unsigned __int128>(ticks) * detail::run_clock_scale) >> 32);
+}
+
+/// A monotonic clock in nanoseconds (run_clock_ticks converted; for tests and diagnostics).
 uint64_t run_clock_ns();
 
 /// For tests and diagnostics: whether link_counters::count adds without a lock prefix in this
