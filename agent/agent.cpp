@@ -11,6 +11,7 @@
 // per thread and not inherited): the main thread at start-up, threads made with
 // pthread_create (wrapped here), the thread of a fork child. Threads made with a raw clone
 // are seen at the rewritten system call sites only.
+#include <bpftime/hook/pause.hpp>
 #include <bpftime/hook/syscall_intercept.hpp>
 #include <bpftime/manager/attach_manager.hpp>
 #include <bpftime/store/store.hpp>
@@ -101,7 +102,7 @@ public:
             // little while before the program's own code runs. Only here: later resyncs never
             // wait (the follower holds mu_, which a fork in the program takes).
             for (int i = 0; i < startup_tries && !synced && manager_ != nullptr; i++) {
-                std::this_thread::sleep_for(first_retry);
+                bpftime::pause_for(first_retry);
                 synced = sync();
             }
         }
@@ -184,7 +185,7 @@ private:
                 if (auto seg = waiting_on(); seg != nullptr) {
                     seg->wake_generation_waiters();
                 }
-                std::this_thread::sleep_for(std::chrono::microseconds(200));
+                bpftime::pause_for(std::chrono::microseconds(200));
             }
             follower_->join();
         }

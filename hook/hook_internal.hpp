@@ -4,28 +4,20 @@
 /// instructions into a trampoline, stopping the other threads while code is patched.
 #pragma once
 
+#include "bpftime/hook/pause.hpp"
 #include "bpftime/result.hpp"
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <poll.h>
 #include <string>
 #include <ucontext.h>
 #include <vector>
 
 namespace bpftime::hook_detail {
 
-/// Waits a short while without touching the calling thread's system call restart state.
-/// nanosleep and clock_nanosleep reset it on entry, so a sleep made by the thread that
-/// `bpftime inject` borrows would turn the blocked call it restarts afterwards (a nanosleep)
-/// into EINTR; ppoll without descriptors leaves it alone.
-inline void pause_for(std::chrono::microseconds d) {
-    const struct timespec ts = {static_cast<time_t>(d.count() / 1000000),
-                                static_cast<long>(d.count() % 1000000) * 1000};
-    ::ppoll(nullptr, 0, &ts, nullptr);
-}
+using bpftime::pause_for;
 
 /// One line of /proc/self/maps.
 struct mapping {
