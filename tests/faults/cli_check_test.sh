@@ -27,9 +27,10 @@ assert r["heap_used"] + r["heap_free"] == r["heap_size"], r
 assert len(r["dead_hosts"]) == 1 and r["dead_hosts"][0]["link"] == 6, r
 ' "$json"
 
-# Damage: the first slot's kind (offset 192 + 8) becomes 9.
+# Damage: the first slot's kind (after the 4288-byte header: 192 bytes, then the host table of
+# 128 entries of 32 bytes; kind at 8) becomes 9.
 cp "$shm" "$shm.saved"
-printf '\x09' | dd of="$shm" bs=1 seek=200 conv=notrunc status=none
+printf '\x09' | dd of="$shm" bs=1 seek=4296 conv=notrunc status=none
 expect damaged 1 '^record: object 1 \(slot 0\) is damaged: its kind 9 is unknown$' -- "$bpftime" check
 # Object 1 was the program's map: the program now names a map that is not there.
 expect damaged-consequence 1 '^program: program 3 names map 1, which does not exist$' -- "$bpftime" check
