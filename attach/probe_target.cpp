@@ -868,7 +868,7 @@ result<uintptr_t> runtime_address(const uprobe_location &loc) {
         return std::move(found).err();
     }
     if (!*found) {
-        return make_error(ENOENT, loc.binary + " is not mapped executable in this process (pid " +
+        return make_error(ENOENT, loc.binary + std::string(not_mapped_here) + " (pid " +
                                       std::to_string(::getpid()) + ")");
     }
     return **found;

@@ -4,6 +4,7 @@
 #include "cli.hpp"
 
 #include <bpftime/attach/attach.hpp>
+#include <bpftime/attach/probe_target.hpp>
 #include <bpftime/loader/elf.hpp>
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/provider/kernel_provider.hpp>
@@ -1140,14 +1141,23 @@ int report_hosts(const global_options &g, base_event_provider &provider, uint32_
     }
     std::sort(records.begin(), records.end(),
               [](const auto &a, const auto &b) { return a.pid < b.pid; });
-    size_t attached = 0, refused = 0;
+    size_t attached = 0, refused = 0, unmapped = 0;
     json hj = json::array();
     for (const store::link_host_state &h : records) {
-        const char *state = h.failed ? "refused" : h.attaching ? "attaching" : "attached";
+        // A process that does not map the probed binary is no refusal: it may load it later,
+        // as the kernel's uprobes fire in whichever process maps it.
+        const bool elsewhere = h.failed && h.why.find(not_mapped_here) != std::string::npos;
+        const char *state = elsewhere     ? "not mapped"
+                            : h.failed    ? "refused"
+                            : h.attaching ? "attaching"
+                                          : "attached";
         attached += !h.failed && !h.attaching;
-        refused += h.failed;
+        refused += h.failed && !elsewhere;
+        unmapped += elsewhere;
         if (g.json) {
             hj.push_back({{"pid", h.pid}, {"state", state}, {"why", h.why}});
+        } else if (elsewhere) {
+            std::fprintf(stderr, "pid %d: does not map the binary (%s)\n", h.pid, h.why.c_str());
         } else if (h.failed) {
             std::fprintf(stderr, "pid %d: refused: %s\n", h.pid, h.why.c_str());
         } else {
@@ -1156,7 +1166,7 @@ int report_hosts(const global_options &g, base_event_provider &provider, uint32_
                                      : "attached");
         }
     }
-    const bool all_refused = refused > 0 && attached == 0 && refused == records.size();
+    const bool all_refused = refused > 0 && attached == 0 && refused + unmapped == records.size();
     if (g.json) {
         std::puts(json{{"link", link}, {"target", target}, {"hosts", hj}}.dump().c_str());
     } else if (records.empty()) {

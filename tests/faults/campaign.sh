@@ -79,7 +79,7 @@ update_loop() {
 attach_loop() {
   local file=$1 i link target
   for i in $(seq 1 4); do
-    "$bpftime" attach uprobe "$count_prog" /usr/bin/true:0x2000 >"$file.out" 2>&1 &
+    "$bpftime" attach --no-wait uprobe "$count_prog" /usr/bin/true:0x2000 >"$file.out" 2>"$file.err" &
     echo $! >"$file.pid"
     wait $! 2>/dev/null || return 1
     read -r _ link _ target <"$file.out"

@@ -51,6 +51,10 @@ struct uprobe_location {
 /// file_offset). ENOENT when the binary is not mapped here.
 result<uintptr_t> runtime_address(const uprobe_location &loc);
 
+/// What runtime_address's ENOENT says after the binary's path: a host that does not map the
+/// binary records it as its state of the link, which `bpftime attach` tells from a refusal.
+inline constexpr std::string_view not_mapped_here = " is not mapped executable in this process";
+
 /// Where a resolved location's semaphore is in this process: the writable mapping of the
 /// binary that holds semaphore_offset. ENOENT when the binary's data is not mapped here.
 result<uint16_t *> runtime_semaphore(const uprobe_location &loc);
