@@ -866,10 +866,9 @@ hook_site_decision decide_hook_site(const uint8_t *code, size_t available, size_
 result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, size_t function_size,
                                                           hook_entry_fn on_entry,
                                                           hook_return_fn on_return, void *user,
-                                                          hook_site site,
-                                                          size_t padding_after) {
-    auto rec = install_hook(address, function_size, on_entry, on_return, user, false, site,
-                            padding_after);
+                                                          hook_site site, size_t padding_after) {
+    auto rec =
+        install_hook(address, function_size, on_entry, on_return, user, false, site, padding_after);
     if (!rec)
         return std::move(rec).err();
     return std::unique_ptr<inline_hook>(new inline_hook(*rec));
