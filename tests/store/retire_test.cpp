@@ -81,7 +81,12 @@ struct host_child {
         if (!mgr.register_attach_impl(attach_type_test, std::move(impl)) || !mgr.instantiate()) {
             return 3;
         }
-        if (hooks.attached("hook") != 1 || write(reply, "r", 1) != 1) {
+        if (hooks.attached("hook") != 1) {
+            return 4;
+        }
+        // One run before "ready": the parent then finds the host's value in the map.
+        (void)hooks.trigger("hook", nullptr, 0);
+        if (write(reply, "r", 1) != 1) {
             return 4;
         }
         fcntl(cmd, F_SETFL, O_NONBLOCK);
