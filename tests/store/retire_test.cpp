@@ -144,7 +144,6 @@ struct loaded {
 };
 
 loaded load_writer(event_provider_impl &p, const maps::map_spec &spec) {
-    loaded l;
     auto map = p.create_map({"old", spec});
     EXPECT_TRUE(map.ok()) << map.err().message;
     auto insns = vm::assemble(writer_program(*map));
