@@ -313,7 +313,9 @@ run_case() {
     { [[ ${case_status[$c]} == 2* ]] && ((non2xx != 0)); } ||
     { [[ ${case_status[$c]} != 2* ]] && ((non2xx != total)); }; then
     die "$c: unexpected answers (want every one ${case_status[$c]}):
-$out"
+$out
+$s's error log (last lines):
+$(tail -n 20 "$work/$s/logs/error.log" 2>/dev/null)"
   fi
   if [[ -n $round ]]; then
     printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$c" "$rps" "$total" \

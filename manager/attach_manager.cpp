@@ -530,19 +530,35 @@ void attach_manager::report_states(const store::snapshot &snap) {
         auto f = failures_.find(l.id);
         now[l.id] = f == failures_.end() ? std::string() : "!" + f->second.err.message;
     }
+    // A write the segment refused (its lock held by another process: other hosts starting at
+    // the same moment) is not recorded as reported, and the next synchronisation tries again.
+    bool pending = false;
+    std::map<uint32_t, std::string> written;
     for (const auto &[link_id, state] : now) {
-        if (auto it = reported_.find(link_id); it != reported_.end() && it->second == state) {
+        auto it = reported_.find(link_id);
+        if (it != reported_.end() && it->second == state) {
+            written.emplace(link_id, state);
             continue;
         }
         store::link_host_state s{pid, !state.empty(), state.empty() ? "" : state.substr(1)};
-        (void)seg_->set_link_host_state(link_id, s);
-    }
-    for (const auto &[link_id, state] : reported_) {
-        if (now.count(link_id) == 0 && by_id(snap.links, link_id) != nullptr) {
-            (void)seg_->clear_link_host_state(link_id, pid);
+        if (seg_->set_link_host_state(link_id, s)) {
+            written.emplace(link_id, state);
+        } else {
+            pending = true;
+            if (it != reported_.end()) {
+                written.emplace(link_id, it->second);
+            }
         }
     }
-    reported_ = std::move(now);
+    for (const auto &[link_id, state] : reported_) {
+        if (now.count(link_id) == 0 && by_id(snap.links, link_id) != nullptr &&
+            !seg_->clear_link_host_state(link_id, pid)) {
+            pending = true;
+            written.emplace(link_id, state);
+        }
+    }
+    reported_ = std::move(written);
+    report_pending_ = pending;
 }
 
 void attach_manager::deinstantiate() {
@@ -561,6 +577,7 @@ void attach_manager::deinstantiate() {
         }
     }
     reported_.clear();
+    report_pending_ = false;
     generation_ = ~0ull;
     if (host_pid_ == static_cast<int32_t>(getpid()) && seg_->host_leave()) {
         host_pid_ = 0;

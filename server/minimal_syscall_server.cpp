@@ -52,6 +52,11 @@ struct bpftime_server {
     uint64_t next_try_ms = 0;
     std::string busy_message;
     bool instantiated = false; // read the segment's objects at least once
+    // A worker's first instantiation waits up to this long for a writer lock another process
+    // holds: workers started together register at the same moment, each holding the lock
+    // briefly, and a worker that never instantiated has nothing to serve its requests with.
+    static constexpr uint64_t first_wait_ms = 500;
+    bool waiting_first = false; // in that wait: a busy lock is not reported yet
 
     // Reports a problem once per cause; returns the negative errno for the caller.
     int fail(const std::string &cause, int code, const std::string &message) {
@@ -213,14 +218,39 @@ struct bpftime_server {
 
     // The lock was busy at the last try: the last instantiated state serves until the bound.
     // A server that never instantiated has no state to keep (a worker started while the
-    // lock is held): its requests get the fail policy at once.
+    // lock is held): after first_sync's wait, its requests get the fail policy at once.
     int busy(uint64_t now) {
         if (instantiated && now - busy_since_ms < busy_bound_ms) {
             return 0;
         }
+        if (waiting_first) {
+            return -EBUSY;
+        }
+        if (!instantiated) {
+            return fail("busy", EBUSY,
+                        busy_message + " since this process started to host the segment (" +
+                            std::to_string(first_wait_ms) +
+                            " ms waited); requests get the fail policy until it is released");
+        }
         return fail("busy", EBUSY,
                     busy_message + " for more than " + std::to_string(busy_bound_ms) +
                         " ms; requests get the fail policy until it is released");
+    }
+
+    // sync() for a process that has not instantiated yet: a lock held by another process is
+    // waited for (bounded by first_wait_ms) before it counts as busy.
+    int first_sync() {
+        const uint64_t deadline = now_ms() + first_wait_ms;
+        waiting_first = true;
+        int rc = sync();
+        while (rc == -EBUSY && !instantiated && now_ms() < deadline) {
+            timespec pause{0, 1000000};
+            nanosleep(&pause, nullptr);
+            next_try_ms = 0;
+            rc = sync();
+        }
+        waiting_first = false;
+        return rc == -EBUSY && !instantiated ? sync() : rc;
     }
 };
 
@@ -234,7 +264,7 @@ BPFTIME_API int bpftime_server__create(const char *shm_name, bpftime_log_fn log,
         s->shm_name = store::segment_name(shm_name != nullptr ? shm_name : "");
         s->log = log;
         s->log_user = log_user;
-        (void)s->sync();
+        (void)s->first_sync();
         *out = s;
         return 0;
     } catch (const std::bad_alloc &) {
@@ -257,7 +287,7 @@ BPFTIME_API int bpftime_server__instantiate(bpftime_server *server) {
     }
     try {
         server->next_check_ms = 0;
-        return server->sync();
+        return server->instantiated ? server->sync() : server->first_sync();
     } catch (...) {
         return server->fail("exception", EFAULT, "unexpected failure while instantiating");
     }

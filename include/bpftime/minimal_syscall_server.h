@@ -35,7 +35,12 @@ int bpftime_server__create(const char *shm_name, bpftime_log_fn log, void *log_u
 /** Detaches everything and frees the server. NULL is fine. */
 void bpftime_server__destroy(bpftime_server *server);
 
-/** Synchronises with the store now (attaches, detaches, recompiles). 0 or a negative errno. */
+/**
+ * Synchronises with the store now (attaches, detaches, recompiles). 0 or a negative errno.
+ * Until the first synchronisation succeeded (here or in bpftime_server__create), a writer lock
+ * held by another process (say the other workers of a server starting at the same moment) is
+ * waited for, at most 500 ms, before filtering falls back to the fail policy.
+ */
 int bpftime_server__instantiate(bpftime_server *server);
 
 /**

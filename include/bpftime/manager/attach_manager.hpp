@@ -73,8 +73,9 @@ public:
     /// Removes every attach and drops the compiled programs; the process stops being a host of
     /// the segment.
     void deinstantiate();
-    /// True when the store changed since the last instantiate (one atomic load).
-    bool stale() const { return seg_->generation() != generation_; }
+    /// True when the store changed since the last instantiate (one atomic load), or when the
+    /// last instantiate could not record this host's link states in the segment.
+    bool stale() const { return seg_->generation() != generation_ || report_pending_; }
 
     /// Compiles a program of the store for this process (cached by id and revision), with
     /// every helper.
@@ -141,6 +142,7 @@ private:
     std::map<uint32_t, std::shared_ptr<const helpers::map_handle>> map_handles_;
     std::map<uint32_t, link_failure> failures_;
     std::map<uint32_t, std::string> reported_; // link id -> the state recorded in the segment
+    bool report_pending_ = false; // a state the segment did not take yet (its lock was held)
     uint64_t generation_ = ~0ull;
     // The process registered as a host of the segment (segment::host_passed), 0 for none: a
     // fork child is another process and registers again.
