@@ -872,6 +872,85 @@ bool space_or_punct(char c) {
     return u == 0 || std::isspace(u) || std::ispunct(u);
 }
 
+// One conversion of a bpf_snprintf format, read as the kernel's bpf_bprintf_prepare reads it.
+struct conversion {
+    enum kind_t { integer, character, string, kernel_or_user_string, pointer, ip };
+    kind_t kind = integer;
+    std::string_view spec;       // the '%' with its flags and width
+    size_t last = 0;             // where the conversion's last character is
+    char letter = 0;             // integers: d i u x X; pointers and addresses: after %p
+    bool wide = false;           // integers: with l or ll
+    bool ip6 = false;            // %pi6, %pI6
+    const char *error = nullptr; // why the kernel refuses it; then last + 1 ends what names it
+};
+
+constexpr const char *conversions_taken =
+    "is not one bpf_snprintf takes (it takes %d %i %u %x %X with l or ll, %c, %s, "
+    "%pks, %pus, %pK, %px, %ps, %pS, %pB, %pi4, %pI4, %pi6, %pI6)";
+constexpr const char *needs_separator = "must be followed by a space, punctuation or the end";
+
+// The conversion whose '%' is at f[percent] (not "%%").
+conversion read_conversion(std::string_view f, size_t percent) {
+    auto at = [&](size_t i) { return i < f.size() ? f[i] : '\0'; };
+    size_t i = percent + 1;
+    while (at(i) == '0' || at(i) == '+' || at(i) == '-' || at(i) == ' ') {
+        i++;
+    }
+    while (at(i) >= '0' && at(i) <= '9') {
+        i++;
+    }
+    conversion c;
+    c.spec = f.substr(percent, i - percent);
+    auto refuse = [&](size_t last, const char *why) {
+        c.last = last;
+        c.error = why;
+        return c;
+    };
+    const char p1 = at(i + 1), p2 = at(i + 2);
+    switch (at(i)) {
+    case 'p':
+        c.letter = p1;
+        if ((p1 == 'k' || p1 == 'u') && p2 == 's') {
+            c.kind = conversion::kernel_or_user_string;
+            c.last = i + 2;
+            return space_or_punct(at(i + 3)) ? c : refuse(i + 3, needs_separator);
+        }
+        if (space_or_punct(p1) || p1 == 'K' || p1 == 'x' || p1 == 's' || p1 == 'S' || p1 == 'B') {
+            c.kind = conversion::pointer;
+            c.last = space_or_punct(p1) ? i : i + 1;
+            return c;
+        }
+        if ((p1 != 'i' && p1 != 'I') || (p2 != '4' && p2 != '6')) {
+            return refuse(i + 1, conversions_taken);
+        }
+        c.kind = conversion::ip;
+        c.ip6 = p2 == '6';
+        c.last = i + 2;
+        return c;
+    case 's':
+        c.kind = conversion::string;
+        c.last = i;
+        return space_or_punct(p1) ? c : refuse(i + 1, needs_separator);
+    case 'c':
+        c.kind = conversion::character;
+        c.last = i;
+        return c;
+    default:
+        break;
+    }
+    for (int longs = 0; at(i) == 'l' && longs < 2; longs++) {
+        c.wide = true;
+        i++;
+    }
+    c.letter = at(i);
+    c.last = i;
+    if (c.letter != 'i' && c.letter != 'd' && c.letter != 'u' && c.letter != 'x' &&
+        c.letter != 'X') {
+        return refuse(i, conversions_taken);
+    }
+    return c;
+}
+
 // Formats as the kernel's bpf_bprintf_prepare and vsnprintf do; nullopt for a format the
 // kernel refuses (-EINVAL).
 std::optional<std::string> bpf_format(run_context *ctx, std::string_view f, const uint64_t *args,
@@ -879,7 +958,6 @@ std::optional<std::string> bpf_format(run_context *ctx, std::string_view f, cons
     std::string out;
     uint64_t next = 0;
     size_t strings_left = snprintf_max_strings;
-    auto at = [&](size_t i) { return i < f.size() ? f[i] : '\0'; };
     for (size_t i = 0; i < f.size(); i++) {
         if (!printable_ascii(f[i])) {
             return std::nullopt;
@@ -888,31 +966,22 @@ std::optional<std::string> bpf_format(run_context *ctx, std::string_view f, cons
             out += f[i];
             continue;
         }
-        if (at(i + 1) == '%') {
+        if (i + 1 < f.size() && f[i + 1] == '%') {
             out += '%';
             i++;
             continue;
         }
-        if (next >= nargs) {
+        const conversion c = read_conversion(f, i);
+        if (c.error != nullptr || next >= nargs) {
             return std::nullopt;
         }
-        size_t start = i++;
-        while (at(i) == '0' || at(i) == '+' || at(i) == '-' || at(i) == ' ') {
-            i++;
-        }
-        if (at(i) >= '1' && at(i) <= '9') {
-            while (at(i) >= '0' && at(i) <= '9') {
-                i++;
-            }
-        }
-        // The flags and width, for the host's snprintf.
-        std::string spec(f.substr(start, i - start));
-        uint64_t v = args[next++];
+        i = c.last;
+        const uint64_t v = args[next++];
         char buf[128];
-        // The host's snprintf takes the conversions the checks above let through; widths are
+        // The host's snprintf takes the conversions read_conversion lets through; widths are
         // what the program asked for (the kernel's limit is 2^23 - 1).
         auto emit = [&](const std::string &conv, auto value) {
-            std::string one = spec + conv;
+            std::string one = std::string(c.spec) + conv;
             int n = std::snprintf(nullptr, 0, one.c_str(), value);
             if (n > 0) {
                 std::string piece(static_cast<size_t>(n), '\0');
@@ -920,92 +989,71 @@ std::optional<std::string> bpf_format(run_context *ctx, std::string_view f, cons
                 out += piece;
             }
         };
-        char c = at(i);
-        if (c == 'p') {
-            char p1 = at(i + 1), p2 = at(i + 2);
-            if ((p1 == 'k' || p1 == 'u') && p2 == 's') {
-                i += 2;
-                if (!space_or_punct(at(i + 1))) {
-                    return std::nullopt;
-                }
-                std::string s = snprintf_string(ctx, v, p1 == 'u', strings_left);
-                strings_left -= std::min(strings_left, s.size() + 1);
-                emit("s", s.c_str());
-                continue;
-            }
-            if (space_or_punct(p1) || p1 == 'K' || p1 == 'x' || p1 == 's' || p1 == 'S' ||
-                p1 == 'B') {
-                // Pointers print in full (there is no kernel address to hide in user space),
-                // as %px prints them: 16 hex digits; symbols as the kernel prints an address
-                // it has no symbol for.
-                bool symbol = p1 == 's' || p1 == 'S' || p1 == 'B';
-                std::snprintf(buf, sizeof buf, symbol ? "0x%lx" : "%016lx",
-                              static_cast<unsigned long>(v));
-                std::string text = buf;
-                emit("s", text.c_str());
-                if (!space_or_punct(p1)) {
-                    i++;
-                }
-                continue;
-            }
-            if ((p1 != 'i' && p1 != 'I') || (p2 != '4' && p2 != '6')) {
-                return std::nullopt;
-            }
-            i += 2;
+        auto emit_string = [&](bool user) {
+            std::string s = snprintf_string(ctx, v, user, strings_left);
+            strings_left -= std::min(strings_left, s.size() + 1);
+            emit("s", s.c_str());
+        };
+        switch (c.kind) {
+        case conversion::kernel_or_user_string:
+            emit_string(c.letter == 'u');
+            break;
+        case conversion::string:
+            emit_string(false);
+            break;
+        case conversion::pointer: {
+            // Pointers print in full (there is no kernel address to hide in user space), as
+            // %px prints them: 16 hex digits; symbols as the kernel prints an address it has
+            // no symbol for.
+            const bool symbol = c.letter == 's' || c.letter == 'S' || c.letter == 'B';
+            std::snprintf(buf, sizeof buf, symbol ? "0x%lx" : "%016lx",
+                          static_cast<unsigned long>(v));
+            std::string text = buf;
+            emit("s", text.c_str());
+            break;
+        }
+        case conversion::ip: {
             uint8_t ip[16] = {};
-            size_t n = p2 == '4' ? 4 : 16;
+            const size_t n = c.ip6 ? 16 : 4;
             if (ctx->check_access(v, n, false)) {
                 std::memcpy(ip, ptr(v), n);
             }
             std::string text;
-            if (n == 4) {
-                std::snprintf(buf, sizeof buf, p1 == 'I' ? "%u.%u.%u.%u" : "%03u.%03u.%03u.%03u",
-                              ip[0], ip[1], ip[2], ip[3]);
+            if (!c.ip6) {
+                std::snprintf(buf, sizeof buf,
+                              c.letter == 'I' ? "%u.%u.%u.%u" : "%03u.%03u.%03u.%03u", ip[0], ip[1],
+                              ip[2], ip[3]);
                 text = buf;
             } else {
                 for (size_t k = 0; k < 16; k += 2) {
                     std::snprintf(buf, sizeof buf, "%02x%02x", ip[k], ip[k + 1]);
                     text += buf;
-                    if (p1 == 'I' && k < 14) {
+                    if (c.letter == 'I' && k < 14) {
                         text += ':';
                     }
                 }
             }
             emit("s", text.c_str());
-            continue;
+            break;
         }
-        if (c == 's') {
-            if (!space_or_punct(at(i + 1))) {
-                return std::nullopt;
-            }
-            std::string s = snprintf_string(ctx, v, false, strings_left);
-            strings_left -= std::min(strings_left, s.size() + 1);
-            emit("s", s.c_str());
-            continue;
-        }
-        if (c == 'c') {
+        case conversion::character:
             emit("c", static_cast<int>(static_cast<char>(v)));
-            continue;
-        }
-        int longs = 0;
-        while (at(i) == 'l' && longs < 2) {
-            longs++, i++;
-        }
-        c = at(i);
-        if (c != 'i' && c != 'd' && c != 'u' && c != 'x' && c != 'X') {
-            return std::nullopt;
-        }
-        bool is_signed = c == 'i' || c == 'd';
-        if (longs > 0) {
-            if (is_signed) {
-                emit(std::string("ll") + c, static_cast<long long>(v));
+            break;
+        case conversion::integer: {
+            const bool is_signed = c.letter == 'i' || c.letter == 'd';
+            if (c.wide) {
+                if (is_signed) {
+                    emit(std::string("ll") + c.letter, static_cast<long long>(v));
+                } else {
+                    emit(std::string("ll") + c.letter, static_cast<unsigned long long>(v));
+                }
+            } else if (is_signed) {
+                emit(std::string(1, c.letter), static_cast<int>(v));
             } else {
-                emit(std::string("ll") + c, static_cast<unsigned long long>(v));
+                emit(std::string(1, c.letter), static_cast<unsigned>(v));
             }
-        } else if (is_signed) {
-            emit(std::string(1, c), static_cast<int>(v));
-        } else {
-            emit(std::string(1, c), static_cast<unsigned>(v));
+            break;
+        }
         }
     }
     return out;
@@ -1110,7 +1158,6 @@ bool end_of_run(std::string &problem) {
 } // namespace
 
 std::string snprintf_format_problem(std::string_view f, uint64_t num_args) {
-    auto at = [&](size_t i) { return i < f.size() ? f[i] : '\0'; };
     auto conv_at = [&](size_t start, size_t end) {
         return "the conversion \"" + std::string(f.substr(start, end - start)) + "\" at offset " +
                std::to_string(start);
@@ -1129,70 +1176,21 @@ std::string snprintf_format_problem(std::string_view f, uint64_t num_args) {
         if (f[i] != '%') {
             continue;
         }
-        if (at(i + 1) == '%') {
+        if (i + 1 < f.size() && f[i + 1] == '%') {
             i++;
             continue;
         }
-        size_t start = i++;
         if (used >= num_args) {
-            return conv_at(start, std::min(f.size(), start + 2)) +
-                   " has no argument: the data "
-                   "array holds " +
-                   std::to_string(num_args) + " (data_len / 8)";
+            return conv_at(i, std::min(f.size(), i + 2)) +
+                   " has no argument: the data array holds " + std::to_string(num_args) +
+                   " (data_len / 8)";
         }
         used++;
-        while (at(i) == '0' || at(i) == '+' || at(i) == '-' || at(i) == ' ') {
-            i++;
+        const conversion c = read_conversion(f, i);
+        if (c.error != nullptr) {
+            return conv_at(i, std::min(f.size(), c.last + 1)) + " " + c.error;
         }
-        while (at(i) >= '0' && at(i) <= '9') {
-            i++;
-        }
-        char c = at(i);
-        auto bad = [&](size_t end, const char *why) {
-            return conv_at(start, std::min(f.size(), end)) + " " + why;
-        };
-        constexpr const char *takes =
-            "is not one bpf_snprintf takes (it takes %d %i %u %x %X with l or ll, %c, %s, "
-            "%pks, %pus, %pK, %px, %ps, %pS, %pB, %pi4, %pI4, %pi6, %pI6)";
-        if (c == 'p') {
-            char p1 = at(i + 1), p2 = at(i + 2);
-            if ((p1 == 'k' || p1 == 'u') && p2 == 's') {
-                if (!space_or_punct(at(i + 3))) {
-                    return bad(i + 4, "must be followed by a space, punctuation or the end");
-                }
-                i += 2;
-                continue;
-            }
-            if (space_or_punct(p1) || p1 == 'K' || p1 == 'x' || p1 == 's' || p1 == 'S' ||
-                p1 == 'B') {
-                if (!space_or_punct(p1)) {
-                    i++;
-                }
-                continue;
-            }
-            if ((p1 != 'i' && p1 != 'I') || (p2 != '4' && p2 != '6')) {
-                return bad(i + 2, takes);
-            }
-            i += 2;
-            continue;
-        }
-        if (c == 's') {
-            if (!space_or_punct(at(i + 1))) {
-                return bad(i + 2, "must be followed by a space, punctuation or the end");
-            }
-            continue;
-        }
-        if (c == 'c') {
-            continue;
-        }
-        int longs = 0;
-        while (at(i) == 'l' && longs < 2) {
-            longs++, i++;
-        }
-        c = at(i);
-        if (c != 'i' && c != 'd' && c != 'u' && c != 'x' && c != 'X') {
-            return bad(i + 1, takes);
-        }
+        i = c.last;
     }
     return {};
 }
