@@ -8,7 +8,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
-const volatile char targ_comm[16] = "";
+#include "comm_filter.h"
+
 const volatile __u64 min_size = 0;
 
 /// pid -> calls.
@@ -18,20 +19,6 @@ struct {
     __type(key, __u32);
     __type(value, __u64);
 } calls SEC(".maps");
-
-static int comm_matches(void) {
-    char comm[16];
-    bpf_get_current_comm(comm, sizeof comm);
-    for (int i = 0; i < 16; i++) {
-        if (comm[i] != targ_comm[i]) {
-            return 0;
-        }
-        if (comm[i] == 0) {
-            break;
-        }
-    }
-    return 1;
-}
 
 SEC("uprobe/libc.so.6:malloc")
 int BPF_KPROBE(count_malloc, __u64 size) {
