@@ -927,8 +927,11 @@ result<std::vector<uint8_t>> map_view::read(std::span<const uint8_t> key) const 
         return stack_read(m, key.data());
     }
     uint32_t idx = find_entry(m, key.data(), false);
-    if (idx == none || (spec_.type == map_type::array_of_maps && inner_map_id(key.data()) == 0)) {
-        return make_error(ENOENT, "no such key"); // as Linux: an empty slot holds no map
+    // As Linux: an empty slot of a map or program array holds nothing to read.
+    if (idx == none || (spec_.type == map_type::array_of_maps && inner_map_id(key.data()) == 0) ||
+        (spec_.type == map_type::prog_array &&
+         prog_array_id(*reinterpret_cast<const uint32_t *>(key.data())) == -ENOENT)) {
+        return make_error(ENOENT, "no such key");
     }
     std::vector<uint8_t> out(uint64_t{ncpus_} * spec_.value_size);
     for (uint32_t cpu = 0; cpu < ncpus_; cpu++) {

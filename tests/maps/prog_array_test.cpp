@@ -28,6 +28,9 @@ TEST(ProgArray, SpecsAndSlots) {
     EXPECT_EQ(m->update(&key, &id, update_any), -EINVAL) << "programs cannot add programs";
     EXPECT_EQ(m->prog_array_id(2), -ENOENT);
     EXPECT_EQ(m->prog_array_id(4), -E2BIG);
+    auto empty = m->read({reinterpret_cast<uint8_t *>(&key), 4});
+    ASSERT_FALSE(empty) << "an empty slot reads as no such key, as in Linux";
+    EXPECT_EQ(empty.err().code, ENOENT);
     ASSERT_TRUE(
         m->write({reinterpret_cast<uint8_t *>(&key), 4}, {reinterpret_cast<uint8_t *>(&id), 4}));
     EXPECT_EQ(m->prog_array_id(2), 41);
@@ -36,6 +39,9 @@ TEST(ProgArray, SpecsAndSlots) {
     EXPECT_EQ(*read, (std::vector<uint8_t>{41, 0, 0, 0}));
     ASSERT_TRUE(m->erase({reinterpret_cast<uint8_t *>(&key), 4}));
     EXPECT_EQ(m->prog_array_id(2), -ENOENT);
+    read = m->read({reinterpret_cast<uint8_t *>(&key), 4});
+    ASSERT_FALSE(read);
+    EXPECT_EQ(read.err().code, ENOENT);
 }
 
 TEST(MapTypes, ThoseBpftimeLacksAreRefusedByName) {

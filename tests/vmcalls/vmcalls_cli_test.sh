@@ -33,7 +33,7 @@ expect update-not-a-program 1 "is a prog_array: its values are program ids, and 
 other=$(id_of program other_type)
 expect update-other-type 1 "program $other \\(other_type\\) is a kprobe \\(type 2\\) program and cannot go into prog_array $handlers \\(handlers\\): program $dispatch \\(dispatch\\), which tail-calls through it, is a syscall \\(type 31\\) program" -- \
   "$bpftime" map update "$handlers" 0 "$other"
-expect other-type-not-stored 0 '^key: 00 00 00 00  value: 00 00 00 00$' -- "$bpftime" map lookup "$handlers" 0
+expect other-type-not-stored 1 "map $handlers: key 00 00 00 00: no such key" -- "$bpftime" map lookup "$handlers" 0
 expect lookup-slot 0 "^key: 02 00 00 00  value: $(le32 "$h2")\$" -- "$bpftime" map lookup "$handlers" 2
 expect attach-dispatch 0 '^link [0-9]+' -- "$bpftime" attach test "$dispatch" dispatch
 # By the context: handler 1, handler 2, handler 3 (which doubles and goes on to handler 1).

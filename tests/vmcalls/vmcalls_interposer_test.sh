@@ -50,7 +50,7 @@ want update-with-a-map-fd '^err=EINVAL$' "$(send update "$handlers" 0 "$choice")
 other=$(fd_of "$(send prog_fd other_type)")
 want update-other-type '^err=EINVAL$' "$(send update "$handlers" 0 "$other")"
 want other-type-named "program [0-9]+ \\(other_type\\) is a kprobe \\(type 2\\) program and cannot go into prog_array [0-9]+ \\(handlers\\)" "$(cat "$tmp/loader.err")"
-want other-type-not-stored '^value=0$' "$(send lookup "$handlers" 0)"
+want other-type-not-stored '^err=ENOENT$' "$(send lookup "$handlers" 0)"
 want update-bad-fd '^err=EBADF$' "$(send update "$handlers" 0 9999)"
 want update-outside '^err=E2BIG$' "$(send update "$handlers" 9 "$fd")"
 want cli-lists-prog-array "prog_array key 4 value 4 max_entries 4" "$("$bpftime" list)"
