@@ -113,6 +113,10 @@ an nginx URL filter and the kernel's eBPF through libbpf, driven by the bpftime 
 set(CPACK_DEBIAN_PACKAGE_SECTION devel)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+# The nginx module works only in an nginx of the ABI it was built for (nginx/CMakeLists.txt).
+if(BPFTIME_ENABLE_NGINX AND BPFTIME_NGINX_ABI)
+  set(CPACK_DEBIAN_PACKAGE_DEPENDS "${BPFTIME_NGINX_ABI}")
+endif()
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEB_COMPONENT_INSTALL OFF)

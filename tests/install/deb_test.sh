@@ -82,6 +82,11 @@ done
 # load_module line, and the modules-enabled link (the one entry outside /usr, as Debian's
 # libnginx-mod-* packages have it).
 if grep -q '^BPFTIME_NGINX_MODULE:' "$build/CMakeCache.txt"; then
+  # The nginx ABI the module was built for, as Debian's module packages depend on it.
+  abi=$(sed -n 's/^nginx:abi=//p' /usr/share/nginx/src/debian/libnginx-mod.abisubstvars 2>/dev/null)
+  if [[ -n $abi ]]; then
+    expect "depends-$abi" 0 "^ Depends: .*\b$abi\b" -- echo "$info"
+  fi
   for f in usr/lib/nginx/modules/ngx_http_bpftime_module.so \
     usr/share/nginx/modules-available/mod-http-bpftime.conf \
     etc/nginx/modules-enabled/50-mod-http-bpftime.conf; do
