@@ -20,7 +20,8 @@
 # divided by the requests wrk counted. Reported per case: medians over the rounds and their
 # ratios to the baseline's medians, then every raw run.
 #
-# Usage (after scripts/build.sh, as root so the workers can open the 0600 segment):
+# Usage (after scripts/build.sh; as root, every server's workers run as www-data, as Debian's
+# nginx runs them, and the segments are shared with that group):
 #   bench/nginx_bench.sh [BUILD_DIR]
 # Environment:
 #   ROUNDS (5), DURATION (seconds per run, 4), WARMUP (seconds per case before round 1, 1),
@@ -99,6 +100,7 @@ lua_load_modules() {
 
 # --- state and cleanup -------------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/nginx-bench.XXXXXX")
+chmod 755 "$work" # the workers' temporary folders are below it
 # Two segments of our own: the program attached in one, loaded but not attached in the other.
 seg_attached=bpftime-bench-$$
 seg_detached=bpftime-bench-$$-detached
@@ -177,9 +179,8 @@ start_nginx() {
             }'
       ;;
   esac
-  # The bpftime segments are 0600, owned by their creator; every server runs as the same
-  # user so that this is the only difference.
-  [[ $(id -u) -eq 0 ]] && user_line="user root;"
+  # Every server's workers run as the same user, so that the filter is the only difference.
+  [[ -n $ngx_user ]] && user_line="user $ngx_user;"
   mkdir -p "$dir/logs" "$dir/tmp"
   for _ in $(seq 8); do # random ports below the ephemeral range until one is free
     port[$s]=$((10000 + RANDOM % 22000))
@@ -248,6 +249,13 @@ status() {
 }
 
 # --- setup -------------------------------------------------------------------------------
+# As root: workers as www-data, segments created for its group (least privilege, as operators
+# run nginx); otherwise the workers run as this user and open its 0600 segments.
+ngx_user=''
+if [[ $(id -u) -eq 0 ]] && id www-data >/dev/null 2>&1; then
+  ngx_user=www-data
+  export BPFTIME_SHM_GROUP=www-data # every bpftime command of this script
+fi
 if [[ -n ${need_server[bpftime]:-}${need_server[detached]:-} ]]; then
   for seg in "$seg_attached" "$seg_detached"; do
     "$bpftime" --shm "$seg" reset >/dev/null 2>&1 || true
@@ -363,7 +371,8 @@ range() {
     awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f-%.0f", lo, hi }'
 }
 
-echo "nginx $("$nginx" -v 2>&1 | sed 's|.*/||'), $workers worker(s) per server, access_log off," \
+echo "nginx $("$nginx" -v 2>&1 | sed 's|.*/||'), $workers worker(s) per server" \
+  "(running as ${ngx_user:-$(id -un)}), access_log off," \
   "keepalive, empty_gif; wrk -t$threads -c$connections -d${duration}s, $rounds interleaved rounds;" \
   "$pin_note; $ncpu CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1))," \
   "Linux $(uname -r), load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
