@@ -117,8 +117,9 @@ bool map_shadow_entries(shadow_stack &ss) {
 
 // The hook a thread dispatches for, where a remover on another thread can read it (see
 // record::active). Marks live in a static pool, so reading one of a thread that has exited
-// reads a released mark, never freed memory.
-struct thread_mark {
+// reads a released mark, never freed memory. Each has a cache line of its own: threads write
+// theirs twice per hooked call, and sharing a line would make every call wait for the others'.
+struct alignas(64) thread_mark {
     std::atomic<record *> running{nullptr};
     std::atomic<bool> used{false};
 };

@@ -87,25 +87,35 @@ struct probe_site {
     }
 }
 
+// The entry of a site whose uprobes are not one plain program: several, one that may
+// override the return, or none (uretprobes only). Out of line, so the common path keeps few
+// registers.
+[[gnu::noinline]] bool on_entry_list(const probe_site *site, const probe_programs *progs,
+                                     const pt_regs *regs) {
+    if (!progs->entry.empty()) {
+        // A site with uretprobes only just asks for the return.
+        run_all(progs->entry, site->address, regs);
+    }
+    return progs->want_return;
+}
+
 bool on_entry(void *user, const pt_regs *regs) {
     if (internal_thread) {
         return false; // bpftime's own call: neither the uprobes nor the uretprobes see it
     }
-    auto *site = static_cast<probe_site *>(user);
+    const auto *site = static_cast<const probe_site *>(user);
     const probe_programs *progs = site->programs.load(std::memory_order_acquire);
-    if (const attached_program *one = progs->only_entry) [[likely]] {
-        // One link: its run straight away, with options that depend only on the site and the
-        // call.
-        vm::run_options opts;
-        opts.mem_writable = false; // the registers are the program's to read, not to change
-        opts.info.func_ip = site->address;
-        opts.info.user_regs = regs;
-        // A fault is counted in the link's counters; the probed function goes on regardless.
-        (void)one->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
-    } else if (!progs->entry.empty()) {
-        // A site with uretprobes only just asks for the return.
-        run_all(progs->entry, site->address, regs);
+    const attached_program *one = progs->only_entry;
+    if (one == nullptr) [[unlikely]] {
+        return on_entry_list(site, progs, regs);
     }
+    // One link: its run straight away, with options that depend only on the site and the call.
+    vm::run_options opts;
+    opts.mem_writable = false; // the registers are the program's to read, not to change
+    opts.info.func_ip = site->address;
+    opts.info.user_regs = regs;
+    // A fault is counted in the link's counters; the probed function goes on regardless.
+    (void)one->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
     return progs->want_return;
 }
 
