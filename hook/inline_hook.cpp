@@ -57,6 +57,16 @@ struct shadow_entry {
     uintptr_t slot; // where the return address was (rsp at entry)
     uintptr_t ret;  // the original return address
     record *rec;
+    // The entry stub called the function (the return comes back through the stub's call, so
+    // the CPU's return stack predicts it) rather than swapping the return address.
+    bool called;
+};
+
+// What entry_dispatch tells the entry stub to do.
+enum entry_outcome : uint8_t {
+    go_on = 0,        // run the function
+    return_now = 1,   // return to the caller at once (return_early)
+    call_and_hook = 2 // call the function from the stub; its return runs the return stub
 };
 
 // Per thread: the return addresses of calls whose return is hooked, innermost last.
@@ -107,8 +117,9 @@ bool map_shadow_entries(shadow_stack &ss) {
 
 // The hook a thread dispatches for, where a remover on another thread can read it (see
 // record::active). Marks live in a static pool, so reading one of a thread that has exited
-// reads a released mark, never freed memory.
-struct thread_mark {
+// reads a released mark, never freed memory. Each has a cache line of its own: threads write
+// theirs twice per hooked call, and sharing a line would make every call wait for the others'.
+struct alignas(64) thread_mark {
     std::atomic<record *> running{nullptr};
     std::atomic<bool> used{false};
 };
@@ -186,15 +197,21 @@ inline void mark_running(shadow_stack &ss, record *rec) {
     std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
-// Called by a hook's stub with the saved registers (frame) of a hooked call. True when the call
-// is to return at once with frame->rax (return_early): the stub then restores the registers
-// and returns to the caller instead of running the function.
-__attribute__((no_sanitize("address"))) bool entry_dispatch(record *rec, pt_regs *frame) {
+// Called by a hook's stub with the saved registers (frame) of a hooked call: what the stub is
+// to do (entry_outcome). return_now: the stub restores the registers and returns to the caller
+// with frame->rax (return_early) instead of running the function. call_and_hook (only when
+// may_call, from an entry stub): the return hook is pending and the stub calls the function
+// itself, so that its `ret` comes back to the stub as the CPU's return stack predicts; the
+// return address stays where it is (the stub's call overwrites it). Otherwise (a trap probe, an
+// early return) a pending return hook swaps the return address for the return stub's, as the
+// kernel's uretprobes do.
+__attribute__((no_sanitize("address"))) uint8_t entry_dispatch(record *rec, pt_regs *frame,
+                                                               bool may_call) {
     shadow_stack &ss = t_shadow;
     if (ss.in_handler)
-        return false;
+        return go_on;
     mark_running(ss, rec);
-    bool early = false;
+    uint8_t outcome = go_on;
     if (rec->active.load(std::memory_order_relaxed)) {
         ss.in_handler = true;
         ss.in_entry = true;
@@ -203,22 +220,27 @@ __attribute__((no_sanitize("address"))) bool entry_dispatch(record *rec, pt_regs
         const bool want_return = rec->on_entry(rec->user, frame);
         ss.in_entry = false;
         ss.in_handler = false;
-        if (ss.early) {
-            early = true;
+        const bool early = ss.early;
+        if (early) {
+            outcome = return_now;
             frame->rax = ss.early_value;
         }
         if (want_return && rec->on_return) {
             if (ss.depth < shadow_capacity && (ss.entries != nullptr || map_shadow_entries(ss))) {
                 auto *slot = reinterpret_cast<uintptr_t *>(frame->rsp);
-                ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec};
-                *slot = rec->return_stub;
+                const bool call = may_call && !early;
+                ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec, call};
+                if (call)
+                    outcome = call_and_hook;
+                else
+                    *slot = rec->return_stub;
             } else {
                 g_missed_returns.fetch_add(1, std::memory_order_relaxed);
             }
         }
     }
     mark_running(ss, nullptr);
-    return early;
+    return outcome;
 }
 
 [[noreturn]] void shadow_stack_lost(uintptr_t rsp) {
@@ -232,8 +254,27 @@ __attribute__((no_sanitize("address"))) bool entry_dispatch(record *rec, pt_regs
     std::abort();
 }
 
+} // namespace
+
+// The end of a return stub for a call the entry stub made: the original return address is back
+// in its slot, just below rsp; returning to it pops the return stack entry the caller's call
+// pushed, so the caller's return is predicted.
+extern "C" void bpftime_hook_return_thunk();
+asm(R"(
+        .text
+        .p2align 4
+        .type bpftime_hook_return_thunk, @function
+bpftime_hook_return_thunk:
+        leaq -8(%rsp), %rsp
+        ret
+        .size bpftime_hook_return_thunk, . - bpftime_hook_return_thunk
+)");
+
+namespace {
+
 // Called by the return stub: runs on_return and leaves the original return address at
-// [rsp - 8], from where the stub jumps to it.
+// [rsp - 8] and where the stub is to jump at [rsp - 16]: the return address itself when it was
+// swapped, else the thunk that returns to it through the return stack.
 __attribute__((no_sanitize("address"))) void return_dispatch(pt_regs *frame) {
     shadow_stack &ss = t_shadow;
     const uintptr_t slot = frame->rsp - 8;
@@ -246,6 +287,8 @@ __attribute__((no_sanitize("address"))) void return_dispatch(pt_regs *frame) {
     const shadow_entry e = ss.entries[k - 1];
     ss.depth = k - 1;
     *reinterpret_cast<uintptr_t *>(slot) = e.ret;
+    *reinterpret_cast<uintptr_t *>(slot - 8) =
+        e.called ? reinterpret_cast<uintptr_t>(&bpftime_hook_return_thunk) : e.ret;
     record *rec = e.rec;
     if (ss.in_handler)
         return;
@@ -482,13 +525,26 @@ struct emitter {
     }
 
     // Saves the general registers into a frame of the given size below the red zone: a pt_regs
-    // (the flags in eflags). Nothing is written above rsp - red_zone - size.
-    void save_gprs(uintptr_t address, int32_t size) {
+    // (the flags in eflags). Nothing is written above rsp - red_zone - size. Without keep_flags
+    // (a function's entry, where the calling convention keeps no flag across the call and DF
+    // is clear), eflags is built from lahf and seto instead of pushfq: the arithmetic flags,
+    // IF and the always-set bit 1; the stub then need not restore them.
+    void save_gprs(uintptr_t address, int32_t size, bool keep_flags) {
         const int32_t below = red_zone + size;
         lea_rsp(-below);
         for (reg r : saved_regs)
             store(r, slot_of(r));
-        bytes({0x9C, 0x58}); // pushfq; pop rax
+        if (keep_flags) {
+            bytes({0x9C, 0x58}); // pushfq; pop rax
+        } else {
+            bytes({0x9F});                         // lahf: SF ZF AF PF CF and bit 1 into ah
+            bytes({0x0F, 0x90, 0xC1});             // seto cl
+            bytes({0x0F, 0xB6, 0xC4});             // movzx eax, ah
+            bytes({0x0F, 0xB6, 0xC9});             // movzx ecx, cl
+            bytes({0xC1, 0xE1, 0x0B});             // shl ecx, 11 (OF)
+            bytes({0x09, 0xC8});                   // or eax, ecx
+            bytes({0x0D, 0x00, 0x02, 0x00, 0x00}); // or eax, 0x200 (IF)
+        }
         store(rax, eflags_slot);
         bytes({0x48, 0x8D, 0x84, 0x24}); // lea rax, [rsp + below]: rsp as it was
         imm32(below);
@@ -570,8 +626,9 @@ struct emitter {
         imm32(eflags_slot);
         bytes({0x9E}); // sahf
     }
-    // Restores every register (rsp as at the start) after save_gprs(size) and save_vectors.
-    void restore_all(vector_save save, int32_t size) {
+    // Restores every register (rsp as at the start) after save_gprs(size, keep_flags) and
+    // save_vectors; the flags only with keep_flags.
+    void restore_all(vector_save save, int32_t size, bool keep_flags) {
         if (save == vector_save::full) {
             if (vectors().xsave) {
                 full_mask();
@@ -583,7 +640,8 @@ struct emitter {
         bytes({0x48, 0x89, 0xDC}); // mov rsp, rbx
         if (save == vector_save::abi)
             abi_vectors(0x6F);
-        restore_flags();
+        if (keep_flags)
+            restore_flags();
         // The handler is called as C code is: it keeps rbp and r12-r15 (rbx held the frame).
         for (reg r : saved_regs)
             if (r != rbp && r < r12)
@@ -596,39 +654,78 @@ struct emitter {
         imm32(0);
         return code.size();
     }
+    // jz rel32 to a label placed later (patched by land)
+    size_t jz_forward() {
+        bytes({0x0F, 0x84});
+        imm32(0);
+        return code.size();
+    }
     void land(size_t from) {
         const auto rel = static_cast<int32_t>(code.size() - from);
         std::memcpy(&code[from - 4], &rel, 4);
     }
 };
 
-// The entry stub: registers saved, entry_dispatch(rec, frame), registers restored; the
-// trampoline follows it directly. When entry_dispatch returns true, the registers (rax the
-// value asked for) are restored and a `ret` returns to the caller: at entry rsp points at the
-// return address and the callee-saved registers are the caller's.
-std::vector<uint8_t> entry_stub(record *rec, vector_save save) {
+// An entry stub's code, with where the addresses known only once the page is laid out go.
+struct entry_code {
+    std::vector<uint8_t> code;
+    size_t call_trampoline = 0; // offset of the rel32 of `call trampoline`
+    size_t jump_return = 0;     // offset of the rel32 of `jmp return_stub`
+};
+
+// Writes the rel32 at offset at of code placed at base so that it reaches target.
+void set_rel32(std::vector<uint8_t> &code, size_t at, uintptr_t base, uintptr_t target) {
+    const auto rel =
+        static_cast<int32_t>(static_cast<int64_t>(target) - static_cast<int64_t>(base + at + 4));
+    std::memcpy(&code[at], &rel, 4);
+}
+
+// The entry stub: registers saved, entry_dispatch(rec, frame, true), registers restored, then
+// one of three endings (each restoring the registers itself, since the outcome is in rax):
+// - call_and_hook: rsp moves past the return address (kept on the shadow stack) and the stub
+//   calls the trampoline, so the function sees its arguments on the stack where they were and
+//   returns into the stub, which goes on in the return stub;
+// - return_now: a `ret` returns to the caller (at entry rsp points at the return address and
+//   the callee-saved registers are the caller's), with rax the value asked for;
+// - go_on: the trampoline, which follows the stub directly.
+entry_code entry_stub(record *rec, vector_save save, bool keep_flags) {
     emitter e;
     const int32_t size = frame_size(save);
-    e.save_gprs(rec->address, size);
+    e.save_gprs(rec->address, size, keep_flags);
     e.save_vectors(save);
     e.movabs(rdi, reinterpret_cast<uintptr_t>(rec));
-    e.bytes({0x48, 0x89, 0xDE}); // mov rsi, rbx
+    e.bytes({0x48, 0x89, 0xDE});             // mov rsi, rbx
+    e.bytes({0xBA, 0x01, 0x00, 0x00, 0x00}); // mov edx, 1 (may_call)
     e.call(reinterpret_cast<uintptr_t>(&entry_dispatch));
-    emitter early;
-    early.restore_all(save, size);
-    early.code.push_back(0xC3);        // ret
-    e.bytes({0x84, 0xC0, 0x0F, 0x84}); // test al, al; jz rel32 (past the early return)
-    e.imm32(static_cast<int32_t>(early.code.size()));
-    e.code.insert(e.code.end(), early.code.begin(), early.code.end());
-    e.restore_all(save, size);
-    return e.code;
+    e.bytes({0x84, 0xC0}); // test al, al
+    const size_t to_go_on = e.jz_forward();
+    e.bytes({0x3C, return_now}); // cmp al, return_now
+    const size_t to_return = e.jz_forward();
+    entry_code out;
+    e.restore_all(save, size, keep_flags);
+    e.bytes({0x48, 0x8D, 0x64, 0x24, 0x08}); // lea rsp, [rsp + 8]
+    e.code.push_back(0xE8);                  // call trampoline
+    out.call_trampoline = e.code.size();
+    e.imm32(0);
+    e.code.push_back(0xE9); // jmp return_stub
+    out.jump_return = e.code.size();
+    e.imm32(0);
+    e.land(to_return);
+    e.restore_all(save, size, keep_flags);
+    e.code.push_back(0xC3); // ret
+    e.land(to_go_on);
+    e.restore_all(save, size, keep_flags);
+    out.code = std::move(e.code);
+    return out;
 }
 
 // The return stub: registers saved, return_dispatch(frame), registers restored, then a jump to
-// the original return address that return_dispatch left at [rsp - 8] (in the red zone, which
-// signal frames skip). A function returns its results in rax, rdx, xmm0-1 (ymm0/zmm0 at full
-// width) or st0-1: an abi save, unless the x87 stack holds a result (its top is not 0), which
-// takes a full save.
+// where return_dispatch left at [rsp - 16]: the original return address, or for a call the
+// entry stub made, a thunk returning to it (return_dispatch left it at [rsp - 8], in the red
+// zone, which signal frames skip). A function returns its results in rax, rdx, xmm0-1
+// (ymm0/zmm0 at full width) or st0-1: an abi save, unless the x87 stack holds a result (its
+// top is not 0), which takes a full save. The flags are kept: code written by hand may return
+// a result in them.
 std::vector<uint8_t> return_stub(record *rec) {
     emitter e;
     // Both paths use the abi save's frame (a full save's area lies below it).
@@ -637,10 +734,10 @@ std::vector<uint8_t> return_stub(record *rec) {
         e.save_vectors(save);
         e.bytes({0x48, 0x89, 0xDF}); // mov rdi, rbx
         e.call(reinterpret_cast<uintptr_t>(&return_dispatch));
-        e.restore_all(save, size);
-        e.bytes({0xFF, 0x64, 0x24, 0xF8}); // jmp [rsp - 8]
+        e.restore_all(save, size, true);
+        e.bytes({0xFF, 0x64, 0x24, 0xF0}); // jmp [rsp - 16]
     };
-    e.save_gprs(rec->address, size);
+    e.save_gprs(rec->address, size, true);
     e.bytes({0xDF, 0xE0, 0xF6, 0xC4, 0x38}); // fnstsw ax; test ah, 0x38 (TOP)
     const size_t to_full = e.jnz_forward();
     path(vector_save::abi);
@@ -691,7 +788,7 @@ __attribute__((no_sanitize("address"))) void trap_dispatch(void *user, ucontext_
     uint64_t ss = 0;
     asm volatile("mov %%ss, %0" : "=r"(ss));
     regs.ss = ss;
-    if (entry_dispatch(rec, &regs)) {
+    if (entry_dispatch(rec, &regs, false) == return_now) {
         // As the stub's early `ret`: rax the value, rip the return address (the return stub's
         // when a return handler is pending), rsp past it.
         g[REG_RAX] = static_cast<greg_t>(regs.rax);
@@ -750,9 +847,11 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
 
     // A trap probe needs no entry stub: its trampoline (the displaced instruction's copy)
     // starts the page.
-    const auto stub = trap ? std::vector<uint8_t>{}
-                           : entry_stub(rec, site == hook_site::function_entry ? vector_save::abi
-                                                                               : vector_save::full);
+    const bool entry = site == hook_site::function_entry;
+    entry_code stub_code;
+    if (!trap)
+        stub_code = entry_stub(rec, entry ? vector_save::abi : vector_save::full, !entry);
+    std::vector<uint8_t> &stub = stub_code.code;
     rec->trampoline = rec->page + stub.size();
     auto reloc = hook_detail::relocate(address, available, function_size, rec->trampoline,
                                        trap ? 0 : 5, trap ? 0 : padding_after);
@@ -780,8 +879,11 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
 
     auto *base = reinterpret_cast<uint8_t *>(rec->page);
     // A trap probe has no entry stub and may have no relocated code: copy only what there is.
-    if (!stub.empty())
+    if (!stub.empty()) {
+        set_rel32(stub, stub_code.call_trampoline, rec->page, rec->trampoline);
+        set_rel32(stub, stub_code.jump_return, rec->page, rec->return_stub);
         std::memcpy(base, stub.data(), stub.size());
+    }
     if (!rec->reloc.code.empty())
         std::memcpy(base + stub.size(), rec->reloc.code.data(), rec->reloc.code.size());
     if (!ret_stub.empty())

@@ -41,12 +41,26 @@ bool calls_helper(const attached_program &prog, uint32_t id) {
 struct probe_programs {
     std::vector<probe_program> entry; // uprobes, in link order
     std::vector<probe_program> exit;  // uretprobes, in link order
+    // The one uprobe of a site that has exactly one, which cannot override the return (the
+    // common case): its run needs no loop and no override record. Null otherwise.
+    const attached_program *only_entry = nullptr;
+    bool want_return = false; // uretprobes are attached here
+
+    // Sets what the probe path reads besides the lists, once they are final.
+    void seal() {
+        only_entry =
+            entry.size() == 1 && !entry.front().may_override ? entry.front().prog.get() : nullptr;
+        want_return = !exit.empty();
+    }
 };
+
+// What a site runs before its first programs are published and after its last is detached.
+const probe_programs no_programs;
 
 // One hooked address.
 struct probe_site {
     uintptr_t address = 0;
-    std::atomic<const probe_programs *> programs{nullptr};
+    std::atomic<const probe_programs *> programs{&no_programs}; // never null
     // Every set of programs this site has had: a handler may still be reading an old one, so
     // they live as long as the site.
     std::vector<std::unique_ptr<const probe_programs>> generations;
@@ -73,26 +87,48 @@ struct probe_site {
     }
 }
 
-bool on_entry(void *user, const pt_regs *regs) {
-    if (internal_thread) {
-        return false; // bpftime's own call: neither the uprobes nor the uretprobes see it
-    }
-    auto *site = static_cast<probe_site *>(user);
-    const probe_programs *progs = site->programs.load(std::memory_order_acquire);
-    if (progs == nullptr) {
-        return false;
-    }
+// The entry of a site whose uprobes are not one plain program: several, one that may
+// override the return, or none (uretprobes only). Out of line, so the common path keeps few
+// registers.
+[[gnu::noinline]] bool on_entry_list(const probe_site *site, const probe_programs *progs,
+                                     const pt_regs *regs) {
     if (!progs->entry.empty()) {
         // A site with uretprobes only just asks for the return.
         run_all(progs->entry, site->address, regs);
     }
-    return !progs->exit.empty();
+    return progs->want_return;
+}
+
+bool on_entry(void *user, const pt_regs *regs) {
+    if (internal_thread) {
+        return false; // bpftime's own call: neither the uprobes nor the uretprobes see it
+    }
+    const auto *site = static_cast<const probe_site *>(user);
+    const probe_programs *progs = site->programs.load(std::memory_order_acquire);
+    const attached_program *one = progs->only_entry;
+    if (one == nullptr) [[unlikely]] {
+        return on_entry_list(site, progs, regs);
+    }
+    // One link: its run straight away, with options that depend only on the site and the call.
+    vm::run_options opts;
+    opts.mem_writable = false; // the registers are the program's to read, not to change
+    opts.info.func_ip = site->address;
+    opts.info.user_regs = regs;
+    // A fault is counted in the link's counters; the probed function goes on regardless.
+    (void)one->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
+    return progs->want_return;
 }
 
 void on_return(void *user, const pt_regs *regs) {
     auto *site = static_cast<probe_site *>(user);
     const probe_programs *progs = site->programs.load(std::memory_order_acquire);
-    if (progs != nullptr) {
+    if (progs->exit.size() == 1) [[likely]] {
+        vm::run_options opts;
+        opts.mem_writable = false;
+        opts.info.func_ip = site->address;
+        opts.info.user_regs = regs;
+        (void)progs->exit.front().prog->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
+    } else {
         run_all(progs->exit, site->address, regs);
     }
 }
@@ -149,10 +185,7 @@ public:
             site = std::make_unique<probe_site>();
             site->address = *address;
         }
-        probe_programs next;
-        if (const probe_programs *now = site->programs.load()) {
-            next = *now;
-        }
+        probe_programs next(*site->programs.load());
         auto &list = retprobe ? next.exit : next.entry;
         list.push_back({attach_id, std::move(prog), overrides});
         std::stable_sort(list.begin(), list.end(), [](const auto &a, const auto &b) {
@@ -222,6 +255,7 @@ public:
 
 private:
     static void publish(probe_site &site, probe_programs next) {
+        next.seal();
         auto owned = std::make_unique<const probe_programs>(std::move(next));
         site.programs.store(owned.get(), std::memory_order_release);
         site.generations.push_back(std::move(owned));

@@ -79,6 +79,12 @@ HK_PLAIN long hk_args6(long a, long b, long c, long d, long e, long f) {
     return a + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f;
 }
 
+// Eight arguments: the last two on the stack, above the return address.
+HK_PLAIN long hk_args8(long a, long b, long c, long d, long e, long f, long g, long h) {
+    asm volatile("");
+    return a + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f + 7 * g + 8 * h;
+}
+
 HK_PLAIN double hk_fma(double a, double b, long k) {
     asm volatile("");
     return a * static_cast<double>(k) + b;
@@ -292,6 +298,47 @@ TEST(InlineHook, EveryArithmeticFlagAndTheDirectionSurviveBothStubs) {
     }
     EXPECT_EQ(r.entries.load(), std::size(sets));
     EXPECT_EQ(r.returns.load(), std::size(sets));
+}
+
+// A return hook has the stub call the function: its arguments on the stack stay where the
+// caller put them, and the return comes back with the caller's stack as it was.
+TEST(InlineHook, StackArgumentsWithAReturnHook) {
+    recorder r;
+    auto h = hook(addr(hk_args8), r);
+    ASSERT_TRUE(h);
+    for (long i = 0; i < 3; i++) {
+        EXPECT_EQ(opaque(hk_args8)(1, 2, 3, 4, 5, 6, 7 + i, 8 - i),
+                  1 + 4 + 9 + 16 + 25 + 36 + 7 * (7 + i) + 8 * (8 - i));
+    }
+    ASSERT_EQ(r.entries.load(), 3u);
+    ASSERT_EQ(r.returns.load(), 3u);
+    EXPECT_EQ(r.return_regs.at(2).rsp, r.entry_regs.at(2).rsp + 8) << "rsp after the return";
+    EXPECT_EQ(r.return_regs.at(2).rax, static_cast<uint64_t>(1 + 4 + 9 + 16 + 25 + 36 + 63 + 48));
+}
+
+// At a function's entry the flags are not kept for the function (the calling convention keeps
+// none across a call), but the handler sees the arithmetic ones and the return stub keeps
+// them all.
+TEST(InlineHook, AtAFunctionsEntryTheHandlerSeesTheArithmeticFlags) {
+    const unsigned long sets[] = {0x2, 0x802, 0x896, 0x2D7, 0x8D7, 0x842};
+    recorder r;
+    auto h = inline_hook::install(addr(hk_flags), 0, on_entry, on_return, &r,
+                                  bpftime::hook_site::function_entry);
+    ASSERT_TRUE(h) << h.err().message;
+    std::vector<two_words> seen;
+    for (unsigned long f : sets) {
+        seen.push_back(opaque(hk_flags_around)(f));
+    }
+    ASSERT_EQ(r.entry_regs.size(), std::size(sets));
+    for (size_t i = 0; i < std::size(sets); i++) {
+        // CF PF AF ZF SF OF, and IF and bit 1, always set in user space.
+        EXPECT_EQ(r.entry_regs[i].eflags & 0x8D5, sets[i] & 0x8D5)
+            << "flags 0x" << std::hex << sets[i];
+        EXPECT_EQ(r.entry_regs[i].eflags & 0x202, 0x202u);
+        EXPECT_EQ(seen[i].a & 0x400, 0u) << "the function sees DF clear";
+        EXPECT_EQ(seen[i].b & 0xCD7, seen[i].a & 0xCD7)
+            << "the return stub keeps the flags the function returned with";
+    }
 }
 
 TEST(InlineHook, ReturnHandlerSeesTheReturnValue) {

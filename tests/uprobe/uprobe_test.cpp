@@ -79,6 +79,11 @@ UT_PROBED long ut_text(const char *text, long tag) {
     return static_cast<long>(std::strlen(text)) + tag + ut_bias;
 }
 
+UT_PROBED long ut_links(long a, long b) {
+    asm volatile("" ::: "memory");
+    return 3 * a + b + ut_bias;
+}
+
 // n + (n - 1) + ... + 1, one real call per level.
 UT_PROBED long ut_rec(long n) {
     asm volatile("" ::: "memory");
@@ -732,6 +737,78 @@ TEST_F(Uprobe, SemaphoreCountsTheAttachedProbes) {
     EXPECT_EQ(semaphore_now(), 1);
     h->deinstantiate();
     EXPECT_EQ(semaphore_now(), 0);
+}
+
+// A site runs its one uprobe straight away and goes back to running a list when a second link
+// joins it: one link, then two, then the second alone, each phase with two threads calling,
+// every run counted exactly once per link (in the map and in each link's counters), and the
+// uretprobe beside them seeing every return throughout.
+TEST_F(Uprobe, OneLinkThenTwoThenTheSecondAloneCountExactly) {
+    loaded_object obj = load(examples + "/uprobe_count.bpf.o");
+    const uint32_t totals_map = id_of(obj.maps, "totals");
+    const std::string args = "/proc/self/exe:ut_links";
+    const uint32_t first = attach(id_of(obj.programs, "count_entry"), attach_type_uprobe, args);
+    const uint32_t second = attach(id_of(obj.programs, "count_entry"), attach_type_uprobe, args);
+    const uint32_t returns =
+        attach(id_of(obj.programs, "count_return"), attach_type_uretprobe, args);
+    ASSERT_TRUE(provider->disable_link(second));
+    auto h = host();
+
+    constexpr int threads = 2;
+    constexpr long per_thread = 20000;
+    constexpr uint64_t calls = threads * per_thread;
+    uint64_t expected_sum = 0;
+    auto call_from_threads = [&] {
+        std::vector<uint64_t> sums(threads, 0);
+        std::atomic<long> wrong{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t) {
+            pool.emplace_back([&, t] {
+                auto *fn = opaque(ut_links);
+                for (long i = 0; i < per_thread; ++i) {
+                    const long got = fn(t, i);
+                    if (got != 3 * t + i) {
+                        wrong.fetch_add(1);
+                    }
+                    sums[t] += static_cast<uint64_t>(got);
+                }
+            });
+        }
+        for (auto &t : pool) {
+            t.join();
+        }
+        EXPECT_EQ(wrong.load(), 0);
+        for (uint64_t s : sums) {
+            expected_sum += s;
+        }
+    };
+    struct phase {
+        const char *what;
+        bool first_on, second_on;
+    };
+    uint64_t entries = 0, returned = 0, first_runs = 0, second_runs = 0;
+    for (const phase &p :
+         {phase{"the first link alone", true, false}, phase{"both links", true, true},
+          phase{"the second link alone", false, true}}) {
+        SCOPED_TRACE(p.what);
+        ASSERT_TRUE(p.first_on ? provider->enable_link(first) : provider->disable_link(first));
+        ASSERT_TRUE(p.second_on ? provider->enable_link(second) : provider->disable_link(second));
+        auto r = h->instantiate();
+        ASSERT_TRUE(r) << r.err().message;
+        ASSERT_EQ(h->attached_count(), 1u + p.first_on + p.second_on);
+        call_from_threads();
+        entries += calls * (p.first_on + p.second_on);
+        first_runs += p.first_on ? calls : 0;
+        second_runs += p.second_on ? calls : 0;
+        totals got = read_totals(totals_map);
+        EXPECT_EQ(got.entries, entries);
+        returned += calls;
+        EXPECT_EQ(got.returns, returned);
+        EXPECT_EQ(got.sum, expected_sum);
+        EXPECT_EQ(link(first).runs, first_runs);
+        EXPECT_EQ(link(second).runs, second_runs);
+        EXPECT_EQ(link(returns).runs, returned);
+    }
 }
 
 // bpf_override_return: the probed function returns the program's value without running, on

@@ -8,8 +8,10 @@
 /// instructions, relocated into a trampoline, which then jumps back behind the patch. No trap
 /// and no system call is on the path of a hooked call.
 ///
-/// What is saved and restored around a handler: all 16 general-purpose registers and the
-/// flags (pt_regs), and the vector state as the site needs it (hook_site):
+/// What is saved and restored around a handler: all 16 general-purpose registers (pt_regs),
+/// the flags (except at a function's entry, where the calling convention keeps none across
+/// the call and DF is clear: pt_regs.eflags then holds the arithmetic flags, IF and bit 1, read
+/// without pushfq), and the vector state as the site needs it (hook_site):
 /// - hook_site::any (inside a function, a USDT site: any register may be live): every state
 ///   component XCR0 enables of x87, SSE, AVX and AVX-512 (ymm/zmm upper halves, zmm16-31, the
 ///   mask registers, MXCSR, the x87 stack and control words), with XSAVEC (or XSAVE) into a
@@ -50,9 +52,13 @@
 ///   padding, a function ending with ret/jmp before 5 bytes, a branch inside the range to the
 ///   middle of the range, and, given function_size, a relative branch anywhere from address to
 ///   the end of the function into the replaced bytes); install_trap() takes those.
-/// - Return hooks swap the return address on the stack for the address of a return stub (as
-///   the kernel's uretprobes do: the function sees that address at [rsp]) and keep the
-///   original on a per-thread shadow stack of 256 entries (deeper calls are run
+/// - Return hooks keep the return address on a per-thread shadow stack and have the entry stub
+///   call the function (its `call` replaces the return address in its slot, so stack arguments
+///   stay where they were): the function sees an address in the stub at [rsp], as with the
+///   kernel's uretprobes, and its `ret` comes back to the stub as the CPU's return stack
+///   predicts; the return stub then returns to the original address. A trap probe, and an entry
+///   handler that calls return_early, swap the return address for the return stub's instead.
+///   The shadow stack holds 256 entries (deeper calls are run
 ///   without their return hook and counted by missed_returns()). A longjmp out of a hooked
 ///   function leaves a stale entry, discarded when a frame further up returns. C++ exceptions
 ///   cannot unwind through the return stub (it has no unwind information): an exception that
