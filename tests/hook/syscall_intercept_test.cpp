@@ -7,16 +7,20 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
+#include <time.h>
 #include <unistd.h>
 #include <vector>
 
@@ -349,6 +353,215 @@ TEST_F(SyscallIntercept, CloneExitsRunInParentAndChildThroughTheFallback) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "the child did not see its own exit with 0 (status " << status << ")";
     munmap(page, 4096);
+}
+
+// Whether this kernel lets code be patched without signalling the other threads.
+bool live_patching() {
+    const long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    return q > 0 && (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) != 0 &&
+           (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0;
+}
+
+long voluntary_switches(pid_t tid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    FILE *f = std::fopen(path, "re");
+    if (!f)
+        return -1;
+    char line[256];
+    long n = -1;
+    while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+            break;
+    std::fclose(f);
+    return n;
+}
+
+// The user instruction pointer of thread tid blocked in a system call (just behind its
+// `syscall`), or 0 when it is not blocked in one.
+uintptr_t blocked_pc(pid_t tid) {
+    char path[64], buf[256] = {};
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+    FILE *f = std::fopen(path, "re");
+    if (!f)
+        return 0;
+    const bool got = std::fgets(buf, sizeof buf, f) != nullptr;
+    std::fclose(f);
+    const char *last = std::strrchr(buf, ' ');
+    if (!got || std::strncmp(buf, "running", 7) == 0 || buf[0] == '-' || last == nullptr)
+        return 0;
+    return std::strtoull(last + 1, nullptr, 16);
+}
+
+// Threads blocked in nanosleep and read (both inside libc functions whose `syscall` sites are
+// rewritten and restored under them) while interception is armed and disarmed again and
+// again: no signal reaches them (the sleep lasts, the read returns the data without being
+// woken), and each armed window counts exactly the calls made in it.
+TEST_F(SyscallIntercept, BlockedThreadsAreNotInterruptedWhileSitesAreRewritten) {
+    if (!live_patching())
+        GTEST_SKIP() << "this kernel lacks membarrier SYNC_CORE: rewriting stops the threads";
+    std::atomic<int> sleep_rc{-2}, sleep_errno{0};
+    std::atomic<long long> slept_ns{0};
+    std::atomic<pid_t> sleeper_tid{0};
+    std::thread sleeper([&] {
+        sleeper_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+        timespec t{3, 0};
+        const auto start = std::chrono::steady_clock::now();
+        errno = 0;
+        sleep_rc.store(nanosleep(&t, nullptr));
+        sleep_errno.store(errno);
+        slept_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - start)
+                           .count());
+    });
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    std::atomic<long> read_rc{-2};
+    std::atomic<int> read_errno{0};
+    std::atomic<pid_t> reader_tid{0};
+    std::thread reader([&] {
+        reader_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+        char c;
+        errno = 0;
+        // libc's syscall(): a bare read system call that libc would not restart.
+        read_rc.store(syscall(SYS_read, fds[0], &c, 1));
+        read_errno.store(errno);
+    });
+    while (reader_tid.load() == 0 || sleeper_tid.load() == 0)
+        std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const uintptr_t sleep_pc = blocked_pc(sleeper_tid.load());
+    const uintptr_t read_pc = blocked_pc(reader_tid.load());
+    ASSERT_NE(sleep_pc, 0u) << "the sleeper is not blocked in nanosleep";
+    ASSERT_NE(read_pc, 0u) << "the reader is not blocked in read";
+    const uint8_t syscall_bytes[] = {0x0F, 0x05};
+    ASSERT_EQ(std::memcmp(reinterpret_cast<const void *>(sleep_pc - 2), syscall_bytes, 2), 0);
+    const long sleeps_before = voluntary_switches(reader_tid.load());
+    ASSERT_GE(sleeps_before, 0);
+    const pid_t parent = getppid();
+    for (int round = 0; round < 20; ++round) {
+        auto armed = syscall_intercept::arm();
+        ASSERT_TRUE(armed) << "round " << round << ": " << armed.err().message;
+        if (round == 0) {
+            // The very sites the two threads wait in were rewritten under them.
+            EXPECT_NE(std::memcmp(reinterpret_cast<const void *>(sleep_pc - 2), syscall_bytes, 2),
+                      0)
+                << "nanosleep's site was not rewritten";
+            EXPECT_NE(std::memcmp(reinterpret_cast<const void *>(read_pc - 2), syscall_bytes, 2), 0)
+                << "syscall()'s site was not rewritten";
+        }
+        syscall_intercept::set_wanted(SYS_getppid, true);
+        const uint64_t before = g_seen.enters[SYS_getppid].load();
+        for (int k = 0; k < 3; ++k)
+            ASSERT_EQ(getppid(), parent);
+        EXPECT_EQ(g_seen.enters[SYS_getppid].load() - before, 3u) << "round " << round;
+        syscall_intercept::set_wanted(SYS_getppid, false);
+        ASSERT_TRUE(syscall_intercept::disarm()) << "round " << round;
+        ASSERT_EQ(getppid(), parent);
+        EXPECT_EQ(g_seen.enters[SYS_getppid].load() - before, 3u)
+            << "round " << round << ": counted after disarming";
+    }
+    EXPECT_EQ(std::memcmp(reinterpret_cast<const void *>(sleep_pc - 2), syscall_bytes, 2), 0)
+        << "nanosleep's site was not restored";
+    EXPECT_EQ(voluntary_switches(reader_tid.load()), sleeps_before)
+        << "the thread blocked in read was woken while the sites were rewritten";
+    sleeper.join();
+    ASSERT_EQ(write(fds[1], "x", 1), 1);
+    reader.join();
+    EXPECT_EQ(sleep_rc.load(), 0) << "nanosleep was interrupted: " << std::strerror(sleep_errno);
+    EXPECT_GE(slept_ns.load(), 3'000'000'000LL);
+    EXPECT_EQ(read_rc.load(), 1) << "read was interrupted: " << std::strerror(read_errno);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+// Checks the calling thread's Syscall User Dispatch as the host applies it.
+void expect_dispatch(bool on, const char *when) {
+    EXPECT_EQ(syscall_intercept::thread_dispatch_on(), on) << when;
+}
+
+// JIT-like code: a page written, then made executable through libc's mprotect.
+long (*jit_getppid())() {
+    void *page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED)
+        return nullptr;
+    const uint8_t code[] = {0xB8, SYS_getppid, 0, 0, 0, 0x0F, 0x05, 0xC3}; // mov eax; syscall; ret
+    std::memcpy(page, code, sizeof code);
+    if (mprotect(page, 4096, PROT_READ | PROT_EXEC) != 0)
+        return nullptr;
+    return reinterpret_cast<long (*)()>(page);
+}
+
+// A registered thread has Syscall User Dispatch (and its slow path in the kernel on every
+// call) only while some code could make a system call no rewritten site catches: not before
+// arming, not when everything is rewritten; on as soon as JIT-like code with a `syscall` is
+// made executable (its calls then seen exactly); off again once that code is gone and the
+// host looks again; off after disarming.
+TEST_F(SyscallIntercept, DispatchIsOnOnlyWhileSomeCodeIsNotRewritten) {
+    ASSERT_EQ(syscall_intercept::current_dispatch_mode(),
+              syscall_intercept::dispatch_mode::when_needed);
+    expect_dispatch(false, "registered, nothing armed");
+    auto armed = syscall_intercept::arm();
+    ASSERT_TRUE(armed) << armed.err().message;
+    if (armed->dispatch)
+        GTEST_SKIP() << "this process needs Syscall User Dispatch while armed: "
+                     << armed->dispatch_reason;
+    EXPECT_EQ(armed->refused, 0u);
+    syscall_intercept::set_wanted(SYS_getppid, true);
+    EXPECT_EQ(getppid(), static_cast<pid_t>(syscall_intercept::raw_syscall(SYS_getppid)));
+    expect_dispatch(false, "armed, every site rewritten");
+    EXPECT_EQ(syscall_intercept::dispatch_threads(), 0);
+
+    auto fn = jit_getppid();
+    ASSERT_NE(fn, nullptr);
+    EXPECT_TRUE(syscall_intercept::dispatch_wanted()) << syscall_intercept::dispatch_reason();
+    expect_dispatch(true, "JIT-like code with a syscall made executable");
+    const uint64_t trapped = syscall_intercept::trapped_calls();
+    const uint64_t enters = g_seen.enters[SYS_getppid].load();
+    for (int i = 0; i < 5; ++i)
+        EXPECT_EQ(fn(), getppid());
+    EXPECT_EQ(syscall_intercept::trapped_calls() - trapped, 5u);
+    EXPECT_EQ(g_seen.enters[SYS_getppid].load() - enters, 10u); // 5 trapped, 5 rewritten
+
+    munmap(reinterpret_cast<void *>(fn), 4096);
+    armed = syscall_intercept::arm(); // what a host does at its next attach
+    ASSERT_TRUE(armed) << armed.err().message;
+    EXPECT_FALSE(armed->dispatch) << armed->dispatch_reason;
+    (void)getppid(); // the thread applies the wish at its next intercepted call
+    expect_dispatch(false, "the JIT-like code unmapped");
+
+    fn = jit_getppid();
+    ASSERT_NE(fn, nullptr);
+    expect_dispatch(true, "JIT-like code again");
+    ASSERT_TRUE(syscall_intercept::disarm());
+    expect_dispatch(false, "disarmed");
+    EXPECT_FALSE(syscall_intercept::dispatch_wanted());
+    munmap(reinterpret_cast<void *>(fn), 4096);
+}
+
+// BPFTIME_SYSCALL_DISPATCH=never: rewritten sites only; JIT-like code goes unseen (and nothing
+// pays the kernel's slow path). always: on while armed even with everything rewritten.
+TEST_F(SyscallIntercept, DispatchModesNeverAndAlways) {
+    syscall_intercept::set_dispatch_mode(syscall_intercept::dispatch_mode::never);
+    ASSERT_TRUE(syscall_intercept::arm());
+    syscall_intercept::set_wanted(SYS_getppid, true);
+    auto fn = jit_getppid();
+    ASSERT_NE(fn, nullptr);
+    expect_dispatch(false, "never, with JIT-like code");
+    const uint64_t trapped = syscall_intercept::trapped_calls();
+    const uint64_t enters = g_seen.enters[SYS_getppid].load();
+    EXPECT_EQ(fn(), getppid());
+    EXPECT_EQ(syscall_intercept::trapped_calls() - trapped, 0u);
+    EXPECT_EQ(g_seen.enters[SYS_getppid].load() - enters, 1u); // libc's getppid only
+    munmap(reinterpret_cast<void *>(fn), 4096);
+
+    syscall_intercept::set_dispatch_mode(syscall_intercept::dispatch_mode::always);
+    (void)getppid();
+    expect_dispatch(true, "always");
+    EXPECT_TRUE(syscall_intercept::dispatch_wanted());
+    ASSERT_TRUE(syscall_intercept::disarm());
+    expect_dispatch(false, "always, disarmed");
+    syscall_intercept::set_dispatch_mode(syscall_intercept::dispatch_mode::when_needed);
 }
 
 } // namespace
