@@ -12,6 +12,7 @@
 // on and off at its next intercepted call): the main thread at start-up, threads made with
 // pthread_create (wrapped here), the thread of a fork child. Threads made with a raw clone
 // are seen at the rewritten system call sites only.
+#include <bpftime/hook/pause.hpp>
 #include <bpftime/hook/syscall_intercept.hpp>
 #include <bpftime/manager/attach_manager.hpp>
 #include <bpftime/store/store.hpp>
@@ -19,10 +20,13 @@
 #include <bpftime/uprobe/uprobe.hpp>
 
 #include <dlfcn.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -36,10 +40,19 @@
 namespace bpftime {
 namespace {
 
-// How often the agent looks for changes (one atomic load of the segment's generation).
-constexpr auto poll_interval = std::chrono::milliseconds(5);
-// How often it looks for a segment that is missing.
-constexpr auto reopen_interval = std::chrono::milliseconds(500);
+// The follower sleeps on the segment's generation (a futex writers wake): a change is followed
+// as soon as the writer unlocks, and an idle agent takes no CPU. It wakes this often anyway to
+// see whether the segment's name still names its mapping, and to look again for a missing
+// segment.
+constexpr auto check_interval = std::chrono::milliseconds(500);
+// After a resync that could not finish (a controller held the lock), the next try comes after
+// this, doubling up to check_interval while it keeps failing.
+constexpr auto first_retry = std::chrono::milliseconds(5);
+// At start-up, how many times the agent tries again (first_retry apart) while the lock is busy.
+constexpr int startup_tries = 200;
+// However fast the generation moves (a writer bumping it in a loop, or bytes written over it),
+// the follower resyncs at most once per this.
+constexpr auto min_sync_interval = std::chrono::milliseconds(1);
 
 // The agent's own threads: probes and system call tracepoints skip them.
 void mark_internal_thread() {
@@ -72,6 +85,9 @@ public:
         vm::set_engine_thread_start(mark_internal_thread);
         name_ = name.empty() ? store::segment_name() : std::move(name);
         quiet_ = std::getenv("BPFTIME_AGENT_QUIET") != nullptr;
+        if (const char *poll = std::getenv("BPFTIME_AGENT_POLL_MS"); poll != nullptr) {
+            poll_ = std::chrono::milliseconds(std::strtol(poll, nullptr, 10));
+        }
         // Now, in this thread, so that it is covered when syscall links come.
         if (auto r = start_syscall_tracepoints(); !r) {
             say("system call tracepoints are not available: " + r.err().message);
@@ -81,7 +97,15 @@ public:
         }
         {
             std::lock_guard lock(mu_);
-            connect();
+            bool synced = connect();
+            // A program started under the agent is probed from its first call: when a
+            // controller (or another host) holds the lock at this moment, try again for a
+            // little while before the program's own code runs. Only here: later resyncs never
+            // wait (the follower holds mu_, which a fork in the program takes).
+            for (int i = 0; i < startup_tries && !synced && manager_ != nullptr; i++) {
+                bpftime::pause_for(first_retry);
+                synced = sync();
+            }
         }
         start_follower();
     }
@@ -119,9 +143,16 @@ public:
 
     // fork(): the child gets a copy of this object but none of its threads. prepare() keeps
     // the follower out of the attach manager across the fork, so the copy is consistent.
-    void before_fork() { mu_.lock(); }
-    void after_fork_parent() { mu_.unlock(); }
+    void before_fork() {
+        mu_.lock();
+        waiting_mu_.lock();
+    }
+    void after_fork_parent() {
+        waiting_mu_.unlock();
+        mu_.unlock();
+    }
     void after_fork_child() {
+        waiting_mu_.unlock();
         mu_.unlock();
         // The follower object describes the parent's thread: forget it without joining.
         (void)follower_.release();
@@ -136,18 +167,58 @@ public:
 
 private:
     void start_follower() {
+        follower_done_ = false;
         follower_ = std::make_unique<std::thread>([this] {
             mark_internal_thread();
             follow();
+            set_waiting_on(nullptr);
+            follower_done_ = true;
         });
     }
 
     void stop_follower() {
         stop_ = true;
         if (follower_ != nullptr && follower_->joinable()) {
+            // The follower may be asleep on the generation or on idle_: wake it until it is
+            // gone (a wake can come between its look at stop_ and its sleep).
+            while (!follower_done_) {
+                wake_idle();
+                if (auto seg = waiting_on(); seg != nullptr) {
+                    seg->wake_generation_waiters();
+                }
+                bpftime::pause_for(std::chrono::microseconds(200));
+            }
             follower_->join();
         }
         follower_.reset();
+    }
+
+    std::shared_ptr<store::segment> waiting_on() {
+        std::lock_guard lock(waiting_mu_);
+        return waiting_;
+    }
+
+    void set_waiting_on(std::shared_ptr<store::segment> seg) {
+        std::lock_guard lock(waiting_mu_);
+        waiting_ = std::move(seg);
+    }
+
+    // Sleeps for d unless stop_follower wakes it. A bare futex, not a condition variable: a
+    // fork child inherits no waiter state that could block its own wake.
+    void idle_for(std::chrono::milliseconds d) {
+        const uint32_t seen = idle_word_.load();
+        if (stop_) {
+            return;
+        }
+        timespec ts{};
+        ts.tv_sec = static_cast<time_t>(d.count() / 1000);
+        ts.tv_nsec = static_cast<long>(d.count() % 1000) * 1000000;
+        syscall(SYS_futex, &idle_word_, FUTEX_WAIT_PRIVATE, seen, &ts, nullptr, 0);
+    }
+
+    void wake_idle() {
+        idle_word_++;
+        syscall(SYS_futex, &idle_word_, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
     }
 
     void say(const std::string &message) {
@@ -183,12 +254,11 @@ private:
         }
         manager_ = std::move(mgr);
         segment_ = *seg;
-        sync();
-        return true;
+        return sync();
     }
 
-    // Called with mu_ held.
-    void sync() {
+    // Called with mu_ held. Whether the segment's links are instantiated now.
+    bool sync() {
         if (segment_->damaged()) {
             // Truncated under this process: the store gave the mapping zero pages instead of
             // SIGBUS. Detach its programs and wait for a usable segment again.
@@ -196,50 +266,116 @@ private:
             manager_->deinstantiate();
             manager_.reset();
             segment_.reset();
-            return;
+            return false;
         }
         if (auto r = manager_->instantiate(); !r) {
-            // A busy lock (EBUSY) leaves the generation unread: the next poll tries again.
+            // A busy lock (EBUSY) leaves the generation unread: the follower tries again.
             say(r.err().message);
-        } else {
-            say("following segment " + name_);
+            return false;
+        }
+        say("following segment " + name_);
+        return true;
+    }
+
+    // Called with mu_ held: drops the segment when its name no longer names the mapping (it
+    // was removed, or replaced by a new one), as nginx's server does; a replaced one is
+    // followed at once.
+    void check_named() {
+        auto named = segment_->check_named();
+        if (named) {
+            return;
+        }
+        say(named.err().message + "; detaching its programs");
+        manager_->deinstantiate();
+        manager_.reset();
+        segment_.reset();
+        if (named.err().code == ESTALE) {
+            connect();
         }
     }
 
     void follow() {
-        auto last_try = std::chrono::steady_clock::now();
+        using clock = std::chrono::steady_clock;
+        auto last_try = clock::now();
+        auto last_named = clock::now();
+        auto last_sync = clock::time_point{};
+        auto retry = std::chrono::milliseconds(0);
         while (!stop_) {
-            std::this_thread::sleep_for(poll_interval);
-            std::lock_guard lock(mu_);
-            if (forked_) {
-                forked_ = false;
+            std::shared_ptr<store::segment> seg;
+            uint64_t seen = 0;
+            {
+                std::lock_guard lock(mu_);
+                const auto now = clock::now();
+                if (forked_) {
+                    forked_ = false;
+                    if (manager_ != nullptr) {
+                        manager_->deinstantiate();
+                        sync();
+                    }
+                } else if (manager_ == nullptr) {
+                    // (The sleep below lasts check_interval; a wake a little early counts.)
+                    if (now - last_try >= check_interval - std::chrono::milliseconds(20)) {
+                        last_try = now;
+                        connect();
+                    }
+                } else if (now - last_named >= check_interval) {
+                    last_named = now;
+                    check_named();
+                }
+                if (manager_ != nullptr && manager_->stale()) {
+                    if (now - last_sync < min_sync_interval) {
+                        retry = min_sync_interval;
+                    } else {
+                        last_sync = now;
+                        sync();
+                        if (manager_ != nullptr && manager_->stale()) {
+                            // The lock was busy (or the store changed again meanwhile).
+                            retry = std::clamp(retry * 2, first_retry,
+                                               std::chrono::milliseconds(check_interval));
+                        } else {
+                            retry = std::chrono::milliseconds(0);
+                        }
+                    }
+                }
                 if (manager_ != nullptr) {
-                    manager_->deinstantiate();
-                    sync();
+                    seg = segment_;
+                    // Read before the sleep: a change after this read wakes it or is seen
+                    // by the futex at once.
+                    seen = seg->generation();
                 }
-                continue;
             }
-            if (manager_ == nullptr) {
-                if (std::chrono::steady_clock::now() - last_try >= reopen_interval) {
-                    last_try = std::chrono::steady_clock::now();
-                    connect();
-                }
-                continue;
+            set_waiting_on(seg);
+            if (stop_) {
+                break;
             }
-            if (manager_->stale()) {
-                sync();
+            if (seg == nullptr) {
+                idle_for(check_interval);
+            } else if (retry.count() > 0) {
+                idle_for(retry);
+            } else if (poll_.count() > 0) {
+                idle_for(poll_);
+            } else {
+                seg->wait_generation(seen, check_interval);
             }
         }
     }
 
     std::string name_;
     bool quiet_ = false;
+    // BPFTIME_AGENT_POLL_MS: look every so often instead of sleeping on the generation, as
+    // the agent once did; kept to measure the two against each other (bench/follow_bench).
+    std::chrono::milliseconds poll_{0};
     std::string last_message_;
     // Held by the follower around its work with the manager, and across fork().
     std::mutex mu_;
     std::unique_ptr<attach_manager> manager_;
     std::shared_ptr<store::segment> segment_;
     std::atomic<bool> stop_{false};
+    std::atomic<bool> follower_done_{true};
+    // What the follower sleeps on, for stop_follower to wake it.
+    std::mutex waiting_mu_;
+    std::atomic<uint32_t> idle_word_{0};
+    std::shared_ptr<store::segment> waiting_;
     bool forked_ = false;
     std::unique_ptr<std::thread> follower_;
 };

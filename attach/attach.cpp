@@ -217,7 +217,8 @@ compiled_program::create(uint32_t id, uint64_t revision, std::string name, vm::p
 result<uint64_t> compiled_program::run(void *ctx, uint64_t ctx_len,
                                        const vm::run_options &opts) const {
     auto r = engine_->run(ctx, ctx_len, opts);
-    if (vm::run_end_fn end = prog_.helpers().run_end()) {
+    // Only helpers leave anything for the end-of-run step (ring buffer records, spin locks).
+    if (vm::run_end_fn end = prog_.calls_helpers() ? prog_.helpers().run_end() : nullptr) {
         std::string problem;
         if (!end(problem) && r) {
             return make_error(vm::fault_helper, problem);
@@ -235,12 +236,15 @@ result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_opti
     // One named result and one return, so the result is built in the caller's return slot.
     const bool owned = counters_.owned_untimed();
     const bool timed = !owned && counters_ && counters_.timing();
-    const uint64_t start = timed ? store::run_clock_ns() : 0;
+    // Timed runs read the clock's raw ticks around the run and convert the difference once.
+    const uint64_t start = timed ? store::run_clock_ticks() : 0;
     result<uint64_t> r = prog_->run(ctx, ctx_len, opts);
     if (owned && r.ok()) [[likely]] {
         counters_.count_owned_run();
     } else if (counters_) {
-        const uint64_t took = timed ? std::max<uint64_t>(store::run_clock_ns() - start, 1) : 0;
+        const uint64_t took =
+            timed ? std::max<uint64_t>(store::run_ticks_to_ns(store::run_clock_ticks() - start), 1)
+                  : 0;
         counters_.count(r.ok() ? 0 : r.err().code, took);
     }
     return r;

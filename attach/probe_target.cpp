@@ -160,6 +160,11 @@ public:
     result<symbol_search> find_function(std::string_view name) const;
     /// Whether a function symbol (of .symtab or .dynsym) starts at address.
     bool starts_function(uint64_t address) const;
+    /// How many bytes from end (a function's end) are fill no code uses: int3 or nop, before
+    /// the next symbol or unwind entry (.eh_frame_hdr) starts, with no symbol over them and no
+    /// relocation naming them; at most 15. 0 when any of it cannot be shown (no
+    /// .eh_frame_hdr, an encoding not read here).
+    uint64_t padding_after(uint64_t end) const;
 
 private:
     fd_closer fd_;
@@ -331,6 +336,157 @@ result<symbol_search> binary_file::find_function(std::string_view name) const {
         }
     }
     return out;
+}
+
+namespace {
+
+// The start addresses of the FDEs .eh_frame_hdr lists (its binary search table, in the
+// encoding every linker writes: datarel sdata4 pairs, a udata4 count); nullopt when it is
+// absent or written otherwise.
+std::optional<std::vector<uint64_t>> fde_starts(Elf *elf) {
+    size_t shstrndx = 0;
+    if (elf_getshdrstrndx(elf, &shstrndx) != 0) {
+        return std::nullopt;
+    }
+    for (Elf_Scn *scn = elf_nextscn(elf, nullptr); scn != nullptr; scn = elf_nextscn(elf, scn)) {
+        GElf_Shdr sh;
+        if (gelf_getshdr(scn, &sh) == nullptr) {
+            continue;
+        }
+        const char *name = elf_strptr(elf, shstrndx, sh.sh_name);
+        if (name == nullptr || std::strcmp(name, ".eh_frame_hdr") != 0) {
+            continue;
+        }
+        Elf_Data *data = elf_getdata(scn, nullptr);
+        if (data == nullptr || data->d_buf == nullptr || data->d_size < 12) {
+            return std::nullopt;
+        }
+        const auto *b = static_cast<const uint8_t *>(data->d_buf);
+        // version 1, eh_frame_ptr pcrel|sdata4, fde_count udata4, table datarel|sdata4
+        if (b[0] != 1 || b[2] != 0x03 || b[3] != 0x3b) {
+            return std::nullopt;
+        }
+        uint32_t count = 0;
+        std::memcpy(&count, b + 8, 4);
+        if (uint64_t{count} * 8 + 12 > data->d_size) {
+            return std::nullopt;
+        }
+        std::vector<uint64_t> out;
+        for (uint32_t i = 0; i < count; i++) {
+            int32_t rel = 0;
+            std::memcpy(&rel, b + 12 + uint64_t{i} * 8, 4);
+            out.push_back(sh.sh_addr + static_cast<uint64_t>(static_cast<int64_t>(rel)));
+        }
+        return out;
+    }
+    return std::nullopt;
+}
+
+// Whether bytes are int3 or whole nop forms (90; 66.. 90; 66.. [2e] 0f 1f modrm [sib] [disp]).
+size_t fill_prefix(const uint8_t *b, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        if (b[i] == 0xcc || b[i] == 0x90) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < n && (b[j] == 0x66 || b[j] == 0x2e)) {
+            j++;
+        }
+        if (j < n && b[j] == 0x90 && j > i) {
+            i = j + 1;
+            continue;
+        }
+        if (j + 2 >= n || b[j] != 0x0f || b[j + 1] != 0x1f) {
+            break;
+        }
+        uint8_t modrm = b[j + 2];
+        if (((modrm >> 3) & 7) != 0) {
+            break;
+        }
+        size_t len = 3;
+        uint8_t mod = modrm >> 6, rm = modrm & 7;
+        if (mod != 3 && rm == 4) {
+            len++; // sib
+        }
+        len += mod == 1 ? 1 : mod == 2 ? 4 : (mod == 0 && rm == 5) ? 4 : 0;
+        if (j + len > n) {
+            break;
+        }
+        i = j + len;
+    }
+    return i;
+}
+
+} // namespace
+
+uint64_t binary_file::padding_after(uint64_t end) const {
+    constexpr uint64_t most = 15;
+    const code_segment *seg = segment_of(end);
+    if (seg == nullptr) {
+        return 0;
+    }
+    uint64_t limit = std::min<uint64_t>(most, seg->vaddr + seg->size - end);
+    Elf *elf = elf_.get();
+    auto fdes = fde_starts(elf);
+    if (!fdes) {
+        return 0;
+    }
+    for (uint64_t start : *fdes) {
+        if (start >= end && start - end < limit) {
+            limit = start - end;
+        }
+    }
+    for (Elf_Scn *scn = elf_nextscn(elf, nullptr); scn != nullptr && limit > 0;
+         scn = elf_nextscn(elf, scn)) {
+        GElf_Shdr sh;
+        if (gelf_getshdr(scn, &sh) == nullptr || sh.sh_entsize == 0) {
+            continue;
+        }
+        Elf_Data *data = elf_getdata(scn, nullptr);
+        size_t count = data != nullptr ? sh.sh_size / sh.sh_entsize : 0;
+        if (sh.sh_type == SHT_SYMTAB || sh.sh_type == SHT_DYNSYM) {
+            for (size_t i = 1; i < count && i <= INT_MAX; i++) {
+                GElf_Sym sym;
+                if (gelf_getsym(data, static_cast<int>(i), &sym) == nullptr ||
+                    sym.st_shndx == SHN_UNDEF || GELF_ST_TYPE(sym.st_info) == STT_FILE ||
+                    GELF_ST_TYPE(sym.st_info) == STT_SECTION ||
+                    GELF_ST_TYPE(sym.st_info) == STT_TLS) {
+                    continue;
+                }
+                if (sym.st_value >= end && sym.st_value - end < limit) {
+                    limit = sym.st_value - end; // the next symbol starts there
+                } else if (sym.st_value < end && sym.st_value + sym.st_size > end) {
+                    return 0; // a symbol over the bytes after the function
+                }
+            }
+        } else if (sh.sh_type == SHT_RELA) {
+            for (size_t i = 0; i < count && i <= INT_MAX; i++) {
+                GElf_Rela r;
+                if (gelf_getrela(data, static_cast<int>(i), &r) == nullptr) {
+                    continue;
+                }
+                uint32_t type = GELF_R_TYPE(r.r_info);
+                auto inside = [&](uint64_t a) { return a >= end && a - end < limit; };
+                if (inside(r.r_offset) ||
+                    ((type == R_X86_64_RELATIVE || type == R_X86_64_IRELATIVE) &&
+                     inside(static_cast<uint64_t>(r.r_addend)))) {
+                    return 0; // a relocation names them
+                }
+            }
+        }
+    }
+    if (limit == 0) {
+        return 0;
+    }
+    uint8_t bytes[most];
+    ssize_t got = ::pread(fd_.fd, bytes, limit, static_cast<off_t>(end - seg->vaddr + seg->offset));
+    if (got != static_cast<ssize_t>(limit)) {
+        return 0;
+    }
+    // Fill up to the next start: all of it must be fill (a partial nop form means code).
+    return fill_prefix(bytes, limit) == limit ? limit : 0;
 }
 
 bool binary_file::starts_function(uint64_t address) const {
@@ -581,6 +737,7 @@ result<uprobe_location> resolve_uprobe_target(std::string_view args) {
         }
         loc.address = s.st_value + loc.offset;
         loc.bytes_to_end = s.st_size > 0 ? s.st_size - loc.offset : 0;
+        loc.padding_after = s.st_size > 0 ? file.padding_after(s.st_value + s.st_size) : 0;
         loc.function_entry = loc.offset == 0;
     } else {
         loc.function_entry = file.starts_function(loc.address);
@@ -711,7 +868,7 @@ result<uintptr_t> runtime_address(const uprobe_location &loc) {
         return std::move(found).err();
     }
     if (!*found) {
-        return make_error(ENOENT, loc.binary + " is not mapped executable in this process (pid " +
+        return make_error(ENOENT, loc.binary + std::string(not_mapped_here) + " (pid " +
                                       std::to_string(::getpid()) + ")");
     }
     return **found;

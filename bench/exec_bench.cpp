@@ -541,7 +541,7 @@ void print_summary(const bench::recording_reporter &r, std::span<const program_s
     std::printf("%-16s %10s %10s %7s %10s %7s %10s %7s %10s %7s\n", "program", "native", "jit", "x",
                 "jit-unchk", "x", "interp", "x", "kernel", "x");
     std::vector<double> jit_ratios, checked_ratios;
-    std::vector<std::string> slower_than_kernel;
+    std::vector<std::string> slower_than_kernel, far_from_native;
     size_t kernel_compared = 0;
     for (const program_state &st : states) {
         auto base = figure(r, st, native);
@@ -562,6 +562,9 @@ void print_summary(const bench::recording_reporter &r, std::span<const program_s
         auto j = figure(r, st, jit), ju = figure(r, st, jit_unchecked), k = figure(r, st, kernel);
         if (j && base) {
             jit_ratios.push_back(*j / *base);
+            if (*j > 1.5 * *base) {
+                far_from_native.push_back(st.prog->name);
+            }
         }
         if (j && ju) {
             checked_ratios.push_back(*j / *ju);
@@ -618,6 +621,15 @@ void print_summary(const bench::recording_reporter &r, std::span<const program_s
         double g = geomean(jit_ratios);
         std::printf("  jit/native geomean %.2fx (%zu programs) <= 1.3x: %s\n", g, jit_ratios.size(),
                     g <= 1.3 ? "holds" : "MISSED");
+    }
+    if (!jit_ratios.empty()) {
+        std::string names;
+        for (const std::string &n : far_from_native) {
+            names += " " + n;
+        }
+        std::printf("  every program on the JIT within 1.5x of native (%zu programs): %s%s\n",
+                    jit_ratios.size(),
+                    far_from_native.empty() ? "holds" : "MISSED:", names.c_str());
     }
     if (kernel_compared == 0) {
         std::printf("  no program slower on the JIT than on the kernel: not measured\n");

@@ -58,7 +58,7 @@ constexpr uint64_t handle_tag = 0xb9f0'0000'0000'0000ull;
 constexpr uint64_t handle_tag_mask = 0xffff'0000'0000'0000ull;
 constexpr unsigned handle_index_bits = 16;
 constexpr uint64_t handle_index_mask = (1ull << handle_index_bits) - 1;
-constexpr size_t max_handles = 4096; // maps one process uses at once
+constexpr size_t max_handles = max_map_handles; // maps one process uses at once
 static_assert(max_handles <= handle_index_mask + 1);
 static_assert(std::is_trivially_copyable_v<maps::map_view>);
 
@@ -1034,6 +1034,9 @@ uint64_t snprintf_helper(uint64_t str, uint64_t str_size, uint64_t fmt, uint64_t
     if (data_len != 0) {
         std::memcpy(args, ptr(data), data_len);
     }
+    if (!snprintf_format_problem(*f, data_len / 8).empty()) {
+        return u64(-EINVAL);
+    }
     auto text = bpf_format(ctx, *f, args, data_len / 8);
     if (!text) {
         return u64(-EINVAL);
@@ -1106,6 +1109,94 @@ bool end_of_run(std::string &problem) {
 
 } // namespace
 
+std::string snprintf_format_problem(std::string_view f, uint64_t num_args) {
+    auto at = [&](size_t i) { return i < f.size() ? f[i] : '\0'; };
+    auto conv_at = [&](size_t start, size_t end) {
+        return "the conversion \"" + std::string(f.substr(start, end - start)) + "\" at offset " +
+               std::to_string(start);
+    };
+    if (num_args > snprintf_max_args) {
+        return std::to_string(num_args) + " arguments: bpf_snprintf takes at most " +
+               std::to_string(snprintf_max_args);
+    }
+    uint64_t used = 0;
+    for (size_t i = 0; i < f.size(); i++) {
+        if (!printable_ascii(f[i])) {
+            return "the byte 0x" + std::string(1, "0123456789abcdef"[(f[i] >> 4) & 15]) +
+                   std::string(1, "0123456789abcdef"[f[i] & 15]) + " at offset " +
+                   std::to_string(i) + " is not printable ASCII";
+        }
+        if (f[i] != '%') {
+            continue;
+        }
+        if (at(i + 1) == '%') {
+            i++;
+            continue;
+        }
+        size_t start = i++;
+        if (used >= num_args) {
+            return conv_at(start, std::min(f.size(), start + 2)) +
+                   " has no argument: the data "
+                   "array holds " +
+                   std::to_string(num_args) + " (data_len / 8)";
+        }
+        used++;
+        while (at(i) == '0' || at(i) == '+' || at(i) == '-' || at(i) == ' ') {
+            i++;
+        }
+        while (at(i) >= '0' && at(i) <= '9') {
+            i++;
+        }
+        char c = at(i);
+        auto bad = [&](size_t end, const char *why) {
+            return conv_at(start, std::min(f.size(), end)) + " " + why;
+        };
+        constexpr const char *takes =
+            "is not one bpf_snprintf takes (it takes %d %i %u %x %X with l or ll, %c, %s, "
+            "%pks, %pus, %pK, %px, %ps, %pS, %pB, %pi4, %pI4, %pi6, %pI6)";
+        if (c == 'p') {
+            char p1 = at(i + 1), p2 = at(i + 2);
+            if ((p1 == 'k' || p1 == 'u') && p2 == 's') {
+                if (!space_or_punct(at(i + 3))) {
+                    return bad(i + 4, "must be followed by a space, punctuation or the end");
+                }
+                i += 2;
+                continue;
+            }
+            if (space_or_punct(p1) || p1 == 'K' || p1 == 'x' || p1 == 's' || p1 == 'S' ||
+                p1 == 'B') {
+                if (!space_or_punct(p1)) {
+                    i++;
+                }
+                continue;
+            }
+            if ((p1 != 'i' && p1 != 'I') || (p2 != '4' && p2 != '6')) {
+                return bad(i + 2, takes);
+            }
+            i += 2;
+            continue;
+        }
+        if (c == 's') {
+            if (!space_or_punct(at(i + 1))) {
+                return bad(i + 2, "must be followed by a space, punctuation or the end");
+            }
+            continue;
+        }
+        if (c == 'c') {
+            continue;
+        }
+        int longs = 0;
+        while (at(i) == 'l' && longs < 2) {
+            longs++, i++;
+        }
+        c = at(i);
+        if (c != 'i' && c != 'd' && c != 'u' && c != 'x' && c != 'X') {
+            return bad(i + 1, takes);
+        }
+    }
+    return {};
+}
+
 bool decode_map_handle(uint64_t handle, vm::run_context *ctx, const char *helper,
                        maps::map_view &out) {
     return decode(handle, ctx, helper, out);
@@ -1134,8 +1225,9 @@ result<std::shared_ptr<const map_handle>> make_handle(const maps::map_view &view
     } else if (p.used < max_handles) {
         index = static_cast<uint32_t>(p.used++);
     } else {
-        return make_error(ENOSPC, "this process uses " + std::to_string(max_handles) +
-                                      " maps already; no map handle is left");
+        return make_error(ENOSPC, "this process holds " + std::to_string(max_handles) +
+                                      " map handles already, the most one process may (the "
+                                      "limit of map handles per process); no map handle is left");
     }
     handle_slot &s = handle_table()[index];
     // The slot is odd (free) here: a reader copying the view meanwhile sees the number move.

@@ -4,8 +4,10 @@
 /// instructions into a trampoline, stopping the other threads while code is patched.
 #pragma once
 
+#include "bpftime/hook/pause.hpp"
 #include "bpftime/result.hpp"
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -14,6 +16,8 @@
 #include <vector>
 
 namespace bpftime::hook_detail {
+
+using bpftime::pause_for;
 
 /// One line of /proc/self/maps.
 struct mapping {
@@ -36,13 +40,25 @@ struct relocation {
     std::vector<uint8_t> code; ///< trampoline code, ending with the jump back
     std::vector<size_t> from;  ///< offset in the original of each instruction boundary
     std::vector<size_t> to;    ///< matching offset in the trampoline
+    /// Bytes of fill after the function's last instruction that the patch covers (0 for none):
+    /// the function ends with a flow-ending instruction before 5 bytes, and the fill after it,
+    /// which no code reaches, takes the rest of the jump.
+    size_t padding_used = 0;
 };
 
 /// Decodes whole instructions at address (bytes readable up to limit) until they cover 5
 /// bytes (or cover bytes, when more; exactly one instruction when cover is 0) and relocates
 /// them for a trampoline placed at trampoline. function_size (0: unknown) bounds the range.
+/// padding_after (with function_size) is how many bytes after the function's end are fill no
+/// code reaches (the caller proved it from the binary): a function that ends (ret, jmp) before
+/// 5 bytes may then be covered by a jump that runs into that fill, when its bytes here are
+/// int3 or nop.
 result<relocation> relocate(uintptr_t address, size_t available, size_t function_size,
-                            uintptr_t trampoline, size_t cover = 5);
+                            uintptr_t trampoline, size_t cover = 5, size_t padding_after = 0);
+
+/// Whether the bytes [at, at + n) are int3 or nop fill (whole nop forms, or the start of one
+/// whose bytes are readable up to at + readable).
+bool is_fill(const uint8_t *at, size_t n, size_t readable);
 
 /// The first instruction of [address, address + size) (a linear sweep, size being the rest of
 /// the function) with a relative branch into (address, address + patched): a jump patch there

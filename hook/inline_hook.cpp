@@ -7,8 +7,10 @@
 #include "bpftime/hook/syscall_intercept.hpp"
 #include "hook_internal.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cpuid.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +19,7 @@
 #include <sys/syscall.h>
 #include <thread>
 #include <unistd.h>
+#include <utility>
 
 namespace bpftime {
 
@@ -70,7 +73,10 @@ struct shadow_stack {
     shadow_entry *entries;
 };
 
-thread_local shadow_stack t_shadow;
+// Initial-exec: the probe path reaches it with one load relative to the thread pointer instead
+// of a call to __tls_get_addr in a library (the agent); it is small enough for the static TLS
+// surplus a library loaded by dlopen must fit in.
+__attribute__((tls_model("initial-exec"))) thread_local shadow_stack t_shadow;
 
 // Unmaps a thread's entries when it exits; only touched when they are mapped, so the probe
 // path has no thread-local constructor check. Its system calls (and the mapping's) go through
@@ -254,11 +260,103 @@ __attribute__((no_sanitize("address"))) void return_dispatch(pt_regs *frame) {
 
 // --- Machine code of the stubs ---------------------------------------------------------------
 
-// The stub's frame: a pt_regs, 8 bytes of padding, xmm0-xmm15. It sits below the red zone.
-constexpr int32_t xmm_offset = 176;
-constexpr int32_t frame_size = xmm_offset + 16 * 16; // 432, a multiple of 16
+// What the CPU and the kernel enable of the vector state, read once.
+struct vector_unit {
+    bool avx = false;    // ymm: XCR0 enables SSE and AVX state
+    bool avx512 = false; // zmm and the mask registers: XCR0 enables their three components
+    bool xsave = false;  // XSAVE/XRSTOR usable (the kernel set CR4.OSXSAVE)
+    bool xsavec = false; // the compacting XSAVEC, which skips components in their initial state
+    uint64_t mask = 0;   // the components a full save takes: x87, SSE, AVX, AVX-512
+    uint32_t area = 512; // bytes of a save area for them (FXSAVE's 512 without XSAVE)
+};
+
+uint64_t read_xcr0() {
+    uint32_t lo = 0, hi = 0;
+    asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t{hi} << 32) | lo;
+}
+
+vector_unit detect_vector_unit() {
+    vector_unit v;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return v;
+    const bool osxsave = (c & (1u << 27)) != 0;
+    const bool cpu_avx = (c & (1u << 28)) != 0;
+    if (!osxsave)
+        return v;
+    v.xsave = true;
+    const uint64_t xcr0 = read_xcr0();
+    // x87, SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM: the state C and C++ code can touch. PKRU and
+    // AMX tiles are left out: compilers never use them implicitly.
+    v.mask = xcr0 & 0xE7;
+    v.avx = cpu_avx && (xcr0 & 0x6) == 0x6;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        v.avx512 = v.avx && (b & (1u << 16)) != 0 && (xcr0 & 0xE0) == 0xE0;
+    if (__get_cpuid_count(0xD, 1, &a, &b, &c, &d))
+        v.xsavec = (a & (1u << 1)) != 0;
+    // The end of the last component of mask in the standard form: at least what the compacted
+    // form needs. Components XCR0 enables outside mask (AMX tiles: 8 KiB) take no stack.
+    v.area = 512 + 64;
+    for (unsigned i = 2; i < 64; ++i)
+        if ((v.mask >> i) & 1 && __get_cpuid_count(0xD, i, &a, &b, &c, &d))
+            v.area = std::max(v.area, b + a); // offset + size
+    return v;
+}
+
+const vector_unit &vectors() {
+    static const vector_unit v = detect_vector_unit();
+    return v;
+}
+
+// How much of the vector state a stub saves around its handler.
+enum class vector_save {
+    // At a function's entry or return, where the ABI makes only some state live: the argument
+    // and return registers at full width (zmm0-7, or ymm/xmm), the low 128 bits of the others
+    // (xmm8-15, ymm8-15 whole with AVX) for callers that keep values there across calls to a
+    // function they know (GCC's -fipa-ra). The x87 stack is empty at a call, the control words
+    // are callee-saved, so the handler keeps them. A return stub whose x87 stack is not empty
+    // (a long double result) takes the full save instead.
+    abi,
+    // Anywhere: every component of mask with XSAVEC (or XSAVE; FXSAVE without XSAVE) into an
+    // area on the stack below the frame, restored with XRSTOR.
+    full,
+};
+
+// The stub's frame: a pt_regs, 8 bytes of padding, then (abi saves) the vector registers. It
+// sits below the red zone; a full save's area lies below it, 64-byte aligned.
+constexpr int32_t vector_offset = 176;
 constexpr int32_t red_zone = 128;
-constexpr int32_t below = red_zone + frame_size;
+
+// Bytes of the abi save's vector area.
+int32_t abi_vector_bytes() {
+    const vector_unit &v = vectors();
+    if (v.avx512)
+        return 8 * 64 + 8 * 32; // zmm0-7, ymm8-15
+    if (v.avx)
+        return 16 * 32; // ymm0-15
+    return 16 * 16;     // xmm0-15
+}
+
+// The abi save's area is 64-byte aligned inside the frame (rsp is 8 bytes off 16 at a
+// function's entry): a vector store that crosses a cache line costs two.
+int32_t frame_size(vector_save save) {
+    return vector_offset + (save == vector_save::abi ? 64 + abi_vector_bytes() : 0);
+}
+
+// This process's code and stack segment selectors, as pt_regs reports them.
+struct segment_selectors {
+    uint16_t cs = 0, ss = 0;
+};
+const segment_selectors &selectors() {
+    static const segment_selectors s = [] {
+        segment_selectors v;
+        asm volatile("mov %%cs, %0" : "=r"(v.cs));
+        asm volatile("mov %%ss, %0" : "=r"(v.ss));
+        return v;
+    }();
+    return s;
+}
 
 enum reg : uint8_t { rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15 };
 
@@ -330,13 +428,29 @@ struct emitter {
                static_cast<uint8_t>(0x84 | ((r & 7) << 3)), 0x24});
         imm32(disp);
     }
-    // movdqu [rsp + disp32], xmmN  /  movdqu xmmN, [rsp + disp32]
+    // The ModRM and disp32 of [rax + disp32] with register n in the reg field.
+    void rax_operand(int n, int32_t disp) {
+        code.push_back(static_cast<uint8_t>(0x80 | ((n & 7) << 3)));
+        imm32(disp);
+    }
+    // movdqu [rax + disp32], xmmN  /  movdqu xmmN, [rax + disp32] (opcode 0x7F / 0x6F)
     void xmm_op(uint8_t opcode, int n, int32_t disp) {
         code.push_back(0xF3);
         if (n >= 8)
             code.push_back(0x44);
-        bytes({0x0F, opcode, static_cast<uint8_t>(0x84 | ((n & 7) << 3)), 0x24});
-        imm32(disp);
+        bytes({0x0F, opcode});
+        rax_operand(n, disp);
+    }
+    // vmovdqu [rax + disp32], ymmN  /  vmovdqu ymmN, [rax + disp32]: VEX.256.F3.0F 7F / 6F
+    void ymm_op(uint8_t opcode, int n, int32_t disp) {
+        bytes({0xC5, static_cast<uint8_t>(n >= 8 ? 0x7E : 0xFE), opcode});
+        rax_operand(n, disp);
+    }
+    // vmovdqu64 [rax + disp32], zmmN  /  vmovdqu64 zmmN, [rax + disp32] for N < 8:
+    // EVEX.512.F3.0F.W1 7F / 6F
+    void zmm_op(uint8_t opcode, int n, int32_t disp) {
+        bytes({0x62, 0xF1, 0xFE, 0x48, opcode});
+        rax_operand(n, disp);
     }
     // mov r, imm64
     void movabs(reg r, uint64_t v) {
@@ -345,8 +459,32 @@ struct emitter {
         imm64(v);
     }
 
-    // Saves every register into the frame below the red zone; rbx then holds the frame.
-    void save_all(uintptr_t address) {
+    // The vector registers of an abi save, stored (0x7F) or loaded (0x6F), at the first 64-byte
+    // boundary past vector_offset in the frame at rsp. Uses rax.
+    void abi_vectors(uint8_t opcode) {
+        const vector_unit &v = vectors();
+        bytes({0x48, 0x8D, 0x84, 0x24}); // lea rax, [rsp + vector_offset + 63]
+        imm32(vector_offset + 63);
+        bytes({0x48, 0x83, 0xE0, 0xC0}); // and rax, -64
+        int32_t at = 0;
+        for (int n = 0; n < 16; ++n) {
+            if (v.avx512 && n < 8) {
+                zmm_op(opcode, n, at);
+                at += 64;
+            } else if (v.avx) {
+                ymm_op(opcode, n, at);
+                at += 32;
+            } else {
+                xmm_op(opcode, n, at);
+                at += 16;
+            }
+        }
+    }
+
+    // Saves the general registers into a frame of the given size below the red zone: a pt_regs
+    // (the flags in eflags). Nothing is written above rsp - red_zone - size.
+    void save_gprs(uintptr_t address, int32_t size) {
+        const int32_t below = red_zone + size;
         lea_rsp(-below);
         for (reg r : saved_regs)
             store(r, slot_of(r));
@@ -357,18 +495,60 @@ struct emitter {
         store(rax, slot_of(rsp));
         movabs(rax, address);
         store(rax, rip_slot);
-        bytes({0x48, 0xC7, 0xC0, 0xFF, 0xFF, 0xFF, 0xFF}); // mov rax, -1
-        store(rax, orig_rax_slot);
-        bytes({0x48, 0x8C, 0xC8}); // mov rax, cs
-        store(rax, cs_slot);
-        bytes({0x48, 0x8C, 0xD0}); // mov rax, ss
-        store(rax, ss_slot);
-        for (int n = 0; n < 16; ++n)
-            xmm_op(0x7F, n, xmm_offset + 16 * n);
-        bytes({0x48, 0x89, 0xE3});       // mov rbx, rsp
-        bytes({0x48, 0x83, 0xE4, 0xF0}); // and rsp, -16
-        code.push_back(0xFC);            // cld
+        bytes({0x48, 0xC7, 0x84, 0x24}); // mov qword [rsp + orig_rax], -1
+        imm32(orig_rax_slot);
+        imm32(-1);
+        // The segment selectors of 64-bit user code never change: stored as constants, since
+        // reading a segment register costs more than the store.
+        for (auto [slot, value] : {std::pair{cs_slot, selectors().cs}, {ss_slot, selectors().ss}}) {
+            bytes({0x48, 0xC7, 0x84, 0x24}); // mov qword [rsp + slot], imm32
+            imm32(slot);
+            imm32(static_cast<int32_t>(value));
+        }
     }
+
+    // edx:eax = the components of a full save
+    void full_mask() {
+        const uint64_t m = vectors().mask;
+        code.push_back(0xB8); // mov eax, imm32
+        imm32(static_cast<int32_t>(m & 0xFFFFFFFF));
+        code.push_back(0xBA); // mov edx, imm32
+        imm32(static_cast<int32_t>(m >> 32));
+    }
+
+    // Saves the vector state (after save_gprs); rbx then holds the frame, rsp is 16-byte
+    // aligned for the handler's call and the direction flag is clear.
+    void save_vectors(vector_save save) {
+        if (save == vector_save::abi)
+            abi_vectors(0x7F);
+        bytes({0x48, 0x89, 0xE3}); // mov rbx, rsp
+        if (save == vector_save::full) {
+            const vector_unit &v = vectors();
+            bytes({0x48, 0x81, 0xEC}); // sub rsp, imm32
+            imm32(static_cast<int32_t>(v.area));
+            bytes({0x48, 0x83, 0xE4, 0xC0}); // and rsp, -64
+            if (v.xsave) {
+                // XRSTOR refuses a header whose bytes 8-63 are not zero; XSAVE and XSAVEC
+                // write only the fields they use.
+                for (int32_t at = 512 + 8; at < 512 + 64; at += 8) {
+                    bytes({0x48, 0xC7, 0x84, 0x24}); // mov qword [rsp + disp32], 0
+                    imm32(at);
+                    imm32(0);
+                }
+                full_mask();
+                if (v.xsavec)
+                    bytes({0x48, 0x0F, 0xC7, 0x24, 0x24}); // xsavec64 [rsp]
+                else
+                    bytes({0x48, 0x0F, 0xAE, 0x24, 0x24}); // xsave64 [rsp]
+            } else {
+                bytes({0x48, 0x0F, 0xAE, 0x04, 0x24}); // fxsave64 [rsp]
+            }
+        } else {
+            bytes({0x48, 0x83, 0xE4, 0xF0}); // and rsp, -16
+        }
+        code.push_back(0xFC); // cld
+    }
+
     // call fn(rdi = arg or the frame, rsi = the frame or nothing)
     void call(uintptr_t fn) {
         movabs(rax, fn);
@@ -390,15 +570,35 @@ struct emitter {
         imm32(eflags_slot);
         bytes({0x9E}); // sahf
     }
-    // Restores every register (rsp as at the start).
-    void restore_all() {
+    // Restores every register (rsp as at the start) after save_gprs(size) and save_vectors.
+    void restore_all(vector_save save, int32_t size) {
+        if (save == vector_save::full) {
+            if (vectors().xsave) {
+                full_mask();
+                bytes({0x48, 0x0F, 0xAE, 0x2C, 0x24}); // xrstor64 [rsp]
+            } else {
+                bytes({0x48, 0x0F, 0xAE, 0x0C, 0x24}); // fxrstor64 [rsp]
+            }
+        }
         bytes({0x48, 0x89, 0xDC}); // mov rsp, rbx
-        for (int n = 0; n < 16; ++n)
-            xmm_op(0x6F, n, xmm_offset + 16 * n);
+        if (save == vector_save::abi)
+            abi_vectors(0x6F);
         restore_flags();
+        // The handler is called as C code is: it keeps rbp and r12-r15 (rbx held the frame).
         for (reg r : saved_regs)
-            load(r, slot_of(r));
-        lea_rsp(below);
+            if (r != rbp && r < r12)
+                load(r, slot_of(r));
+        lea_rsp(red_zone + size);
+    }
+    // jnz rel32 to a label placed later (patched by land)
+    size_t jnz_forward() {
+        bytes({0x0F, 0x85});
+        imm32(0);
+        return code.size();
+    }
+    void land(size_t from) {
+        const auto rel = static_cast<int32_t>(code.size() - from);
+        std::memcpy(&code[from - 4], &rel, 4);
     }
 };
 
@@ -406,32 +606,46 @@ struct emitter {
 // trampoline follows it directly. When entry_dispatch returns true, the registers (rax the
 // value asked for) are restored and a `ret` returns to the caller: at entry rsp points at the
 // return address and the callee-saved registers are the caller's.
-std::vector<uint8_t> entry_stub(record *rec) {
+std::vector<uint8_t> entry_stub(record *rec, vector_save save) {
     emitter e;
-    e.save_all(rec->address);
+    const int32_t size = frame_size(save);
+    e.save_gprs(rec->address, size);
+    e.save_vectors(save);
     e.movabs(rdi, reinterpret_cast<uintptr_t>(rec));
     e.bytes({0x48, 0x89, 0xDE}); // mov rsi, rbx
     e.call(reinterpret_cast<uintptr_t>(&entry_dispatch));
     emitter early;
-    early.restore_all();
+    early.restore_all(save, size);
     early.code.push_back(0xC3);        // ret
     e.bytes({0x84, 0xC0, 0x0F, 0x84}); // test al, al; jz rel32 (past the early return)
     e.imm32(static_cast<int32_t>(early.code.size()));
     e.code.insert(e.code.end(), early.code.begin(), early.code.end());
-    e.restore_all();
+    e.restore_all(save, size);
     return e.code;
 }
 
 // The return stub: registers saved, return_dispatch(frame), registers restored, then a jump to
 // the original return address that return_dispatch left at [rsp - 8] (in the red zone, which
-// signal frames skip).
+// signal frames skip). A function returns its results in rax, rdx, xmm0-1 (ymm0/zmm0 at full
+// width) or st0-1: an abi save, unless the x87 stack holds a result (its top is not 0), which
+// takes a full save.
 std::vector<uint8_t> return_stub(record *rec) {
     emitter e;
-    e.save_all(rec->address);
-    e.bytes({0x48, 0x89, 0xDF}); // mov rdi, rbx
-    e.call(reinterpret_cast<uintptr_t>(&return_dispatch));
-    e.restore_all();
-    e.bytes({0xFF, 0x64, 0x24, 0xF8}); // jmp [rsp - 8]
+    // Both paths use the abi save's frame (a full save's area lies below it).
+    const int32_t size = frame_size(vector_save::abi);
+    auto path = [&](vector_save save) {
+        e.save_vectors(save);
+        e.bytes({0x48, 0x89, 0xDF}); // mov rdi, rbx
+        e.call(reinterpret_cast<uintptr_t>(&return_dispatch));
+        e.restore_all(save, size);
+        e.bytes({0xFF, 0x64, 0x24, 0xF8}); // jmp [rsp - 8]
+    };
+    e.save_gprs(rec->address, size);
+    e.bytes({0xDF, 0xE0, 0xF6, 0xC4, 0x38}); // fnstsw ax; test ah, 0x38 (TOP)
+    const size_t to_full = e.jnz_forward();
+    path(vector_save::abi);
+    e.land(to_full);
+    path(vector_save::full);
     return e.code;
 }
 
@@ -490,7 +704,8 @@ __attribute__((no_sanitize("address"))) void trap_dispatch(void *user, ucontext_
 
 // The record of a new hook, installed.
 result<record *> install_hook(uintptr_t address, size_t function_size, hook_entry_fn on_entry,
-                              hook_return_fn on_return, void *user, bool trap) {
+                              hook_return_fn on_return, void *user, bool trap, hook_site site,
+                              size_t padding_after = 0) {
     if (!on_entry)
         return make_error(EINVAL, "an inline hook needs an entry handler");
     std::lock_guard lock(g_hooks_mutex);
@@ -535,10 +750,12 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
 
     // A trap probe needs no entry stub: its trampoline (the displaced instruction's copy)
     // starts the page.
-    const auto stub = trap ? std::vector<uint8_t>{} : entry_stub(rec);
+    const auto stub = trap ? std::vector<uint8_t>{}
+                           : entry_stub(rec, site == hook_site::function_entry ? vector_save::abi
+                                                                               : vector_save::full);
     rec->trampoline = rec->page + stub.size();
-    auto reloc =
-        hook_detail::relocate(address, available, function_size, rec->trampoline, trap ? 0 : 5);
+    auto reloc = hook_detail::relocate(address, available, function_size, rec->trampoline,
+                                       trap ? 0 : 5, trap ? 0 : padding_after);
     if (!reloc)
         return fail(std::move(reloc).err());
     rec->reloc = std::move(*reloc);
@@ -614,10 +831,44 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
 
 } // namespace
 
+hook_site_decision decide_hook_site(const uint8_t *code, size_t available, size_t function_size,
+                                    size_t padding_after) {
+    // As install_hook decides: the trampoline's place only matters for reach, so the bytes'
+    // own address stands in for it.
+    const auto address = reinterpret_cast<uintptr_t>(code);
+    hook_site_decision out;
+    auto jump = hook_detail::relocate(address, available, function_size, address, 5, padding_after);
+    if (jump) {
+        const uintptr_t from =
+            function_size != 0
+                ? hook_detail::find_branch_into(address, function_size, jump->patched)
+                : 0;
+        if (from == 0) {
+            out.kind =
+                jump->padding_used != 0 ? hook_site_kind::padding_jump : hook_site_kind::jump;
+            return out;
+        }
+        out.why = "a branch at +" + std::to_string(from - address) + " goes into the " +
+                  std::to_string(jump->patched) + " bytes a jump would replace";
+    } else {
+        out.why = jump.err().message;
+    }
+    auto trap = hook_detail::relocate(address, available, function_size, address, 0);
+    if (trap) {
+        out.kind = hook_site_kind::trap;
+        return out;
+    }
+    out.kind = hook_site_kind::refused;
+    out.why += "; and as a trap probe: " + trap.err().message;
+    return out;
+}
+
 result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, size_t function_size,
                                                           hook_entry_fn on_entry,
-                                                          hook_return_fn on_return, void *user) {
-    auto rec = install_hook(address, function_size, on_entry, on_return, user, false);
+                                                          hook_return_fn on_return, void *user,
+                                                          hook_site site, size_t padding_after) {
+    auto rec =
+        install_hook(address, function_size, on_entry, on_return, user, false, site, padding_after);
     if (!rec)
         return std::move(rec).err();
     return std::unique_ptr<inline_hook>(new inline_hook(*rec));
@@ -626,7 +877,9 @@ result<std::unique_ptr<inline_hook>> inline_hook::install(uintptr_t address, siz
 result<std::unique_ptr<inline_hook>>
 inline_hook::install_trap(uintptr_t address, size_t function_size, hook_entry_fn on_entry,
                           hook_return_fn on_return, void *user) {
-    auto rec = install_hook(address, function_size, on_entry, on_return, user, true);
+    // The kernel saves and restores the whole register state around the signal.
+    auto rec =
+        install_hook(address, function_size, on_entry, on_return, user, true, hook_site::any);
     if (!rec)
         return std::move(rec).err();
     return std::unique_ptr<inline_hook>(new inline_hook(*rec));
@@ -671,7 +924,7 @@ inline_hook::~inline_hook() {
     // and records are never freed, so a thread still on its way out of them is safe.
     bool busy = !hook_detail::barrier_all_threads() || handlers_running(rec);
     for (int round = 0; busy && round < 10000; round++) {
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        hook_detail::pause_for(std::chrono::microseconds(100));
         busy = handlers_running(rec);
     }
     if (busy)
@@ -688,6 +941,10 @@ size_t inline_hook::patched_bytes() const {
 }
 bool inline_hook::is_trap() const {
     return rec_->trap;
+}
+
+size_t inline_hook::padding_used() const {
+    return rec_->reloc.padding_used;
 }
 bool inline_hook::return_early(uint64_t value) {
     shadow_stack &ss = t_shadow;

@@ -637,7 +637,7 @@ result<void> wait_threads_outside(std::span<const code_range> ranges) {
                                              hex(ranges.front().lo) +
                                              " within 1 s while the code there was patched (is it "
                                              "stopped?)");
-        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        pause_for(std::chrono::microseconds(200));
     }
     return {};
 }

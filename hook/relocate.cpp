@@ -64,8 +64,29 @@ bool fits32(int64_t v) {
 
 } // namespace
 
+bool is_fill(const uint8_t *at, size_t n, size_t readable) {
+    ZydisDecoder decoder;
+    ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    for (size_t i = 0; i < n;) {
+        if (at[i] == 0xCC) {
+            ++i;
+            continue;
+        }
+        // A nop form (90, 66 90, 0f 1f /0 ...): the fill assemblers put between functions;
+        // the patch may cover only its first bytes, as no code runs there.
+        ZydisDecodedInstruction in;
+        ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+        if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&decoder, at + i,
+                                                 std::min<size_t>(15, readable - i), &in, ops)) ||
+            in.mnemonic != ZYDIS_MNEMONIC_NOP)
+            return false;
+        i += in.length;
+    }
+    return true;
+}
+
 result<relocation> relocate(uintptr_t address, size_t available, size_t function_size,
-                            uintptr_t trampoline, size_t cover) {
+                            uintptr_t trampoline, size_t cover, size_t padding_after) {
     // cover 0: exactly one instruction (a trap probe's displaced instruction).
     cover = cover == 0 ? 1 : std::max(cover, jmp_size);
     ZydisDecoder decoder;
@@ -77,6 +98,7 @@ result<relocation> relocate(uintptr_t address, size_t available, size_t function
     std::vector<kind> kinds;
     std::vector<uint64_t> targets;
     size_t covered = 0;
+    size_t padding_used = 0;
     while (covered < cover) {
         decoded d{};
         d.address = address + covered;
@@ -102,10 +124,18 @@ result<relocation> relocate(uintptr_t address, size_t available, size_t function
                                in.meta.category == ZYDIS_CATEGORY_UNCOND_BR ||
                                in.mnemonic == ZYDIS_MNEMONIC_UD2 ||
                                in.mnemonic == ZYDIS_MNEMONIC_HLT;
-        if (ends_flow && end < cover)
+        // The function ends here, before the jump's end: the fill after it may take the rest
+        // when the binary shows no code uses it and the bytes here are still fill.
+        const bool into_padding = ends_flow && end < cover && function_size != 0 &&
+                                  end == function_size && cover - end <= padding_after &&
+                                  cover <= available &&
+                                  is_fill(bytes + end, cover - end, available - end);
+        if (ends_flow && end < cover && !into_padding)
             return make_error(EINVAL, "refusing to hook " + hex(address) + ": the code ends with " +
                                           where(d) + " after " + std::to_string(end) +
                                           " bytes; a 5-byte jump would overwrite what follows");
+        if (into_padding)
+            padding_used = cover - end;
 
         kind k = kind::copy;
         uint64_t target = 0;
@@ -152,11 +182,12 @@ result<relocation> relocate(uintptr_t address, size_t available, size_t function
         instrs.push_back(d);
         kinds.push_back(k);
         targets.push_back(target);
-        covered = end;
+        covered = end + padding_used;
     }
 
     relocation r;
     r.patched = covered;
+    r.padding_used = padding_used;
     // Sizes first, so that branches to a replaced instruction can go to its copy.
     std::vector<size_t> at;
     size_t pos = 0;

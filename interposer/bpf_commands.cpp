@@ -297,6 +297,20 @@ private:
         } else if (a_.inner_map_fd != 0) {
             return fail(EINVAL);
         }
+        if (a_.btf_fd != 0 && a_.btf_value_type_id != 0) {
+            // The value's struct bpf_spin_lock, which BPF_F_LOCK reads and writes take.
+            if (auto b = s_.find(static_cast<int>(a_.btf_fd), kind::btf)) {
+                std::unique_ptr<struct btf, void (*)(struct btf *)> parsed(
+                    btf__new(b->btf.data(), static_cast<uint32_t>(b->btf.size())), btf__free);
+                if (parsed) {
+                    auto lock = loader::spin_lock_offset(parsed.get(), a_.btf_value_type_id);
+                    if (!lock) {
+                        return store_error(lock.err(), "'" + spec.name + "'");
+                    }
+                    spec.spec.spin_lock_off = *lock;
+                }
+            }
+        }
         auto id = p().create_map(spec);
         if (!id) {
             return store_error(id.err(), "'" + spec.name + "'");
@@ -349,14 +363,18 @@ private:
         if (m->map.spec.type == maps::map_type::perf_event_array) {
             return fail(and_delete ? EOPNOTSUPP : kernel_enotsupp); // as the kernel
         }
-        if (a_.flags != 0) {
-            return fail(EINVAL); // BPF_F_LOCK: no spin locks in values here
+        if ((a_.flags & ~uint64_t{BPF_F_LOCK}) != 0) {
+            return fail(EINVAL);
+        }
+        const bool locked = a_.flags == BPF_F_LOCK;
+        if (locked && m->map.spec.spin_lock_off < 0) {
+            return fail(EINVAL); // as the kernel: the value has no struct bpf_spin_lock
         }
         if (keyless(m->map)) {
             return keyless_lookup(*m, and_delete);
         }
         std::span<const uint8_t> key(ptr<const uint8_t>(a_.key), m->map.spec.key_size);
-        auto v = m->view->read(key);
+        auto v = locked ? read_value_locked(m->map, *m->view, key) : m->view->read(key);
         if (!v) {
             return fail(v.err().code);
         }
@@ -406,8 +424,10 @@ private:
         if (m->map.spec.type == maps::map_type::ringbuf) {
             return fail(EINVAL);
         }
-        if (a_.flags > BPF_EXIST) {
-            return fail(EINVAL);
+        const bool locked = (a_.flags & BPF_F_LOCK) != 0;
+        if ((a_.flags & ~uint64_t{BPF_F_LOCK}) > BPF_EXIST ||
+            (locked && m->map.spec.spin_lock_off < 0)) {
+            return fail(EINVAL); // as the kernel: BPF_F_LOCK needs a struct bpf_spin_lock
         }
         if (keyless(m->map)) {
             // As the kernel: the key is ignored and the value pushed.
@@ -428,6 +448,12 @@ private:
             return map_in_map_update(m, key);
         }
         auto value = from_user(m->map, ptr<const uint8_t>(a_.value));
+        if (locked) {
+            if (auto r = write_value_locked(m->map, *m->view, key, value, a_.flags); !r) {
+                return fail(r.err().code);
+            }
+            return 0;
+        }
         if (auto r = m->view->write(key, value, a_.flags); !r) {
             return fail(r.err().code);
         }
@@ -515,6 +541,13 @@ private:
             return fail(EINVAL); // a map, link or another fd: not a program
         }
         uint32_t id = prog->id;
+        // As the kernel (bpf_prog_map_compatible): EINVAL for a program of another type.
+        if (auto ok = check_prog_array_member(*s_.segment(), m->id, id); !ok) {
+            if (ok.err().code == EINVAL) {
+                say_once(cmd_text(cmd_) + ": " + ok.err().message);
+            }
+            return fail(ok.err().code);
+        }
         if (auto r =
                 m->view->write(key, {reinterpret_cast<const uint8_t *>(&id), sizeof id}, a_.flags);
             !r) {

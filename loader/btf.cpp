@@ -205,3 +205,52 @@ result<core_relos> check_btf(const elf_image &image) {
 }
 
 } // namespace bpftime::loader::detail
+
+namespace bpftime::loader {
+namespace {
+
+// Adds the offsets (in bits from base_bits) of every struct bpf_spin_lock in type id to out;
+// depth bounds a damaged, self-referring BTF.
+void find_spin_locks(const btf *b, uint32_t id, uint64_t base_bits, int depth,
+                     std::vector<uint64_t> &out) {
+    const btf_type *t = btf__type_by_id(b, id);
+    while (t != nullptr && (btf_is_mod(t) || btf_is_typedef(t))) {
+        t = btf__type_by_id(b, t->type);
+    }
+    if (t == nullptr || depth > 16 || !(btf_is_struct(t) || btf_is_union(t))) {
+        return;
+    }
+    const char *name = btf__name_by_offset(b, t->name_off);
+    if (btf_is_struct(t) && name != nullptr && std::strcmp(name, "bpf_spin_lock") == 0) {
+        out.push_back(base_bits);
+        return;
+    }
+    const btf_member *m = btf_members(t);
+    for (uint16_t i = 0; i < btf_vlen(t); i++) {
+        find_spin_locks(b, m[i].type, base_bits + btf_member_bit_offset(t, i), depth + 1, out);
+    }
+}
+
+} // namespace
+
+result<int32_t> spin_lock_offset(const struct btf *b, uint32_t value_type_id) {
+    if (b == nullptr || value_type_id == 0) {
+        return -1;
+    }
+    std::vector<uint64_t> found;
+    find_spin_locks(b, value_type_id, 0, 0, found);
+    if (found.empty()) {
+        return -1;
+    }
+    if (found.size() > 1) {
+        return make_error(EINVAL, "the value type has " + std::to_string(found.size()) +
+                                      " struct bpf_spin_lock fields; a map value holds one at "
+                                      "most, as in Linux");
+    }
+    if (found[0] % 8 != 0) {
+        return make_error(EINVAL, "the value's struct bpf_spin_lock is not on a byte boundary");
+    }
+    return static_cast<int32_t>(found[0] / 8);
+}
+
+} // namespace bpftime::loader

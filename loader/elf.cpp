@@ -251,6 +251,12 @@ result<void> collect_maps(bpf_object *obj, const elf_image &image, elf_object &o
                   bpf_map__map_flags(map),
                   bpf_map__map_extra(map),
                   {}};
+        if (auto lock = spin_lock_offset(bpf_object__btf(obj), bpf_map__btf_value_type_id(map));
+            !lock) {
+            return make_error(EINVAL, "map '" + m.name + "': " + lock.err().message);
+        } else {
+            m.spec.spin_lock_off = *lock;
+        }
         if (maps::is_map_in_map(m.spec.type)) {
             // libbpf reads the template from the `__array(values, struct ...)` member.
             bpf_map *inner = bpf_map__inner_map(map);

@@ -8,6 +8,10 @@
 #include <unistd.h>
 
 namespace bpftime {
+
+static_assert(store::max_host_maps == helpers::max_map_handles,
+              "the store refuses at load what a host could not hold");
+
 namespace {
 
 template <class T>
@@ -363,6 +367,16 @@ void attach_manager::detach_locked(uint32_t link_id) {
 
 result<void> attach_manager::instantiate() {
     std::lock_guard lock(mu_);
+    if (auto pid = static_cast<int32_t>(getpid()); host_pid_ != pid) {
+        // Before the first read: storage destroyed from now on is kept for this process. A fork
+        // child holds what its parent held when it last synchronised.
+        auto r = seg_->host_passed(host_pid_ == 0 ? UINT64_MAX : generation_);
+        if (!r) {
+            return make_error(r.err().code, "cannot register as a host of segment " + seg_->name() +
+                                                ": " + r.err().message);
+        }
+        host_pid_ = pid;
+    }
     auto snap = seg_->read_all();
     if (!snap) {
         return snap.err();
@@ -486,6 +500,13 @@ result<void> attach_manager::instantiate() {
     if (report_link_states_) {
         report_states(*snap);
     }
+    // Every handle of a map that is gone was released above (compiled programs that named one
+    // went with their links, whose detach waits for the runs inside them): storage destroyed
+    // up to this generation is no longer reachable from this process. When the lock is busy,
+    // the next poll synchronises again and says it then.
+    if (auto r = seg_->host_passed(snap->generation); !r) {
+        generation_ = ~0ull;
+    }
     if (!failures_.empty()) {
         std::string problems;
         for (const auto &[id, f] : failures_) {
@@ -541,6 +562,9 @@ void attach_manager::deinstantiate() {
     }
     reported_.clear();
     generation_ = ~0ull;
+    if (host_pid_ == static_cast<int32_t>(getpid()) && seg_->host_leave()) {
+        host_pid_ = 0;
+    }
 }
 
 std::optional<int> attach_manager::attach_id_of(uint32_t link_id) const {

@@ -2,21 +2,36 @@
 // hash, percpu_hash, lru_hash and lru_percpu_hash: one implementation.
 //
 // Entries live in parallel arrays indexed by entry number; a bucket holds the first entry of
-// its chain and next[] links the rest. Writers serialise on the header's robust mutex.
-// Readers take no lock: a writer fills an entry completely and then publishes it with a
-// release store of the link that points at it, so a reader sees whole entries. A deleted
-// entry keeps its next[] link, so a reader standing on it still reaches the rest of its
-// chain; a reader racing a delete or a reuse may miss an entry, never leave the storage.
+// its chain and next[] links the rest. Readers take no lock: a writer fills an entry completely
+// and then publishes it with a release store of the link that points at it, so a reader sees
+// whole entries. A deleted entry keeps its next[] link, so a reader standing on it still reaches
+// the rest of its chain; a reader racing a delete or a reuse may miss an entry, never leave the
+// storage.
+//
+// Writers: an update of a present key (the common case: counters) takes only that entry's lock,
+// a word in the entry's state holding the owner's thread id, and writes the value in place.
+// Inserts and deletes take the header's robust mutex; a delete (and an LRU eviction) also takes
+// the entry's lock before it unlinks the entry, so an update holding it never writes into an
+// entry that is being freed or reused for another key. An entry lock whose owner died is taken
+// over (what is lost is that writer's own value, perhaps half written); one held by a live
+// thread is waited for at most entry_lock_wait, then the operation fails with -EBUSY, so a
+// stopped writer never blocks another process for longer.
 #include "layout.hpp"
+
+#include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
 namespace bpftime::maps::detail {
 
 void (*hash_insert_hook)() = nullptr;
+void (*hash_entry_locked_hook)() = nullptr;
 
 namespace {
 
@@ -50,23 +65,33 @@ uint64_t tail_word(const uint8_t *p, uint32_t n) {
     return uint64_t{p[0]} << 16 | uint64_t{p[n / 2]} << 8 | p[n - 1];
 }
 
-// The bucket of a key of key_size bytes. Inline, so that a constant key_size (lookups of the
+// The bucket of a key of key_size bytes: the top bits of a multiplicative hash (Knuth's), which
+// depend on every key bit. Keys of 4 and 8 bytes, the common sizes, take one multiply; longer
+// keys are mixed a word at a time first. Inline, so that a constant key_size (lookups of the
 // common sizes) leaves straight-line code.
 inline uint32_t bucket_of(const map_ref &m, const void *key, uint32_t key_size) {
     constexpr uint64_t mul = 0x9e3779b97f4a7c15ull;
     const auto *p = static_cast<const uint8_t *>(key);
-    uint64_t h = m.lay.seed ^ key_size;
-    uint32_t n = key_size;
-    for (; n >= 8; n -= 8, p += 8) {
-        h = std::rotl((h ^ load<uint64_t>(p)) * mul, 31);
+    uint64_t x;
+    if (key_size == 4) {
+        x = load<uint32_t>(p);
+    } else if (key_size == 8) {
+        x = load<uint64_t>(p);
+    } else {
+        uint64_t h = m.lay.seed ^ key_size; // seeded first: colliding keys depend on the seed
+        uint32_t n = key_size;
+        for (; n >= 8; n -= 8, p += 8) {
+            h = std::rotl((h ^ load<uint64_t>(p)) * mul, 31);
+        }
+        if (n > 0) {
+            h = std::rotl((h ^ tail_word(p, n)) * mul, 31);
+        }
+        x = h ^ (h >> 29);
     }
-    if (n > 0) {
-        h = std::rotl((h ^ tail_word(p, n)) * mul, 31);
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return static_cast<uint32_t>(h) & (m.lay.nbuckets - 1);
+    // nbuckets is a power of two up to 2^31: the top log2(nbuckets) bits of the product.
+    const uint64_t h = (x ^ m.lay.seed) * mul;
+    const int bits = std::countr_zero(m.lay.nbuckets);
+    return static_cast<uint32_t>((h >> 32) >> (32 - bits));
 }
 
 uint32_t bucket_of(const map_ref &m, const void *key) {
@@ -90,23 +115,27 @@ inline bool keys_equal(const uint8_t *a, const void *b, uint32_t n) {
 // chain rewired under a reader (or corrupted) could otherwise loop. KeySize is the key size
 // when the caller knows it (0: the map's).
 template <uint32_t KeySize = 0>
-uint32_t chain_find(const map_ref &m, const tables &t, const void *key,
-                    uint32_t **link_out = nullptr) {
+[[gnu::always_inline]] inline uint32_t chain_find(const map_ref &m, const tables &t,
+                                                  const void *key, uint32_t **link_out = nullptr) {
     const uint32_t key_size = KeySize != 0 ? KeySize : m.spec.key_size;
+    const uint32_t max = m.spec.max_entries, stride = m.lay.entry_stride;
+    uint8_t *const entries = m.base + m.lay.entries;
     uint32_t *link = &t.buckets[bucket_of(m, key, key_size)];
-    for (uint32_t steps = 0; steps < m.spec.max_entries; steps++) {
+    for (uint32_t steps = 0; steps < max; steps++) {
         uint32_t idx = atomic(*link).load(std::memory_order_acquire);
-        if (idx >= m.spec.max_entries) {
+        if (idx >= max) {
             return none;
         }
-        if (atomic(m.in_use(idx)).load(std::memory_order_relaxed) &&
-            keys_equal(m.key(idx), key, key_size)) {
+        uint8_t *e = entries + uint64_t{idx} * stride;
+        uint32_t state = atomic(*reinterpret_cast<uint32_t *>(e + hash_entry_state))
+                             .load(std::memory_order_relaxed);
+        if ((state & entry_used) != 0 && keys_equal(e + hash_entry_key, key, key_size)) {
             if (link_out) {
                 *link_out = link;
             }
             return idx;
         }
-        link = &m.next(idx);
+        link = reinterpret_cast<uint32_t *>(e);
     }
     return none;
 }
@@ -161,7 +190,8 @@ void rebuild(const map_ref &m, const tables &t) {
     uint32_t top = 0;
     for (uint32_t idx = n; idx-- > 0;) {
         if (!reachable[idx]) {
-            atomic(m.in_use(idx)).store(0, std::memory_order_relaxed);
+            // Reachable entries keep their state: a live writer may hold one's lock.
+            atomic(m.state(idx)).store(0, std::memory_order_relaxed);
             t.free_stack[top++] = idx; // lowest index on top: new entries fill from the start
         }
     }
@@ -180,10 +210,87 @@ bool lock_writers(const robust_lock &lock, const map_ref &m, const tables &t) {
     return true;
 }
 
+// --- entry locks ---
+
+thread_local uint32_t cached_tid = 0;
+
+uint32_t this_thread_id() {
+    // Cached: gettid() is a system call, and a thread's id never changes (a fork child's thread
+    // gets a new one: the handler below forgets the parent's).
+    if (cached_tid == 0) [[unlikely]] {
+        static const bool registered =
+            pthread_atfork(nullptr, nullptr, [] { cached_tid = 0; }) == 0;
+        (void)registered;
+        cached_tid = static_cast<uint32_t>(::gettid()) & entry_owner_mask;
+    }
+    return cached_tid;
+}
+
+bool thread_gone(uint32_t tid) {
+    return tid == 0 || (::kill(static_cast<pid_t>(tid), 0) != 0 && errno == ESRCH);
+}
+
+enum class entry_lock { held, gone, busy };
+
+// Takes idx's lock while it holds a key; with key set, also checks that the entry still holds
+// that key (it may have been deleted and reused since the caller found it). gone: the entry is
+// free or holds another key; busy: a live thread held the lock for longer than entry_lock_wait.
+template <uint32_t KeySize = 0>
+entry_lock lock_entry(const map_ref &m, uint32_t idx, const void *key) {
+    auto state = atomic(m.state(idx));
+    const uint32_t me = entry_used | this_thread_id();
+    uint32_t seen = entry_used;
+    if (!state.compare_exchange_strong(seen, me, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        // The critical sections are a value copy: spin a little, then check that the holder is
+        // alive (it may have died holding the lock) while waiting up to the bound.
+        const auto deadline = std::chrono::steady_clock::now() + entry_lock_wait;
+        for (uint32_t round = 1;; round++) {
+            if ((seen & entry_used) == 0) {
+                return entry_lock::gone;
+            }
+            uint32_t owner = seen & entry_owner_mask;
+            if (owner != 0 && round % 64 == 0 && thread_gone(owner)) {
+                // Taken over as it is: a dead holder loses its own write, nothing else.
+                if (state.compare_exchange_strong(seen, me, std::memory_order_acquire,
+                                                  std::memory_order_relaxed)) {
+                    break;
+                }
+                continue;
+            }
+            if (round % 64 == 0) {
+                if (std::chrono::steady_clock::now() > deadline) {
+                    return entry_lock::busy;
+                }
+                std::this_thread::yield();
+            } else {
+                __builtin_ia32_pause();
+            }
+            seen = state.load(std::memory_order_relaxed);
+            if (seen == entry_used &&
+                state.compare_exchange_strong(seen, me, std::memory_order_acquire,
+                                              std::memory_order_relaxed)) {
+                break;
+            }
+        }
+    }
+    const uint32_t key_size = KeySize != 0 ? KeySize : m.spec.key_size;
+    if (key != nullptr && !keys_equal(m.key(idx), key, key_size)) {
+        state.store(entry_used, std::memory_order_release);
+        return entry_lock::gone;
+    }
+    return entry_lock::held;
+}
+
+void unlock_entry(const map_ref &m, uint32_t idx) {
+    atomic(m.state(idx)).store(entry_used, std::memory_order_release);
+}
+
+// Unlinks idx, whose lock the caller holds, and frees it (which also releases the lock).
 void unlink(const map_ref &m, uint32_t idx, uint32_t *link) {
     atomic(*link).store(atomic(m.next(idx)).load(std::memory_order_relaxed),
                         std::memory_order_release);
-    atomic(m.in_use(idx)).store(0, std::memory_order_relaxed);
+    atomic(m.state(idx)).store(0, std::memory_order_release);
     set_count(m, m.header().count - 1);
     lpm_count(m, idx, -1);
 }
@@ -203,7 +310,8 @@ uint32_t take_free(const map_ref &m, const tables &t) {
 }
 
 // lru_hash when full: evicts the least recently used entry of a window that moves along the
-// table (sampled LRU, as Redis does); exact for maps of up to lru_sample entries.
+// table (sampled LRU, as Redis does); exact for maps of up to lru_sample entries. none when the
+// victim's lock stays held.
 uint32_t evict(const map_ref &m, const tables &t) {
     uint32_t n = m.spec.max_entries, start = m.header().lru_cursor % n;
     uint32_t window = std::min(n, lru_sample), victim = none;
@@ -219,6 +327,9 @@ uint32_t evict(const map_ref &m, const tables &t) {
     m.header().lru_cursor = static_cast<uint32_t>((uint64_t{start} + window) % n);
     uint32_t *link = nullptr;
     if (chain_find(m, t, m.key(victim), &link) == victim) {
+        if (lock_entry(m, victim, nullptr) != entry_lock::held) {
+            return none;
+        }
         unlink(m, victim, link);
     }
     return victim;
@@ -230,6 +341,45 @@ void touch(const map_ref &m, const tables &t, uint32_t idx) {
     if (auto stamp = atomic(t.stamps[idx]); stamp.load(std::memory_order_relaxed) != now) {
         stamp.store(now, std::memory_order_relaxed);
     }
+}
+
+// Writes a present entry's value, its lock held.
+void write_locked(const map_ref &m, const tables &t, uint32_t idx, const value_source &src) {
+    if (hash_entry_locked_hook) {
+        hash_entry_locked_hook();
+    }
+    if (m.ncpus == 1) {
+        std::memcpy(m.value(idx, 0), src.data, m.spec.value_size);
+    } else {
+        store_value(m, idx, src, false);
+    }
+    if (is_lru(m.spec.type)) {
+        uint64_t now = atomic(m.header().lru_clock).fetch_add(1, std::memory_order_relaxed) + 1;
+        atomic(t.stamps[idx]).store(now, std::memory_order_relaxed);
+    }
+    unlock_entry(m, idx);
+}
+
+// An update of a key that is present, with the entry's lock only: 0, -EBUSY, or 1 when the
+// key was not found (or went away meanwhile) and the caller must take the insert path.
+template <uint32_t KeySize>
+long update_present(const map_ref &m, const tables &t, const void *key, const value_source &src) {
+    for (int tries = 0; tries < 4; tries++) {
+        const uint32_t idx = chain_find<KeySize>(m, t, key);
+        if (idx == none) {
+            return 1;
+        }
+        switch (lock_entry<KeySize>(m, idx, key)) {
+        case entry_lock::held:
+            write_locked(m, t, idx, src);
+            return 0;
+        case entry_lock::busy:
+            return -EBUSY;
+        case entry_lock::gone:
+            break; // deleted (and perhaps reused) meanwhile: look again
+        }
+    }
+    return 1;
 }
 
 } // namespace
@@ -257,7 +407,8 @@ namespace {
 // A plain hash map's lookup with the key size a constant: one value slot per entry, no
 // last-use stamp to update.
 template <uint32_t KeySize>
-void *plain_hash_lookup(const map_ref &m, const void *key) {
+void *plain_hash_lookup(const void *view, const void *key) {
+    const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
     tables t(m);
     const uint32_t idx = chain_find<KeySize>(m, t, key);
     return idx != none ? m.value(idx, 0) : nullptr;
@@ -274,11 +425,12 @@ lookup_fn hash_lookup_for(const map_spec &spec) {
     });
 }
 
-long hash_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags) {
-    if (flags > update_exist) {
-        return -EINVAL;
-    }
-    tables t(m);
+namespace {
+
+// An update the entry lock alone could not do, under the header's mutex: an insert, BPF_NOEXIST,
+// or a key the lock-free walk did not find.
+long update_locked(const map_ref &m, const tables &t, const void *key, const value_source &src,
+                   uint64_t flags) {
     map_header &h = m.header();
     robust_lock lock(h.lock);
     if (!lock_writers(lock, m, t)) {
@@ -286,43 +438,126 @@ long hash_update(const map_ref &m, const void *key, const value_source &src, uin
     }
     bool lru = is_lru(m.spec.type);
     uint32_t idx = chain_find(m, t, key);
+    if (idx == none && flags == update_exist) {
+        // Decided here, not by the lock-free walk, which a concurrent delete and reuse can lead
+        // past a present key.
+        return -ENOENT;
+    }
     if (idx != none) {
         if (flags == update_noexist) {
             return -EEXIST;
         }
-        // In place, as Linux does for arrays: a concurrent reader may see a mix of old and new
-        // bytes, but pointers programs hold stay valid.
-        store_value(m, idx, src, false);
-    } else {
-        if (flags == update_exist) {
-            return -ENOENT;
+        // Inserted meanwhile. In place, as Linux does for arrays: a concurrent reader may see a
+        // mix of old and new bytes, but pointers programs hold stay valid. Deletes need the
+        // mutex, so the entry stays.
+        if (lock_entry(m, idx, nullptr) != entry_lock::held) {
+            return -EBUSY;
         }
-        idx = take_free(m, t);
-        if (idx == none && lru) {
-            idx = evict(m, t);
-        }
-        if (idx == none) {
-            return -E2BIG;
-        }
-        if (hash_insert_hook) {
-            hash_insert_hook();
-        }
-        std::memcpy(m.key(idx), key, m.spec.key_size);
-        store_value(m, idx, src, true);
-        // Counted before it is linked: a lookup may then try a length in vain, never skip one.
-        lpm_count(m, idx, 1);
-        uint32_t *head = &t.buckets[bucket_of(m, key)];
-        atomic(m.next(idx))
-            .store(atomic(*head).load(std::memory_order_relaxed), std::memory_order_relaxed);
-        atomic(m.in_use(idx)).store(1, std::memory_order_relaxed);
-        atomic(*head).store(idx, std::memory_order_release);
-        set_count(m, h.count + 1);
+        write_locked(m, t, idx, src);
+        return 0;
     }
+    idx = take_free(m, t);
+    if (idx == none && lru) {
+        idx = evict(m, t);
+        if (idx == none) {
+            return -EBUSY;
+        }
+    }
+    if (idx == none) {
+        return -E2BIG;
+    }
+    if (hash_insert_hook) {
+        hash_insert_hook();
+    }
+    std::memcpy(m.key(idx), key, m.spec.key_size);
+    store_value(m, idx, src, true);
+    // Counted before it is linked: a lookup may then try a length in vain, never skip one.
+    lpm_count(m, idx, 1);
+    uint32_t *head = &t.buckets[bucket_of(m, key)];
+    atomic(m.next(idx))
+        .store(atomic(*head).load(std::memory_order_relaxed), std::memory_order_relaxed);
+    atomic(m.state(idx)).store(entry_used, std::memory_order_release);
+    atomic(*head).store(idx, std::memory_order_release);
+    set_count(m, h.count + 1);
     if (lru) {
         uint64_t now = atomic(h.lru_clock).fetch_add(1, std::memory_order_relaxed) + 1;
         atomic(t.stamps[idx]).store(now, std::memory_order_relaxed);
     }
     return 0;
+}
+
+// A plain hash map's update from a program with the key and value sizes constants: the value
+// of a present key written under its entry's lock, anything else through update_locked.
+template <uint32_t KeySize, uint32_t ValueSize>
+long plain_hash_update(const void *view, const void *key, const void *value, uint64_t flags) {
+    if (flags > update_exist) {
+        return -EINVAL;
+    }
+    const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
+    const tables t(m);
+    if (flags != update_noexist) {
+        for (int tries = 0; tries < 4; tries++) {
+            const uint32_t idx = chain_find<KeySize>(m, t, key);
+            if (idx == none) {
+                break;
+            }
+            const entry_lock got = lock_entry<KeySize>(m, idx, key);
+            if (got == entry_lock::held) {
+                if (hash_entry_locked_hook) [[unlikely]] {
+                    hash_entry_locked_hook();
+                }
+                std::memcpy(m.value(idx, 0), value, ValueSize != 0 ? ValueSize : m.spec.value_size);
+                unlock_entry(m, idx);
+                return 0;
+            }
+            if (got == entry_lock::busy) {
+                return -EBUSY;
+            }
+        }
+    }
+    const value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
+    return update_locked(m, t, key, src, flags);
+}
+
+template <uint32_t KeySize>
+update_fn plain_hash_update_for(uint32_t value_size) {
+    switch (value_size) {
+    case 4:
+        return plain_hash_update<KeySize, 4>;
+    case 8:
+        return plain_hash_update<KeySize, 8>;
+    case 16:
+        return plain_hash_update<KeySize, 16>;
+    default:
+        return plain_hash_update<KeySize, 0>;
+    }
+}
+
+} // namespace
+
+update_fn hash_update_for(const map_spec &spec) {
+    if (spec.type != map_type::hash) {
+        return nullptr;
+    }
+    return with_key_size(spec.key_size, [&](auto size) {
+        return plain_hash_update_for<decltype(size)::value>(spec.value_size);
+    });
+}
+
+long hash_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags) {
+    if (flags > update_exist) {
+        return -EINVAL;
+    }
+    tables t(m);
+    if (flags != update_noexist) {
+        long rc = with_key_size(m.spec.key_size, [&](auto size) {
+            return update_present<decltype(size)::value>(m, t, key, src);
+        });
+        if (rc <= 0) {
+            return rc;
+        }
+    }
+    return update_locked(m, t, key, src, flags);
 }
 
 long hash_remove(const map_ref &m, const void *key) {
@@ -336,6 +571,9 @@ long hash_remove(const map_ref &m, const void *key) {
     uint32_t idx = chain_find(m, t, key, &link);
     if (idx == none) {
         return -ENOENT;
+    }
+    if (lock_entry(m, idx, nullptr) != entry_lock::held) {
+        return -EBUSY;
     }
     unlink(m, idx, link);
     if (h.free_top < m.spec.max_entries) {
@@ -351,8 +589,7 @@ namespace {
 // map does not hold, or one key again from another bucket (which would start it over for ever).
 uint32_t first_in_bucket(const map_ref &m, uint32_t idx, uint32_t b) {
     for (uint32_t steps = 0; steps < m.spec.max_entries && idx < m.spec.max_entries; steps++) {
-        if (atomic(m.in_use(idx)).load(std::memory_order_relaxed) &&
-            bucket_of(m, m.key(idx)) == b) {
+        if (m.in_use(idx) && bucket_of(m, m.key(idx)) == b) {
             return idx;
         }
         idx = atomic(m.next(idx)).load(std::memory_order_acquire);

@@ -4,9 +4,11 @@
 // Storage of every map:
 //   map_header (below)
 //   hash family: buckets u32[nbuckets] | free_stack u32[n] | stamps u64[n] (lru_hash only)
-//                | entries: n * entry_stride bytes, each {next u32, in_use u8, 3 bytes
-//                  padding, key u8[key_size]} rounded up to 8 bytes, so that a lookup finds an
-//                  entry's link, flag and key on one cache line as the kernel's hash map does
+//                | entries: n * entry_stride bytes, each {next u32, state u32, key u8[key_size]}
+//                  rounded up to 8 bytes, so that a lookup finds an entry's link, state and key
+//                  on one cache line as the kernel's hash map does. state: entry_used while the
+//                  entry holds a key, or'ed with the thread id of the writer holding the entry's
+//                  lock (0: unlocked); see hash.cpp
 //   values: n * ncpus slots of value_stride bytes, slot (entry * ncpus + cpu)  (arrays, hashes);
 //           for an array with BPF_F_MMAPABLE they start on a page and the storage ends on one,
 //           so the values can be mmap'ed as Linux maps them (mmapable_region)
@@ -32,6 +34,7 @@
 #include <time.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <type_traits>
@@ -40,7 +43,7 @@
 namespace bpftime::maps::detail {
 
 inline constexpr uint64_t storage_magic = 0x3150414d54465042; // "BPFTMAP1"
-inline constexpr uint32_t storage_version = 3;
+inline constexpr uint32_t storage_version = 4;
 inline constexpr uint32_t none = UINT32_MAX;
 inline constexpr uint32_t max_ncpus = 4096;
 inline constexpr uint64_t storage_align = 64;
@@ -69,14 +72,22 @@ struct map_header {
     /// Ring buffers: records a producer could not place. The positions are in their own pages
     /// (map_layout::ring_consumer, ring_producer).
     alignas(64) uint64_t dropped;
+    /// Ring buffers: records skipped because the process that reserved them died before it
+    /// submitted them (in the padding of dropped's cache line: no offset moves).
+    uint64_t lost;
     alignas(64) uint32_t wake_seq; ///< futex word: bumped by every waking submit
     uint32_t waiters;              ///< consumers inside ringbuf_wait
 };
 static_assert(std::is_standard_layout_v<map_header> && std::is_trivially_copyable_v<map_header>);
 
 /// Where a hash entry's fields start within it.
-inline constexpr uint32_t hash_entry_in_use = 4;
+inline constexpr uint32_t hash_entry_state = 4;
 inline constexpr uint32_t hash_entry_key = 8;
+/// A hash entry's state word: this bit while the entry holds a key; the bits below it hold the
+/// thread id of the writer that holds the entry's lock, 0 when nobody does (thread ids are
+/// below 2^22 on Linux, PID_MAX_LIMIT).
+inline constexpr uint32_t entry_used = 1u << 31;
+inline constexpr uint32_t entry_owner_mask = entry_used - 1;
 
 /// Atomic access to a plain integer in storage.
 template <class T>
@@ -101,12 +112,24 @@ struct map_ref {
     }
     /// The next entry of idx's chain.
     uint32_t &next(uint32_t idx) const { return *reinterpret_cast<uint32_t *>(entry(idx)); }
-    /// 1 while the entry holds a key.
-    uint8_t &in_use(uint32_t idx) const { return entry(idx)[hash_entry_in_use]; }
+    /// The entry's state word (entry_used, the lock owner's thread id).
+    uint32_t &state(uint32_t idx) const {
+        return *reinterpret_cast<uint32_t *>(entry(idx) + hash_entry_state);
+    }
+    /// Whether the entry holds a key.
+    bool in_use(uint32_t idx) const {
+        return (std::atomic_ref<uint32_t>(state(idx)).load(std::memory_order_relaxed) &
+                entry_used) != 0;
+    }
     uint8_t *key(uint32_t idx) const { return entry(idx) + hash_entry_key; }
     uint8_t *value(uint32_t idx, uint32_t cpu) const {
         return base + lay.values + (uint64_t{idx} * ncpus + cpu) * lay.value_stride;
     }
+};
+
+/// What the lookup functions a view picks (lookup_fn) read of it.
+struct view_access {
+    static map_ref ref(const map_view &v) { return map_ref{v.base_, v.spec_, v.ncpus_, v.layout_}; }
 };
 
 /// The CPU slot programs on this thread use.
@@ -227,6 +250,9 @@ uint32_t hash_find(const map_ref &m, const void *key, bool touch);
 /// The lookup programs make (map_view::lookup) for a hash map of this spec, specialised for
 /// plain hash maps with 4- and 8-byte keys; null for the others.
 lookup_fn hash_lookup_for(const map_spec &spec);
+/// The update programs make (map_view::update) for a plain hash map of this spec, specialised
+/// for its key and value sizes; null for the other types.
+update_fn hash_update_for(const map_spec &spec);
 long hash_update(const map_ref &m, const void *key, const value_source &src, uint64_t flags);
 long hash_remove(const map_ref &m, const void *key);
 /// The entry after key's in iteration order; the first one when key is null or absent.
@@ -248,5 +274,12 @@ bool wait_for_records(map_header &h, int timeout_ms, const std::function<bool()>
 /// Tests only: called by an insert that holds the lock and has taken a free entry but not
 /// linked it yet, so a test can kill the process at the worst moment.
 extern void (*hash_insert_hook)();
+/// Tests only: called by an update of a present key while it holds the entry's lock, before
+/// it writes the value, so a test can kill or stop the writer there.
+extern void (*hash_entry_locked_hook)();
+
+/// How long a hash writer tries for an entry's lock held by a live thread before its operation
+/// fails with -EBUSY (a stopped holder must not stall other processes longer).
+inline constexpr auto entry_lock_wait = std::chrono::milliseconds(1000);
 
 } // namespace bpftime::maps::detail

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstdio>
 #include <new>
@@ -144,8 +145,26 @@ const type_info *find_type(map_type type) {
     return it == std::end(type_table) ? nullptr : it;
 }
 
+// Linux's map type numbers are small: the table's row of each, found without a search (every
+// map operation asks).
+constexpr uint32_t small_types = 64;
+constexpr std::array<int8_t, small_types> small_type_rows = [] {
+    std::array<int8_t, small_types> rows{};
+    rows.fill(-1);
+    for (size_t i = 0; i < std::size(type_table); i++) {
+        if (static_cast<uint32_t>(type_table[i].type) < small_types) {
+            rows[static_cast<uint32_t>(type_table[i].type)] = static_cast<int8_t>(i);
+        }
+    }
+    return rows;
+}();
+
 // Only called on validated specs.
 const type_info &info_of(map_type type) {
+    const auto t = static_cast<uint32_t>(type);
+    if (t < small_types && small_type_rows[t] >= 0) {
+        return type_table[small_type_rows[t]];
+    }
     return *find_type(type);
 }
 
@@ -466,6 +485,20 @@ result<void> validate_spec(const map_spec &spec) {
         return make_error(EINVAL,
                           "flags " + hex(spec.flags) + ": " + kind + "accept " + t->flag_names);
     }
+    if (spec.spin_lock_off >= 0) {
+        // As Linux's map_check_btf: only hash and array values hold a lock, whole and aligned.
+        if (spec.type != map_type::hash && spec.type != map_type::array) {
+            return make_error(EINVAL, "a struct bpf_spin_lock in the value: " + kind +
+                                          "cannot hold one (only hash and array maps can)");
+        }
+        if (spec.spin_lock_off % 4 != 0 ||
+            uint64_t(spec.spin_lock_off) + 4 > uint64_t{spec.value_size}) {
+            return make_error(EINVAL, "the struct bpf_spin_lock at offset " +
+                                          std::to_string(spec.spin_lock_off) +
+                                          " is not a 4-byte aligned field inside the " +
+                                          std::to_string(spec.value_size) + "-byte value");
+        }
+    }
     if (spec.type == map_type::lpm_trie && (spec.flags & f_no_prealloc) == 0) {
         return make_error(EINVAL, "flags " + hex(spec.flags) + ": " + kind +
                                       "need BPF_F_NO_PREALLOC (0x1), as in Linux");
@@ -701,13 +734,23 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     v.layout_ = *lay;
     v.layout_.seed = h.seed;
     v.lookup_ = hash_lookup_for(spec);
+    v.update_ = hash_update_for(spec);
     if (holds_ids(spec.type)) {
         // As Linux: programs cannot look up perf events or programs, and a map-in-map's lookup
         // gives a map, not a value (inner_map_id).
-        v.lookup_ = [](const map_ref &, const void *) -> void * { return nullptr; };
+        v.lookup_ = [](const void *, const void *) -> void * { return nullptr; };
+    } else if (spec.type == map_type::array) {
+        // Looked up inline (map_view::lookup); lookup_ serves compiled code that asks.
+        v.table_ = v.base_ + v.layout_.values;
+        v.table_stride_ = v.layout_.value_stride;
+        v.table_count_ = spec.max_entries;
+        v.lookup_ = [](const void *view, const void *key) -> void * {
+            return static_cast<const map_view *>(view)->lookup(key);
+        };
     } else if (v.lookup_ == nullptr && (info_of(spec.type).fam == family::array ||
                                         info_of(spec.type).fam == family::hash)) {
-        v.lookup_ = [](const map_ref &m, const void *key) -> void * {
+        v.lookup_ = [](const void *view, const void *key) -> void * {
+            const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
             uint32_t idx = find_entry(m, key, true);
             return idx != none ? m.value(idx, current_cpu(m.ncpus)) : nullptr;
         };
@@ -716,14 +759,34 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
 }
 
 map_ref map_view::ref() const {
-    return map_ref{base_, spec_, ncpus_, layout_};
-}
-
-void *map_view::lookup(const void *key) const {
-    return lookup_ != nullptr ? lookup_(ref(), key) : nullptr;
+    return view_access::ref(*this);
 }
 
 long map_view::update(const void *key, const void *value, uint64_t flags) const {
+    if (update_ != nullptr) {
+        return update_(this, key, value, flags);
+    }
+    if (table_count_ != 0) {
+        // A plain array: in place, as Linux does.
+        if (flags > update_exist) {
+            return -EINVAL;
+        }
+        uint32_t idx;
+        std::memcpy(&idx, key, sizeof idx);
+        if (idx >= table_count_) {
+            return -E2BIG;
+        }
+        if (flags == update_noexist) {
+            return -EEXIST;
+        }
+        uint8_t *dst = table_ + uint64_t{idx} * table_stride_;
+        if (spec_.value_size == 8) {
+            std::memcpy(dst, value, 8);
+        } else {
+            std::memcpy(dst, value, spec_.value_size);
+        }
+        return 0;
+    }
     if (holds_ids(spec_.type)) {
         return -EINVAL; // perf events, programs and maps are added through the bpf() syscall
     }
@@ -779,13 +842,19 @@ std::optional<vm::map_lookup_plan> map_view::lookup_plan() const {
         // The key is the index and element i is value slot i.
         plan.method = vm::indexed_table{plan.value_area, value_stride(), spec_.max_entries};
     } else {
-        plan.method = vm::find_call{[](const void *view, const void *key) {
-                                        return static_cast<const map_view *>(view)->lookup(key);
-                                    },
-                                    this};
+        // The lookup function the view picked, called directly.
+        plan.method = vm::find_call{lookup_, this};
     }
     return plan;
 }
+
+namespace {
+error busy_error() {
+    return make_error(EBUSY, "another writer has held the key's entry for over " +
+                                 std::to_string(entry_lock_wait.count()) +
+                                 " ms (a stopped or stuck process); try again");
+}
+} // namespace
 
 error update_error(long rc, const map_spec &spec, uint64_t flags) {
     switch (rc) {
@@ -793,6 +862,8 @@ error update_error(long rc, const map_spec &spec, uint64_t flags) {
         return make_error(EEXIST, "the key exists (BPF_NOEXIST)");
     case -ENOENT:
         return make_error(ENOENT, "no such key (BPF_EXIST)");
+    case -EBUSY:
+        return busy_error();
     case -E2BIG:
         if (info_of(spec.type).fam == family::queue) {
             return make_error(E2BIG, std::string("the ") + map_type_name(spec.type) + " is full (" +
@@ -921,6 +992,9 @@ result<void> map_view::erase(std::span<const uint8_t> key) const {
     if (rc == -E2BIG) {
         return make_error(E2BIG, "index out of range (max_entries " +
                                      std::to_string(spec_.max_entries) + ")");
+    }
+    if (rc == -EBUSY) {
+        return busy_error();
     }
     if (rc < 0) {
         return make_error(static_cast<int>(-rc), info_of(spec_.type).fam == family::array

@@ -2,9 +2,9 @@
 // ringbuf: many producers in many processes, one consumer, records as in Linux.
 //
 // A record is an 8-byte header (length with the busy and discard bits, then a word Linux uses
-// for the page offset, here 0) and its data, 8-byte aligned. Linux maps the data twice so a
-// record may wrap; here a record never wraps: when it does not fit before the end, a
-// discarded filler record pads to the end and the record starts at the beginning, so a
+// for the page offset, here the reserving process's id) and its data, 8-byte aligned. Linux maps
+// the data twice so a record may wrap; here a record never wraps: when it does not fit before the
+// end, a discarded filler record pads to the end and the record starts at the beginning, so a
 // consumer that maps the data twice (libbpf's) reads the same records.
 // The positions live at the start of their own pages, as in Linux, so a libbpf consumer that
 // maps them reads the producer position and publishes the consumer position (a release
@@ -12,11 +12,20 @@
 // Producers serialise reservation on the header's lock; submit and discard clear the busy
 // bit with a release store. The consumer delivers records in order and stops at the first
 // busy one, so records are seen in reservation order.
+// A producer killed between reserve and submit would leave its record busy for ever and stop
+// the consumer there. Whoever finds the record at the consumer position busy (this library's
+// consumer, a wait for records such as the interposer's epoll for a libbpf consumer reading
+// the mapped ring, or a producer finding no room) looks at the process its header names: when
+// that process is gone, the record becomes a discarded one (which libbpf's consumer skips too)
+// and counts as lost (map_header::lost).
 #include "layout.hpp"
 
 #include <linux/futex.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <chrono>
 #include <climits>
@@ -42,16 +51,45 @@ struct ring {
     uint32_t *header_at(uint64_t pos) const {
         return reinterpret_cast<uint32_t *>(data + (pos & (size - 1)));
     }
-    void write_header(uint64_t pos, uint32_t len) const {
-        header_at(pos)[1] = 0;
+    // owner: the process that reserved the record (0 for a filler record).
+    void write_header(uint64_t pos, uint32_t len, uint32_t owner = 0) const {
+        atomic(header_at(pos)[1]).store(owner, std::memory_order_relaxed);
         atomic(header_at(pos)[0]).store(len, std::memory_order_release);
     }
-    // Whether the record at the consumer position is complete (submitted or discarded).
+    // Turns the record at the consumer position into a discarded one when it is busy and the
+    // process that reserved it is gone; true when it did.
+    bool skip_dead_head() const {
+        uint64_t cons = atomic(consumer_pos).load(std::memory_order_acquire);
+        uint64_t prod = atomic(producer_pos).load(std::memory_order_acquire);
+        if (cons >= prod || cons % 8 != 0 || prod - cons > size) {
+            return false;
+        }
+        auto len = atomic(*header_at(cons));
+        uint32_t word = len.load(std::memory_order_acquire);
+        auto owner = static_cast<pid_t>(atomic(header_at(cons)[1]).load(std::memory_order_relaxed));
+        if (!(word & busy_bit) || owner <= 0 || owner == getpid() || kill(owner, 0) == 0 ||
+            errno != ESRCH) {
+            return false;
+        }
+        // One wins among those who found it; a producer that was not dead after all (its id
+        // reused by nothing yet) cannot be: its commit finds the busy bit gone and does nothing.
+        if (!len.compare_exchange_strong(word, (word & ~busy_bit) | discard_bit,
+                                         std::memory_order_acq_rel)) {
+            return false;
+        }
+        atomic(h.lost).fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+    // Whether the record at the consumer position is complete (submitted or discarded), after
+    // skipping one whose producer died.
     bool head_ready() const {
         uint64_t cons = atomic(consumer_pos).load(std::memory_order_acquire);
         uint64_t prod = atomic(producer_pos).load(std::memory_order_acquire);
-        return cons < prod && cons % 8 == 0 &&
-               !(atomic(*header_at(cons)).load(std::memory_order_acquire) & busy_bit);
+        if (cons >= prod || cons % 8 != 0) {
+            return false;
+        }
+        return !(atomic(*header_at(cons)).load(std::memory_order_acquire) & busy_bit) ||
+               skip_dead_head();
     }
 
     map_header &h;
@@ -107,6 +145,11 @@ void *map_view::ringbuf_reserve(uint64_t size) const {
     uint64_t used = prod - cons, off = prod & (r.size - 1);
     uint64_t pad = off + total > r.size ? r.size - off : 0;
     if (prod % 8 != 0 || used > r.size || pad + total > r.size - used) {
+        // A full ring may be one whose consumer waits behind a dead producer's record: skipping
+        // it lets the consumer go on (and free room for later reservations).
+        if (r.skip_dead_head()) {
+            wake_consumers(r.h);
+        }
         atomic(r.h.dropped).fetch_add(1, std::memory_order_relaxed);
         return nullptr;
     }
@@ -114,7 +157,7 @@ void *map_view::ringbuf_reserve(uint64_t size) const {
         r.write_header(prod, static_cast<uint32_t>(pad - header_size) | discard_bit);
         prod += pad;
     }
-    r.write_header(prod, static_cast<uint32_t>(size) | busy_bit);
+    r.write_header(prod, static_cast<uint32_t>(size) | busy_bit, static_cast<uint32_t>(getpid()));
     atomic(r.producer_pos).store(prod + total, std::memory_order_release);
     return reinterpret_cast<uint8_t *>(r.header_at(prod)) + header_size;
 }
@@ -156,6 +199,9 @@ result<uint64_t> map_view::ringbuf_consume(const std::function<void(std::span<co
         }
         uint32_t word =
             cons % 8 == 0 ? atomic(*r.header_at(cons)).load(std::memory_order_acquire) : 0;
+        if ((word & busy_bit) && r.skip_dead_head()) {
+            word = atomic(*r.header_at(cons)).load(std::memory_order_acquire);
+        }
         if (word & busy_bit) {
             break;
         }
@@ -225,6 +271,13 @@ uint64_t map_view::ringbuf_dropped() const {
         return 0;
     }
     return atomic(ref().header().dropped).load(std::memory_order_relaxed);
+}
+
+uint64_t map_view::ringbuf_lost() const {
+    if (spec_.type != map_type::ringbuf) {
+        return 0;
+    }
+    return atomic(ref().header().lost).load(std::memory_order_relaxed);
 }
 
 } // namespace bpftime::maps

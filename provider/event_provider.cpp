@@ -3,15 +3,171 @@
 #include <bpftime/attach/syscalls.hpp>
 #include <bpftime/provider/event_provider.hpp>
 
+#include <bpftime/helpers/helpers.hpp>
+#include <bpftime/vm/control_flow.hpp>
+
+#include <bpf/libbpf.h>
+
 #include <algorithm>
+#include <chrono>
+#include <csignal>
 #include <cstring>
 #include <iterator>
 #include <span>
+
+#include <sched.h>
+#include <unistd.h>
 
 namespace bpftime {
 
 event_provider_impl::event_provider_impl(std::shared_ptr<store::segment> seg, manager_options opts)
     : seg_(std::move(seg)), manager_(seg_, opts) {}
+
+namespace {
+
+constexpr int32_t helper_snprintf = 165;
+
+// What straight-line code before pc leaves in register reg, when it is a constant or the
+// address of a map value: the lddw (src 2) that set it and the constant added since, or a
+// mov of a constant (map_id 0). Only within the basic block: a jump into the code between
+// makes it unknown, as does any other write of the register or a call.
+struct known_value {
+    uint32_t map_id = 0; ///< 0: a constant
+    int64_t value = 0;   ///< the constant, or the offset into the map value
+};
+
+std::optional<known_value> value_before(std::span<const vm::ebpf_inst> insns,
+                                        const std::vector<bool> &jump_target, size_t pc,
+                                        uint8_t reg, int depth = 0) {
+    int64_t added = 0;
+    for (size_t i = pc; i-- > 0;) {
+        if (jump_target[i + 1]) {
+            return std::nullopt; // reached from elsewhere too
+        }
+        const vm::ebpf_inst &in = insns[i];
+        if (i > 0 && insns[i - 1].opcode == vm::op_lddw) {
+            continue; // the second half of an lddw
+        }
+        uint8_t cls = vm::op_class(in.opcode);
+        if (in.opcode == vm::op_call || in.opcode == vm::op_callx) {
+            if (reg <= 5) {
+                return std::nullopt; // calls clobber r0-r5
+            }
+            continue;
+        }
+        bool writes = false;
+        if (cls == vm::cls_alu || cls == vm::cls_alu64 || cls == vm::cls_ldx || cls == vm::cls_ld) {
+            writes = in.dst == reg;
+        } else if (cls == vm::cls_stx && (in.opcode & 0xe0) == vm::mode_atomic) {
+            writes = ((in.imm & vm::atomic_fetch) != 0 && in.src == reg) ||
+                     (in.imm == vm::atomic_cmpxchg && reg == 0);
+        }
+        if (!writes) {
+            continue;
+        }
+        if (in.opcode == vm::op_lddw && in.src == vm::pseudo_map_value && i + 1 < insns.size()) {
+            return known_value{static_cast<uint32_t>(in.imm), insns[i + 1].imm + added};
+        }
+        if (in.opcode == (vm::cls_alu64 | vm::alu_mov | vm::src_k) ||
+            in.opcode == (vm::cls_alu | vm::alu_mov | vm::src_k)) {
+            int64_t v = cls == vm::cls_alu ? static_cast<int64_t>(static_cast<uint32_t>(in.imm))
+                                           : static_cast<int64_t>(in.imm);
+            return known_value{0, v + added};
+        }
+        if (in.opcode == (vm::cls_alu64 | vm::alu_add | vm::src_k)) {
+            added += in.imm;
+            continue;
+        }
+        if (in.opcode == (vm::cls_alu64 | vm::alu_mov | vm::src_x) && depth < 4 && in.offset == 0) {
+            auto from = value_before(insns, jump_target, i, in.src, depth + 1);
+            if (!from) {
+                return std::nullopt;
+            }
+            from->value += added;
+            return from;
+        }
+        return std::nullopt;
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
+result<void> event_provider_impl::check_snprintf_formats(const program_spec &spec) const {
+    std::span<const vm::ebpf_inst> insns = spec.insns;
+    std::vector<bool> jump_target(insns.size() + 1, false);
+    for (size_t pc = 0; pc < insns.size(); pc++) {
+        uint8_t cls = vm::op_class(insns[pc].opcode);
+        if ((cls == vm::cls_jmp || cls == vm::cls_jmp32) && insns[pc].opcode != vm::op_call &&
+            insns[pc].opcode != vm::op_callx && insns[pc].opcode != vm::op_exit) {
+            int64_t t = vm::jump_target(insns[pc], pc);
+            if (t >= 0 && static_cast<size_t>(t) <= insns.size()) {
+                jump_target[static_cast<size_t>(t)] = true;
+            }
+        } else if (vm::is_local_call(insns[pc]) || vm::is_code_address(insns[pc])) {
+            int64_t t = vm::call_target(insns[pc], pc);
+            if (t >= 0 && static_cast<size_t>(t) <= insns.size()) {
+                jump_target[static_cast<size_t>(t)] = true; // a function starts there
+            }
+        }
+    }
+    for (size_t pc = 0; pc < insns.size(); pc++) {
+        const vm::ebpf_inst &in = insns[pc];
+        if (in.opcode != vm::op_call || in.src != vm::call_helper || in.imm != helper_snprintf) {
+            continue;
+        }
+        // The kernel checks the format when it is a constant string of a read-only map; so
+        // do we. Any other format is checked at each call (-EINVAL).
+        auto fmt = value_before(insns, jump_target, pc, 3);
+        auto len = value_before(insns, jump_target, pc, 5);
+        if (!fmt || fmt->map_id == 0 || !len || len->map_id != 0) {
+            continue;
+        }
+        auto info = seg_->map(fmt->map_id);
+        if (!info || !info->read_only || info->spec.key_size != 4) {
+            continue;
+        }
+        auto view = seg_->map_view(fmt->map_id);
+        if (!view) {
+            continue;
+        }
+        uint32_t zero = 0;
+        auto value = view->read({reinterpret_cast<const uint8_t *>(&zero), sizeof zero});
+        if (!value) {
+            continue;
+        }
+        auto where = [&] {
+            return "program " + spec.name + ": instruction " + std::to_string(pc) +
+                   " calls snprintf (165) with the format at offset " + std::to_string(fmt->value) +
+                   " of read-only map " + std::to_string(fmt->map_id) + " (" + info->name + ")";
+        };
+        if (fmt->value < 0 || static_cast<uint64_t>(fmt->value) >= value->size()) {
+            return make_error(EINVAL, where() + ", which is outside its " +
+                                          std::to_string(value->size()) + "-byte value");
+        }
+        const char *start = reinterpret_cast<const char *>(value->data()) + fmt->value;
+        size_t room = value->size() - static_cast<size_t>(fmt->value);
+        size_t n = strnlen(start, room);
+        if (n == room) {
+            return make_error(EINVAL,
+                              where() + ": the string is not NUL-terminated within the map value");
+        }
+        std::string_view text(start, n);
+        if (len->value < 0 || len->value % 8 != 0) {
+            return make_error(EINVAL, where() + ": data_len " + std::to_string(len->value) +
+                                          " is not a multiple of 8 (the data is an array of "
+                                          "u64 arguments)");
+        }
+        std::string problem =
+            helpers::snprintf_format_problem(text, static_cast<uint64_t>(len->value) / 8);
+        if (!problem.empty()) {
+            return make_error(EINVAL, where() + ", \"" + std::string(text) + "\": " + problem +
+                                          "; Linux's verifier refuses it as an invalid format "
+                                          "string");
+        }
+    }
+    return {};
+}
 
 result<void> event_provider_impl::check_program(const program_spec &spec) {
     // Refuse here, where the controller sees the message, what every host would refuse:
@@ -29,6 +185,9 @@ result<void> event_provider_impl::check_program(const program_spec &spec) {
             return make_error(m.err().code, "program " + spec.name + " refers to map " +
                                                 std::to_string(map_id) + ": " + m.err().message);
         }
+    }
+    if (auto r = check_snprintf_formats(spec); !r) {
+        return r;
     }
     store::program_info info;
     info.name = spec.name;
@@ -177,7 +336,196 @@ result<listing> event_provider_impl::list() const {
     if (auto hosts = seg_->link_host_states()) {
         out.link_hosts = std::move(*hosts);
     }
+    if (auto retired = seg_->retired()) {
+        out.retired = std::move(*retired);
+    }
     return out;
+}
+
+namespace {
+
+// A program type as Linux names it (libbpf's names), with its number.
+std::string prog_type_label(uint32_t type) {
+    const char *s = libbpf_bpf_prog_type_str(static_cast<bpf_prog_type>(type));
+    return std::string(s != nullptr ? s : "unknown") + " (type " + std::to_string(type) + ")";
+}
+
+} // namespace
+
+result<void> check_prog_array_member(const store::segment &seg, uint32_t map_id, uint32_t prog_id) {
+    auto snap = seg.read_all();
+    if (!snap) {
+        return snap.err();
+    }
+    const store::map_info *map = nullptr;
+    for (const auto &m : snap->maps) {
+        if (m.id == map_id) {
+            map = &m;
+        }
+    }
+    if (map == nullptr) {
+        return make_error(ENOENT, "map " + std::to_string(map_id) + " does not exist");
+    }
+    if (map->spec.type != maps::map_type::prog_array) {
+        return {};
+    }
+    std::map<uint32_t, const store::program_info *> progs;
+    for (const auto &p : snap->programs) {
+        progs[p.id] = &p;
+    }
+    auto it = progs.find(prog_id);
+    if (it == progs.end()) {
+        return make_error(ENOENT, "program " + std::to_string(prog_id) + " does not exist");
+    }
+    const store::program_info &member = *it->second;
+    auto refuse = [&](const store::program_info &owner, const std::string &role) {
+        return make_error(
+            EINVAL, "program " + std::to_string(member.id) + " (" + member.name + ") is a " +
+                        prog_type_label(member.type) + " program and cannot go into prog_array " +
+                        std::to_string(map_id) + " (" + map->name + "): program " +
+                        std::to_string(owner.id) + " (" + owner.name + "), " + role + ", is a " +
+                        prog_type_label(owner.type) +
+                        " program, and a tail call keeps its caller's context, so the programs "
+                        "of one array share a type (as Linux's bpf_prog_map_compatible); put a " +
+                        prog_type_label(owner.type) + " program there");
+    };
+    // The callers: programs whose instructions name the array.
+    for (const auto &p : snap->programs) {
+        if (p.type != member.type &&
+            std::find(p.map_ids.begin(), p.map_ids.end(), map_id) != p.map_ids.end()) {
+            return refuse(p, "which tail-calls through it");
+        }
+    }
+    // The programs already in it.
+    auto view = seg.map_view(map_id);
+    if (!view) {
+        return view.err();
+    }
+    for (uint32_t i = 0; i < map->spec.max_entries; i++) {
+        long id = view->prog_array_id(i);
+        if (id <= 0) {
+            continue;
+        }
+        auto p = progs.find(static_cast<uint32_t>(id));
+        if (p != progs.end() && p->second->type != member.type) {
+            return refuse(*p->second, "in its slot " + std::to_string(i));
+        }
+    }
+    return {};
+}
+
+namespace {
+
+result<void> no_lock(const store::map_info &info) {
+    return make_error(EINVAL, "map " + std::to_string(info.id) + " (" + info.name +
+                                  ") has no struct bpf_spin_lock in its value (its BTF value "
+                                  "type names none), so BPF_F_LOCK cannot be used on it, as "
+                                  "in Linux");
+}
+
+// Takes a value's lock word as bpf_spin_lock does (helpers/vmcalls.cpp): the holder's thread
+// id, taken over from a holder that died, given up after a second of a live holder.
+result<void> take_value_lock(uint32_t *word, const store::map_info &info) {
+    const auto me = static_cast<uint32_t>(::gettid());
+    auto try_take = [&](uint32_t from) {
+        return __atomic_compare_exchange_n(word, &from, me, false, __ATOMIC_ACQUIRE,
+                                           __ATOMIC_RELAXED);
+    };
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    for (uint64_t round = 0;; round++) {
+        uint32_t holder = __atomic_load_n(word, __ATOMIC_RELAXED);
+        if (holder == 0 && try_take(0)) {
+            return {};
+        }
+        if (round % 256 == 255) {
+            if (holder != 0 && ::kill(static_cast<pid_t>(holder), 0) != 0 && errno == ESRCH &&
+                try_take(holder)) {
+                return {};
+            }
+            if (std::chrono::steady_clock::now() > deadline) {
+                return make_error(ETIMEDOUT, "map " + std::to_string(info.id) + " (" + info.name +
+                                                 "): the value's spin lock stayed "
+                                                 "held by thread " +
+                                                 std::to_string(holder) + " for 1 s");
+            }
+            ::sched_yield();
+        } else {
+            __builtin_ia32_pause();
+        }
+    }
+}
+
+void release_value_lock(uint32_t *word) {
+    __atomic_store_n(word, 0, __ATOMIC_RELEASE);
+}
+
+} // namespace
+
+result<std::vector<uint8_t>> read_value_locked(const store::map_info &info,
+                                               const maps::map_view &view,
+                                               std::span<const uint8_t> key) {
+    const maps::map_spec &spec = info.spec;
+    if (spec.spin_lock_off < 0) {
+        return no_lock(info).err();
+    }
+    if (auto ok = maps::check_key(spec, key, false); !ok) {
+        return std::move(ok).err();
+    }
+    auto *value = static_cast<uint8_t *>(view.lookup(key.data()));
+    if (value == nullptr) {
+        return make_error(ENOENT, "no such key");
+    }
+    auto *word = reinterpret_cast<uint32_t *>(value + spec.spin_lock_off);
+    std::vector<uint8_t> out(spec.value_size);
+    if (auto ok = take_value_lock(word, info); !ok) {
+        return std::move(ok).err();
+    }
+    std::memcpy(out.data(), value, out.size());
+    release_value_lock(word);
+    std::memset(out.data() + spec.spin_lock_off, 0, sizeof(uint32_t));
+    return out;
+}
+
+result<void> write_value_locked(const store::map_info &info, const maps::map_view &view,
+                                std::span<const uint8_t> key, std::span<const uint8_t> value,
+                                uint64_t flags) {
+    const maps::map_spec &spec = info.spec;
+    if (spec.spin_lock_off < 0) {
+        return no_lock(info);
+    }
+    uint64_t mode = flags & ~maps::update_lock;
+    if (mode > maps::update_exist) {
+        return make_error(EINVAL, "flags " + std::to_string(flags) +
+                                      ": BPF_F_LOCK goes with BPF_ANY, BPF_NOEXIST or BPF_EXIST");
+    }
+    if (auto ok = maps::check_key(spec, key, false); !ok) {
+        return ok;
+    }
+    if (value.size() != spec.value_size) {
+        return make_error(EINVAL, "the value has " + std::to_string(value.size()) +
+                                      " bytes, the map takes " + std::to_string(spec.value_size));
+    }
+    const auto off = static_cast<size_t>(spec.spin_lock_off);
+    if (auto *current = static_cast<uint8_t *>(view.lookup(key.data()))) {
+        if (mode == maps::update_noexist) {
+            return maps::update_error(-EEXIST, spec, flags);
+        }
+        // In place, under the lock, everything but the lock word.
+        auto *word = reinterpret_cast<uint32_t *>(current + off);
+        if (auto ok = take_value_lock(word, info); !ok) {
+            return ok;
+        }
+        std::memcpy(current, value.data(), off);
+        std::memcpy(current + off + 4, value.data() + off + 4, value.size() - off - 4);
+        release_value_lock(word);
+        return {};
+    }
+    if (mode == maps::update_exist) {
+        return maps::update_error(-ENOENT, spec, flags);
+    }
+    std::vector<uint8_t> fresh(value.begin(), value.end());
+    std::memset(fresh.data() + off, 0, sizeof(uint32_t)); // a new value's lock is free
+    return view.write(key, fresh, mode);
 }
 
 namespace {
@@ -191,6 +539,9 @@ public:
     result<std::vector<uint8_t>> read(std::span<const uint8_t> key) const override {
         return view_.read(key);
     }
+    result<std::vector<uint8_t>> read_locked(std::span<const uint8_t> key) const override {
+        return read_value_locked(info_, view_, key);
+    }
     result<void> write(std::span<const uint8_t> key, std::span<const uint8_t> value,
                        uint64_t flags) const override {
         // Read-only data (.rodata) is frozen once loaded, as the kernel provider freezes it.
@@ -199,6 +550,9 @@ public:
                                          ") is read-only data, frozen when it was loaded; give "
                                          "its variables their values at load with "
                                          "`bpftime load FILE --set NAME=VALUE`");
+        }
+        if ((flags & maps::update_lock) != 0) {
+            return write_value_locked(info_, view_, key, value, flags);
         }
         if (info_.spec.type == maps::map_type::prog_array && value.size() == sizeof(uint32_t)) {
             // A slot names a program of this store by id, as a program fd names one in Linux.
@@ -209,6 +563,9 @@ public:
                                               " is a prog_array: its values are program ids, and " +
                                               std::to_string(id) + " is not one (" +
                                               p.err().message + ")");
+            }
+            if (auto ok = check_prog_array_member(*seg_, info_.id, id); !ok) {
+                return ok;
             }
         }
         if (maps::is_map_in_map(info_.spec.type)) {
@@ -248,6 +605,7 @@ public:
         return view_.ringbuf_consume(fn, max);
     }
     void wait(int timeout_ms) override { view_.ringbuf_wait(timeout_ms); }
+    uint64_t lost() const override { return view_.ringbuf_lost(); }
 
 private:
     store::map_info info_;

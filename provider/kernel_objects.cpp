@@ -287,6 +287,12 @@ public:
 
     const store::map_info &info() const override { return info_; }
 
+    // Whether values are bpftime ids of other objects (maps of maps, program arrays).
+    bool holds_ids() const {
+        return maps::is_map_in_map(info_.spec.type) ||
+               info_.spec.type == maps::map_type::prog_array;
+    }
+
     result<std::vector<uint8_t>> read(std::span<const uint8_t> key) const override {
         if (auto ok = maps::check_key(info_.spec, key, false); !ok) {
             return std::move(ok).err();
@@ -295,8 +301,9 @@ public:
         if (bpf_map_lookup_elem(fd_.get(), key.data(), raw.data()) != 0) {
             return errno == ENOENT ? make_error(ENOENT, "no such key") : failure("lookup");
         }
-        if (maps::is_map_in_map(info_.spec.type) && inner_.id_of && raw.size() >= 4) {
-            // The kernel answers with the inner map's kernel id; users name maps by bpftime id.
+        if (holds_ids() && inner_.id_of && raw.size() >= 4) {
+            // The kernel answers with the inner map's (or program's) kernel id; users name
+            // them by bpftime id.
             uint32_t kernel_id = 0;
             std::memcpy(&kernel_id, raw.data(), sizeof kernel_id);
             uint32_t id = inner_.id_of(kernel_id);
@@ -314,6 +321,26 @@ public:
         return out;
     }
 
+    result<std::vector<uint8_t>> read_locked(std::span<const uint8_t> key) const override {
+        if (auto ok = maps::check_key(info_.spec, key, false); !ok) {
+            return std::move(ok).err();
+        }
+        std::vector<uint8_t> raw(info_.spec.value_size);
+        if (bpf_map_lookup_elem_flags(fd_.get(), key.data(), raw.data(), BPF_F_LOCK) != 0) {
+            int e = errno;
+            if (e == ENOENT) {
+                return make_error(ENOENT, "no such key");
+            }
+            if (e == EINVAL) {
+                return make_error(EINVAL, "map " + std::to_string(info_.id) + " (" + info_.name +
+                                              "): the kernel refused BPF_F_LOCK (its value has "
+                                              "no struct bpf_spin_lock)");
+            }
+            return failure("lookup");
+        }
+        return raw;
+    }
+
     result<void> write(std::span<const uint8_t> key, std::span<const uint8_t> value,
                        uint64_t flags) const override {
         if (auto ok = maps::check_key(info_.spec, key, false); !ok) {
@@ -329,8 +356,8 @@ public:
             return make_error(EINVAL, "the value has " + std::to_string(value.size()) +
                                           " bytes, the map takes " + want);
         }
-        if (maps::is_map_in_map(info_.spec.type) && inner_.fd_of) {
-            // BPF_MAP_UPDATE_ELEM takes an fd of the inner map, as libbpf gives it.
+        if (holds_ids() && inner_.fd_of) {
+            // BPF_MAP_UPDATE_ELEM takes an fd of the inner map (or program), as libbpf gives it.
             uint32_t id = 0;
             std::memcpy(&id, value.data(), sizeof id);
             auto inner = inner_.fd_of(id);
@@ -342,6 +369,14 @@ public:
                 int e = errno;
                 if (e == EEXIST || e == ENOENT || e == E2BIG) {
                     return maps::update_error(-e, info_.spec, flags);
+                }
+                if (e == EINVAL && info_.spec.type == maps::map_type::prog_array) {
+                    return make_error(EINVAL,
+                                      "the kernel refused program " + std::to_string(id) +
+                                          " in prog_array " + std::to_string(info_.id) + " (" +
+                                          info_.name +
+                                          "): a tail call keeps its caller's context, so the "
+                                          "programs of one array share the type of its callers");
                 }
                 return failure("update");
             }

@@ -74,7 +74,8 @@ bool stats_enabled();
 /// spaces, after a line saying how many came before them; joined by line breaks.
 std::string log_tail(const char *log, size_t max_lines);
 
-/// How map_access reaches the maps an array_of_maps or hash_of_maps holds.
+/// How map_access reaches the maps an array_of_maps or hash_of_maps holds (or the programs of
+/// a prog_array).
 struct inner_maps {
     /// The fd of bpftime map id, refused (with the reason) when it may not go into the map.
     std::function<result<unique_fd>(uint32_t id)> fd_of;

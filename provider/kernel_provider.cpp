@@ -272,11 +272,19 @@ struct kernel_event_provider::impl {
     // Every object, by id.
     // The bpftime id of the map the kernel knows by kernel_id, 0 when it is none of ours.
     uint32_t map_of_kernel_id(uint32_t kernel_id) const {
+        return object_of_kernel_id(store::object_kind::map, "map", kernel_id);
+    }
+    // The bpftime id of the program the kernel knows by kernel_id, 0 when it is none of ours.
+    uint32_t prog_of_kernel_id(uint32_t kernel_id) const {
+        return object_of_kernel_id(store::object_kind::program, "prog", kernel_id);
+    }
+    uint32_t object_of_kernel_id(store::object_kind kind, const char *prefix,
+                                 uint32_t kernel_id) const {
         for (const auto &[id, r] : all()) {
-            if (kind_of(r) != store::object_kind::map) {
+            if (kind_of(r) != kind) {
                 continue;
             }
-            if (auto fd = pinned("map", id); fd && kernel::object_id(fd->get()) == kernel_id) {
+            if (auto fd = pinned(prefix, id); fd && kernel::object_id(fd->get()) == kernel_id) {
                 return id;
             }
         }
@@ -992,6 +1000,29 @@ result<std::unique_ptr<map_access>> kernel_event_provider::open_map(uint32_t id)
         return fd.err();
     }
     store::map_info info = map_info_of(id, *snap_map);
+    if (info.spec.type == maps::map_type::prog_array) {
+        // Values are bpftime program ids, as in user space: an update gives the kernel the
+        // pinned program's fd (the kernel checks its type against the array's callers), a
+        // lookup turns the kernel's program id back into the bpftime id.
+        kernel::inner_maps progs;
+        progs.fd_of = [this, array = info](uint32_t prog_id) -> result<unique_fd> {
+            auto held = impl_->lock(false);
+            auto r = impl_->get_kind(prog_id, store::object_kind::program);
+            if (!r) {
+                return make_error(EINVAL, "map " + std::to_string(array.id) +
+                                              " is a prog_array: its values are program ids, "
+                                              "and " +
+                                              std::to_string(prog_id) + " is not one (" +
+                                              r.err().message + ")");
+            }
+            return impl_->pinned("prog", prog_id);
+        };
+        progs.id_of = [this](uint32_t kernel_id) -> uint32_t {
+            auto held = impl_->lock(false);
+            return impl_->prog_of_kernel_id(kernel_id);
+        };
+        return kernel::make_map_access(std::move(info), std::move(*fd), std::move(progs));
+    }
     if (!maps::is_map_in_map(info.spec.type)) {
         return kernel::make_map_access(std::move(info), std::move(*fd));
     }

@@ -350,59 +350,97 @@ void fold_counters(counter_stripe (&from)[counter_stripes],
 
 } // namespace detail
 
+namespace detail {
+run_clock_source run_clock = run_clock_unset;
+uint64_t run_clock_scale = uint64_t{1} << 32;
+} // namespace detail
+
 namespace {
 
-struct tsc_scale {
-    bool usable = false;
-    double ns_per_tick = 0;
-};
+uint64_t monotonic_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+#if defined(__x86_64__)
+// One reading of CLOCK_MONOTONIC and the TSC at the same moment: of a few tries, the one whose
+// two TSC reads around the clock's are closest, so that a preemption or an interrupt inside a
+// try does not skew the rate measured from two such readings.
+void paired_reading(uint64_t &ns, uint64_t &tsc) {
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 8; i++) {
+        const uint64_t before = __rdtsc();
+        const uint64_t m = monotonic_ns();
+        const uint64_t after = __rdtsc();
+        if (after - before < best) {
+            best = after - before;
+            ns = m;
+            tsc = before + (after - before) / 2;
+        }
+    }
+}
+#endif
 
 // The TSC counts at a constant rate on every CPU when CPUID says it is invariant; its rate is
 // measured once against CLOCK_MONOTONIC (over about 200 microseconds) rather than trusted from
-// CPUID, which many hypervisors leave empty.
-tsc_scale measure_tsc() {
-    tsc_scale out;
+// CPUID, which many hypervisors leave empty. Returns ns per tick as 32.32 fixed point, or 0 when
+// the TSC is not usable.
+uint64_t measure_tsc_scale() {
 #if defined(__x86_64__)
     unsigned a = 0, b = 0, c = 0, d = 0;
     // GCC's cpuid.h returns unsigned int here and clang's int.
     if (static_cast<unsigned>(__get_cpuid_max(0x80000000u, nullptr)) < 0x80000007u) {
-        return out;
+        return 0;
     }
     __cpuid(0x80000007u, a, b, c, d);
     if ((d & (1u << 8)) == 0) {
-        return out;
+        return 0;
     }
-    auto mono = [] {
-        timespec ts{};
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-    };
-    uint64_t t0 = mono(), c0 = __rdtsc();
-    uint64_t t1 = t0, c1 = c0;
-    while (t1 - t0 < 200000) {
-        t1 = mono();
-        c1 = __rdtsc();
+    uint64_t t0 = 0, c0 = 0, t1 = 0, c1 = 0;
+    paired_reading(t0, c0);
+    while (monotonic_ns() - t0 < 200000) {
     }
-    if (c1 > c0) {
-        out.usable = true;
-        out.ns_per_tick = static_cast<double>(t1 - t0) / static_cast<double>(c1 - c0);
+    paired_reading(t1, c1);
+    if (c1 > c0 && t1 > t0) {
+        // Far below 2^32 ns per tick (a TSC runs at MHz to GHz), so the scale fits.
+        const uint64_t scale =
+            static_cast<uint64_t>((static_cast<unsigned __int128>(t1 - t0) << 32) / (c1 - c0));
+        return scale != 0 ? scale : 1;
     }
 #endif
-    return out;
+    return 0;
+}
+
+void choose_run_clock() {
+    const uint64_t scale = measure_tsc_scale();
+    if (scale != 0) {
+        detail::run_clock_scale = scale;
+    }
+    // The scale is written before the source is published: a thread that sees the TSC chosen
+    // converts with its scale.
+    __atomic_store_n(&detail::run_clock,
+                     scale != 0 ? detail::run_clock_tsc : detail::run_clock_monotonic,
+                     __ATOMIC_RELEASE);
 }
 
 } // namespace
 
-uint64_t run_clock_ns() {
+uint64_t run_clock_ticks_slow() {
+    if (__atomic_load_n(&detail::run_clock, __ATOMIC_ACQUIRE) == detail::run_clock_unset) {
+        static std::once_flag once;
+        std::call_once(once, choose_run_clock);
+    }
 #if defined(__x86_64__)
-    static const tsc_scale scale = measure_tsc();
-    if (scale.usable) {
-        return static_cast<uint64_t>(static_cast<double>(__rdtsc()) * scale.ns_per_tick);
+    if (detail::run_clock == detail::run_clock_tsc) {
+        return __rdtsc();
     }
 #endif
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+    return monotonic_ns();
+}
+
+uint64_t run_clock_ns() {
+    return run_ticks_to_ns(run_clock_ticks());
 }
 
 } // namespace bpftime::store

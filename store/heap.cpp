@@ -45,10 +45,15 @@ result<uint64_t> heap::allocate(uint64_t payload, uint32_t owner, uint64_t paylo
     }
     if (at > end || end - at < need) {
         largest = std::max(largest, at < end ? end - at : 0);
-        return make_error(ENOSPC, "no space left in segment " + name_ + ": need " +
-                                      std::to_string(need) + " bytes, the largest free gap is " +
-                                      std::to_string(largest) +
-                                      " (create a larger segment with BPFTIME_SHM_SIZE)");
+        // A segment this much larger holds the object whatever else it holds: its heap grows
+        // by need past today's end. Rounded up to whole MiB, as a person would type it.
+        uint64_t suggested = round_up(end + need, uint64_t{1} << 20);
+        return make_error(ENOSPC, "no space left in segment " + name_ + " (" + std::to_string(end) +
+                                      " bytes): need " + std::to_string(need) +
+                                      " bytes, the largest free gap is " + std::to_string(largest) +
+                                      "; create a larger segment: remove this one and load "
+                                      "again with BPFTIME_SHM_SIZE=" +
+                                      std::to_string(suggested) + " (bytes) or more");
     }
     extent_header *e = extent_at(at);
     e->size = need;

@@ -25,10 +25,24 @@ namespace bpftime::store::detail {
 inline constexpr char segment_magic[8] = {'B', 'P', 'F', 'T', 'I', 'M', 'E', '1'};
 /// The table, the heap and every extent start on this boundary.
 inline constexpr uint64_t align = 64;
-/// slot::state.
-inline constexpr uint32_t slot_free = 0, slot_creating = 1, slot_live = 2;
+/// slot::state. A retired slot is an object that was destroyed while host processes may still
+/// hold its storage (map values, a link's counters): it keeps its extent (and the slot, whose
+/// counters hosts may still add to) until every live host in header::hosts has passed the
+/// generation of the destroy, kept in its revision field.
+inline constexpr uint32_t slot_free = 0, slot_creating = 1, slot_live = 2, slot_retired = 3;
 /// Copies of each link counter (counters.cpp says which thread adds to which).
 inline constexpr size_t counter_stripes = 8;
+
+/// One host process that may hold storage of the segment's objects (header::hosts).
+struct host_entry {
+    int32_t pid; ///< 0: free
+    uint32_t reserved;
+    uint64_t start_time; ///< the process's start time (/proc/PID/stat), against pid reuse
+    /// The generation this host has synchronised to and released everything that was gone by
+    /// then: storage retired at or before it is no longer reachable from this process.
+    uint64_t passed;
+    uint64_t reserved2;
+};
 
 /// The start of the segment.
 struct header {
@@ -49,6 +63,9 @@ struct header {
     uint32_t stats_flags;
     /// The writers' lock (process-shared, robust).
     alignas(64) pthread_mutex_t lock;
+    /// The host processes that may hold storage, written under the lock
+    /// (segment::host_passed); entries of processes that are gone are dropped.
+    alignas(64) host_entry hosts[max_host_processes];
 };
 
 /// header::stats_flags: hosts time every run (run_time_ns), as kernel.bpf_stats_enabled does.
@@ -84,7 +101,9 @@ struct alignas(64) slot {
     uint64_t pending; ///< an extent being written by replace_program, 0 for none
     // programs
     uint32_t prog_type;
-    uint32_t pad0;
+    /// maps: 1 + the offset of the value's struct bpf_spin_lock, 0 for none (was padding,
+    /// so older segments read as maps without one).
+    uint32_t map_lock;
     uint64_t revision;
     char section[64];
     // maps
@@ -121,12 +140,13 @@ static_assert(std::is_standard_layout_v<extent_header> &&
               std::is_trivially_copyable_v<extent_header>);
 static_assert(std::is_standard_layout_v<program_payload> &&
               std::is_trivially_copyable_v<program_payload>);
-// The sizes of layout version 6 (x86-64, glibc), which other processes' builds also assume.
+// The sizes of layout version 7 (x86-64, glibc), which other processes' builds also assume.
 // (Version 4: map storage a process may mmap starts on a page, maps' storage version 3; counter
 // stripes count budget stops and run time, host records hold their own stripes. Version 5: a
 // map's slot holds its map_extra. Version 6: a map's slot holds its inner map template, a host
-// record its owned key.)
-static_assert(layout_version == 6 && sizeof(header) == 192 && sizeof(slot) == 768 &&
+// record its owned key. Version 7: the header holds the host table, slots may be retired.)
+static_assert(layout_version == 7 && sizeof(host_entry) == 32 &&
+              sizeof(header) == 192 + 32 * max_host_processes && sizeof(slot) == 768 &&
               sizeof(counter_stripe) == 64 && sizeof(extent_header) == 64 &&
               sizeof(program_payload) == 8);
 static_assert(offsetof(slot, counters) == 256 && offsetof(slot, map_extra) == 232 &&

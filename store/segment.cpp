@@ -24,6 +24,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <set>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -54,6 +56,56 @@ std::string hex_bytes(const std::vector<uint8_t> &key) {
         out += buf;
     }
     return out;
+}
+
+// The generation's low 32 bits (x86-64 is little-endian): the futex word hosts wait on. Every
+// bump changes it; 2^32 bumps between two looks of a host would be needed to miss one.
+uint32_t *generation_word(header *h) {
+    static_assert(offsetof(header, generation) % 8 == 0);
+    return reinterpret_cast<uint32_t *>(&h->generation);
+}
+
+// Wakes every process waiting on the generation: a shared futex (no FUTEX_PRIVATE_FLAG), keyed
+// by the segment's page, so waiters in other processes are found whatever address they mapped
+// it at.
+void wake_waiters(header *h) {
+    syscall(SYS_futex, generation_word(h), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+// A process's start time (clock ticks after boot, /proc/PID/stat's 22nd field), 0 when it
+// cannot be read. With the pid it names one process: a pid reused later has another.
+uint64_t process_start_time(int32_t pid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    FILE *f = std::fopen(path, "r");
+    if (f == nullptr) {
+        return 0;
+    }
+    char buf[1024];
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    const char *p = std::strrchr(buf, ')');
+    if (p == nullptr) {
+        return 0;
+    }
+    p++;
+    for (int field = 2; field < 22 && *p != '\0'; p++) {
+        if (*p == ' ') {
+            field++;
+        }
+    }
+    return std::strtoull(p, nullptr, 10);
+}
+
+// Whether the host an entry names is still running (a process with its pid and start time).
+bool host_alive(const host_entry &h) {
+    if (h.pid <= 0 || (kill(h.pid, 0) != 0 && errno == ESRCH)) {
+        return false;
+    }
+    uint64_t start = process_start_time(h.pid);
+    return start == 0 || h.start_time == 0 || start == h.start_time;
 }
 
 std::string shm_path(const std::string &name) {
@@ -135,18 +187,26 @@ struct segment::impl {
 
     // --- locking ---
 
+    // The writer lock while held. A writer that moved the generation wakes the hosts waiting
+    // on it (wait_generation) after it unlocks, so that a host woken at once finds the lock
+    // free instead of failing its single try.
     class guard {
     public:
-        explicit guard(pthread_mutex_t *m) : m_(m) {}
-        guard(guard &&o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
+        guard(header *h, uint64_t generation_at_lock) : h_(h), at_lock_(generation_at_lock) {}
+        guard(guard &&o) noexcept : h_(std::exchange(o.h_, nullptr)), at_lock_(o.at_lock_) {}
         ~guard() {
-            if (m_ != nullptr) {
-                pthread_mutex_unlock(m_);
+            if (h_ != nullptr) {
+                const bool moved = __atomic_load_n(&h_->generation, __ATOMIC_RELAXED) != at_lock_;
+                pthread_mutex_unlock(&h_->lock);
+                if (moved) {
+                    wake_waiters(h_);
+                }
             }
         }
 
     private:
-        pthread_mutex_t *m_;
+        header *h_;
+        uint64_t at_lock_;
     };
 
     // The thread id the lock word names as its owner (glibc's robust mutex keeps it there), 0
@@ -227,6 +287,7 @@ struct segment::impl {
                 break;
             }
         }
+        const uint64_t at_lock = __atomic_load_n(&hdr()->generation, __ATOMIC_RELAXED);
         if (rc == EOWNERDEAD) {
             // A writer died holding the lock: drop what it half-created, then carry on.
             recover();
@@ -247,7 +308,7 @@ struct segment::impl {
             return make_error(rc, "segment " + name + ": cannot take the writer lock: " +
                                       std::strerror(rc) + " (remove the segment and load again)");
         }
-        return guard(&hdr()->lock);
+        return guard(hdr(), at_lock);
     }
 
     void recover() const {
@@ -346,6 +407,7 @@ struct segment::impl {
             return make_error(ENAMETOOLONG, "name '" + object_name + "' is longer than " +
                                                 std::to_string(max_name) + " bytes");
         }
+        reclaim();
         for (uint32_t i = 0; i < max_objects(); i++) {
             slot &s = slots()[i];
             if (s.state == slot_free) {
@@ -358,7 +420,80 @@ struct segment::impl {
             }
         }
         return make_error(ENOSPC, "segment " + name + " is full: all " +
-                                      std::to_string(max_objects()) + " object slots are used");
+                                      std::to_string(max_objects()) + " object slots are used" +
+                                      retired_note());
+    }
+
+    // --- retired storage ---
+
+    // Live hosts; entries of processes that are gone are freed on the way (under the lock).
+    std::vector<const host_entry *> live_hosts() const {
+        std::vector<const host_entry *> out;
+        for (host_entry &h : hdr()->hosts) {
+            if (h.pid == 0) {
+                continue;
+            }
+            if (!host_alive(h)) {
+                h = host_entry{};
+                continue;
+            }
+            out.push_back(&h);
+        }
+        return out;
+    }
+
+    // Frees the retired slots (and with them their extents) that every live host has passed.
+    // Called under the lock.
+    void reclaim() const {
+        bool any = false;
+        for (uint32_t i = 0; i < max_objects() && !any; i++) {
+            any = slots()[i].state == slot_retired;
+        }
+        if (!any) {
+            return;
+        }
+        auto hosts = live_hosts();
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            slot &s = slots()[i];
+            if (s.state != slot_retired) {
+                continue;
+            }
+            bool held = std::any_of(hosts.begin(), hosts.end(), [&](const host_entry *h) {
+                return load_acquire(h->passed) < s.revision;
+            });
+            if (!held) {
+                store_release(s.state, slot_free);
+            }
+        }
+    }
+
+    // For a full segment or table: "; 2 destroyed objects keep their slot and storage until
+    // host process 123 synchronises ...", or nothing when none is retired.
+    std::string retired_note() const {
+        uint32_t count = 0;
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            count += slots()[i].state == slot_retired ? 1 : 0;
+        }
+        if (count == 0) {
+            return {};
+        }
+        std::string pids;
+        bool several = false;
+        for (const host_entry *h : live_hosts()) {
+            bool holds = false;
+            for (uint32_t i = 0; i < max_objects() && !holds; i++) {
+                holds = slots()[i].state == slot_retired && h->passed < slots()[i].revision;
+            }
+            if (holds) {
+                several = !pids.empty();
+                pids += (pids.empty() ? "" : ", ") + std::to_string(h->pid);
+            }
+        }
+        return "; " + std::to_string(count) + " destroyed object" +
+               (count > 1 ? "s keep their" : " keeps its") +
+               " slot and storage until host process" +
+               (several ? "es " + pids + " synchronise" : " " + pids + " synchronises") +
+               " or exits (`bpftime list` shows them; a stopped host keeps them)";
     }
 
     uint32_t publish(slot *s) const {
@@ -374,7 +509,11 @@ struct segment::impl {
     detail::heap objects() const { return {base, geo, name}; }
     result<uint64_t> allocate(uint64_t payload, uint32_t owner,
                               uint64_t payload_align = align) const {
-        return objects().allocate(payload, owner, payload_align);
+        auto off = objects().allocate(payload, owner, payload_align);
+        if (!off && off.err().code == ENOSPC) {
+            return make_error(ENOSPC, off.err().message + retired_note());
+        }
+        return off;
     }
     void *payload(uint64_t off) const { return objects().payload(off); }
 
@@ -395,8 +534,12 @@ struct segment::impl {
                                                     m.err().message);
             }
         }
+        if (auto ok = check_host_maps(s->id, map_ids); !ok) {
+            return ok.err();
+        }
         uint64_t bytes = sizeof(program_payload) + insns.size() * sizeof(vm::ebpf_inst) +
                          map_ids.size() * sizeof(uint32_t);
+        reclaim();
         auto off = allocate(bytes, s->id);
         if (!off) {
             return off;
@@ -410,6 +553,34 @@ struct segment::impl {
         std::copy(map_ids.begin(), map_ids.end(),
                   reinterpret_cast<uint32_t *>(code + insns.size() * sizeof(vm::ebpf_inst)));
         return off;
+    }
+
+    // A host running every program of the segment holds a handle for each map they name: with
+    // map_ids as the maps of program prog_id, they must stay within max_host_maps.
+    result<void> check_host_maps(uint32_t prog_id, const std::vector<uint32_t> &map_ids) const {
+        std::vector<uint32_t> named(map_ids.begin(), map_ids.end());
+        for (uint32_t i = 0; i < max_objects(); i++) {
+            const slot &s = slots()[i];
+            if (s.state != slot_live || s.id == prog_id ||
+                s.kind != static_cast<uint32_t>(object_kind::program)) {
+                continue;
+            }
+            if (auto p = to_program(s)) {
+                named.insert(named.end(), p->map_ids.begin(), p->map_ids.end());
+            }
+        }
+        std::sort(named.begin(), named.end());
+        auto distinct =
+            static_cast<size_t>(std::unique(named.begin(), named.end()) - named.begin());
+        if (distinct > max_host_maps) {
+            return make_error(E2BIG, "the programs of segment " + name + " would name " +
+                                         std::to_string(distinct) + " maps, past the limit of " +
+                                         std::to_string(max_host_maps) +
+                                         " map handles per process (a host running them all "
+                                         "holds one per map); destroy programs or load these "
+                                         "into another segment");
+        }
+        return {};
     }
 
     // The maps that hold map id (array_of_maps, hash_of_maps), with the key of each entry.
@@ -532,7 +703,8 @@ struct segment::impl {
                 s.map_flags,
                 s.map_extra,
                 {static_cast<maps::map_type>(s.inner_type), s.inner_key_size, s.inner_value_size,
-                 s.inner_max_entries, s.inner_flags}};
+                 s.inner_max_entries, s.inner_flags},
+                s.map_lock == 0 ? -1 : static_cast<int32_t>(s.map_lock - 1)};
     }
 
     // A map's record and its storage: the spec valid, the storage inside the extent, and the
@@ -590,6 +762,8 @@ struct segment::impl {
     // max_link_hosts the oldest. A record handed to another process first gives its counts to
     // the link's own stripes. Called under the lock.
     result<void *> record_for(slot &s, int32_t pid);
+    // read_all's work, with the lock held.
+    snapshot read_locked() const;
     bool timing() const {
         return (__atomic_load_n(&hdr()->stats_flags, __ATOMIC_RELAXED) & detail::stats_timing) != 0;
     }
@@ -829,6 +1003,47 @@ bool segment::damaged() const {
     return impl_->damaged();
 }
 
+bool segment::wait_generation(uint64_t seen, std::chrono::milliseconds timeout) const {
+    if (generation() != seen) {
+        return true;
+    }
+    if (timeout.count() <= 0) {
+        return false;
+    }
+    uint32_t *word = generation_word(impl_->hdr());
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    ts.tv_nsec = static_cast<long>(timeout.count() % 1000) * 1000000;
+    // FUTEX_WAIT's timeout is relative; the kernel returns at once when the word no longer
+    // holds seen's low half (a bump between the load above and the call is not lost).
+    long rc = syscall(SYS_futex, word, FUTEX_WAIT, static_cast<uint32_t>(seen), &ts, nullptr, 0);
+    if (rc != 0 && errno != EAGAIN && errno != EINTR && errno != ETIMEDOUT) {
+        // A futex the kernel refuses on this mapping (it never should): sleep instead, so the
+        // caller never spins.
+        std::this_thread::sleep_for(timeout);
+    }
+    return generation() != seen;
+}
+
+void segment::wake_generation_waiters() const {
+    wake_waiters(impl_->hdr());
+}
+
+result<void> segment::check_named() const {
+    struct stat mapped {};
+    struct stat named {};
+    if (fstat(impl_->fd, &mapped) != 0) {
+        return make_error(errno, "segment " + name_ + ": " + std::strerror(errno));
+    }
+    if (stat(("/dev/shm/" + name_).c_str(), &named) != 0) {
+        return make_error(ENOENT, "segment " + name_ + " was removed");
+    }
+    if (named.st_dev != mapped.st_dev || named.st_ino != mapped.st_ino) {
+        return make_error(ESTALE, "segment " + name_ + " was replaced by another of that name");
+    }
+    return {};
+}
+
 result<uint32_t> segment::create_program(const std::string &name, uint32_t type,
                                          const std::string &section,
                                          const std::vector<vm::ebpf_inst> &insns,
@@ -918,6 +1133,7 @@ result<uint32_t> segment::create_map(const std::string &name, const maps::map_sp
     sl.inner_value_size = spec.inner.value_size;
     sl.inner_max_entries = spec.inner.max_entries;
     sl.inner_flags = spec.inner.flags;
+    sl.map_lock = spec.spin_lock_off >= 0 ? static_cast<uint32_t>(spec.spin_lock_off) + 1 : 0;
     sl.ncpus = ncpus;
     sl.read_only = read_only ? 1 : 0;
     void *storage = impl_->payload(*off);
@@ -1027,9 +1243,12 @@ result<void> segment::destroy(uint32_t id) {
                     " first");
         }
     }
-    // One store frees the slot and, with it, its extent.
-    store_release(s->state, slot_free);
+    // Gone for every reader at once; its extent and the slot itself (a link's counters) stay
+    // until the hosts that may still run with them have synchronised past this generation.
+    s->revision = __atomic_load_n(&impl_->hdr()->generation, __ATOMIC_RELAXED) + 1;
+    store_release(s->state, slot_retired);
     impl_->bump();
+    impl_->reclaim();
     return {};
 }
 
@@ -1090,21 +1309,25 @@ result<snapshot> segment::read_all() const {
     if (!g) {
         return g.err();
     }
+    return impl_->read_locked();
+}
+
+snapshot segment::impl::read_locked() const {
     snapshot snap;
-    snap.generation = generation();
+    snap.generation = __atomic_load_n(&hdr()->generation, __ATOMIC_ACQUIRE);
     struct record {
         uint32_t index;
         const slot *at;
         slot copy;
     };
     std::vector<record> live;
-    for (uint32_t i = 0; i < impl_->max_objects(); i++) {
-        const slot &s = impl_->slots()[i];
+    for (uint32_t i = 0; i < max_objects(); i++) {
+        const slot &s = slots()[i];
         uint32_t state = load_acquire(s.state);
         if (state == slot_live) {
             live.push_back({i, &s, {}});
             std::memcpy(static_cast<void *>(&live.back().copy), &s, sizeof(slot));
-        } else if (state != slot_free && state != slot_creating) {
+        } else if (state != slot_free && state != slot_creating && state != slot_retired) {
             snap.damaged.push_back({s.id, i, "its state " + std::to_string(state) + " is unknown"});
         }
     }
@@ -1124,28 +1347,28 @@ result<snapshot> segment::read_all() const {
         }
         switch (static_cast<object_kind>(s.kind)) {
         case object_kind::program:
-            if (auto p = impl_->to_program(s); p) {
+            if (auto p = to_program(s); p) {
                 snap.programs.push_back(std::move(*p));
             } else {
                 damaged(p.err().message);
             }
             break;
         case object_kind::map:
-            if (auto m = impl_->to_map(s); m) {
+            if (auto m = to_map(s); m) {
                 snap.maps.push_back(std::move(m->first));
             } else {
                 damaged(m.err().message);
             }
             break;
         case object_kind::target:
-            if (auto t = impl_->to_target(s); t) {
+            if (auto t = to_target(s); t) {
                 snap.targets.push_back(std::move(*t));
             } else {
                 damaged(t.err().message);
             }
             break;
         case object_kind::link:
-            if (auto l = impl_->to_link(s, *live[i].at); l) {
+            if (auto l = to_link(s, *live[i].at); l) {
                 snap.links.push_back(std::move(*l));
             } else {
                 damaged(l.err().message);
@@ -1416,6 +1639,342 @@ result<std::map<uint32_t, std::vector<link_host_state>>> segment::link_host_stat
             out[s.id].push_back(std::move(h));
         }
     }
+    return out;
+}
+
+// --- check ---
+
+namespace {
+
+// The host table: a free entry is all zero; a used one names a pid once, and has not passed a
+// generation the segment has not reached. (Retired slots' extents are checked with the others.)
+void check_hosts(const header &h, uint64_t generation, check_report &out) {
+    std::set<int32_t> seen;
+    for (size_t i = 0; i < max_host_processes; i++) {
+        const host_entry &e = h.hosts[i];
+        const std::string where = "host entry " + std::to_string(i);
+        if (e.pid == 0) {
+            if (e.start_time != 0 || e.passed != 0) {
+                out.findings.push_back({"hosts", 0, where + " is free but not empty"});
+            }
+            continue;
+        }
+        if (e.pid < 0) {
+            out.findings.push_back({"hosts", 0, where + " names pid " + std::to_string(e.pid)});
+            continue;
+        }
+        if (!seen.insert(e.pid).second) {
+            out.findings.push_back(
+                {"hosts", 0, where + " names pid " + std::to_string(e.pid) + " a second time"});
+        }
+        if (e.passed > generation) {
+            out.findings.push_back({"hosts", 0,
+                                    where + " (pid " + std::to_string(e.pid) +
+                                        ") passed generation " + std::to_string(e.passed) +
+                                        ", beyond the segment's " + std::to_string(generation)});
+        }
+    }
+}
+
+} // namespace
+
+result<check_report> segment::check() const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    check_report out;
+    auto finding = [&](const char *check, uint32_t id, std::string message) {
+        out.findings.push_back({check, id, std::move(message)});
+    };
+    const header &h = *impl_->hdr();
+    const geometry &geo = impl_->geo;
+    out.max_objects = geo.max_objects;
+    out.next_id = load_acquire(h.next_id);
+    out.heap_size = geo.heap_end - geo.heap_offset;
+
+    snapshot snap = impl_->read_locked();
+    out.generation = snap.generation;
+    for (const damaged_object &d : snap.damaged) {
+        finding("record", d.id,
+                "object " + std::to_string(d.id) + " (slot " + std::to_string(d.slot) +
+                    ") is damaged: " + d.why);
+    }
+    out.programs = static_cast<uint32_t>(snap.programs.size());
+    out.maps = static_cast<uint32_t>(snap.maps.size());
+    out.targets = static_cast<uint32_t>(snap.targets.size());
+    out.links = static_cast<uint32_t>(snap.links.size());
+
+    // Every slot: its state, its id against the next one, and the extents it references.
+    struct extent_ref {
+        uint64_t offset, size;
+        uint32_t id;
+    };
+    std::vector<extent_ref> extents;
+    std::map<uint32_t, object_kind> kinds;
+    const detail::heap heap = impl_->objects();
+    for (uint32_t i = 0; i < geo.max_objects; i++) {
+        slot copy;
+        std::memcpy(static_cast<void *>(&copy), &impl_->slots()[i], sizeof copy);
+        if (copy.state == slot_free) {
+            continue;
+        }
+        if (copy.state == slot_creating) {
+            // The lock is held, and a dead writer's were freed when it was taken.
+            finding("table", copy.id,
+                    "slot " + std::to_string(i) + " is still being created with the lock free");
+            continue;
+        }
+        if (copy.state == slot_retired) {
+            // Destroyed, its storage kept until every host has passed the destroy: the extent
+            // still counts as used, and the destroy cannot be newer than the generation.
+            out.retired++;
+            if (copy.revision > out.generation) {
+                finding("retired", copy.id,
+                        "retired object " + std::to_string(copy.id) +
+                            " was destroyed at generation " + std::to_string(copy.revision) +
+                            ", after the segment's " + std::to_string(out.generation));
+            }
+        } else if (copy.state != slot_live) {
+            continue; // a record finding already
+        } else {
+            out.objects++;
+            if (copy.kind >= static_cast<uint32_t>(object_kind::program) &&
+                copy.kind <= static_cast<uint32_t>(object_kind::link)) {
+                kinds.emplace(copy.id, static_cast<object_kind>(copy.kind));
+            }
+        }
+        if (copy.id >= out.next_id) {
+            finding("ids", copy.id,
+                    "object " + std::to_string(copy.id) + " has an id not below the next id " +
+                        std::to_string(out.next_id));
+        }
+        const uint64_t refs[2] = {
+            copy.extent,
+            copy.state == slot_live && copy.pending != copy.extent ? copy.pending : uint64_t{0}};
+        for (uint64_t off : refs) {
+            if (off == 0) {
+                continue;
+            }
+            auto size = heap.checked_payload_size(off);
+            if (!size) {
+                finding("extent", copy.id,
+                        "object " + std::to_string(copy.id) + ": its extent at " +
+                            std::to_string(off) + " is unusable: " + size.err().message);
+                continue;
+            }
+            const extent_header *eh = heap.extent_at(off);
+            if (eh->owner != copy.id) {
+                finding("extent", copy.id,
+                        "object " + std::to_string(copy.id) + ": its extent at " +
+                            std::to_string(off) + " says it belongs to object " +
+                            std::to_string(eh->owner));
+            }
+            extents.push_back({off, eh->size, copy.id});
+        }
+    }
+    out.extents = static_cast<uint32_t>(extents.size());
+
+    // No two extents overlap; then the used and free space add up to the heap.
+    std::sort(extents.begin(), extents.end(),
+              [](const extent_ref &a, const extent_ref &b) { return a.offset < b.offset; });
+    uint64_t end = geo.heap_offset, gaps = 0;
+    for (size_t i = 0; i < extents.size(); i++) {
+        const extent_ref &e = extents[i];
+        if (i > 0 && e.offset < extents[i - 1].offset + extents[i - 1].size) {
+            finding("overlap", e.id,
+                    "object " + std::to_string(e.id) + "'s extent at " + std::to_string(e.offset) +
+                        " overlaps object " + std::to_string(extents[i - 1].id) + "'s at " +
+                        std::to_string(extents[i - 1].offset) + " (" +
+                        std::to_string(extents[i - 1].size) + " bytes)");
+        }
+        if (e.offset > end) {
+            gaps += e.offset - end;
+        }
+        end = std::max(end, e.offset + e.size);
+        out.heap_used += e.size;
+    }
+    gaps += geo.heap_end > end ? geo.heap_end - end : 0;
+    out.heap_free = gaps;
+    if (out.heap_used + out.heap_free != out.heap_size) {
+        finding("heap", 0,
+                "used (" + std::to_string(out.heap_used) + ") and free (" +
+                    std::to_string(out.heap_free) + ") bytes do not add up to the heap's " +
+                    std::to_string(out.heap_size));
+    }
+
+    // Links name a program and a target of those kinds; programs name maps.
+    auto names = [&](uint32_t id, object_kind want) -> std::string {
+        auto k = kinds.find(id);
+        if (k == kinds.end()) {
+            return "which does not exist";
+        }
+        if (k->second != want) {
+            return std::string("which is a ") + kind_name(k->second);
+        }
+        return {};
+    };
+    for (const link_info &l : snap.links) {
+        if (auto why = names(l.prog_id, object_kind::program); !why.empty()) {
+            finding("link", l.id,
+                    "link " + std::to_string(l.id) + " names program " + std::to_string(l.prog_id) +
+                        ", " + why);
+        }
+        if (auto why = names(l.target_id, object_kind::target); !why.empty()) {
+            finding("link", l.id,
+                    "link " + std::to_string(l.id) + " names target " +
+                        std::to_string(l.target_id) + ", " + why);
+        }
+    }
+    for (const program_info &p : snap.programs) {
+        for (uint32_t m : p.map_ids) {
+            if (auto why = names(m, object_kind::map); !why.empty()) {
+                finding("program", p.id,
+                        "program " + std::to_string(p.id) + " names map " + std::to_string(m) +
+                            ", " + why);
+            }
+        }
+    }
+
+    // Host records: each names a process or none; those of processes gone are listed.
+    for (uint32_t i = 0; i < geo.max_objects; i++) {
+        const slot &sl = impl_->slots()[i];
+        if (sl.state != slot_live || sl.kind != static_cast<uint32_t>(object_kind::link)) {
+            continue;
+        }
+        const host_records *r = records_of(heap, sl);
+        if (r == nullptr) {
+            if (sl.extent != 0) {
+                finding("host", sl.id,
+                        "link " + std::to_string(sl.id) +
+                            "'s extent does not hold host records (bad magic or size)");
+            }
+            continue;
+        }
+        for (const host_record &rec : r->rec) {
+            if (rec.pid < 0) {
+                finding("host", sl.id,
+                        "link " + std::to_string(sl.id) + " has a host record of pid " +
+                            std::to_string(rec.pid));
+            } else if (rec.pid == 0) {
+                continue;
+            } else if (process_exists(rec.pid)) {
+                out.live_hosts++;
+            } else {
+                out.dead_hosts.push_back({sl.id, rec.pid});
+            }
+        }
+    }
+
+    check_hosts(h, out.generation, out);
+    if (impl_->damaged()) {
+        finding("truncated", 0,
+                "segment " + name_ +
+                    " was truncated while it was checked (its reads gave zero "
+                    "pages)");
+    }
+    return out;
+}
+
+// --- host processes and retired storage ---
+
+result<void> segment::host_passed(uint64_t generation) {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto pid = static_cast<int32_t>(getpid());
+    uint64_t now = __atomic_load_n(&impl_->hdr()->generation, __ATOMIC_RELAXED);
+    host_entry *mine = nullptr;
+    for (host_entry &h : impl_->hdr()->hosts) {
+        if (h.pid == pid) {
+            mine = &h;
+        }
+    }
+    if (mine == nullptr) {
+        (void)impl_->live_hosts(); // frees the places of hosts that are gone
+        for (host_entry &h : impl_->hdr()->hosts) {
+            if (h.pid == 0 && mine == nullptr) {
+                mine = &h;
+            }
+        }
+        if (mine == nullptr) {
+            return make_error(ENOSPC, "segment " + name_ + " keeps track of " +
+                                          std::to_string(max_host_processes) +
+                                          " host processes already (the most it can); end some "
+                                          "of them or use another segment for more");
+        }
+        *mine = host_entry{};
+        mine->start_time = process_start_time(pid);
+        mine->pid = pid;
+    }
+    store_release(mine->passed, std::min(generation, now));
+    impl_->reclaim();
+    return {};
+}
+
+result<void> segment::host_leave() {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    auto pid = static_cast<int32_t>(getpid());
+    for (host_entry &h : impl_->hdr()->hosts) {
+        if (h.pid == pid) {
+            h = host_entry{};
+        }
+    }
+    impl_->reclaim();
+    return {};
+}
+
+result<std::vector<host_process>> segment::hosts() const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    std::vector<host_process> out;
+    for (const host_entry *h : impl_->live_hosts()) {
+        out.push_back({h->pid, h->passed});
+    }
+    std::sort(out.begin(), out.end(),
+              [](const host_process &a, const host_process &b) { return a.pid < b.pid; });
+    return out;
+}
+
+result<std::vector<retired_object>> segment::retired() const {
+    auto g = impl_->lock();
+    if (!g) {
+        return g.err();
+    }
+    impl_->reclaim();
+    auto hosts = impl_->live_hosts();
+    std::vector<retired_object> out;
+    for (uint32_t i = 0; i < impl_->max_objects(); i++) {
+        const slot &s = impl_->slots()[i];
+        if (s.state != slot_retired) {
+            continue;
+        }
+        retired_object r;
+        r.id = s.id;
+        r.kind = static_cast<object_kind>(s.kind);
+        r.name = std::string(s.name, strnlen(s.name, sizeof s.name));
+        if (s.extent != 0) {
+            if (auto size = impl_->objects().checked_payload_size(s.extent); size) {
+                r.bytes = *size + sizeof(extent_header);
+            }
+        }
+        r.generation = s.revision;
+        for (const host_entry *h : hosts) {
+            if (h->passed < s.revision) {
+                r.held_by.push_back(h->pid);
+            }
+        }
+        std::sort(r.held_by.begin(), r.held_by.end());
+        out.push_back(std::move(r));
+    }
+    std::sort(out.begin(), out.end(),
+              [](const retired_object &a, const retired_object &b) { return a.id < b.id; });
     return out;
 }
 

@@ -30,6 +30,7 @@ int main(int argc, char **argv) {
     bpftime::cli::add_segment_commands(app, g, status);
     bpftime::cli::add_stats_commands(app, g, status);
     bpftime::cli::add_inject_commands(app, g, status);
+    bpftime::cli::add_check_command(app, g, status);
     CLI11_PARSE(app, argc, argv);
     return status;
 }

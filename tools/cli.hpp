@@ -169,5 +169,7 @@ void add_segment_commands(CLI::App &app, const global_options &g, int &status);
 void add_stats_commands(CLI::App &app, const global_options &g, int &status);
 /// inject, eject (inject_command.cpp).
 void add_inject_commands(CLI::App &app, const global_options &g, int &status);
+/// check (check_command.cpp).
+void add_check_command(CLI::App &app, const global_options &g, int &status);
 
 } // namespace bpftime::cli

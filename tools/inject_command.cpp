@@ -17,10 +17,11 @@
 // read, a sleep, a poll) is the usual and safe case.
 #include "cli.hpp"
 
-#include <elf.h>
+#include <bpftime/attach/probe_target.hpp>
+
+#include <elf.h> // NT_X86_XSTATE
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -157,135 +158,16 @@ result<std::vector<mapping>> read_maps(pid_t pid) {
     return maps;
 }
 
-// The file a mapping of it shows, mapped read-only here.
-class mapped_file {
-public:
-    static result<mapped_file> open(const std::string &path) {
-        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            int e = errno;
-            return make_error(e, path + ": " + std::strerror(e));
-        }
-        struct stat st = {};
-        if (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr))) {
-            ::close(fd);
-            return make_error(ENOEXEC, path + " is not an ELF file");
-        }
-        void *p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
-        ::close(fd);
-        if (p == MAP_FAILED) {
-            int e = errno;
-            return make_error(e, "cannot map " + path + ": " + std::strerror(e));
-        }
-        mapped_file f;
-        f.data_ = static_cast<const uint8_t *>(p);
-        f.size_ = static_cast<size_t>(st.st_size);
-        f.path_ = path;
-        const auto *eh = f.ehdr();
-        if (std::memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64 ||
-            eh->e_machine != EM_X86_64) {
-            return make_error(ENOEXEC, path + " is not an x86-64 ELF file");
-        }
-        return f;
-    }
-    mapped_file() = default;
-    mapped_file(mapped_file &&o) noexcept { *this = std::move(o); }
-    mapped_file &operator=(mapped_file &&o) noexcept {
-        std::swap(data_, o.data_);
-        std::swap(size_, o.size_);
-        std::swap(path_, o.path_);
-        return *this;
-    }
-    ~mapped_file() {
-        if (data_ != nullptr) {
-            ::munmap(const_cast<uint8_t *>(data_), size_);
-        }
-    }
-
-    const Elf64_Ehdr *ehdr() const { return reinterpret_cast<const Elf64_Ehdr *>(data_); }
-
-    template <typename T>
-    const T *at(uint64_t offset, uint64_t count = 1) const {
-        if (offset > size_ || count > (size_ - offset) / sizeof(T)) {
-            return nullptr;
-        }
-        return reinterpret_cast<const T *>(data_ + offset);
-    }
-
-    const Elf64_Phdr *phdrs() const { return at<Elf64_Phdr>(ehdr()->e_phoff, ehdr()->e_phnum); }
-
-    // The lowest PT_LOAD's page: what the mapping at file offset 0 stands for.
-    uint64_t first_load_vaddr() const {
-        const Elf64_Phdr *ph = phdrs();
-        for (int i = 0; ph != nullptr && i < ehdr()->e_phnum; i++) {
-            if (ph[i].p_type == PT_LOAD) {
-                return ph[i].p_vaddr & ~uint64_t{0xfff};
-            }
-        }
-        return 0;
-    }
-
-    // The value of a defined function in .dynsym, the default version when there are several.
-    std::optional<uint64_t> dynamic_symbol(const std::string &name) const {
-        const Elf64_Ehdr *eh = ehdr();
-        const auto *sh = at<Elf64_Shdr>(eh->e_shoff, eh->e_shnum);
-        if (sh == nullptr) {
-            return std::nullopt;
-        }
-        const Elf64_Shdr *dynsym = nullptr, *versym = nullptr;
-        for (int i = 0; i < eh->e_shnum; i++) {
-            if (sh[i].sh_type == SHT_DYNSYM) {
-                dynsym = &sh[i];
-            } else if (sh[i].sh_type == SHT_GNU_versym) {
-                versym = &sh[i];
-            }
-        }
-        if (dynsym == nullptr || dynsym->sh_link >= eh->e_shnum || dynsym->sh_entsize == 0) {
-            return std::nullopt;
-        }
-        const Elf64_Shdr &strtab = sh[dynsym->sh_link];
-        const uint64_t count = dynsym->sh_size / sizeof(Elf64_Sym);
-        const auto *syms = at<Elf64_Sym>(dynsym->sh_offset, count);
-        const auto *strs = at<char>(strtab.sh_offset, strtab.sh_size);
-        const auto *vers = versym == nullptr ? nullptr : at<uint16_t>(versym->sh_offset, count);
-        if (syms == nullptr || strs == nullptr) {
-            return std::nullopt;
-        }
-        std::optional<uint64_t> found;
-        for (uint64_t i = 0; i < count; i++) {
-            const Elf64_Sym &s = syms[i];
-            if (s.st_shndx == SHN_UNDEF || s.st_name >= strtab.sh_size ||
-                ELF64_ST_TYPE(s.st_info) != STT_FUNC ||
-                ::strnlen(strs + s.st_name, strtab.sh_size - s.st_name) != name.size() ||
-                std::memcmp(strs + s.st_name, name.data(), name.size()) != 0) {
-                continue;
-            }
-            // A hidden version (name@VERSION, not @@) is a compatibility alias.
-            if (vers == nullptr || (vers[i] & 0x8000) == 0) {
-                return s.st_value;
-            }
-            found = s.st_value;
-        }
-        return found;
-    }
-
-private:
-    const uint8_t *data_ = nullptr;
-    size_t size_ = 0;
-    std::string path_;
-};
-
-// Where a library is loaded in the process: its path and load base.
+// A library the process has mapped, by its path.
 struct loaded_library {
     std::string path;
-    uint64_t base = 0;
 };
 
 std::optional<loaded_library> find_library(const std::vector<mapping> &maps,
                                            bool (*match)(const std::string &)) {
     for (const mapping &m : maps) {
         if (m.offset == 0 && !m.path.empty() && m.path[0] == '/' && match(base_name(m.path))) {
-            return loaded_library{m.path, m.start};
+            return loaded_library{m.path};
         }
     }
     return std::nullopt;
@@ -304,17 +186,21 @@ bool is_agent(const std::string &name) {
     return name.rfind("libbpftime_agent", 0) == 0 && name.find(".so") != std::string::npos;
 }
 
-// The address of function name in the process, in lib (loaded at its base).
-result<uint64_t> remote_symbol(const loaded_library &lib, const std::string &name) {
-    auto file = mapped_file::open(lib.path);
-    if (!file) {
-        return file.err();
+// The address of function name of lib in the process: its file offset, found as a uprobe
+// target is (libelf, the default symbol version), within the process's mapping of that file.
+result<uint64_t> remote_symbol(const std::vector<mapping> &maps, const loaded_library &lib,
+                               const std::string &name) {
+    auto loc = resolve_uprobe_target(lib.path + ":" + name);
+    if (!loc) {
+        return loc.err();
     }
-    auto value = file->dynamic_symbol(name);
-    if (!value) {
-        return make_error(ENOENT, lib.path + " has no function " + name);
+    for (const mapping &m : maps) {
+        if (m.path == lib.path && loc->file_offset >= m.offset &&
+            loc->file_offset - m.offset < m.end - m.start) {
+            return m.start + (loc->file_offset - m.offset);
+        }
     }
-    return lib.base - file->first_load_vaddr() + *value;
+    return make_error(ENOENT, lib.path + "'s " + name + " is in no mapping of the process");
 }
 
 volatile sig_atomic_t timed_out = 0;
@@ -596,9 +482,9 @@ result<dl_functions> find_dl_functions(pid_t pid, const std::vector<mapping> &ma
         if (!lib) {
             continue;
         }
-        auto open = remote_symbol(*lib, "dlopen");
-        auto sym = remote_symbol(*lib, "dlsym");
-        auto err = remote_symbol(*lib, "dlerror");
+        auto open = remote_symbol(maps, *lib, "dlopen");
+        auto sym = remote_symbol(maps, *lib, "dlsym");
+        auto err = remote_symbol(maps, *lib, "dlerror");
         if (open && sym && err) {
             return dl_functions{*open, *sym, *err};
         }
@@ -663,26 +549,42 @@ result<uint64_t> remote_dlsym(tracee &t, const dl_functions &dl, uint64_t handle
     return *fn;
 }
 
-int cmd_inject(const global_options &g, int pid_arg) {
+// The process a command names, with its mappings.
+struct target_process {
+    pid_t pid = 0;
+    std::vector<mapping> maps;
+};
+
+result<target_process> open_target(const global_options &g, int pid_arg, const char *command) {
     if (g.kernel()) {
-        return report(user_space_only("bpftime inject"));
+        return user_space_only(command);
     }
     auto pid = check_target(pid_arg);
     if (!pid) {
-        return report(pid.err());
+        return pid.err();
     }
     auto maps = read_maps(*pid);
     if (!maps) {
-        return report(maps.err());
+        return maps.err();
     }
-    auto dl = find_dl_functions(*pid, *maps);
+    return target_process{*pid, std::move(*maps)};
+}
+
+int cmd_inject(const global_options &g, int pid_arg) {
+    auto target = open_target(g, pid_arg, "bpftime inject");
+    if (!target) {
+        return report(target.err());
+    }
+    const pid_t pid = target->pid;
+    const std::vector<mapping> &maps = target->maps;
+    auto dl = find_dl_functions(pid, maps);
     if (!dl) {
         return report(dl.err());
     }
     // An agent already there (preloaded by `bpftime start`, or injected and ejected) is the
     // one to start: dlopen of its path gives it back.
     std::string agent;
-    if (auto mapped = find_library(*maps, is_agent); mapped) {
+    if (auto mapped = find_library(maps, is_agent); mapped) {
         agent = mapped->path;
     } else {
         auto found = find_preload_library("BPFTIME_AGENT", BPFTIME_AGENT_BUILD_PATH, agent_file);
@@ -692,11 +594,11 @@ int cmd_inject(const global_options &g, int pid_arg) {
         agent = *found;
     }
     const std::string name = store::segment_name(g.shm);
-    tracee t(*pid);
+    tracee t(pid);
     if (auto r = t.stop(); !r) {
         return report(r.err());
     }
-    auto handle = remote_dlopen(t, *dl, agent, rtld_now | rtld_nodelete, *pid);
+    auto handle = remote_dlopen(t, *dl, agent, rtld_now | rtld_nodelete, pid);
     if (!handle) {
         return report(handle.err());
     }
@@ -720,44 +622,39 @@ int cmd_inject(const global_options &g, int pid_arg) {
     }
     if (rc == -EEXIST) {
         return report(make_error(
-            EEXIST, describe(*pid) + " already hosts the bpftime agent (segment " + following +
-                        "); bpftime eject " + std::to_string(*pid) + " first"));
+            EEXIST, describe(pid) + " already hosts the bpftime agent (segment " + following +
+                        "); bpftime eject " + std::to_string(pid) + " first"));
     }
     if (rc != 0) {
-        return report(make_error(-rc, "the agent in " + describe(*pid) +
+        return report(make_error(-rc, "the agent in " + describe(pid) +
                                           " did not start: " + std::strerror(-rc)));
     }
-    std::printf("injected %s into %s, following segment %s\n", agent.c_str(),
-                describe(*pid).c_str(), name.c_str());
+    std::printf("injected %s into %s, following segment %s\n", agent.c_str(), describe(pid).c_str(),
+                name.c_str());
     return 0;
 }
 
 int cmd_eject(const global_options &g, int pid_arg) {
-    if (g.kernel()) {
-        return report(user_space_only("bpftime eject"));
+    auto target = open_target(g, pid_arg, "bpftime eject");
+    if (!target) {
+        return report(target.err());
     }
-    auto pid = check_target(pid_arg);
-    if (!pid) {
-        return report(pid.err());
-    }
-    auto maps = read_maps(*pid);
-    if (!maps) {
-        return report(maps.err());
-    }
-    auto mapped = find_library(*maps, is_agent);
+    const pid_t pid = target->pid;
+    const std::vector<mapping> &maps = target->maps;
+    auto mapped = find_library(maps, is_agent);
     if (!mapped) {
-        return report(make_error(ENOENT, describe(*pid) + " does not host the bpftime agent "
-                                                          "(nothing to eject)"));
+        return report(make_error(ENOENT, describe(pid) + " does not host the bpftime agent "
+                                                         "(nothing to eject)"));
     }
-    auto dl = find_dl_functions(*pid, *maps);
+    auto dl = find_dl_functions(pid, maps);
     if (!dl) {
         return report(dl.err());
     }
-    tracee t(*pid);
+    tracee t(pid);
     if (auto r = t.stop(); !r) {
         return report(r.err());
     }
-    auto handle = remote_dlopen(t, *dl, mapped->path, rtld_now | rtld_noload, *pid);
+    auto handle = remote_dlopen(t, *dl, mapped->path, rtld_now | rtld_noload, pid);
     if (!handle) {
         return report(handle.err());
     }
@@ -774,15 +671,15 @@ int cmd_eject(const global_options &g, int pid_arg) {
         return report(restored.err());
     }
     if (rc == -ENOENT) {
-        return report(make_error(ENOENT, "the bpftime agent in " + describe(*pid) +
+        return report(make_error(ENOENT, "the bpftime agent in " + describe(pid) +
                                              " is not running (already ejected)"));
     }
     if (rc != 0) {
-        return report(make_error(-rc, "the agent in " + describe(*pid) +
+        return report(make_error(-rc, "the agent in " + describe(pid) +
                                           " did not stop: " + std::strerror(-rc)));
     }
     std::printf("ejected the agent from %s: its links are detached (%s stays mapped)\n",
-                describe(*pid).c_str(), base_name(mapped->path).c_str());
+                describe(pid).c_str(), base_name(mapped->path).c_str());
     return 0;
 }
 

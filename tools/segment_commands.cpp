@@ -65,11 +65,40 @@ int cmd_info(const global_options &g) {
                                                "picks another name")
                           : a.err());
     }
+    // The host processes and retired storage, when this process may read the segment.
+    std::vector<store::host_process> hosts;
+    std::vector<store::retired_object> retired;
+    uint64_t generation = 0;
+    bool readable = false;
+    if (auto seg = store::segment::open(name, {.create = false})) {
+        auto h = (*seg)->hosts();
+        auto r = (*seg)->retired();
+        if (h && r) {
+            hosts = std::move(*h);
+            retired = std::move(*r);
+            generation = (*seg)->generation();
+            readable = true;
+        }
+    }
+    uint64_t retired_bytes = 0;
+    for (const store::retired_object &r : retired) {
+        retired_bytes += r.bytes;
+    }
     if (g.json) {
         json out{{"name", name},    {"owner", store::user_name(a->owner)},
                  {"uid", a->owner}, {"group", store::group_name(a->group)},
                  {"gid", a->group}, {"mode", octal(a->mode)},
                  {"size", a->size}};
+        if (readable) {
+            json hj = json::array();
+            for (const store::host_process &h : hosts) {
+                hj.push_back({{"pid", h.pid}, {"passed", h.passed}});
+            }
+            out["generation"] = generation;
+            out["hosts"] = std::move(hj);
+            out["retired_objects"] = retired.size();
+            out["retired_bytes"] = retired_bytes;
+        }
         std::puts(out.dump().c_str());
         return 0;
     }
@@ -86,6 +115,24 @@ int cmd_info(const global_options &g) {
                     group.c_str());
     } else {
         std::printf("only %s may use it (and root)\n", store::user_name(a->owner).c_str());
+    }
+    if (readable) {
+        std::printf("generation %llu, %zu host process%s\n",
+                    static_cast<unsigned long long>(generation), hosts.size(),
+                    hosts.size() == 1 ? "" : "es");
+        for (const store::host_process &h : hosts) {
+            std::printf("host process %d: synchronised to generation %llu\n", h.pid,
+                        static_cast<unsigned long long>(h.passed));
+        }
+        for (const store::retired_object &r : retired) {
+            std::string pids;
+            for (int32_t pid : r.held_by) {
+                pids += (pids.empty() ? "" : ", ") + std::to_string(pid);
+            }
+            std::printf("retired storage of %s %u (%s): %llu bytes held by pid %s\n",
+                        store::kind_name(r.kind), r.id, r.name.c_str(),
+                        static_cast<unsigned long long>(r.bytes), pids.c_str());
+        }
     }
     return 0;
 }

@@ -4,6 +4,7 @@
 #include "cli.hpp"
 
 #include <bpftime/attach/attach.hpp>
+#include <bpftime/attach/probe_target.hpp>
 #include <bpftime/loader/elf.hpp>
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/provider/kernel_provider.hpp>
@@ -15,13 +16,17 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <thread>
 
 namespace bpftime::cli {
 
@@ -48,9 +53,25 @@ result<std::shared_ptr<store::segment>> open_store(const global_options &g, bool
         return opts.err();
     }
     if (const char *size = std::getenv("BPFTIME_SHM_SIZE"); size != nullptr && *size != '\0') {
-        opts->size = std::strtoull(size, nullptr, 0);
+        // Bytes, or with a K, M or G suffix (powers of 1024).
+        errno = 0;
+        char *end = nullptr;
+        uint64_t bytes = std::strtoull(size, &end, 0);
+        unsigned shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+        end += shift != 0 ? 1 : 0;
+        if (errno != 0 || end == size || *end != '\0' || size[0] == '-' || bytes == 0 ||
+            bytes > (UINT64_MAX >> shift)) {
+            return make_error(EINVAL, std::string("BPFTIME_SHM_SIZE '") + size +
+                                          "' is not a segment size: bytes, or a number with K, "
+                                          "M or G (64M is the default)");
+        }
+        opts->size = bytes << shift;
     }
     auto seg = store::segment::open(store::segment_name(g.shm), *opts);
+    if (!seg && seg.err().code == EINVAL &&
+        seg.err().message.find("cannot reserve") != std::string::npos) {
+        return with_hint(seg.err(), "BPFTIME_SHM_SIZE sets the size of a new segment");
+    }
     if (!seg && seg.err().code == ENOENT) {
         return with_hint(seg.err(), "bpftime load creates one; --shm or BPFTIME_SHM picks another "
                                     "name");
@@ -417,10 +438,20 @@ int cmd_list(const global_options &g) {
             o.update(r.j);
             out.push_back(std::move(o));
         }
+        json retired = json::array();
+        for (const store::retired_object &r : listed->retired) {
+            retired.push_back({{"id", r.id},
+                               {"kind", store::kind_name(r.kind)},
+                               {"name", r.name},
+                               {"bytes", r.bytes},
+                               {"generation", r.generation},
+                               {"held_by", r.held_by}});
+        }
         std::puts(json{{g.kernel() ? "folder" : "segment", (*provider)->location()},
                        {"generation", snap.generation},
                        {"run_timing", listed->run_timing},
-                       {"objects", out}}
+                       {"objects", out},
+                       {"retired", retired}}
                       .dump()
                       .c_str());
         return status;
@@ -428,6 +459,18 @@ int cmd_list(const global_options &g) {
     std::printf("%-4s %-8s %-20s %s\n", "ID", "KIND", "NAME", "DETAILS");
     for (const row &r : rows) {
         std::printf("%-4u %-8s %-20s %s\n", r.id, r.kind, r.name.c_str(), r.details.c_str());
+    }
+    // Storage of destroyed objects that hosts may still write: reused once they synchronise.
+    for (const store::retired_object &r : listed->retired) {
+        std::string pids;
+        for (int32_t pid : r.held_by) {
+            pids += (pids.empty() ? "" : ", ") + std::to_string(pid);
+        }
+        std::printf("retired %s %u (%s): %llu bytes kept for host process%s %s (destroyed at "
+                    "generation %llu; reused once they synchronise or exit)\n",
+                    store::kind_name(r.kind), r.id, r.name.c_str(),
+                    static_cast<unsigned long long>(r.bytes), r.held_by.size() > 1 ? "es" : "",
+                    pids.c_str(), static_cast<unsigned long long>(r.generation));
     }
     print_list_footer(*listed);
     return status;
@@ -792,7 +835,7 @@ int cmd_map(const global_options &g, const map_args &a) {
     if (a.op == "events") {
         std::signal(SIGINT, [](int) { interrupted = true; });
         std::signal(SIGTERM, [](int) { interrupted = true; });
-        uint64_t seen = 0;
+        uint64_t seen = 0, lost = view.lost();
         auto idle_since = std::chrono::steady_clock::now();
         while (!interrupted && (a.count == 0 || seen < a.count)) {
             auto n = view.consume(
@@ -804,6 +847,14 @@ int cmd_map(const global_options &g, const map_args &a) {
                                        : hex_bytes(rec.data(), rec.size()));
                 },
                 a.count == 0 ? UINT64_MAX : a.count - seen);
+            // Records skipped because their producer died before submitting them (counted
+            // in the ring by whoever skipped them, this command or another process).
+            if (uint64_t now = view.lost(); now > lost) {
+                emit_record(g.json ? json{{"lost", now - lost}}.dump()
+                                   : "lost " + std::to_string(now - lost) +
+                                         " records (their producer died before submitting)");
+                lost = now;
+            }
             std::fflush(stdout);
             if (!n) {
                 return report(n.err());
@@ -1035,8 +1086,107 @@ int cmd_attach_auto(const global_options &g, uint32_t prog_id,
     return 0;
 }
 
+// Whether a process still exists (a host record may outlive its process until it is pruned).
+bool process_alive(int32_t pid) {
+    return pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH);
+}
+
+// After a link is made on the user provider: waits up to wait_ms for the running hosts to say
+// whether they attached it (their per-host records), prints what each said (on stderr, so the
+// "link N (target M)" line stays the only line scripts read; in the JSON object with --json),
+// and gives the exit status: 1 when every host that reported refused the link (it stays).
+int report_hosts(const global_options &g, base_event_provider &provider, uint32_t link,
+                 uint32_t target, int wait_ms) {
+    // The hosts known to be running: live processes that reported on any other link.
+    std::set<int32_t> known;
+    if (auto before = provider.list()) {
+        for (const auto &[id, records] : before->link_hosts) {
+            for (const store::link_host_state &h : records) {
+                if (id != link && process_alive(h.pid)) {
+                    known.insert(h.pid);
+                }
+            }
+        }
+    }
+    // Without a host known to run, a short wait for one that has no links yet.
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::milliseconds(known.empty() ? wait_ms / 5 : wait_ms);
+    std::vector<store::link_host_state> records;
+    for (;;) {
+        records.clear();
+        if (auto now = provider.list()) {
+            if (auto it = now->link_hosts.find(link); it != now->link_hosts.end()) {
+                for (const store::link_host_state &h : it->second) {
+                    if (process_alive(h.pid)) {
+                        records.push_back(h);
+                    }
+                }
+            }
+        }
+        std::set<int32_t> settled;
+        bool attaching = false;
+        for (const store::link_host_state &h : records) {
+            attaching = attaching || h.attaching;
+            if (!h.attaching) {
+                settled.insert(h.pid);
+            }
+        }
+        const bool all_known =
+            std::includes(settled.begin(), settled.end(), known.begin(), known.end());
+        if ((!records.empty() && !attaching && all_known) ||
+            std::chrono::steady_clock::now() >= deadline) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::sort(records.begin(), records.end(),
+              [](const auto &a, const auto &b) { return a.pid < b.pid; });
+    size_t attached = 0, refused = 0, unmapped = 0;
+    json hj = json::array();
+    for (const store::link_host_state &h : records) {
+        // A process that does not map the probed binary is no refusal: it may load it later,
+        // as the kernel's uprobes fire in whichever process maps it.
+        const bool elsewhere = h.failed && h.why.find(not_mapped_here) != std::string::npos;
+        const char *state = elsewhere     ? "not mapped"
+                            : h.failed    ? "refused"
+                            : h.attaching ? "attaching"
+                                          : "attached";
+        attached += !h.failed && !h.attaching;
+        refused += h.failed && !elsewhere;
+        unmapped += elsewhere;
+        if (g.json) {
+            hj.push_back({{"pid", h.pid}, {"state", state}, {"why", h.why}});
+        } else if (elsewhere) {
+            std::fprintf(stderr, "pid %d: does not map the binary (%s)\n", h.pid, h.why.c_str());
+        } else if (h.failed) {
+            std::fprintf(stderr, "pid %d: refused: %s\n", h.pid, h.why.c_str());
+        } else {
+            std::fprintf(stderr, "pid %d: %s\n", h.pid,
+                         h.attaching ? "still attaching (bpftime list shows how it ends)"
+                                     : "attached");
+        }
+    }
+    const bool all_refused = refused > 0 && attached == 0 && refused + unmapped == records.size();
+    if (g.json) {
+        std::puts(json{{"link", link}, {"target", target}, {"hosts", hj}}.dump().c_str());
+    } else if (records.empty()) {
+        std::fprintf(stderr,
+                     "no running host reported within %d ms (none runs this segment's links, or "
+                     "none hosts this attach type); the link attaches when one starts\n",
+                     known.empty() ? wait_ms / 5 : wait_ms);
+    }
+    if (all_refused) {
+        std::fprintf(stderr,
+                     "bpftime: every host that reported refused link %u; it stays (`bpftime list` "
+                     "shows it, `bpftime destroy %u` removes it)\n",
+                     link, link);
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_id,
-               const std::vector<std::string> &args, uint64_t cookie) {
+               const std::vector<std::string> &args, uint64_t cookie, bool no_wait) {
     if (type == "auto") {
         return cmd_attach_auto(g, prog_id, args);
     }
@@ -1078,12 +1228,17 @@ int cmd_attach(const global_options &g, const std::string &type, uint32_t prog_i
         (void)provider.destroy_object(*target);
         return report(link.err());
     }
+    // The kernel answers at once: attach_program already failed if it refused.
+    const bool wait = !no_wait && !g.kernel();
     if (g.json) {
-        std::puts(json{{"link", *link}, {"target", *target}}.dump().c_str());
+        if (!wait) {
+            std::puts(json{{"link", *link}, {"target", *target}}.dump().c_str());
+        }
     } else {
         std::printf("link %u (target %u)\n", *link, *target);
+        std::fflush(stdout);
     }
-    return 0;
+    return wait ? report_hosts(g, provider, *link, *target, 1000) : 0;
 }
 
 // A host for the test attach type: instantiates, then triggers the hook.
@@ -1288,8 +1443,14 @@ void add_store_commands(CLI::App &app, const global_options &g, int &status) {
     attach->add_option("--cookie", attach_cookie,
                        "what bpf_get_attach_cookie() gives the program through this link (usdt: "
                        "what bpf_usdt_cookie() gives)");
-    attach->callback(
-        [&] { status = cmd_attach(g, attach_type, attach_prog, attach_args, attach_cookie); });
+    static bool attach_no_wait = false;
+    attach->add_flag("--no-wait", attach_no_wait,
+                     "do not wait (up to 1 s) for the running hosts to say whether they attached "
+                     "the link");
+    attach->callback([&] {
+        status =
+            cmd_attach(g, attach_type, attach_prog, attach_args, attach_cookie, attach_no_wait);
+    });
 
     auto *trigger = app.add_subcommand(
         "trigger", "act as a host of the test attach type: run the programs at a hook");

@@ -53,7 +53,10 @@ struct probe_site {
     std::unique_ptr<inline_hook> hook;
 };
 
-void run_all(const std::vector<probe_program> &progs, uintptr_t address, const pt_regs *regs) {
+// Inlined into the handlers: the probe path is one call from the hook to the handler, then one
+// per program (attached_program::run).
+[[gnu::always_inline]] inline void run_all(const std::vector<probe_program> &progs,
+                                           uintptr_t address, const pt_regs *regs) {
     vm::run_options opts;
     opts.mem_writable = false; // the registers are the program's to read, not to change
     opts.info.func_ip = address;
@@ -79,7 +82,10 @@ bool on_entry(void *user, const pt_regs *regs) {
     if (progs == nullptr) {
         return false;
     }
-    run_all(progs->entry, site->address, regs);
+    if (!progs->entry.empty()) {
+        // A site with uretprobes only just asks for the return.
+        run_all(progs->entry, site->address, regs);
+    }
     return !progs->exit.empty();
 }
 
@@ -154,8 +160,12 @@ public:
         });
         publish(*site, std::move(next));
         if (site->hook == nullptr) {
-            auto hook =
-                inline_hook::install(*address, loc->bytes_to_end, on_entry, on_return, site.get());
+            // At a function's entry the calling convention says which registers are live;
+            // anywhere else (an offset into a function, a USDT site) every one may be.
+            auto hook = inline_hook::install(
+                *address, loc->bytes_to_end, on_entry, on_return, site.get(),
+                loc->function_entry ? hook_site::function_entry : hook_site::any,
+                loc->padding_after);
             if (!hook && hook.err().code != EFAULT) {
                 // Where a 5-byte jump does not fit (too short a function, a branch into its
                 // first bytes, a neighbouring probe), an int3, as the kernel's uprobes use.

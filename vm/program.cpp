@@ -21,6 +21,9 @@ result<program> program::load(std::vector<ebpf_inst> insns, const load_options &
         if (inst.opcode == op_call && inst.src == call_helper) {
             // validate() checked that the helper exists.
             p.bound_[pc] = p.helpers_->find(static_cast<uint32_t>(inst.imm))->fn;
+            p.calls_helpers_ = true;
+        } else if (inst.opcode == op_callx) {
+            p.calls_helpers_ = true;
         } else if (inst.opcode == op_lddw) {
             ebpf_inst &next = insns[pc + 1];
             if (is_code_address(inst)) {

@@ -72,18 +72,20 @@ const memory_region *run_context::find_region(uint64_t addr, uint64_t len, bool 
     return it == dynamic_.rend() ? nullptr : &*it;
 }
 
+void run_context::clear_failure() {
+    failed_ = false;
+    failure_.clear();
+    failure_code_ = fault_helper;
+    failure_positioned_ = false;
+    tail_target_ = nullptr;
+    tail_keep_.reset();
+}
+
 void run_context::fail(std::string message) {
     if (!failed_) {
         failed_ = true;
         failure_ = std::move(message);
     }
-}
-
-void run_context::set_subprogram_runner(subprogram_runner runner, void *engine_run,
-                                        const program &prog) {
-    runner_ = runner;
-    runner_state_ = engine_run;
-    program_ = &prog;
 }
 
 std::optional<uint64_t> run_context::call(uint64_t code_address, uint64_t r1, uint64_t r2,

@@ -20,6 +20,9 @@
 #define SUITE_LOOKUPS 256        // map lookups per run
 #define SUITE_TABLE_ENTRIES 1024 // capacity of the hash map the lookups use
 #define SUITE_TABLE_FILLED 512   // entries the benchmark puts in it
+#define SUITE_MATRICES 16        // 8x8 matrix products (see nested_loops.c)
+#define SUITE_RECORDS 1024       // 16-byte records short_loops hashes
+#define SUITE_CALL_WORDS 1024    // u64 words calls.c mixes, three calls each
 
 /// The working memory of every program: the value of the one element of suite_memory (eBPF),
 /// or a host buffer with the same bytes (native). The benchmark fills it.
@@ -46,7 +49,10 @@ struct suite_mem {
     X(big_switch, switch)                                                                          \
     X(fnv1a, fnv1a)                                                                                \
     X(bubble_sort, bubble_sort)                                                                    \
-    X(map_lookups, map_lookup)
+    X(map_lookups, map_lookup)                                                                     \
+    X(matrix_8x8, nested_loops)                                                                    \
+    X(short_loops, short_loops)                                                                    \
+    X(calls, calls)
 
 #ifdef __bpf__
 

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 #include <vector>
 
+using bpftime::hook_site;
 using bpftime::inline_hook;
 using bpftime::pt_regs;
 
@@ -58,6 +60,19 @@ long hk_loopback(long n);
 extern const uint64_t hk_loopback_size;
 two_words hk_checked_call(long (*fn)(long), long x);
 extern long hk_data;
+// Vector state live across a probed point (hook_targets.S).
+void hk_avx_mid(const void *in, void *out);
+extern const char hk_avx_mid_point[];
+void hk_avx512_mid(const void *in, void *out);
+extern const char hk_avx512_mid_point[];
+void hk_x87_mid(const long double *in, long double *out, unsigned *mxcsr);
+extern const char hk_x87_mid_point[];
+void hk_avx_args();
+void hk_call_avx_args(const void *in, void *out);
+void hk_avx_ret();
+void hk_ld_ret();
+void hk_call_rets(const void *in, void *out);
+void hk_clobber_vectors(int how);
 
 HK_PLAIN long hk_args6(long a, long b, long c, long d, long e, long f) {
     asm volatile("");
@@ -803,3 +818,176 @@ TEST(LivePatching, BlockedThreadsAreNotInterruptedAndCountsAreExact) {
 }
 
 } // namespace
+
+// --- The vector state across a hook ----------------------------------------------------------
+
+namespace vectors {
+
+// hk_clobber_vectors's bits
+constexpr int ymm = 1, zmm = 2, x87 = 4;
+
+bool has_avx2() {
+    return __builtin_cpu_supports("avx2");
+}
+bool has_avx512() {
+    return __builtin_cpu_supports("avx512f");
+}
+// The vector registers this CPU has, as hk_clobber_vectors's bits.
+int all_registers() {
+    return (has_avx2() ? ymm : 0) | (has_avx512() ? zmm : 0);
+}
+
+// A handler whose "helpers" overwrite the vector state (what glibc's AVX string functions,
+// vzeroupper, or long double arithmetic do to the caller's registers).
+struct clobbering {
+    int how = 0;
+    bool want_return = false;
+    std::atomic<int> entries{0};
+    std::atomic<int> returns{0};
+};
+bool entry(void *user, const pt_regs *) {
+    auto *c = static_cast<clobbering *>(user);
+    c->entries.fetch_add(1);
+    hk_clobber_vectors(c->how);
+    return c->want_return;
+}
+void ret(void *user, const pt_regs *) {
+    auto *c = static_cast<clobbering *>(user);
+    c->returns.fetch_add(1);
+    hk_clobber_vectors(c->how);
+}
+
+// Bytes no register holds by chance: each differs from its neighbours, none is 0 or 0xff.
+template <size_t N>
+std::array<uint8_t, N> pattern(uint8_t seed) {
+    std::array<uint8_t, N> b{};
+    for (size_t i = 0; i < N; ++i)
+        b[i] = static_cast<uint8_t>(seed + 7 * i) % 250 + 3;
+    return b;
+}
+
+unsigned mxcsr_now() {
+    unsigned m = 0;
+    asm volatile("stmxcsr %0" : "=m"(m));
+    return m;
+}
+
+} // namespace vectors
+
+// A hook inside a function (hook_site::any) where ymm0-15 hold live values: a handler that
+// overwrites every vector register changes none of them.
+TEST(HookVectorState, LiveYmmRegistersInsideAFunctionSurvive) {
+    if (!vectors::has_avx2())
+        GTEST_SKIP() << "this CPU has no AVX2";
+    vectors::clobbering c;
+    c.how = vectors::all_registers();
+    auto h = inline_hook::install(reinterpret_cast<uintptr_t>(hk_avx_mid_point), 0, vectors::entry,
+                                  nullptr, &c);
+    ASSERT_TRUE(h) << h.err().message;
+    const auto in = vectors::pattern<512>(11);
+    std::array<uint8_t, 512> out{};
+    opaque(hk_avx_mid)(in.data(), out.data());
+    EXPECT_EQ(c.entries.load(), 1);
+    for (size_t r = 0; r < 16; ++r)
+        EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
+            << "ymm" << r << " changed across the hook";
+}
+
+// The same for the AVX-512 state: zmm16-31 and the mask registers k1-k7.
+TEST(HookVectorState, LiveZmmAndMaskRegistersInsideAFunctionSurvive) {
+    if (!vectors::has_avx512())
+        GTEST_SKIP() << "this CPU has no AVX-512 (or the kernel does not enable it)";
+    vectors::clobbering c;
+    c.how = vectors::all_registers();
+    auto h = inline_hook::install(reinterpret_cast<uintptr_t>(hk_avx512_mid_point), 0,
+                                  vectors::entry, nullptr, &c);
+    ASSERT_TRUE(h) << h.err().message;
+    const auto in = vectors::pattern<1038>(5);
+    std::array<uint8_t, 1038> out{};
+    opaque(hk_avx512_mid)(in.data(), out.data());
+    EXPECT_EQ(c.entries.load(), 1);
+    for (size_t r = 0; r < 16; ++r)
+        EXPECT_EQ(std::memcmp(in.data() + 64 * r, out.data() + 64 * r, 64), 0)
+            << "zmm" << 16 + r << " changed across the hook";
+    for (size_t k = 0; k < 7; ++k)
+        EXPECT_EQ(std::memcmp(in.data() + 1024 + 2 * k, out.data() + 1024 + 2 * k, 2), 0)
+            << "k" << k + 1 << " changed across the hook";
+}
+
+// Values on the x87 stack inside a function, and MXCSR: a handler that overflows the x87 stack
+// and changes the SSE rounding mode leaves both as they were.
+TEST(HookVectorState, X87StackAndMxcsrInsideAFunctionSurvive) {
+    vectors::clobbering c;
+    c.how = vectors::x87 | vectors::all_registers();
+    auto h = inline_hook::install(reinterpret_cast<uintptr_t>(hk_x87_mid_point), 0, vectors::entry,
+                                  nullptr, &c);
+    ASSERT_TRUE(h) << h.err().message;
+    alignas(16) long double in[3] = {1.25L, -3.0e100L, 7.0L / 3.0L};
+    alignas(16) long double out[3] = {0, 0, 0};
+    unsigned after = 0;
+    const unsigned before = vectors::mxcsr_now();
+    opaque(hk_x87_mid)(in, out, &after);
+    EXPECT_EQ(c.entries.load(), 1);
+    for (int i = 0; i < 3; ++i)
+        EXPECT_EQ(in[i], out[i]) << "st" << i << " changed across the hook";
+    EXPECT_EQ(after, before) << "MXCSR changed across the hook";
+}
+
+// At a function's entry (hook_site::function_entry) the argument registers hold __m256
+// arguments at full width; with a return hook too.
+TEST(HookVectorState, AvxArgumentsAtAFunctionsEntrySurvive) {
+    if (!vectors::has_avx2())
+        GTEST_SKIP() << "this CPU has no AVX2";
+    vectors::clobbering c;
+    c.how = vectors::all_registers();
+    c.want_return = true;
+    auto h = inline_hook::install(addr(hk_avx_args), 0, vectors::entry, vectors::ret, &c,
+                                  hook_site::function_entry);
+    ASSERT_TRUE(h) << h.err().message;
+    const auto in = vectors::pattern<256>(42);
+    std::array<uint8_t, 256> out{};
+    opaque(hk_call_avx_args)(in.data(), out.data());
+    EXPECT_EQ(c.entries.load(), 1);
+    EXPECT_EQ(c.returns.load(), 1);
+    for (size_t r = 0; r < 8; ++r)
+        EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
+            << "argument ymm" << r << " changed across the hook";
+}
+
+// A return hook keeps a function's results: an __m256 in ymm0 and a long double in st0.
+// A handler that also overflows the x87 stack and changes MXCSR, on return only: at entry the
+// convention makes the handler keep those.
+void ret_with_x87(void *user, const pt_regs *regs) {
+    auto *c = static_cast<vectors::clobbering *>(user);
+    c->how |= vectors::x87;
+    vectors::ret(user, regs);
+}
+
+TEST(HookVectorState, AvxAndLongDoubleResultsSurviveTheReturnHook) {
+    if (!vectors::has_avx2())
+        GTEST_SKIP() << "this CPU has no AVX2";
+    vectors::clobbering on_avx, on_ld;
+    on_avx.how = on_ld.how = vectors::all_registers();
+    on_avx.want_return = on_ld.want_return = true;
+    auto ha = inline_hook::install(addr(hk_avx_ret), 0, vectors::entry, vectors::ret, &on_avx,
+                                   hook_site::function_entry);
+    ASSERT_TRUE(ha) << ha.err().message;
+    auto hl = inline_hook::install(addr(hk_ld_ret), 0, vectors::entry, ret_with_x87, &on_ld,
+                                   hook_site::function_entry);
+    ASSERT_TRUE(hl) << hl.err().message;
+    alignas(16) uint8_t in[48] = {};
+    const auto bytes = vectors::pattern<32>(9);
+    std::memcpy(in, bytes.data(), 32);
+    const long double value = -17.0L / 7.0L;
+    std::memcpy(in + 32, &value, 10);
+    alignas(16) uint8_t out[48] = {};
+    const unsigned before = vectors::mxcsr_now();
+    opaque(hk_call_rets)(in, out);
+    EXPECT_EQ(on_avx.returns.load(), 1);
+    EXPECT_EQ(on_ld.returns.load(), 1);
+    EXPECT_EQ(std::memcmp(in, out, 32), 0) << "the __m256 result changed across the return hook";
+    long double got = 0;
+    std::memcpy(&got, out + 32, 10);
+    EXPECT_EQ(got, value) << "the long double result changed across the return hook";
+    EXPECT_EQ(vectors::mxcsr_now(), before) << "MXCSR changed across the return hook";
+}

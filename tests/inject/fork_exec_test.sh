@@ -17,23 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$(dirname "$0")/../lib.sh"
-
-count() {
-  local hex
-  hex=$("$bpftime" --json map lookup 2 0 | sed -E 's/.*"value":"([0-9a-f ]+)".*/\1/')
-  local -a b=($hex)
-  echo $((16#${b[7]}${b[6]}${b[5]}${b[4]}${b[3]}${b[2]}${b[1]}${b[0]}))
-}
-
-wait_for() {
-  for _ in $(seq 200); do
-    grep -Eq -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "timed out waiting for /$2/ in $1:"
-  sed 's/^/  | /' "$1"
-  return 1
-}
+. "$(dirname "$0")/lib.sh"
 
 # hosted_by PID LINK: waits until process PID reports link LINK attached (bpftime list shows
 # each host process of a link, and whether it attached it yet).
@@ -44,19 +28,6 @@ hosted_by() {
   done
   echo "process $1 never reported link $2:"
   "$bpftime" list | sed 's/^/  | /'
-  return 1
-}
-
-send() {
-  local before
-  before=$(grep -c '^done ' "$tout")
-  echo "call $1" >&3
-  for _ in $(seq 200); do
-    [[ $(grep -c '^done ' "$tout") -gt $before ]] && return 0
-    sleep 0.1
-  done
-  echo "timed out waiting for 'done $1' in $tout:"
-  sed 's/^/  | /' "$tout"
   return 1
 }
 

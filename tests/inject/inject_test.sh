@@ -18,25 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$(dirname "$0")/../lib.sh"
-
-# count: calls seen on entry (totals[0]) as a decimal number.
-count() {
-  local hex
-  hex=$("$bpftime" "$@" --json map lookup 2 0 | sed -E 's/.*"value":"([0-9a-f ]+)".*/\1/')
-  local -a b=($hex)
-  echo $((16#${b[7]}${b[6]}${b[5]}${b[4]}${b[3]}${b[2]}${b[1]}${b[0]}))
-}
-
-# wait_for FILE REGEX: waits up to 20 s for a line of FILE to match.
-wait_for() {
-  for _ in $(seq 200); do
-    grep -Eq -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "timed out waiting for /$2/ in $1:"
-  sed 's/^/  | /' "$1"
-  return 1
-}
+. "$(dirname "$0")/lib.sh"
 
 # start_pipe_target NAME [PREFIX...]: runs the target in pipe mode, its standard input a FIFO
 # that fd 3 of this shell keeps open; sets tpid (the process to inject) and tout (its output).
@@ -50,20 +32,6 @@ start_pipe_target() {
   tout=$work/$name.out
   wait_for "$tout" '^ready [0-9]+$' || return 1
   tpid=$(sed -nE 's/^ready ([0-9]+)$/\1/p' "$tout")
-}
-
-# send N: the target makes N calls; waits until it says so (a new "done" line).
-send() {
-  local before
-  before=$(grep -c '^done ' "$tout")
-  echo "call $1" >&3
-  for _ in $(seq 200); do
-    [[ $(grep -c '^done ' "$tout") -gt $before ]] && return 0
-    sleep 0.1
-  done
-  echo "timed out waiting for 'done $1' in $tout:"
-  sed 's/^/  | /' "$tout"
-  return 1
 }
 
 fn="$target:inject_target_work"

@@ -5,7 +5,7 @@
 // Integers are decimal; keys and values are little-endian integers of the map's sizes.
 //
 //   map_create TYPE NAME KEY_SIZE VALUE_SIZE MAX_ENTRIES [FLAGS [MAP_EXTRA]]  -> fd=N | err=NAME
-//   update FD KEY VALUE [FLAGS] | lookup FD KEY | delete FD KEY | next FD [KEY] | freeze FD
+//   update FD KEY VALUE [FLAGS] | lookup FD KEY [FLAGS] | delete FD KEY | next FD [KEY] | freeze FD
 //   info FD | close FD | dup FD | dup2 FD NEWFD | fcntl_dup FD | pin FD PATH | get PATH
 //   prog_ok | prog_bad | prog_map FD          -> load small programs (log on failure)
 //   open OBJ                                  -> bpf_object__open_file + load
@@ -29,6 +29,8 @@
 //   pipe | kernel_perf                        -> fds that are not the interposer's
 //   probe_helper ID                           -> libbpf_probe_bpf_helper for a kprobe program:
 //                                                supported=0|1 (or err=NAME)
+//   locked_pairs FD N                         -> BPF_F_LOCK lookups and updates of a locked pair:
+//                                                torn=T lockword=L refused=R
 //   exit
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -201,7 +203,7 @@ static void command(char *line) {
             put_int(value, vs, ARG(3));
             result(bpf_map_update_elem(fd, key, value, ARG(4)));
         } else if (!strcmp(c, "lookup")) {
-            rc = bpf_map_lookup_elem(fd, key, value);
+            rc = bpf_map_lookup_elem_flags(fd, key, value, argc > 3 ? ARG(3) : 0);
             if (rc < 0) {
                 result(rc);
             } else {
@@ -217,6 +219,33 @@ static void command(char *line) {
                 printf("key=%llu\n", (unsigned long long)get_int(next, ks));
             }
         }
+    } else if (!strcmp(c, "locked_pairs") && argc >= 3) {
+        // locked_pairs FD N: N lookups with BPF_F_LOCK of key 0 of a map whose value is
+        // {struct bpf_spin_lock, u32, u64 count, u64 twice}, every 8th followed by an update
+        // with BPF_F_LOCK to {0xdeadbeef, 0, K, 2K}: how many copies were torn (twice != 2 *
+        // count), how many showed a lock word, and the updates refused.
+        int fd = (int)ARG(1);
+        long n = (long)ARG(2), torn = 0, lockword = 0, refused = 0;
+        struct {
+            uint32_t lock, pad;
+            uint64_t count, twice;
+        } v;
+        uint32_t zero = 0;
+        for (long i = 0; i < n; i++) {
+            if (bpf_map_lookup_elem_flags(fd, &zero, &v, BPF_F_LOCK) != 0) {
+                refused++;
+                continue;
+            }
+            torn += v.twice != 2 * v.count;
+            lockword += v.lock != 0;
+            if (i % 8 == 0) {
+                v.lock = 0xdeadbeef;
+                v.count += 1000;
+                v.twice = 2 * v.count;
+                refused += bpf_map_update_elem(fd, &zero, &v, BPF_F_LOCK) != 0;
+            }
+        }
+        printf("torn=%ld lockword=%ld refused=%ld\n", torn, lockword, refused);
     } else if ((!strcmp(c, "batch") || !strcmp(c, "batch_delete")) && argc >= 3) {
         // batch[_delete] FD COUNT: every batch of up to COUNT entries until the walk ends, on one
         // line: "batch K=V K=V | K=V | end=ERRNO".

@@ -4,6 +4,7 @@
 // the kernel provider (BPF_PROG_TEST_RUN of its raw tracepoint programs) gives the same answers.
 // The programs leave what they saw in the array `out`, which the test sets and reads through
 // the provider, whichever it is.
+#include <bpftime/helpers/helpers.hpp>
 #include <bpftime/provider/event_provider.hpp>
 #include <bpftime/provider/kernel_provider.hpp>
 #include <bpftime/vm/assembler.hpp>
@@ -19,6 +20,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <regex>
 #include <thread>
 
 namespace bpftime {
@@ -174,10 +176,30 @@ TEST_F(MapTypes, SnprintfThroughTheStore) {
     expect_format(run(obj, "format"));
 }
 
-// Formats the kernel refuses at load give -EINVAL when bpftime runs them.
-TEST_F(MapTypes, SnprintfRefusesBadFormats) {
-    auto obj = test::load_elf(*provider, objects + "/snprintf_bad.bpf.o");
-    auto compiled = provider->manager().compile(test::id_of(obj.programs, "format_bad"));
+// A format in read-only data is known at load: one the kernel refuses is refused there, as
+// Linux's verifier does, naming the conversion and the instruction.
+TEST_F(MapTypes, SnprintfRefusesBadFormatsAtLoad) {
+    auto obj = loader::open_elf(objects + "/snprintf_bad.bpf.o");
+    ASSERT_TRUE(obj) << obj.err().message;
+    auto loaded = load_object(*provider, *obj);
+    ASSERT_FALSE(loaded) << "a %q format in .rodata must not load";
+    EXPECT_EQ(loaded.err().code, EINVAL);
+    EXPECT_TRUE(std::regex_search(
+        loaded.err().message, std::regex("program format_bad: instruction [0-9]+ calls snprintf "
+                                         "\\(165\\) with the format at offset [0-9]+ of "
+                                         "read-only map [0-9]+ \\(.*rodata\\), \"%q\": the "
+                                         "conversion \"%q\" at offset 0 is not one bpf_snprintf "
+                                         "takes")))
+        << loaded.err().message;
+    auto listing = provider->list();
+    ASSERT_TRUE(listing);
+    EXPECT_TRUE(listing->objects.programs.empty()) << "nothing of the object stays";
+}
+
+// A format only known when the program runs (built on the stack) gives -EINVAL then.
+TEST_F(MapTypes, SnprintfRefusesBadFormatsWhenItRuns) {
+    auto obj = test::load_elf(*provider, objects + "/snprintf_runtime.bpf.o");
+    auto compiled = provider->manager().compile(test::id_of(obj.programs, "format_at_run"));
     ASSERT_TRUE(compiled) << compiled.err().message;
     ASSERT_TRUE((*compiled)->run(nullptr, 0));
     auto m = provider->open_map(test::id_of(obj.maps, "out"));
@@ -185,12 +207,36 @@ TEST_F(MapTypes, SnprintfRefusesBadFormats) {
     uint32_t zero = 0;
     auto v = (*m)->read({reinterpret_cast<const uint8_t *>(&zero), 4});
     ASSERT_TRUE(v);
-    int64_t rc[4];
+    int64_t rc[5];
     std::memcpy(rc, v->data(), sizeof rc);
     EXPECT_EQ(rc[0], -EINVAL) << "%q";
     EXPECT_EQ(rc[1], -EINVAL) << "two conversions, one argument";
     EXPECT_EQ(rc[2], -EINVAL) << "an argument array of 7 bytes";
     EXPECT_EQ(rc[3], -EINVAL) << "13 arguments (12 at most)";
+    EXPECT_EQ(rc[4], 2) << "%d of 1: \"1\" and its NUL";
+}
+
+// What the load-time check says of each format Linux refuses, and what it takes.
+TEST(SnprintfFormat, ProblemsNameTheConversion) {
+    using helpers::snprintf_format_problem;
+    EXPECT_EQ(snprintf_format_problem("%d %s, %c %pI4 %pks %llx %% %-5u|%05lld", 8), "");
+    EXPECT_EQ(snprintf_format_problem("a %n", 1).rfind("the conversion \"%n\" at offset 2 is "
+                                                       "not one bpf_snprintf takes",
+                                                       0),
+              0u)
+        << snprintf_format_problem("a %n", 1);
+    EXPECT_EQ(snprintf_format_problem("%q", 1).rfind("the conversion \"%q\" at offset 0", 0), 0u);
+    EXPECT_EQ(snprintf_format_problem("%.3d", 1).rfind("the conversion \"%.\" at offset 0", 0), 0u)
+        << snprintf_format_problem("%.3d", 1);
+    EXPECT_EQ(snprintf_format_problem("%d %d", 1),
+              "the conversion \"%d\" at offset 3 has no argument: the data array holds 1 "
+              "(data_len / 8)");
+    EXPECT_EQ(snprintf_format_problem("%sx", 1),
+              "the conversion \"%sx\" at offset 0 must be followed by a space, punctuation or "
+              "the end");
+    EXPECT_EQ(snprintf_format_problem("%d", 13), "13 arguments: bpf_snprintf takes at most 12");
+    EXPECT_EQ(snprintf_format_problem("tab\x01", 0),
+              "the byte 0x01 at offset 3 is not printable ASCII");
 }
 
 std::atomic<int> usr1_count{0}, usr2_thread{0};

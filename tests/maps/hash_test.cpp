@@ -240,5 +240,57 @@ TEST(HashMap, GarbageInStorageNeverLeadsOutside) {
     }
 }
 
+// What compiled code calls for a lookup (lookup_plan's find call) finds what lookup() finds, for
+// every key size and hash type, present and absent keys alike.
+TEST(Hash, CompiledCodesFindCallFindsWhatLookupFinds) {
+    pin_cpu pin; // per-CPU maps: updates and lookups on one CPU's slot
+    for (auto type : {map_type::hash, map_type::lru_hash, map_type::percpu_hash}) {
+        for (uint32_t key_size : {4u, 8u, 12u}) {
+            SCOPED_TRACE(std::string(map_type_name(type)) + " key_size " +
+                         std::to_string(key_size));
+            shm_map m(map_spec{type, key_size, 8, 32, 0});
+            auto plan = m->lookup_plan();
+            ASSERT_TRUE(plan);
+            const auto *call = std::get_if<vm::find_call>(&plan->method);
+            ASSERT_NE(call, nullptr);
+            std::vector<uint8_t> key(key_size, 0);
+            for (uint8_t k = 0; k < 20; k++) {
+                key[0] = k;
+                key[key_size - 1] = static_cast<uint8_t>(k * 7);
+                uint64_t value = 1000 + k;
+                ASSERT_EQ(m->update(key.data(), &value, update_noexist), 0);
+            }
+            for (uint8_t k = 0; k < 40; k++) {
+                key[0] = k;
+                key[key_size - 1] = static_cast<uint8_t>(k * 7);
+                void *found = call->find(call->object, key.data());
+                EXPECT_EQ(found, m->lookup(key.data())) << int{k};
+                EXPECT_EQ(found != nullptr, k < 20) << int{k};
+                if (found != nullptr) {
+                    EXPECT_EQ(*static_cast<uint64_t *>(found), 1000u + k);
+                }
+            }
+        }
+    }
+}
+
+// An update of a present key, BPF_ANY or BPF_EXIST, writes in place: the pointer a lookup gave
+// sees the new value, and the entry count does not move.
+TEST(Hash, UpdatesOfPresentKeysWriteInPlace) {
+    shm_map m(spec);
+    ASSERT_EQ(put(m, 3, 30), 0);
+    uint32_t key = 3;
+    auto *p = static_cast<uint64_t *>(m->lookup(&key));
+    ASSERT_NE(p, nullptr);
+    ASSERT_EQ(put(m, 3, 31, update_any), 0);
+    EXPECT_EQ(*p, 31u);
+    ASSERT_EQ(put(m, 3, 32, update_exist), 0);
+    EXPECT_EQ(*p, 32u);
+    EXPECT_EQ(put(m, 3, 33, update_noexist), -EEXIST);
+    EXPECT_EQ(*p, 32u);
+    EXPECT_EQ(put(m, 4, 40, update_exist), -ENOENT);
+    EXPECT_EQ(m->count(), 1u);
+}
+
 } // namespace
 } // namespace bpftime::maps::test

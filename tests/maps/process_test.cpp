@@ -310,5 +310,247 @@ TEST(MultiProcess, WritersKilledInATightLoop) {
     }
 }
 
+// (e) Updates of present keys take only the entry's lock: from every thread of two processes,
+// each owning its keys and counting them up one update at a time, while other threads insert and
+// delete keys (reusing the entries deletes free), nothing is lost and no update lands in an
+// entry that was freed and reused for another key.
+TEST(MultiProcess, UpdatesOfPresentKeysLoseNothingBesideInsertsAndDeletes) {
+    constexpr uint32_t owned = 32, rounds = 3000, churn_keys = 64;
+    constexpr int owners = processes * threads_per_process;
+    shm_map m(map_spec{map_type::hash, 4, 8, owners * owned + 2 * churn_keys, 0});
+    auto owned_key = [](int p, int t, uint32_t i) { return (p * 16 + t) * 1000u + i; };
+    for (int p = 0; p < processes; p++) {
+        for (int t = 0; t < threads_per_process; t++) {
+            for (uint32_t i = 0; i < owned; i++) {
+                uint32_t key = owned_key(p, t, i);
+                uint64_t zero = 0;
+                ASSERT_EQ(m->update(&key, &zero, update_noexist), 0);
+            }
+        }
+    }
+    run_children(m, [&](int p, const map_view &v) {
+        std::atomic<bool> counting{true};
+        // A churn thread per process: inserts, checks and deletes its own keys again and again.
+        std::thread churn([&] {
+            uint64_t bad = 0;
+            for (uint32_t round = 0; counting; round++) {
+                for (uint32_t i = 0; i < churn_keys; i++) {
+                    uint32_t key = 0x70000000u + p * 0x1000000u + i;
+                    uint64_t value = uint64_t{key} << 8 | (round & 0xff);
+                    if (v.update(&key, &value, update_noexist) != 0) {
+                        bad++;
+                    }
+                }
+                for (uint32_t i = 0; i < churn_keys; i++) {
+                    uint32_t key = 0x70000000u + p * 0x1000000u + i;
+                    // A lock-free lookup racing the other process's delete and reuse may miss
+                    // the key; what it finds must be this value, never an owner's count.
+                    auto *got = static_cast<uint64_t *>(v.lookup(&key));
+                    if ((got != nullptr && *got != (uint64_t{key} << 8 | (round & 0xff))) ||
+                        v.remove(&key) != 0) {
+                        bad++;
+                    }
+                }
+            }
+            if (bad != 0) {
+                std::fprintf(stderr, "churn in process %d: %llu bad\n", p,
+                             static_cast<unsigned long long>(bad));
+                counting = false;
+                _exit(5);
+            }
+        });
+        int rc = on_threads(threads_per_process, [&](int t) {
+            for (uint32_t r = 1; r <= rounds; r++) {
+                for (uint32_t i = 0; i < owned; i++) {
+                    uint32_t key = owned_key(p, t, i);
+                    uint64_t value = r;
+                    if (v.update(&key, &value, i % 2 ? update_exist : update_any) != 0) {
+                        return 2;
+                    }
+                }
+            }
+            return 0;
+        });
+        counting = false;
+        churn.join();
+        return rc;
+    });
+    for (int p = 0; p < processes; p++) {
+        for (int t = 0; t < threads_per_process; t++) {
+            for (uint32_t i = 0; i < owned; i++) {
+                uint32_t key = owned_key(p, t, i);
+                EXPECT_EQ(from_bytes<uint64_t>(must(m->read(bytes(key)))), rounds) << key;
+            }
+        }
+    }
+    EXPECT_EQ(m->count(), owners * owned);
+}
+
+// Writers inside an entry's critical section (the hook runs there), counted in memory every
+// process shares: more than one at a time is an overlap.
+struct turn_counters {
+    std::atomic<uint32_t> inside{0};
+    std::atomic<uint32_t> overlaps{0};
+    std::atomic<uint32_t> entered{0};
+};
+turn_counters *turns = nullptr;
+
+void count_turn() {
+    if (turns->inside.fetch_add(1) != 0) {
+        turns->overlaps.fetch_add(1);
+    }
+    turns->entered.fetch_add(1);
+    for (int i = 0; i < 100; i++) {
+        __builtin_ia32_pause();
+    }
+    turns->inside.fetch_sub(1);
+}
+
+// Every thread of two processes writing whole values into one key: never two writers inside
+// the entry at once, and the value read afterwards is one writer's, never a mix.
+TEST(MultiProcess, WritersOfOneKeyTakeTurns) {
+    constexpr uint32_t words = 32, rounds = 5000;
+    void *shared = mmap(nullptr, sizeof(turn_counters), PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(shared, MAP_FAILED);
+    turns = new (shared) turn_counters;
+    shm_map m(map_spec{map_type::hash, 4, words * 8, 4, 0});
+    uint32_t key = 1;
+    std::vector<uint64_t> zero(words, 0);
+    ASSERT_EQ(m->update(&key, zero.data(), update_noexist), 0);
+    run_children(m, [&](int p, const map_view &v) {
+        detail::hash_entry_locked_hook = count_turn;
+        return on_threads(threads_per_process, [&](int t) {
+            std::vector<uint64_t> value(words);
+            for (uint32_t r = 0; r < rounds; r++) {
+                std::fill(value.begin(), value.end(),
+                          static_cast<uint64_t>(p * 16 + t + 1) << 32 | r);
+                if (v.update(&key, value.data(), r % 2 ? update_exist : update_any) != 0) {
+                    return 2;
+                }
+            }
+            return 0;
+        });
+    });
+    EXPECT_EQ(turns->entered.load(), processes * threads_per_process * rounds);
+    EXPECT_EQ(turns->overlaps.load(), 0u);
+    auto value = must(m->read(bytes(key)));
+    uint64_t first = from_bytes<uint64_t>(value);
+    EXPECT_NE(first, 0u);
+    for (uint32_t w = 1; w < words; w++) {
+        ASSERT_EQ(from_bytes<uint64_t>(value, w * 8), first) << "word " << w;
+    }
+    munmap(shared, sizeof(turn_counters));
+    turns = nullptr;
+}
+
+// (f) A writer killed while it holds an entry's lock: the next writer of that key takes the lock
+// over and proceeds; what is lost is the dead writer's own update.
+TEST(MultiProcess, WriterKilledHoldingAnEntryLock) {
+    shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
+    for (uint32_t k = 0; k < 8; k++) {
+        uint64_t v = k;
+        ASSERT_EQ(m->update(&k, &v, update_any), 0);
+    }
+    pid_t victim = spawn([&] {
+        auto mine = m.reopen();
+        detail::hash_entry_locked_hook = [] { raise(SIGKILL); };
+        uint32_t key = 5;
+        uint64_t v = 555;
+        mine.second.update(&key, &v, update_exist);
+        return 0;
+    });
+    int status = wait_child(victim);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+    expect_success(spawn([&] {
+        auto mine = m.reopen();
+        const map_view &v = mine.second;
+        uint32_t key = 5;
+        uint64_t value = 50;
+        auto start = steady::now();
+        if (v.update(&key, &value, update_exist) != 0) {
+            return 2;
+        }
+        if (steady::now() - start > std::chrono::milliseconds(500)) {
+            return 3; // taken over at once, not after the bound for live holders
+        }
+        if (v.remove(&key) != 0 || v.update(&key, &value, update_noexist) != 0) {
+            return 4;
+        }
+        return check_still_works(v);
+    }));
+    for (uint32_t k = 0; k < 8; k++) {
+        auto *got = static_cast<uint64_t *>(m->lookup(&k));
+        ASSERT_NE(got, nullptr) << k;
+        EXPECT_EQ(*got, k == 5 ? 50u : k) << k;
+    }
+}
+
+// (g) A writer stopped (SIGSTOP) while it holds an entry's lock: lookups, updates of other keys,
+// inserts and deletes of other keys in another process go on at once; writers of that key wait
+// at most the bound and get -EBUSY (the controller's write() says why); once the writer resumes,
+// its update lands and the key is writable again.
+TEST(MultiProcess, StoppedWriterBlocksNobodyForLongerThanTheBound) {
+    shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
+    for (uint32_t k = 0; k < 8; k++) {
+        uint64_t v = k;
+        ASSERT_EQ(m->update(&k, &v, update_any), 0);
+    }
+    pid_t stopped = spawn([&] {
+        auto mine = m.reopen();
+        detail::hash_entry_locked_hook = [] {
+            detail::hash_entry_locked_hook = nullptr;
+            raise(SIGSTOP);
+        };
+        uint32_t key = 5;
+        uint64_t v = 555;
+        return mine.second.update(&key, &v, update_exist) == 0 ? 0 : 2;
+    });
+    int status = 0;
+    ASSERT_EQ(waitpid(stopped, &status, WUNTRACED), stopped);
+    ASSERT_TRUE(WIFSTOPPED(status)) << status;
+    expect_success(spawn([&] {
+        auto mine = m.reopen();
+        const map_view &v = mine.second;
+        const auto quick = std::chrono::milliseconds(300);
+        uint32_t key = 5, other = 6, fresh = 100;
+        uint64_t value = 1;
+        auto start = steady::now();
+        auto *seen = static_cast<uint64_t *>(v.lookup(&key));
+        if (seen == nullptr || *seen != 5 || v.update(&other, &value, update_any) != 0 ||
+            v.update(&fresh, &value, update_noexist) != 0 || v.remove(&fresh) != 0) {
+            return 2;
+        }
+        if (steady::now() - start > quick) {
+            return 3;
+        }
+        start = steady::now();
+        if (v.update(&key, &value, update_any) != -EBUSY) {
+            return 4;
+        }
+        auto waited = steady::now() - start;
+        if (waited < detail::entry_lock_wait / 2 ||
+            waited > detail::entry_lock_wait + std::chrono::milliseconds(1500)) {
+            return 5;
+        }
+        if (v.remove(&key) != -EBUSY) {
+            return 6;
+        }
+        auto err = v.write(bytes(key), bytes(value), update_any);
+        if (err.ok() || err.err().code != EBUSY ||
+            err.err().message.find("held") == std::string::npos) {
+            return 7;
+        }
+        return 0;
+    }));
+    kill(stopped, SIGCONT);
+    expect_success(stopped);
+    uint32_t key = 5;
+    EXPECT_EQ(*static_cast<uint64_t *>(m->lookup(&key)), 555u);
+    uint64_t value = 9;
+    EXPECT_EQ(m->update(&key, &value, update_exist), 0);
+    EXPECT_EQ(m->remove(&key), 0);
+}
+
 } // namespace
 } // namespace bpftime::maps::test

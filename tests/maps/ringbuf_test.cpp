@@ -236,5 +236,133 @@ TEST(RingBuffer, GarbageNeverLeadsOutside) {
     }
 }
 
+// A producer process that reserves a record and is killed before it submits it: returns the
+// dead producer's pid once it is gone (its record stays busy in the ring).
+pid_t producer_killed_after_reserve(const shm_map &m, uint64_t size) {
+    int ready[2];
+    if (pipe(ready) != 0) {
+        return -1;
+    }
+    pid_t pid = spawn([&] {
+        auto mine = m.reopen();
+        void *rec = mine.second.ringbuf_reserve(size);
+        char c = rec != nullptr ? 'r' : 'x';
+        if (rec != nullptr) {
+            std::memset(rec, 'z', size);
+        }
+        (void)!write(ready[1], &c, 1);
+        pause(); // never submits
+        return 0;
+    });
+    char c = 0;
+    bool reserved = read(ready[0], &c, 1) == 1 && c == 'r';
+    close(ready[0]);
+    close(ready[1]);
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return reserved && WIFSIGNALED(status) ? pid : -1;
+}
+
+// Another live process submits records after the dead one's.
+void later_records(const shm_map &m, const std::vector<std::string> &records) {
+    expect_success(spawn([&] {
+        auto mine = m.reopen();
+        for (const std::string &r : records) {
+            if (mine.second.ringbuf_output(r.data(), r.size(), 0) != 0) {
+                return 1;
+            }
+        }
+        return 0;
+    }));
+}
+
+TEST(RingBuffer, ADeadProducersRecordIsSkippedAndCountedLost) {
+    shm_map m(ring_spec);
+    ASSERT_EQ(output(m, "before"), 0);
+    ASSERT_GT(producer_killed_after_reserve(m, 16), 0);
+    later_records(m, {"after 1", "after 2"});
+    // The consumer is not held at the dead producer's record.
+    EXPECT_TRUE(m->ringbuf_wait(0));
+    EXPECT_EQ(drain(m), (std::vector<std::string>{"before", "after 1", "after 2"}));
+    EXPECT_EQ(m->ringbuf_lost(), 1u);
+    EXPECT_EQ(m->ringbuf_dropped(), 0u);
+    // The ring goes on.
+    ASSERT_EQ(output(m, "next"), 0);
+    EXPECT_EQ(drain(m), (std::vector<std::string>{"next"}));
+    EXPECT_EQ(m->ringbuf_lost(), 1u);
+}
+
+TEST(RingBuffer, ALiveProducersReservationIsWaitedFor) {
+    shm_map m(ring_spec);
+    void *mine = m->ringbuf_reserve(8);
+    ASSERT_NE(mine, nullptr);
+    later_records(m, {"later"});
+    // This process is alive: its record holds the consumer until it submits.
+    EXPECT_TRUE(drain(m).empty());
+    EXPECT_EQ(m->ringbuf_lost(), 0u);
+    std::memcpy(mine, "reserved", 8);
+    m->ringbuf_submit(mine, 0);
+    EXPECT_EQ(drain(m), (std::vector<std::string>{"reserved", "later"}));
+}
+
+// A consumer reading the mapped ring as libbpf's does (it skips discarded records, stops at a
+// busy one) is served by whoever waits for records for it (the interposer's epoll): the wait
+// turns the dead producer's record into a discarded one.
+TEST(RingBuffer, ALibbpfStyleConsumerGetsPastADeadProducer) {
+    shm_map m(map_spec{map_type::ringbuf, 0, 0, 8192, 0});
+    auto region = mmapable_region(m->spec(), 1);
+    ASSERT_TRUE(region);
+    uint8_t *base = m.region().data() + region->offset;
+    auto *consumer_pos = reinterpret_cast<uint64_t *>(base);
+    auto *producer_pos = reinterpret_cast<uint64_t *>(base + mmap_page_size);
+    uint8_t *data = base + 2 * mmap_page_size;
+    pid_t dead = producer_killed_after_reserve(m, 24);
+    ASSERT_GT(dead, 0);
+    later_records(m, {"one", "two"});
+    auto libbpf_consume = [&] {
+        std::vector<std::string> seen;
+        uint64_t cons = __atomic_load_n(consumer_pos, __ATOMIC_ACQUIRE);
+        uint64_t prod = __atomic_load_n(producer_pos, __ATOMIC_ACQUIRE);
+        while (cons < prod) {
+            uint32_t len = __atomic_load_n(reinterpret_cast<uint32_t *>(data + (cons & 8191)),
+                                           __ATOMIC_ACQUIRE);
+            if (len & (1u << 31)) {
+                break;
+            }
+            if (!(len & (1u << 30))) {
+                seen.emplace_back(reinterpret_cast<char *>(data + (cons & 8191) + 8), len);
+            }
+            cons += ((len & ~(3u << 30)) + 8 + 7) / 8 * 8;
+            __atomic_store_n(consumer_pos, cons, __ATOMIC_RELEASE);
+        }
+        return seen;
+    };
+    // The record header names its producer where Linux keeps the page offset.
+    uint32_t owner = 0;
+    std::memcpy(&owner, data + 4, sizeof owner);
+    EXPECT_EQ(owner, static_cast<uint32_t>(dead));
+    EXPECT_TRUE(libbpf_consume().empty()) << "held at the busy record";
+    EXPECT_TRUE(m->ringbuf_wait(0));
+    EXPECT_EQ(libbpf_consume(), (std::vector<std::string>{"one", "two"}));
+    EXPECT_EQ(m->ringbuf_lost(), 1u);
+}
+
+// With nobody consuming through this library, a full ring behind a dead producer's record is
+// freed by the next producer that finds no room.
+TEST(RingBuffer, AFullRingBehindADeadProducerIsFreedByTheNextProducer) {
+    shm_map m(ring_spec);
+    ASSERT_GT(producer_killed_after_reserve(m, 1000), 0);
+    int placed = 0;
+    while (output(m, std::string(500, 'x')) == 0) {
+        placed++;
+    }
+    EXPECT_GT(placed, 0);
+    EXPECT_EQ(m->ringbuf_lost(), 1u) << "the refused reservation skipped the dead record";
+    auto records = drain(m);
+    EXPECT_EQ(records.size(), static_cast<size_t>(placed));
+    EXPECT_EQ(output(m, "fits again"), 0);
+}
+
 } // namespace
 } // namespace bpftime::maps::test

@@ -17,7 +17,11 @@ out=$(mktemp)
 # 2 threads, 3000 calls each, 500 us apart: about 1.5 s of probed calls.
 "$bpftime" start "$target" 3000 2 500 >"$out" 2>&1 &
 running=$!
-sleep 0.5
+# Truncated once the agent follows the segment (on a loaded machine that can take a while).
+for _ in $(seq 200); do
+  grep -q 'following segment' "$out" && break
+  sleep 0.05
+done
 truncate -s 0 "/dev/shm/$BPFTIME_SHM"
 wait "$running"
 rc=$?

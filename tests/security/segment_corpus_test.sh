@@ -85,8 +85,8 @@ if ! timeout 300 "$replay" "$work/damaged" >"$work/replay" 2>&1; then
 fi
 # A hash entry whose chain link names itself: the walk of `map dump` would go round for ever; it
 # stops past twice the map's capacity and says so. The counter's hash map (slot 0) holds key 5,
-# the only entry in use: found as its record {next none, in use, key}, its index being the one
-# bucket head that names an entry.
+# the only entry in use: found as its record {next none, state in use and unlocked, key}, its
+# index being the one bucket head that names an entry.
 seed="$work/real/counter"
 extent=$(u64 "$seed" $(($(u64 "$seed" 32) + 80)))
 python3 - "$seed" "/dev/shm/$BPFTIME_SHM" $((extent + 64)) <<'PY' || status=1
@@ -94,7 +94,7 @@ import struct, sys
 src, dst, storage = sys.argv[1], sys.argv[2], int(sys.argv[3])
 img = bytearray(open(src, "rb").read())
 max_entries = struct.unpack_from("<I", img, storage + 24)[0]
-record = bytes.fromhex("ffffffff01000000" "05000000")
+record = bytes.fromhex("ffffffff00000080" "05000000")
 at = img.find(record, storage)
 heads = [struct.unpack_from("<I", img, storage + 256 + 4 * i)[0] for i in range(max_entries)]
 index = next(h for h in heads if h < max_entries)

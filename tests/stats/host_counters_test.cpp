@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <thread>
@@ -267,6 +268,37 @@ TEST_F(HostCounters, TimingIsOneFlagForEveryHost) {
     EXPECT_EQ(h.finish(), 0);
     EXPECT_EQ(info(link).runs, 100u);
     EXPECT_EQ(info(link).run_time_ns, timed.run_time_ns);
+}
+
+TEST_F(HostCounters, RunTimeIsInNanoseconds) {
+    // A program that spins until ktime_get_ns (CLOCK_MONOTONIC) has moved 20 ms, run five times
+    // with timing on by this process as host: the time counted is at least the 100 ms the
+    // program waited and at most the wall-clock time of the five runs (on a busy machine a run
+    // may last longer than its 20 ms). Raw TSC ticks, at any rate from 1.1 GHz up, would be
+    // past the upper bound.
+    uint32_t spin = make_link("call 5\nmov %r6, %r0\nspin:\ncall 5\nsub %r0, %r6\n"
+                              "jlt %r0, 20000000, spin\nmov %r0, 0\nexit\n",
+                              "spin");
+    ASSERT_TRUE(seg->set_run_timing(true).ok());
+    attach_manager mgr(seg);
+    auto impl = std::make_unique<callable_attach_impl>();
+    callable_attach_impl &hooks = *impl;
+    ASSERT_TRUE(mgr.register_attach_impl(attach_type_test, std::move(impl)).ok());
+    ASSERT_TRUE(mgr.instantiate().ok());
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 5; i++) {
+        hooks.trigger("spin", nullptr, 0);
+    }
+    const auto wall = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                std::chrono::steady_clock::now() - start)
+                                                .count());
+    const store::link_info l = info(spin);
+    EXPECT_EQ(l.runs, 5u);
+    EXPECT_EQ(l.faults, 0u);
+    EXPECT_GE(l.run_time_ns, 99'000'000u) << "5 runs of at least 20 ms each";
+    // A little over the wall-clock time: the TSC's rate is measured, to within a fraction of a
+    // percent.
+    EXPECT_LE(l.run_time_ns, wall + wall / 50) << "the runs took " << wall << " ns in all";
 }
 
 TEST_F(HostCounters, TimingSwitchesUnderARunningHost) {

@@ -39,6 +39,8 @@ extern "C" {
 long ut_tiny();
 long ut_short();
 long ut_lea4(long x);
+long ut_lea4_tight(long x);
+long ut_after_tight(long x);
 
 // A USDT-style semaphore: hosts count the uprobes attached with it.
 __attribute__((section(".probes"), used)) unsigned short ut_semaphore;
@@ -553,9 +555,71 @@ TEST_F(Uprobe, RefusalsAndTheOtherLinksStillAttach) {
     EXPECT_EQ(code_at(padding), padding_before);
 }
 
-// Functions a 5-byte jump cannot take (4 bytes up to the ret; a 2-byte tail jump) get an int3
-// instead: every entry and return counted, the results unchanged, the bytes back on detach.
+// Functions a 5-byte jump cannot take (4 bytes up to the ret with another function right
+// behind) get an int3 instead: every entry and return counted, the results unchanged, the
+// bytes back on detach. The neighbour is untouched.
 TEST_F(Uprobe, TrapProbesWhereAJumpCannotGo) {
+    auto loc = resolve_uprobe_target("/proc/self/exe:ut_lea4_tight");
+    ASSERT_TRUE(loc) << loc.err().message;
+    EXPECT_EQ(loc->padding_after, 0u) << "ut_after_tight starts right behind the ret";
+    const auto lea4_before = code_at(address_of(ut_lea4_tight));
+    const auto next_before = code_at(address_of(ut_after_tight));
+    counting lea4 = count_at("/proc/self/exe:ut_lea4_tight");
+    {
+        auto h = host();
+        auto r = h->instantiate();
+        ASSERT_TRUE(r) << r.err().message;
+        EXPECT_EQ(h->attached_count(), 2u);
+        EXPECT_EQ(code_at(address_of(ut_lea4_tight))[0], 0xCC) << "a trap probe";
+        EXPECT_EQ(code_at(address_of(ut_after_tight)), next_before);
+        uint64_t sum = 0;
+        for (long i = 0; i < 1000; ++i) {
+            ASSERT_EQ(opaque(ut_lea4_tight)(i), i + 1);
+            ASSERT_EQ(opaque(ut_after_tight)(i), i + 2);
+            sum += static_cast<uint64_t>(i + 1);
+        }
+        totals t = read_totals(lea4.totals);
+        EXPECT_EQ(t.entries, 1000u);
+        EXPECT_EQ(t.returns, 1000u);
+        EXPECT_EQ(t.sum, sum);
+        EXPECT_EQ(link(lea4.entry_link).runs, 1000u);
+    }
+    EXPECT_EQ(code_at(address_of(ut_lea4_tight)), lea4_before);
+    EXPECT_EQ(opaque(ut_lea4_tight)(41), 42);
+}
+
+// decide_hook_site (what bpftime_hookable_share counts) decides as the host installs.
+TEST(HookSite, DecidesAsTheHostInstalls) {
+    auto decide = [](const char *fn, uintptr_t address) {
+        auto loc = resolve_uprobe_target(std::string("/proc/self/exe:") + fn);
+        EXPECT_TRUE(loc) << loc.err().message;
+        return loc ? decide_hook_site(reinterpret_cast<const uint8_t *>(address),
+                                      loc->bytes_to_end + loc->padding_after, loc->bytes_to_end,
+                                      loc->padding_after)
+                   : hook_site_decision{};
+    };
+    EXPECT_EQ(decide("ut_add", address_of(ut_add)).kind, hook_site_kind::jump);
+    EXPECT_EQ(decide("ut_lea4", address_of(ut_lea4)).kind, hook_site_kind::padding_jump);
+    auto tight = decide("ut_lea4_tight", address_of(ut_lea4_tight));
+    EXPECT_EQ(tight.kind, hook_site_kind::trap);
+    EXPECT_NE(tight.why.find("a 5-byte jump would overwrite what follows"), std::string::npos)
+        << tight.why;
+    const uint8_t int3s[4] = {0xcc, 0xcc, 0xcc, 0xcc};
+    auto none = decide_hook_site(int3s, sizeof int3s, 0, 0);
+    EXPECT_EQ(none.kind, hook_site_kind::refused);
+    EXPECT_NE(none.why.find("as a trap probe"), std::string::npos) << none.why;
+}
+
+// Functions too short for a 5-byte jump (4 bytes up to the ret; a 2-byte tail jump) followed by
+// int3 fill that no symbol, unwind entry or relocation names: the jump runs into the fill, so
+// no trap is taken; every entry and return counted, the results unchanged, the bytes (fill
+// included) back on detach.
+TEST_F(Uprobe, ShortFunctionsTakeAJumpThroughTheFillAfterThem) {
+    for (const char *fn : {"ut_lea4", "ut_tiny"}) {
+        auto loc = resolve_uprobe_target(std::string("/proc/self/exe:") + fn);
+        ASSERT_TRUE(loc) << loc.err().message;
+        EXPECT_GE(loc->padding_after, 5u - loc->bytes_to_end) << fn;
+    }
     const auto lea4_before = code_at(address_of(ut_lea4));
     const auto tiny_before = code_at(address_of(ut_tiny));
     counting lea4 = count_at("/proc/self/exe:ut_lea4");
@@ -565,7 +629,8 @@ TEST_F(Uprobe, TrapProbesWhereAJumpCannotGo) {
         auto r = h->instantiate();
         ASSERT_TRUE(r) << r.err().message;
         EXPECT_EQ(h->attached_count(), 4u);
-        EXPECT_EQ(code_at(address_of(ut_lea4))[0], 0xCC);
+        EXPECT_EQ(code_at(address_of(ut_lea4))[0], 0xE9) << "a jump, not a trap";
+        EXPECT_EQ(code_at(address_of(ut_tiny))[0], 0xE9) << "a jump, not a trap";
         uint64_t sum = 0;
         for (long i = 0; i < 1000; ++i) {
             ASSERT_EQ(opaque(ut_lea4)(i), i + 1);

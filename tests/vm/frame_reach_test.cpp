@@ -34,6 +34,19 @@ size_t reach_of(std::string_view text) {
     return prog.ok() ? prog->entry_frame_reach() : 0;
 }
 
+TEST(Program, KnowsWhetherItCallsHelpers) {
+    // What decides whether a run needs the helpers' end-of-run step.
+    EXPECT_FALSE(assembled("mov %r0, 0\nexit\n").calls_helpers());
+    EXPECT_FALSE(assembled("call local f\nexit\nf:\nmov %r0, 1\nexit\n").calls_helpers());
+    EXPECT_TRUE(assembled("call 5\nexit\n").calls_helpers());
+    auto insns = assemble("mov %r0, 0\nexit\n");
+    ASSERT_TRUE(insns.ok());
+    insns->insert(insns->begin(), {insn(op_callx, 1), mov64_imm(0, 0)});
+    auto with_callx = program::load(*insns);
+    ASSERT_TRUE(with_callx.ok()) << with_callx.err().message;
+    EXPECT_TRUE(with_callx->calls_helpers());
+}
+
 TEST(FrameReach, ConstantOffsetsFromR10SetTheReach) {
     EXPECT_EQ(reach_of("mov %r0, 0\nexit"), 16u);
     EXPECT_EQ(reach_of("stdw [%r10-8], 1\nldxdw %r0, [%r10-8]\nexit"), 16u);

@@ -90,6 +90,92 @@ TEST(Jit, UncheckedModeComputesTheSame) {
     }
 }
 
+TEST(Jit, SubprogramsThatNeverNameTheFramePointerHaveNoFrame) {
+    REQUIRE_JIT();
+    // reader(p, off) never names r10 nor calls a helper, so it gets no frame of its own: it may
+    // read its caller's frame through the pointer it is given, but below that frame (where its
+    // own frame would be, holding what an earlier call left) is nobody's and faults. Main
+    // stores 5, and a deeper call first leaves 77 in the frame below main's.
+    program prog = assembled(R"(
+        stdw [%r10-8], 5
+        mov %r6, %r1
+        call local leave
+        mov %r1, %r10
+        add %r1, -8
+        mov %r2, %r6
+        call local reader
+        exit
+    leave:
+        stdw [%r10-8], 77
+        mov %r0, 0
+        exit
+    reader:
+        add %r1, %r2
+        ldxdw %r0, [%r1]
+        exit
+    )");
+    for (bool unchecked : {false, true}) {
+        auto eng = make_engine(engine_kind::jit, prog, {.unchecked = unchecked});
+        ASSERT_TRUE(eng.ok()) << eng.err().message;
+        auto r = (*eng)->run(reinterpret_cast<void *>(0), 0);
+        ASSERT_TRUE(r.ok()) << r.err().message;
+        EXPECT_EQ(*r, 5u) << "the caller's frame, through the pointer it passed";
+    }
+    auto eng = make_engine(engine_kind::jit, prog);
+    ASSERT_TRUE(eng.ok()) << eng.err().message;
+    // r1 = -512: main's r10 - 8 - 512, the slot leave() wrote 77 into.
+    auto r = (*eng)->run(reinterpret_cast<void *>(static_cast<uintptr_t>(-512)), 0);
+    ASSERT_FALSE(r.ok()) << "read " << *r;
+    EXPECT_EQ(r.err().code, fault_out_of_bounds);
+    EXPECT_NE(r.err().message.find("(ldxdw %r0, [%r1]): read of 8 bytes"), std::string::npos)
+        << r.err().message;
+}
+
+// The engine helper_run_again runs (the test's own), from inside a run of it.
+engine *nested_engine = nullptr;
+
+uint64_t helper_run_again(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    auto r = nested_engine->run(nullptr, 0);
+    return r.ok() ? *r : 1000;
+}
+
+TEST(Jit, ARunInsideARunOnTheSameThreadKeepsBothApart) {
+    REQUIRE_JIT();
+    // The program keeps 40 in its frame and a pointer to its input in r6 across a helper that
+    // runs the same program again (with no input, so it does not go deeper, and with its own
+    // frame value 2): the inner run must not take the outer run's stack or state.
+    helper_registry reg;
+    ASSERT_TRUE(reg.register_helper(300, "run_again", helper_run_again).ok());
+    auto insns = assemble(R"(
+        mov %r6, %r1
+        stdw [%r10-8], 40
+        jeq %r2, 0, inner
+        call 300
+        ldxdw %r1, [%r10-8]
+        add %r0, %r1
+        ldxb %r1, [%r6]
+        add %r0, %r1
+        exit
+    inner:
+        stdw [%r10-8], 2
+        ldxdw %r0, [%r10-8]
+        exit
+    )");
+    ASSERT_TRUE(insns.ok()) << insns.err().message;
+    auto prog = program::load(*insns, {.helpers = &reg});
+    ASSERT_TRUE(prog.ok()) << prog.err().message;
+    auto eng = make_engine(engine_kind::jit, *prog);
+    ASSERT_TRUE(eng.ok()) << eng.err().message;
+    nested_engine = eng->get();
+    uint8_t input = 100;
+    for (int i = 0; i < 3; i++) {
+        auto r = (*eng)->run(&input, 1);
+        ASSERT_TRUE(r.ok()) << r.err().message;
+        EXPECT_EQ(*r, 2u + 40u + 100u) << "the inner run's r0, the outer frame's 40, the input";
+    }
+    nested_engine = nullptr;
+}
+
 TEST(Jit, CountsExecutedInstructionsLikeTheInterpreter) {
     REQUIRE_JIT();
     program prog = assembled(sum_bytes);

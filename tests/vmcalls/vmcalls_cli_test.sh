@@ -29,6 +29,11 @@ expect update-slot2 0 '' -- "$bpftime" map update "$handlers" 2 "$h2"
 expect update-slot3 0 '' -- "$bpftime" map update "$handlers" 3 "$h3"
 expect update-not-a-program 1 "is a prog_array: its values are program ids, and $handlers is not one" -- \
   "$bpftime" map update "$handlers" 0 "$handlers"
+# A program of another type than the array's caller (Linux's bpf_prog_map_compatible).
+other=$(id_of program other_type)
+expect update-other-type 1 "program $other \\(other_type\\) is a kprobe \\(type 2\\) program and cannot go into prog_array $handlers \\(handlers\\): program $dispatch \\(dispatch\\), which tail-calls through it, is a syscall \\(type 31\\) program" -- \
+  "$bpftime" map update "$handlers" 0 "$other"
+expect other-type-not-stored 0 '^key: 00 00 00 00  value: 00 00 00 00$' -- "$bpftime" map lookup "$handlers" 0
 expect lookup-slot 0 "^key: 02 00 00 00  value: $(le32 "$h2")\$" -- "$bpftime" map lookup "$handlers" 2
 expect attach-dispatch 0 '^link [0-9]+' -- "$bpftime" attach test "$dispatch" dispatch
 # By the context: handler 1, handler 2, handler 3 (which doubles and goes on to handler 1).

@@ -47,6 +47,10 @@ for i in 1 2 3; do
 done
 want lookup-gives-id "^value=$(id_of program handler2)\$" "$(send lookup "$handlers" 2)"
 want update-with-a-map-fd '^err=EINVAL$' "$(send update "$handlers" 0 "$choice")"
+other=$(fd_of "$(send prog_fd other_type)")
+want update-other-type '^err=EINVAL$' "$(send update "$handlers" 0 "$other")"
+want other-type-named "program [0-9]+ \\(other_type\\) is a kprobe \\(type 2\\) program and cannot go into prog_array [0-9]+ \\(handlers\\)" "$(cat "$tmp/loader.err")"
+want other-type-not-stored '^value=0$' "$(send lookup "$handlers" 0)"
 want update-bad-fd '^err=EBADF$' "$(send update "$handlers" 0 9999)"
 want update-outside '^err=E2BIG$' "$(send update "$handlers" 9 "$fd")"
 want cli-lists-prog-array "prog_array key 4 value 4 max_entries 4" "$("$bpftime" list)"
@@ -62,6 +66,27 @@ want update-choice '^ok$' "$(send update "$choice" 0 3)"
 want tail-by-map '^r0 = 0x6e$' "$(run 255 5)"
 want delete-slot '^ok$' "$(send delete "$handlers" 3)"
 want tail-deleted '^r0 = 0x386$' "$(run 255 5)"
+
+# BPF_F_LOCK: the loader reads and writes a pair guarded by the value's struct bpf_spin_lock
+# while a `bpftime trigger` host increments it under the same lock; no copy is ever torn and
+# the lock word is never copied either way.
+want open-spin '^ok$' "$(send open "$objects/spin.bpf.o")"
+counter=$(fd_of "$(send map_fd counter)")
+counter_id=$(id_of map counter)
+want attach-locked "^link [0-9]+" "$("$bpftime" attach test "$(id_of program locked_add)" locked 2>&1)"
+"$bpftime" trigger locked --repeat 5000000 >/dev/null 2>&1 &
+trig=$!
+start=$("$bpftime" map lookup "$counter_id" 0)
+for _ in $(seq 100); do
+  [[ $("$bpftime" map lookup "$counter_id" 0) != "$start" ]] && break
+  sleep 0.1
+done
+want locked-pairs '^torn=0 lockword=0 refused=0$' "$(send locked_pairs "$counter" 300000)"
+kill "$trig" 2>/dev/null
+wait "$trig" 2>/dev/null
+want locked-pairs-after '^torn=0 lockword=0 refused=0$' "$(send locked_pairs "$counter" 9)"
+want lookup-lock-without-lock '^err=EINVAL$' "$(send lookup "$choice" 0 4)"
+want update-lock-without-lock '^err=EINVAL$' "$(send update "$choice" 0 1 4)"
 
 # libbpf's helper probe: get_numa_node_id (42) is refused with the kernel's line, so "no".
 want probe-missing '^supported=0$' "$(send probe_helper 42)"

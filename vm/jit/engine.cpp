@@ -22,7 +22,9 @@
 #include <climits>
 #include <condition_variable>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <thread>
 
 namespace bpftime::vm {
@@ -182,6 +184,57 @@ private:
     bool exiting_ = false;
 };
 
+// What the runs of one thread keep from run to run: the stack, the run context and the JIT
+// state, with what is the same for every run (where the stack is, where the state finds the
+// context) set once. A run sets only what it changes, a few words rather than the whole of
+// both, and zeroes the part of the frame the program can reach as every run does.
+struct thread_run {
+    thread_run() : rc({}, {}, {}, {}, no_info) {
+        s.stack_top = top();
+        s.rc = &rc;
+        s.helper_failed = rc.failed_flag();
+        s.rc_stack = &rc.stack;
+        rc.set_region_sink(&s.handed);
+    }
+    thread_run(const thread_run &) = delete;
+    thread_run &operator=(const thread_run &) = delete;
+
+    uint64_t top() const { return reinterpret_cast<uint64_t>(&stack[0]) + stack_size; }
+
+    alignas(16) uint8_t stack[stack_size];
+    run_context rc;
+    jit_state s;
+    bool busy = false; // a run of this thread is using it
+    static constexpr run_info no_info{};
+};
+
+// This thread's state (null until its first run): one initial-exec load per run. The thread's
+// exit frees it and leaves always_busy here.
+constinit __attribute__((tls_model("initial-exec"))) thread_local thread_run *this_thread_run =
+    nullptr;
+
+// A state that is always busy, so that runs meeting it take a state of their own: the one a
+// thread's runs find while its own is being made (a run the allocation itself meets, through a
+// probe or a system call tracepoint) and after its exit freed it. Made when the library loads,
+// without the heap, and never destroyed: threads may exit after the process's destructors.
+alignas(thread_run) unsigned char always_busy_storage[sizeof(thread_run)];
+thread_run *const always_busy = [] {
+    auto *b = new (always_busy_storage) thread_run();
+    b->busy = true;
+    return b;
+}();
+
+thread_run *first_thread_run() {
+    struct owner {
+        std::unique_ptr<thread_run> run = std::make_unique<thread_run>();
+        ~owner() { this_thread_run = always_busy; }
+    };
+    this_thread_run = always_busy;
+    thread_local owner mine;
+    this_thread_run = mine.run.get();
+    return this_thread_run;
+}
+
 class jit_engine final : public engine {
 public:
     jit_engine(const program &prog, bool checked, jit_host &host, loaded_code first)
@@ -219,16 +272,59 @@ public:
     engine_kind kind() const override { return engine_kind::jit; }
 
     result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts) override {
-        run_setup run(prog_, mem, mem_len, opts);
-        const uint64_t stack_top = run.top;
-        const memory_region &input = run.input;
-        run_context &rc = run.rc;
-        jit_state s; // every field is set below
+        thread_run *t = this_thread_run;
+        if (t == nullptr) [[unlikely]] {
+            t = first_thread_run();
+        }
+        if (t->busy) [[unlikely]] {
+            return run_nested(mem, mem_len, opts);
+        }
+        // The result is built in the caller's return slot, before `taken` ends.
+        const taken_for_run taken(*t);
+        return run_in(*t, mem, mem_len, opts);
+    }
+
+private:
+    // Marks a thread's state as used by a run while it lives.
+    struct taken_for_run {
+        explicit taken_for_run(thread_run &t) : run(t) {
+            run.busy = true;
+            std::atomic_signal_fence(std::memory_order_seq_cst); // before a signal handler's run
+        }
+        ~taken_for_run() {
+            std::atomic_signal_fence(std::memory_order_seq_cst);
+            run.busy = false;
+        }
+        taken_for_run(const taken_for_run &) = delete;
+        taken_for_run &operator=(const taken_for_run &) = delete;
+        thread_run &run;
+    };
+
+    // A run inside a run on this thread (a probe a helper met, a tail call's target, a signal
+    // handler), or on a thread past its exit: a state of its own on the stack.
+    [[gnu::noinline]] result<uint64_t> run_nested(void *mem, uint64_t mem_len,
+                                                  const run_options &opts) {
+        thread_run own;
+        return run_in(own, mem, mem_len, opts);
+    }
+
+    // One run in t: only what differs from the last run in t is set (see thread_run).
+    [[gnu::always_inline]] result<uint64_t> run_in(thread_run &t, void *mem, uint64_t mem_len,
+                                                   const run_options &opts) {
+        const size_t reach = prog_.entry_frame_reach();
+        const uint64_t stack_top = t.top();
+        zero_lines(&t.stack[stack_size - reach], reach);
+        const memory_region input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len,
+                                  opts.mem_writable};
+        run_context &rc = t.rc;
+        rc.restart({stack_top - reach, reach, true}, input, prog_.regions(), opts.regions,
+                   opts.info);
+        jit_state &s = t.s;
         s.handed = {};
         s.fault = no_fault;
         // The caches start on the input memory, or the entry frame when it is too small.
-        s.read_lo = s.write_lo = rc.stack.start;
-        s.read_span = s.write_span = rc.stack.size;
+        s.read_lo = s.write_lo = stack_top - reach;
+        s.read_span = s.write_span = reach;
         if (input.size >= max_access) {
             s.read_lo = input.start;
             s.read_span = input.size;
@@ -240,11 +336,6 @@ public:
         const uint64_t budget =
             std::min<uint64_t>(opts.instruction_budget, static_cast<uint64_t>(INT64_MAX));
         s.budget = static_cast<int64_t>(budget);
-        s.stack_top = stack_top;
-        s.rc = &rc;
-        s.helper_failed = rc.failed_flag();
-        s.rc_stack = &rc.stack;
-        rc.set_region_sink(&s.handed);
         s.prog = &prog_;
         const loaded_code *code = code_.load(std::memory_order_acquire);
         jit_run cb{prog_, s, *code, opts};
@@ -252,11 +343,12 @@ public:
         rc.set_tail_calls(opts.tail_calls);
         uint64_t r0 = code->fn(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);
         const uint64_t used = checked_ ? budget - static_cast<uint64_t>(s.budget) : 0;
-        if (s.fault != no_fault) {
-            if (rc.tail_target() != nullptr) {
-                return run_tail_call(rc, mem, mem_len, opts, used);
-            }
-            return fault_error(prog_, s, rc, opts);
+        if (s.fault != no_fault) [[unlikely]] {
+            result<uint64_t> r = rc.tail_target() != nullptr
+                                     ? run_tail_call(rc, mem, mem_len, opts, used)
+                                     : result<uint64_t>(fault_error(prog_, s, rc, opts));
+            rc.clear_failure();
+            return r;
         }
         if (opts.executed != nullptr) {
             *opts.executed = used;
@@ -264,7 +356,6 @@ public:
         return r0;
     }
 
-private:
     const program &prog_;
     bool checked_;
     jit_host &host_;

@@ -24,6 +24,36 @@
 #include <vector>
 
 namespace bpftime::vm::jit {
+namespace {
+
+// Whether a function needs a frame of its own: it does when any instruction names r10 or calls
+// a helper (helpers check pointers against the run's stack region, whose shape run_context::call
+// and tail_call rely on). A function without one cannot reach the stack below its callers'
+// frames (its accesses are checked against [fp, top)), so its frame is neither zeroed on the
+// call nor kept: its callees' frames start at its fp. Only subprograms of programs without
+// callbacks (whose frames run_context::call lays out one per depth) may go without.
+function_shape shape_of(std::span<const ebpf_inst> insns, const function_plan &plan,
+                        bool may_be_frameless) {
+    function_shape shape{.frame = !may_be_frameless, .calls = false};
+    for (size_t pc = 0; pc < insns.size(); pc++) {
+        if (!plan.reachable[pc]) {
+            continue;
+        }
+        const ebpf_inst &inst = insns[pc];
+        const bool call = inst.opcode == (cls_jmp | jmp_call) || inst.opcode == op_callx;
+        if (call && is_local_call(inst)) {
+            shape.calls = true;
+        } else if (call || inst.dst == frame_pointer || inst.src == frame_pointer) {
+            shape.frame = true;
+        }
+        if (inst.opcode == op_lddw) {
+            pc++;
+        }
+    }
+    return shape;
+}
+
+} // namespace
 
 translator::translator(const program &prog, bool checked, llvm::LLVMContext &ctx, llvm::Module &mod)
     : prog_(prog), insns_(prog.insns()), checked_(checked), ctx_(ctx), mod_(mod), b_(ctx) {
@@ -56,6 +86,9 @@ std::string translator::translate(const std::string &name) {
         std::vector<size_t> callees;
         plans.emplace(entry, plan_function(insns_, entry, callees));
         pending.insert(pending.end(), callees.begin(), callees.end());
+    }
+    for (auto &[entry, plan] : plans) {
+        shapes_[entry] = shape_of(insns_, plan, entry != 0 && prog_.callbacks().empty());
     }
     for (auto &[entry, plan] : plans) {
         auto *fn = llvm::Function::Create(fn_ty_, llvm::Function::InternalLinkage,
@@ -414,13 +447,18 @@ void translator::set_helper_stack(llvm::Value *lo) {
 
 void translator::emit_local_call(size_t pc, const ebpf_inst &inst) {
     const size_t target = call_target(inst, pc);
+    const function_shape callee = shapes_.at(target);
     check_budget(pc);
     fault_if(b_.CreateICmpUGE(b_.CreateAdd(depth_, b_.getInt64(1)), b_.getInt64(max_call_depth)),
              fault_depth, pc);
-    // The callee's frame is [fp - 1024, fp - 512), zeroed as the interpreter does.
-    llvm::Value *callee_fp = b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
-    b_.CreateMemSet(b_.CreateIntToPtr(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)), ptr_),
-                    b_.getInt8(0), stack_frame_size, llvm::MaybeAlign(1));
+    // The callee's frame is [fp - 1024, fp - 512) (directly below fp when this function has no
+    // frame), zeroed as the interpreter does; a callee without a frame has nothing to zero.
+    llvm::Value *callee_fp = frame_ ? b_.CreateSub(fp_, b_.getInt64(stack_frame_size)) : fp_;
+    if (callee.frame) {
+        b_.CreateMemSet(
+            b_.CreateIntToPtr(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)), ptr_),
+            b_.getInt8(0), stack_frame_size, llvm::MaybeAlign(16));
+    }
     if (checked_) {
         store_state(offsetof(jit_state, budget), b_.CreateLoad(i64_, budget_));
     }
@@ -431,12 +469,18 @@ void translator::emit_local_call(size_t pc, const ebpf_inst &inst) {
     args.push_back(callee_fp);
     args.push_back(b_.CreateAdd(depth_, b_.getInt64(1)));
     // Helpers the callee calls check its pointers against run_context::stack: the callee's
-    // frame and its callers', as the interpreter keeps it.
-    set_helper_stack(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)));
+    // frame and its callers', as the interpreter keeps it. A callee without a frame calls no
+    // helper; one that makes no local calls either leaves the region as it is.
+    const bool moves_helper_stack = callee.frame || callee.calls;
+    if (callee.frame) {
+        set_helper_stack(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)));
+    }
     auto *call = b_.CreateCall(fn_ty_, functions_.at(target), args);
     call->setCallingConv(llvm::CallingConv::Fast);
     return_if_faulted();
-    set_helper_stack(stack_lo_);
+    if (moves_helper_stack) {
+        set_helper_stack(stack_lo_);
+    }
     for (unsigned r = 0; r <= 5; r++) {
         set_reg(static_cast<int>(r), b_.CreateExtractValue(call, r));
     }
@@ -472,7 +516,8 @@ void translator::emit_function(const function_plan &plan) {
     depth_ = &*arg++;
     rc_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc)), ptr_);
     helper_failed_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, helper_failed)), ptr_);
-    stack_lo_ = b_.CreateSub(fp_, b_.getInt64(prog_.entry_frame_reach()));
+    frame_ = shapes_.at(plan.entry).frame;
+    stack_lo_ = frame_ ? b_.CreateSub(fp_, b_.getInt64(prog_.entry_frame_reach())) : fp_;
     stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
     if (checked_) {
         b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);

@@ -25,6 +25,13 @@
 
 namespace bpftime::vm::jit {
 
+// What a function needs of the stack: whether it has a frame of its own, and whether it makes
+// local calls.
+struct function_shape {
+    bool frame = true;
+    bool calls = true;
+};
+
 // Builds the LLVM module of one program.
 class translator {
 public:
@@ -160,6 +167,9 @@ private:
     llvm::MDNode *unlikely_;
     llvm::MDNode *likely_;
     std::map<size_t, llvm::Function *> functions_;
+    // Each function's function_shape, by entry.
+    std::map<size_t, function_shape> shapes_;
+    bool frame_ = true; // whether the function being emitted has a frame
 
     // The function being emitted.
     llvm::Function *fn_ = nullptr;

@@ -30,6 +30,10 @@ struct uprobe_location {
     /// Bytes from the probed instruction to the end of the function (the symbol's size less
     /// the offset); 0 when unknown (given as an address, or a symbol without a size).
     uint64_t bytes_to_end = 0;
+    /// Bytes after the function's end that are fill no code uses (int3 or nop up to the next
+    /// symbol or unwind entry, named by no symbol or relocation; at most 15), which a hook's
+    /// jump may run into when the function is shorter than the jump; 0 when unknown.
+    uint64_t padding_after = 0;
     /// The instruction is a function's first (SYMBOL with no offset, or an ADDRESS where a
     /// function symbol starts): only there may a program make the function return early
     /// (override_return).
@@ -46,6 +50,10 @@ struct uprobe_location {
 /// instruction, found through /proc/self/maps (the binary's executable mapping that holds
 /// file_offset). ENOENT when the binary is not mapped here.
 result<uintptr_t> runtime_address(const uprobe_location &loc);
+
+/// What runtime_address's ENOENT says after the binary's path: a host that does not map the
+/// binary records it as its state of the link, which `bpftime attach` tells from a refusal.
+inline constexpr std::string_view not_mapped_here = " is not mapped executable in this process";
 
 /// Where a resolved location's semaphore is in this process: the writable mapping of the
 /// binary that holds semaphore_offset. ENOENT when the binary's data is not mapped here.

@@ -45,7 +45,10 @@ private:
     uint64_t value_;
 };
 
-/// A handle for a map; ENOSPC when this process already holds 4096 handles.
+/// Most map handles one process holds at once (store::max_host_maps is the same limit, checked
+/// when programs are loaded).
+inline constexpr size_t max_map_handles = 4096;
+/// A handle for a map; ENOSPC when this process already holds max_map_handles handles.
 result<std::shared_ptr<const map_handle>> make_map_handle(const maps::map_view &view);
 /// How compiled code may do map_lookup_elem on the map of a live handle without the helper
 /// call: the map's map_view::lookup_plan() for calls of map_lookup_elem, valid while the
@@ -87,5 +90,13 @@ using program_resolver = std::function<result<tail_call_target>(
 /// Installs this process's resolver (the attach manager installs one for its segment); an empty
 /// function removes it, and bpf_tail_call then fails with -EINVAL.
 void set_program_resolver(program_resolver fn);
+
+/// Checks a bpf_snprintf format as Linux's bpf_bprintf_prepare does for num_args arguments
+/// (12 at most): printable ASCII, %% and the conversions it takes (%d %i %u %x %X with l or
+/// ll, %c, %s, %pks, %pus, %p with K, x, s, S, B, %pi4 %pI4 %pi6 %pI6; flags 0+- and space, a
+/// width), no more conversions than arguments. Empty when the kernel takes it, else what is
+/// wrong, naming the conversion and its offset. The helper refuses what this refuses
+/// (-EINVAL); loaders call it on formats known at load.
+std::string snprintf_format_problem(std::string_view fmt, uint64_t num_args);
 
 } // namespace bpftime::helpers

@@ -8,9 +8,24 @@
 /// instructions, relocated into a trampoline, which then jumps back behind the patch. No trap
 /// and no system call is on the path of a hooked call.
 ///
-/// What is saved and restored around a handler: all 16 general-purpose registers, the flags
-/// and xmm0-xmm15. Not saved: the upper halves of ymm/zmm, the mask registers, the x87 state
-/// and MXCSR; handlers must leave those alone (plain C++ built without -mavx does).
+/// What is saved and restored around a handler: all 16 general-purpose registers and the
+/// flags (pt_regs), and the vector state as the site needs it (hook_site):
+/// - hook_site::any (inside a function, a USDT site: any register may be live): every state
+///   component XCR0 enables of x87, SSE, AVX and AVX-512 (ymm/zmm upper halves, zmm16-31, the
+///   mask registers, MXCSR, the x87 stack and control words), with XSAVEC (or XSAVE) into a
+///   64-byte aligned area on the stack and XRSTOR.
+/// - hook_site::function_entry (a function's first instruction): what the calling convention
+///   makes live there: the argument registers at full width (zmm0-7 where AVX-512 is
+///   enabled, else ymm0-7 or xmm0-7) and xmm8-15 (ymm8-15 with AVX), which a caller may keep
+///   across a call to a function it knows leaves them alone (GCC's -fipa-ra). The x87 stack is
+///   empty at a call and the x87 control word and MXCSR are callee-saved, so the handler (C++
+///   code following the same convention) keeps them. zmm16-31 and the mask registers are not
+///   saved there: no convention passes values in them.
+/// - Return stubs (a function's return: rax, rdx, xmm0-1 or st0-1 hold its results) save as
+///   at a function's entry; when the x87 stack is not empty (a long double result) they take
+///   the full save instead.
+/// - Trap probes: the kernel saves and restores the whole state around the signal.
+/// The stub moves rsp below the 128-byte red zone before it writes anything.
 ///
 /// Where a jump cannot go, install_trap() places an int3 instead, with the kernel's uprobe
 /// semantics: the SIGTRAP handler builds the pt_regs from the signal's context, runs the
@@ -58,6 +73,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace bpftime {
 
@@ -79,6 +95,36 @@ using hook_entry_fn = bool (*)(void *user, const pt_regs *regs);
 /// rip = the hooked address (the function's), rsp = the stack pointer after the return.
 using hook_return_fn = void (*)(void *user, const pt_regs *regs);
 
+/// Where a hook is placed: how much of the vector state its stub must keep (see above).
+enum class hook_site : uint8_t {
+    /// Anywhere, such as inside a function: the whole state is saved (XSAVE).
+    any,
+    /// A function's first instruction: the registers the calling convention makes live.
+    function_entry,
+};
+
+/// How a hook would go in at an instruction (decide_hook_site).
+enum class hook_site_kind {
+    jump,         ///< a 5-byte jump inside the function
+    padding_jump, ///< a 5-byte jump that runs into the fill after a function shorter than it
+    trap,         ///< an int3 (a trap probe)
+    refused,      ///< neither
+};
+
+/// What decide_hook_site found.
+struct hook_site_decision {
+    hook_site_kind kind = hook_site_kind::refused;
+    std::string why; ///< why no jump (for trap) or nothing (for refused) can go there
+};
+
+/// Decides, without installing anything, how a uprobe would hook the instruction at code: a
+/// jump (install() with function_size and padding_after), else an int3 (install_trap()), else
+/// neither, by the same checks. code points at the instruction's bytes as the binary holds
+/// them (a copy will do), readable for `available` bytes, which covers the rest of the
+/// function (function_size) and the fill after it.
+hook_site_decision decide_hook_site(const uint8_t *code, size_t available, size_t function_size,
+                                    size_t padding_after);
+
 /// One inline hook at one address. At most one per address: a program multiplexer sits on
 /// top of it.
 class inline_hook {
@@ -87,10 +133,17 @@ public:
     /// function+offset). function_size, when not 0, is the number of bytes from address to the
     /// end of the function: the patch must fit inside. Refuses with a clear message what cannot
     /// be relocated safely, an address that is not mapped executable and an address already
-    /// hooked. on_return may be null (then entry results are ignored).
+    /// hooked. on_return may be null (then entry results are ignored). site says what the stub
+    /// saves: hook_site::function_entry only where address is a function's first instruction.
+    /// padding_after (with function_size) is how many bytes after the function's end are fill
+    /// that no code, symbol, unwind entry or relocation uses (uprobe_location::padding_after):
+    /// a function ending (ret, jmp) less than 5 bytes in is then patched with a jump that runs
+    /// into that fill (padding_used()), where its bytes are still int3 or nop.
     static result<std::unique_ptr<inline_hook>> install(uintptr_t address, size_t function_size,
                                                         hook_entry_fn on_entry,
-                                                        hook_return_fn on_return, void *user);
+                                                        hook_return_fn on_return, void *user,
+                                                        hook_site site = hook_site::any,
+                                                        size_t padding_after = 0);
     /// Hooks the instruction at address with an int3 (a trap probe): for what install() refuses
     /// because a 5-byte jump does not fit (a function shorter than 5 bytes before its `ret`, a
     /// branch into the first bytes, a neighbouring hook). Same handlers and return_early; each
@@ -124,6 +177,9 @@ public:
     size_t patched_bytes() const;
     /// Whether this is a trap probe (install_trap).
     bool is_trap() const;
+    /// How many bytes of the fill after the function the jump covers (0: none; the jump lies
+    /// inside the function, or this is a trap probe).
+    size_t padding_used() const;
 
     /// Called from an entry handler, on its thread: when the handler returns, the hooked call
     /// returns value (in rax) to its caller without running the function: every other register

@@ -104,6 +104,11 @@ result<void> set_global(std::span<const global_area> areas, const std::string &p
 std::vector<elf_global> globals_of_btf(const btf *b, const std::string &section,
                                        uint32_t section_size);
 
+/// Where the struct bpf_spin_lock of BTF type value_type_id (a map's value type) is, in bytes:
+/// -1 when it has none (or type 0, no BTF); EINVAL when it has more than one, as Linux's
+/// btf_parse_fields refuses. Members of nested structs count (at their offset in the value).
+result<int32_t> spin_lock_offset(const struct btf *b, uint32_t value_type_id);
+
 /// True when the bytes start like an ELF file.
 bool looks_like_elf(std::span<const uint8_t> data);
 

@@ -66,8 +66,12 @@ public:
     /// leaving what did not change alone. Idempotent. Links of types implemented here that
     /// cannot run (see link_failure) are named in the error and in failures(); the rest still
     /// attach. Links of types without an implementation here are another host's.
+    /// The process is registered as a host of the segment before its first read, and says it
+    /// has passed the generation it synchronised to once it released what is gone, so that
+    /// storage of destroyed objects is reused only after that (segment::host_passed).
     result<void> instantiate();
-    /// Removes every attach and drops the compiled programs.
+    /// Removes every attach and drops the compiled programs; the process stops being a host of
+    /// the segment.
     void deinstantiate();
     /// True when the store changed since the last instantiate (one atomic load).
     bool stale() const { return seg_->generation() != generation_; }
@@ -138,6 +142,9 @@ private:
     std::map<uint32_t, link_failure> failures_;
     std::map<uint32_t, std::string> reported_; // link id -> the state recorded in the segment
     uint64_t generation_ = ~0ull;
+    // The process registered as a host of the segment (segment::host_passed), 0 for none: a
+    // fork child is another process and registers again.
+    int32_t host_pid_ = 0;
     std::shared_ptr<tail_calls> tail_calls_;
 };
 

@@ -13,6 +13,7 @@
 #include <bpftime/vm/map_lookup_plan.hpp>
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <optional>
 #include <span>
@@ -86,6 +87,8 @@ const char *linux_map_type_name(uint32_t t);
 inline constexpr uint64_t update_any = 0;     ///< BPF_ANY
 inline constexpr uint64_t update_noexist = 1; ///< BPF_NOEXIST
 inline constexpr uint64_t update_exist = 2;   ///< BPF_EXIST
+/// BPF_F_LOCK: a user's read or write of a value holding a struct bpf_spin_lock takes it.
+inline constexpr uint64_t update_lock = 4;
 
 /// Map flags, as in Linux.
 inline constexpr uint32_t map_no_prealloc = 1;  ///< BPF_F_NO_PREALLOC (lpm_trie requires it)
@@ -143,6 +146,10 @@ struct map_spec {
     uint64_t map_extra = 0;
     /// array_of_maps, hash_of_maps: the inner map template (required); absent for other types.
     inner_map_template inner;
+    /// Where the value's struct bpf_spin_lock is (its 4-byte lock word), -1 for none: hash and
+    /// array maps whose BTF value type has one (BPF_MAP_CREATE's btf_value_type_id). Users'
+    /// BPF_F_LOCK reads and writes take it, as bpf_spin_lock does, and never copy it.
+    int32_t spin_lock_off = -1;
 };
 
 /// Whether a map type holds other maps (array_of_maps, hash_of_maps).
@@ -230,8 +237,14 @@ struct map_layout {
     uint32_t bloom_hashes = 0;  ///< bloom_filter: hash functions per value
 };
 struct map_ref;
-/// A lookup specialised for one map (its type and key size), chosen when a view is opened.
-using lookup_fn = void *(*)(const map_ref &m, const void *key);
+struct view_access;
+/// A lookup specialised for one map (its type and key size), chosen when a view is opened:
+/// view is the map_view. The same signature as vm::find_call::find, so compiled code calls it
+/// directly.
+using lookup_fn = void *(*)(const void *view, const void *key);
+/// An update specialised for one map, chosen when a view is opened: map_view::update's
+/// arguments after the view.
+using update_fn = long (*)(const void *view, const void *key, const void *value, uint64_t flags);
 } // namespace detail
 
 /// A process-local view of a map's storage. Copyable; it does not own the storage.
@@ -247,11 +260,21 @@ public:
     // --- as programs see the map (helpers call these) ---
 
     /// The value for key, or nullptr. Per-CPU maps give the current CPU's value.
-    void *lookup(const void *key) const;
-    /// 0 or a negative errno (-ENOENT, -EEXIST, -E2BIG when full, -EINVAL bad flags or key).
-    /// Per-CPU maps update the current CPU's value.
+    void *lookup(const void *key) const {
+        if (table_count_ != 0) {
+            // A plain array: the key is the index, bounded by the view's copy of max_entries.
+            uint32_t idx;
+            std::memcpy(&idx, key, sizeof idx);
+            return idx < table_count_ ? table_ + uint64_t{idx} * table_stride_ : nullptr;
+        }
+        return lookup_ != nullptr ? lookup_(this, key) : nullptr;
+    }
+    /// 0 or a negative errno (-ENOENT, -EEXIST, -E2BIG when full, -EINVAL bad flags or key;
+    /// hash maps: -EBUSY when another writer held the key's entry for over a second, as a
+    /// stopped process can). Per-CPU maps update the current CPU's value. An update of a key a
+    /// hash map holds writes the value in place under that entry's lock only.
     long update(const void *key, const void *value, uint64_t flags) const;
-    /// 0 or a negative errno (-ENOENT; -EINVAL for arrays).
+    /// 0 or a negative errno (-ENOENT; -EINVAL for arrays; -EBUSY as for update()).
     long remove(const void *key) const;
 
     /// The memory where values live: programs may access this range (the VM region of the
@@ -346,6 +369,9 @@ public:
     bool ringbuf_wait(int timeout_ms) const;
     /// Records a producer could not place because the ring was full.
     uint64_t ringbuf_dropped() const;
+    /// Ring buffers: records skipped because the process that reserved them died before it
+    /// submitted or discarded them.
+    uint64_t ringbuf_lost() const;
 
     // --- perf event arrays and perf rings (perf_buffer) ---
 
@@ -391,6 +417,7 @@ public:
     void perf_configure(uint32_t events, bool enabled) const;
 
 private:
+    friend struct detail::view_access;
     detail::map_ref ref() const;
 
     uint8_t *base_ = nullptr;
@@ -399,6 +426,11 @@ private:
     uint32_t ncpus_ = 1;
     detail::map_layout layout_;
     detail::lookup_fn lookup_ = nullptr;
+    detail::update_fn update_ = nullptr;
+    /// Plain arrays: their values, stride and max_entries (0 for every other map).
+    uint8_t *table_ = nullptr;
+    uint32_t table_stride_ = 0;
+    uint32_t table_count_ = 0;
 };
 
 } // namespace bpftime::maps

@@ -48,9 +48,17 @@ public:
     virtual const store::map_info &info() const = 0;
     /// The value of a key; ENOENT ("no such key") when absent.
     virtual result<std::vector<uint8_t>> read(std::span<const uint8_t> key) const = 0;
-    /// Sets a value (flags: maps::update_any, update_noexist, update_exist).
+    /// Sets a value (flags: maps::update_any, update_noexist, update_exist, or'd with
+    /// maps::update_lock to copy it under the value's struct bpf_spin_lock, as BPF_F_LOCK).
     virtual result<void> write(std::span<const uint8_t> key, std::span<const uint8_t> value,
                                uint64_t flags) const = 0;
+    /// The value of a key copied under its struct bpf_spin_lock (BPF_MAP_LOOKUP_ELEM with
+    /// BPF_F_LOCK), the lock word zeroed; EINVAL when the map's value has no lock.
+    virtual result<std::vector<uint8_t>> read_locked(std::span<const uint8_t> key) const {
+        (void)key;
+        return make_error(EINVAL, "map " + std::to_string(info().id) +
+                                      ": BPF_F_LOCK reads are not available on this provider");
+    }
     virtual result<void> erase(std::span<const uint8_t> key) const = 0;
     /// The key after key (the first key when key is empty); nothing after the last.
     virtual result<std::optional<std::vector<uint8_t>>>
@@ -73,6 +81,9 @@ public:
                                      uint64_t max) = 0;
     /// Ring buffers: waits up to timeout_ms for a record.
     virtual void wait(int timeout_ms) = 0;
+    /// Ring buffers: records lost because the process that reserved them died before it
+    /// submitted them (skipped so the consumer goes on); 0 where nothing counts them.
+    virtual uint64_t lost() const { return 0; }
 };
 
 /// What a provider lists: every object as the store describes it, plus what the provider
@@ -97,6 +108,9 @@ struct listing {
     /// Whether runs are timed now: the segment's flag (store::segment::set_run_timing) in user
     /// space, kernel.bpf_stats_enabled for the kernel provider.
     bool run_timing = false;
+    /// User space: destroyed objects whose storage is kept for host processes that have not
+    /// synchronised past the destroy (store::segment::retired).
+    std::vector<store::retired_object> retired;
 
     /// The kernel's id for object id, 0 when it has none.
     uint32_t kernel_id(uint32_t id) const {
@@ -169,11 +183,32 @@ public:
 
 private:
     result<void> check_program(const program_spec &spec);
+    result<void> check_snprintf_formats(const program_spec &spec) const;
     result<void> check_link(uint32_t prog_id, uint32_t target_id);
 
     std::shared_ptr<store::segment> seg_;
     attach_manager manager_;
 };
+
+/// Whether program prog_id may go into the prog_array map_id, as Linux's
+/// bpf_prog_map_compatible decides: a tail call keeps the caller's context, so every program
+/// that names the array (the callers) and every program already in it must have prog_id's
+/// program type. EINVAL names both programs and their types; ENOENT when either is gone.
+result<void> check_prog_array_member(const store::segment &seg, uint32_t map_id, uint32_t prog_id);
+
+/// BPF_MAP_LOOKUP_ELEM with BPF_F_LOCK on a map of the store: the value copied while holding
+/// its struct bpf_spin_lock (the lock word bpf_spin_lock takes: the holder's thread id), the
+/// lock word zeroed in the copy. EINVAL when the map's value has no lock (naming the map),
+/// ENOENT when the key is absent, ETIMEDOUT when a live holder keeps it for a second.
+result<std::vector<uint8_t>> read_value_locked(const store::map_info &info,
+                                               const maps::map_view &view,
+                                               std::span<const uint8_t> key);
+/// BPF_MAP_UPDATE_ELEM with BPF_F_LOCK: an existing value is overwritten under its lock, all
+/// but the lock word; a new one is inserted with the lock free. flags: maps::update_lock with
+/// update_any, update_noexist or update_exist. Errors as read_value_locked, and the update's.
+result<void> write_value_locked(const store::map_info &info, const maps::map_view &view,
+                                std::span<const uint8_t> key, std::span<const uint8_t> value,
+                                uint64_t flags);
 
 /// What loading an ELF object created.
 struct loaded_object {

@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -22,13 +23,20 @@
 namespace bpftime::store {
 
 /// The layout version this build reads and writes. A segment of another version is refused.
-inline constexpr uint32_t layout_version = 6;
+inline constexpr uint32_t layout_version = 7;
 /// The segment name when neither --shm nor BPFTIME_SHM names one.
 inline constexpr const char *default_segment_name = "bpftime";
 /// Longest object name, in bytes.
 inline constexpr size_t max_name = 63;
 /// Most maps one program may use.
 inline constexpr size_t max_program_maps = 64;
+/// Most maps the programs of a segment may name together: a host process running them all
+/// holds a handle for each, and a process holds at most this many (helpers::max_map_handles).
+/// create_program and replace_program refuse a program past it.
+inline constexpr size_t max_host_maps = 4096;
+/// Most host processes a segment keeps track of at once (segment::host_passed); processes
+/// that are gone free their place.
+inline constexpr size_t max_host_processes = 128;
 
 /// The segment name to use: explicit if not empty, else $BPFTIME_SHM, else the default.
 std::string segment_name(const std::string &explicit_name = {});
@@ -123,6 +131,25 @@ struct damaged_object {
     std::string why;
 };
 
+/// A destroyed object whose storage (a map's values, a link's counters) is kept because a host
+/// process may still reach it: reused only once every live host has synchronised past the
+/// destroy (segment::host_passed).
+struct retired_object {
+    uint32_t id = 0;
+    object_kind kind = object_kind::map;
+    std::string name;
+    uint64_t bytes = 0;      ///< the extent kept, header included (0 for none)
+    uint64_t generation = 0; ///< the generation of the destroy
+    /// The live host processes that have not passed it yet (it goes when they do, or die).
+    std::vector<int32_t> held_by;
+};
+
+/// A host process the segment keeps track of (segment::hosts).
+struct host_process {
+    int32_t pid = 0;
+    uint64_t passed = 0; ///< the generation it has synchronised to
+};
+
 /// Every live object, read at one generation.
 struct snapshot {
     uint64_t generation = 0;
@@ -132,6 +159,36 @@ struct snapshot {
     std::vector<link_info> links; ///< in creation order
     /// Records refused as damaged; every other object above is usable.
     std::vector<damaged_object> damaged;
+};
+
+/// One problem segment::check found: which check (a short name: "record", "table", "ids",
+/// "link", "program", "extent", "overlap", "heap", "host", "truncated"), the object it concerns
+/// (0 for none) and what is wrong.
+struct check_finding {
+    std::string check;
+    uint32_t id = 0;
+    std::string message;
+};
+
+/// A host record of a link naming a process that no longer exists (its counts are folded into
+/// the link's when the record is taken again).
+struct dead_host {
+    uint32_t link_id = 0;
+    int32_t pid = 0;
+};
+
+/// What segment::check found, with the totals it checked.
+struct check_report {
+    std::vector<check_finding> findings; ///< empty: the segment is consistent
+    uint32_t objects = 0, programs = 0, maps = 0, targets = 0, links = 0;
+    uint32_t max_objects = 0;
+    uint32_t next_id = 0;
+    uint64_t heap_size = 0, heap_used = 0, heap_free = 0;
+    uint32_t extents = 0;    ///< extents the table references
+    uint32_t retired = 0;    ///< destroyed objects whose storage hosts may still hold
+    uint32_t live_hosts = 0; ///< host records of running processes
+    std::vector<dead_host> dead_hosts;
+    uint64_t generation = 0;
 };
 
 /// How to open or create a segment.
@@ -259,8 +316,40 @@ private:
     const int32_t *owned_key_ = &detail::no_owned_key;
 };
 
-/// A monotonic clock in nanoseconds cheap enough to read around every run (the TSC, scaled by
-/// a ratio measured once per process; CLOCK_MONOTONIC where there is no invariant TSC).
+namespace detail {
+/// How run_clock_ticks reads the clock: not chosen yet (the first read chooses), the TSC
+/// (invariant, its rate measured once per process), or CLOCK_MONOTONIC in ns.
+enum run_clock_source : uint32_t { run_clock_unset, run_clock_tsc, run_clock_monotonic };
+/// Set once by the first read (run_clock_ticks_slow), never changed after.
+extern run_clock_source run_clock;
+/// ns per tick of the run clock as a 32.32 fixed-point number (1 << 32 for CLOCK_MONOTONIC).
+extern uint64_t run_clock_scale;
+} // namespace detail
+
+/// run_clock_ticks' path where the clock is not the TSC or not chosen yet: chooses it on the
+/// first call (measuring the TSC's rate, about 200 microseconds), then reads it.
+uint64_t run_clock_ticks_slow();
+
+/// The run clock in its own ticks, cheap enough to read around every run: the raw TSC where it
+/// is invariant, else CLOCK_MONOTONIC in ns. Only differences of two readings mean anything;
+/// run_ticks_to_ns converts one. Inline, so a timed run costs two counter reads and one
+/// multiplication rather than two calls and two conversions.
+inline uint64_t run_clock_ticks() {
+#if defined(__x86_64__)
+    if (__atomic_load_n(&detail::run_clock, __ATOMIC_RELAXED) == detail::run_clock_tsc) [[likely]] {
+        return __builtin_ia32_rdtsc();
+    }
+#endif
+    return run_clock_ticks_slow();
+}
+
+/// A difference of two run_clock_ticks readings in nanoseconds.
+inline uint64_t run_ticks_to_ns(uint64_t ticks) {
+    return static_cast<uint64_t>(
+        (static_cast<unsigned __int128>(ticks) * detail::run_clock_scale) >> 32);
+}
+
+/// A monotonic clock in nanoseconds (run_clock_ticks converted; for tests and diagnostics).
 uint64_t run_clock_ns();
 
 /// For tests and diagnostics: whether link_counters::count adds without a lock prefix in this
@@ -290,6 +379,18 @@ public:
     /// (SIGBUS) was given zero pages over the whole mapping instead of killing the process, and
     /// every read since refuses the segment. A host drops it and applies its fail policy.
     bool damaged() const;
+    /// Waits until the generation differs from seen or timeout passes, and says whether it
+    /// differs. Writers wake the waiters of every process (a shared futex on the generation's
+    /// low 32 bits) when they unlock after a change, so a host follows a change at once and
+    /// uses no CPU while nothing changes. Returns at once when the generation already moved;
+    /// may return false early (a signal).
+    bool wait_generation(uint64_t seen, std::chrono::milliseconds timeout) const;
+    /// Wakes every wait_generation of this segment, in every process (those finding the
+    /// generation unchanged wait again): how a host's own thread stops a waiting follower.
+    void wake_generation_waiters() const;
+    /// Whether the segment's name still names this mapping: ENOENT when it was removed,
+    /// ESTALE when another segment took the name.
+    result<void> check_named() const;
 
     // --- writers ---
     result<uint32_t> create_program(const std::string &name, uint32_t type,
@@ -310,7 +411,9 @@ public:
                                  bool enabled, uint64_t cookie = 0);
     result<void> set_link_enabled(uint32_t id, bool enabled);
     /// Destroys any object; refused while another object depends on it (a map while an
-    /// array_of_maps or hash_of_maps holds it, naming that map).
+    /// array_of_maps or hash_of_maps holds it, naming that map). The object is gone at once;
+    /// its storage is reused only after every live host process has synchronised past the
+    /// destroy (host_passed), since a host runs what it last instantiated until it does.
     result<void> destroy(uint32_t id);
     /// array_of_maps, hash_of_maps: puts map inner_id at key of map outer_id (flags:
     /// maps::update_any, update_noexist, update_exist), as BPF_MAP_UPDATE_ELEM with an inner
@@ -329,6 +432,13 @@ public:
     // the writer lock (waiting at most open_options::wait_ms); the single-object reads take
     // none and retry when a writer changes the object under them.
     result<snapshot> read_all() const;
+    /// Verifies the whole segment under the writer lock (as read_all, recovering a dead
+    /// writer's leftovers first), writing nothing: every record well formed, ids unique and
+    /// below the next id, every link's program and target present and of their kinds, every
+    /// program's maps present, every extent inside the heap, owned by its slot and overlapping
+    /// no other, used + free space adding up to the heap, host records naming processes (dead
+    /// ones listed). A failure to take the lock is the error; problems are findings.
+    result<check_report> check() const;
     result<program_info> program(uint32_t id) const;
     result<map_info> map(uint32_t id) const;
     result<link_info> link(uint32_t id) const;
@@ -356,6 +466,23 @@ public:
 
     /// For tests: the lock, to simulate a writer that dies holding it.
     void lock_for_test();
+
+    // --- host processes and the storage of destroyed objects ---
+
+    /// A host process (this one) says it holds no storage of objects destroyed at or before
+    /// generation (capped at the current one): it has synchronised to it and released what was
+    /// gone. The first call registers the process (pass UINT64_MAX before the first read: a
+    /// process that has read nothing holds nothing); from then until host_leave or its exit,
+    /// storage of objects destroyed after what it passed is not reused. Also frees the storage
+    /// every live host has passed. ENOSPC past max_host_processes live hosts; EBUSY when the
+    /// lock is held and this process may not wait.
+    result<void> host_passed(uint64_t generation);
+    /// This process holds no storage of the segment any more (it deinstantiated).
+    result<void> host_leave();
+    /// The host processes the segment keeps track of that are still alive.
+    result<std::vector<host_process>> hosts() const;
+    /// Destroyed objects whose storage is still kept, with the hosts that keep it.
+    result<std::vector<retired_object>> retired() const;
 
     // --- link programs and per-host link states ---
 

@@ -19,6 +19,9 @@ class uprobe_host;
 /// uprobes (BINARY:SYMBOL[+OFFSET] or BINARY:0xADDRESS); the binary must be mapped here.
 /// Programs on one address run in link order; a uprobe and a uretprobe at one address share
 /// one hook. Programs see the registers read-only; get_func_ip gives the probed address.
+/// The probed code goes on with its whole register state: a probe at a function's first
+/// instruction keeps what the calling convention makes live there (hook_site::function_entry),
+/// one anywhere else (SYMBOL+OFFSET, a USDT site) keeps the whole x87/SSE/AVX/AVX-512 state.
 class uprobe_attach_impl final : public base_attach_impl {
 public:
     uprobe_attach_impl(std::shared_ptr<uprobe_host> host, bool retprobe);

@@ -161,6 +161,22 @@ public:
                 std::span<const memory_region> extra_regions, const run_info &info)
         : stack(stack_region), input_(input), program_regions_(program_regions),
           extra_regions_(extra_regions), info_(&info) {}
+    /// Starts another run in a context an engine keeps from run to run (the constructor's
+    /// arguments): the regions helpers handed out in the last run are gone. A run that failed
+    /// must have been ended with clear_failure().
+    void restart(memory_region stack_region, memory_region input,
+                 std::span<const memory_region> program_regions,
+                 std::span<const memory_region> extra_regions, const run_info &info) {
+        stack = stack_region;
+        input_ = input;
+        program_regions_ = program_regions;
+        extra_regions_ = extra_regions;
+        info_ = &info;
+        dynamic_.clear();
+    }
+    /// Forgets a failure and a tail call (and releases what the tail call kept), as a newly
+    /// built context is.
+    void clear_failure();
     bool failed() const { return failed_; }
     /// Where failed() is kept, for compiled code that tests it after each helper call.
     const bool *failed_flag() const { return &failed_; }
@@ -171,7 +187,11 @@ public:
     const std::string &failure() const { return failure_; }
     /// Lets call() run subprograms through the engine's runner, with tail_calls calls made
     /// before this run (run_options::tail_calls).
-    void set_subprogram_runner(subprogram_runner runner, void *engine_run, const program &prog);
+    void set_subprogram_runner(subprogram_runner runner, void *engine_run, const program &prog) {
+        runner_ = runner;
+        runner_state_ = engine_run;
+        program_ = &prog;
+    }
     void set_tail_calls(uint32_t n) { tail_calls_ = n; }
     /// The slow path of an access check: the region other than the stack that allows the
     /// access, or null.
@@ -243,6 +263,9 @@ public:
     /// helpers (16 to stack_frame_size): engines zero only these before a run and let the
     /// program access only these.
     size_t entry_frame_reach() const { return entry_frame_reach_; }
+    /// Whether any instruction calls a helper (by id or callx): a run of a program that does
+    /// not can leave nothing for the registry's end-of-run step (helper_registry::run_end).
+    bool calls_helpers() const { return calls_helpers_; }
     /// How the map an lddw resolved to this value refers to may be looked up directly, or
     /// null.
     /// The first instructions of the subprograms an lddw takes the code address of (callbacks),
@@ -267,6 +290,7 @@ private:
     std::vector<memory_region> regions_;
     const helper_registry *helpers_ = nullptr;
     size_t entry_frame_reach_ = stack_frame_size;
+    bool calls_helpers_ = false;
     std::vector<std::pair<uint64_t, direct_lookup>> lookups_;
     std::vector<size_t> callbacks_;
 };

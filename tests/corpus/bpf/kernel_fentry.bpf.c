@@ -7,8 +7,6 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
-const volatile char targ_comm[16] = "";
-
 /// [0] fentry, [1] fexit.
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -17,26 +15,7 @@ struct {
     __type(value, __u64);
 } seen SEC(".maps");
 
-static int comm_matches(void) {
-    char comm[16];
-    bpf_get_current_comm(comm, sizeof comm);
-    for (int i = 0; i < 16; i++) {
-        if (comm[i] != targ_comm[i]) {
-            return 0;
-        }
-        if (comm[i] == 0) {
-            break;
-        }
-    }
-    return 1;
-}
-
-static void add(__u32 index) {
-    __u64 *n = bpf_map_lookup_elem(&seen, &index);
-    if (n) {
-        __sync_fetch_and_add(n, 1);
-    }
-}
+#include "comm_count.h"
 
 SEC("fentry/__x64_sys_newuname")
 int BPF_PROG(uname_entry) {

@@ -11,8 +11,6 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
-const volatile char targ_comm[16] = "";
-
 struct task_struct {
     int tgid;
 } __attribute__((preserve_access_index));
@@ -30,26 +28,7 @@ struct {
     __type(value, __u64);
 } seen SEC(".maps");
 
-static int comm_matches(void) {
-    char comm[16];
-    bpf_get_current_comm(comm, sizeof comm);
-    for (int i = 0; i < 16; i++) {
-        if (comm[i] != targ_comm[i]) {
-            return 0;
-        }
-        if (comm[i] == 0) {
-            break;
-        }
-    }
-    return 1;
-}
-
-static void add(__u32 index) {
-    __u64 *n = bpf_map_lookup_elem(&seen, &index);
-    if (n) {
-        __sync_fetch_and_add(n, 1);
-    }
-}
+#include "comm_count.h"
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long id) {

@@ -59,4 +59,11 @@ __u64 handler3(struct request *req) {
     return 333;
 }
 
+// A program of another type (kprobe, as uprobes are): refused as a member of `handlers`, whose
+// callers are syscall programs.
+SEC("uprobe")
+int other_type(void *ctx) {
+    return 7;
+}
+
 char LICENSE[] SEC("license") = "GPL";

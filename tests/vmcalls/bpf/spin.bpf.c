@@ -19,7 +19,7 @@ struct {
     __type(value, struct guarded);
 } counter SEC(".maps");
 
-SEC("test")
+SEC("syscall")
 __u64 locked_add(void *ctx) {
     __u32 zero = 0;
     struct guarded *g = bpf_map_lookup_elem(&counter, &zero);
@@ -35,7 +35,7 @@ __u64 locked_add(void *ctx) {
 }
 
 /// Ends holding the lock (Linux's verifier refuses this; bpftime releases it and counts a fault).
-SEC("test")
+SEC("syscall")
 __u64 forgets_unlock(void *ctx) {
     __u32 zero = 0;
     struct guarded *g = bpf_map_lookup_elem(&counter, &zero);
