@@ -746,6 +746,8 @@ struct site {
     uintptr_t trampoline = 0;
     hook_detail::relocation reloc;
     size_t syscall_index = 0; // of the `syscall` among the replaced instructions
+    // The bytes written at start: the replaced instructions before the `syscall` when it is
+    // the last of them (its own 2 bytes are never written, see prepare_site), else all of them.
     std::vector<uint8_t> original, patch;
     bool patched = false;
     // Instructions follow the `syscall` inside the replaced bytes: a thread blocked in that
@@ -835,7 +837,7 @@ void finish_gate_stub(uint32_t index) {
 constexpr size_t site_space = 256; // trampoline and thunk of one site
 
 bool prepare_range(const function &fn, const decoded_function &d, uintptr_t sc, uintptr_t start,
-                   uintptr_t place, uint8_t *slot, uint32_t index, site &out);
+                   bool no_return, uintptr_t place, uint8_t *slot, uint32_t index, site &out);
 
 // Whether the `syscall` at sc is exit or exit_group (no thread ever comes back from it, so
 // what follows it may be replaced while one is inside): the instruction before it sets eax to
@@ -871,6 +873,40 @@ bool never_returns(const function &fn, const decoded_function &d, uintptr_t sc) 
         return false;
     const ZydisRegister src = ops[1].reg.value;
     const ZydisRegister src64 = ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, src);
+    auto writes_src = [&] {
+        for (unsigned i = 0; i < in.operand_count; ++i)
+            if (ops[i].type == ZYDIS_OPERAND_TYPE_REGISTER &&
+                (ops[i].actions & ZYDIS_OPERAND_ACTION_MASK_WRITE) != 0 &&
+                ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, ops[i].reg.value) ==
+                    src64)
+                return true;
+        return false;
+    };
+    // glibc's thread exit loop: `mov $60, %edx` then `L: xor %edi, %edi; mov %edx, %eax;
+    // syscall; jmp L`. The nearest write of the register before the `syscall` sets an exit
+    // number, and the only branch into the code between them is the jump right after the
+    // `syscall`, which a thread reaches only if the call returned: the first call exits.
+    for (auto w = pos - 1; w != d.starts.begin();) {
+        --w;
+        if (!decode(*w) || in.mnemonic == ZYDIS_MNEMONIC_CALL)
+            break;
+        if (!writes_src())
+            continue;
+        if (!mov_imm(src, v) || !exits(v))
+            break;
+        const uintptr_t back = sc + 2;
+        if (back >= fn.start + d.size || !decode(back) || in.mnemonic != ZYDIS_MNEMONIC_JMP ||
+            ops[0].type != ZYDIS_OPERAND_TYPE_IMMEDIATE || !ops[0].imm.is_relative)
+            break;
+        ZyanU64 loop = 0;
+        if (!ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&in, &ops[0], back, &loop)))
+            break;
+        const auto lo = std::upper_bound(d.targets.begin(), d.targets.end(), *w);
+        const auto hi = std::upper_bound(d.targets.begin(), d.targets.end(), sc);
+        if (hi - lo == 1 && *lo == loop)
+            return true;
+        break;
+    }
     bool seen = false;
     uint64_t value = 0;
     for (uintptr_t at : d.starts) {
@@ -900,16 +936,25 @@ bool prepare_site(const function &fn, const decoded_function &d, uintptr_t sc, u
     if (pos == d.starts.end() || *pos != sc)
         return false;
     const size_t sc_at = static_cast<size_t>(pos - d.starts.begin());
-    // Best, the `syscall` last among the replaced instructions (it and up to six before it): a
-    // thread blocked in the call returns behind the jump, so the site can be written while
-    // threads run. Else starting at the `syscall` or up to three instructions before it.
+    // Best, the `syscall` last among the replaced instructions (it and up to six before it),
+    // the jump and its fill ending at or before the `syscall`, whose 2 bytes stay as they are:
+    // every address the kernel sends a thread back to is then what it was. A thread blocked in
+    // the call returns behind the jump (syscall + 2); one whose call the kernel restarts (a
+    // signal handler with SA_RESTART, a stop, restart_syscall) is sent back to the `syscall`
+    // itself (rip - 2) and makes the original call again, which is what it was doing. So the
+    // site can be written while threads run. Else starting at the `syscall` or up to three
+    // instructions before it, with an int3 on the first byte only. No thread comes back from
+    // exit or exit_group, nor has it restarted: their jump may cover the `syscall` (glibc's
+    // thread exit loop has 4 bytes before it and runs with every signal blocked, where an int3
+    // would kill the process).
+    const bool no_return = never_returns(fn, d, sc);
     for (int pass = 0; pass < 2; ++pass) {
         for (size_t back = pass == 0 ? 1 : 0; back <= (pass == 0 ? 6u : 3u) && back <= sc_at;
              ++back) {
             const uintptr_t start = d.starts[sc_at - back];
-            if (pass == 0 && sc + 2 - start < 5)
+            if (pass == 0 && (no_return ? sc + 2 : sc) - start < 5)
                 continue;
-            if (prepare_range(fn, d, sc, start, place, slot, index, out))
+            if (prepare_range(fn, d, sc, start, no_return, place, slot, index, out))
                 return true;
         }
     }
@@ -918,10 +963,14 @@ bool prepare_site(const function &fn, const decoded_function &d, uintptr_t sc, u
 
 // prepare_site for the range starting at start.
 bool prepare_range(const function &fn, const decoded_function &d, uintptr_t sc, uintptr_t start,
-                   uintptr_t place, uint8_t *slot, uint32_t index, site &out) {
+                   bool no_return, uintptr_t place, uint8_t *slot, uint32_t index, site &out) {
     {
         const size_t to_end = fn.start + d.size - start;
-        auto reloc = hook_detail::relocate(start, to_end, to_end, place, sc + 2 - start);
+        // With fewer than 5 bytes before the `syscall`, the jump would cover it: the range then
+        // goes on past it, and the site becomes an int3 on its first byte (return_inside), so
+        // the `syscall`'s bytes stay as they are there too (exit and exit_group excepted).
+        const size_t cover = sc - start >= 5 || no_return ? sc + 2 - start : sc + 3 - start;
+        auto reloc = hook_detail::relocate(start, to_end, to_end, place, cover);
         if (!reloc)
             return false;
         const uintptr_t end = start + reloc->patched;
@@ -960,15 +1009,19 @@ bool prepare_range(const function &fn, const decoded_function &d, uintptr_t sc, 
         out.trampoline = place;
         out.syscall_index = k;
         out.reloc = std::move(*reloc);
+        out.return_inside = k + 2 < out.reloc.from.size() && !no_return;
+        // The `syscall` last: the jump and its fill stop before it (prepare_site made room), and
+        // the trampoline, which copies it too, jumps back behind it.
+        const bool syscall_last = k + 2 == out.reloc.from.size() && sc - start >= 5;
+        const size_t written = syscall_last ? sc - start : out.reloc.patched;
         const auto *orig = reinterpret_cast<const uint8_t *>(start);
-        out.original.assign(orig, orig + out.reloc.patched);
-        out.patch.assign(out.reloc.patched, 0xCC); // int3 behind the jump: never executed
+        out.original.assign(orig, orig + written);
+        out.patch.assign(written, 0xCC); // int3 behind the jump: never executed
         out.patch[0] = 0xE9;
         const auto rel32 = static_cast<int32_t>(jump);
         std::memcpy(&out.patch[1], &rel32, 4);
         site_slots[index].after = sc + 2;
         site_slots[index].resume = place + out.reloc.to[k + 1];
-        out.return_inside = k + 2 < out.reloc.from.size() && !never_returns(fn, d, sc);
         return true;
     }
     return false;
