@@ -1317,18 +1317,19 @@ struct page_prot {
 // never freed). Sorted by address; rebuilt when sites are added, the old table kept (a thread
 // in the SIGTRAP handler may still read it).
 const std::vector<hook_detail::trap_redirect> &site_redirects() {
-    static std::vector<const std::vector<hook_detail::trap_redirect> *> tables;
+    // Never destroyed either: the tables stay reachable until the process ends.
+    static auto *tables = new std::vector<const std::vector<hook_detail::trap_redirect> *>;
     static size_t for_sites = SIZE_MAX;
-    if (tables.empty() || for_sites != all_sites().size()) {
+    if (tables->empty() || for_sites != all_sites().size()) {
         auto *t = new std::vector<hook_detail::trap_redirect>;
         for (const site &s : all_sites())
             t->push_back({s.start, s.trampoline});
         std::sort(t->begin(), t->end(),
                   [](const auto &a, const auto &b) { return a.address < b.address; });
-        tables.push_back(t);
+        tables->push_back(t);
         for_sites = all_sites().size();
     }
-    return *tables.back();
+    return *tables->back();
 }
 
 // A thread meeting the int3 of a routed site goes through its trampoline.

@@ -7,12 +7,14 @@
 /// - Rewriting. When armed, the `syscall` instructions of the functions of every mapped ELF
 ///   object (the main program, libc, other libraries; functions found through `.symtab` or
 ///   `.dynsym`, decoded whole with Zydis) are replaced: a 5-byte `jmp` over whole instructions
-///   around the `syscall` goes to a trampoline near the site that runs the relocated
-///   instructions; in place of the `syscall` it jumps to a short thunk that checks the
-///   number in a table of wanted numbers (flags kept) and either performs the system call from
-///   the gate (not wanted: no handler, a few instructions) or enters a common stub that saves
-///   the registers (and xmm0-15) as a `pt_regs` and dispatches. A site is refused (left to the
-///   fallback) when its function does not decode, when a direct branch of the function lands
+///   before the `syscall` (the `syscall`'s own bytes stay, so a call the kernel restarts, which
+///   it sends back to the `syscall`, makes the original call; with less room before it, an
+///   int3 on the first of the instructions around it) goes to a trampoline near the site that
+///   runs the relocated instructions; in place of the `syscall` it jumps to a short thunk that
+///   checks the number in a table of wanted numbers (flags kept) and either performs the system
+///   call from the gate (not wanted: no handler, a few instructions) or enters a common stub that
+///   saves the registers (and xmm0-15) as a `pt_regs` and dispatches. A site is refused (left to
+///   the fallback) when its function does not decode, when a direct branch of the function lands
 ///   strictly inside the replaced bytes, when the bytes cannot be relocated, or when the
 ///   trampoline is out of reach. Indirect branches into the replaced bytes cannot be seen.
 /// - Syscall User Dispatch (Linux 5.11+, `PR_SET_SYSCALL_USER_DISPATCH`) for every other
