@@ -7,8 +7,9 @@
 // work in the process's main thread at start-up, are its own: probes skip their calls (a
 // malloc counter counts the program's) and system call tracepoints do not see theirs.
 //
-// System call interception covers a thread once it asks the kernel (Syscall User Dispatch is
-// per thread and not inherited): the main thread at start-up, threads made with
+// System call interception registers the threads that get Syscall User Dispatch when code
+// that was not rewritten needs it (the setting is per thread, and each thread turns its own
+// on and off at its next intercepted call): the main thread at start-up, threads made with
 // pthread_create (wrapped here), the thread of a fork child. Threads made with a raw clone
 // are seen at the rewritten system call sites only.
 #include <bpftime/hook/pause.hpp>

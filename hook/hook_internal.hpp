@@ -131,6 +131,27 @@ struct live_patch {
 /// (stop_threads_and, with move_rip). EAGAIN when the code is not expect any more.
 result<void> patch_live(const live_patch &patch, const move_rip_fn &move_rip);
 
+/// Where a thread that meets the int3 at address goes on while a batch is patched.
+struct trap_redirect {
+    uintptr_t address = 0;
+    uintptr_t redirect = 0;
+};
+
+/// Writes many patches while the other threads run, as the kernel's text_poke_bp_batch does:
+/// the int3s at every first byte, every core serialised, a wait until no thread can be at an
+/// instruction boundary inside any patch (as wait_inside), the remaining bytes, serialised, the
+/// first bytes, serialised. A thread meeting one of the int3s meanwhile goes to its redirect.
+/// redirects must be sorted by address and stay readable for the life of the process (a thread
+/// may still look one up after this returns); their addresses are the patches'. The caller has
+/// checked that the code is what it expects. ENOTSUP without membarrier SYNC_CORE (the caller
+/// stops the threads instead); on a failure every first byte is put back.
+result<void> patch_live_batch(const std::vector<live_patch> &patches,
+                              const trap_redirect *redirects, size_t n_redirects);
+
+/// Code that makes the rt_sigreturn system call, outside any code that may be rewritten (the
+/// system call gate): the SIGTRAP handler returns through it from now on.
+void use_signal_restorer(uintptr_t restorer);
+
 /// Called by the SIGTRAP handler for an int3 of a trap site, with the interrupted context
 /// (rip just past the int3): it sets where the thread goes on.
 using trap_fn = void (*)(void *user, ucontext_t *context);

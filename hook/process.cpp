@@ -348,8 +348,14 @@ std::string hex(uintptr_t v) {
     return buf;
 }
 
+// Through the system call gate: libc's `syscall` may be code being patched right now.
 long membarrier(int cmd, unsigned flags) {
-    return syscall(SYS_membarrier, cmd, flags, 0);
+    const long r = syscall_intercept::raw_syscall(SYS_membarrier, cmd, flags, 0);
+    if (r < 0) {
+        errno = static_cast<int>(-r);
+        return -1;
+    }
+    return r;
 }
 
 // 1: membarrier SYNC_CORE and PRIVATE_EXPEDITED registered; 0: not available.
@@ -383,6 +389,29 @@ std::mutex g_traps_mutex;         // publishing and unpublishing
 struct sigaction g_prev_trap {};  // the SIGTRAP disposition before ours
 std::once_flag g_trap_once;
 int g_trap_error = 0;
+
+// The redirects of the batch being patched (patch_live_batch), or null: published whole.
+struct trap_batch {
+    const trap_redirect *entries;
+    size_t count;
+};
+std::atomic<const trap_batch *> g_batch{nullptr};
+
+// The redirect of address in the batch being patched, or 0.
+uintptr_t find_batch_redirect(uintptr_t address) {
+    const trap_batch *b = g_batch.load(std::memory_order_acquire);
+    if (b == nullptr)
+        return 0;
+    size_t lo = 0, hi = b->count;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (b->entries[mid].address < address)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < b->count && b->entries[lo].address == address ? b->entries[lo].redirect : 0;
+}
 
 const trap_entry *find_trap(uintptr_t address) {
     const int high = g_traps_high.load(std::memory_order_acquire);
@@ -430,6 +459,10 @@ void trap_handler(int sig, siginfo_t *info, void *context) {
             errno = saved_errno;
             return;
         }
+        if (const uintptr_t to = find_batch_redirect(at)) {
+            rip = static_cast<greg_t>(to);
+            return;
+        }
         // An int3 of ours removed between the trap and this lookup: the byte is back; the
         // thread runs what is there now.
         if (*reinterpret_cast<const volatile uint8_t *>(at) != 0xCC) {
@@ -440,13 +473,45 @@ void trap_handler(int sig, siginfo_t *info, void *context) {
     chain_trap(sig, info, context);
 }
 
+// Where the SIGTRAP handler returns through (rt_sigreturn), when not libc's __restore_rt.
+std::atomic<uintptr_t> g_restorer{0};
+bool g_trap_installed = false; // under g_trap_once, then under g_traps_mutex
+
+struct kernel_sigaction {
+    void (*handler)(int, siginfo_t *, void *);
+    unsigned long flags;
+    uintptr_t restorer;
+    uint64_t mask;
+};
+constexpr unsigned long sa_restorer_flag = 0x04000000;
+
+// Installs the handler with the kernel's own call when a restorer of ours is set: libc's
+// __restore_rt holds a `syscall` that may be rewritten, and a thread returning from this very
+// handler through an int3 there would trap again for ever.
+int set_trap_action() {
+    const uintptr_t restorer = g_restorer.load();
+    if (restorer == 0) {
+        struct sigaction sa {};
+        sa.sa_sigaction = trap_handler;
+        sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        return sigaction(SIGTRAP, &sa, g_trap_installed ? nullptr : &g_prev_trap) != 0 ? errno : 0;
+    }
+    if (!g_trap_installed && sigaction(SIGTRAP, nullptr, &g_prev_trap) != 0)
+        return errno;
+    kernel_sigaction ka{};
+    ka.handler = trap_handler;
+    ka.flags = SA_SIGINFO | SA_RESTART | SA_NODEFER | sa_restorer_flag;
+    ka.restorer = restorer;
+    const long r = syscall_intercept::raw_syscall(SYS_rt_sigaction, SIGTRAP,
+                                                  reinterpret_cast<long>(&ka), 0, 8);
+    return r < 0 ? static_cast<int>(-r) : 0;
+}
+
 void install_trap_handler() {
-    struct sigaction sa {};
-    sa.sa_sigaction = trap_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTRAP, &sa, &g_prev_trap) != 0)
-        g_trap_error = errno;
+    std::lock_guard lock(g_traps_mutex);
+    g_trap_error = set_trap_action();
+    g_trap_installed = g_trap_error == 0;
 }
 
 result<void> ensure_trap_handler() {
@@ -515,9 +580,14 @@ long long run_time(pid_t tid) {
     return std::atoll(buf);
 }
 
+// A range of code no thread may be inside: [lo, hi).
+struct code_range {
+    uintptr_t lo, hi;
+};
+
 // Whether thread tid is blocked in a system call (or a fault) with its user instruction
-// pointer outside [lo, hi).
-bool blocked_outside(pid_t tid, uintptr_t lo, uintptr_t hi) {
+// pointer outside every range (sorted by lo, not overlapping).
+bool blocked_outside(pid_t tid, std::span<const code_range> ranges) {
     char path[64], buf[256];
     std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
     if (read_proc(path, buf, sizeof buf) < 0 || std::strncmp(buf, "running", 7) == 0)
@@ -527,7 +597,9 @@ bool blocked_outside(pid_t tid, uintptr_t lo, uintptr_t hi) {
     if (last == nullptr)
         return false;
     const uintptr_t pc = std::strtoull(last + 1, nullptr, 16);
-    return pc < lo || pc >= hi;
+    auto after = std::upper_bound(ranges.begin(), ranges.end(), pc,
+                                  [](uintptr_t v, const code_range &r) { return v < r.lo; });
+    return after == ranges.begin() || pc >= std::prev(after)->hi;
 }
 
 // The rule that keeps threads out of half-replaced instructions without stopping them: once the
@@ -536,7 +608,7 @@ bool blocked_outside(pid_t tid, uintptr_t lo, uintptr_t hi) {
 // as it runs. So wait until every other thread has run since (its schedstat run time grew) or
 // is blocked in a system call elsewhere. ETIMEDOUT after a second (a thread stopped by a
 // debugger or SIGSTOP inside the range).
-result<void> wait_threads_outside(uintptr_t lo, uintptr_t hi) {
+result<void> wait_threads_outside(std::span<const code_range> ranges) {
     struct seen {
         pid_t tid;
         long long ran;
@@ -555,13 +627,14 @@ result<void> wait_threads_outside(uintptr_t lo, uintptr_t hi) {
     while (!pending.empty()) {
         std::erase_if(pending, [&](const seen &s) {
             const long long now = run_time(s.tid);
-            return now < 0 || now > s.ran || blocked_outside(s.tid, lo, hi);
+            return now < 0 || now > s.ran || blocked_outside(s.tid, ranges);
         });
         if (pending.empty())
             break;
         if (clock::now() >= deadline)
             return make_error(ETIMEDOUT, "thread " + std::to_string(pending.front().tid) +
-                                             " neither ran nor blocked outside " + hex(lo) +
+                                             " neither ran nor blocked outside " +
+                                             hex(ranges.front().lo) +
                                              " within 1 s while the code there was patched (is it "
                                              "stopped?)");
         pause_for(std::chrono::microseconds(200));
@@ -617,6 +690,19 @@ result<code_pages> pages_of(uintptr_t address, size_t n) {
     return pages;
 }
 
+// Writes through /proc/self/mem, as a debugger does: code whose protection cannot change (the
+// vDSO). 0 or an errno code.
+int write_code_forced(uintptr_t address, const uint8_t *bytes, size_t n) {
+    const long fd = syscall_intercept::raw_syscall(
+        SYS_openat, AT_FDCWD, reinterpret_cast<long>("/proc/self/mem"), O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return static_cast<int>(-fd);
+    const long r = syscall_intercept::raw_syscall(SYS_pwrite64, fd, reinterpret_cast<long>(bytes),
+                                                  static_cast<long>(n), static_cast<long>(address));
+    syscall_intercept::raw_syscall(SYS_close, fd);
+    return r == static_cast<long>(n) ? 0 : r < 0 ? static_cast<int>(-r) : EIO;
+}
+
 int write_code(const code_pages &pages, uintptr_t address, const uint8_t *bytes, size_t n) {
     const size_t size = page_size();
     for (int i = 0; i < pages.count; ++i)
@@ -625,6 +711,8 @@ int write_code(const code_pages &pages, uintptr_t address, const uint8_t *bytes,
             const int err = errno;
             for (int j = 0; j < i; ++j)
                 mprotect(reinterpret_cast<void *>(pages.page[j]), size, pages.prot[j]);
+            if (err == EINVAL || err == EACCES)
+                return write_code_forced(address, bytes, n);
             return err;
         }
     auto *dst = reinterpret_cast<volatile uint8_t *>(address);
@@ -675,7 +763,9 @@ result<void> patch_live(const live_patch &p, const move_rip_fn &move_rip) {
         return fail(err, std::string("cannot write the code: ") + std::strerror(err));
     sync_cores();
     if (p.wait_inside && p.n > 1)
-        if (auto w = wait_threads_outside(p.address + 1, p.address + p.n); !w)
+        if (auto w = wait_threads_outside(
+                std::span<const code_range>({code_range{p.address + 1, p.address + p.n}}));
+            !w)
             return fail(w.err().code, w.err().message);
     if (p.n > 1) {
         if (int err = write_code(*pages, p.address + 1, p.bytes + 1, p.n - 1))
@@ -721,6 +811,121 @@ result<void> remove_trap_site(uintptr_t address, uint8_t original) {
     sync_cores();
     unpublish_trap(address, nullptr);
     return {};
+}
+
+result<void> patch_live_batch(const std::vector<live_patch> &patches,
+                              const trap_redirect *redirects, size_t n_redirects) {
+    if (patches.empty())
+        return {};
+    if (membarrier_state() != 1)
+        return make_error(ENOTSUP, "live patching needs membarrier SYNC_CORE");
+    if (auto h = ensure_trap_handler(); !h)
+        return h;
+    static std::mutex batch_mutex; // one batch at a time: one published table
+    std::lock_guard lock(batch_mutex);
+    auto maps = read_maps();
+    if (!maps)
+        return std::move(maps).err();
+    // Every page made writable once for the whole batch, its protection put back at the end.
+    const uintptr_t size = page_size();
+    struct page_prot {
+        uintptr_t page;
+        int prot;
+    };
+    std::vector<page_prot> pages;
+    std::vector<code_range> inside;
+    for (const live_patch &p : patches) {
+        for (uintptr_t pg = p.address & ~(size - 1); pg < p.address + p.n; pg += size) {
+            const auto *m = find_mapping(*maps, pg);
+            if (!m)
+                return make_error(EFAULT, "the code at " + hex(pg) + " is not mapped");
+            pages.push_back({pg, (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) |
+                                     (m->exec ? PROT_EXEC : 0)});
+        }
+        if (p.wait_inside && p.n > 1)
+            inside.push_back({p.address + 1, p.address + p.n});
+    }
+    std::sort(pages.begin(), pages.end(),
+              [](const page_prot &a, const page_prot &b) { return a.page < b.page; });
+    pages.erase(
+        std::unique(pages.begin(), pages.end(),
+                    [](const page_prot &a, const page_prot &b) { return a.page == b.page; }),
+        pages.end());
+    std::sort(inside.begin(), inside.end(),
+              [](const code_range &a, const code_range &b) { return a.lo < b.lo; });
+    // Pages whose protection cannot change (the vDSO) are written through /proc/self/mem, as
+    // a debugger writes its breakpoints (a private copy of the page for this process).
+    std::vector<uintptr_t> forced;
+    int mem_fd = -1;
+    auto restore_prot = [&] {
+        for (const page_prot &p : pages)
+            if (!std::binary_search(forced.begin(), forced.end(), p.page))
+                syscall_intercept::raw_syscall(SYS_mprotect, static_cast<long>(p.page),
+                                               static_cast<long>(size), p.prot);
+        if (mem_fd >= 0)
+            syscall_intercept::raw_syscall(SYS_close, mem_fd);
+    };
+    for (const page_prot &p : pages) {
+        const long r = syscall_intercept::raw_syscall(SYS_mprotect, static_cast<long>(p.page),
+                                                      static_cast<long>(size),
+                                                      PROT_READ | PROT_WRITE | PROT_EXEC);
+        if (r == 0)
+            continue;
+        if (mem_fd < 0)
+            mem_fd = static_cast<int>(syscall_intercept::raw_syscall(
+                SYS_openat, AT_FDCWD, reinterpret_cast<long>("/proc/self/mem"),
+                O_RDWR | O_CLOEXEC));
+        if (mem_fd < 0) {
+            restore_prot();
+            return make_error(static_cast<int>(-r),
+                              "cannot make the code at " + hex(p.page) +
+                                  " writable: " + std::strerror(static_cast<int>(-r)));
+        }
+        forced.push_back(p.page);
+    }
+    auto put = [&](uintptr_t at, uint8_t v) {
+        if (!forced.empty() && std::binary_search(forced.begin(), forced.end(), at & ~(size - 1)))
+            syscall_intercept::raw_syscall(SYS_pwrite64, mem_fd, reinterpret_cast<long>(&v), 1,
+                                           static_cast<long>(at));
+        else
+            *reinterpret_cast<volatile uint8_t *>(at) = v;
+    };
+    // Never freed (a thread in the SIGTRAP handler may read it after it is unpublished), kept
+    // where the leak checker finds it.
+    static auto *batches = new std::vector<const trap_batch *>;
+    const auto *batch = new trap_batch{redirects, n_redirects};
+    batches->push_back(batch);
+    g_batch.store(batch, std::memory_order_release);
+    for (const live_patch &p : patches)
+        put(p.address, 0xCC);
+    sync_cores();
+    if (!inside.empty()) {
+        if (auto w = wait_threads_outside(inside); !w) {
+            for (const live_patch &p : patches)
+                put(p.address, p.expect[0]);
+            sync_cores();
+            g_batch.store(nullptr, std::memory_order_release);
+            restore_prot();
+            return w;
+        }
+    }
+    for (const live_patch &p : patches)
+        for (size_t i = 1; i < p.n; ++i)
+            put(p.address + i, p.bytes[i]);
+    sync_cores();
+    for (const live_patch &p : patches)
+        put(p.address, p.bytes[0]);
+    sync_cores();
+    g_batch.store(nullptr, std::memory_order_release);
+    restore_prot();
+    return {};
+}
+
+void use_signal_restorer(uintptr_t restorer) {
+    g_restorer.store(restorer);
+    std::lock_guard lock(g_traps_mutex);
+    if (g_trap_installed)
+        (void)set_trap_action();
 }
 
 } // namespace bpftime::hook_detail

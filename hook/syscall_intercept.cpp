@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <dlfcn.h>
@@ -140,6 +141,24 @@ __attribute__((tls_model("initial-exec"))) thread_local int t_depth = 0;
 
 std::mutex arm_mu;
 
+// Syscall User Dispatch only where needed. The process-wide wish (g_sud_wanted) changes with a
+// new generation; each registered thread compares the generation with the one it applied,
+// on the dispatcher's path and in the SIGSYS handler, and switches its own setting (the
+// setting is per thread and only a thread can change its own).
+std::atomic<int> g_mode{static_cast<int>(dispatch_mode::when_needed)};
+std::atomic<bool> g_sud_wanted{false};
+std::atomic<uint32_t> g_sud_gen{1};
+std::atomic<int> g_sud_threads{0};
+// Whether calls mapping executable memory go through the dispatcher (armed, when_needed).
+std::atomic<bool> g_watch{false};
+// Executable memory mapped since the last full look (what it needs is decided at refresh()).
+std::atomic<uint64_t> g_exec_events{0};
+std::atomic<uintptr_t> g_last_exec{0};
+std::string g_sud_reason; // under arm_mu
+__attribute__((tls_model("initial-exec"))) thread_local bool t_registered = false;
+__attribute__((tls_model("initial-exec"))) thread_local bool t_sud_on = false;
+__attribute__((tls_model("initial-exec"))) thread_local uint32_t t_sud_gen = 0;
+
 std::string hex(uint64_t v) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
@@ -208,8 +227,87 @@ enum class outcome {
     native_then_exit, // the same, then the exit handlers (a stub of write_exit_stub)
 };
 
+void set_thread_dispatch(bool on) {
+    if (on == t_sud_on)
+        return;
+    const long r = raw_fn(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH,
+                          on ? PR_SYS_DISPATCH_ON : PR_SYS_DISPATCH_OFF, on ? gate : 0,
+                          on ? gate_size : 0, on ? reinterpret_cast<long>(&selector) : 0, 0);
+    if (r == 0) {
+        t_sud_on = on;
+        g_sud_threads.fetch_add(on ? 1 : -1, std::memory_order_relaxed);
+    }
+}
+
+// Applies the process-wide wish to the calling thread when it changed since the last look.
+inline void sync_thread_dispatch() {
+    const uint32_t gen = g_sud_gen.load(std::memory_order_acquire);
+    if (t_sud_gen == gen) [[likely]]
+        return;
+    t_sud_gen = gen;
+    if (t_registered)
+        set_thread_dispatch(g_sud_wanted.load(std::memory_order_acquire));
+}
+
+// The process-wide wish. The selector blocks only while it is on: a thread that has not
+// switched its own setting off yet traps nothing.
+void publish_dispatch_wish(bool wanted) {
+    if (wanted)
+        selector = SYSCALL_DISPATCH_FILTER_BLOCK;
+    g_sud_wanted.store(wanted, std::memory_order_release);
+    if (!wanted)
+        selector = SYSCALL_DISPATCH_FILTER_ALLOW;
+    g_sud_gen.fetch_add(1, std::memory_order_acq_rel);
+}
+
+bool is_watched(uint64_t nr) {
+    return nr == SYS_mmap || nr == SYS_mprotect || nr == SYS_pkey_mprotect;
+}
+
+// Whether executable code in [p, p + n) may hold a `syscall` instruction (its two bytes
+// anywhere: what is an instruction there is unknown).
+bool may_hold_syscall(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i + 1 < n; ++i) {
+        const void *at = std::memchr(p + i, 0x0F, n - 1 - i);
+        if (at == nullptr)
+            return false;
+        i = static_cast<size_t>(static_cast<const uint8_t *>(at) - p);
+        if (p[i + 1] == 0x05)
+            return true;
+    }
+    return false;
+}
+
+// After a successful mmap, mprotect or pkey_mprotect of the application: executable memory
+// that may hold a `syscall` (or that cannot be inspected: a file's code, not yet known to the
+// dynamic loader, or more than 16 MiB) turns Syscall User Dispatch on at once, for this thread
+// now and for the others at their next intercepted call; refresh() looks again later.
+void watch_exec(const pt_regs &regs) {
+    const auto nr = regs.orig_rax;
+    const long ret = static_cast<long>(regs.rax);
+    if (ret < 0 && ret > -4096)
+        return;
+    const int prot = static_cast<int>(regs.rdx);
+    if ((prot & PROT_EXEC) == 0)
+        return;
+    const uintptr_t at = nr == SYS_mmap ? static_cast<uintptr_t>(ret) : regs.rdi;
+    const size_t len = static_cast<size_t>(regs.rsi);
+    bool needs = true;
+    const bool file = nr == SYS_mmap && (regs.r10 & MAP_ANONYMOUS) == 0;
+    if (!file && (prot & PROT_READ) != 0 && (prot & PROT_WRITE) == 0 && len <= (16u << 20))
+        needs = may_hold_syscall(reinterpret_cast<const uint8_t *>(at), len);
+    g_exec_events.fetch_add(1, std::memory_order_acq_rel);
+    if (!needs)
+        return;
+    g_last_exec.store(at, std::memory_order_relaxed);
+    if (!g_sud_wanted.load(std::memory_order_acquire))
+        publish_dispatch_wish(true);
+    sync_thread_dispatch();
+}
+
 // Runs the handlers around one call.
 outcome dispatch(pt_regs &regs, bool from_signal) {
+    sync_thread_dispatch();
     const uint64_t nr = regs.orig_rax;
     const bool native = runs_natively(nr, from_signal);
     const handlers h = g_handlers;
@@ -218,6 +316,9 @@ outcome dispatch(pt_regs &regs, bool from_signal) {
             return outcome::native;
         }
         regs.rax = static_cast<uint64_t>(perform(regs));
+        if (is_watched(nr) && !t_internal && t_depth == 0 &&
+            g_watch.load(std::memory_order_relaxed))
+            watch_exec(regs);
         return outcome::done;
     }
     if (from_signal)
@@ -234,6 +335,8 @@ outcome dispatch(pt_regs &regs, bool from_signal) {
         return exit && exit_kind(nr) < n_exit_kinds ? outcome::native_then_exit : outcome::native;
     }
     regs.rax = static_cast<uint64_t>(perform(regs));
+    if (is_watched(nr) && g_watch.load(std::memory_order_relaxed))
+        watch_exec(regs);
     if (exit) {
         ++t_depth;
         h.exit(h.user, &regs);
@@ -643,8 +746,14 @@ struct site {
     uintptr_t trampoline = 0;
     hook_detail::relocation reloc;
     size_t syscall_index = 0; // of the `syscall` among the replaced instructions
+    // The bytes written at start: the replaced instructions before the `syscall` when it is
+    // the last of them (its own 2 bytes are never written, see prepare_site), else all of them.
     std::vector<uint8_t> original, patch;
     bool patched = false;
+    // Instructions follow the `syscall` inside the replaced bytes: a thread blocked in that
+    // call would come back into the middle of the jump, so the site is written only with the
+    // other threads stopped (they are moved out of the kernel's way first).
+    bool return_inside = false;
 };
 
 // Built on first use, never destroyed: a host may arm from its own start-up code (a
@@ -657,6 +766,12 @@ std::deque<site> &all_sites() { // never shrinks: thunks hold indexes
 std::set<std::pair<unsigned long, uintptr_t>> &scanned_objects() {
     static auto *scanned = new std::set<std::pair<unsigned long, uintptr_t>>;
     return *scanned;
+}
+// Executable ranges whose `syscall` instructions are accounted for: the code of scanned
+// objects (a site rewritten or counted as refused), the host's own object, the trampolines.
+std::vector<std::pair<uintptr_t, uintptr_t>> &covered_ranges() {
+    static auto *ranges = new std::vector<std::pair<uintptr_t, uintptr_t>>;
+    return *ranges;
 }
 
 struct decoded_function {
@@ -721,6 +836,98 @@ void finish_gate_stub(uint32_t index) {
 
 constexpr size_t site_space = 256; // trampoline and thunk of one site
 
+bool prepare_range(const function &fn, const decoded_function &d, uintptr_t sc, uintptr_t start,
+                   bool no_return, uintptr_t place, uint8_t *slot, uint32_t index, site &out);
+
+// Whether the `syscall` at sc is exit or exit_group (no thread ever comes back from it, so
+// what follows it may be replaced while one is inside): the instruction before it sets eax to
+// one of them, as an immediate, or from a register that every instruction of the function
+// writing it sets to that same immediate (glibc's _exit).
+bool never_returns(const function &fn, const decoded_function &d, uintptr_t sc) {
+    auto pos = std::lower_bound(d.starts.begin(), d.starts.end(), sc);
+    if (pos == d.starts.begin() || pos == d.starts.end() || *pos != sc)
+        return false;
+    ZydisDecoder decoder;
+    ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    ZydisDecodedInstruction in;
+    ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+    auto decode = [&](uintptr_t at) {
+        return ZYAN_SUCCESS(ZydisDecoderDecodeFull(&decoder, reinterpret_cast<const void *>(at),
+                                                   fn.start + d.size - at, &in, ops));
+    };
+    auto exits = [](uint64_t v) { return v == SYS_exit || v == SYS_exit_group; };
+    auto mov_imm = [&](ZydisRegister reg, uint64_t &v) {
+        if (in.mnemonic != ZYDIS_MNEMONIC_MOV || ops[0].type != ZYDIS_OPERAND_TYPE_REGISTER ||
+            ops[0].reg.value != reg || ops[1].type != ZYDIS_OPERAND_TYPE_IMMEDIATE)
+            return false;
+        v = ops[1].imm.value.u;
+        return true;
+    };
+    if (!decode(*(pos - 1)))
+        return false;
+    uint64_t v = 0;
+    if (mov_imm(ZYDIS_REGISTER_EAX, v) || mov_imm(ZYDIS_REGISTER_RAX, v))
+        return exits(v);
+    if (in.mnemonic != ZYDIS_MNEMONIC_MOV || ops[0].reg.value != ZYDIS_REGISTER_EAX ||
+        ops[1].type != ZYDIS_OPERAND_TYPE_REGISTER)
+        return false;
+    const ZydisRegister src = ops[1].reg.value;
+    const ZydisRegister src64 = ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, src);
+    auto writes_src = [&] {
+        for (unsigned i = 0; i < in.operand_count; ++i)
+            if (ops[i].type == ZYDIS_OPERAND_TYPE_REGISTER &&
+                (ops[i].actions & ZYDIS_OPERAND_ACTION_MASK_WRITE) != 0 &&
+                ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, ops[i].reg.value) ==
+                    src64)
+                return true;
+        return false;
+    };
+    // glibc's thread exit loop: `mov $60, %edx` then `L: xor %edi, %edi; mov %edx, %eax;
+    // syscall; jmp L`. The nearest write of the register before the `syscall` sets an exit
+    // number, and the only branch into the code between them is the jump right after the
+    // `syscall`, which a thread reaches only if the call returned: the first call exits.
+    for (auto w = pos - 1; w != d.starts.begin();) {
+        --w;
+        if (!decode(*w) || in.mnemonic == ZYDIS_MNEMONIC_CALL)
+            break;
+        if (!writes_src())
+            continue;
+        if (!mov_imm(src, v) || !exits(v))
+            break;
+        const uintptr_t back = sc + 2;
+        if (back >= fn.start + d.size || !decode(back) || in.mnemonic != ZYDIS_MNEMONIC_JMP ||
+            ops[0].type != ZYDIS_OPERAND_TYPE_IMMEDIATE || !ops[0].imm.is_relative)
+            break;
+        ZyanU64 loop = 0;
+        if (!ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&in, &ops[0], back, &loop)))
+            break;
+        const auto lo = std::upper_bound(d.targets.begin(), d.targets.end(), *w);
+        const auto hi = std::upper_bound(d.targets.begin(), d.targets.end(), sc);
+        if (hi - lo == 1 && *lo == loop)
+            return true;
+        break;
+    }
+    bool seen = false;
+    uint64_t value = 0;
+    for (uintptr_t at : d.starts) {
+        // A call may change any caller-saved register.
+        if (!decode(at) || in.mnemonic == ZYDIS_MNEMONIC_CALL)
+            return false;
+        for (unsigned i = 0; i < in.operand_count; ++i) {
+            const ZydisDecodedOperand &o = ops[i];
+            if (o.type != ZYDIS_OPERAND_TYPE_REGISTER ||
+                (o.actions & ZYDIS_OPERAND_ACTION_MASK_WRITE) == 0 ||
+                ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, o.reg.value) != src64)
+                continue;
+            if (!mov_imm(src, v) || (seen && v != value))
+                return false;
+            seen = true;
+            value = v;
+        }
+    }
+    return seen && exits(value);
+}
+
 // Prepares a site in memory at slot (writable) for a trampoline placed at runtime address
 // place. Returns false (the fallback covers it) when no range around the `syscall` works.
 bool prepare_site(const function &fn, const decoded_function &d, uintptr_t sc, uintptr_t place,
@@ -729,40 +936,70 @@ bool prepare_site(const function &fn, const decoded_function &d, uintptr_t sc, u
     if (pos == d.starts.end() || *pos != sc)
         return false;
     const size_t sc_at = static_cast<size_t>(pos - d.starts.begin());
-    // Start at the `syscall`, else up to three instructions before it.
-    for (size_t back = 0; back <= 3 && back <= sc_at; ++back) {
-        const uintptr_t start = d.starts[sc_at - back];
+    // Best, the `syscall` last among the replaced instructions (it and up to six before it),
+    // the jump and its fill ending at or before the `syscall`, whose 2 bytes stay as they are:
+    // every address the kernel sends a thread back to is then what it was. A thread blocked in
+    // the call returns behind the jump (syscall + 2); one whose call the kernel restarts (a
+    // signal handler with SA_RESTART, a stop, restart_syscall) is sent back to the `syscall`
+    // itself (rip - 2) and makes the original call again, which is what it was doing. So the
+    // site can be written while threads run. Else starting at the `syscall` or up to three
+    // instructions before it, with an int3 on the first byte only. No thread comes back from
+    // exit or exit_group, nor has it restarted: their jump may cover the `syscall` (glibc's
+    // thread exit loop has 4 bytes before it and runs with every signal blocked, where an int3
+    // would kill the process).
+    const bool no_return = never_returns(fn, d, sc);
+    for (int pass = 0; pass < 2; ++pass) {
+        for (size_t back = pass == 0 ? 1 : 0; back <= (pass == 0 ? 6u : 3u) && back <= sc_at;
+             ++back) {
+            const uintptr_t start = d.starts[sc_at - back];
+            if (pass == 0 && (no_return ? sc + 2 : sc) - start < 5)
+                continue;
+            if (prepare_range(fn, d, sc, start, no_return, place, slot, index, out))
+                return true;
+        }
+    }
+    return false;
+}
+
+// prepare_site for the range starting at start.
+bool prepare_range(const function &fn, const decoded_function &d, uintptr_t sc, uintptr_t start,
+                   bool no_return, uintptr_t place, uint8_t *slot, uint32_t index, site &out) {
+    {
         const size_t to_end = fn.start + d.size - start;
-        auto reloc = hook_detail::relocate(start, to_end, to_end, place, sc + 2 - start);
+        // With fewer than 5 bytes before the `syscall`, the jump would cover it: the range then
+        // goes on past it, and the site becomes an int3 on its first byte (return_inside), so
+        // the `syscall`'s bytes stay as they are there too (exit and exit_group excepted).
+        const size_t cover = sc - start >= 5 || no_return ? sc + 2 - start : sc + 3 - start;
+        auto reloc = hook_detail::relocate(start, to_end, to_end, place, cover);
         if (!reloc)
-            continue;
+            return false;
         const uintptr_t end = start + reloc->patched;
         // No direct branch may land strictly inside the replaced bytes, nor another `syscall`.
         auto t = std::upper_bound(d.targets.begin(), d.targets.end(), start);
         if (t != d.targets.end() && *t < end)
-            continue;
+            return false;
         bool other = false;
         for (uintptr_t s : d.syscalls)
             other = other || (s != sc && s >= start && s < end);
         if (other)
-            continue;
+            return false;
         size_t k = 0;
         while (k < reloc->from.size() && start + reloc->from[k] != sc)
             ++k;
         if (k + 1 >= reloc->from.size())
-            continue;
+            return false;
         std::vector<uint8_t> code = reloc->code;
         const size_t thunk_at = code.size();
         const size_t rel = thunk_at - (reloc->to[k] + 2);
         if (rel > 127)
-            continue;
+            return false;
         code[reloc->to[k]] = 0xEB; // jmp rel8 to the thunk, in place of the `syscall`
         code[reloc->to[k] + 1] = static_cast<uint8_t>(rel);
         const uintptr_t native = gate_stub_slot(index);
         auto th = thunk(index, native);
         code.insert(code.end(), th.begin(), th.end());
         if (code.size() > site_space)
-            continue;
+            return false;
         const int64_t jump = static_cast<int64_t>(place) - static_cast<int64_t>(start + 5);
         if (jump < INT32_MIN || jump > INT32_MAX)
             return false;
@@ -772,9 +1009,14 @@ bool prepare_site(const function &fn, const decoded_function &d, uintptr_t sc, u
         out.trampoline = place;
         out.syscall_index = k;
         out.reloc = std::move(*reloc);
+        out.return_inside = k + 2 < out.reloc.from.size() && !no_return;
+        // The `syscall` last: the jump and its fill stop before it (prepare_site made room), and
+        // the trampoline, which copies it too, jumps back behind it.
+        const bool syscall_last = k + 2 == out.reloc.from.size() && sc - start >= 5;
+        const size_t written = syscall_last ? sc - start : out.reloc.patched;
         const auto *orig = reinterpret_cast<const uint8_t *>(start);
-        out.original.assign(orig, orig + out.reloc.patched);
-        out.patch.assign(out.reloc.patched, 0xCC); // int3 behind the jump: never executed
+        out.original.assign(orig, orig + written);
+        out.patch.assign(written, 0xCC); // int3 behind the jump: never executed
         out.patch[0] = 0xE9;
         const auto rel32 = static_cast<int32_t>(jump);
         std::memcpy(&out.patch[1], &rel32, 4);
@@ -806,7 +1048,7 @@ uint64_t read_uleb(const uint8_t *&p, const uint8_t *end) {
 }
 
 // The pointer encoding of an FDE's pc_begin, from its CIE's augmentation; -1 when unknown.
-int fde_encoding(const uint8_t *cie, uintptr_t lo, uintptr_t hi) {
+int fde_encoding(const uint8_t *cie, uintptr_t lo, uintptr_t hi, bool &signal_frame) {
     if (reinterpret_cast<uintptr_t>(cie) < lo || reinterpret_cast<uintptr_t>(cie) + 16 > hi)
         return -1;
     uint32_t len = 0;
@@ -830,16 +1072,18 @@ int fde_encoding(const uint8_t *cie, uintptr_t lo, uintptr_t hi) {
     else
         (void)read_uleb(p, end);
     (void)read_uleb(p, end); // augmentation data length
+    int enc = 0;             // absolute, native size, unless 'R' says otherwise
     for (size_t i = 1; i < aug_len && p < end; ++i) {
         switch (aug[i]) {
         case 'R':
-            return *p;
+            enc = *p++;
+            break;
         case 'L':
             ++p;
             break;
         case 'P': {
-            const uint8_t enc = *p++;
-            switch (enc & 0x0F) {
+            const uint8_t penc = *p++;
+            switch (penc & 0x0F) {
             case 0x00:
             case 0x04:
             case 0x0C:
@@ -859,13 +1103,15 @@ int fde_encoding(const uint8_t *cie, uintptr_t lo, uintptr_t hi) {
             break;
         }
         case 'S':
+            signal_frame = true;
+            break;
         case 'B':
             break;
         default:
             return -1;
         }
     }
-    return 0; // absolute, native size
+    return enc;
 }
 
 std::vector<function> unwind_functions(uintptr_t hdr, uintptr_t lo, uintptr_t hi) {
@@ -894,13 +1140,21 @@ std::vector<function> unwind_functions(uintptr_t hdr, uintptr_t lo, uintptr_t hi
             continue;
         int32_t cie_off = 0;
         std::memcpy(&cie_off, fde + 4, 4);
-        const int enc = fde_encoding(fde + 4 - cie_off, lo, hi);
+        bool signal_frame = false;
+        const int enc = fde_encoding(fde + 4 - cie_off, lo, hi, signal_frame);
         if (enc != 0x1B)
             continue;
         int32_t begin = 0, range = 0;
         std::memcpy(&begin, fde + 8, 4);
         std::memcpy(&range, fde + 12, 4);
-        const uintptr_t at = reinterpret_cast<uintptr_t>(fde + 8) + static_cast<intptr_t>(begin);
+        uintptr_t at = reinterpret_cast<uintptr_t>(fde + 8) + static_cast<intptr_t>(begin);
+        // A signal frame's FDE (glibc's __restore_rt) starts one byte before the code, inside
+        // the padding before it, as unwinders look up the return address minus one: decoding
+        // from there would find instructions that are not the code's.
+        if (signal_frame && range > 1) {
+            ++at;
+            --range;
+        }
         if (range > 0)
             out.push_back({at, static_cast<uintptr_t>(range)});
     }
@@ -950,14 +1204,19 @@ std::pair<size_t, size_t> scan_new_objects() {
     const auto self = reinterpret_cast<uintptr_t>(&bpftime_syscall_site_entry);
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     for (loaded_object &o : objects) {
-        // The vDSO is the kernel's; the shared object holding this code is left alone (its
-        // system calls are the host's own). A program linking this code statically is scanned.
-        if (o.path.find("linux-vdso") != std::string::npos ||
-            o.path.find("linux-gate") != std::string::npos)
-            continue;
-        if (!o.path.empty() && self >= o.lo && self < o.hi)
+        // The shared object holding this code is left alone (its system calls are the host's
+        // own). A program linking this code statically is scanned, and so is the vDSO (its
+        // fallbacks, clock_gettime of a clock it cannot read itself, make system calls).
+        // (Its pages are written through /proc/self/mem by the live patcher only.)
+        if (!hook_detail::live_patching_available() &&
+            (o.path.find("linux-vdso") != std::string::npos ||
+             o.path.find("linux-gate") != std::string::npos))
             continue;
         if (!scanned_objects().insert({0, o.exec.front().start}).second)
+            continue;
+        for (const map_line &m : o.exec)
+            covered_ranges().emplace_back(m.start, m.end);
+        if (!o.path.empty() && self >= o.lo && self < o.hi)
             continue;
         std::vector<function> fns;
         if (o.eh_frame_hdr != 0)
@@ -1023,6 +1282,7 @@ std::pair<size_t, size_t> scan_new_objects() {
             refused += count;
             continue;
         }
+        covered_ranges().emplace_back(*chunk, *chunk + bytes);
         auto *mem = reinterpret_cast<uint8_t *>(*chunk);
         size_t used = 0;
         for (auto &[fn, d] : found) {
@@ -1052,8 +1312,79 @@ struct page_prot {
     int prot;
 };
 
+// Where a thread meeting a site's temporary int3 goes: its trampoline, which does what the
+// replaced instructions do whether the site is being written or restored (trampolines are
+// never freed). Sorted by address; rebuilt when sites are added, the old table kept (a thread
+// in the SIGTRAP handler may still read it).
+const std::vector<hook_detail::trap_redirect> &site_redirects() {
+    // Never destroyed either: the tables stay reachable until the process ends.
+    static auto *tables = new std::vector<const std::vector<hook_detail::trap_redirect> *>;
+    static size_t for_sites = SIZE_MAX;
+    if (tables->empty() || for_sites != all_sites().size()) {
+        auto *t = new std::vector<hook_detail::trap_redirect>;
+        for (const site &s : all_sites())
+            t->push_back({s.start, s.trampoline});
+        std::sort(t->begin(), t->end(),
+                  [](const auto &a, const auto &b) { return a.address < b.address; });
+        tables->push_back(t);
+        for_sites = all_sites().size();
+    }
+    return *tables->back();
+}
+
+// A thread meeting the int3 of a routed site goes through its trampoline.
+void route_site(void *user, ucontext_t *context) {
+    context->uc_mcontext.gregs[REG_RIP] =
+        static_cast<greg_t>(static_cast<const site *>(user)->trampoline);
+}
+
+// Writes the sites' patch (or original) bytes while the other threads run (text_poke_bp for
+// the whole batch). A site whose `syscall` returns inside the replaced bytes cannot take the
+// jump (a thread blocked in that call would come back into its middle): it gets an int3 on
+// its first byte only, for good, and a thread meeting it is sent to the trampoline by the
+// SIGTRAP handler (a signal per call, but no byte a returning thread runs changes).
+result<void> write_sites_live(bool install) {
+    std::vector<hook_detail::live_patch> patches;
+    std::vector<site *> todo;
+    for (site &s : all_sites()) {
+        if (s.patched == install)
+            continue;
+        if (s.return_inside) {
+            auto r = install ? hook_detail::add_trap_site(s.start, s.original[0], route_site, &s)
+                             : hook_detail::remove_trap_site(s.start, s.original[0]);
+            if (r || !install)
+                s.patched = install && r.ok();
+            continue;
+        }
+        const auto &now = install ? s.original : s.patch;
+        if (std::memcmp(reinterpret_cast<const void *>(s.start), now.data(), now.size()) != 0) {
+            // The code changed (unmapped and mapped again): not ours any more, left to the
+            // fallback.
+            s.patched = false;
+            continue;
+        }
+        hook_detail::live_patch p;
+        p.address = s.start;
+        p.bytes = install ? s.patch.data() : s.original.data();
+        p.expect = now.data();
+        p.n = s.original.size();
+        p.redirect = s.trampoline;
+        p.wait_inside = true;
+        patches.push_back(p);
+        todo.push_back(&s);
+    }
+    const auto &redirects = site_redirects();
+    if (auto r = hook_detail::patch_live_batch(patches, redirects.data(), redirects.size()); !r)
+        return r;
+    for (site *s : todo)
+        s->patched = install;
+    return {};
+}
+
 // Writes every site's patch (or original) bytes with the other threads stopped.
 result<void> write_sites(bool install) {
+    if (hook_detail::live_patching_available())
+        return write_sites_live(install);
     auto maps = hook_detail::read_maps();
     if (!maps)
         return std::move(maps).err();
@@ -1120,6 +1451,116 @@ result<void> write_sites(bool install) {
     return {};
 }
 
+// Whether some executable code of the process may make a system call that no rewritten site
+// catches; why, in why. Reads /proc/self/maps: code outside the covered ranges that cannot be
+// read, that is writable or shared (it may change without a call this file sees), or that
+// holds the bytes of a `syscall` anywhere.
+bool uncovered_code(size_t refused, std::string &why) {
+    if (refused > 0) {
+        why = std::to_string(refused) + " system call site(s) could not be rewritten";
+        return true;
+    }
+    FILE *f = std::fopen("/proc/self/maps", "re");
+    if (f == nullptr) {
+        why = "/proc/self/maps cannot be read";
+        return true;
+    }
+    char line[4096];
+    bool needed = false;
+    while (!needed && std::fgets(line, sizeof line, f)) {
+        unsigned long start = 0, end = 0;
+        char perms[8] = {};
+        int path_at = 0;
+        if (std::sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, perms, &path_at) < 3)
+            continue;
+        std::string path = path_at > 0 ? std::string(line + path_at) : "";
+        while (!path.empty() && (path.back() == '\n' || path.back() == ' '))
+            path.pop_back();
+        if (perms[2] != 'x' || path == "[vsyscall]" || (start >= gate && start < gate + gate_size))
+            continue;
+        bool covered = false;
+        for (const auto &[lo, hi] : covered_ranges())
+            covered = covered || (start < hi && end > lo);
+        if (covered)
+            continue;
+        const std::string name = hex(start) + (path.empty() ? "" : " (" + path + ")");
+        if (perms[0] != 'r') {
+            why = "executable memory at " + name + " cannot be read";
+            needed = true;
+        } else if (perms[1] == 'w' || perms[3] == 's') {
+            why = "executable memory at " + name + " may change unseen (writable or shared)";
+            needed = true;
+        } else if (may_hold_syscall(reinterpret_cast<const uint8_t *>(start), end - start)) {
+            why = "executable memory at " + name + " holds a syscall instruction not rewritten";
+            needed = true;
+        }
+    }
+    std::fclose(f);
+    return needed;
+}
+
+// Decides (under arm_mu) whether the registered threads need Syscall User Dispatch now.
+void decide_dispatch(size_t refused) {
+    const auto mode = static_cast<dispatch_mode>(g_mode.load());
+    bool wanted = false;
+    std::string why;
+    if (!is_armed.load()) {
+        why = "no system call is intercepted";
+    } else if (mode == dispatch_mode::always) {
+        wanted = true;
+        why = "always on (BPFTIME_SYSCALL_DISPATCH=always)";
+    } else if (mode == dispatch_mode::never) {
+        why = "off (BPFTIME_SYSCALL_DISPATCH=never)";
+    } else {
+        const uint64_t events = g_exec_events.load(std::memory_order_acquire);
+        wanted = uncovered_code(refused, why);
+        // Executable memory mapped while this looked: its watch may have turned it on after
+        // the maps were read.
+        if (!wanted && g_exec_events.load(std::memory_order_acquire) != events) {
+            wanted = true;
+            why = "executable memory was mapped meanwhile";
+        }
+        if (!wanted)
+            why = "every system call site is rewritten";
+    }
+    g_sud_reason = why;
+    if (wanted != g_sud_wanted.load())
+        publish_dispatch_wish(wanted);
+    sync_thread_dispatch();
+}
+
+size_t g_refused = 0;      // sites found and not rewritten, as of the last arm (under arm_mu)
+size_t g_scan_refused = 0; // sites the scans refused, every object so far (under arm_mu)
+
+// Rewrites what was mapped since the last look and decides again (under arm_mu).
+result<arm_report> rearm() {
+    ++t_depth; // the calls made here are the host's own
+    const size_t before = all_sites().size();
+    auto [added, refused] = scan_new_objects();
+    for (size_t i = before; i < all_sites().size(); ++i)
+        finish_gate_stub(static_cast<uint32_t>(i));
+    auto written = write_sites(true);
+    --t_depth;
+    if (!written)
+        return written.err();
+    is_armed.store(true);
+    size_t live = 0;
+    for (const site &s : all_sites())
+        live += s.patched ? 1 : 0;
+    (void)added;
+    g_scan_refused += refused;
+    g_refused = g_scan_refused + (all_sites().size() - live);
+    const bool watch = static_cast<dispatch_mode>(g_mode.load()) == dispatch_mode::when_needed;
+    g_watch.store(watch);
+    for (uint64_t nr : {SYS_mmap, SYS_mprotect, SYS_pkey_mprotect})
+        __atomic_store_n(&thunk_table[nr], watch || wanted_table[nr] != 0 ? 1 : 0,
+                         __ATOMIC_RELAXED);
+    decide_dispatch(g_refused);
+    // Sites found but not written now (their call returns inside the replaced bytes, or their
+    // code changed) are the fallback's too.
+    return arm_report{live, g_refused, g_sud_wanted.load(), g_sud_reason};
+}
+
 } // namespace
 
 result<void> start(const handlers &h) {
@@ -1181,6 +1622,21 @@ result<void> start(const handlers &h) {
     if (long r = raw_fn(SYS_rt_sigaction, SIGSYS, reinterpret_cast<long>(&sa), 0, 8, 0, 0); r < 0)
         return make_error(static_cast<int>(-r), std::string("cannot handle SIGSYS: ") +
                                                     std::strerror(static_cast<int>(-r)));
+    // The kernel must offer Syscall User Dispatch (the fallback) even while nothing needs it.
+    if (::prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, gate, gate_size,
+                const_cast<char *>(&selector)) != 0) {
+        int e = errno;
+        return make_error(e, std::string("Syscall User Dispatch (Linux 5.11 or later): ") +
+                                 std::strerror(e));
+    }
+    (void)raw_fn(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0, 0);
+    if (const char *m = std::getenv("BPFTIME_SYSCALL_DISPATCH")) {
+        const std::string v = m;
+        g_mode.store(static_cast<int>(v == "always"  ? dispatch_mode::always
+                                      : v == "never" ? dispatch_mode::never
+                                                     : dispatch_mode::when_needed));
+    }
+    hook_detail::use_signal_restorer(gate + restorer_at);
     started.store(true);
     return enable_thread();
 }
@@ -1188,17 +1644,58 @@ result<void> start(const handlers &h) {
 result<void> enable_thread() {
     if (!started.load())
         return make_error(EINVAL, "syscall interception is not started");
-    if (::prctl(PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, gate, gate_size,
-                const_cast<char *>(&selector)) != 0) {
-        int e = errno;
-        return make_error(e, std::string("Syscall User Dispatch (Linux 5.11 or later): ") +
-                                 std::strerror(e));
+    // A fork child's copy of these says what its parent's thread had; the kernel gives the
+    // child none (the clone stubs turn it off there).
+    if (t_sud_on)
+        (void)raw_fn(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0, 0);
+    t_sud_on = false;
+    t_registered = true;
+    t_sud_gen = g_sud_gen.load(std::memory_order_acquire);
+    if (g_sud_wanted.load(std::memory_order_acquire)) {
+        set_thread_dispatch(true);
+        if (!t_sud_on)
+            return make_error(EINVAL, "Syscall User Dispatch could not be turned on for thread " +
+                                          std::to_string(raw_syscall(SYS_gettid)));
     }
     return {};
 }
 
 void disable_thread() {
-    (void)raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0);
+    t_registered = false;
+    if (raw_fn == nullptr) {
+        (void)raw_syscall(SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_OFF, 0, 0, 0);
+        return;
+    }
+    set_thread_dispatch(false);
+}
+
+void set_dispatch_mode(dispatch_mode mode) {
+    std::lock_guard lock(arm_mu);
+    g_mode.store(static_cast<int>(mode));
+    if (is_armed.load())
+        (void)rearm();
+}
+
+dispatch_mode current_dispatch_mode() {
+    return static_cast<dispatch_mode>(g_mode.load());
+}
+
+bool dispatch_wanted() {
+    return g_sud_wanted.load();
+}
+
+std::string dispatch_reason() {
+    std::lock_guard lock(arm_mu);
+    return g_sud_reason;
+}
+
+bool thread_dispatch_on() {
+    sync_thread_dispatch();
+    return t_sud_on;
+}
+
+int dispatch_threads() {
+    return g_sud_threads.load();
 }
 
 void set_thread_internal(bool internal) {
@@ -1213,7 +1710,8 @@ void set_wanted(uint64_t nr, bool wanted, bool with_exit) {
     if (nr < table_size) {
         const uint8_t v = !wanted ? 0 : with_exit ? want_call | want_exit : want_call;
         __atomic_store_n(&wanted_table[nr], v, __ATOMIC_RELAXED);
-        __atomic_store_n(&thunk_table[nr], wanted || is_clone(nr) ? 1 : 0, __ATOMIC_RELAXED);
+        const bool thunk = wanted || is_clone(nr) || (is_watched(nr) && g_watch.load());
+        __atomic_store_n(&thunk_table[nr], thunk ? 1 : 0, __ATOMIC_RELAXED);
     }
 }
 
@@ -1225,26 +1723,20 @@ result<arm_report> arm() {
     std::lock_guard lock(arm_mu);
     if (!started.load())
         return make_error(EINVAL, "syscall interception is not started");
-    const size_t before = all_sites().size();
-    auto [added, refused] = scan_new_objects();
-    for (size_t i = before; i < all_sites().size(); ++i)
-        finish_gate_stub(static_cast<uint32_t>(i));
-    if (auto r = write_sites(true); !r)
-        return r.err();
-    selector = SYSCALL_DISPATCH_FILTER_BLOCK;
-    is_armed.store(true);
-    size_t live = 0;
-    for (const site &s : all_sites())
-        live += s.patched ? 1 : 0;
-    (void)added;
-    return arm_report{live, refused};
+    return rearm();
 }
 
 result<void> disarm() {
     std::lock_guard lock(arm_mu);
-    selector = SYSCALL_DISPATCH_FILTER_ALLOW;
     is_armed.store(false);
-    return write_sites(false);
+    g_watch.store(false);
+    for (uint64_t nr : {SYS_mmap, SYS_mprotect, SYS_pkey_mprotect})
+        __atomic_store_n(&thunk_table[nr], wanted_table[nr] != 0 ? 1 : 0, __ATOMIC_RELAXED);
+    decide_dispatch(0);
+    ++t_depth;
+    auto r = write_sites(false);
+    --t_depth;
+    return r;
 }
 
 bool armed() {

@@ -117,12 +117,12 @@ public:
         publish(slot, std::move(next));
         where_[id] = {raw, exit, nr, all};
         update_wanted();
-        if (!si::armed()) {
-            auto armed = si::arm();
-            if (!armed) {
-                // The sites stay as they were; Syscall User Dispatch still covers every call.
-                last_arm_error_ = armed.err().message;
-            }
+        // Every attach arms again: objects loaded since the last one are rewritten, and
+        // whether Syscall User Dispatch is needed is decided afresh.
+        auto armed = si::arm();
+        if (!armed) {
+            // The sites stay as they were; Syscall User Dispatch covers what they miss.
+            last_arm_error_ = armed.err().message;
         }
         return id;
     }

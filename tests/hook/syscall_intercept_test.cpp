@@ -7,16 +7,21 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
+#include <string>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
+#include <time.h>
 #include <unistd.h>
 #include <vector>
 
@@ -349,6 +354,381 @@ TEST_F(SyscallIntercept, CloneExitsRunInParentAndChildThroughTheFallback) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "the child did not see its own exit with 0 (status " << status << ")";
     munmap(page, 4096);
+}
+
+// Whether this kernel lets code be patched without signalling the other threads.
+bool live_patching() {
+    const long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    return q > 0 && (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) != 0 &&
+           (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0;
+}
+
+long voluntary_switches(pid_t tid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    FILE *f = std::fopen(path, "re");
+    if (!f)
+        return -1;
+    char line[256];
+    long n = -1;
+    while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+            break;
+    std::fclose(f);
+    return n;
+}
+
+// The user instruction pointer of thread tid blocked in a system call (just behind its
+// `syscall`), or 0 when it is not blocked in one.
+uintptr_t blocked_pc(pid_t tid) {
+    char path[64], buf[256] = {};
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+    FILE *f = std::fopen(path, "re");
+    if (!f)
+        return 0;
+    const bool got = std::fgets(buf, sizeof buf, f) != nullptr;
+    std::fclose(f);
+    const char *last = std::strrchr(buf, ' ');
+    if (!got || std::strncmp(buf, "running", 7) == 0 || buf[0] == '-' || last == nullptr)
+        return 0;
+    return std::strtoull(last + 1, nullptr, 16);
+}
+
+// Threads blocked in nanosleep and read (both inside libc functions whose `syscall` sites are
+// rewritten and restored under them) while interception is armed and disarmed again and
+// again: no signal reaches them (the sleep lasts, the read returns the data without being
+// woken), and each armed window counts exactly the calls made in it.
+TEST_F(SyscallIntercept, BlockedThreadsAreNotInterruptedWhileSitesAreRewritten) {
+    if (!live_patching())
+        GTEST_SKIP() << "this kernel lacks membarrier SYNC_CORE: rewriting stops the threads";
+    std::atomic<int> sleep_rc{-2}, sleep_errno{0};
+    std::atomic<long long> slept_ns{0};
+    std::atomic<pid_t> sleeper_tid{0};
+    std::thread sleeper([&] {
+        sleeper_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+        timespec t{3, 0};
+        const auto start = std::chrono::steady_clock::now();
+        errno = 0;
+        sleep_rc.store(nanosleep(&t, nullptr));
+        sleep_errno.store(errno);
+        slept_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - start)
+                           .count());
+    });
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    std::atomic<long> read_rc{-2};
+    std::atomic<int> read_errno{0};
+    std::atomic<pid_t> reader_tid{0};
+    std::thread reader([&] {
+        reader_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+        char c;
+        errno = 0;
+        // libc's syscall(): a bare read system call that libc would not restart.
+        read_rc.store(syscall(SYS_read, fds[0], &c, 1));
+        read_errno.store(errno);
+    });
+    while (reader_tid.load() == 0 || sleeper_tid.load() == 0)
+        std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const uintptr_t sleep_pc = blocked_pc(sleeper_tid.load());
+    const uintptr_t read_pc = blocked_pc(reader_tid.load());
+    ASSERT_NE(sleep_pc, 0u) << "the sleeper is not blocked in nanosleep";
+    ASSERT_NE(read_pc, 0u) << "the reader is not blocked in read";
+    const uint8_t syscall_bytes[] = {0x0F, 0x05};
+    ASSERT_EQ(std::memcmp(reinterpret_cast<const void *>(sleep_pc - 2), syscall_bytes, 2), 0);
+    // The code before each `syscall` (where its site's jump goes) as it was.
+    constexpr size_t before_n = 16;
+    uint8_t sleep_code[before_n], read_code[before_n];
+    std::memcpy(sleep_code, reinterpret_cast<const void *>(sleep_pc - 2 - before_n), before_n);
+    std::memcpy(read_code, reinterpret_cast<const void *>(read_pc - 2 - before_n), before_n);
+    const long sleeps_before = voluntary_switches(reader_tid.load());
+    ASSERT_GE(sleeps_before, 0);
+    const pid_t parent = getppid();
+    for (int round = 0; round < 20; ++round) {
+        auto armed = syscall_intercept::arm();
+        ASSERT_TRUE(armed) << "round " << round << ": " << armed.err().message;
+        if (round == 0) {
+            // The very sites the two threads wait in were rewritten under them: the jump ends
+            // before the `syscall`, which stays where a restart sends a thread back to.
+            EXPECT_NE(std::memcmp(reinterpret_cast<const void *>(sleep_pc - 2 - before_n),
+                                  sleep_code, before_n),
+                      0)
+                << "nanosleep's site was not rewritten";
+            EXPECT_NE(std::memcmp(reinterpret_cast<const void *>(read_pc - 2 - before_n), read_code,
+                                  before_n),
+                      0)
+                << "syscall()'s site was not rewritten";
+            EXPECT_EQ(std::memcmp(reinterpret_cast<const void *>(sleep_pc - 2), syscall_bytes, 2),
+                      0)
+                << "nanosleep's `syscall` was overwritten";
+            EXPECT_EQ(std::memcmp(reinterpret_cast<const void *>(read_pc - 2), syscall_bytes, 2), 0)
+                << "syscall()'s `syscall` was overwritten";
+        }
+        syscall_intercept::set_wanted(SYS_getppid, true);
+        const uint64_t before = g_seen.enters[SYS_getppid].load();
+        for (int k = 0; k < 3; ++k)
+            ASSERT_EQ(getppid(), parent);
+        EXPECT_EQ(g_seen.enters[SYS_getppid].load() - before, 3u) << "round " << round;
+        syscall_intercept::set_wanted(SYS_getppid, false);
+        ASSERT_TRUE(syscall_intercept::disarm()) << "round " << round;
+        ASSERT_EQ(getppid(), parent);
+        EXPECT_EQ(g_seen.enters[SYS_getppid].load() - before, 3u)
+            << "round " << round << ": counted after disarming";
+    }
+    EXPECT_EQ(
+        std::memcmp(reinterpret_cast<const void *>(sleep_pc - 2 - before_n), sleep_code, before_n),
+        0)
+        << "nanosleep's site was not restored";
+    EXPECT_EQ(
+        std::memcmp(reinterpret_cast<const void *>(read_pc - 2 - before_n), read_code, before_n), 0)
+        << "syscall()'s site was not restored";
+    EXPECT_EQ(voluntary_switches(reader_tid.load()), sleeps_before)
+        << "the thread blocked in read was woken while the sites were rewritten";
+    sleeper.join();
+    ASSERT_EQ(write(fds[1], "x", 1), 1);
+    reader.join();
+    EXPECT_EQ(sleep_rc.load(), 0) << "nanosleep was interrupted: " << std::strerror(sleep_errno);
+    EXPECT_GE(slept_ns.load(), 3'000'000'000LL);
+    EXPECT_EQ(read_rc.load(), 1) << "read was interrupted: " << std::strerror(read_errno);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+// Waits (up to 5 s) until thread tid is blocked in a system call at pc (0: anywhere); the pc.
+uintptr_t wait_blocked(pid_t tid, uintptr_t pc = 0) {
+    for (int i = 0; i < 5000; ++i) {
+        const uintptr_t now = blocked_pc(tid);
+        if (now != 0 && (pc == 0 || now == pc))
+            return now;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return 0;
+}
+
+// The 16 bytes before the `syscall` that returns to pc (where its site's jump goes).
+struct code_before {
+    uint8_t bytes[16];
+    explicit code_before(uintptr_t pc) {
+        std::memcpy(bytes, reinterpret_cast<const void *>(pc - 2 - sizeof bytes), sizeof bytes);
+    }
+    bool operator==(const code_before &o) const {
+        return std::memcmp(bytes, o.bytes, sizeof bytes) == 0;
+    }
+};
+
+// Threads blocked in libc's read and nanosleep (sites whose `syscall` ends the rewritten
+// range) when the sites are rewritten, whose calls the kernel then restarts, sending them back
+// to the `syscall` itself: a SIGUSR1 handler with SA_RESTART for the read, a stop and continue
+// for both (the sleep through restart_syscall). They make their original calls again: the
+// handler runs each time, the read returns the data written later, the sleep lasts its whole
+// time, nothing crashes; twice, with the sites restored and rewritten again between.
+TEST_F(SyscallIntercept, CallsRestartedAtSitesRewrittenUnderThemRunTheOriginalCall) {
+    if (!live_patching())
+        GTEST_SKIP() << "this kernel lacks membarrier SYNC_CORE: rewriting stops the threads";
+    struct sigaction sa {};
+    sa.sa_handler = count_signal;
+    sa.sa_flags = SA_RESTART;
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+    g_signals = 0;
+    // The objects scanned once beforehand (slow under sanitizers), so that rewriting the sites
+    // takes well under the sleep below.
+    ASSERT_TRUE(syscall_intercept::arm());
+    ASSERT_TRUE(syscall_intercept::disarm());
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    std::atomic<long> read_rc{-2};
+    std::atomic<int> read_errno{0};
+    std::atomic<pid_t> reader_tid{0};
+    char got[8] = {};
+    std::thread reader([&] {
+        reader_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+        errno = 0;
+        read_rc.store(read(p[0], got, sizeof got));
+        read_errno.store(errno);
+    });
+    std::atomic<pid_t> sleeper_tid{0};
+    std::atomic<int> sleep_rc{-2}, sleep_errno{0};
+    std::atomic<long long> slept_ns{0};
+    std::thread sleeper([&] {
+        sleeper_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
+        timespec t{4, 0};
+        const auto start = std::chrono::steady_clock::now();
+        errno = 0;
+        sleep_rc.store(nanosleep(&t, nullptr));
+        sleep_errno.store(errno);
+        slept_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - start)
+                           .count());
+    });
+    while (reader_tid.load() == 0 || sleeper_tid.load() == 0)
+        std::this_thread::yield();
+    const uintptr_t read_pc = wait_blocked(reader_tid.load());
+    const uintptr_t sleep_pc = wait_blocked(sleeper_tid.load());
+    ASSERT_NE(read_pc, 0u) << "the reader is not blocked in read";
+    ASSERT_NE(sleep_pc, 0u) << "the sleeper is not blocked in nanosleep";
+    const code_before read_code(read_pc), sleep_code(sleep_pc);
+    const uint8_t syscall_bytes[] = {0x0F, 0x05};
+    for (int round = 0; round < 2; ++round) {
+        auto armed = syscall_intercept::arm();
+        ASSERT_TRUE(armed) << "round " << round << ": " << armed.err().message;
+        syscall_intercept::set_wanted(SYS_read, true);
+        syscall_intercept::set_wanted(SYS_nanosleep, true);
+        syscall_intercept::set_wanted(SYS_clock_nanosleep, true);
+        // The very sites the two threads wait in were rewritten under them.
+        EXPECT_FALSE(code_before(read_pc) == read_code) << "round " << round << ": read's site";
+        EXPECT_FALSE(code_before(sleep_pc) == sleep_code)
+            << "round " << round << ": nanosleep's site";
+        EXPECT_EQ(std::memcmp(reinterpret_cast<const void *>(read_pc - 2), syscall_bytes, 2), 0);
+
+        // The read, interrupted by a handler with SA_RESTART, is made again at its site.
+        ASSERT_EQ(pthread_kill(reader.native_handle(), SIGUSR1), 0);
+        for (int i = 0; i < 5000 && g_signals.load() != round + 1; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        EXPECT_EQ(g_signals.load(), round + 1) << "round " << round << ": the handler did not run";
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        EXPECT_EQ(wait_blocked(reader_tid.load(), read_pc), read_pc)
+            << "round " << round << ": the read was not made again at its site";
+
+        // A stop and continue of the whole process: the read restarts (-ERESTARTSYS), the sleep
+        // through restart_syscall.
+        const pid_t self = getpid();
+        const pid_t helper = fork();
+        ASSERT_GE(helper, 0);
+        if (helper == 0) {
+            syscall_intercept::raw_syscall(SYS_kill, self, SIGSTOP);
+            timespec t{0, 100'000'000};
+            syscall_intercept::raw_syscall(SYS_nanosleep, reinterpret_cast<long>(&t), 0);
+            syscall_intercept::raw_syscall(SYS_kill, self, SIGCONT);
+            syscall_intercept::raw_syscall(SYS_exit_group, 0);
+        }
+        int status = 0;
+        ASSERT_EQ(waitpid(helper, &status, 0), helper);
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        EXPECT_EQ(wait_blocked(reader_tid.load(), read_pc), read_pc)
+            << "round " << round << ": the read was not restarted at its site";
+        if (round == 0) {
+            EXPECT_EQ(wait_blocked(sleeper_tid.load(), sleep_pc), sleep_pc)
+                << "the sleep was not restarted at its site";
+        }
+
+        // Calls made now go through the rewritten sites and are seen.
+        const uint64_t reads = g_seen.enters[SYS_read].load();
+        const int zero = ::open("/dev/zero", O_RDONLY | O_CLOEXEC);
+        ASSERT_GE(zero, 0);
+        char z[4];
+        for (int k = 0; k < 3; ++k)
+            ASSERT_EQ(read(zero, z, sizeof z), 4);
+        ::close(zero);
+        EXPECT_EQ(g_seen.enters[SYS_read].load() - reads, 3u) << "round " << round;
+
+        for (uint64_t nr : {SYS_read, SYS_nanosleep, SYS_clock_nanosleep})
+            syscall_intercept::set_wanted(nr, false);
+        ASSERT_TRUE(syscall_intercept::disarm()) << "round " << round;
+        EXPECT_TRUE(code_before(read_pc) == read_code) << "round " << round << ": not restored";
+        EXPECT_TRUE(code_before(sleep_pc) == sleep_code) << "round " << round << ": not restored";
+    }
+    sleeper.join();
+    EXPECT_EQ(sleep_rc.load(), 0) << "nanosleep failed: " << std::strerror(sleep_errno);
+    EXPECT_GE(slept_ns.load(), 4'000'000'000LL) << "the sleep was cut short";
+    ASSERT_EQ(write(p[1], "hello", 5), 5);
+    reader.join();
+    EXPECT_EQ(read_rc.load(), 5) << "read failed: " << std::strerror(read_errno);
+    EXPECT_EQ(std::string(got, 5), "hello");
+    EXPECT_EQ(g_signals.load(), 2);
+    signal(SIGUSR1, SIG_DFL);
+    close(p[0]);
+    close(p[1]);
+}
+
+// Checks the calling thread's Syscall User Dispatch as the host applies it.
+void expect_dispatch(bool on, const char *when) {
+    EXPECT_EQ(syscall_intercept::thread_dispatch_on(), on) << when;
+}
+
+// JIT-like code: a page written, then made executable through libc's mprotect.
+long (*jit_getppid())() {
+    void *page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED)
+        return nullptr;
+    const uint8_t code[] = {0xB8, SYS_getppid, 0, 0, 0, 0x0F, 0x05, 0xC3}; // mov eax; syscall; ret
+    std::memcpy(page, code, sizeof code);
+    if (mprotect(page, 4096, PROT_READ | PROT_EXEC) != 0)
+        return nullptr;
+    return reinterpret_cast<long (*)()>(page);
+}
+
+// A registered thread has Syscall User Dispatch (and its slow path in the kernel on every
+// call) only while some code could make a system call no rewritten site catches: not before
+// arming, not when everything is rewritten; on as soon as JIT-like code with a `syscall` is
+// made executable (its calls then seen exactly); off again once that code is gone and the
+// host looks again; off after disarming.
+TEST_F(SyscallIntercept, DispatchIsOnOnlyWhileSomeCodeIsNotRewritten) {
+    ASSERT_EQ(syscall_intercept::current_dispatch_mode(),
+              syscall_intercept::dispatch_mode::when_needed);
+    expect_dispatch(false, "registered, nothing armed");
+    auto armed = syscall_intercept::arm();
+    ASSERT_TRUE(armed) << armed.err().message;
+    if (armed->dispatch)
+        GTEST_SKIP() << "this process needs Syscall User Dispatch while armed: "
+                     << armed->dispatch_reason;
+    EXPECT_EQ(armed->refused, 0u);
+    syscall_intercept::set_wanted(SYS_getppid, true);
+    EXPECT_EQ(getppid(), static_cast<pid_t>(syscall_intercept::raw_syscall(SYS_getppid)));
+    expect_dispatch(false, "armed, every site rewritten");
+    EXPECT_EQ(syscall_intercept::dispatch_threads(), 0);
+
+    auto fn = jit_getppid();
+    ASSERT_NE(fn, nullptr);
+    EXPECT_TRUE(syscall_intercept::dispatch_wanted()) << syscall_intercept::dispatch_reason();
+    expect_dispatch(true, "JIT-like code with a syscall made executable");
+    const uint64_t trapped = syscall_intercept::trapped_calls();
+    const uint64_t enters = g_seen.enters[SYS_getppid].load();
+    for (int i = 0; i < 5; ++i)
+        EXPECT_EQ(fn(), getppid());
+    EXPECT_EQ(syscall_intercept::trapped_calls() - trapped, 5u);
+    EXPECT_EQ(g_seen.enters[SYS_getppid].load() - enters, 10u); // 5 trapped, 5 rewritten
+
+    munmap(reinterpret_cast<void *>(fn), 4096);
+    armed = syscall_intercept::arm(); // what a host does at its next attach
+    ASSERT_TRUE(armed) << armed.err().message;
+    EXPECT_FALSE(armed->dispatch) << armed->dispatch_reason;
+    (void)getppid(); // the thread applies the wish at its next intercepted call
+    expect_dispatch(false, "the JIT-like code unmapped");
+
+    fn = jit_getppid();
+    ASSERT_NE(fn, nullptr);
+    expect_dispatch(true, "JIT-like code again");
+    ASSERT_TRUE(syscall_intercept::disarm());
+    expect_dispatch(false, "disarmed");
+    EXPECT_FALSE(syscall_intercept::dispatch_wanted());
+    munmap(reinterpret_cast<void *>(fn), 4096);
+}
+
+// BPFTIME_SYSCALL_DISPATCH=never: rewritten sites only; JIT-like code goes unseen (and nothing
+// pays the kernel's slow path). always: on while armed even with everything rewritten.
+TEST_F(SyscallIntercept, DispatchModesNeverAndAlways) {
+    syscall_intercept::set_dispatch_mode(syscall_intercept::dispatch_mode::never);
+    ASSERT_TRUE(syscall_intercept::arm());
+    syscall_intercept::set_wanted(SYS_getppid, true);
+    auto fn = jit_getppid();
+    ASSERT_NE(fn, nullptr);
+    expect_dispatch(false, "never, with JIT-like code");
+    const uint64_t trapped = syscall_intercept::trapped_calls();
+    const uint64_t enters = g_seen.enters[SYS_getppid].load();
+    EXPECT_EQ(fn(), getppid());
+    EXPECT_EQ(syscall_intercept::trapped_calls() - trapped, 0u);
+    EXPECT_EQ(g_seen.enters[SYS_getppid].load() - enters, 1u); // libc's getppid only
+    munmap(reinterpret_cast<void *>(fn), 4096);
+
+    syscall_intercept::set_dispatch_mode(syscall_intercept::dispatch_mode::always);
+    (void)getppid();
+    expect_dispatch(true, "always");
+    EXPECT_TRUE(syscall_intercept::dispatch_wanted());
+    ASSERT_TRUE(syscall_intercept::disarm());
+    expect_dispatch(false, "always, disarmed");
+    syscall_intercept::set_dispatch_mode(syscall_intercept::dispatch_mode::when_needed);
 }
 
 } // namespace

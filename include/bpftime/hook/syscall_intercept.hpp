@@ -7,24 +7,38 @@
 /// - Rewriting. When armed, the `syscall` instructions of the functions of every mapped ELF
 ///   object (the main program, libc, other libraries; functions found through `.symtab` or
 ///   `.dynsym`, decoded whole with Zydis) are replaced: a 5-byte `jmp` over whole instructions
-///   around the `syscall` goes to a trampoline near the site that runs the relocated
-///   instructions; in place of the `syscall` it jumps to a short thunk that checks the
-///   number in a table of wanted numbers (flags kept) and either performs the system call from
-///   the gate (not wanted: no handler, a few instructions) or enters a common stub that saves
-///   the registers (and xmm0-15) as a `pt_regs` and dispatches. A site is refused (left to the
-///   fallback) when its function does not decode, when a direct branch of the function lands
+///   before the `syscall` (the `syscall`'s own bytes stay, so a call the kernel restarts, which
+///   it sends back to the `syscall`, makes the original call; with less room before it, an
+///   int3 on the first of the instructions around it) goes to a trampoline near the site that
+///   runs the relocated instructions; in place of the `syscall` it jumps to a short thunk that
+///   checks the number in a table of wanted numbers (flags kept) and either performs the system
+///   call from the gate (not wanted: no handler, a few instructions) or enters a common stub that
+///   saves the registers (and xmm0-15) as a `pt_regs` and dispatches. A site is refused (left to
+///   the fallback) when its function does not decode, when a direct branch of the function lands
 ///   strictly inside the replaced bytes, when the bytes cannot be relocated, or when the
 ///   trampoline is out of reach. Indirect branches into the replaced bytes cannot be seen.
 /// - Syscall User Dispatch (Linux 5.11+, `PR_SET_SYSCALL_USER_DISPATCH`) for every other
 ///   `syscall` executed by a registered thread: code refused above, functions without symbols,
 ///   JIT'ed code, objects mapped after arming. The kernel raises SIGSYS; the handler dispatches
 ///   the same way and puts the result in the interrupted context. Chosen over a seccomp filter
-///   because it can be switched off (a selector byte: nothing is trapped while no syscall is
-///   wanted), does not need no_new_privs, and does not survive execve into a program without
-///   the agent. Its limits: the setting is per thread and not inherited by fork or clone, so a
-///   host registers each thread (enable_thread(): the agent does so for threads made with
-///   pthread_create and in fork children); threads created with a raw clone are not covered
-///   by it; an application that replaces the SIGSYS handler ends it.
+///   because it can be switched off, does not need no_new_privs, and does not survive execve
+///   into a program without the agent. While a thread has it on, every system call of that
+///   thread takes the kernel's slow path (tens of ns) whatever the selector says, so it is on
+///   only where needed (dispatch_mode::when_needed, the default): while armed and some
+///   executable code may make a system call no rewritten site catches (a site refused,
+///   executable memory outside the scanned objects that holds the bytes of a `syscall`, cannot
+///   be read, or is writable or shared). Calls of the application that map executable memory
+///   (mmap, mprotect, pkey_mprotect through rewritten sites) are watched: such memory holding a
+///   `syscall` turns it on at once for the calling thread. The setting is per thread and only
+///   the thread itself can change it, without signals: each registered thread applies the
+///   process-wide wish at its next call through the dispatcher (a wanted number, a watched one,
+///   clone) or when registered. Until then (a thread that makes no such call), that thread's
+///   calls from unrewritten code are not seen, and a thread that had it on keeps paying the
+///   slow path (nothing trapped) after the wish went off. A host registers each thread
+///   (enable_thread(): the agent does so for threads made with pthread_create and in fork
+///   children); threads created with a raw clone are not covered by it; an application that
+///   replaces the SIGSYS handler ends it. Objects loaded after arming are rewritten at the
+///   next arm() (each link attach); until then their exec mappings keep it on.
 ///
 /// The agent's own system calls and those of the stubs are never intercepted: the gate, one
 /// region of memory that holds the `syscall` instructions the dispatcher executes, is the range
@@ -48,6 +62,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace bpftime::syscall_intercept {
 
@@ -66,13 +81,14 @@ struct handlers {
 };
 
 /// Sets up interception in this process (once; later calls change the handlers only): the
-/// gate, the SIGSYS handler, and Syscall User Dispatch on the calling thread with nothing
-/// trapped yet. Fails with the kernel's errno when the kernel lacks Syscall User Dispatch.
+/// gate, the SIGSYS handler, the calling thread registered (enable_thread()). Fails with the
+/// kernel's errno when the kernel lacks Syscall User Dispatch.
 result<void> start(const handlers &h);
-/// Turns Syscall User Dispatch on for the calling thread (new threads, fork children).
+/// Registers the calling thread (new threads, fork children): it gets Syscall User Dispatch
+/// whenever the process needs it (now, if it does).
 result<void> enable_thread();
-/// Turns Syscall User Dispatch off for the calling thread (a thread about to exit: glibc blocks
-/// every signal there, and a trap with SIGSYS blocked would end the process).
+/// Turns Syscall User Dispatch off for the calling thread and unregisters it (a thread about to
+/// exit: glibc blocks every signal there, and a trap with SIGSYS blocked would end the process).
 void disable_thread();
 /// Whether the calling thread is one of the host's own: its system calls pass through.
 void set_thread_internal(bool internal);
@@ -85,16 +101,42 @@ void set_wanted(uint64_t nr, bool wanted, bool with_exit = true);
 /// Numbers at or above table_size (none on x86-64 today) count as wanted.
 void set_wanted_above(bool wanted);
 
-/// What arm() did.
-struct arm_report {
-    size_t sites = 0;   ///< `syscall` sites rewritten now (in all, with those kept from before)
-    size_t refused = 0; ///< sites found but left to Syscall User Dispatch
+/// When Syscall User Dispatch is on for the registered threads (the environment variable
+/// `BPFTIME_SYSCALL_DISPATCH`, read by start(): `auto`, `always`, `never`).
+enum class dispatch_mode {
+    when_needed, ///< while armed and some code may make a call no rewritten site catches
+    always,      ///< while armed (every call of a registered thread is seen at once)
+    never,       ///< rewritten sites only (nothing costs the kernel's slow path)
 };
 
-/// Rewrites the sites of the objects mapped now (objects seen before keep their trampolines)
-/// and turns trapping on for the registered threads. Idempotent.
+/// Sets the mode (and applies it now if armed).
+void set_dispatch_mode(dispatch_mode mode);
+/// The mode in use.
+dispatch_mode current_dispatch_mode();
+/// Whether registered threads are to have Syscall User Dispatch on now.
+bool dispatch_wanted();
+/// Why dispatch_wanted() is what it is (the first code found that needs it, or why not).
+std::string dispatch_reason();
+/// Whether the calling thread has Syscall User Dispatch on (after applying the current wish).
+bool thread_dispatch_on();
+/// How many threads have Syscall User Dispatch on (as set through this file).
+int dispatch_threads();
+
+/// What arm() did.
+struct arm_report {
+    size_t sites = 0;      ///< `syscall` sites rewritten now (in all, with those kept from before)
+    size_t refused = 0;    ///< sites found but left to Syscall User Dispatch
+    bool dispatch = false; ///< whether Syscall User Dispatch is wanted (dispatch_wanted())
+    std::string dispatch_reason; ///< why (dispatch_reason())
+};
+
+/// Rewrites the sites of the objects mapped now (objects seen before keep their trampolines),
+/// while the other threads run (int3, membarrier SYNC_CORE, SIGTRAP handler; stopping them by
+/// signal only on kernels without membarrier SYNC_CORE), and decides whether Syscall User
+/// Dispatch is needed. Called again, it rewrites objects mapped since and decides again.
 result<arm_report> arm();
-/// Turns trapping off and puts every rewritten site's original bytes back.
+/// Turns trapping off and puts every rewritten site's original bytes back (threads running;
+/// trampolines stay, for threads still returning through them).
 result<void> disarm();
 /// Whether armed.
 bool armed();
