@@ -111,6 +111,22 @@ inline bool keys_equal(const uint8_t *a, const void *b, uint32_t n) {
     }
 }
 
+// Bytes per entry: a constant when the key size is (KeySize != 0), as compute_layout lays them
+// out, so that finding an entry is a shift rather than a multiply by a stride read at run time.
+template <uint32_t KeySize>
+[[gnu::always_inline]] inline uint32_t entry_stride(const map_ref &m) {
+    if constexpr (KeySize != 0) {
+        return (hash_entry_key + KeySize + 7) / 8 * 8;
+    } else {
+        return m.lay.entry_stride;
+    }
+}
+
+template <uint32_t KeySize>
+[[gnu::always_inline]] inline uint8_t *entry_at(const map_ref &m, uint32_t idx) {
+    return m.base + m.lay.entries + uint64_t{idx} * entry_stride<KeySize>(m);
+}
+
 // Walks key's chain; link_out gets the word that points at the entry found. Bounded: a
 // chain rewired under a reader (or corrupted) could otherwise loop. KeySize is the key size
 // when the caller knows it (0: the map's).
@@ -118,7 +134,7 @@ template <uint32_t KeySize = 0>
 [[gnu::always_inline]] inline uint32_t chain_find(const map_ref &m, const tables &t,
                                                   const void *key, uint32_t **link_out = nullptr) {
     const uint32_t key_size = KeySize != 0 ? KeySize : m.spec.key_size;
-    const uint32_t max = m.spec.max_entries, stride = m.lay.entry_stride;
+    const uint32_t max = m.spec.max_entries, stride = entry_stride<KeySize>(m);
     uint8_t *const entries = m.base + m.lay.entries;
     uint32_t *link = &t.buckets[bucket_of(m, key, key_size)];
     for (uint32_t steps = 0; steps < max; steps++) {
@@ -212,18 +228,22 @@ bool lock_writers(const robust_lock &lock, const map_ref &m, const tables &t) {
 
 // --- entry locks ---
 
-thread_local uint32_t cached_tid = 0;
+// Initial-exec: the owner's id is read by every update, and a general-dynamic access from a
+// shared library (the agent, the server) is a call of __tls_get_addr. Four bytes of static TLS.
+[[gnu::tls_model("initial-exec")]] thread_local uint32_t cached_tid = 0;
 
-uint32_t this_thread_id() {
+[[gnu::noinline]] uint32_t fetch_thread_id() {
     // Cached: gettid() is a system call, and a thread's id never changes (a fork child's thread
     // gets a new one: the handler below forgets the parent's).
-    if (cached_tid == 0) [[unlikely]] {
-        static const bool registered =
-            pthread_atfork(nullptr, nullptr, [] { cached_tid = 0; }) == 0;
-        (void)registered;
-        cached_tid = static_cast<uint32_t>(::gettid()) & entry_owner_mask;
-    }
+    static const bool registered = pthread_atfork(nullptr, nullptr, [] { cached_tid = 0; }) == 0;
+    (void)registered;
+    cached_tid = static_cast<uint32_t>(::gettid()) & entry_owner_mask;
     return cached_tid;
+}
+
+inline uint32_t this_thread_id() {
+    const uint32_t tid = cached_tid;
+    return tid != 0 ? tid : fetch_thread_id();
 }
 
 bool thread_gone(uint32_t tid) {
@@ -232,51 +252,60 @@ bool thread_gone(uint32_t tid) {
 
 enum class entry_lock { held, gone, busy };
 
+// Waits for idx's lock after the first compare-and-swap failed, seen being what it found:
+// spins a little, then checks that the holder is alive (it may have died holding the lock) while
+// waiting up to the bound. Out of line: the fast path is one compare-and-swap.
+[[gnu::noinline]] entry_lock wait_entry(uint32_t &word, uint32_t seen, uint32_t me) {
+    auto state = atomic(word);
+    const auto deadline = std::chrono::steady_clock::now() + entry_lock_wait;
+    for (uint32_t round = 1;; round++) {
+        if ((seen & entry_used) == 0) {
+            return entry_lock::gone;
+        }
+        uint32_t owner = seen & entry_owner_mask;
+        if (owner != 0 && round % 64 == 0 && thread_gone(owner)) {
+            // Taken over as it is: a dead holder loses its own write, nothing else.
+            if (state.compare_exchange_strong(seen, me, std::memory_order_acquire,
+                                              std::memory_order_relaxed)) {
+                return entry_lock::held;
+            }
+            continue;
+        }
+        if (round % 64 == 0) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                return entry_lock::busy;
+            }
+            std::this_thread::yield();
+        } else {
+            __builtin_ia32_pause();
+        }
+        seen = state.load(std::memory_order_relaxed);
+        if (seen == entry_used && state.compare_exchange_strong(seen, me, std::memory_order_acquire,
+                                                                std::memory_order_relaxed)) {
+            return entry_lock::held;
+        }
+    }
+}
+
 // Takes idx's lock while it holds a key; with key set, also checks that the entry still holds
 // that key (it may have been deleted and reused since the caller found it). gone: the entry is
 // free or holds another key; busy: a live thread held the lock for longer than entry_lock_wait.
 template <uint32_t KeySize = 0>
-entry_lock lock_entry(const map_ref &m, uint32_t idx, const void *key) {
-    auto state = atomic(m.state(idx));
+[[gnu::always_inline]] inline entry_lock lock_entry(const map_ref &m, uint32_t idx,
+                                                    const void *key) {
+    uint8_t *const e = entry_at<KeySize>(m, idx);
+    auto &word = *reinterpret_cast<uint32_t *>(e + hash_entry_state);
     const uint32_t me = entry_used | this_thread_id();
     uint32_t seen = entry_used;
-    if (!state.compare_exchange_strong(seen, me, std::memory_order_acquire,
-                                       std::memory_order_relaxed)) {
-        // The critical sections are a value copy: spin a little, then check that the holder is
-        // alive (it may have died holding the lock) while waiting up to the bound.
-        const auto deadline = std::chrono::steady_clock::now() + entry_lock_wait;
-        for (uint32_t round = 1;; round++) {
-            if ((seen & entry_used) == 0) {
-                return entry_lock::gone;
-            }
-            uint32_t owner = seen & entry_owner_mask;
-            if (owner != 0 && round % 64 == 0 && thread_gone(owner)) {
-                // Taken over as it is: a dead holder loses its own write, nothing else.
-                if (state.compare_exchange_strong(seen, me, std::memory_order_acquire,
-                                                  std::memory_order_relaxed)) {
-                    break;
-                }
-                continue;
-            }
-            if (round % 64 == 0) {
-                if (std::chrono::steady_clock::now() > deadline) {
-                    return entry_lock::busy;
-                }
-                std::this_thread::yield();
-            } else {
-                __builtin_ia32_pause();
-            }
-            seen = state.load(std::memory_order_relaxed);
-            if (seen == entry_used &&
-                state.compare_exchange_strong(seen, me, std::memory_order_acquire,
-                                              std::memory_order_relaxed)) {
-                break;
-            }
+    if (!atomic(word).compare_exchange_strong(seen, me, std::memory_order_acquire,
+                                              std::memory_order_relaxed)) [[unlikely]] {
+        if (entry_lock got = wait_entry(word, seen, me); got != entry_lock::held) {
+            return got;
         }
     }
     const uint32_t key_size = KeySize != 0 ? KeySize : m.spec.key_size;
-    if (key != nullptr && !keys_equal(m.key(idx), key, key_size)) {
-        state.store(entry_used, std::memory_order_release);
+    if (key != nullptr && !keys_equal(e + hash_entry_key, key, key_size)) [[unlikely]] {
+        atomic(word).store(entry_used, std::memory_order_release);
         return entry_lock::gone;
     }
     return entry_lock::held;
@@ -486,28 +515,44 @@ long update_locked(const map_ref &m, const tables &t, const void *key, const val
     return 0;
 }
 
-// A plain hash map's update from a program with the key and value sizes constants: the value
-// of a present key written under its entry's lock, anything else through update_locked.
-template <uint32_t KeySize, uint32_t ValueSize>
-long plain_hash_update(const void *view, const void *key, const void *value, uint64_t flags) {
+// A plain hash map's update that the entry lock alone could not do: BPF_NOEXIST, a key that is
+// not present, a bad flag. Out of line, so that the present key's path below stays short.
+[[gnu::noinline]] long plain_hash_update_locked(const void *view, const void *key,
+                                                const void *value, uint64_t flags) {
     if (flags > update_exist) {
         return -EINVAL;
     }
     const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
-    const tables t(m);
-    if (flags != update_noexist) {
+    const value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
+    return update_locked(m, tables(m), key, src, flags);
+}
+
+// A plain hash map's update from a program with the key and value sizes constants: the value
+// of a present key written under its entry's lock (one compare-and-swap, everything else inline
+// with constant strides), anything else through update_locked.
+template <uint32_t KeySize, uint32_t ValueSize>
+long plain_hash_update(const void *view, const void *key, const void *value, uint64_t flags) {
+    if (flags == update_any || flags == update_exist) [[likely]] {
+        const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
+        const tables t(m);
+        // One value slot per entry (not per CPU); a constant stride when the size is.
+        const uint64_t value_stride = ValueSize != 0 ? (ValueSize + 7) / 8 * 8 : m.lay.value_stride;
         for (int tries = 0; tries < 4; tries++) {
             const uint32_t idx = chain_find<KeySize>(m, t, key);
             if (idx == none) {
                 break;
             }
+            uint8_t *const dst = m.base + m.lay.values + idx * value_stride;
+            // The value's line is fetched for writing while the entry's is compared and locked.
+            __builtin_prefetch(dst, 1);
             const entry_lock got = lock_entry<KeySize>(m, idx, key);
-            if (got == entry_lock::held) {
+            if (got == entry_lock::held) [[likely]] {
                 if (hash_entry_locked_hook) [[unlikely]] {
                     hash_entry_locked_hook();
                 }
-                std::memcpy(m.value(idx, 0), value, ValueSize != 0 ? ValueSize : m.spec.value_size);
-                unlock_entry(m, idx);
+                std::memcpy(dst, value, ValueSize != 0 ? ValueSize : m.spec.value_size);
+                atomic(*reinterpret_cast<uint32_t *>(entry_at<KeySize>(m, idx) + hash_entry_state))
+                    .store(entry_used, std::memory_order_release);
                 return 0;
             }
             if (got == entry_lock::busy) {
@@ -515,8 +560,7 @@ long plain_hash_update(const void *view, const void *key, const void *value, uin
             }
         }
     }
-    const value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
-    return update_locked(m, t, key, src, flags);
+    return plain_hash_update_locked(view, key, value, flags);
 }
 
 template <uint32_t KeySize>

@@ -762,10 +762,7 @@ map_ref map_view::ref() const {
     return view_access::ref(*this);
 }
 
-long map_view::update(const void *key, const void *value, uint64_t flags) const {
-    if (update_ != nullptr) {
-        return update_(this, key, value, flags);
-    }
+long map_view::update_other(const void *key, const void *value, uint64_t flags) const {
     if (table_count_ != 0) {
         // A plain array: in place, as Linux does.
         if (flags > update_exist) {

@@ -292,5 +292,89 @@ TEST(Hash, UpdatesOfPresentKeysWriteInPlace) {
     EXPECT_EQ(m->count(), 1u);
 }
 
+// An update of a present key never lands in an entry that a concurrent delete freed and an
+// insert reused for another key: one thread updates a fixed key (BPF_EXIST) as fast as it can
+// while another deletes that key and inserts others, which take its entry at once (the free
+// stack's top), then puts it back. Every other key must hold what its inserter wrote. The
+// updater lingers where it has found the entry and is about to write (the test hook), so a
+// write that was not guarded against the reuse would be caught.
+TEST(Hash, UpdatesNeverLandInAnEntryReusedForAnotherKey) {
+    constexpr uint32_t fixed = 1, others = 3, rounds = 20000, min_updates = 20000;
+    constexpr uint64_t updater_mark = 0xdead000000000000ull;
+    shm_map m(map_spec{map_type::hash, 4, 8, others + 1, 0});
+    ASSERT_EQ(put(m, fixed, 0, update_noexist), 0);
+    auto other_value = [](uint32_t key, uint32_t round) { return uint64_t{key} << 32 | round; };
+    detail::hash_entry_locked_hook = [] {
+        for (int i = 0; i < 200; i++) {
+            __builtin_ia32_pause();
+        }
+    };
+    std::atomic<bool> churning{true}, started{false};
+    std::atomic<uint64_t> updated{0}, refused{0};
+    std::thread updater([&] {
+        started = true;
+        for (uint64_t i = 0; churning.load(std::memory_order_relaxed); i++) {
+            long rc = put(m, fixed, updater_mark | i, update_exist);
+            if (rc == 0) {
+                updated.fetch_add(1, std::memory_order_relaxed);
+            } else if (rc != -ENOENT) {
+                refused.fetch_add(1, std::memory_order_relaxed);
+            }
+            // As long outside the entry as inside it: a writer that takes the entry again at
+            // once would keep the deleting thread waiting (an entry lock is not fair).
+            for (int p = 0; p < 200; p++) {
+                __builtin_ia32_pause();
+            }
+        }
+    });
+    uint64_t wrong = 0, failed = 0;
+    std::string first_wrong;
+    auto check = [&](uint32_t key, uint32_t round) {
+        auto got = get(m, key);
+        if (!got || *got != other_value(key, round)) {
+            if (wrong++ == 0) {
+                first_wrong = "key " + std::to_string(key) + " round " + std::to_string(round) +
+                              ": " + (got ? std::to_string(*got) : std::string("absent"));
+            }
+        }
+    };
+    std::string first_failed;
+    auto ok = [&](const char *what, long rc) {
+        if (rc != 0 && failed++ == 0) {
+            first_failed = std::string(what) + ": " + std::to_string(rc);
+        }
+    };
+    while (!started) {
+        std::this_thread::yield();
+    }
+    // Bounded, but long enough for the updater to have written often while the others churn
+    // (on a loaded machine the two threads may seldom run at the same time).
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (uint32_t r = 0; (r < rounds || updated.load(std::memory_order_relaxed) < min_updates) &&
+                         std::chrono::steady_clock::now() < give_up;
+         r++) {
+        ok("remove fixed", m->remove(&fixed));
+        for (uint32_t k = 100; k < 100 + others; k++) {
+            ok("insert other", put(m, k, other_value(k, r), update_noexist));
+        }
+        for (uint32_t k = 100; k < 100 + others; k++) {
+            check(k, r);
+        }
+        for (uint32_t k = 100; k < 100 + others; k++) {
+            check(k, r);
+            ok("remove other", m->remove(&k));
+        }
+        ok("insert fixed", put(m, fixed, 0, update_noexist));
+    }
+    churning = false;
+    updater.join();
+    detail::hash_entry_locked_hook = nullptr;
+    EXPECT_EQ(wrong, 0u) << "first: " << first_wrong;
+    EXPECT_EQ(failed, 0u) << "first: " << first_failed;
+    EXPECT_EQ(refused.load(), 0u);
+    EXPECT_GT(updated.load(), 0u);
+    EXPECT_EQ(m->count(), 1u);
+}
+
 } // namespace
 } // namespace bpftime::maps::test

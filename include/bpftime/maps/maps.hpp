@@ -273,7 +273,11 @@ public:
     /// hash maps: -EBUSY when another writer held the key's entry for over a second, as a
     /// stopped process can). Per-CPU maps update the current CPU's value. An update of a key a
     /// hash map holds writes the value in place under that entry's lock only.
-    long update(const void *key, const void *value, uint64_t flags) const;
+    long update(const void *key, const void *value, uint64_t flags) const {
+        // Inline: a plain hash map's update is one direct call of the update specialised for it.
+        return update_ != nullptr ? update_(this, key, value, flags)
+                                  : update_other(key, value, flags);
+    }
     /// 0 or a negative errno (-ENOENT; -EINVAL for arrays; -EBUSY as for update()).
     long remove(const void *key) const;
 
@@ -419,6 +423,8 @@ public:
 private:
     friend struct detail::view_access;
     detail::map_ref ref() const;
+    /// update() of every map without a specialised update function.
+    long update_other(const void *key, const void *value, uint64_t flags) const;
 
     uint8_t *base_ = nullptr;
     uint64_t size_ = 0;
