@@ -26,16 +26,20 @@ records=$(seq -s ' ' 1 $K)
 hex_records=$(for i in $(seq 1 $K); do printf '%02x 00 00 00 00 00 00 00\n' "$i"; done)
 
 # hold MAP: a producer that reserved a record of MAP and waits; its pid in $held.
+# Each producer writes a file of its own: one left by an earlier producer says nothing.
+holds=0
 hold() {
-  "$producer" "$BPFTIME_SHM" "$1" hold >"$work/hold.out" 2>&1 &
+  holds=$((holds + 1))
+  local out="$work/hold-$holds.out"
+  "$producer" "$BPFTIME_SHM" "$1" hold >"$out" 2>&1 &
   held=$!
   pids+=("$held")
   local i
   for ((i = 0; i < 200; i++)); do
-    grep -q reserved "$work/hold.out" && return 0
+    grep -q reserved "$out" && return 0
     sleep 0.05
   done
-  echo "FAIL the producer did not reserve: $(cat "$work/hold.out")"
+  echo "FAIL the producer did not reserve: $(cat "$out")"
   exit 1
 }
 # kill_held: SIGKILL, and reaped (a zombie's pid still answers kill -0).
