@@ -302,12 +302,15 @@ int cmd_load(const global_options &g, const std::string &path, const std::vector
         loaded = std::move(*made);
     }
     // --attach: every program whose section names its target, as libbpf's auto-attach; one
-    // line for each that does not attach. A program that should attach and does not fails the
-    // whole load, as a skeleton's attach does: what it made is taken back.
+    // line for each that does not attach. A program whose attach fails fails the whole load, as
+    // a skeleton's attach does: what it made is taken back. One whose attach type only the
+    // other provider attaches (EOPNOTSUPP: tp_btf in user space, raw tracepoints in the kernel)
+    // is left unattached while the others attach, so one object serves both providers.
     json links = json::array();
     std::vector<std::string> lines;
     std::vector<auto_link> made_links;
     int status = 0;
+    bool failed = false;
     for (size_t i = 0; attach && i < loaded->programs.size(); i++) {
         const auto &[id, name] = loaded->programs[i];
         const std::string &section = loaded->sections[i];
@@ -316,6 +319,7 @@ int cmd_load(const global_options &g, const std::string &path, const std::vector
             // A section that names nothing to attach to is not a failure, as in libbpf.
             if (made.err().code != ENOENT || section_target_of(section).ok()) {
                 status = 1;
+                failed = failed || made.err().code != EOPNOTSUPP;
             }
             std::fprintf(stderr, "bpftime: program %u %s not attached: %s\n", id, name.c_str(),
                          made.err().message.c_str());
@@ -333,7 +337,7 @@ int cmd_load(const global_options &g, const std::string &path, const std::vector
                             " <- program " + std::to_string(id) + " " + name);
         }
     }
-    if (status != 0) {
+    if (failed) {
         return roll_back_load(*provider, path, *loaded, made_links);
     }
     if (g.json) {
