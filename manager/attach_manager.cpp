@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 #include <bpftime/helpers/helpers.hpp>
+#include <bpftime/hook/pause.hpp>
 #include <bpftime/manager/attach_manager.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
 #include <shared_mutex>
 #include <unistd.h>
@@ -365,12 +367,27 @@ void attach_manager::detach_locked(uint32_t link_id) {
     attaches_.erase(it);
 }
 
+bool attach_manager::runs_before_ended() const {
+    vm::run_census census = vm::take_run_census();
+    const auto until = std::chrono::steady_clock::now() + run_wait_limit;
+    auto pause = std::chrono::microseconds(20);
+    while (!vm::runs_ended(census)) {
+        if (std::chrono::steady_clock::now() >= until) {
+            return false;
+        }
+        // Never nanosleep: instantiate() may run in a thread `bpftime inject` borrowed.
+        pause_for(pause);
+        pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(5));
+    }
+    return true;
+}
+
 result<void> attach_manager::instantiate() {
     std::lock_guard lock(mu_);
     if (auto pid = static_cast<int32_t>(getpid()); host_pid_ != pid) {
         // Before the first read: storage destroyed from now on is kept for this process. A fork
         // child holds what its parent held when it last synchronised.
-        auto r = seg_->host_passed(host_pid_ == 0 ? UINT64_MAX : generation_);
+        auto r = seg_->host_passed(host_pid_ == 0 ? UINT64_MAX : synced_);
         if (!r) {
             return make_error(r.err().code, "cannot register as a host of segment " + seg_->name() +
                                                 ": " + r.err().message);
@@ -496,15 +513,17 @@ result<void> attach_manager::instantiate() {
     }
     compile_tail_call_targets(*snap);
     publish_programs();
-    generation_ = snap->generation;
+    generation_ = synced_ = snap->generation;
     if (report_link_states_) {
         report_states(*snap);
     }
     // Every handle of a map that is gone was released above (compiled programs that named one
     // went with their links, whose detach waits for the runs inside them): storage destroyed
-    // up to this generation is no longer reachable from this process. When the lock is busy,
-    // the next poll synchronises again and says it then.
-    if (auto r = seg_->host_passed(snap->generation); !r) {
+    // up to this generation is no longer reachable from runs that start now. Runs in progress
+    // on other threads may still hold it (an inner map a lookup in an outer map gave them),
+    // so the generation is passed only once each of them ended. When they take longer, or the
+    // lock is busy, the next poll synchronises again and says it then.
+    if (!runs_before_ended() || !seg_->host_passed(snap->generation)) {
         generation_ = ~0ull;
     }
     if (!failures_.empty()) {

@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -211,6 +212,54 @@ std::string map_details(const store::map_info &m, uint64_t entries) {
            (m.read_only ? " read-only" : "") + inner_details(s);
 }
 
+// Destroys what a failed `load --attach` made, newest first: its links and their targets, then
+// the object's programs and maps. An inner map an outer map of the object holds is refused
+// until that outer map is gone, so maps go in passes until no pass destroys anything more.
+int roll_back_load(base_event_provider &provider, const std::string &path,
+                   const loaded_object &loaded, const std::vector<auto_link> &links) {
+    std::vector<uint32_t> ids;
+    for (const auto_link &l : links) {
+        ids.push_back(l.link);
+        ids.push_back(l.target);
+    }
+    for (const auto &[id, name] : loaded.programs) {
+        ids.push_back(id);
+    }
+    for (const auto &[id, name] : loaded.maps) {
+        ids.push_back(id);
+    }
+    std::sort(ids.begin(), ids.end(), std::greater<>());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    std::vector<uint32_t> left = ids;
+    std::optional<error> last;
+    for (size_t before = 0; !left.empty() && left.size() != before;) {
+        before = left.size();
+        std::erase_if(left, [&](uint32_t id) {
+            auto r = provider.destroy_object(id);
+            if (!r) {
+                last = r.err();
+            }
+            return r.ok();
+        });
+    }
+    if (!left.empty()) {
+        std::string named;
+        for (uint32_t id : left) {
+            named += (named.empty() ? "" : ", ") + std::to_string(id);
+        }
+        return report(
+            make_error(last->code, path + ": the load failed and objects " + named +
+                                       " it made could not be destroyed: " + last->message +
+                                       "; destroy them with "
+                                       "`bpftime destroy ID`"));
+    }
+    std::fprintf(stderr,
+                 "bpftime: %s: not loaded: a program did not attach, so the %zu objects "
+                 "the load made were destroyed\n",
+                 path.c_str(), ids.size());
+    return 1;
+}
+
 int cmd_load(const global_options &g, const std::string &path, const std::vector<std::string> &sets,
              bool attach) {
     std::unique_ptr<base_event_provider> provider;
@@ -253,10 +302,15 @@ int cmd_load(const global_options &g, const std::string &path, const std::vector
         loaded = std::move(*made);
     }
     // --attach: every program whose section names its target, as libbpf's auto-attach; one
-    // line for each that does not attach, the others still do.
+    // line for each that does not attach. A program whose attach fails fails the whole load, as
+    // a skeleton's attach does: what it made is taken back. One whose attach type only the
+    // other provider attaches (EOPNOTSUPP: tp_btf in user space, raw tracepoints in the kernel)
+    // is left unattached while the others attach, so one object serves both providers.
     json links = json::array();
     std::vector<std::string> lines;
+    std::vector<auto_link> made_links;
     int status = 0;
+    bool failed = false;
     for (size_t i = 0; attach && i < loaded->programs.size(); i++) {
         const auto &[id, name] = loaded->programs[i];
         const std::string &section = loaded->sections[i];
@@ -265,11 +319,13 @@ int cmd_load(const global_options &g, const std::string &path, const std::vector
             // A section that names nothing to attach to is not a failure, as in libbpf.
             if (made.err().code != ENOENT || section_target_of(section).ok()) {
                 status = 1;
+                failed = failed || made.err().code != EOPNOTSUPP;
             }
             std::fprintf(stderr, "bpftime: program %u %s not attached: %s\n", id, name.c_str(),
                          made.err().message.c_str());
             continue;
         }
+        made_links.insert(made_links.end(), made->begin(), made->end());
         for (const auto_link &l : *made) {
             links.push_back({{"program", id},
                              {"link", l.link},
@@ -280,6 +336,9 @@ int cmd_load(const global_options &g, const std::string &path, const std::vector
                             std::to_string(l.target) + ") " + l.type + " " + l.args +
                             " <- program " + std::to_string(id) + " " + name);
         }
+    }
+    if (failed) {
+        return roll_back_load(*provider, path, *loaded, made_links);
     }
     if (g.json) {
         json out{{"maps", json::array()}, {"programs", json::array()}};

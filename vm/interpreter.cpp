@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The interpreter: every memory access is checked against the regions of the run.
 #include "interpreter.hpp"
+#include "run_census.hpp"
 #include "run_setup.hpp"
 
 #include <array>
@@ -452,6 +453,7 @@ result<uint64_t> run_callback(void *run, size_t pc, const uint64_t (&args)[5], u
 interpreter::interpreter(const program &prog) : prog_(prog) {}
 
 result<uint64_t> interpreter::run(void *mem, uint64_t mem_len, const run_options &opts) {
+    const detail::run_mark in_run;
     run_setup setup(prog_, mem, mem_len, opts);
     interp_run run{prog_, setup.rc, setup.input, setup.top, opts, opts.instruction_budget};
     setup.rc.set_subprogram_runner(&run_callback, &run, prog_);

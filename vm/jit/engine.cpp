@@ -8,6 +8,7 @@
 #include "runtime.hpp"
 #include "translator.hpp"
 
+#include "../run_census.hpp"
 #include "../run_setup.hpp"
 
 #include <llvm/IR/LLVMContext.h>
@@ -204,7 +205,8 @@ struct thread_run {
     alignas(16) uint8_t stack[stack_size];
     run_context rc;
     jit_state s;
-    bool busy = false; // a run of this thread is using it
+    // Odd while a run of this thread is using it; read by other threads (take_run_census).
+    detail::run_seq seq{0};
     static constexpr run_info no_info{};
 };
 
@@ -220,14 +222,18 @@ constinit __attribute__((tls_model("initial-exec"))) thread_local thread_run *th
 alignas(thread_run) unsigned char always_busy_storage[sizeof(thread_run)];
 thread_run *const always_busy = [] {
     auto *b = new (always_busy_storage) thread_run();
-    b->busy = true;
+    b->seq.store(1, std::memory_order_relaxed);
     return b;
 }();
 
 thread_run *first_thread_run() {
     struct owner {
         std::unique_ptr<thread_run> run = std::make_unique<thread_run>();
-        ~owner() { this_thread_run = always_busy; }
+        owner() { detail::register_run_seq(&run->seq); }
+        ~owner() {
+            detail::unregister_run_seq(&run->seq);
+            this_thread_run = always_busy;
+        }
     };
     this_thread_run = always_busy;
     thread_local owner mine;
@@ -276,7 +282,7 @@ public:
         if (t == nullptr) [[unlikely]] {
             t = first_thread_run();
         }
-        if (t->busy) [[unlikely]] {
+        if (t->seq.load(std::memory_order_relaxed) & 1) [[unlikely]] {
             return run_nested(mem, mem_len, opts);
         }
         // The result is built in the caller's return slot, before `taken` ends.
@@ -288,12 +294,12 @@ private:
     // Marks a thread's state as used by a run while it lives.
     struct taken_for_run {
         explicit taken_for_run(thread_run &t) : run(t) {
-            run.busy = true;
+            run.seq.store(run.seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
             std::atomic_signal_fence(std::memory_order_seq_cst); // before a signal handler's run
         }
         ~taken_for_run() {
             std::atomic_signal_fence(std::memory_order_seq_cst);
-            run.busy = false;
+            run.seq.store(run.seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
         }
         taken_for_run(const taken_for_run &) = delete;
         taken_for_run &operator=(const taken_for_run &) = delete;

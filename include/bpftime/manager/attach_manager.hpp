@@ -8,6 +8,7 @@
 #include <bpftime/store/store.hpp>
 #include <bpftime/vm/vm.hpp>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -144,6 +145,14 @@ private:
     std::map<uint32_t, std::string> reported_; // link id -> the state recorded in the segment
     bool report_pending_ = false; // a state the segment did not take yet (its lock was held)
     uint64_t generation_ = ~0ull;
+    // The generation this process last synchronised to (what a fork child holds).
+    uint64_t synced_ = 0;
+    // How long instantiate() waits for the runs in progress on other threads before it says
+    // it passed a generation; past it, the next synchronisation tries again.
+    static constexpr std::chrono::milliseconds run_wait_limit{100};
+    // Whether every run in progress on another thread when it was called has ended, waiting
+    // up to run_wait_limit.
+    bool runs_before_ended() const;
     // The process registered as a host of the segment (segment::host_passed), 0 for none: a
     // fork child is another process and registers again.
     int32_t host_pid_ = 0;

@@ -355,4 +355,25 @@ void set_engine_thread_start(void (*fn)());
 result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &prog,
                                             const engine_options &opts = {});
 
+/// The runs in progress on the other threads of this process at one moment: each thread's run
+/// sequence (odd while one of its runs is in progress), taken by take_run_census().
+struct run_census {
+    struct running {
+        uint64_t thread; ///< the thread's registration number
+        uint32_t seq;    ///< its run sequence when the census was taken
+    };
+    std::vector<running> runs;
+};
+
+/// Which engine runs are in progress on the other threads of this process now. It starts with
+/// a barrier on every thread of the process (membarrier, where the kernel has it), so a run
+/// that starts after it sees everything the caller wrote before calling it. A host calls it
+/// once what it destroyed is unreachable for new runs (handles released); what the runs in the
+/// census may still hold is safe to reuse once runs_ended() says they are over.
+run_census take_run_census();
+
+/// Drops from census the runs that have ended since it was taken (their thread left that run,
+/// whether or not it started another, or exited); true when none is left.
+bool runs_ended(run_census &census);
+
 } // namespace bpftime::vm
