@@ -66,25 +66,37 @@ error fault_error(const program &prog, const jit_state &s, const run_context &rc
     }
 }
 
-// What a callback needs of its run.
-struct jit_run {
-    const program &prog;
-    jit_state &s;
-    const loaded_code &code;
-    const run_options &opts;
-};
-
+// Runs a callback for run_context::call: run is the run's jit_state, whose code and options
+// say the rest.
 result<uint64_t> run_callback(void *run, size_t pc, const uint64_t (&args)[5], uint64_t fp,
                               size_t depth) {
-    auto &r = *static_cast<jit_run *>(run);
-    uint64_t r0 = r.code.callback(&r.s, pc, args[0], args[1], args[2], args[3], args[4], fp, depth);
-    if (r.s.fault != no_fault) {
-        error e = fault_error(r.prog, r.s, *r.s.rc, r.opts);
-        r.s.fault = no_fault; // the helper that called it returns, and the run stops there
+    auto &s = *static_cast<jit_state *>(run);
+    const auto &code = *static_cast<const loaded_code *>(s.code);
+    uint64_t r0 = code.callback(&s, pc, args[0], args[1], args[2], args[3], args[4], fp, depth);
+    if (s.fault != no_fault) {
+        error e = fault_error(*s.prog, s, *s.rc, *s.opts);
+        s.fault = no_fault; // the helper that called it returns, and the run stops there
         return e;
     }
     return r0;
 }
+
+} // namespace
+
+void rt_prepare(jit_state *s) {
+    const program &prog = *s->prog;
+    const run_options &opts = *s->opts;
+    const size_t reach = prog.entry_frame_reach();
+    const memory_region input{reinterpret_cast<uint64_t>(s->mem),
+                              s->mem == nullptr ? 0 : s->mem_len, opts.mem_writable};
+    run_context &rc = *s->rc;
+    rc.restart({s->stack_top - reach, reach, true}, input, prog.regions(), opts.regions, opts.info);
+    rc.set_subprogram_runner(&run_callback, s, prog);
+    rc.set_tail_calls(opts.tail_calls);
+    s->rc_ready = 1;
+}
+
+namespace {
 
 // The largest program (in basic blocks of its translation, access checks included) the
 // optimised tier compiles; larger ones keep the baseline code. Some passes and the register
@@ -194,6 +206,9 @@ struct thread_run {
         s.rc = &rc;
         s.helper_failed = rc.failed_flag();
         s.rc_stack = &rc.stack;
+        s.handed = {};
+        s.fault = no_fault;
+        s.rc_ready = 0;
         rc.set_region_sink(&s.handed);
     }
     thread_run(const thread_run &) = delete;
@@ -238,7 +253,10 @@ thread_run *first_thread_run() {
 class jit_engine final : public engine {
 public:
     jit_engine(const program &prog, bool checked, jit_host &host, loaded_code first)
-        : prog_(prog), checked_(checked), host_(host), first_(std::move(first)), code_(&first_) {}
+        : prog_(prog), reach_(prog.entry_frame_reach()), checked_(checked), host_(host),
+          first_(std::move(first)), code_(&first_) {
+        direct_ = &direct;
+    }
 
     ~jit_engine() override {
         if (worker_.joinable()) {
@@ -279,12 +297,43 @@ public:
         if (t->busy) [[unlikely]] {
             return run_nested(mem, mem_len, opts);
         }
-        // The result is built in the caller's return slot, before `taken` ends.
         const taken_for_run taken(*t);
-        return run_in(*t, mem, mem_len, opts);
+        const uint64_t r0 = enter(*t, mem, mem_len, opts);
+        if (t->s.fault != no_fault) [[unlikely]] {
+            return finish_fault(*t, mem, mem_len, opts);
+        }
+        return r0;
     }
 
 private:
+    // The direct entry (engine::run_direct): run() without a result on the way back.
+    static run_status direct(engine &e, void *mem, uint64_t mem_len, const run_options &opts) {
+        auto &self = static_cast<jit_engine &>(e);
+        thread_run *t = this_thread_run;
+        if (t == nullptr || t->busy) [[unlikely]] {
+            return self.direct_elsewhere(mem, mem_len, opts);
+        }
+        const taken_for_run taken(*t);
+        const uint64_t r0 = self.enter(*t, mem, mem_len, opts);
+        if (t->s.fault != no_fault) [[unlikely]] {
+            return self.direct_faulted(*t, mem, mem_len, opts);
+        }
+        return {r0, nullptr};
+    }
+
+    // A direct run on a thread's first run, inside another run or past the thread's exit.
+    [[gnu::noinline]] run_status direct_elsewhere(void *mem, uint64_t mem_len,
+                                                  const run_options &opts) {
+        auto r = run(mem, mem_len, opts);
+        return r ? run_status{*r, nullptr} : failed_status(std::move(r).err());
+    }
+
+    [[gnu::noinline]] run_status direct_faulted(thread_run &t, void *mem, uint64_t mem_len,
+                                                const run_options &opts) {
+        auto r = finish_fault(t, mem, mem_len, opts);
+        return r ? run_status{*r, nullptr} : failed_status(std::move(r).err());
+    }
+
     // Marks a thread's state as used by a run while it lives.
     struct taken_for_run {
         explicit taken_for_run(thread_run &t) : run(t) {
@@ -305,58 +354,72 @@ private:
     [[gnu::noinline]] result<uint64_t> run_nested(void *mem, uint64_t mem_len,
                                                   const run_options &opts) {
         thread_run own;
-        return run_in(own, mem, mem_len, opts);
-    }
-
-    // One run in t: only what differs from the last run in t is set (see thread_run).
-    [[gnu::always_inline]] result<uint64_t> run_in(thread_run &t, void *mem, uint64_t mem_len,
-                                                   const run_options &opts) {
-        const size_t reach = prog_.entry_frame_reach();
-        const uint64_t stack_top = t.top();
-        zero_lines(&t.stack[stack_size - reach], reach);
-        const memory_region input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len,
-                                  opts.mem_writable};
-        run_context &rc = t.rc;
-        rc.restart({stack_top - reach, reach, true}, input, prog_.regions(), opts.regions,
-                   opts.info);
-        jit_state &s = t.s;
-        s.handed = {};
-        s.fault = no_fault;
-        // The caches start on the input memory, or the entry frame when it is too small.
-        s.read_lo = s.write_lo = stack_top - reach;
-        s.read_span = s.write_span = reach;
-        if (input.size >= max_access) {
-            s.read_lo = input.start;
-            s.read_span = input.size;
-            if (input.writable) {
-                s.write_lo = input.start;
-                s.write_span = input.size;
-            }
-        }
-        const uint64_t budget =
-            std::min<uint64_t>(opts.instruction_budget, static_cast<uint64_t>(INT64_MAX));
-        s.budget = static_cast<int64_t>(budget);
-        s.prog = &prog_;
-        const loaded_code *code = code_.load(std::memory_order_acquire);
-        jit_run cb{prog_, s, *code, opts};
-        rc.set_subprogram_runner(&run_callback, &cb, prog_);
-        rc.set_tail_calls(opts.tail_calls);
-        uint64_t r0 = code->fn(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);
-        const uint64_t used = checked_ ? budget - static_cast<uint64_t>(s.budget) : 0;
-        if (s.fault != no_fault) [[unlikely]] {
-            result<uint64_t> r = rc.tail_target() != nullptr
-                                     ? run_tail_call(rc, mem, mem_len, opts, used)
-                                     : result<uint64_t>(fault_error(prog_, s, rc, opts));
-            rc.clear_failure();
-            return r;
-        }
-        if (opts.executed != nullptr) {
-            *opts.executed = used;
+        const uint64_t r0 = enter(own, mem, mem_len, opts);
+        if (own.s.fault != no_fault) [[unlikely]] {
+            return finish_fault(own, mem, mem_len, opts);
         }
         return r0;
     }
 
+    uint64_t budget_of(const run_options &opts) const {
+        return std::min<uint64_t>(opts.instruction_budget, static_cast<uint64_t>(INT64_MAX));
+    }
+
+    // Runs the code once in t and returns its r0; a fault stays in t.s.fault (finish_fault
+    // turns it into the run's error). Only what differs from the last run in t is set: the
+    // reach of the entry frame is zeroed, the caches start on the input (or the frame), and
+    // the run context waits for rt_prepare.
+    [[gnu::always_inline]] uint64_t enter(thread_run &t, void *mem, uint64_t mem_len,
+                                          const run_options &opts) {
+        const size_t reach = reach_;
+        const uint64_t stack_top = t.top();
+        zero_lines(&t.stack[stack_size - reach], reach);
+        jit_state &s = t.s;
+        s.mem = mem;
+        s.mem_len = mem_len;
+        s.opts = &opts;
+        s.rc_ready = 0;
+        // The caches start on the input memory, or the entry frame when it is too small.
+        const uint64_t input = reinterpret_cast<uint64_t>(mem);
+        const uint64_t input_size = mem == nullptr ? 0 : mem_len;
+        const bool on_input = input_size >= max_access;
+        s.read_lo = on_input ? input : stack_top - reach;
+        s.read_span = on_input ? input_size : reach;
+        const bool write_input = on_input && opts.mem_writable;
+        s.write_lo = write_input ? input : stack_top - reach;
+        s.write_span = write_input ? input_size : reach;
+        s.budget = static_cast<int64_t>(budget_of(opts));
+        s.prog = &prog_;
+        const loaded_code *code = code_.load(std::memory_order_acquire);
+        s.code = code;
+        const uint64_t r0 = code->fn(&s, input, mem_len, stack_top);
+        if (opts.executed != nullptr && s.fault == no_fault) {
+            *opts.executed = checked_ ? budget_of(opts) - static_cast<uint64_t>(s.budget) : 0;
+        }
+        return r0;
+    }
+
+    // The result of a run that stopped on a fault (or a tail call's, when a helper asked for
+    // one), with the state left as a run expects to find it.
+    [[gnu::noinline, gnu::cold]] result<uint64_t>
+    finish_fault(thread_run &t, void *mem, uint64_t mem_len, const run_options &opts) {
+        jit_state &s = t.s;
+        if (s.rc_ready == 0) {
+            rt_prepare(&s);
+        }
+        run_context &rc = t.rc;
+        const uint64_t used = checked_ ? budget_of(opts) - static_cast<uint64_t>(s.budget) : 0;
+        result<uint64_t> r = rc.tail_target() != nullptr
+                                 ? run_tail_call(rc, mem, mem_len, opts, used)
+                                 : result<uint64_t>(fault_error(prog_, s, rc, opts));
+        rc.clear_failure();
+        s.fault = no_fault;
+        s.handed = {};
+        return r;
+    }
+
     const program &prog_;
+    size_t reach_; // prog_.entry_frame_reach()
     bool checked_;
     jit_host &host_;
     loaded_code first_;

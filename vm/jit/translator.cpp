@@ -416,6 +416,7 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
     if (callbacks) {
         budget_to_state();
     }
+    prepare_run_context();
     auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
     r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
                        {args[0], args[1], args[2], args[3], args[4], rc_});
@@ -437,7 +438,20 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
     take_handed_region();
 }
 
+void translator::prepare_run_context() {
+    auto *prepare = new_block("prepare");
+    auto *go = new_block("go_on");
+    b_.CreateCondBr(b_.CreateICmpEQ(load_state(offsetof(jit_state, rc_ready)), b_.getInt64(0)),
+                    prepare, go);
+    b_.SetInsertPoint(prepare);
+    auto *ty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_}, false);
+    b_.CreateCall(ty, const_ptr(address_of(&rt_prepare)), {state_});
+    b_.CreateBr(go);
+    b_.SetInsertPoint(go);
+}
+
 void translator::set_helper_stack(llvm::Value *lo) {
+    prepare_run_context();
     llvm::Value *region = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc_stack)), ptr_);
     llvm::Value *top = load_state(offsetof(jit_state, stack_top));
     b_.CreateStore(lo, b_.CreateConstInBoundsGEP1_64(i8_, region, offsetof(memory_region, start)));

@@ -110,6 +110,9 @@ private:
     // a helper runs spends it there; a tail call goes on from it).
     void budget_to_state();
     void budget_from_state();
+    // Calls rt_prepare unless this run's context is set up already: before what uses it (a
+    // helper call, a move of the helpers' stack region).
+    void prepare_run_context();
     // run_context::stack = [lo, stack_top).
     void set_helper_stack(llvm::Value *lo);
     void emit_local_call(size_t pc, const ebpf_inst &inst);
