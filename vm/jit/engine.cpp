@@ -31,17 +31,31 @@ namespace bpftime::vm {
 namespace jit {
 namespace {
 
-using entry_fn = uint64_t (*)(jit_state *, uint64_t, uint64_t, uint64_t);
+#if !defined(__x86_64__)
+#error "the JIT's direct entry reads its thread-local through %fs (x86-64)"
+#endif
+
+// A run on a given thread state (translator::emit_run_entry).
+using run_fn = run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &,
+                              uint64_t state);
+// A run on the calling thread's state (translator::emit_direct_entry).
+using direct_fn = run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &);
 using callback_fn = uint64_t (*)(jit_state *, uint64_t pc, uint64_t, uint64_t, uint64_t, uint64_t,
                                  uint64_t, uint64_t fp, uint64_t depth);
 
 // Loaded code of one tier; freed with the engine.
 struct loaded_code {
     llvm::orc::ResourceTrackerSP tracker;
-    entry_fn fn = nullptr;
+    run_fn run = nullptr;
+    direct_fn direct = nullptr;
     callback_fn callback = nullptr; // runs a callback (run_context::call)
     size_t blocks = 0;              // basic blocks of the program's translation
 };
+
+// The code a jit_engine runs now (defined with the engine).
+const loaded_code &current_code(const void *engine);
+// Where the emitted entries find a thread's state (defined with the thread states).
+const direct_layout &the_direct_layout();
 
 // The error of a run whose state recorded a fault.
 error fault_error(const program &prog, const jit_state &s, const run_context &rc,
@@ -71,7 +85,7 @@ error fault_error(const program &prog, const jit_state &s, const run_context &rc
 result<uint64_t> run_callback(void *run, size_t pc, const uint64_t (&args)[5], uint64_t fp,
                               size_t depth) {
     auto &s = *static_cast<jit_state *>(run);
-    const auto &code = *static_cast<const loaded_code *>(s.code);
+    const loaded_code &code = current_code(s.engine);
     uint64_t r0 = code.callback(&s, pc, args[0], args[1], args[2], args[3], args[4], fp, depth);
     if (s.fault != no_fault) {
         error e = fault_error(*s.prog, s, *s.rc, *s.opts);
@@ -113,7 +127,7 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
     mod->setDataLayout(jit.getDataLayout());
     mod->setTargetTriple(jit.getTargetTriple().str());
     translator t(prog, checked, *ctx, *mod);
-    if (auto err = t.translate(name); !err.empty()) {
+    if (auto err = t.translate(name, the_direct_layout()); !err.empty()) {
         return make_error(EINVAL, err);
     }
     size_t blocks = 0;
@@ -135,20 +149,22 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
     if (auto e = jit.addObjectFile(code.tracker, std::move(*object))) {
         return make_error(EINVAL, "the jit cannot load the program: " + llvm_message(std::move(e)));
     }
-    auto sym = jit.lookup(name);
-    if (!sym) {
-        std::string why = llvm_message(sym.takeError());
-        llvm::consumeError(code.tracker->remove());
-        return make_error(EINVAL, "the jit cannot link the program: " + why);
+    for (const std::string &suffix :
+         {std::string(), std::string(direct_entry_suffix), std::string(callback_entry_suffix)}) {
+        auto sym = jit.lookup(name + suffix);
+        if (!sym) {
+            std::string why = llvm_message(sym.takeError());
+            llvm::consumeError(code.tracker->remove());
+            return make_error(EINVAL, "the jit cannot link the program: " + why);
+        }
+        if (suffix.empty()) {
+            code.run = sym->toPtr<run_fn>();
+        } else if (suffix == direct_entry_suffix) {
+            code.direct = sym->toPtr<direct_fn>();
+        } else {
+            code.callback = sym->toPtr<callback_fn>();
+        }
     }
-    code.fn = sym->toPtr<entry_fn>();
-    auto cb = jit.lookup(name + callback_entry_suffix);
-    if (!cb) {
-        std::string why = llvm_message(cb.takeError());
-        llvm::consumeError(code.tracker->remove());
-        return make_error(EINVAL, "the jit cannot link the program: " + why);
-    }
-    code.callback = cb->toPtr<callback_fn>();
     code.blocks = blocks;
     return code;
 }
@@ -253,9 +269,8 @@ thread_run *first_thread_run() {
 class jit_engine final : public engine {
 public:
     jit_engine(const program &prog, bool checked, jit_host &host, loaded_code first)
-        : prog_(prog), reach_(prog.entry_frame_reach()), checked_(checked), host_(host),
-          first_(std::move(first)), code_(&first_) {
-        direct_ = &direct;
+        : prog_(prog), checked_(checked), host_(host), first_(std::move(first)), code_(&first_) {
+        direct_.store(first_.direct, std::memory_order_release);
     }
 
     ~jit_engine() override {
@@ -282,6 +297,7 @@ public:
             if (code) {
                 second_ = std::move(*code);
                 code_.store(&second_, std::memory_order_release);
+                direct_.store(second_.direct, std::memory_order_release);
             }
             bg.end();
         });
@@ -290,117 +306,50 @@ public:
     engine_kind kind() const override { return engine_kind::jit; }
 
     result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts) override {
+        const run_status st = elsewhere(*this, mem, mem_len, opts);
+        if (st.ok()) {
+            return st.r0;
+        }
+        return *st.fault;
+    }
+
+    const loaded_code &code() const { return *code_.load(std::memory_order_acquire); }
+
+    // The emitted direct entry's way out when the thread's own state cannot be used, and
+    // run()'s way in: the thread's state, made on its first run, or one of its own on the
+    // stack for a run inside a run on this thread (a probe a helper met, a tail call's target,
+    // a signal handler) or on a thread past its exit.
+    static run_status elsewhere(engine &e, void *mem, uint64_t mem_len, const run_options &opts) {
+        auto &self = static_cast<jit_engine &>(e);
         thread_run *t = this_thread_run;
         if (t == nullptr) [[unlikely]] {
             t = first_thread_run();
         }
         if (t->busy) [[unlikely]] {
-            return run_nested(mem, mem_len, opts);
+            return self.run_nested(mem, mem_len, opts);
         }
-        const taken_for_run taken(*t);
-        const uint64_t r0 = enter(*t, mem, mem_len, opts);
-        if (t->s.fault != no_fault) [[unlikely]] {
-            return finish_fault(*t, mem, mem_len, opts);
-        }
-        return r0;
+        return self.code().run(e, mem, mem_len, opts, reinterpret_cast<uint64_t>(t));
+    }
+
+    // The emitted run entry's way out after a fault: the run's error (or the result of the tail
+    // call a helper asked for), with the state left as the next run expects to find it, and
+    // free.
+    static run_status faulted(engine &e, void *mem, uint64_t mem_len, const run_options &opts,
+                              uint64_t state) {
+        auto &self = static_cast<jit_engine &>(e);
+        auto &t = *reinterpret_cast<thread_run *>(state);
+        auto r = self.finish_fault(t, mem, mem_len, opts);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        t.busy = false;
+        return r ? run_status{*r, nullptr} : failed_status(std::move(r).err());
     }
 
 private:
-    // The direct entry (engine::run_direct): run() without a result on the way back.
-    static run_status direct(engine &e, void *mem, uint64_t mem_len, const run_options &opts) {
-        auto &self = static_cast<jit_engine &>(e);
-        thread_run *t = this_thread_run;
-        if (t == nullptr || t->busy) [[unlikely]] {
-            return self.direct_elsewhere(mem, mem_len, opts);
-        }
-        const taken_for_run taken(*t);
-        const uint64_t r0 = self.enter(*t, mem, mem_len, opts);
-        if (t->s.fault != no_fault) [[unlikely]] {
-            return self.direct_faulted(*t, mem, mem_len, opts);
-        }
-        return {r0, nullptr};
-    }
-
-    // A direct run on a thread's first run, inside another run or past the thread's exit.
-    [[gnu::noinline]] run_status direct_elsewhere(void *mem, uint64_t mem_len,
-                                                  const run_options &opts) {
-        auto r = run(mem, mem_len, opts);
-        return r ? run_status{*r, nullptr} : failed_status(std::move(r).err());
-    }
-
-    [[gnu::noinline]] run_status direct_faulted(thread_run &t, void *mem, uint64_t mem_len,
-                                                const run_options &opts) {
-        auto r = finish_fault(t, mem, mem_len, opts);
-        return r ? run_status{*r, nullptr} : failed_status(std::move(r).err());
-    }
-
-    // Marks a thread's state as used by a run while it lives.
-    struct taken_for_run {
-        explicit taken_for_run(thread_run &t) : run(t) {
-            run.busy = true;
-            std::atomic_signal_fence(std::memory_order_seq_cst); // before a signal handler's run
-        }
-        ~taken_for_run() {
-            std::atomic_signal_fence(std::memory_order_seq_cst);
-            run.busy = false;
-        }
-        taken_for_run(const taken_for_run &) = delete;
-        taken_for_run &operator=(const taken_for_run &) = delete;
-        thread_run &run;
-    };
-
-    // A run inside a run on this thread (a probe a helper met, a tail call's target, a signal
-    // handler), or on a thread past its exit: a state of its own on the stack.
-    [[gnu::noinline]] result<uint64_t> run_nested(void *mem, uint64_t mem_len,
-                                                  const run_options &opts) {
+    [[gnu::noinline]] run_status run_nested(void *mem, uint64_t mem_len, const run_options &opts) {
         thread_run own;
-        const uint64_t r0 = enter(own, mem, mem_len, opts);
-        if (own.s.fault != no_fault) [[unlikely]] {
-            return finish_fault(own, mem, mem_len, opts);
-        }
-        return r0;
+        return code().run(*this, mem, mem_len, opts, reinterpret_cast<uint64_t>(&own));
     }
 
-    uint64_t budget_of(const run_options &opts) const {
-        return std::min<uint64_t>(opts.instruction_budget, static_cast<uint64_t>(INT64_MAX));
-    }
-
-    // Runs the code once in t and returns its r0; a fault stays in t.s.fault (finish_fault
-    // turns it into the run's error). Only what differs from the last run in t is set: the
-    // reach of the entry frame is zeroed, the caches start on the input (or the frame), and
-    // the run context waits for rt_prepare.
-    [[gnu::always_inline]] uint64_t enter(thread_run &t, void *mem, uint64_t mem_len,
-                                          const run_options &opts) {
-        const size_t reach = reach_;
-        const uint64_t stack_top = t.top();
-        zero_lines(&t.stack[stack_size - reach], reach);
-        jit_state &s = t.s;
-        s.mem = mem;
-        s.mem_len = mem_len;
-        s.opts = &opts;
-        s.rc_ready = 0;
-        // The caches start on the input memory, or the entry frame when it is too small.
-        const uint64_t input = reinterpret_cast<uint64_t>(mem);
-        const uint64_t input_size = mem == nullptr ? 0 : mem_len;
-        const bool on_input = input_size >= max_access;
-        s.read_lo = on_input ? input : stack_top - reach;
-        s.read_span = on_input ? input_size : reach;
-        const bool write_input = on_input && opts.mem_writable;
-        s.write_lo = write_input ? input : stack_top - reach;
-        s.write_span = write_input ? input_size : reach;
-        s.budget = static_cast<int64_t>(budget_of(opts));
-        s.prog = &prog_;
-        const loaded_code *code = code_.load(std::memory_order_acquire);
-        s.code = code;
-        const uint64_t r0 = code->fn(&s, input, mem_len, stack_top);
-        if (opts.executed != nullptr && s.fault == no_fault) {
-            *opts.executed = checked_ ? budget_of(opts) - static_cast<uint64_t>(s.budget) : 0;
-        }
-        return r0;
-    }
-
-    // The result of a run that stopped on a fault (or a tail call's, when a helper asked for
-    // one), with the state left as a run expects to find it.
     [[gnu::noinline, gnu::cold]] result<uint64_t>
     finish_fault(thread_run &t, void *mem, uint64_t mem_len, const run_options &opts) {
         jit_state &s = t.s;
@@ -408,7 +357,9 @@ private:
             rt_prepare(&s);
         }
         run_context &rc = t.rc;
-        const uint64_t used = checked_ ? budget_of(opts) - static_cast<uint64_t>(s.budget) : 0;
+        const uint64_t budget =
+            std::min<uint64_t>(opts.instruction_budget, static_cast<uint64_t>(INT64_MAX));
+        const uint64_t used = checked_ ? budget - static_cast<uint64_t>(s.budget) : 0;
         result<uint64_t> r = rc.tail_target() != nullptr
                                  ? run_tail_call(rc, mem, mem_len, opts, used)
                                  : result<uint64_t>(fault_error(prog_, s, rc, opts));
@@ -419,7 +370,6 @@ private:
     }
 
     const program &prog_;
-    size_t reach_; // prog_.entry_frame_reach()
     bool checked_;
     jit_host &host_;
     loaded_code first_;
@@ -427,6 +377,28 @@ private:
     std::atomic<const loaded_code *> code_;
     std::thread worker_;
 };
+
+const loaded_code &current_code(const void *engine) {
+    return static_cast<const jit_engine *>(engine)->code();
+}
+
+const direct_layout &the_direct_layout() {
+    static const direct_layout layout = [] {
+        direct_layout l;
+        uint64_t tp = 0;
+        asm("mov %%fs:0, %0" : "=r"(tp)); // the thread pointer (the TCB's self pointer)
+        l.tls_offset = static_cast<int64_t>(reinterpret_cast<uint64_t>(&this_thread_run) - tp);
+        const thread_run &any = *always_busy;
+        const auto base = reinterpret_cast<uint64_t>(&any);
+        l.busy = reinterpret_cast<uint64_t>(&any.busy) - base;
+        l.stack_top = any.top() - base;
+        l.state = reinterpret_cast<uint64_t>(&any.s) - base;
+        l.elsewhere = address_of(&jit_engine::elsewhere);
+        l.faulted = address_of(&jit_engine::faulted);
+        return l;
+    }();
+    return layout;
+}
 
 } // namespace
 } // namespace jit

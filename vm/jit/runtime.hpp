@@ -43,8 +43,26 @@ struct jit_state {
     void *mem;
     uint64_t mem_len;
     const run_options *opts;
-    const void *code;
-    uint64_t rc_ready; // 1 once rt_prepare set up rc for this run
+    const void *engine; // the jit_engine running (its code runs callbacks)
+    uint64_t rc_ready;  // 1 once rt_prepare set up rc for this run
+};
+
+// Where the entries the JIT emits for a program find a thread's run state, and what they call
+// when they cannot run on it. The direct entry reads the thread's state pointer at tls_offset
+// from the thread pointer (an initial-exec thread-local, at the same offset in every thread)
+// and runs there when the state is not busy; otherwise (no state yet, a run inside a run, a
+// thread past its exit) the engine finds a state (elsewhere) and calls the run entry with it.
+// After a fault the run entry hands the run to the engine (faulted).
+struct direct_layout {
+    int64_t tls_offset = 0;
+    uint64_t busy = 0;      // offsets in the thread's state: its busy flag,
+    uint64_t stack_top = 0; // one past the entry frame,
+    uint64_t state = 0;     // the jit_state
+    // run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &)
+    uint64_t elsewhere = 0;
+    // run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &, state):
+    // finishes a run that faulted (or asked for a tail call) and frees the state
+    uint64_t faulted = 0;
 };
 
 // The widest single load or store.

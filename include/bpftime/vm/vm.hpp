@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -338,15 +339,16 @@ public:
     /// sets up only what the program's code cannot find lazily).
     run_status run_direct(void *mem, uint64_t mem_len,
                           const run_options &opts = default_run_options) {
-        return direct_(*this, mem, mem_len, opts);
+        return direct_.load(std::memory_order_acquire)(*this, mem, mem_len, opts);
     }
 
 protected:
     /// A direct entry: what run_direct calls.
     using direct_entry = run_status (*)(engine &, void *mem, uint64_t mem_len,
                                         const run_options &opts);
-    /// Engines with a faster way in than run() set their own.
-    direct_entry direct_ = &run_through_result;
+    /// Engines with a faster way in than run() set their own (the JIT changes it when its
+    /// optimised code is ready).
+    std::atomic<direct_entry> direct_{&run_through_result};
 
 private:
     static run_status run_through_result(engine &e, void *mem, uint64_t mem_len,
