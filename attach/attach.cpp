@@ -211,43 +211,69 @@ compiled_program::create(uint32_t id, uint64_t revision, std::string name, vm::p
         return eng.err();
     }
     c->engine_ = std::move(*eng);
+    c->run_end_from_ = c->prog_.calls_helpers() ? &c->prog_.helpers() : nullptr;
     return c;
 }
 
 result<uint64_t> compiled_program::run(void *ctx, uint64_t ctx_len,
                                        const vm::run_options &opts) const {
-    auto r = engine_->run(ctx, ctx_len, opts);
-    // Only helpers leave anything for the end-of-run step (ring buffer records, spin locks).
-    if (vm::run_end_fn end = prog_.calls_helpers() ? prog_.helpers().run_end() : nullptr) {
-        std::string problem;
-        if (!end(problem) && r) {
-            return make_error(vm::fault_helper, problem);
-        }
+    vm::run_status st = run_direct(ctx, ctx_len, opts);
+    if (st.ok()) {
+        return st.r0;
     }
-    return r;
+    return *st.fault;
 }
 
-result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_options &opts) const {
-    opts.info.attach_cookie = cookie_;
+vm::run_status compiled_program::end_run(vm::run_status st) const {
+    vm::run_end_fn end = run_end_from_->run_end();
+    std::string problem;
+    if (end != nullptr && !end(problem) && st.ok()) {
+        return vm::failed_status(make_error(vm::fault_helper, problem));
+    }
+    return st;
+}
+
+namespace {
+
+// attached_program's run, whichever way its result goes back.
+[[gnu::always_inline]] inline vm::run_status run_counted(const compiled_program &prog,
+                                                         const store::link_counters &counters,
+                                                         uint64_t cookie, void *ctx,
+                                                         uint64_t ctx_len, vm::run_options &opts) {
+    opts.info.attach_cookie = cookie;
     // What hosts meet on every run: their own record of the link, runs not timed. One compare
     // decides it (the record's key is this process's id only while runs are not timed); the
     // run is then counted inline on the thread's own stripe. Everything else (timing, faults,
     // a record that is not this process's, the link's own stripes) takes count().
-    // One named result and one return, so the result is built in the caller's return slot.
-    const bool owned = counters_.owned_untimed();
-    const bool timed = !owned && counters_ && counters_.timing();
+    const bool owned = counters.owned_untimed();
+    const bool timed = !owned && counters && counters.timing();
     // Timed runs read the clock's raw ticks around the run and convert the difference once.
     const uint64_t start = timed ? store::run_clock_ticks() : 0;
-    result<uint64_t> r = prog_->run(ctx, ctx_len, opts);
-    if (owned && r.ok()) [[likely]] {
-        counters_.count_owned_run();
-    } else if (counters_) {
+    const vm::run_status st = prog.run_direct(ctx, ctx_len, opts);
+    if (owned && st.ok()) [[likely]] {
+        counters.count_owned_run();
+    } else if (counters) {
         const uint64_t took =
             timed ? std::max<uint64_t>(store::run_ticks_to_ns(store::run_clock_ticks() - start), 1)
                   : 0;
-        counters_.count(r.ok() ? 0 : r.err().code, took);
+        counters.count(st.ok() ? 0 : st.fault->code, took);
     }
-    return r;
+    return st;
+}
+
+} // namespace
+
+vm::run_status attached_program::run_direct(void *ctx, uint64_t ctx_len,
+                                            vm::run_options &opts) const {
+    return run_counted(*prog_, counters_, cookie_, ctx, ctx_len, opts);
+}
+
+result<uint64_t> attached_program::run(void *ctx, uint64_t ctx_len, vm::run_options &opts) const {
+    const vm::run_status st = run_counted(*prog_, counters_, cookie_, ctx, ctx_len, opts);
+    if (st.ok()) {
+        return st.r0;
+    }
+    return *st.fault;
 }
 
 result<int> base_attach_impl::replace_attach(int attach_id,

@@ -14,6 +14,23 @@ std::atomic<void (*)()> thread_start{nullptr};
 
 } // namespace
 
+run_status failed_status(error e) {
+    // General-dynamic TLS (the library's default): nothing in the static TLS block of a host
+    // that dlopens the library.
+    static thread_local error last;
+    last = std::move(e);
+    return {0, &last};
+}
+
+run_status engine::run_through_result(engine &e, void *mem, uint64_t mem_len,
+                                      const run_options &opts) {
+    auto r = e.run(mem, mem_len, opts);
+    if (r) {
+        return {*r, nullptr};
+    }
+    return failed_status(std::move(r).err());
+}
+
 void set_engine_thread_start(void (*fn)()) {
     thread_start.store(fn, std::memory_order_release);
 }

@@ -32,17 +32,31 @@ namespace bpftime::vm {
 namespace jit {
 namespace {
 
-using entry_fn = uint64_t (*)(jit_state *, uint64_t, uint64_t, uint64_t);
+#if !defined(__x86_64__)
+#error "the JIT's direct entry reads its thread-local through %fs (x86-64)"
+#endif
+
+// A run on a given thread state (translator::emit_run_entry).
+using run_fn = run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &,
+                              uint64_t state);
+// A run on the calling thread's state (translator::emit_direct_entry).
+using direct_fn = run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &);
 using callback_fn = uint64_t (*)(jit_state *, uint64_t pc, uint64_t, uint64_t, uint64_t, uint64_t,
                                  uint64_t, uint64_t fp, uint64_t depth);
 
 // Loaded code of one tier; freed with the engine.
 struct loaded_code {
     llvm::orc::ResourceTrackerSP tracker;
-    entry_fn fn = nullptr;
+    run_fn run = nullptr;
+    direct_fn direct = nullptr;
     callback_fn callback = nullptr; // runs a callback (run_context::call)
     size_t blocks = 0;              // basic blocks of the program's translation
 };
+
+// The code a jit_engine runs now (defined with the engine).
+const loaded_code &current_code(const void *engine);
+// Where the emitted entries find a thread's state (defined with the thread states).
+const direct_layout &the_direct_layout();
 
 // The error of a run whose state recorded a fault.
 error fault_error(const program &prog, const jit_state &s, const run_context &rc,
@@ -67,25 +81,37 @@ error fault_error(const program &prog, const jit_state &s, const run_context &rc
     }
 }
 
-// What a callback needs of its run.
-struct jit_run {
-    const program &prog;
-    jit_state &s;
-    const loaded_code &code;
-    const run_options &opts;
-};
-
+// Runs a callback for run_context::call: run is the run's jit_state, whose code and options
+// say the rest.
 result<uint64_t> run_callback(void *run, size_t pc, const uint64_t (&args)[5], uint64_t fp,
                               size_t depth) {
-    auto &r = *static_cast<jit_run *>(run);
-    uint64_t r0 = r.code.callback(&r.s, pc, args[0], args[1], args[2], args[3], args[4], fp, depth);
-    if (r.s.fault != no_fault) {
-        error e = fault_error(r.prog, r.s, *r.s.rc, r.opts);
-        r.s.fault = no_fault; // the helper that called it returns, and the run stops there
+    auto &s = *static_cast<jit_state *>(run);
+    const loaded_code &code = current_code(s.engine);
+    uint64_t r0 = code.callback(&s, pc, args[0], args[1], args[2], args[3], args[4], fp, depth);
+    if (s.fault != no_fault) {
+        error e = fault_error(*s.prog, s, *s.rc, *s.opts);
+        s.fault = no_fault; // the helper that called it returns, and the run stops there
         return e;
     }
     return r0;
 }
+
+} // namespace
+
+void rt_prepare(jit_state *s) {
+    const program &prog = *s->prog;
+    const run_options &opts = *s->opts;
+    const size_t reach = prog.entry_frame_reach();
+    const memory_region input{reinterpret_cast<uint64_t>(s->mem),
+                              s->mem == nullptr ? 0 : s->mem_len, opts.mem_writable};
+    run_context &rc = *s->rc;
+    rc.restart({s->stack_top - reach, reach, true}, input, prog.regions(), opts.regions, opts.info);
+    rc.set_subprogram_runner(&run_callback, s, prog);
+    rc.set_tail_calls(opts.tail_calls);
+    s->rc_ready = 1;
+}
+
+namespace {
 
 // The largest program (in basic blocks of its translation, access checks included) the
 // optimised tier compiles; larger ones keep the baseline code. Some passes and the register
@@ -102,7 +128,7 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
     mod->setDataLayout(jit.getDataLayout());
     mod->setTargetTriple(jit.getTargetTriple().str());
     translator t(prog, checked, *ctx, *mod);
-    if (auto err = t.translate(name); !err.empty()) {
+    if (auto err = t.translate(name, the_direct_layout()); !err.empty()) {
         return make_error(EINVAL, err);
     }
     size_t blocks = 0;
@@ -124,20 +150,22 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
     if (auto e = jit.addObjectFile(code.tracker, std::move(*object))) {
         return make_error(EINVAL, "the jit cannot load the program: " + llvm_message(std::move(e)));
     }
-    auto sym = jit.lookup(name);
-    if (!sym) {
-        std::string why = llvm_message(sym.takeError());
-        llvm::consumeError(code.tracker->remove());
-        return make_error(EINVAL, "the jit cannot link the program: " + why);
+    for (const std::string &suffix :
+         {std::string(), std::string(direct_entry_suffix), std::string(callback_entry_suffix)}) {
+        auto sym = jit.lookup(name + suffix);
+        if (!sym) {
+            std::string why = llvm_message(sym.takeError());
+            llvm::consumeError(code.tracker->remove());
+            return make_error(EINVAL, "the jit cannot link the program: " + why);
+        }
+        if (suffix.empty()) {
+            code.run = sym->toPtr<run_fn>();
+        } else if (suffix == direct_entry_suffix) {
+            code.direct = sym->toPtr<direct_fn>();
+        } else {
+            code.callback = sym->toPtr<callback_fn>();
+        }
     }
-    code.fn = sym->toPtr<entry_fn>();
-    auto cb = jit.lookup(name + callback_entry_suffix);
-    if (!cb) {
-        std::string why = llvm_message(cb.takeError());
-        llvm::consumeError(code.tracker->remove());
-        return make_error(EINVAL, "the jit cannot link the program: " + why);
-    }
-    code.callback = cb->toPtr<callback_fn>();
     code.blocks = blocks;
     return code;
 }
@@ -195,6 +223,9 @@ struct thread_run {
         s.rc = &rc;
         s.helper_failed = rc.failed_flag();
         s.rc_stack = &rc.stack;
+        s.handed = {};
+        s.fault = no_fault;
+        s.rc_ready = 0;
         rc.set_region_sink(&s.handed);
     }
     thread_run(const thread_run &) = delete;
@@ -244,7 +275,9 @@ thread_run *first_thread_run() {
 class jit_engine final : public engine {
 public:
     jit_engine(const program &prog, bool checked, jit_host &host, loaded_code first)
-        : prog_(prog), checked_(checked), host_(host), first_(std::move(first)), code_(&first_) {}
+        : prog_(prog), checked_(checked), host_(host), first_(std::move(first)), code_(&first_) {
+        direct_.store(first_.direct, std::memory_order_release);
+    }
 
     ~jit_engine() override {
         if (worker_.joinable()) {
@@ -270,6 +303,7 @@ public:
             if (code) {
                 second_ = std::move(*code);
                 code_.store(&second_, std::memory_order_release);
+                direct_.store(second_.direct, std::memory_order_release);
             }
             bg.end();
         });
@@ -278,88 +312,67 @@ public:
     engine_kind kind() const override { return engine_kind::jit; }
 
     result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts) override {
+        const run_status st = elsewhere(*this, mem, mem_len, opts);
+        if (st.ok()) {
+            return st.r0;
+        }
+        return *st.fault;
+    }
+
+    const loaded_code &code() const { return *code_.load(std::memory_order_acquire); }
+
+    // The emitted direct entry's way out when the thread's own state cannot be used, and
+    // run()'s way in: the thread's state, made on its first run, or one of its own on the
+    // stack for a run inside a run on this thread (a probe a helper met, a tail call's target,
+    // a signal handler) or on a thread past its exit.
+    static run_status elsewhere(engine &e, void *mem, uint64_t mem_len, const run_options &opts) {
+        auto &self = static_cast<jit_engine &>(e);
         thread_run *t = this_thread_run;
         if (t == nullptr) [[unlikely]] {
             t = first_thread_run();
         }
         if (t->seq.load(std::memory_order_relaxed) & 1) [[unlikely]] {
-            return run_nested(mem, mem_len, opts);
+            return self.run_nested(mem, mem_len, opts);
         }
-        // The result is built in the caller's return slot, before `taken` ends.
-        const taken_for_run taken(*t);
-        return run_in(*t, mem, mem_len, opts);
+        return self.code().run(e, mem, mem_len, opts, reinterpret_cast<uint64_t>(t));
+    }
+
+    // The emitted run entry's way out after a fault: the run's error (or the result of the tail
+    // call a helper asked for), with the state left as the next run expects to find it, and
+    // free.
+    static run_status faulted(engine &e, void *mem, uint64_t mem_len, const run_options &opts,
+                              uint64_t state) {
+        auto &self = static_cast<jit_engine &>(e);
+        auto &t = *reinterpret_cast<thread_run *>(state);
+        auto r = self.finish_fault(t, mem, mem_len, opts);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        t.seq.store(t.seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+        return r ? run_status{*r, nullptr} : failed_status(std::move(r).err());
     }
 
 private:
-    // Marks a thread's state as used by a run while it lives.
-    struct taken_for_run {
-        explicit taken_for_run(thread_run &t) : run(t) {
-            run.seq.store(run.seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-            std::atomic_signal_fence(std::memory_order_seq_cst); // before a signal handler's run
-        }
-        ~taken_for_run() {
-            std::atomic_signal_fence(std::memory_order_seq_cst);
-            run.seq.store(run.seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-        }
-        taken_for_run(const taken_for_run &) = delete;
-        taken_for_run &operator=(const taken_for_run &) = delete;
-        thread_run &run;
-    };
-
-    // A run inside a run on this thread (a probe a helper met, a tail call's target, a signal
-    // handler), or on a thread past its exit: a state of its own on the stack.
-    [[gnu::noinline]] result<uint64_t> run_nested(void *mem, uint64_t mem_len,
-                                                  const run_options &opts) {
+    [[gnu::noinline]] run_status run_nested(void *mem, uint64_t mem_len, const run_options &opts) {
         thread_run own;
-        return run_in(own, mem, mem_len, opts);
+        return code().run(*this, mem, mem_len, opts, reinterpret_cast<uint64_t>(&own));
     }
 
-    // One run in t: only what differs from the last run in t is set (see thread_run).
-    [[gnu::always_inline]] result<uint64_t> run_in(thread_run &t, void *mem, uint64_t mem_len,
-                                                   const run_options &opts) {
-        const size_t reach = prog_.entry_frame_reach();
-        const uint64_t stack_top = t.top();
-        zero_lines(&t.stack[stack_size - reach], reach);
-        const memory_region input{reinterpret_cast<uint64_t>(mem), mem == nullptr ? 0 : mem_len,
-                                  opts.mem_writable};
-        run_context &rc = t.rc;
-        rc.restart({stack_top - reach, reach, true}, input, prog_.regions(), opts.regions,
-                   opts.info);
+    [[gnu::noinline, gnu::cold]] result<uint64_t>
+    finish_fault(thread_run &t, void *mem, uint64_t mem_len, const run_options &opts) {
         jit_state &s = t.s;
-        s.handed = {};
-        s.fault = no_fault;
-        // The caches start on the input memory, or the entry frame when it is too small.
-        s.read_lo = s.write_lo = stack_top - reach;
-        s.read_span = s.write_span = reach;
-        if (input.size >= max_access) {
-            s.read_lo = input.start;
-            s.read_span = input.size;
-            if (input.writable) {
-                s.write_lo = input.start;
-                s.write_span = input.size;
-            }
+        if (s.rc_ready == 0) {
+            rt_prepare(&s);
         }
+        run_context &rc = t.rc;
         const uint64_t budget =
             std::min<uint64_t>(opts.instruction_budget, static_cast<uint64_t>(INT64_MAX));
-        s.budget = static_cast<int64_t>(budget);
-        s.prog = &prog_;
-        const loaded_code *code = code_.load(std::memory_order_acquire);
-        jit_run cb{prog_, s, *code, opts};
-        rc.set_subprogram_runner(&run_callback, &cb, prog_);
-        rc.set_tail_calls(opts.tail_calls);
-        uint64_t r0 = code->fn(&s, reinterpret_cast<uint64_t>(mem), mem_len, stack_top);
         const uint64_t used = checked_ ? budget - static_cast<uint64_t>(s.budget) : 0;
-        if (s.fault != no_fault) [[unlikely]] {
-            result<uint64_t> r = rc.tail_target() != nullptr
-                                     ? run_tail_call(rc, mem, mem_len, opts, used)
-                                     : result<uint64_t>(fault_error(prog_, s, rc, opts));
-            rc.clear_failure();
-            return r;
-        }
-        if (opts.executed != nullptr) {
-            *opts.executed = used;
-        }
-        return r0;
+        result<uint64_t> r = rc.tail_target() != nullptr
+                                 ? run_tail_call(rc, mem, mem_len, opts, used)
+                                 : result<uint64_t>(fault_error(prog_, s, rc, opts));
+        rc.clear_failure();
+        s.fault = no_fault;
+        s.handed = {};
+        return r;
     }
 
     const program &prog_;
@@ -370,6 +383,28 @@ private:
     std::atomic<const loaded_code *> code_;
     std::thread worker_;
 };
+
+const loaded_code &current_code(const void *engine) {
+    return static_cast<const jit_engine *>(engine)->code();
+}
+
+const direct_layout &the_direct_layout() {
+    static const direct_layout layout = [] {
+        direct_layout l;
+        uint64_t tp = 0;
+        asm("mov %%fs:0, %0" : "=r"(tp)); // the thread pointer (the TCB's self pointer)
+        l.tls_offset = static_cast<int64_t>(reinterpret_cast<uint64_t>(&this_thread_run) - tp);
+        const thread_run &any = *always_busy;
+        const auto base = reinterpret_cast<uint64_t>(&any);
+        l.seq = reinterpret_cast<uint64_t>(&any.seq) - base;
+        l.stack_top = any.top() - base;
+        l.state = reinterpret_cast<uint64_t>(&any.s) - base;
+        l.elsewhere = address_of(&jit_engine::elsewhere);
+        l.faulted = address_of(&jit_engine::faulted);
+        return l;
+    }();
+    return layout;
+}
 
 } // namespace
 } // namespace jit

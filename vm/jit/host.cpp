@@ -63,11 +63,15 @@ std::string jit_host::init() {
     // X86's domain reassignment (general-purpose to mask-register instructions, on AVX-512
     // hosts) grows with the square of a function's size, so it would dominate the code
     // generation time of large programs, for no gain on this code.
+    // Innermost loops start on a 64-byte line: a short loop (strcmp's is eight instructions)
+    // that straddles two lines costs a cycle more per iteration on some cores, so where it
+    // lands would otherwise depend on the size of unrelated code before it.
     const std::string threshold = "-unswitch-threshold=" + std::to_string(unswitch_threshold);
-    const char *argv[] = {"bpftime", threshold.c_str(), "-disable-x86-domain-reassignment"};
+    const char *argv[] = {"bpftime", threshold.c_str(), "-disable-x86-domain-reassignment",
+                          "-x86-experimental-pref-innermost-loop-alignment=6"};
     std::string why;
     llvm::raw_string_ostream errs(why);
-    if (!llvm::cl::ParseCommandLineOptions(3, argv, "", &errs, "BPFTIME_LLVM_OPTIONS")) {
+    if (!llvm::cl::ParseCommandLineOptions(4, argv, "", &errs, "BPFTIME_LLVM_OPTIONS")) {
         return "LLVM options (BPFTIME_LLVM_OPTIONS): " + errs.str();
     }
     auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();

@@ -50,6 +50,9 @@ namespace {
 // changes nothing; non-trivial loop unswitching then splits the loop on all_hold: one copy
 // without the checks, the original for when one may fail. The budget is still counted exactly.
 struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
+    // Loops that can run at most this many backedges are versioned on that largest count.
+    static constexpr uint64_t max_constant_bound = 64;
+
     llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
         auto &li = fam.getResult<llvm::LoopAnalysis>(f);
         auto &se = fam.getResult<llvm::ScalarEvolutionAnalysis>(f);
@@ -110,6 +113,16 @@ struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
     // exit, which IndVars makes a division of the budget, costs more to compute than it saves).
     static const llvm::SCEV *loop_bound(llvm::Loop &loop, llvm::ScalarEvolution &se,
                                         llvm::DominatorTree &dt, llvm::Type *i64) {
+        // A short loop whose trip count the data gives (a record's length) but whose largest
+        // count is a small constant is versioned on that constant: a test of the largest
+        // reach, against constants, before each entry costs less than computing the count,
+        // and a loop of a few iterations re-entered for every record pays it each time.
+        const llvm::SCEV *constant = se.getConstantMaxBackedgeTakenCount(&loop);
+        if (const auto *c = llvm::dyn_cast<llvm::SCEVConstant>(constant);
+            c != nullptr && c->getAPInt().getActiveBits() <= 64 &&
+            c->getAPInt().getZExtValue() < max_constant_bound) {
+            return se.getConstant(i64, c->getAPInt().getZExtValue());
+        }
         llvm::SmallVector<llvm::BasicBlock *, 4> exiting;
         loop.getExitingBlocks(exiting);
         const llvm::SCEV *best = nullptr;

@@ -21,6 +21,9 @@ void rt_fault(jit_state *s, uint64_t kind, uint64_t pc, uint64_t addr, uint64_t 
 }
 
 uint64_t rt_check(jit_state *s, uint64_t addr, uint64_t len, uint64_t write, uint64_t pc) {
+    if (s->rc_ready == 0) {
+        rt_prepare(s);
+    }
     if (const memory_region *r = s->rc->find_region(addr, len, write != 0)) {
         if (r->size >= max_access) {
             s->read_lo = r->start;
@@ -39,6 +42,9 @@ uint64_t rt_check(jit_state *s, uint64_t addr, uint64_t len, uint64_t write, uin
 
 uint64_t rt_callx(jit_state *s, uint64_t id, uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                   uint64_t r5, uint64_t pc) {
+    if (s->rc_ready == 0) {
+        rt_prepare(s);
+    }
     const helper_info *h = s->prog->helpers().find(static_cast<uint32_t>(id));
     if (h == nullptr) {
         record_fault(s, fault_unknown_helper, pc, id, 0);

@@ -11,8 +11,11 @@
 namespace bpftime::vm::jit {
 
 // What the generated code shares with the runtime, by byte offset (offsetof).
-// Every field is set by jit_engine::run before the code runs; none has a default, so a run does
-// not zero the whole struct first (a rep stos that would cost as much as a short program).
+// A run sets only the fields that change from run to run; what the runtime needs only when the
+// program calls a helper or meets a slow-path access check (the run context's regions, the
+// callback runner) is set up by rt_prepare when the code first needs it, so a short program
+// that calls no helper pays for none of it. fault and handed are 0 between runs: the run that
+// set them clears them.
 struct jit_state {
     // The read cache [read_lo, read_lo + read_span) is a region the program may read, the write
     // cache one it may write. Both always hold a region of at least max_access bytes (at worst
@@ -36,6 +39,30 @@ struct jit_state {
     uint64_t fault_addr;
     uint64_t fault_len;
     uint64_t fault_write;
+    // What rt_prepare needs: this run's input, options and code (a loaded_code of the engine).
+    void *mem;
+    uint64_t mem_len;
+    const run_options *opts;
+    const void *engine; // the jit_engine running (its code runs callbacks)
+    uint64_t rc_ready;  // 1 once rt_prepare set up rc for this run
+};
+
+// Where the entries the JIT emits for a program find a thread's run state, and what they call
+// when they cannot run on it. The direct entry reads the thread's state pointer at tls_offset
+// from the thread pointer (an initial-exec thread-local, at the same offset in every thread)
+// and runs there when the state is not busy (its run sequence even); otherwise (no state yet, a run
+// inside a run, a thread past its exit) the engine finds a state (elsewhere) and calls the run
+// entry with it. After a fault the run entry hands the run to the engine (faulted).
+struct direct_layout {
+    int64_t tls_offset = 0;
+    uint64_t seq = 0;       // offsets in the thread's state: its run sequence (odd: busy),
+    uint64_t stack_top = 0; // one past the entry frame,
+    uint64_t state = 0;     // the jit_state
+    // run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &)
+    uint64_t elsewhere = 0;
+    // run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &, state):
+    // finishes a run that faulted (or asked for a tail call) and frees the state
+    uint64_t faulted = 0;
 };
 
 // The widest single load or store.
@@ -52,6 +79,10 @@ enum fault_kind : uint64_t {
 };
 
 // The runtime functions generated code calls (by absolute address).
+
+// Sets up the run context for this run (its stack, input and regions, the callback runner);
+// generated code calls it before its first helper call or local call when rc_ready is 0.
+void rt_prepare(jit_state *s);
 
 // Records a fault of this kind at pc.
 void rt_fault(jit_state *s, uint64_t kind, uint64_t pc, uint64_t addr, uint64_t len);

@@ -62,17 +62,19 @@ translator::translator(const program &prog, bool checked, llvm::LLVMContext &ctx
     i32_ = b_.getInt32Ty();
     i64_ = b_.getInt64Ty();
     ptr_ = b_.getPtrTy();
-    std::vector<llvm::Type *> six(6, i64_);
-    ret_ty_ = llvm::StructType::get(ctx_, six);
-    // (state, r0..r9, fp, depth)
+    // (r0..r5, the budget left): the budget travels in registers, so that a call inlined into
+    // its caller leaves no trip through the run's state.
+    std::vector<llvm::Type *> seven(7, i64_);
+    ret_ty_ = llvm::StructType::get(ctx_, seven);
+    // (state, r0..r9, fp, depth, budget)
     std::vector<llvm::Type *> params{ptr_};
-    params.insert(params.end(), 12, i64_);
+    params.insert(params.end(), 13, i64_);
     fn_ty_ = llvm::FunctionType::get(ret_ty_, params, false);
     unlikely_ = llvm::MDBuilder(ctx_).createBranchWeights(1, 1 << 20);
     likely_ = llvm::MDBuilder(ctx_).createBranchWeights(1 << 20, 1);
 }
 
-std::string translator::translate(const std::string &name) {
+std::string translator::translate(const std::string &name, const direct_layout &direct) {
     std::vector<size_t> pending{0};
     // Callbacks are functions too; helpers enter them through the callback entry.
     pending.insert(pending.end(), prog_.callbacks().begin(), prog_.callbacks().end());
@@ -102,7 +104,8 @@ std::string translator::translate(const std::string &name) {
     for (auto &[entry, plan] : plans) {
         emit_function(plan);
     }
-    emit_entry(name);
+    emit_run_entry(name, direct);
+    emit_direct_entry(name + direct_entry_suffix, name, direct);
     emit_callback_entry(name + callback_entry_suffix);
     std::string err;
     llvm::raw_string_ostream os(err);
@@ -372,6 +375,9 @@ void translator::emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args)
     for (unsigned i = 0; i < 5; i++) {
         ret = b_.CreateInsertValue(ret, args[i], i + 1);
     }
+    llvm::Value *budget =
+        checked_ ? static_cast<llvm::Value *>(b_.CreateLoad(i64_, budget_)) : b_.getInt64(0);
+    ret = b_.CreateInsertValue(ret, budget, 6);
     b_.CreateRet(ret);
 }
 
@@ -416,6 +422,7 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
     if (callbacks) {
         budget_to_state();
     }
+    prepare_run_context();
     auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
     r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
                        {args[0], args[1], args[2], args[3], args[4], rc_});
@@ -437,7 +444,20 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
     take_handed_region();
 }
 
+void translator::prepare_run_context() {
+    auto *prepare = new_block("prepare");
+    auto *go = new_block("go_on");
+    b_.CreateCondBr(b_.CreateICmpEQ(load_state(offsetof(jit_state, rc_ready)), b_.getInt64(0)),
+                    prepare, go);
+    b_.SetInsertPoint(prepare);
+    auto *ty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_}, false);
+    b_.CreateCall(ty, const_ptr(address_of(&rt_prepare)), {state_});
+    b_.CreateBr(go);
+    b_.SetInsertPoint(go);
+}
+
 void translator::set_helper_stack(llvm::Value *lo) {
+    prepare_run_context();
     llvm::Value *region = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc_stack)), ptr_);
     llvm::Value *top = load_state(offsetof(jit_state, stack_top));
     b_.CreateStore(lo, b_.CreateConstInBoundsGEP1_64(i8_, region, offsetof(memory_region, start)));
@@ -459,15 +479,15 @@ void translator::emit_local_call(size_t pc, const ebpf_inst &inst) {
             b_.CreateIntToPtr(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)), ptr_),
             b_.getInt8(0), stack_frame_size, llvm::MaybeAlign(16));
     }
-    if (checked_) {
-        store_state(offsetof(jit_state, budget), b_.CreateLoad(i64_, budget_));
-    }
     std::vector<llvm::Value *> args{state_};
     for (int r = 0; r < 10; r++) {
         args.push_back(reg(r));
     }
     args.push_back(callee_fp);
     args.push_back(b_.CreateAdd(depth_, b_.getInt64(1)));
+    llvm::Value *budget =
+        checked_ ? static_cast<llvm::Value *>(b_.CreateLoad(i64_, budget_)) : b_.getInt64(0);
+    args.push_back(budget);
     // Helpers the callee calls check its pointers against run_context::stack: the callee's
     // frame and its callers', as the interpreter keeps it. A callee without a frame calls no
     // helper; one that makes no local calls either leaves the region as it is.
@@ -485,7 +505,7 @@ void translator::emit_local_call(size_t pc, const ebpf_inst &inst) {
         set_reg(static_cast<int>(r), b_.CreateExtractValue(call, r));
     }
     if (checked_) {
-        b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
+        b_.CreateStore(b_.CreateExtractValue(call, 6), budget_);
     }
 }
 
@@ -514,13 +534,14 @@ void translator::emit_function(const function_plan &plan) {
     }
     fp_ = &*arg++;
     depth_ = &*arg++;
+    llvm::Value *budget_in = &*arg++;
     rc_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc)), ptr_);
     helper_failed_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, helper_failed)), ptr_);
     frame_ = shapes_.at(plan.entry).frame;
     stack_lo_ = frame_ ? b_.CreateSub(fp_, b_.getInt64(prog_.entry_frame_reach())) : fp_;
     stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
     if (checked_) {
-        b_.CreateStore(load_state(offsetof(jit_state, budget)), budget_);
+        b_.CreateStore(budget_in, budget_);
         b_.CreateStore(b_.CreateLoad(i64_, read_lo_), near_[0]);
         b_.CreateStore(b_.CreateLoad(i64_, read_span_), near_[1]);
         b_.CreateStore(b_.CreateLoad(i64_, write_lo_), near_[2]);
@@ -625,9 +646,6 @@ void translator::emit_function(const function_plan &plan) {
             break;
         case op_kind::exit:
             check_budget(pc);
-            if (checked_) {
-                store_state(offsetof(jit_state, budget), b_.CreateLoad(i64_, budget_));
-            }
             emit_return(reg(0), {reg(1), reg(2), reg(3), reg(4), reg(5)});
             open = false;
             break;
@@ -689,28 +707,159 @@ void translator::emit_callback_entry(const std::string &name) {
         auto *bb = llvm::BasicBlock::Create(ctx_, "cb" + std::to_string(pc), fn);
         sw->addCase(b_.getInt64(pc), bb);
         b_.SetInsertPoint(bb);
-        auto *call = b_.CreateCall(fn_ty_, functions_.at(pc),
-                                   {a[0], z, a[2], a[3], a[4], a[5], a[6], z, z, z, z, a[7], a[8]});
+        // A callback spends the run's budget, which the helper's caller keeps in the state.
+        llvm::Value *budget = load_state_of(a[0], offsetof(jit_state, budget));
+        auto *call =
+            b_.CreateCall(fn_ty_, functions_.at(pc),
+                          {a[0], z, a[2], a[3], a[4], a[5], a[6], z, z, z, z, a[7], a[8], budget});
         call->setCallingConv(llvm::CallingConv::Fast);
+        if (checked_) {
+            b_.CreateStore(b_.CreateExtractValue(call, 6),
+                           b_.CreateConstInBoundsGEP1_64(i8_, a[0], offsetof(jit_state, budget)));
+        }
         b_.CreateRet(b_.CreateExtractValue(call, 0));
     }
 }
 
-void translator::emit_entry(const std::string &name) {
-    auto *ty = llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_}, false);
+void translator::emit_run_entry(const std::string &name, const direct_layout &layout) {
+    llvm::StructType *status = llvm::StructType::get(ctx_, {i64_, ptr_}); // run_status
+    auto *ty = llvm::FunctionType::get(status, {ptr_, i64_, i64_, ptr_, i64_}, false);
     auto *fn = llvm::Function::Create(ty, llvm::Function::ExternalLinkage, name, mod_);
     fn->addFnAttr(llvm::Attribute::NoUnwind);
     auto arg = fn->arg_begin();
-    llvm::Value *state = &*arg++;
-    llvm::Value *r1 = &*arg++;
-    llvm::Value *r2 = &*arg++;
-    llvm::Value *fp = &*arg++;
-    b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
+    llvm::Value *eng = &*arg++;
+    llvm::Value *mem = &*arg++;
+    llvm::Value *len = &*arg++;
+    llvm::Value *opts = &*arg++;
+    llvm::Value *t = &*arg++;
+    auto block = [&](const char *n) { return llvm::BasicBlock::Create(ctx_, n, fn); };
+    auto *entry = block("entry");
+    auto *faulted = block("faulted");
+    auto *done = block("done");
+    auto field = [&](llvm::Value *p, uint64_t offset) {
+        return b_.CreateConstInBoundsGEP1_64(i8_, p, offset);
+    };
+    auto signal_fence = [&] {
+        b_.CreateFence(llvm::AtomicOrdering::SequentiallyConsistent, llvm::SyncScope::SingleThread);
+    };
+    // The thread's run sequence (thread_run::seq) goes odd for the run and even after it: only
+    // this thread writes it; a host's census reads it from another thread (after a membarrier)
+    // to know when the runs in progress have ended.
+    auto bump_seq = [&](llvm::Value *seq, llvm::AtomicOrdering order) {
+        llvm::Value *now = b_.CreateLoad(b_.getInt32Ty(), seq);
+        auto *store = b_.CreateStore(b_.CreateAdd(now, b_.getInt32(1)), seq);
+        store->setAtomic(order);
+        store->setAlignment(llvm::Align(4));
+    };
+    b_.SetInsertPoint(entry);
+    llvm::Value *seq = b_.CreateIntToPtr(b_.CreateAdd(t, b_.getInt64(layout.seq)), ptr_);
+    bump_seq(seq, llvm::AtomicOrdering::Monotonic);
+    signal_fence(); // the mark comes before anything a signal handler's run could meet
+    const uint64_t reach = prog_.entry_frame_reach();
+    llvm::Value *top = b_.CreateAdd(t, b_.getInt64(layout.stack_top));
+    llvm::Value *frame_lo = b_.CreateSub(top, b_.getInt64(reach));
+    b_.CreateMemSet(b_.CreateIntToPtr(frame_lo, ptr_), b_.getInt8(0), reach, llvm::MaybeAlign(16));
+    llvm::Value *s = b_.CreateIntToPtr(b_.CreateAdd(t, b_.getInt64(layout.state)), ptr_);
+    b_.CreateStore(mem, field(s, offsetof(jit_state, mem)));
+    b_.CreateStore(len, field(s, offsetof(jit_state, mem_len)));
+    b_.CreateStore(opts, field(s, offsetof(jit_state, opts)));
+    b_.CreateStore(b_.getInt64(0), field(s, offsetof(jit_state, rc_ready)));
+    b_.CreateStore(eng, field(s, offsetof(jit_state, engine)));
+    b_.CreateStore(const_ptr(reinterpret_cast<uint64_t>(&prog_)),
+                   field(s, offsetof(jit_state, prog)));
+    // The caches start on the input memory, or the entry frame when it is too small.
+    llvm::Value *size = b_.CreateSelect(b_.CreateICmpEQ(mem, b_.getInt64(0)), b_.getInt64(0), len);
+    llvm::Value *on_input = b_.CreateICmpUGE(size, b_.getInt64(max_access));
+    llvm::Value *writable = b_.CreateICmpNE(
+        b_.CreateLoad(i8_, field(opts, offsetof(run_options, mem_writable))), b_.getInt8(0));
+    llvm::Value *write_input = b_.CreateAnd(on_input, writable);
+    b_.CreateStore(b_.CreateSelect(on_input, mem, frame_lo),
+                   field(s, offsetof(jit_state, read_lo)));
+    b_.CreateStore(b_.CreateSelect(on_input, size, b_.getInt64(reach)),
+                   field(s, offsetof(jit_state, read_span)));
+    b_.CreateStore(b_.CreateSelect(write_input, mem, frame_lo),
+                   field(s, offsetof(jit_state, write_lo)));
+    b_.CreateStore(b_.CreateSelect(write_input, size, b_.getInt64(reach)),
+                   field(s, offsetof(jit_state, write_span)));
+    llvm::Value *budget = nullptr;
+    if (checked_) {
+        llvm::Value *wanted =
+            b_.CreateLoad(i64_, field(opts, offsetof(run_options, instruction_budget)));
+        budget = b_.CreateSelect(b_.CreateICmpUGT(wanted, b_.getInt64(INT64_MAX)),
+                                 b_.getInt64(INT64_MAX), wanted);
+        b_.CreateStore(budget, field(s, offsetof(jit_state, budget)));
+    }
     llvm::Value *z = b_.getInt64(0);
-    auto *call =
-        b_.CreateCall(fn_ty_, functions_.at(0), {state, z, r1, r2, z, z, z, z, z, z, z, fp, z});
+    auto *call = b_.CreateCall(fn_ty_, functions_.at(0),
+                               {s, z, mem, len, z, z, z, z, z, z, z, top, z, budget ? budget : z});
     call->setCallingConv(llvm::CallingConv::Fast);
-    b_.CreateRet(b_.CreateExtractValue(call, 0));
+    llvm::Value *r0 = b_.CreateExtractValue(call, 0);
+    b_.CreateCondBr(b_.CreateICmpNE(b_.CreateLoad(i64_, field(s, offsetof(jit_state, fault))), z),
+                    faulted, done, unlikely_);
+
+    // The engine turns the fault into the run's error (or runs the tail call a helper asked
+    // for) and frees the state.
+    b_.SetInsertPoint(faulted);
+    auto *finish = b_.CreateCall(ty, const_ptr(layout.faulted), {eng, mem, len, opts, t});
+    finish->setTailCall();
+    b_.CreateRet(finish);
+
+    b_.SetInsertPoint(done);
+    llvm::Value *executed = b_.CreateLoad(ptr_, field(opts, offsetof(run_options, executed)));
+    auto *count = block("count");
+    auto *end = block("end");
+    b_.CreateCondBr(b_.CreateICmpNE(executed, llvm::ConstantPointerNull::get(ptr_)), count, end,
+                    unlikely_);
+    b_.SetInsertPoint(count);
+    llvm::Value *used = checked_ ? b_.CreateSub(budget, b_.CreateExtractValue(call, 6)) : z;
+    b_.CreateStore(used, executed);
+    b_.CreateBr(end);
+    b_.SetInsertPoint(end);
+    signal_fence();
+    bump_seq(seq, llvm::AtomicOrdering::Release);
+    llvm::Value *ret = llvm::UndefValue::get(status);
+    ret = b_.CreateInsertValue(ret, r0, 0);
+    ret = b_.CreateInsertValue(ret, llvm::ConstantPointerNull::get(ptr_), 1);
+    b_.CreateRet(ret);
+}
+
+void translator::emit_direct_entry(const std::string &name, const std::string &run_entry,
+                                   const direct_layout &layout) {
+    llvm::StructType *status = llvm::StructType::get(ctx_, {i64_, ptr_}); // run_status
+    auto *ty = llvm::FunctionType::get(status, {ptr_, i64_, i64_, ptr_}, false);
+    auto *run_ty = llvm::FunctionType::get(status, {ptr_, i64_, i64_, ptr_, i64_}, false);
+    auto *fn = llvm::Function::Create(ty, llvm::Function::ExternalLinkage, name, mod_);
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    llvm::Function *run = mod_.getFunction(run_entry);
+    std::vector<llvm::Value *> args;
+    for (auto &a : fn->args()) {
+        args.push_back(&a);
+    }
+    auto *entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
+    auto *check = llvm::BasicBlock::Create(ctx_, "check", fn);
+    auto *here = llvm::BasicBlock::Create(ctx_, "here", fn);
+    auto *elsewhere = llvm::BasicBlock::Create(ctx_, "elsewhere", fn);
+    // The thread's state pointer: an initial-exec thread-local, %fs-relative (address space
+    // 257 on x86-64).
+    b_.SetInsertPoint(entry);
+    llvm::Value *tls = llvm::ConstantExpr::getIntToPtr(
+        b_.getInt64(static_cast<uint64_t>(layout.tls_offset)), b_.getPtrTy(257));
+    llvm::Value *t = b_.CreateLoad(i64_, tls);
+    b_.CreateCondBr(b_.CreateICmpEQ(t, b_.getInt64(0)), elsewhere, check, unlikely_);
+    b_.SetInsertPoint(check);
+    llvm::Value *seq = b_.CreateLoad(
+        b_.getInt32Ty(), b_.CreateIntToPtr(b_.CreateAdd(t, b_.getInt64(layout.seq)), ptr_));
+    llvm::Value *busy = b_.CreateAnd(seq, b_.getInt32(1));
+    b_.CreateCondBr(b_.CreateICmpNE(busy, b_.getInt32(0)), elsewhere, here, unlikely_);
+    b_.SetInsertPoint(here);
+    auto *call = b_.CreateCall(run_ty, run, {args[0], args[1], args[2], args[3], t});
+    call->setTailCall();
+    b_.CreateRet(call);
+    // No state yet, a run inside a run, or a thread past its exit: the engine finds a state.
+    b_.SetInsertPoint(elsewhere);
+    auto *other = b_.CreateCall(ty, const_ptr(layout.elsewhere), args);
+    other->setTailCall();
+    b_.CreateRet(other);
 }
 
 } // namespace bpftime::vm::jit

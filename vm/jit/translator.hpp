@@ -8,6 +8,7 @@
 #pragma once
 
 #include "plan.hpp"
+#include "runtime.hpp"
 
 #include <bpftime/vm/vm.hpp>
 
@@ -37,8 +38,9 @@ class translator {
 public:
     translator(const program &prog, bool checked, llvm::LLVMContext &ctx, llvm::Module &mod);
 
-    // Emits every function and the exported entry `name`. Returns an error message or "".
-    std::string translate(const std::string &name);
+    // Emits every function, the exported run entry `name`, its direct entry and its callback
+    // entry. Returns an error message or "".
+    std::string translate(const std::string &name, const direct_layout &direct);
 
 private:
     // A pointer a direct lookup returned: null, or size bytes of a value in the map's value
@@ -57,6 +59,9 @@ private:
         return b_.CreateConstInBoundsGEP1_64(i8_, state_, offset);
     }
     llvm::Value *load_state(size_t offset) { return b_.CreateLoad(i64_, state_field(offset)); }
+    llvm::Value *load_state_of(llvm::Value *state, size_t offset) {
+        return b_.CreateLoad(i64_, b_.CreateConstInBoundsGEP1_64(i8_, state, offset));
+    }
     void store_state(size_t offset, llvm::Value *v) { b_.CreateStore(v, state_field(offset)); }
 
     llvm::Value *reg(int r) {
@@ -110,6 +115,9 @@ private:
     // a helper runs spends it there; a tail call goes on from it).
     void budget_to_state();
     void budget_from_state();
+    // Calls rt_prepare unless this run's context is set up already: before what uses it (a
+    // helper call, a move of the helpers' stack region).
+    void prepare_run_context();
     // run_context::stack = [lo, stack_top).
     void set_helper_stack(llvm::Value *lo);
     void emit_local_call(size_t pc, const ebpf_inst &inst);
@@ -119,8 +127,13 @@ private:
     // head), then goes on at the tree's leaf; values outside the switch's range go on to the
     // tree's root compare, which the caller emits in the block this leaves open.
     void emit_switch(size_t pc, const compare_tree &tree);
-    // uint64_t name(jit_state *, uint64_t r1, uint64_t r2, uint64_t fp): runs function 0.
-    void emit_entry(const std::string &name);
+    // run_status name(engine &, void *mem, uint64_t mem_len, const run_options &, state): a
+    // whole run on a thread's state (direct_layout), marked busy while it runs.
+    void emit_run_entry(const std::string &name, const direct_layout &layout);
+    // run_status name(engine &, void *mem, uint64_t mem_len, const run_options &): the run
+    // entry on the calling thread's state, or the engine's elsewhere when it cannot be used.
+    void emit_direct_entry(const std::string &name, const std::string &run_entry,
+                           const direct_layout &layout);
     // callback_fn name(jit_state *, pc, r1..r5, fp, depth): runs the callback starting at pc.
     void emit_callback_entry(const std::string &name);
 
@@ -200,5 +213,7 @@ private:
 
 // The name of a program's callback entry is its entry's with this suffix.
 inline constexpr const char *callback_entry_suffix = "_callback";
+// The name of a program's direct entry is its entry's with this suffix.
+inline constexpr const char *direct_entry_suffix = "_direct";
 
 } // namespace bpftime::vm::jit

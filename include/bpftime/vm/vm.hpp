@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -310,6 +311,21 @@ std::optional<engine_kind> parse_engine_name(std::string_view name);
 /// The engines this build has, fastest first.
 std::vector<engine_kind> available_engines();
 
+/// Options of a run that sets none (engine::run_direct's default).
+inline constexpr run_options default_run_options{};
+
+/// What engine::run_direct returns, in two registers: r0 when fault is null, else the error
+/// that stopped the run. The error belongs to the calling thread and stays valid until that
+/// thread's next failed direct run.
+struct run_status {
+    uint64_t r0 = 0;
+    const error *fault = nullptr;
+    bool ok() const { return fault == nullptr; }
+};
+
+/// The status of a run that failed with e: e is kept for the calling thread (see run_status).
+run_status failed_status(error e);
+
 /// An engine bound to one program: compiled once, run many times, from one thread at a time.
 class engine {
 public:
@@ -318,6 +334,25 @@ public:
     /// the program (a fault names the instruction and the reason).
     virtual result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts = {}) = 0;
     virtual engine_kind kind() const = 0;
+    /// The same run as run(), through the engine's direct entry and without a result on the
+    /// way back: the fastest way to run a program (the JIT's entry is a plain function that
+    /// sets up only what the program's code cannot find lazily).
+    run_status run_direct(void *mem, uint64_t mem_len,
+                          const run_options &opts = default_run_options) {
+        return direct_.load(std::memory_order_acquire)(*this, mem, mem_len, opts);
+    }
+
+protected:
+    /// A direct entry: what run_direct calls.
+    using direct_entry = run_status (*)(engine &, void *mem, uint64_t mem_len,
+                                        const run_options &opts);
+    /// Engines with a faster way in than run() set their own (the JIT changes it when its
+    /// optimised code is ready).
+    std::atomic<direct_entry> direct_{&run_through_result};
+
+private:
+    static run_status run_through_result(engine &e, void *mem, uint64_t mem_len,
+                                         const run_options &opts);
 };
 
 /// How the JIT trades compile time for code speed.

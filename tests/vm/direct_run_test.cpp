@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: MIT
+// The direct entry (engine::run_direct), on every engine: the same r0, faults, budget and
+// instruction count as run(), memory reached without any helper call, a run inside a run on
+// the same thread, and runs on many threads that come and go.
+#include "test_util.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+namespace bpftime::vm::test {
+namespace {
+
+struct DirectRun : Engine {
+    std::unique_ptr<engine> make(const program &prog) {
+        auto eng = make_engine(GetParam().kind, prog, GetParam().opts);
+        EXPECT_TRUE(eng.ok()) << (eng.ok() ? "" : eng.err().message);
+        return eng.ok() ? std::move(*eng) : nullptr;
+    }
+};
+
+// The sum of the input's bytes.
+const char *sum_bytes = R"(
+    mov %r6, %r1
+    mov %r7, %r2
+    mov %r0, 0
+loop:
+    jeq %r7, 0, done
+    ldxb %r1, [%r6]
+    add %r0, %r1
+    add %r6, 1
+    sub %r7, 1
+    ja loop
+done:
+    exit
+)";
+
+// Reads 8 bytes 4 KiB past the input.
+const char *read_past_input = R"(
+    ldxdw %r0, [%r1+4096]
+    exit
+)";
+
+TEST_P(DirectRun, ReturnsWhatRunReturns) {
+    const program prog = assembled(sum_bytes);
+    auto eng = make(prog);
+    ASSERT_NE(eng, nullptr);
+    std::vector<uint8_t> mem{1, 2, 3, 250};
+    const run_status st = eng->run_direct(mem.data(), mem.size());
+    ASSERT_TRUE(st.ok()) << st.fault->message;
+    EXPECT_EQ(st.r0, 256u);
+    auto r = eng->run(mem.data(), mem.size());
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, st.r0);
+}
+
+TEST_P(DirectRun, AFaultNamesItsInstructionAndTheNextRunsGoOn) {
+    const program bad = assembled(read_past_input);
+    const program good = assembled(sum_bytes);
+    auto bad_eng = make(bad);
+    auto good_eng = make(good);
+    ASSERT_NE(bad_eng, nullptr);
+    ASSERT_NE(good_eng, nullptr);
+    std::vector<uint8_t> mem(16, 1);
+    for (int round = 0; round < 3; round++) {
+        const run_status st = bad_eng->run_direct(mem.data(), mem.size());
+        ASSERT_FALSE(st.ok());
+        EXPECT_EQ(st.fault->code, fault_out_of_bounds);
+        EXPECT_NE(st.fault->message.find("instruction 0 (ldxdw %r0, [%r1+4096])"),
+                  std::string::npos)
+            << st.fault->message;
+        EXPECT_NE(st.fault->message.find("outside the memory the program may access"),
+                  std::string::npos)
+            << st.fault->message;
+        auto r = bad_eng->run(mem.data(), mem.size());
+        ASSERT_FALSE(r.ok());
+        EXPECT_EQ(r.err().message, st.fault->message);
+        // The same thread's next run starts clean.
+        const run_status next = good_eng->run_direct(mem.data(), mem.size());
+        ASSERT_TRUE(next.ok()) << next.fault->message;
+        EXPECT_EQ(next.r0, 16u);
+    }
+}
+
+TEST_P(DirectRun, TheBudgetStopsALoop) {
+    if (GetParam().opts.unchecked) {
+        GTEST_SKIP() << "unchecked code has no budget";
+    }
+    const program prog = assembled("mov %r0, 0\nloop:\nadd %r0, 1\nja loop\n");
+    auto eng = make(prog);
+    ASSERT_NE(eng, nullptr);
+    run_options ro;
+    ro.instruction_budget = 1000;
+    const run_status st = eng->run_direct(nullptr, 0, ro);
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.fault->code, fault_budget);
+    EXPECT_NE(st.fault->message.find("the instruction budget of 1000 is exhausted"),
+              std::string::npos)
+        << st.fault->message;
+}
+
+TEST_P(DirectRun, CountsTheInstructionsRunCounts) {
+    const program prog = assembled(sum_bytes);
+    auto eng = make(prog);
+    ASSERT_NE(eng, nullptr);
+    std::vector<uint8_t> mem(10, 3);
+    uint64_t direct_count = 0, run_count = 0;
+    run_options ro;
+    ro.executed = &direct_count;
+    ASSERT_TRUE(eng->run_direct(mem.data(), mem.size(), ro).ok());
+    ro.executed = &run_count;
+    ASSERT_TRUE(eng->run(mem.data(), mem.size(), ro).ok());
+    // 3 before the loop, 6 per byte, the last test and exit.
+    EXPECT_EQ(direct_count, 3u + 6u * 10u + 2u);
+    EXPECT_EQ(direct_count, run_count);
+}
+
+// The input holds the address of a host word the run's regions allow: the program reads it
+// without calling any helper (the JIT's slow-path check sets up the run's regions itself).
+TEST_P(DirectRun, ReachesTheRunsRegionsWithoutAHelperCall) {
+    const program prog = assembled("ldxdw %r2, [%r1]\nldxdw %r0, [%r2]\nexit\n");
+    auto eng = make(prog);
+    ASSERT_NE(eng, nullptr);
+    const uint64_t word = 0x1234567890;
+    std::vector<uint8_t> mem(8);
+    const uint64_t addr = reinterpret_cast<uint64_t>(&word);
+    std::memcpy(mem.data(), &addr, sizeof addr);
+    const memory_region region{addr, sizeof word, false};
+    run_options ro;
+    ro.regions = {&region, 1};
+    const run_status st = eng->run_direct(mem.data(), mem.size(), ro);
+    ASSERT_TRUE(st.ok()) << st.fault->message;
+    EXPECT_EQ(st.r0, word);
+    // Without the region the same read fails, and names the address.
+    const run_status refused = eng->run_direct(mem.data(), mem.size());
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.fault->code, fault_out_of_bounds);
+    EXPECT_NE(refused.fault->message.find("instruction 1"), std::string::npos)
+        << refused.fault->message;
+}
+
+// The engine a helper runs from inside a run (a probe a helper met), set by the test.
+engine *inner_engine = nullptr;
+run_status inner_status;
+uint64_t helper_run_inner(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    inner_status = inner_engine->run_direct(nullptr, 0);
+    return inner_status.ok() ? inner_status.r0 : 0;
+}
+
+load_options with_inner_run() {
+    static helper_registry reg = [] {
+        helper_registry r;
+        EXPECT_TRUE(r.register_helper(140, "run_inner", helper_run_inner).ok());
+        return r;
+    }();
+    load_options lo;
+    lo.helpers = &reg;
+    return lo;
+}
+
+TEST_P(DirectRun, ARunInsideARunKeepsTheOuterRunsFrame) {
+    auto outer_insns = assemble("stdw [%r10-8], 77\ncall 140\nldxdw %r1, [%r10-8]\n"
+                                "add %r0, %r1\nexit\n");
+    auto inner_insns = assemble("stdw [%r10-8], 99\nldxdw %r0, [%r10-8]\nsub %r0, 94\nexit\n");
+    ASSERT_TRUE(outer_insns.ok() && inner_insns.ok());
+    auto outer = program::load(*outer_insns, with_inner_run());
+    auto inner = program::load(*inner_insns);
+    ASSERT_TRUE(outer.ok()) << outer.err().message;
+    ASSERT_TRUE(inner.ok()) << inner.err().message;
+    auto outer_eng = make(*outer);
+    auto inner_eng = make(*inner);
+    ASSERT_NE(outer_eng, nullptr);
+    ASSERT_NE(inner_eng, nullptr);
+    inner_engine = inner_eng.get();
+    const run_status st = outer_eng->run_direct(nullptr, 0);
+    inner_engine = nullptr;
+    ASSERT_TRUE(inner_status.ok()) << inner_status.fault->message;
+    EXPECT_EQ(inner_status.r0, 5u);
+    ASSERT_TRUE(st.ok()) << st.fault->message;
+    EXPECT_EQ(st.r0, 82u); // 77 from the outer frame, 5 from the inner run
+}
+
+TEST_P(DirectRun, ThreadsThatComeAndGoEachRunOnTheirOwn) {
+    const program prog = assembled(sum_bytes);
+    auto eng = make(prog);
+    ASSERT_NE(eng, nullptr);
+    for (int wave = 0; wave < 3; wave++) {
+        std::vector<std::thread> threads;
+        std::vector<int> wrong(8, 0);
+        for (int i = 0; i < 8; i++) {
+            threads.emplace_back([&, i] {
+                std::vector<uint8_t> mem(static_cast<size_t>(i + 1), static_cast<uint8_t>(i));
+                for (int n = 0; n < 2000; n++) {
+                    const run_status st = eng->run_direct(mem.data(), mem.size());
+                    if (!st.ok() || st.r0 != static_cast<uint64_t>(i) * (i + 1)) {
+                        wrong[static_cast<size_t>(i)]++;
+                    }
+                }
+            });
+        }
+        for (auto &t : threads) {
+            t.join();
+        }
+        for (int i = 0; i < 8; i++) {
+            EXPECT_EQ(wrong[static_cast<size_t>(i)], 0) << "thread " << i;
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllEngines, DirectRun, ::testing::ValuesIn(engine_variants()),
+                         engine_test_name);
+
+// Unchecked code (no memory checks, no budget) has a direct entry of its own.
+TEST(DirectRunUnchecked, ReturnsWhatRunReturns) {
+    auto engines = available_engines();
+    if (std::find(engines.begin(), engines.end(), engine_kind::jit) == engines.end()) {
+        GTEST_SKIP() << "this build has no jit (BPFTIME_ENABLE_JIT=OFF)";
+    }
+    const program prog = assembled(sum_bytes);
+    auto eng =
+        make_engine(engine_kind::jit, prog, {.unchecked = true, .tier = jit_tier::optimised});
+    ASSERT_TRUE(eng.ok()) << eng.err().message;
+    std::vector<uint8_t> mem(100, 7);
+    uint64_t count = 1;
+    run_options ro;
+    ro.executed = &count;
+    const run_status st = (*eng)->run_direct(mem.data(), mem.size(), ro);
+    ASSERT_TRUE(st.ok()) << st.fault->message;
+    EXPECT_EQ(st.r0, 700u);
+    EXPECT_EQ(count, 0u); // unchecked code counts nothing
+    auto r = (*eng)->run(mem.data(), mem.size());
+    ASSERT_TRUE(r.ok()) << r.err().message;
+    EXPECT_EQ(*r, st.r0);
+}
+
+} // namespace
+} // namespace bpftime::vm::test
