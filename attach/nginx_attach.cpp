@@ -60,12 +60,12 @@ bool nginx_module_attach_impl::filter(const bpftime_nginx_request &req, nginx_ve
 
     verdict = {};
     for (const entry &e : entries_) {
-        auto r0 = e.prog->run(ctx, sizeof req, opts);
-        if (!r0) {
-            failure = {e.prog->link_id(), std::move(r0).err()};
+        const vm::run_status st = e.prog->run_direct(ctx, sizeof req, opts);
+        if (!st.ok()) [[unlikely]] {
+            failure = {e.prog->link_id(), *st.fault};
             return false;
         }
-        if (int status = bpftime_nginx_status(*r0); status != BPFTIME_NGINX_ACCEPT) {
+        if (int status = bpftime_nginx_status(st.r0); status != BPFTIME_NGINX_ACCEPT) {
             e.prog->counters().count_decision(store::link_counters::decision::refused, status);
             verdict.status = status;
             verdict.link_id = e.prog->link_id();

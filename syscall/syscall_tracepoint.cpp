@@ -190,7 +190,7 @@ private:
         opts.mem_writable = false; // the context is the program's to read
         for (const tp_program &p : list.progs) {
             // A fault is counted in the link's counters; the system call goes on regardless.
-            (void)p.prog->run(ctx, len, opts);
+            (void)p.prog->run_direct(ctx, len, opts);
         }
     }
 

@@ -68,7 +68,7 @@ struct probe_site {
 };
 
 // Inlined into the handlers: the probe path is one call from the hook to the handler, then one
-// per program (attached_program::run).
+// per program (attached_program::run_direct).
 [[gnu::always_inline]] inline void run_all(const std::vector<probe_program> &progs,
                                            uintptr_t address, const pt_regs *regs) {
     vm::run_options opts;
@@ -79,7 +79,7 @@ struct probe_site {
     for (const probe_program &p : progs) {
         opts.info.override_return = p.may_override ? &asked : nullptr;
         // A fault is counted in the link's counters; the probed function goes on regardless.
-        (void)p.prog->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
+        (void)p.prog->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
     }
     if (asked.set) {
         // The last program's value wins, as the last bpf_override_return call does in Linux.
@@ -115,7 +115,7 @@ bool on_entry(void *user, const pt_regs *regs) {
     opts.info.func_ip = site->address;
     opts.info.user_regs = regs;
     // A fault is counted in the link's counters; the probed function goes on regardless.
-    (void)one->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
+    (void)one->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
     return progs->want_return;
 }
 
@@ -127,7 +127,8 @@ void on_return(void *user, const pt_regs *regs) {
         opts.mem_writable = false;
         opts.info.func_ip = site->address;
         opts.info.user_regs = regs;
-        (void)progs->exit.front().prog->run(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
+        (void)progs->exit.front().prog->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs),
+                                                   opts);
     } else {
         run_all(progs->exit, site->address, regs);
     }
