@@ -16,10 +16,11 @@
 // the consumer there. Whoever finds the record at the consumer position busy (this library's
 // consumer, a wait for records such as the interposer's epoll for a libbpf consumer reading
 // the mapped ring, or a producer finding no room) looks at the process its header names: when
-// that process is gone, the record becomes a discarded one (which libbpf's consumer skips too)
-// and counts as lost (map_header::lost).
+// that process is gone (or a zombie: killed, not yet reaped by its parent), the record becomes a
+// discarded one (which libbpf's consumer skips too) and counts as lost (map_header::lost).
 #include "layout.hpp"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -29,6 +30,9 @@
 
 #include <chrono>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 
 namespace bpftime::maps {
@@ -56,6 +60,30 @@ struct ring {
         atomic(header_at(pos)[1]).store(owner, std::memory_order_relaxed);
         atomic(header_at(pos)[0]).store(len, std::memory_order_release);
     }
+    // Whether the process pid can still submit: it exists and is not a zombie. A zombie whose
+    // threads are all gone counts as dead; a thread group whose first thread exited shows as a
+    // zombie too, but with its other threads still counted (Threads > 1), so it is alive.
+    static bool producer_alive(pid_t pid) {
+        if (kill(pid, 0) != 0) {
+            return errno != ESRCH;
+        }
+        char path[40], buf[2048];
+        std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(pid));
+        const int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            return errno != ENOENT;
+        }
+        const ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) {
+            return true;
+        }
+        buf[n] = '\0';
+        const char *state = std::strstr(buf, "\nState:\t");
+        const char *threads = std::strstr(buf, "\nThreads:\t");
+        const bool zombie = state != nullptr && (state[8] == 'Z' || state[8] == 'X');
+        return !zombie || threads == nullptr || std::atoi(threads + 10) > 1;
+    }
     // Turns the record at the consumer position into a discarded one when it is busy and the
     // process that reserved it is gone; true when it did.
     bool skip_dead_head() const {
@@ -67,8 +95,7 @@ struct ring {
         auto len = atomic(*header_at(cons));
         uint32_t word = len.load(std::memory_order_acquire);
         auto owner = static_cast<pid_t>(atomic(header_at(cons)[1]).load(std::memory_order_relaxed));
-        if (!(word & busy_bit) || owner <= 0 || owner == getpid() || kill(owner, 0) == 0 ||
-            errno != ESRCH) {
+        if (!(word & busy_bit) || owner <= 0 || owner == getpid() || producer_alive(owner)) {
             return false;
         }
         // One wins among those who found it; a producer that was not dead after all (its id

@@ -6,6 +6,8 @@
 
 #include <random>
 
+#include <sys/syscall.h>
+
 namespace bpftime::maps::test {
 namespace {
 
@@ -236,9 +238,33 @@ TEST(RingBuffer, GarbageNeverLeadsOutside) {
     }
 }
 
+// Waits (at most 5 s) until pid is a zombie, unreaped.
+bool became_zombie(pid_t pid) {
+    for (int i = 0; i < 500; i++) {
+        char path[40], state = 0;
+        std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+        if (FILE *f = std::fopen(path, "r")) {
+            // "pid (comm) S ...": the state follows the last ')'.
+            char buf[512] = {};
+            size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+            std::fclose(f);
+            const char *close = std::strrchr(buf, ')');
+            if (n > 0 && close != nullptr && close[1] == ' ') {
+                state = close[2];
+            }
+        }
+        if (state == 'Z') {
+            return true;
+        }
+        usleep(10000);
+    }
+    return false;
+}
+
 // A producer process that reserves a record and is killed before it submits it: returns the
-// dead producer's pid once it is gone (its record stays busy in the ring).
-pid_t producer_killed_after_reserve(const shm_map &m, uint64_t size) {
+// dead producer's pid once it is gone (its record stays busy in the ring). With reap false the
+// process is left a zombie (its parent, this test, has not waited for it); the caller reaps it.
+pid_t producer_killed_after_reserve(const shm_map &m, uint64_t size, bool reap = true) {
     int ready[2];
     if (pipe(ready) != 0) {
         return -1;
@@ -259,6 +285,9 @@ pid_t producer_killed_after_reserve(const shm_map &m, uint64_t size) {
     close(ready[0]);
     close(ready[1]);
     kill(pid, SIGKILL);
+    if (!reap) {
+        return reserved && became_zombie(pid) ? pid : -1;
+    }
     int status = 0;
     waitpid(pid, &status, 0);
     return reserved && WIFSIGNALED(status) ? pid : -1;
@@ -291,6 +320,64 @@ TEST(RingBuffer, ADeadProducersRecordIsSkippedAndCountedLost) {
     ASSERT_EQ(output(m, "next"), 0);
     EXPECT_EQ(drain(m), (std::vector<std::string>{"next"}));
     EXPECT_EQ(m->ringbuf_lost(), 1u);
+}
+
+// A killed producer its parent has not reaped yet (a zombie) submits nothing more either: the
+// consumer does not wait for the parent to reap it.
+TEST(RingBuffer, AZombieProducersRecordIsSkippedAndCountedLost) {
+    shm_map m(ring_spec);
+    const pid_t zombie = producer_killed_after_reserve(m, 16, false);
+    ASSERT_GT(zombie, 0);
+    later_records(m, {"after"});
+    EXPECT_TRUE(m->ringbuf_wait(0));
+    EXPECT_EQ(drain(m), (std::vector<std::string>{"after"}));
+    EXPECT_EQ(m->ringbuf_lost(), 1u);
+    int status = 0;
+    EXPECT_EQ(waitpid(zombie, &status, 0), zombie);
+}
+
+// A producer whose first thread exited while another of its threads holds a reservation is a
+// zombie to /proc but alive: its record is waited for, then read.
+TEST(RingBuffer, AProducerWhoseFirstThreadExitedIsAlive) {
+    shm_map m(ring_spec);
+    int ready[2], go[2];
+    ASSERT_EQ(pipe(ready), 0);
+    ASSERT_EQ(pipe(go), 0);
+    const pid_t pid = spawn([&] {
+        auto mine = m.reopen();
+        std::thread holder([&] {
+            void *rec = mine.second.ringbuf_reserve(8);
+            char c = rec != nullptr ? 'r' : 'x';
+            (void)!write(ready[1], &c, 1);
+            (void)!read(go[0], &c, 1); // submits when told to
+            if (rec != nullptr) {
+                std::memcpy(rec, "threaded", 8);
+                mine.second.ringbuf_submit(rec, 0);
+            }
+            _exit(0);
+        });
+        holder.detach();
+        // The first thread goes (the exit system call ends only the calling thread, with no
+        // unwinding through the test's frames); the holder runs on.
+        syscall(SYS_exit, 0);
+        return 0;
+    });
+    char c = 0;
+    ASSERT_EQ(read(ready[0], &c, 1), 1);
+    ASSERT_EQ(c, 'r');
+    ASSERT_TRUE(became_zombie(pid)) << "the first thread's exit shows the process as a zombie";
+    later_records(m, {"later"});
+    EXPECT_TRUE(drain(m).empty()) << "the live thread's record holds the consumer";
+    EXPECT_EQ(m->ringbuf_lost(), 0u);
+    ASSERT_EQ(write(go[1], "g", 1), 1);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_EQ(drain(m), (std::vector<std::string>{"threaded", "later"}));
+    EXPECT_EQ(m->ringbuf_lost(), 0u);
+    for (int fd : {ready[0], ready[1], go[0], go[1]}) {
+        close(fd);
+    }
 }
 
 TEST(RingBuffer, ALiveProducersReservationIsWaitedFor) {
