@@ -43,3 +43,17 @@ finish() {
   echo "$failures failed"
   [[ $failures -eq 0 ]]
 }
+
+# wait_for_links PID COUNT: until exactly COUNT links run in PID, as `$bpftime list` (the
+# caller's bpftime command) says; at most 30 s.
+wait_for_links() {
+  local i n
+  for ((i = 0; i < 600; i++)); do
+    n=$("$bpftime" list 2>/dev/null | grep -c "running in pid $1\b")
+    [[ $n -eq $2 ]] && return 0
+    sleep 0.05
+  done
+  echo "FAIL pid $1 did not come to $2 running links"
+  failures=$((failures + 1))
+  return 1
+}

@@ -24,19 +24,6 @@ trap cleanup EXIT
 u() { "$bpftime" --provider user "$@"; }
 marks=3
 
-# wait_for_links PID COUNT: until exactly COUNT links run in PID.
-wait_for_links() {
-  local i n
-  for ((i = 0; i < 600; i++)); do
-    n=$("$bpftime" list 2>/dev/null | grep -c "running in pid $1\b")
-    [[ $n -eq $2 ]] && return 0
-    sleep 0.05
-  done
-  echo "FAIL pid $1 did not come to $2 running links"
-  failures=$((failures + 1))
-  return 1
-}
-
 # line REGEX: waits until the target prints a line matching REGEX; fails at once, with how
 # the target ended, when it ends first (a crash at a restarted call).
 line() {

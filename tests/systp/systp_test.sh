@@ -57,19 +57,6 @@ expected_opens() {
   awk -v p="$1" -v d="$work" '$1 == "open" { printf "pid %d flags %d ret %d path %s/%s\n", p, $3, $4, d, $2 }' "$2"
 }
 
-# wait_for_links PID COUNT: until exactly COUNT links run in PID.
-wait_for_links() {
-  local i n
-  for ((i = 0; i < 600; i++)); do
-    n=$("$bpftime" list 2>/dev/null | grep -c "running in pid $1\b")
-    [[ $n -eq $2 ]] && return 0
-    sleep 0.05
-  done
-  echo "FAIL pid $1 did not come to $2 running links"
-  failures=$((failures + 1))
-  return 1
-}
-
 # count PID NR: the raw_count counter of (PID, NR) in map $calls.
 count() {
   local key
