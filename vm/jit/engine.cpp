@@ -242,20 +242,24 @@ struct thread_run {
 };
 
 // This thread's state (null until its first run): one initial-exec load per run. The thread's
-// exit frees it and leaves always_busy here.
+// exit frees it and leaves always_busy() here.
 constinit __attribute__((tls_model("initial-exec"))) thread_local thread_run *this_thread_run =
     nullptr;
 
 // A state that is always busy, so that runs meeting it take a state of their own: the one a
 // thread's runs find while its own is being made (a run the allocation itself meets, through a
-// probe or a system call tracepoint) and after its exit freed it. Made when the library loads,
-// without the heap, and never destroyed: threads may exit after the process's destructors.
-alignas(thread_run) unsigned char always_busy_storage[sizeof(thread_run)];
-thread_run *const always_busy = [] {
-    auto *b = new (always_busy_storage) thread_run();
-    b->seq.store(1, std::memory_order_relaxed);
-    return b;
-}();
+// probe or a system call tracepoint) and after its exit freed it. Made at its first use (a
+// library's constructor may run programs before this file's static initialisers ran), without
+// the heap, and never destroyed: threads may exit after the process's destructors.
+thread_run *always_busy() {
+    alignas(thread_run) static unsigned char storage[sizeof(thread_run)];
+    static thread_run *const busy = [] {
+        auto *b = new (storage) thread_run();
+        b->seq.store(1, std::memory_order_relaxed);
+        return b;
+    }();
+    return busy;
+}
 
 thread_run *first_thread_run() {
     struct owner {
@@ -263,10 +267,10 @@ thread_run *first_thread_run() {
         owner() { detail::register_run_seq(&run->seq); }
         ~owner() {
             detail::unregister_run_seq(&run->seq);
-            this_thread_run = always_busy;
+            this_thread_run = always_busy();
         }
     };
-    this_thread_run = always_busy;
+    this_thread_run = always_busy();
     thread_local owner mine;
     this_thread_run = mine.run.get();
     return this_thread_run;
@@ -394,7 +398,7 @@ const direct_layout &the_direct_layout() {
         uint64_t tp = 0;
         asm("mov %%fs:0, %0" : "=r"(tp)); // the thread pointer (the TCB's self pointer)
         l.tls_offset = static_cast<int64_t>(reinterpret_cast<uint64_t>(&this_thread_run) - tp);
-        const thread_run &any = *always_busy;
+        const thread_run &any = *always_busy();
         const auto base = reinterpret_cast<uint64_t>(&any);
         l.seq = reinterpret_cast<uint64_t>(&any.seq) - base;
         l.stack_top = any.top() - base;
