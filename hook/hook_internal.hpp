@@ -29,6 +29,16 @@ struct mapping {
 result<std::vector<mapping>> read_maps();
 /// The mapping holding address, if any.
 const mapping *find_mapping(const std::vector<mapping> &maps, uintptr_t address);
+/// The mmap protection of a mapping (PROT_READ | PROT_WRITE | PROT_EXEC, as it has them).
+int prot_of(const mapping &m);
+
+/// A page of code and the protection to put back on it after writing.
+struct page_prot {
+    uintptr_t page;
+    int prot;
+};
+/// Sorts pages by address and drops repeats (a batch's patches may share pages).
+void sort_unique_pages(std::vector<page_prot> &pages);
 
 /// Maps size bytes (a multiple of the page size) read+write, at an address such that every
 /// byte of it is within +-(2 GiB - 16 MiB) of near.

@@ -56,6 +56,19 @@ const mapping *find_mapping(const std::vector<mapping> &maps, uintptr_t address)
     return nullptr;
 }
 
+int prot_of(const mapping &m) {
+    return (m.read ? PROT_READ : 0) | (m.write ? PROT_WRITE : 0) | (m.exec ? PROT_EXEC : 0);
+}
+
+void sort_unique_pages(std::vector<page_prot> &pages) {
+    std::sort(pages.begin(), pages.end(),
+              [](const page_prot &a, const page_prot &b) { return a.page < b.page; });
+    pages.erase(
+        std::unique(pages.begin(), pages.end(),
+                    [](const page_prot &a, const page_prot &b) { return a.page == b.page; }),
+        pages.end());
+}
+
 result<uintptr_t> map_near(uintptr_t near, size_t size) {
     constexpr uint64_t reach = (2ull << 30) - (16ull << 20);
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
@@ -684,8 +697,7 @@ result<code_pages> pages_of(uintptr_t address, size_t n) {
         if (pages.count == 2)
             return make_error(EINVAL, "the patch at " + hex(address) + " spans too many pages");
         pages.page[pages.count] = p;
-        pages.prot[pages.count++] =
-            (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) | (m->exec ? PROT_EXEC : 0);
+        pages.prot[pages.count++] = prot_of(*m);
     }
     return pages;
 }
@@ -828,10 +840,6 @@ result<void> patch_live_batch(const std::vector<live_patch> &patches,
         return std::move(maps).err();
     // Every page made writable once for the whole batch, its protection put back at the end.
     const uintptr_t size = page_size();
-    struct page_prot {
-        uintptr_t page;
-        int prot;
-    };
     std::vector<page_prot> pages;
     std::vector<code_range> inside;
     for (const live_patch &p : patches) {
@@ -839,18 +847,12 @@ result<void> patch_live_batch(const std::vector<live_patch> &patches,
             const auto *m = find_mapping(*maps, pg);
             if (!m)
                 return make_error(EFAULT, "the code at " + hex(pg) + " is not mapped");
-            pages.push_back({pg, (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) |
-                                     (m->exec ? PROT_EXEC : 0)});
+            pages.push_back({pg, prot_of(*m)});
         }
         if (p.wait_inside && p.n > 1)
             inside.push_back({p.address + 1, p.address + p.n});
     }
-    std::sort(pages.begin(), pages.end(),
-              [](const page_prot &a, const page_prot &b) { return a.page < b.page; });
-    pages.erase(
-        std::unique(pages.begin(), pages.end(),
-                    [](const page_prot &a, const page_prot &b) { return a.page == b.page; }),
-        pages.end());
+    sort_unique_pages(pages);
     std::sort(inside.begin(), inside.end(),
               [](const code_range &a, const code_range &b) { return a.lo < b.lo; });
     // Pages whose protection cannot change (the vDSO) are written through /proc/self/mem, as

@@ -1307,11 +1307,6 @@ std::pair<size_t, size_t> scan_new_objects() {
     return {added, refused};
 }
 
-struct page_prot {
-    uintptr_t page;
-    int prot;
-};
-
 // Where a thread meeting a site's temporary int3 goes: its trampoline, which does what the
 // replaced instructions do whether the site is being written or restored (trampolines are
 // never freed). Sorted by address; rebuilt when sites are added, the old table kept (a thread
@@ -1389,7 +1384,7 @@ result<void> write_sites(bool install) {
     if (!maps)
         return std::move(maps).err();
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    std::vector<page_prot> pages;
+    std::vector<hook_detail::page_prot> pages;
     std::vector<site *> todo;
     for (site &s : all_sites()) {
         if (s.patched == install)
@@ -1402,23 +1397,17 @@ result<void> write_sites(bool install) {
             const auto *m = hook_detail::find_mapping(*maps, p);
             if (m == nullptr)
                 return make_error(EFAULT, "the code at " + hex(p) + " is no longer mapped");
-            pages.push_back({p, (m->read ? PROT_READ : 0) | (m->write ? PROT_WRITE : 0) |
-                                    (m->exec ? PROT_EXEC : 0)});
+            pages.push_back({p, hook_detail::prot_of(*m)});
         }
     }
     if (todo.empty())
         return {};
-    std::sort(pages.begin(), pages.end(),
-              [](const page_prot &a, const page_prot &b) { return a.page < b.page; });
-    pages.erase(
-        std::unique(pages.begin(), pages.end(),
-                    [](const page_prot &a, const page_prot &b) { return a.page == b.page; }),
-        pages.end());
+    hook_detail::sort_unique_pages(pages);
     std::sort(todo.begin(), todo.end(),
               [](const site *a, const site *b) { return a->start < b->start; });
     auto done = hook_detail::stop_threads_and(
         [&] {
-            for (const page_prot &p : pages)
+            for (const hook_detail::page_prot &p : pages)
                 if (mprotect(reinterpret_cast<void *>(p.page), page,
                              PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
                     return errno;
@@ -1429,7 +1418,7 @@ result<void> write_sites(bool install) {
                     dst[i] = bytes[i];
                 s->patched = install;
             }
-            for (const page_prot &p : pages)
+            for (const hook_detail::page_prot &p : pages)
                 mprotect(reinterpret_cast<void *>(p.page), page, p.prot);
             return 0;
         },
