@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The inline hook engine on real code: C++ functions of this binary, hook_targets.S and libc.
+#include "blocked_threads.hpp"
 #include "bpftime/hook/inline_hook.hpp"
 
 #include <gtest/gtest.h>
@@ -153,12 +154,6 @@ std::unique_ptr<inline_hook> trap_hook(uintptr_t address, recorder &r, size_t si
 }
 
 // Whether this kernel lets the code be patched without signalling the other threads.
-bool live_patching() {
-    const long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    return q > 0 && (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) != 0 &&
-           (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0;
-}
-
 std::string refusal(uintptr_t address, size_t size = 0) {
     recorder r;
     auto h = inline_hook::install(address, size, on_entry, on_return, &r);
@@ -757,52 +752,14 @@ TEST(TrapProbeDeathTest, AnInt3NotOursTakesTheDefaultActionWithoutAHandler) {
         testing::KilledBySignal(SIGTRAP), "");
 }
 
-// How many times thread tid has gone to sleep (voluntary context switches).
-long voluntary_switches(pid_t tid) {
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
-    FILE *f = std::fopen(path, "re");
-    if (!f)
-        return -1;
-    char line[256];
-    long n = -1;
-    while (std::fgets(line, sizeof line, f))
-        if (std::sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
-            break;
-    std::fclose(f);
-    return n;
-}
-
 // Threads blocked in nanosleep and read while hooks come and go on a function a third thread
 // calls in a loop: nothing interrupts them (no EINTR, the full sleep).
 TEST(LivePatching, BlockedThreadsAreNotInterruptedAndCountsAreExact) {
-    if (!live_patching())
+    if (!bpftime::test::live_patching())
         GTEST_SKIP() << "this kernel lacks membarrier SYNC_CORE: patching stops the threads";
-    std::atomic<int> sleep_rc{-2}, sleep_errno{0};
-    std::atomic<long long> slept_ns{0};
-    std::thread sleeper([&] {
-        timespec t{3, 0};
-        const auto start = std::chrono::steady_clock::now();
-        errno = 0;
-        sleep_rc.store(nanosleep(&t, nullptr));
-        sleep_errno.store(errno);
-        slept_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           std::chrono::steady_clock::now() - start)
-                           .count());
-    });
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    std::atomic<long> read_rc{-2};
-    std::atomic<int> read_errno{0};
-    std::atomic<pid_t> reader_tid{0};
-    std::thread reader([&] {
-        reader_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
-        char c;
-        errno = 0;
-        // A bare read system call: libc would restart it, hiding an EINTR.
-        read_rc.store(syscall(SYS_read, fds[0], &c, 1));
-        read_errno.store(errno);
-    });
+    bpftime::test::sleeper_thread sleeper(3);
+    bpftime::test::bare_reader reader;
+    ASSERT_TRUE(reader.ok);
     std::atomic<bool> stop{false};
     std::atomic<int> wrong{0};
     std::thread caller([&] {
@@ -829,10 +786,10 @@ TEST(LivePatching, BlockedThreadsAreNotInterruptedAndCountsAreExact) {
     };
     // Once blocked, the reader wakes only if something interrupts it (a signal, which its
     // read would transparently restart): its count of sleeps must not move.
-    while (reader_tid.load() == 0)
+    while (reader.tid.load() == 0)
         std::this_thread::yield();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const long sleeps_before = voluntary_switches(reader_tid.load());
+    const long sleeps_before = bpftime::test::voluntary_switches(reader.tid.load());
     ASSERT_GE(sleeps_before, 0);
     for (int round = 0; round < 100; ++round) {
         marked m;
@@ -849,19 +806,17 @@ TEST(LivePatching, BlockedThreadsAreNotInterruptedAndCountsAreExact) {
         ASSERT_EQ(opaque(hk_jcc)(5000), 10000);
         EXPECT_EQ(m.hits.load(), 3u) << "round " << round << ": counted after removal";
     }
-    EXPECT_EQ(voluntary_switches(reader_tid.load()), sleeps_before)
+    EXPECT_EQ(bpftime::test::voluntary_switches(reader.tid.load()), sleeps_before)
         << "the thread blocked in read was woken while the code was patched";
-    sleeper.join();
-    ASSERT_EQ(write(fds[1], "x", 1), 1);
-    reader.join();
+    sleeper.thread.join();
+    ASSERT_EQ(write(reader.fds[1], "x", 1), 1);
+    reader.thread.join();
     stop.store(true);
     caller.join();
-    EXPECT_EQ(sleep_rc.load(), 0) << "nanosleep was interrupted: " << std::strerror(sleep_errno);
-    EXPECT_GE(slept_ns.load(), 3'000'000'000LL);
-    EXPECT_EQ(read_rc.load(), 1) << "read was interrupted: " << std::strerror(read_errno);
+    EXPECT_EQ(sleeper.rc.load(), 0) << "nanosleep was interrupted: " << std::strerror(sleeper.err);
+    EXPECT_GE(sleeper.slept_ns.load(), 3'000'000'000LL);
+    EXPECT_EQ(reader.rc.load(), 1) << "read was interrupted: " << std::strerror(reader.err);
     EXPECT_EQ(wrong.load(), 0);
-    close(fds[0]);
-    close(fds[1]);
 }
 
 } // namespace

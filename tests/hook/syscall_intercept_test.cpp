@@ -3,6 +3,8 @@
 // covers (Syscall User Dispatch), the calls that must run natively, signals, disarming.
 #include <bpftime/hook/syscall_intercept.hpp>
 
+#include "blocked_threads.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -356,28 +358,6 @@ TEST_F(SyscallIntercept, CloneExitsRunInParentAndChildThroughTheFallback) {
     munmap(page, 4096);
 }
 
-// Whether this kernel lets code be patched without signalling the other threads.
-bool live_patching() {
-    const long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    return q > 0 && (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) != 0 &&
-           (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0;
-}
-
-long voluntary_switches(pid_t tid) {
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
-    FILE *f = std::fopen(path, "re");
-    if (!f)
-        return -1;
-    char line[256];
-    long n = -1;
-    while (std::fgets(line, sizeof line, f))
-        if (std::sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
-            break;
-    std::fclose(f);
-    return n;
-}
-
 // The user instruction pointer of thread tid blocked in a system call (just behind its
 // `syscall`), or 0 when it is not blocked in one.
 uintptr_t blocked_pc(pid_t tid) {
@@ -399,40 +379,16 @@ uintptr_t blocked_pc(pid_t tid) {
 // again: no signal reaches them (the sleep lasts, the read returns the data without being
 // woken), and each armed window counts exactly the calls made in it.
 TEST_F(SyscallIntercept, BlockedThreadsAreNotInterruptedWhileSitesAreRewritten) {
-    if (!live_patching())
+    if (!test::live_patching())
         GTEST_SKIP() << "this kernel lacks membarrier SYNC_CORE: rewriting stops the threads";
-    std::atomic<int> sleep_rc{-2}, sleep_errno{0};
-    std::atomic<long long> slept_ns{0};
-    std::atomic<pid_t> sleeper_tid{0};
-    std::thread sleeper([&] {
-        sleeper_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
-        timespec t{3, 0};
-        const auto start = std::chrono::steady_clock::now();
-        errno = 0;
-        sleep_rc.store(nanosleep(&t, nullptr));
-        sleep_errno.store(errno);
-        slept_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           std::chrono::steady_clock::now() - start)
-                           .count());
-    });
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    std::atomic<long> read_rc{-2};
-    std::atomic<int> read_errno{0};
-    std::atomic<pid_t> reader_tid{0};
-    std::thread reader([&] {
-        reader_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
-        char c;
-        errno = 0;
-        // libc's syscall(): a bare read system call that libc would not restart.
-        read_rc.store(syscall(SYS_read, fds[0], &c, 1));
-        read_errno.store(errno);
-    });
-    while (reader_tid.load() == 0 || sleeper_tid.load() == 0)
+    test::sleeper_thread sleeper(3);
+    test::bare_reader reader;
+    ASSERT_TRUE(reader.ok);
+    while (reader.tid.load() == 0 || sleeper.tid.load() == 0)
         std::this_thread::yield();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const uintptr_t sleep_pc = blocked_pc(sleeper_tid.load());
-    const uintptr_t read_pc = blocked_pc(reader_tid.load());
+    const uintptr_t sleep_pc = blocked_pc(sleeper.tid.load());
+    const uintptr_t read_pc = blocked_pc(reader.tid.load());
     ASSERT_NE(sleep_pc, 0u) << "the sleeper is not blocked in nanosleep";
     ASSERT_NE(read_pc, 0u) << "the reader is not blocked in read";
     const uint8_t syscall_bytes[] = {0x0F, 0x05};
@@ -442,7 +398,7 @@ TEST_F(SyscallIntercept, BlockedThreadsAreNotInterruptedWhileSitesAreRewritten) 
     uint8_t sleep_code[before_n], read_code[before_n];
     std::memcpy(sleep_code, reinterpret_cast<const void *>(sleep_pc - 2 - before_n), before_n);
     std::memcpy(read_code, reinterpret_cast<const void *>(read_pc - 2 - before_n), before_n);
-    const long sleeps_before = voluntary_switches(reader_tid.load());
+    const long sleeps_before = test::voluntary_switches(reader.tid.load());
     ASSERT_GE(sleeps_before, 0);
     const pid_t parent = getppid();
     for (int round = 0; round < 20; ++round) {
@@ -483,16 +439,14 @@ TEST_F(SyscallIntercept, BlockedThreadsAreNotInterruptedWhileSitesAreRewritten) 
     EXPECT_EQ(
         std::memcmp(reinterpret_cast<const void *>(read_pc - 2 - before_n), read_code, before_n), 0)
         << "syscall()'s site was not restored";
-    EXPECT_EQ(voluntary_switches(reader_tid.load()), sleeps_before)
+    EXPECT_EQ(test::voluntary_switches(reader.tid.load()), sleeps_before)
         << "the thread blocked in read was woken while the sites were rewritten";
-    sleeper.join();
-    ASSERT_EQ(write(fds[1], "x", 1), 1);
-    reader.join();
-    EXPECT_EQ(sleep_rc.load(), 0) << "nanosleep was interrupted: " << std::strerror(sleep_errno);
-    EXPECT_GE(slept_ns.load(), 3'000'000'000LL);
-    EXPECT_EQ(read_rc.load(), 1) << "read was interrupted: " << std::strerror(read_errno);
-    close(fds[0]);
-    close(fds[1]);
+    sleeper.thread.join();
+    ASSERT_EQ(write(reader.fds[1], "x", 1), 1);
+    reader.thread.join();
+    EXPECT_EQ(sleeper.rc.load(), 0) << "nanosleep was interrupted: " << std::strerror(sleeper.err);
+    EXPECT_GE(sleeper.slept_ns.load(), 3'000'000'000LL);
+    EXPECT_EQ(reader.rc.load(), 1) << "read was interrupted: " << std::strerror(reader.err);
 }
 
 // Waits (up to 5 s) until thread tid is blocked in a system call at pc (0: anywhere); the pc.
@@ -524,7 +478,7 @@ struct code_before {
 // handler runs each time, the read returns the data written later, the sleep lasts its whole
 // time, nothing crashes; twice, with the sites restored and rewritten again between.
 TEST_F(SyscallIntercept, CallsRestartedAtSitesRewrittenUnderThemRunTheOriginalCall) {
-    if (!live_patching())
+    if (!test::live_patching())
         GTEST_SKIP() << "this kernel lacks membarrier SYNC_CORE: rewriting stops the threads";
     struct sigaction sa {};
     sa.sa_handler = count_signal;
@@ -547,24 +501,11 @@ TEST_F(SyscallIntercept, CallsRestartedAtSitesRewrittenUnderThemRunTheOriginalCa
         read_rc.store(read(p[0], got, sizeof got));
         read_errno.store(errno);
     });
-    std::atomic<pid_t> sleeper_tid{0};
-    std::atomic<int> sleep_rc{-2}, sleep_errno{0};
-    std::atomic<long long> slept_ns{0};
-    std::thread sleeper([&] {
-        sleeper_tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
-        timespec t{4, 0};
-        const auto start = std::chrono::steady_clock::now();
-        errno = 0;
-        sleep_rc.store(nanosleep(&t, nullptr));
-        sleep_errno.store(errno);
-        slept_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           std::chrono::steady_clock::now() - start)
-                           .count());
-    });
-    while (reader_tid.load() == 0 || sleeper_tid.load() == 0)
+    test::sleeper_thread sleeper(4);
+    while (reader_tid.load() == 0 || sleeper.tid.load() == 0)
         std::this_thread::yield();
     const uintptr_t read_pc = wait_blocked(reader_tid.load());
-    const uintptr_t sleep_pc = wait_blocked(sleeper_tid.load());
+    const uintptr_t sleep_pc = wait_blocked(sleeper.tid.load());
     ASSERT_NE(read_pc, 0u) << "the reader is not blocked in read";
     ASSERT_NE(sleep_pc, 0u) << "the sleeper is not blocked in nanosleep";
     const code_before read_code(read_pc), sleep_code(sleep_pc);
@@ -609,7 +550,7 @@ TEST_F(SyscallIntercept, CallsRestartedAtSitesRewrittenUnderThemRunTheOriginalCa
         EXPECT_EQ(wait_blocked(reader_tid.load(), read_pc), read_pc)
             << "round " << round << ": the read was not restarted at its site";
         if (round == 0) {
-            EXPECT_EQ(wait_blocked(sleeper_tid.load(), sleep_pc), sleep_pc)
+            EXPECT_EQ(wait_blocked(sleeper.tid.load(), sleep_pc), sleep_pc)
                 << "the sleep was not restarted at its site";
         }
 
@@ -629,9 +570,9 @@ TEST_F(SyscallIntercept, CallsRestartedAtSitesRewrittenUnderThemRunTheOriginalCa
         EXPECT_TRUE(code_before(read_pc) == read_code) << "round " << round << ": not restored";
         EXPECT_TRUE(code_before(sleep_pc) == sleep_code) << "round " << round << ": not restored";
     }
-    sleeper.join();
-    EXPECT_EQ(sleep_rc.load(), 0) << "nanosleep failed: " << std::strerror(sleep_errno);
-    EXPECT_GE(slept_ns.load(), 4'000'000'000LL) << "the sleep was cut short";
+    sleeper.thread.join();
+    EXPECT_EQ(sleeper.rc.load(), 0) << "nanosleep failed: " << std::strerror(sleeper.err);
+    EXPECT_GE(sleeper.slept_ns.load(), 4'000'000'000LL) << "the sleep was cut short";
     ASSERT_EQ(write(p[1], "hello", 5), 5);
     reader.join();
     EXPECT_EQ(read_rc.load(), 5) << "read failed: " << std::strerror(read_errno);
