@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include "piped_child.hpp"
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -69,24 +71,9 @@ struct message {
 // A host in a child process, as the agent is one: a thread runs the hook once (the long run),
 // while the main thread follows the segment, synchronising whenever it is stale, until told
 // to stop.
-struct hold_host {
-    pid_t pid = -1;
-    int to_child = -1, from_child = -1;
-
+struct hold_host : store::test::piped_child {
     static hold_host start(const std::string &name) {
-        int down[2], up[2];
-        if (pipe(down) != 0 || pipe(up) != 0) {
-            return {};
-        }
-        pid_t pid = fork();
-        if (pid == 0) {
-            close(down[1]);
-            close(up[0]);
-            _exit(run(name, down[0], up[1]));
-        }
-        close(down[0]);
-        close(up[1]);
-        return {pid, down[1], up[0]};
+        return {piped_child::start([&](int cmd, int reply) { return run(name, cmd, reply); })};
     }
 
     static int run(const std::string &name, int cmd, int reply) {
@@ -145,23 +132,6 @@ struct hold_host {
             if (m.tag == 0 || (m.tag == tag && m.gen >= gen)) {
                 return m;
             }
-        }
-    }
-    int stop() {
-        (void)!write(to_child, "q", 1);
-        int st = 0;
-        waitpid(pid, &st, 0);
-        close(to_child);
-        close(from_child);
-        pid = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-    ~hold_host() {
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, nullptr, 0);
-            close(to_child);
-            close(from_child);
         }
     }
 };

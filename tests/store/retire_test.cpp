@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include "piped_child.hpp"
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -49,24 +51,9 @@ std::string writer_program(uint32_t map) {
 // A host in a child process: instantiates once, then runs the hook in a loop. Commands on its
 // pipe: 's' synchronises (instantiate) and answers 'k'; 'q' ends it. Until told, it never
 // synchronises: a host whose follower has not caught up yet.
-struct host_child {
-    pid_t pid = -1;
-    int to_child = -1, from_child = -1;
-
+struct host_child : store::test::piped_child {
     static host_child start(const std::string &name) {
-        int down[2], up[2];
-        if (pipe(down) != 0 || pipe(up) != 0) {
-            return {};
-        }
-        pid_t pid = fork();
-        if (pid == 0) {
-            close(down[1]);
-            close(up[0]);
-            _exit(run(name, down[0], up[1]));
-        }
-        close(down[0]);
-        close(up[1]);
-        return {pid, down[1], up[0]};
+        return {piped_child::start([&](int cmd, int reply) { return run(name, cmd, reply); })};
     }
 
     static int run(const std::string &name, int cmd, int reply) {
@@ -119,24 +106,6 @@ struct host_child {
         return c;
     }
     bool sync() const { return write(to_child, "s", 1) == 1 && await() == 'k'; }
-    int stop() {
-        (void)!write(to_child, "q", 1);
-        int st = 0;
-        waitpid(pid, &st, 0);
-        close(to_child);
-        close(from_child);
-        pid = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-    // A test that stopped early (a failed assertion) takes its host down with it.
-    ~host_child() {
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, nullptr, 0);
-            close(to_child);
-            close(from_child);
-        }
-    }
 };
 
 struct loaded {
