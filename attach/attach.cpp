@@ -195,7 +195,7 @@ result<std::shared_ptr<const vm::helper_registry>> helpers_for(int32_t attach_ty
             (void)subset->register_helper(h.id, h.name, h.fn);
         }
     }
-    subset->set_run_end(from.run_end());
+    subset->set_run_end(from.run_end(), from.run_end_helpers());
     return std::shared_ptr<const vm::helper_registry>(std::move(subset));
 }
 
@@ -211,7 +211,7 @@ compiled_program::create(uint32_t id, uint64_t revision, std::string name, vm::p
         return eng.err();
     }
     c->engine_ = std::move(*eng);
-    c->run_end_from_ = c->prog_.calls_helpers() ? &c->prog_.helpers() : nullptr;
+    c->run_end_from_ = c->prog_.needs_run_end() ? &c->prog_.helpers() : nullptr;
     return c;
 }
 

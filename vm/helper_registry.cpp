@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <bpftime/vm/helper_registry.hpp>
 
+#include <algorithm>
 #include <ctime>
 
 namespace bpftime::vm {
@@ -8,6 +9,7 @@ namespace bpftime::vm {
 helper_registry::helper_registry(const helper_registry &other) {
     std::lock_guard lock(other.mu_);
     helpers_ = other.helpers_;
+    run_end_helpers_ = other.run_end_helpers_;
     run_end_.store(other.run_end(), std::memory_order_relaxed);
 }
 
@@ -15,9 +17,27 @@ helper_registry &helper_registry::operator=(const helper_registry &other) {
     if (this != &other) {
         std::scoped_lock lock(mu_, other.mu_);
         helpers_ = other.helpers_;
+        run_end_helpers_ = other.run_end_helpers_;
         run_end_.store(other.run_end(), std::memory_order_relaxed);
     }
     return *this;
+}
+
+void helper_registry::set_run_end(run_end_fn fn, std::vector<uint32_t> leaving) {
+    std::lock_guard lock(mu_);
+    run_end_helpers_ = std::move(leaving);
+    run_end_.store(fn, std::memory_order_relaxed);
+}
+
+std::vector<uint32_t> helper_registry::run_end_helpers() const {
+    std::lock_guard lock(mu_);
+    return run_end_helpers_;
+}
+
+bool helper_registry::leaves_for_run_end(uint32_t id) const {
+    std::lock_guard lock(mu_);
+    return std::find(run_end_helpers_.begin(), run_end_helpers_.end(), id) !=
+           run_end_helpers_.end();
 }
 
 helper_registry &helper_registry::global() {

@@ -22,8 +22,11 @@ result<program> program::load(std::vector<ebpf_inst> insns, const load_options &
             // validate() checked that the helper exists.
             p.bound_[pc] = p.helpers_->find(static_cast<uint32_t>(inst.imm))->fn;
             p.calls_helpers_ = true;
+            p.needs_run_end_ = p.needs_run_end_ ||
+                               p.helpers_->leaves_for_run_end(static_cast<uint32_t>(inst.imm));
         } else if (inst.opcode == op_callx) {
             p.calls_helpers_ = true;
+            p.needs_run_end_ = true;
         } else if (inst.opcode == op_lddw) {
             ebpf_inst &next = insns[pc + 1];
             if (is_code_address(inst)) {

@@ -45,6 +45,36 @@ TEST(Program, KnowsWhetherItCallsHelpers) {
     auto with_callx = program::load(*insns);
     ASSERT_TRUE(with_callx.ok()) << with_callx.err().message;
     EXPECT_TRUE(with_callx->calls_helpers());
+    EXPECT_TRUE(with_callx->needs_run_end());
+}
+
+uint64_t helper_zero(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, run_context *) {
+    return 0;
+}
+
+TEST(Program, NeedsTheEndOfRunStepOnlyWhenItCallsAHelperThatLeavesSomething) {
+    helper_registry reg;
+    ASSERT_TRUE(reg.register_helper(200, "reserves", helper_zero).ok());
+    ASSERT_TRUE(reg.register_helper(201, "reads", helper_zero).ok());
+    reg.set_run_end([](std::string &) { return true; }, {200});
+    load_options lo;
+    lo.helpers = &reg;
+    auto needs = [&](std::string_view text) {
+        auto insns = assemble(text);
+        EXPECT_TRUE(insns.ok()) << text;
+        auto prog = program::load(*insns, lo);
+        EXPECT_TRUE(prog.ok()) << text;
+        return prog.ok() && prog->needs_run_end();
+    };
+    EXPECT_FALSE(needs("mov %r0, 0\nexit\n"));
+    EXPECT_FALSE(needs("call 201\nexit\n"));
+    EXPECT_TRUE(needs("call 201\ncall 200\nexit\n"));
+    // In a subprogram too (a callback runs within the same run).
+    EXPECT_TRUE(needs("call local f\nexit\nf:\ncall 200\nexit\n"));
+    // A copy of the registry keeps what it names.
+    helper_registry copy = reg;
+    EXPECT_TRUE(copy.leaves_for_run_end(200));
+    EXPECT_FALSE(copy.leaves_for_run_end(201));
 }
 
 TEST(FrameReach, ConstantOffsetsFromR10SetTheReach) {

@@ -58,16 +58,22 @@ public:
 
     /// Sets what a host runs after every run of a program bound to this registry: helpers
     /// that keep per-run state outside the run context (ring-buffer records a program
-    /// reserved and did not hand back) release it there.
-    void set_run_end(run_end_fn fn) { run_end_.store(fn, std::memory_order_relaxed); }
+    /// reserved and did not hand back) release it there. leaving names those helpers: only a
+    /// run of a program that calls one of them (or calls through a register) needs the step.
+    void set_run_end(run_end_fn fn, std::vector<uint32_t> leaving);
     /// The step set by set_run_end(), or null.
     run_end_fn run_end() const { return run_end_.load(std::memory_order_relaxed); }
+    /// The helpers set_run_end() named.
+    std::vector<uint32_t> run_end_helpers() const;
+    /// Whether a call of helper id may leave something for the end-of-run step.
+    bool leaves_for_run_end(uint32_t id) const;
 
 private:
     mutable std::mutex mu_;
     // std::map keeps element addresses stable, so find() results stay valid.
     std::map<uint32_t, helper_info> helpers_;
     std::atomic<run_end_fn> run_end_{nullptr};
+    std::vector<uint32_t> run_end_helpers_; // under mu_
 };
 
 /// Registers bpftime's built-in helpers that need nothing but the VM (for example

@@ -264,9 +264,12 @@ public:
     /// helpers (16 to stack_frame_size): engines zero only these before a run and let the
     /// program access only these.
     size_t entry_frame_reach() const { return entry_frame_reach_; }
-    /// Whether any instruction calls a helper (by id or callx): a run of a program that does
-    /// not can leave nothing for the registry's end-of-run step (helper_registry::run_end).
+    /// Whether any instruction calls a helper (by id or callx).
     bool calls_helpers() const { return calls_helpers_; }
+    /// Whether a run may leave something for the registry's end-of-run step
+    /// (helper_registry::run_end): the program calls a helper the registry names for it
+    /// (helper_registry::leaves_for_run_end) or calls through a register. Other runs skip it.
+    bool needs_run_end() const { return needs_run_end_; }
     /// How the map an lddw resolved to this value refers to may be looked up directly, or
     /// null.
     /// The first instructions of the subprograms an lddw takes the code address of (callbacks),
@@ -292,6 +295,7 @@ private:
     const helper_registry *helpers_ = nullptr;
     size_t entry_frame_reach_ = stack_frame_size;
     bool calls_helpers_ = false;
+    bool needs_run_end_ = false;
     std::vector<std::pair<uint64_t, direct_lookup>> lookups_;
     std::vector<size_t> callbacks_;
 };
