@@ -374,7 +374,8 @@ private:
             return keyless_lookup(*m, and_delete);
         }
         std::span<const uint8_t> key(ptr<const uint8_t>(a_.key), m->map.spec.key_size);
-        auto v = locked ? read_value_locked(m->map, *m->view, key) : m->view->read(key);
+        auto v =
+            locked ? read_value_locked(m->map, *m->view, key) : read_value(m->map, *m->view, key);
         if (!v) {
             return fail(v.err().code);
         }
@@ -448,13 +449,7 @@ private:
             return map_in_map_update(m, key);
         }
         auto value = from_user(m->map, ptr<const uint8_t>(a_.value));
-        if (locked) {
-            if (auto r = write_value_locked(m->map, *m->view, key, value, a_.flags); !r) {
-                return fail(r.err().code);
-            }
-            return 0;
-        }
-        if (auto r = m->view->write(key, value, a_.flags); !r) {
+        if (auto r = write_value(m->map, *m->view, key, value, a_.flags); !r) {
             return fail(r.err().code);
         }
         return 0;
@@ -622,6 +617,10 @@ private:
             (a_.batch.elem_flags & ~uint64_t{BPF_F_LOCK}) != 0 || a_.batch.count == 0) {
             return fail(EINVAL);
         }
+        const bool locked = (a_.batch.elem_flags & BPF_F_LOCK) != 0;
+        if (locked && m->map.spec.spin_lock_off < 0) {
+            return fail(EINVAL); // as the kernel: the value has no struct bpf_spin_lock
+        }
         if (and_delete && s_.frozen.count(m->id) != 0) {
             return fail(EPERM);
         }
@@ -658,9 +657,13 @@ private:
             if (walked++ < skip) {
                 continue;
             }
-            auto value = m->view->read(key);
+            auto value = locked ? read_value_locked(m->map, *m->view, key)
+                                : read_value(m->map, *m->view, key);
             if (!value) {
-                continue; // removed meanwhile
+                if (value.err().code == ENOENT) {
+                    continue; // removed meanwhile
+                }
+                return fail(value.err().code);
             }
             std::memcpy(keys + uint64_t{n} * ks, key.data(), ks);
             to_user(m->map, *value, values + n * vs);

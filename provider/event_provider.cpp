@@ -486,13 +486,14 @@ result<std::vector<uint8_t>> read_value_locked(const store::map_info &info,
     return out;
 }
 
-result<void> write_value_locked(const store::map_info &info, const maps::map_view &view,
-                                std::span<const uint8_t> key, std::span<const uint8_t> value,
-                                uint64_t flags) {
+namespace {
+
+// An update of a value holding a spin lock: an existing value is overwritten all but its lock
+// word (under the lock when take_lock), a new one is inserted with the lock free.
+result<void> write_around_lock(const store::map_info &info, const maps::map_view &view,
+                               std::span<const uint8_t> key, std::span<const uint8_t> value,
+                               uint64_t flags, bool take_lock) {
     const maps::map_spec &spec = info.spec;
-    if (spec.spin_lock_off < 0) {
-        return no_lock(info);
-    }
     uint64_t mode = flags & ~maps::update_lock;
     if (mode > maps::update_exist) {
         return make_error(EINVAL, "flags " + std::to_string(flags) +
@@ -510,14 +511,18 @@ result<void> write_value_locked(const store::map_info &info, const maps::map_vie
         if (mode == maps::update_noexist) {
             return maps::update_error(-EEXIST, spec, flags);
         }
-        // In place, under the lock, everything but the lock word.
+        // In place, everything but the lock word.
         auto *word = reinterpret_cast<uint32_t *>(current + off);
-        if (auto ok = take_value_lock(word, info); !ok) {
-            return ok;
+        if (take_lock) {
+            if (auto ok = take_value_lock(word, info); !ok) {
+                return ok;
+            }
         }
         std::memcpy(current, value.data(), off);
         std::memcpy(current + off + 4, value.data() + off + 4, value.size() - off - 4);
-        release_value_lock(word);
+        if (take_lock) {
+            release_value_lock(word);
+        }
         return {};
     }
     if (mode == maps::update_exist) {
@@ -526,6 +531,39 @@ result<void> write_value_locked(const store::map_info &info, const maps::map_vie
     std::vector<uint8_t> fresh(value.begin(), value.end());
     std::memset(fresh.data() + off, 0, sizeof(uint32_t)); // a new value's lock is free
     return view.write(key, fresh, mode);
+}
+
+} // namespace
+
+result<void> write_value_locked(const store::map_info &info, const maps::map_view &view,
+                                std::span<const uint8_t> key, std::span<const uint8_t> value,
+                                uint64_t flags) {
+    if (info.spec.spin_lock_off < 0) {
+        return no_lock(info);
+    }
+    return write_around_lock(info, view, key, value, flags, true);
+}
+
+result<std::vector<uint8_t>> read_value(const store::map_info &info, const maps::map_view &view,
+                                        std::span<const uint8_t> key) {
+    auto v = view.read(key);
+    const int32_t off = info.spec.spin_lock_off;
+    if (v && off >= 0 && uint64_t(off) + sizeof(uint32_t) <= v->size()) {
+        std::memset(v->data() + off, 0, sizeof(uint32_t));
+    }
+    return v;
+}
+
+result<void> write_value(const store::map_info &info, const maps::map_view &view,
+                         std::span<const uint8_t> key, std::span<const uint8_t> value,
+                         uint64_t flags) {
+    if ((flags & maps::update_lock) != 0) {
+        return write_value_locked(info, view, key, value, flags);
+    }
+    if (info.spec.spin_lock_off >= 0) {
+        return write_around_lock(info, view, key, value, flags, false);
+    }
+    return view.write(key, value, flags);
 }
 
 namespace {
@@ -537,7 +575,7 @@ public:
         : info_(std::move(info)), view_(view), seg_(std::move(seg)) {}
     const store::map_info &info() const override { return info_; }
     result<std::vector<uint8_t>> read(std::span<const uint8_t> key) const override {
-        return view_.read(key);
+        return read_value(info_, view_, key);
     }
     result<std::vector<uint8_t>> read_locked(std::span<const uint8_t> key) const override {
         return read_value_locked(info_, view_, key);
@@ -584,7 +622,7 @@ public:
             std::memcpy(&id, value.data(), sizeof id);
             return seg_->set_inner_map(info_.id, key, id, flags);
         }
-        return view_.write(key, value, flags);
+        return write_value(info_, view_, key, value, flags);
     }
     result<void> erase(std::span<const uint8_t> key) const override { return view_.erase(key); }
     result<std::optional<std::vector<uint8_t>>>

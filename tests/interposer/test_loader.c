@@ -29,7 +29,7 @@
 //   pipe | kernel_perf                        -> fds that are not the interposer's
 //   probe_helper ID                           -> libbpf_probe_bpf_helper for a kprobe program:
 //                                                supported=0|1 (or err=NAME)
-//   locked_pairs FD N                         -> BPF_F_LOCK lookups and updates of a locked pair:
+//   locked_pairs FD N [batch|plain]           -> BPF_F_LOCK lookups and updates of a locked pair:
 //                                                torn=T lockword=L refused=R
 //   exit
 #define _GNU_SOURCE
@@ -220,19 +220,32 @@ static void command(char *line) {
             }
         }
     } else if (!strcmp(c, "locked_pairs") && argc >= 3) {
-        // locked_pairs FD N: N lookups with BPF_F_LOCK of key 0 of a map whose value is
-        // {struct bpf_spin_lock, u32, u64 count, u64 twice}, every 8th followed by an update
-        // with BPF_F_LOCK to {0xdeadbeef, 0, K, 2K}: how many copies were torn (twice != 2 *
-        // count), how many showed a lock word, and the updates refused.
+        // locked_pairs FD N [batch|plain]: N lookups with BPF_F_LOCK of key 0 of a map whose
+        // value is {struct bpf_spin_lock, u32, u64 count, u64 twice}, every 8th followed by an
+        // update with BPF_F_LOCK to {0xdeadbeef, 0, K, 2K}: how many copies were torn (twice !=
+        // 2 * count), how many showed a lock word, and the calls refused. batch: the lookups are
+        // BPF_MAP_LOOKUP_BATCH of one entry with elem_flags BPF_F_LOCK; plain: lookups and
+        // updates without BPF_F_LOCK (copies may then be torn).
         int fd = (int)ARG(1);
         long n = (long)ARG(2), torn = 0, lockword = 0, refused = 0;
+        const char *mode = argc > 3 ? argv[3] : "";
+        int batch = !strcmp(mode, "batch"), plain = !strcmp(mode, "plain");
         struct {
             uint32_t lock, pad;
             uint64_t count, twice;
         } v;
         uint32_t zero = 0;
         for (long i = 0; i < n; i++) {
-            if (bpf_map_lookup_elem_flags(fd, &zero, &v, BPF_F_LOCK) != 0) {
+            int rc;
+            if (batch) {
+                LIBBPF_OPTS(bpf_map_batch_opts, o, .elem_flags = BPF_F_LOCK);
+                uint32_t key = 0, out = 0, count = 1;
+                rc = bpf_map_lookup_batch(fd, NULL, &out, &key, &v, &count, &o);
+                rc = (rc == 0 || errno == ENOENT) && count == 1 ? 0 : -1;
+            } else {
+                rc = bpf_map_lookup_elem_flags(fd, &zero, &v, plain ? 0 : BPF_F_LOCK);
+            }
+            if (rc != 0) {
                 refused++;
                 continue;
             }
@@ -242,7 +255,7 @@ static void command(char *line) {
                 v.lock = 0xdeadbeef;
                 v.count += 1000;
                 v.twice = 2 * v.count;
-                refused += bpf_map_update_elem(fd, &zero, &v, BPF_F_LOCK) != 0;
+                refused += bpf_map_update_elem(fd, &zero, &v, plain ? 0 : BPF_F_LOCK) != 0;
             }
         }
         printf("torn=%ld lockword=%ld refused=%ld\n", torn, lockword, refused);

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <thread>
 
+#include <unistd.h>
+
 namespace bpftime {
 namespace {
 
@@ -84,6 +86,48 @@ TEST_F(MapLock, LockedPairIsNeverTornAndTheLockWordNeverCopied) {
     EXPECT_EQ(last.lock, 0u) << "free, and not the 0xdeadbeef a write carried";
     EXPECT_EQ(last.twice, 2 * last.count);
     EXPECT_GT(last.count, runs.load()) << "the writes' increments are in it";
+}
+
+TEST_F(MapLock, WritesWithoutTheFlagLeaveTheLockWordAndReadsHideIt) {
+    // As Linux copies values: an update without BPF_F_LOCK writes all but the lock word, and a
+    // copy out shows it zeroed. A lock word naming this (live) thread, were it written, would
+    // keep the program's bpf_spin_lock waiting until it gives up after 1 s.
+    auto obj = test::load_elf(*provider, objects + "/spin.bpf.o");
+    auto m = provider->open_map(test::id_of(obj.maps, "counter"));
+    ASSERT_TRUE(m) << m.err().message;
+    auto prog = provider->manager().compile(test::id_of(obj.programs, "locked_add"));
+    ASSERT_TRUE(prog) << prog.err().message;
+    const uint32_t zero = 0;
+    const auto me = static_cast<uint32_t>(gettid());
+    guarded g{me, 0, 5, 10};
+    ASSERT_TRUE((*m)->write(bytes(zero), bytes(g), 0));
+    auto rc = (*prog)->run(nullptr, 0);
+    ASSERT_TRUE(rc) << rc.err().message;
+    EXPECT_EQ(*rc, 6u) << "the write's count, and the lock free";
+    auto raw = (*m)->read(bytes(zero));
+    ASSERT_TRUE(raw);
+    EXPECT_EQ(as_guarded(*raw).lock, 0u);
+    EXPECT_EQ(as_guarded(*raw).count, 6u);
+    EXPECT_EQ(as_guarded(*raw).twice, 12u);
+
+    // A hash: a new key's lock starts free, and an update of a present key keeps it.
+    map_create_spec spec;
+    spec.name = "plain_locked_hash";
+    spec.spec = maps::map_spec{maps::map_type::hash, 4, sizeof(guarded), 8, 0};
+    spec.spec.spin_lock_off = 0;
+    auto id = provider->create_map(spec);
+    ASSERT_TRUE(id) << id.err().message;
+    auto h = provider->open_map(*id);
+    ASSERT_TRUE(h);
+    const uint32_t one = 1;
+    ASSERT_TRUE((*h)->write(bytes(one), bytes(g), maps::update_noexist));
+    g.count = 7;
+    ASSERT_TRUE((*h)->write(bytes(one), bytes(g), maps::update_exist));
+    EXPECT_EQ((*h)->write(bytes(one), bytes(g), maps::update_noexist).err().code, EEXIST);
+    // A locked read takes the lock at once: the word is free, not this thread's id.
+    auto locked = (*h)->read_locked(bytes(one));
+    ASSERT_TRUE(locked) << locked.err().message;
+    EXPECT_EQ(as_guarded(*locked).count, 7u);
 }
 
 TEST_F(MapLock, RefusedOnMapsWithoutALockAndFlagsKept) {

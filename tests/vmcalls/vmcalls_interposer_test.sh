@@ -82,11 +82,16 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 want locked-pairs '^torn=0 lockword=0 refused=0$' "$(send locked_pairs "$counter" 300000)"
+want locked-batch '^torn=0 lockword=0 refused=0$' "$(send locked_pairs "$counter" 100000 batch)"
+# Without BPF_F_LOCK a copy may be torn, as in Linux, but the lock word is never written or
+# shown: the 0xdeadbeef each update carries would otherwise stop the program's lock.
+want plain-pairs 'lockword=0 refused=0$' "$(send locked_pairs "$counter" 100000 plain)"
 kill "$trig" 2>/dev/null
 wait "$trig" 2>/dev/null
 want locked-pairs-after '^torn=0 lockword=0 refused=0$' "$(send locked_pairs "$counter" 9)"
 want lookup-lock-without-lock '^err=EINVAL$' "$(send lookup "$choice" 0 4)"
 want update-lock-without-lock '^err=EINVAL$' "$(send update "$choice" 0 1 4)"
+want batch-lock-without-lock '^torn=0 lockword=0 refused=1$' "$(send locked_pairs "$choice" 1 batch)"
 
 # libbpf's helper probe: get_numa_node_id (42) is refused with the kernel's line, so "no".
 want probe-missing '^supported=0$' "$(send probe_helper 42)"

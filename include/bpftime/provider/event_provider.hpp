@@ -209,6 +209,17 @@ result<std::vector<uint8_t>> read_value_locked(const store::map_info &info,
 result<void> write_value_locked(const store::map_info &info, const maps::map_view &view,
                                 std::span<const uint8_t> key, std::span<const uint8_t> value,
                                 uint64_t flags);
+/// BPF_MAP_LOOKUP_ELEM without BPF_F_LOCK: the value as the view reads it, with the lock word
+/// of a value holding a struct bpf_spin_lock zeroed, as Linux copies values out.
+result<std::vector<uint8_t>> read_value(const store::map_info &info, const maps::map_view &view,
+                                        std::span<const uint8_t> key);
+/// BPF_MAP_UPDATE_ELEM of a plain value map, with or without BPF_F_LOCK (write_value_locked).
+/// Without it, a value holding a struct bpf_spin_lock is written all but its lock word, which
+/// stays as it is (a program may hold it); a new value's lock is free. Other maps: the view's
+/// write.
+result<void> write_value(const store::map_info &info, const maps::map_view &view,
+                         std::span<const uint8_t> key, std::span<const uint8_t> value,
+                         uint64_t flags);
 
 /// What loading an ELF object created.
 struct loaded_object {
