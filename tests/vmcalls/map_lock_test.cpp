@@ -21,6 +21,9 @@ const std::string objects = BPFTIME_VMCALLS_TEST_OBJECTS_DIR;
 
 struct MapLock : test::provider_fixture {
     MapLock() : provider_fixture("bpftime-map-lock") {}
+
+    /// A new hash map of 8 guarded values keyed by u32, its lock at offset 0.
+    result<std::unique_ptr<map_access>> locked_hash(const std::string &map_name);
 };
 
 /// spin.bpf.c's struct guarded.
@@ -28,6 +31,18 @@ struct guarded {
     uint32_t lock, pad;
     uint64_t count, twice;
 };
+
+result<std::unique_ptr<map_access>> MapLock::locked_hash(const std::string &map_name) {
+    map_create_spec spec;
+    spec.name = map_name;
+    spec.spec = maps::map_spec{maps::map_type::hash, 4, sizeof(guarded), 8, 0};
+    spec.spec.spin_lock_off = 0;
+    auto id = provider->create_map(spec);
+    if (!id) {
+        return id.err();
+    }
+    return provider->open_map(*id);
+}
 
 std::span<const uint8_t> bytes(const auto &v) {
     return {reinterpret_cast<const uint8_t *>(&v), sizeof v};
@@ -111,14 +126,8 @@ TEST_F(MapLock, WritesWithoutTheFlagLeaveTheLockWordAndReadsHideIt) {
     EXPECT_EQ(as_guarded(*raw).twice, 12u);
 
     // A hash: a new key's lock starts free, and an update of a present key keeps it.
-    map_create_spec spec;
-    spec.name = "plain_locked_hash";
-    spec.spec = maps::map_spec{maps::map_type::hash, 4, sizeof(guarded), 8, 0};
-    spec.spec.spin_lock_off = 0;
-    auto id = provider->create_map(spec);
-    ASSERT_TRUE(id) << id.err().message;
-    auto h = provider->open_map(*id);
-    ASSERT_TRUE(h);
+    auto h = locked_hash("plain_locked_hash");
+    ASSERT_TRUE(h) << h.err().message;
     const uint32_t one = 1;
     ASSERT_TRUE((*h)->write(bytes(one), bytes(g), maps::update_noexist));
     g.count = 7;
@@ -148,14 +157,8 @@ TEST_F(MapLock, RefusedOnMapsWithoutALockAndFlagsKept) {
 
     // A hash map with a lock: a new key's lock word starts free; BPF_NOEXIST and BPF_EXIST
     // keep their meaning under BPF_F_LOCK.
-    map_create_spec spec;
-    spec.name = "locked_hash";
-    spec.spec = maps::map_spec{maps::map_type::hash, 4, sizeof(guarded), 8, 0};
-    spec.spec.spin_lock_off = 0;
-    auto id = provider->create_map(spec);
-    ASSERT_TRUE(id) << id.err().message;
-    auto h = provider->open_map(*id);
-    ASSERT_TRUE(h);
+    auto h = locked_hash("locked_hash");
+    ASSERT_TRUE(h) << h.err().message;
     guarded g{0xdeadbeef, 0, 3, 6};
     EXPECT_EQ((*h)->write(bytes(one), bytes(g), maps::update_lock | maps::update_exist).err().code,
               ENOENT);
@@ -175,7 +178,9 @@ TEST_F(MapLock, RefusedOnMapsWithoutALockAndFlagsKept) {
     EXPECT_EQ((*h)->read_locked(bytes(zero)).err().code, ENOENT);
 
     // A lock where the value cannot hold one is refused at creation.
+    map_create_spec spec;
     spec.name = "bad_lock";
+    spec.spec = maps::map_spec{maps::map_type::hash, 4, sizeof(guarded), 8, 0};
     spec.spec.spin_lock_off = 22;
     auto bad = provider->create_map(spec);
     ASSERT_FALSE(bad);
