@@ -1210,8 +1210,8 @@ void register_all(vm::helper_registry &registry) {
     }
     // Only these leave anything for it: a record reserved and not handed back, a lock held (a
     // tail call's target runs within its caller's run, so it counts as any of them).
-    registry.set_run_end(end_of_run, {12 /* tail_call */, 93 /* spin_lock */,
-                                      131 /* ringbuf_reserve */});
+    registry.set_run_end(end_of_run,
+                         {12 /* tail_call */, 93 /* spin_lock */, 131 /* ringbuf_reserve */});
 }
 
 namespace {
