@@ -515,65 +515,106 @@ long update_locked(const map_ref &m, const tables &t, const void *key, const val
     return 0;
 }
 
-// A plain hash map's update that the entry lock alone could not do: BPF_NOEXIST, a key that is
-// not present, a bad flag. Out of line, so that the present key's path below stays short.
-[[gnu::noinline]] long plain_hash_update_locked(const void *view, const void *key,
-                                                const void *value, uint64_t flags) {
-    if (flags > update_exist) {
-        return -EINVAL;
-    }
+// A plain hash map's update that the fast path below did not finish: BPF_NOEXIST, a bad flag, a
+// key that is not present, a chain longer than the fast walk goes, an entry lock it did not get
+// at once, a thread whose id is not cached yet. The whole update again, with waits and the insert
+// path. Out of line and reached by a tail call, so that the fast path calls nothing and keeps few
+// registers live (two saved, no stack frame).
+[[gnu::noinline]] long plain_hash_update_slow(const void *view, const void *key, const void *value,
+                                              uint64_t flags) {
     const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
     const value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
-    return update_locked(m, tables(m), key, src, flags);
+    return hash_update(m, key, src, flags);
+}
+
+// The end of plain_hash_update with a test hook set: the hook, then the value and the entry's
+// lock released. Out of line, so that the update's fast path calls nothing.
+template <uint32_t ValueSize>
+[[gnu::noinline]] long write_after_hook(uint8_t *dst, const void *value, uint8_t *state_word,
+                                        uint32_t value_size) {
+    hash_entry_locked_hook();
+    std::memcpy(dst, value, ValueSize != 0 ? ValueSize : value_size);
+    atomic(*reinterpret_cast<uint32_t *>(state_word)).store(entry_used, std::memory_order_release);
+    return 0;
 }
 
 // A plain hash map's update from a program with the key and value sizes constants: the value
-// of a present key written under its entry's lock (one compare-and-swap, everything else inline
-// with constant strides), anything else through update_locked.
+// of a present key written under its entry's lock, taken with one compare-and-swap and released
+// by the store that ends the update. Everything else (see plain_hash_update_slow) is a tail call,
+// so this path calls nothing.
 template <uint32_t KeySize, uint32_t ValueSize>
 long plain_hash_update(const void *view, const void *key, const void *value, uint64_t flags) {
-    if (flags == update_any || flags == update_exist) [[likely]] {
-        const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
-        const tables t(m);
-        // One value slot per entry (not per CPU); a constant stride when the size is.
-        const uint64_t value_stride = ValueSize != 0 ? (ValueSize + 7) / 8 * 8 : m.lay.value_stride;
-        for (int tries = 0; tries < 4; tries++) {
-            const uint32_t idx = chain_find<KeySize>(m, t, key);
-            if (idx == none) {
-                break;
-            }
-            uint8_t *const dst = m.base + m.lay.values + idx * value_stride;
-            // The value's line is fetched for writing while the entry's is compared and locked.
-            __builtin_prefetch(dst, 1);
-            const entry_lock got = lock_entry<KeySize>(m, idx, key);
-            if (got == entry_lock::held) [[likely]] {
-                if (hash_entry_locked_hook) [[unlikely]] {
-                    hash_entry_locked_hook();
-                }
-                std::memcpy(dst, value, ValueSize != 0 ? ValueSize : m.spec.value_size);
-                atomic(*reinterpret_cast<uint32_t *>(entry_at<KeySize>(m, idx) + hash_entry_state))
-                    .store(entry_used, std::memory_order_release);
-                return 0;
-            }
-            if (got == entry_lock::busy) {
-                return -EBUSY;
-            }
-        }
+    static_assert(KeySize != 0, "specialised for constant key sizes only");
+    const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
+    if ((flags & ~update_exist) != 0) [[unlikely]] {
+        return plain_hash_update_slow(view, key, value, flags);
     }
-    return plain_hash_update_locked(view, key, value, flags);
+    // The walk of chain_find with fewer live registers: a chain longer than fast_walk_steps
+    // (only with keys that collide on purpose) is left to the slow path's bounded walk.
+    constexpr uint32_t fast_walk_steps = 64;
+    // One value slot per entry (not per CPU); a constant stride when the size is.
+    const uint64_t value_stride = ValueSize != 0 ? (ValueSize + 7) / 8 * 8 : m.lay.value_stride;
+    uint8_t *const entries = m.base + m.lay.entries;
+    uint8_t *const values = m.base + m.lay.values;
+    const uint32_t *link = m.section<uint32_t>(m.lay.buckets) + bucket_of(m, key, KeySize);
+    uint8_t *e;
+    uint8_t *dst;
+    for (uint32_t steps = fast_walk_steps;; steps--) {
+        const uint32_t idx = atomic(*const_cast<uint32_t *>(link)).load(std::memory_order_acquire);
+        if (idx >= m.spec.max_entries || steps == 0) [[unlikely]] {
+            return plain_hash_update_slow(view, key, value, flags);
+        }
+        // The value's line is fetched for writing now, so that its miss overlaps the entry's
+        // instead of following it.
+        dst = values + uint64_t{idx} * value_stride;
+        __builtin_prefetch(dst, 1);
+        e = entries + uint64_t{idx} * entry_stride<KeySize>(m);
+        if ((atomic(*reinterpret_cast<uint32_t *>(e + hash_entry_state))
+                 .load(std::memory_order_relaxed) &
+             entry_used) != 0 &&
+            keys_equal(e + hash_entry_key, key, KeySize)) {
+            break;
+        }
+        link = reinterpret_cast<const uint32_t *>(e);
+    }
+    const uint32_t tid = cached_tid;
+    auto state = atomic(*reinterpret_cast<uint32_t *>(e + hash_entry_state));
+    uint32_t seen = entry_used;
+    if (tid == 0 ||
+        !state.compare_exchange_strong(seen, entry_used | tid, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) [[unlikely]] {
+        return plain_hash_update_slow(view, key, value, flags);
+    }
+    // Locked: the entry may have been deleted and reused for another key since the walk.
+    if (!keys_equal(e + hash_entry_key, key, KeySize)) [[unlikely]] {
+        state.store(entry_used, std::memory_order_release);
+        return plain_hash_update_slow(view, key, value, flags);
+    }
+    if (hash_entry_locked_hook != nullptr) [[unlikely]] {
+        return write_after_hook<ValueSize>(dst, value, e + hash_entry_state, m.spec.value_size);
+    }
+    std::memcpy(dst, value, ValueSize != 0 ? ValueSize : m.spec.value_size);
+    state.store(entry_used, std::memory_order_release);
+    return 0;
 }
 
 template <uint32_t KeySize>
 update_fn plain_hash_update_for(uint32_t value_size) {
-    switch (value_size) {
-    case 4:
-        return plain_hash_update<KeySize, 4>;
-    case 8:
-        return plain_hash_update<KeySize, 8>;
-    case 16:
-        return plain_hash_update<KeySize, 16>;
-    default:
-        return plain_hash_update<KeySize, 0>;
+    if constexpr (KeySize == 0) {
+        // Other key sizes: the general update (the entry lock for a present key as well).
+        (void)value_size;
+        return plain_hash_update_slow;
+    } else {
+        switch (value_size) {
+        case 4:
+            return plain_hash_update<KeySize, 4>;
+        case 8:
+            return plain_hash_update<KeySize, 8>;
+        case 16:
+            return plain_hash_update<KeySize, 16>;
+        default:
+            return plain_hash_update<KeySize, 0>;
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 #include "layout.hpp" // the header, to scribble over its counters
 
+#include <array>
 #include <random>
 #include <set>
 
@@ -290,6 +291,74 @@ TEST(Hash, UpdatesOfPresentKeysWriteInPlace) {
     EXPECT_EQ(*p, 32u);
     EXPECT_EQ(put(m, 4, 40, update_exist), -ENOENT);
     EXPECT_EQ(m->count(), 1u);
+}
+
+// Updates of present keys reach every key of a chain, however long: keys that all fall in one
+// bucket (found by watching the bucket heads while inserting) make a chain longer than the walk
+// the update's fast path goes, so the keys deepest in it (inserted first) take the general path.
+// Each update must land on its own key, insert nothing, and be read back.
+TEST(Hash, UpdatesReachKeysDeepInALongChain) {
+    constexpr uint32_t chain = 80, entries = 256;
+    shm_map m(map_spec{map_type::hash, 4, 8, entries, 0});
+    const auto *heads =
+        reinterpret_cast<const uint32_t *>(m.region().data() + sizeof(detail::map_header));
+    const uint32_t nbuckets = entries; // max_entries rounded up to a power of two
+    std::vector<uint32_t> keys{0};
+    ASSERT_EQ(put(m, 0, 0, update_noexist), 0);
+    uint32_t bucket = detail::none;
+    for (uint32_t b = 0; b < nbuckets; b++) {
+        if (heads[b] != detail::none) {
+            bucket = b;
+        }
+    }
+    ASSERT_NE(bucket, detail::none);
+    for (uint32_t k = 1; keys.size() < chain && k < 1000000; k++) {
+        const uint32_t before = heads[bucket];
+        ASSERT_EQ(put(m, k, 0, update_noexist), 0);
+        if (heads[bucket] != before) {
+            keys.push_back(k); // linked at the head of the same bucket
+        } else {
+            ASSERT_EQ(m->remove(&k), 0);
+        }
+    }
+    ASSERT_EQ(keys.size(), chain);
+    ASSERT_EQ(m->count(), chain);
+    for (uint32_t k : keys) {
+        EXPECT_EQ(put(m, k, uint64_t{k} * 10 + 1, update_exist), 0) << "key " << k;
+        EXPECT_EQ(put(m, k, uint64_t{k} * 10 + 2, update_any), 0) << "key " << k;
+    }
+    EXPECT_EQ(m->count(), chain);
+    for (uint32_t k : keys) {
+        EXPECT_EQ(get(m, k), uint64_t{k} * 10 + 2) << "key " << k;
+    }
+    EXPECT_EQ(all_keys(m.view()).size(), chain);
+}
+
+// Keys of sizes other than 4 and 8 bytes take the general update: present keys are written in
+// place, BPF_EXIST of an absent key is refused, and nothing is inserted twice.
+TEST(Hash, UpdatesOfPresentKeysOfOddSizes) {
+    shm_map m(map_spec{map_type::hash, 12, 8, 64, 0});
+    auto key_of = [](uint32_t i) { return std::array<uint32_t, 3>{i, i * 7, ~i}; };
+    for (uint32_t i = 0; i < 64; i++) {
+        const auto key = key_of(i);
+        const uint64_t v = i;
+        ASSERT_EQ(m->update(key.data(), &v, update_noexist), 0);
+    }
+    for (uint32_t i = 0; i < 64; i++) {
+        const auto key = key_of(i);
+        const uint64_t v = uint64_t{i} << 32 | 1;
+        EXPECT_EQ(m->update(key.data(), &v, i % 2 == 0 ? update_exist : update_any), 0);
+    }
+    const auto absent = key_of(1000);
+    const uint64_t v = 5;
+    EXPECT_EQ(m->update(absent.data(), &v, update_exist), -ENOENT);
+    EXPECT_EQ(m->count(), 64u);
+    for (uint32_t i = 0; i < 64; i++) {
+        const auto key = key_of(i);
+        auto *p = static_cast<const uint64_t *>(m->lookup(key.data()));
+        ASSERT_NE(p, nullptr);
+        EXPECT_EQ(*p, uint64_t{i} << 32 | 1);
+    }
 }
 
 // An update of a present key never lands in an entry that a concurrent delete freed and an
