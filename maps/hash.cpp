@@ -377,7 +377,7 @@ void write_locked(const map_ref &m, const tables &t, uint32_t idx, const value_s
     if (hash_entry_locked_hook) {
         hash_entry_locked_hook();
     }
-    if (m.ncpus == 1) {
+    if (m.ncpus == 1 && m.spec.spin_lock_off < 0) {
         std::memcpy(m.value(idx, 0), src.data, m.spec.value_size);
     } else {
         store_value(m, idx, src, false);
@@ -621,7 +621,8 @@ update_fn plain_hash_update_for(uint32_t value_size) {
 } // namespace
 
 update_fn hash_update_for(const map_spec &spec) {
-    if (spec.type != map_type::hash) {
+    // A value holding a spin lock is written around its lock word (store_value).
+    if (spec.type != map_type::hash || spec.spin_lock_off >= 0) {
         return nullptr;
     }
     return with_key_size(spec.key_size, [&](auto size) {

@@ -29,6 +29,18 @@ uint32_t current_cpu(uint32_t ncpus) {
 void store_value(const map_ref &m, uint32_t idx, const value_source &src, bool fresh) {
     using spread = value_source::spread;
     uint32_t size = m.spec.value_size, me = current_cpu(m.ncpus);
+    if (m.spec.spin_lock_off >= 0) {
+        // As Linux's copy_map_value: everything but the struct bpf_spin_lock, which a program
+        // may hold; a fresh value's lock is free. (Such maps have one value per entry.)
+        const auto off = static_cast<uint32_t>(m.spec.spin_lock_off);
+        uint8_t *dst = m.value(idx, 0);
+        std::memcpy(dst, src.data, off);
+        std::memcpy(dst + off + 4, src.data + off + 4, size - off - 4);
+        if (fresh) {
+            std::memset(dst + off, 0, 4);
+        }
+        return;
+    }
     for (uint32_t cpu = 0; cpu < m.ncpus; cpu++) {
         uint8_t *dst = m.value(idx, cpu);
         if (src.how == spread::per_cpu) {
@@ -763,7 +775,7 @@ map_ref map_view::ref() const {
 }
 
 long map_view::update_other(const void *key, const void *value, uint64_t flags) const {
-    if (table_count_ != 0) {
+    if (table_count_ != 0 && spec_.spin_lock_off < 0) {
         // A plain array: in place, as Linux does.
         if (flags > update_exist) {
             return -EINVAL;

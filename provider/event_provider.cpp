@@ -488,11 +488,11 @@ result<std::vector<uint8_t>> read_value_locked(const store::map_info &info,
 
 namespace {
 
-// An update of a value holding a spin lock: an existing value is overwritten all but its lock
-// word (under the lock when take_lock), a new one is inserted with the lock free.
-result<void> write_around_lock(const store::map_info &info, const maps::map_view &view,
-                               std::span<const uint8_t> key, std::span<const uint8_t> value,
-                               uint64_t flags, bool take_lock) {
+// BPF_F_LOCK's update: an existing value is overwritten under its lock, all but the lock word;
+// a new one is inserted with the lock free.
+result<void> write_under_lock(const store::map_info &info, const maps::map_view &view,
+                              std::span<const uint8_t> key, std::span<const uint8_t> value,
+                              uint64_t flags) {
     const maps::map_spec &spec = info.spec;
     uint64_t mode = flags & ~maps::update_lock;
     if (mode > maps::update_exist) {
@@ -511,26 +511,20 @@ result<void> write_around_lock(const store::map_info &info, const maps::map_view
         if (mode == maps::update_noexist) {
             return maps::update_error(-EEXIST, spec, flags);
         }
-        // In place, everything but the lock word.
+        // In place, under the lock, everything but the lock word.
         auto *word = reinterpret_cast<uint32_t *>(current + off);
-        if (take_lock) {
-            if (auto ok = take_value_lock(word, info); !ok) {
-                return ok;
-            }
+        if (auto ok = take_value_lock(word, info); !ok) {
+            return ok;
         }
         std::memcpy(current, value.data(), off);
         std::memcpy(current + off + 4, value.data() + off + 4, value.size() - off - 4);
-        if (take_lock) {
-            release_value_lock(word);
-        }
+        release_value_lock(word);
         return {};
     }
     if (mode == maps::update_exist) {
         return maps::update_error(-ENOENT, spec, flags);
     }
-    std::vector<uint8_t> fresh(value.begin(), value.end());
-    std::memset(fresh.data() + off, 0, sizeof(uint32_t)); // a new value's lock is free
-    return view.write(key, fresh, mode);
+    return view.write(key, value, mode); // a new value's lock is free (maps::map_view::write)
 }
 
 } // namespace
@@ -541,7 +535,7 @@ result<void> write_value_locked(const store::map_info &info, const maps::map_vie
     if (info.spec.spin_lock_off < 0) {
         return no_lock(info);
     }
-    return write_around_lock(info, view, key, value, flags, true);
+    return write_under_lock(info, view, key, value, flags);
 }
 
 result<std::vector<uint8_t>> read_value(const store::map_info &info, const maps::map_view &view,
@@ -560,9 +554,7 @@ result<void> write_value(const store::map_info &info, const maps::map_view &view
     if ((flags & maps::update_lock) != 0) {
         return write_value_locked(info, view, key, value, flags);
     }
-    if (info.spec.spin_lock_off >= 0) {
-        return write_around_lock(info, view, key, value, flags, false);
-    }
+    // The view writes a value holding a spin lock around its lock word.
     return view.write(key, value, flags);
 }
 

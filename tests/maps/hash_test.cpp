@@ -293,6 +293,39 @@ TEST(Hash, UpdatesOfPresentKeysWriteInPlace) {
     EXPECT_EQ(m->count(), 1u);
 }
 
+// A value holding a struct bpf_spin_lock is written as Linux's copy_map_value writes it, by a
+// program's map_update_elem and by user space alike: all but the lock word, which a program may
+// hold at that moment; a new value's lock starts free.
+TEST(Hash, UpdatesNeverWriteTheSpinLockWord) {
+    struct locked {
+        uint64_t a;
+        uint32_t lock, b;
+    };
+    for (map_type type : {map_type::hash, map_type::array}) {
+        map_spec with_lock{type, 4, sizeof(locked), 8, 0};
+        with_lock.spin_lock_off = offsetof(locked, lock);
+        shm_map m(with_lock);
+        const uint32_t key = 1;
+        locked v{10, 0xdeadbeef, 20};
+        ASSERT_EQ(m->update(&key, &v, update_any), 0);
+        auto *p = static_cast<locked *>(m->lookup(&key));
+        ASSERT_NE(p, nullptr);
+        EXPECT_EQ(p->a, 10u);
+        EXPECT_EQ(p->b, 20u);
+        EXPECT_EQ(p->lock, 0u) << map_type_name(type) << ": a new value's lock is free";
+        p->lock = 4242; // held by a program's thread
+        v = {11, 0, 21};
+        ASSERT_EQ(m->update(&key, &v, update_exist), 0);
+        EXPECT_EQ(p->a, 11u);
+        EXPECT_EQ(p->b, 21u);
+        EXPECT_EQ(p->lock, 4242u) << map_type_name(type) << ": the holder keeps its lock";
+        v = {12, 0, 22};
+        ASSERT_TRUE(m->write(bytes(key), bytes(v), update_any));
+        EXPECT_EQ(p->a, 12u);
+        EXPECT_EQ(p->lock, 4242u) << map_type_name(type);
+    }
+}
+
 // Updates of present keys reach every key of a chain, however long: keys that all fall in one
 // bucket (found by watching the bucket heads while inserting) make a chain longer than the walk
 // the update's fast path goes, so the keys deepest in it (inserted first) take the general path.
