@@ -73,6 +73,7 @@ enum entry_outcome : uint8_t {
 struct shadow_stack {
     size_t depth;
     bool in_handler; // a handler runs on this thread: hooked calls from it run unhooked
+    bool off;        // the thread's hooks are off (set_thread_handlers_off): the same
     bool in_entry;   // the handler running is an entry handler (return_early may be called)
     bool early;      // return_early was called by it
     uint64_t early_value;
@@ -208,7 +209,7 @@ inline void mark_running(shadow_stack &ss, record *rec) {
 __attribute__((no_sanitize("address"))) uint8_t entry_dispatch(record *rec, pt_regs *frame,
                                                                bool may_call) {
     shadow_stack &ss = t_shadow;
-    if (ss.in_handler)
+    if (ss.in_handler || ss.off)
         return go_on;
     mark_running(ss, rec);
     uint8_t outcome = go_on;
@@ -1055,6 +1056,12 @@ bool inline_hook::return_early(uint64_t value) {
     ss.early = true;
     ss.early_value = value;
     return true;
+}
+bool inline_hook::set_thread_handlers_off(bool off) {
+    shadow_stack &ss = t_shadow;
+    const bool was = ss.off;
+    ss.off = off;
+    return was;
 }
 uint64_t inline_hook::missed_returns() {
     return g_missed_returns.load();
