@@ -198,6 +198,33 @@ inline void mark_running(shadow_stack &ss, record *rec) {
     std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
+// The end of an entry dispatch whose handler asked for the return hook or called
+// return_early: what the stub is to do then. Out of line, so that the common path (a handler
+// that asks for neither) keeps few registers across the handler's call.
+__attribute__((no_sanitize("address"), noinline)) uint8_t
+entry_finish(shadow_stack &ss, record *rec, pt_regs *frame, bool may_call, bool want_return) {
+    uint8_t outcome = go_on;
+    const bool early = ss.early;
+    if (early) {
+        outcome = return_now;
+        frame->rax = ss.early_value;
+    }
+    if (want_return && rec->on_return) {
+        if (ss.depth < shadow_capacity && (ss.entries != nullptr || map_shadow_entries(ss))) {
+            auto *slot = reinterpret_cast<uintptr_t *>(frame->rsp);
+            const bool call = may_call && !early;
+            ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec, call};
+            if (call)
+                outcome = call_and_hook;
+            else
+                *slot = rec->return_stub;
+        } else {
+            g_missed_returns.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+    return outcome;
+}
+
 // Called by a hook's stub with the saved registers (frame) of a hooked call: what the stub is
 // to do (entry_outcome). return_now: the stub restores the registers and returns to the caller
 // with frame->rax (return_early) instead of running the function. call_and_hook (only when
@@ -221,24 +248,8 @@ __attribute__((no_sanitize("address"))) uint8_t entry_dispatch(record *rec, pt_r
         const bool want_return = rec->on_entry(rec->user, frame);
         ss.in_entry = false;
         ss.in_handler = false;
-        const bool early = ss.early;
-        if (early) {
-            outcome = return_now;
-            frame->rax = ss.early_value;
-        }
-        if (want_return && rec->on_return) {
-            if (ss.depth < shadow_capacity && (ss.entries != nullptr || map_shadow_entries(ss))) {
-                auto *slot = reinterpret_cast<uintptr_t *>(frame->rsp);
-                const bool call = may_call && !early;
-                ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec, call};
-                if (call)
-                    outcome = call_and_hook;
-                else
-                    *slot = rec->return_stub;
-            } else {
-                g_missed_returns.fetch_add(1, std::memory_order_relaxed);
-            }
-        }
+        if (want_return || ss.early) [[unlikely]]
+            outcome = entry_finish(ss, rec, frame, may_call, want_return);
     }
     mark_running(ss, nullptr);
     return outcome;

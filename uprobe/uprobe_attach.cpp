@@ -128,15 +128,12 @@ struct probe_site {
     }
 }
 
-// The entry of a site whose uprobes are not one plain program: several, one that may
-// override the return, or none (uretprobes only). Out of line, so the common path keeps few
+// The entry of a site whose uprobes are not one plain program: several, or one that may
+// override the return or needs the end-of-run step. Out of line, so the common path keeps few
 // registers.
 [[gnu::noinline]] bool on_entry_list(const probe_site *site, const probe_programs *progs,
                                      const pt_regs *regs) {
-    if (!progs->entry.empty()) {
-        // A site with uretprobes only just asks for the return.
-        run_all(progs->entry, site->address, regs);
-    }
+    run_all(progs->entry, site->address, regs);
     return progs->want_return;
 }
 
@@ -145,11 +142,14 @@ bool on_entry(void *user, const pt_regs *regs) {
     // (inline_hook::set_thread_handlers_off), which the stub's dispatch checks.
     const auto *site = static_cast<const probe_site *>(user);
     const probe_programs *progs = site->programs.load(std::memory_order_acquire);
-    if (progs->only_entry.prog == nullptr) [[unlikely]] {
-        return on_entry_list(site, progs, regs);
+    if (progs->only_entry.prog != nullptr) [[likely]] {
+        progs->only_entry.run(regs);
+        return progs->want_return;
     }
-    progs->only_entry.run(regs);
-    return progs->want_return;
+    if (progs->entry.empty()) {
+        return progs->want_return; // uretprobes only: just the return
+    }
+    return on_entry_list(site, progs, regs);
 }
 
 void on_return(void *user, const pt_regs *regs) {
