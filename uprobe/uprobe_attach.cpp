@@ -246,6 +246,7 @@ public:
                 return make_error(hook.err().code, args + ": " + hook.err().message);
             }
             site->hook = std::move(*hook);
+            site->hook->set_return_only(return_only(*site->programs.load()));
         }
         if (semaphore != nullptr) {
             // The probed program tests the counter before it prepares a probe's arguments; the
@@ -283,11 +284,24 @@ public:
     }
 
 private:
+    // A site with uretprobes only has its hook skip the entry handler (inline_hook::
+    // set_return_only): nothing runs on entry but the return hook's bookkeeping.
+    static bool return_only(const probe_programs &p) { return p.entry.empty() && !p.exit.empty(); }
+
     static void publish(probe_site &site, probe_programs next) {
         next.seal(site.address);
+        const bool only_returns = return_only(next);
+        // The entry handler is back before a set with uprobes is seen, and goes only after a
+        // set without them is: no call misses a uprobe published before it.
+        if (site.hook != nullptr && !only_returns) {
+            site.hook->set_return_only(false);
+        }
         auto owned = std::make_unique<const probe_programs>(std::move(next));
         site.programs.store(owned.get(), std::memory_order_release);
         site.generations.push_back(std::move(owned));
+        if (site.hook != nullptr && only_returns) {
+            site.hook->set_return_only(true);
+        }
     }
 
     std::mutex mu_;
