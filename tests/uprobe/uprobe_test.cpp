@@ -94,6 +94,11 @@ UT_PROBED long ut_fault_alone(long x) {
     return x + 11 + ut_bias;
 }
 
+UT_PROBED long ut_returns(long a, long b) {
+    asm volatile("" ::: "memory");
+    return 7 * a + b + ut_bias;
+}
+
 UT_PROBED long ut_many(long t) {
     asm volatile("" ::: "memory");
     return t + 1 + ut_bias;
@@ -1014,6 +1019,58 @@ TEST_F(Uprobe, LinkCountersExactFromManyThreads) {
     EXPECT_EQ(link(c.return_link).runs, calls);
     EXPECT_EQ(link(c.entry_link).faults, 0u);
     EXPECT_EQ(link(c.return_link).faults, 0u);
+}
+
+// A uretprobe alone at a function's entry (its hook return-only: no entry handler, no vector
+// state saved on entry), then a uprobe beside it, then the uretprobe alone again: from three
+// threads, every return counted and its value summed, every entry counted while the uprobe is
+// attached and none otherwise.
+TEST_F(Uprobe, AUretprobeAloneThenWithAUprobeThenAloneAgainCountsExactly) {
+    counting c = count_at("/proc/self/exe:ut_returns");
+    auto h = host();
+    constexpr int threads = 3;
+    constexpr long per_thread = 20000;
+    constexpr uint64_t calls = threads * per_thread;
+    uint64_t expected_sum = 0;
+    uint64_t entries = 0, returned = 0;
+    for (bool with_uprobe : {false, true, false}) {
+        SCOPED_TRACE(with_uprobe ? "with the uprobe" : "the uretprobe alone");
+        ASSERT_TRUE(with_uprobe ? provider->enable_link(c.entry_link)
+                                : provider->disable_link(c.entry_link));
+        auto r = h->instantiate();
+        ASSERT_TRUE(r) << r.err().message;
+        ASSERT_EQ(h->attached_count(), with_uprobe ? 2u : 1u);
+        std::vector<uint64_t> sums(threads, 0);
+        std::atomic<long> wrong{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t) {
+            pool.emplace_back([&, t] {
+                auto *fn = opaque(ut_returns);
+                for (long i = 0; i < per_thread; ++i) {
+                    const long got = fn(t, i);
+                    if (got != 7 * t + i) {
+                        wrong.fetch_add(1);
+                    }
+                    sums[t] += static_cast<uint64_t>(got);
+                }
+            });
+        }
+        for (auto &t : pool) {
+            t.join();
+        }
+        EXPECT_EQ(wrong.load(), 0);
+        for (uint64_t s : sums) {
+            expected_sum += s;
+        }
+        entries += with_uprobe ? calls : 0;
+        returned += calls;
+        totals got = read_totals(c.totals);
+        EXPECT_EQ(got.entries, entries);
+        EXPECT_EQ(got.returns, returned);
+        EXPECT_EQ(got.sum, expected_sum);
+        EXPECT_EQ(link(c.return_link).runs, returned);
+        EXPECT_EQ(link(c.entry_link).runs, entries);
+    }
 }
 
 } // namespace
