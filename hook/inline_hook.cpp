@@ -275,9 +275,25 @@ __attribute__((no_sanitize("address"))) uint8_t entry_dispatch(record *rec, pt_r
 // full, which the full path counts).
 // No hook mark is set: no handler runs here, and a record is never freed, so a return hook
 // pushed just as the hook is removed meets a cleared active flag in return_dispatch.
+// t_shadow's offset from the thread pointer, the same in every thread (initial-exec), set
+// before the first stub is made: return_only_dispatch reaches the block with one %fs-relative
+// address and no call (clang reaches a thread_local of a file that has thread_locals with
+// destructors through a wrapper whose first call on a thread registers them in the C library,
+// code that may use vector registers). A thread's block exists before that registration; the
+// full path does it (take_full while the shadow stack is not mapped).
+uintptr_t g_shadow_offset = 0;
+
+uintptr_t thread_pointer() {
+    uintptr_t tp = 0;
+    asm("mov %%fs:0, %0" : "=r"(tp));
+    return tp;
+}
+
 __attribute__((no_sanitize("address"), target("general-regs-only"))) uint8_t
 return_only_dispatch(record *rec, const pt_regs *frame) {
-    shadow_stack &ss = t_shadow;
+    uintptr_t tp = 0; // thread_pointer(), written out: a call cannot be inlined here
+    asm("mov %%fs:0, %0" : "=r"(tp));
+    shadow_stack &ss = *reinterpret_cast<shadow_stack *>(tp + g_shadow_offset);
     // The flag's relaxed load as a builtin: std::atomic's member would be an out-of-line call
     // here (it cannot be inlined into code of another target).
     static_assert(sizeof(rec->active) == 1 && std::atomic<bool>::is_always_lock_free);
@@ -891,6 +907,7 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
     if (!on_entry)
         return make_error(EINVAL, "an inline hook needs an entry handler");
     std::lock_guard lock(g_hooks_mutex);
+    g_shadow_offset = reinterpret_cast<uintptr_t>(&t_shadow) - thread_pointer();
     for (const record *r : all_records())
         if (r->patched && address >= r->address && address < r->address + r->reloc.patched)
             return make_error(EEXIST, "the address " + hex(address) +
