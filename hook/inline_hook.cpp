@@ -45,6 +45,9 @@ struct inline_hook::record {
     // stack before it reads this; removal clears it and then stops the threads until none is
     // marked (a stopped thread reports its mark), so no shared counter is written per call.
     std::atomic<bool> active{false};
+    // set_return_only: a function entry stub skips the entry handler and the vector state and
+    // only arranges the return hook (return_only_dispatch). Read by the stub itself.
+    std::atomic<bool> return_only{false};
     bool patched = false; // the jump is in place (guarded by g_hooks_mutex)
     bool trap = false;    // an int3 at address instead of a jump (install_trap)
 };
@@ -64,15 +67,17 @@ struct shadow_entry {
 
 // What entry_dispatch tells the entry stub to do.
 enum entry_outcome : uint8_t {
-    go_on = 0,        // run the function
-    return_now = 1,   // return to the caller at once (return_early)
-    call_and_hook = 2 // call the function from the stub; its return runs the return stub
+    go_on = 0,         // run the function
+    return_now = 1,    // return to the caller at once (return_early)
+    call_and_hook = 2, // call the function from the stub; its return runs the return stub
+    take_full = 3      // (return_only_dispatch) go through the full path instead
 };
 
 // Per thread: the return addresses of calls whose return is hooked, innermost last.
 struct shadow_stack {
     size_t depth;
     bool in_handler; // a handler runs on this thread: hooked calls from it run unhooked
+    bool off;        // the thread's hooks are off (set_thread_handlers_off): the same
     bool in_entry;   // the handler running is an entry handler (return_early may be called)
     bool early;      // return_early was called by it
     uint64_t early_value;
@@ -197,6 +202,33 @@ inline void mark_running(shadow_stack &ss, record *rec) {
     std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
+// The end of an entry dispatch whose handler asked for the return hook or called
+// return_early: what the stub is to do then. Out of line, so that the common path (a handler
+// that asks for neither) keeps few registers across the handler's call.
+__attribute__((no_sanitize("address"), noinline)) uint8_t
+entry_finish(shadow_stack &ss, record *rec, pt_regs *frame, bool may_call, bool want_return) {
+    uint8_t outcome = go_on;
+    const bool early = ss.early;
+    if (early) {
+        outcome = return_now;
+        frame->rax = ss.early_value;
+    }
+    if (want_return && rec->on_return) {
+        if (ss.depth < shadow_capacity && (ss.entries != nullptr || map_shadow_entries(ss))) {
+            auto *slot = reinterpret_cast<uintptr_t *>(frame->rsp);
+            const bool call = may_call && !early;
+            ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec, call};
+            if (call)
+                outcome = call_and_hook;
+            else
+                *slot = rec->return_stub;
+        } else {
+            g_missed_returns.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+    return outcome;
+}
+
 // Called by a hook's stub with the saved registers (frame) of a hooked call: what the stub is
 // to do (entry_outcome). return_now: the stub restores the registers and returns to the caller
 // with frame->rax (return_early) instead of running the function. call_and_hook (only when
@@ -208,39 +240,72 @@ inline void mark_running(shadow_stack &ss, record *rec) {
 __attribute__((no_sanitize("address"))) uint8_t entry_dispatch(record *rec, pt_regs *frame,
                                                                bool may_call) {
     shadow_stack &ss = t_shadow;
-    if (ss.in_handler)
+    if (ss.in_handler || ss.off)
         return go_on;
     mark_running(ss, rec);
     uint8_t outcome = go_on;
     if (rec->active.load(std::memory_order_relaxed)) {
+        ss.early = false;
+        if (rec->return_only.load(std::memory_order_relaxed)) [[unlikely]] {
+            // No entry handler (a trap probe, a site inside a function, or the thread's first
+            // return hook at a function's entry): just the return hook.
+            outcome = entry_finish(ss, rec, frame, may_call, true);
+            mark_running(ss, nullptr);
+            return outcome;
+        }
         ss.in_handler = true;
         ss.in_entry = true;
-        ss.early = false;
         // The saved registers themselves, read-only to the handler (no copy per call).
         const bool want_return = rec->on_entry(rec->user, frame);
         ss.in_entry = false;
         ss.in_handler = false;
-        const bool early = ss.early;
-        if (early) {
-            outcome = return_now;
-            frame->rax = ss.early_value;
-        }
-        if (want_return && rec->on_return) {
-            if (ss.depth < shadow_capacity && (ss.entries != nullptr || map_shadow_entries(ss))) {
-                auto *slot = reinterpret_cast<uintptr_t *>(frame->rsp);
-                const bool call = may_call && !early;
-                ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec, call};
-                if (call)
-                    outcome = call_and_hook;
-                else
-                    *slot = rec->return_stub;
-            } else {
-                g_missed_returns.fetch_add(1, std::memory_order_relaxed);
-            }
-        }
+        if (want_return || ss.early) [[unlikely]]
+            outcome = entry_finish(ss, rec, frame, may_call, want_return);
     }
     mark_running(ss, nullptr);
     return outcome;
+}
+
+// What a function entry stub calls instead of entry_dispatch while the hook is return-only
+// (set_return_only): no entry handler, so the stub has saved no vector state, and this code
+// touches none (general-purpose registers only; it calls nothing). It pushes the return address
+// on the shadow stack and has the stub call the function, or lets the call go on unhooked as
+// entry_dispatch would; take_full where only the full path can go on (the thread's shadow stack
+// is not mapped yet: mapping it registers a thread exit handler through the C library; or it is
+// full, which the full path counts).
+// No hook mark is set: no handler runs here, and a record is never freed, so a return hook
+// pushed just as the hook is removed meets a cleared active flag in return_dispatch.
+// t_shadow's offset from the thread pointer, the same in every thread (initial-exec), set
+// before the first stub is made: return_only_dispatch reaches the block with one %fs-relative
+// address and no call (clang reaches a thread_local of a file that has thread_locals with
+// destructors through a wrapper whose first call on a thread registers them in the C library,
+// code that may use vector registers). A thread's block exists before that registration; the
+// full path does it (take_full while the shadow stack is not mapped).
+uintptr_t g_shadow_offset = 0;
+
+uintptr_t thread_pointer() {
+    uintptr_t tp = 0;
+    asm("mov %%fs:0, %0" : "=r"(tp));
+    return tp;
+}
+
+__attribute__((no_sanitize("address"), target("general-regs-only"))) uint8_t
+return_only_dispatch(record *rec, const pt_regs *frame) {
+    uintptr_t tp = 0; // thread_pointer(), written out: a call cannot be inlined here
+    asm("mov %%fs:0, %0" : "=r"(tp));
+    shadow_stack &ss = *reinterpret_cast<shadow_stack *>(tp + g_shadow_offset);
+    // The flag's relaxed load as a builtin: std::atomic's member would be an out-of-line call
+    // here (it cannot be inlined into code of another target).
+    static_assert(sizeof(rec->active) == 1 && std::atomic<bool>::is_always_lock_free);
+    if (ss.in_handler || ss.off ||
+        !__atomic_load_n(reinterpret_cast<const bool *>(&rec->active), __ATOMIC_RELAXED))
+        return go_on;
+    if (ss.entries == nullptr || ss.depth >= shadow_capacity) [[unlikely]]
+        return take_full; // the full path maps the entries, or counts the missed return
+
+    const auto *slot = reinterpret_cast<const uintptr_t *>(frame->rsp);
+    ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec, true};
+    return call_and_hook;
 }
 
 [[noreturn]] void shadow_stack_lost(uintptr_t rsp) {
@@ -364,6 +429,8 @@ enum class vector_save {
     // Anywhere: every component of mask with XSAVEC (or XSAVE; FXSAVE without XSAVE) into an
     // area on the stack below the frame, restored with XRSTOR.
     full,
+    // None: the code called touches no vector register (return_only_dispatch).
+    none,
 };
 
 // The stub's frame: a pt_regs, 8 bytes of padding, then (abi saves) the vector registers. It
@@ -669,8 +736,9 @@ struct emitter {
 // An entry stub's code, with where the addresses known only once the page is laid out go.
 struct entry_code {
     std::vector<uint8_t> code;
-    size_t call_trampoline = 0; // offset of the rel32 of `call trampoline`
-    size_t jump_return = 0;     // offset of the rel32 of `jmp return_stub`
+    std::vector<size_t> call_trampoline; // offsets of the rel32 of each `call trampoline`
+    std::vector<size_t> jump_return;     // ... of each `jmp return_stub`
+    std::vector<size_t> jump_trampoline; // ... of each `jmp trampoline`
 };
 
 // Writes the rel32 at offset at of code placed at base so that it reaches target.
@@ -688,10 +756,51 @@ void set_rel32(std::vector<uint8_t> &code, size_t at, uintptr_t base, uintptr_t 
 // - return_now: a `ret` returns to the caller (at entry rsp points at the return address and
 //   the callee-saved registers are the caller's), with rax the value asked for;
 // - go_on: the trampoline, which follows the stub directly.
+//
+// At a function's entry (no flags kept) the stub first tests the hook's return_only flag: while
+// it is set, it saves no vector state and calls return_only_dispatch, which touches none, then
+// ends as above (call_and_hook or go_on), or goes on in the full path (take_full).
 entry_code entry_stub(record *rec, vector_save save, bool keep_flags) {
     emitter e;
+    entry_code out;
     const int32_t size = frame_size(save);
+    // Restores the registers, steps past the return address and calls the trampoline, whose
+    // return goes on in the return stub.
+    auto call_and_hook_ending = [&](vector_save saved) {
+        e.restore_all(saved, size, keep_flags);
+        e.bytes({0x48, 0x8D, 0x64, 0x24, 0x08}); // lea rsp, [rsp + 8]
+        e.code.push_back(0xE8);                  // call trampoline
+        out.call_trampoline.push_back(e.code.size());
+        e.imm32(0);
+        e.code.push_back(0xE9); // jmp return_stub
+        out.jump_return.push_back(e.code.size());
+        e.imm32(0);
+    };
     e.save_gprs(rec->address, size, keep_flags);
+    size_t to_full = 0;
+    const bool light = !keep_flags;
+    if (light) {
+        e.movabs(rax, reinterpret_cast<uintptr_t>(&rec->return_only));
+        e.bytes({0x80, 0x38, 0x00}); // cmp byte [rax], 0
+        to_full = e.jz_forward();
+        e.save_vectors(vector_save::none);
+        e.movabs(rdi, reinterpret_cast<uintptr_t>(rec));
+        e.bytes({0x48, 0x89, 0xDE}); // mov rsi, rbx
+        e.call(reinterpret_cast<uintptr_t>(&return_only_dispatch));
+        e.bytes({0x3C, take_full}); // cmp al, take_full
+        const size_t to_back = e.jz_forward();
+        e.bytes({0x84, 0xC0}); // test al, al
+        const size_t to_light_go_on = e.jz_forward();
+        call_and_hook_ending(vector_save::none);
+        e.land(to_light_go_on);
+        e.restore_all(vector_save::none, size, keep_flags);
+        e.code.push_back(0xE9); // jmp trampoline
+        out.jump_trampoline.push_back(e.code.size());
+        e.imm32(0);
+        e.land(to_back);
+        e.bytes({0x48, 0x89, 0xDC}); // mov rsp, rbx: back to the frame for the full path
+        e.land(to_full);
+    }
     e.save_vectors(save);
     e.movabs(rdi, reinterpret_cast<uintptr_t>(rec));
     e.bytes({0x48, 0x89, 0xDE});             // mov rsi, rbx
@@ -701,15 +810,7 @@ entry_code entry_stub(record *rec, vector_save save, bool keep_flags) {
     const size_t to_go_on = e.jz_forward();
     e.bytes({0x3C, return_now}); // cmp al, return_now
     const size_t to_return = e.jz_forward();
-    entry_code out;
-    e.restore_all(save, size, keep_flags);
-    e.bytes({0x48, 0x8D, 0x64, 0x24, 0x08}); // lea rsp, [rsp + 8]
-    e.code.push_back(0xE8);                  // call trampoline
-    out.call_trampoline = e.code.size();
-    e.imm32(0);
-    e.code.push_back(0xE9); // jmp return_stub
-    out.jump_return = e.code.size();
-    e.imm32(0);
+    call_and_hook_ending(save);
     e.land(to_return);
     e.restore_all(save, size, keep_flags);
     e.code.push_back(0xC3); // ret
@@ -806,6 +907,7 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
     if (!on_entry)
         return make_error(EINVAL, "an inline hook needs an entry handler");
     std::lock_guard lock(g_hooks_mutex);
+    g_shadow_offset = reinterpret_cast<uintptr_t>(&t_shadow) - thread_pointer();
     for (const record *r : all_records())
         if (r->patched && address >= r->address && address < r->address + r->reloc.patched)
             return make_error(EEXIST, "the address " + hex(address) +
@@ -880,8 +982,12 @@ result<record *> install_hook(uintptr_t address, size_t function_size, hook_entr
     auto *base = reinterpret_cast<uint8_t *>(rec->page);
     // A trap probe has no entry stub and may have no relocated code: copy only what there is.
     if (!stub.empty()) {
-        set_rel32(stub, stub_code.call_trampoline, rec->page, rec->trampoline);
-        set_rel32(stub, stub_code.jump_return, rec->page, rec->return_stub);
+        for (size_t at : stub_code.call_trampoline)
+            set_rel32(stub, at, rec->page, rec->trampoline);
+        for (size_t at : stub_code.jump_trampoline)
+            set_rel32(stub, at, rec->page, rec->trampoline);
+        for (size_t at : stub_code.jump_return)
+            set_rel32(stub, at, rec->page, rec->return_stub);
         std::memcpy(base, stub.data(), stub.size());
     }
     if (!rec->reloc.code.empty())
@@ -1055,6 +1161,15 @@ bool inline_hook::return_early(uint64_t value) {
     ss.early = true;
     ss.early_value = value;
     return true;
+}
+void inline_hook::set_return_only(bool on) {
+    rec_->return_only.store(on && rec_->on_return != nullptr);
+}
+bool inline_hook::set_thread_handlers_off(bool off) {
+    shadow_stack &ss = t_shadow;
+    const bool was = ss.off;
+    ss.off = off;
+    return was;
 }
 uint64_t inline_hook::missed_returns() {
     return g_missed_returns.load();

@@ -13,11 +13,6 @@ namespace bpftime {
 
 namespace {
 
-// Set on bpftime's own threads and around its own work. Initial-exec: the probe path reads it
-// with one load relative to the thread pointer, no call (the agent is loaded at start-up, so
-// its thread-local block is part of every thread's static one).
-__attribute__((tls_model("initial-exec"))) thread_local bool internal_thread = false;
-
 struct probe_program {
     int attach_id;
     std::shared_ptr<const attached_program> prog;
@@ -36,20 +31,66 @@ bool calls_helper(const attached_program &prog, uint32_t id) {
     return false;
 }
 
+// The one program of a site's uprobes or of its uretprobes when it is alone there, cannot
+// override the return and leaves nothing for an end-of-run step (the common case), flattened
+// for the per-hit path: its engine and its link's counters held here (no chain of pointers
+// through the link and the compiled program), the options of its runs built once (the site's
+// address, the link's cookie, the registers read-only). A hit copies the options, points
+// user_regs at its frame and calls the engine's direct entry, then counts the run on the
+// thread's own stripe of the process's record.
+struct single_program {
+    const attached_program *prog = nullptr; // null: the list path
+    vm::engine *engine = nullptr;
+    store::link_counters counters;
+    vm::run_options opts;
+
+    void prepare(const std::vector<probe_program> &list, uintptr_t address) {
+        *this = {}; // a generation starts as a copy of the one before
+        const attached_program *one =
+            list.size() == 1 && !list.front().may_override ? list.front().prog.get() : nullptr;
+        if (one == nullptr || one->program().program().needs_run_end()) {
+            return;
+        }
+        prog = one;
+        engine = &one->program().engine();
+        counters = one->counters();
+        opts.mem_writable = false; // the registers are the program's to read, not to change
+        opts.info.func_ip = address;
+        opts.info.attach_cookie = one->cookie();
+    }
+
+    // A fault is counted in the link's counters; the probed function goes on regardless.
+    [[gnu::always_inline]] void run(const pt_regs *regs) const {
+        vm::run_options o = opts;
+        o.info.user_regs = regs;
+        auto *ctx = const_cast<pt_regs *>(regs);
+        if (counters.owned_untimed()) [[likely]] {
+            const vm::run_status st = engine->run_direct(ctx, sizeof(pt_regs), o);
+            if (st.ok()) [[likely]] {
+                counters.count_owned_run();
+            } else {
+                counters.count(st.fault->code, 0);
+            }
+            return;
+        }
+        // Timed runs, or counters that are not this process's record: the general path.
+        (void)prog->run_direct(ctx, sizeof(pt_regs), o);
+    }
+};
+
 // What runs at one address: replaced whole, never changed in place, so the hook's handlers
 // read it without a lock.
 struct probe_programs {
     std::vector<probe_program> entry; // uprobes, in link order
     std::vector<probe_program> exit;  // uretprobes, in link order
-    // The one uprobe of a site that has exactly one, which cannot override the return (the
-    // common case): its run needs no loop and no override record. Null otherwise.
-    const attached_program *only_entry = nullptr;
-    bool want_return = false; // uretprobes are attached here
+    single_program only_entry;        // entry's one program, when it runs alone
+    single_program only_exit;         // exit's one program, when it runs alone
+    bool want_return = false;         // uretprobes are attached here
 
     // Sets what the probe path reads besides the lists, once they are final.
-    void seal() {
-        only_entry =
-            entry.size() == 1 && !entry.front().may_override ? entry.front().prog.get() : nullptr;
+    void seal(uintptr_t address) {
+        only_entry.prepare(entry, address);
+        only_exit.prepare(exit, address);
         want_return = !exit.empty();
     }
 };
@@ -87,48 +128,35 @@ struct probe_site {
     }
 }
 
-// The entry of a site whose uprobes are not one plain program: several, one that may
-// override the return, or none (uretprobes only). Out of line, so the common path keeps few
+// The entry of a site whose uprobes are not one plain program: several, or one that may
+// override the return or needs the end-of-run step. Out of line, so the common path keeps few
 // registers.
 [[gnu::noinline]] bool on_entry_list(const probe_site *site, const probe_programs *progs,
                                      const pt_regs *regs) {
-    if (!progs->entry.empty()) {
-        // A site with uretprobes only just asks for the return.
-        run_all(progs->entry, site->address, regs);
-    }
+    run_all(progs->entry, site->address, regs);
     return progs->want_return;
 }
 
 bool on_entry(void *user, const pt_regs *regs) {
-    if (internal_thread) {
-        return false; // bpftime's own call: neither the uprobes nor the uretprobes see it
-    }
+    // bpftime's own threads and work never get here: they turn the hooks off
+    // (inline_hook::set_thread_handlers_off), which the stub's dispatch checks.
     const auto *site = static_cast<const probe_site *>(user);
     const probe_programs *progs = site->programs.load(std::memory_order_acquire);
-    const attached_program *one = progs->only_entry;
-    if (one == nullptr) [[unlikely]] {
-        return on_entry_list(site, progs, regs);
+    if (progs->only_entry.prog != nullptr) [[likely]] {
+        progs->only_entry.run(regs);
+        return progs->want_return;
     }
-    // One link: its run straight away, with options that depend only on the site and the call.
-    vm::run_options opts;
-    opts.mem_writable = false; // the registers are the program's to read, not to change
-    opts.info.func_ip = site->address;
-    opts.info.user_regs = regs;
-    // A fault is counted in the link's counters; the probed function goes on regardless.
-    (void)one->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
-    return progs->want_return;
+    if (progs->entry.empty()) {
+        return progs->want_return; // uretprobes only: just the return
+    }
+    return on_entry_list(site, progs, regs);
 }
 
 void on_return(void *user, const pt_regs *regs) {
     auto *site = static_cast<probe_site *>(user);
     const probe_programs *progs = site->programs.load(std::memory_order_acquire);
-    if (progs->exit.size() == 1) [[likely]] {
-        vm::run_options opts;
-        opts.mem_writable = false;
-        opts.info.func_ip = site->address;
-        opts.info.user_regs = regs;
-        (void)progs->exit.front().prog->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs),
-                                                   opts);
+    if (progs->only_exit.prog != nullptr) [[likely]] {
+        progs->only_exit.run(regs);
     } else {
         run_all(progs->exit, site->address, regs);
     }
@@ -218,6 +246,7 @@ public:
                 return make_error(hook.err().code, args + ": " + hook.err().message);
             }
             site->hook = std::move(*hook);
+            site->hook->set_return_only(return_only(*site->programs.load()));
         }
         if (semaphore != nullptr) {
             // The probed program tests the counter before it prepares a probe's arguments; the
@@ -255,11 +284,24 @@ public:
     }
 
 private:
+    // A site with uretprobes only has its hook skip the entry handler (inline_hook::
+    // set_return_only): nothing runs on entry but the return hook's bookkeeping.
+    static bool return_only(const probe_programs &p) { return p.entry.empty() && !p.exit.empty(); }
+
     static void publish(probe_site &site, probe_programs next) {
-        next.seal();
+        next.seal(site.address);
+        const bool only_returns = return_only(next);
+        // The entry handler is back before a set with uprobes is seen, and goes only after a
+        // set without them is: no call misses a uprobe published before it.
+        if (site.hook != nullptr && !only_returns) {
+            site.hook->set_return_only(false);
+        }
         auto owned = std::make_unique<const probe_programs>(std::move(next));
         site.programs.store(owned.get(), std::memory_order_release);
         site.generations.push_back(std::move(owned));
+        if (site.hook != nullptr && only_returns) {
+            site.hook->set_return_only(true);
+        }
     }
 
     std::mutex mu_;
@@ -274,15 +316,13 @@ private:
 };
 
 void mark_probes_internal_thread() {
-    internal_thread = true;
+    (void)inline_hook::set_thread_handlers_off(true);
 }
 
-probes_internal_scope::probes_internal_scope() : was_(internal_thread) {
-    internal_thread = true;
-}
+probes_internal_scope::probes_internal_scope() : was_(inline_hook::set_thread_handlers_off(true)) {}
 
 probes_internal_scope::~probes_internal_scope() {
-    internal_thread = was_;
+    (void)inline_hook::set_thread_handlers_off(was_);
 }
 
 std::shared_ptr<uprobe_host> make_uprobe_host() {

@@ -993,3 +993,107 @@ TEST(HookVectorState, AvxAndLongDoubleResultsSurviveTheReturnHook) {
     EXPECT_EQ(got, value) << "the long double result changed across the return hook";
     EXPECT_EQ(vectors::mxcsr_now(), before) << "MXCSR changed across the return hook";
 }
+
+// A return-only hook at a function's entry: the entry handler never runs, every return is
+// seen with the result, from several threads (each thread's first hooked call goes through the
+// full path, which maps its shadow stack), the float arguments and result intact; switched
+// back, the entry handler runs again.
+TEST(InlineHook, ReturnOnlySkipsTheEntryHandlerAndSeesEveryReturn) {
+    recorder r;
+    r.keep = false;
+    r.want_return = false; // would turn the return hook off if the entry handler ran
+    auto h =
+        inline_hook::install(addr(hk_fma), 0, on_entry, on_return, &r, hook_site::function_entry);
+    ASSERT_TRUE(h) << h.err().message;
+    (*h)->set_return_only(true);
+    constexpr int threads = 3, calls = 20000;
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+        pool.emplace_back([&, t] {
+            auto *f = opaque(hk_fma);
+            for (int i = 0; i < calls; ++i)
+                if (f(1.5, 0.25, i + t) != 1.5 * (i + t) + 0.25)
+                    wrong.fetch_add(1);
+        });
+    for (auto &t : pool)
+        t.join();
+    EXPECT_EQ(wrong.load(), 0);
+    EXPECT_EQ(r.entries.load(), 0u);
+    EXPECT_EQ(r.returns.load(), uint64_t{threads} * calls);
+    r.keep = true;
+    EXPECT_EQ(opaque(hk_fma)(-2.0, 0.5, 7), -13.5);
+    ASSERT_EQ(r.return_regs.size(), 1u);
+    EXPECT_EQ(r.return_regs[0].rip, addr(hk_fma));
+    (*h)->set_return_only(false);
+    EXPECT_EQ(opaque(hk_fma)(1.5, 0.25, 3), 4.75);
+    EXPECT_EQ(r.entries.load(), 1u) << "the entry handler runs again";
+    EXPECT_EQ(r.returns.load(), uint64_t{threads} * calls + 1) << "and turned the return off";
+}
+
+// The same inside a function (hook_site::any: no light path, the full one skips the handler)
+// and on a trap probe.
+TEST(InlineHook, ReturnOnlyAtEveryKindOfSite) {
+    for (bool trap : {false, true}) {
+        SCOPED_TRACE(trap ? "trap probe" : "jump, whole state saved");
+        recorder r;
+        r.want_return = false;
+        auto h = trap ? inline_hook::install_trap(addr(hk_lea4), 4, on_entry, on_return, &r)
+                      : inline_hook::install(addr(hk_args6), on_entry, on_return, &r);
+        ASSERT_TRUE(h) << h.err().message;
+        (*h)->set_return_only(true);
+        if (trap) {
+            EXPECT_EQ(opaque(hk_lea4)(1), 2);
+            EXPECT_EQ(opaque(hk_lea4)(2), 3);
+        } else {
+            EXPECT_EQ(opaque(hk_args6)(1, 2, 3, 4, 5, 6), 1 + 4 + 9 + 16 + 25 + 36);
+            EXPECT_EQ(opaque(hk_args6)(1, 1, 1, 1, 1, 1), 21);
+        }
+        EXPECT_EQ(r.entries.load(), 0u);
+        EXPECT_EQ(r.returns.load(), 2u);
+    }
+}
+
+// Deeper than the shadow stack with a return-only hook: the light path hands the calls it
+// cannot keep to the full one, which counts them as missed.
+TEST(InlineHook, ReturnOnlyBeyondTheShadowStackIsCounted) {
+    recorder r;
+    r.keep = false;
+    auto h =
+        inline_hook::install(addr(hk_fact), 0, on_entry, on_return, &r, hook_site::function_entry);
+    ASSERT_TRUE(h) << h.err().message;
+    (*h)->set_return_only(true);
+    const uint64_t missed = inline_hook::missed_returns();
+    unsigned long expect = 1;
+    for (unsigned long i = 2; i <= 300; ++i)
+        expect *= i;
+    EXPECT_EQ(opaque(hk_fact)(300), expect);
+    EXPECT_EQ(r.entries.load(), 0u);
+    EXPECT_EQ(r.returns.load(), 256u);
+    EXPECT_EQ(inline_hook::missed_returns() - missed, 44u);
+}
+
+// AVX arguments at a function's entry under a return-only hook whose return handler clobbers
+// every vector register: the light entry path leaves them alone, the return stub keeps the
+// results.
+TEST(HookVectorState, AvxArgumentsSurviveAReturnOnlyHook) {
+    if (!vectors::has_avx2())
+        GTEST_SKIP() << "this CPU has no AVX2";
+    vectors::clobbering c;
+    c.how = vectors::all_registers();
+    c.want_return = false;
+    auto h = inline_hook::install(addr(hk_avx_args), 0, vectors::entry, vectors::ret, &c,
+                                  hook_site::function_entry);
+    ASSERT_TRUE(h) << h.err().message;
+    (*h)->set_return_only(true);
+    const auto in = vectors::pattern<256>(43);
+    for (int round = 0; round < 2; ++round) { // the second takes the light path
+        std::array<uint8_t, 256> out{};
+        opaque(hk_call_avx_args)(in.data(), out.data());
+        for (size_t r = 0; r < 8; ++r)
+            EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
+                << "argument ymm" << r << " changed across the hook, round " << round;
+    }
+    EXPECT_EQ(c.entries.load(), 0);
+    EXPECT_EQ(c.returns.load(), 2);
+}

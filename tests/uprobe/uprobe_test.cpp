@@ -84,6 +84,26 @@ UT_PROBED long ut_links(long a, long b) {
     return 3 * a + b + ut_bias;
 }
 
+UT_PROBED long ut_cookie(long a, long b) {
+    asm volatile("" ::: "memory");
+    return 5 * a + b + ut_bias;
+}
+
+UT_PROBED long ut_fault_alone(long x) {
+    asm volatile("" ::: "memory");
+    return x + 11 + ut_bias;
+}
+
+UT_PROBED long ut_returns(long a, long b) {
+    asm volatile("" ::: "memory");
+    return 7 * a + b + ut_bias;
+}
+
+UT_PROBED long ut_many(long t) {
+    asm volatile("" ::: "memory");
+    return t + 1 + ut_bias;
+}
+
 // n + (n - 1) + ... + 1, one real call per level.
 UT_PROBED long ut_rec(long n) {
     asm volatile("" ::: "memory");
@@ -841,6 +861,216 @@ TEST_F(Uprobe, OverrideReturnOnSeveralThreads) {
     EXPECT_EQ(wrong.load(), 0);
     h->deinstantiate();
     EXPECT_EQ(opaque(ut_square)(7), 49) << "detached: the function runs again";
+}
+
+// A program that checks what a probe gives it: get_attach_cookie must be cookie and
+// get_func_ip the probed address, else it faults (reads past the registers), which its link
+// counts. Assembled, so the test says exactly what runs.
+std::vector<vm::ebpf_inst> checking_program(uint64_t cookie, uintptr_t func_ip) {
+    auto insns =
+        vm::assemble("mov %r6, %r1\ncall 174\nlddw %r1, " + std::to_string(cookie) +
+                     "\njne %r0, %r1, bad\ncall 173\nlddw %r1, " + std::to_string(func_ip) +
+                     "\njne %r0, %r1, bad\nmov %r0, 0\nexit\nbad:\n"
+                     "ldxdw %r0, [%r6+4096]\nexit\n");
+    EXPECT_TRUE(insns) << insns.err().message;
+    return insns ? *insns : std::vector<vm::ebpf_inst>{};
+}
+
+// One link at a site (its program run straight from the site's prepared options), then a
+// second link joins it (the list path), then the first goes and the second runs alone: each
+// phase from three threads, every run counted exactly once per link, each link's program
+// seeing its own cookie and the probed address (a program expecting another cookie faults on
+// every run, and those runs are counted as failed).
+TEST_F(Uprobe, CookiesAndCountsExactAsASiteGoesFromOneLinkToTwoAndBack) {
+    const uintptr_t at = address_of(ut_cookie);
+    auto make = [&](const char *prog_name, uint64_t expects) {
+        auto p =
+            provider->create_program({prog_name, 2, "uprobe", checking_program(expects, at), {}});
+        EXPECT_TRUE(p) << p.err().message;
+        return p ? *p : 0;
+    };
+    const uint32_t expects_7 = make("expects_7", 7);
+    const uint32_t expects_9 = make("expects_9", 9);
+    auto target = provider->create_attach_target(attach_type_uprobe, "/proc/self/exe:ut_cookie");
+    ASSERT_TRUE(target) << target.err().message;
+    auto first = provider->attach_program(expects_7, *target, 7);
+    ASSERT_TRUE(first) << first.err().message;
+    // Its cookie is 9 and its program expects 7: every run faults.
+    auto second = provider->attach_program(expects_7, *target, 9);
+    ASSERT_TRUE(second) << second.err().message;
+    auto third = provider->attach_program(expects_9, *target, 9);
+    ASSERT_TRUE(third) << third.err().message;
+    ASSERT_TRUE(provider->disable_link(*second));
+    ASSERT_TRUE(provider->disable_link(*third));
+    auto h = host();
+
+    constexpr int threads = 3;
+    constexpr long per_thread = 20000;
+    constexpr uint64_t calls = threads * per_thread;
+    auto call_from_threads = [&] {
+        std::atomic<long> wrong{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t) {
+            pool.emplace_back([&, t] {
+                auto *fn = opaque(ut_cookie);
+                for (long i = 0; i < per_thread; ++i) {
+                    if (fn(t, i) != t * 5 + i) {
+                        wrong.fetch_add(1);
+                    }
+                }
+            });
+        }
+        for (auto &t : pool) {
+            t.join();
+        }
+        EXPECT_EQ(wrong.load(), 0);
+    };
+    struct phase {
+        const char *what;
+        bool first_on, second_on, third_on;
+    };
+    uint64_t runs[3] = {0, 0, 0};
+    uint64_t second_faults = 0;
+    const uint32_t links[3] = {*first, *second, *third};
+    for (const phase &p :
+         {phase{"the first link alone", true, false, false},
+          phase{"the first and a faulting second", true, true, false},
+          phase{"all three", true, true, true}, phase{"the third alone", false, false, true},
+          phase{"the faulting second alone", false, true, false}}) {
+        SCOPED_TRACE(p.what);
+        const bool on[3] = {p.first_on, p.second_on, p.third_on};
+        for (int i = 0; i < 3; ++i) {
+            ASSERT_TRUE(on[i] ? provider->enable_link(links[i]) : provider->disable_link(links[i]));
+        }
+        auto r = h->instantiate();
+        ASSERT_TRUE(r) << r.err().message;
+        ASSERT_EQ(h->attached_count(), 0u + on[0] + on[1] + on[2]);
+        call_from_threads();
+        for (int i = 0; i < 3; ++i) {
+            runs[i] += on[i] ? calls : 0;
+        }
+        second_faults += p.second_on ? calls : 0;
+        for (int i = 0; i < 3; ++i) {
+            EXPECT_EQ(link(links[i]).runs, runs[i]) << "link " << links[i];
+        }
+        EXPECT_EQ(link(*first).faults, 0u);
+        EXPECT_EQ(link(*second).faults, second_faults);
+        EXPECT_EQ(link(*third).faults, 0u);
+    }
+}
+
+// A site whose only uprobe and only uretprobe fault on every run (each runs alone, straight
+// from the site's prepared options): every run counted, every one as failed, the function's
+// results untouched; a counting uprobe elsewhere still counts.
+TEST_F(Uprobe, FaultsOfASiteSingleProgramsAreCountedAsFailed) {
+    auto insns = vm::assemble("ldxdw %r0, [%r1+4096]\nexit\n");
+    ASSERT_TRUE(insns) << insns.err().message;
+    auto prog = provider->create_program({"out_of_bounds", 2, "uprobe", *insns, {}});
+    ASSERT_TRUE(prog) << prog.err().message;
+    const uint32_t bad = attach(*prog, attach_type_uprobe, "/proc/self/exe:ut_fault_alone");
+    const uint32_t bad_return =
+        attach(*prog, attach_type_uretprobe, "/proc/self/exe:ut_fault_alone");
+    auto h = host();
+    auto r = h->instantiate();
+    ASSERT_TRUE(r) << r.err().message;
+    ASSERT_EQ(h->attached_count(), 2u);
+
+    constexpr long n = 3000;
+    for (long i = 0; i < n; ++i) {
+        ASSERT_EQ(opaque(ut_fault_alone)(i), i + 11);
+    }
+    for (uint32_t id : {bad, bad_return}) {
+        store::link_info l = link(id);
+        EXPECT_EQ(l.runs, static_cast<uint64_t>(n)) << "link " << id;
+        EXPECT_EQ(l.faults, static_cast<uint64_t>(n)) << "link " << id;
+    }
+}
+
+// More threads than a process's record has stripes of its own (six): a uprobe's and a
+// uretprobe's link counters and the program's map still count every call exactly once.
+TEST_F(Uprobe, LinkCountersExactFromManyThreads) {
+    counting c = count_at("/proc/self/exe:ut_many");
+    auto h = host();
+    auto r = h->instantiate();
+    ASSERT_TRUE(r) << r.err().message;
+    constexpr int threads = 10;
+    constexpr long per_thread = 10000;
+    std::atomic<long> wrong{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            auto *fn = opaque(ut_many);
+            for (long i = 0; i < per_thread; ++i) {
+                if (fn(t) != t + 1) {
+                    wrong.fetch_add(1);
+                }
+            }
+        });
+    }
+    for (auto &t : pool) {
+        t.join();
+    }
+    EXPECT_EQ(wrong.load(), 0);
+    constexpr uint64_t calls = threads * per_thread;
+    totals got = read_totals(c.totals);
+    EXPECT_EQ(got.entries, calls);
+    EXPECT_EQ(got.returns, calls);
+    EXPECT_EQ(link(c.entry_link).runs, calls);
+    EXPECT_EQ(link(c.return_link).runs, calls);
+    EXPECT_EQ(link(c.entry_link).faults, 0u);
+    EXPECT_EQ(link(c.return_link).faults, 0u);
+}
+
+// A uretprobe alone at a function's entry (its hook return-only: no entry handler, no vector
+// state saved on entry), then a uprobe beside it, then the uretprobe alone again: from three
+// threads, every return counted and its value summed, every entry counted while the uprobe is
+// attached and none otherwise.
+TEST_F(Uprobe, AUretprobeAloneThenWithAUprobeThenAloneAgainCountsExactly) {
+    counting c = count_at("/proc/self/exe:ut_returns");
+    auto h = host();
+    constexpr int threads = 3;
+    constexpr long per_thread = 20000;
+    constexpr uint64_t calls = threads * per_thread;
+    uint64_t expected_sum = 0;
+    uint64_t entries = 0, returned = 0;
+    for (bool with_uprobe : {false, true, false}) {
+        SCOPED_TRACE(with_uprobe ? "with the uprobe" : "the uretprobe alone");
+        ASSERT_TRUE(with_uprobe ? provider->enable_link(c.entry_link)
+                                : provider->disable_link(c.entry_link));
+        auto r = h->instantiate();
+        ASSERT_TRUE(r) << r.err().message;
+        ASSERT_EQ(h->attached_count(), with_uprobe ? 2u : 1u);
+        std::vector<uint64_t> sums(threads, 0);
+        std::atomic<long> wrong{0};
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t) {
+            pool.emplace_back([&, t] {
+                auto *fn = opaque(ut_returns);
+                for (long i = 0; i < per_thread; ++i) {
+                    const long got = fn(t, i);
+                    if (got != 7 * t + i) {
+                        wrong.fetch_add(1);
+                    }
+                    sums[t] += static_cast<uint64_t>(got);
+                }
+            });
+        }
+        for (auto &t : pool) {
+            t.join();
+        }
+        EXPECT_EQ(wrong.load(), 0);
+        for (uint64_t s : sums) {
+            expected_sum += s;
+        }
+        entries += with_uprobe ? calls : 0;
+        returned += calls;
+        totals got = read_totals(c.totals);
+        EXPECT_EQ(got.entries, entries);
+        EXPECT_EQ(got.returns, returned);
+        EXPECT_EQ(got.sum, expected_sum);
+        EXPECT_EQ(link(c.return_link).runs, returned);
+        EXPECT_EQ(link(c.entry_link).runs, entries);
+    }
 }
 
 } // namespace

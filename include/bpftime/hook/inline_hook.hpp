@@ -194,6 +194,21 @@ public:
     /// function's first instruction. False (nothing changes) outside an entry handler.
     static bool return_early(uint64_t value);
 
+    /// Return-only (true): the entry handler is not called and every hooked call asks for the
+    /// return hook, as if the entry handler returned true. At a function's first instruction
+    /// (hook_site::function_entry) the stub then saves no vector state on entry (nothing it
+    /// runs there touches it): for an owner with return handlers only. Off (false) by default;
+    /// nothing changes for a hook without on_return. Safe while hooked calls
+    /// run: each call sees the old or the new mode.
+    void set_return_only(bool on);
+
+    /// Turns the handlers of every hook off (true) or back on (false) for the calling thread
+    /// and returns what was set before: hooked calls the thread makes meanwhile run unhooked,
+    /// as calls from a handler do (no entry handler, no return hook). Hosts set it on their own
+    /// threads and around their own work; it is one flag the stub's dispatch reads beside the
+    /// handler flag, so it costs a hooked call nothing more.
+    static bool set_thread_handlers_off(bool off);
+
     /// Calls whose return hook was skipped because the calling thread's shadow stack was full,
     /// over all hooks since the process started.
     static uint64_t missed_returns();
