@@ -225,7 +225,7 @@ private:
 // What the runs of one thread keep from run to run: the stack, the run context and the JIT
 // state, with what is the same for every run (where the stack is, where the state finds the
 // context) set once. A run sets only what it changes, a few words rather than the whole of
-// both, and zeroes the part of the frame the program can reach as every run does.
+// both, and zeroes the part of the frame the program may read before writing it.
 struct thread_run {
     thread_run() : rc({}, {}, {}, {}, no_info) {
         s.stack_top = top();

@@ -718,8 +718,8 @@ void translator::emit_callback_entry(const std::string &name) {
         b_.SetInsertPoint(bb);
         // A callback spends the run's budget, which the helper's caller keeps in the state.
         llvm::Value *budget = load_state_of(a[0], offsetof(jit_state, budget));
-        std::vector<llvm::Value *> args{a[0], z,    a[2], a[3], a[4], a[5], a[6],
-                                        z,    z,    z,    z,    a[7], a[8], budget};
+        std::vector<llvm::Value *> args{a[0], z, a[2], a[3], a[4], a[5], a[6],
+                                        z,    z, z,    z,    a[7], a[8], budget};
         // The helper that runs it set the run's context up, so the far caches hold regions.
         for (size_t off : {offsetof(jit_state, read_lo), offsetof(jit_state, read_span),
                            offsetof(jit_state, write_lo), offsetof(jit_state, write_span)}) {
@@ -772,7 +772,21 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     const uint64_t reach = prog_.entry_frame_reach();
     llvm::Value *top = b_.CreateAdd(t, b_.getInt64(layout.stack_top));
     llvm::Value *frame_lo = b_.CreateSub(top, b_.getInt64(reach));
-    b_.CreateMemSet(b_.CreateIntToPtr(frame_lo, ptr_), b_.getInt8(0), reach, llvm::MaybeAlign(16));
+    // Only the words the program may read before writing them, each run of them at once.
+    const uint64_t zeroed = prog_.entry_frame_zeroed_words();
+    for (uint64_t w = 0; w < reach / 8;) {
+        if ((zeroed >> w & 1) == 0) {
+            w++;
+            continue;
+        }
+        uint64_t end = w;
+        while (end < reach / 8 && (zeroed >> end & 1) != 0) {
+            end++;
+        }
+        b_.CreateMemSet(b_.CreateIntToPtr(b_.CreateSub(top, b_.getInt64(end * 8)), ptr_),
+                        b_.getInt8(0), (end - w) * 8, llvm::MaybeAlign(8));
+        w = end;
+    }
     llvm::Value *s = b_.CreateIntToPtr(b_.CreateAdd(t, b_.getInt64(layout.state)), ptr_);
     b_.CreateStore(mem, field(s, offsetof(jit_state, mem)));
     b_.CreateStore(len, field(s, offsetof(jit_state, mem_len)));
