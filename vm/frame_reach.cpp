@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bitset>
 #include <optional>
 #include <vector>
 
@@ -171,6 +172,211 @@ size_t frame_reach(std::span<const ebpf_inst> insns) {
     // least 8 bytes).
     const auto bytes = static_cast<size_t>(-lowest);
     return std::clamp<size_t>((bytes + 15) & ~size_t{15}, 16, stack_frame_size);
+}
+
+// Which frame bytes a run must zero: a forward dataflow over the entry function's basic blocks
+// of the bytes written on every path so far (joins keep those written on all incoming paths).
+// A read of a byte not in that set, by a load, an atomic operation or a helper given a pointer
+// below it (helpers may read upwards from a pointer to the top of the frame), needs the byte
+// zeroed. Pointers into the frame are followed as frame_reach follows them, one block at a
+// time: pointers into the frame come only from r10 (helpers return none), so a program whose
+// pointers frame_reach can follow reads the frame only where this sees it.
+uint64_t frame_words_to_zero(std::span<const ebpf_inst> insns, size_t reach) {
+    const size_t words = std::min<size_t>(reach, stack_frame_size) / 8;
+    const uint64_t every = words >= 64 ? ~uint64_t{0} : (uint64_t{1} << words) - 1;
+    using bytes = std::bitset<stack_frame_size>; // bit i: the byte at offset -(i + 1)
+    constexpr int64_t whole = static_cast<int64_t>(stack_frame_size);
+    const size_t n = insns.size();
+    std::vector<bool> leader(n + 1, false);
+    leader[0] = true;
+    for (size_t pc = 0; pc < n; pc++) {
+        const ebpf_inst &inst = insns[pc];
+        const opcode_info *info = find_opcode(inst.opcode);
+        if (info == nullptr || is_local_call(inst)) {
+            return every;
+        }
+        if (info->kind == op_kind::ja || info->kind == op_kind::jcond) {
+            const int64_t to = jump_target(inst, pc);
+            if (to < 0 || static_cast<size_t>(to) >= n) {
+                return every;
+            }
+            leader[static_cast<size_t>(to)] = true;
+        }
+        if (info->kind == op_kind::lddw) {
+            pc++;
+        }
+        if (info->kind == op_kind::ja || info->kind == op_kind::jcond ||
+            info->kind == op_kind::exit) {
+            leader[pc + 1] = true;
+        }
+    }
+    bytes needed;
+    // [at, at + len) as bits, or nothing when part of it lies outside the frame.
+    auto range = [&](int64_t at, int64_t len) -> std::optional<bytes> {
+        if (at < -whole || len <= 0 || at + len > 0) {
+            return std::nullopt;
+        }
+        bytes b;
+        for (int64_t o = at; o < at + len; o++) {
+            b.set(static_cast<size_t>(-o - 1));
+        }
+        return b;
+    };
+    // Runs the block at start with `written` on entry; false when the program's frame pointers
+    // cannot be followed. Fills the successors and leaves what is written at its end.
+    auto run_block = [&](size_t start, bytes &written, std::vector<size_t> &next) {
+        std::array<std::optional<int64_t>, register_count> known{};
+        known[frame_pointer] = 0;
+        auto holds_pointer = [&] {
+            for (int r = 0; r < frame_pointer; r++) {
+                if (known[static_cast<size_t>(r)]) {
+                    return true;
+                }
+            }
+            return false;
+        };
+        auto read = [&](int64_t at, int64_t len) {
+            auto b = range(at, len);
+            if (b) {
+                needed |= *b & ~written;
+            }
+            return b.has_value();
+        };
+        for (size_t pc = start; pc < n; pc++) {
+            if (pc != start && leader[pc]) {
+                next.push_back(pc);
+                return !holds_pointer();
+            }
+            const ebpf_inst &inst = insns[pc];
+            const opcode_info *info = find_opcode(inst.opcode);
+            auto &dst = known[inst.dst];
+            const std::optional<int64_t> src =
+                inst.src < register_count ? known[inst.src] : std::nullopt;
+            const bool x = (inst.opcode & src_x) != 0;
+            const auto size = static_cast<int64_t>(access_size(inst.opcode));
+            switch (info->kind) {
+            case op_kind::alu: {
+                const uint8_t op = inst.opcode & 0xf0;
+                const bool wide = op_class(inst.opcode) == cls_alu64;
+                if (op == alu_mov) {
+                    if (!x) {
+                        dst.reset();
+                    } else if (src && (!wide || inst.offset != 0)) {
+                        return false;
+                    } else {
+                        dst = src;
+                    }
+                } else if (x && src) {
+                    return false;
+                } else if (dst) {
+                    if (!wide || x || (op != alu_add && op != alu_sub)) {
+                        return false;
+                    }
+                    *dst += op == alu_add ? inst.imm : -static_cast<int64_t>(inst.imm);
+                    if (*dst < -whole || *dst > whole) {
+                        return false;
+                    }
+                }
+                break;
+            }
+            case op_kind::neg:
+            case op_kind::endian:
+                if (dst) {
+                    return false;
+                }
+                break;
+            case op_kind::lddw:
+                dst.reset();
+                pc++;
+                break;
+            case op_kind::ldx:
+            case op_kind::ldsx:
+                if (src && !read(*src + inst.offset, size)) {
+                    return false;
+                }
+                dst.reset();
+                break;
+            case op_kind::st:
+            case op_kind::stx:
+            case op_kind::atomic:
+                if (info->kind != op_kind::st && src) {
+                    return false; // a frame pointer written to memory
+                }
+                if (dst) {
+                    // An atomic operation reads the bytes before it writes them.
+                    if (info->kind == op_kind::atomic && !read(*dst + inst.offset, size)) {
+                        return false;
+                    }
+                    auto b = range(*dst + inst.offset, size);
+                    if (!b) {
+                        return false;
+                    }
+                    written |= *b;
+                }
+                if (info->kind == op_kind::atomic) {
+                    if (inst.imm == atomic_cmpxchg) {
+                        known[0].reset();
+                    } else if ((inst.imm & atomic_fetch) != 0) {
+                        known[inst.src].reset();
+                    }
+                }
+                break;
+            case op_kind::call:
+            case op_kind::callx:
+                for (int r = 1; r <= 5; r++) {
+                    if (auto &a = known[static_cast<size_t>(r)]; a && !read(*a, -*a)) {
+                        return false;
+                    }
+                }
+                for (int r = 0; r <= 5; r++) {
+                    known[static_cast<size_t>(r)].reset();
+                }
+                break;
+            case op_kind::ja:
+                next.push_back(static_cast<size_t>(jump_target(inst, pc)));
+                return !holds_pointer();
+            case op_kind::jcond:
+                next.push_back(static_cast<size_t>(jump_target(inst, pc)));
+                next.push_back(pc + 1);
+                return !holds_pointer();
+            case op_kind::exit:
+                return true;
+            }
+        }
+        return true; // falls off the end (the validator refuses such programs)
+    };
+    // What is written on every path to each block's start: all of it until a path reaches it.
+    std::vector<std::optional<bytes>> in(n + 1);
+    in[0] = bytes{};
+    std::vector<size_t> work{0};
+    while (!work.empty()) {
+        const size_t start = work.back();
+        work.pop_back();
+        bytes written = *in[start];
+        std::vector<size_t> next;
+        if (!run_block(start, written, next)) {
+            return every;
+        }
+        for (size_t to : next) {
+            if (to >= n) {
+                continue;
+            }
+            bytes joined = in[to] ? (*in[to] & written) : written;
+            if (!in[to] || joined != *in[to]) {
+                in[to] = joined;
+                work.push_back(to);
+            }
+        }
+    }
+    uint64_t mask = 0;
+    for (size_t w = 0; w < words; w++) {
+        for (size_t i = w * 8; i < w * 8 + 8; i++) {
+            if (needed.test(i)) {
+                mask |= uint64_t{1} << w;
+            }
+        }
+    }
+    return mask;
 }
 
 } // namespace bpftime::vm

@@ -22,8 +22,8 @@ result<program> program::load(std::vector<ebpf_inst> insns, const load_options &
             // validate() checked that the helper exists.
             p.bound_[pc] = p.helpers_->find(static_cast<uint32_t>(inst.imm))->fn;
             p.calls_helpers_ = true;
-            p.needs_run_end_ = p.needs_run_end_ ||
-                               p.helpers_->leaves_for_run_end(static_cast<uint32_t>(inst.imm));
+            p.needs_run_end_ =
+                p.needs_run_end_ || p.helpers_->leaves_for_run_end(static_cast<uint32_t>(inst.imm));
         } else if (inst.opcode == op_callx) {
             p.calls_helpers_ = true;
             p.needs_run_end_ = true;
@@ -63,6 +63,8 @@ result<program> program::load(std::vector<ebpf_inst> insns, const load_options &
     p.callbacks_.erase(std::unique(p.callbacks_.begin(), p.callbacks_.end()), p.callbacks_.end());
     // A callback's frame sits below the entry frame, as a local callee's does.
     p.entry_frame_reach_ = p.callbacks_.empty() ? frame_reach(insns) : stack_frame_size;
+    p.entry_frame_zeroed_ =
+        p.callbacks_.empty() ? frame_words_to_zero(insns, p.entry_frame_reach_) : ~uint64_t{0};
     p.insns_ = std::move(insns);
     return p;
 }

@@ -143,5 +143,84 @@ TEST_P(Engine, TheReachableFrameStartsZeroedOnEveryRun) {
     }
 }
 
+uint64_t zeroed_of(std::string_view text) {
+    auto insns = assemble(text);
+    EXPECT_TRUE(insns.ok()) << text;
+    if (!insns) {
+        return 0;
+    }
+    auto prog = program::load(*insns, with_stack_helper());
+    EXPECT_TRUE(prog.ok()) << text << ": " << (prog.ok() ? "" : prog.err().message);
+    return prog.ok() ? prog->entry_frame_zeroed_words() : 0;
+}
+
+TEST(FrameZeroing, BytesWrittenBeforeTheyAreReadNeedNoZeroing) {
+    EXPECT_EQ(zeroed_of("mov %r0, 0\nexit"), 0u);
+    EXPECT_EQ(zeroed_of("stdw [%r10-8], 1\nldxdw %r0, [%r10-8]\nexit"), 0u);
+    // A key written whole before a helper reads upwards from it (a map lookup's shape).
+    EXPECT_EQ(zeroed_of("stdw [%r10-8], 0\nmov %r2, %r10\nadd %r2, -8\ncall 200\nexit"), 0u);
+    // Written on both ways to a join.
+    EXPECT_EQ(zeroed_of("jeq %r1, 0, +2\nstdw [%r10-16], 1\nja +1\nstdw [%r10-16], 2\n"
+                        "ldxdw %r0, [%r10-16]\nexit"),
+              0u);
+}
+
+TEST(FrameZeroing, BytesThatMayBeReadFirstAreZeroed) {
+    EXPECT_EQ(zeroed_of("ldxdw %r0, [%r10-8]\nexit"), 0b1u);
+    EXPECT_EQ(zeroed_of("ldxb %r0, [%r10-17]\nexit"), 0b100u);
+    // Half of a word written: the other half is read first.
+    EXPECT_EQ(zeroed_of("stw [%r10-8], 1\nldxdw %r0, [%r10-8]\nexit"), 0b1u);
+    // Written on one way to a join only.
+    EXPECT_EQ(zeroed_of("jeq %r1, 0, +1\nstdw [%r10-16], 1\nldxdw %r0, [%r10-16]\nexit"), 0b10u);
+    // Written after the read in a loop: the first iteration reads it first.
+    EXPECT_EQ(zeroed_of("mov %r1, 3\nldxdw %r0, [%r10-8]\nstdw [%r10-8], 1\nsub %r1, 1\n"
+                        "jne %r1, 0, -4\nexit"),
+              0b1u);
+    // A helper may read upwards from its pointer to the top of the frame.
+    EXPECT_EQ(zeroed_of("stdw [%r10-24], 0\nmov %r2, %r10\nadd %r2, -24\ncall 200\nexit"), 0b11u);
+    // An atomic operation reads before it writes.
+    EXPECT_EQ(zeroed_of("mov %r1, 1\nlock add [%r10-8], %r1\nmov %r0, 0\nexit"), 0b1u);
+}
+
+TEST(FrameZeroing, PointersThatCannotBeFollowedZeroTheWholeReach) {
+    EXPECT_EQ(zeroed_of("stdw [%r10-8], 1\nmov %r2, %r10\nadd %r2, %r1\nldxb %r0, [%r2-1]\nexit"),
+              ~uint64_t{0});
+    EXPECT_EQ(zeroed_of("stdw [%r10-8], 1\ncall local f\nexit\nf:\nmov %r0, 0\nexit"),
+              ~uint64_t{0});
+}
+
+TEST_P(Engine, AByteReadBeforeAnyWriteIsZeroOnEveryPath) {
+    // Another program's run on this thread leaves the frame dirty first.
+    auto dirty = assemble("stdw [%r10-8], -1\nstdw [%r10-16], -1\nstdw [%r10-24], -1\n"
+                          "mov %r0, 0\nexit");
+    // Writes [r10-16] only when r1 (the input) is null; reads it and the half of [r10-8] it
+    // did not write on every path; [r10-24] is written before it is read.
+    auto reads = assemble("stw [%r10-8], 0\nstdw [%r10-24], 5\njne %r1, 0, +1\n"
+                          "stdw [%r10-16], 7\nldxdw %r0, [%r10-16]\nldxdw %r2, [%r10-8]\n"
+                          "add %r0, %r2\nldxdw %r2, [%r10-24]\nadd %r0, %r2\nexit");
+    ASSERT_TRUE(dirty.ok() && reads.ok());
+    auto p_dirty = program::load(*dirty);
+    auto p_reads = program::load(*reads);
+    ASSERT_TRUE(p_dirty.ok() && p_reads.ok());
+    auto e_dirty = make_engine(engine_under_test().kind, *p_dirty, engine_under_test().opts);
+    auto e_reads = make_engine(engine_under_test().kind, *p_reads, engine_under_test().opts);
+    ASSERT_TRUE(e_dirty.ok() && e_reads.ok());
+    uint8_t input[8] = {};
+    for (int i = 0; i < 3; i++) {
+        ASSERT_TRUE((*e_dirty)->run(nullptr, 0).ok());
+        auto skipped = (*e_reads)->run(input, sizeof input); // [r10-16] not written
+        ASSERT_TRUE(skipped.ok()) << skipped.err().message;
+        EXPECT_EQ(*skipped, 5u) << "run " << i;
+        ASSERT_TRUE((*e_dirty)->run(nullptr, 0).ok());
+        const run_status direct = (*e_reads)->run_direct(input, sizeof input);
+        ASSERT_TRUE(direct.ok());
+        EXPECT_EQ(direct.r0, 5u) << "run " << i;
+        ASSERT_TRUE((*e_dirty)->run(nullptr, 0).ok());
+        auto written = (*e_reads)->run(nullptr, 0);
+        ASSERT_TRUE(written.ok()) << written.err().message;
+        EXPECT_EQ(*written, 12u) << "run " << i;
+    }
+}
+
 } // namespace
 } // namespace bpftime::vm::test

@@ -108,6 +108,15 @@ void rt_prepare(jit_state *s) {
     rc.restart({s->stack_top - reach, reach, true}, input, prog.regions(), opts.regions, opts.info);
     rc.set_subprogram_runner(&run_callback, s, prog);
     rc.set_tail_calls(opts.tail_calls);
+    // The far caches start where the run entry started the near ones (which it passed to the
+    // code in registers): on the input, or on the entry frame when the input is too small.
+    const bool on_input = input.size >= max_access;
+    const bool write_input = on_input && input.writable;
+    const uint64_t frame_lo = s->stack_top - reach;
+    s->read_lo = on_input ? input.start : frame_lo;
+    s->read_span = on_input ? input.size : reach;
+    s->write_lo = write_input ? input.start : frame_lo;
+    s->write_span = write_input ? input.size : reach;
     s->rc_ready = 1;
 }
 
@@ -216,7 +225,7 @@ private:
 // What the runs of one thread keep from run to run: the stack, the run context and the JIT
 // state, with what is the same for every run (where the stack is, where the state finds the
 // context) set once. A run sets only what it changes, a few words rather than the whole of
-// both, and zeroes the part of the frame the program can reach as every run does.
+// both, and zeroes the part of the frame the program may read before writing it.
 struct thread_run {
     thread_run() : rc({}, {}, {}, {}, no_info) {
         s.stack_top = top();

@@ -57,20 +57,20 @@ bool translator::emit_direct_lookup(size_t pc) {
         plan.value_size <= (table != nullptr ? table->stride : UINT32_MAX)) {
         looked_up_ = value_pointer{pc, plan.value_size, area->writable, false};
     }
-    if (checked_ && area->size >= max_access) {
+    // A table's element (an array's value) is often a program's working memory (a scratch
+    // area), used all along: it becomes the near cache. A value a find call returns (a hash
+    // map's) needs no check after the test against null; the near cache (and checks against it
+    // that a loop could hoist) stays, and a pointer derived from the value finds its region
+    // through the slow path once, which leaves it in the far cache.
+    if (checked_ && table != nullptr && area->size >= max_access) {
         auto update = [&](llvm::Value *slot, uint64_t v) {
             b_.CreateStore(b_.CreateSelect(found, b_.getInt64(v), b_.CreateLoad(i64_, slot)), slot);
         };
-        // A table's element (an array's value) is often a program's working memory (a scratch
-        // area), used all along: it becomes the near cache. A value a find call returns (a hash
-        // map's), whose accesses after the test against null need no check, goes to the far
-        // cache: the near cache (and checks against it that a loop could hoist) stays.
-        const bool near = table != nullptr;
-        update(near ? near_[0] : read_lo_, area->start);
-        update(near ? near_[1] : read_span_, area->size);
+        update(near_[0], area->start);
+        update(near_[1], area->size);
         if (area->writable) {
-            update(near ? near_[2] : write_lo_, area->start);
-            update(near ? near_[3] : write_span_, area->size);
+            update(near_[2], area->start);
+            update(near_[3], area->size);
         }
     }
     return true;

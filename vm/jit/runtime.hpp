@@ -17,14 +17,18 @@ namespace bpftime::vm::jit {
 // that calls no helper pays for none of it. fault and handed are 0 between runs: the run that
 // set them clears them.
 struct jit_state {
-    // The read cache [read_lo, read_lo + read_span) is a region the program may read, the write
-    // cache one it may write. Both always hold a region of at least max_access bytes (at worst
-    // the entry frame), so span - n never wraps and one compare decides.
+    // The far caches: the read cache [read_lo, read_lo + read_span) is a region the program
+    // may read, the write cache one it may write. Once rc_ready is set both hold a region of at
+    // least max_access bytes (at worst the entry frame), so span - n never wraps and one
+    // compare decides; before, code does not read them (the run entry hands the near caches
+    // to the code in registers, and rt_prepare starts these).
     uint64_t read_lo;
     uint64_t read_span;
     uint64_t write_lo;
     uint64_t write_span;
-    int64_t budget;     // instructions left; below zero means exhausted
+    // Instructions left (below zero means exhausted): the code keeps it in registers and
+    // stores it here only for what reads it here (a helper that runs a callback, a tail call).
+    int64_t budget;
     uint64_t stack_top; // one past the entry frame
     run_context *rc;
     const bool *helper_failed;

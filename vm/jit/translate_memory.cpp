@@ -40,8 +40,12 @@ void translator::check_access(size_t pc, int base, int16_t offset, llvm::Value *
     };
     b_.CreateCondBr(in_cache(near_[write ? 2 : 0], near_[write ? 3 : 1]), ok, not_near, likely_);
     b_.SetInsertPoint(not_near);
-    b_.CreateCondBr(in_cache(write ? write_lo_ : read_lo_, write ? write_span_ : read_span_), ok,
-                    not_cached);
+    // The far cache holds a region once the run's context is set up (rt_prepare).
+    llvm::Value *far_ready =
+        b_.CreateICmpNE(load_state(offsetof(jit_state, rc_ready)), b_.getInt64(0));
+    b_.CreateCondBr(b_.CreateAnd(far_ready, in_cache(write ? write_lo_ : read_lo_,
+                                                     write ? write_span_ : read_span_)),
+                    ok, not_cached);
     // The stack: the current frame and its callers' (stack_span >= 512 >= n).
     b_.SetInsertPoint(not_cached);
     llvm::Value *ds = b_.CreateSub(addr, stack_lo_);

@@ -66,9 +66,10 @@ translator::translator(const program &prog, bool checked, llvm::LLVMContext &ctx
     // its caller leaves no trip through the run's state.
     std::vector<llvm::Type *> seven(7, i64_);
     ret_ty_ = llvm::StructType::get(ctx_, seven);
-    // (state, r0..r9, fp, depth, budget)
+    // (state, r0..r9, fp, depth, budget, the near caches): the caches travel in registers
+    // too, so that a run's entry does not store them for the function to load back.
     std::vector<llvm::Type *> params{ptr_};
-    params.insert(params.end(), 13, i64_);
+    params.insert(params.end(), 13 + near_count, i64_);
     fn_ty_ = llvm::FunctionType::get(ret_ty_, params, false);
     unlikely_ = llvm::MDBuilder(ctx_).createBranchWeights(1, 1 << 20);
     likely_ = llvm::MDBuilder(ctx_).createBranchWeights(1 << 20, 1);
@@ -488,6 +489,10 @@ void translator::emit_local_call(size_t pc, const ebpf_inst &inst) {
     llvm::Value *budget =
         checked_ ? static_cast<llvm::Value *>(b_.CreateLoad(i64_, budget_)) : b_.getInt64(0);
     args.push_back(budget);
+    for (llvm::Value *slot : near_) {
+        args.push_back(checked_ ? static_cast<llvm::Value *>(b_.CreateLoad(i64_, slot))
+                                : b_.getInt64(0));
+    }
     // Helpers the callee calls check its pointers against run_context::stack: the callee's
     // frame and its callers', as the interpreter keeps it. A callee without a frame calls no
     // helper; one that makes no local calls either leaves the region as it is.
@@ -524,7 +529,8 @@ void translator::emit_function(const function_plan &plan) {
     }
     // The far caches stay in the run's state, where the runtime refills them: values kept
     // in registers would need phis at every join of the function, whose number grows with
-    // blocks times joins, and so would the compile time of large programs.
+    // blocks times joins, and so would the compile time of large programs. They hold a
+    // region only once the run's context is set up (rc_ready).
     read_lo_ = state_field(offsetof(jit_state, read_lo));
     read_span_ = state_field(offsetof(jit_state, read_span));
     write_lo_ = state_field(offsetof(jit_state, write_lo));
@@ -535,6 +541,10 @@ void translator::emit_function(const function_plan &plan) {
     fp_ = &*arg++;
     depth_ = &*arg++;
     llvm::Value *budget_in = &*arg++;
+    std::array<llvm::Value *, near_count> near_in{};
+    for (auto &v : near_in) {
+        v = &*arg++;
+    }
     rc_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc)), ptr_);
     helper_failed_ = b_.CreateIntToPtr(load_state(offsetof(jit_state, helper_failed)), ptr_);
     frame_ = shapes_.at(plan.entry).frame;
@@ -542,10 +552,9 @@ void translator::emit_function(const function_plan &plan) {
     stack_span_ = b_.CreateSub(load_state(offsetof(jit_state, stack_top)), stack_lo_);
     if (checked_) {
         b_.CreateStore(budget_in, budget_);
-        b_.CreateStore(b_.CreateLoad(i64_, read_lo_), near_[0]);
-        b_.CreateStore(b_.CreateLoad(i64_, read_span_), near_[1]);
-        b_.CreateStore(b_.CreateLoad(i64_, write_lo_), near_[2]);
-        b_.CreateStore(b_.CreateLoad(i64_, write_span_), near_[3]);
+        for (size_t i = 0; i < near_count; i++) {
+            b_.CreateStore(near_in[i], near_[i]);
+        }
     }
     fault_ret_ = new_block("fault");
     blocks_.clear();
@@ -709,9 +718,14 @@ void translator::emit_callback_entry(const std::string &name) {
         b_.SetInsertPoint(bb);
         // A callback spends the run's budget, which the helper's caller keeps in the state.
         llvm::Value *budget = load_state_of(a[0], offsetof(jit_state, budget));
-        auto *call =
-            b_.CreateCall(fn_ty_, functions_.at(pc),
-                          {a[0], z, a[2], a[3], a[4], a[5], a[6], z, z, z, z, a[7], a[8], budget});
+        std::vector<llvm::Value *> args{a[0], z, a[2], a[3], a[4], a[5], a[6],
+                                        z,    z, z,    z,    a[7], a[8], budget};
+        // The helper that runs it set the run's context up, so the far caches hold regions.
+        for (size_t off : {offsetof(jit_state, read_lo), offsetof(jit_state, read_span),
+                           offsetof(jit_state, write_lo), offsetof(jit_state, write_span)}) {
+            args.push_back(checked_ ? load_state_of(a[0], off) : z);
+        }
+        auto *call = b_.CreateCall(fn_ty_, functions_.at(pc), args);
         call->setCallingConv(llvm::CallingConv::Fast);
         if (checked_) {
             b_.CreateStore(b_.CreateExtractValue(call, 6),
@@ -758,7 +772,21 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     const uint64_t reach = prog_.entry_frame_reach();
     llvm::Value *top = b_.CreateAdd(t, b_.getInt64(layout.stack_top));
     llvm::Value *frame_lo = b_.CreateSub(top, b_.getInt64(reach));
-    b_.CreateMemSet(b_.CreateIntToPtr(frame_lo, ptr_), b_.getInt8(0), reach, llvm::MaybeAlign(16));
+    // Only the words the program may read before writing them, each run of them at once.
+    const uint64_t zeroed = prog_.entry_frame_zeroed_words();
+    for (uint64_t w = 0; w < reach / 8;) {
+        if ((zeroed >> w & 1) == 0) {
+            w++;
+            continue;
+        }
+        uint64_t end = w;
+        while (end < reach / 8 && (zeroed >> end & 1) != 0) {
+            end++;
+        }
+        b_.CreateMemSet(b_.CreateIntToPtr(b_.CreateSub(top, b_.getInt64(end * 8)), ptr_),
+                        b_.getInt8(0), (end - w) * 8, llvm::MaybeAlign(8));
+        w = end;
+    }
     llvm::Value *s = b_.CreateIntToPtr(b_.CreateAdd(t, b_.getInt64(layout.state)), ptr_);
     b_.CreateStore(mem, field(s, offsetof(jit_state, mem)));
     b_.CreateStore(len, field(s, offsetof(jit_state, mem_len)));
@@ -767,31 +795,34 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     b_.CreateStore(eng, field(s, offsetof(jit_state, engine)));
     b_.CreateStore(const_ptr(reinterpret_cast<uint64_t>(&prog_)),
                    field(s, offsetof(jit_state, prog)));
-    // The caches start on the input memory, or the entry frame when it is too small.
-    llvm::Value *size = b_.CreateSelect(b_.CreateICmpEQ(mem, b_.getInt64(0)), b_.getInt64(0), len);
-    llvm::Value *on_input = b_.CreateICmpUGE(size, b_.getInt64(max_access));
-    llvm::Value *writable = b_.CreateICmpNE(
-        b_.CreateLoad(i8_, field(opts, offsetof(run_options, mem_writable))), b_.getInt8(0));
-    llvm::Value *write_input = b_.CreateAnd(on_input, writable);
-    b_.CreateStore(b_.CreateSelect(on_input, mem, frame_lo),
-                   field(s, offsetof(jit_state, read_lo)));
-    b_.CreateStore(b_.CreateSelect(on_input, size, b_.getInt64(reach)),
-                   field(s, offsetof(jit_state, read_span)));
-    b_.CreateStore(b_.CreateSelect(write_input, mem, frame_lo),
-                   field(s, offsetof(jit_state, write_lo)));
-    b_.CreateStore(b_.CreateSelect(write_input, size, b_.getInt64(reach)),
-                   field(s, offsetof(jit_state, write_span)));
+    llvm::Value *z = b_.getInt64(0);
+    std::vector<llvm::Value *> args{s, z, mem, len, z, z, z, z, z, z, z, top, z};
+    // The budget and the near caches go to the program in registers; the state gets them
+    // only on the paths that read them there (a helper that runs a callback, a tail call,
+    // rt_prepare's far caches).
     llvm::Value *budget = nullptr;
     if (checked_) {
         llvm::Value *wanted =
             b_.CreateLoad(i64_, field(opts, offsetof(run_options, instruction_budget)));
         budget = b_.CreateSelect(b_.CreateICmpUGT(wanted, b_.getInt64(INT64_MAX)),
                                  b_.getInt64(INT64_MAX), wanted);
-        b_.CreateStore(budget, field(s, offsetof(jit_state, budget)));
+        args.push_back(budget);
+        // The caches start on the input memory, or the entry frame when it is too small
+        // (rt_prepare starts the far caches the same way).
+        llvm::Value *size =
+            b_.CreateSelect(b_.CreateICmpEQ(mem, b_.getInt64(0)), b_.getInt64(0), len);
+        llvm::Value *on_input = b_.CreateICmpUGE(size, b_.getInt64(max_access));
+        llvm::Value *writable = b_.CreateICmpNE(
+            b_.CreateLoad(i8_, field(opts, offsetof(run_options, mem_writable))), b_.getInt8(0));
+        llvm::Value *write_input = b_.CreateAnd(on_input, writable);
+        args.push_back(b_.CreateSelect(on_input, mem, frame_lo));
+        args.push_back(b_.CreateSelect(on_input, size, b_.getInt64(reach)));
+        args.push_back(b_.CreateSelect(write_input, mem, frame_lo));
+        args.push_back(b_.CreateSelect(write_input, size, b_.getInt64(reach)));
+    } else {
+        args.insert(args.end(), 1 + near_count, z);
     }
-    llvm::Value *z = b_.getInt64(0);
-    auto *call = b_.CreateCall(fn_ty_, functions_.at(0),
-                               {s, z, mem, len, z, z, z, z, z, z, z, top, z, budget ? budget : z});
+    auto *call = b_.CreateCall(fn_ty_, functions_.at(0), args);
     call->setCallingConv(llvm::CallingConv::Fast);
     llvm::Value *r0 = b_.CreateExtractValue(call, 0);
     b_.CreateCondBr(b_.CreateICmpNE(b_.CreateLoad(i64_, field(s, offsetof(jit_state, fault))), z),

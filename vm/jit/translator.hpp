@@ -192,7 +192,8 @@ private:
     // The near caches (read lo, read span, write lo, write span): set on entry and by helper
     // calls only, so in a loop without calls they are invariant and LLVM can hoist or drop
     // their checks. The far caches (read_lo_ ...) are refilled by every slow-path hit.
-    std::array<llvm::Value *, 4> near_{};
+    static constexpr size_t near_count = 4;
+    std::array<llvm::Value *, near_count> near_{};
     llvm::Value *budget_ = nullptr, *read_lo_ = nullptr, *read_span_ = nullptr,
                 *write_lo_ = nullptr, *write_span_ = nullptr;
     // Registers known to hold r10 + offset in the current basic block.

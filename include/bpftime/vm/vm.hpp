@@ -261,9 +261,15 @@ public:
     /// The registry callx resolves its register against at run time.
     const helper_registry &helpers() const { return *helpers_; }
     /// The bytes at the top of the entry frame the program can reach, directly or through
-    /// helpers (16 to stack_frame_size): engines zero only these before a run and let the
+    /// helpers (16 to stack_frame_size): engines zero at most these before a run and let the
     /// program access only these.
     size_t entry_frame_reach() const { return entry_frame_reach_; }
+    /// The 8-byte words at the top of the entry frame that a run zeroes before the program
+    /// starts: bit w stands for the bytes [-(w + 1) * 8, -w * 8) below r10. Those of the
+    /// reachable part that the program (or a helper it passes a frame pointer) may read before
+    /// writing them; every word of the reach when that cannot be followed. The interpreter
+    /// zeroes the whole reach; the JIT only these.
+    uint64_t entry_frame_zeroed_words() const { return entry_frame_zeroed_; }
     /// Whether any instruction calls a helper (by id or callx).
     bool calls_helpers() const { return calls_helpers_; }
     /// Whether a run may leave something for the registry's end-of-run step
@@ -294,6 +300,7 @@ private:
     std::vector<memory_region> regions_;
     const helper_registry *helpers_ = nullptr;
     size_t entry_frame_reach_ = stack_frame_size;
+    uint64_t entry_frame_zeroed_ = ~uint64_t{0};
     bool calls_helpers_ = false;
     bool needs_run_end_ = false;
     std::vector<std::pair<uint64_t, direct_lookup>> lookups_;
