@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // System call tracepoints in user space: per-number program lists swapped atomically (the
-// handlers take no lock), the kernel's contexts built per call, interception armed while any
-// link is attached.
+// handlers take no lock), the kernel's contexts built per call (for a number with enter
+// programs only, by the rewritten site's short stub, from the registers), interception armed
+// while any link is attached.
 #include <bpftime/attach/probe_target.hpp>
 #include <bpftime/attach/syscalls.hpp>
 #include <bpftime/hook/syscall_intercept.hpp>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstddef>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -69,7 +71,7 @@ public:
             e.store(nullptr);
     }
 
-    result<void> start() { return si::start({on_enter, on_exit, this}); }
+    result<void> start() { return si::start({on_enter, on_exit, this, on_enter_record}); }
 
     result<int> attach(std::shared_ptr<const attached_program> prog, const std::string &args,
                        bool raw) {
@@ -175,12 +177,16 @@ private:
         slot.store(stored, std::memory_order_release);
     }
 
+    // A number with enter programs only (its own, raw_syscalls:sys_enter's) takes the short
+    // path; one with an exit program, or any with a raw sys_enter program (which is given the
+    // registers), the full one.
     void update_wanted() {
         const bool all_exits = raw_exit_.load() != nullptr || all_exit_.load() != nullptr;
-        const bool all = all_exits || raw_enter_.load() != nullptr || all_enter_.load() != nullptr;
+        const bool regs = raw_enter_.load() != nullptr;
+        const bool all = all_exits || regs || all_enter_.load() != nullptr;
         for (uint32_t nr = 0; nr < n_numbers; ++nr) {
             const bool exit = all_exits || exit_[nr].load() != nullptr;
-            si::set_wanted(nr, all || exit || enter_[nr].load() != nullptr, exit);
+            si::set_wanted(nr, all || exit || enter_[nr].load() != nullptr, exit, regs);
         }
         si::set_wanted_above(all);
     }
@@ -229,6 +235,37 @@ private:
             ctx.syscall_nr = static_cast<int32_t>(nr);
             syscall_args(*regs, ctx.args);
             run(*list, &ctx, sizeof ctx);
+        }
+    }
+
+    // The short path: the record is the kernel's context for both raw_syscalls:sys_enter
+    // (`long id` at 8) and syscalls:sys_enter_* (`int __syscall_nr` at 8, then padding that is
+    // zero below n_numbers); only the common fields differ.
+    static void on_enter_record(void *user, si::enter_record *rec) {
+        static_assert(sizeof(si::enter_record) == sizeof(syscall_enter_context) &&
+                      sizeof(si::enter_record) == sizeof(raw_syscalls_enter_context));
+        static_assert(offsetof(syscall_enter_context, syscall_nr) ==
+                      offsetof(si::enter_record, nr));
+        static_assert(offsetof(syscall_enter_context, args) == offsetof(si::enter_record, args));
+        static_assert(offsetof(raw_syscalls_enter_context, id) == offsetof(si::enter_record, nr));
+        static_assert(offsetof(raw_syscalls_enter_context, args) ==
+                      offsetof(si::enter_record, args));
+        auto *host = static_cast<syscall_host *>(user);
+        const uint64_t nr = rec->nr;
+        auto common = [](const tp_list &list) {
+            return uint64_t{list.common_type} | uint64_t{static_cast<uint32_t>(current_tid())}
+                                                    << 32;
+        };
+        if (const tp_list *list = host->all_enter_.load(std::memory_order_acquire)) {
+            rec->common = common(*list);
+            run(*list, rec, sizeof *rec);
+        }
+        if (nr >= n_numbers) {
+            return;
+        }
+        if (const tp_list *list = host->enter_[nr].load(std::memory_order_acquire)) {
+            rec->common = common(*list);
+            run(*list, rec, sizeof *rec);
         }
     }
 
