@@ -117,7 +117,7 @@ rewritten_slot rewritten_by_thread[rewritten_slots];
 std::atomic<size_t> rewritten_next{0};
 __attribute__((tls_model("initial-exec"))) thread_local rewritten_slot *t_rewritten = nullptr;
 
-void count_rewritten(int path) {
+[[gnu::always_inline]] inline void count_rewritten(int path) {
     rewritten_slot *slot = t_rewritten;
     if (slot == nullptr) [[unlikely]] {
         const size_t i = rewritten_next.fetch_add(1, std::memory_order_relaxed);
@@ -646,11 +646,15 @@ std::vector<uint8_t> short_stub() {
     return e.code;
 }
 
-// The end of both stubs: [rsp] the saved flags, [rsp+8] the continuation, the application's
+// The end of the stubs: [rsp] the saved flags, [rsp+8] the continuation, the application's
 // red zone above it. The flags come back without popfq (microcoded, the slowest step here):
 // rcx and r11 are the `syscall` instruction's to clobber (r11 ends holding the flags, as the
 // kernel leaves it); DF first, then OF from an addition, then SF ZF AF PF CF through sahf. The
-// other flags (TF, AC, ID) no code of ours changes.
+// other flags (TF, AC, ID) no code of ours changes. The continuation is reached with a jump
+// through rcx (which then holds it, as the kernel leaves rcx holding the address behind the
+// `syscall`), not a `ret`: no call pushed it, and a `ret` would take the return stack's top
+// entry, the application's own return, mispredicting this return and the application's
+// next one.
 void flags_and_return(emitter &e) {
     e.bytes({0x4C, 0x8B, 0x1C, 0x24});                   // mov r11, [rsp]
     e.bytes({0x41, 0xF7, 0xC3, 0x00, 0x04, 0x00, 0x00}); // test r11d, DF
@@ -662,8 +666,9 @@ void flags_and_return(emitter &e) {
     e.bytes({0x81, 0xC1, 0x00, 0x00, 0x00, 0x80});       // add ecx, 0x80000000: OF = OF
     e.bytes({0x9E});                                     // sahf
     e.bytes({0x58});                                     // pop rax
-    e.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});             // lea rsp, [rsp+8]
-    e.bytes({0xC2, 0x80, 0x00}); // ret 128: to the continuation, past the red zone
+    e.bytes({0x48, 0x8B, 0x4C, 0x24, 0x08});             // mov rcx, [rsp+8]
+    e.bytes({0x48, 0x8D, 0xA4, 0x24, 0x90, 0, 0, 0});    // lea rsp, [rsp+144] (the red zone's top)
+    e.bytes({0xFF, 0xE1});                               // jmp rcx
 }
 
 // Whether the thunks may use BMI2's shrx, which shifts without touching the flags.
@@ -1875,6 +1880,38 @@ extern "C" void bpftime_syscall_site_entry(bpftime::pt_regs *frame) {
 
 // Called by the short stub with the record of a call of a number that takes the short path
 // (the continuation slot behind the saved flags, the index of the site in it).
+namespace bpftime::syscall_intercept {
+namespace {
+
+// The short path's call when its handler went away since the thunk read the table: the full
+// enter handler, on registers made from the record.
+[[gnu::noinline, gnu::cold]] void enter_from_record(const handlers &h, const enter_record &rec) {
+    if (h.enter == nullptr)
+        return;
+    pt_regs r{};
+    r.orig_rax = r.rax = rec.nr;
+    r.rdi = rec.args[0];
+    r.rsi = rec.args[1];
+    r.rdx = rec.args[2];
+    r.r10 = rec.args[3];
+    r.r8 = rec.args[4];
+    r.r9 = rec.args[5];
+    h.enter(h.user, &r);
+}
+
+// The calling thread's errno, found once (a call into libc otherwise, twice per call).
+__attribute__((tls_model("initial-exec"))) thread_local int *t_errno = nullptr;
+
+int &thread_errno() {
+    int *e = t_errno;
+    if (e == nullptr) [[unlikely]]
+        e = t_errno = &errno;
+    return *e;
+}
+
+} // namespace
+} // namespace bpftime::syscall_intercept
+
 extern "C" void bpftime_syscall_short_entry(bpftime::syscall_intercept::enter_record *rec) {
     using namespace bpftime::syscall_intercept;
     auto *slot = reinterpret_cast<uint64_t *>(reinterpret_cast<uint8_t *>(rec) + sizeof *rec + 8);
@@ -1882,26 +1919,17 @@ extern "C" void bpftime_syscall_short_entry(bpftime::syscall_intercept::enter_re
     sync_thread_dispatch();
     if (t_internal || t_depth > 0) [[unlikely]]
         return;
-    const handlers h = g_handlers;
-    const int saved_errno = errno;
+    const handlers &h = g_handlers;
+    int &err = thread_errno();
+    const int saved_errno = err;
     count_rewritten(1);
     ++t_depth;
-    if (h.enter_record != nullptr) [[likely]] {
+    if (h.enter_record != nullptr) [[likely]]
         h.enter_record(h.user, rec);
-    } else if (h.enter != nullptr) {
-        // The handlers changed since the thunk table was read.
-        bpftime::pt_regs r{};
-        r.orig_rax = r.rax = rec->nr;
-        r.rdi = rec->args[0];
-        r.rsi = rec->args[1];
-        r.rdx = rec->args[2];
-        r.r10 = rec->args[3];
-        r.r8 = rec->args[4];
-        r.r9 = rec->args[5];
-        h.enter(h.user, &r);
-    }
+    else
+        enter_from_record(h, *rec);
     --t_depth;
-    errno = saved_errno;
+    err = saved_errno;
 }
 
 // Called by the after stub with the registers behind a native clone, clone3, fork or vfork:

@@ -27,7 +27,15 @@ namespace si = syscall_intercept;
 struct tp_program {
     int attach_id;
     std::shared_ptr<const attached_program> prog;
+    vm::run_options opts; // the context read-only, the link's attach cookie: made once
 };
+
+vm::run_options run_options_of(const attached_program &prog) {
+    vm::run_options opts;
+    opts.mem_writable = false; // the context is the program's to read
+    opts.info.attach_cookie = prog.cookie();
+    return opts;
+}
 
 // What runs for one event: replaced whole, never changed in place.
 struct tp_list {
@@ -112,7 +120,8 @@ public:
             next = *now;
         }
         next.common_type = common_type;
-        next.progs.push_back({id, std::move(prog)});
+        vm::run_options opts = run_options_of(*prog);
+        next.progs.push_back({id, std::move(prog), opts});
         std::stable_sort(next.progs.begin(), next.progs.end(), [](const auto &a, const auto &b) {
             return a.prog->link_id() < b.prog->link_id();
         });
@@ -191,12 +200,26 @@ private:
         si::set_wanted_above(all);
     }
 
+    // Each program's direct entry with the options made at attach. What hosts meet on every
+    // run, their own record of the link with runs not timed, is counted here on the thread's
+    // stripe (as attached_program::run_direct counts it); anything else goes through
+    // attached_program::run_direct. A fault is counted in the link's counters; the system call
+    // goes on regardless.
     static void run(const tp_list &list, void *ctx, size_t len) {
-        vm::run_options opts;
-        opts.mem_writable = false; // the context is the program's to read
         for (const tp_program &p : list.progs) {
-            // A fault is counted in the link's counters; the system call goes on regardless.
-            (void)p.prog->run_direct(ctx, len, opts);
+            const attached_program &prog = *p.prog;
+            const store::link_counters &counters = prog.counters();
+            if (counters.owned_untimed()) [[likely]] {
+                const vm::run_status st = prog.program().run_direct(ctx, len, p.opts);
+                if (st.ok()) [[likely]] {
+                    counters.count_owned_run();
+                } else {
+                    counters.count(st.fault->code, 0);
+                }
+            } else {
+                vm::run_options opts = p.opts;
+                (void)prog.run_direct(ctx, len, opts);
+            }
         }
     }
 
