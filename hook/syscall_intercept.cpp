@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /// @file
 /// System call interception: the gate, rewritten `syscall` sites with their trampolines and
-/// thunks, the common stub, Syscall User Dispatch and its SIGSYS handler, and the dispatcher
-/// they share (see the header for what each covers).
+/// thunks, the common and short stubs, Syscall User Dispatch and its SIGSYS handler, and the
+/// dispatcher they share (see the header for what each covers).
 #include "bpftime/hook/syscall_intercept.hpp"
 
 #include "hook_internal.hpp"
@@ -51,6 +51,8 @@ extern "C" __attribute__((visibility("hidden"))) void
 bpftime_syscall_site_entry(bpftime::pt_regs *frame);
 extern "C" __attribute__((visibility("hidden"))) void
 bpftime_syscall_native_exit_entry(bpftime::pt_regs *frame);
+extern "C" __attribute__((visibility("hidden"))) void
+bpftime_syscall_short_entry(bpftime::syscall_intercept::enter_record *rec);
 
 namespace bpftime::syscall_intercept {
 
@@ -65,7 +67,7 @@ namespace {
 // never backed).
 constexpr size_t gate_size = 16 << 20;
 constexpr size_t raw_fn_at = 0, restorer_at = 64, common_at = 128, after_at = 4096;
-constexpr size_t native_first = 8192;
+constexpr size_t short_at = 6144, native_first = 8192;
 constexpr size_t native_stub_size = 64;
 constexpr size_t native_capacity = (gate_size - native_first) / native_stub_size;
 // The system calls that run natively and can return (to both sides for the first four): their
@@ -87,10 +89,15 @@ raw_fn_t raw_fn = nullptr;
 // The selector byte every registered thread's Syscall User Dispatch reads: BLOCK while armed.
 volatile char selector = SYSCALL_DISPATCH_FILTER_ALLOW;
 
-// Wanted numbers: by the handlers (the dispatcher reads it), and as the thunks read them
-// (the same, and clone and clone3 always: their child needs the dispatcher's stub).
+// Wanted numbers: by the handlers (the dispatcher reads it), and as the thunks read them:
+// 0 not wanted, else the index in stub_entries of the stub the call enters (the common stub
+// for the wanted numbers, for clone and clone3 always: their child needs the dispatcher's
+// stub, and for those watched; the short stub for numbers with an enter_record handler only).
 uint8_t wanted_table[table_size];
 uint8_t thunk_table[table_size];
+constexpr uint8_t thunk_common = 1, thunk_short = 2;
+// The stubs by thunk_table value (the thunks jump through it; [0] is never used).
+uintptr_t stub_entries[3];
 std::atomic<bool> wanted_high{false};
 
 handlers g_handlers;
@@ -98,27 +105,31 @@ std::atomic<bool> started{false};
 std::atomic<bool> is_armed{false};
 std::atomic<uint64_t> n_trapped{0};
 
-// Calls through rewritten sites, counted without a locked add on the hot path: each thread
-// owns a slot it alone writes (plain relaxed load and store); the total sums the slots. Threads
-// past the slots share the last one's atomic add.
+// Calls through rewritten sites (by path: [0] the common stub, [1] the short one), counted
+// without a locked add on the hot path: each thread owns a slot it alone writes (plain relaxed
+// load and store); the totals sum the slots. Threads past the slots share the last one's
+// atomic add.
 constexpr size_t rewritten_slots = 4096;
-std::atomic<uint64_t> rewritten_by_thread[rewritten_slots];
+struct rewritten_slot {
+    std::atomic<uint64_t> by_path[2];
+};
+rewritten_slot rewritten_by_thread[rewritten_slots];
 std::atomic<size_t> rewritten_next{0};
-__attribute__((tls_model("initial-exec"))) thread_local std::atomic<uint64_t> *t_rewritten =
-    nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local rewritten_slot *t_rewritten = nullptr;
 
-void count_rewritten() {
-    std::atomic<uint64_t> *slot = t_rewritten;
+[[gnu::always_inline]] inline void count_rewritten(int path) {
+    rewritten_slot *slot = t_rewritten;
     if (slot == nullptr) [[unlikely]] {
         const size_t i = rewritten_next.fetch_add(1, std::memory_order_relaxed);
         slot = t_rewritten = &rewritten_by_thread[std::min(i, rewritten_slots - 1)];
         if (i >= rewritten_slots - 1) {
-            slot->fetch_add(1, std::memory_order_relaxed);
+            slot->by_path[path].fetch_add(1, std::memory_order_relaxed);
             t_rewritten = nullptr; // shared: always the atomic add
             return;
         }
     }
-    slot->store(slot->load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    std::atomic<uint64_t> &n = slot->by_path[path];
+    n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 // Native stubs by the address they return to: keys claimed with a CAS, the code written, then
@@ -171,8 +182,9 @@ void put64(uint8_t *at, uint64_t v) {
 
 // --- The dispatcher ---------------------------------------------------------------------------
 
-// wanted_table: 0 not wanted, else want_call, plus want_exit when the exit handlers run too.
-constexpr uint8_t want_call = 1, want_exit = 2;
+// wanted_table: 0 not wanted, else want_call, plus want_exit when the exit handlers run too,
+// plus want_regs when the enter handler needs the registers (not only the record).
+constexpr uint8_t want_call = 1, want_exit = 2, want_regs = 4;
 
 bool exit_wanted(uint64_t nr) {
     if (nr < table_size) {
@@ -324,7 +336,7 @@ outcome dispatch(pt_regs &regs, bool from_signal) {
     if (from_signal)
         n_trapped.fetch_add(1, std::memory_order_relaxed);
     else
-        count_rewritten();
+        count_rewritten(0);
     ++t_depth;
     if (h.enter != nullptr) {
         h.enter(h.user, &regs);
@@ -347,6 +359,23 @@ outcome dispatch(pt_regs &regs, bool from_signal) {
 
 bool is_clone(uint64_t nr) {
     return nr == SYS_clone || nr == SYS_clone3;
+}
+
+// What the thunks are to do with nr (nr < table_size), from wanted_table, the handlers and
+// whether mmap and its kind are watched.
+uint8_t thunk_value(uint64_t nr) {
+    const uint8_t w = __atomic_load_n(&wanted_table[nr], __ATOMIC_RELAXED);
+    if (is_clone(nr) || (is_watched(nr) && g_watch.load(std::memory_order_relaxed)))
+        return thunk_common;
+    if (w == 0)
+        return 0;
+    if (w == want_call && g_handlers.enter_record != nullptr && !runs_natively(nr, false))
+        return thunk_short;
+    return thunk_common;
+}
+
+void update_thunk(uint64_t nr) {
+    __atomic_store_n(&thunk_table[nr], thunk_value(nr), __ATOMIC_RELAXED);
 }
 
 // `syscall`, then jmp [ret].
@@ -540,6 +569,8 @@ constexpr size_t frame_flags_at = sizeof(pt_regs), frame_slot_at = sizeof(pt_reg
 // after: the after stub of write_exit_stub (the number in rcx, the continuation in r11, rax
 // the result); else the common stub the thunks enter (the number in rax, the continuation
 // slot pushed).
+void flags_and_return(emitter &e);
+
 std::vector<uint8_t> common_stub(bool after) {
     emitter e;
     if (after) {
@@ -571,10 +602,60 @@ std::vector<uint8_t> common_stub(bool after) {
     e.bytes({0x41, 0x5B, 0x41, 0x5A, 0x41, 0x59, 0x41, 0x58}); // r11 r10 r9 r8
     e.bytes({0x58, 0x59, 0x5A, 0x5E, 0x5F});                   // rax rcx rdx rsi rdi
     e.bytes({0x48, 0x8D, 0x64, 0x24, 0x30});                   // lea rsp, [rsp+48]
-    // The flags come back without popfq (microcoded, the slowest step here): rcx and r11 are
-    // the `syscall` instruction's to clobber (r11 ends holding the flags, as the kernel leaves
-    // it); DF first, then OF from an addition, then SF ZF AF PF CF through sahf. The other
-    // flags (TF, AC, ID) no code of ours changes.
+    flags_and_return(e);
+    return e.code;
+}
+
+// The short stub the thunks enter for numbers whose enter handler takes the record only
+// (thunk_short; the number in rax, the continuation slot pushed). A `syscall` preserves every
+// register but rax, rcx and r11; of those, the handler's C++ may change only the ones a
+// function call may (rdi, rsi, rdx, r8-r10 and the vector registers; the rest it saves
+// itself), so only those are saved. The arguments and the number are pushed in the order of
+// the kernel's sys_enter record, below 8 bytes for its common fields: the record the programs
+// read is those very pushes, and what the call is made with is popped from it. xmm0-15 are
+// saved too: the programs' code is compiled for the host with vectorising passes and store
+// merging, and may use them whatever helpers it calls (or none). Then the call is made from
+// the gate, and the flags come back as in the common stub; there is no exit side.
+std::vector<uint8_t> short_stub() {
+    emitter e;
+    e.bytes({0x9C, 0xFC});                               // pushfq; cld
+    e.bytes({0x41, 0x51, 0x41, 0x50, 0x41, 0x52});       // push r9 r8 r10
+    e.bytes({0x52, 0x56, 0x57, 0x50});                   // push rdx rsi rdi rax
+    e.bytes({0x6A, 0x00});                               // push 0 (the common fields)
+    e.bytes({0x53});                                     // push rbx
+    e.bytes({0x48, 0x8D, 0x7C, 0x24, 0x08});             // lea rdi, [rsp+8] (the record)
+    e.bytes({0x48, 0x89, 0xE3});                         // mov rbx, rsp
+    e.bytes({0x48, 0x83, 0xE4, 0xF0});                   // and rsp, -16
+    e.bytes({0x48, 0x81, 0xEC, 0x00, 0x01, 0x00, 0x00}); // sub rsp, 256
+    for (int n = 0; n < 16; ++n)
+        e.xmm(0x29, n, static_cast<uint32_t>(16 * n));
+    e.bytes({0x48, 0xB8}); // movabs rax, entry
+    e.imm64(reinterpret_cast<uintptr_t>(&bpftime_syscall_short_entry));
+    e.bytes({0xFF, 0xD0}); // call rax
+    for (int n = 0; n < 16; ++n)
+        e.xmm(0x28, n, static_cast<uint32_t>(16 * n));
+    e.bytes({0x48, 0x89, 0xDC});                   // mov rsp, rbx
+    e.bytes({0x5B});                               // pop rbx
+    e.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});       // lea rsp, [rsp+8] (the common fields)
+    e.bytes({0x58, 0x5F, 0x5E, 0x5A});             // pop rax rdi rsi rdx
+    e.bytes({0x41, 0x5A, 0x41, 0x58, 0x41, 0x59}); // pop r10 r8 r9
+    // The call, from the gate: a restart the kernel decides comes back to this `syscall`
+    // with the same registers.
+    e.bytes({0x0F, 0x05});
+    flags_and_return(e);
+    return e.code;
+}
+
+// The end of the stubs: [rsp] the saved flags, [rsp+8] the continuation, the application's
+// red zone above it. The flags come back without popfq (microcoded, the slowest step here):
+// rcx and r11 are the `syscall` instruction's to clobber (r11 ends holding the flags, as the
+// kernel leaves it); DF first, then OF from an addition, then SF ZF AF PF CF through sahf. The
+// other flags (TF, AC, ID) no code of ours changes. The continuation is reached with a jump
+// through rcx (which then holds it, as the kernel leaves rcx holding the address behind the
+// `syscall`), not a `ret`: no call pushed it, and a `ret` would take the return stack's top
+// entry, the application's own return, mispredicting this return and the application's
+// next one.
+void flags_and_return(emitter &e) {
     e.bytes({0x4C, 0x8B, 0x1C, 0x24});                   // mov r11, [rsp]
     e.bytes({0x41, 0xF7, 0xC3, 0x00, 0x04, 0x00, 0x00}); // test r11d, DF
     e.bytes({0x74, 0x01, 0xFD});                         // jz +1; std
@@ -585,9 +666,9 @@ std::vector<uint8_t> common_stub(bool after) {
     e.bytes({0x81, 0xC1, 0x00, 0x00, 0x00, 0x80});       // add ecx, 0x80000000: OF = OF
     e.bytes({0x9E});                                     // sahf
     e.bytes({0x58});                                     // pop rax
-    e.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});             // lea rsp, [rsp+8]
-    e.bytes({0xC2, 0x80, 0x00}); // ret 128: to the continuation, past the red zone
-    return e.code;
+    e.bytes({0x48, 0x8B, 0x4C, 0x24, 0x08});             // mov rcx, [rsp+8]
+    e.bytes({0x48, 0x8D, 0xA4, 0x24, 0x90, 0, 0, 0});    // lea rsp, [rsp+144] (the red zone's top)
+    e.bytes({0xFF, 0xE1});                               // jmp rcx
 }
 
 // Whether the thunks may use BMI2's shrx, which shifts without touching the flags.
@@ -601,7 +682,9 @@ bool have_bmi2() {
 
 // A site's thunk: the number not wanted goes straight to the gate stub, flags kept. With BMI2
 // the check changes no flag (shrx, movzx, jrcxz on rcx and r11, which the `syscall` clobbers
-// anyway); without it the flags are saved around a cmp.
+// anyway) and a wanted number goes to the stub its thunk_table value names (a number past the
+// table to the common stub); without BMI2 the flags are saved around a cmp and every wanted
+// number takes the common stub (which serves the short path's numbers as well).
 std::vector<uint8_t> thunk(uint32_t index, uintptr_t native) {
     static_assert(table_size == 1024, "the flag-free check shifts by log2(table_size)");
     emitter e;
@@ -609,9 +692,10 @@ std::vector<uint8_t> thunk(uint32_t index, uintptr_t native) {
         e.bytes({0x41, 0xBB, 0x0A, 0x00, 0x00, 0x00}); // mov r11d, 10
         e.bytes({0xC4, 0xE2, 0xA3, 0xF7, 0xC8});       // shrx rcx, rax, r11
         const size_t small_at = e.code.size();
-        e.bytes({0xE3, 0}); // jrcxz small
+        e.bytes({0xE3, 0});                     // jrcxz small
+        e.bytes({0xB9, thunk_common, 0, 0, 0}); // mov ecx, thunk_common (a number past the table)
         const size_t high_at = e.code.size();
-        e.bytes({0xEB, 0}); // jmp want (a number past the table)
+        e.bytes({0xEB, 0}); // jmp want
         e.code[small_at + 1] = static_cast<uint8_t>(e.code.size() - (small_at + 2));
         e.bytes({0x49, 0xBB}); // small: movabs r11, table
         e.imm64(reinterpret_cast<uintptr_t>(&thunk_table[0]));
@@ -622,7 +706,9 @@ std::vector<uint8_t> thunk(uint32_t index, uintptr_t native) {
         e.bytes({0x48, 0x8D, 0x64, 0x24, 0x80}); // want: lea rsp, [rsp-128]
         e.bytes({0x68});                         // push index
         e.imm32(index);
-        e.abs_jmp(gate + common_at);
+        e.bytes({0x49, 0xBB}); // movabs r11, stub_entries
+        e.imm64(reinterpret_cast<uintptr_t>(&stub_entries[0]));
+        e.bytes({0x41, 0xFF, 0x24, 0xCB}); // jmp [r11+rcx*8]
         e.code[skip_at + 1] = static_cast<uint8_t>(e.code.size() - (skip_at + 2));
         e.abs_jmp(native); // not_wanted
         return e.code;
@@ -1542,8 +1628,7 @@ result<arm_report> rearm() {
     const bool watch = static_cast<dispatch_mode>(g_mode.load()) == dispatch_mode::when_needed;
     g_watch.store(watch);
     for (uint64_t nr : {SYS_mmap, SYS_mprotect, SYS_pkey_mprotect})
-        __atomic_store_n(&thunk_table[nr], watch || wanted_table[nr] != 0 ? 1 : 0,
-                         __ATOMIC_RELAXED);
+        update_thunk(nr);
     decide_dispatch(g_refused);
     // Sites found but not written now (their call returns inside the replaced bytes, or their
     // code changed) are the fallback's too.
@@ -1555,8 +1640,12 @@ result<arm_report> rearm() {
 result<void> start(const handlers &h) {
     std::lock_guard lock(arm_mu);
     g_handlers = h;
-    if (started.load())
+    if (started.load()) {
+        // Numbers take the short path only while there is a handler for it.
+        for (uint64_t nr = 0; nr < table_size; ++nr)
+            update_thunk(nr);
         return {};
+    }
     int fd = static_cast<int>(::syscall(SYS_memfd_create, "bpftime-syscall-gate", MFD_CLOEXEC));
     if (fd < 0)
         return make_error(errno, std::string("memfd_create for the syscall gate: ") +
@@ -1597,12 +1686,18 @@ result<void> start(const handlers &h) {
     std::memcpy(gate_rw + restorer_at, restorer, sizeof restorer);
     auto common = common_stub(false);
     auto after = common_stub(true);
-    if (common.size() > after_at - common_at || after.size() > native_first - after_at)
+    auto short_path = short_stub();
+    if (common.size() > after_at - common_at || after.size() > short_at - after_at ||
+        short_path.size() > native_first - short_at)
         return make_error(EOVERFLOW, "the syscall gate's stubs outgrew their room");
     std::memcpy(gate_rw + common_at, common.data(), common.size());
     std::memcpy(gate_rw + after_at, after.data(), after.size());
+    std::memcpy(gate_rw + short_at, short_path.data(), short_path.size());
+    stub_entries[thunk_common] = gate + common_at;
+    stub_entries[thunk_short] = gate + short_at;
     raw_fn = reinterpret_cast<raw_fn_t>(gate + raw_fn_at);
-    thunk_table[SYS_clone] = thunk_table[SYS_clone3] = 1;
+    for (uint64_t nr = 0; nr < table_size; ++nr)
+        update_thunk(nr);
 
     kernel_sigaction sa{};
     sa.handler = on_sigsys;
@@ -1695,12 +1790,13 @@ bool thread_internal() {
     return t_internal;
 }
 
-void set_wanted(uint64_t nr, bool wanted, bool with_exit) {
+void set_wanted(uint64_t nr, bool wanted, bool with_exit, bool full_regs) {
     if (nr < table_size) {
-        const uint8_t v = !wanted ? 0 : with_exit ? want_call | want_exit : want_call;
+        const uint8_t v = !wanted ? 0
+                                  : static_cast<uint8_t>(want_call | (with_exit ? want_exit : 0) |
+                                                         (full_regs ? want_regs : 0));
         __atomic_store_n(&wanted_table[nr], v, __ATOMIC_RELAXED);
-        const bool thunk = wanted || is_clone(nr) || (is_watched(nr) && g_watch.load());
-        __atomic_store_n(&thunk_table[nr], thunk ? 1 : 0, __ATOMIC_RELAXED);
+        update_thunk(nr);
     }
 }
 
@@ -1720,7 +1816,7 @@ result<void> disarm() {
     is_armed.store(false);
     g_watch.store(false);
     for (uint64_t nr : {SYS_mmap, SYS_mprotect, SYS_pkey_mprotect})
-        __atomic_store_n(&thunk_table[nr], wanted_table[nr] != 0 ? 1 : 0, __ATOMIC_RELAXED);
+        update_thunk(nr);
     decide_dispatch(0);
     ++t_depth;
     auto r = write_sites(false);
@@ -1747,7 +1843,15 @@ uint64_t trapped_calls() {
 uint64_t rewritten_calls() {
     uint64_t total = 0;
     for (const auto &slot : rewritten_by_thread)
-        total += slot.load(std::memory_order_relaxed);
+        for (const auto &n : slot.by_path)
+            total += n.load(std::memory_order_relaxed);
+    return total;
+}
+
+uint64_t short_path_calls() {
+    uint64_t total = 0;
+    for (const auto &slot : rewritten_by_thread)
+        total += slot.by_path[1].load(std::memory_order_relaxed);
     return total;
 }
 
@@ -1772,6 +1876,60 @@ extern "C" void bpftime_syscall_site_entry(bpftime::pt_regs *frame) {
     else
         *slot = is_clone(frame->orig_rax) ? s.native_clone : s.native;
     errno = saved_errno;
+}
+
+// Called by the short stub with the record of a call of a number that takes the short path
+// (the continuation slot behind the saved flags, the index of the site in it).
+namespace bpftime::syscall_intercept {
+namespace {
+
+// The short path's call when its handler went away since the thunk read the table: the full
+// enter handler, on registers made from the record.
+[[gnu::noinline, gnu::cold]] void enter_from_record(const handlers &h, const enter_record &rec) {
+    if (h.enter == nullptr)
+        return;
+    pt_regs r{};
+    r.orig_rax = r.rax = rec.nr;
+    r.rdi = rec.args[0];
+    r.rsi = rec.args[1];
+    r.rdx = rec.args[2];
+    r.r10 = rec.args[3];
+    r.r8 = rec.args[4];
+    r.r9 = rec.args[5];
+    h.enter(h.user, &r);
+}
+
+// The calling thread's errno, found once (a call into libc otherwise, twice per call).
+__attribute__((tls_model("initial-exec"))) thread_local int *t_errno = nullptr;
+
+int &thread_errno() {
+    int *e = t_errno;
+    if (e == nullptr) [[unlikely]]
+        e = t_errno = &errno;
+    return *e;
+}
+
+} // namespace
+} // namespace bpftime::syscall_intercept
+
+extern "C" void bpftime_syscall_short_entry(bpftime::syscall_intercept::enter_record *rec) {
+    using namespace bpftime::syscall_intercept;
+    auto *slot = reinterpret_cast<uint64_t *>(reinterpret_cast<uint8_t *>(rec) + sizeof *rec + 8);
+    *slot = site_slots[*slot].resume;
+    sync_thread_dispatch();
+    if (t_internal || t_depth > 0) [[unlikely]]
+        return;
+    const handlers &h = g_handlers;
+    int &err = thread_errno();
+    const int saved_errno = err;
+    count_rewritten(1);
+    ++t_depth;
+    if (h.enter_record != nullptr) [[likely]]
+        h.enter_record(h.user, rec);
+    else
+        enter_from_record(h, *rec);
+    --t_depth;
+    err = saved_errno;
 }
 
 // Called by the after stub with the registers behind a native clone, clone3, fork or vfork:

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // System call tracepoints in user space: per-number program lists swapped atomically (the
-// handlers take no lock), the kernel's contexts built per call, interception armed while any
-// link is attached.
+// handlers take no lock), the kernel's contexts built per call (for a number with enter
+// programs only, by the rewritten site's short stub, from the registers), interception armed
+// while any link is attached.
 #include <bpftime/attach/probe_target.hpp>
 #include <bpftime/attach/syscalls.hpp>
 #include <bpftime/hook/syscall_intercept.hpp>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstddef>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,7 +27,15 @@ namespace si = syscall_intercept;
 struct tp_program {
     int attach_id;
     std::shared_ptr<const attached_program> prog;
+    vm::run_options opts; // the context read-only, the link's attach cookie: made once
 };
+
+vm::run_options run_options_of(const attached_program &prog) {
+    vm::run_options opts;
+    opts.mem_writable = false; // the context is the program's to read
+    opts.info.attach_cookie = prog.cookie();
+    return opts;
+}
 
 // What runs for one event: replaced whole, never changed in place.
 struct tp_list {
@@ -69,7 +79,7 @@ public:
             e.store(nullptr);
     }
 
-    result<void> start() { return si::start({on_enter, on_exit, this}); }
+    result<void> start() { return si::start({on_enter, on_exit, this, on_enter_record}); }
 
     result<int> attach(std::shared_ptr<const attached_program> prog, const std::string &args,
                        bool raw) {
@@ -110,7 +120,8 @@ public:
             next = *now;
         }
         next.common_type = common_type;
-        next.progs.push_back({id, std::move(prog)});
+        vm::run_options opts = run_options_of(*prog);
+        next.progs.push_back({id, std::move(prog), opts});
         std::stable_sort(next.progs.begin(), next.progs.end(), [](const auto &a, const auto &b) {
             return a.prog->link_id() < b.prog->link_id();
         });
@@ -175,22 +186,40 @@ private:
         slot.store(stored, std::memory_order_release);
     }
 
+    // A number with enter programs only (its own, raw_syscalls:sys_enter's) takes the short
+    // path; one with an exit program, or any with a raw sys_enter program (which is given the
+    // registers), the full one.
     void update_wanted() {
         const bool all_exits = raw_exit_.load() != nullptr || all_exit_.load() != nullptr;
-        const bool all = all_exits || raw_enter_.load() != nullptr || all_enter_.load() != nullptr;
+        const bool regs = raw_enter_.load() != nullptr;
+        const bool all = all_exits || regs || all_enter_.load() != nullptr;
         for (uint32_t nr = 0; nr < n_numbers; ++nr) {
             const bool exit = all_exits || exit_[nr].load() != nullptr;
-            si::set_wanted(nr, all || exit || enter_[nr].load() != nullptr, exit);
+            si::set_wanted(nr, all || exit || enter_[nr].load() != nullptr, exit, regs);
         }
         si::set_wanted_above(all);
     }
 
+    // Each program's direct entry with the options made at attach. What hosts meet on every
+    // run, their own record of the link with runs not timed, is counted here on the thread's
+    // stripe (as attached_program::run_direct counts it); anything else goes through
+    // attached_program::run_direct. A fault is counted in the link's counters; the system call
+    // goes on regardless.
     static void run(const tp_list &list, void *ctx, size_t len) {
-        vm::run_options opts;
-        opts.mem_writable = false; // the context is the program's to read
         for (const tp_program &p : list.progs) {
-            // A fault is counted in the link's counters; the system call goes on regardless.
-            (void)p.prog->run_direct(ctx, len, opts);
+            const attached_program &prog = *p.prog;
+            const store::link_counters &counters = prog.counters();
+            if (counters.owned_untimed()) [[likely]] {
+                const vm::run_status st = prog.program().run_direct(ctx, len, p.opts);
+                if (st.ok()) [[likely]] {
+                    counters.count_owned_run();
+                } else {
+                    counters.count(st.fault->code, 0);
+                }
+            } else {
+                vm::run_options opts = p.opts;
+                (void)prog.run_direct(ctx, len, opts);
+            }
         }
     }
 
@@ -229,6 +258,37 @@ private:
             ctx.syscall_nr = static_cast<int32_t>(nr);
             syscall_args(*regs, ctx.args);
             run(*list, &ctx, sizeof ctx);
+        }
+    }
+
+    // The short path: the record is the kernel's context for both raw_syscalls:sys_enter
+    // (`long id` at 8) and syscalls:sys_enter_* (`int __syscall_nr` at 8, then padding that is
+    // zero below n_numbers); only the common fields differ.
+    static void on_enter_record(void *user, si::enter_record *rec) {
+        static_assert(sizeof(si::enter_record) == sizeof(syscall_enter_context) &&
+                      sizeof(si::enter_record) == sizeof(raw_syscalls_enter_context));
+        static_assert(offsetof(syscall_enter_context, syscall_nr) ==
+                      offsetof(si::enter_record, nr));
+        static_assert(offsetof(syscall_enter_context, args) == offsetof(si::enter_record, args));
+        static_assert(offsetof(raw_syscalls_enter_context, id) == offsetof(si::enter_record, nr));
+        static_assert(offsetof(raw_syscalls_enter_context, args) ==
+                      offsetof(si::enter_record, args));
+        auto *host = static_cast<syscall_host *>(user);
+        const uint64_t nr = rec->nr;
+        auto common = [](const tp_list &list) {
+            return uint64_t{list.common_type} | uint64_t{static_cast<uint32_t>(current_tid())}
+                                                    << 32;
+        };
+        if (const tp_list *list = host->all_enter_.load(std::memory_order_acquire)) {
+            rec->common = common(*list);
+            run(*list, rec, sizeof *rec);
+        }
+        if (nr >= n_numbers) {
+            return;
+        }
+        if (const tp_list *list = host->enter_[nr].load(std::memory_order_acquire)) {
+            rec->common = common(*list);
+            run(*list, rec, sizeof *rec);
         }
     }
 

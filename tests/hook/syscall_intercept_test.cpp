@@ -673,3 +673,196 @@ TEST_F(SyscallIntercept, DispatchModesNeverAndAlways) {
 }
 
 } // namespace
+
+// --- The short path: numbers whose enter handler takes the record only ----------------------
+
+struct seen_records {
+    std::atomic<uint64_t> count[syscall_intercept::table_size]{};
+    syscall_intercept::enter_record last{};
+};
+seen_records g_records;
+
+// Counts and keeps the record, fills the common fields as a host does, then changes the
+// registers a function call may change (vector ones included) as a program's code may.
+void on_record(void *, syscall_intercept::enter_record *rec) {
+    if (rec->nr < syscall_intercept::table_size) {
+        g_records.count[rec->nr].fetch_add(1);
+        g_records.last = *rec;
+    }
+    rec->common = 0xC0FFEE;
+    __asm__ volatile("pcmpeqd %%xmm1, %%xmm1\n"
+                     "pcmpeqd %%xmm7, %%xmm7\n"
+                     "pcmpeqd %%xmm15, %%xmm15\n"
+                     "pcmpeqd %%xmm0, %%xmm0\n"
+                     "mov $-1, %%r8\n"
+                     "mov $-1, %%r9\n"
+                     "mov $-1, %%r10\n"
+                     "mov $-1, %%rdx\n"
+                     "mov $-1, %%rsi\n"
+                     "mov $-1, %%rdi\n"
+                     :
+                     :
+                     : "xmm0", "xmm1", "xmm7", "xmm15", "r8", "r9", "r10", "rdx", "rsi", "rdi",
+                       "memory");
+}
+
+class SyscallShortPath : public SyscallIntercept {
+protected:
+    void SetUp() override {
+        SyscallIntercept::SetUp();
+        if (IsSkipped())
+            return;
+        ASSERT_TRUE(syscall_intercept::start({on_enter, on_exit, nullptr, on_record}));
+        for (auto &c : g_records.count)
+            c.store(0);
+        g_records.last = {};
+    }
+};
+
+// A number wanted with its enter handler on the record alone: the call takes the short path
+// (counted as such), the handler sees the kernel's sys_enter record (the number at 8, the six
+// arguments from 16, the common fields zero), and the application gets back what the kernel
+// gives: every register but rcx and r11 (vector registers the handler changed included), the
+// flags, the result. No exit handler runs.
+TEST_F(SyscallShortPath, KeepsRegistersFlagsAndVectorsAndGivesTheKernelsRecord) {
+    around_syscall plain{}, hooked{};
+    getpid_with_state(&plain);
+    ASSERT_TRUE(syscall_intercept::arm());
+    syscall_intercept::set_wanted(SYS_getpid, true, false, false);
+    const uint64_t rewritten = syscall_intercept::rewritten_calls();
+    const uint64_t short_calls = syscall_intercept::short_path_calls();
+    getpid_with_state(&hooked);
+    EXPECT_EQ(g_records.count[SYS_getpid].load(), 1u);
+    EXPECT_EQ(g_seen.enters[SYS_getpid].load(), 0u);
+    EXPECT_EQ(g_seen.exits[SYS_getpid].load(), 0u);
+    EXPECT_EQ(syscall_intercept::rewritten_calls() - rewritten, 1u);
+    EXPECT_EQ(syscall_intercept::short_path_calls() - short_calls, 1u)
+        << "the call did not take the short path";
+    const syscall_intercept::enter_record &r = g_records.last;
+    EXPECT_EQ(r.common, 0u);
+    EXPECT_EQ(r.nr, static_cast<uint64_t>(SYS_getpid));
+    const uint64_t args[6] = {0x5555555555555555, 0x6666666666666666, 0x7777777777777777,
+                              0x1414141414141414, 0x1212121212121212, 0x1313131313131313};
+    for (int i = 0; i < 6; ++i)
+        EXPECT_EQ(r.args[i], args[i]) << "argument " << i;
+    constexpr uint64_t arithmetic_and_df = 0x8D5 | 0x400;
+    EXPECT_EQ(hooked.flags_before & arithmetic_and_df, plain.flags_before & arithmetic_and_df);
+    EXPECT_EQ(hooked.flags_after & arithmetic_and_df, plain.flags_after & arithmetic_and_df);
+    EXPECT_EQ(hooked.rax, plain.rax);
+    const uint64_t *p = &plain.rbx, *h = &hooked.rbx;
+    for (size_t i = 0; i < (offsetof(around_syscall, r15) - offsetof(around_syscall, rbx)) / 8;
+         ++i) {
+        EXPECT_EQ(h[i], p[i]) << "register " << i << " after rbx";
+    }
+    EXPECT_EQ(hooked.r15, reinterpret_cast<uintptr_t>(&hooked));
+}
+
+// Numbers switch between the short path and the full one while calls go on: exact counts on
+// whichever path the wish names, the exit handler only while wanted, and results as the
+// kernel's.
+TEST_F(SyscallShortPath, NumbersSwitchBetweenTheShortAndTheFullPathLive) {
+    ASSERT_TRUE(syscall_intercept::arm());
+    const pid_t real = static_cast<pid_t>(syscall_intercept::raw_syscall(SYS_getpid));
+    auto calls = [&](int n) {
+        for (int i = 0; i < n; ++i)
+            ASSERT_EQ(getpid(), real);
+    };
+    const uint64_t short_calls = syscall_intercept::short_path_calls();
+    syscall_intercept::set_wanted(SYS_getpid, true, false, false); // enter, record only
+    calls(1000);
+    EXPECT_EQ(g_records.count[SYS_getpid].load(), 1000u);
+    EXPECT_EQ(syscall_intercept::short_path_calls() - short_calls, 1000u);
+    syscall_intercept::set_wanted(SYS_getpid, true, true, false); // an exit handler too
+    calls(1000);
+    EXPECT_EQ(g_records.count[SYS_getpid].load(), 1000u);
+    EXPECT_EQ(g_seen.enters[SYS_getpid].load(), 1000u);
+    EXPECT_EQ(g_seen.exits[SYS_getpid].load(), 1000u);
+    EXPECT_EQ(g_seen.last_ret.load(), real);
+    syscall_intercept::set_wanted(SYS_getpid, true, false, true); // enter with the registers
+    calls(1000);
+    EXPECT_EQ(g_seen.enters[SYS_getpid].load(), 2000u);
+    EXPECT_EQ(g_seen.exits[SYS_getpid].load(), 1000u);
+    syscall_intercept::set_wanted(SYS_getpid, true, false, false); // back to the short path
+    calls(1000);
+    EXPECT_EQ(g_records.count[SYS_getpid].load(), 2000u);
+    EXPECT_EQ(g_seen.enters[SYS_getpid].load(), 2000u);
+    EXPECT_EQ(syscall_intercept::short_path_calls() - short_calls, 2000u);
+    // Without a record handler the full enter handler runs for the same wish.
+    ASSERT_TRUE(syscall_intercept::start({on_enter, on_exit, nullptr}));
+    calls(1000);
+    EXPECT_EQ(g_records.count[SYS_getpid].load(), 2000u);
+    EXPECT_EQ(g_seen.enters[SYS_getpid].load(), 3000u);
+    EXPECT_EQ(syscall_intercept::short_path_calls() - short_calls, 2000u);
+
+    // Another thread switching the path while this one calls: every call seen once, on one
+    // path or the other.
+    ASSERT_TRUE(syscall_intercept::start({on_enter, on_exit, nullptr, on_record}));
+    std::atomic<bool> stop{false};
+    std::thread flip([&] {
+        syscall_intercept::set_thread_internal(true);
+        for (bool exit = false; !stop.load(); exit = !exit)
+            syscall_intercept::set_wanted(SYS_getpid, true, exit, false);
+    });
+    const uint64_t before = g_records.count[SYS_getpid].load() + g_seen.enters[SYS_getpid].load();
+    calls(20000);
+    stop.store(true);
+    flip.join();
+    EXPECT_EQ(g_records.count[SYS_getpid].load() + g_seen.enters[SYS_getpid].load() - before,
+              20000u);
+}
+
+// What the full path keeps doing for numbers on the short path's wish: internal threads run
+// no handler, calls that must run natively (clone, fork) keep the full path, and a blocking
+// call is interrupted and restarted as without interception.
+TEST_F(SyscallShortPath, InternalThreadsNativeCallsAndRestartsAsOnTheFullPath) {
+    ASSERT_TRUE(syscall_intercept::arm());
+    for (uint64_t nr : {SYS_getppid, SYS_clone, SYS_clone3, SYS_fork, SYS_read})
+        syscall_intercept::set_wanted(nr, true, false, false);
+    std::thread([] {
+        syscall_intercept::set_thread_internal(true);
+        (void)getppid();
+    }).join();
+    EXPECT_EQ(g_records.count[SYS_getppid].load(), 0u);
+    (void)getppid();
+    EXPECT_EQ(g_records.count[SYS_getppid].load(), 1u);
+
+    std::atomic<int> ran{0};
+    std::thread([&] { ran.fetch_add(getppid() > 0 ? 1 : 0); }).join();
+    EXPECT_EQ(ran.load(), 1);
+    EXPECT_EQ(g_records.count[SYS_getppid].load(), 2u);
+    EXPECT_GE(g_seen.enters[SYS_clone].load() + g_seen.enters[SYS_clone3].load(), 1u);
+    EXPECT_EQ(g_records.count[SYS_clone].load() + g_records.count[SYS_clone3].load(), 0u);
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0)
+        _exit(getppid() > 0 ? 21 : 22);
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 21);
+
+    struct sigaction sa {};
+    sa.sa_handler = count_signal;
+    sa.sa_flags = SA_RESTART;
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    g_signals = 0;
+    pthread_t reader = pthread_self();
+    std::thread poke([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        pthread_kill(reader, SIGUSR1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        EXPECT_EQ(write(p[1], "x", 1), 1);
+    });
+    const uint64_t reads = g_records.count[SYS_read].load();
+    char c = 0;
+    const ssize_t n = read(p[0], &c, 1);
+    poke.join();
+    EXPECT_EQ(g_signals.load(), 1);
+    EXPECT_EQ(n, 1) << "the read was not restarted";
+    EXPECT_EQ(c, 'x');
+    EXPECT_EQ(g_records.count[SYS_read].load() - reads, 1u);
+    close(p[0]);
+    close(p[1]);
+    signal(SIGUSR1, SIG_DFL);
+}

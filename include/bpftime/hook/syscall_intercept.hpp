@@ -12,8 +12,11 @@
 ///   int3 on the first of the instructions around it) goes to a trampoline near the site that
 ///   runs the relocated instructions; in place of the `syscall` it jumps to a short thunk that
 ///   checks the number in a table of wanted numbers (flags kept) and either performs the system
-///   call from the gate (not wanted: no handler, a few instructions) or enters a common stub that
-///   saves the registers (and xmm0-15) as a `pt_regs` and dispatches. A site is refused (left to
+///   call from the gate (not wanted: no handler, a few instructions), or enters a common stub that
+///   saves the registers (and xmm0-15) as a `pt_regs` and dispatches, or, for a number with an
+///   enter handler on the kernel's sys_enter record alone (handlers::enter_record), enters a
+///   short stub that saves only what a function call may change, pushes the record, runs that
+///   handler and makes the call from the gate, with no exit side. A site is refused (left to
 ///   the fallback) when its function does not decode, when a direct branch of the function lands
 ///   strictly inside the replaced bytes, when the bytes cannot be relocated, or when the
 ///   trampoline is out of reach. Indirect branches into the replaced bytes cannot be seen.
@@ -70,14 +73,35 @@ namespace bpftime::syscall_intercept {
 /// when wanted_above() is set.
 inline constexpr uint64_t table_size = 1024;
 
+/// The record of a system call's entry as the kernel's sys_enter tracepoints lay it out
+/// (`struct trace_event_raw_sys_enter`): 8 bytes of common fields, the number at 8 (a 64-bit
+/// `long id` for raw_syscalls:sys_enter; `int __syscall_nr` and 4 bytes of padding, zero for
+/// the numbers below table_size, for syscalls:sys_enter_*), the six arguments at 16.
+struct enter_record {
+    uint64_t common; ///< zero; the handler fills it (type, flags, preempt count, pid)
+    uint64_t nr;
+    uint64_t args[6]; ///< rdi, rsi, rdx, r10, r8, r9
+};
+static_assert(sizeof(enter_record) == 64);
+
 /// What the dispatcher calls for a wanted system call. regs are the registers of the call as
 /// the kernel sees them (orig_rax = rax = the number; rdi, rsi, rdx, r10, r8, r9 the arguments;
 /// rip after the `syscall`); for exit, rax is the return value. Handlers read them and must not
 /// change them. System calls the handlers make pass through.
+///
+/// enter_record, when set, is the enter handler of the numbers marked wanted without an exit
+/// handler and without registers (set_wanted: with_exit and full_regs false): a rewritten
+/// site's call of such a number takes the short path, which saves only the registers a
+/// function call may change, builds the record in place from the registers (the handler may
+/// fill rec->common and must change nothing else; the record is on the calling thread's stack
+/// and only valid during the call), runs the handler and makes the call from the gate, with no
+/// exit side. Calls that come through Syscall User Dispatch, and every number while this is
+/// null, run enter instead.
 struct handlers {
     void (*enter)(void *user, const pt_regs *regs) = nullptr;
     void (*exit)(void *user, const pt_regs *regs) = nullptr;
     void *user = nullptr;
+    void (*enter_record)(void *user, enter_record *rec) = nullptr;
 };
 
 /// Sets up interception in this process (once; later calls change the handlers only): the
@@ -96,8 +120,11 @@ void set_thread_internal(bool internal);
 bool thread_internal();
 
 /// Marks system call nr as wanted (or not): a wanted number runs the enter handler, and the
-/// exit handler unless with_exit is false (nothing to run there: the call costs less).
-void set_wanted(uint64_t nr, bool wanted, bool with_exit = true);
+/// exit handler unless with_exit is false (nothing to run there: the call costs less). With
+/// with_exit and full_regs false (the enter handler needs the number and the arguments only),
+/// rewritten sites run handlers::enter_record on the short path instead (except for the calls
+/// that must run natively or are watched for executable memory, which keep the full path).
+void set_wanted(uint64_t nr, bool wanted, bool with_exit = true, bool full_regs = true);
 /// Numbers at or above table_size (none on x86-64 today) count as wanted.
 void set_wanted_above(bool wanted);
 
@@ -148,7 +175,9 @@ long raw_syscall(long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, lo
 
 /// System calls that reached the handlers through Syscall User Dispatch, since start.
 uint64_t trapped_calls();
-/// System calls that reached the handlers through a rewritten site, since start.
+/// System calls that reached the handlers through a rewritten site, since start (both paths).
 uint64_t rewritten_calls();
+/// Of rewritten_calls(), those that took the short path (handlers::enter_record).
+uint64_t short_path_calls();
 
 } // namespace bpftime::syscall_intercept
