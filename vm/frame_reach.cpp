@@ -26,6 +26,44 @@
 
 namespace bpftime::vm {
 
+namespace {
+
+// How an ALU, neg or endian instruction changes dst, the frame offset its destination register
+// holds (src: its source register's), or false when a frame pointer cannot be followed through
+// it: truncated, sign-extended, mixed into another value or moved out of the frame.
+bool follow_alu(const ebpf_inst &inst, op_kind kind, std::optional<int64_t> &dst,
+                std::optional<int64_t> src) {
+    constexpr int64_t whole = static_cast<int64_t>(stack_frame_size);
+    if (kind != op_kind::alu) {
+        return !dst;
+    }
+    const bool x = (inst.opcode & src_x) != 0;
+    const uint8_t op = inst.opcode & 0xf0;
+    const bool wide = op_class(inst.opcode) == cls_alu64;
+    if (op == alu_mov) {
+        if (!x) {
+            dst.reset();
+        } else if (src && (!wide || inst.offset != 0)) {
+            return false;
+        } else {
+            dst = src;
+        }
+    } else if (x && src) {
+        return false;
+    } else if (dst) {
+        if (!wide || x || (op != alu_add && op != alu_sub)) {
+            return false;
+        }
+        *dst += op == alu_add ? inst.imm : -static_cast<int64_t>(inst.imm);
+        if (*dst < -whole || *dst > whole) {
+            return false;
+        }
+    }
+    return true;
+}
+
+} // namespace
+
 size_t frame_reach(std::span<const ebpf_inst> insns) {
     constexpr int64_t whole = static_cast<int64_t>(stack_frame_size);
     // Where basic blocks start: jump targets and the instruction after a jump.
@@ -81,35 +119,11 @@ size_t frame_reach(std::span<const ebpf_inst> insns) {
         auto &dst = known[inst.dst];
         const std::optional<int64_t> src =
             inst.src < register_count ? known[inst.src] : std::nullopt;
-        const bool x = (inst.opcode & src_x) != 0;
         switch (info->kind) {
-        case op_kind::alu: {
-            const uint8_t op = inst.opcode & 0xf0;
-            const bool wide = op_class(inst.opcode) == cls_alu64;
-            if (op == alu_mov) {
-                if (!x) {
-                    dst.reset();
-                } else if (src && (!wide || inst.offset != 0)) {
-                    return stack_frame_size; // a truncated or sign-extended frame pointer
-                } else {
-                    dst = src;
-                }
-            } else if (x && src) {
-                return stack_frame_size; // a frame pointer mixed into another value
-            } else if (dst) {
-                if (!wide || x || (op != alu_add && op != alu_sub)) {
-                    return stack_frame_size;
-                }
-                *dst += op == alu_add ? inst.imm : -static_cast<int64_t>(inst.imm);
-                if (*dst < -whole || *dst > whole) {
-                    return stack_frame_size;
-                }
-            }
-            break;
-        }
+        case op_kind::alu:
         case op_kind::neg:
         case op_kind::endian:
-            if (dst) {
+            if (!follow_alu(inst, info->kind, dst, src)) {
                 return stack_frame_size;
             }
             break;
@@ -252,36 +266,12 @@ uint64_t frame_words_to_zero(std::span<const ebpf_inst> insns, size_t reach) {
             auto &dst = known[inst.dst];
             const std::optional<int64_t> src =
                 inst.src < register_count ? known[inst.src] : std::nullopt;
-            const bool x = (inst.opcode & src_x) != 0;
             const auto size = static_cast<int64_t>(access_size(inst.opcode));
             switch (info->kind) {
-            case op_kind::alu: {
-                const uint8_t op = inst.opcode & 0xf0;
-                const bool wide = op_class(inst.opcode) == cls_alu64;
-                if (op == alu_mov) {
-                    if (!x) {
-                        dst.reset();
-                    } else if (src && (!wide || inst.offset != 0)) {
-                        return false;
-                    } else {
-                        dst = src;
-                    }
-                } else if (x && src) {
-                    return false;
-                } else if (dst) {
-                    if (!wide || x || (op != alu_add && op != alu_sub)) {
-                        return false;
-                    }
-                    *dst += op == alu_add ? inst.imm : -static_cast<int64_t>(inst.imm);
-                    if (*dst < -whole || *dst > whole) {
-                        return false;
-                    }
-                }
-                break;
-            }
+            case op_kind::alu:
             case op_kind::neg:
             case op_kind::endian:
-                if (dst) {
+                if (!follow_alu(inst, info->kind, dst, src)) {
                     return false;
                 }
                 break;

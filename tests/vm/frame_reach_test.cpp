@@ -4,6 +4,8 @@
 
 #include <bpftime/vm/assembler.hpp>
 
+#include <type_traits>
+
 namespace bpftime::vm::test {
 namespace {
 
@@ -23,7 +25,11 @@ load_options with_stack_helper() {
     return lo;
 }
 
-size_t reach_of(std::string_view text) {
+// What read gives of the program text assembles to, loaded with the stack helper; 0 when it
+// does not load.
+template <class Read>
+std::invoke_result_t<Read, const program &> loaded_with_stack_helper(std::string_view text,
+                                                                     Read read) {
     auto insns = assemble(text);
     EXPECT_TRUE(insns.ok()) << text;
     if (!insns) {
@@ -31,7 +37,11 @@ size_t reach_of(std::string_view text) {
     }
     auto prog = program::load(*insns, with_stack_helper());
     EXPECT_TRUE(prog.ok()) << text << ": " << (prog.ok() ? "" : prog.err().message);
-    return prog.ok() ? prog->entry_frame_reach() : 0;
+    return prog.ok() ? read(*prog) : 0;
+}
+
+size_t reach_of(std::string_view text) {
+    return loaded_with_stack_helper(text, [](const program &p) { return p.entry_frame_reach(); });
 }
 
 TEST(Program, KnowsWhetherItCallsHelpers) {
@@ -144,14 +154,8 @@ TEST_P(Engine, TheReachableFrameStartsZeroedOnEveryRun) {
 }
 
 uint64_t zeroed_of(std::string_view text) {
-    auto insns = assemble(text);
-    EXPECT_TRUE(insns.ok()) << text;
-    if (!insns) {
-        return 0;
-    }
-    auto prog = program::load(*insns, with_stack_helper());
-    EXPECT_TRUE(prog.ok()) << text << ": " << (prog.ok() ? "" : prog.err().message);
-    return prog.ok() ? prog->entry_frame_zeroed_words() : 0;
+    return loaded_with_stack_helper(text,
+                                    [](const program &p) { return p.entry_frame_zeroed_words(); });
 }
 
 TEST(FrameZeroing, BytesWrittenBeforeTheyAreReadNeedNoZeroing) {
