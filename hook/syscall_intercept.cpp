@@ -566,6 +566,23 @@ struct emitter {
 // application's red zone above. The stub saves the flags, then a pt_regs below them.
 constexpr size_t frame_flags_at = sizeof(pt_regs), frame_slot_at = sizeof(pt_regs) + 8;
 
+// The stubs' call of their C++ entry (rdi its argument): rbx keeps the stub's stack pointer
+// (callee-saved, so the entry leaves it), the stack is aligned for the call, and xmm0-15 are
+// kept around it.
+void call_keeping_xmm(emitter &e, uintptr_t entry) {
+    e.bytes({0x48, 0x89, 0xE3});                         // mov rbx, rsp
+    e.bytes({0x48, 0x83, 0xE4, 0xF0});                   // and rsp, -16
+    e.bytes({0x48, 0x81, 0xEC, 0x00, 0x01, 0x00, 0x00}); // sub rsp, 256
+    for (int n = 0; n < 16; ++n)
+        e.xmm(0x29, n, static_cast<uint32_t>(16 * n));
+    e.bytes({0x48, 0xB8}); // movabs rax, entry
+    e.imm64(entry);
+    e.bytes({0xFF, 0xD0}); // call rax
+    for (int n = 0; n < 16; ++n)
+        e.xmm(0x28, n, static_cast<uint32_t>(16 * n));
+    e.bytes({0x48, 0x89, 0xDC}); // mov rsp, rbx
+}
+
 // after: the after stub of write_exit_stub (the number in rcx, the continuation in r11, rax
 // the result); else the common stub the thunks enter (the number in rax, the continuation
 // slot pushed).
@@ -585,18 +602,8 @@ std::vector<uint8_t> common_stub(bool after) {
     e.bytes({0x53, 0x55});                                     // rbx rbp
     e.bytes({0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57}); // r12 r13 r14 r15
     e.bytes({0x48, 0x89, 0xE7});                               // mov rdi, rsp
-    e.bytes({0x48, 0x89, 0xE3});                               // mov rbx, rsp
-    e.bytes({0x48, 0x83, 0xE4, 0xF0});                         // and rsp, -16
-    e.bytes({0x48, 0x81, 0xEC, 0x00, 0x01, 0x00, 0x00});       // sub rsp, 256
-    for (int n = 0; n < 16; ++n)
-        e.xmm(0x29, n, static_cast<uint32_t>(16 * n));
-    e.bytes({0x48, 0xB8}); // movabs rax, entry
-    e.imm64(after ? reinterpret_cast<uintptr_t>(&bpftime_syscall_native_exit_entry)
-                  : reinterpret_cast<uintptr_t>(&bpftime_syscall_site_entry));
-    e.bytes({0xFF, 0xD0}); // call rax
-    for (int n = 0; n < 16; ++n)
-        e.xmm(0x28, n, static_cast<uint32_t>(16 * n));
-    e.bytes({0x48, 0x89, 0xDC});                               // mov rsp, rbx
+    call_keeping_xmm(e, after ? reinterpret_cast<uintptr_t>(&bpftime_syscall_native_exit_entry)
+                              : reinterpret_cast<uintptr_t>(&bpftime_syscall_site_entry));
     e.bytes({0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D, 0x41, 0x5C}); // r15 r14 r13 r12
     e.bytes({0x5D, 0x5B});                                     // rbp rbx
     e.bytes({0x41, 0x5B, 0x41, 0x5A, 0x41, 0x59, 0x41, 0x58}); // r11 r10 r9 r8
@@ -618,23 +625,13 @@ std::vector<uint8_t> common_stub(bool after) {
 // the gate, and the flags come back as in the common stub; there is no exit side.
 std::vector<uint8_t> short_stub() {
     emitter e;
-    e.bytes({0x9C, 0xFC});                               // pushfq; cld
-    e.bytes({0x41, 0x51, 0x41, 0x50, 0x41, 0x52});       // push r9 r8 r10
-    e.bytes({0x52, 0x56, 0x57, 0x50});                   // push rdx rsi rdi rax
-    e.bytes({0x6A, 0x00});                               // push 0 (the common fields)
-    e.bytes({0x53});                                     // push rbx
-    e.bytes({0x48, 0x8D, 0x7C, 0x24, 0x08});             // lea rdi, [rsp+8] (the record)
-    e.bytes({0x48, 0x89, 0xE3});                         // mov rbx, rsp
-    e.bytes({0x48, 0x83, 0xE4, 0xF0});                   // and rsp, -16
-    e.bytes({0x48, 0x81, 0xEC, 0x00, 0x01, 0x00, 0x00}); // sub rsp, 256
-    for (int n = 0; n < 16; ++n)
-        e.xmm(0x29, n, static_cast<uint32_t>(16 * n));
-    e.bytes({0x48, 0xB8}); // movabs rax, entry
-    e.imm64(reinterpret_cast<uintptr_t>(&bpftime_syscall_short_entry));
-    e.bytes({0xFF, 0xD0}); // call rax
-    for (int n = 0; n < 16; ++n)
-        e.xmm(0x28, n, static_cast<uint32_t>(16 * n));
-    e.bytes({0x48, 0x89, 0xDC});                   // mov rsp, rbx
+    e.bytes({0x9C, 0xFC});                         // pushfq; cld
+    e.bytes({0x41, 0x51, 0x41, 0x50, 0x41, 0x52}); // push r9 r8 r10
+    e.bytes({0x52, 0x56, 0x57, 0x50});             // push rdx rsi rdi rax
+    e.bytes({0x6A, 0x00});                         // push 0 (the common fields)
+    e.bytes({0x53});                               // push rbx
+    e.bytes({0x48, 0x8D, 0x7C, 0x24, 0x08});       // lea rdi, [rsp+8] (the record)
+    call_keeping_xmm(e, reinterpret_cast<uintptr_t>(&bpftime_syscall_short_entry));
     e.bytes({0x5B});                               // pop rbx
     e.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});       // lea rsp, [rsp+8] (the common fields)
     e.bytes({0x58, 0x5F, 0x5E, 0x5A});             // pop rax rdi rsi rdx
