@@ -131,6 +131,35 @@ F *opaque(F *f) {
     return p;
 }
 
+// Calls fn(t, i) per_thread times from each of threads threads (t the thread's number); each
+// call must give factor * t + i. The sum of what the calls gave.
+uint64_t sum_of_calls(long (*fn)(long, long), long factor, int threads, long per_thread) {
+    std::vector<uint64_t> sums(static_cast<size_t>(threads), 0);
+    std::atomic<long> wrong{0};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            auto *call = opaque(fn);
+            for (long i = 0; i < per_thread; ++i) {
+                const long got = call(t, i);
+                if (got != factor * t + i) {
+                    wrong.fetch_add(1);
+                }
+                sums[static_cast<size_t>(t)] += static_cast<uint64_t>(got);
+            }
+        });
+    }
+    for (auto &t : pool) {
+        t.join();
+    }
+    EXPECT_EQ(wrong.load(), 0);
+    uint64_t total = 0;
+    for (uint64_t v : sums) {
+        total += v;
+    }
+    return total;
+}
+
 template <class F>
 uintptr_t address_of(F *f) {
     return reinterpret_cast<uintptr_t>(f);
@@ -779,28 +808,7 @@ TEST_F(Uprobe, OneLinkThenTwoThenTheSecondAloneCountExactly) {
     constexpr uint64_t calls = threads * per_thread;
     uint64_t expected_sum = 0;
     auto call_from_threads = [&] {
-        std::vector<uint64_t> sums(threads, 0);
-        std::atomic<long> wrong{0};
-        std::vector<std::thread> pool;
-        for (int t = 0; t < threads; ++t) {
-            pool.emplace_back([&, t] {
-                auto *fn = opaque(ut_links);
-                for (long i = 0; i < per_thread; ++i) {
-                    const long got = fn(t, i);
-                    if (got != 3 * t + i) {
-                        wrong.fetch_add(1);
-                    }
-                    sums[t] += static_cast<uint64_t>(got);
-                }
-            });
-        }
-        for (auto &t : pool) {
-            t.join();
-        }
-        EXPECT_EQ(wrong.load(), 0);
-        for (uint64_t s : sums) {
-            expected_sum += s;
-        }
+        expected_sum += sum_of_calls(ut_links, 3, threads, per_thread);
     };
     struct phase {
         const char *what;
@@ -1040,28 +1048,7 @@ TEST_F(Uprobe, AUretprobeAloneThenWithAUprobeThenAloneAgainCountsExactly) {
         auto r = h->instantiate();
         ASSERT_TRUE(r) << r.err().message;
         ASSERT_EQ(h->attached_count(), with_uprobe ? 2u : 1u);
-        std::vector<uint64_t> sums(threads, 0);
-        std::atomic<long> wrong{0};
-        std::vector<std::thread> pool;
-        for (int t = 0; t < threads; ++t) {
-            pool.emplace_back([&, t] {
-                auto *fn = opaque(ut_returns);
-                for (long i = 0; i < per_thread; ++i) {
-                    const long got = fn(t, i);
-                    if (got != 7 * t + i) {
-                        wrong.fetch_add(1);
-                    }
-                    sums[t] += static_cast<uint64_t>(got);
-                }
-            });
-        }
-        for (auto &t : pool) {
-            t.join();
-        }
-        EXPECT_EQ(wrong.load(), 0);
-        for (uint64_t s : sums) {
-            expected_sum += s;
-        }
+        expected_sum += sum_of_calls(ut_returns, 7, threads, per_thread);
         entries += with_uprobe ? calls : 0;
         returned += calls;
         totals got = read_totals(c.totals);
