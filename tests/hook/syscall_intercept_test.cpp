@@ -173,41 +173,58 @@ void count_signal(int) {
     g_signals.fetch_add(1);
 }
 
+// What a read of an empty pipe gave when SIGUSR1 (counted by count_signal, with or without
+// SA_RESTART) interrupted it 100 ms in, and a byte was written 100 ms later.
+struct interrupted {
+    ssize_t n = 0;
+    char c = 0;
+    int error = 0;
+};
+
+interrupted read_interrupted(bool restart) {
+    interrupted r;
+    struct sigaction sa {};
+    sa.sa_handler = count_signal;
+    sa.sa_flags = restart ? SA_RESTART : 0;
+    EXPECT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+    int p[2];
+    if (pipe(p) != 0) {
+        ADD_FAILURE() << "pipe: " << std::strerror(errno);
+        return r;
+    }
+    g_signals = 0;
+    pthread_t reader = pthread_self();
+    std::thread poke([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        pthread_kill(reader, SIGUSR1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        EXPECT_EQ(write(p[1], "x", 1), 1);
+    });
+    errno = 0;
+    r.n = read(p[0], &r.c, 1);
+    r.error = errno;
+    poke.join();
+    EXPECT_EQ(g_signals.load(), 1);
+    close(p[0]);
+    close(p[1]);
+    signal(SIGUSR1, SIG_DFL);
+    return r;
+}
+
 // A blocking call interrupted by a signal: EINTR without SA_RESTART, restarted with it.
 TEST_F(SyscallIntercept, SignalsInterruptAndRestartAsWithoutInterception) {
     ASSERT_TRUE(syscall_intercept::arm());
     syscall_intercept::set_wanted(SYS_read, true);
     for (bool restart : {false, true}) {
-        struct sigaction sa {};
-        sa.sa_handler = count_signal;
-        sa.sa_flags = restart ? SA_RESTART : 0;
-        ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
-        int p[2];
-        ASSERT_EQ(pipe(p), 0);
-        g_signals = 0;
-        pthread_t reader = pthread_self();
-        std::thread poke([&] {
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            pthread_kill(reader, SIGUSR1);
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            EXPECT_EQ(write(p[1], "x", 1), 1);
-        });
-        char c = 0;
-        errno = 0;
-        ssize_t n = read(p[0], &c, 1);
-        poke.join();
-        EXPECT_EQ(g_signals.load(), 1);
+        const interrupted r = read_interrupted(restart);
         if (restart) {
-            EXPECT_EQ(n, 1) << "the read was not restarted";
-            EXPECT_EQ(c, 'x');
+            EXPECT_EQ(r.n, 1) << "the read was not restarted";
+            EXPECT_EQ(r.c, 'x');
         } else {
-            EXPECT_EQ(n, -1);
-            EXPECT_EQ(errno, EINTR);
+            EXPECT_EQ(r.n, -1);
+            EXPECT_EQ(r.error, EINTR);
         }
-        close(p[0]);
-        close(p[1]);
     }
-    signal(SIGUSR1, SIG_DFL);
 }
 
 // Unwanted numbers run no handler; internal threads run none; disarming restores the bytes.
@@ -840,29 +857,9 @@ TEST_F(SyscallShortPath, InternalThreadsNativeCallsAndRestartsAsOnTheFullPath) {
     ASSERT_EQ(waitpid(child, &status, 0), child);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 21);
 
-    struct sigaction sa {};
-    sa.sa_handler = count_signal;
-    sa.sa_flags = SA_RESTART;
-    ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
-    int p[2];
-    ASSERT_EQ(pipe(p), 0);
-    g_signals = 0;
-    pthread_t reader = pthread_self();
-    std::thread poke([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        pthread_kill(reader, SIGUSR1);
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        EXPECT_EQ(write(p[1], "x", 1), 1);
-    });
     const uint64_t reads = g_records.count[SYS_read].load();
-    char c = 0;
-    const ssize_t n = read(p[0], &c, 1);
-    poke.join();
-    EXPECT_EQ(g_signals.load(), 1);
-    EXPECT_EQ(n, 1) << "the read was not restarted";
-    EXPECT_EQ(c, 'x');
+    const interrupted r = read_interrupted(true);
+    EXPECT_EQ(r.n, 1) << "the read was not restarted";
+    EXPECT_EQ(r.c, 'x');
     EXPECT_EQ(g_records.count[SYS_read].load() - reads, 1u);
-    close(p[0]);
-    close(p[1]);
-    signal(SIGUSR1, SIG_DFL);
 }
