@@ -262,6 +262,24 @@ struct around_syscall {
     uint64_t xmm1, xmm7, xmm15, r15;
 };
 
+// CF PF AF ZF SF OF, and DF.
+constexpr uint64_t arithmetic_and_df = 0x8D5 | 0x400;
+
+// What an intercepted getpid_with_state left must be what the plain one left: the flags before
+// and after, rax, every register it set (rbx up to r15, the vector registers among them), and
+// r15 still the pointer it wrote through.
+void expect_same_state(const around_syscall &plain, const around_syscall &hooked) {
+    EXPECT_EQ(hooked.flags_before & arithmetic_and_df, plain.flags_before & arithmetic_and_df);
+    EXPECT_EQ(hooked.flags_after & arithmetic_and_df, plain.flags_after & arithmetic_and_df);
+    EXPECT_EQ(hooked.rax, plain.rax);
+    const uint64_t *p = &plain.rbx, *h = &hooked.rbx;
+    for (size_t i = 0; i < (offsetof(around_syscall, r15) - offsetof(around_syscall, rbx)) / 8;
+         ++i) {
+        EXPECT_EQ(h[i], p[i]) << "register " << i << " after rbx";
+    }
+    EXPECT_EQ(hooked.r15, reinterpret_cast<uintptr_t>(&hooked));
+}
+
 __attribute__((noinline)) void getpid_with_state(around_syscall *out) {
     __asm__ volatile(
         "mov %[out], %%r15\n"
@@ -324,17 +342,8 @@ TEST_F(SyscallIntercept, RewrittenSitesKeepRegistersAndFlagsAsTheKernelDoes) {
     EXPECT_EQ(g_seen.exits[SYS_getpid].load(), 1u);
     EXPECT_EQ(syscall_intercept::rewritten_calls() - rewritten, 1u)
         << "the test's own site was not rewritten";
-    constexpr uint64_t arithmetic_and_df = 0x8D5 | 0x400; // CF PF AF ZF SF OF, DF
     EXPECT_EQ(plain.flags_after & arithmetic_and_df, plain.flags_before & arithmetic_and_df);
-    EXPECT_EQ(hooked.flags_before & arithmetic_and_df, plain.flags_before & arithmetic_and_df);
-    EXPECT_EQ(hooked.flags_after & arithmetic_and_df, plain.flags_after & arithmetic_and_df);
-    EXPECT_EQ(hooked.rax, plain.rax);
-    const uint64_t *p = &plain.rbx, *h = &hooked.rbx;
-    for (size_t i = 0; i < (offsetof(around_syscall, r15) - offsetof(around_syscall, rbx)) / 8;
-         ++i) {
-        EXPECT_EQ(h[i], p[i]) << "register " << i << " after rbx";
-    }
-    EXPECT_EQ(hooked.r15, reinterpret_cast<uintptr_t>(&hooked)); // the pointer it wrote through
+    expect_same_state(plain, hooked);
 }
 
 // A clone through code no symbol covers: the fallback runs the call from a gate stub, then the
@@ -762,16 +771,7 @@ TEST_F(SyscallShortPath, KeepsRegistersFlagsAndVectorsAndGivesTheKernelsRecord) 
                               0x1414141414141414, 0x1212121212121212, 0x1313131313131313};
     for (int i = 0; i < 6; ++i)
         EXPECT_EQ(r.args[i], args[i]) << "argument " << i;
-    constexpr uint64_t arithmetic_and_df = 0x8D5 | 0x400;
-    EXPECT_EQ(hooked.flags_before & arithmetic_and_df, plain.flags_before & arithmetic_and_df);
-    EXPECT_EQ(hooked.flags_after & arithmetic_and_df, plain.flags_after & arithmetic_and_df);
-    EXPECT_EQ(hooked.rax, plain.rax);
-    const uint64_t *p = &plain.rbx, *h = &hooked.rbx;
-    for (size_t i = 0; i < (offsetof(around_syscall, r15) - offsetof(around_syscall, rbx)) / 8;
-         ++i) {
-        EXPECT_EQ(h[i], p[i]) << "register " << i << " after rbx";
-    }
-    EXPECT_EQ(hooked.r15, reinterpret_cast<uintptr_t>(&hooked));
+    expect_same_state(plain, hooked);
 }
 
 // Numbers switch between the short path and the full one while calls go on: exact counts on
