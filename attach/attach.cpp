@@ -241,24 +241,7 @@ namespace {
                                                          uint64_t cookie, void *ctx,
                                                          uint64_t ctx_len, vm::run_options &opts) {
     opts.info.attach_cookie = cookie;
-    // What hosts meet on every run: their own record of the link, runs not timed. One compare
-    // decides it (the record's key is this process's id only while runs are not timed); the
-    // run is then counted inline on the thread's own stripe. Everything else (timing, faults,
-    // a record that is not this process's, the link's own stripes) takes count().
-    const bool owned = counters.owned_untimed();
-    const bool timed = !owned && counters && counters.timing();
-    // Timed runs read the clock's raw ticks around the run and convert the difference once.
-    const uint64_t start = timed ? store::run_clock_ticks() : 0;
-    const vm::run_status st = prog.run_direct(ctx, ctx_len, opts);
-    if (owned && st.ok()) [[likely]] {
-        counters.count_owned_run();
-    } else if (counters) {
-        const uint64_t took =
-            timed ? std::max<uint64_t>(store::run_ticks_to_ns(store::run_clock_ticks() - start), 1)
-                  : 0;
-        counters.count(st.ok() ? 0 : st.fault->code, took);
-    }
-    return st;
+    return run_and_count(counters, [&] { return prog.run_direct(ctx, ctx_len, opts); });
 }
 
 } // namespace

@@ -200,26 +200,14 @@ private:
         si::set_wanted_above(all);
     }
 
-    // Each program's direct entry with the options made at attach. What hosts meet on every
-    // run, their own record of the link with runs not timed, is counted here on the thread's
-    // stripe (as attached_program::run_direct counts it); anything else goes through
-    // attached_program::run_direct. A fault is counted in the link's counters; the system call
-    // goes on regardless.
+    // Each program's direct entry with the options made at attach, counted as
+    // attached_program::run_direct counts a run. A fault is counted in the link's counters; the
+    // system call goes on regardless.
     static void run(const tp_list &list, void *ctx, size_t len) {
         for (const tp_program &p : list.progs) {
-            const attached_program &prog = *p.prog;
-            const store::link_counters &counters = prog.counters();
-            if (counters.owned_untimed()) [[likely]] {
-                const vm::run_status st = prog.program().run_direct(ctx, len, p.opts);
-                if (st.ok()) [[likely]] {
-                    counters.count_owned_run();
-                } else {
-                    counters.count(st.fault->code, 0);
-                }
-            } else {
-                vm::run_options opts = p.opts;
-                (void)prog.run_direct(ctx, len, opts);
-            }
+            const compiled_program &code = p.prog->program();
+            (void)run_and_count(p.prog->counters(),
+                                [&] { return code.run_direct(ctx, len, p.opts); });
         }
     }
 

@@ -36,11 +36,10 @@ bool calls_helper(const attached_program &prog, uint32_t id) {
 // for the per-hit path: its engine and its link's counters held here (no chain of pointers
 // through the link and the compiled program), the options of its runs built once (the site's
 // address, the link's cookie, the registers read-only). A hit copies the options, points
-// user_regs at its frame and calls the engine's direct entry, then counts the run on the
-// thread's own stripe of the process's record.
+// user_regs at its frame and calls the engine's direct entry, counted as
+// attached_program::run_direct counts a run.
 struct single_program {
-    const attached_program *prog = nullptr; // null: the list path
-    vm::engine *engine = nullptr;
+    vm::engine *engine = nullptr; // null: the list path
     store::link_counters counters;
     vm::run_options opts;
 
@@ -51,7 +50,6 @@ struct single_program {
         if (one == nullptr || one->program().program().needs_run_end()) {
             return;
         }
-        prog = one;
         engine = &one->program().engine();
         counters = one->counters();
         opts.mem_writable = false; // the registers are the program's to read, not to change
@@ -64,17 +62,7 @@ struct single_program {
         vm::run_options o = opts;
         o.info.user_regs = regs;
         auto *ctx = const_cast<pt_regs *>(regs);
-        if (counters.owned_untimed()) [[likely]] {
-            const vm::run_status st = engine->run_direct(ctx, sizeof(pt_regs), o);
-            if (st.ok()) [[likely]] {
-                counters.count_owned_run();
-            } else {
-                counters.count(st.fault->code, 0);
-            }
-            return;
-        }
-        // Timed runs, or counters that are not this process's record: the general path.
-        (void)prog->run_direct(ctx, sizeof(pt_regs), o);
+        (void)run_and_count(counters, [&] { return engine->run_direct(ctx, sizeof(pt_regs), o); });
     }
 };
 
@@ -142,7 +130,7 @@ bool on_entry(void *user, const pt_regs *regs) {
     // (inline_hook::set_thread_handlers_off), which the stub's dispatch checks.
     const auto *site = static_cast<const probe_site *>(user);
     const probe_programs *progs = site->programs.load(std::memory_order_acquire);
-    if (progs->only_entry.prog != nullptr) [[likely]] {
+    if (progs->only_entry.engine != nullptr) [[likely]] {
         progs->only_entry.run(regs);
         return progs->want_return;
     }
@@ -155,7 +143,7 @@ bool on_entry(void *user, const pt_regs *regs) {
 void on_return(void *user, const pt_regs *regs) {
     auto *site = static_cast<probe_site *>(user);
     const probe_programs *progs = site->programs.load(std::memory_order_acquire);
-    if (progs->only_exit.prog != nullptr) [[likely]] {
+    if (progs->only_exit.engine != nullptr) [[likely]] {
         progs->only_exit.run(regs);
     } else {
         run_all(progs->exit, site->address, regs);

@@ -7,6 +7,7 @@
 #include <bpftime/store/store.hpp>
 #include <bpftime/vm/vm.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -133,6 +134,30 @@ private:
 
     vm::run_status end_run(vm::run_status st) const;
 };
+
+/// How every run of a link is counted (attached_program::run_direct, and hosts that keep a
+/// link's run options themselves): run() runs the program. What hosts meet on every run, their
+/// own record of the link with runs not timed, is decided by one compare and counted inline on
+/// the thread's own stripe; timed runs read the clock's raw ticks around the run and convert the
+/// difference once; everything else (faults, a record that is not this process's, the link's own
+/// stripes) takes count().
+template <class Run>
+[[gnu::always_inline]] inline vm::run_status run_and_count(const store::link_counters &counters,
+                                                           Run run) {
+    const bool owned = counters.owned_untimed();
+    const bool timed = !owned && counters && counters.timing();
+    const uint64_t start = timed ? store::run_clock_ticks() : 0;
+    const vm::run_status st = run();
+    if (owned && st.ok()) [[likely]] {
+        counters.count_owned_run();
+    } else if (counters) {
+        const uint64_t took =
+            timed ? std::max<uint64_t>(store::run_ticks_to_ns(store::run_clock_ticks() - start), 1)
+                  : 0;
+        counters.count(st.ok() ? 0 : st.fault->code, took);
+    }
+    return st;
+}
 
 /// What an attach implementation hooks in: a link's compiled program and its run counters.
 class attached_program {
