@@ -486,14 +486,13 @@ result<std::vector<uint8_t>> read_value_locked(const store::map_info &info,
     return out;
 }
 
-namespace {
-
-// BPF_F_LOCK's update: an existing value is overwritten under its lock, all but the lock word;
-// a new one is inserted with the lock free.
-result<void> write_under_lock(const store::map_info &info, const maps::map_view &view,
-                              std::span<const uint8_t> key, std::span<const uint8_t> value,
-                              uint64_t flags) {
+result<void> write_value_locked(const store::map_info &info, const maps::map_view &view,
+                                std::span<const uint8_t> key, std::span<const uint8_t> value,
+                                uint64_t flags) {
     const maps::map_spec &spec = info.spec;
+    if (spec.spin_lock_off < 0) {
+        return no_lock(info);
+    }
     uint64_t mode = flags & ~maps::update_lock;
     if (mode > maps::update_exist) {
         return make_error(EINVAL, "flags " + std::to_string(flags) +
@@ -525,17 +524,6 @@ result<void> write_under_lock(const store::map_info &info, const maps::map_view 
         return maps::update_error(-ENOENT, spec, flags);
     }
     return view.write(key, value, mode); // a new value's lock is free (maps::map_view::write)
-}
-
-} // namespace
-
-result<void> write_value_locked(const store::map_info &info, const maps::map_view &view,
-                                std::span<const uint8_t> key, std::span<const uint8_t> value,
-                                uint64_t flags) {
-    if (info.spec.spin_lock_off < 0) {
-        return no_lock(info);
-    }
-    return write_under_lock(info, view, key, value, flags);
 }
 
 result<std::vector<uint8_t>> read_value(const store::map_info &info, const maps::map_view &view,
