@@ -1837,19 +1837,24 @@ uint64_t trapped_calls() {
     return n_trapped.load();
 }
 
-uint64_t rewritten_calls() {
+namespace {
+
+// Calls through rewritten sites that took path (0 the common stub, 1 the short one).
+uint64_t calls_by_path(int path) {
     uint64_t total = 0;
     for (const auto &slot : rewritten_by_thread)
-        for (const auto &n : slot.by_path)
-            total += n.load(std::memory_order_relaxed);
+        total += slot.by_path[path].load(std::memory_order_relaxed);
     return total;
 }
 
+} // namespace
+
+uint64_t rewritten_calls() {
+    return calls_by_path(0) + calls_by_path(1);
+}
+
 uint64_t short_path_calls() {
-    uint64_t total = 0;
-    for (const auto &slot : rewritten_by_thread)
-        total += slot.by_path[1].load(std::memory_order_relaxed);
-    return total;
+    return calls_by_path(1);
 }
 
 } // namespace bpftime::syscall_intercept
