@@ -7,10 +7,11 @@
 #include "bpftime/hook/syscall_intercept.hpp"
 #include "hook_internal.hpp"
 
+#include <bpftime/cpu/vector_state.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cpuid.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -368,54 +369,8 @@ __attribute__((no_sanitize("address"))) void return_dispatch(pt_regs *frame) {
 
 // --- Machine code of the stubs ---------------------------------------------------------------
 
-// What the CPU and the kernel enable of the vector state, read once.
-struct vector_unit {
-    bool avx = false;    // ymm: XCR0 enables SSE and AVX state
-    bool avx512 = false; // zmm and the mask registers: XCR0 enables their three components
-    bool xsave = false;  // XSAVE/XRSTOR usable (the kernel set CR4.OSXSAVE)
-    bool xsavec = false; // the compacting XSAVEC, which skips components in their initial state
-    uint64_t mask = 0;   // the components a full save takes: x87, SSE, AVX, AVX-512
-    uint32_t area = 512; // bytes of a save area for them (FXSAVE's 512 without XSAVE)
-};
-
-uint64_t read_xcr0() {
-    uint32_t lo = 0, hi = 0;
-    asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return (uint64_t{hi} << 32) | lo;
-}
-
-vector_unit detect_vector_unit() {
-    vector_unit v;
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d))
-        return v;
-    const bool osxsave = (c & (1u << 27)) != 0;
-    const bool cpu_avx = (c & (1u << 28)) != 0;
-    if (!osxsave)
-        return v;
-    v.xsave = true;
-    const uint64_t xcr0 = read_xcr0();
-    // x87, SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM: the state C and C++ code can touch. PKRU and
-    // AMX tiles are left out: compilers never use them implicitly.
-    v.mask = xcr0 & 0xE7;
-    v.avx = cpu_avx && (xcr0 & 0x6) == 0x6;
-    if (__get_cpuid_count(7, 0, &a, &b, &c, &d))
-        v.avx512 = v.avx && (b & (1u << 16)) != 0 && (xcr0 & 0xE0) == 0xE0;
-    if (__get_cpuid_count(0xD, 1, &a, &b, &c, &d))
-        v.xsavec = (a & (1u << 1)) != 0;
-    // The end of the last component of mask in the standard form: at least what the compacted
-    // form needs. Components XCR0 enables outside mask (AMX tiles: 8 KiB) take no stack.
-    v.area = 512 + 64;
-    for (unsigned i = 2; i < 64; ++i)
-        if ((v.mask >> i) & 1 && __get_cpuid_count(0xD, i, &a, &b, &c, &d))
-            v.area = std::max(v.area, b + a); // offset + size
-    return v;
-}
-
-const vector_unit &vectors() {
-    static const vector_unit v = detect_vector_unit();
-    return v;
-}
+using cpu::vector_unit;
+using cpu::vectors;
 
 // How much of the vector state a stub saves around its handler.
 enum class vector_save {
