@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "interpreter.hpp"
+
+#include <bpftime/vm/vector_state.hpp>
 #ifdef BPFTIME_HAVE_JIT
 #include "jit/jit.hpp"
 #endif
@@ -107,6 +109,15 @@ result<std::unique_ptr<engine>> make_engine(engine_kind kind, const program &pro
     }
     return make_error(ENOTSUP, "this build has no jit engine (it was configured with "
                                "BPFTIME_ENABLE_JIT=OFF); the interpreter is available");
+}
+
+bool runs_keep_vector_state(const engine &e) {
+#ifdef BPFTIME_HAVE_JIT
+    return e.kind() == engine_kind::jit && jit_runs_keep_vector_state(e);
+#else
+    (void)e;
+    return false;
+#endif
 }
 
 } // namespace bpftime::vm

@@ -11,8 +11,11 @@
 #include "../run_census.hpp"
 #include "../run_setup.hpp"
 
+#include <bpftime/cpu/vector_state.hpp>
+
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
+#include <llvm/Object/ObjectFile.h>
 #include <llvm/Support/raw_ostream.h>
 
 #include <pthread.h>
@@ -51,6 +54,7 @@ struct loaded_code {
     direct_fn direct = nullptr;
     callback_fn callback = nullptr; // runs a callback (run_context::call)
     size_t blocks = 0;              // basic blocks of the program's translation
+    bool vector_free = false;       // translator::vector_free, compiled so
 };
 
 // The code a jit_engine runs now (defined with the engine).
@@ -128,7 +132,32 @@ namespace {
 // seconds (BENCHMARKS.md has the figures).
 constexpr size_t max_optimised_blocks = 2500;
 
-result<loaded_code> compile(jit_host &host, const program &prog, bool checked, bool optimised) {
+// Whether an object file refers to a symbol it does not define: a library call LLVM made of
+// something (memset for a large frame), which may use vector registers.
+bool refers_outside(const llvm::MemoryBuffer &object) {
+    auto file = llvm::object::ObjectFile::createObjectFile(object.getMemBufferRef());
+    if (!file) {
+        llvm::consumeError(file.takeError());
+        return true;
+    }
+    for (const llvm::object::SymbolRef &sym : (*file)->symbols()) {
+        auto flags = sym.getFlags();
+        if (!flags) {
+            llvm::consumeError(flags.takeError());
+            return true;
+        }
+        if ((*flags & llvm::object::SymbolRef::SF_Undefined) != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// vector_free: code that keeps the vector state when the program allows
+// (translator::vector_free); otherwise, or when the object calls a library function, the
+// program is compiled again without.
+result<loaded_code> compile(jit_host &host, const program &prog, bool checked, bool optimised,
+                            bool vector_free) {
     static std::atomic<uint64_t> next_id{0};
     const std::string name = "bpftime_program_" + std::to_string(next_id++);
     llvm::orc::LLJIT &jit = host.jit();
@@ -136,9 +165,15 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
     auto mod = std::make_unique<llvm::Module>(name, *ctx);
     mod->setDataLayout(jit.getDataLayout());
     mod->setTargetTriple(jit.getTargetTriple().str());
-    translator t(prog, checked, *ctx, *mod);
+    translator t(prog, checked, vector_free, *ctx, *mod);
     if (auto err = t.translate(name, the_direct_layout()); !err.empty()) {
         return make_error(EINVAL, err);
+    }
+    if (vector_free && !t.vector_free()) {
+        return compile(host, prog, checked, optimised, false);
+    }
+    if (vector_free) {
+        host.general_registers_only(*mod);
     }
     size_t blocks = 0;
     for (const llvm::Function &f : *mod) {
@@ -153,6 +188,9 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
     if (!object) {
         return make_error(EINVAL, "the jit cannot compile the program: " +
                                       llvm_message(object.takeError()));
+    }
+    if (vector_free && refers_outside(**object)) {
+        return compile(host, prog, checked, optimised, false);
     }
     loaded_code code;
     code.tracker = jit.getMainJITDylib().createResourceTracker();
@@ -176,6 +214,7 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
         }
     }
     code.blocks = blocks;
+    code.vector_free = vector_free;
     return code;
 }
 
@@ -312,8 +351,8 @@ public:
             if (!bg.begin()) {
                 return; // the process is exiting: the baseline code stays
             }
-            auto code = compile(host_, prog_, checked_, true);
-            if (code) {
+            auto code = compile(host_, prog_, checked_, true, first_.vector_free);
+            if (code && code->vector_free == first_.vector_free) {
                 second_ = std::move(*code);
                 code_.store(&second_, std::memory_order_release);
                 direct_.store(second_.direct, std::memory_order_release);
@@ -323,6 +362,9 @@ public:
     }
 
     engine_kind kind() const override { return engine_kind::jit; }
+
+    // Fixed at the first tier: the optimised one replaces it only when it is the same.
+    bool vector_free() const { return first_.vector_free; }
 
     result<uint64_t> run(void *mem, uint64_t mem_len, const run_options &opts) override {
         const run_status st = elsewhere(*this, mem, mem_len, opts);
@@ -397,6 +439,11 @@ private:
     std::thread worker_;
 };
 
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_jit_elsewhere_keeping, jit_engine::elsewhere);
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_jit_faulted_keeping, jit_engine::faulted);
+extern "C" void bpftime_jit_elsewhere_keeping();
+extern "C" void bpftime_jit_faulted_keeping();
+
 const loaded_code &current_code(const void *engine) {
     return static_cast<const jit_engine *>(engine)->code();
 }
@@ -414,6 +461,8 @@ const direct_layout &the_direct_layout() {
         l.state = reinterpret_cast<uint64_t>(&any.s) - base;
         l.elsewhere = address_of(&jit_engine::elsewhere);
         l.faulted = address_of(&jit_engine::faulted);
+        l.elsewhere_keeping = address_of(&bpftime_jit_elsewhere_keeping);
+        l.faulted_keeping = address_of(&bpftime_jit_faulted_keeping);
         return l;
     }();
     return layout;
@@ -429,7 +478,7 @@ result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_optio
     }
     const bool checked = !opts.unchecked;
     const bool optimised_first = opts.tier == jit_tier::optimised;
-    auto code = jit::compile(**host, prog, checked, optimised_first);
+    auto code = jit::compile(**host, prog, checked, optimised_first, true);
     if (!code) {
         return std::move(code).err();
     }
@@ -439,6 +488,10 @@ result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_optio
         eng->optimise_in_background();
     }
     return std::unique_ptr<engine>(std::move(eng));
+}
+
+bool jit_runs_keep_vector_state(const engine &e) {
+    return static_cast<const jit::jit_engine &>(e).vector_free();
 }
 
 } // namespace bpftime::vm

@@ -52,6 +52,16 @@ llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> jit_host::emit(llvm::Module 
     return llvm::orc::SimpleCompiler(*g.tm)(mod);
 }
 
+void jit_host::general_registers_only(llvm::Module &mod) const {
+    // Later entries of a feature list win; turning SSE off turns off what implies it.
+    const std::string features = fast_.tm->getTargetFeatureString().str() + ",-x87,-mmx,-sse";
+    for (llvm::Function &f : mod) {
+        if (!f.isDeclaration()) {
+            f.addFnAttr("target-features", features);
+        }
+    }
+}
+
 std::string jit_host::init() {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();

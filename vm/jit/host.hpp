@@ -29,6 +29,11 @@ public:
     /// Compiles a module to an object file with the fast or the optimising code generator.
     llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> emit(llvm::Module &mod, bool optimised);
 
+    /// Has the functions the module defines compiled for the general-purpose registers only:
+    /// the host's features without SSE (and so without every extension built on it), x87 and
+    /// MMX.
+    void general_registers_only(llvm::Module &mod) const;
+
 private:
     struct code_generator {
         std::unique_ptr<llvm::TargetMachine> tm;

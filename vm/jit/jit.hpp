@@ -20,4 +20,7 @@ void engine_thread_started();
 /// Compiles a loaded program. Fails with a message when LLVM cannot set up or compile.
 result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_options &opts);
 
+/// runs_keep_vector_state for an engine make_jit made.
+bool jit_runs_keep_vector_state(const engine &e);
+
 } // namespace bpftime::vm

@@ -47,6 +47,7 @@ bool translator::emit_direct_lookup(size_t pc) {
         set_reg(0, b_.CreateSelect(found, value, b_.getInt64(0)));
     } else {
         auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_}, false);
+        calls_out_ = true;
         llvm::Value *r0 =
             b_.CreateCall(ty, const_ptr(address_of(call->find)),
                           {b_.getInt64(reinterpret_cast<uint64_t>(call->object)), reg(2)});

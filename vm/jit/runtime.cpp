@@ -2,6 +2,8 @@
 // The runtime functions the JIT's generated code calls.
 #include "runtime.hpp"
 
+#include <bpftime/cpu/vector_state.hpp>
+
 namespace bpftime::vm::jit {
 namespace {
 
@@ -55,6 +57,20 @@ uint64_t rt_callx(jit_state *s, uint64_t id, uint64_t r1, uint64_t r2, uint64_t 
         record_fault(s, fault_helper_failed, pc, 0, 0);
     }
     return r0;
+}
+
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_jit_prepare_keeping, rt_prepare);
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_jit_fault_keeping, rt_fault);
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_jit_check_keeping, rt_check);
+extern "C" void bpftime_jit_prepare_keeping();
+extern "C" void bpftime_jit_fault_keeping();
+extern "C" void bpftime_jit_check_keeping();
+
+const keeping_vectors &keeping() {
+    static const keeping_vectors k{address_of(&bpftime_jit_prepare_keeping),
+                                   address_of(&bpftime_jit_fault_keeping),
+                                   address_of(&bpftime_jit_check_keeping)};
+    return k;
 }
 
 } // namespace bpftime::vm::jit

@@ -67,6 +67,9 @@ struct direct_layout {
     // run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &, state):
     // finishes a run that faulted (or asked for a tail call) and frees the state
     uint64_t faulted = 0;
+    // The same two through wrappers that keep the vector state, for vector-free code.
+    uint64_t elsewhere_keeping = 0;
+    uint64_t faulted_keeping = 0;
 };
 
 // The widest single load or store.
@@ -98,6 +101,13 @@ uint64_t rt_check(jit_state *s, uint64_t addr, uint64_t len, uint64_t write, uin
 // callx: calls the helper whose id the program computed, or records that there is none.
 uint64_t rt_callx(jit_state *s, uint64_t id, uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4,
                   uint64_t r5, uint64_t pc);
+
+// rt_prepare, rt_fault and rt_check as vector-free code calls them (translator::vector_free):
+// through wrappers that keep the vector state around the C++ runtime.
+struct keeping_vectors {
+    uint64_t prepare, fault, check;
+};
+const keeping_vectors &keeping();
 
 // A function's address, as generated code calls it.
 template <class F>

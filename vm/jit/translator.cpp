@@ -55,8 +55,10 @@ function_shape shape_of(std::span<const ebpf_inst> insns, const function_plan &p
 
 } // namespace
 
-translator::translator(const program &prog, bool checked, llvm::LLVMContext &ctx, llvm::Module &mod)
-    : prog_(prog), insns_(prog.insns()), checked_(checked), ctx_(ctx), mod_(mod), b_(ctx) {
+translator::translator(const program &prog, bool checked, bool vector_free, llvm::LLVMContext &ctx,
+                       llvm::Module &mod)
+    : prog_(prog), insns_(prog.insns()), checked_(checked), vector_free_(vector_free), ctx_(ctx),
+      mod_(mod), b_(ctx) {
     i8_ = b_.getInt8Ty();
     i16_ = b_.getInt16Ty();
     i32_ = b_.getInt32Ty();
@@ -92,6 +94,8 @@ std::string translator::translate(const std::string &name, const direct_layout &
     }
     for (auto &[entry, plan] : plans) {
         shapes_[entry] = shape_of(insns_, plan, entry != 0 && prog_.callbacks().empty());
+        loops_ = loops_ || std::find(plan.loop_head.begin(), plan.loop_head.end(), true) !=
+                               plan.loop_head.end();
     }
     for (auto &[entry, plan] : plans) {
         auto *fn = llvm::Function::Create(fn_ty_, llvm::Function::InternalLinkage,
@@ -123,7 +127,7 @@ void translator::fault_if(llvm::Value *cond, uint64_t kind, size_t pc, llvm::Val
     branch_unlikely(cond, fault, go);
     b_.SetInsertPoint(fault);
     auto *ty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, i64_, i64_, i64_, i64_}, false);
-    b_.CreateCall(ty, const_ptr(address_of(&rt_fault)),
+    b_.CreateCall(ty, runtime_fn(address_of(&rt_fault), keeping().fault),
                   {state_, b_.getInt64(kind), b_.getInt64(pc), addr ? addr : b_.getInt64(0),
                    len ? len : b_.getInt64(0)});
     b_.CreateBr(fault_ret_);
@@ -404,6 +408,7 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
         auto *ty =
             llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_, i64_, i64_, i64_, i64_}, false);
         budget_to_state();
+        calls_out_ = true;
         r0 = b_.CreateCall(
             ty, const_ptr(address_of(&rt_callx)),
             {state_, reg(inst.dst), args[0], args[1], args[2], args[3], args[4], b_.getInt64(pc)});
@@ -425,6 +430,7 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
     }
     prepare_run_context();
     auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
+    calls_out_ = true;
     r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
                        {args[0], args[1], args[2], args[3], args[4], rc_});
     set_reg(0, r0);
@@ -437,7 +443,7 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
     b_.SetInsertPoint(stop);
     budget_to_state();
     auto *fty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, i64_, i64_, i64_, i64_}, false);
-    b_.CreateCall(fty, const_ptr(address_of(&rt_fault)),
+    b_.CreateCall(fty, runtime_fn(address_of(&rt_fault), keeping().fault),
                   {state_, b_.getInt64(fault_helper_failed), b_.getInt64(pc), b_.getInt64(0),
                    b_.getInt64(0)});
     b_.CreateBr(fault_ret_);
@@ -452,7 +458,7 @@ void translator::prepare_run_context() {
                     prepare, go);
     b_.SetInsertPoint(prepare);
     auto *ty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_}, false);
-    b_.CreateCall(ty, const_ptr(address_of(&rt_prepare)), {state_});
+    b_.CreateCall(ty, runtime_fn(address_of(&rt_prepare), keeping().prepare), {state_});
     b_.CreateBr(go);
     b_.SetInsertPoint(go);
 }
@@ -831,7 +837,8 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     // The engine turns the fault into the run's error (or runs the tail call a helper asked
     // for) and frees the state.
     b_.SetInsertPoint(faulted);
-    auto *finish = b_.CreateCall(ty, const_ptr(layout.faulted), {eng, mem, len, opts, t});
+    auto *finish = b_.CreateCall(ty, runtime_fn(layout.faulted, layout.faulted_keeping),
+                                 {eng, mem, len, opts, t});
     finish->setTailCall();
     b_.CreateRet(finish);
 
@@ -888,7 +895,7 @@ void translator::emit_direct_entry(const std::string &name, const std::string &r
     b_.CreateRet(call);
     // No state yet, a run inside a run, or a thread past its exit: the engine finds a state.
     b_.SetInsertPoint(elsewhere);
-    auto *other = b_.CreateCall(ty, const_ptr(layout.elsewhere), args);
+    auto *other = b_.CreateCall(ty, runtime_fn(layout.elsewhere, layout.elsewhere_keeping), args);
     other->setTailCall();
     b_.CreateRet(other);
 }

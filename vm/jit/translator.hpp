@@ -36,11 +36,20 @@ struct function_shape {
 // Builds the LLVM module of one program.
 class translator {
 public:
-    translator(const program &prog, bool checked, llvm::LLVMContext &ctx, llvm::Module &mod);
+    // vector_free: code that keeps the vector state (see vector_free()).
+    translator(const program &prog, bool checked, bool vector_free, llvm::LLVMContext &ctx,
+               llvm::Module &mod);
 
     // Emits every function, the exported run entry `name`, its direct entry and its callback
     // entry. Returns an error message or "".
     std::string translate(const std::string &name, const direct_layout &direct);
+
+    // Whether the module translated for vector_free is that: its calls into the runtime go
+    // through wrappers that keep the vector state, and it calls nothing else (no helper, no
+    // find call) and has no loop (so compiling it for general-purpose registers only costs no
+    // vectorised loop). Its functions are then compiled without SSE, x87 and MMX (the engine
+    // does that), and a run through its entries changes no vector register.
+    bool vector_free() const { return vector_free_ && !calls_out_ && !loops_; }
 
 private:
     // A pointer a direct lookup returned: null, or size bytes of a value in the map's value
@@ -81,6 +90,11 @@ private:
     }
     llvm::Value *const_ptr(uint64_t addr) {
         return llvm::ConstantExpr::getIntToPtr(b_.getInt64(addr), ptr_);
+    }
+    // A runtime function as the code calls it: directly, or in vector-free code through its
+    // wrapper that keeps the vector state.
+    llvm::Value *runtime_fn(uint64_t direct, uint64_t keeping) {
+        return const_ptr(vector_free_ ? keeping : direct);
     }
     llvm::BasicBlock *new_block(const char *name) {
         return llvm::BasicBlock::Create(ctx_, name, fn_);
@@ -170,6 +184,9 @@ private:
     const program &prog_;
     std::span<const ebpf_inst> insns_;
     bool checked_;
+    bool vector_free_;
+    bool calls_out_ = false; // a call that does not keep the vector state (a helper's)
+    bool loops_ = false;
     llvm::LLVMContext &ctx_;
     llvm::Module &mod_;
     llvm::IRBuilder<> b_;
