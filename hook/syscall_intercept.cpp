@@ -7,6 +7,8 @@
 
 #include "hook_internal.hpp"
 
+#include <bpftime/cpu/vector_state.hpp>
+
 #include <Zydis/Zydis.h>
 
 #include <algorithm>
@@ -53,6 +55,8 @@ extern "C" __attribute__((visibility("hidden"))) void
 bpftime_syscall_native_exit_entry(bpftime::pt_regs *frame);
 extern "C" __attribute__((visibility("hidden"))) void
 bpftime_syscall_short_entry(bpftime::syscall_intercept::enter_record *rec);
+extern "C" __attribute__((visibility("hidden"))) void
+bpftime_syscall_plain_entry(bpftime::syscall_intercept::enter_record *rec);
 
 namespace bpftime::syscall_intercept {
 
@@ -67,7 +71,7 @@ namespace {
 // never backed).
 constexpr size_t gate_size = 16 << 20;
 constexpr size_t raw_fn_at = 0, restorer_at = 64, common_at = 128, after_at = 4096;
-constexpr size_t short_at = 6144, native_first = 8192;
+constexpr size_t short_at = 6144, plain_at = 7168, native_first = 8192;
 constexpr size_t native_stub_size = 64;
 constexpr size_t native_capacity = (gate_size - native_first) / native_stub_size;
 // The system calls that run natively and can return (to both sides for the first four): their
@@ -92,12 +96,13 @@ volatile char selector = SYSCALL_DISPATCH_FILTER_ALLOW;
 // Wanted numbers: by the handlers (the dispatcher reads it), and as the thunks read them:
 // 0 not wanted, else the index in stub_entries of the stub the call enters (the common stub
 // for the wanted numbers, for clone and clone3 always: their child needs the dispatcher's
-// stub, and for those watched; the short stub for numbers with an enter_record handler only).
+// stub, and for those watched; the short stub for numbers with an enter_record handler only,
+// its plain form, which saves no vector register, for those marked vector-free too).
 uint8_t wanted_table[table_size];
 uint8_t thunk_table[table_size];
-constexpr uint8_t thunk_common = 1, thunk_short = 2;
+constexpr uint8_t thunk_common = 1, thunk_short = 2, thunk_plain = 3;
 // The stubs by thunk_table value (the thunks jump through it; [0] is never used).
-uintptr_t stub_entries[3];
+uintptr_t stub_entries[4];
 std::atomic<bool> wanted_high{false};
 
 handlers g_handlers;
@@ -105,13 +110,14 @@ std::atomic<bool> started{false};
 std::atomic<bool> is_armed{false};
 std::atomic<uint64_t> n_trapped{0};
 
-// Calls through rewritten sites (by path: [0] the common stub, [1] the short one), counted
+// Calls through rewritten sites (by path: [0] the common stub, [1] the short one, [2] its plain
+// form), counted
 // without a locked add on the hot path: each thread owns a slot it alone writes (plain relaxed
 // load and store); the totals sum the slots. Threads past the slots share the last one's
 // atomic add.
 constexpr size_t rewritten_slots = 4096;
 struct rewritten_slot {
-    std::atomic<uint64_t> by_path[2];
+    std::atomic<uint64_t> by_path[3];
 };
 rewritten_slot rewritten_by_thread[rewritten_slots];
 std::atomic<size_t> rewritten_next{0};
@@ -183,8 +189,9 @@ void put64(uint8_t *at, uint64_t v) {
 // --- The dispatcher ---------------------------------------------------------------------------
 
 // wanted_table: 0 not wanted, else want_call, plus want_exit when the exit handlers run too,
-// plus want_regs when the enter handler needs the registers (not only the record).
-constexpr uint8_t want_call = 1, want_exit = 2, want_regs = 4;
+// plus want_regs when the enter handler needs the registers (not only the record), plus
+// want_plain when the record's handler may run without the vector state saved.
+constexpr uint8_t want_call = 1, want_exit = 2, want_regs = 4, want_plain = 8;
 
 bool exit_wanted(uint64_t nr) {
     if (nr < table_size) {
@@ -369,8 +376,10 @@ uint8_t thunk_value(uint64_t nr) {
         return thunk_common;
     if (w == 0)
         return 0;
-    if (w == want_call && g_handlers.enter_record != nullptr && !runs_natively(nr, false))
-        return thunk_short;
+    if ((w & ~want_plain) == want_call && g_handlers.enter_record != nullptr &&
+        !runs_natively(nr, false))
+        return (w & want_plain) != 0 && g_handlers.enter_record_plain != nullptr ? thunk_plain
+                                                                                 : thunk_short;
     return thunk_common;
 }
 
@@ -568,18 +577,22 @@ constexpr size_t frame_flags_at = sizeof(pt_regs), frame_slot_at = sizeof(pt_reg
 
 // The stubs' call of their C++ entry (rdi its argument): rbx keeps the stub's stack pointer
 // (callee-saved, so the entry leaves it), the stack is aligned for the call, and xmm0-15 are
-// kept around it.
-void call_keeping_xmm(emitter &e, uintptr_t entry) {
-    e.bytes({0x48, 0x89, 0xE3});                         // mov rbx, rsp
-    e.bytes({0x48, 0x83, 0xE4, 0xF0});                   // and rsp, -16
-    e.bytes({0x48, 0x81, 0xEC, 0x00, 0x01, 0x00, 0x00}); // sub rsp, 256
-    for (int n = 0; n < 16; ++n)
-        e.xmm(0x29, n, static_cast<uint32_t>(16 * n));
+// kept around it unless the entry changes no vector register (keep_xmm false).
+void call_entry(emitter &e, uintptr_t entry, bool keep_xmm = true) {
+    e.bytes({0x48, 0x89, 0xE3});       // mov rbx, rsp
+    e.bytes({0x48, 0x83, 0xE4, 0xF0}); // and rsp, -16
+    if (keep_xmm) {
+        e.bytes({0x48, 0x81, 0xEC, 0x00, 0x01, 0x00, 0x00}); // sub rsp, 256
+        for (int n = 0; n < 16; ++n)
+            e.xmm(0x29, n, static_cast<uint32_t>(16 * n));
+    }
     e.bytes({0x48, 0xB8}); // movabs rax, entry
     e.imm64(entry);
     e.bytes({0xFF, 0xD0}); // call rax
-    for (int n = 0; n < 16; ++n)
-        e.xmm(0x28, n, static_cast<uint32_t>(16 * n));
+    if (keep_xmm) {
+        for (int n = 0; n < 16; ++n)
+            e.xmm(0x28, n, static_cast<uint32_t>(16 * n));
+    }
     e.bytes({0x48, 0x89, 0xDC}); // mov rsp, rbx
 }
 
@@ -602,8 +615,8 @@ std::vector<uint8_t> common_stub(bool after) {
     e.bytes({0x53, 0x55});                                     // rbx rbp
     e.bytes({0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57}); // r12 r13 r14 r15
     e.bytes({0x48, 0x89, 0xE7});                               // mov rdi, rsp
-    call_keeping_xmm(e, after ? reinterpret_cast<uintptr_t>(&bpftime_syscall_native_exit_entry)
-                              : reinterpret_cast<uintptr_t>(&bpftime_syscall_site_entry));
+    call_entry(e, after ? reinterpret_cast<uintptr_t>(&bpftime_syscall_native_exit_entry)
+                        : reinterpret_cast<uintptr_t>(&bpftime_syscall_site_entry));
     e.bytes({0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D, 0x41, 0x5C}); // r15 r14 r13 r12
     e.bytes({0x5D, 0x5B});                                     // rbp rbx
     e.bytes({0x41, 0x5B, 0x41, 0x5A, 0x41, 0x59, 0x41, 0x58}); // r11 r10 r9 r8
@@ -621,9 +634,11 @@ std::vector<uint8_t> common_stub(bool after) {
 // the kernel's sys_enter record, below 8 bytes for its common fields: the record the programs
 // read is those very pushes, and what the call is made with is popped from it. xmm0-15 are
 // saved too: the programs' code is compiled for the host with vectorising passes and store
-// merging, and may use them whatever helpers it calls (or none). Then the call is made from
-// the gate, and the flags come back as in the common stub; there is no exit side.
-std::vector<uint8_t> short_stub() {
+// merging, and may use them whatever helpers it calls (or none); the plain form (keep_xmm false)
+// saves none and calls bpftime_syscall_plain_entry, for numbers whose programs' code keeps
+// them. Then the call is made from the gate, and the flags come back as in the common stub;
+// there is no exit side.
+std::vector<uint8_t> short_stub(bool keep_xmm) {
     emitter e;
     e.bytes({0x9C, 0xFC});                         // pushfq; cld
     e.bytes({0x41, 0x51, 0x41, 0x50, 0x41, 0x52}); // push r9 r8 r10
@@ -631,7 +646,10 @@ std::vector<uint8_t> short_stub() {
     e.bytes({0x6A, 0x00});                         // push 0 (the common fields)
     e.bytes({0x53});                               // push rbx
     e.bytes({0x48, 0x8D, 0x7C, 0x24, 0x08});       // lea rdi, [rsp+8] (the record)
-    call_keeping_xmm(e, reinterpret_cast<uintptr_t>(&bpftime_syscall_short_entry));
+    call_entry(e,
+               keep_xmm ? reinterpret_cast<uintptr_t>(&bpftime_syscall_short_entry)
+                        : reinterpret_cast<uintptr_t>(&bpftime_syscall_plain_entry),
+               keep_xmm);
     e.bytes({0x5B});                               // pop rbx
     e.bytes({0x48, 0x8D, 0x64, 0x24, 0x08});       // lea rsp, [rsp+8] (the common fields)
     e.bytes({0x58, 0x5F, 0x5E, 0x5A});             // pop rax rdi rsi rdx
@@ -1683,15 +1701,18 @@ result<void> start(const handlers &h) {
     std::memcpy(gate_rw + restorer_at, restorer, sizeof restorer);
     auto common = common_stub(false);
     auto after = common_stub(true);
-    auto short_path = short_stub();
+    auto short_path = short_stub(true);
+    auto plain = short_stub(false);
     if (common.size() > after_at - common_at || after.size() > short_at - after_at ||
-        short_path.size() > native_first - short_at)
+        short_path.size() > plain_at - short_at || plain.size() > native_first - plain_at)
         return make_error(EOVERFLOW, "the syscall gate's stubs outgrew their room");
     std::memcpy(gate_rw + common_at, common.data(), common.size());
     std::memcpy(gate_rw + after_at, after.data(), after.size());
     std::memcpy(gate_rw + short_at, short_path.data(), short_path.size());
+    std::memcpy(gate_rw + plain_at, plain.data(), plain.size());
     stub_entries[thunk_common] = gate + common_at;
     stub_entries[thunk_short] = gate + short_at;
+    stub_entries[thunk_plain] = gate + plain_at;
     raw_fn = reinterpret_cast<raw_fn_t>(gate + raw_fn_at);
     for (uint64_t nr = 0; nr < table_size; ++nr)
         update_thunk(nr);
@@ -1787,11 +1808,12 @@ bool thread_internal() {
     return t_internal;
 }
 
-void set_wanted(uint64_t nr, bool wanted, bool with_exit, bool full_regs) {
+void set_wanted(uint64_t nr, bool wanted, bool with_exit, bool full_regs, bool vector_free) {
     if (nr < table_size) {
         const uint8_t v = !wanted ? 0
                                   : static_cast<uint8_t>(want_call | (with_exit ? want_exit : 0) |
-                                                         (full_regs ? want_regs : 0));
+                                                         (full_regs ? want_regs : 0) |
+                                                         (vector_free ? want_plain : 0));
         __atomic_store_n(&wanted_table[nr], v, __ATOMIC_RELAXED);
         update_thunk(nr);
     }
@@ -1839,7 +1861,8 @@ uint64_t trapped_calls() {
 
 namespace {
 
-// Calls through rewritten sites that took path (0 the common stub, 1 the short one).
+// Calls through rewritten sites that took path (0 the common stub, 1 the short one, 2 the plain
+// one).
 uint64_t calls_by_path(int path) {
     uint64_t total = 0;
     for (const auto &slot : rewritten_by_thread)
@@ -1850,11 +1873,15 @@ uint64_t calls_by_path(int path) {
 } // namespace
 
 uint64_t rewritten_calls() {
-    return calls_by_path(0) + calls_by_path(1);
+    return calls_by_path(0) + calls_by_path(1) + calls_by_path(2);
 }
 
 uint64_t short_path_calls() {
-    return calls_by_path(1);
+    return calls_by_path(1) + calls_by_path(2);
+}
+
+uint64_t plain_path_calls() {
+    return calls_by_path(2);
 }
 
 } // namespace bpftime::syscall_intercept
@@ -1932,6 +1959,67 @@ extern "C" void bpftime_syscall_short_entry(bpftime::syscall_intercept::enter_re
         enter_from_record(h, *rec);
     --t_depth;
     err = saved_errno;
+}
+
+// The short entry and a record handler with the whole vector state kept, for the plain entry's
+// calls that need it.
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_syscall_short_entry_keeping, bpftime_syscall_short_entry);
+extern "C" void bpftime_syscall_short_entry_keeping(bpftime::syscall_intercept::enter_record *rec);
+
+namespace {
+
+void run_record_handler(void (*fn)(void *, bpftime::syscall_intercept::enter_record *), void *user,
+                        bpftime::syscall_intercept::enter_record *rec) {
+    fn(user, rec);
+}
+
+} // namespace
+
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_syscall_record_handler_keeping, run_record_handler);
+extern "C" void bpftime_syscall_record_handler_keeping(
+    void (*fn)(void *, bpftime::syscall_intercept::enter_record *), void *user,
+    bpftime::syscall_intercept::enter_record *rec);
+
+namespace bpftime::syscall_intercept {
+
+__attribute__((target("general-regs-only"))) void
+call_keeping_vector_state(void (*fn)(void *user, enter_record *rec), void *user,
+                          enter_record *rec) {
+    bpftime_syscall_record_handler_keeping(fn, user, rec);
+}
+
+} // namespace bpftime::syscall_intercept
+
+// Called by the plain short stub, which saved no vector register: the short entry's common case
+// (the thread's Syscall User Dispatch setting current, its counter slot and errno found, no
+// handler running on it, a plain handler set) in code that touches none (general-purpose
+// registers only, calling only the plain handler); every other case is the short entry itself
+// with the vector state kept. std::atomic's members are builtins here: they cannot be inlined
+// into code of another target.
+extern "C" __attribute__((no_sanitize("address"), target("general-regs-only"))) void
+bpftime_syscall_plain_entry(bpftime::syscall_intercept::enter_record *rec) {
+    using namespace bpftime::syscall_intercept;
+    static_assert(sizeof g_sud_gen == sizeof(uint32_t) && decltype(g_sud_gen)::is_always_lock_free);
+    const uint32_t gen =
+        __atomic_load_n(reinterpret_cast<const uint32_t *>(&g_sud_gen), __ATOMIC_ACQUIRE);
+    void (*const plain)(void *, enter_record *) = g_handlers.enter_record_plain;
+    rewritten_slot *const counts = t_rewritten;
+    int *const err = t_errno;
+    if (t_sud_gen != gen || t_internal || t_depth > 0 || plain == nullptr || counts == nullptr ||
+        err == nullptr) [[unlikely]] {
+        bpftime_syscall_short_entry_keeping(rec);
+        return;
+    }
+    auto *slot = reinterpret_cast<uint64_t *>(reinterpret_cast<uint8_t *>(rec) + sizeof *rec + 8);
+    *slot = site_slots[*slot].resume;
+    const int saved_errno = *err;
+    static_assert(sizeof counts->by_path[2] == sizeof(uint64_t));
+    auto *n = reinterpret_cast<uint64_t *>(&counts->by_path[2]);
+    __atomic_store_n(n, __atomic_load_n(n, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    ++t_depth;
+    plain(g_handlers.user, rec);
+    --t_depth;
+    *err = saved_errno;
 }
 
 // Called by the after stub with the registers behind a native clone, clone3, fork or vfork:

@@ -2,11 +2,13 @@
 // System call tracepoints in user space: per-number program lists swapped atomically (the
 // handlers take no lock), the kernel's contexts built per call (for a number with enter
 // programs only, by the rewritten site's short stub, from the registers), interception armed
-// while any link is attached.
+// while any link is attached. This file is compiled for the general-purpose registers only
+// (CMakeLists.txt): the plain short path runs its handler without the vector state saved.
 #include <bpftime/attach/probe_target.hpp>
 #include <bpftime/attach/syscalls.hpp>
 #include <bpftime/hook/syscall_intercept.hpp>
 #include <bpftime/syscall/syscall_tracepoint.hpp>
+#include <bpftime/vm/vector_state.hpp>
 
 #include <sys/syscall.h>
 
@@ -28,6 +30,9 @@ struct tp_program {
     int attach_id;
     std::shared_ptr<const attached_program> prog;
     vm::run_options opts; // the context read-only, the link's attach cookie: made once
+    // Its runs keep the vector state (vm::runs_keep_vector_state) and need no end-of-run step:
+    // the plain short path calls it without saving that state.
+    bool plain = false;
 };
 
 vm::run_options run_options_of(const attached_program &prog) {
@@ -79,7 +84,9 @@ public:
             e.store(nullptr);
     }
 
-    result<void> start() { return si::start({on_enter, on_exit, this, on_enter_record}); }
+    result<void> start() {
+        return si::start({on_enter, on_exit, this, on_enter_record, on_enter_record_plain});
+    }
 
     result<int> attach(std::shared_ptr<const attached_program> prog, const std::string &args,
                        bool raw) {
@@ -121,7 +128,10 @@ public:
         }
         next.common_type = common_type;
         vm::run_options opts = run_options_of(*prog);
-        next.progs.push_back({id, std::move(prog), opts});
+        const compiled_program &code = prog->program();
+        const bool plain =
+            vm::runs_keep_vector_state(code.engine()) && !code.program().needs_run_end();
+        next.progs.push_back({id, std::move(prog), opts, plain});
         std::stable_sort(next.progs.begin(), next.progs.end(), [](const auto &a, const auto &b) {
             return a.prog->link_id() < b.prog->link_id();
         });
@@ -187,15 +197,21 @@ private:
     }
 
     // A number with enter programs only (its own, raw_syscalls:sys_enter's) takes the short
-    // path; one with an exit program, or any with a raw sys_enter program (which is given the
-    // registers), the full one.
+    // path, its plain form when every one of them is plain; one with an exit program, or any
+    // with a raw sys_enter program (which is given the registers), the full one.
     void update_wanted() {
         const bool all_exits = raw_exit_.load() != nullptr || all_exit_.load() != nullptr;
         const bool regs = raw_enter_.load() != nullptr;
         const bool all = all_exits || regs || all_enter_.load() != nullptr;
+        auto plain = [](const tp_list *list) {
+            return list == nullptr || std::all_of(list->progs.begin(), list->progs.end(),
+                                                  [](const tp_program &p) { return p.plain; });
+        };
+        const bool all_plain = plain(all_enter_.load());
         for (uint32_t nr = 0; nr < n_numbers; ++nr) {
             const bool exit = all_exits || exit_[nr].load() != nullptr;
-            si::set_wanted(nr, all || exit || enter_[nr].load() != nullptr, exit, regs);
+            si::set_wanted(nr, all || exit || enter_[nr].load() != nullptr, exit, regs,
+                           all_plain && plain(enter_[nr].load()));
         }
         si::set_wanted_above(all);
     }
@@ -277,6 +293,75 @@ private:
         if (const tp_list *list = host->enter_[nr].load(std::memory_order_acquire)) {
             rec->common = common(*list);
             run(*list, rec, sizeof *rec);
+        }
+    }
+
+    // on_enter_record for the numbers whose programs are all plain, called without the vector
+    // state saved: a program that is not plain (the list changed since the thread's stub was
+    // chosen), a run counted out of line and a fault's count run with the state kept, and so
+    // does the whole call while the thread's id is not known yet (a system call finds it).
+    static void on_enter_record_plain(void *user, si::enter_record *rec) {
+        if (t_tid == 0) [[unlikely]] {
+            si::call_keeping_vector_state(&on_enter_record, user, rec);
+            return;
+        }
+        auto *host = static_cast<syscall_host *>(user);
+        const uint64_t nr = rec->nr;
+        const uint64_t pid = uint64_t{static_cast<uint32_t>(t_tid)} << 32;
+        if (const tp_list *list = host->all_enter_.load(std::memory_order_acquire)) {
+            rec->common = list->common_type | pid;
+            run_plain(*list, rec);
+        }
+        if (nr >= n_numbers) {
+            return;
+        }
+        if (const tp_list *list = host->enter_[nr].load(std::memory_order_acquire)) {
+            rec->common = list->common_type | pid;
+            run_plain(*list, rec);
+        }
+    }
+
+    // What run() does for one program, and for a fault of a plain run its count, as handlers
+    // call_keeping_vector_state can call.
+    struct plain_fault {
+        const tp_program *p;
+        int code;
+    };
+    static void run_one(void *p, si::enter_record *rec) {
+        const auto &t = *static_cast<const tp_program *>(p);
+        const compiled_program &code = t.prog->program();
+        (void)run_and_count(t.prog->counters(),
+                            [&] { return code.run_direct(rec, sizeof *rec, t.opts); });
+    }
+    static void count_fault(void *f, si::enter_record *) {
+        const auto &fault = *static_cast<const plain_fault *>(f);
+        fault.p->prog->counters().count(fault.code, 0);
+    }
+
+    // run() without the vector state saved: a plain program counted on the thread's own stripe
+    // runs inline (its engine's direct entry and the add are all this does); anything else
+    // with the state kept.
+    static void run_plain(const tp_list &list, si::enter_record *rec) {
+        for (const tp_program &p : list.progs) {
+            const store::link_counters &counters = p.prog->counters();
+            if (p.plain && counters.owned_untimed() &&
+                store::detail::thread_counter_offset < 6 * 64) [[likely]] {
+                const vm::run_status st =
+                    p.prog->program().engine().run_direct(rec, sizeof *rec, p.opts);
+                if (st.ok()) [[likely]] {
+                    // The offset checked above: a thread's is set once, before its first count,
+                    // so count_owned_run adds on the stripe and calls nothing.
+                    if (store::detail::thread_counter_offset >= 6 * 64) {
+                        __builtin_unreachable();
+                    }
+                    counters.count_owned_run();
+                } else {
+                    plain_fault f{&p, st.fault->code};
+                    si::call_keeping_vector_state(&count_fault, &f, rec);
+                }
+                continue;
+            }
+            si::call_keeping_vector_state(&run_one, const_cast<tp_program *>(&p), rec);
         }
     }
 

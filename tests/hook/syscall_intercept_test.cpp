@@ -732,6 +732,21 @@ void on_record(void *, syscall_intercept::enter_record *rec) {
                        "memory");
 }
 
+// Calls of on_record_plain.
+uint64_t g_plain_calls = 0;
+
+// A plain record handler, as a host's is: general-purpose registers only; it counts the call,
+// then runs on_record (which changes vector registers) with the vector state kept.
+__attribute__((target("general-regs-only"))) void
+on_record_plain(void *user, syscall_intercept::enter_record *rec) {
+    __atomic_fetch_add(&g_plain_calls, 1, __ATOMIC_RELAXED);
+    syscall_intercept::call_keeping_vector_state(&on_record, user, rec);
+}
+
+uint64_t plain_calls() {
+    return __atomic_load_n(&g_plain_calls, __ATOMIC_RELAXED);
+}
+
 class SyscallShortPath : public SyscallIntercept {
 protected:
     void SetUp() override {
@@ -771,6 +786,51 @@ TEST_F(SyscallShortPath, KeepsRegistersFlagsAndVectorsAndGivesTheKernelsRecord) 
                               0x1414141414141414, 0x1212121212121212, 0x1313131313131313};
     for (int i = 0; i < 6; ++i)
         EXPECT_EQ(r.args[i], args[i]) << "argument " << i;
+    expect_same_state(plain, hooked);
+}
+
+// A number marked vector-free, with a plain handler, takes the plain short path: its stub saves
+// no vector register, and the handler runs what changes them with the state kept. The
+// application gets back what the kernel gives (registers, flags, vector registers), the
+// handler the same record as on the short path. A thread's first call takes the short entry
+// (its counter slot and errno are found there), its next ones the plain one; without the mark
+// the short stub runs enter_record.
+TEST_F(SyscallShortPath, ThePlainPathKeepsRegistersFlagsAndVectorsThroughItsHandler) {
+    ASSERT_TRUE(syscall_intercept::start({on_enter, on_exit, nullptr, on_record, on_record_plain}));
+    around_syscall plain{}, hooked{};
+    getpid_with_state(&plain);
+    ASSERT_TRUE(syscall_intercept::arm());
+    syscall_intercept::set_wanted(SYS_getpid, true, false, false, true);
+    std::thread first([] {
+        (void)getpid(); // the short entry: the thread's first call
+        (void)getpid(); // the plain entry
+    });
+    first.join();
+    EXPECT_EQ(g_records.count[SYS_getpid].load(), 2u);
+    EXPECT_EQ(plain_calls(), 1u) << "a thread's second call did not take the plain path";
+    (void)getpid(); // this thread's slot and errno, if not found yet
+    const uint64_t records = g_records.count[SYS_getpid].load();
+    const uint64_t before = plain_calls();
+    const uint64_t short_calls = syscall_intercept::short_path_calls();
+    const uint64_t plain_path = syscall_intercept::plain_path_calls();
+    getpid_with_state(&hooked);
+    EXPECT_EQ(plain_calls() - before, 1u) << "the call did not take the plain path";
+    EXPECT_EQ(syscall_intercept::plain_path_calls() - plain_path, 1u);
+    EXPECT_EQ(g_records.count[SYS_getpid].load() - records, 1u);
+    EXPECT_EQ(syscall_intercept::short_path_calls() - short_calls, 1u);
+    EXPECT_EQ(g_seen.enters[SYS_getpid].load(), 0u);
+    const syscall_intercept::enter_record &r = g_records.last;
+    EXPECT_EQ(r.nr, static_cast<uint64_t>(SYS_getpid));
+    const uint64_t args[6] = {0x5555555555555555, 0x6666666666666666, 0x7777777777777777,
+                              0x1414141414141414, 0x1212121212121212, 0x1313131313131313};
+    for (int i = 0; i < 6; ++i)
+        EXPECT_EQ(r.args[i], args[i]) << "argument " << i;
+    expect_same_state(plain, hooked);
+
+    syscall_intercept::set_wanted(SYS_getpid, true, false, false, false);
+    getpid_with_state(&hooked);
+    EXPECT_EQ(plain_calls() - before, 1u) << "an unmarked number took the plain path";
+    EXPECT_EQ(g_records.count[SYS_getpid].load() - records, 2u);
     expect_same_state(plain, hooked);
 }
 

@@ -6,6 +6,7 @@
 // them while the process runs.
 #include <bpftime/attach/attach.hpp>
 #include <bpftime/attach/probe_target.hpp>
+#include <bpftime/cpu/vector_state.hpp>
 #include <bpftime/hook/syscall_intercept.hpp>
 #include <bpftime/loader/elf.hpp>
 #include <bpftime/provider/event_provider.hpp>
@@ -17,6 +18,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -43,7 +45,68 @@ enum slot : uint32_t {
     raw_enters = 13,
     raw_common = 14,
     raw_arg0 = 15,
+    timed_enters = 16,
+    timed_last = 17,
 };
+
+// Loads ymm0-15 from in (16 x 32 bytes), makes getpgid(0) with its own `syscall` (a site of
+// this program, rewritten when armed: its unwind entry names the function), stores ymm0-15 to
+// out.
+extern "C" void bpftime_test_getpgid_with_ymm(const void *in, void *out);
+asm(R"(
+        .text
+        .p2align 4
+        .globl bpftime_test_getpgid_with_ymm
+        .type bpftime_test_getpgid_with_ymm, @function
+bpftime_test_getpgid_with_ymm:
+        .cfi_startproc
+        pushq %rbx
+        .cfi_adjust_cfa_offset 8
+        .cfi_offset %rbx, -16
+        movq %rsi, %rbx
+        vmovdqu 0(%rdi), %ymm0
+        vmovdqu 32(%rdi), %ymm1
+        vmovdqu 64(%rdi), %ymm2
+        vmovdqu 96(%rdi), %ymm3
+        vmovdqu 128(%rdi), %ymm4
+        vmovdqu 160(%rdi), %ymm5
+        vmovdqu 192(%rdi), %ymm6
+        vmovdqu 224(%rdi), %ymm7
+        vmovdqu 256(%rdi), %ymm8
+        vmovdqu 288(%rdi), %ymm9
+        vmovdqu 320(%rdi), %ymm10
+        vmovdqu 352(%rdi), %ymm11
+        vmovdqu 384(%rdi), %ymm12
+        vmovdqu 416(%rdi), %ymm13
+        vmovdqu 448(%rdi), %ymm14
+        vmovdqu 480(%rdi), %ymm15
+        movl $121, %eax
+        xorl %edi, %edi
+        syscall
+        vmovdqu %ymm0, 0(%rbx)
+        vmovdqu %ymm1, 32(%rbx)
+        vmovdqu %ymm2, 64(%rbx)
+        vmovdqu %ymm3, 96(%rbx)
+        vmovdqu %ymm4, 128(%rbx)
+        vmovdqu %ymm5, 160(%rbx)
+        vmovdqu %ymm6, 192(%rbx)
+        vmovdqu %ymm7, 224(%rbx)
+        vmovdqu %ymm8, 256(%rbx)
+        vmovdqu %ymm9, 288(%rbx)
+        vmovdqu %ymm10, 320(%rbx)
+        vmovdqu %ymm11, 352(%rbx)
+        vmovdqu %ymm12, 384(%rbx)
+        vmovdqu %ymm13, 416(%rbx)
+        vmovdqu %ymm14, 448(%rbx)
+        vmovdqu %ymm15, 480(%rbx)
+        vzeroupper
+        popq %rbx
+        .cfi_adjust_cfa_offset -8
+        .cfi_restore %rbx
+        ret
+        .cfi_endproc
+        .size bpftime_test_getpgid_with_ymm, . - bpftime_test_getpgid_with_ymm
+)");
 
 class SyscallHost : public ::testing::Test {
 protected:
@@ -190,6 +253,43 @@ TEST_F(SyscallHost, RawSyscallsEnterAndTheNumbersOwnShareTheShortPath) {
     EXPECT_EQ(read(raw_common), common_of("raw_syscalls:sys_enter"));
     EXPECT_EQ(read(enter_common), common_of("syscalls:sys_enter_getpgid"));
     EXPECT_EQ(read(raw_arg0), 0u);
+}
+
+// A number whose programs all keep the vector state (the JIT's code of a program without loops
+// or helper calls) takes the short path's plain form, which saves no vector register: exact
+// counts, and the application's ymm registers, upper halves included, as the kernel keeps
+// them. A second program that calls a helper puts the number back on the short path.
+TEST_F(SyscallHost, ProgramsThatKeepTheVectorStateTakeThePlainPath) {
+    if (!cpu::vectors().avx)
+        GTEST_SKIP() << "the test's system call site keeps ymm registers: this CPU or kernel "
+                        "has no AVX";
+    attach("getpgid_enter", "syscalls:sys_enter_getpgid");
+    calls(1, getpid()); // the thread's first call finds its counter slot and errno
+    uint64_t plain = si::plain_path_calls();
+    calls(100, getpid());
+    EXPECT_EQ(read(enters), 101u);
+    EXPECT_EQ(si::plain_path_calls() - plain, 100u)
+        << "getpgid did not take the short path's plain form";
+
+    std::array<uint8_t, 16 * 32> in{}, out{};
+    for (size_t i = 0; i < in.size(); ++i)
+        in[i] = static_cast<uint8_t>(i * 13 + 5);
+    plain = si::plain_path_calls();
+    bpftime_test_getpgid_with_ymm(in.data(), out.data());
+    EXPECT_EQ(si::plain_path_calls() - plain, 1u) << "the test's own site was not rewritten";
+    EXPECT_EQ(read(enters), 102u);
+    EXPECT_EQ(read(enter_args), 0u);
+    EXPECT_EQ(out, in) << "a vector register changed across the system call";
+
+    attach("getpgid_enter_timed", "syscalls:sys_enter_getpgid");
+    plain = si::plain_path_calls();
+    const uint64_t short_calls = si::short_path_calls();
+    calls(100, 0);
+    EXPECT_EQ(read(enters), 202u);
+    EXPECT_EQ(read(timed_enters), 100u);
+    EXPECT_NE(read(timed_last), 0u);
+    EXPECT_EQ(si::plain_path_calls() - plain, 0u);
+    EXPECT_EQ(si::short_path_calls() - short_calls, 100u);
 }
 
 } // namespace

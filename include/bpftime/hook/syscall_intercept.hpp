@@ -97,12 +97,25 @@ static_assert(sizeof(enter_record) == 64);
 /// and only valid during the call), runs the handler and makes the call from the gate, with no
 /// exit side. Calls that come through Syscall User Dispatch, and every number while this is
 /// null, run enter instead.
+///
+/// enter_record_plain, when set, is enter_record for the numbers marked vector-free as well
+/// (set_wanted): their short path saves no vector register either, so this handler must change
+/// none (no vector, x87 or MMX register, no MXCSR): code compiled for the general-purpose
+/// registers only, that calls only code that keeps the vector state. Where that cannot hold
+/// (a thread's first call, a number no longer vector-free), the handler calls enter_record
+/// through call_keeping_vector_state.
 struct handlers {
     void (*enter)(void *user, const pt_regs *regs) = nullptr;
     void (*exit)(void *user, const pt_regs *regs) = nullptr;
     void *user = nullptr;
     void (*enter_record)(void *user, enter_record *rec) = nullptr;
+    void (*enter_record_plain)(void *user, struct enter_record *rec) = nullptr;
 };
+
+/// Calls fn(user, rec) with the whole vector state kept (saved and restored around it): for an
+/// enter_record_plain handler that must run code that may change it.
+void call_keeping_vector_state(void (*fn)(void *user, enter_record *rec), void *user,
+                               enter_record *rec);
 
 /// Sets up interception in this process (once; later calls change the handlers only): the
 /// gate, the SIGSYS handler, the calling thread registered (enable_thread()). Fails with the
@@ -123,8 +136,11 @@ bool thread_internal();
 /// exit handler unless with_exit is false (nothing to run there: the call costs less). With
 /// with_exit and full_regs false (the enter handler needs the number and the arguments only),
 /// rewritten sites run handlers::enter_record on the short path instead (except for the calls
-/// that must run natively or are watched for executable memory, which keep the full path).
-void set_wanted(uint64_t nr, bool wanted, bool with_exit = true, bool full_regs = true);
+/// that must run natively or are watched for executable memory, which keep the full path);
+/// with vector_free too, handlers::enter_record_plain on a short path that saves no vector
+/// register.
+void set_wanted(uint64_t nr, bool wanted, bool with_exit = true, bool full_regs = true,
+                bool vector_free = false);
 /// Numbers at or above table_size (none on x86-64 today) count as wanted.
 void set_wanted_above(bool wanted);
 
@@ -179,5 +195,7 @@ uint64_t trapped_calls();
 uint64_t rewritten_calls();
 /// Of rewritten_calls(), those that took the short path (handlers::enter_record).
 uint64_t short_path_calls();
+/// Of short_path_calls(), those that took its plain form (handlers::enter_record_plain).
+uint64_t plain_path_calls();
 
 } // namespace bpftime::syscall_intercept

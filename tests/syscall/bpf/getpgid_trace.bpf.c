@@ -26,10 +26,10 @@ struct sys_exit_ctx {
 /// [0] enters, [1] their common fields, [2] their number (8 bytes: the int and its padding),
 /// [3..8] their arguments; [9] exits, [10] their common fields, [11] their number, [12] the
 /// return value; [13] raw_syscalls:sys_enter calls of getpgid, [14] their common fields,
-/// [15] their first argument.
+/// [15] their first argument; [16] calls of getpgid_enter_timed, [17] its last time.
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 16);
+    __uint(max_entries, 18);
     __type(key, __u32);
     __type(value, __u64);
 } seen SEC(".maps");
@@ -72,5 +72,13 @@ int any_enter(struct sys_enter_ctx *ctx) {
     add(13);
     put(14, ctx->common);
     put(15, ctx->args[0]);
+    return 0;
+}
+
+/// A second enter program that calls a helper (so its code is not the JIT's vector-free kind).
+SEC("tracepoint/syscalls/sys_enter_getpgid")
+int getpgid_enter_timed(struct sys_enter_ctx *ctx) {
+    add(16);
+    put(17, bpf_ktime_get_ns());
     return 0;
 }
