@@ -49,6 +49,13 @@ struct inline_hook::record {
     // set_return_only: a function entry stub skips the entry handler and the vector state and
     // only arranges the return hook (return_only_dispatch). Read by the stub itself.
     std::atomic<bool> return_only{false};
+    // set_plain_entry / set_plain_return: the handlers that run without the vector state saved
+    // (null: none).
+    std::atomic<hook_entry_fn> on_entry_plain{nullptr};
+    std::atomic<hook_return_fn> on_return_plain{nullptr};
+    // What a function entry stub does before saving the vector state (light_mode), made from
+    // return_only and on_entry_plain. Read by the stub itself.
+    std::atomic<uint8_t> light{0};
     bool patched = false; // the jump is in place (guarded by g_hooks_mutex)
     bool trap = false;    // an int3 at address instead of a jump (install_trap)
 };
@@ -66,12 +73,19 @@ struct shadow_entry {
     bool called;
 };
 
+// What a function entry stub does first (record::light).
+enum light_mode : uint8_t {
+    light_none = 0,        // save the vector state and call entry_dispatch
+    light_return_only = 1, // return_only_dispatch, with no vector state saved
+    light_plain_entry = 2, // plain_entry_dispatch, with no vector state saved
+};
+
 // What entry_dispatch tells the entry stub to do.
 enum entry_outcome : uint8_t {
     go_on = 0,         // run the function
     return_now = 1,    // return to the caller at once (return_early)
     call_and_hook = 2, // call the function from the stub; its return runs the return stub
-    take_full = 3      // (return_only_dispatch) go through the full path instead
+    take_full = 3      // (light_dispatch) go through the full path instead
 };
 
 // Per thread: the return addresses of calls whose return is hooked, innermost last.
@@ -338,6 +352,18 @@ bpftime_hook_return_thunk:
 
 namespace {
 
+// The return handler of rec for a hooked call's return, with the thread's mark set meanwhile.
+void run_return_handler(record *rec, const pt_regs *frame) {
+    shadow_stack &ss = t_shadow;
+    mark_running(ss, rec);
+    if (rec->active.load(std::memory_order_relaxed)) {
+        ss.in_handler = true;
+        rec->on_return(rec->user, frame); // its stub saved rip as the hooked address
+        ss.in_handler = false;
+    }
+    mark_running(ss, nullptr);
+}
+
 // Called by the return stub: runs on_return and leaves the original return address at
 // [rsp - 8] and where the stub is to jump at [rsp - 16]: the return address itself when it was
 // swapped, else the thunk that returns to it through the return stack.
@@ -355,16 +381,132 @@ __attribute__((no_sanitize("address"))) void return_dispatch(pt_regs *frame) {
     *reinterpret_cast<uintptr_t *>(slot) = e.ret;
     *reinterpret_cast<uintptr_t *>(slot - 8) =
         e.called ? reinterpret_cast<uintptr_t>(&bpftime_hook_return_thunk) : e.ret;
-    record *rec = e.rec;
+    if (!ss.in_handler)
+        run_return_handler(e.rec, frame);
+}
+
+} // namespace
+
+// The parts of the entry and return paths that run C++ (which may use vector registers), with
+// the whole vector state kept, for the plain dispatchers below.
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_hook_entry_finish_keeping, entry_finish);
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_hook_return_dispatch_keeping, return_dispatch);
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_hook_return_handler_keeping, run_return_handler);
+extern "C" uint8_t bpftime_hook_entry_finish_keeping(void *ss, void *rec, pt_regs *frame,
+                                                     bool may_call, bool want_return);
+extern "C" void bpftime_hook_return_dispatch_keeping(pt_regs *frame);
+extern "C" void bpftime_hook_return_handler_keeping(void *rec, const pt_regs *frame);
+
+namespace {
+
+// The dispatchers of the plain handlers (set_plain_entry, set_plain_return), called by stubs
+// that saved no vector state: general-purpose registers only, std::atomic's members as
+// builtins (they cannot be inlined into code of another target), the thread's block reached
+// through g_shadow_offset (see return_only_dispatch). What needs more (the thread's first hooked
+// call, which claims its mark; a return hook to arrange; a handler gone) goes through the full
+// path or the C++ above with the vector state kept.
+__attribute__((target("general-regs-only"))) shadow_stack &plain_shadow() {
+    uintptr_t tp = 0;
+    asm("mov %%fs:0, %0" : "=r"(tp));
+    return *reinterpret_cast<shadow_stack *>(tp + g_shadow_offset);
+}
+
+// mark_running for a thread whose mark is claimed.
+__attribute__((target("general-regs-only"))) void plain_mark(shadow_stack &ss, record *rec) {
+    static_assert(sizeof(thread_mark::running) == sizeof(record *));
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(reinterpret_cast<record **>(&ss.mark->running), rec, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+__attribute__((target("general-regs-only"))) bool plain_active(const record *rec) {
+    static_assert(sizeof(rec->active) == 1);
+    return __atomic_load_n(reinterpret_cast<const bool *>(&rec->active), __ATOMIC_RELAXED);
+}
+
+// entry_dispatch for the plain entry handler.
+__attribute__((no_sanitize("address"), target("general-regs-only"))) uint8_t
+plain_entry_dispatch(record *rec, pt_regs *frame) {
+    shadow_stack &ss = plain_shadow();
+    if (ss.in_handler || ss.off)
+        return go_on;
+    const hook_entry_fn fn = __atomic_load_n(
+        reinterpret_cast<const hook_entry_fn *>(&rec->on_entry_plain), __ATOMIC_RELAXED);
+    if (ss.mark == nullptr || fn == nullptr) [[unlikely]]
+        return take_full;
+    plain_mark(ss, rec);
+    uint8_t outcome = go_on;
+    if (plain_active(rec)) {
+        ss.early = false;
+        ss.in_handler = true;
+        ss.in_entry = true;
+        const bool want_return = fn(rec->user, frame);
+        ss.in_entry = false;
+        ss.in_handler = false;
+        if (ss.early) [[unlikely]] {
+            outcome = bpftime_hook_entry_finish_keeping(&ss, rec, frame, true, want_return);
+        } else if (want_return) {
+            // entry_finish's common case: the return address on the thread's shadow stack,
+            // the stub calls the function.
+            if (rec->on_return != nullptr && ss.entries != nullptr && ss.depth < shadow_capacity) {
+                const auto *slot = reinterpret_cast<const uintptr_t *>(frame->rsp);
+                ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec, true};
+                outcome = call_and_hook;
+            } else {
+                outcome = bpftime_hook_entry_finish_keeping(&ss, rec, frame, true, true);
+            }
+        }
+    }
+    plain_mark(ss, nullptr);
+    return outcome;
+}
+
+// What a function entry stub calls while its hook's light mode is set.
+__attribute__((no_sanitize("address"), target("general-regs-only"))) uint8_t
+light_dispatch(record *rec, pt_regs *frame) {
+    static_assert(sizeof(rec->light) == 1);
+    const uint8_t mode =
+        __atomic_load_n(reinterpret_cast<const uint8_t *>(&rec->light), __ATOMIC_RELAXED);
+    if (mode == light_return_only)
+        return return_only_dispatch(rec, frame);
+    if (mode == light_plain_entry)
+        return plain_entry_dispatch(rec, frame);
+    return take_full; // changed since the stub read it
+}
+
+// return_dispatch for the plain return handler.
+__attribute__((no_sanitize("address"), target("general-regs-only"))) void
+plain_return_dispatch(pt_regs *frame) {
+    shadow_stack &ss = plain_shadow();
+    const uintptr_t slot = frame->rsp - 8;
+    size_t k = ss.depth;
+    while (k > 0 && ss.entries[k - 1].slot != slot)
+        --k;
+    if (k == 0) [[unlikely]] {
+        bpftime_hook_return_dispatch_keeping(frame); // reports the lost return address
+        return;
+    }
+    const shadow_entry e = ss.entries[k - 1];
+    ss.depth = k - 1;
+    *reinterpret_cast<uintptr_t *>(slot) = e.ret;
+    *reinterpret_cast<uintptr_t *>(slot - 8) =
+        e.called ? reinterpret_cast<uintptr_t>(&bpftime_hook_return_thunk) : e.ret;
     if (ss.in_handler)
         return;
-    mark_running(ss, rec);
-    if (rec->active.load(std::memory_order_relaxed)) {
+    record *rec = e.rec;
+    const hook_return_fn fn = __atomic_load_n(
+        reinterpret_cast<const hook_return_fn *>(&rec->on_return_plain), __ATOMIC_RELAXED);
+    if (ss.mark == nullptr || fn == nullptr) [[unlikely]] {
+        bpftime_hook_return_handler_keeping(rec, frame);
+        return;
+    }
+    plain_mark(ss, rec);
+    if (plain_active(rec)) {
         ss.in_handler = true;
-        rec->on_return(rec->user, frame); // its stub saved rip as the hooked address
+        fn(rec->user, frame);
         ss.in_handler = false;
     }
-    mark_running(ss, nullptr);
+    plain_mark(ss, nullptr);
 }
 
 // --- Machine code of the stubs ---------------------------------------------------------------
@@ -712,9 +854,10 @@ void set_rel32(std::vector<uint8_t> &code, size_t at, uintptr_t base, uintptr_t 
 //   the callee-saved registers are the caller's), with rax the value asked for;
 // - go_on: the trampoline, which follows the stub directly.
 //
-// At a function's entry (no flags kept) the stub first tests the hook's return_only flag: while
-// it is set, it saves no vector state and calls return_only_dispatch, which touches none, then
-// ends as above (call_and_hook or go_on), or goes on in the full path (take_full).
+// At a function's entry (no flags kept) the stub first tests the hook's light mode: while it is
+// set (return-only, or a plain entry handler), it saves no vector state and calls
+// light_dispatch, which touches none, then ends as above, or goes on in the full path
+// (take_full).
 entry_code entry_stub(record *rec, vector_save save, bool keep_flags) {
     emitter e;
     entry_code out;
@@ -735,18 +878,23 @@ entry_code entry_stub(record *rec, vector_save save, bool keep_flags) {
     size_t to_full = 0;
     const bool light = !keep_flags;
     if (light) {
-        e.movabs(rax, reinterpret_cast<uintptr_t>(&rec->return_only));
+        e.movabs(rax, reinterpret_cast<uintptr_t>(&rec->light));
         e.bytes({0x80, 0x38, 0x00}); // cmp byte [rax], 0
         to_full = e.jz_forward();
         e.save_vectors(vector_save::none);
         e.movabs(rdi, reinterpret_cast<uintptr_t>(rec));
         e.bytes({0x48, 0x89, 0xDE}); // mov rsi, rbx
-        e.call(reinterpret_cast<uintptr_t>(&return_only_dispatch));
+        e.call(reinterpret_cast<uintptr_t>(&light_dispatch));
         e.bytes({0x3C, take_full}); // cmp al, take_full
         const size_t to_back = e.jz_forward();
         e.bytes({0x84, 0xC0}); // test al, al
         const size_t to_light_go_on = e.jz_forward();
+        e.bytes({0x3C, return_now}); // cmp al, return_now
+        const size_t to_light_return = e.jz_forward();
         call_and_hook_ending(vector_save::none);
+        e.land(to_light_return);
+        e.restore_all(vector_save::none, size, keep_flags);
+        e.code.push_back(0xC3); // ret
         e.land(to_light_go_on);
         e.restore_all(vector_save::none, size, keep_flags);
         e.code.push_back(0xE9); // jmp trampoline
@@ -794,6 +942,17 @@ std::vector<uint8_t> return_stub(record *rec) {
         e.bytes({0xFF, 0x64, 0x24, 0xF0}); // jmp [rsp - 16]
     };
     e.save_gprs(rec->address, size, true);
+    // A plain return handler: no vector state saved (the x87 stack may hold a result: nothing
+    // on this path touches it).
+    e.movabs(rax, reinterpret_cast<uintptr_t>(&rec->on_return_plain));
+    e.bytes({0x48, 0x83, 0x38, 0x00}); // cmp qword [rax], 0
+    const size_t to_saving = e.jz_forward();
+    e.save_vectors(vector_save::none);
+    e.bytes({0x48, 0x89, 0xDF}); // mov rdi, rbx
+    e.call(reinterpret_cast<uintptr_t>(&plain_return_dispatch));
+    e.restore_all(vector_save::none, size, true);
+    e.bytes({0xFF, 0x64, 0x24, 0xF0}); // jmp [rsp - 16]
+    e.land(to_saving);
     e.bytes({0xDF, 0xE0, 0xF6, 0xC4, 0x38}); // fnstsw ax; test ah, 0x38 (TOP)
     const size_t to_full = e.jnz_forward();
     path(vector_save::abi);
@@ -1117,8 +1276,30 @@ bool inline_hook::return_early(uint64_t value) {
     ss.early_value = value;
     return true;
 }
+namespace {
+
+// record::light from the modes its owner set.
+void update_light(record &rec) {
+    uint8_t mode = light_none;
+    if (rec.return_only.load())
+        mode = light_return_only;
+    else if (rec.on_entry_plain.load() != nullptr)
+        mode = light_plain_entry;
+    rec.light.store(mode);
+}
+
+} // namespace
+
 void inline_hook::set_return_only(bool on) {
     rec_->return_only.store(on && rec_->on_return != nullptr);
+    update_light(*rec_);
+}
+void inline_hook::set_plain_entry(hook_entry_fn fn) {
+    rec_->on_entry_plain.store(fn);
+    update_light(*rec_);
+}
+void inline_hook::set_plain_return(hook_return_fn fn) {
+    rec_->on_return_plain.store(rec_->on_return != nullptr ? fn : nullptr);
 }
 bool inline_hook::set_thread_handlers_off(bool off) {
     shadow_stack &ss = t_shadow;

@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: MIT
+// User-space uprobes and uretprobes: per-site program lists swapped atomically, run from the
+// inline hook's handlers. This file is compiled without SSE and MMX (CMakeLists.txt): its plain
+// handlers run with no vector register saved.
 #include <bpftime/attach/probe_target.hpp>
+#include <bpftime/cpu/vector_state.hpp>
 #include <bpftime/hook/inline_hook.hpp>
 #include <bpftime/uprobe/uprobe.hpp>
+#include <bpftime/vm/vector_state.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -42,6 +47,9 @@ struct single_program {
     vm::engine *engine = nullptr; // null: the list path
     store::link_counters counters;
     vm::run_options opts;
+    // Its runs keep the vector state (vm::runs_keep_vector_state): the hook's plain handlers
+    // run it without saving that state.
+    bool plain = false;
 
     void prepare(const std::vector<probe_program> &list, uintptr_t address) {
         *this = {}; // a generation starts as a copy of the one before
@@ -51,6 +59,7 @@ struct single_program {
             return;
         }
         engine = &one->program().engine();
+        plain = vm::runs_keep_vector_state(*engine);
         counters = one->counters();
         opts.mem_writable = false; // the registers are the program's to read, not to change
         opts.info.func_ip = address;
@@ -64,6 +73,11 @@ struct single_program {
         auto *ctx = const_cast<pt_regs *>(regs);
         (void)run_and_count(counters, [&] { return engine->run_direct(ctx, sizeof(pt_regs), o); });
     }
+
+    // run() from a plain handler, when it can run so: a plain program counted on the thread's
+    // own stripe (its engine's direct entry and the add are all this does; a fault is counted
+    // with the vector state kept). False (nothing ran) otherwise.
+    bool run_plain(const pt_regs *regs) const;
 };
 
 // What runs at one address: replaced whole, never changed in place, so the hook's handlers
@@ -148,6 +162,64 @@ void on_return(void *user, const pt_regs *regs) {
     } else {
         run_all(progs->exit, site->address, regs);
     }
+}
+
+// A fault of a plain run, counted in C++ with the vector state kept.
+void count_fault(const store::link_counters *counters, int code) {
+    counters->count(code, 0);
+}
+
+} // namespace
+
+// The handlers and the fault count with the whole vector state kept, for the plain handlers.
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_uprobe_on_entry_keeping, on_entry);
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_uprobe_on_return_keeping, on_return);
+BPFTIME_KEEPING_VECTOR_STATE(bpftime_uprobe_count_fault_keeping, count_fault);
+extern "C" bool bpftime_uprobe_on_entry_keeping(void *user, const pt_regs *regs);
+extern "C" void bpftime_uprobe_on_return_keeping(void *user, const pt_regs *regs);
+extern "C" void bpftime_uprobe_count_fault_keeping(const store::link_counters *counters, int code);
+
+namespace {
+
+[[gnu::always_inline]] inline bool single_program::run_plain(const pt_regs *regs) const {
+    if (!plain || !counters.owned_untimed() || store::detail::thread_counter_offset >= 6 * 64) {
+        return false;
+    }
+    vm::run_options o = opts;
+    o.info.user_regs = regs;
+    const vm::run_status st = engine->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs), o);
+    if (st.ok()) [[likely]] {
+        // The offset checked above: a thread's is set once, before its first count, so
+        // count_owned_run adds on the stripe and calls nothing.
+        if (store::detail::thread_counter_offset >= 6 * 64) {
+            __builtin_unreachable();
+        }
+        counters.count_owned_run();
+    } else {
+        bpftime_uprobe_count_fault_keeping(&counters, st.fault->code);
+    }
+    return true;
+}
+
+// The hook's plain handlers (inline_hook::set_plain_entry, set_plain_return) of a site whose one
+// uprobe or uretprobe program is plain: called with no vector register saved, they run it
+// inline, or else the handler above with the vector state kept (the set changed since).
+bool on_entry_plain(void *user, const pt_regs *regs) {
+    const auto *site = static_cast<const probe_site *>(user);
+    const probe_programs *progs = site->programs.load(std::memory_order_acquire);
+    if (progs->only_entry.engine != nullptr && progs->only_entry.run_plain(regs)) [[likely]] {
+        return progs->want_return;
+    }
+    return bpftime_uprobe_on_entry_keeping(user, regs);
+}
+
+void on_return_plain(void *user, const pt_regs *regs) {
+    const auto *site = static_cast<const probe_site *>(user);
+    const probe_programs *progs = site->programs.load(std::memory_order_acquire);
+    if (progs->only_exit.engine != nullptr && progs->only_exit.run_plain(regs)) [[likely]] {
+        return;
+    }
+    bpftime_uprobe_on_return_keeping(user, regs);
 }
 
 } // namespace
@@ -235,6 +307,7 @@ public:
             }
             site->hook = std::move(*hook);
             site->hook->set_return_only(return_only(*site->programs.load()));
+            set_plain_handlers(*site, *site->programs.load());
         }
         if (semaphore != nullptr) {
             // The probed program tests the counter before it prepares a probe's arguments; the
@@ -285,10 +358,21 @@ private:
             site.hook->set_return_only(false);
         }
         auto owned = std::make_unique<const probe_programs>(std::move(next));
+        const probe_programs &now = *owned;
         site.programs.store(owned.get(), std::memory_order_release);
         site.generations.push_back(std::move(owned));
         if (site.hook != nullptr && only_returns) {
             site.hook->set_return_only(true);
+        }
+        set_plain_handlers(site, now);
+    }
+
+    // The plain handlers while the site's one uprobe (or uretprobe) program is plain; they
+    // check again at each call, so a set published before this runs is served either way.
+    static void set_plain_handlers(probe_site &site, const probe_programs &p) {
+        if (site.hook != nullptr) {
+            site.hook->set_plain_entry(p.only_entry.plain ? &on_entry_plain : nullptr);
+            site.hook->set_plain_return(p.only_exit.plain ? &on_return_plain : nullptr);
         }
     }
 

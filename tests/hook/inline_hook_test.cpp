@@ -1097,3 +1097,83 @@ TEST(HookVectorState, AvxArgumentsSurviveAReturnOnlyHook) {
     EXPECT_EQ(c.entries.load(), 0);
     EXPECT_EQ(c.returns.load(), 2);
 }
+
+// Plain handlers (set_plain_entry, set_plain_return) as a host's are: general-purpose registers
+// only, counting their calls; the entry one asks for the return hook.
+uint64_t g_plain_entries = 0, g_plain_returns = 0;
+
+__attribute__((target("general-regs-only"))) bool plain_entry(void *, const pt_regs *) {
+    __atomic_fetch_add(&g_plain_entries, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
+__attribute__((target("general-regs-only"))) void plain_return(void *, const pt_regs *) {
+    __atomic_fetch_add(&g_plain_returns, 1, __ATOMIC_RELAXED);
+}
+
+uint64_t plain_count(const uint64_t &n) {
+    return __atomic_load_n(&n, __ATOMIC_RELAXED);
+}
+
+// AVX arguments at a function's entry and AVX and long double results under plain handlers,
+// whose stubs save no vector state: a thread's first hooked call takes the full handler (its
+// mark is claimed there), the next ones the plain handler, whose return hook the plain return
+// handler serves; arguments and results stay whole. Without the plain handlers the full ones
+// run again.
+TEST(HookVectorState, ArgumentsAndResultsSurvivePlainHandlers) {
+    if (!vectors::has_avx2())
+        GTEST_SKIP() << "this CPU has no AVX2";
+    vectors::clobbering c, on_avx, on_ld;
+    c.how = on_avx.how = on_ld.how = vectors::all_registers();
+    c.want_return = on_avx.want_return = on_ld.want_return = true;
+    auto h = inline_hook::install(addr(hk_avx_args), 0, vectors::entry, vectors::ret, &c,
+                                  hook_site::function_entry);
+    ASSERT_TRUE(h) << h.err().message;
+    auto ha = inline_hook::install(addr(hk_avx_ret), 0, vectors::entry, vectors::ret, &on_avx,
+                                   hook_site::function_entry);
+    ASSERT_TRUE(ha) << ha.err().message;
+    auto hl = inline_hook::install(addr(hk_ld_ret), 0, vectors::entry, ret_with_x87, &on_ld,
+                                   hook_site::function_entry);
+    ASSERT_TRUE(hl) << hl.err().message;
+    for (auto *hook : {&*h, &*ha, &*hl}) {
+        (*hook)->set_plain_entry(plain_entry);
+        (*hook)->set_plain_return(plain_return);
+    }
+    const auto in = vectors::pattern<256>(44);
+    for (int round = 0; round < 3; ++round) {
+        std::array<uint8_t, 256> out{};
+        opaque(hk_call_avx_args)(in.data(), out.data());
+        for (size_t r = 0; r < 8; ++r)
+            EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
+                << "argument ymm" << r << " changed across the hook, round " << round;
+    }
+    EXPECT_EQ(c.entries.load(), 1) << "a thread's first hooked call takes the full handler";
+    EXPECT_EQ(plain_count(g_plain_entries), 2u);
+    EXPECT_EQ(c.returns.load(), 0);
+    EXPECT_EQ(plain_count(g_plain_returns), 3u);
+
+    alignas(16) uint8_t rin[48] = {};
+    const auto bytes = vectors::pattern<32>(10);
+    std::memcpy(rin, bytes.data(), 32);
+    const long double value = -19.0L / 7.0L;
+    std::memcpy(rin + 32, &value, 10);
+    alignas(16) uint8_t rout[48] = {};
+    const unsigned before = vectors::mxcsr_now();
+    opaque(hk_call_rets)(rin, rout);
+    EXPECT_EQ(plain_count(g_plain_entries), 4u);
+    EXPECT_EQ(plain_count(g_plain_returns), 5u);
+    EXPECT_EQ(std::memcmp(rin, rout, 32), 0) << "the __m256 result changed across the hooks";
+    long double got = 0;
+    std::memcpy(&got, rout + 32, 10);
+    EXPECT_EQ(got, value) << "the long double result changed across the hooks";
+    EXPECT_EQ(vectors::mxcsr_now(), before);
+
+    (*h)->set_plain_entry(nullptr);
+    (*h)->set_plain_return(nullptr);
+    std::array<uint8_t, 256> out{};
+    opaque(hk_call_avx_args)(in.data(), out.data());
+    EXPECT_EQ(std::memcmp(in.data(), out.data(), 256), 0);
+    EXPECT_EQ(c.entries.load(), 2);
+    EXPECT_EQ(c.returns.load(), 1);
+    EXPECT_EQ(plain_count(g_plain_entries), 4u);
+}

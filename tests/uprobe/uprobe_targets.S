@@ -81,6 +81,48 @@ ut_avx_mid:
         ret
         .size ut_avx_mid, . - ut_avx_mid
 
+# __m256 ut_avx_args(void *out, __m256 a0..a7 in ymm0-7): stores ymm0-7 to out (256 bytes),
+# returns a7.
+        .globl ut_avx_args
+        .type ut_avx_args, @function
+        .p2align 4
+ut_avx_args:
+        vmovdqu [rdi + 0], ymm0
+        vmovdqu [rdi + 32], ymm1
+        vmovdqu [rdi + 64], ymm2
+        vmovdqu [rdi + 96], ymm3
+        vmovdqu [rdi + 128], ymm4
+        vmovdqu [rdi + 160], ymm5
+        vmovdqu [rdi + 192], ymm6
+        vmovdqu [rdi + 224], ymm7
+        vmovdqa ymm0, ymm7
+        ret
+        .size ut_avx_args, . - ut_avx_args
+
+# void ut_call_avx_args(const void *in, void *out): ymm0-7 from in (256 bytes), then
+# ut_avx_args(out), its result to out + 256 (32 bytes).
+        .globl ut_call_avx_args
+        .type ut_call_avx_args, @function
+        .p2align 4
+ut_call_avx_args:
+        push rbx
+        mov rbx, rsi
+        vmovdqu ymm0, [rdi + 0]
+        vmovdqu ymm1, [rdi + 32]
+        vmovdqu ymm2, [rdi + 64]
+        vmovdqu ymm3, [rdi + 96]
+        vmovdqu ymm4, [rdi + 128]
+        vmovdqu ymm5, [rdi + 160]
+        vmovdqu ymm6, [rdi + 192]
+        vmovdqu ymm7, [rdi + 224]
+        mov rdi, rsi
+        call ut_avx_args
+        vmovdqu [rbx + 256], ymm0
+        vzeroupper
+        pop rbx
+        ret
+        .size ut_call_avx_args, . - ut_call_avx_args
+
 # void ut_avx512_mid(const void *in, void *out, const char *text): zmm16-31 from in (1024
 # bytes), the point, zmm16-31 to out.
         .globl ut_avx512_mid

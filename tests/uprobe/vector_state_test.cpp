@@ -19,6 +19,9 @@ extern "C" {
 // uprobe_targets.S: ymm0-15 (zmm16-31) loaded from in, the probed point, stored to out.
 void ut_avx_mid(const void *in, void *out, const char *text);
 void ut_avx512_mid(const void *in, void *out, const char *text);
+// ymm0-7 from in (256 bytes), then ut_avx_args(out): ymm0-7 at its entry to out, its __m256
+// result (ymm7) to out + 256.
+void ut_call_avx_args(const void *in, void *out);
 extern const uint64_t ut_avx_mid_point_offset;
 extern const uint64_t ut_avx512_mid_point_offset;
 }
@@ -127,6 +130,48 @@ TEST_F(UprobeVectorState, LiveZmmRegistersSurviveAProgramCallingHelpers) {
         }
     }
     EXPECT_EQ(record(map).runs, 3u);
+}
+
+// A uprobe and a uretprobe on one function whose programs keep the vector state (counting
+// programs, the JIT's code without SSE): the hook's plain handlers run them with no vector
+// register saved. The AVX arguments at the entry and the AVX result at the return stay whole,
+// and every call and return is counted, from the thread's first call (which takes the saving
+// path) on.
+TEST_F(UprobeVectorState, PlainProgramsKeepAvxArgumentsAndResults) {
+    if (!__builtin_cpu_supports("avx2")) {
+        GTEST_SKIP() << "this CPU has no AVX2";
+    }
+    loaded_object obj = test::load_elf(*provider, objects + "/count_calls.bpf.o");
+    test::attach(*provider, id_of(obj.programs, "count_entry"), attach_type_uprobe,
+                 "/proc/self/exe:ut_avx_args");
+    test::attach(*provider, id_of(obj.programs, "count_return"), attach_type_uretprobe,
+                 "/proc/self/exe:ut_avx_args");
+    host = std::make_unique<attach_manager>(seg);
+    auto r = host->register_attach_impls(make_uprobe_attach_impls());
+    ASSERT_TRUE(r) << r.err().message;
+    auto i = host->instantiate();
+    ASSERT_TRUE(i) << i.err().message;
+    ASSERT_EQ(host->attached_count(), 2u);
+    const auto in = pattern<256>(31);
+    for (int call = 0; call < 4; ++call) {
+        std::array<uint8_t, 288> out{};
+        opaque(ut_call_avx_args)(in.data(), out.data());
+        for (size_t a = 0; a < 8; ++a) {
+            EXPECT_EQ(std::memcmp(in.data() + 32 * a, out.data() + 32 * a, 32), 0)
+                << "argument ymm" << a << " changed across the uprobe (call " << call << ")";
+        }
+        EXPECT_EQ(std::memcmp(in.data() + 224, out.data() + 256, 32), 0)
+            << "the result changed across the uretprobe (call " << call << ")";
+    }
+    auto m = provider->open_map(id_of(obj.maps, "calls"));
+    ASSERT_TRUE(m) << m.err().message;
+    for (uint32_t key : {0u, 1u}) {
+        auto v = (*m)->read({reinterpret_cast<const uint8_t *>(&key), sizeof key});
+        ASSERT_TRUE(v) << v.err().message;
+        uint64_t n = 0;
+        std::memcpy(&n, v->data(), sizeof n);
+        EXPECT_EQ(n, 4u) << (key == 0 ? "entries" : "returns");
+    }
 }
 
 } // namespace

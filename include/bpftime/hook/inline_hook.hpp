@@ -202,6 +202,20 @@ public:
     /// run: each call sees the old or the new mode.
     void set_return_only(bool on);
 
+    /// A plain entry handler (null: none, the default): called instead of the entry handler,
+    /// with the same arguments and result, from a stub that saves no vector state, at a
+    /// function's first instruction (hook_site::function_entry; elsewhere the entry handler
+    /// runs as before). fn must change no vector, x87 or MMX register: code compiled for the
+    /// general-purpose registers only, calling only code that keeps them (a C++ call through
+    /// BPFTIME_KEEPING_VECTOR_STATE, or the entry handler so); a thread's first hooked call and
+    /// the return hook's bookkeeping take the saving path themselves. Return-only wins over
+    /// it. Safe while hooked calls run: each sees the old or the new handler.
+    void set_plain_entry(hook_entry_fn fn);
+    /// The same for the return handler (null: none, the default): called instead of on_return
+    /// from the return stub, which then saves no vector state (the function's results in
+    /// vector or x87 registers stay as they are, since fn touches none).
+    void set_plain_return(hook_return_fn fn);
+
     /// Turns the handlers of every hook off (true) or back on (false) for the calling thread
     /// and returns what was set before: hooked calls the thread makes meanwhile run unhooked,
     /// as calls from a handler do (no entry handler, no return hook). Hosts set it on their own
