@@ -692,8 +692,10 @@ struct emitter {
     // (the flags in eflags). Nothing is written above rsp - red_zone - size. Without keep_flags
     // (a function's entry, where the calling convention keeps no flag across the call and DF
     // is clear), eflags is built from lahf and seto instead of pushfq: the arithmetic flags,
-    // IF and the always-set bit 1; the stub then need not restore them.
-    void save_gprs(uintptr_t address, int32_t size, bool keep_flags) {
+    // IF and the always-set bit 1; the stub then need not restore them. With read_df too (a
+    // return stub, which keeps the flags a function returns without paying for pushfq), DF
+    // is read from the way a lodsb moves rsi.
+    void save_gprs(uintptr_t address, int32_t size, bool keep_flags, bool read_df = false) {
         const int32_t below = red_zone + size;
         lea_rsp(-below);
         for (reg r : saved_regs)
@@ -708,6 +710,16 @@ struct emitter {
             bytes({0xC1, 0xE1, 0x0B});             // shl ecx, 11 (OF)
             bytes({0x09, 0xC8});                   // or eax, ecx
             bytes({0x0D, 0x00, 0x02, 0x00, 0x00}); // or eax, 0x200 (IF)
+            if (read_df) {
+                bytes({0x89, 0xC1});             // mov ecx, eax (lodsb writes al)
+                bytes({0x48, 0x89, 0xE6});       // mov rsi, rsp
+                bytes({0xAC});                   // lodsb: rsi + 1, or - 1 with DF
+                bytes({0x48, 0x29, 0xE6});       // sub rsi, rsp
+                bytes({0x48, 0xC1, 0xEE, 0x3F}); // shr rsi, 63 (1 with DF)
+                bytes({0xC1, 0xE6, 0x0A});       // shl esi, 10 (DF)
+                bytes({0x09, 0xF1});             // or ecx, esi
+                bytes({0x89, 0xC8});             // mov eax, ecx
+            }
         }
         store(rax, eflags_slot);
         bytes({0x48, 0x8D, 0x84, 0x24}); // lea rax, [rsp + below]: rsp as it was
@@ -929,7 +941,8 @@ entry_code entry_stub(record *rec, vector_save save, bool keep_flags) {
 // zone, which signal frames skip). A function returns its results in rax, rdx, xmm0-1
 // (ymm0/zmm0 at full width) or st0-1: an abi save, unless the x87 stack holds a result (its
 // top is not 0), which takes a full save. The flags are kept: code written by hand may return
-// a result in them.
+// a result in them. They are read with lahf, seto and a lodsb (for DF) rather than pushfq
+// (microcoded, the slowest step of a return stub); the stub changes neither TF nor AC.
 std::vector<uint8_t> return_stub(record *rec) {
     emitter e;
     // Both paths use the abi save's frame (a full save's area lies below it).
@@ -941,7 +954,7 @@ std::vector<uint8_t> return_stub(record *rec) {
         e.restore_all(save, size, true);
         e.bytes({0xFF, 0x64, 0x24, 0xF0}); // jmp [rsp - 16]
     };
-    e.save_gprs(rec->address, size, true);
+    e.save_gprs(rec->address, size, false, true);
     // A plain return handler: no vector state saved (the x87 stack may hold a result: nothing
     // on this path touches it).
     e.movabs(rax, reinterpret_cast<uintptr_t>(&rec->on_return_plain));

@@ -185,9 +185,10 @@ namespace {
     if (!plain || !counters.owned_untimed() || store::detail::thread_counter_offset >= 6 * 64) {
         return false;
     }
-    vm::run_options o = opts;
-    o.info.user_regs = regs;
-    const vm::run_status st = engine->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs), o);
+    // The options made once, as they are: user_regs is for helpers (the registers a helper
+    // reads), and a plain program calls none.
+    const vm::run_status st =
+        engine->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
     if (st.ok()) [[likely]] {
         // The offset checked above: a thread's is set once, before its first count, so
         // count_owned_run adds on the stripe and calls nothing.
