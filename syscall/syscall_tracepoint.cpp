@@ -31,8 +31,12 @@ struct tp_program {
     std::shared_ptr<const attached_program> prog;
     vm::run_options opts; // the context read-only, the link's attach cookie: made once
     // Its runs keep the vector state (vm::runs_keep_vector_state) and need no end-of-run step:
-    // the plain short path calls it without saving that state.
+    // the plain short path calls it without saving that state, through the engine and a copy
+    // of the link's counters held here (no chain of pointers through the link and the
+    // compiled program per call).
     bool plain = false;
+    vm::engine *engine = nullptr;
+    store::link_counters counters;
 };
 
 vm::run_options run_options_of(const attached_program &prog) {
@@ -131,7 +135,8 @@ public:
         const compiled_program &code = prog->program();
         const bool plain =
             vm::runs_keep_vector_state(code.engine()) && !code.program().needs_run_end();
-        next.progs.push_back({id, std::move(prog), opts, plain});
+        store::link_counters counters = prog->counters();
+        next.progs.push_back({id, std::move(prog), opts, plain, &code.engine(), counters});
         std::stable_sort(next.progs.begin(), next.progs.end(), [](const auto &a, const auto &b) {
             return a.prog->link_id() < b.prog->link_id();
         });
@@ -343,11 +348,10 @@ private:
     // with the state kept.
     static void run_plain(const tp_list &list, si::enter_record *rec) {
         for (const tp_program &p : list.progs) {
-            const store::link_counters &counters = p.prog->counters();
+            const store::link_counters &counters = p.counters;
             if (p.plain && counters.owned_untimed() &&
                 store::detail::thread_counter_offset < 6 * 64) [[likely]] {
-                const vm::run_status st =
-                    p.prog->program().engine().run_direct(rec, sizeof *rec, p.opts);
+                const vm::run_status st = p.engine->run_direct(rec, sizeof *rec, p.opts);
                 if (st.ok()) [[likely]] {
                     // The offset checked above: a thread's is set once, before its first count,
                     // so count_owned_run adds on the stripe and calls nothing.
