@@ -46,13 +46,13 @@ echo "== ctest under ASan + UBSan"
 # override, syscall tracepoints,
 # /bin/true, inject): C programs whose sanitizer runtime lacks the C++ parts the preloaded
 # libraries need), tests that bound memory or mappings (ASan's quarantine and shadow grow them), the
-# register tests of rewritten system call sites, full and short path (their own inline site is not
-# rewritten in the sanitized build), the malloc counter of the corpus (ASan replaces libc's malloc in its target), the
+# register tests of rewritten system call sites, full, short and plain path (their own inline site
+# is not rewritten in the sanitized build), the malloc counter of the corpus (ASan replaces libc's malloc in its target), the
 # install tests, and the fault campaign (its rounds start sanitized hosts by the hundred: over
 # its time bound), and the dead ring buffer producer test (its libbpf loader, a C program, gets
 # the sanitized interposer preloaded).
 ctest --test-dir build-fuzz --output-on-failure --no-tests=error -j "$(nproc)" --timeout 300 \
-  -LE install -E '^(tools\.|interposer\.loader$|usdt\.(loader|cli|near_ret)$|override\.return$|vmcalls\.interposer$|systp\.(cli|libbpf|restart)$|cli\.auto_attach$|stats\.map_dump$|stats_nginx\.decisions$|nginx\.reload$|cli\.inject(_fork_exec)?$|mapinmap\.loader$|systp\.clone_exits$|systp\.tpbtf$|SyscallIntercept\.RewrittenSitesKeepRegistersAndFlagsAsTheKernelDoes$|corpus\.malloc_count$|faults\.campaign$|faults\.ringbuf_dead_producer$|SyscallShortPath\.KeepsRegistersFlagsAndVectorsAndGivesTheKernelsRecord$)'
+  -LE install -E '^(tools\.|interposer\.loader$|usdt\.(loader|cli|near_ret)$|override\.return$|vmcalls\.interposer$|systp\.(cli|libbpf|restart)$|cli\.auto_attach$|stats\.map_dump$|stats_nginx\.decisions$|nginx\.reload$|cli\.inject(_fork_exec)?$|mapinmap\.loader$|systp\.clone_exits$|systp\.tpbtf$|SyscallIntercept\.RewrittenSitesKeepRegistersAndFlagsAsTheKernelDoes$|corpus\.malloc_count$|faults\.campaign$|faults\.ringbuf_dead_producer$|SyscallShortPath\.KeepsRegistersFlagsAndVectorsAndGivesTheKernelsRecord$|SyscallShortPath\.ThePlainPathKeepsRegistersFlagsAndVectorsThroughItsHandler$)'
 echo "== fuzz (${BPFTIME_FUZZ_SECONDS:-30} s)"
 # Seeds: every conformance program (input byte 0 is the memory length, here 0) and the saved
 # corpus. New inputs go to build-fuzz/corpus*; to keep the ones that reach something new in the
