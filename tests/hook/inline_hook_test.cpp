@@ -965,33 +965,51 @@ void ret_with_x87(void *user, const pt_regs *regs) {
     vectors::ret(user, regs);
 }
 
-TEST(HookVectorState, AvxAndLongDoubleResultsSurviveTheReturnHook) {
-    if (!vectors::has_avx2())
-        GTEST_SKIP() << "this CPU has no AVX2";
-    vectors::clobbering on_avx, on_ld;
-    on_avx.how = on_ld.how = vectors::all_registers();
-    on_avx.want_return = on_ld.want_return = true;
-    auto ha = inline_hook::install(addr(hk_avx_ret), 0, vectors::entry, vectors::ret, &on_avx,
-                                   hook_site::function_entry);
-    ASSERT_TRUE(ha) << ha.err().message;
-    auto hl = inline_hook::install(addr(hk_ld_ret), 0, vectors::entry, ret_with_x87, &on_ld,
-                                   hook_site::function_entry);
-    ASSERT_TRUE(hl) << hl.err().message;
+// hk_call_rets with an __m256 made from seed and the long double value: both results come back
+// as they went in, and MXCSR unchanged.
+void expect_results_survive(uint8_t seed, long double value) {
     alignas(16) uint8_t in[48] = {};
-    const auto bytes = vectors::pattern<32>(9);
+    const auto bytes = vectors::pattern<32>(seed);
     std::memcpy(in, bytes.data(), 32);
-    const long double value = -17.0L / 7.0L;
     std::memcpy(in + 32, &value, 10);
     alignas(16) uint8_t out[48] = {};
     const unsigned before = vectors::mxcsr_now();
     opaque(hk_call_rets)(in, out);
-    EXPECT_EQ(on_avx.returns.load(), 1);
-    EXPECT_EQ(on_ld.returns.load(), 1);
     EXPECT_EQ(std::memcmp(in, out, 32), 0) << "the __m256 result changed across the return hook";
     long double got = 0;
     std::memcpy(&got, out + 32, 10);
     EXPECT_EQ(got, value) << "the long double result changed across the return hook";
     EXPECT_EQ(vectors::mxcsr_now(), before) << "MXCSR changed across the return hook";
+}
+
+// Hooks on hk_avx_ret and hk_ld_ret whose handlers ask for the return hook and clobber every
+// vector register (the long double one the x87 stack too, on return).
+struct result_hooks {
+    vectors::clobbering on_avx, on_ld;
+    std::unique_ptr<inline_hook> avx, ld;
+
+    void install() {
+        on_avx.how = on_ld.how = vectors::all_registers();
+        on_avx.want_return = on_ld.want_return = true;
+        auto ha = inline_hook::install(addr(hk_avx_ret), 0, vectors::entry, vectors::ret, &on_avx,
+                                       hook_site::function_entry);
+        ASSERT_TRUE(ha) << ha.err().message;
+        auto hl = inline_hook::install(addr(hk_ld_ret), 0, vectors::entry, ret_with_x87, &on_ld,
+                                       hook_site::function_entry);
+        ASSERT_TRUE(hl) << hl.err().message;
+        avx = std::move(*ha);
+        ld = std::move(*hl);
+    }
+};
+
+TEST(HookVectorState, AvxAndLongDoubleResultsSurviveTheReturnHook) {
+    if (!vectors::has_avx2())
+        GTEST_SKIP() << "this CPU has no AVX2";
+    result_hooks r;
+    ASSERT_NO_FATAL_FAILURE(r.install());
+    expect_results_survive(9, -17.0L / 7.0L);
+    EXPECT_EQ(r.on_avx.returns.load(), 1);
+    EXPECT_EQ(r.on_ld.returns.load(), 1);
 }
 
 // A return-only hook at a function's entry: the entry handler never runs, every return is
@@ -1123,57 +1141,45 @@ uint64_t plain_count(const uint64_t &n) {
 TEST(HookVectorState, ArgumentsAndResultsSurvivePlainHandlers) {
     if (!vectors::has_avx2())
         GTEST_SKIP() << "this CPU has no AVX2";
-    vectors::clobbering c, on_avx, on_ld;
-    c.how = on_avx.how = on_ld.how = vectors::all_registers();
-    c.want_return = on_avx.want_return = on_ld.want_return = true;
+    vectors::clobbering c;
+    c.how = vectors::all_registers();
+    c.want_return = true;
     auto h = inline_hook::install(addr(hk_avx_args), 0, vectors::entry, vectors::ret, &c,
                                   hook_site::function_entry);
     ASSERT_TRUE(h) << h.err().message;
-    auto ha = inline_hook::install(addr(hk_avx_ret), 0, vectors::entry, vectors::ret, &on_avx,
-                                   hook_site::function_entry);
-    ASSERT_TRUE(ha) << ha.err().message;
-    auto hl = inline_hook::install(addr(hk_ld_ret), 0, vectors::entry, ret_with_x87, &on_ld,
-                                   hook_site::function_entry);
-    ASSERT_TRUE(hl) << hl.err().message;
-    for (auto *hook : {&*h, &*ha, &*hl}) {
-        (*hook)->set_plain_entry(plain_entry);
-        (*hook)->set_plain_return(plain_return);
+    result_hooks results;
+    ASSERT_NO_FATAL_FAILURE(results.install());
+    for (inline_hook *hook : {h->get(), results.avx.get(), results.ld.get()}) {
+        hook->set_plain_entry(plain_entry);
+        hook->set_plain_return(plain_return);
     }
-    const auto in = vectors::pattern<256>(44);
-    for (int round = 0; round < 3; ++round) {
+    // On a thread of its own: its first hooked call is the first of the thread.
+    std::thread t([&] {
+        const auto in = vectors::pattern<256>(44);
+        for (int round = 0; round < 3; ++round) {
+            std::array<uint8_t, 256> out{};
+            opaque(hk_call_avx_args)(in.data(), out.data());
+            for (size_t r = 0; r < 8; ++r)
+                EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
+                    << "argument ymm" << r << " changed across the hook, round " << round;
+        }
+        EXPECT_EQ(c.entries.load(), 1) << "a thread's first hooked call takes the full handler";
+        EXPECT_EQ(plain_count(g_plain_entries), 2u);
+        EXPECT_EQ(c.returns.load(), 0);
+        EXPECT_EQ(plain_count(g_plain_returns), 3u);
+
+        expect_results_survive(10, -19.0L / 7.0L);
+        EXPECT_EQ(plain_count(g_plain_entries), 4u);
+        EXPECT_EQ(plain_count(g_plain_returns), 5u);
+
+        (*h)->set_plain_entry(nullptr);
+        (*h)->set_plain_return(nullptr);
         std::array<uint8_t, 256> out{};
         opaque(hk_call_avx_args)(in.data(), out.data());
-        for (size_t r = 0; r < 8; ++r)
-            EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
-                << "argument ymm" << r << " changed across the hook, round " << round;
-    }
-    EXPECT_EQ(c.entries.load(), 1) << "a thread's first hooked call takes the full handler";
-    EXPECT_EQ(plain_count(g_plain_entries), 2u);
-    EXPECT_EQ(c.returns.load(), 0);
-    EXPECT_EQ(plain_count(g_plain_returns), 3u);
-
-    alignas(16) uint8_t rin[48] = {};
-    const auto bytes = vectors::pattern<32>(10);
-    std::memcpy(rin, bytes.data(), 32);
-    const long double value = -19.0L / 7.0L;
-    std::memcpy(rin + 32, &value, 10);
-    alignas(16) uint8_t rout[48] = {};
-    const unsigned before = vectors::mxcsr_now();
-    opaque(hk_call_rets)(rin, rout);
-    EXPECT_EQ(plain_count(g_plain_entries), 4u);
-    EXPECT_EQ(plain_count(g_plain_returns), 5u);
-    EXPECT_EQ(std::memcmp(rin, rout, 32), 0) << "the __m256 result changed across the hooks";
-    long double got = 0;
-    std::memcpy(&got, rout + 32, 10);
-    EXPECT_EQ(got, value) << "the long double result changed across the hooks";
-    EXPECT_EQ(vectors::mxcsr_now(), before);
-
-    (*h)->set_plain_entry(nullptr);
-    (*h)->set_plain_return(nullptr);
-    std::array<uint8_t, 256> out{};
-    opaque(hk_call_avx_args)(in.data(), out.data());
-    EXPECT_EQ(std::memcmp(in.data(), out.data(), 256), 0);
-    EXPECT_EQ(c.entries.load(), 2);
-    EXPECT_EQ(c.returns.load(), 1);
-    EXPECT_EQ(plain_count(g_plain_entries), 4u);
+        EXPECT_EQ(std::memcmp(in.data(), out.data(), 256), 0);
+        EXPECT_EQ(c.entries.load(), 2);
+        EXPECT_EQ(c.returns.load(), 1);
+        EXPECT_EQ(plain_count(g_plain_entries), 4u);
+    });
+    t.join();
 }

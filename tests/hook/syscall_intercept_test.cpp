@@ -747,6 +747,15 @@ uint64_t plain_calls() {
     return __atomic_load_n(&g_plain_calls, __ATOMIC_RELAXED);
 }
 
+// The record of getpid_with_state's call: the number, and the six arguments it set.
+void expect_getpid_with_state_record(const syscall_intercept::enter_record &r) {
+    EXPECT_EQ(r.nr, static_cast<uint64_t>(SYS_getpid));
+    const uint64_t args[6] = {0x5555555555555555, 0x6666666666666666, 0x7777777777777777,
+                              0x1414141414141414, 0x1212121212121212, 0x1313131313131313};
+    for (int i = 0; i < 6; ++i)
+        EXPECT_EQ(r.args[i], args[i]) << "argument " << i;
+}
+
 class SyscallShortPath : public SyscallIntercept {
 protected:
     void SetUp() override {
@@ -779,13 +788,8 @@ TEST_F(SyscallShortPath, KeepsRegistersFlagsAndVectorsAndGivesTheKernelsRecord) 
     EXPECT_EQ(syscall_intercept::rewritten_calls() - rewritten, 1u);
     EXPECT_EQ(syscall_intercept::short_path_calls() - short_calls, 1u)
         << "the call did not take the short path";
-    const syscall_intercept::enter_record &r = g_records.last;
-    EXPECT_EQ(r.common, 0u);
-    EXPECT_EQ(r.nr, static_cast<uint64_t>(SYS_getpid));
-    const uint64_t args[6] = {0x5555555555555555, 0x6666666666666666, 0x7777777777777777,
-                              0x1414141414141414, 0x1212121212121212, 0x1313131313131313};
-    for (int i = 0; i < 6; ++i)
-        EXPECT_EQ(r.args[i], args[i]) << "argument " << i;
+    EXPECT_EQ(g_records.last.common, 0u);
+    expect_getpid_with_state_record(g_records.last);
     expect_same_state(plain, hooked);
 }
 
@@ -819,12 +823,7 @@ TEST_F(SyscallShortPath, ThePlainPathKeepsRegistersFlagsAndVectorsThroughItsHand
     EXPECT_EQ(g_records.count[SYS_getpid].load() - records, 1u);
     EXPECT_EQ(syscall_intercept::short_path_calls() - short_calls, 1u);
     EXPECT_EQ(g_seen.enters[SYS_getpid].load(), 0u);
-    const syscall_intercept::enter_record &r = g_records.last;
-    EXPECT_EQ(r.nr, static_cast<uint64_t>(SYS_getpid));
-    const uint64_t args[6] = {0x5555555555555555, 0x6666666666666666, 0x7777777777777777,
-                              0x1414141414141414, 0x1212121212121212, 0x1313131313131313};
-    for (int i = 0; i < 6; ++i)
-        EXPECT_EQ(r.args[i], args[i]) << "argument " << i;
+    expect_getpid_with_state_record(g_records.last);
     expect_same_state(plain, hooked);
 
     syscall_intercept::set_wanted(SYS_getpid, true, false, false, false);

@@ -13,6 +13,8 @@
 #include <bpftime/store/store.hpp>
 #include <bpftime/syscall/syscall_tracepoint.hpp>
 
+#include "../ymm_asm.hpp"
+
 #include <gtest/gtest.h>
 
 #include <sys/syscall.h>
@@ -64,41 +66,11 @@ bpftime_test_getpgid_with_ymm:
         .cfi_adjust_cfa_offset 8
         .cfi_offset %rbx, -16
         movq %rsi, %rbx
-        vmovdqu 0(%rdi), %ymm0
-        vmovdqu 32(%rdi), %ymm1
-        vmovdqu 64(%rdi), %ymm2
-        vmovdqu 96(%rdi), %ymm3
-        vmovdqu 128(%rdi), %ymm4
-        vmovdqu 160(%rdi), %ymm5
-        vmovdqu 192(%rdi), %ymm6
-        vmovdqu 224(%rdi), %ymm7
-        vmovdqu 256(%rdi), %ymm8
-        vmovdqu 288(%rdi), %ymm9
-        vmovdqu 320(%rdi), %ymm10
-        vmovdqu 352(%rdi), %ymm11
-        vmovdqu 384(%rdi), %ymm12
-        vmovdqu 416(%rdi), %ymm13
-        vmovdqu 448(%rdi), %ymm14
-        vmovdqu 480(%rdi), %ymm15
+)" BPFTIME_TEST_YMM_LOAD("%rdi") R"(
         movl $121, %eax
         xorl %edi, %edi
         syscall
-        vmovdqu %ymm0, 0(%rbx)
-        vmovdqu %ymm1, 32(%rbx)
-        vmovdqu %ymm2, 64(%rbx)
-        vmovdqu %ymm3, 96(%rbx)
-        vmovdqu %ymm4, 128(%rbx)
-        vmovdqu %ymm5, 160(%rbx)
-        vmovdqu %ymm6, 192(%rbx)
-        vmovdqu %ymm7, 224(%rbx)
-        vmovdqu %ymm8, 256(%rbx)
-        vmovdqu %ymm9, 288(%rbx)
-        vmovdqu %ymm10, 320(%rbx)
-        vmovdqu %ymm11, 352(%rbx)
-        vmovdqu %ymm12, 384(%rbx)
-        vmovdqu %ymm13, 416(%rbx)
-        vmovdqu %ymm14, 448(%rbx)
-        vmovdqu %ymm15, 480(%rbx)
+)" BPFTIME_TEST_YMM_STORE("%rbx") R"(
         vzeroupper
         popq %rbx
         .cfi_adjust_cfa_offset -8

@@ -87,14 +87,9 @@ ut_avx_mid:
         .type ut_avx_args, @function
         .p2align 4
 ut_avx_args:
-        vmovdqu [rdi + 0], ymm0
-        vmovdqu [rdi + 32], ymm1
-        vmovdqu [rdi + 64], ymm2
-        vmovdqu [rdi + 96], ymm3
-        vmovdqu [rdi + 128], ymm4
-        vmovdqu [rdi + 160], ymm5
-        vmovdqu [rdi + 192], ymm6
-        vmovdqu [rdi + 224], ymm7
+        .irp n, 0, 1, 2, 3, 4, 5, 6, 7
+        vmovdqu [rdi + 32 * \n], ymm\n
+        .endr
         vmovdqa ymm0, ymm7
         ret
         .size ut_avx_args, . - ut_avx_args
@@ -107,14 +102,9 @@ ut_avx_args:
 ut_call_avx_args:
         push rbx
         mov rbx, rsi
-        vmovdqu ymm0, [rdi + 0]
-        vmovdqu ymm1, [rdi + 32]
-        vmovdqu ymm2, [rdi + 64]
-        vmovdqu ymm3, [rdi + 96]
-        vmovdqu ymm4, [rdi + 128]
-        vmovdqu ymm5, [rdi + 160]
-        vmovdqu ymm6, [rdi + 192]
-        vmovdqu ymm7, [rdi + 224]
+        .irp n, 0, 1, 2, 3, 4, 5, 6, 7
+        vmovdqu ymm\n, [rdi + 32 * \n]
+        .endr
         mov rdi, rsi
         call ut_avx_args
         vmovdqu [rbx + 256], ymm0

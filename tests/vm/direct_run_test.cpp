@@ -19,30 +19,8 @@ struct DirectRun : Engine {
     }
 };
 
-// The sum of the input's bytes.
-const char *sum_bytes = R"(
-    mov %r6, %r1
-    mov %r7, %r2
-    mov %r0, 0
-loop:
-    jeq %r7, 0, done
-    ldxb %r1, [%r6]
-    add %r0, %r1
-    add %r6, 1
-    sub %r7, 1
-    ja loop
-done:
-    exit
-)";
-
-// Reads 8 bytes 4 KiB past the input.
-const char *read_past_input = R"(
-    ldxdw %r0, [%r1+4096]
-    exit
-)";
-
 TEST_P(DirectRun, ReturnsWhatRunReturns) {
-    const program prog = assembled(sum_bytes);
+    const program prog = assembled(input_byte_sum);
     auto eng = make(prog);
     ASSERT_NE(eng, nullptr);
     std::vector<uint8_t> mem{1, 2, 3, 250};
@@ -55,8 +33,8 @@ TEST_P(DirectRun, ReturnsWhatRunReturns) {
 }
 
 TEST_P(DirectRun, AFaultNamesItsInstructionAndTheNextRunsGoOn) {
-    const program bad = assembled(read_past_input);
-    const program good = assembled(sum_bytes);
+    const program bad = assembled(past_input_read);
+    const program good = assembled(input_byte_sum);
     auto bad_eng = make(bad);
     auto good_eng = make(good);
     ASSERT_NE(bad_eng, nullptr);
@@ -100,7 +78,7 @@ TEST_P(DirectRun, TheBudgetStopsALoop) {
 }
 
 TEST_P(DirectRun, CountsTheInstructionsRunCounts) {
-    const program prog = assembled(sum_bytes);
+    const program prog = assembled(input_byte_sum);
     auto eng = make(prog);
     ASSERT_NE(eng, nullptr);
     std::vector<uint8_t> mem(10, 3);
@@ -181,7 +159,7 @@ TEST_P(DirectRun, ARunInsideARunKeepsTheOuterRunsFrame) {
 }
 
 TEST_P(DirectRun, ThreadsThatComeAndGoEachRunOnTheirOwn) {
-    const program prog = assembled(sum_bytes);
+    const program prog = assembled(input_byte_sum);
     auto eng = make(prog);
     ASSERT_NE(eng, nullptr);
     for (int wave = 0; wave < 3; wave++) {
@@ -216,7 +194,7 @@ TEST(DirectRunUnchecked, ReturnsWhatRunReturns) {
     if (std::find(engines.begin(), engines.end(), engine_kind::jit) == engines.end()) {
         GTEST_SKIP() << "this build has no jit (BPFTIME_ENABLE_JIT=OFF)";
     }
-    const program prog = assembled(sum_bytes);
+    const program prog = assembled(input_byte_sum);
     auto eng =
         make_engine(engine_kind::jit, prog, {.unchecked = true, .tier = jit_tier::optimised});
     ASSERT_TRUE(eng.ok()) << eng.err().message;

@@ -97,6 +97,28 @@ inline program assembled(std::string_view text) {
     return std::move(*prog);
 }
 
+/// The sum of the input's bytes (a loop).
+inline constexpr const char *input_byte_sum = R"(
+    mov %r6, %r1
+    mov %r7, %r2
+    mov %r0, 0
+loop:
+    jeq %r7, 0, done
+    ldxb %r1, [%r6]
+    add %r0, %r1
+    add %r6, 1
+    sub %r7, 1
+    ja loop
+done:
+    exit
+)";
+
+/// Reads 8 bytes 4 KiB past the input: a fault on any small input.
+inline constexpr const char *past_input_read = R"(
+    ldxdw %r0, [%r1+4096]
+    exit
+)";
+
 /// What a run of assembly text gave: r0 or the error, and the instructions it counted.
 struct outcome {
     bool ok = false;

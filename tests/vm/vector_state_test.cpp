@@ -7,6 +7,8 @@
 // every ymm register.
 #include "test_util.hpp"
 
+#include "../ymm_asm.hpp"
+
 #include <bpftime/cpu/vector_state.hpp>
 #include <bpftime/vm/vector_state.hpp>
 
@@ -38,42 +40,12 @@ bpftime_test_with_vectors:
         pushq %r12
         movq %rsi, %rbx
         movq %rdx, %r12
-        vmovdqu 0(%rdi), %ymm0
-        vmovdqu 32(%rdi), %ymm1
-        vmovdqu 64(%rdi), %ymm2
-        vmovdqu 96(%rdi), %ymm3
-        vmovdqu 128(%rdi), %ymm4
-        vmovdqu 160(%rdi), %ymm5
-        vmovdqu 192(%rdi), %ymm6
-        vmovdqu 224(%rdi), %ymm7
-        vmovdqu 256(%rdi), %ymm8
-        vmovdqu 288(%rdi), %ymm9
-        vmovdqu 320(%rdi), %ymm10
-        vmovdqu 352(%rdi), %ymm11
-        vmovdqu 384(%rdi), %ymm12
-        vmovdqu 416(%rdi), %ymm13
-        vmovdqu 448(%rdi), %ymm14
-        vmovdqu 480(%rdi), %ymm15
+)" BPFTIME_TEST_YMM_LOAD("%rdi") R"(
         movq %rcx, %rdi
         movq %r8, %rsi
         movq %r9, %rdx
         callq *%r12
-        vmovdqu %ymm0, 0(%rbx)
-        vmovdqu %ymm1, 32(%rbx)
-        vmovdqu %ymm2, 64(%rbx)
-        vmovdqu %ymm3, 96(%rbx)
-        vmovdqu %ymm4, 128(%rbx)
-        vmovdqu %ymm5, 160(%rbx)
-        vmovdqu %ymm6, 192(%rbx)
-        vmovdqu %ymm7, 224(%rbx)
-        vmovdqu %ymm8, 256(%rbx)
-        vmovdqu %ymm9, 288(%rbx)
-        vmovdqu %ymm10, 320(%rbx)
-        vmovdqu %ymm11, 352(%rbx)
-        vmovdqu %ymm12, 384(%rbx)
-        vmovdqu %ymm13, 416(%rbx)
-        vmovdqu %ymm14, 448(%rbx)
-        vmovdqu %ymm15, 480(%rbx)
+)" BPFTIME_TEST_YMM_STORE("%rbx") R"(
         vzeroupper
         popq %r12
         popq %rbx
@@ -97,28 +69,6 @@ namespace {
 const char *add_one = R"(
     ldxdw %r0, [%r1]
     add %r0, 1
-    exit
-)";
-
-// Reads 8 bytes 4 KiB past the input: faults.
-const char *read_past_input = R"(
-    ldxdw %r0, [%r1+4096]
-    exit
-)";
-
-// The sum of the input's bytes: a loop.
-const char *sum_bytes = R"(
-    mov %r6, %r1
-    mov %r7, %r2
-    mov %r0, 0
-loop:
-    jeq %r7, 0, done
-    ldxb %r1, [%r6]
-    add %r0, %r1
-    add %r6, 1
-    sub %r7, 1
-    ja loop
-done:
     exit
 )";
 
@@ -175,7 +125,7 @@ TEST_P(VectorState, TheHarnessSeesAChangedRegister) {
 // loop's (compiled with the vectorizer), nor the interpreter's.
 TEST_P(VectorState, OnlyLoopFreeHelperFreeJitCodeKeepsIt) {
     const program plain = assembled(add_one);
-    const program loop = assembled(sum_bytes);
+    const program loop = assembled(input_byte_sum);
     auto a = jit(plain);
     auto b = jit(loop);
     ASSERT_NE(a, nullptr);
@@ -191,7 +141,7 @@ TEST_P(VectorState, OnlyLoopFreeHelperFreeJitCodeKeepsIt) {
 // fast path) and a faulting run: r0 as expected, every ymm register as it was.
 TEST_P(VectorState, DirectRunsKeepEveryYmmRegisterFirstRunFastPathAndFault) {
     const program good = assembled(add_one);
-    const program bad = assembled(read_past_input);
+    const program bad = assembled(past_input_read);
     auto g = jit(good);
     auto f = jit(bad);
     ASSERT_NE(g, nullptr);
