@@ -77,7 +77,10 @@ for round in 1 2 3 4 5; do
   "$bpftime" enable 6 && sleep 0.1 && "$bpftime" disable 6 && sleep 0.05
 done
 wait "$running"
+status=$?
 check "running target: exit 0 and right results" grep -q '^calls 3000 sum' "$out"
+# What it printed instead, and how it ended, for the failure's reader.
+grep -q '^calls 3000 sum' "$out" || { echo "  target: exit $status"; sed 's/^/  target: /' "$out"; }
 seen=$("$bpftime" --json map lookup 2 0 | sed -E 's/.*"value":"([0-9a-f]{2}) ([0-9a-f]{2}).*/\2\1/')
 seen=$((16#$seen))
 check "running target: $seen of 3000 calls seen while attached" test "$seen" -gt 0 -a "$seen" -lt 3000
