@@ -935,25 +935,38 @@ TEST(HookVectorState, X87StackAndMxcsrInsideAFunctionSurvive) {
     EXPECT_EQ(after, before) << "MXCSR changed across the hook";
 }
 
+// A hook at hk_avx_args' entry whose handlers clobber every vector register, asking for the
+// return hook or not.
+std::unique_ptr<inline_hook> avx_args_hook(vectors::clobbering &c, bool want_return) {
+    c.how = vectors::all_registers();
+    c.want_return = want_return;
+    auto h = inline_hook::install(addr(hk_avx_args), 0, vectors::entry, vectors::ret, &c,
+                                  hook_site::function_entry);
+    EXPECT_TRUE(h) << (h ? "" : h.err().message);
+    return h ? std::move(*h) : nullptr;
+}
+
+// hk_call_avx_args with __m256 arguments made from seed: hk_avx_args sees each as it went in.
+void expect_avx_args_survive(uint8_t seed, int round) {
+    const auto in = vectors::pattern<256>(seed);
+    std::array<uint8_t, 256> out{};
+    opaque(hk_call_avx_args)(in.data(), out.data());
+    for (size_t r = 0; r < 8; ++r)
+        EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
+            << "argument ymm" << r << " changed across the hook, round " << round;
+}
+
 // At a function's entry (hook_site::function_entry) the argument registers hold __m256
 // arguments at full width; with a return hook too.
 TEST(HookVectorState, AvxArgumentsAtAFunctionsEntrySurvive) {
     if (!vectors::has_avx2())
         GTEST_SKIP() << "this CPU has no AVX2";
     vectors::clobbering c;
-    c.how = vectors::all_registers();
-    c.want_return = true;
-    auto h = inline_hook::install(addr(hk_avx_args), 0, vectors::entry, vectors::ret, &c,
-                                  hook_site::function_entry);
-    ASSERT_TRUE(h) << h.err().message;
-    const auto in = vectors::pattern<256>(42);
-    std::array<uint8_t, 256> out{};
-    opaque(hk_call_avx_args)(in.data(), out.data());
+    auto h = avx_args_hook(c, true);
+    ASSERT_NE(h, nullptr);
+    expect_avx_args_survive(42, 0);
     EXPECT_EQ(c.entries.load(), 1);
     EXPECT_EQ(c.returns.load(), 1);
-    for (size_t r = 0; r < 8; ++r)
-        EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
-            << "argument ymm" << r << " changed across the hook";
 }
 
 // A return hook keeps a function's results: an __m256 in ymm0 and a long double in st0.
@@ -1098,20 +1111,11 @@ TEST(HookVectorState, AvxArgumentsSurviveAReturnOnlyHook) {
     if (!vectors::has_avx2())
         GTEST_SKIP() << "this CPU has no AVX2";
     vectors::clobbering c;
-    c.how = vectors::all_registers();
-    c.want_return = false;
-    auto h = inline_hook::install(addr(hk_avx_args), 0, vectors::entry, vectors::ret, &c,
-                                  hook_site::function_entry);
-    ASSERT_TRUE(h) << h.err().message;
-    (*h)->set_return_only(true);
-    const auto in = vectors::pattern<256>(43);
-    for (int round = 0; round < 2; ++round) { // the second takes the light path
-        std::array<uint8_t, 256> out{};
-        opaque(hk_call_avx_args)(in.data(), out.data());
-        for (size_t r = 0; r < 8; ++r)
-            EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
-                << "argument ymm" << r << " changed across the hook, round " << round;
-    }
+    auto h = avx_args_hook(c, false);
+    ASSERT_NE(h, nullptr);
+    h->set_return_only(true);
+    for (int round = 0; round < 2; ++round) // the second takes the light path
+        expect_avx_args_survive(43, round);
     EXPECT_EQ(c.entries.load(), 0);
     EXPECT_EQ(c.returns.load(), 2);
 }
@@ -1142,27 +1146,18 @@ TEST(HookVectorState, ArgumentsAndResultsSurvivePlainHandlers) {
     if (!vectors::has_avx2())
         GTEST_SKIP() << "this CPU has no AVX2";
     vectors::clobbering c;
-    c.how = vectors::all_registers();
-    c.want_return = true;
-    auto h = inline_hook::install(addr(hk_avx_args), 0, vectors::entry, vectors::ret, &c,
-                                  hook_site::function_entry);
-    ASSERT_TRUE(h) << h.err().message;
+    auto h = avx_args_hook(c, true);
+    ASSERT_NE(h, nullptr);
     result_hooks results;
     ASSERT_NO_FATAL_FAILURE(results.install());
-    for (inline_hook *hook : {h->get(), results.avx.get(), results.ld.get()}) {
+    for (inline_hook *hook : {h.get(), results.avx.get(), results.ld.get()}) {
         hook->set_plain_entry(plain_entry);
         hook->set_plain_return(plain_return);
     }
     // On a thread of its own: its first hooked call is the first of the thread.
     std::thread t([&] {
-        const auto in = vectors::pattern<256>(44);
-        for (int round = 0; round < 3; ++round) {
-            std::array<uint8_t, 256> out{};
-            opaque(hk_call_avx_args)(in.data(), out.data());
-            for (size_t r = 0; r < 8; ++r)
-                EXPECT_EQ(std::memcmp(in.data() + 32 * r, out.data() + 32 * r, 32), 0)
-                    << "argument ymm" << r << " changed across the hook, round " << round;
-        }
+        for (int round = 0; round < 3; ++round)
+            expect_avx_args_survive(44, round);
         EXPECT_EQ(c.entries.load(), 1) << "a thread's first hooked call takes the full handler";
         EXPECT_EQ(plain_count(g_plain_entries), 2u);
         EXPECT_EQ(c.returns.load(), 0);
@@ -1172,11 +1167,9 @@ TEST(HookVectorState, ArgumentsAndResultsSurvivePlainHandlers) {
         EXPECT_EQ(plain_count(g_plain_entries), 4u);
         EXPECT_EQ(plain_count(g_plain_returns), 5u);
 
-        (*h)->set_plain_entry(nullptr);
-        (*h)->set_plain_return(nullptr);
-        std::array<uint8_t, 256> out{};
-        opaque(hk_call_avx_args)(in.data(), out.data());
-        EXPECT_EQ(std::memcmp(in.data(), out.data(), 256), 0);
+        h->set_plain_entry(nullptr);
+        h->set_plain_return(nullptr);
+        expect_avx_args_survive(44, 3);
         EXPECT_EQ(c.entries.load(), 2);
         EXPECT_EQ(c.returns.load(), 1);
         EXPECT_EQ(plain_count(g_plain_entries), 4u);
