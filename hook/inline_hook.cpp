@@ -304,23 +304,39 @@ uintptr_t thread_pointer() {
     return tp;
 }
 
-__attribute__((no_sanitize("address"), target("general-regs-only"))) uint8_t
-return_only_dispatch(record *rec, const pt_regs *frame) {
-    uintptr_t tp = 0; // thread_pointer(), written out: a call cannot be inlined here
+// The calling thread's block, for code of the general-purpose registers only: thread_pointer()
+// written out (a call cannot be inlined into code of another target).
+__attribute__((target("general-regs-only"))) shadow_stack &plain_shadow() {
+    uintptr_t tp = 0;
     asm("mov %%fs:0, %0" : "=r"(tp));
-    shadow_stack &ss = *reinterpret_cast<shadow_stack *>(tp + g_shadow_offset);
-    // The flag's relaxed load as a builtin: std::atomic's member would be an out-of-line call
-    // here (it cannot be inlined into code of another target).
-    static_assert(sizeof(rec->active) == 1 && std::atomic<bool>::is_always_lock_free);
-    if (ss.in_handler || ss.off ||
-        !__atomic_load_n(reinterpret_cast<const bool *>(&rec->active), __ATOMIC_RELAXED))
-        return go_on;
-    if (ss.entries == nullptr || ss.depth >= shadow_capacity) [[unlikely]]
-        return take_full; // the full path maps the entries, or counts the missed return
+    return *reinterpret_cast<shadow_stack *>(tp + g_shadow_offset);
+}
 
+// The hook's active flag, its relaxed load as a builtin: std::atomic's member would be an
+// out-of-line call in code of another target.
+__attribute__((target("general-regs-only"))) bool plain_active(const record *rec) {
+    static_assert(sizeof(rec->active) == 1 && std::atomic<bool>::is_always_lock_free);
+    return __atomic_load_n(reinterpret_cast<const bool *>(&rec->active), __ATOMIC_RELAXED);
+}
+
+// Pushes the return address of the hooked call at frame for the stub's call of the function
+// (call_and_hook); false, nothing pushed, while the thread's shadow stack is not mapped or is
+// full (the full path maps it, or counts the missed return).
+__attribute__((target("general-regs-only"))) bool push_called_return(shadow_stack &ss, record *rec,
+                                                                     const pt_regs *frame) {
+    if (ss.entries == nullptr || ss.depth >= shadow_capacity) [[unlikely]]
+        return false;
     const auto *slot = reinterpret_cast<const uintptr_t *>(frame->rsp);
     ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec, true};
-    return call_and_hook;
+    return true;
+}
+
+__attribute__((no_sanitize("address"), target("general-regs-only"))) uint8_t
+return_only_dispatch(record *rec, const pt_regs *frame) {
+    shadow_stack &ss = plain_shadow();
+    if (ss.in_handler || ss.off || !plain_active(rec))
+        return go_on;
+    return push_called_return(ss, rec, frame) ? call_and_hook : take_full;
 }
 
 [[noreturn]] void shadow_stack_lost(uintptr_t rsp) {
@@ -352,6 +368,28 @@ bpftime_hook_return_thunk:
 
 namespace {
 
+// The return stubs' bookkeeping, for return_dispatch and plain_return_dispatch: takes the
+// innermost shadow entry of the return at frame (entries above it were left by longjmp:
+// stale) and leaves the original return address at [rsp - 8] and where the stub is to jump at
+// [rsp - 16]: the return address itself when it was swapped, else the thunk that returns to it
+// through the return stack. Its record, or null when the thread has no entry for it.
+[[gnu::always_inline]] inline __attribute__((no_sanitize("address"), target("general-regs-only")))
+record *
+pop_return(shadow_stack &ss, const pt_regs *frame) {
+    const uintptr_t slot = frame->rsp - 8;
+    size_t k = ss.depth;
+    while (k > 0 && ss.entries[k - 1].slot != slot)
+        --k;
+    if (k == 0)
+        return nullptr;
+    const shadow_entry e = ss.entries[k - 1];
+    ss.depth = k - 1;
+    *reinterpret_cast<uintptr_t *>(slot) = e.ret;
+    *reinterpret_cast<uintptr_t *>(slot - 8) =
+        e.called ? reinterpret_cast<uintptr_t>(&bpftime_hook_return_thunk) : e.ret;
+    return e.rec;
+}
+
 // The return handler of rec for a hooked call's return, with the thread's mark set meanwhile.
 void run_return_handler(record *rec, const pt_regs *frame) {
     shadow_stack &ss = t_shadow;
@@ -364,25 +402,14 @@ void run_return_handler(record *rec, const pt_regs *frame) {
     mark_running(ss, nullptr);
 }
 
-// Called by the return stub: runs on_return and leaves the original return address at
-// [rsp - 8] and where the stub is to jump at [rsp - 16]: the return address itself when it was
-// swapped, else the thunk that returns to it through the return stack.
+// Called by the return stub: pop_return, then on_return.
 __attribute__((no_sanitize("address"))) void return_dispatch(pt_regs *frame) {
     shadow_stack &ss = t_shadow;
-    const uintptr_t slot = frame->rsp - 8;
-    // The innermost entry of this frame; entries above it were left by longjmp (stale).
-    size_t k = ss.depth;
-    while (k > 0 && ss.entries[k - 1].slot != slot)
-        --k;
-    if (k == 0)
+    record *rec = pop_return(ss, frame);
+    if (rec == nullptr)
         shadow_stack_lost(frame->rsp);
-    const shadow_entry e = ss.entries[k - 1];
-    ss.depth = k - 1;
-    *reinterpret_cast<uintptr_t *>(slot) = e.ret;
-    *reinterpret_cast<uintptr_t *>(slot - 8) =
-        e.called ? reinterpret_cast<uintptr_t>(&bpftime_hook_return_thunk) : e.ret;
     if (!ss.in_handler)
-        run_return_handler(e.rec, frame);
+        run_return_handler(rec, frame);
 }
 
 } // namespace
@@ -405,23 +432,12 @@ namespace {
 // through g_shadow_offset (see return_only_dispatch). What needs more (the thread's first hooked
 // call, which claims its mark; a return hook to arrange; a handler gone) goes through the full
 // path or the C++ above with the vector state kept.
-__attribute__((target("general-regs-only"))) shadow_stack &plain_shadow() {
-    uintptr_t tp = 0;
-    asm("mov %%fs:0, %0" : "=r"(tp));
-    return *reinterpret_cast<shadow_stack *>(tp + g_shadow_offset);
-}
-
 // mark_running for a thread whose mark is claimed.
 __attribute__((target("general-regs-only"))) void plain_mark(shadow_stack &ss, record *rec) {
     static_assert(sizeof(thread_mark::running) == sizeof(record *));
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     __atomic_store_n(reinterpret_cast<record **>(&ss.mark->running), rec, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-}
-
-__attribute__((target("general-regs-only"))) bool plain_active(const record *rec) {
-    static_assert(sizeof(rec->active) == 1);
-    return __atomic_load_n(reinterpret_cast<const bool *>(&rec->active), __ATOMIC_RELAXED);
 }
 
 // entry_dispatch for the plain entry handler.
@@ -448,13 +464,10 @@ plain_entry_dispatch(record *rec, pt_regs *frame) {
         } else if (want_return) {
             // entry_finish's common case: the return address on the thread's shadow stack,
             // the stub calls the function.
-            if (rec->on_return != nullptr && ss.entries != nullptr && ss.depth < shadow_capacity) {
-                const auto *slot = reinterpret_cast<const uintptr_t *>(frame->rsp);
-                ss.entries[ss.depth++] = shadow_entry{frame->rsp, *slot, rec, true};
+            if (rec->on_return != nullptr && push_called_return(ss, rec, frame))
                 outcome = call_and_hook;
-            } else {
+            else
                 outcome = bpftime_hook_entry_finish_keeping(&ss, rec, frame, true, true);
-            }
         }
     }
     plain_mark(ss, nullptr);
@@ -478,22 +491,13 @@ light_dispatch(record *rec, pt_regs *frame) {
 __attribute__((no_sanitize("address"), target("general-regs-only"))) void
 plain_return_dispatch(pt_regs *frame) {
     shadow_stack &ss = plain_shadow();
-    const uintptr_t slot = frame->rsp - 8;
-    size_t k = ss.depth;
-    while (k > 0 && ss.entries[k - 1].slot != slot)
-        --k;
-    if (k == 0) [[unlikely]] {
+    record *rec = pop_return(ss, frame);
+    if (rec == nullptr) [[unlikely]] {
         bpftime_hook_return_dispatch_keeping(frame); // reports the lost return address
         return;
     }
-    const shadow_entry e = ss.entries[k - 1];
-    ss.depth = k - 1;
-    *reinterpret_cast<uintptr_t *>(slot) = e.ret;
-    *reinterpret_cast<uintptr_t *>(slot - 8) =
-        e.called ? reinterpret_cast<uintptr_t>(&bpftime_hook_return_thunk) : e.ret;
     if (ss.in_handler)
         return;
-    record *rec = e.rec;
     const hook_return_fn fn = __atomic_load_n(
         reinterpret_cast<const hook_return_fn *>(&rec->on_return_plain), __ATOMIC_RELAXED);
     if (ss.mark == nullptr || fn == nullptr) [[unlikely]] {

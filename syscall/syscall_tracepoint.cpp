@@ -4,6 +4,7 @@
 // programs only, by the rewritten site's short stub, from the registers), interception armed
 // while any link is attached. This file is compiled for the general-purpose registers only
 // (CMakeLists.txt): the plain short path runs its handler without the vector state saved.
+#include <bpftime/attach/plain_run.hpp>
 #include <bpftime/attach/probe_target.hpp>
 #include <bpftime/attach/syscalls.hpp>
 #include <bpftime/hook/syscall_intercept.hpp>
@@ -348,24 +349,17 @@ private:
     // with the state kept.
     static void run_plain(const tp_list &list, si::enter_record *rec) {
         for (const tp_program &p : list.progs) {
-            const store::link_counters &counters = p.counters;
-            if (p.plain && counters.owned_untimed() &&
-                store::detail::thread_counter_offset < 6 * 64) [[likely]] {
-                const vm::run_status st = p.engine->run_direct(rec, sizeof *rec, p.opts);
-                if (st.ok()) [[likely]] {
-                    // The offset checked above: a thread's is set once, before its first count,
-                    // so count_owned_run adds on the stripe and calls nothing.
-                    if (store::detail::thread_counter_offset >= 6 * 64) {
-                        __builtin_unreachable();
-                    }
-                    counters.count_owned_run();
-                } else {
-                    plain_fault f{&p, st.fault->code};
-                    si::call_keeping_vector_state(&count_fault, &f, rec);
-                }
-                continue;
+            const bool ran =
+                p.plain &&
+                run_and_count_plain(
+                    p.counters, [&] { return p.engine->run_direct(rec, sizeof *rec, p.opts); },
+                    [&](int code) {
+                        plain_fault f{&p, code};
+                        si::call_keeping_vector_state(&count_fault, &f, rec);
+                    });
+            if (!ran) [[unlikely]] {
+                si::call_keeping_vector_state(&run_one, const_cast<tp_program *>(&p), rec);
             }
-            si::call_keeping_vector_state(&run_one, const_cast<tp_program *>(&p), rec);
         }
     }
 

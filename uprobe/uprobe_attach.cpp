@@ -2,6 +2,7 @@
 // User-space uprobes and uretprobes: per-site program lists swapped atomically, run from the
 // inline hook's handlers. This file is compiled without SSE and MMX (CMakeLists.txt): its plain
 // handlers run with no vector register saved.
+#include <bpftime/attach/plain_run.hpp>
 #include <bpftime/attach/probe_target.hpp>
 #include <bpftime/cpu/vector_state.hpp>
 #include <bpftime/hook/inline_hook.hpp>
@@ -182,24 +183,15 @@ extern "C" void bpftime_uprobe_count_fault_keeping(const store::link_counters *c
 namespace {
 
 [[gnu::always_inline]] inline bool single_program::run_plain(const pt_regs *regs) const {
-    if (!plain || !counters.owned_untimed() || store::detail::thread_counter_offset >= 6 * 64) {
-        return false;
-    }
     // The options made once, as they are: user_regs is for helpers (the registers a helper
     // reads), and a plain program calls none.
-    const vm::run_status st =
-        engine->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
-    if (st.ok()) [[likely]] {
-        // The offset checked above: a thread's is set once, before its first count, so
-        // count_owned_run adds on the stripe and calls nothing.
-        if (store::detail::thread_counter_offset >= 6 * 64) {
-            __builtin_unreachable();
-        }
-        counters.count_owned_run();
-    } else {
-        bpftime_uprobe_count_fault_keeping(&counters, st.fault->code);
-    }
-    return true;
+    return plain &&
+           run_and_count_plain(
+               counters,
+               [&] {
+                   return engine->run_direct(const_cast<pt_regs *>(regs), sizeof(pt_regs), opts);
+               },
+               [&](int code) { bpftime_uprobe_count_fault_keeping(&counters, code); });
 }
 
 // The hook's plain handlers (inline_hook::set_plain_entry, set_plain_return) of a site whose one
