@@ -153,6 +153,28 @@ bool refers_outside(const llvm::MemoryBuffer &object) {
     return false;
 }
 
+// Whether a program may compile to code that keeps the vector state (translator::vector_free
+// decides): no backward jump, no callx and no helper call but map_lookup_elem, which the JIT
+// may inline. Spares every other program a translation that would only be dropped.
+bool may_keep_vector_state(const program &prog) {
+    constexpr int32_t map_lookup_elem = 1;
+    const std::span<const ebpf_inst> insns = prog.insns();
+    for (size_t pc = 0; pc < insns.size(); pc++) {
+        const ebpf_inst &inst = insns[pc];
+        if (inst.opcode == op_callx ||
+            (inst.opcode == op_call && inst.src == call_helper && inst.imm != map_lookup_elem)) {
+            return false;
+        }
+        const opcode_info *info = find_opcode(inst.opcode);
+        const bool jump =
+            info != nullptr && (info->kind == op_kind::ja || info->kind == op_kind::jcond);
+        if (jump && jump_target(inst, pc) <= static_cast<int64_t>(pc)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 // vector_free: code that keeps the vector state when the program allows
 // (translator::vector_free); otherwise, or when the object calls a library function, the
 // program is compiled again without.
@@ -478,7 +500,8 @@ result<std::unique_ptr<engine>> make_jit(const program &prog, const engine_optio
     }
     const bool checked = !opts.unchecked;
     const bool optimised_first = opts.tier == jit_tier::optimised;
-    auto code = jit::compile(**host, prog, checked, optimised_first, true);
+    auto code =
+        jit::compile(**host, prog, checked, optimised_first, jit::may_keep_vector_state(prog));
     if (!code) {
         return std::move(code).err();
     }
