@@ -5,12 +5,13 @@
 // Syscall User Dispatch stays off because every site was rewritten, and again with it forced on
 // for the thread during the loop, BPFTIME_SYSCALL_DISPATCH=always, which shows what the kernel
 // charges every system call of a thread that has it on: the cost where some code, JIT'ed code
-// say, needs it), and with the same
-// program attached at the kernel's tracepoint, in one run. Each variant
-// attaches before its loop and detaches after it, then checks that the program saw every call (in
-// the kernel, at least every call: it counts every process's). Prints Google Benchmark's table,
-// then ns per call, the overhead over the bare call, and the kernel's overhead over the user-space
-// one.
+// say, needs it), and with the same program attached at the kernel's tracepoint, in one run.
+// Each variant attaches before its loop and detaches after it, then checks that the program saw
+// every call (in the kernel, at least every call: it counts every process's). Then the paired
+// variants (bm_paired): the user-space and the kernel's tracepoint attached and detached in
+// alternating blocks of one loop, which measures each overhead against the bare call of the
+// same moment. Prints Google Benchmark's table, then ns per call, the overhead over the bare
+// call, the paired overheads, and the kernel's overhead over the user-space one.
 #include "bench_util.hpp"
 
 #include <bpftime/attach/attach.hpp>
@@ -24,10 +25,12 @@
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <optional>
@@ -147,6 +150,150 @@ void bm_getpid(benchmark::State &state, variant *v) {
     }
 }
 
+// The paired measurement: blocks of calls with the program attached and blocks with it
+// detached, alternating in one loop (on, off, off, on, ...), each block timed in the thread's
+// CPU time; the overhead is the median over pairs of the difference per call. A drift of the
+// system call's own cost (this machine's bare getpid moves by ±15 ns between runs and within
+// them) falls in both blocks of a pair and cancels. Each on block attaches a new link and each
+// off block destroys it: user space then puts libc's original bytes back (nothing intercepted),
+// and the kernel's tracepoint has no probe left, so the off blocks are the bare call. With no
+// backend, both blocks are the bare call: the method's own floor, near 0.
+struct paired {
+    const char *name;
+    backend *where;
+    uint64_t calls = 0;
+    std::string error;
+};
+
+double thread_cpu_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+}
+
+double median(std::vector<double> v) {
+    if (v.empty()) {
+        return 0;
+    }
+    auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+    std::nth_element(v.begin(), mid, v.end());
+    return *mid;
+}
+
+void bm_paired(benchmark::State &state, paired *v) {
+    backend *b = v->where;
+    if (b != nullptr && !b->unavailable.empty()) {
+        state.SkipWithError(b->unavailable.c_str());
+        return;
+    }
+    v->error.clear();
+    uint32_t target = 0, link = 0;
+    auto fail = [&](const std::string &what) {
+        v->error = what;
+        state.SkipWithError(v->error.c_str());
+    };
+    // Attaches the program (a new link) or detaches it (the link destroyed: a link only
+    // disabled would leave the kernel's tracepoint registered, its perf event open, and the
+    // bare call 40-60 ns dearer); true when done (the benchmark skips otherwise).
+    auto turn = [&](bool on) {
+        if (b == nullptr || (link != 0) == on) {
+            return true; // as it is already (the order on, off, off, on, ...)
+        }
+        result<void> r;
+        if (on) {
+            auto l = b->provider->attach_program(b->program, target);
+            link = l ? *l : 0;
+            r = l ? result<void>() : result<void>(l.err());
+        } else {
+            r = b->provider->destroy_object(link);
+            link = 0;
+        }
+        auto inst = r ? b->provider->instantiate() : r;
+        if (!inst) {
+            fail(std::string(on ? "attach" : "detach") + ": " + inst.err().message);
+        }
+        return static_cast<bool>(inst);
+    };
+    if (b != nullptr) {
+        auto t =
+            b->provider->create_attach_target(attach_type_tracepoint, "syscalls:sys_enter_getpid");
+        if (!t) {
+            fail(t.err().message);
+            return;
+        }
+        target = *t;
+    }
+    constexpr int block = 4096;
+    constexpr unsigned pause_us = 5000;
+    std::vector<double> diffs, ons, offs;
+    uint64_t on_calls = 0, seen_calls = 0;
+    bool on_first = true;
+    for (auto _ : state) {
+        double per_call[2] = {0, 0}; // off, on
+        for (int k = 0; k < 2; ++k) {
+            const bool on = (k == 0) == on_first;
+            // The program's count is read around each attached block: turning it on or off
+            // makes system calls of its own.
+            state.PauseTiming();
+            if (!turn(on)) {
+                break;
+            }
+            // The kernel finishes a detach in deferred work (the tracepoint stays registered,
+            // every getpid dearer, until it runs): every block starts after a pause, then calls
+            // that warm up what the pause let go cold (caches, the core's clock).
+            usleep(pause_us);
+            for (int i = 0; i < block; ++i) {
+                benchmark::DoNotOptimize(getpid());
+            }
+            auto seen = b != nullptr && on ? b->seen() : result<uint64_t>(0);
+            if (!seen) {
+                fail(seen.err().message);
+                break;
+            }
+            state.ResumeTiming();
+            const double t0 = thread_cpu_ns();
+            for (int i = 0; i < block; ++i) {
+                benchmark::DoNotOptimize(getpid());
+            }
+            per_call[on ? 1 : 0] = (thread_cpu_ns() - t0) / block;
+            state.PauseTiming();
+            auto after = b != nullptr && on ? b->seen() : result<uint64_t>(0);
+            if (!after) {
+                fail(after.err().message);
+                break;
+            }
+            state.ResumeTiming();
+            seen_calls += *after - *seen;
+            on_calls += on ? block : 0;
+            v->calls += block;
+        }
+        if (!v->error.empty()) {
+            break;
+        }
+        on_first = !on_first;
+        diffs.push_back(per_call[1] - per_call[0]);
+        offs.push_back(per_call[0]);
+        ons.push_back(per_call[1]);
+    }
+    state.counters["overhead_ns"] = median(diffs);
+    state.counters["off_ns"] = median(offs);
+    state.counters["on_ns"] = median(ons);
+    if (b == nullptr || !v->error.empty()) {
+        return;
+    }
+    if (link != 0) {
+        (void)b->provider->destroy_object(link);
+    }
+    (void)b->provider->destroy_object(target);
+    (void)b->provider->instantiate();
+    // The kernel's tracepoint also counts the other processes' calls.
+    const bool exact = b->name == "user";
+    if (exact ? seen_calls != on_calls : seen_calls < on_calls) {
+        fail("the program saw " + std::to_string(seen_calls) + " of the " +
+             std::to_string(on_calls) + " calls made while attached");
+    }
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -194,6 +341,12 @@ int main(int argc, char **argv) {
     for (variant &v : variants) {
         benchmark::RegisterBenchmark(v.name, bm_getpid, &v);
     }
+    std::vector<paired> pairs = {{"paired_nothing", nullptr},
+                                 {"paired_user_sys_enter_getpid", &user},
+                                 {"paired_kernel_sys_enter_getpid", &kernel}};
+    for (paired &p : pairs) {
+        benchmark::RegisterBenchmark(p.name, bm_paired, &p);
+    }
     bench::recording_reporter reporter;
     benchmark::RunSpecifiedBenchmarks(&reporter);
 
@@ -235,6 +388,40 @@ int main(int argc, char **argv) {
         } else {
             std::printf("not judged (a variant was not measured)\n");
         }
+    }
+
+    std::printf("\npaired: blocks of %s alternating with the program attached and detached, "
+                "the median over pairs of the difference per call (ns, CPU time of the thread)\n",
+                "4096 getpid() calls");
+    std::printf("%-32s %10s %10s %10s\n", "variant", "detached", "attached", "overhead");
+    std::map<std::string, double> paired_over;
+    for (const paired &p : pairs) {
+        auto stat = [&](const char *c) {
+            auto m = reporter.counter(std::string(p.name) + "_median", c);
+            return m ? m : reporter.counter(p.name, c);
+        };
+        auto o = stat("overhead_ns");
+        if (!p.error.empty() || (p.where != nullptr && !p.where->unavailable.empty()) || !o) {
+            std::printf("%-32s %10s %10s %10s  %s\n", p.name, "-", "-", "-",
+                        p.where != nullptr && !p.where->unavailable.empty()
+                            ? p.where->unavailable.c_str()
+                            : p.error.c_str());
+            continue;
+        }
+        paired_over[p.name] = *o;
+        std::printf("%-32s %10.1f %10.1f %10.1f\n", p.name, stat("off_ns").value_or(0),
+                    stat("on_ns").value_or(0), *o);
+    }
+    auto pu = paired_over.find("paired_user_sys_enter_getpid");
+    auto pk = paired_over.find("paired_kernel_sys_enter_getpid");
+    std::printf("\ngoal, paired: the user-space tracepoint at least 10x cheaper than the "
+                "kernel's: ");
+    if (pu != paired_over.end() && pk != paired_over.end() && pu->second > 0) {
+        const double ratio = pk->second / pu->second;
+        std::printf("%s (the kernel's overhead is %.1fx the user-space one)\n",
+                    ratio >= 10 ? "holds" : "MISSED", ratio);
+    } else {
+        std::printf("not judged (a variant was not measured)\n");
     }
     if (kernel.provider) {
         (void)kernel_event_provider::remove(kernel_name);
