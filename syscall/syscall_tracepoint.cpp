@@ -307,6 +307,23 @@ private:
     // chosen), a run counted out of line and a fault's count run with the state kept, and so
     // does the whole call while the thread's id is not known yet (a system call finds it).
     static void on_enter_record_plain(void *user, si::enter_record *rec) {
+        // The common case first, in a frame of its own (the general case's loops would make
+        // it save and restore registers it does not use): a thread that knows its id, the
+        // number's own list holding one program, no raw_syscalls:sys_enter list.
+        auto *host = static_cast<syscall_host *>(user);
+        const uint64_t nr = rec->nr;
+        const tp_list *list =
+            nr < n_numbers ? host->enter_[nr].load(std::memory_order_acquire) : nullptr;
+        if (t_tid != 0 && list != nullptr && list->progs.size() == 1 &&
+            host->all_enter_.load(std::memory_order_acquire) == nullptr) [[likely]] {
+            rec->common = list->common_type | uint64_t{static_cast<uint32_t>(t_tid)} << 32;
+            run_plain_one(list->progs.front(), rec);
+            return;
+        }
+        enter_record_plain_lists(user, rec);
+    }
+
+    [[gnu::noinline]] static void enter_record_plain_lists(void *user, si::enter_record *rec) {
         if (t_tid == 0) [[unlikely]] {
             si::call_keeping_vector_state(&on_enter_record, user, rec);
             return;
@@ -349,17 +366,21 @@ private:
     // with the state kept.
     static void run_plain(const tp_list &list, si::enter_record *rec) {
         for (const tp_program &p : list.progs) {
-            const bool ran =
-                p.plain &&
-                run_and_count_plain(
-                    p.counters, [&] { return p.engine->run_direct(rec, sizeof *rec, p.opts); },
-                    [&](int code) {
-                        plain_fault f{&p, code};
-                        si::call_keeping_vector_state(&count_fault, &f, rec);
-                    });
-            if (!ran) [[unlikely]] {
-                si::call_keeping_vector_state(&run_one, const_cast<tp_program *>(&p), rec);
-            }
+            run_plain_one(p, rec);
+        }
+    }
+
+    [[gnu::always_inline]] static void run_plain_one(const tp_program &p, si::enter_record *rec) {
+        const bool ran =
+            p.plain &&
+            run_and_count_plain(
+                p.counters, [&] { return p.engine->run_direct(rec, sizeof *rec, p.opts); },
+                [&](int code) {
+                    plain_fault f{&p, code};
+                    si::call_keeping_vector_state(&count_fault, &f, rec);
+                });
+        if (!ran) [[unlikely]] {
+            si::call_keeping_vector_state(&run_one, const_cast<tp_program *>(&p), rec);
         }
     }
 
