@@ -77,6 +77,37 @@ TEST_P(DirectRun, TheBudgetStopsALoop) {
         << st.fault->message;
 }
 
+// A program without loops runs at most its length: the JIT's direct entry tests the budget
+// against that once and runs code without budget tests; less budget than that still faults.
+TEST_P(DirectRun, TheBudgetStopsAStraightProgramLongerThanIt) {
+    if (GetParam().opts.unchecked) {
+        GTEST_SKIP() << "unchecked code has no budget";
+    }
+    const program prog = assembled("mov %r0, 1\nadd %r0, 2\nadd %r0, 3\nexit\n");
+    auto eng = make(prog);
+    ASSERT_NE(eng, nullptr);
+    for (int round = 0; round < 2; round++) {
+        run_options ro;
+        uint64_t executed = 0;
+        ro.executed = &executed;
+        ro.instruction_budget = 4;
+        const run_status enough = eng->run_direct(nullptr, 0, ro);
+        ASSERT_TRUE(enough.ok()) << enough.fault->message;
+        EXPECT_EQ(enough.r0, 6u);
+        EXPECT_EQ(executed, 4u);
+        for (uint64_t budget : {3, 1}) {
+            ro.instruction_budget = budget;
+            const run_status st = eng->run_direct(nullptr, 0, ro);
+            ASSERT_FALSE(st.ok()) << "budget " << budget;
+            EXPECT_EQ(st.fault->code, fault_budget);
+            EXPECT_NE(st.fault->message.find("the instruction budget of " + std::to_string(budget) +
+                                             " is exhausted"),
+                      std::string::npos)
+                << st.fault->message;
+        }
+    }
+}
+
 TEST_P(DirectRun, CountsTheInstructionsRunCounts) {
     const program prog = assembled(input_byte_sum);
     auto eng = make(prog);

@@ -741,11 +741,30 @@ void translator::emit_callback_entry(const std::string &name) {
     }
 }
 
+bool translator::budget_bounds_checks() const {
+    return checked_ && !loops_ && !calls_out_ && shapes_.size() == 1 && prog_.callbacks().empty();
+}
+
 void translator::emit_run_entry(const std::string &name, const direct_layout &layout) {
     llvm::StructType *status = llvm::StructType::get(ctx_, {i64_, ptr_}); // run_status
     auto *ty = llvm::FunctionType::get(status, {ptr_, i64_, i64_, ptr_, i64_}, false);
-    auto *fn = llvm::Function::Create(ty, llvm::Function::ExternalLinkage, name, mod_);
+    // The run itself, inlined into the exported entry, and into the direct entry where that
+    // tests the budget first (budget_bounds_checks).
+    auto *fn = llvm::Function::Create(ty, llvm::Function::InternalLinkage, name + ".run", mod_);
     fn->addFnAttr(llvm::Attribute::NoUnwind);
+    fn->addFnAttr(llvm::Attribute::AlwaysInline);
+    {
+        auto *outer = llvm::Function::Create(ty, llvm::Function::ExternalLinkage, name, mod_);
+        outer->addFnAttr(llvm::Attribute::NoUnwind);
+        b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", outer));
+        std::vector<llvm::Value *> args;
+        for (auto &a : outer->args()) {
+            args.push_back(&a);
+        }
+        auto *call = b_.CreateCall(ty, fn, args);
+        call->setTailCall();
+        b_.CreateRet(call);
+    }
     auto arg = fn->arg_begin();
     llvm::Value *eng = &*arg++;
     llvm::Value *mem = &*arg++;
@@ -772,6 +791,11 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
         store->setAlignment(llvm::Align(4));
     };
     b_.SetInsertPoint(entry);
+    // The budget is read before the mark's fence, where the direct entry's test of it
+    // (budget_bounds_checks) reads it too: the two loads become one.
+    llvm::Value *wanted =
+        checked_ ? b_.CreateLoad(i64_, field(opts, offsetof(run_options, instruction_budget)))
+                 : nullptr;
     llvm::Value *seq = b_.CreateIntToPtr(b_.CreateAdd(t, b_.getInt64(layout.seq)), ptr_);
     bump_seq(seq, llvm::AtomicOrdering::Monotonic);
     signal_fence(); // the mark comes before anything a signal handler's run could meet
@@ -808,8 +832,6 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     // rt_prepare's far caches).
     llvm::Value *budget = nullptr;
     if (checked_) {
-        llvm::Value *wanted =
-            b_.CreateLoad(i64_, field(opts, offsetof(run_options, instruction_budget)));
         budget = b_.CreateSelect(b_.CreateICmpUGT(wanted, b_.getInt64(INT64_MAX)),
                                  b_.getInt64(INT64_MAX), wanted);
         args.push_back(budget);
@@ -890,6 +912,22 @@ void translator::emit_direct_entry(const std::string &name, const std::string &r
     llvm::Value *busy = b_.CreateAnd(seq, b_.getInt32(1));
     b_.CreateCondBr(b_.CreateICmpNE(busy, b_.getInt32(0)), elsewhere, here, unlikely_);
     b_.SetInsertPoint(here);
+    if (budget_bounds_checks()) {
+        // No run of it passes more instructions than it has: with that much budget, none of
+        // its budget tests can fail, and the run inlined below that test loses them, and with
+        // them the runtime call a failing one makes (values kept across it would cost the
+        // entry callee-saved registers). Less budget: the engine's way, which faults.
+        llvm::Value *wanted = b_.CreateLoad(
+            i64_,
+            b_.CreateConstInBoundsGEP1_64(i8_, args[3], offsetof(run_options, instruction_budget)));
+        llvm::Value *budget = b_.CreateSelect(b_.CreateICmpUGT(wanted, b_.getInt64(INT64_MAX)),
+                                              b_.getInt64(INT64_MAX), wanted);
+        auto *enough = llvm::BasicBlock::Create(ctx_, "enough", fn);
+        b_.CreateCondBr(b_.CreateICmpULT(budget, b_.getInt64(insns_.size())), elsewhere, enough,
+                        unlikely_);
+        b_.SetInsertPoint(enough);
+        run = mod_.getFunction(run_entry + ".run");
+    }
     auto *call = b_.CreateCall(run_ty, run, {args[0], args[1], args[2], args[3], t});
     call->setTailCall();
     b_.CreateRet(call);

@@ -144,6 +144,10 @@ private:
     // run_status name(engine &, void *mem, uint64_t mem_len, const run_options &, state): a
     // whole run on a thread's state (direct_layout), marked busy while it runs.
     void emit_run_entry(const std::string &name, const direct_layout &layout);
+    // Whether a budget of the program's length in instructions is enough for any run of it
+    // (checked code of one function without loops, helper calls or callbacks): the direct
+    // entry then tests that once and runs the code without its budget tests.
+    bool budget_bounds_checks() const;
     // run_status name(engine &, void *mem, uint64_t mem_len, const run_options &): the run
     // entry on the calling thread's state, or the engine's elsewhere when it cannot be used.
     void emit_direct_entry(const std::string &name, const std::string &run_entry,
