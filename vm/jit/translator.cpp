@@ -741,6 +741,13 @@ void translator::emit_callback_entry(const std::string &name) {
     }
 }
 
+llvm::Value *translator::run_budget(llvm::Value *opts) {
+    llvm::Value *wanted = b_.CreateLoad(
+        i64_, b_.CreateConstInBoundsGEP1_64(i8_, opts, offsetof(run_options, instruction_budget)));
+    return b_.CreateSelect(b_.CreateICmpUGT(wanted, b_.getInt64(INT64_MAX)), b_.getInt64(INT64_MAX),
+                           wanted);
+}
+
 bool translator::budget_bounds_checks() const {
     return checked_ && !loops_ && !calls_out_ && shapes_.size() == 1 && prog_.callbacks().empty();
 }
@@ -750,7 +757,8 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     auto *ty = llvm::FunctionType::get(status, {ptr_, i64_, i64_, ptr_, i64_}, false);
     // The run itself, inlined into the exported entry, and into the direct entry where that
     // tests the budget first (budget_bounds_checks).
-    auto *fn = llvm::Function::Create(ty, llvm::Function::InternalLinkage, name + ".run", mod_);
+    auto *fn =
+        llvm::Function::Create(ty, llvm::Function::InternalLinkage, name + run_body_suffix, mod_);
     fn->addFnAttr(llvm::Attribute::NoUnwind);
     fn->addFnAttr(llvm::Attribute::AlwaysInline);
     {
@@ -793,9 +801,7 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     b_.SetInsertPoint(entry);
     // The budget is read before the mark's fence, where the direct entry's test of it
     // (budget_bounds_checks) reads it too: the two loads become one.
-    llvm::Value *wanted =
-        checked_ ? b_.CreateLoad(i64_, field(opts, offsetof(run_options, instruction_budget)))
-                 : nullptr;
+    llvm::Value *budget = checked_ ? run_budget(opts) : nullptr;
     llvm::Value *seq = b_.CreateIntToPtr(b_.CreateAdd(t, b_.getInt64(layout.seq)), ptr_);
     bump_seq(seq, llvm::AtomicOrdering::Monotonic);
     signal_fence(); // the mark comes before anything a signal handler's run could meet
@@ -830,10 +836,7 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     // The budget and the near caches go to the program in registers; the state gets them
     // only on the paths that read them there (a helper that runs a callback, a tail call,
     // rt_prepare's far caches).
-    llvm::Value *budget = nullptr;
     if (checked_) {
-        budget = b_.CreateSelect(b_.CreateICmpUGT(wanted, b_.getInt64(INT64_MAX)),
-                                 b_.getInt64(INT64_MAX), wanted);
         args.push_back(budget);
         // The caches start on the input memory, or the entry frame when it is too small
         // (rt_prepare starts the far caches the same way).
@@ -917,16 +920,12 @@ void translator::emit_direct_entry(const std::string &name, const std::string &r
         // its budget tests can fail, and the run inlined below that test loses them, and with
         // them the runtime call a failing one makes (values kept across it would cost the
         // entry callee-saved registers). Less budget: the engine's way, which faults.
-        llvm::Value *wanted = b_.CreateLoad(
-            i64_,
-            b_.CreateConstInBoundsGEP1_64(i8_, args[3], offsetof(run_options, instruction_budget)));
-        llvm::Value *budget = b_.CreateSelect(b_.CreateICmpUGT(wanted, b_.getInt64(INT64_MAX)),
-                                              b_.getInt64(INT64_MAX), wanted);
+        llvm::Value *budget = run_budget(args[3]);
         auto *enough = llvm::BasicBlock::Create(ctx_, "enough", fn);
         b_.CreateCondBr(b_.CreateICmpULT(budget, b_.getInt64(insns_.size())), elsewhere, enough,
                         unlikely_);
         b_.SetInsertPoint(enough);
-        run = mod_.getFunction(run_entry + ".run");
+        run = mod_.getFunction(run_entry + run_body_suffix);
     }
     auto *call = b_.CreateCall(run_ty, run, {args[0], args[1], args[2], args[3], t});
     call->setTailCall();

@@ -148,6 +148,8 @@ private:
     // (checked code of one function without loops, helper calls or callbacks): the direct
     // entry then tests that once and runs the code without its budget tests.
     bool budget_bounds_checks() const;
+    // The run's instruction budget from its run_options at opts, at most INT64_MAX.
+    llvm::Value *run_budget(llvm::Value *opts);
     // run_status name(engine &, void *mem, uint64_t mem_len, const run_options &): the run
     // entry on the calling thread's state, or the engine's elsewhere when it cannot be used.
     void emit_direct_entry(const std::string &name, const std::string &run_entry,
@@ -237,5 +239,8 @@ private:
 inline constexpr const char *callback_entry_suffix = "_callback";
 // The name of a program's direct entry is its entry's with this suffix.
 inline constexpr const char *direct_entry_suffix = "_direct";
+// The suffix of a run entry's body (internal, always inlined): the exported run entry is a
+// call of it, and so is the direct entry's call where the budget test comes first.
+inline constexpr const char *run_body_suffix = ".run";
 
 } // namespace bpftime::vm::jit
