@@ -283,6 +283,45 @@ TEST_P(HelperTest, HelpersSeeTheFrameOfTheSubprogramThatCallsThem) {
     EXPECT_EQ(*r, 0u);
 }
 
+TEST_P(HelperTest, AfterACallWhoseCalleeCalledAHelperTheCallersFrameIsTheHelpersAgain) {
+    // A nested callee g hands a helper its own frame; back in its caller (f, or the entry),
+    // a helper sees the caller's frames and no longer g's.
+    const std::vector<ebpf_inst> g{insn(cls_alu64 | src_x | alu_mov, 1, 10),
+                                   insn(cls_alu64 | src_k | alu_add, 1, 0, 0, -8), mov64_imm(2, 8),
+                                   insn(op_call, 0, 0, 0, 103), exit_insn()};
+    auto in_f = [&](int32_t off) {
+        std::vector<ebpf_inst> p{insn(op_call, 0, call_local, 0, 1),
+                                 exit_insn(),
+                                 insn(op_call, 0, call_local, 0, 5),
+                                 insn(cls_alu64 | src_x | alu_mov, 1, 10),
+                                 insn(cls_alu64 | src_k | alu_add, 1, 0, 0, off),
+                                 mov64_imm(2, 8),
+                                 insn(op_call, 0, 0, 0, 103),
+                                 exit_insn()};
+        p.insert(p.end(), g.begin(), g.end());
+        auto r = run_insns(p, nullptr, {}, lo);
+        EXPECT_TRUE(r.ok()) << r.err().message;
+        return r.ok() ? *r : 2;
+    };
+    EXPECT_EQ(in_f(-8), 1u) << "f's own frame";
+    EXPECT_EQ(in_f(504), 1u) << "the entry's frame";
+    EXPECT_EQ(in_f(-520), 0u) << "g's frame, gone";
+    auto in_entry = [&](int32_t off) {
+        std::vector<ebpf_inst> p{insn(op_call, 0, call_local, 0, 5),
+                                 insn(cls_alu64 | src_x | alu_mov, 1, 10),
+                                 insn(cls_alu64 | src_k | alu_add, 1, 0, 0, off),
+                                 mov64_imm(2, 8),
+                                 insn(op_call, 0, 0, 0, 103),
+                                 exit_insn()};
+        p.insert(p.end(), g.begin(), g.end());
+        auto r = run_insns(p, nullptr, {}, lo);
+        EXPECT_TRUE(r.ok()) << r.err().message;
+        return r.ok() ? *r : 2;
+    };
+    EXPECT_EQ(in_entry(-8), 1u) << "the entry's own frame";
+    EXPECT_EQ(in_entry(-520), 0u) << "g's frame, gone";
+}
+
 TEST_P(HelperTest, RegionsFromHelpersAreAccessible) {
     auto r = run_insns({insn(op_call, 0, 0, 0, 102), insn(cls_st | mode_mem | size_dw, 0, 0, 8, 42),
                         insn(cls_ldx | mode_mem | size_dw, 0, 0, 8), exit_insn()},

@@ -64,10 +64,12 @@ translator::translator(const program &prog, bool checked, bool vector_free, llvm
     i32_ = b_.getInt32Ty();
     i64_ = b_.getInt64Ty();
     ptr_ = b_.getPtrTy();
-    // (r0..r5, the budget left): the budget travels in registers, so that a call inlined into
-    // its caller leaves no trip through the run's state.
-    std::vector<llvm::Type *> seven(7, i64_);
-    ret_ty_ = llvm::StructType::get(ctx_, seven);
+    // (r0..r5, the budget left, faulted): the budget travels in registers, so that a call
+    // inlined into its caller leaves no trip through the run's state, and so does whether the
+    // function returned because of a fault (the state records which), so that a caller's test
+    // of it folds away on the paths that did not fault.
+    std::vector<llvm::Type *> fields(ret_fields, i64_);
+    ret_ty_ = llvm::StructType::get(ctx_, fields);
     // (state, r0..r9, fp, depth, budget, the near caches): the caches travel in registers
     // too, so that a run's entry does not store them for the function to load back.
     std::vector<llvm::Type *> params{ptr_};
@@ -374,7 +376,7 @@ uint64_t translator::block_length(const function_plan &plan, size_t pc) {
     return n;
 }
 
-void translator::emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args) {
+void translator::emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args, bool faulted) {
     llvm::Value *ret = llvm::UndefValue::get(ret_ty_);
     ret = b_.CreateInsertValue(ret, r0, 0);
     for (unsigned i = 0; i < 5; i++) {
@@ -382,7 +384,8 @@ void translator::emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args)
     }
     llvm::Value *budget =
         checked_ ? static_cast<llvm::Value *>(b_.CreateLoad(i64_, budget_)) : b_.getInt64(0);
-    ret = b_.CreateInsertValue(ret, budget, 6);
+    ret = b_.CreateInsertValue(ret, budget, ret_budget);
+    ret = b_.CreateInsertValue(ret, b_.getInt64(faulted ? 1 : 0), ret_faulted);
     b_.CreateRet(ret);
 }
 
@@ -409,6 +412,8 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
             llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_, i64_, i64_, i64_, i64_}, false);
         budget_to_state();
         calls_out_ = true;
+        prepare_run_context();
+        set_helper_stack();
         r0 = b_.CreateCall(
             ty, const_ptr(address_of(&rt_callx)),
             {state_, reg(inst.dst), args[0], args[1], args[2], args[3], args[4], b_.getInt64(pc)});
@@ -429,6 +434,7 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
         budget_to_state();
     }
     prepare_run_context();
+    set_helper_stack();
     auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
     calls_out_ = true;
     r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
@@ -463,8 +469,14 @@ void translator::prepare_run_context() {
     b_.SetInsertPoint(go);
 }
 
-void translator::set_helper_stack(llvm::Value *lo) {
-    prepare_run_context();
+void translator::set_helper_stack() {
+    // The entry function's region is the one the run starts with (its reachable part), unless
+    // a callee it called may have left its own.
+    if (function_entry_ == 0 && !shapes_.at(0).calls) {
+        return;
+    }
+    llvm::Value *lo =
+        function_entry_ == 0 ? stack_lo_ : b_.CreateSub(fp_, b_.getInt64(stack_frame_size));
     llvm::Value *region = b_.CreateIntToPtr(load_state(offsetof(jit_state, rc_stack)), ptr_);
     llvm::Value *top = load_state(offsetof(jit_state, stack_top));
     b_.CreateStore(lo, b_.CreateConstInBoundsGEP1_64(i8_, region, offsetof(memory_region, start)));
@@ -499,29 +511,23 @@ void translator::emit_local_call(size_t pc, const ebpf_inst &inst) {
         args.push_back(checked_ ? static_cast<llvm::Value *>(b_.CreateLoad(i64_, slot))
                                 : b_.getInt64(0));
     }
-    // Helpers the callee calls check its pointers against run_context::stack: the callee's
-    // frame and its callers', as the interpreter keeps it. A callee without a frame calls no
-    // helper; one that makes no local calls either leaves the region as it is.
-    const bool moves_helper_stack = callee.frame || callee.calls;
-    if (callee.frame) {
-        set_helper_stack(b_.CreateSub(callee_fp, b_.getInt64(stack_frame_size)));
-    }
     auto *call = b_.CreateCall(fn_ty_, functions_.at(target), args);
     call->setCallingConv(llvm::CallingConv::Fast);
-    return_if_faulted();
-    if (moves_helper_stack) {
-        set_helper_stack(stack_lo_);
-    }
+    auto *go = new_block("go_on");
+    branch_unlikely(b_.CreateICmpNE(b_.CreateExtractValue(call, ret_faulted), b_.getInt64(0)),
+                    fault_ret_, go);
+    b_.SetInsertPoint(go);
     for (unsigned r = 0; r <= 5; r++) {
         set_reg(static_cast<int>(r), b_.CreateExtractValue(call, r));
     }
     if (checked_) {
-        b_.CreateStore(b_.CreateExtractValue(call, 6), budget_);
+        b_.CreateStore(b_.CreateExtractValue(call, ret_budget), budget_);
     }
 }
 
 void translator::emit_function(const function_plan &plan) {
     fn_ = functions_.at(plan.entry);
+    function_entry_ = plan.entry;
     auto arg = fn_->arg_begin();
     state_ = &*arg++;
     auto *entry = new_block("entry");
@@ -668,7 +674,7 @@ void translator::emit_function(const function_plan &plan) {
     }
     b_.SetInsertPoint(fault_ret_);
     llvm::Value *z = b_.getInt64(0);
-    emit_return(z, {z, z, z, z, z});
+    emit_return(z, {z, z, z, z, z}, true);
 }
 
 void translator::emit_switch(size_t pc, const compare_tree &tree) {
@@ -734,7 +740,7 @@ void translator::emit_callback_entry(const std::string &name) {
         auto *call = b_.CreateCall(fn_ty_, functions_.at(pc), args);
         call->setCallingConv(llvm::CallingConv::Fast);
         if (checked_) {
-            b_.CreateStore(b_.CreateExtractValue(call, 6),
+            b_.CreateStore(b_.CreateExtractValue(call, ret_budget),
                            b_.CreateConstInBoundsGEP1_64(i8_, a[0], offsetof(jit_state, budget)));
         }
         b_.CreateRet(b_.CreateExtractValue(call, 0));
@@ -856,8 +862,8 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     auto *call = b_.CreateCall(fn_ty_, functions_.at(0), args);
     call->setCallingConv(llvm::CallingConv::Fast);
     llvm::Value *r0 = b_.CreateExtractValue(call, 0);
-    b_.CreateCondBr(b_.CreateICmpNE(b_.CreateLoad(i64_, field(s, offsetof(jit_state, fault))), z),
-                    faulted, done, unlikely_);
+    b_.CreateCondBr(b_.CreateICmpNE(b_.CreateExtractValue(call, ret_faulted), z), faulted, done,
+                    unlikely_);
 
     // The engine turns the fault into the run's error (or runs the tail call a helper asked
     // for) and frees the state.
@@ -874,7 +880,8 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     b_.CreateCondBr(b_.CreateICmpNE(executed, llvm::ConstantPointerNull::get(ptr_)), count, end,
                     unlikely_);
     b_.SetInsertPoint(count);
-    llvm::Value *used = checked_ ? b_.CreateSub(budget, b_.CreateExtractValue(call, 6)) : z;
+    llvm::Value *used =
+        checked_ ? b_.CreateSub(budget, b_.CreateExtractValue(call, ret_budget)) : z;
     b_.CreateStore(used, executed);
     b_.CreateBr(end);
     b_.SetInsertPoint(end);

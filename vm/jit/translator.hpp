@@ -123,7 +123,10 @@ private:
     void check_budget(size_t pc);
     // The number of instructions the block starting at pc executes (lddw counts once).
     uint64_t block_length(const function_plan &plan, size_t pc);
-    void emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args);
+    // Returns (r0, args, the budget left, faulted) from the function.
+    void emit_return(llvm::Value *r0, std::array<llvm::Value *, 5> args, bool faulted = false);
+    // The fields of a function's return value after r0..r5.
+    static constexpr unsigned ret_budget = 6, ret_faulted = 7, ret_fields = 8;
     void emit_helper_call(size_t pc, const ebpf_inst &inst);
     // The budget left at the current instruction into the run's state, and back (a callback
     // a helper runs spends it there; a tail call goes on from it).
@@ -132,8 +135,11 @@ private:
     // Calls rt_prepare unless this run's context is set up already: before what uses it (a
     // helper call, a move of the helpers' stack region).
     void prepare_run_context();
-    // run_context::stack = [lo, stack_top).
-    void set_helper_stack(llvm::Value *lo);
+    // Before a helper call (after prepare_run_context): run_context::stack, against which
+    // helpers check pointers, becomes this function's frame and its callers', as the
+    // interpreter keeps it, [frame's bottom, stack_top). Set at helper calls rather than at
+    // every local call and return: only helpers read it.
+    void set_helper_stack();
     void emit_local_call(size_t pc, const ebpf_inst &inst);
     void emit_function(const function_plan &plan);
     // The compare tree at pc as a switch. Each way through the tree gets a block that counts
@@ -205,7 +211,8 @@ private:
     std::map<size_t, llvm::Function *> functions_;
     // Each function's function_shape, by entry.
     std::map<size_t, function_shape> shapes_;
-    bool frame_ = true; // whether the function being emitted has a frame
+    bool frame_ = true;         // whether the function being emitted has a frame
+    size_t function_entry_ = 0; // the pc of the function being emitted
 
     // The function being emitted.
     llvm::Function *fn_ = nullptr;
