@@ -60,6 +60,18 @@ TEST_P(Engine, LoopsWithBranchesStopWhereTheInterpreterDoesWhenTheBudgetRunsOut)
                             "ja loop\ndone:\nexit");
 }
 
+TEST_P(Engine, LoopsOverLocalCallsStopWhereTheInterpreterDoesWhenTheBudgetRunsOut) {
+    // Each iteration calls f, whose two ways differ in length: inlined, the loop's budget is
+    // taken by a select of two amounts, and the callee's checks at its exits and at the call
+    // are computed apart from the loop's own count.
+    budgets_around_the_need("mov %r7, %r1\nmov %r6, 0\nmov %r8, 0\nloop:\n"
+                            "jsge %r6, 1000, done\nmov %r1, %r7\nadd %r1, %r6\n"
+                            "ldxb %r1, [%r1+0]\nmov %r2, %r8\ncall local +5\nmov %r8, %r0\n"
+                            "add %r6, 1\nja loop\ndone:\nmov %r0, %r8\nexit\n"
+                            "mov %r0, %r2\njset %r1, 1, odd\nadd %r0, %r1\nexit\n"
+                            "odd:\nsub %r0, %r1\nxor %r0, 5\nexit");
+}
+
 TEST_P(Engine, AVeryLongCountedLoopStopsAtTheBudget) {
     // 2^40 iterations over the same 8 bytes: the budget, not the count, ends it, within
     // milliseconds.

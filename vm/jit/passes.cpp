@@ -45,7 +45,8 @@ namespace {
 //   the last iteration and x does not wrap in between;
 // - a budget check `budget <s 0` cannot fire when the budget at the loop's entry covers
 //   (iterations + 1) times the sum of every decrement on the loop's cycle (each block of an
-//   innermost loop runs at most once per iteration).
+//   innermost loop runs at most once per iteration; a decrement by a select of two constants
+//   counts the larger).
 // Each access check becomes `all_hold | check` and each budget check `!all_hold & check`, which
 // changes nothing; non-trivial loop unswitching then splits the loop on all_hold: one copy
 // without the checks, the original for when one may fail. The budget is still counted exactly.
@@ -68,8 +69,30 @@ struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
         return changed ? llvm::PreservedAnalyses::none() : llvm::PreservedAnalyses::all();
     }
 
+    // What an add of the budget takes from it at most: its constant, negative, or a select of
+    // two such (InstCombine makes one of two ways that count differently and then join); 0
+    // for anything else.
+    static uint64_t decrement(const llvm::BinaryOperator &add) {
+        auto magnitude = [](const llvm::Value *v) -> uint64_t {
+            const auto *c = llvm::dyn_cast<llvm::ConstantInt>(v);
+            if (c == nullptr || !c->isNegative() || c->isMinValue(true) ||
+                c->getValue().getActiveBits() > 64) {
+                return 0;
+            }
+            return c->getValue().abs().getZExtValue();
+        };
+        const llvm::Value *by = add.getOperand(1);
+        if (const auto *sel = llvm::dyn_cast<llvm::SelectInst>(by)) {
+            const uint64_t a = magnitude(sel->getTrueValue());
+            const uint64_t b = magnitude(sel->getFalseValue());
+            return a == 0 || b == 0 ? 0 : std::max(a, b);
+        }
+        return magnitude(by);
+    }
+
     // The loop header's phi that v derives from through phis of the loop and adds of negative
-    // constants (the budget's decrements), collecting those adds; null for anything else.
+    // constants (the budget's decrements, decrement()), collecting those adds; null for
+    // anything else.
     static llvm::PHINode *budget_origin(llvm::Value *v, llvm::Loop &loop,
                                         std::set<llvm::Instruction *> &decrements,
                                         std::set<llvm::Value *> &seen) {
@@ -96,8 +119,7 @@ struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
                 }
             } else if (auto *add = llvm::dyn_cast<llvm::BinaryOperator>(i);
                        add != nullptr && add->getOpcode() == llvm::Instruction::Add) {
-                auto *c = llvm::dyn_cast<llvm::ConstantInt>(add->getOperand(1));
-                ok = c != nullptr && c->isNegative() && !c->isMinValue(true);
+                ok = decrement(*add) != 0;
                 decrements.insert(add);
                 work.push_back(add->getOperand(0));
             } else {
@@ -246,10 +268,7 @@ struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
                     break;
                 }
                 for (llvm::Instruction *d : cycle) {
-                    per_iteration += llvm::cast<llvm::ConstantInt>(d->getOperand(1))
-                                         ->getValue()
-                                         .abs()
-                                         .getZExtValue();
+                    per_iteration += decrement(*llvm::cast<llvm::BinaryOperator>(d));
                 }
                 if (per_iteration == 0 || per_iteration > (uint64_t{1} << 32)) {
                     break;
@@ -263,9 +282,17 @@ struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
                     b.CreateMul(b.CreateAdd(n, b.getInt64(1)), b.getInt64(per_iteration));
                 require(b.CreateICmpSGE(origin->getIncomingValueForBlock(pre), need));
             }
-            // A check on a path off the cycle (before an exit) may see decrements the cycle's
-            // sum does not cover.
-            if (!std::includes(cycle.begin(), cycle.end(), decrements.begin(), decrements.end())) {
+            // At iteration k the header's budget is at least (max + 1 - k) * per_iteration, so a
+            // check that sees at most per_iteration taken from it in its iteration cannot fire.
+            // That holds for one on the cycle; one on a path off it (before an exit), or one
+            // whose decrements CSE computed from the header's budget apart from the cycle's
+            // chain, must sum its own.
+            uint64_t taken = 0;
+            for (auto it = decrements.begin(); it != decrements.end() && taken <= per_iteration;
+                 ++it) {
+                taken += decrement(*llvm::cast<llvm::BinaryOperator>(*it)); // no overflow
+            }
+            if (taken > per_iteration) {
                 continue;
             }
             hoisted_budgets.push_back(cmp);
