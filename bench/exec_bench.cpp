@@ -103,6 +103,7 @@ struct program_state {
     std::string mismatch[variant_count];    // a variant that returned another value
     kernel_program kern;
     compile_times compile;
+    maps::map_view *memory = nullptr; // suite_memory of the program's object, in bpftime
 };
 
 std::unique_ptr<suite_mem> image;                   // the bytes every variant's memory starts with
@@ -208,12 +209,8 @@ struct bpftime_setup {
                 die(path + ": map " + map_name + ": " + view.err().message);
             }
             if (fill && map_name == "suite_memory") {
-                __u32 zero = 0;
-                auto r = view->write({reinterpret_cast<uint8_t *>(&zero), 4},
-                                     {reinterpret_cast<uint8_t *>(image.get()), sizeof(suite_mem)});
-                if (!r) {
-                    die(path + ": " + r.err().message);
-                }
+                memories[path] = std::make_unique<maps::map_view>(*view);
+                restore(*memories[path]);
             } else if (fill && map_name == "suite_table") {
                 for (auto [key, value] : table_entries) {
                     auto r = view->write({reinterpret_cast<uint8_t *>(&key), 4},
@@ -237,6 +234,17 @@ struct bpftime_setup {
         return out;
     }
 
+    /// Puts the image back into a suite_memory map.
+    static void restore(maps::map_view &memory) {
+        __u32 zero = 0;
+        auto r = memory.write({reinterpret_cast<uint8_t *>(&zero), 4},
+                              {reinterpret_cast<uint8_t *>(image.get()), sizeof(suite_mem)});
+        if (!r) {
+            die("suite_memory: " + r.err().message);
+        }
+    }
+
+    std::map<std::string, std::unique_ptr<maps::map_view>> memories; // by object path
     std::vector<std::unique_ptr<maps::map_view>> tables;
 };
 
@@ -400,8 +408,26 @@ result<std::pair<uint32_t, uint32_t>> kernel_run(int fd, int repeat) {
 
 // --- checks and benchmarks ---
 
+/// Puts every variant's memory back to the image, so that each check starts from the same
+/// bytes (big_switch moves on to another window of its input at each run).
+void start_over(const program_state &st) {
+    *native_mem = *image;
+    if (st.memory != nullptr) {
+        bpftime_setup::restore(*st.memory);
+    }
+    if (st.kern.fd >= 0) {
+        __u32 zero = 0;
+        bpf_map *mem = bpf_object__find_map_by_name(st.kern.obj, "suite_memory");
+        if (mem == nullptr ||
+            bpf_map__update_elem(mem, &zero, 4, image.get(), sizeof(suite_mem), BPF_ANY) != 0) {
+            die(std::string("cannot refill the kernel's suite_memory: ") + std::strerror(errno));
+        }
+    }
+}
+
 /// Runs every variant once and records those whose low 32 bits differ from native code's.
 bool check_results(program_state &st) {
+    start_over(st);
     uint64_t want = st.prog->native(native_mem.get());
     bool ok = true;
     auto compare = [&](variant v, result<uint64_t> got) {
@@ -421,8 +447,10 @@ bool check_results(program_state &st) {
     };
     for (variant v : {jit, jit_unchecked, interp}) {
         if (st.engines[v]) {
+            start_over(st);
             compare(v, st.engines[v]->run(ctx, sizeof ctx));
             // The direct entry, which the benchmark times, must agree as well.
+            start_over(st);
             const vm::run_status direct = st.engines[v]->run_direct(ctx, sizeof ctx);
             if (st.mismatch[v].empty()) {
                 compare(v, direct.ok() ? result<uint64_t>(direct.r0)
@@ -431,6 +459,7 @@ bool check_results(program_state &st) {
         }
     }
     if (st.kern.fd >= 0) {
+        start_over(st);
         auto r = kernel_run(st.kern.fd, 1);
         compare(kernel, r ? result<uint64_t>(r->first) : result<uint64_t>(r.err()));
     }
@@ -698,6 +727,7 @@ int main(int argc, char **argv) {
             for (program_state &st : states) {
                 if (st.prog->name == name && std::strcmp(st.prog->object, p.object) == 0) {
                     st.compiled = compiled;
+                    st.memory = bt.memories.at(object_path(BPFTIME_SUITE_DIR, p.object)).get();
                 }
             }
         }

@@ -12,7 +12,7 @@
 #define SUITE_HALF (64 * 1024)   // bytes of input, and of memcpy's destination
 #define SUITE_LOG2_COUNT 1024    // u64 values whose log2 is taken
 #define SUITE_FNV_BYTES 4096     // bytes hashed
-#define SUITE_SWITCH_COUNT 512   // input bytes fed through the switch (see switch.c)
+#define SUITE_SWITCH_COUNT 512   // input bytes fed through the switch per run (see switch.c)
 #define SUITE_SORT_COUNT 128     // u32 values sorted
 #define SUITE_STRING_LEN 4096    // bytes of each string, with its NUL
 #define SUITE_STRING_MISMATCH 7  // where str_c first differs from str_a
@@ -36,7 +36,8 @@ struct suite_mem {
     __u32 keys[SUITE_LOOKUPS];      // the keys map_lookups looks up, most of them present
     // SUITE_PRIME_LIMIT, read at run time so that clang cannot fold count_primes' loops.
     __u32 prime_limit;
-    __u32 pad;
+    // Which window of the input big_switch reads next: each run takes one and advances it.
+    __u32 switch_round;
 };
 
 // Every program: X(program name, object file name without .bpf.o).
