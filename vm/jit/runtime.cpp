@@ -66,6 +66,38 @@ extern "C" void bpftime_jit_prepare_keeping();
 extern "C" void bpftime_jit_fault_keeping();
 extern "C" void bpftime_jit_check_keeping();
 
+// A wrapper that calls target keeping rdi, rsi, rdx, rcx, r8, r9 and r10, and rax too when the
+// target returns nothing: with r11 free, what preserve_most asks of a callee. Seven pushes after
+// the return address leave the stack aligned for the call; eight need one more word.
+#define BPFTIME_PRESERVING_MOST(wrapper, target, save_rax, restore_rax)                            \
+    extern "C" decltype(&target) const wrapper##_target                                            \
+        __attribute__((visibility("hidden"), used)) = &target;                                     \
+    asm(".text\n.p2align 4\n.globl " #wrapper "\n.hidden " #wrapper "\n.type " #wrapper            \
+        ", @function\n" #wrapper ":\n" save_rax "  pushq %rdi\n  pushq %rsi\n  pushq %rdx\n"       \
+        "  pushq %rcx\n  pushq %r8\n  pushq %r9\n  pushq %r10\n"                                   \
+        "  call *" #wrapper "_target(%rip)\n"                                                      \
+        "  popq %r10\n  popq %r9\n  popq %r8\n  popq %rcx\n  popq %rdx\n  popq %rsi\n"             \
+        "  popq %rdi\n" restore_rax "  ret\n"                                                      \
+        ".size " #wrapper ", . - " #wrapper "\n")
+#define BPFTIME_SAVE_RAX "  pushq %rax\n  subq $8, %rsp\n"
+#define BPFTIME_RESTORE_RAX "  addq $8, %rsp\n  popq %rax\n"
+
+BPFTIME_PRESERVING_MOST(bpftime_jit_prepare_preserving, rt_prepare, BPFTIME_SAVE_RAX,
+                        BPFTIME_RESTORE_RAX);
+BPFTIME_PRESERVING_MOST(bpftime_jit_fault_preserving, rt_fault, BPFTIME_SAVE_RAX,
+                        BPFTIME_RESTORE_RAX);
+BPFTIME_PRESERVING_MOST(bpftime_jit_check_preserving, rt_check, "", "");
+extern "C" void bpftime_jit_prepare_preserving();
+extern "C" void bpftime_jit_fault_preserving();
+extern "C" void bpftime_jit_check_preserving();
+
+const preserving_most &preserving() {
+    static const preserving_most p{address_of(&bpftime_jit_prepare_preserving),
+                                   address_of(&bpftime_jit_fault_preserving),
+                                   address_of(&bpftime_jit_check_preserving)};
+    return p;
+}
+
 const keeping_vectors &keeping() {
     static const keeping_vectors k{address_of(&bpftime_jit_prepare_keeping),
                                    address_of(&bpftime_jit_fault_keeping),

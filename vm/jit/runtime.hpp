@@ -109,6 +109,15 @@ struct keeping_vectors {
 };
 const keeping_vectors &keeping();
 
+// rt_prepare, rt_fault and rt_check as other code calls them: through wrappers that keep every
+// general-purpose register but r11 (LLVM's preserve_most convention), so that what the code
+// keeps across a slow path that rarely runs needs no callee-saved register of its own, which
+// its entry would push and its exit pop on every run.
+struct preserving_most {
+    uint64_t prepare, fault, check;
+};
+const preserving_most &preserving();
+
 // A function's address, as generated code calls it.
 template <class F>
 uint64_t address_of(F *fn) {

@@ -54,8 +54,8 @@ void translator::check_access(size_t pc, int base, int16_t offset, llvm::Value *
     b_.SetInsertPoint(slow);
     auto *ty = llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_, i64_}, false);
     llvm::Value *allowed =
-        b_.CreateCall(ty, runtime_fn(address_of(&rt_check), keeping().check),
-                      {state_, addr, nv, b_.getInt64(write ? 1 : 0), b_.getInt64(pc)});
+        call_slow_path(ty, keeping().check, preserving().check,
+                       {state_, addr, nv, b_.getInt64(write ? 1 : 0), b_.getInt64(pc)});
     auto *refill = new_block("refill");
     branch_unlikely(b_.CreateICmpEQ(allowed, b_.getInt64(0)), fault_ret_, refill);
     b_.SetInsertPoint(refill);

@@ -129,9 +129,9 @@ void translator::fault_if(llvm::Value *cond, uint64_t kind, size_t pc, llvm::Val
     branch_unlikely(cond, fault, go);
     b_.SetInsertPoint(fault);
     auto *ty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, i64_, i64_, i64_, i64_}, false);
-    b_.CreateCall(ty, runtime_fn(address_of(&rt_fault), keeping().fault),
-                  {state_, b_.getInt64(kind), b_.getInt64(pc), addr ? addr : b_.getInt64(0),
-                   len ? len : b_.getInt64(0)});
+    call_slow_path(ty, keeping().fault, preserving().fault,
+                   {state_, b_.getInt64(kind), b_.getInt64(pc), addr ? addr : b_.getInt64(0),
+                    len ? len : b_.getInt64(0)});
     b_.CreateBr(fault_ret_);
     b_.SetInsertPoint(go);
 }
@@ -449,9 +449,9 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
     b_.SetInsertPoint(stop);
     budget_to_state();
     auto *fty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_, i64_, i64_, i64_, i64_}, false);
-    b_.CreateCall(fty, runtime_fn(address_of(&rt_fault), keeping().fault),
-                  {state_, b_.getInt64(fault_helper_failed), b_.getInt64(pc), b_.getInt64(0),
-                   b_.getInt64(0)});
+    call_slow_path(fty, keeping().fault, preserving().fault,
+                   {state_, b_.getInt64(fault_helper_failed), b_.getInt64(pc), b_.getInt64(0),
+                    b_.getInt64(0)});
     b_.CreateBr(fault_ret_);
     b_.SetInsertPoint(go);
     take_handed_region();
@@ -464,7 +464,7 @@ void translator::prepare_run_context() {
                     prepare, go);
     b_.SetInsertPoint(prepare);
     auto *ty = llvm::FunctionType::get(b_.getVoidTy(), {ptr_}, false);
-    b_.CreateCall(ty, runtime_fn(address_of(&rt_prepare), keeping().prepare), {state_});
+    call_slow_path(ty, keeping().prepare, preserving().prepare, {state_});
     b_.CreateBr(go);
     b_.SetInsertPoint(go);
 }
@@ -867,9 +867,15 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
 
     // The engine turns the fault into the run's error (or runs the tail call a helper asked
     // for) and frees the state.
+    // The run's arguments from the state, where the entry stored them (a fault comes after a
+    // runtime call, which may write memory, so these loads stay): kept in registers through
+    // the whole run only for this, they would take callee-saved ones.
     b_.SetInsertPoint(faulted);
     auto *finish = b_.CreateCall(ty, runtime_fn(layout.faulted, layout.faulted_keeping),
-                                 {eng, mem, len, opts, t});
+                                 {b_.CreateLoad(ptr_, field(s, offsetof(jit_state, engine))),
+                                  b_.CreateLoad(i64_, field(s, offsetof(jit_state, mem))),
+                                  b_.CreateLoad(i64_, field(s, offsetof(jit_state, mem_len))),
+                                  b_.CreateLoad(ptr_, field(s, offsetof(jit_state, opts))), t});
     finish->setTailCall();
     b_.CreateRet(finish);
 

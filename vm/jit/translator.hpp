@@ -96,6 +96,17 @@ private:
     llvm::Value *runtime_fn(uint64_t direct, uint64_t keeping) {
         return const_ptr(vector_free_ ? keeping : direct);
     }
+    // A call of a runtime slow path (rt_prepare, rt_fault, rt_check): in vector-free code
+    // through its wrapper that keeps the vector state, in other code through its wrapper that
+    // keeps the general-purpose registers (preserving()).
+    llvm::CallInst *call_slow_path(llvm::FunctionType *ty, uint64_t keeping, uint64_t preserving,
+                                   llvm::ArrayRef<llvm::Value *> args) {
+        auto *call = b_.CreateCall(ty, const_ptr(vector_free_ ? keeping : preserving), args);
+        if (!vector_free_) {
+            call->setCallingConv(llvm::CallingConv::PreserveMost);
+        }
+        return call;
+    }
     llvm::BasicBlock *new_block(const char *name) {
         return llvm::BasicBlock::Create(ctx_, name, fn_);
     }
