@@ -315,6 +315,118 @@ struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
     }
 };
 
+// The budget counts exactly in every loop, also in the copy that loop versioning left without
+// its budget checks: each way through an iteration subtracts the lengths of its blocks, and
+// phis join the ways, so the value one iteration hands the next passes a chain of adds (an add
+// on each way, then the join's, then the latch's). In each innermost loop, a header phi whose
+// value from the latch is its own plus adds of constants (or of selects of two constants)
+// through phis of the loop gets that value as one add: its own plus a delta built of the same
+// constants (phis and selects of constants, which InstCombine folds), which does not depend on
+// it. The chain from one iteration to the next is then one add; the old chain stays for what
+// else uses its values (checks, exits).
+struct shorten_add_chains : llvm::PassInfoMixin<shorten_add_chains> {
+    llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        auto &li = fam.getResult<llvm::LoopAnalysis>(f);
+        bool changed = false;
+        for (llvm::Loop *loop : li.getLoopsInPreorder()) {
+            if (loop->getSubLoops().empty()) {
+                changed |= shorten(*loop);
+            }
+        }
+        return changed ? llvm::PreservedAnalyses::none() : llvm::PreservedAnalyses::all();
+    }
+
+    // An amount added that does not depend on the chain: a constant, or a select of two.
+    static bool constant_amount(const llvm::Value *v) {
+        if (llvm::isa<llvm::ConstantInt>(v)) {
+            return true;
+        }
+        const auto *sel = llvm::dyn_cast<llvm::SelectInst>(v);
+        return sel != nullptr && llvm::isa<llvm::ConstantInt>(sel->getTrueValue()) &&
+               llvm::isa<llvm::ConstantInt>(sel->getFalseValue());
+    }
+
+    // What v adds to the header phi h: a value (computed next to v) such that v == h + it, or
+    // null when v is not h plus constant amounts through the loop's phis.
+    static llvm::Value *delta(llvm::Value *v, llvm::PHINode *h, llvm::Loop &loop,
+                              std::map<llvm::Value *, llvm::Value *> &known,
+                              std::set<llvm::Value *> &open) {
+        if (v == h) {
+            return llvm::ConstantInt::get(h->getType(), 0);
+        }
+        if (auto it = known.find(v); it != known.end()) {
+            return it->second;
+        }
+        auto *i = llvm::dyn_cast<llvm::Instruction>(v);
+        if (i == nullptr || !loop.contains(i) || !open.insert(v).second) {
+            return nullptr; // outside the loop, or a cycle that does not pass the header
+        }
+        llvm::Value *d = nullptr;
+        if (auto *add = llvm::dyn_cast<llvm::BinaryOperator>(i);
+            add != nullptr && add->getOpcode() == llvm::Instruction::Add &&
+            constant_amount(add->getOperand(1))) {
+            if (llvm::Value *x = delta(add->getOperand(0), h, loop, known, open)) {
+                llvm::IRBuilder<> b(add->getNextNode());
+                d = b.CreateAdd(x, add->getOperand(1));
+            }
+        } else if (auto *phi = llvm::dyn_cast<llvm::PHINode>(i);
+                   phi != nullptr && phi->getParent() != loop.getHeader()) {
+            std::vector<llvm::Value *> in;
+            for (llvm::Value *x : phi->incoming_values()) {
+                in.push_back(delta(x, h, loop, known, open));
+                if (in.back() == nullptr) {
+                    break;
+                }
+            }
+            if (!in.empty() && in.back() != nullptr) {
+                auto *p =
+                    llvm::PHINode::Create(h->getType(), phi->getNumIncomingValues(), "delta", phi);
+                for (unsigned k = 0; k < phi->getNumIncomingValues(); k++) {
+                    p->addIncoming(in[k], phi->getIncomingBlock(k));
+                }
+                d = p;
+            }
+        }
+        open.erase(v);
+        known[v] = d;
+        return d;
+    }
+
+    static bool shorten(llvm::Loop &loop) {
+        llvm::BasicBlock *header = loop.getHeader();
+        llvm::BasicBlock *latch = loop.getLoopLatch();
+        if (latch == nullptr) {
+            return false;
+        }
+        bool changed = false;
+        std::vector<llvm::PHINode *> phis;
+        for (llvm::PHINode &h : header->phis()) {
+            phis.push_back(&h);
+        }
+        for (llvm::PHINode *h : phis) {
+            if (!h->getType()->isIntegerTy(64)) {
+                continue;
+            }
+            llvm::Value *next = h->getIncomingValueForBlock(latch);
+            // Already one add (or nothing) from one iteration to the next.
+            if (auto *add = llvm::dyn_cast<llvm::BinaryOperator>(next);
+                next == h || (add != nullptr && add->getOperand(0) == h)) {
+                continue;
+            }
+            std::map<llvm::Value *, llvm::Value *> known;
+            std::set<llvm::Value *> open;
+            llvm::Value *d = delta(next, h, loop, known, open);
+            if (d == nullptr) {
+                continue; // the adds left without a use go at the next cleanup
+            }
+            llvm::IRBuilder<> b(latch->getTerminator());
+            h->setIncomingValue(h->getBasicBlockIndex(latch), b.CreateAdd(h, d, "chain"));
+            changed = true;
+        }
+        return changed;
+    }
+};
+
 // Memory is addressed through integers (inttoptr of a register), which scalar evolution does
 // not follow into pointers, so the loop vectorizer sees no stride. In each innermost loop, an
 // access at inttoptr(x) where x = {start, +, step} becomes an access at
@@ -426,6 +538,7 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         unswitch.addPass(llvm::LoopRotatePass());
         unswitch.addPass(llvm::IndVarSimplifyPass());
         fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(unswitch), true));
+        fpm.addPass(shorten_add_chains());
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
         fpm.addPass(llvm::LoopSimplifyPass());
