@@ -430,7 +430,8 @@ struct shorten_add_chains : llvm::PassInfoMixin<shorten_add_chains> {
 // Memory is addressed through integers (inttoptr of a register), which scalar evolution does
 // not follow into pointers, so the loop vectorizer sees no stride. In each innermost loop, an
 // access at inttoptr(x) where x = {start, +, step} becomes an access at
-// `gep i8, inttoptr(start), x - start`: a pointer with a loop-invariant base and an affine
+// `gep i8, inttoptr(base), x - base`, base being start or, for starts that differ from one met
+// before by a small constant, that one's: a pointer with a loop-invariant base and an affine
 // offset, the form the vectorizer's dependence and overlap checks work with. The address is the
 // same; only its expression changes.
 struct rebase_accesses : llvm::PassInfoMixin<rebase_accesses> {
@@ -454,8 +455,13 @@ struct rebase_accesses : llvm::PassInfoMixin<rebase_accesses> {
         llvm::SCEVExpander expander(se, pre->getModule()->getDataLayout(), "base");
         llvm::Instruction *at = pre->getTerminator();
         llvm::IRBuilder<> b(pre->getContext());
-        // One base pointer per start value.
-        std::map<const llvm::SCEV *, std::pair<llvm::Value *, llvm::Value *>> bases;
+        // The base pointers made so far, each with the start it was made for.
+        struct base {
+            const llvm::SCEV *start;
+            llvm::Value *value; // the start as an integer
+            llvm::Value *ptr;
+        };
+        std::vector<base> bases;
         bool changed = false;
         for (llvm::BasicBlock *bb : loop.blocks()) {
             for (llvm::Instruction &i : *bb) {
@@ -476,15 +482,25 @@ struct rebase_accesses : llvm::PassInfoMixin<rebase_accesses> {
                     !expander.isSafeToExpandAt(rec->getStart(), at)) {
                     continue;
                 }
-                auto [it, fresh] = bases.emplace(rec->getStart(), std::pair{nullptr, nullptr});
-                if (fresh) {
+                // A start that differs from one met before by a small constant shares its base
+                // (rows of a matrix, fields of a record): the offsets then differ by that
+                // constant, which the addressing mode takes, where a base each would take a
+                // register each.
+                const llvm::SCEV *start = rec->getStart();
+                auto it = std::find_if(bases.begin(), bases.end(), [&](const base &e) {
+                    const auto *d =
+                        llvm::dyn_cast<llvm::SCEVConstant>(se.getMinusSCEV(start, e.start));
+                    return d != nullptr && d->getAPInt().abs().ult(uint64_t{1} << 30);
+                });
+                if (it == bases.end()) {
                     b.SetInsertPoint(at);
-                    llvm::Value *start = expander.expandCodeFor(rec->getStart(), x->getType(), at);
-                    it->second = {start, b.CreateIntToPtr(start, cast->getType(), "base")};
+                    llvm::Value *v = expander.expandCodeFor(start, x->getType(), at);
+                    bases.push_back({start, v, b.CreateIntToPtr(v, cast->getType(), "base")});
+                    it = std::prev(bases.end());
                 }
                 b.SetInsertPoint(&i);
-                llvm::Value *offset = b.CreateSub(x, it->second.first);
-                i.setOperand(operand, b.CreateGEP(b.getInt8Ty(), it->second.second, offset));
+                llvm::Value *offset = b.CreateSub(x, it->value);
+                i.setOperand(operand, b.CreateGEP(b.getInt8Ty(), it->ptr, offset));
                 changed = true;
             }
         }
@@ -533,6 +549,11 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
         fpm.addPass(hoist_checks());
+        // The versioning test of an inner loop of a nest often depends only on what the outer
+        // loops keep fixed: computed once outside them, not at each entry of the inner loop.
+        llvm::LoopPassManager hoist_tests;
+        hoist_tests.addPass(llvm::LICMPass(llvm::LICMOptions()));
+        fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(hoist_tests), true));
         llvm::LoopPassManager unswitch;
         unswitch.addPass(llvm::SimpleLoopUnswitchPass(true));
         unswitch.addPass(llvm::LoopRotatePass());
@@ -541,6 +562,11 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         fpm.addPass(shorten_add_chains());
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
+        // The copy without checks, its dead slow paths gone, calls nothing: loads of what it
+        // does not store (values a program keeps in its frame) can now leave it.
+        llvm::LoopPassManager after_unswitch;
+        after_unswitch.addPass(llvm::LICMPass(llvm::LICMOptions()));
+        fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(after_unswitch), true));
         fpm.addPass(llvm::LoopSimplifyPass());
         fpm.addPass(rebase_accesses());
         fpm.addPass(llvm::LoopVectorizePass());
