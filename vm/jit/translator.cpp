@@ -866,10 +866,10 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
                     unlikely_);
 
     // The engine turns the fault into the run's error (or runs the tail call a helper asked
-    // for) and frees the state.
-    // The run's arguments from the state, where the entry stored them (a fault comes after a
-    // runtime call, which may write memory, so these loads stay): kept in registers through
-    // the whole run only for this, they would take callee-saved ones.
+    // for) and frees the state. It gets the run's arguments from the state, where the entry
+    // stored them (a fault comes after a runtime call, which may write memory, so these loads
+    // stay): kept in registers through the whole run only for this, they would take
+    // callee-saved ones.
     b_.SetInsertPoint(faulted);
     auto *finish = b_.CreateCall(ty, runtime_fn(layout.faulted, layout.faulted_keeping),
                                  {b_.CreateLoad(ptr_, field(s, offsetof(jit_state, engine))),
