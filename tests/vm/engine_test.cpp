@@ -289,37 +289,28 @@ TEST_P(HelperTest, AfterACallWhoseCalleeCalledAHelperTheCallersFrameIsTheHelpers
     const std::vector<ebpf_inst> g{insn(cls_alu64 | src_x | alu_mov, 1, 10),
                                    insn(cls_alu64 | src_k | alu_add, 1, 0, 0, -8), mov64_imm(2, 8),
                                    insn(op_call, 0, 0, 0, 103), exit_insn()};
-    auto in_f = [&](int32_t off) {
-        std::vector<ebpf_inst> p{insn(op_call, 0, call_local, 0, 1),
-                                 exit_insn(),
-                                 insn(op_call, 0, call_local, 0, 5),
-                                 insn(cls_alu64 | src_x | alu_mov, 1, 10),
-                                 insn(cls_alu64 | src_k | alu_add, 1, 0, 0, off),
-                                 mov64_imm(2, 8),
-                                 insn(op_call, 0, 0, 0, 103),
-                                 exit_insn()};
-        p.insert(p.end(), g.begin(), g.end());
-        auto r = run_insns(p, nullptr, {}, lo);
+    // What the check helper says of [r10 + off, +8) after a call of g, the code before it
+    // being `before`.
+    auto after_g = [&](std::vector<ebpf_inst> before, int32_t off) {
+        const std::vector<ebpf_inst> rest{insn(op_call, 0, call_local, 0, 5),
+                                          insn(cls_alu64 | src_x | alu_mov, 1, 10),
+                                          insn(cls_alu64 | src_k | alu_add, 1, 0, 0, off),
+                                          mov64_imm(2, 8),
+                                          insn(op_call, 0, 0, 0, 103),
+                                          exit_insn()};
+        before.insert(before.end(), rest.begin(), rest.end());
+        before.insert(before.end(), g.begin(), g.end());
+        auto r = run_insns(before, nullptr, {}, lo);
         EXPECT_TRUE(r.ok()) << r.err().message;
         return r.ok() ? *r : 2;
     };
-    EXPECT_EQ(in_f(-8), 1u) << "f's own frame";
-    EXPECT_EQ(in_f(504), 1u) << "the entry's frame";
-    EXPECT_EQ(in_f(-520), 0u) << "g's frame, gone";
-    auto in_entry = [&](int32_t off) {
-        std::vector<ebpf_inst> p{insn(op_call, 0, call_local, 0, 5),
-                                 insn(cls_alu64 | src_x | alu_mov, 1, 10),
-                                 insn(cls_alu64 | src_k | alu_add, 1, 0, 0, off),
-                                 mov64_imm(2, 8),
-                                 insn(op_call, 0, 0, 0, 103),
-                                 exit_insn()};
-        p.insert(p.end(), g.begin(), g.end());
-        auto r = run_insns(p, nullptr, {}, lo);
-        EXPECT_TRUE(r.ok()) << r.err().message;
-        return r.ok() ? *r : 2;
-    };
-    EXPECT_EQ(in_entry(-8), 1u) << "the entry's own frame";
-    EXPECT_EQ(in_entry(-520), 0u) << "g's frame, gone";
+    // In f, which the entry calls first.
+    const std::vector<ebpf_inst> into_f{insn(op_call, 0, call_local, 0, 1), exit_insn()};
+    EXPECT_EQ(after_g(into_f, -8), 1u) << "f's own frame";
+    EXPECT_EQ(after_g(into_f, 504), 1u) << "the entry's frame";
+    EXPECT_EQ(after_g(into_f, -520), 0u) << "g's frame, gone";
+    EXPECT_EQ(after_g({}, -8), 1u) << "the entry's own frame";
+    EXPECT_EQ(after_g({}, -520), 0u) << "g's frame, gone";
 }
 
 TEST_P(HelperTest, RegionsFromHelpersAreAccessible) {
