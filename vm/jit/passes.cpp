@@ -549,11 +549,6 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
         fpm.addPass(hoist_checks());
-        // The versioning test of an inner loop of a nest often depends only on what the outer
-        // loops keep fixed: computed once outside them, not at each entry of the inner loop.
-        llvm::LoopPassManager hoist_tests;
-        hoist_tests.addPass(llvm::LICMPass(llvm::LICMOptions()));
-        fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(hoist_tests), true));
         llvm::LoopPassManager unswitch;
         unswitch.addPass(llvm::SimpleLoopUnswitchPass(true));
         unswitch.addPass(llvm::LoopRotatePass());
@@ -563,7 +558,9 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
         // The copy without checks, its dead slow paths gone, calls nothing: loads of what it
-        // does not store (values a program keeps in its frame) can now leave it.
+        // does not store (values a program keeps in its frame) can now leave it. The versioning
+        // test of an inner loop of a nest, which often depends only on what the outer loops keep
+        // fixed, leaves them too.
         llvm::LoopPassManager after_unswitch;
         after_unswitch.addPass(llvm::LICMPass(llvm::LICMOptions()));
         fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(after_unswitch), true));
