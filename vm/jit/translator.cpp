@@ -412,8 +412,7 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
             llvm::FunctionType::get(i64_, {ptr_, i64_, i64_, i64_, i64_, i64_, i64_, i64_}, false);
         budget_to_state();
         calls_out_ = true;
-        prepare_run_context();
-        set_helper_stack();
+        prepare_helper_call();
         r0 = b_.CreateCall(
             ty, const_ptr(address_of(&rt_callx)),
             {state_, reg(inst.dst), args[0], args[1], args[2], args[3], args[4], b_.getInt64(pc)});
@@ -433,8 +432,7 @@ void translator::emit_helper_call(size_t pc, const ebpf_inst &inst) {
     if (callbacks) {
         budget_to_state();
     }
-    prepare_run_context();
-    set_helper_stack();
+    prepare_helper_call();
     auto *ty = llvm::FunctionType::get(i64_, {i64_, i64_, i64_, i64_, i64_, ptr_}, false);
     calls_out_ = true;
     r0 = b_.CreateCall(ty, const_ptr(address_of(prog_.helper_at(pc))),
@@ -469,7 +467,8 @@ void translator::prepare_run_context() {
     b_.SetInsertPoint(go);
 }
 
-void translator::set_helper_stack() {
+void translator::prepare_helper_call() {
+    prepare_run_context();
     // The entry function's region is the one the run starts with (its reachable part), unless
     // a callee it called may have left its own.
     if (function_entry_ == 0 && !shapes_.at(0).calls) {

@@ -143,14 +143,13 @@ private:
     // a helper runs spends it there; a tail call goes on from it).
     void budget_to_state();
     void budget_from_state();
-    // Calls rt_prepare unless this run's context is set up already: before what uses it (a
-    // helper call, a move of the helpers' stack region).
+    // Calls rt_prepare unless this run's context is set up already: before what uses it.
     void prepare_run_context();
-    // Before a helper call (after prepare_run_context): run_context::stack, against which
-    // helpers check pointers, becomes this function's frame and its callers', as the
-    // interpreter keeps it, [frame's bottom, stack_top). Set at helper calls rather than at
-    // every local call and return: only helpers read it.
-    void set_helper_stack();
+    // Before a helper call: the run's context set up (prepare_run_context), and
+    // run_context::stack, against which helpers check pointers, this function's frame and its
+    // callers', as the interpreter keeps it, [frame's bottom, stack_top). Set at helper calls
+    // rather than at every local call and return: only helpers read it.
+    void prepare_helper_call();
     void emit_local_call(size_t pc, const ebpf_inst &inst);
     void emit_function(const function_plan &plan);
     // The compare tree at pc as a switch. Each way through the tree gets a block that counts
