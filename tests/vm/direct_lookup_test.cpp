@@ -218,6 +218,72 @@ TEST_P(DirectLookup, AnotherHelperBoundToTheIdIsCalled) {
     EXPECT_EQ(values[0], 10u);
 }
 
+// Looks up key 0 (the value area, 32 bytes, becomes the near cache), then looks for the input's
+// first byte among the area's first `limit` bytes: the loop leaves at the match or at the
+// limit, and the byte at the index it left with is read after it (one past the area when limit
+// is 32 and nothing matched).
+std::string search_values(int limit) {
+    return "mov %r9, %r1\nstw [%r10-4], 0\nlddw %r1, map_fd(7)\nmov %r2, %r10\nadd %r2, -4\n"
+           "call 1\njeq %r0, 0, miss\nldxb %r6, [%r9+0]\nmov %r3, 0\nloop:\njge %r3, " +
+           std::to_string(limit) +
+           ", done\nmov %r4, %r0\nadd %r4, %r3\nldxb %r5, [%r4+0]\njeq %r5, %r6, done\n"
+           "add %r3, 1\nja loop\ndone:\nadd %r0, %r3\nldxb %r0, [%r0+0]\nlsh %r3, 8\n"
+           "or %r0, %r3\nexit\nmiss:\nmov %r0, 99\nexit";
+}
+
+TEST_P(DirectLookup, AnAccessAfterALoopAtTheIndexItLeftWithFaultsWhereTheHelpersWayDoes) {
+    resolve_as(true);
+    // Found, found at the area's last byte, not found.
+    for (uint8_t wanted : {20, 0, 0xaa}) {
+        for (int limit : {31, 32}) {
+            const std::string what = std::to_string(wanted) + " in " + std::to_string(limit);
+            values = {10, 20, 30, 40};
+            auto insns = assemble(search_values(limit));
+            ASSERT_TRUE(insns.ok()) << insns.err().message;
+            std::vector<uint8_t> mem{wanted, 0, 0, 0, 0, 0, 0, 0};
+            auto r = run_insns(*insns, &mem, {}, lo);
+            if (limit == 32 && wanted == 0xaa) {
+                ASSERT_FALSE(r.ok()) << what;
+                EXPECT_EQ(r.err().code, fault_out_of_bounds) << what;
+                EXPECT_NE(r.err().message.find("instruction 18 (ldxb %r0, [%r0])"),
+                          std::string::npos)
+                    << what << ": " << r.err().message;
+                continue;
+            }
+            ASSERT_TRUE(r.ok()) << what << ": " << r.err().message;
+            const uint64_t at = wanted == 20 ? 8 : wanted == 0 ? 1 : 31;
+            EXPECT_EQ(*r, at << 8 | reinterpret_cast<const uint8_t *>(values.data())[at]) << what;
+        }
+    }
+}
+
+TEST_P(DirectLookup, AnAccessAfterALoopAtAnIndexEveryExitKeepsInTheAreaHasNoCheck) {
+    if (!compiled() || engine_under_test().opts.tier != jit_tier::optimised) {
+        GTEST_SKIP() << "what the optimised JIT compiles";
+    }
+    resolve_as(true);
+    // The same code but for the limit: with 31 the index after the loop is at most 31 on every
+    // way out (fold_ranged_compares), with 32 it may be past the area, and its check stays.
+    auto ir_of = [&](int limit) {
+        auto insns = assemble(search_values(limit));
+        EXPECT_TRUE(insns.ok());
+        auto prog = program::load(*insns, lo);
+        EXPECT_TRUE(prog.ok()) << prog.err().message;
+        return optimised_ir(*prog);
+    };
+    auto checks = [](const std::string &ir) {
+        size_t n = 0;
+        for (size_t at = ir.find("!bpftime.check"); at != std::string::npos;
+             at = ir.find("!bpftime.check", at + 1)) {
+            n++;
+        }
+        return n;
+    };
+    const std::string in = ir_of(31);
+    const std::string past = ir_of(32);
+    EXPECT_LT(checks(in), checks(past)) << in << "\n" << past;
+}
+
 INSTANTIATE_TEST_SUITE_P(All, DirectLookup, ::testing::ValuesIn(engine_variants()),
                          engine_test_name);
 

@@ -175,8 +175,7 @@ inline outcome same_as_interpreter(std::string_view text, const std::vector<uint
 }
 
 /// The IR the JIT's optimised tier compiled for assembly text (BPFTIME_JIT_DUMP prints it).
-inline std::string optimised_ir(std::string_view text) {
-    const program prog = assembled(text);
+inline std::string optimised_ir(const program &prog) {
     ::setenv("BPFTIME_JIT_DUMP", "1", 1);
     ::testing::internal::CaptureStderr();
     auto eng = make_engine(engine_kind::jit, prog, {.tier = jit_tier::optimised});
@@ -184,6 +183,10 @@ inline std::string optimised_ir(std::string_view text) {
     ::unsetenv("BPFTIME_JIT_DUMP");
     EXPECT_TRUE(eng.ok());
     return ir;
+}
+
+inline std::string optimised_ir(std::string_view text) {
+    return optimised_ir(assembled(text));
 }
 
 /// The same with mem_len bytes of memory holding 1, 2, 3, ...

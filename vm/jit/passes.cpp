@@ -6,6 +6,7 @@
 #include <llvm/Analysis/LoopInfo.h>
 #include <llvm/Analysis/ScalarEvolution.h>
 #include <llvm/Analysis/ScalarEvolutionExpressions.h>
+#include <llvm/IR/ConstantRange.h>
 #include <llvm/IR/Dominators.h>
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/Module.h>
@@ -427,6 +428,97 @@ struct shorten_add_chains : llvm::PassInfoMixin<shorten_add_chains> {
     }
 };
 
+// Compares against a constant whose result the ranges of their operand decide. After a loop,
+// a value that leaves it through several exits is a phi of the values at each exit (LCSSA),
+// which scalar evolution does not see through; the range of each is that of the loop's own
+// value (an induction variable ranges over what its largest trip count allows). An access after
+// a loop at an index it leaves with (`a[i]` once `i < n` ended the loop) thus keeps no check
+// when every exit's index is in bounds, nor the slow path behind it (whose values, live from
+// the entry, would take registers through the loop).
+struct fold_ranged_compares : llvm::PassInfoMixin<fold_ranged_compares> {
+    llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        auto &se = fam.getResult<llvm::ScalarEvolutionAnalysis>(f);
+        std::map<llvm::Value *, llvm::ConstantRange> known;
+        std::vector<llvm::ICmpInst *> decided;
+        std::vector<bool> outcome;
+        for (llvm::BasicBlock &bb : f) {
+            for (llvm::Instruction &i : bb) {
+                auto *cmp = llvm::dyn_cast<llvm::ICmpInst>(&i);
+                if (cmp == nullptr || !cmp->getOperand(0)->getType()->isIntegerTy() ||
+                    !llvm::isa<llvm::ConstantInt>(cmp->getOperand(1)) ||
+                    llvm::isa<llvm::Constant>(cmp->getOperand(0))) {
+                    continue;
+                }
+                std::set<llvm::Value *> open;
+                const llvm::ConstantRange x = range(cmp->getOperand(0), se, known, open, 0);
+                const llvm::ConstantRange c(
+                    llvm::cast<llvm::ConstantInt>(cmp->getOperand(1))->getValue());
+                if (x.icmp(cmp->getPredicate(), c)) {
+                    decided.push_back(cmp);
+                    outcome.push_back(true);
+                } else if (x.icmp(cmp->getInversePredicate(), c)) {
+                    decided.push_back(cmp);
+                    outcome.push_back(false);
+                }
+            }
+        }
+        for (size_t k = 0; k < decided.size(); k++) {
+            llvm::ICmpInst *cmp = decided[k];
+            cmp->replaceAllUsesWith(llvm::ConstantInt::getBool(cmp->getType(), outcome[k]));
+            cmp->eraseFromParent();
+        }
+        return decided.empty() ? llvm::PreservedAnalyses::all() : llvm::PreservedAnalyses::none();
+    }
+
+    // Phis and masks deeper than this are left to scalar evolution alone.
+    static constexpr int max_depth = 8;
+
+    // The values v can take: what scalar evolution knows of it, narrowed for a phi to the
+    // union of its incoming values' ranges and for a mask, an extension or a truncation to
+    // that of its operand's.
+    static llvm::ConstantRange range(llvm::Value *v, llvm::ScalarEvolution &se,
+                                     std::map<llvm::Value *, llvm::ConstantRange> &known,
+                                     std::set<llvm::Value *> &open, int depth) {
+        const unsigned bits = v->getType()->getIntegerBitWidth();
+        if (auto *c = llvm::dyn_cast<llvm::ConstantInt>(v)) {
+            return llvm::ConstantRange(c->getValue());
+        }
+        llvm::ConstantRange r = se.isSCEVable(v->getType()) ? se.getUnsignedRange(se.getSCEV(v))
+                                                            : llvm::ConstantRange::getFull(bits);
+        auto *i = llvm::dyn_cast<llvm::Instruction>(v);
+        if (i == nullptr || depth >= max_depth) {
+            return r;
+        }
+        if (auto it = known.find(v); it != known.end()) {
+            return it->second;
+        }
+        if (!open.insert(v).second) {
+            return r; // a cycle: what scalar evolution says
+        }
+        auto of = [&](llvm::Value *x) { return range(x, se, known, open, depth + 1); };
+        if (auto *phi = llvm::dyn_cast<llvm::PHINode>(i)) {
+            llvm::ConstantRange u = llvm::ConstantRange::getEmpty(bits);
+            for (llvm::Value *in : phi->incoming_values()) {
+                u = u.unionWith(of(in));
+                if (u.isFullSet()) {
+                    break;
+                }
+            }
+            r = r.intersectWith(u);
+        } else if (i->getOpcode() == llvm::Instruction::And &&
+                   llvm::isa<llvm::ConstantInt>(i->getOperand(1))) {
+            r = r.intersectWith(of(i->getOperand(0)).binaryAnd(of(i->getOperand(1))));
+        } else if (llvm::isa<llvm::ZExtInst>(i)) {
+            r = r.intersectWith(of(i->getOperand(0)).zeroExtend(bits));
+        } else if (llvm::isa<llvm::TruncInst>(i)) {
+            r = r.intersectWith(of(i->getOperand(0)).truncate(bits));
+        }
+        open.erase(v);
+        known.emplace(v, r);
+        return r;
+    }
+};
+
 // Memory is addressed through integers (inttoptr of a register), which scalar evolution does
 // not follow into pointers, so the loop vectorizer sees no stride. In each innermost loop, an
 // access at inttoptr(x) where x = {start, +, step} becomes an access at
@@ -555,6 +647,7 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         unswitch.addPass(llvm::IndVarSimplifyPass());
         fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(unswitch), true));
         fpm.addPass(shorten_add_chains());
+        fpm.addPass(fold_ranged_compares());
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
         // The copy without checks, its dead slow paths gone, calls nothing: loads of what it
