@@ -18,6 +18,7 @@
 #include <llvm/Transforms/Scalar/EarlyCSE.h>
 #include <llvm/Transforms/Scalar/GVN.h>
 #include <llvm/Transforms/Scalar/IndVarSimplify.h>
+#include <llvm/Transforms/Scalar/JumpThreading.h>
 #include <llvm/Transforms/Scalar/LICM.h>
 #include <llvm/Transforms/Scalar/LoopPassManager.h>
 #include <llvm/Transforms/Scalar/LoopRotation.h>
@@ -662,6 +663,7 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         fpm.addPass(llvm::LoopVectorizePass());
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
+        fpm.addPass(llvm::JumpThreadingPass());
         mpm.addPass(llvm::AlwaysInlinerPass());
         mpm.addPass(llvm::createModuleToFunctionPassAdaptor(std::move(fpm)));
     });
