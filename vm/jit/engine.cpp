@@ -59,6 +59,8 @@ struct loaded_code {
 
 // The code a jit_engine runs now (defined with the engine).
 const loaded_code &current_code(const void *engine);
+// The program a jit_engine runs (defined with the engine).
+const program &program_of(const void *engine);
 // Where the emitted entries find a thread's state (defined with the thread states).
 const direct_layout &the_direct_layout();
 
@@ -103,6 +105,10 @@ result<uint64_t> run_callback(void *run, size_t pc, const uint64_t (&args)[5], u
 } // namespace
 
 void rt_prepare(jit_state *s) {
+    // The run entry stores only what changes from run to run of one engine; what follows from
+    // the engine is found here, before anything reads it (a constant stored on every run would
+    // also keep its neighbours, the runtime's addresses, in a register through the run).
+    s->prog = &program_of(s->engine);
     const program &prog = *s->prog;
     const run_options &opts = *s->opts;
     const size_t reach = prog.entry_frame_reach();
@@ -397,6 +403,7 @@ public:
     }
 
     const loaded_code &code() const { return *code_.load(std::memory_order_acquire); }
+    const program &program_run() const { return prog_; }
 
     // The emitted direct entry's way out when the thread's own state cannot be used, and
     // run()'s way in: the thread's state, made on its first run, or one of its own on the
@@ -468,6 +475,10 @@ extern "C" void bpftime_jit_faulted_keeping();
 
 const loaded_code &current_code(const void *engine) {
     return static_cast<const jit_engine *>(engine)->code();
+}
+
+const program &program_of(const void *engine) {
+    return static_cast<const jit_engine *>(engine)->program_run();
 }
 
 const direct_layout &the_direct_layout() {

@@ -35,7 +35,7 @@ struct jit_state {
     // run_context::stack, which helpers check pointers against (run_context is not standard
     // layout, so generated code cannot find it through rc).
     memory_region *rc_stack;
-    const program *prog;
+    const program *prog;  // set by rt_prepare, from engine
     memory_region handed; // the last region a helper handed out (run_context's sink)
     uint64_t fault;       // a fault_kind, 0 while the run is going
     // Where and what the fault was; meaningful only once fault is set.

@@ -834,8 +834,6 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     b_.CreateStore(opts, field(s, offsetof(jit_state, opts)));
     b_.CreateStore(b_.getInt64(0), field(s, offsetof(jit_state, rc_ready)));
     b_.CreateStore(eng, field(s, offsetof(jit_state, engine)));
-    b_.CreateStore(const_ptr(reinterpret_cast<uint64_t>(&prog_)),
-                   field(s, offsetof(jit_state, prog)));
     llvm::Value *z = b_.getInt64(0);
     std::vector<llvm::Value *> args{s, z, mem, len, z, z, z, z, z, z, z, top, z};
     // The budget and the near caches go to the program in registers; the state gets them
