@@ -760,8 +760,8 @@ bool translator::budget_bounds_checks() const {
 void translator::emit_run_entry(const std::string &name, const direct_layout &layout) {
     llvm::StructType *status = llvm::StructType::get(ctx_, {i64_, ptr_}); // run_status
     auto *ty = llvm::FunctionType::get(status, {ptr_, i64_, i64_, ptr_, i64_}, false);
-    // The run itself, inlined into the exported entry, and into the direct entry where that
-    // tests the budget first (budget_bounds_checks).
+    // The run itself, inlined into the exported entry, and into the direct entry of a short
+    // program (max_inlined_run) or where that tests the budget first (budget_bounds_checks).
     auto *fn =
         llvm::Function::Create(ty, llvm::Function::InternalLinkage, name + run_body_suffix, mod_);
     fn->addFnAttr(llvm::Attribute::NoUnwind);
@@ -925,6 +925,12 @@ void translator::emit_direct_entry(const std::string &name, const std::string &r
     llvm::Value *busy = b_.CreateAnd(seq, b_.getInt32(1));
     b_.CreateCondBr(b_.CreateICmpNE(busy, b_.getInt32(0)), elsewhere, here, unlikely_);
     b_.SetInsertPoint(here);
+    if (insns_.size() <= max_inlined_run) {
+        // A short program's run costs little more than its entry: the run is inlined here too
+        // rather than reached by a jump to the run entry, which would load the run sequence
+        // again and keep its own registers.
+        run = mod_.getFunction(run_entry + run_body_suffix);
+    }
     if (budget_bounds_checks()) {
         // No run of it passes more instructions than it has: with that much budget, none of
         // its budget tests can fail, and the run inlined below that test loses them, and with

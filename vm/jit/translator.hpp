@@ -257,7 +257,11 @@ inline constexpr const char *callback_entry_suffix = "_callback";
 // The name of a program's direct entry is its entry's with this suffix.
 inline constexpr const char *direct_entry_suffix = "_direct";
 // The suffix of a run entry's body (internal, always inlined): the exported run entry is a
-// call of it, and so is the direct entry's call where the budget test comes first.
+// call of it, and so is the direct entry's call of a short program's run or where the budget
+// test comes first.
 inline constexpr const char *run_body_suffix = ".run";
+// Programs of at most this many instructions have their run inlined in the direct entry too
+// (their code is emitted twice); longer ones jump to the run entry.
+inline constexpr size_t max_inlined_run = 256;
 
 } // namespace bpftime::vm::jit
