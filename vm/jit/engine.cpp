@@ -39,9 +39,6 @@ namespace {
 #error "the JIT's direct entry reads its thread-local through %fs (x86-64)"
 #endif
 
-// A run on a given thread state (translator::emit_run_entry).
-using run_fn = run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &,
-                              uint64_t state);
 // A run on the calling thread's state (translator::emit_direct_entry).
 using direct_fn = run_status (*)(engine &, void *mem, uint64_t mem_len, const run_options &);
 using callback_fn = uint64_t (*)(jit_state *, uint64_t pc, uint64_t, uint64_t, uint64_t, uint64_t,
@@ -50,7 +47,6 @@ using callback_fn = uint64_t (*)(jit_state *, uint64_t pc, uint64_t, uint64_t, u
 // Loaded code of one tier; freed with the engine.
 struct loaded_code {
     llvm::orc::ResourceTrackerSP tracker;
-    run_fn run = nullptr;
     direct_fn direct = nullptr;
     callback_fn callback = nullptr; // runs a callback (run_context::call)
     size_t blocks = 0;              // basic blocks of the program's translation
@@ -226,16 +222,14 @@ result<loaded_code> compile(jit_host &host, const program &prog, bool checked, b
         return make_error(EINVAL, "the jit cannot load the program: " + llvm_message(std::move(e)));
     }
     for (const std::string &suffix :
-         {std::string(), std::string(direct_entry_suffix), std::string(callback_entry_suffix)}) {
+         {std::string(direct_entry_suffix), std::string(callback_entry_suffix)}) {
         auto sym = jit.lookup(name + suffix);
         if (!sym) {
             std::string why = llvm_message(sym.takeError());
             llvm::consumeError(code.tracker->remove());
             return make_error(EINVAL, "the jit cannot link the program: " + why);
         }
-        if (suffix.empty()) {
-            code.run = sym->toPtr<run_fn>();
-        } else if (suffix == direct_entry_suffix) {
+        if (suffix == direct_entry_suffix) {
             code.direct = sym->toPtr<direct_fn>();
         } else {
             code.callback = sym->toPtr<callback_fn>();
@@ -408,7 +402,9 @@ public:
     // The emitted direct entry's way out when the thread's own state cannot be used, and
     // run()'s way in: the thread's state, made on its first run, or one of its own on the
     // stack for a run inside a run on this thread (a probe a helper met, a tail call's target,
-    // a signal handler) or on a thread past its exit.
+    // a signal handler) or on a thread past its exit. Either way the direct entry runs the
+    // program, on the state the thread's pointer then names (the code has one copy of the run,
+    // there).
     static run_status elsewhere(engine &e, void *mem, uint64_t mem_len, const run_options &opts) {
         auto &self = static_cast<jit_engine &>(e);
         thread_run *t = this_thread_run;
@@ -418,7 +414,7 @@ public:
         if (t->seq.load(std::memory_order_relaxed) & 1) [[unlikely]] {
             return self.run_nested(mem, mem_len, opts);
         }
-        return self.code().run(e, mem, mem_len, opts, reinterpret_cast<uint64_t>(t));
+        return self.code().direct(e, mem, mem_len, opts);
     }
 
     // The emitted run entry's way out after a fault: the run's error (or the result of the tail
@@ -435,9 +431,18 @@ public:
     }
 
 private:
+    // The thread's pointer names a state of the run's own while it runs: runs nested in it
+    // (a signal handler's) find that one busy and take one of their own in turn, and the
+    // pointer is the outer run's again when it ends.
     [[gnu::noinline]] run_status run_nested(void *mem, uint64_t mem_len, const run_options &opts) {
         thread_run own;
-        return code().run(*this, mem, mem_len, opts, reinterpret_cast<uint64_t>(&own));
+        thread_run *const outer = this_thread_run;
+        std::atomic_signal_fence(std::memory_order_seq_cst); // own is whole before it is named
+        this_thread_run = &own;
+        const run_status r = code().direct(*this, mem, mem_len, opts);
+        this_thread_run = outer;
+        std::atomic_signal_fence(std::memory_order_seq_cst); // and named no more before it goes
+        return r;
     }
 
     [[gnu::noinline, gnu::cold]] result<uint64_t>

@@ -760,14 +760,15 @@ bool translator::budget_bounds_checks() const {
 void translator::emit_run_entry(const std::string &name, const direct_layout &layout) {
     llvm::StructType *status = llvm::StructType::get(ctx_, {i64_, ptr_}); // run_status
     auto *ty = llvm::FunctionType::get(status, {ptr_, i64_, i64_, ptr_, i64_}, false);
-    // The run itself, inlined into the exported entry, and into the direct entry of a short
-    // program (max_inlined_run) or where that tests the budget first (budget_bounds_checks).
+    // The run itself, inlined into the direct entry, and for a program whose direct entry
+    // tests the budget first (budget_bounds_checks) into the run entry its low-budget way
+    // takes, where the budget tests stay.
     auto *fn =
         llvm::Function::Create(ty, llvm::Function::InternalLinkage, name + run_body_suffix, mod_);
     fn->addFnAttr(llvm::Attribute::NoUnwind);
     fn->addFnAttr(llvm::Attribute::AlwaysInline);
-    {
-        auto *outer = llvm::Function::Create(ty, llvm::Function::ExternalLinkage, name, mod_);
+    if (budget_bounds_checks()) {
+        auto *outer = llvm::Function::Create(ty, llvm::Function::InternalLinkage, name, mod_);
         outer->addFnAttr(llvm::Attribute::NoUnwind);
         b_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", outer));
         std::vector<llvm::Value *> args;
@@ -832,8 +833,8 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     b_.CreateStore(mem, field(s, offsetof(jit_state, mem)));
     b_.CreateStore(len, field(s, offsetof(jit_state, mem_len)));
     b_.CreateStore(opts, field(s, offsetof(jit_state, opts)));
-    b_.CreateStore(b_.getInt64(0), field(s, offsetof(jit_state, rc_ready)));
     b_.CreateStore(eng, field(s, offsetof(jit_state, engine)));
+    b_.CreateStore(b_.getInt64(0), field(s, offsetof(jit_state, rc_ready)));
     llvm::Value *z = b_.getInt64(0);
     std::vector<llvm::Value *> args{s, z, mem, len, z, z, z, z, z, z, z, top, z};
     // The budget and the near caches go to the program in registers; the state gets them
@@ -903,7 +904,6 @@ void translator::emit_direct_entry(const std::string &name, const std::string &r
     auto *run_ty = llvm::FunctionType::get(status, {ptr_, i64_, i64_, ptr_, i64_}, false);
     auto *fn = llvm::Function::Create(ty, llvm::Function::ExternalLinkage, name, mod_);
     fn->addFnAttr(llvm::Attribute::NoUnwind);
-    llvm::Function *run = mod_.getFunction(run_entry);
     std::vector<llvm::Value *> args;
     for (auto &a : fn->args()) {
         args.push_back(&a);
@@ -925,28 +925,32 @@ void translator::emit_direct_entry(const std::string &name, const std::string &r
     llvm::Value *busy = b_.CreateAnd(seq, b_.getInt32(1));
     b_.CreateCondBr(b_.CreateICmpNE(busy, b_.getInt32(0)), elsewhere, here, unlikely_);
     b_.SetInsertPoint(here);
-    if (insns_.size() <= max_inlined_run) {
-        // A short program's run costs little more than its entry: the run is inlined here too
-        // rather than reached by a jump to the run entry, which would load the run sequence
-        // again and keep its own registers.
-        run = mod_.getFunction(run_entry + run_body_suffix);
-    }
+    llvm::Function *body = mod_.getFunction(run_entry + run_body_suffix);
     if (budget_bounds_checks()) {
         // No run of it passes more instructions than it has: with that much budget, none of
         // its budget tests can fail, and the run inlined below that test loses them, and with
         // them the runtime call a failing one makes (values kept across it would cost the
-        // entry callee-saved registers). Less budget: the engine's way, which faults.
+        // entry callee-saved registers). Less budget: the run entry, whose copy of the run
+        // keeps its budget tests and faults.
         llvm::Value *budget = run_budget(args[3]);
         auto *enough = llvm::BasicBlock::Create(ctx_, "enough", fn);
-        b_.CreateCondBr(b_.CreateICmpULT(budget, b_.getInt64(insns_.size())), elsewhere, enough,
+        auto *short_of = llvm::BasicBlock::Create(ctx_, "short_of", fn);
+        b_.CreateCondBr(b_.CreateICmpULT(budget, b_.getInt64(insns_.size())), short_of, enough,
                         unlikely_);
+        b_.SetInsertPoint(short_of);
+        auto *low = b_.CreateCall(run_ty, mod_.getFunction(run_entry),
+                                  {args[0], args[1], args[2], args[3], t});
+        low->setTailCall();
+        b_.CreateRet(low);
         b_.SetInsertPoint(enough);
-        run = mod_.getFunction(run_entry + run_body_suffix);
     }
-    auto *call = b_.CreateCall(run_ty, run, {args[0], args[1], args[2], args[3], t});
+    // The run inlined here, not reached by a jump to a run entry, which would load the run
+    // sequence again and keep its own registers.
+    auto *call = b_.CreateCall(run_ty, body, {args[0], args[1], args[2], args[3], t});
     call->setTailCall();
     b_.CreateRet(call);
-    // No state yet, a run inside a run, or a thread past its exit: the engine finds a state.
+    // No state yet, a run inside a run, or a thread past its exit: the engine finds a state,
+    // makes it the thread's for the run, and comes back here.
     b_.SetInsertPoint(elsewhere);
     auto *other = b_.CreateCall(ty, runtime_fn(layout.elsewhere, layout.elsewhere_keeping), args);
     other->setTailCall();

@@ -157,8 +157,10 @@ private:
     // head), then goes on at the tree's leaf; values outside the switch's range go on to the
     // tree's root compare, which the caller emits in the block this leaves open.
     void emit_switch(size_t pc, const compare_tree &tree);
-    // run_status name(engine &, void *mem, uint64_t mem_len, const run_options &, state): a
-    // whole run on a thread's state (direct_layout), marked busy while it runs.
+    // The body of a whole run on a thread's state (direct_layout), marked busy while it runs:
+    // name.run(engine &, void *mem, uint64_t mem_len, const run_options &, state), and, for a
+    // program whose direct entry tests the budget first, name (the same, internal) for its
+    // low-budget way.
     void emit_run_entry(const std::string &name, const direct_layout &layout);
     // Whether a budget of the program's length in instructions is enough for any run of it
     // (checked code of one function without loops, helper calls or callbacks): the direct
@@ -167,7 +169,7 @@ private:
     // The run's instruction budget from its run_options at opts, at most INT64_MAX.
     llvm::Value *run_budget(llvm::Value *opts);
     // run_status name(engine &, void *mem, uint64_t mem_len, const run_options &): the run
-    // entry on the calling thread's state, or the engine's elsewhere when it cannot be used.
+    // on the calling thread's state, or the engine's elsewhere when it cannot be used.
     void emit_direct_entry(const std::string &name, const std::string &run_entry,
                            const direct_layout &layout);
     // callback_fn name(jit_state *, pc, r1..r5, fp, depth): runs the callback starting at pc.
@@ -256,12 +258,8 @@ private:
 inline constexpr const char *callback_entry_suffix = "_callback";
 // The name of a program's direct entry is its entry's with this suffix.
 inline constexpr const char *direct_entry_suffix = "_direct";
-// The suffix of a run entry's body (internal, always inlined): the exported run entry is a
-// call of it, and so is the direct entry's call of a short program's run or where the budget
-// test comes first.
+// The suffix of a run's body (internal, always inlined): the direct entry is a call of it, and
+// so is the run entry of a program whose direct entry tests the budget first.
 inline constexpr const char *run_body_suffix = ".run";
-// Programs of at most this many instructions have their run inlined in the direct entry too
-// (their code is emitted twice); longer ones jump to the run entry.
-inline constexpr size_t max_inlined_run = 256;
 
 } // namespace bpftime::vm::jit
