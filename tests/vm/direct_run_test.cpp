@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <sstream>
 #include <thread>
 
 namespace bpftime::vm::test {
@@ -218,6 +219,35 @@ TEST_P(DirectRun, ThreadsThatComeAndGoEachRunOnTheirOwn) {
 
 INSTANTIATE_TEST_SUITE_P(AllEngines, DirectRun, ::testing::ValuesIn(engine_variants()),
                          engine_test_name);
+
+// The run's input, length, options and engine go to the thread's state only for the runtime:
+// the optimised tier leaves their stores out of a run that calls nothing, and keeps them in one
+// whose check may call rt_check (ReachesTheRunsRegionsWithoutAHelperCall shows they are there
+// when it does).
+TEST(DirectRunCode, ARunThatCallsNothingStoresNothingForTheRuntime) {
+    auto engines = available_engines();
+    if (std::find(engines.begin(), engines.end(), engine_kind::jit) == engines.end()) {
+        GTEST_SKIP() << "this build has no jit (BPFTIME_ENABLE_JIT=OFF)";
+    }
+    // In the direct entry (the run entry a program without loops has too keeps its budget
+    // tests, and so its runtime calls, for runs with too little budget).
+    auto runtime_stores = [](const std::string &ir) {
+        const size_t start = ir.find("_direct(");
+        EXPECT_NE(start, std::string::npos) << ir;
+        const size_t end = ir.find("\n}\n", start);
+        size_t n = 0;
+        std::istringstream lines(ir.substr(start, end - start));
+        for (std::string line; std::getline(lines, line);) {
+            if (line.find(" store ") != std::string::npos &&
+                line.find("!bpftime.lazy") != std::string::npos) {
+                n++;
+            }
+        }
+        return n;
+    };
+    EXPECT_EQ(runtime_stores(optimised_ir("mov %r0, 7\nexit\n")), 0u);
+    EXPECT_EQ(runtime_stores(optimised_ir("ldxdw %r2, [%r1]\nldxdw %r0, [%r2]\nexit\n")), 4u);
+}
 
 // Unchecked code (no memory checks, no budget) has a direct entry of its own.
 TEST(DirectRunUnchecked, ReturnsWhatRunReturns) {

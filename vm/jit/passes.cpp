@@ -9,6 +9,7 @@
 #include <llvm/IR/ConstantRange.h>
 #include <llvm/IR/Dominators.h>
 #include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/IntrinsicInst.h>
 #include <llvm/IR/Module.h>
 #include <llvm/IR/PatternMatch.h>
 #include <llvm/Passes/PassBuilder.h>
@@ -601,6 +602,51 @@ struct rebase_accesses : llvm::PassInfoMixin<rebase_accesses> {
     }
 };
 
+// The run entry stores the run's input, length, options and engine in the thread's state for
+// the runtime only: rt_prepare, rt_check and the helpers read them there, all reached through a
+// call, and so does the run's way out after a fault, which only a call's fault takes. In a
+// function whose run calls nothing else after them (intrinsics, which never reach the runtime,
+// aside), the stores marked lazy_kind have no reader, and go: the common case of a short program
+// whose checks were all proved or folded, and of unchecked code. Where a call remains they stay
+// where they are: moved to the calls, they would keep their four values live through the run,
+// in callee-saved registers.
+struct drop_unread_stores : llvm::PassInfoMixin<drop_unread_stores> {
+    llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        const unsigned lazy = f.getContext().getMDKindID(lazy_kind);
+        std::vector<llvm::StoreInst *> stores;
+        std::vector<llvm::CallBase *> calls;
+        for (llvm::BasicBlock &bb : f) {
+            for (llvm::Instruction &i : bb) {
+                if (auto *st = llvm::dyn_cast<llvm::StoreInst>(&i);
+                    st != nullptr && st->getMetadata(lazy) != nullptr) {
+                    stores.push_back(st);
+                } else if (auto *call = llvm::dyn_cast<llvm::CallBase>(&i);
+                           call != nullptr && !llvm::isa<llvm::IntrinsicInst>(call) &&
+                           call->getMetadata(lazy) == nullptr) {
+                    calls.push_back(call);
+                }
+            }
+        }
+        if (stores.empty()) {
+            return llvm::PreservedAnalyses::all();
+        }
+        // Calls no store reaches come before the run (the direct entry's ways to the engine
+        // and, for a program it runs without budget tests, to the run entry that keeps them).
+        auto &dt = fam.getResult<llvm::DominatorTreeAnalysis>(f);
+        for (llvm::CallBase *call : calls) {
+            for (llvm::StoreInst *st : stores) {
+                if (dt.dominates(st, call)) {
+                    return llvm::PreservedAnalyses::all();
+                }
+            }
+        }
+        for (llvm::StoreInst *st : stores) {
+            st->eraseFromParent();
+        }
+        return llvm::PreservedAnalyses::none();
+    }
+};
+
 // Runs passes over a module with the analyses they need.
 template <class F>
 void run_passes(llvm::Module &mod, llvm::TargetMachine &tm, F add_passes) {
@@ -664,6 +710,7 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
         fpm.addPass(llvm::JumpThreadingPass());
+        fpm.addPass(drop_unread_stores());
         mpm.addPass(llvm::AlwaysInlinerPass());
         mpm.addPass(llvm::createModuleToFunctionPassAdaptor(std::move(fpm)));
     });

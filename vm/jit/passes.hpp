@@ -14,6 +14,11 @@ namespace bpftime::vm::jit {
 // budget checks (true: the budget is exhausted).
 inline constexpr const char *check_kind = "bpftime.check";
 inline constexpr const char *budget_kind = "bpftime.budget";
+// Marks the run entry's stores of what only the runtime reads (the run's input, length, options
+// and engine): the optimised tier drops them from a run that calls nothing (drop_unread_stores).
+// The run's call of the engine after a fault, which reads them back (after the call whose fault
+// it was), carries the mark too: it does not count as a call.
+inline constexpr const char *lazy_kind = "bpftime.lazy";
 
 // The largest loop (in LLVM's cost units) unswitching copies.
 inline constexpr int unswitch_threshold = 1000;

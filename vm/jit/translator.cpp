@@ -830,10 +830,14 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
         w = end;
     }
     llvm::Value *s = b_.CreateIntToPtr(b_.CreateAdd(t, b_.getInt64(layout.state)), ptr_);
-    b_.CreateStore(mem, field(s, offsetof(jit_state, mem)));
-    b_.CreateStore(len, field(s, offsetof(jit_state, mem_len)));
-    b_.CreateStore(opts, field(s, offsetof(jit_state, opts)));
-    b_.CreateStore(eng, field(s, offsetof(jit_state, engine)));
+    // What only the runtime reads, which the optimised tier drops from a run that calls nothing
+    // (drop_unread_stores). rc_ready is not one: the far caches' checks read it without a call.
+    for (auto [v, offset] :
+         {std::pair{mem, offsetof(jit_state, mem)}, std::pair{len, offsetof(jit_state, mem_len)},
+          std::pair{opts, offsetof(jit_state, opts)},
+          std::pair{eng, offsetof(jit_state, engine)}}) {
+        b_.CreateStore(v, field(s, offset))->setMetadata(lazy_kind, llvm::MDNode::get(ctx_, {}));
+    }
     b_.CreateStore(b_.getInt64(0), field(s, offsetof(jit_state, rc_ready)));
     llvm::Value *z = b_.getInt64(0);
     std::vector<llvm::Value *> args{s, z, mem, len, z, z, z, z, z, z, z, top, z};
@@ -875,6 +879,7 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
                                   b_.CreateLoad(i64_, field(s, offsetof(jit_state, mem_len))),
                                   b_.CreateLoad(ptr_, field(s, offsetof(jit_state, opts))), t});
     finish->setTailCall();
+    finish->setMetadata(lazy_kind, llvm::MDNode::get(ctx_, {}));
     b_.CreateRet(finish);
 
     b_.SetInsertPoint(done);
