@@ -796,11 +796,12 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
         b_.CreateFence(llvm::AtomicOrdering::SequentiallyConsistent, llvm::SyncScope::SingleThread);
     };
     // The thread's run sequence (thread_run::seq) goes odd for the run and even after it: only
-    // this thread writes it; a host's census reads it from another thread (after a membarrier)
-    // to know when the runs in progress have ended.
-    auto bump_seq = [&](llvm::Value *seq, llvm::AtomicOrdering order) {
-        llvm::Value *now = b_.CreateLoad(b_.getInt32Ty(), seq);
-        auto *store = b_.CreateStore(b_.CreateAdd(now, b_.getInt32(1)), seq);
+    // this thread writes it, and a run nested in this one (a signal handler's, a probe's a
+    // helper met) finds it odd and takes a state of its own, so the value the run ends with
+    // is the one it started with plus two, read once; a host's census reads it from another
+    // thread (after a membarrier) to know when the runs in progress have ended.
+    auto set_seq = [&](llvm::Value *seq, llvm::Value *v, llvm::AtomicOrdering order) {
+        auto *store = b_.CreateStore(v, seq);
         store->setAtomic(order);
         store->setAlignment(llvm::Align(4));
     };
@@ -809,7 +810,8 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     // (budget_bounds_checks) reads it too: the two loads become one.
     llvm::Value *budget = checked_ ? run_budget(opts) : nullptr;
     llvm::Value *seq = b_.CreateIntToPtr(b_.CreateAdd(t, b_.getInt64(layout.seq)), ptr_);
-    bump_seq(seq, llvm::AtomicOrdering::Monotonic);
+    llvm::Value *seq_before = b_.CreateLoad(b_.getInt32Ty(), seq);
+    set_seq(seq, b_.CreateAdd(seq_before, b_.getInt32(1)), llvm::AtomicOrdering::Monotonic);
     signal_fence(); // the mark comes before anything a signal handler's run could meet
     const uint64_t reach = prog_.entry_frame_reach();
     llvm::Value *top = b_.CreateAdd(t, b_.getInt64(layout.stack_top));
@@ -895,7 +897,7 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     b_.CreateBr(end);
     b_.SetInsertPoint(end);
     signal_fence();
-    bump_seq(seq, llvm::AtomicOrdering::Release);
+    set_seq(seq, b_.CreateAdd(seq_before, b_.getInt32(2)), llvm::AtomicOrdering::Release);
     llvm::Value *ret = llvm::UndefValue::get(status);
     ret = b_.CreateInsertValue(ret, r0, 0);
     ret = b_.CreateInsertValue(ret, llvm::ConstantPointerNull::get(ptr_), 1);
