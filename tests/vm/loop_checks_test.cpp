@@ -84,6 +84,48 @@ TEST(LoopChecks, TheBudgetOfALoopWithTwoWaysPassesOneAddFromIterationToIteration
     EXPECT_NE(ir.find("%chain"), std::string::npos) << ir;
 }
 
+// Looks for the byte r1[0] among r1[1..len): the loop leaves at the first match or at the end,
+// and returns where it left.
+constexpr const char *find_byte = "ldxb %r6, [%r1+0]\nmov %r3, 1\nloop:\njge %r3, %r2, done\n"
+                                  "mov %r4, %r1\nadd %r4, %r3\nldxb %r5, [%r4+0]\n"
+                                  "jeq %r5, %r6, found\nadd %r3, 1\nja loop\nfound:\n"
+                                  "mov %r0, %r3\nexit\ndone:\nmov %r0, 0\nexit";
+
+std::vector<uint8_t> byte_at(size_t where) {
+    std::vector<uint8_t> mem(4096, 7);
+    mem[0] = 0xab;
+    if (where < mem.size()) {
+        mem[where] = 0xab;
+    }
+    return mem;
+}
+
+TEST_P(Engine, LoopsLeftEarlyCountWhatTheyRan) {
+    // The copy without checks counts the budget only at its exits, from the iteration it left
+    // in (counts_at_exits): each exit must count what the interpreter counts, and a budget
+    // around the need must stop the run where it stops the interpreter's.
+    for (size_t where :
+         {size_t{1}, size_t{2}, size_t{7}, size_t{100}, size_t{4000}, size_t{9999}}) {
+        const outcome full = same_as_interpreter(find_byte, byte_at(where));
+        ASSERT_TRUE(full.ok) << where << ": " << full.error;
+        EXPECT_EQ(full.r0, where < 4096 ? where : 0u);
+        for (uint64_t budget : {full.executed, full.executed - 1, full.executed + 1}) {
+            const outcome o = same_as_interpreter(find_byte, byte_at(where), budget);
+            EXPECT_EQ(o.ok, budget >= full.executed) << where << " budget " << budget;
+        }
+    }
+}
+
+TEST(LoopChecks, ALoopWithoutChecksCountsItsBudgetAtItsExits) {
+    if (available_engines().size() < 2) {
+        GTEST_SKIP() << "this build has no JIT";
+    }
+    // counts_at_exits computed each exit's count from the index; the test above shows the
+    // counts are exact.
+    const std::string ir = optimised_ir(find_byte);
+    EXPECT_NE(ir.find("exit.count"), std::string::npos) << ir;
+}
+
 TEST_P(Engine, LoopsOverLocalCallsStopWhereTheInterpreterDoesWhenTheBudgetRunsOut) {
     // Each iteration calls f, whose two ways differ in length: inlined, the loop's budget is
     // taken by a select of two amounts, and the callee's checks at its exits and at the call

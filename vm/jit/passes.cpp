@@ -9,6 +9,7 @@
 #include <llvm/IR/ConstantRange.h>
 #include <llvm/IR/Dominators.h>
 #include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/InlineAsm.h>
 #include <llvm/IR/IntrinsicInst.h>
 #include <llvm/IR/Module.h>
 #include <llvm/IR/PatternMatch.h>
@@ -26,6 +27,7 @@
 #include <llvm/Transforms/Scalar/SROA.h>
 #include <llvm/Transforms/Scalar/SimpleLoopUnswitch.h>
 #include <llvm/Transforms/Scalar/SimplifyCFG.h>
+#include <llvm/Transforms/Utils/BasicBlockUtils.h>
 #include <llvm/Transforms/Utils/LoopSimplify.h>
 #include <llvm/Transforms/Utils/ScalarEvolutionExpander.h>
 #include <llvm/Transforms/Vectorize/LoopVectorize.h>
@@ -430,6 +432,182 @@ struct shorten_add_chains : llvm::PassInfoMixin<shorten_add_chains> {
     }
 };
 
+// In the copy of a loop without checks, the budget still counts, only for what comes after
+// the loop (the count a completed run reports, the budget tests further on): an add per
+// iteration whose values only the exits read. Where it moves by a constant each iteration, as
+// another induction variable of step 1 does, its value at an exit is a function of that one's:
+// b0 + c * (i - i0). Each exit's value is computed so, on the edge out, and the count leaves
+// the loop (InstCombine deletes the phi and add left without a use). A loop that tests the
+// budget inside keeps it.
+struct counts_at_exits : llvm::PassInfoMixin<counts_at_exits> {
+    llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        auto &li = fam.getResult<llvm::LoopAnalysis>(f);
+        auto &se = fam.getResult<llvm::ScalarEvolutionAnalysis>(f);
+        std::vector<rewrite> todo;
+        for (llvm::Loop *loop : li.getLoopsInPreorder()) {
+            if (loop->getSubLoops().empty()) {
+                plan(*loop, se, todo);
+            }
+        }
+        if (todo.empty()) {
+            return llvm::PreservedAnalyses::all();
+        }
+        // The loop-invariant parts before the loop, while the analyses still hold.
+        const llvm::DataLayout &dl = f.getParent()->getDataLayout();
+        llvm::SCEVExpander expander(se, dl, "count");
+        std::vector<std::pair<llvm::Value *, llvm::Value *>> starts;
+        for (const rewrite &r : todo) {
+            llvm::Instruction *at = r.pre->getTerminator();
+            starts.emplace_back(expander.expandCodeFor(r.start, r.iv->getType(), at),
+                                expander.expandCodeFor(r.iv_start, r.iv->getType(), at));
+        }
+        // A block on each edge out (one for whatever the edge carries), then the values there.
+        std::map<std::pair<llvm::BasicBlock *, llvm::BasicBlock *>, llvm::BasicBlock *> edges;
+        for (size_t k = 0; k < todo.size(); k++) {
+            const rewrite &r = todo[k];
+            auto key = std::pair{r.from, r.phi->getParent()};
+            auto it = edges.find(key);
+            if (it == edges.end()) {
+                it = edges.emplace(key, split(r.from, r.phi->getParent())).first;
+            }
+            llvm::BasicBlock *on = it->second;
+            auto *i = llvm::PHINode::Create(r.iv->getType(), 1, "iv.exit", &on->front());
+            i->addIncoming(r.iv, r.from);
+            llvm::IRBuilder<> b(on->getTerminator());
+            auto [start, iv_start] = starts[k];
+            llvm::Value *n = r.iv_step > 0 ? b.CreateSub(i, iv_start) : b.CreateSub(iv_start, i);
+            // Through an empty asm, which no analysis sees through (and which emits nothing):
+            // loop strength reduction would otherwise make the count an induction variable of
+            // the loop again.
+            auto *opaque = llvm::InlineAsm::get(
+                llvm::FunctionType::get(n->getType(), {n->getType()}, false), "", "=r,0", false);
+            llvm::Value *v = b.CreateAdd(
+                start, b.CreateMul(b.CreateCall(opaque, {n}), b.getInt(r.step)), "count.exit");
+            r.phi->setIncomingValueForBlock(on, v);
+        }
+        return llvm::PreservedAnalyses::none();
+    }
+
+    // A block of its own on every edge from `from` to `to`, which the phis of `to` now name.
+    // (The analyses are not kept up to date: the pass uses none after this.)
+    static llvm::BasicBlock *split(llvm::BasicBlock *from, llvm::BasicBlock *to) {
+        auto *on = llvm::BasicBlock::Create(to->getContext(), "exit.count", to->getParent(), to);
+        llvm::BranchInst::Create(to, on);
+        from->getTerminator()->replaceSuccessorWith(to, on);
+        for (llvm::PHINode &p : to->phis()) {
+            // One entry for the edges from `from`, as the new block has one edge to `to`.
+            p.setIncomingBlock(static_cast<unsigned>(p.getBasicBlockIndex(from)), on);
+            for (int k = p.getBasicBlockIndex(from); k >= 0; k = p.getBasicBlockIndex(from)) {
+                p.removeIncomingValue(static_cast<unsigned>(k), false);
+            }
+        }
+        return on;
+    }
+
+    // One exit value to compute: phi's incoming value from `from` (in the loop), which is
+    // start + step * n in the loop's iteration n, where the induction variable iv is
+    // iv_start + iv_step * n (iv_step 1 or -1).
+    struct rewrite {
+        llvm::PHINode *phi;
+        llvm::BasicBlock *from;
+        llvm::BasicBlock *pre; // the loop's preheader
+        const llvm::SCEV *start;
+        llvm::APInt step;
+        llvm::PHINode *iv;
+        const llvm::SCEV *iv_start;
+        int iv_step;
+    };
+
+    static void plan(llvm::Loop &loop, llvm::ScalarEvolution &se, std::vector<rewrite> &todo) {
+        llvm::BasicBlock *header = loop.getHeader();
+        if (loop.getLoopPreheader() == nullptr || loop.getLoopLatch() == nullptr) {
+            return;
+        }
+        // The induction variable of step 1 or -1 that the rewritten exits use.
+        llvm::PHINode *iv = nullptr;
+        const llvm::SCEVAddRecExpr *iv_rec = nullptr;
+        for (llvm::PHINode &p : header->phis()) {
+            if (!p.getType()->isIntegerTy(64)) {
+                continue;
+            }
+            const auto *rec = llvm::dyn_cast<llvm::SCEVAddRecExpr>(se.getSCEV(&p));
+            if (rec != nullptr && rec->getLoop() == &loop && rec->isAffine()) {
+                const auto *c = llvm::dyn_cast<llvm::SCEVConstant>(rec->getOperand(1));
+                if (c != nullptr && (c->getAPInt().isOne() || c->getAPInt().isAllOnes())) {
+                    iv = &p;
+                    iv_rec = rec;
+                    break;
+                }
+            }
+        }
+        if (iv == nullptr) {
+            return;
+        }
+        for (llvm::PHINode &h : header->phis()) {
+            if (&h == iv || !h.getType()->isIntegerTy(64)) {
+                continue;
+            }
+            // The header phi and the adds of constants and phis in the loop that carry it, if
+            // that is all the loop does with it; what uses them outside the loop.
+            std::set<llvm::Instruction *> chain{&h};
+            std::vector<llvm::Instruction *> work{&h};
+            std::vector<llvm::Use *> outside;
+            bool ok = true;
+            while (ok && !work.empty()) {
+                llvm::Instruction *x = work.back();
+                work.pop_back();
+                for (llvm::Use &u : x->uses()) {
+                    auto *user = llvm::cast<llvm::Instruction>(u.getUser());
+                    if (!loop.contains(user)) {
+                        outside.push_back(&u);
+                        continue;
+                    }
+                    auto *add = llvm::dyn_cast<llvm::BinaryOperator>(user);
+                    const bool carries =
+                        (add != nullptr && add->getOpcode() == llvm::Instruction::Add &&
+                         llvm::isa<llvm::ConstantInt>(add->getOperand(1))) ||
+                        (llvm::isa<llvm::PHINode>(user) &&
+                         (user->getParent() != header || user == &h));
+                    if (!carries) {
+                        ok = false;
+                        break;
+                    }
+                    if (chain.insert(user).second) {
+                        work.push_back(user);
+                    }
+                }
+            }
+            if (!ok || outside.empty()) {
+                continue;
+            }
+            std::vector<rewrite> mine;
+            for (llvm::Use *u : outside) {
+                auto *phi = llvm::dyn_cast<llvm::PHINode>(u->getUser());
+                const auto *rec = llvm::dyn_cast<llvm::SCEVAddRecExpr>(se.getSCEV(u->get()));
+                const llvm::SCEVConstant *c =
+                    rec != nullptr ? llvm::dyn_cast<llvm::SCEVConstant>(rec->getOperand(1))
+                                   : nullptr;
+                if (phi == nullptr || rec == nullptr || rec->getLoop() != &loop ||
+                    !rec->isAffine() || c == nullptr ||
+                    !se.isLoopInvariant(rec->getStart(), &loop) ||
+                    !loop.contains(phi->getIncomingBlock(*u))) {
+                    ok = false;
+                    break;
+                }
+                mine.push_back(
+                    {phi, phi->getIncomingBlock(*u), loop.getLoopPreheader(), rec->getStart(),
+                     c->getAPInt(), iv, iv_rec->getStart(),
+                     llvm::cast<llvm::SCEVConstant>(iv_rec->getOperand(1))->getAPInt().isOne()
+                         ? 1
+                         : -1});
+            }
+            if (ok) {
+                todo.insert(todo.end(), mine.begin(), mine.end());
+            }
+        }
+    }
+};
+
 // Compares against a constant whose result the ranges of their operand decide. After a loop,
 // a value that leaves it through several exits is a phi of the values at each exit (LCSSA),
 // which scalar evolution does not see through; the range of each is that of the loop's own
@@ -694,6 +872,7 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         unswitch.addPass(llvm::IndVarSimplifyPass());
         fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(unswitch), true));
         fpm.addPass(shorten_add_chains());
+        fpm.addPass(counts_at_exits());
         fpm.addPass(fold_ranged_compares());
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
