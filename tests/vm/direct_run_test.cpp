@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT
 // The direct entry (engine::run_direct), on every engine: the same r0, faults, budget and
 // instruction count as run(), memory reached without any helper call, a run inside a run on
-// the same thread, and runs on many threads that come and go.
+// the same thread, runs from a signal handler, and runs on many threads that come and go.
 #include "test_util.hpp"
 
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <sstream>
@@ -188,6 +192,78 @@ TEST_P(DirectRun, ARunInsideARunKeepsTheOuterRunsFrame) {
     EXPECT_EQ(inner_status.r0, 5u);
     ASSERT_TRUE(st.ok()) << st.fault->message;
     EXPECT_EQ(st.r0, 82u); // 77 from the outer frame, 5 from the inner run
+}
+
+// Runs from a signal handler on the thread whose runs it interrupts: in the middle of a run,
+// and of a run inside a run (which names a state of its own as the thread's while it runs).
+engine *signal_engine = nullptr;
+volatile sig_atomic_t signal_runs = 0;
+volatile sig_atomic_t signal_wrong = 0;
+void run_in_handler(int) {
+    const run_status st = signal_engine->run_direct(nullptr, 0);
+    signal_runs = signal_runs + 1;
+    if (!st.ok() || st.r0 != 5050) {
+        signal_wrong = signal_wrong + 1;
+    }
+}
+
+TEST_P(DirectRun, RunsFromASignalHandlerInsideRunsAndRunsInsideRunsGetTheirOwnState) {
+    // Outer: 64 helper calls, each running the inner program inside the run, summed with the
+    // outer frame's word; inner and the handler's: a loop summing 1..100 in the frame.
+    auto outer_insns = assemble("stdw [%r10-8], 0\nmov %r6, 0\nloop:\njge %r6, 64, done\n"
+                                "call 140\nldxdw %r1, [%r10-8]\nadd %r1, %r0\n"
+                                "stxdw [%r10-8], %r1\nadd %r6, 1\nja loop\n"
+                                "done:\nldxdw %r0, [%r10-8]\nexit\n");
+    const char *sum_text = "stdw [%r10-16], 0\nmov %r1, 1\nloop:\njgt %r1, 100, done\n"
+                           "ldxdw %r2, [%r10-16]\nadd %r2, %r1\nstxdw [%r10-16], %r2\n"
+                           "add %r1, 1\nja loop\ndone:\nldxdw %r0, [%r10-16]\nexit\n";
+    ASSERT_TRUE(outer_insns.ok()) << outer_insns.err().message;
+    auto outer = program::load(*outer_insns, with_inner_run());
+    ASSERT_TRUE(outer.ok()) << outer.err().message;
+    const program sum = assembled(sum_text);
+    auto outer_eng = make(*outer);
+    auto inner_eng = make(sum);
+    auto handler_eng = make(sum);
+    ASSERT_NE(outer_eng, nullptr);
+    ASSERT_NE(inner_eng, nullptr);
+    ASSERT_NE(handler_eng, nullptr);
+    inner_engine = inner_eng.get();
+    signal_engine = handler_eng.get();
+    signal_runs = 0;
+    signal_wrong = 0;
+    struct sigaction sa = {};
+    struct sigaction old = {};
+    sa.sa_handler = run_in_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+    const pthread_t runner = pthread_self();
+    std::atomic<bool> stop{false};
+    std::thread sender([&] {
+        for (int n = 0; n < 20000 && !stop.load(); n++) {
+            pthread_kill(runner, SIGUSR2);
+            std::this_thread::yield();
+        }
+    });
+    int wrong = 0;
+    for (int n = 0; n < 400; n++) {
+        const run_status st = outer_eng->run_direct(nullptr, 0);
+        if (!st.ok() || st.r0 != 64 * 5050) {
+            wrong++;
+        }
+    }
+    stop.store(true);
+    sender.join();
+    ASSERT_EQ(sigaction(SIGUSR2, &old, nullptr), 0);
+    inner_engine = nullptr;
+    signal_engine = nullptr;
+    EXPECT_EQ(wrong, 0);
+    EXPECT_GT(signal_runs, 0);
+    EXPECT_EQ(signal_wrong, 0) << "of " << signal_runs << " runs in the handler";
+    // The thread's own state is its own again: a run after all that.
+    const run_status after = inner_eng->run_direct(nullptr, 0);
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(after.r0, 5050u);
 }
 
 TEST_P(DirectRun, ThreadsThatComeAndGoEachRunOnTheirOwn) {
