@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <sstream>
 #include <thread>
@@ -239,14 +240,18 @@ TEST_P(DirectRun, RunsFromASignalHandlerInsideRunsAndRunsInsideRunsGetTheirOwnSt
     ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
     const pthread_t runner = pthread_self();
     std::atomic<bool> stop{false};
+    // Bounded both ways: the sender stops when the runs end, and the runs end once enough
+    // handler runs met them (at least 400 runs, at most 10 s on a loaded machine).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     std::thread sender([&] {
-        for (int n = 0; n < 20000 && !stop.load(); n++) {
+        while (!stop.load() && std::chrono::steady_clock::now() < deadline) {
             pthread_kill(runner, SIGUSR2);
-            std::this_thread::yield();
+            std::this_thread::sleep_for(std::chrono::microseconds(20));
         }
     });
     int wrong = 0;
-    for (int n = 0; n < 400; n++) {
+    for (int n = 0; n < 400 || (signal_runs < 200 && std::chrono::steady_clock::now() < deadline);
+         n++) {
         const run_status st = outer_eng->run_direct(nullptr, 0);
         if (!st.ok() || st.r0 != 64 * 5050) {
             wrong++;
