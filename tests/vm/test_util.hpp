@@ -174,7 +174,7 @@ inline outcome same_as_interpreter(std::string_view text, const std::vector<uint
     return want;
 }
 
-/// The IR the JIT's optimised tier compiled for assembly text (BPFTIME_JIT_DUMP prints it).
+/// The IR the JIT's optimised tier compiled for a program (BPFTIME_JIT_DUMP prints it).
 inline std::string optimised_ir(const program &prog) {
     ::setenv("BPFTIME_JIT_DUMP", "1", 1);
     ::testing::internal::CaptureStderr();
@@ -185,6 +185,7 @@ inline std::string optimised_ir(const program &prog) {
     return ir;
 }
 
+/// The same for assembly text.
 inline std::string optimised_ir(std::string_view text) {
     return optimised_ir(assembled(text));
 }

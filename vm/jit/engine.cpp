@@ -417,7 +417,7 @@ public:
         return self.code().direct(e, mem, mem_len, opts);
     }
 
-    // The emitted run entry's way out after a fault: the run's error (or the result of the tail
+    // The emitted run's way out after a fault: the run's error (or the result of the tail
     // call a helper asked for), with the state left as the next run expects to find it, and
     // free.
     static run_status faulted(engine &e, void *mem, uint64_t mem_len, const run_options &opts,

@@ -27,7 +27,6 @@
 #include <llvm/Transforms/Scalar/SROA.h>
 #include <llvm/Transforms/Scalar/SimpleLoopUnswitch.h>
 #include <llvm/Transforms/Scalar/SimplifyCFG.h>
-#include <llvm/Transforms/Utils/BasicBlockUtils.h>
 #include <llvm/Transforms/Utils/LoopSimplify.h>
 #include <llvm/Transforms/Utils/ScalarEvolutionExpander.h>
 #include <llvm/Transforms/Vectorize/LoopVectorize.h>
@@ -525,7 +524,8 @@ struct counts_at_exits : llvm::PassInfoMixin<counts_at_exits> {
         }
         // The induction variable of step 1 or -1 that the rewritten exits use.
         llvm::PHINode *iv = nullptr;
-        const llvm::SCEVAddRecExpr *iv_rec = nullptr;
+        const llvm::SCEV *iv_start = nullptr;
+        int iv_step = 0;
         for (llvm::PHINode &p : header->phis()) {
             if (!p.getType()->isIntegerTy(64)) {
                 continue;
@@ -535,7 +535,8 @@ struct counts_at_exits : llvm::PassInfoMixin<counts_at_exits> {
                 const auto *c = llvm::dyn_cast<llvm::SCEVConstant>(rec->getOperand(1));
                 if (c != nullptr && (c->getAPInt().isOne() || c->getAPInt().isAllOnes())) {
                     iv = &p;
-                    iv_rec = rec;
+                    iv_start = rec->getStart();
+                    iv_step = c->getAPInt().isOne() ? 1 : -1;
                     break;
                 }
             }
@@ -594,12 +595,8 @@ struct counts_at_exits : llvm::PassInfoMixin<counts_at_exits> {
                     ok = false;
                     break;
                 }
-                mine.push_back(
-                    {phi, phi->getIncomingBlock(*u), loop.getLoopPreheader(), rec->getStart(),
-                     c->getAPInt(), iv, iv_rec->getStart(),
-                     llvm::cast<llvm::SCEVConstant>(iv_rec->getOperand(1))->getAPInt().isOne()
-                         ? 1
-                         : -1});
+                mine.push_back({phi, phi->getIncomingBlock(*u), loop.getLoopPreheader(),
+                                rec->getStart(), c->getAPInt(), iv, iv_start, iv_step});
             }
             if (ok) {
                 todo.insert(todo.end(), mine.begin(), mine.end());
