@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstring>
+#include <regex>
 
 namespace bpftime::vm::test {
 namespace {
@@ -45,6 +46,50 @@ void budgets_around_the_need(const std::string &text) {
         outcome o = same_as_interpreter(text, 4096, budget);
         EXPECT_EQ(o.ok, budget >= full.executed) << "budget " << budget;
     }
+}
+
+// The definition of the function whose name ends in suffix, in ir.
+std::string function_of(const std::string &ir, const std::string &suffix) {
+    const size_t start = ir.find(suffix + "(");
+    EXPECT_NE(start, std::string::npos) << ir;
+    return ir.substr(start, ir.find("\n}\n", start) - start);
+}
+
+// The constants `icmp ult i64 %x, N` compares with in text.
+std::vector<uint64_t> unsigned_bounds(const std::string &text) {
+    std::vector<uint64_t> out;
+    static const std::regex ult("icmp ult i64 %[^,]+, ([0-9]+)");
+    for (std::sregex_iterator i(text.begin(), text.end(), ult), end; i != end; ++i) {
+        out.push_back(std::stoull((*i)[1]));
+    }
+    return out;
+}
+
+TEST(LoopChecks, ARunWhoseBudgetCoversTheLongestOneHasNoBudgetTests) {
+    if (available_engines().size() < 2) {
+        GTEST_SKIP() << "this build has no JIT";
+    }
+    // The loop runs 4000 times at most: the direct entry tests the budget against what the
+    // longest run needs, once, and runs a copy without budget tests; runs with less, and runs
+    // that count (the tests above show both stop and count as the interpreter), take the run
+    // entry, which keeps them.
+    const std::string text = sum_loop(0, 4000, 1);
+    std::vector<uint8_t> mem(4096, 1);
+    const outcome longest = run_text({engine_kind::interpreter, {}}, text, mem, 1'000'000);
+    ASSERT_TRUE(longest.ok) << longest.error;
+    const std::string ir = optimised_ir(text);
+    const std::string direct = function_of(ir, "_direct");
+    // A budget test is `budget <s 0` (marked), or after instcombine a subtraction that
+    // overflows; the direct entry has neither, and ends in a call of the run entry.
+    EXPECT_EQ(direct.find("!bpftime.budget"), std::string::npos) << direct;
+    EXPECT_EQ(direct.find("usub.with.overflow"), std::string::npos) << direct;
+    EXPECT_NE(direct.find("call { i64, ptr } @bpftime_program_"), std::string::npos) << direct;
+    // The one bound it tests covers the longest run, and is off by less than an iteration (7
+    // instructions): scalar evolution's range of the budget's induction variable.
+    const std::vector<uint64_t> bounds = unsigned_bounds(direct);
+    ASSERT_EQ(bounds.size(), 1u) << direct;
+    EXPECT_GE(bounds[0], longest.executed) << direct;
+    EXPECT_LT(bounds[0], longest.executed + 7) << direct;
 }
 
 TEST_P(Engine, CountedLoopsStopWhereTheInterpreterDoesWhenTheBudgetRunsOut) {

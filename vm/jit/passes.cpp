@@ -27,6 +27,7 @@
 #include <llvm/Transforms/Scalar/SROA.h>
 #include <llvm/Transforms/Scalar/SimpleLoopUnswitch.h>
 #include <llvm/Transforms/Scalar/SimplifyCFG.h>
+#include <llvm/Transforms/Utils/Local.h>
 #include <llvm/Transforms/Utils/LoopSimplify.h>
 #include <llvm/Transforms/Utils/ScalarEvolutionExpander.h>
 #include <llvm/Transforms/Vectorize/LoopVectorize.h>
@@ -35,6 +36,7 @@
 #include <climits>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -59,6 +61,9 @@ struct hoist_checks : llvm::PassInfoMixin<hoist_checks> {
     static constexpr uint64_t max_constant_bound = 64;
 
     llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        if (f.hasOptSize()) {
+            return llvm::PreservedAnalyses::all(); // a run entry bound_budget made the rare way
+        }
         auto &li = fam.getResult<llvm::LoopAnalysis>(f);
         auto &se = fam.getResult<llvm::ScalarEvolutionAnalysis>(f);
         auto &dt = fam.getResult<llvm::DominatorTreeAnalysis>(f);
@@ -822,6 +827,222 @@ struct drop_unread_stores : llvm::PassInfoMixin<drop_unread_stores> {
     }
 };
 
+// Settles the direct entry's branch to the run entry (short_of_budget_name). With analyse, a
+// copy of the run whose every budget test scalar evolution bounds (the budget the run can have
+// used at the test has a largest value: its loops have a largest trip count) runs only with at
+// least the largest of those budgets, without the tests, and (reached only without an executed
+// pointer) without counting; the run entry takes the other runs. Otherwise, or without analyse
+// (the baseline tier), the copy keeps its tests and takes every run, and the run entry goes.
+struct bound_budget : llvm::PassInfoMixin<bound_budget> {
+    explicit bound_budget(bool analyse_bounds) : analyse(analyse_bounds) {}
+    bool analyse;
+
+    llvm::PreservedAnalyses run(llvm::Module &mod, llvm::ModuleAnalysisManager &mam) {
+        llvm::Function *marker = mod.getFunction(short_of_budget_name);
+        if (marker == nullptr) {
+            return llvm::PreservedAnalyses::all();
+        }
+        auto &fam = mam.getResult<llvm::FunctionAnalysisManagerModuleProxy>(mod).getManager();
+        std::vector<llvm::CallInst *> calls;
+        for (llvm::User *u : marker->users()) {
+            calls.push_back(llvm::cast<llvm::CallInst>(u));
+        }
+        for (llvm::CallInst *call : calls) {
+            llvm::Function &f = *call->getFunction();
+            std::optional<uint64_t> bound;
+            if (analyse) {
+                simplify(f, fam);
+                bound = settle(f, *call, fam);
+            }
+            if (bound) {
+                // The run entry now takes only runs with little budget and runs that count:
+                // compiled for size, without loop versioning (hoist_checks), it costs less
+                // compile time.
+                for (llvm::BasicBlock &bb : f) {
+                    for (llvm::Instruction &i : bb) {
+                        if (auto *c = llvm::dyn_cast<llvm::CallInst>(&i)) {
+                            if (llvm::Function *callee = c->getCalledFunction();
+                                callee != nullptr && callee->hasInternalLinkage() &&
+                                !callee->isDeclaration()) {
+                                callee->addFnAttr(llvm::Attribute::OptimizeForSize);
+                            }
+                        }
+                    }
+                }
+            }
+            if (!bound) {
+                call->replaceAllUsesWith(llvm::ConstantInt::getFalse(mod.getContext()));
+                llvm::BasicBlock *bb = call->getParent();
+                call->eraseFromParent();
+                llvm::ConstantFoldTerminator(bb, true);
+                llvm::removeUnreachableBlocks(f);
+            }
+        }
+        marker->eraseFromParent();
+        // Run entries no direct entry reaches any more.
+        std::vector<llvm::Function *> unused;
+        for (llvm::Function &f : mod) {
+            if (f.hasInternalLinkage() && f.use_empty()) {
+                unused.push_back(&f);
+            }
+        }
+        for (llvm::Function *f : unused) {
+            f->eraseFromParent();
+        }
+        return llvm::PreservedAnalyses::none();
+    }
+
+    // Registers in SSA form and loops in the shape scalar evolution reads.
+    static void simplify(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        llvm::FunctionPassManager fpm;
+        fpm.addPass(llvm::SROAPass());
+        fpm.addPass(llvm::EarlyCSEPass(true));
+        fpm.addPass(llvm::InstCombinePass());
+        fpm.addPass(llvm::SimplifyCFGPass());
+        llvm::LoopPassManager lpm;
+        lpm.addPass(llvm::LoopRotatePass());
+        fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(lpm)));
+        fpm.run(f, fam);
+    }
+
+    // The largest budget the copy reached from call's branch can have used at any of its
+    // budget tests, which are then dropped, or nothing (the copy unchanged).
+    static std::optional<uint64_t> settle(llvm::Function &f, llvm::CallInst &call,
+                                          llvm::FunctionAnalysisManager &fam) {
+        auto *br = llvm::dyn_cast<llvm::BranchInst>(call.getParent()->getTerminator());
+        if (br == nullptr || !br->isConditional() || br->getCondition() != &call) {
+            return std::nullopt;
+        }
+        llvm::BasicBlock *copy = br->getSuccessor(1);
+        if (copy->getSinglePredecessor() == nullptr) {
+            return std::nullopt;
+        }
+        auto &dt = fam.getResult<llvm::DominatorTreeAnalysis>(f);
+        auto &se = fam.getResult<llvm::ScalarEvolutionAnalysis>(f);
+        llvm::Value *budget = call.getArgOperand(0);
+        const unsigned budget_md = f.getContext().getMDKindID(budget_kind);
+        const unsigned executed_md = f.getContext().getMDKindID(executed_kind);
+        std::vector<llvm::ICmpInst *> tests;
+        std::vector<llvm::LoadInst *> executed;
+        for (llvm::BasicBlock &bb : f) {
+            if (!dt.dominates(copy, &bb)) {
+                continue;
+            }
+            for (llvm::Instruction &i : bb) {
+                if (auto *cmp = llvm::dyn_cast<llvm::ICmpInst>(&i);
+                    cmp != nullptr && cmp->getMetadata(budget_md) != nullptr) {
+                    tests.push_back(cmp);
+                } else if (auto *load = llvm::dyn_cast<llvm::LoadInst>(&i);
+                           load != nullptr && load->getMetadata(executed_md) != nullptr) {
+                    executed.push_back(load);
+                }
+            }
+        }
+        uint64_t bound = 0;
+        std::map<llvm::Value *, std::optional<int64_t>> known;
+        for (llvm::ICmpInst *cmp : tests) {
+            // budget - used <s 0, as check_budget emits it.
+            if (cmp->getPredicate() != llvm::CmpInst::ICMP_SLT ||
+                !llvm::PatternMatch::match(cmp->getOperand(1), llvm::PatternMatch::m_Zero())) {
+                return std::nullopt;
+            }
+            std::set<llvm::Value *> open;
+            const std::optional<int64_t> most =
+                most_used(cmp->getOperand(0), budget, se, known, open, 0);
+            if (!most) {
+                return std::nullopt;
+            }
+            bound = std::max(bound, static_cast<uint64_t>(std::max<int64_t>(*most, 0)));
+        }
+        llvm::IRBuilder<> b(&call);
+        llvm::Value *wanted = call.getArgOperand(1);
+        llvm::Value *executed_ptr = call.getArgOperand(2);
+        auto *null =
+            llvm::ConstantPointerNull::get(llvm::cast<llvm::PointerType>(executed_ptr->getType()));
+        llvm::Value *short_of = b.CreateOr(b.CreateICmpULT(wanted, b.getInt64(bound)),
+                                           b.CreateICmpNE(executed_ptr, null));
+        call.replaceAllUsesWith(short_of);
+        call.eraseFromParent();
+        for (llvm::ICmpInst *cmp : tests) {
+            cmp->replaceAllUsesWith(llvm::ConstantInt::getFalse(cmp->getType()));
+            cmp->eraseFromParent();
+        }
+        for (llvm::LoadInst *load : executed) {
+            load->replaceAllUsesWith(null);
+            load->eraseFromParent();
+        }
+        return bound;
+    }
+
+    static constexpr int max_depth = 16;
+    // Budgets of more than this are not bounds worth testing (and stay far from overflow).
+    static constexpr int64_t largest_bound = int64_t{1} << 48;
+
+    // The most budget the run can have used where v is what is left of it (v = budget - used),
+    // or nothing when that has no known bound: scalar evolution's range of budget - v, or for a
+    // phi the largest of its incoming values', or for v = w + c that of w less c's least value.
+    static std::optional<int64_t> most_used(llvm::Value *v, llvm::Value *budget,
+                                            llvm::ScalarEvolution &se,
+                                            std::map<llvm::Value *, std::optional<int64_t>> &known,
+                                            std::set<llvm::Value *> &open, int depth) {
+        if (v == budget) {
+            return 0;
+        }
+        if (auto it = known.find(v); it != known.end()) {
+            return it->second;
+        }
+        std::optional<int64_t> most;
+        const llvm::SCEV *used = se.getMinusSCEV(se.getSCEV(budget), se.getSCEV(v));
+        const llvm::ConstantRange r = se.getSignedRange(used);
+        if (!r.isFullSet() && r.getSignedMin().sge(0) && r.getSignedMax().slt(largest_bound)) {
+            most = r.getSignedMax().getSExtValue();
+        } else if (depth < max_depth && open.insert(v).second) {
+            auto of = [&](llvm::Value *x) {
+                return most_used(x, budget, se, known, open, depth + 1);
+            };
+            if (auto *phi = llvm::dyn_cast<llvm::PHINode>(v)) {
+                int64_t m = 0;
+                bool all = true;
+                for (llvm::Value *in : phi->incoming_values()) {
+                    const std::optional<int64_t> x = of(in);
+                    if (!x) {
+                        all = false;
+                        break;
+                    }
+                    m = std::max(m, *x);
+                }
+                if (all) {
+                    most = m;
+                }
+            } else if (auto *add = llvm::dyn_cast<llvm::BinaryOperator>(v);
+                       add != nullptr && add->getOpcode() == llvm::Instruction::Add) {
+                for (int k = 0; k < 2 && !most; k++) {
+                    const llvm::ConstantRange c =
+                        se.getSignedRange(se.getSCEV(add->getOperand(1 - k)));
+                    if (c.isFullSet() || c.getSignedMin().sle(-largest_bound) ||
+                        c.getSignedMin().sgt(0)) {
+                        continue;
+                    }
+                    // v = w + c, c <= 0: used(v) = used(w) - c, at most used(w) - min(c).
+                    if (const std::optional<int64_t> w = of(add->getOperand(k))) {
+                        const int64_t m = *w - c.getSignedMin().getSExtValue();
+                        if (m < largest_bound) {
+                            most = m;
+                        }
+                    }
+                }
+            }
+            open.erase(v);
+        }
+        // A value met again inside its own cycle is not cached as unbounded for ever: only
+        // finished answers are kept.
+        if (open.count(v) == 0) {
+            known.emplace(v, most);
+        }
+        return most;
+    }
+};
+
 // Runs passes over a module with the analyses they need.
 template <class F>
 void run_passes(llvm::Module &mod, llvm::TargetMachine &tm, F add_passes) {
@@ -844,6 +1065,7 @@ void run_passes(llvm::Module &mod, llvm::TargetMachine &tm, F add_passes) {
 
 void promote_registers(llvm::Module &mod, llvm::TargetMachine &tm) {
     run_passes(mod, tm, [](llvm::ModulePassManager &mpm) {
+        mpm.addPass(bound_budget(false));
         mpm.addPass(llvm::createModuleToFunctionPassAdaptor(llvm::SROAPass()));
     });
 }
@@ -888,6 +1110,7 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         fpm.addPass(llvm::JumpThreadingPass());
         fpm.addPass(drop_unread_stores());
         mpm.addPass(llvm::AlwaysInlinerPass());
+        mpm.addPass(bound_budget(true));
         mpm.addPass(llvm::createModuleToFunctionPassAdaptor(std::move(fpm)));
     });
 }

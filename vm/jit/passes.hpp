@@ -20,6 +20,18 @@ inline constexpr const char *budget_kind = "bpftime.budget";
 // it was), carries the mark too: it does not count as a call.
 inline constexpr const char *lazy_kind = "bpftime.lazy";
 
+// A checked program of one function with loops, which calls no helper: its direct entry
+// branches on a call of this function (the budget run_budget gives, the one the options give,
+// their executed pointer) to the run entry, which keeps the budget tests, or to its own copy of
+// the run. bound_budget replaces the call. The optimised tier, when scalar evolution bounds the
+// budget any test of the copy can find used (all its loops have a largest trip count), with
+// `budget < bound || executed != null`: the copy loses its tests and its count. Otherwise, and
+// in the baseline tier, with false: the copy keeps them, and the run entry goes.
+inline constexpr const char *short_of_budget_name = "bpftime.short_of_budget";
+// Marks the run entry's load of run_options::executed (bound_budget: null in a copy reached
+// only when it is).
+inline constexpr const char *executed_kind = "bpftime.executed";
+
 // The largest loop (in LLVM's cost units) unswitching copies.
 inline constexpr int unswitch_threshold = 1000;
 

@@ -754,7 +754,7 @@ llvm::Value *translator::run_budget(llvm::Value *opts) {
 }
 
 bool translator::budget_bounds_checks() const {
-    return checked_ && !loops_ && !calls_out_ && shapes_.size() == 1 && prog_.callbacks().empty();
+    return checked_ && !calls_out_ && shapes_.size() == 1 && prog_.callbacks().empty();
 }
 
 void translator::emit_run_entry(const std::string &name, const direct_layout &layout) {
@@ -885,7 +885,8 @@ void translator::emit_run_entry(const std::string &name, const direct_layout &la
     b_.CreateRet(finish);
 
     b_.SetInsertPoint(done);
-    llvm::Value *executed = b_.CreateLoad(ptr_, field(opts, offsetof(run_options, executed)));
+    auto *executed = b_.CreateLoad(ptr_, field(opts, offsetof(run_options, executed)));
+    executed->setMetadata(executed_kind, llvm::MDNode::get(ctx_, {}));
     auto *count = block("count");
     auto *end = block("end");
     b_.CreateCondBr(b_.CreateICmpNE(executed, llvm::ConstantPointerNull::get(ptr_)), count, end,
@@ -934,21 +935,44 @@ void translator::emit_direct_entry(const std::string &name, const std::string &r
     b_.SetInsertPoint(here);
     llvm::Function *body = mod_.getFunction(run_entry + run_body_suffix);
     if (budget_bounds_checks()) {
-        // No run of it passes more instructions than it has: with that much budget, none of
-        // its budget tests can fail, and the run inlined below that test loses them, and with
-        // them the runtime call a failing one makes (values kept across it would cost the
-        // entry callee-saved registers). Less budget: the run entry, whose copy of the run
-        // keeps its budget tests and faults.
-        llvm::Value *budget = run_budget(args[3]);
+        // Without loops, no run of it passes more instructions than it has: with that much
+        // budget, none of its budget tests can fail, and the run inlined below that test loses
+        // them, and with them the runtime call a failing one makes (values kept across it
+        // would cost the entry callee-saved registers). With loops, the optimised tier finds
+        // such a bound from their largest trip counts where they have one (bound_budget), and
+        // sends the runs that count what they ran to the run entry too: the copy below then
+        // neither tests nor counts. The other runs: the run entry, whose copy of the run keeps
+        // its budget tests and faults.
         auto *enough = llvm::BasicBlock::Create(ctx_, "enough", fn);
         auto *short_of = llvm::BasicBlock::Create(ctx_, "short_of", fn);
-        b_.CreateCondBr(b_.CreateICmpULT(budget, b_.getInt64(insns_.size())), short_of, enough,
-                        unlikely_);
+        llvm::Value *low = nullptr;
+        if (!loops_) {
+            low = b_.CreateICmpULT(run_budget(args[3]), b_.getInt64(insns_.size()));
+        } else {
+            auto *marker = llvm::cast<llvm::Function>(
+                mod_.getOrInsertFunction(
+                        short_of_budget_name,
+                        llvm::FunctionType::get(b_.getInt1Ty(), {i64_, i64_, ptr_}, false))
+                    .getCallee());
+            marker->setDoesNotAccessMemory();
+            marker->setDoesNotThrow();
+            marker->setWillReturn();
+            auto option = [&](size_t offset) {
+                return b_.CreateConstInBoundsGEP1_64(i8_, args[3], offset);
+            };
+            // Tested as the options give it as well: a budget the clamp of run_budget would
+            // change is above any bound, and the copy has no test that needs the clamp.
+            llvm::Value *wanted =
+                b_.CreateLoad(i64_, option(offsetof(run_options, instruction_budget)));
+            llvm::Value *executed = b_.CreateLoad(ptr_, option(offsetof(run_options, executed)));
+            low = b_.CreateCall(marker, {run_budget(args[3]), wanted, executed});
+        }
+        b_.CreateCondBr(low, short_of, enough, unlikely_);
         b_.SetInsertPoint(short_of);
-        auto *low = b_.CreateCall(run_ty, mod_.getFunction(run_entry),
+        auto *run = b_.CreateCall(run_ty, mod_.getFunction(run_entry),
                                   {args[0], args[1], args[2], args[3], t});
-        low->setTailCall();
-        b_.CreateRet(low);
+        run->setTailCall();
+        b_.CreateRet(run);
         b_.SetInsertPoint(enough);
     }
     // The run inlined here, not reached by a jump to a run entry, which would load the run

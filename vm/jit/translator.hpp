@@ -162,9 +162,10 @@ private:
     // program whose direct entry tests the budget first, name (the same, internal) for its
     // low-budget way.
     void emit_run_entry(const std::string &name, const direct_layout &layout);
-    // Whether a budget of the program's length in instructions is enough for any run of it
-    // (checked code of one function without loops, helper calls or callbacks): the direct
-    // entry then tests that once and runs the code without its budget tests.
+    // Whether the direct entry tests the budget once against what any run can need, and runs a
+    // copy of the code without budget tests when it covers that (checked code of one function
+    // without helper calls or callbacks): the program's length in instructions without loops,
+    // with them the bound the optimised tier finds from their trip counts (bound_budget).
     bool budget_bounds_checks() const;
     // The run's instruction budget from its run_options at opts, at most INT64_MAX.
     llvm::Value *run_budget(llvm::Value *opts);
