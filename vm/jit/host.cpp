@@ -76,12 +76,20 @@ std::string jit_host::init() {
     // Innermost loops start on a 64-byte line: a short loop (strcmp's is eight instructions)
     // that straddles two lines costs a cycle more per iteration on some cores, so where it
     // lands would otherwise depend on the size of unrelated code before it.
+    // Loops are unrolled at most twice, and only short ones: the unroller's budget for this
+    // host's cores (their micro-op buffers) unrolls a byte loop twenty times and more, whose
+    // exits then take more time in a short run than the branches the unrolling saves, and
+    // doubles loops around a large switch, for a third more compile time.
     const std::string threshold = "-unswitch-threshold=" + std::to_string(unswitch_threshold);
-    const char *argv[] = {"bpftime", threshold.c_str(), "-disable-x86-domain-reassignment",
-                          "-x86-experimental-pref-innermost-loop-alignment=6"};
+    const char *argv[] = {"bpftime",
+                          threshold.c_str(),
+                          "-disable-x86-domain-reassignment",
+                          "-x86-experimental-pref-innermost-loop-alignment=6",
+                          "-unroll-max-count=2",
+                          "-unroll-partial-threshold=64"};
     std::string why;
     llvm::raw_string_ostream errs(why);
-    if (!llvm::cl::ParseCommandLineOptions(4, argv, "", &errs, "BPFTIME_LLVM_OPTIONS")) {
+    if (!llvm::cl::ParseCommandLineOptions(6, argv, "", &errs, "BPFTIME_LLVM_OPTIONS")) {
         return "LLVM options (BPFTIME_LLVM_OPTIONS): " + errs.str();
     }
     auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();

@@ -24,11 +24,13 @@
 #include <llvm/Transforms/Scalar/LICM.h>
 #include <llvm/Transforms/Scalar/LoopPassManager.h>
 #include <llvm/Transforms/Scalar/LoopRotation.h>
+#include <llvm/Transforms/Scalar/LoopUnrollPass.h>
 #include <llvm/Transforms/Scalar/SROA.h>
 #include <llvm/Transforms/Scalar/SimpleLoopUnswitch.h>
 #include <llvm/Transforms/Scalar/SimplifyCFG.h>
 #include <llvm/Transforms/Utils/Local.h>
 #include <llvm/Transforms/Utils/LoopSimplify.h>
+#include <llvm/Transforms/Utils/LoopUtils.h>
 #include <llvm/Transforms/Utils/ScalarEvolutionExpander.h>
 #include <llvm/Transforms/Vectorize/LoopVectorize.h>
 
@@ -827,6 +829,30 @@ struct drop_unread_stores : llvm::PassInfoMixin<drop_unread_stores> {
     }
 };
 
+// Innermost loops that still test something or call out stay rolled for the unroller: the
+// copies loop versioning leaves for the runs its test does not cover, where size matters more
+// than speed.
+struct keep_checked_loops_rolled : llvm::PassInfoMixin<keep_checked_loops_rolled> {
+    llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
+        const unsigned budget = f.getContext().getMDKindID(budget_kind);
+        const unsigned check = f.getContext().getMDKindID(check_kind);
+        auto &li = fam.getResult<llvm::LoopAnalysis>(f);
+        for (llvm::Loop *l : li.getLoopsInPreorder()) {
+            const bool checked =
+                std::any_of(l->block_begin(), l->block_end(), [&](llvm::BasicBlock *bb) {
+                    return std::any_of(bb->begin(), bb->end(), [&](llvm::Instruction &i) {
+                        return i.getMetadata(budget) != nullptr ||
+                               i.getMetadata(check) != nullptr || llvm::isa<llvm::CallBase>(i);
+                    });
+                });
+            if (checked) {
+                llvm::addStringMetadataToLoop(l, "llvm.loop.unroll.disable", 1);
+            }
+        }
+        return llvm::PreservedAnalyses::all();
+    }
+};
+
 // Settles the direct entry's branch to the run entry (short_of_budget_name). With analyse, a
 // copy of the run whose every budget test scalar evolution bounds (the budget the run can have
 // used at the test has a largest value: its loops have a largest trip count) runs only with at
@@ -856,8 +882,8 @@ struct bound_budget : llvm::PassInfoMixin<bound_budget> {
             }
             if (bound) {
                 // The run entry now takes only runs with little budget and runs that count:
-                // compiled for size, without loop versioning (hoist_checks), it costs less
-                // compile time.
+                // compiled for size, without loop versioning (hoist_checks) or unrolling, it
+                // costs less compile time.
                 for (llvm::BasicBlock &bb : f) {
                     for (llvm::Instruction &i : bb) {
                         if (auto *c = llvm::dyn_cast<llvm::CallInst>(&i)) {
@@ -1105,6 +1131,11 @@ void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
         fpm.addPass(llvm::LoopSimplifyPass());
         fpm.addPass(rebase_accesses());
         fpm.addPass(llvm::LoopVectorizePass());
+        // Short loops without checks are unrolled (twice at most, host.cpp): such a loop pays
+        // its backward branch and its exit test once per two iterations, as clang -O2 code
+        // does.
+        fpm.addPass(keep_checked_loops_rolled());
+        fpm.addPass(llvm::LoopUnrollPass(llvm::LoopUnrollOptions(2)));
         fpm.addPass(llvm::InstCombinePass());
         fpm.addPass(llvm::SimplifyCFGPass());
         fpm.addPass(llvm::JumpThreadingPass());
