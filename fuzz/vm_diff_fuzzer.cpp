@@ -47,7 +47,10 @@ struct outcome {
     std::vector<uint8_t> mem, buf, extra;
 };
 
-__attribute__((noinline)) outcome run_once(engine &e, const run_inputs &in, uint8_t *mem) {
+// counted: with a pointer for the count of instructions run (run_options::executed), which the
+// optimised JIT runs elsewhere than runs without one (see bound_budget).
+__attribute__((noinline)) outcome run_once(engine &e, const run_inputs &in, uint8_t *mem,
+                                           bool counted) {
     if (!in.mem.empty()) {
         std::memcpy(mem, in.mem.data(), in.mem.size());
     }
@@ -60,7 +63,7 @@ __attribute__((noinline)) outcome run_once(engine &e, const run_inputs &in, uint
     ro.instruction_budget = in.budget;
     ro.mem_writable = in.mem_writable;
     ro.regions = regions;
-    ro.executed = &o.executed;
+    ro.executed = counted ? &o.executed : nullptr;
     auto r = e.run(in.mem.empty() ? nullptr : mem, in.mem.size(), ro);
     if (r) {
         o.ok = true;
@@ -77,10 +80,10 @@ __attribute__((noinline)) outcome run_once(engine &e, const run_inputs &in, uint
 
 // Runs with the engine's stack `pad` bytes deeper, so stack addresses differ between runs.
 __attribute__((noinline)) outcome run_padded(engine &e, const run_inputs &in, uint8_t *mem,
-                                             size_t pad) {
+                                             size_t pad, bool counted = true) {
     auto *p = static_cast<volatile uint8_t *>(alloca(pad));
     p[0] = 0;
-    return run_once(e, in, mem);
+    return run_once(e, in, mem, counted);
 }
 
 const char *code_name(int code) {
@@ -157,8 +160,9 @@ std::string compare(const outcome &in, const outcome &jit) {
     return "";
 }
 
-// The unchecked JIT counts no instructions; the rest must agree.
-std::string compare_unchecked(const outcome &in, outcome jit) {
+// The unchecked JIT counts no instructions, nor does a run without a pointer for the count;
+// the rest must agree.
+std::string compare_uncounted(const outcome &in, outcome jit) {
     jit.executed = in.executed;
     return compare(in, jit);
 }
@@ -375,12 +379,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             std::fprintf(stderr, "interpreter: %s\n", describe(a).c_str());
         }
         for (other &o : others) {
-            const outcome b = run_padded(*o.eng, v, mem.data(), 16 + 64 * (1 + (flags >> 6)));
+            const size_t pad = 16 + 64 * (1 + (flags >> 6));
+            const outcome b = run_padded(*o.eng, v, mem.data(), pad);
             if (verbose) {
                 std::fprintf(stderr, "%s: %s\n", o.name.c_str(), describe(b).c_str());
             }
             if (std::string d = compare(a, b); !d.empty()) {
                 report(insns, v, o.name + ": " + d, &a, &b);
+            }
+            // Again without counting: the same outcome, whatever way the engine took.
+            const outcome u = run_padded(*o.eng, v, mem.data(), pad, false);
+            if (std::string d = compare_uncounted(a, u); !d.empty()) {
+                report(insns, v, o.name + " (not counted): " + d, &a, &u);
             }
         }
     }
@@ -406,7 +416,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             std::fprintf(stderr, "unchecked jit (%s): %s\n", jit_tier_name(eo.tier),
                          describe(b).c_str());
         }
-        if (std::string d = compare_unchecked(a, b); !d.empty()) {
+        if (std::string d = compare_uncounted(a, b); !d.empty()) {
             report(insns, in, std::string("unchecked jit (") + jit_tier_name(eo.tier) + "): " + d,
                    &a, &b);
         }
