@@ -965,16 +965,14 @@ struct bound_budget : llvm::PassInfoMixin<bound_budget> {
             }
         }
         uint64_t bound = 0;
-        std::map<llvm::Value *, std::optional<int64_t>> known;
+        usage used{se, fam.getResult<llvm::LoopAnalysis>(f), {}, {}};
         for (llvm::ICmpInst *cmp : tests) {
             // budget - used <s 0, as check_budget emits it.
             if (cmp->getPredicate() != llvm::CmpInst::ICMP_SLT ||
                 !llvm::PatternMatch::match(cmp->getOperand(1), llvm::PatternMatch::m_Zero())) {
                 return std::nullopt;
             }
-            std::set<llvm::Value *> open;
-            const std::optional<int64_t> most =
-                most_used(cmp->getOperand(0), budget, se, known, open, 0);
+            const std::optional<int64_t> most = used.most(cmp->getOperand(0), budget);
             if (!most) {
                 return std::nullopt;
             }
@@ -1000,73 +998,104 @@ struct bound_budget : llvm::PassInfoMixin<bound_budget> {
         return bound;
     }
 
-    static constexpr int max_depth = 16;
     // Budgets of more than this are not bounds worth testing (and stay far from overflow).
     static constexpr int64_t largest_bound = int64_t{1} << 48;
 
-    // The most budget the run can have used where v is what is left of it (v = budget - used),
-    // or nothing when that has no known bound: scalar evolution's range of budget - v, or for a
-    // phi the largest of its incoming values', or for v = w + c that of w less c's least value.
-    static std::optional<int64_t> most_used(llvm::Value *v, llvm::Value *budget,
-                                            llvm::ScalarEvolution &se,
-                                            std::map<llvm::Value *, std::optional<int64_t>> &known,
-                                            std::set<llvm::Value *> &open, int depth) {
-        if (v == budget) {
-            return 0;
+    // The most budget a run can have used where v is what is left of it, counted from base (v =
+    // base - used), or nothing when that has no known bound:
+    // - scalar evolution's range of base - v (an affine loop's budget: its range over the trip
+    //   count);
+    // - for the header phi of a loop with a largest trip count T, what the loop's entry had used
+    //   plus T times the most one iteration uses (each value the loop hands back to the header,
+    //   counted from the header's);
+    // - for another phi, the largest of its incoming values';
+    // - for v = w + c, what w had used less c's least value.
+    struct usage {
+        llvm::ScalarEvolution &se;
+        llvm::LoopInfo &li;
+        std::map<std::pair<llvm::Value *, llvm::Value *>, std::optional<int64_t>> known;
+        std::set<std::pair<llvm::Value *, llvm::Value *>> open;
+
+        static constexpr int max_depth = 32;
+
+        std::optional<int64_t> most(llvm::Value *v, llvm::Value *base, int depth = 0) {
+            if (v == base) {
+                return 0;
+            }
+            const std::pair key{v, base};
+            if (auto it = known.find(key); it != known.end()) {
+                return it->second;
+            }
+            std::optional<int64_t> m;
+            const llvm::ConstantRange r =
+                se.getSignedRange(se.getMinusSCEV(se.getSCEV(base), se.getSCEV(v)));
+            if (!r.isFullSet() && r.getSignedMin().sge(0) && r.getSignedMax().slt(largest_bound)) {
+                m = r.getSignedMax().getSExtValue();
+            } else if (depth < max_depth && open.insert(key).second) {
+                m = through(v, base, depth + 1);
+                open.erase(key);
+            }
+            // Only finished answers are kept: a value met again inside its own cycle is
+            // unbounded there, not for ever.
+            if (open.count(key) == 0) {
+                known.emplace(key, m);
+            }
+            return m;
         }
-        if (auto it = known.find(v); it != known.end()) {
-            return it->second;
+
+        static std::optional<int64_t> sum(std::optional<int64_t> a, int64_t b) {
+            if (!a || *a > largest_bound || b > largest_bound || *a + b >= largest_bound) {
+                return std::nullopt;
+            }
+            return *a + b;
         }
-        std::optional<int64_t> most;
-        const llvm::SCEV *used = se.getMinusSCEV(se.getSCEV(budget), se.getSCEV(v));
-        const llvm::ConstantRange r = se.getSignedRange(used);
-        if (!r.isFullSet() && r.getSignedMin().sge(0) && r.getSignedMax().slt(largest_bound)) {
-            most = r.getSignedMax().getSExtValue();
-        } else if (depth < max_depth && open.insert(v).second) {
-            auto of = [&](llvm::Value *x) {
-                return most_used(x, budget, se, known, open, depth + 1);
-            };
+
+        std::optional<int64_t> through(llvm::Value *v, llvm::Value *base, int depth) {
             if (auto *phi = llvm::dyn_cast<llvm::PHINode>(v)) {
-                int64_t m = 0;
-                bool all = true;
-                for (llvm::Value *in : phi->incoming_values()) {
-                    const std::optional<int64_t> x = of(in);
-                    if (!x) {
-                        all = false;
-                        break;
+                llvm::Loop *l = li.getLoopFor(phi->getParent());
+                const bool header = l != nullptr && l->getHeader() == phi->getParent();
+                int64_t trips = 0;
+                if (header) {
+                    const auto *c =
+                        llvm::dyn_cast<llvm::SCEVConstant>(se.getConstantMaxBackedgeTakenCount(l));
+                    if (c == nullptr || c->getAPInt().uge(largest_bound)) {
+                        return std::nullopt;
                     }
-                    m = std::max(m, *x);
+                    trips = static_cast<int64_t>(c->getAPInt().getZExtValue());
                 }
-                if (all) {
-                    most = m;
+                int64_t entered = 0, per_trip = 0;
+                for (unsigned k = 0; k < phi->getNumIncomingValues(); k++) {
+                    const bool back = header && l->contains(phi->getIncomingBlock(k));
+                    const std::optional<int64_t> x =
+                        most(phi->getIncomingValue(k), back ? phi : base, depth);
+                    if (!x) {
+                        return std::nullopt;
+                    }
+                    (back ? per_trip : entered) = std::max(back ? per_trip : entered, *x);
                 }
-            } else if (auto *add = llvm::dyn_cast<llvm::BinaryOperator>(v);
-                       add != nullptr && add->getOpcode() == llvm::Instruction::Add) {
-                for (int k = 0; k < 2 && !most; k++) {
+                if (per_trip > 0 && trips > largest_bound / per_trip) {
+                    return std::nullopt;
+                }
+                return sum(entered, trips * per_trip);
+            }
+            if (auto *add = llvm::dyn_cast<llvm::BinaryOperator>(v);
+                add != nullptr && add->getOpcode() == llvm::Instruction::Add) {
+                for (int k = 0; k < 2; k++) {
                     const llvm::ConstantRange c =
                         se.getSignedRange(se.getSCEV(add->getOperand(1 - k)));
                     if (c.isFullSet() || c.getSignedMin().sle(-largest_bound) ||
-                        c.getSignedMin().sgt(0)) {
+                        c.getSignedMin().sge(largest_bound)) {
                         continue;
                     }
-                    // v = w + c, c <= 0: used(v) = used(w) - c, at most used(w) - min(c).
-                    if (const std::optional<int64_t> w = of(add->getOperand(k))) {
-                        const int64_t m = *w - c.getSignedMin().getSExtValue();
-                        if (m < largest_bound) {
-                            most = m;
-                        }
+                    // v = w + c: used(v) = used(w) - c, at most used(w) - min(c).
+                    if (std::optional<int64_t> w = most(add->getOperand(k), base, depth)) {
+                        return sum(w, std::max<int64_t>(-c.getSignedMin().getSExtValue(), 0));
                     }
                 }
             }
-            open.erase(v);
+            return std::nullopt;
         }
-        // A value met again inside its own cycle is not cached as unbounded for ever: only
-        // finished answers are kept.
-        if (open.count(v) == 0) {
-            known.emplace(v, most);
-        }
-        return most;
-    }
+    };
 };
 
 // Runs passes over a module with the analyses they need.
