@@ -48,11 +48,12 @@ run_probes() {
   user_totals[$mode]=$("$bpftime" map dump 2)
   check "$mode: 500 calls per key" test "$(grep -c 'value: f4 01 00 00' <<<"${user_calls[$mode]}")" = 8
 
-  # While the host runs, list shows the link attached there.
-  "$bpftime" start "$target" 200 1 20000 "$mode" >"$work/out" 2>&1 &
+  # While the host runs, list shows the link attached there. The host runs for 40 s at most
+  # (killed once seen) and is looked for for 20 s: a loaded machine may start it slowly.
+  "$bpftime" start "$target" 2000 1 20000 "$mode" >"$work/out" 2>&1 &
   running=$!
   attached=0
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 400); do
     if "$bpftime" list | grep -Eq '^6 .*attached and running in pid'; then
       attached=1
       break
