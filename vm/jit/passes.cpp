@@ -829,6 +829,15 @@ struct drop_unread_stores : llvm::PassInfoMixin<drop_unread_stores> {
     }
 };
 
+// What the optimised pipeline starts with: registers to SSA values, redundant values merged,
+// instructions combined, the control flow simplified.
+void add_first_cleanup(llvm::FunctionPassManager &fpm) {
+    fpm.addPass(llvm::SROAPass());
+    fpm.addPass(llvm::EarlyCSEPass(true));
+    fpm.addPass(llvm::InstCombinePass());
+    fpm.addPass(llvm::SimplifyCFGPass());
+}
+
 // Innermost loops that still test something or call out stay rolled for the unroller: the
 // copies loop versioning leaves for the runs its test does not cover, where size matters more
 // than speed.
@@ -921,10 +930,7 @@ struct bound_budget : llvm::PassInfoMixin<bound_budget> {
     // Registers in SSA form and loops in the shape scalar evolution reads.
     static void simplify(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
         llvm::FunctionPassManager fpm;
-        fpm.addPass(llvm::SROAPass());
-        fpm.addPass(llvm::EarlyCSEPass(true));
-        fpm.addPass(llvm::InstCombinePass());
-        fpm.addPass(llvm::SimplifyCFGPass());
+        add_first_cleanup(fpm);
         llvm::LoopPassManager lpm;
         lpm.addPass(llvm::LoopRotatePass());
         fpm.addPass(llvm::createFunctionToLoopPassAdaptor(std::move(lpm)));
@@ -1128,10 +1134,7 @@ void promote_registers(llvm::Module &mod, llvm::TargetMachine &tm) {
 void optimise(llvm::Module &mod, llvm::TargetMachine &tm) {
     run_passes(mod, tm, [](llvm::ModulePassManager &mpm) {
         llvm::FunctionPassManager fpm;
-        fpm.addPass(llvm::SROAPass());
-        fpm.addPass(llvm::EarlyCSEPass(true));
-        fpm.addPass(llvm::InstCombinePass());
-        fpm.addPass(llvm::SimplifyCFGPass());
+        add_first_cleanup(fpm);
         llvm::LoopPassManager lpm;
         lpm.addPass(llvm::LoopRotatePass());
         lpm.addPass(llvm::LICMPass(llvm::LICMOptions()));
