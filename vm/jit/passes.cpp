@@ -838,9 +838,8 @@ void add_first_cleanup(llvm::FunctionPassManager &fpm) {
     fpm.addPass(llvm::SimplifyCFGPass());
 }
 
-// Innermost loops that still test something or call out stay rolled for the unroller: the
-// copies loop versioning leaves for the runs its test does not cover, where size matters more
-// than speed.
+// Loops that still test something or call out stay rolled for the unroller: the copies loop
+// versioning leaves for the runs its test does not cover, where size matters more than speed.
 struct keep_checked_loops_rolled : llvm::PassInfoMixin<keep_checked_loops_rolled> {
     llvm::PreservedAnalyses run(llvm::Function &f, llvm::FunctionAnalysisManager &fam) {
         const unsigned budget = f.getContext().getMDKindID(budget_kind);
@@ -904,11 +903,14 @@ struct bound_budget : llvm::PassInfoMixin<bound_budget> {
                         }
                     }
                 }
-            }
-            if (!bound) {
+            } else {
+                // The loads of the options the call took go with it: the baseline tier has no
+                // pass that would drop them from every run.
+                llvm::SmallVector<llvm::WeakTrackingVH, 3> args(call->arg_begin(), call->arg_end());
                 call->replaceAllUsesWith(llvm::ConstantInt::getFalse(mod.getContext()));
                 llvm::BasicBlock *bb = call->getParent();
                 call->eraseFromParent();
+                llvm::RecursivelyDeleteTriviallyDeadInstructionsPermissive(args);
                 llvm::ConstantFoldTerminator(bb, true);
                 llvm::removeUnreachableBlocks(f);
             }
@@ -1077,7 +1079,8 @@ struct bound_budget : llvm::PassInfoMixin<bound_budget> {
                     if (!x) {
                         return std::nullopt;
                     }
-                    (back ? per_trip : entered) = std::max(back ? per_trip : entered, *x);
+                    int64_t &most_of_way = back ? per_trip : entered;
+                    most_of_way = std::max(most_of_way, *x);
                 }
                 if (per_trip > 0 && trips > largest_bound / per_trip) {
                     return std::nullopt;
