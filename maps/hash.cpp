@@ -18,7 +18,9 @@
 // stopped writer never blocks another process for longer.
 #include "layout.hpp"
 
+#include <linux/membarrier.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -134,7 +136,7 @@ template <uint32_t KeySize = 0>
 [[gnu::always_inline]] inline uint32_t chain_find(const map_ref &m, const tables &t,
                                                   const void *key, uint32_t **link_out = nullptr) {
     const uint32_t key_size = KeySize != 0 ? KeySize : m.spec.key_size;
-    const uint32_t max = m.spec.max_entries, stride = entry_stride<KeySize>(m);
+    const uint32_t max = m.lay.nentries, stride = entry_stride<KeySize>(m);
     uint8_t *const entries = m.base + m.lay.entries;
     uint32_t *link = &t.buckets[bucket_of(m, key, key_size)];
     for (uint32_t steps = 0; steps < max; steps++) {
@@ -181,10 +183,12 @@ void set_count(const map_ref &m, uint32_t count) {
 }
 
 // Rebuilds the bookkeeping from the chains: what a bucket reaches stays (a chain is cut at
-// its first impossible link), everything else is free. Runs at init and after a writer died
-// holding the lock, which can leave an entry taken but not linked, or unlinked but not freed.
+// its first impossible link), everything else is free, or in limbo in a lock_free_updates map
+// (a lock-free updater may still be writing it; grace() frees it). Runs at init and after a
+// writer died holding the lock, which can leave an entry taken but not linked, or unlinked but
+// not freed.
 void rebuild(const map_ref &m, const tables &t) {
-    uint32_t n = m.spec.max_entries, count = 0;
+    uint32_t n = m.lay.nentries, count = 0;
     lpm_clear_counts(m);
     std::vector<bool> reachable(n);
     for (uint32_t b = 0; b < m.lay.nbuckets; b++) {
@@ -203,15 +207,18 @@ void rebuild(const map_ref &m, const tables &t) {
             link = &m.next(idx);
         }
     }
+    const bool limbo = lock_free_updates(m.spec);
     uint32_t top = 0;
     for (uint32_t idx = n; idx-- > 0;) {
         if (!reachable[idx]) {
             // Reachable entries keep their state: a live writer may hold one's lock.
             atomic(m.state(idx)).store(0, std::memory_order_relaxed);
-            t.free_stack[top++] = idx; // lowest index on top: new entries fill from the start
+            // Lowest index on top: new entries fill from the start (grace() keeps the order).
+            t.free_stack[limbo ? n - 1 - top++ : top++] = idx;
         }
     }
-    m.header().free_top = top;
+    m.header().free_top = limbo ? 0 : top;
+    m.header().limbo = limbo ? top : 0;
     set_count(m, count);
 }
 
@@ -231,11 +238,17 @@ bool lock_writers(const robust_lock &lock, const map_ref &m, const tables &t) {
 // Initial-exec: the owner's id is read by every update, and a general-dynamic access from a
 // shared library (the agent, the server) is a call of __tls_get_addr. Four bytes of static TLS.
 [[gnu::tls_model("initial-exec")]] thread_local uint32_t cached_tid = 0;
+// The hazard slot this thread last claimed in a map (see the hazards below) << 32 | its thread
+// id; 0 before its process can take part in lock-free updates.
+[[gnu::tls_model("initial-exec")]] thread_local uint64_t hazard_self = 0;
 
 [[gnu::noinline]] uint32_t fetch_thread_id() {
     // Cached: gettid() is a system call, and a thread's id never changes (a fork child's thread
     // gets a new one: the handler below forgets the parent's).
-    static const bool registered = pthread_atfork(nullptr, nullptr, [] { cached_tid = 0; }) == 0;
+    static const bool registered = pthread_atfork(nullptr, nullptr, [] {
+                                       cached_tid = 0;
+                                       hazard_self = 0;
+                                   }) == 0;
     (void)registered;
     cached_tid = static_cast<uint32_t>(::gettid()) & entry_owner_mask;
     return cached_tid;
@@ -247,7 +260,117 @@ inline uint32_t this_thread_id() {
 }
 
 bool thread_gone(uint32_t tid) {
-    return tid == 0 || (::kill(static_cast<pid_t>(tid), 0) != 0 && errno == ESRCH);
+    return tid == 0 || tid > entry_owner_mask ||
+           (::kill(static_cast<pid_t>(tid), 0) != 0 && errno == ESRCH);
+}
+
+// --- lock-free updates of present keys (lock_free_updates maps) ---
+//
+// Such an update writes the value with one store and takes no lock. What it must never do is
+// write an entry that a delete freed and an insert reused for another key. So the updater
+// publishes the entry it found in its hazard slot (a plain store), checks that the entry still
+// holds its key, writes, and clears the slot. A delete puts the entry in limbo instead of on the
+// free stack; grace() frees limbo entries that no hazard names, after a membarrier() that
+// serves as the updaters' missing store-load fence: after it, an updater's hazard is either
+// visible or the updater sees the entry deleted (the asymmetric fence of hazard pointers).
+// Two updaters of one key both write whole values, as two stores would.
+//
+// A slot belongs to a thread (owner, by thread id) in that map for good; a thread has two
+// candidate slots, and remembers the one it last claimed, which is the one it has in every map
+// unless the first was taken there. Slots of threads that are gone are taken over. A thread that
+// has neither slot (64 slots, so rarely), or whose process could not register for membarrier(),
+// takes the entry lock as other maps do.
+
+hazard_control &hazard_ctl(const map_ref &m) {
+    return *m.section<hazard_control>(m.lay.hazards);
+}
+
+hazard_slot *hazard_slots_of(const map_ref &m) {
+    return m.section<hazard_slot>(m.lay.hazards + sizeof(hazard_control));
+}
+
+// A thread's two candidate slots, from two multiplicative hashes of its id.
+inline uint32_t first_slot(uint32_t tid) {
+    static_assert(std::has_single_bit(hazard_slots));
+    return (tid * 0x9e3779b1u) >> (32 - std::countr_zero(hazard_slots));
+}
+
+inline uint32_t second_slot(uint32_t tid) {
+    return (tid * 0x85ebca6bu) >> (32 - std::countr_zero(hazard_slots));
+}
+
+// membarrier(): which commands the kernel takes (glibc has no wrapper).
+long membarrier(int cmd) {
+    return ::syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+// The process whose threads membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) reaches: registered once
+// (a fork child registers again).
+std::atomic<pid_t> registered_pid{0};
+
+bool register_process() {
+    const pid_t me = ::getpid();
+    if (registered_pid.load(std::memory_order_acquire) == me) {
+        return true;
+    }
+    if (membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0) {
+        return false;
+    }
+    registered_pid.store(me, std::memory_order_release);
+    return true;
+}
+
+// Slow updates left before this thread tries again to claim a slot.
+thread_local uint32_t claim_backoff = 0;
+
+// Gives this thread one of its candidate slots in m, so that its next updates of present keys
+// take no lock. Runs on the slow path; after a failed try the next ones wait a while.
+void claim_hazard_slot(const map_ref &m) {
+    if (claim_backoff > 0) {
+        claim_backoff--;
+        return;
+    }
+    claim_backoff = 1024;
+    const uint32_t tid = this_thread_id();
+    if (!register_process()) {
+        return;
+    }
+    // Set before any slot has an owner, with a full fence: grace() skips membarrier() and the
+    // hazard scan while it is clear.
+    if (auto used = atomic(hazard_ctl(m).used); used.load(std::memory_order_relaxed) == 0) {
+        used.store(1, std::memory_order_seq_cst);
+    }
+    hazard_slot *slots = hazard_slots_of(m);
+    const uint32_t candidates[] = {first_slot(tid), second_slot(tid)};
+    auto take = [&](uint32_t s) {
+        hazard_self = uint64_t{s} << 32 | tid;
+        claim_backoff = 0;
+    };
+    for (uint32_t s : candidates) {
+        if (atomic(slots[s].owner).load(std::memory_order_relaxed) == tid) {
+            return take(s); // this thread's already (it updates maps that gave it other slots)
+        }
+    }
+    for (uint32_t s : candidates) {
+        auto owner = atomic(slots[s].owner);
+        uint32_t seen = owner.load(std::memory_order_relaxed);
+        if ((seen == 0 || thread_gone(seen)) &&
+            owner.compare_exchange_strong(seen, tid, std::memory_order_seq_cst)) {
+            // A hazard a dead owner left names nothing any more.
+            atomic(slots[s].hazard).store(0, std::memory_order_relaxed);
+            return take(s);
+        }
+    }
+}
+
+// The updaters' store-load fence, made for them (see above): false when the kernel takes
+// neither command.
+bool fence_updaters() {
+    // Expedited: interrupts the CPUs running threads of registered processes (microseconds).
+    // Otherwise a full RCU grace period over every CPU (milliseconds), which needs no
+    // registration.
+    return membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0 ||
+           membarrier(MEMBARRIER_CMD_GLOBAL) == 0;
 }
 
 enum class entry_lock { held, gone, busy };
@@ -326,10 +449,10 @@ void unlink(const map_ref &m, uint32_t idx, uint32_t *link) {
 
 uint32_t take_free(const map_ref &m, const tables &t) {
     map_header &h = m.header();
-    uint32_t top = std::min(h.free_top, m.spec.max_entries);
+    uint32_t top = std::min(h.free_top, m.lay.nentries);
     while (top > 0) {
         uint32_t idx = t.free_stack[--top];
-        if (idx < m.spec.max_entries && !m.in_use(idx)) {
+        if (idx < m.lay.nentries && !m.in_use(idx)) {
             h.free_top = top;
             return idx;
         }
@@ -338,11 +461,72 @@ uint32_t take_free(const map_ref &m, const tables &t) {
     return none;
 }
 
+// Frees an entry the caller unlinked: on the free stack, or in limbo in a lock_free_updates
+// map, where a lock-free updater may still be about to write it.
+void release_entry(const map_ref &m, const tables &t, uint32_t idx) {
+    map_header &h = m.header();
+    const uint32_t n = m.lay.nentries, free_top = std::min(h.free_top, n);
+    if (!lock_free_updates(m.spec)) {
+        if (free_top < n) {
+            t.free_stack[h.free_top++] = idx;
+        }
+    } else if (const uint32_t limbo = std::min(h.limbo, n - free_top); free_top + limbo < n) {
+        t.free_stack[n - 1 - limbo] = idx;
+        h.limbo = limbo + 1;
+    }
+}
+
+// Frees the limbo's entries that no lock-free updater may still write (see the hazards above):
+// whether it freed any. The writers' lock held.
+bool grace(const map_ref &m, const tables &t) {
+    map_header &h = m.header();
+    const uint32_t n = m.lay.nentries;
+    uint32_t free_top = std::min(h.free_top, n);
+    const uint32_t limbo = std::min(h.limbo, n - free_top);
+    if (limbo == 0) {
+        return false;
+    }
+    // The deletes' stores of the entries' state before the load of `used` (claim_hazard_slot's
+    // side of it is its seq_cst store).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    std::vector<uint32_t> held;
+    if (atomic(hazard_ctl(m).used).load(std::memory_order_relaxed) != 0) {
+        if (!fence_updaters()) {
+            return false;
+        }
+        const hazard_slot *slots = hazard_slots_of(m);
+        for (uint32_t s = 0; s < hazard_slots; s++) {
+            const uint64_t hazard =
+                atomic(const_cast<uint64_t &>(slots[s].hazard)).load(std::memory_order_acquire);
+            // A thread that died mid-update writes no more.
+            if (hazard != 0 && !thread_gone(static_cast<uint32_t>(hazard >> 32))) {
+                held.push_back(static_cast<uint32_t>(hazard) - 1);
+            }
+        }
+    }
+    std::vector<uint32_t> waiting(t.free_stack + n - limbo, t.free_stack + n);
+    uint32_t kept = 0;
+    for (auto it = waiting.rbegin(); it != waiting.rend(); ++it) {
+        const uint32_t idx = *it;
+        if (idx >= n || m.in_use(idx)) {
+            continue; // damaged: rebuild() finds what the chains hold
+        }
+        if (std::find(held.begin(), held.end(), idx) != held.end()) {
+            t.free_stack[n - 1 - kept++] = idx;
+        } else {
+            t.free_stack[free_top++] = idx;
+        }
+    }
+    h.free_top = free_top;
+    h.limbo = kept;
+    return free_top > 0;
+}
+
 // lru_hash when full: evicts the least recently used entry of a window that moves along the
 // table (sampled LRU, as Redis does); exact for maps of up to lru_sample entries. none when the
 // victim's lock stays held.
 uint32_t evict(const map_ref &m, const tables &t) {
-    uint32_t n = m.spec.max_entries, start = m.header().lru_cursor % n;
+    uint32_t n = m.lay.nentries, start = m.header().lru_cursor % n;
     uint32_t window = std::min(n, lru_sample), victim = none;
     uint64_t oldest = UINT64_MAX;
     for (uint32_t i = 0; i < window; i++) {
@@ -485,7 +669,13 @@ long update_locked(const map_ref &m, const tables &t, const void *key, const val
         write_locked(m, t, idx, src);
         return 0;
     }
+    if (!lru && h.count >= m.spec.max_entries) {
+        return -E2BIG; // a lock_free_updates map has spare entries beyond max_entries
+    }
     idx = take_free(m, t);
+    if (idx == none && grace(m, t)) {
+        idx = take_free(m, t);
+    }
     if (idx == none && lru) {
         idx = evict(m, t);
         if (idx == none) {
@@ -523,6 +713,14 @@ long update_locked(const map_ref &m, const tables &t, const void *key, const val
 [[gnu::noinline]] long plain_hash_update_slow(const void *view, const void *key, const void *value,
                                               uint64_t flags) {
     const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
+    if (m.lay.hazards != 0) {
+        const uint64_t self = hazard_self;
+        const uint32_t tid = static_cast<uint32_t>(self);
+        if (tid == 0 ||
+            atomic(hazard_slots_of(m)[self >> 32].owner).load(std::memory_order_relaxed) != tid) {
+            claim_hazard_slot(m); // for the next updates
+        }
+    }
     const value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
     return hash_update(m, key, src, flags);
 }
@@ -538,10 +736,28 @@ template <uint32_t ValueSize>
     return 0;
 }
 
+// A value of 4 or 8 bytes written with one store: a concurrent reader or writer sees it whole.
+template <uint32_t ValueSize>
+[[gnu::always_inline]] inline void store_whole(uint8_t *dst, const void *value) {
+    using word = std::conditional_t<ValueSize == 8, uint64_t, uint32_t>;
+    atomic(*reinterpret_cast<word *>(dst))
+        .store(load<word>(static_cast<const uint8_t *>(value)), std::memory_order_relaxed);
+}
+
+// The end of a lock-free update with a test hook set: the hook, the value, the hazard cleared.
+template <uint32_t ValueSize>
+[[gnu::noinline]] long store_after_hook(uint8_t *dst, const void *value, uint64_t *hazard) {
+    hash_entry_locked_hook();
+    store_whole<ValueSize>(dst, value);
+    atomic(*hazard).store(0, std::memory_order_release);
+    return 0;
+}
+
 // A plain hash map's update from a program with the key and value sizes constants: the value
-// of a present key written under its entry's lock, taken with one compare-and-swap and released
-// by the store that ends the update. Everything else (see plain_hash_update_slow) is a tail call,
-// so this path calls nothing.
+// of a present key written with one store under this thread's hazard (values of 4 or 8 bytes),
+// or under its entry's lock, taken with one compare-and-swap and released by the store that
+// ends the update. Everything else (see plain_hash_update_slow) is a tail call, so this path
+// calls nothing.
 template <uint32_t KeySize, uint32_t ValueSize>
 long plain_hash_update(const void *view, const void *key, const void *value, uint64_t flags) {
     static_assert(KeySize != 0, "specialised for constant key sizes only");
@@ -557,11 +773,12 @@ long plain_hash_update(const void *view, const void *key, const void *value, uin
     uint8_t *const entries = m.base + m.lay.entries;
     uint8_t *const values = m.base + m.lay.values;
     const uint32_t *link = m.section<uint32_t>(m.lay.buckets) + bucket_of(m, key, KeySize);
+    uint32_t idx;
     uint8_t *e;
     uint8_t *dst;
     for (uint32_t steps = fast_walk_steps;; steps--) {
-        const uint32_t idx = atomic(*const_cast<uint32_t *>(link)).load(std::memory_order_acquire);
-        if (idx >= m.spec.max_entries || steps == 0) [[unlikely]] {
+        idx = atomic(*const_cast<uint32_t *>(link)).load(std::memory_order_acquire);
+        if (idx >= m.lay.nentries || steps == 0) [[unlikely]] {
             return plain_hash_update_slow(view, key, value, flags);
         }
         // The value's line is fetched for writing now, so that its miss overlaps the entry's
@@ -577,8 +794,37 @@ long plain_hash_update(const void *view, const void *key, const void *value, uin
         }
         link = reinterpret_cast<const uint32_t *>(e);
     }
-    const uint32_t tid = cached_tid;
     auto state = atomic(*reinterpret_cast<uint32_t *>(e + hash_entry_state));
+    if constexpr (ValueSize == 4 || ValueSize == 8) {
+        // A lock_free_updates map (hash_update_for picks this for no other): the entry published
+        // in this thread's hazard slot, checked again, and written with one store.
+        const uint64_t self = hazard_self;
+        const uint32_t tid = static_cast<uint32_t>(self);
+        hazard_slot *const slot = &hazard_slots_of(m)[self >> 32];
+        auto hazard = atomic(slot->hazard);
+        // A hazard already set: this update interrupted another of this thread (a program run
+        // from a signal handler), which must keep its own. The slow path leaves it alone.
+        if (tid == 0 || atomic(slot->owner).load(std::memory_order_relaxed) != tid ||
+            hazard.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+            return plain_hash_update_slow(view, key, value, flags);
+        }
+        hazard.store(uint64_t{tid} << 32 | (idx + 1), std::memory_order_relaxed);
+        // No fence here: grace()'s membarrier() orders this store before the loads below, for
+        // every update it must know about.
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        if ((state.load(std::memory_order_acquire) & entry_used) == 0 ||
+            !keys_equal(e + hash_entry_key, key, KeySize)) [[unlikely]] {
+            hazard.store(0, std::memory_order_release);
+            return plain_hash_update_slow(view, key, value, flags);
+        }
+        if (hash_entry_locked_hook != nullptr) [[unlikely]] {
+            return store_after_hook<ValueSize>(dst, value, &slot->hazard);
+        }
+        store_whole<ValueSize>(dst, value);
+        hazard.store(0, std::memory_order_release);
+        return 0;
+    }
+    const uint32_t tid = cached_tid;
     uint32_t seen = entry_used;
     if (tid == 0 ||
         !state.compare_exchange_strong(seen, entry_used | tid, std::memory_order_acquire,
@@ -625,6 +871,8 @@ update_fn hash_update_for(const map_spec &spec) {
     if (spec.type != map_type::hash || spec.spin_lock_off >= 0) {
         return nullptr;
     }
+    // Key and value sizes of 4 or 8 bytes pick plain_hash_update's lock-free path: exactly the
+    // lock_free_updates maps, which have hazard slots.
     return with_key_size(spec.key_size, [&](auto size) {
         return plain_hash_update_for<decltype(size)::value>(spec.value_size);
     });
@@ -662,9 +910,7 @@ long hash_remove(const map_ref &m, const void *key) {
         return -EBUSY;
     }
     unlink(m, idx, link);
-    if (h.free_top < m.spec.max_entries) {
-        t.free_stack[h.free_top++] = idx;
-    }
+    release_entry(m, t, idx);
     return 0;
 }
 
@@ -674,7 +920,7 @@ namespace {
 // removed or when the storage was damaged; skipping them keeps a walk from handing out keys the
 // map does not hold, or one key again from another bucket (which would start it over for ever).
 uint32_t first_in_bucket(const map_ref &m, uint32_t idx, uint32_t b) {
-    for (uint32_t steps = 0; steps < m.spec.max_entries && idx < m.spec.max_entries; steps++) {
+    for (uint32_t steps = 0; steps < m.lay.nentries && idx < m.lay.nentries; steps++) {
         if (m.in_use(idx) && bucket_of(m, m.key(idx)) == b) {
             return idx;
         }

@@ -4,11 +4,16 @@
 // Storage of every map:
 //   map_header (below)
 //   hash family: buckets u32[nbuckets] | free_stack u32[n] | stamps u64[n] (lru_hash only)
-//                | entries: n * entry_stride bytes, each {next u32, state u32, key u8[key_size]}
+//                | hazards (lock_free_updates maps only: hazard_control, then hazard_slots
+//                  hazard_slot lines) | entries: n * entry_stride bytes, each {next u32,
+//                  state u32, key u8[key_size]}
 //                  rounded up to 8 bytes, so that a lookup finds an entry's link, state and key
 //                  on one cache line as the kernel's hash map does. state: entry_used while the
 //                  entry holds a key, or'ed with the thread id of the writer holding the entry's
-//                  lock (0: unlocked); see hash.cpp
+//                  lock (0: unlocked); see hash.cpp. n is max_entries, and for lock_free_updates
+//                  maps spare_entries more, which deleted entries wait in while a lock-free
+//                  updater may still write them (the free stack's array holds those from its
+//                  top down, the free ones from its bottom up)
 //   values: n * ncpus slots of value_stride bytes, slot (entry * ncpus + cpu)  (arrays, hashes);
 //           for an array with BPF_F_MMAPABLE they start on a page and the storage ends on one,
 //           so the values can be mmap'ed as Linux maps them (mmapable_region)
@@ -33,6 +38,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -43,7 +49,7 @@
 namespace bpftime::maps::detail {
 
 inline constexpr uint64_t storage_magic = 0x3150414d54465042; // "BPFTMAP1"
-inline constexpr uint32_t storage_version = 4;
+inline constexpr uint32_t storage_version = 5;
 inline constexpr uint32_t none = UINT32_MAX;
 inline constexpr uint32_t max_ncpus = 4096;
 inline constexpr uint64_t storage_align = 64;
@@ -67,8 +73,8 @@ struct map_header {
     uint32_t count;      ///< hash: entries in use
     uint32_t free_top;   ///< hash: entries on the free stack
     uint32_t lru_cursor; ///< lru_hash: where the next eviction sample starts
-    uint32_t reserved2;
-    uint64_t lru_clock; ///< lru_hash: bumped by every insert or update
+    uint32_t limbo;      ///< hash: deleted entries waiting for lock-free updaters (hash.cpp)
+    uint64_t lru_clock;  ///< lru_hash: bumped by every insert or update
     /// Ring buffers: records a producer could not place. The positions are in their own pages
     /// (map_layout::ring_consumer, ring_producer).
     alignas(64) uint64_t dropped;
@@ -88,6 +94,44 @@ inline constexpr uint32_t hash_entry_key = 8;
 /// below 2^22 on Linux, PID_MAX_LIMIT).
 inline constexpr uint32_t entry_used = 1u << 31;
 inline constexpr uint32_t entry_owner_mask = entry_used - 1;
+
+/// Whether a map's updates of present keys take no lock (hash.cpp): plain hash maps whose values
+/// are written in one store (4 or 8 bytes) and whose keys have the sizes the specialised update
+/// takes (4 or 8 bytes). From the header's fields only, as the layout that depends on it: a value
+/// holding a spin lock is updated with the entry lock (hash_update_for), in the same layout.
+inline bool lock_free_updates(const map_spec &spec) {
+    return spec.type == map_type::hash && (spec.value_size == 4 || spec.value_size == 8) &&
+           (spec.key_size == 4 || spec.key_size == 8);
+}
+
+/// Entries such a map has beyond max_entries, so that an insert seldom waits for deleted ones
+/// (see hash.cpp's grace()): an eighth of max_entries, at least 16 and at most 1024.
+inline uint32_t spare_entries(const map_spec &spec) {
+    if (!lock_free_updates(spec)) {
+        return 0;
+    }
+    return std::clamp(spec.max_entries / 8, 16u, 1024u);
+}
+
+/// Threads of all processes that can update one map without a lock at a time; others take
+/// the entry lock.
+inline constexpr uint32_t hazard_slots = 64;
+
+/// The first line of a lock_free_updates map's hazards section.
+struct hazard_control {
+    uint32_t used; ///< set (for good) before a thread first claims a slot
+    uint32_t reserved[15];
+};
+
+/// One updater's line: the thread that owns it and, while that thread writes an entry without
+/// a lock, (thread id << 32 | entry + 1), 0 otherwise.
+struct hazard_slot {
+    uint32_t owner;
+    uint32_t reserved;
+    uint64_t hazard;
+    uint64_t pad[6];
+};
+static_assert(sizeof(hazard_control) == 64 && sizeof(hazard_slot) == 64);
 
 /// Atomic access to a plain integer in storage.
 template <class T>
@@ -274,8 +318,9 @@ bool wait_for_records(map_header &h, int timeout_ms, const std::function<bool()>
 /// Tests only: called by an insert that holds the lock and has taken a free entry but not
 /// linked it yet, so a test can kill the process at the worst moment.
 extern void (*hash_insert_hook)();
-/// Tests only: called by an update of a present key while it holds the entry's lock, before
-/// it writes the value, so a test can kill or stop the writer there.
+/// Tests only: called by an update of a present key while it holds the entry's lock (or, in a
+/// lock_free_updates map, while its hazard names the entry), before it writes the value, so a
+/// test can kill or stop the writer there.
 extern void (*hash_entry_locked_hook)();
 
 /// How long a hash writer tries for an entry's lock held by a live thread before its operation

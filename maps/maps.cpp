@@ -275,9 +275,14 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
         }
         if (info_of(spec.type).fam == family::hash) {
             lay.nbuckets = static_cast<uint32_t>(std::bit_ceil(n));
+            n += spare_entries(spec); // max_hash_entries leaves room for them below `none`
+            lay.nentries = static_cast<uint32_t>(n);
             lay.buckets = b.add(lay.nbuckets, sizeof(uint32_t));
             lay.free_stack = b.add(n, sizeof(uint32_t));
             lay.stamps = b.add(is_lru(spec.type) ? n : 0, sizeof(uint64_t));
+            if (lock_free_updates(spec)) {
+                lay.hazards = b.add(1 + hazard_slots, sizeof(hazard_slot));
+            }
             lay.entry_stride = (hash_entry_key + spec.key_size + 7) / 8 * 8;
             lay.entries = b.add(n, lay.entry_stride);
             if (spec.type == map_type::lpm_trie) {
@@ -692,7 +697,9 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     if (!minimum) {
         return std::move(minimum).err();
     }
-    if (size < minimum->total) {
+    // The header first: storage formatted for another spec says which field differs, rather
+    // than that it is smaller than this spec needs.
+    if (size < sizeof(map_header)) {
         return too_small(size, minimum->total);
     }
     auto &h = *static_cast<map_header *>(base);
@@ -725,6 +732,9 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
                                           std::to_string(f.stored) + ", expected " +
                                           std::to_string(f.wanted));
         }
+    }
+    if (size < minimum->total) {
+        return too_small(size, minimum->total);
     }
     uint32_t ncpus = h.ncpus;
     bool percpu = info_of(spec.type).percpu;

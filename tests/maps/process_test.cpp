@@ -5,6 +5,7 @@
 
 #include "layout.hpp" // detail::hash_insert_hook
 
+#include <array>
 #include <set>
 
 namespace bpftime::maps::test {
@@ -232,9 +233,10 @@ TEST(MultiProcess, RingBufferTwoProducersOneConsumer) {
 // a child so that a lock left held would fail the test by timeout instead of hanging it.
 int check_still_works(const map_view &v) {
     uint32_t max = v.spec().max_entries;
-    uint64_t value = 7;
+    const std::vector<uint8_t> bytes_of_value(v.spec().value_size, 7);
+    const void *value = bytes_of_value.data();
     uint32_t probe = 0xfffffff0;
-    if (v.update(&probe, &value, update_any) != 0 || v.remove(&probe) != 0) {
+    if (v.update(&probe, value, update_any) != 0 || v.remove(&probe) != 0) {
         return 10;
     }
     uint64_t listed = 0;
@@ -254,13 +256,13 @@ int check_still_works(const map_view &v) {
     }
     // Every entry can be used again: a leaked one would make the map full too early.
     for (uint32_t k = 0x10000000; v.count() < max; k++) {
-        if (v.update(&k, &value, update_noexist) != 0) {
+        if (v.update(&k, value, update_noexist) != 0) {
             return 13;
         }
     }
     uint32_t extra = 0x20000000;
     long want = v.spec().type == map_type::lru_hash ? 0 : -E2BIG; // lru_hash evicts
-    return v.update(&extra, &value, update_noexist) == want ? 0 : 14;
+    return v.update(&extra, value, update_noexist) == want ? 0 : 14;
 }
 
 TEST(MultiProcess, WriterKilledInsideAnInsert) {
@@ -445,19 +447,22 @@ TEST(MultiProcess, WritersOfOneKeyTakeTurns) {
 }
 
 // (f) A writer killed while it holds an entry's lock: the next writer of that key takes the lock
-// over and proceeds; what is lost is the dead writer's own update.
+// over and proceeds; what is lost is the dead writer's own update. Values of 16 bytes: smaller
+// ones are written without the lock (see (h)).
+using pair_value = std::array<uint64_t, 2>;
+
 TEST(MultiProcess, WriterKilledHoldingAnEntryLock) {
-    shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
+    shm_map m(map_spec{map_type::hash, 4, 16, 16, 0});
     for (uint32_t k = 0; k < 8; k++) {
-        uint64_t v = k;
-        ASSERT_EQ(m->update(&k, &v, update_any), 0);
+        pair_value v{k, k};
+        ASSERT_EQ(m->update(&k, v.data(), update_any), 0);
     }
     pid_t victim = spawn([&] {
         auto mine = m.reopen();
         detail::hash_entry_locked_hook = [] { raise(SIGKILL); };
         uint32_t key = 5;
-        uint64_t v = 555;
-        mine.second.update(&key, &v, update_exist);
+        pair_value v{555, 555};
+        mine.second.update(&key, v.data(), update_exist);
         return 0;
     });
     int status = wait_child(victim);
@@ -466,35 +471,35 @@ TEST(MultiProcess, WriterKilledHoldingAnEntryLock) {
         auto mine = m.reopen();
         const map_view &v = mine.second;
         uint32_t key = 5;
-        uint64_t value = 50;
+        pair_value value{50, 50};
         auto start = steady::now();
-        if (v.update(&key, &value, update_exist) != 0) {
+        if (v.update(&key, value.data(), update_exist) != 0) {
             return 2;
         }
         if (steady::now() - start > std::chrono::milliseconds(500)) {
             return 3; // taken over at once, not after the bound for live holders
         }
-        if (v.remove(&key) != 0 || v.update(&key, &value, update_noexist) != 0) {
+        if (v.remove(&key) != 0 || v.update(&key, value.data(), update_noexist) != 0) {
             return 4;
         }
         return check_still_works(v);
     }));
     for (uint32_t k = 0; k < 8; k++) {
-        auto *got = static_cast<uint64_t *>(m->lookup(&k));
+        auto *got = static_cast<pair_value *>(m->lookup(&k));
         ASSERT_NE(got, nullptr) << k;
-        EXPECT_EQ(*got, k == 5 ? 50u : k) << k;
+        EXPECT_EQ((*got)[0], k == 5 ? 50u : k) << k;
     }
 }
 
 // (g) A writer stopped (SIGSTOP) while it holds an entry's lock: lookups, updates of other keys,
 // inserts and deletes of other keys in another process go on at once; writers of that key wait
 // at most the bound and get -EBUSY (the controller's write() says why); once the writer resumes,
-// its update lands and the key is writable again.
+// its update lands and the key is writable again. Values of 16 bytes, as in (f).
 TEST(MultiProcess, StoppedWriterBlocksNobodyForLongerThanTheBound) {
-    shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
+    shm_map m(map_spec{map_type::hash, 4, 16, 16, 0});
     for (uint32_t k = 0; k < 8; k++) {
-        uint64_t v = k;
-        ASSERT_EQ(m->update(&k, &v, update_any), 0);
+        pair_value v{k, k};
+        ASSERT_EQ(m->update(&k, v.data(), update_any), 0);
     }
     pid_t stopped = spawn([&] {
         auto mine = m.reopen();
@@ -503,8 +508,8 @@ TEST(MultiProcess, StoppedWriterBlocksNobodyForLongerThanTheBound) {
             raise(SIGSTOP);
         };
         uint32_t key = 5;
-        uint64_t v = 555;
-        return mine.second.update(&key, &v, update_exist) == 0 ? 0 : 2;
+        pair_value v{555, 555};
+        return mine.second.update(&key, v.data(), update_exist) == 0 ? 0 : 2;
     });
     int status = 0;
     ASSERT_EQ(waitpid(stopped, &status, WUNTRACED), stopped);
@@ -514,18 +519,18 @@ TEST(MultiProcess, StoppedWriterBlocksNobodyForLongerThanTheBound) {
         const map_view &v = mine.second;
         const auto quick = std::chrono::milliseconds(300);
         uint32_t key = 5, other = 6, fresh = 100;
-        uint64_t value = 1;
+        pair_value value{1, 1};
         auto start = steady::now();
-        auto *seen = static_cast<uint64_t *>(v.lookup(&key));
-        if (seen == nullptr || *seen != 5 || v.update(&other, &value, update_any) != 0 ||
-            v.update(&fresh, &value, update_noexist) != 0 || v.remove(&fresh) != 0) {
+        auto *seen = static_cast<pair_value *>(v.lookup(&key));
+        if (seen == nullptr || (*seen)[0] != 5 || v.update(&other, value.data(), update_any) != 0 ||
+            v.update(&fresh, value.data(), update_noexist) != 0 || v.remove(&fresh) != 0) {
             return 2;
         }
         if (steady::now() - start > quick) {
             return 3;
         }
         start = steady::now();
-        if (v.update(&key, &value, update_any) != -EBUSY) {
+        if (v.update(&key, value.data(), update_any) != -EBUSY) {
             return 4;
         }
         auto waited = steady::now() - start;
@@ -546,10 +551,190 @@ TEST(MultiProcess, StoppedWriterBlocksNobodyForLongerThanTheBound) {
     kill(stopped, SIGCONT);
     expect_success(stopped);
     uint32_t key = 5;
-    EXPECT_EQ(*static_cast<uint64_t *>(m->lookup(&key)), 555u);
-    uint64_t value = 9;
-    EXPECT_EQ(m->update(&key, &value, update_exist), 0);
+    EXPECT_EQ((*static_cast<pair_value *>(m->lookup(&key)))[0], 555u);
+    pair_value value{9, 9};
+    EXPECT_EQ(m->update(&key, value.data(), update_exist), 0);
     EXPECT_EQ(m->remove(&key), 0);
+}
+
+// (h) Values of 4 and 8 bytes are written without a lock: the writer names the entry in its
+// hazard slot, and a deleted entry waits in limbo until no writer names it (hash.cpp). A thread's
+// first update in a map takes the entry lock (and claims its slot); its next ones do not.
+
+detail::map_header &header_of(const shm_map &m) {
+    return *reinterpret_cast<detail::map_header *>(m.region().data());
+}
+
+// Inserts and deletes fresh keys until the free stack is empty, then inserts one more, which
+// frees the deleted entries that no writer names: how many stay in limbo (UINT32_MAX on an error).
+uint32_t entries_still_held(const shm_map &m) {
+    auto &h = header_of(m);
+    uint64_t value = 0;
+    for (uint32_t k = 0x40000000; k < 0x40000000 + 2 * m->spec().max_entries + 2048; k++) {
+        const bool empty = detail::atomic(h.free_top).load() == 0;
+        if (m->update(&k, &value, update_noexist) != 0) {
+            return UINT32_MAX;
+        }
+        const uint32_t held = detail::atomic(h.limbo).load();
+        if (m->remove(&k) != 0) {
+            return UINT32_MAX;
+        }
+        if (empty) {
+            return held;
+        }
+    }
+    return UINT32_MAX;
+}
+
+TEST(MultiProcess, StoppedLockFreeWriterBlocksNobody) {
+    shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
+    for (uint32_t k = 0; k < 8; k++) {
+        uint64_t v = k;
+        ASSERT_EQ(m->update(&k, &v, update_any), 0);
+    }
+    EXPECT_EQ(entries_still_held(m), 0u);
+    pid_t stopped = spawn([&] {
+        auto mine = m.reopen();
+        const map_view &v = mine.second;
+        uint32_t key = 5;
+        uint64_t value = 5;
+        if (v.update(&key, &value, update_exist) != 0) {
+            return 2;
+        }
+        detail::hash_entry_locked_hook = [] {
+            detail::hash_entry_locked_hook = nullptr;
+            raise(SIGSTOP);
+        };
+        value = 555;
+        return v.update(&key, &value, update_exist) == 0 ? 0 : 3;
+    });
+    int status = 0;
+    ASSERT_EQ(waitpid(stopped, &status, WUNTRACED), stopped);
+    ASSERT_TRUE(WIFSTOPPED(status)) << status;
+    // Another process updates that key, deletes it and inserts it again at once: the stopped
+    // writer holds no lock.
+    expect_success(spawn([&] {
+        auto mine = m.reopen();
+        const map_view &v = mine.second;
+        uint32_t key = 5;
+        uint64_t value = 50, again = 51;
+        auto start = steady::now();
+        if (v.update(&key, &value, update_exist) != 0 || v.remove(&key) != 0 ||
+            v.update(&key, &again, update_noexist) != 0) {
+            return 2;
+        }
+        return steady::now() - start > std::chrono::milliseconds(300) ? 3 : 0;
+    }));
+    // The deleted entry the writer is about to write is not used again while it is stopped.
+    EXPECT_EQ(entries_still_held(m), 1u);
+    for (uint32_t k = 100; m->count() < 16; k++) {
+        uint64_t v = k;
+        ASSERT_EQ(m->update(&k, &v, update_noexist), 0) << k;
+    }
+    kill(stopped, SIGCONT);
+    expect_success(stopped);
+    // Its store landed in the deleted entry, which no key holds.
+    std::vector<uint8_t> key;
+    for (uint32_t listed = 0; listed < 16; listed++) {
+        auto next = must(m->next_key(key));
+        ASSERT_TRUE(next);
+        key = *next;
+        uint32_t k = from_bytes<uint32_t>(key);
+        EXPECT_EQ(from_bytes<uint64_t>(must(m->read(key))), k == 5 ? 51u : k) << k;
+    }
+    for (uint32_t k = 100; k < 108; k++) {
+        ASSERT_EQ(m->remove(&k), 0) << k;
+    }
+    // Once the writer is done, the entry is free again.
+    EXPECT_EQ(entries_still_held(m), 0u);
+}
+
+TEST(MultiProcess, KilledLockFreeWriterHoldsNoEntry) {
+    shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
+    for (uint32_t k = 0; k < 8; k++) {
+        uint64_t v = k;
+        ASSERT_EQ(m->update(&k, &v, update_any), 0);
+    }
+    pid_t victim = spawn([&] {
+        auto mine = m.reopen();
+        const map_view &v = mine.second;
+        uint32_t key = 5;
+        uint64_t value = 5;
+        if (v.update(&key, &value, update_exist) != 0) {
+            return 2;
+        }
+        detail::hash_entry_locked_hook = [] { raise(SIGKILL); };
+        value = 555;
+        v.update(&key, &value, update_exist);
+        return 3;
+    });
+    int status = wait_child(victim);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+    uint32_t key = 5;
+    EXPECT_EQ(*static_cast<uint64_t *>(m->lookup(&key)), 5u);
+    ASSERT_EQ(m->remove(&key), 0);
+    // A dead writer writes no more: its hazard holds nothing back.
+    EXPECT_EQ(entries_still_held(m), 0u);
+    expect_success(spawn([&] { return check_still_works(m.reopen().second); }));
+}
+
+// Another process writes one key without a lock as fast as it can, lingering between naming the
+// entry and writing it, while this one deletes that key and inserts and deletes others, whose
+// entries come from the deleted ones: no other key ever holds the writer's value.
+TEST(MultiProcess, LockFreeWritesNeverLandInAnotherKeysEntry) {
+    constexpr uint32_t fixed = 1, others = 3;
+    constexpr uint64_t writer_mark = 0xdead000000000000ull;
+    shm_map m(map_spec{map_type::hash, 4, 8, others + 1, 0});
+    uint64_t zero = 0;
+    ASSERT_EQ(m->update(&fixed, &zero, update_noexist), 0);
+    void *shared = mmap(nullptr, sizeof(std::atomic<uint64_t>) * 2, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(shared, MAP_FAILED);
+    auto *writes = new (shared) std::atomic<uint64_t>(0);
+    auto *done = new (writes + 1) std::atomic<uint64_t>(0);
+    pid_t writer = spawn([&] {
+        auto mine = m.reopen();
+        const map_view &v = mine.second;
+        detail::hash_entry_locked_hook = [] {
+            for (int i = 0; i < 1000; i++) {
+                __builtin_ia32_pause();
+            }
+        };
+        const auto give_up = steady::now() + std::chrono::seconds(10);
+        for (uint64_t i = 0; done->load() == 0 && steady::now() < give_up; i++) {
+            uint64_t value = writer_mark | i;
+            long rc = v.update(&fixed, &value, update_exist);
+            if (rc == 0) {
+                writes->fetch_add(1);
+            } else if (rc != -ENOENT) {
+                return 2;
+            }
+        }
+        return 0;
+    });
+    uint64_t wrong = 0, failed = 0, rounds = 0;
+    const auto give_up = steady::now() + std::chrono::seconds(5);
+    while ((rounds < 20000 || writes->load() < 20000) && steady::now() < give_up) {
+        failed += m->remove(&fixed) != 0;
+        for (uint32_t k = 100; k < 100 + others; k++) {
+            uint64_t value = uint64_t{k} << 32 | rounds;
+            failed += m->update(&k, &value, update_noexist) != 0;
+        }
+        for (uint32_t k = 100; k < 100 + others; k++) {
+            auto *got = static_cast<uint64_t *>(m->lookup(&k));
+            wrong += got == nullptr || *got != (uint64_t{k} << 32 | rounds);
+            failed += m->remove(&k) != 0;
+        }
+        failed += m->update(&fixed, &zero, update_noexist) != 0;
+        rounds++;
+    }
+    done->store(1);
+    expect_success(writer);
+    EXPECT_EQ(wrong, 0u);
+    EXPECT_EQ(failed, 0u);
+    EXPECT_GT(writes->load(), 0u);
+    EXPECT_EQ(m->count(), 1u);
+    munmap(shared, sizeof(std::atomic<uint64_t>) * 2);
 }
 
 } // namespace

@@ -229,12 +229,14 @@ struct map_layout {
     uint64_t lpm_counts = 0;    ///< lpm_trie: entries per prefix length (uint32[max_prefixlen+1])
     uint64_t bloom_bits = 0;    ///< bloom_filter: the bit array (uint64 words)
     uint64_t bloom_mask = 0;    ///< bloom_filter: bits - 1 (bits a power of two, at least 64)
+    uint64_t hazards = 0;       ///< hash with lock-free updates: the updaters' hazard slots
     uint64_t mmap_offset = 0;   ///< mmapable_region(): where it starts (0 and 0: none)
     uint64_t mmap_length = 0;   ///< and its length, whole pages
     uint32_t nbuckets = 0;      ///< hash: a power of two
     uint32_t value_stride = 0;  ///< bytes per value slot: value_size rounded up to 8
     uint32_t entry_stride = 0;  ///< hash: bytes per entry, its key included, a multiple of 8
     uint32_t bloom_hashes = 0;  ///< bloom_filter: hash functions per value
+    uint32_t nentries = 0;      ///< hash: entries in storage, max_entries and the spare ones
 };
 struct map_ref;
 struct view_access;
