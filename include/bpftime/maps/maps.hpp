@@ -274,7 +274,8 @@ public:
     /// 0 or a negative errno (-ENOENT, -EEXIST, -E2BIG when full, -EINVAL bad flags or key;
     /// hash maps: -EBUSY when another writer held the key's entry for over a second, as a
     /// stopped process can). Per-CPU maps update the current CPU's value. An update of a key a
-    /// hash map holds writes the value in place under that entry's lock only.
+    /// hash map holds writes the value in place under that entry's lock only, or with no lock
+    /// for plain hash maps of 4- and 8-byte keys and values (one store; see hash.cpp).
     long update(const void *key, const void *value, uint64_t flags) const {
         // Inline: a plain hash map's update is one direct call of the update specialised for it.
         return update_ != nullptr ? update_(this, key, value, flags)
