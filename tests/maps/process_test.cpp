@@ -265,12 +265,17 @@ int check_still_works(const map_view &v) {
     return v.update(&extra, value, update_noexist) == want ? 0 : 14;
 }
 
+// Keys 0 to n - 1 of a map of 8-byte values, each holding itself.
+void fill_with_keys(const shm_map &m, uint32_t n) {
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t v = k;
+        ASSERT_EQ(m->update(&k, &v, update_any), 0) << k;
+    }
+}
+
 TEST(MultiProcess, WriterKilledInsideAnInsert) {
     shm_map m(map_spec{map_type::hash, 4, 8, 32, 0});
-    for (uint32_t k = 0; k < 10; k++) {
-        uint64_t v = k;
-        ASSERT_EQ(m->update(&k, &v, update_any), 0);
-    }
+    fill_with_keys(m, 10);
     pid_t victim = spawn([&] {
         auto mine = m.reopen();
         // Dies holding the lock, with an entry taken from the free stack but not linked.
@@ -491,6 +496,25 @@ TEST(MultiProcess, WriterKilledHoldingAnEntryLock) {
     }
 }
 
+// The writer's hook for a test that stops it inside an entry (once).
+void stop_here() {
+    detail::hash_entry_locked_hook = nullptr;
+    raise(SIGSTOP);
+}
+
+// A child that runs write on its own view of m, once it has stopped itself inside an entry (with
+// stop_here); -1 when it did not stop.
+pid_t stopped_writer(const shm_map &m, const std::function<int(const map_view &)> &write) {
+    pid_t pid = spawn([&] { return write(m.reopen().second); });
+    int status = 0;
+    if (waitpid(pid, &status, WUNTRACED) != pid || !WIFSTOPPED(status)) {
+        ADD_FAILURE() << "the writer did not stop: status " << status;
+        kill(pid, SIGKILL);
+        return -1;
+    }
+    return pid;
+}
+
 // (g) A writer stopped (SIGSTOP) while it holds an entry's lock: lookups, updates of other keys,
 // inserts and deletes of other keys in another process go on at once; writers of that key wait
 // at most the bound and get -EBUSY (the controller's write() says why); once the writer resumes,
@@ -501,19 +525,13 @@ TEST(MultiProcess, StoppedWriterBlocksNobodyForLongerThanTheBound) {
         pair_value v{k, k};
         ASSERT_EQ(m->update(&k, v.data(), update_any), 0);
     }
-    pid_t stopped = spawn([&] {
-        auto mine = m.reopen();
-        detail::hash_entry_locked_hook = [] {
-            detail::hash_entry_locked_hook = nullptr;
-            raise(SIGSTOP);
-        };
+    pid_t stopped = stopped_writer(m, [](const map_view &v) {
+        detail::hash_entry_locked_hook = stop_here;
         uint32_t key = 5;
-        pair_value v{555, 555};
-        return mine.second.update(&key, v.data(), update_exist) == 0 ? 0 : 2;
+        pair_value value{555, 555};
+        return v.update(&key, value.data(), update_exist) == 0 ? 0 : 2;
     });
-    int status = 0;
-    ASSERT_EQ(waitpid(stopped, &status, WUNTRACED), stopped);
-    ASSERT_TRUE(WIFSTOPPED(status)) << status;
+    ASSERT_GT(stopped, 0);
     expect_success(spawn([&] {
         auto mine = m.reopen();
         const map_view &v = mine.second;
@@ -588,29 +606,19 @@ uint32_t entries_still_held(const shm_map &m) {
 
 TEST(MultiProcess, StoppedLockFreeWriterBlocksNobody) {
     shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
-    for (uint32_t k = 0; k < 8; k++) {
-        uint64_t v = k;
-        ASSERT_EQ(m->update(&k, &v, update_any), 0);
-    }
+    fill_with_keys(m, 8);
     EXPECT_EQ(entries_still_held(m), 0u);
-    pid_t stopped = spawn([&] {
-        auto mine = m.reopen();
-        const map_view &v = mine.second;
+    pid_t stopped = stopped_writer(m, [](const map_view &v) {
         uint32_t key = 5;
         uint64_t value = 5;
         if (v.update(&key, &value, update_exist) != 0) {
             return 2;
         }
-        detail::hash_entry_locked_hook = [] {
-            detail::hash_entry_locked_hook = nullptr;
-            raise(SIGSTOP);
-        };
+        detail::hash_entry_locked_hook = stop_here;
         value = 555;
         return v.update(&key, &value, update_exist) == 0 ? 0 : 3;
     });
-    int status = 0;
-    ASSERT_EQ(waitpid(stopped, &status, WUNTRACED), stopped);
-    ASSERT_TRUE(WIFSTOPPED(status)) << status;
+    ASSERT_GT(stopped, 0);
     // Another process updates that key, deletes it and inserts it again at once: the stopped
     // writer holds no lock.
     expect_success(spawn([&] {
@@ -651,10 +659,7 @@ TEST(MultiProcess, StoppedLockFreeWriterBlocksNobody) {
 
 TEST(MultiProcess, KilledLockFreeWriterHoldsNoEntry) {
     shm_map m(map_spec{map_type::hash, 4, 8, 16, 0});
-    for (uint32_t k = 0; k < 8; k++) {
-        uint64_t v = k;
-        ASSERT_EQ(m->update(&k, &v, update_any), 0);
-    }
+    fill_with_keys(m, 8);
     pid_t victim = spawn([&] {
         auto mine = m.reopen();
         const map_view &v = mine.second;
