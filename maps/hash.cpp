@@ -479,6 +479,9 @@ void release_entry(const map_ref &m, const tables &t, uint32_t idx) {
 // Frees the limbo's entries that no lock-free updater may still write (see the hazards above):
 // whether it freed any. The writers' lock held.
 bool grace(const map_ref &m, const tables &t) {
+    if (!lock_free_updates(m.spec)) {
+        return false; // no limbo, whatever a damaged header says (and no hazards section)
+    }
     map_header &h = m.header();
     const uint32_t n = m.lay.nentries;
     uint32_t free_top = std::min(h.free_top, n);
