@@ -19,8 +19,10 @@ std::mutex types_mu;
 const std::vector<uint32_t> request_filter_helpers{1,   2,   3,   5,   6,   7,   8,  125, 130,
                                                    131, 132, 133, 160, 174, 182, 87, 88,  89};
 
+// Never destroyed: the agent's follower thread may still look attach types up while the host
+// process exits and runs its static destructors.
 std::vector<attach_type_info> &types() {
-    static std::vector<attach_type_info> table{
+    static auto *const table = new std::vector<attach_type_info>{
         {attach_type_test, "test", "HOOK: a named hook that the host triggers by hand", true,
          false},
         {attach_type_nginx_url, "nginx-url", "none: every request of the nginx URL filter", true,
@@ -42,7 +44,7 @@ std::vector<attach_type_info> &types() {
         {attach_type_tp_btf, "tp_btf", "NAME, the raw tracepoint the program was loaded for", false,
          true},
     };
-    return table;
+    return *table;
 }
 
 } // namespace
