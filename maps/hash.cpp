@@ -15,7 +15,9 @@
 // entry that is being freed or reused for another key. An entry lock whose owner died is taken
 // over (what is lost is that writer's own value, perhaps half written); one held by a live
 // thread is waited for at most entry_lock_wait, then the operation fails with -EBUSY, so a
-// stopped writer never blocks another process for longer.
+// stopped writer never blocks another process for longer. In plain hash maps of 4- and 8-byte
+// keys and values (lock_free_updates) such an update takes no lock at all: see "lock-free updates
+// of present keys" below.
 #include "layout.hpp"
 
 #include <linux/membarrier.h>
@@ -287,6 +289,15 @@ hazard_control &hazard_ctl(const map_ref &m) {
 
 hazard_slot *hazard_slots_of(const map_ref &m) {
     return m.section<hazard_slot>(m.lay.hazards + sizeof(hazard_control));
+}
+
+// The slot this thread last claimed, when it owns that slot in m (it may own another there, or
+// none yet): null otherwise, and before its process registered.
+[[gnu::always_inline]] inline hazard_slot *own_slot(const map_ref &m) {
+    const uint64_t self = hazard_self;
+    const uint32_t tid = static_cast<uint32_t>(self);
+    hazard_slot *const slot = &hazard_slots_of(m)[self >> 32];
+    return tid != 0 && atomic(slot->owner).load(std::memory_order_relaxed) == tid ? slot : nullptr;
 }
 
 // A thread's two candidate slots, from two multiplicative hashes of its id.
@@ -716,13 +727,8 @@ long update_locked(const map_ref &m, const tables &t, const void *key, const val
 [[gnu::noinline]] long plain_hash_update_slow(const void *view, const void *key, const void *value,
                                               uint64_t flags) {
     const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
-    if (m.lay.hazards != 0) {
-        const uint64_t self = hazard_self;
-        const uint32_t tid = static_cast<uint32_t>(self);
-        if (tid == 0 ||
-            atomic(hazard_slots_of(m)[self >> 32].owner).load(std::memory_order_relaxed) != tid) {
-            claim_hazard_slot(m); // for the next updates
-        }
+    if (lock_free_updates(m.spec) && own_slot(m) == nullptr) {
+        claim_hazard_slot(m); // for the next updates
     }
     const value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
     return hash_update(m, key, src, flags);
@@ -801,16 +807,15 @@ long plain_hash_update(const void *view, const void *key, const void *value, uin
     if constexpr (ValueSize == 4 || ValueSize == 8) {
         // A lock_free_updates map (hash_update_for picks this for no other): the entry published
         // in this thread's hazard slot, checked again, and written with one store.
-        const uint64_t self = hazard_self;
-        const uint32_t tid = static_cast<uint32_t>(self);
-        hazard_slot *const slot = &hazard_slots_of(m)[self >> 32];
-        auto hazard = atomic(slot->hazard);
+        hazard_slot *const slot = own_slot(m);
         // A hazard already set: this update interrupted another of this thread (a program run
         // from a signal handler), which must keep its own. The slow path leaves it alone.
-        if (tid == 0 || atomic(slot->owner).load(std::memory_order_relaxed) != tid ||
-            hazard.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+        if (slot == nullptr || atomic(slot->hazard).load(std::memory_order_relaxed) != 0)
+            [[unlikely]] {
             return plain_hash_update_slow(view, key, value, flags);
         }
+        auto hazard = atomic(slot->hazard);
+        const uint32_t tid = static_cast<uint32_t>(hazard_self); // the slot's owner
         hazard.store(uint64_t{tid} << 32 | (idx + 1), std::memory_order_relaxed);
         // No fence here: grace()'s membarrier() orders this store before the loads below, for
         // every update it must know about.
