@@ -53,66 +53,8 @@ struct tables {
     uint64_t *stamps;
 };
 
-template <class T>
-T load(const uint8_t *p) {
-    T v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-
-// The last 1 to 7 key bytes as one word, with whole loads (a byte-wise copy into a word
-// stalls store forwarding): equal bytes give equal words, which is all hashing needs.
-uint64_t tail_word(const uint8_t *p, uint32_t n) {
-    if (n >= 4) {
-        return load<uint32_t>(p) | uint64_t{load<uint32_t>(p + n - 4)} << 32;
-    }
-    return uint64_t{p[0]} << 16 | uint64_t{p[n / 2]} << 8 | p[n - 1];
-}
-
-// The bucket of a key of key_size bytes: the top bits of a multiplicative hash (Knuth's), which
-// depend on every key bit. Keys of 4 and 8 bytes, the common sizes, take one multiply; longer
-// keys are mixed a word at a time first. Inline, so that a constant key_size (lookups of the
-// common sizes) leaves straight-line code.
-inline uint32_t bucket_of(const map_ref &m, const void *key, uint32_t key_size) {
-    constexpr uint64_t mul = 0x9e3779b97f4a7c15ull;
-    const auto *p = static_cast<const uint8_t *>(key);
-    uint64_t x;
-    if (key_size == 4) {
-        x = load<uint32_t>(p);
-    } else if (key_size == 8) {
-        x = load<uint64_t>(p);
-    } else {
-        uint64_t h = m.lay.seed ^ key_size; // seeded first: colliding keys depend on the seed
-        uint32_t n = key_size;
-        for (; n >= 8; n -= 8, p += 8) {
-            h = std::rotl((h ^ load<uint64_t>(p)) * mul, 31);
-        }
-        if (n > 0) {
-            h = std::rotl((h ^ tail_word(p, n)) * mul, 31);
-        }
-        x = h ^ (h >> 29);
-    }
-    // nbuckets is a power of two up to 2^31: the top log2(nbuckets) bits of the product.
-    const uint64_t h = (x ^ m.lay.seed) * mul;
-    const int bits = std::countr_zero(m.lay.nbuckets);
-    return static_cast<uint32_t>((h >> 32) >> (32 - bits));
-}
-
 uint32_t bucket_of(const map_ref &m, const void *key) {
-    return bucket_of(m, key, m.spec.key_size);
-}
-
-inline bool keys_equal(const uint8_t *a, const void *b, uint32_t n) {
-    // The common sizes without a call to memcmp.
-    auto *bb = static_cast<const uint8_t *>(b);
-    switch (n) {
-    case 4:
-        return load<uint32_t>(a) == load<uint32_t>(bb);
-    case 8:
-        return load<uint64_t>(a) == load<uint64_t>(bb);
-    default:
-        return std::memcmp(a, b, n) == 0;
-    }
+    return bucket_of(probe_of(m), key, m.spec.key_size);
 }
 
 // Bytes per entry: a constant when the key size is (KeySize != 0), as compute_layout lays them
@@ -131,33 +73,11 @@ template <uint32_t KeySize>
     return m.base + m.lay.entries + uint64_t{idx} * entry_stride<KeySize>(m);
 }
 
-// Walks key's chain; link_out gets the word that points at the entry found. Bounded: a
-// chain rewired under a reader (or corrupted) could otherwise loop. KeySize is the key size
-// when the caller knows it (0: the map's).
+// chain_find of a map_ref's map.
 template <uint32_t KeySize = 0>
-[[gnu::always_inline]] inline uint32_t chain_find(const map_ref &m, const tables &t,
-                                                  const void *key, uint32_t **link_out = nullptr) {
-    const uint32_t key_size = KeySize != 0 ? KeySize : m.spec.key_size;
-    const uint32_t max = m.lay.nentries, stride = entry_stride<KeySize>(m);
-    uint8_t *const entries = m.base + m.lay.entries;
-    uint32_t *link = &t.buckets[bucket_of(m, key, key_size)];
-    for (uint32_t steps = 0; steps < max; steps++) {
-        uint32_t idx = atomic(*link).load(std::memory_order_acquire);
-        if (idx >= max) {
-            return none;
-        }
-        uint8_t *e = entries + uint64_t{idx} * stride;
-        uint32_t state = atomic(*reinterpret_cast<uint32_t *>(e + hash_entry_state))
-                             .load(std::memory_order_relaxed);
-        if ((state & entry_used) != 0 && keys_equal(e + hash_entry_key, key, key_size)) {
-            if (link_out) {
-                *link_out = link;
-            }
-            return idx;
-        }
-        link = reinterpret_cast<uint32_t *>(e);
-    }
-    return none;
+[[gnu::always_inline]] inline uint32_t chain_find(const map_ref &m, const void *key,
+                                                  uint32_t **link_out = nullptr) {
+    return chain_find<KeySize>(probe_of(m), key, link_out);
 }
 
 // Calls f with the key size as a constant (std::integral_constant) for the common sizes, 4 and
@@ -175,9 +95,9 @@ decltype(auto) with_key_size(uint32_t key_size, F &&f) {
 }
 
 // chain_find for lookups, with the common key sizes as constants.
-uint32_t lookup_chain(const map_ref &m, const tables &t, const void *key) {
+uint32_t lookup_chain(const map_ref &m, const void *key) {
     return with_key_size(m.spec.key_size,
-                         [&](auto size) { return chain_find<decltype(size)::value>(m, t, key); });
+                         [&](auto size) { return chain_find<decltype(size)::value>(m, key); });
 }
 
 void set_count(const map_ref &m, uint32_t count) {
@@ -291,12 +211,12 @@ hazard_slot *hazard_slots_of(const map_ref &m) {
     return m.section<hazard_slot>(m.lay.hazards + sizeof(hazard_control));
 }
 
-// The slot this thread last claimed, when it owns that slot in m (it may own another there, or
-// none yet): null otherwise, and before its process registered.
-[[gnu::always_inline]] inline hazard_slot *own_slot(const map_ref &m) {
+// The slot this thread last claimed, when it owns that slot among slots (it may own another
+// there, or none yet): null otherwise, and before its process registered.
+[[gnu::always_inline]] inline hazard_slot *own_slot(hazard_slot *slots) {
     const uint64_t self = hazard_self;
     const uint32_t tid = static_cast<uint32_t>(self);
-    hazard_slot *const slot = &hazard_slots_of(m)[self >> 32];
+    hazard_slot *const slot = &slots[self >> 32];
     return tid != 0 && atomic(slot->owner).load(std::memory_order_relaxed) == tid ? slot : nullptr;
 }
 
@@ -553,7 +473,7 @@ uint32_t evict(const map_ref &m, const tables &t) {
     }
     m.header().lru_cursor = static_cast<uint32_t>((uint64_t{start} + window) % n);
     uint32_t *link = nullptr;
-    if (chain_find(m, t, m.key(victim), &link) == victim) {
+    if (chain_find(m, m.key(victim), &link) == victim) {
         if (lock_entry(m, victim, nullptr) != entry_lock::held) {
             return none;
         }
@@ -592,7 +512,7 @@ void write_locked(const map_ref &m, const tables &t, uint32_t idx, const value_s
 template <uint32_t KeySize>
 long update_present(const map_ref &m, const tables &t, const void *key, const value_source &src) {
     for (int tries = 0; tries < 4; tries++) {
-        const uint32_t idx = chain_find<KeySize>(m, t, key);
+        const uint32_t idx = chain_find<KeySize>(m, key);
         if (idx == none) {
             return 1;
         }
@@ -619,7 +539,7 @@ void hash_init(const map_ref &m) {
 
 uint32_t hash_find(const map_ref &m, const void *key, bool touch_entry) {
     tables t(m);
-    uint32_t idx = lookup_chain(m, t, key);
+    uint32_t idx = lookup_chain(m, key);
     if (idx == none) {
         return none;
     }
@@ -631,24 +551,26 @@ uint32_t hash_find(const map_ref &m, const void *key, bool touch_entry) {
 
 namespace {
 
-// A plain hash map's lookup with the key size a constant: one value slot per entry, no
-// last-use stamp to update.
-template <uint32_t KeySize>
+// A plain hash map's lookup with the key size a constant, and the value stride when it is 8
+// bytes (ValueStride 0: the map's): one value slot per entry, no last-use stamp to update.
+template <uint32_t KeySize, uint32_t ValueStride>
 void *plain_hash_lookup(const void *view, const void *key) {
-    const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
-    tables t(m);
-    const uint32_t idx = chain_find<KeySize>(m, t, key);
-    return idx != none ? m.value(idx, 0) : nullptr;
+    const hash_probe &p = view_access::probe(*static_cast<const map_view *>(view));
+    const uint32_t idx = chain_find<KeySize>(p, key);
+    const uint32_t stride = ValueStride != 0 ? ValueStride : p.value_stride;
+    return idx != none ? p.values + uint64_t{idx} * stride : nullptr;
 }
 
 } // namespace
 
 lookup_fn hash_lookup_for(const map_spec &spec) {
     if (spec.type != map_type::hash) {
-        return nullptr;
+        return no_value;
     }
-    return with_key_size(spec.key_size, [](auto size) -> lookup_fn {
-        return plain_hash_lookup<decltype(size)::value>;
+    const bool stride8 = spec.value_size <= 8;
+    return with_key_size(spec.key_size, [stride8](auto size) -> lookup_fn {
+        constexpr uint32_t key_size = decltype(size)::value;
+        return stride8 ? plain_hash_lookup<key_size, 8> : plain_hash_lookup<key_size, 0>;
     });
 }
 
@@ -664,7 +586,7 @@ long update_locked(const map_ref &m, const tables &t, const void *key, const val
         return -ENOTRECOVERABLE;
     }
     bool lru = is_lru(m.spec.type);
-    uint32_t idx = chain_find(m, t, key);
+    uint32_t idx = chain_find(m, key);
     if (idx == none && flags == update_exist) {
         // Decided here, not by the lock-free walk, which a concurrent delete and reuse can lead
         // past a present key.
@@ -727,11 +649,15 @@ long update_locked(const map_ref &m, const tables &t, const void *key, const val
 [[gnu::noinline]] long plain_hash_update_slow(const void *view, const void *key, const void *value,
                                               uint64_t flags) {
     const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
-    if (lock_free_updates(m.spec) && own_slot(m) == nullptr) {
+    if (lock_free_updates(m.spec) && own_slot(hazard_slots_of(m)) == nullptr) {
         claim_hazard_slot(m); // for the next updates
     }
     const value_source src{static_cast<const uint8_t *>(value), value_source::spread::this_cpu};
     return hash_update(m, key, src, flags);
+}
+
+uint32_t value_size_of(const void *view) {
+    return static_cast<const map_view *>(view)->spec().value_size;
 }
 
 // The end of plain_hash_update with a test hook set: the hook, then the value and the entry's
@@ -770,36 +696,38 @@ template <uint32_t ValueSize>
 template <uint32_t KeySize, uint32_t ValueSize>
 long plain_hash_update(const void *view, const void *key, const void *value, uint64_t flags) {
     static_assert(KeySize != 0, "specialised for constant key sizes only");
-    const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
+    const hash_probe &p = view_access::probe(*static_cast<const map_view *>(view));
     if ((flags & ~update_exist) != 0) [[unlikely]] {
         return plain_hash_update_slow(view, key, value, flags);
     }
     // The walk of chain_find with fewer live registers: a chain longer than fast_walk_steps
     // (only with keys that collide on purpose) is left to the slow path's bounded walk.
     constexpr uint32_t fast_walk_steps = 64;
+    constexpr uint32_t entry_stride = (hash_entry_key + KeySize + 7) / 8 * 8;
     // One value slot per entry (not per CPU); a constant stride when the size is.
-    const uint64_t value_stride = ValueSize != 0 ? (ValueSize + 7) / 8 * 8 : m.lay.value_stride;
-    uint8_t *const entries = m.base + m.lay.entries;
-    uint8_t *const values = m.base + m.lay.values;
-    const uint32_t *link = m.section<uint32_t>(m.lay.buckets) + bucket_of(m, key, KeySize);
+    const uint64_t value_stride = ValueSize != 0 ? (ValueSize + 7) / 8 * 8 : p.value_stride;
+    const uint32_t *link = p.buckets + bucket_of(p, key, KeySize);
     uint32_t idx;
     uint8_t *e;
     uint8_t *dst;
-    for (uint32_t steps = fast_walk_steps;; steps--) {
+    for (uint32_t steps = 1;; steps++) {
         idx = atomic(*const_cast<uint32_t *>(link)).load(std::memory_order_acquire);
-        if (idx >= m.lay.nentries || steps == 0) [[unlikely]] {
+        if (idx >= p.nentries) [[unlikely]] {
             return plain_hash_update_slow(view, key, value, flags);
         }
         // The value's line is fetched for writing now, so that its miss overlaps the entry's
         // instead of following it.
-        dst = values + uint64_t{idx} * value_stride;
+        dst = p.values + uint64_t{idx} * value_stride;
         __builtin_prefetch(dst, 1);
-        e = entries + uint64_t{idx} * entry_stride<KeySize>(m);
+        e = p.entries + uint64_t{idx} * entry_stride;
         if ((atomic(*reinterpret_cast<uint32_t *>(e + hash_entry_state))
                  .load(std::memory_order_relaxed) &
              entry_used) != 0 &&
             keys_equal(e + hash_entry_key, key, KeySize)) {
             break;
+        }
+        if (steps == fast_walk_steps) [[unlikely]] {
+            return plain_hash_update_slow(view, key, value, flags);
         }
         link = reinterpret_cast<const uint32_t *>(e);
     }
@@ -807,7 +735,7 @@ long plain_hash_update(const void *view, const void *key, const void *value, uin
     if constexpr (ValueSize == 4 || ValueSize == 8) {
         // A lock_free_updates map (hash_update_for picks this for no other): the entry published
         // in this thread's hazard slot, checked again, and written with one store.
-        hazard_slot *const slot = own_slot(m);
+        hazard_slot *const slot = own_slot(static_cast<hazard_slot *>(p.hazard_slots));
         // A hazard already set: this update interrupted another of this thread (a program run
         // from a signal handler), which must keep its own. The slow path leaves it alone.
         if (slot == nullptr || atomic(slot->hazard).load(std::memory_order_relaxed) != 0)
@@ -845,9 +773,9 @@ long plain_hash_update(const void *view, const void *key, const void *value, uin
         return plain_hash_update_slow(view, key, value, flags);
     }
     if (hash_entry_locked_hook != nullptr) [[unlikely]] {
-        return write_after_hook<ValueSize>(dst, value, e + hash_entry_state, m.spec.value_size);
+        return write_after_hook<ValueSize>(dst, value, e + hash_entry_state, value_size_of(view));
     }
-    std::memcpy(dst, value, ValueSize != 0 ? ValueSize : m.spec.value_size);
+    std::memcpy(dst, value, ValueSize != 0 ? ValueSize : value_size_of(view));
     state.store(entry_used, std::memory_order_release);
     return 0;
 }
@@ -910,7 +838,7 @@ long hash_remove(const map_ref &m, const void *key) {
         return -ENOTRECOVERABLE;
     }
     uint32_t *link = nullptr;
-    uint32_t idx = chain_find(m, t, key, &link);
+    uint32_t idx = chain_find(m, key, &link);
     if (idx == none) {
         return -ENOENT;
     }
@@ -942,7 +870,7 @@ std::optional<uint32_t> hash_next(const map_ref &m, const void *key) {
     tables t(m);
     uint32_t b = 0;
     if (key != nullptr) {
-        if (uint32_t idx = chain_find(m, t, key); idx != none) {
+        if (uint32_t idx = chain_find(m, key); idx != none) {
             b = bucket_of(m, key);
             uint32_t next =
                 first_in_bucket(m, atomic(m.next(idx)).load(std::memory_order_acquire), b);

@@ -30,7 +30,8 @@
 //   queue, stack: queue_state u64 (oldest slot << 32 | count, written in one store), then
 //           values: max_entries slots of value_stride bytes used as a ring
 //   bloom_filter: bloom_bits u64[(bloom_mask + 1) / 64]; no values
-// Sections start on 64-byte boundaries. Indices are uint32 with `none` for "no entry".
+// Sections start on 64-byte boundaries. Indices are uint32 with `none` for "no entry" (an entry's
+// fields, and the chain walk: <bpftime/maps/hash_walk.hpp>).
 #pragma once
 
 #include <bpftime/maps/maps.hpp>
@@ -50,7 +51,6 @@ namespace bpftime::maps::detail {
 
 inline constexpr uint64_t storage_magic = 0x3150414d54465042; // "BPFTMAP1"
 inline constexpr uint32_t storage_version = 5;
-inline constexpr uint32_t none = UINT32_MAX;
 inline constexpr uint32_t max_ncpus = 4096;
 inline constexpr uint64_t storage_align = 64;
 
@@ -86,13 +86,8 @@ struct map_header {
 };
 static_assert(std::is_standard_layout_v<map_header> && std::is_trivially_copyable_v<map_header>);
 
-/// Where a hash entry's fields start within it.
-inline constexpr uint32_t hash_entry_state = 4;
-inline constexpr uint32_t hash_entry_key = 8;
-/// A hash entry's state word: this bit while the entry holds a key; the bits below it hold the
-/// thread id of the writer that holds the entry's lock, 0 when nobody does (thread ids are
-/// below 2^22 on Linux, PID_MAX_LIMIT).
-inline constexpr uint32_t entry_used = 1u << 31;
+/// A hash entry's fields and state bits are in <bpftime/maps/hash_walk.hpp>, with the walk a
+/// lookup makes; the state word's bits below entry_used hold the lock owner's thread id.
 inline constexpr uint32_t entry_owner_mask = entry_used - 1;
 
 /// Whether a map's updates of present keys take no lock (hash.cpp): plain hash maps whose values
@@ -171,9 +166,27 @@ struct map_ref {
     }
 };
 
+/// A hash map's walk as its view keeps it (a lookup) or as a writer builds it.
+inline hash_probe probe_of(const map_ref &m) {
+    return hash_probe{m.section<uint32_t>(m.lay.buckets),
+                      m.base + m.lay.entries,
+                      m.base + m.lay.values,
+                      m.lay.seed,
+                      m.lay.bucket_shift,
+                      m.lay.nentries,
+                      m.lay.entry_stride,
+                      m.spec.key_size,
+                      m.lay.value_stride,
+                      0,
+                      0,
+                      m.lay.hazards != 0 ? m.base + m.lay.hazards + sizeof(hazard_control)
+                                         : nullptr};
+}
+
 /// What the lookup functions a view picks (lookup_fn) read of it.
 struct view_access {
     static map_ref ref(const map_view &v) { return map_ref{v.base_, v.spec_, v.ncpus_, v.layout_}; }
+    static const hash_probe &probe(const map_view &v) { return v.probe_; }
 };
 
 /// The CPU slot programs on this thread use.
@@ -292,7 +305,7 @@ void hash_init(const map_ref &m);
 /// touch marks the entry used (lru_hash lookups from programs).
 uint32_t hash_find(const map_ref &m, const void *key, bool touch);
 /// The lookup programs make (map_view::lookup) for a hash map of this spec, specialised for
-/// plain hash maps with 4- and 8-byte keys; null for the others.
+/// plain hash maps (4- and 8-byte keys, values up to 8 bytes); no_value for the others.
 lookup_fn hash_lookup_for(const map_spec &spec);
 /// The update programs make (map_view::update) for a plain hash map of this spec, specialised
 /// for its key and value sizes; null for the other types.

@@ -275,6 +275,7 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
         }
         if (info_of(spec.type).fam == family::hash) {
             lay.nbuckets = static_cast<uint32_t>(std::bit_ceil(n));
+            lay.bucket_shift = 32 - static_cast<uint32_t>(std::countr_zero(lay.nbuckets));
             n += spare_entries(spec); // max_hash_entries leaves room for them below `none`
             lay.nentries = static_cast<uint32_t>(n);
             lay.buckets = b.add(lay.nbuckets, sizeof(uint32_t));
@@ -756,21 +757,35 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     v.layout_ = *lay;
     v.layout_.seed = h.seed;
     v.lookup_ = hash_lookup_for(spec);
+    if (info_of(spec.type).fam == family::hash) {
+        v.probe_ = probe_of(v.ref());
+        if (spec.type == map_type::hash && (spec.key_size == 4 || spec.key_size == 8) &&
+            std::has_single_bit(v.layout_.value_stride)) {
+            v.probe_.inline_key_size = spec.key_size;
+            v.probe_.value_shift = static_cast<uint32_t>(std::countr_zero(v.layout_.value_stride));
+        }
+    }
     v.update_ = hash_update_for(spec);
     if (holds_ids(spec.type)) {
         // As Linux: programs cannot look up perf events or programs, and a map-in-map's lookup
         // gives a map, not a value (inner_map_id).
-        v.lookup_ = [](const void *, const void *) -> void * { return nullptr; };
+        v.lookup_ = no_value;
     } else if (spec.type == map_type::array) {
-        // Looked up inline (map_view::lookup); lookup_ serves compiled code that asks.
-        v.table_ = v.base_ + v.layout_.values;
-        v.table_stride_ = v.layout_.value_stride;
-        v.table_count_ = spec.max_entries;
+        // Looked up inline (map_view::lookup) when the stride is a power of two, as it is for
+        // values of up to 8 bytes; lookup_ serves compiled code that asks, and the other strides.
+        if (std::has_single_bit(v.layout_.value_stride)) {
+            v.table_ = v.base_ + v.layout_.values;
+            v.table_shift_ = static_cast<uint32_t>(std::countr_zero(v.layout_.value_stride));
+            v.table_count_ = spec.max_entries;
+        }
         v.lookup_ = [](const void *view, const void *key) -> void * {
-            return static_cast<const map_view *>(view)->lookup(key);
+            const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
+            uint32_t idx;
+            std::memcpy(&idx, key, sizeof idx);
+            return idx < m.spec.max_entries ? m.value(idx, 0) : nullptr;
         };
-    } else if (v.lookup_ == nullptr && (info_of(spec.type).fam == family::array ||
-                                        info_of(spec.type).fam == family::hash)) {
+    } else if (v.lookup_ == no_value && (info_of(spec.type).fam == family::array ||
+                                         info_of(spec.type).fam == family::hash)) {
         v.lookup_ = [](const void *view, const void *key) -> void * {
             const map_ref m = view_access::ref(*static_cast<const map_view *>(view));
             uint32_t idx = find_entry(m, key, true);
@@ -785,20 +800,20 @@ map_ref map_view::ref() const {
 }
 
 long map_view::update_other(const void *key, const void *value, uint64_t flags) const {
-    if (table_count_ != 0 && spec_.spin_lock_off < 0) {
+    if (spec_.type == map_type::array && spec_.spin_lock_off < 0) {
         // A plain array: in place, as Linux does.
         if (flags > update_exist) {
             return -EINVAL;
         }
         uint32_t idx;
         std::memcpy(&idx, key, sizeof idx);
-        if (idx >= table_count_) {
+        if (idx >= spec_.max_entries) {
             return -E2BIG;
         }
         if (flags == update_noexist) {
             return -EEXIST;
         }
-        uint8_t *dst = table_ + uint64_t{idx} * table_stride_;
+        uint8_t *dst = base_ + layout_.values + uint64_t{idx} * layout_.value_stride;
         if (spec_.value_size == 8) {
             std::memcpy(dst, value, 8);
         } else {

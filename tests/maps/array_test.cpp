@@ -57,6 +57,35 @@ TEST(ArrayMap, OutOfRangeIndex) {
     EXPECT_EQ(m->write(bytes(key), std::span<const uint8_t>(value, 12)).err().code, E2BIG);
 }
 
+// lookup() finds element i at slot i of the value area for every value size: inline when the
+// stride is a power of two, through the lookup function compiled code may call otherwise; both
+// give the same addresses, and nothing past the last element.
+TEST(ArrayMap, LookupFindsElementsForEveryValueStride) {
+    for (uint32_t value_size : {1u, 4u, 8u, 12u, 16u, 24u, 40u, 64u}) {
+        SCOPED_TRACE("value_size " + std::to_string(value_size));
+        shm_map m(map_spec{map_type::array, 4, value_size, 10, 0});
+        const auto area = m->value_area();
+        const uint64_t stride = m->value_stride();
+        EXPECT_EQ(stride, (value_size + 7) / 8 * 8);
+        auto plan = m->lookup_plan();
+        ASSERT_TRUE(plan);
+        const auto *table = std::get_if<vm::indexed_table>(&plan->method);
+        ASSERT_NE(table, nullptr);
+        for (uint32_t i = 0; i < 12; i++) {
+            void *found = m->lookup(&i);
+            if (i >= 10) {
+                EXPECT_EQ(found, nullptr) << i;
+                continue;
+            }
+            EXPECT_EQ(found, area.data() + i * stride) << i;
+            EXPECT_EQ(reinterpret_cast<uint64_t>(found), table->base + i * table->stride) << i;
+            std::vector<uint8_t> value(value_size, static_cast<uint8_t>(i + 1));
+            ASSERT_EQ(m->update(&i, value.data(), update_any), 0);
+            EXPECT_EQ(std::memcmp(found, value.data(), value_size), 0) << i;
+        }
+    }
+}
+
 TEST(ArrayMap, DeleteIsInvalid) {
     shm_map m(spec);
     uint32_t key = 1;

@@ -242,33 +242,42 @@ TEST(HashMap, GarbageInStorageNeverLeadsOutside) {
 }
 
 // What compiled code calls for a lookup (lookup_plan's find call) finds what lookup() finds, for
-// every key size and hash type, present and absent keys alike.
+// every key size, value size and hash type, present and absent keys alike. lookup() walks plain
+// hash maps of 4- and 8-byte keys and value strides of a power of two inline; the others call
+// the same function compiled code does.
 TEST(Hash, CompiledCodesFindCallFindsWhatLookupFinds) {
     pin_cpu pin; // per-CPU maps: updates and lookups on one CPU's slot
     for (auto type : {map_type::hash, map_type::lru_hash, map_type::percpu_hash}) {
         for (uint32_t key_size : {4u, 8u, 12u}) {
-            SCOPED_TRACE(std::string(map_type_name(type)) + " key_size " +
-                         std::to_string(key_size));
-            shm_map m(map_spec{type, key_size, 8, 32, 0});
-            auto plan = m->lookup_plan();
-            ASSERT_TRUE(plan);
-            const auto *call = std::get_if<vm::find_call>(&plan->method);
-            ASSERT_NE(call, nullptr);
-            std::vector<uint8_t> key(key_size, 0);
-            for (uint8_t k = 0; k < 20; k++) {
-                key[0] = k;
-                key[key_size - 1] = static_cast<uint8_t>(k * 7);
-                uint64_t value = 1000 + k;
-                ASSERT_EQ(m->update(key.data(), &value, update_noexist), 0);
-            }
-            for (uint8_t k = 0; k < 40; k++) {
-                key[0] = k;
-                key[key_size - 1] = static_cast<uint8_t>(k * 7);
-                void *found = call->find(call->object, key.data());
-                EXPECT_EQ(found, m->lookup(key.data())) << int{k};
-                EXPECT_EQ(found != nullptr, k < 20) << int{k};
-                if (found != nullptr) {
-                    EXPECT_EQ(*static_cast<uint64_t *>(found), 1000u + k);
+            for (uint32_t value_size : {4u, 8u, 12u, 24u}) {
+                SCOPED_TRACE(std::string(map_type_name(type)) + " key_size " +
+                             std::to_string(key_size) + " value_size " +
+                             std::to_string(value_size));
+                shm_map m(map_spec{type, key_size, value_size, 32, 0});
+                auto plan = m->lookup_plan();
+                ASSERT_TRUE(plan);
+                const auto *call = std::get_if<vm::find_call>(&plan->method);
+                ASSERT_NE(call, nullptr);
+                const auto area = m->value_area();
+                std::vector<uint8_t> key(key_size, 0), value(value_size);
+                for (uint8_t k = 0; k < 20; k++) {
+                    key[0] = k;
+                    key[key_size - 1] = static_cast<uint8_t>(k * 7);
+                    std::fill(value.begin(), value.end(), static_cast<uint8_t>(100 + k));
+                    ASSERT_EQ(m->update(key.data(), value.data(), update_noexist), 0);
+                }
+                for (uint8_t k = 0; k < 40; k++) {
+                    key[0] = k;
+                    key[key_size - 1] = static_cast<uint8_t>(k * 7);
+                    auto *found = static_cast<uint8_t *>(call->find(call->object, key.data()));
+                    EXPECT_EQ(found, m->lookup(key.data())) << int{k};
+                    EXPECT_EQ(found != nullptr, k < 20) << int{k};
+                    if (found != nullptr) {
+                        EXPECT_GE(found, area.data());
+                        EXPECT_LE(found + value_size, area.data() + area.size());
+                        EXPECT_EQ(std::vector<uint8_t>(found, found + value_size),
+                                  std::vector<uint8_t>(value_size, static_cast<uint8_t>(100 + k)));
+                    }
                 }
             }
         }

@@ -9,6 +9,7 @@
 /// program wrote there.
 #pragma once
 
+#include <bpftime/maps/hash_walk.hpp>
 #include <bpftime/result.hpp>
 #include <bpftime/vm/map_lookup_plan.hpp>
 
@@ -237,6 +238,7 @@ struct map_layout {
     uint32_t entry_stride = 0;  ///< hash: bytes per entry, its key included, a multiple of 8
     uint32_t bloom_hashes = 0;  ///< bloom_filter: hash functions per value
     uint32_t nentries = 0;      ///< hash: entries in storage, max_entries and the spare ones
+    uint32_t bucket_shift = 0;  ///< hash: 32 - log2(nbuckets), how a key's hash picks its bucket
 };
 struct map_ref;
 struct view_access;
@@ -247,6 +249,10 @@ using lookup_fn = void *(*)(const void *view, const void *key);
 /// An update specialised for one map, chosen when a view is opened: map_view::update's
 /// arguments after the view.
 using update_fn = long (*)(const void *view, const void *key, const void *value, uint64_t flags);
+/// The lookup of maps whose programs find no values (and of a view not opened).
+inline void *no_value(const void *, const void *) {
+    return nullptr;
+}
 } // namespace detail
 
 /// A process-local view of a map's storage. Copyable; it does not own the storage.
@@ -262,14 +268,21 @@ public:
     // --- as programs see the map (helpers call these) ---
 
     /// The value for key, or nullptr. Per-CPU maps give the current CPU's value.
-    void *lookup(const void *key) const {
-        if (table_count_ != 0) {
+    [[gnu::always_inline]] void *lookup(const void *key) const {
+        if (table_count_ != 0) [[likely]] {
             // A plain array: the key is the index, bounded by the view's copy of max_entries.
-            uint32_t idx;
-            std::memcpy(&idx, key, sizeof idx);
-            return idx < table_count_ ? table_ + uint64_t{idx} * table_stride_ : nullptr;
+            const uint32_t idx = detail::load<uint32_t>(static_cast<const uint8_t *>(key));
+            return idx < table_count_ ? table_ + (uint64_t{idx} << table_shift_) : nullptr;
         }
-        return lookup_ != nullptr ? lookup_(this, key) : nullptr;
+        // A plain hash map walks inline; every other map calls the lookup made for it.
+        switch (probe_.inline_key_size) {
+        case 4:
+            return detail::inline_hash_lookup<4>(probe_, key);
+        case 8:
+            return detail::inline_hash_lookup<8>(probe_, key);
+        default:
+            return lookup_(this, key);
+        }
     }
     /// 0 or a negative errno (-ENOENT, -EEXIST, -E2BIG when full, -EINVAL bad flags or key;
     /// hash maps: -EBUSY when another writer held the key's entry for over a second, as a
@@ -434,11 +447,14 @@ private:
     map_spec spec_;
     uint32_t ncpus_ = 1;
     detail::map_layout layout_;
-    detail::lookup_fn lookup_ = nullptr;
+    detail::lookup_fn lookup_ = detail::no_value; // never null
     detail::update_fn update_ = nullptr;
-    /// Plain arrays: their values, stride and max_entries (0 for every other map).
+    /// Hash maps: what their lookup reads (inline_key_size 0 for every other map).
+    detail::hash_probe probe_;
+    /// Plain arrays with a value stride of a power of two: their values, log2 of the stride and
+    /// max_entries (0 for every other map), for the inline lookup.
     uint8_t *table_ = nullptr;
-    uint32_t table_stride_ = 0;
+    uint32_t table_shift_ = 0;
     uint32_t table_count_ = 0;
 };
 

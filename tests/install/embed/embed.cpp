@@ -44,7 +44,10 @@ int main(int argc, char **argv) {
 
         map_create_spec map;
         map.name = "total";
-        map.spec = {maps::map_type::array, 4, 8, 1, 0};
+        map.spec.type = maps::map_type::array;
+        map.spec.key_size = 4;
+        map.spec.value_size = 8;
+        map.spec.max_entries = 1;
         auto map_id = provider.create_map(map);
         if (!map_id) {
             return fail("create map", map_id.err());
@@ -110,6 +113,18 @@ int main(int argc, char **argv) {
             return 1;
         }
         std::memcpy(&total, value->data(), sizeof total);
+        // The same value in place, through the map's view: its lookup is inline in the installed
+        // headers, which compile here with warnings as errors.
+        auto view = (*seg)->map_view(*map_id);
+        if (!view) {
+            return fail("map view", view.err());
+        }
+        const uint32_t index = 0;
+        const auto *in_place = static_cast<const uint64_t *>(view->lookup(&index));
+        if (in_place == nullptr || *in_place != total) {
+            std::fprintf(stderr, "embed: the view's lookup does not find the map total\n");
+            return 1;
+        }
         provider.deinstantiate();
         if (results == std::vector<uint64_t>{42, 42, 42} && total == 120) {
             std::printf("embed: ok, results 42 42 42, map total %llu\n",
