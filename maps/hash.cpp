@@ -62,7 +62,7 @@ uint32_t bucket_of(const map_ref &m, const void *key) {
 template <uint32_t KeySize>
 [[gnu::always_inline]] inline uint32_t entry_stride(const map_ref &m) {
     if constexpr (KeySize != 0) {
-        return (hash_entry_key + KeySize + 7) / 8 * 8;
+        return hash_entry_stride(KeySize);
     } else {
         return m.lay.entry_stride;
     }
@@ -703,7 +703,7 @@ long plain_hash_update(const void *view, const void *key, const void *value, uin
     // The walk of chain_find with fewer live registers: a chain longer than fast_walk_steps
     // (only with keys that collide on purpose) is left to the slow path's bounded walk.
     constexpr uint32_t fast_walk_steps = 64;
-    constexpr uint32_t entry_stride = (hash_entry_key + KeySize + 7) / 8 * 8;
+    constexpr uint32_t entry_stride = hash_entry_stride(KeySize);
     // One value slot per entry (not per CPU); a constant stride when the size is.
     const uint64_t value_stride = ValueSize != 0 ? (ValueSize + 7) / 8 * 8 : p.value_stride;
     const uint32_t *link = p.buckets + bucket_of(p, key, KeySize);

@@ -284,7 +284,7 @@ result<map_layout> compute_layout(const map_spec &spec, uint32_t ncpus) {
             if (lock_free_updates(spec)) {
                 lay.hazards = b.add(1 + hazard_slots, sizeof(hazard_slot));
             }
-            lay.entry_stride = (hash_entry_key + spec.key_size + 7) / 8 * 8;
+            lay.entry_stride = hash_entry_stride(spec.key_size);
             lay.entries = b.add(n, lay.entry_stride);
             if (spec.type == map_type::lpm_trie) {
                 lay.lpm_counts = b.add(uint64_t{lpm_max_prefixlen(spec)} + 1, sizeof(uint32_t));

@@ -23,6 +23,12 @@ inline constexpr uint32_t hash_entry_key = 8;
 /// below 2^22 on Linux, PID_MAX_LIMIT).
 inline constexpr uint32_t entry_used = 1u << 31;
 
+/// Bytes per hash entry: its key included, rounded up to 8, so that a lookup finds an entry's
+/// link, state and key on one cache line.
+constexpr uint32_t hash_entry_stride(uint32_t key_size) {
+    return (hash_entry_key + key_size + 7) / 8 * 8;
+}
+
 /// What a hash map's walk reads, the sections as addresses. A view keeps its map's, so that a
 /// lookup loads no offsets; writers build one per operation (maps/layout.hpp, probe_of).
 struct hash_probe {
@@ -122,7 +128,7 @@ template <uint32_t KeySize = 0>
                                                   uint32_t **link_out = nullptr) {
     const uint32_t key_size = KeySize != 0 ? KeySize : p.key_size;
     const uint32_t max = p.nentries;
-    const uint32_t stride = KeySize != 0 ? (hash_entry_key + KeySize + 7) / 8 * 8 : p.entry_stride;
+    const uint32_t stride = KeySize != 0 ? hash_entry_stride(KeySize) : p.entry_stride;
     uint32_t *link = &p.buckets[bucket_of(p, key, key_size)];
     // At most max steps (max is at least 1), counted at the end so that the first step, the
     // common whole walk, is straight-line code.
