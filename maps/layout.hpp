@@ -304,8 +304,9 @@ std::optional<uint32_t> array_next(const map_ref &m, const void *key);
 void hash_init(const map_ref &m);
 /// touch marks the entry used (lru_hash lookups from programs).
 uint32_t hash_find(const map_ref &m, const void *key, bool touch);
-/// The lookup programs make (map_view::lookup) for a hash map of this spec, specialised for
-/// plain hash maps (4- and 8-byte keys, values up to 8 bytes); no_value for the others.
+/// The lookup compiled code calls (and map_view::lookup, for the maps it does not walk inline)
+/// for a hash map of this spec, specialised for plain hash maps with 4- and 8-byte keys (the
+/// value stride a constant for values of up to 8 bytes); no_value for the others.
 lookup_fn hash_lookup_for(const map_spec &spec);
 /// The update programs make (map_view::update) for a plain hash map of this spec, specialised
 /// for its key and value sizes; null for the other types.
