@@ -551,26 +551,30 @@ uint32_t hash_find(const map_ref &m, const void *key, bool touch_entry) {
 
 namespace {
 
-// A plain hash map's lookup with the key size a constant, and the value stride when it is 8
-// bytes (ValueStride 0: the map's): one value slot per entry, no last-use stamp to update.
-template <uint32_t KeySize, uint32_t ValueStride>
+// A plain hash map's lookup with the key size a constant: one value slot per entry, no
+// last-use stamp to update. With a value stride of a power of two (Shift), the walk
+// map_view::lookup makes inline; otherwise the value is found with a multiply by the stride.
+template <uint32_t KeySize, bool Shift>
 void *plain_hash_lookup(const void *view, const void *key) {
     const hash_probe &p = view_access::probe(*static_cast<const map_view *>(view));
-    const uint32_t idx = chain_find<KeySize>(p, key);
-    const uint32_t stride = ValueStride != 0 ? ValueStride : p.value_stride;
-    return idx != none ? p.values + uint64_t{idx} * stride : nullptr;
+    if constexpr (Shift) {
+        return inline_hash_lookup<KeySize>(p, key);
+    } else {
+        const uint32_t idx = chain_find<KeySize>(p, key);
+        return idx != none ? p.values + uint64_t{idx} * p.value_stride : nullptr;
+    }
 }
 
 } // namespace
 
-lookup_fn hash_lookup_for(const map_spec &spec) {
+lookup_fn hash_lookup_for(const map_spec &spec, const map_layout &lay) {
     if (spec.type != map_type::hash) {
         return no_value;
     }
-    const bool stride8 = spec.value_size <= 8;
-    return with_key_size(spec.key_size, [stride8](auto size) -> lookup_fn {
+    const bool shift = std::has_single_bit(lay.value_stride);
+    return with_key_size(spec.key_size, [shift](auto size) -> lookup_fn {
         constexpr uint32_t key_size = decltype(size)::value;
-        return stride8 ? plain_hash_lookup<key_size, 8> : plain_hash_lookup<key_size, 0>;
+        return shift ? plain_hash_lookup<key_size, true> : plain_hash_lookup<key_size, false>;
     });
 }
 

@@ -41,6 +41,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -178,7 +179,9 @@ inline hash_probe probe_of(const map_ref &m) {
                       m.spec.key_size,
                       m.lay.value_stride,
                       0,
-                      0,
+                      std::has_single_bit(m.lay.value_stride)
+                          ? static_cast<uint32_t>(std::countr_zero(m.lay.value_stride))
+                          : 0,
                       m.lay.hazards != 0 ? m.base + m.lay.hazards + sizeof(hazard_control)
                                          : nullptr};
 }
@@ -305,9 +308,10 @@ void hash_init(const map_ref &m);
 /// touch marks the entry used (lru_hash lookups from programs).
 uint32_t hash_find(const map_ref &m, const void *key, bool touch);
 /// The lookup compiled code calls (and map_view::lookup, for the maps it does not walk inline)
-/// for a hash map of this spec, specialised for plain hash maps with 4- and 8-byte keys (the
-/// value stride a constant for values of up to 8 bytes); no_value for the others.
-lookup_fn hash_lookup_for(const map_spec &spec);
+/// for a hash map of this spec and layout, specialised for plain hash maps with 4- and 8-byte
+/// keys and for value strides of a power of two (map_view::lookup's inline walk); no_value for
+/// the others.
+lookup_fn hash_lookup_for(const map_spec &spec, const map_layout &lay);
 /// The update programs make (map_view::update) for a plain hash map of this spec, specialised
 /// for its key and value sizes; null for the other types.
 update_fn hash_update_for(const map_spec &spec);

@@ -756,13 +756,12 @@ result<map_view> map_view::open(void *base, uint64_t size, const map_spec &spec)
     v.ncpus_ = ncpus;
     v.layout_ = *lay;
     v.layout_.seed = h.seed;
-    v.lookup_ = hash_lookup_for(spec);
+    v.lookup_ = hash_lookup_for(spec, v.layout_);
     if (info_of(spec.type).fam == family::hash) {
         v.probe_ = probe_of(v.ref());
         if (spec.type == map_type::hash && (spec.key_size == 4 || spec.key_size == 8) &&
             std::has_single_bit(v.layout_.value_stride)) {
-            v.probe_.inline_key_size = spec.key_size;
-            v.probe_.value_shift = static_cast<uint32_t>(std::countr_zero(v.layout_.value_stride));
+            v.probe_.inline_key_size = spec.key_size; // value_shift is the stride's
         }
     }
     v.update_ = hash_update_for(spec);

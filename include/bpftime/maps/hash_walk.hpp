@@ -42,9 +42,9 @@ struct hash_probe {
     uint32_t key_size = 0;
     uint32_t value_stride = 0;
     /// 4 or 8 when map_view::lookup walks the map inline: a plain hash map with that key size
-    /// and a value stride of 1 << value_shift bytes; 0 when it calls the view's lookup function.
+    /// and a value stride of a power of two; 0 when it calls the view's lookup function.
     uint32_t inline_key_size = 0;
-    uint32_t value_shift = 0;
+    uint32_t value_shift = 0; ///< log2(value_stride) when that is a power of two, else 0
     /// Maps with lock-free updates: the first updater's hazard slot (maps/layout.hpp).
     void *hazard_slots = nullptr;
 };
@@ -154,7 +154,8 @@ template <uint32_t KeySize = 0>
     }
 }
 
-/// map_view::lookup of a plain hash map whose probe has inline_key_size KeySize.
+/// A plain hash map's lookup with a value stride of a power of two (map_view::lookup's, inline,
+/// when the probe's inline_key_size is KeySize).
 template <uint32_t KeySize>
 [[gnu::always_inline]] inline void *inline_hash_lookup(const hash_probe &p, const void *key) {
     const uint32_t idx = chain_find<KeySize>(p, key);
